@@ -1,0 +1,53 @@
+"""``python -m bot``: read the configuration, open the shared session, run the bot."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+import aiohttp
+from dotenv import load_dotenv
+
+from bot.client import AtelierBot
+from bot.config import Config, load_config
+from bot.discord_base import use_rest_base
+from bot.errors import ConfigError
+from bot.logging_setup import setup_logging
+
+log = logging.getLogger("bot")
+
+
+async def run(config: Config) -> None:
+    """Run the bot until it is closed by a signal or a fatal error."""
+    # Per-call timeouts are set where calls are made; this only guards connection set-up.
+    timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
+    async with aiohttp.ClientSession(timeout=timeout) as session, AtelierBot(config, session) as bot:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, lambda s=signum: bot.request_shutdown(signal.Signals(s).name))
+        await bot.start(config.discord_token)
+
+
+def main() -> None:
+    """Entry point: one clear line and exit status 2 on a configuration error."""
+    load_dotenv()
+    try:
+        config = load_config()
+    except ConfigError as exc:
+        print(f"atelier: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    setup_logging(config.log_level, [config.discord_token, config.image_api_key])
+    if config.discord_api_base:
+        use_rest_base(config.discord_api_base)
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(config))
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    main()

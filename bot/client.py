@@ -1,0 +1,77 @@
+"""The Discord client: owns the config, the shared HTTP session, the editor and the cogs."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import aiohttp
+import discord
+from discord.ext import commands
+
+from bot.command_sync import SyncRecord, schema_hash
+from bot.config import Config
+from bot.discord_base import use_gateway_from_rest
+from bot.editor import Editor
+from bot.image_api import ImageAPIClient
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.edit",)
+
+
+class AtelierBot(commands.Bot):
+    """Atelier's client. Long-lived things live here, never at module level."""
+
+    def __init__(self, config: Config, session: aiohttp.ClientSession) -> None:
+        # Imported here so the engine modules in bot/ never import cogs/ at import time.
+        from cogs.errors import AtelierTree
+
+        intents = discord.Intents.none()
+        intents.guilds = True  # guild, channel and thread cache; members are not needed
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=AtelierTree,
+            # Nothing the bot posts pings anyone unless a message widens this on purpose.
+            allowed_mentions=discord.AllowedMentions.none(),
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            max_messages=None,
+        )
+        self.config = config
+        self.session = session
+        self.editor = Editor(ImageAPIClient(session, config), config)
+        self._shutdown: asyncio.Task[None] | None = None
+
+    def request_shutdown(self, reason: str) -> None:
+        """Begin a clean shutdown (from a signal handler); idempotent."""
+        if self._shutdown is None:
+            log.info("shutdown requested (%s)", reason)
+            self._shutdown = asyncio.create_task(self.close())
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        await self.sync_commands_if_changed()
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        if self.config.discord_api_base:
+            await use_gateway_from_rest(self)
+        await super().connect(reconnect=reconnect)
+
+    async def sync_commands_if_changed(self) -> None:
+        """Upload the command schema only when it differs from the last one synced."""
+        guild = discord.Object(self.config.dev_guild_id) if self.config.dev_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        scope = f"{self.application_id}:{guild.id if guild else 'global'}"
+        digest = schema_hash(payload)
+        record = SyncRecord(self.config.data_dir / "command-sync.json")
+        if record.is_current(scope, digest):
+            log.info("commands unchanged since the last sync; not syncing (%s)", scope)
+            return
+        synced = await self.tree.sync(guild=guild)
+        record.remember(scope, digest)
+        log.info("synced %d commands (%s)", len(synced), scope)

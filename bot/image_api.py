@@ -1,0 +1,295 @@
+"""Client for the provider's OpenAI-compatible ``POST {base}/images/edits``.
+
+Read ``shared/reference/image-edits-api.txt`` before changing this. In short: one
+multipart request with ``model``, ``prompt``, ``size`` (optional), ``response_format``
+and the images as repeated ``image`` parts in prompt order; never ``quality`` or ``n``.
+A call is billed even if we hang up, so only failures that prove nothing was
+produced (429, 5xx, a dropped connection) are retried, and a timeout is not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+from bot.config import Config
+from bot.errors import (
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ImageAPIError,
+    InvalidResponseError,
+    QuotaExhaustedError,
+    SafetyRejectedError,
+    TransientAPIError,
+)
+from bot.images import OutputImage, PreparedImage, check_output
+
+log = logging.getLogger(__name__)
+
+# A 3840x2160 PNG is ~12 MB, ~16 MB as base64; anything far above that is not an image answer.
+MAX_RESPONSE_BYTES = 128 * 1024 * 1024
+MAX_URL_DOWNLOAD_BYTES = 64 * 1024 * 1024
+URL_DOWNLOAD_TIMEOUT = 120.0
+MAX_RETRY_AFTER = 60.0
+
+_SAFETY_WORDS = re.compile(
+    r"safety|moderation|content polic|policy violation|blocked|not allowed|sexual|violen"
+)
+_QUOTA_WORDS = re.compile(r"quota|insufficient|balance|credit|billing|余额|额度")
+_DATA_URL_PREFIX = re.compile(rb"^data:[\w./+-]*;base64,")
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token counts the API reports for a call."""
+
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+
+
+@dataclass(frozen=True)
+class ImageEditRequest:
+    """What one edit asks of the API; ``images`` are in prompt order (image1 first)."""
+
+    prompt: str
+    images: Sequence[PreparedImage]
+    size: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageEditResult:
+    """A decoded result with what the call cost and how long it took."""
+
+    image: OutputImage
+    usage: Usage | None
+    api_seconds: float
+    attempts: int
+
+
+class ImageAPIClient:
+    """Makes edit calls with the shared session; one instance per bot."""
+
+    def __init__(self, session: aiohttp.ClientSession, config: Config) -> None:
+        self._session = session
+        self._config = config
+        self._url = f"{config.image_api_base}/images/edits"
+
+    def _redact(self, text: str) -> str:
+        """Remove the API key from any text that might be logged or shown."""
+        key = self._config.image_api_key
+        return text.replace(key, "[redacted]") if key else text
+
+    def _form(self, request: ImageEditRequest) -> aiohttp.FormData:
+        form = aiohttp.FormData(quote_fields=False)
+        form.add_field("model", self._config.image_model)
+        form.add_field("prompt", request.prompt)
+        if request.size:
+            form.add_field("size", request.size)
+        form.add_field("response_format", self._config.image_response_format)
+        for number, image in enumerate(request.images, start=1):
+            form.add_field(
+                "image",
+                image.data,
+                filename=f"image{number}.{image.extension}",
+                content_type=image.mime,
+            )
+        return form
+
+    async def edit(self, request: ImageEditRequest) -> ImageEditResult:
+        """Make the edit call, retrying only what is safe to repeat; raise an ``ImageAPIError``."""
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                image, usage = await self._attempt(request)
+            except TransientAPIError as exc:
+                if attempts > self._config.image_api_max_retries:
+                    log.warning("image API still failing after %d attempts: %s", attempts, exc.log_detail)
+                    raise
+                delay = self._backoff(attempts, exc.retry_after)
+                log.info(
+                    "image API attempt %d failed (%s); retrying in %.2fs", attempts, exc.log_detail, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            return ImageEditResult(image, usage, time.monotonic() - started, attempts)
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
+        return float(self._config.image_api_retry_backoff * 2 ** (attempt - 1))
+
+    async def _attempt(self, request: ImageEditRequest) -> tuple[OutputImage, Usage | None]:
+        timeout = aiohttp.ClientTimeout(total=self._config.image_api_timeout)
+        headers = {"Authorization": f"Bearer {self._config.image_api_key}", "Accept": "application/json"}
+        try:
+            async with self._session.post(
+                self._url, data=self._form(request), headers=headers, timeout=timeout
+            ) as response:
+                body = await _read_capped(response, MAX_RESPONSE_BYTES)
+                if response.status >= 400:
+                    raise self._error_for(response.status, response.headers, body)
+                payload = _parse_json(body)
+                del body  # the JSON string holds the image now; drop the raw copy early
+        except TimeoutError:
+            raise APITimeoutError(self._config.image_api_timeout) from None
+        except aiohttp.ClientResponseError as exc:
+            raise TransientAPIError(f"HTTP error {exc.status}") from None
+        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+            # No answer arrived, so no image was produced for us: safe to try again.
+            raise TransientAPIError(f"connection failed: {type(exc).__name__}") from None
+        return await self._image_from(payload)
+
+    def _error_for(self, status: int, headers: Any, body: bytes) -> ImageAPIError:
+        message = self._redact(_error_message(body))
+        detail = f"HTTP {status}: {message}"[:500]
+        lowered = message.lower()
+        if _SAFETY_WORDS.search(lowered):
+            # A hard content block can come back as any status, a 5xx included: never retry it.
+            return SafetyRejectedError(
+                f"The image service refused this request: {_shorten(message, 300)}", log_detail=detail
+            )
+        if status in (401, 403):
+            return AuthenticationError(detail)
+        if status == 429 or status == 402:
+            if _QUOTA_WORDS.search(lowered):
+                return QuotaExhaustedError(detail)
+            return TransientAPIError(detail, retry_after=_retry_after(headers))
+        if status >= 500:
+            return TransientAPIError(detail, retry_after=_retry_after(headers))
+        if status == 413:
+            return BadRequestError(
+                "The images are too large for the image service; use fewer or smaller images.",
+                log_detail=detail,
+            )
+        return BadRequestError(
+            f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail
+        )
+
+    async def _image_from(self, payload: Any) -> tuple[OutputImage, Usage | None]:
+        if not isinstance(payload, dict):
+            raise InvalidResponseError("response is not a JSON object")
+        items = payload.get("data")
+        if not isinstance(items, list) or not items or not isinstance(items[0], dict):
+            error = payload.get("error")
+            if isinstance(error, dict) and error.get("message"):
+                raise self._error_for(400, {}, json.dumps({"error": error}).encode())
+            raise InvalidResponseError("no image in the response's data")
+        item = items[0]
+        usage = _usage(payload.get("usage"))
+        b64 = item.get("b64_json")
+        if isinstance(b64, str) and b64:
+            data = await asyncio.to_thread(_decode_b64, b64)
+        elif isinstance(item.get("url"), str) and item["url"]:
+            data = await self._download(item["url"])
+        else:
+            raise InvalidResponseError("data[0] has neither b64_json nor url")
+        image = await asyncio.to_thread(check_output, data)
+        return image, usage
+
+    async def _download(self, url: str) -> bytes:
+        if not url.startswith(("http://", "https://")):
+            raise InvalidResponseError("result url is not http(s)")
+        timeout = aiohttp.ClientTimeout(total=URL_DOWNLOAD_TIMEOUT)
+        try:
+            # No Authorization header: the key must never go to the CDN host.
+            async with self._session.get(url, timeout=timeout) as response:
+                if response.status != 200:
+                    raise InvalidResponseError(f"result url answered HTTP {response.status}")
+                return await _read_capped(response, MAX_URL_DOWNLOAD_BYTES)
+        except TimeoutError:
+            raise InvalidResponseError("timed out downloading the result url") from None
+        except aiohttp.ClientError as exc:
+            raise InvalidResponseError(f"could not download the result url: {type(exc).__name__}") from None
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
+    if response.content_length is not None and response.content_length > cap:
+        raise InvalidResponseError(f"response of {response.content_length} bytes is over the cap")
+    chunks = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 20):
+        chunks += chunk
+        if len(chunks) > cap:
+            raise InvalidResponseError("response is over the size cap")
+    return bytes(chunks)
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidResponseError(f"response is not JSON (starts {body[:60]!r})") from None
+
+
+def _decode_b64(text: str) -> bytes:
+    """Decode ``b64_json`` with or without its ``data:image/...;base64,`` prefix."""
+    raw = text.encode("ascii", "strict") if text.isascii() else None
+    if raw is None:
+        raise InvalidResponseError("b64_json holds non-ASCII characters")
+    match = _DATA_URL_PREFIX.match(raw[:100])
+    start = match.end() if match else 0
+    try:
+        return binascii.a2b_base64(memoryview(raw)[start:], strict_mode=False)
+    except binascii.Error as exc:
+        raise InvalidResponseError(f"b64_json is not valid base64 ({exc})") from None
+
+
+def _error_message(body: bytes) -> str:
+    """The API's own ``error.message``, or a short description of a non-JSON page."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        text = body[:2000].decode("utf-8", "replace")
+        title = re.search(r"<title>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        if title:
+            return f"non-JSON page: {title.group(1).strip()}"
+        return f"non-JSON answer: {text[:120].strip()}" if text.strip() else "empty answer"
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(payload.get("message"), str):
+            return str(payload["message"])
+    return "no error message"
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After") if headers else None
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def _usage(value: Any) -> Usage | None:
+    if not isinstance(value, dict):
+        return None
+    try:
+        return Usage(
+            int(value.get("input_tokens", 0)),
+            int(value.get("output_tokens", 0)),
+            int(value.get("total_tokens", 0)),
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

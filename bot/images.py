@@ -1,0 +1,196 @@
+"""Image checks and re-encoding: inputs made safe for the API, outputs made to fit Discord.
+
+Everything here is CPU work on bytes and is called through ``asyncio.to_thread``
+by the engine, so it never blocks the event loop. Nothing here knows Discord.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from bot.errors import InputError, InvalidResponseError
+
+# Larger than any real photo or screenshot, small enough that decoding cannot exhaust memory.
+MAX_INPUT_PIXELS = 64_000_000
+
+_MIME_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
+_EXT_BY_MIME = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An input ready for the API: bytes, their type, and what was done to them."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    note: str | None = None  # e.g. "image2 was re-encoded to fit 3 MB"
+
+    @property
+    def extension(self) -> str:
+        """File extension matching ``mime``."""
+        return _EXT_BY_MIME[self.mime]
+
+
+@dataclass(frozen=True)
+class OutputImage:
+    """A decoded API result (or its re-encoded, upload-sized version)."""
+
+    data: bytes
+    mime: str
+    width: int
+    height: int
+    note: str | None = None
+
+    @property
+    def extension(self) -> str:
+        """File extension matching ``mime``."""
+        return _EXT_BY_MIME[self.mime]
+
+
+def sniff_format(data: bytes | memoryview) -> str | None:
+    """The pass-through format of ``data`` by its magic bytes, or ``None``."""
+    head = bytes(data[:12])
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "PNG"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "JPEG"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return None
+
+
+def _open_checked(data: bytes, option: str) -> Image.Image:
+    """Open and fully decode ``data``; refuse non-images, corrupt files and decompression bombs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(io.BytesIO(data))
+            if image.width * image.height > MAX_INPUT_PIXELS:
+                raise InputError(
+                    f"{option} is too large ({image.width}×{image.height} pixels); "
+                    f"the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels."
+                )
+            image.load()
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+            raise InputError(f"{option} is too large to decode safely; use a smaller image.") from None
+        except UnidentifiedImageError:
+            raise InputError(f"{option} is not an image (png, jpeg or webp work best).") from None
+        except (OSError, SyntaxError, ValueError, EOFError):
+            raise InputError(f"{option} is damaged or incomplete; it could not be decoded.") from None
+    return image
+
+
+def prepare_input(data: bytes, option: str, max_bytes: int) -> PreparedImage:
+    """Check an uploaded file by its content and return what to send to the API.
+
+    png/jpeg/webp within ``max_bytes`` pass through byte for byte; other decodable
+    formats become PNG; anything larger is re-encoded or scaled down to fit.
+    """
+    if not data:
+        raise InputError(f"{option} is an empty file.")
+    image = _open_checked(data, option)
+    fmt = sniff_format(data)
+    if fmt is not None and len(data) <= max_bytes:
+        return PreparedImage(data, _MIME_BY_FORMAT[fmt], image.width, image.height)
+    if fmt is None:
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        converted = _encode(_normalise_mode(image), "PNG")
+        if len(converted) <= max_bytes:
+            return PreparedImage(converted, "image/png", image.width, image.height)
+        note = f"{option} was converted and re-encoded to fit {_mb(max_bytes)}"
+    else:
+        note = f"{option} was {_mb(len(data))}, so it was re-encoded to fit {_mb(max_bytes)}"
+    out = shrink_to_fit(image, max_bytes)
+    return PreparedImage(out.data, out.mime, out.width, out.height, note=f"{note} ({out.note})")
+
+
+def _normalise_mode(image: Image.Image) -> Image.Image:
+    """Convert palette/CMYK/16-bit modes to RGB or RGBA, which every encoder takes."""
+    if image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    has_alpha = (image.mode in ("PA", "P") and "transparency" in image.info) or "A" in image.getbands()
+    return image.convert("RGBA" if has_alpha else "RGB")
+
+
+def _encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1_000_000:.1f} MB"
+
+
+def shrink_to_fit(image: Image.Image, max_bytes: int, *, lossless_first: bool = False) -> OutputImage:
+    """Re-encode (and if need be scale down) ``image`` until it is at most ``max_bytes``.
+
+    Order: lossless WebP (when asked), high-quality WebP with alpha or JPEG without,
+    then the same at smaller scales. Always returns something that fits.
+    """
+    image = _normalise_mode(image)
+    has_alpha = "A" in image.getbands()
+    if lossless_first:
+        data = _encode(image, "WEBP", lossless=True, method=1)
+        if len(data) <= max_bytes:
+            return OutputImage(data, "image/webp", image.width, image.height, "losslessly re-encoded as WebP")
+    scaled = image
+    while True:
+        if has_alpha:
+            data = _encode(scaled, "WEBP", quality=90, method=4)
+            mime = "image/webp"
+        else:
+            rgb = scaled.convert("RGB") if scaled.mode != "RGB" else scaled
+            data = _encode(rgb, "JPEG", quality=90, optimize=True)
+            mime = "image/jpeg"
+        if len(data) <= max_bytes or max(scaled.size) <= 64:
+            how = f"re-encoded as {'WebP' if has_alpha else 'JPEG'} (quality 90)"
+            if scaled is not image:
+                how += f" and scaled down to {scaled.width}×{scaled.height}"
+            return OutputImage(data, mime, scaled.width, scaled.height, how)
+        # Bytes scale roughly with area; aim a little under the target.
+        factor = max(0.25, min(0.9, (max_bytes / len(data)) ** 0.5 * 0.95))
+        new_size = (max(1, int(scaled.width * factor)), max(1, int(scaled.height * factor)))
+        scaled = image.resize(new_size, Image.Resampling.LANCZOS)
+
+
+def check_output(data: bytes) -> OutputImage:
+    """Verify an API result without decoding its pixels (cheap in time and memory).
+
+    A truncated PNG fails its chunk checks; a truncated JPEG lacks its end marker.
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise InvalidResponseError(f"result is not png/jpeg/webp (starts {bytes(data[:8])!r})")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            image.verify()
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise InvalidResponseError(f"result image is corrupt: {exc}") from None
+    if fmt == "JPEG" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        raise InvalidResponseError("result JPEG is truncated")
+    if fmt == "WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data):
+        raise InvalidResponseError("result WebP is truncated")
+    return OutputImage(data, _MIME_BY_FORMAT[fmt], width, height)
+
+
+def fit_for_upload(output: OutputImage, limit: int) -> OutputImage:
+    """Return ``output`` unchanged if it fits Discord's upload ``limit``, else a re-encoded copy."""
+    if len(output.data) <= limit:
+        return output
+    with Image.open(io.BytesIO(output.data)) as image:
+        image.load()
+        fitted = shrink_to_fit(image, limit, lossless_first=True)
+    note = (
+        f"The {_mb(len(output.data))} original was over Discord's {_mb(limit)} upload limit, "
+        f"so it was {fitted.note}."
+    )
+    return OutputImage(fitted.data, fitted.mime, fitted.width, fitted.height, note=note)

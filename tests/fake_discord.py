@@ -1,0 +1,1748 @@
+"""An in-process fake of Discord (REST + gateway + CDN) for end-to-end tests.
+
+``FakeDiscord`` is an aiohttp server on 127.0.0.1 (random port) that the *real* discord.py client
+talks to.  Point the client at it with::
+
+    discord.http.Route.BASE = fake.api_base
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(fake.gateway_url)
+
+What it fakes (one guild, one bot, deterministic ids on the class):
+
+* REST: ``/users/@me``, ``/oauth2/applications/@me``, ``/gateway[/bot]``, global and guild command
+  bulk-overwrite (PUT/GET), interaction callbacks (types 1, 4-9), interaction webhooks (@original and
+  follow-ups, GET/PATCH/DELETE/POST), channel messages (create/get/list/edit/delete, reactions, typing),
+  threads from messages, forum posts, DM channel creation and a few guild reads.  JSON and multipart
+  (``payload_json`` + ``files[n]``) bodies are both accepted; uploaded files are re-hosted on the fake CDN.
+* Gateway: HELLO, heartbeat ACK, IDENTIFY -> READY + GUILD_CREATE, RESUME -> INVALID_SESSION(false),
+  REQUEST_GUILD_MEMBERS -> one GUILD_MEMBERS_CHUNK.  MESSAGE_*/THREAD_CREATE are dispatched only when the
+  client identified with the matching intents (GUILD_MESSAGES / DIRECT_MESSAGES / GUILDS), like Discord.
+  Frames are plain JSON text (discord.py accepts them although it asks for zlib-stream).
+* CDN: ``/cdn/attachments/{channel}/{id}/{filename}?ex=&is=&hm=`` -- the signed query is required,
+  as on Discord (a URL with the query stripped gets 404).
+
+Everything the client sends over HTTP is recorded in :attr:`FakeDiscord.requests` (raw body, parsed JSON /
+``payload_json`` and file parts) before it is answered; gateway frames go to ``gateway_received``.
+
+Discord behaviours that are modelled because bots trip over them: second callback -> 40060, expired
+interaction -> 10062 / 50027, follow-up before any callback -> 10015, the first follow-up after a
+"thinking" defer replaces the loading message, ``@original`` after an UPDATE/DEFERRED_UPDATE is the clicked
+message, upload size limit -> 40005 (413), ephemeral messages are invisible to bot routes, one thread per
+message -> 160004, JSON responses with the exact ``Content-Type: application/json``.
+
+Limits: single shard, single guild, no permission checks on REST routes, no real rate limiting (use
+:meth:`FakeDiscord.fail_next`), no voice, no zlib/zstd compression, no embeds/components validation,
+mentions only from ``<@id>``/``<@&id>``/``@everyone`` in content.  ``BOT_USER_ID`` deliberately differs
+from ``APP_ID`` (true for older applications) so code that mixes them up fails loudly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import io
+import json
+import mimetypes
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.message import Message as _MimeHeader
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp import WSMsgType, web
+from multidict import CIMultiDict
+
+JSON = dict[str, Any]
+Handler = Callable[[web.Request, "RecordedRequest"], Awaitable[web.StreamResponse]]
+
+DISCORD_EPOCH_MS = 1420070400000
+MIB = 1024 * 1024
+
+# Permission bits (https://discord.com/developers/docs/topics/permissions)
+CREATE_INSTANT_INVITE = 1 << 0
+ADMINISTRATOR = 1 << 3
+MANAGE_CHANNELS = 1 << 4
+MANAGE_GUILD = 1 << 5
+ADD_REACTIONS = 1 << 6
+VIEW_CHANNEL = 1 << 10
+SEND_MESSAGES = 1 << 11
+MANAGE_MESSAGES = 1 << 13
+EMBED_LINKS = 1 << 14
+ATTACH_FILES = 1 << 15
+READ_MESSAGE_HISTORY = 1 << 16
+USE_EXTERNAL_EMOJIS = 1 << 18
+CONNECT = 1 << 20
+SPEAK = 1 << 21
+CHANGE_NICKNAME = 1 << 26
+USE_APPLICATION_COMMANDS = 1 << 31
+MANAGE_THREADS = 1 << 34
+CREATE_PUBLIC_THREADS = 1 << 35
+SEND_MESSAGES_IN_THREADS = 1 << 38
+ALL_PERMISSIONS = (1 << 51) - 1
+
+#: What @everyone can do in the fake guild (a typical community server, no moderation rights).
+MEMBER_PERMISSIONS = (
+    CREATE_INSTANT_INVITE
+    | ADD_REACTIONS
+    | VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | READ_MESSAGE_HISTORY
+    | USE_EXTERNAL_EMOJIS
+    | CONNECT
+    | SPEAK
+    | CHANGE_NICKNAME
+    | USE_APPLICATION_COMMANDS
+    | CREATE_PUBLIC_THREADS
+    | SEND_MESSAGES_IN_THREADS
+)
+MODERATOR_PERMISSIONS = MANAGE_GUILD | MANAGE_MESSAGES | MANAGE_THREADS | MANAGE_CHANNELS
+BOT_PERMISSIONS = MEMBER_PERMISSIONS | MANAGE_MESSAGES | MANAGE_THREADS
+
+# Gateway intents that gate the events the fake dispatches.
+INTENT_GUILDS = 1 << 0
+INTENT_GUILD_MESSAGES = 1 << 9
+INTENT_DIRECT_MESSAGES = 1 << 12
+
+# Message flags
+FLAG_SUPPRESS_EMBEDS = 1 << 2
+FLAG_HAS_THREAD = 1 << 5
+FLAG_EPHEMERAL = 1 << 6
+FLAG_LOADING = 1 << 7
+FLAG_SUPPRESS_NOTIFICATIONS = 1 << 12
+FLAG_IS_COMPONENTS_V2 = 1 << 15
+SETTABLE_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_EPHEMERAL | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
+
+_WEBHOOK_ROUTE = re.compile(r"^/api/v10/(interactions|webhooks)/")
+
+
+class _Unset(enum.Enum):
+    UNSET = 0
+
+
+UNSET = _Unset.UNSET
+
+
+def iso_now(offset: timedelta = timedelta()) -> str:
+    return (datetime.now(UTC) + offset).isoformat()
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """``web.json_response`` adds ``; charset=utf-8``, which discord.py does NOT parse as JSON."""
+    return web.Response(
+        status=status,
+        body=json.dumps(data).encode(),
+        headers={**(headers or {}), "Content-Type": "application/json"},
+    )
+
+
+def error(status: int, code: int, message: str) -> web.Response:
+    return json_response({"code": code, "message": message}, status)
+
+
+class DiscordError(Exception):
+    """Raised inside handlers; turned into a Discord-style JSON error response."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(f"{status} {code} {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+UNKNOWN_MESSAGE = (404, 10008, "Unknown Message")
+UNKNOWN_CHANNEL = (404, 10003, "Unknown Channel")
+UNKNOWN_WEBHOOK = (404, 10015, "Unknown Webhook")
+UNKNOWN_INTERACTION = (404, 10062, "Unknown interaction")
+INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
+ALREADY_ACKED = (400, 40060, "Interaction has already been acknowledged.")
+TOO_LARGE = (413, 40005, "Request entity too large")
+INVALID_FORM = (400, 50035, "Invalid Form Body")
+
+
+@dataclass
+class RecordedFile:
+    field: str  # multipart field name, e.g. "files[0]"
+    filename: str
+    content_type: str | None
+    data: bytes
+
+
+@dataclass
+class RecordedRequest:
+    method: str
+    path: str  # without the query string
+    query: dict[str, str]
+    headers: CIMultiDict[str]
+    body: bytes
+    json: Any | None  # parsed JSON body or the multipart "payload_json" part
+    files: list[RecordedFile] = field(default_factory=list)
+    status: int = 0  # 0 while the request is still being answered
+    response: Any | None = None  # the JSON the fake answered with, if any
+    index: int = -1
+
+    def __repr__(self) -> str:
+        return f"<{self.method} {self.path} -> {self.status}>"
+
+
+@dataclass
+class InteractionHandle:
+    """An interaction injected over the gateway, with helpers to find what the bot did with it."""
+
+    id: int
+    token: str
+    payload: JSON  # the INTERACTION_CREATE data that was dispatched
+    fake: FakeDiscord = field(repr=False)
+
+    def _mine(self, r: RecordedRequest) -> bool:
+        return f"/{self.token}" in r.path
+
+    def callback_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.fake.requests if r.path.endswith(f"/{self.id}/{self.token}/callback")]
+
+    def webhook_requests(self) -> list[RecordedRequest]:
+        """Requests on ``/webhooks/{app}/{token}...`` (follow-ups and @original edits)."""
+        return [r for r in self.fake.requests if r.path.startswith("/api/v10/webhooks/") and self._mine(r)]
+
+    async def wait_for_callback(self, timeout: float = 10) -> RecordedRequest:
+        return await self.fake.wait_for_callback(self, timeout)
+
+    async def wait_for_webhook(
+        self, method: str | None = None, *, timeout: float = 10, start: int = 0
+    ) -> RecordedRequest:
+        """First webhook request for this token (optionally of ``method``) at index >= ``start``."""
+        return await self.fake.wait_for_request(
+            lambda r: r.path.startswith("/api/v10/webhooks/")
+            and self._mine(r)
+            and (method is None or r.method == method.upper()),
+            timeout,
+            start=start,
+        )
+
+    def original_message(self) -> JSON | None:
+        return self.fake.original_message(self)
+
+    def followups(self) -> list[JSON]:
+        state = self.fake._interactions[self.id]
+        return [self.fake.messages[m] for m in state.followup_ids if m in self.fake.messages]
+
+    @property
+    def callback_type(self) -> int | None:
+        return self.fake._interactions[self.id].callback_type
+
+    @property
+    def callback_data(self) -> JSON | None:
+        """``data`` of the callback (modal definition, autocomplete choices, message body...)."""
+        return self.fake._interactions[self.id].callback_data
+
+
+@dataclass
+class _Interaction:
+    id: int
+    token: str
+    type: int
+    payload: JSON
+    channel_id: int
+    message_id: int | None  # the message a component / modal interaction came from
+    acked: bool = False
+    expired: bool = False
+    callback_type: int | None = None
+    callback_data: JSON | None = None
+    original_id: int | None = None
+    followup_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Fault:
+    method: str
+    path: re.Pattern[str]
+    status: int
+    body: Any
+    headers: dict[str, str]
+    times: int
+
+
+@dataclass
+class _GatewayConn:
+    ws: web.WebSocketResponse
+    seq: int = 0
+    identified: bool = False
+    intents: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class FakeDiscord:
+    APP_ID = 1200000000000000010
+    BOT_USER_ID = 1200000000000000011
+    OWNER_ID = 1200000000000000020
+    USER_ID = 1200000000000000030  # default user that runs commands
+    OTHER_USER_ID = 1200000000000000031
+    GUILD_ID = 1200000000000000100
+    CHANNEL_ID = 1200000000000000200
+    OTHER_CHANNEL_ID = 1200000000000000201
+    FORUM_ID = 1200000000000000300
+    MODERATOR_ROLE_ID = 1200000000000000400
+    ARTIST_ROLE_ID = 1200000000000000401
+    BOT_ROLE_ID = 1200000000000000402
+
+    def __init__(self, *, token: str = "fake-bot-token", attachment_size_limit: int = 10 * MIB) -> None:
+        self.token = token
+        self.attachment_size_limit = attachment_size_limit
+        self.bot_upload_limit = 10 * MIB
+        self.app_permissions = BOT_PERMISSIONS
+        self.port = 0
+        self.requests: list[RecordedRequest] = []
+        self.gateway_received: list[JSON] = []
+        self.identify: JSON | None = None
+        self.messages: dict[int, JSON] = {}
+        self.channels: dict[int, JSON] = {}
+        self.users: dict[int, JSON] = {}
+        self.member_roles: dict[int, list[int]] = {}
+        self.roles: dict[int, JSON] = {}
+        self.global_commands: list[JSON] = []
+        self.guild_commands: dict[int, list[JSON]] = {}
+        self._interactions: dict[int, _Interaction] = {}
+        self._tokens: dict[str, int] = {}
+        self._cdn: dict[int, tuple[bytes, str | None, str, str]] = {}  # id -> data, type, filename, hm
+        self._faults: list[_Fault] = []
+        self._conns: list[_GatewayConn] = []
+        self._active: _GatewayConn | None = None
+        self._ready = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._last_snowflake = 0
+        self._runner: web.AppRunner | None = None
+        self._seed()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def api_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/v10"
+
+    @property
+    def cdn_base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/cdn"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    async def start(self) -> None:
+        app = web.Application(client_max_size=200 * MIB, middlewares=[self._middleware])
+        app.router.add_get("/gateway", self._gateway)
+        for method, path, handler in self._routes():
+            app.router.add_route(method, "/api/v10" + path, handler)
+        app.router.add_get("/cdn/attachments/{channel}/{id}/{filename}", self._cdn_get)
+        app.router.add_route("*", "/{tail:.*}", self._not_found, name="unknown")
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None
+        self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+
+    async def stop(self) -> None:
+        for conn in list(self._conns):
+            with contextlib.suppress(Exception):
+                await conn.ws.close(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> FakeDiscord:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ ids, users, guild data
+
+    def snowflake(self) -> int:
+        """A fresh, strictly increasing snowflake for the current time."""
+        candidate = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
+        self._last_snowflake = max(candidate, self._last_snowflake + 1)
+        return self._last_snowflake
+
+    def _seed(self) -> None:
+        self.add_user(self.BOT_USER_ID, "Atelier", bot=True, roles=[self.BOT_ROLE_ID])
+        self.add_user(self.OWNER_ID, "owner", roles=[self.MODERATOR_ROLE_ID])
+        self.add_user(self.USER_ID, "painter", roles=[self.ARTIST_ROLE_ID])
+        self.add_user(self.OTHER_USER_ID, "sculptor", roles=[])
+        for rid, name, perms, pos, extra in (
+            (self.GUILD_ID, "@everyone", MEMBER_PERMISSIONS, 0, {}),
+            (self.ARTIST_ROLE_ID, "Artist", 0, 1, {}),
+            (self.MODERATOR_ROLE_ID, "Moderator", MODERATOR_PERMISSIONS, 2, {}),
+            (self.BOT_ROLE_ID, "Atelier", BOT_PERMISSIONS, 3, {"tags": {"bot_id": str(self.BOT_USER_ID)}}),
+        ):
+            self.roles[rid] = {
+                "id": str(rid),
+                "name": name,
+                "permissions": str(perms),
+                "position": pos,
+                "color": 0,
+                "colors": {"primary_color": 0, "secondary_color": None, "tertiary_color": None},
+                "hoist": False,
+                "icon": None,
+                "unicode_emoji": None,
+                "managed": "tags" in extra,
+                "mentionable": False,
+                "flags": 0,
+                **extra,
+            }
+        for cid, name, ctype, pos in (
+            (self.CHANNEL_ID, "atelier", 0, 0),
+            (self.OTHER_CHANNEL_ID, "general", 0, 1),
+            (self.FORUM_ID, "gallery", 15, 2),
+        ):
+            channel: JSON = {
+                "id": str(cid),
+                "type": ctype,
+                "guild_id": str(self.GUILD_ID),
+                "name": name,
+                "position": pos,
+                "parent_id": None,
+                "topic": None,
+                "nsfw": False,
+                "rate_limit_per_user": 0,
+                "last_message_id": None,
+                "permission_overwrites": [],
+                "flags": 0,
+                "default_auto_archive_duration": 1440,
+            }
+            if ctype == 15:
+                channel |= {"available_tags": [], "default_reaction_emoji": None, "default_sort_order": None}
+                channel |= {"default_forum_layout": 0, "default_thread_rate_limit_per_user": 0}
+            self.channels[cid] = channel
+
+    def add_user(
+        self, user_id: int, username: str | None = None, *, bot: bool = False, roles: list[int] | None = None
+    ) -> JSON:
+        """Register a guild member (used for interactions, mentions and member lookups)."""
+        name = username or f"user{user_id % 10000}"
+        self.users[user_id] = {
+            "id": str(user_id),
+            "username": name,
+            "global_name": None if bot else name.title(),
+            "discriminator": "0",
+            "avatar": None,
+            "bot": bot,
+            "system": False,
+            "public_flags": 0,
+            "flags": 0,
+            "banner": None,
+            "accent_color": None,
+            "avatar_decoration_data": None,
+            "primary_guild": None,
+            "collectibles": None,
+        }
+        self.member_roles[user_id] = list(roles or [])
+        return self.users[user_id]
+
+    def _user(self, user_id: int) -> JSON:
+        if user_id not in self.users:
+            self.add_user(user_id)
+        return self.users[user_id]
+
+    def member(self, user_id: int, *, roles: list[int] | None = None, permissions: int | None = None) -> JSON:
+        roles = self.member_roles.get(user_id, []) if roles is None else roles
+        data: JSON = {
+            "user": self._user(user_id),
+            "roles": [str(r) for r in roles],
+            "nick": None,
+            "avatar": None,
+            "banner": None,
+            "joined_at": "2024-03-01T12:00:00.000000+00:00",
+            "premium_since": None,
+            "deaf": False,
+            "mute": False,
+            "pending": False,
+            "flags": 0,
+            "communication_disabled_until": None,
+        }
+        if permissions is not None:
+            data["permissions"] = str(permissions)
+        return data
+
+    def permissions_for(self, roles: list[int], user_id: int | None = None) -> int:
+        if user_id == self.OWNER_ID:
+            return ALL_PERMISSIONS
+        perms = int(self.roles[self.GUILD_ID]["permissions"])
+        for r in roles:
+            if r in self.roles:
+                perms |= int(self.roles[r]["permissions"])
+        return ALL_PERMISSIONS if perms & ADMINISTRATOR else perms
+
+    def bot_user(self) -> JSON:
+        return {**self.users[self.BOT_USER_ID], "verified": True, "mfa_enabled": False, "locale": "en-US"}
+
+    def guild_payload(self, *, gateway: bool = True) -> JSON:
+        guild: JSON = {
+            "id": str(self.GUILD_ID),
+            "name": "Atelier Test Guild",
+            "icon": None,
+            "splash": None,
+            "discovery_splash": None,
+            "banner": None,
+            "description": None,
+            "owner_id": str(self.OWNER_ID),
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "verification_level": 1,
+            "default_message_notifications": 1,
+            "explicit_content_filter": 2,
+            "roles": list(self.roles.values()),
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "mfa_level": 0,
+            "application_id": None,
+            "system_channel_id": str(self.OTHER_CHANNEL_ID),
+            "system_channel_flags": 0,
+            "rules_channel_id": None,
+            "public_updates_channel_id": None,
+            "safety_alerts_channel_id": None,
+            "max_members": 500000,
+            "vanity_url_code": None,
+            "premium_tier": 0,
+            "premium_subscription_count": 0,
+            "preferred_locale": "en-US",
+            "nsfw_level": 0,
+            "premium_progress_bar_enabled": False,
+        }
+        if gateway:
+            members = [self.member(uid) for uid in self.users]
+            guild |= {
+                "unavailable": False,
+                "large": False,
+                "member_count": len(members),
+                "joined_at": "2024-03-01T12:00:00.000000+00:00",
+                "channels": [c for c in self.channels.values() if c["type"] in (0, 2, 4, 5, 13, 15, 16)],
+                "threads": [c for c in self.channels.values() if c["type"] in (10, 11, 12)],
+                "members": [self.member(self.BOT_USER_ID)],
+                "voice_states": [],
+                "presences": [],
+                "stage_instances": [],
+                "guild_scheduled_events": [],
+                "soundboard_sounds": [],
+                "embedded_activities": [],
+                "lazy": True,
+            }
+        return guild
+
+    # ------------------------------------------------------------------ recording and waiting
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def _wait_for(self, check: Callable[[], Any], timeout: float, describe: Callable[[], str]) -> Any:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            found = check()
+            if found is not None:
+                return found
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError(describe())
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), min(remaining, 0.02))
+
+    def describe_requests(self, start: int = 0) -> str:
+        lines = [f"  [{r.index}] {r.method} {r.path} -> {r.status}" for r in self.requests[start:]]
+        return "\n".join(lines) or "  (none)"
+
+    async def wait_for_request(
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 10, *, start: int = 0
+    ) -> RecordedRequest:
+        """First *answered* request with index >= start that matches ``predicate``."""
+
+        def check() -> RecordedRequest | None:
+            return next((r for r in self.requests[start:] if r.status and predicate(r)), None)
+
+        return await self._wait_for(
+            check,
+            timeout,
+            lambda: f"no matching request within {timeout}s; recorded since {start}:\n"
+            + self.describe_requests(start),
+        )
+
+    async def wait_for_gateway(self, op: int, timeout: float = 10, *, start: int = 0) -> JSON:
+        """First gateway payload the client sent with opcode ``op`` (index >= start)."""
+        return await self._wait_for(
+            lambda: next((p for p in self.gateway_received[start:] if p.get("op") == op), None),
+            timeout,
+            lambda: f"client sent no op {op}; got ops {[p.get('op') for p in self.gateway_received]}",
+        )
+
+    async def wait_until_ready(self, timeout: float = 15) -> None:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"no client IDENTIFYed within {timeout}s; requests:\n{self.describe_requests()}"
+            ) from None
+
+    def unexpected_requests(self) -> list[RecordedRequest]:
+        """Requests the fake answered with a generic 404 (routes it does not know)."""
+        return [r for r in self.requests if r.status == 404 and r.response == {"code": 0, "message": "404: Not Found"}]
+
+    def fail_next(
+        self,
+        method: str,
+        path_regex: str,
+        status: int,
+        json_body: Any = None,
+        headers: dict[str, str] | None = None,
+        *,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` requests matching ``method`` and ``path_regex`` (re.search on the path) get
+        this answer instead.  A 429 gets Discord's rate-limit body and headers by default."""
+        if status == 429:
+            retry = float((json_body or {}).get("retry_after", 0.05))
+            json_body = json_body or {"message": "You are being rate limited.", "retry_after": retry, "global": False}
+            headers = {
+                "Retry-After": str(max(1, int(retry + 0.999))),
+                "X-RateLimit-Limit": "5",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": f"{time.time() + retry:.3f}",
+                "X-RateLimit-Reset-After": f"{retry:.3f}",
+                "X-RateLimit-Bucket": "fakebucket",
+                "X-RateLimit-Scope": "user",
+                "Via": "1.1 google",
+                **(headers or {}),
+            }
+        if json_body is None:
+            json_body = {"code": 0, "message": f"{status}: injected failure"}
+        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
+
+    def _take_fault(self, method: str, path: str) -> _Fault | None:
+        for fault in self._faults:
+            if fault.method in (method, "*") and fault.path.search(path):
+                fault.times -= 1
+                if fault.times <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path == "/gateway":
+            return await handler(request)  # type: ignore[call-arg]
+        rec = await self._record(request)
+        try:
+            response = await self._answer(request, rec, handler)
+        except DiscordError as e:
+            response = error(e.status, e.code, e.message)
+        rec.status = response.status
+        if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
+            rec.response = json.loads(response.body)  # type: ignore[arg-type]
+        self._notify()
+        return response
+
+    async def _answer(self, request: web.Request, rec: RecordedRequest, handler: Handler) -> web.StreamResponse:
+        fault = self._take_fault(rec.method, rec.path)
+        if fault is not None:
+            return json_response(fault.body, fault.status, fault.headers)
+        if request.match_info.route.name == "unknown":
+            return await self._not_found(request)
+        needs_bot_auth = (
+            rec.path.startswith("/api/")
+            and not _WEBHOOK_ROUTE.match(rec.path)
+            and rec.path != "/api/v10/gateway"
+        )
+        if needs_bot_auth and rec.headers.get("Authorization") != f"Bot {self.token}":
+            return error(401, 0, "401: Unauthorized")
+        return await handler(request, rec)  # type: ignore[call-arg]
+
+    async def _record(self, request: web.Request) -> RecordedRequest:
+        body = await request.read()
+        rec = RecordedRequest(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=CIMultiDict(request.headers),
+            body=body,
+            json=None,
+            index=len(self.requests),
+        )
+        if request.content_type == "multipart/form-data":
+            boundary = _header_param(request.headers["Content-Type"], "boundary") or ""
+            for headers, data in _split_multipart(body, boundary):
+                disposition = headers.get("content-disposition", "")
+                name = _header_param(disposition, "name") or ""
+                filename = _header_param(disposition, "filename")
+                if name == "payload_json" and filename is None:
+                    rec.json = json.loads(data)
+                elif filename is not None:
+                    rec.files.append(RecordedFile(name, filename, headers.get("content-type"), data))
+        elif body and request.content_type == "application/json":
+            rec.json = json.loads(body)
+        self.requests.append(rec)
+        return rec
+
+    async def _not_found(self, request: web.Request, rec: RecordedRequest | None = None) -> web.Response:
+        return error(404, 0, "404: Not Found")
+
+    # ------------------------------------------------------------------ CDN
+
+    def _host_file(
+        self, channel_id: int, data: bytes, filename: str, content_type: str | None, extra: JSON | None = None
+    ) -> JSON:
+        att_id = self.snowflake()
+        now = int(time.time())
+        hm = hashlib.sha256(f"{att_id}{filename}{len(data)}".encode()).hexdigest()
+        self._cdn[att_id] = (data, content_type, filename, hm)
+        url = f"{self.cdn_base}/attachments/{channel_id}/{att_id}/{filename}?ex={now + 86400:x}&is={now:x}&hm={hm}&"
+        payload: JSON = {
+            "id": str(att_id),
+            "filename": filename,
+            "size": len(data),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+        dims = _image_size(data)
+        if dims is not None:
+            payload["width"], payload["height"] = dims
+            payload["placeholder"] = "fakeplaceholder"
+            payload["placeholder_version"] = 1
+        for key in ("description", "title", "duration_secs", "waveform"):
+            if extra and extra.get(key) is not None:
+                payload[key] = extra[key]
+        if extra and extra.get("flags"):
+            payload["flags"] = extra["flags"]
+        return payload
+
+    def add_attachment(
+        self, data: bytes, filename: str, content_type: str | None = "image/png", *, channel_id: int | None = None
+    ) -> dict[str, Any]:
+        """Host bytes on the CDN as if a user uploaded them; returns the attachment payload."""
+        return self._host_file(channel_id or self.CHANNEL_ID, data, filename, content_type)
+
+    def cdn_bytes(self, url: str) -> bytes:
+        parts = urlsplit(url).path.split("/")
+        return self._cdn[int(parts[-2])][0]
+
+    async def _cdn_get(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        try:
+            data, content_type, filename, hm = self._cdn[int(request.match_info["id"])]
+        except (KeyError, ValueError):
+            return web.Response(status=404, text="Not Found")
+        if filename != request.match_info["filename"] or request.query.get("hm") != hm:
+            return web.Response(status=404, text="This content is no longer available.")
+        return web.Response(body=data, content_type=content_type or "application/octet-stream")
+
+    # ------------------------------------------------------------------ routes
+
+    def _routes(self) -> list[tuple[str, str, Handler]]:
+        wh = "/webhooks/{app}/{token}"
+        return [
+            ("GET", "/users/@me", self._get_me),
+            ("GET", "/oauth2/applications/@me", self._get_application),
+            ("GET", "/gateway", self._get_gateway),
+            ("GET", "/gateway/bot", self._get_gateway),
+            ("GET", "/applications/{app}/commands", self._get_commands),
+            ("PUT", "/applications/{app}/commands", self._put_commands),
+            ("GET", "/applications/{app}/guilds/{guild}/commands", self._get_commands),
+            ("PUT", "/applications/{app}/guilds/{guild}/commands", self._put_commands),
+            ("POST", "/interactions/{id}/{token}/callback", self._callback),
+            ("POST", wh, self._followup),
+            ("GET", wh + "/messages/{mid}", self._webhook_message),
+            ("PATCH", wh + "/messages/{mid}", self._webhook_message),
+            ("DELETE", wh + "/messages/{mid}", self._webhook_message),
+            ("GET", "/channels/{cid}", self._get_channel),
+            ("GET", "/channels/{cid}/messages", self._list_messages),
+            ("POST", "/channels/{cid}/messages", self._create_message),
+            ("GET", "/channels/{cid}/messages/{mid}", self._channel_message),
+            ("PATCH", "/channels/{cid}/messages/{mid}", self._channel_message),
+            ("DELETE", "/channels/{cid}/messages/{mid}", self._channel_message),
+            ("POST", "/channels/{cid}/messages/{mid}/threads", self._thread_from_message),
+            ("POST", "/channels/{cid}/threads", self._thread_without_message),
+            ("PUT", "/channels/{cid}/messages/{mid}/reactions/{emoji}/@me", self._no_content),
+            ("DELETE", "/channels/{cid}/messages/{mid}/reactions/{emoji}/@me", self._no_content),
+            ("POST", "/channels/{cid}/typing", self._no_content),
+            ("POST", "/users/@me/channels", self._create_dm),
+            ("GET", "/guilds/{gid}", self._get_guild),
+            ("GET", "/guilds/{gid}/channels", self._get_guild_channels),
+            ("GET", "/guilds/{gid}/roles", self._get_guild_roles),
+            ("GET", "/guilds/{gid}/members/{uid}", self._get_member),
+        ]
+
+    async def _no_content(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        self._channel(int(request.match_info["cid"]))
+        return web.Response(status=204)
+
+    async def _get_me(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        return json_response(self.bot_user())
+
+    async def _get_application(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        return json_response(
+            {
+                "id": str(self.APP_ID),
+                "name": "Atelier",
+                "icon": None,
+                "description": "A multi-image AI editor",
+                "summary": "",
+                "type": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "owner": self.users[self.OWNER_ID],
+                "team": None,
+                "bot": self.bot_user(),
+                "interactions_endpoint_url": None,
+                "redirect_uris": [],
+                "tags": [],
+                "approximate_guild_count": 1,
+                "integration_types_config": {"0": {}},
+            }
+        )
+
+    async def _get_gateway(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        data: JSON = {"url": self.gateway_url}
+        if rec.path.endswith("/bot"):
+            limit = {"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}
+            data |= {"shards": 1, "session_start_limit": limit}
+        return json_response(data)
+
+    # -- application commands
+
+    def _command_list(self, request: web.Request) -> list[JSON]:
+        if int(request.match_info["app"]) != self.APP_ID:
+            raise DiscordError(403, 20012, "You are not authorized to perform this action on this application")
+        if "guild" in request.match_info:
+            if int(request.match_info["guild"]) != self.GUILD_ID:
+                raise DiscordError(403, 50001, "Missing Access")
+            return self.guild_commands.setdefault(self.GUILD_ID, [])
+        return self.global_commands
+
+    async def _get_commands(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        return json_response(self._command_list(request))
+
+    async def _put_commands(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        current = self._command_list(request)
+        if not isinstance(rec.json, list):
+            raise DiscordError(*INVALID_FORM)
+        old = {(c["name"], c.get("type", 1)): c["id"] for c in current}
+        guild = request.match_info.get("guild")
+        stored: list[JSON] = []
+        for cmd in rec.json:
+            ctype = cmd.get("type", 1)
+            out: JSON = {
+                "description": "",
+                "options": [],
+                "default_member_permissions": None,
+                "nsfw": False,
+                **cmd,
+                "id": old.get((cmd["name"], ctype)) or str(self.snowflake()),
+                "application_id": str(self.APP_ID),
+                "type": ctype,
+                "version": str(self.snowflake()),
+            }
+            if guild is not None:
+                out["guild_id"] = guild
+            stored.append(out)
+        current[:] = stored
+        return json_response(stored)
+
+    def _command_id(self, name: str, guild_id: int | None) -> tuple[str, str | None]:
+        """(command id, guild_id for data) for a synced command; guild commands win, like Discord."""
+        if guild_id is not None:
+            for cmd in self.guild_commands.get(guild_id, []):
+                if cmd["name"] == name:
+                    return cmd["id"], str(guild_id)
+        for cmd in self.global_commands:
+            if cmd["name"] == name:
+                return cmd["id"], None
+        return str(self.snowflake()), None
+
+    # -- bodies and messages
+
+    @staticmethod
+    def _body(rec: RecordedRequest) -> JSON:
+        if rec.json is None:
+            return {}
+        if not isinstance(rec.json, dict):
+            raise DiscordError(*INVALID_FORM)
+        return rec.json
+
+    def _channel(self, channel_id: int) -> JSON:
+        try:
+            return self.channels[channel_id]
+        except KeyError:
+            raise DiscordError(*UNKNOWN_CHANNEL) from None
+
+    def _guild_id_of(self, channel_id: int) -> int | None:
+        channel = self.channels.get(channel_id)
+        return int(channel["guild_id"]) if channel and channel.get("guild_id") else None
+
+    @staticmethod
+    def _check_size(files: list[RecordedFile], limit: int) -> None:
+        if sum(len(f.data) for f in files) > limit:
+            raise DiscordError(*TOO_LARGE)
+
+    def _new_attachments(self, channel_id: int, body: JSON, files: list[RecordedFile], existing: list[JSON]) -> list[JSON]:
+        """Resolve ``attachments`` + ``files[n]`` into the message's attachment list."""
+        by_field = {f.field: f for f in files}
+        old = {a["id"]: a for a in existing}
+        if "attachments" not in body:
+            return existing + [self._host_file(channel_id, f.data, f.filename, _guess_type(f)) for f in files]
+        result: list[JSON] = []
+        used: set[str] = set()
+        for meta in body["attachments"] or []:
+            key = str(meta.get("id"))
+            if key in old:
+                kept = dict(old[key])
+                if "description" in meta:
+                    kept["description"] = meta["description"]
+                result.append(kept)
+            elif f"files[{key}]" in by_field:
+                f = by_field[f"files[{key}]"]
+                used.add(f.field)
+                name = meta.get("filename") or f.filename
+                result.append(self._host_file(channel_id, f.data, name, _guess_type(f, name), meta))
+            else:
+                raise DiscordError(400, 50035, f"Invalid Form Body (attachments: unknown id {key})")
+        for f in files:  # files sent without metadata are still attached
+            if f.field not in used:
+                result.append(self._host_file(channel_id, f.data, f.filename, _guess_type(f)))
+        return result
+
+    def _mentions(self, content: str, allowed: JSON | None) -> JSON:
+        parse = None if allowed is None else allowed.get("parse", [])
+        user_ids = {int(m) for m in re.findall(r"<@!?(\d+)>", content)}
+        role_ids = {int(m) for m in re.findall(r"<@&(\d+)>", content)}
+        if parse is not None and allowed is not None:
+            explicit_users = {int(u) for u in allowed.get("users", [])}
+            explicit_roles = {int(r) for r in allowed.get("roles", [])}
+            user_ids = user_ids if "users" in parse else user_ids & explicit_users
+            role_ids = role_ids if "roles" in parse else role_ids & explicit_roles
+        everyone = ("@everyone" in content or "@here" in content) and (parse is None or "everyone" in parse)
+        return {
+            "mentions": [self.users[u] for u in sorted(user_ids) if u in self.users],
+            "mention_roles": [str(r) for r in sorted(role_ids) if r in self.roles],
+            "mention_everyone": everyone,
+        }
+
+    def _build_message(
+        self,
+        channel_id: int,
+        body: JSON,
+        files: list[RecordedFile],
+        *,
+        msg_type: int = 0,
+        flags: int = 0,
+        message_id: int | None = None,
+        interaction: _Interaction | None = None,
+    ) -> JSON:
+        content = body.get("content") or ""
+        msg: JSON = {
+            "id": str(message_id or self.snowflake()),
+            "channel_id": str(channel_id),
+            "type": msg_type,
+            "content": content,
+            "author": self.users[self.BOT_USER_ID],
+            "attachments": self._new_attachments(channel_id, body, files, []),
+            "embeds": body.get("embeds") or [],
+            "components": body.get("components") or [],
+            **self._mentions(content, body.get("allowed_mentions")),
+            "pinned": False,
+            "tts": bool(body.get("tts")),
+            "timestamp": iso_now(),
+            "edited_timestamp": None,
+            "flags": flags | ((body.get("flags") or 0) & SETTABLE_FLAGS & ~FLAG_EPHEMERAL),
+        }
+        guild_id = self._guild_id_of(channel_id)
+        if guild_id is not None:
+            msg["guild_id"] = str(guild_id)
+        for key in ("nonce", "sticker_ids", "poll", "enforce_nonce"):
+            if body.get(key) is not None:
+                msg[key] = body[key]
+        if body.get("allowed_mentions") is not None:
+            msg["allowed_mentions"] = body["allowed_mentions"]  # as sent, for assertions (not a Discord field)
+        ref = body.get("message_reference")
+        if ref:
+            ref_id = int(ref["message_id"])
+            referenced = self.messages.get(ref_id)
+            if referenced is None and ref.get("fail_if_not_exists", True):
+                raise DiscordError(400, 50035, "Invalid Form Body (message_reference: Unknown message)")
+            msg["message_reference"] = {
+                "type": ref.get("type", 0),
+                "message_id": str(ref_id),
+                "channel_id": str(ref.get("channel_id") or channel_id),
+                **({"guild_id": str(guild_id)} if guild_id else {}),
+            }
+            msg["referenced_message"] = referenced
+            if msg_type == 0:
+                msg["type"] = 19
+        if interaction is not None:
+            msg["webhook_id"] = str(self.APP_ID)
+            msg["application_id"] = str(self.APP_ID)
+            msg["interaction_metadata"] = self._interaction_metadata(interaction)
+            msg["interaction"] = {
+                "id": str(interaction.id),
+                "type": interaction.type,
+                "name": (interaction.payload.get("data") or {}).get("name", ""),
+                "user": self._interaction_user(interaction),
+            }
+        return msg
+
+    def _interaction_user(self, it: _Interaction) -> JSON:
+        return it.payload["member"]["user"] if "member" in it.payload else it.payload["user"]
+
+    def _interaction_metadata(self, it: _Interaction) -> JSON:
+        meta: JSON = {
+            "id": str(it.id),
+            "type": it.type,
+            "user": self._interaction_user(it),
+            "authorizing_integration_owners": it.payload["authorizing_integration_owners"],
+        }
+        if it.original_id is not None:
+            meta["original_response_message_id"] = str(it.original_id)
+        if it.message_id is not None:
+            meta["interacted_message_id"] = str(it.message_id)
+        if it.type == 2:
+            meta["name"] = it.payload["data"]["name"]
+            meta["command_type"] = it.payload["data"].get("type", 1)
+        return meta
+
+    def _edit_message(self, msg: JSON, body: JSON, files: list[RecordedFile]) -> JSON:
+        channel_id = int(msg["channel_id"])
+        was_loading = bool(msg["flags"] & FLAG_LOADING)
+        if "content" in body:
+            msg["content"] = body["content"] or ""
+        if "embeds" in body:
+            msg["embeds"] = body["embeds"] or []
+        if "components" in body:
+            msg["components"] = body["components"] or []
+        if "flags" in body and body["flags"] is not None:
+            settable = FLAG_SUPPRESS_EMBEDS | FLAG_IS_COMPONENTS_V2
+            msg["flags"] = (msg["flags"] & ~settable) | (body["flags"] & settable)
+        if "allowed_mentions" in body or "content" in body:
+            msg |= self._mentions(msg["content"], body.get("allowed_mentions"))
+        if "attachments" in body or files:
+            msg["attachments"] = self._new_attachments(channel_id, body, files, msg["attachments"])
+        msg["flags"] &= ~FLAG_LOADING
+        if not was_loading:
+            msg["edited_timestamp"] = iso_now()
+        return msg
+
+    def channel_messages(self, channel_id: int) -> list[dict[str, Any]]:
+        """Messages stored in a channel, oldest first (ephemeral ones included, check ``flags & 64``)."""
+        return [m for m in self.messages.values() if int(m["channel_id"]) == channel_id]
+
+    async def _store_message(self, msg: JSON) -> JSON:
+        self.messages[int(msg["id"])] = msg
+        channel = self.channels.get(int(msg["channel_id"]))
+        if channel is not None and not msg["flags"] & FLAG_EPHEMERAL:
+            channel["last_message_id"] = msg["id"]
+            if channel["type"] in (10, 11, 12):
+                channel["message_count"] = channel.get("message_count", 0) + 1
+                channel["total_message_sent"] = channel.get("total_message_sent", 0) + 1
+            await self._dispatch_message_event("MESSAGE_CREATE", msg)
+        return msg
+
+    async def _dispatch_message_event(self, event: str, msg: JSON) -> None:
+        if msg["flags"] & FLAG_EPHEMERAL:
+            return
+        intent = INTENT_GUILD_MESSAGES if msg.get("guild_id") else INTENT_DIRECT_MESSAGES
+        data = msg
+        if event == "MESSAGE_DELETE":
+            data = {"id": msg["id"], "channel_id": msg["channel_id"]}
+            if msg.get("guild_id"):
+                data["guild_id"] = msg["guild_id"]
+        elif msg.get("guild_id"):
+            data = {**msg, "member": {k: v for k, v in self.member(self.BOT_USER_ID).items() if k != "user"}}
+        await self._dispatch_if(intent, event, data)
+
+    # -- interaction callback
+
+    def _interaction_for(self, interaction_id: int, token: str) -> _Interaction:
+        it = self._interactions.get(interaction_id)
+        if it is None or it.token != token or it.expired:
+            raise DiscordError(*UNKNOWN_INTERACTION)
+        return it
+
+    async def _callback(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        it = self._interaction_for(int(request.match_info["id"]), request.match_info["token"])
+        if it.acked:
+            raise DiscordError(*ALREADY_ACKED)
+        body = self._body(rec)
+        cb_type = body.get("type")
+        data: JSON = body.get("data") or {}
+        allowed = {1: {1}, 2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}[it.type]
+        if cb_type not in allowed or (cb_type in (6, 7) and it.message_id is None):
+            raise DiscordError(400, 50035, f"Invalid Form Body (type {cb_type} for interaction type {it.type})")
+        self._check_size(rec.files, self.attachment_size_limit)
+        message: JSON | None = None
+        if cb_type == 4:
+            flags = (data.get("flags") or 0) & SETTABLE_FLAGS
+            message = self._build_message(
+                it.channel_id, data, rec.files, msg_type=self._reply_type(it), interaction=it
+            )
+            message["flags"] = flags
+            it.original_id = int(message["id"])
+            await self._store_message(message)
+        elif cb_type == 5:
+            flags = FLAG_LOADING | ((data.get("flags") or 0) & FLAG_EPHEMERAL)
+            message = self._build_message(it.channel_id, {}, [], msg_type=self._reply_type(it), interaction=it)
+            message["flags"] = flags
+            it.original_id = int(message["id"])
+            await self._store_message(message)
+        elif cb_type in (6, 7):
+            assert it.message_id is not None
+            it.original_id = it.message_id
+            if cb_type == 7:
+                message = self._message(it.message_id)
+                self._edit_message(message, data, rec.files)
+                await self._dispatch_message_event("MESSAGE_UPDATE", message)
+        it.acked = True
+        it.callback_type = cb_type
+        it.callback_data = data
+        if rec.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        flags = message["flags"] if message else 0
+        info: JSON = {
+            "id": str(it.id),
+            "type": it.type,
+            "response_message_loading": cb_type == 5,
+            "response_message_ephemeral": bool(flags & FLAG_EPHEMERAL),
+        }
+        if it.original_id is not None:
+            info["response_message_id"] = str(it.original_id)
+        resource: JSON = {"type": cb_type}
+        if message is not None:
+            resource["message"] = message
+        return json_response({"interaction": info, "resource": resource})
+
+    @staticmethod
+    def _reply_type(it: _Interaction) -> int:
+        if it.type == 2:
+            return 20 if it.payload["data"].get("type", 1) == 1 else 23
+        return 0
+
+    # -- interaction webhooks
+
+    def _interaction_by_token(self, request: web.Request) -> _Interaction:
+        iid = self._tokens.get(request.match_info["token"])
+        it = self._interactions.get(iid) if iid is not None else None
+        if it is None or it.expired:
+            raise DiscordError(*INVALID_WEBHOOK_TOKEN)
+        if request.match_info["app"] != str(self.APP_ID):
+            raise DiscordError(*UNKNOWN_WEBHOOK)
+        return it
+
+    def _message(self, message_id: int) -> JSON:
+        try:
+            return self.messages[message_id]
+        except KeyError:
+            raise DiscordError(*UNKNOWN_MESSAGE) from None
+
+    async def _followup(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        it = self._interaction_by_token(request)
+        if not it.acked:
+            raise DiscordError(*UNKNOWN_WEBHOOK)
+        self._check_size(rec.files, self.attachment_size_limit)
+        body = self._body(rec)
+        original = self.messages.get(it.original_id or 0)
+        if it.callback_type == 5 and original is not None and original["flags"] & FLAG_LOADING:
+            # Discord: the first follow-up after a "thinking" defer replaces the loading message.
+            msg = self._edit_message(original, body, rec.files)
+            await self._dispatch_message_event("MESSAGE_UPDATE", msg)
+        else:
+            msg = self._build_message(it.channel_id, body, rec.files, interaction=it)
+            msg["flags"] |= (body.get("flags") or 0) & FLAG_EPHEMERAL
+            it.followup_ids.append(int(msg["id"]))
+            await self._store_message(msg)
+        if rec.query.get("wait", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        return json_response(msg)
+
+    async def _webhook_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        it = self._interaction_by_token(request)
+        mid = request.match_info["mid"]
+        if mid == "@original":
+            if it.original_id is None:
+                raise DiscordError(*UNKNOWN_MESSAGE)
+            message_id = it.original_id
+        else:
+            message_id = int(mid)
+            if message_id != it.original_id and message_id not in it.followup_ids:
+                raise DiscordError(*UNKNOWN_MESSAGE)
+        msg = self._message(message_id)
+        if rec.method == "GET":
+            return json_response(msg)
+        if rec.method == "DELETE":
+            del self.messages[message_id]
+            await self._dispatch_message_event("MESSAGE_DELETE", msg)
+            return web.Response(status=204)
+        self._check_size(rec.files, self.attachment_size_limit)
+        self._edit_message(msg, self._body(rec), rec.files)
+        await self._dispatch_message_event("MESSAGE_UPDATE", msg)
+        return json_response(msg)
+
+    # -- channels (bot token)
+
+    async def _get_channel(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        return json_response(self._channel(int(request.match_info["cid"])))
+
+    def _visible_message(self, channel_id: int, message_id: int) -> JSON:
+        msg = self._message(message_id)
+        if int(msg["channel_id"]) != channel_id or msg["flags"] & FLAG_EPHEMERAL:
+            raise DiscordError(*UNKNOWN_MESSAGE)
+        return msg
+
+    async def _list_messages(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        channel_id = int(request.match_info["cid"])
+        self._channel(channel_id)
+        limit = min(int(rec.query.get("limit", 50)), 100)
+        msgs = [m for m in self.channel_messages(channel_id) if not m["flags"] & FLAG_EPHEMERAL]
+        if "before" in rec.query:
+            msgs = [m for m in msgs if int(m["id"]) < int(rec.query["before"])]
+        if "after" in rec.query:
+            msgs = [m for m in msgs if int(m["id"]) > int(rec.query["after"])][:limit]
+        return json_response(list(reversed(msgs))[:limit])
+
+    async def _create_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        channel_id = int(request.match_info["cid"])
+        channel = self._channel(channel_id)
+        if channel["type"] in (4, 15, 16):
+            raise DiscordError(400, 50008, "Cannot send messages in a non-text channel")
+        self._check_size(rec.files, self.bot_upload_limit)
+        body = self._body(rec)
+        if not (body.get("content") or body.get("embeds") or body.get("components") or rec.files):
+            raise DiscordError(400, 50006, "Cannot send an empty message")
+        msg = self._build_message(channel_id, body, rec.files)
+        return json_response(await self._store_message(msg))
+
+    async def _channel_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        channel_id, message_id = int(request.match_info["cid"]), int(request.match_info["mid"])
+        self._channel(channel_id)
+        msg = self._visible_message(channel_id, message_id)
+        if rec.method == "GET":
+            return json_response(msg)
+        if rec.method == "DELETE":
+            del self.messages[message_id]
+            await self._dispatch_message_event("MESSAGE_DELETE", msg)
+            return web.Response(status=204)
+        if msg["author"]["id"] != str(self.BOT_USER_ID):
+            raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
+        self._check_size(rec.files, self.bot_upload_limit)
+        self._edit_message(msg, self._body(rec), rec.files)
+        await self._dispatch_message_event("MESSAGE_UPDATE", msg)
+        return json_response(msg)
+
+    # -- threads
+
+    def _new_thread(self, thread_id: int, parent_id: int, body: JSON, thread_type: int = 11) -> JSON:
+        name = body.get("name")
+        if not name or len(name) > 100:
+            raise DiscordError(400, 50035, "Invalid Form Body (name)")
+        duration = body.get("auto_archive_duration") or self.channels[parent_id].get(
+            "default_auto_archive_duration", 1440
+        )
+        thread: JSON = {
+            "id": str(thread_id),
+            "type": thread_type,
+            "guild_id": str(self.GUILD_ID),
+            "parent_id": str(parent_id),
+            "owner_id": str(self.BOT_USER_ID),
+            "name": name,
+            "last_message_id": None,
+            "rate_limit_per_user": body.get("rate_limit_per_user") or 0,
+            "flags": 0,
+            "message_count": 0,
+            "member_count": 1,
+            "total_message_sent": 0,
+            "applied_tags": body.get("applied_tags") or [],
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": duration,
+                "archive_timestamp": iso_now(),
+                "locked": False,
+                "create_timestamp": iso_now(),
+                **({"invitable": body.get("invitable", True)} if thread_type == 12 else {}),
+            },
+            "member": {
+                "id": str(thread_id),
+                "user_id": str(self.BOT_USER_ID),
+                "join_timestamp": iso_now(),
+                "flags": 0,
+            },
+        }
+        self.channels[thread_id] = thread
+        return thread
+
+    async def _announce_thread(self, thread: JSON) -> None:
+        await self._dispatch_if(INTENT_GUILDS, "THREAD_CREATE", {**thread, "newly_created": True})
+
+    async def _thread_from_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        channel_id, message_id = int(request.match_info["cid"]), int(request.match_info["mid"])
+        channel = self._channel(channel_id)
+        if channel["type"] not in (0, 5):
+            raise DiscordError(400, 50024, "Cannot execute action on this channel type")
+        msg = self._visible_message(channel_id, message_id)
+        if message_id in self.channels or msg.get("thread"):
+            raise DiscordError(400, 160004, "A thread has already been created for this message")
+        thread = self._new_thread(message_id, channel_id, self._body(rec))
+        msg["thread"] = thread
+        msg["flags"] |= FLAG_HAS_THREAD
+        await self._announce_thread(thread)
+        return json_response(thread)
+
+    async def _thread_without_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        channel_id = int(request.match_info["cid"])
+        channel = self._channel(channel_id)
+        body = self._body(rec)
+        if channel["type"] in (15, 16):
+            starter = body.get("message")
+            if not isinstance(starter, dict):
+                raise DiscordError(400, 50035, "Invalid Form Body (message)")
+            self._check_size(rec.files, self.bot_upload_limit)
+            thread_id = self.snowflake()
+            thread = self._new_thread(thread_id, channel_id, body)
+            msg = self._build_message(thread_id, starter, rec.files, message_id=thread_id)
+            await self._store_message(msg)
+            channel["last_message_id"] = str(thread_id)
+            await self._announce_thread(thread)
+            return json_response({**thread, "message": msg})
+        if channel["type"] not in (0, 5):
+            raise DiscordError(400, 50024, "Cannot execute action on this channel type")
+        thread = self._new_thread(self.snowflake(), channel_id, body, body.get("type") or 12)
+        await self._announce_thread(thread)
+        return json_response(thread)
+
+    async def _create_dm(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        user_id = int(self._body(rec).get("recipient_id", 0))
+        return json_response(self.dm_channel(user_id))
+
+    def dm_channel(self, user_id: int) -> JSON:
+        for channel in self.channels.values():
+            if channel["type"] == 1 and channel["recipients"][0]["id"] == str(user_id):
+                return channel
+        channel_id = self.snowflake()
+        self.channels[channel_id] = {
+            "id": str(channel_id),
+            "type": 1,
+            "last_message_id": None,
+            "flags": 0,
+            "recipients": [self._user(user_id)],
+        }
+        return self.channels[channel_id]
+
+    # -- guild
+
+    def _check_guild(self, request: web.Request) -> None:
+        if int(request.match_info["gid"]) != self.GUILD_ID:
+            raise DiscordError(404, 10004, "Unknown Guild")
+
+    async def _get_guild(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        self._check_guild(request)
+        return json_response(self.guild_payload(gateway=False))
+
+    async def _get_guild_channels(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        self._check_guild(request)
+        return json_response([c for c in self.channels.values() if c["type"] not in (1, 10, 11, 12)])
+
+    async def _get_guild_roles(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        self._check_guild(request)
+        return json_response(list(self.roles.values()))
+
+    async def _get_member(self, request: web.Request, rec: RecordedRequest) -> web.Response:
+        self._check_guild(request)
+        user_id = int(request.match_info["uid"])
+        if user_id not in self.users:
+            raise DiscordError(404, 10007, "Unknown Member")
+        return json_response(self.member(user_id))
+
+    # ------------------------------------------------------------------ gateway
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        conn = _GatewayConn(ws)
+        self._conns.append(conn)
+        try:
+            await self._send(conn, {"op": 10, "d": {"heartbeat_interval": 41250}, "s": None, "t": None})
+            async for frame in ws:
+                if frame.type != WSMsgType.TEXT:
+                    continue
+                payload = json.loads(frame.data)
+                self.gateway_received.append(payload)
+                self._notify()
+                await self._on_gateway_payload(conn, payload)
+        finally:
+            self._conns.remove(conn)
+            if self._active is conn:
+                self._active = None
+                self._ready.clear()
+        return ws
+
+    async def _on_gateway_payload(self, conn: _GatewayConn, payload: JSON) -> None:
+        op, data = payload.get("op"), payload.get("d")
+        if op == 1:
+            await self._send(conn, {"op": 11, "d": None, "s": None, "t": None})
+        elif op == 2:
+            await self._on_identify(conn, data)
+        elif op == 6:
+            await self._send(conn, {"op": 9, "d": False, "s": None, "t": None})
+        elif op == 8:
+            wanted = {int(u) for u in data.get("user_ids") or []} or set(self.users)
+            chunk = {
+                "guild_id": str(self.GUILD_ID),
+                "members": [self.member(u) for u in self.users if u in wanted],
+                "chunk_index": 0,
+                "chunk_count": 1,
+                "not_found": [],
+                "nonce": data.get("nonce"),
+            }
+            await self._dispatch_to(conn, "GUILD_MEMBERS_CHUNK", chunk)
+
+    async def _on_identify(self, conn: _GatewayConn, data: JSON) -> None:
+        if data.get("token") not in (self.token, f"Bot {self.token}"):
+            await conn.ws.close(code=4004, message=b"Authentication failed.")
+            return
+        self.identify = data
+        conn.identified, conn.intents, conn.seq = True, int(data.get("intents", 0)), 0
+        self._active = conn
+        ready = {
+            "v": 10,
+            "user": self.bot_user(),
+            "guilds": [{"id": str(self.GUILD_ID), "unavailable": True}],
+            "session_id": secrets.token_hex(16),
+            "session_type": "normal",
+            "resume_gateway_url": self.gateway_url,
+            "shard": [0, 1],
+            "application": {"id": str(self.APP_ID), "flags": 0},
+            "private_channels": [],
+            "relationships": [],
+            "presences": [],
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": ["us-east"],
+            "user_settings": {},
+            "auth_session_id_hash": "",
+            "_trace": ["fake-discord"],
+        }
+        await self._dispatch_to(conn, "READY", ready)
+        if conn.intents & INTENT_GUILDS:
+            await self._dispatch_to(conn, "GUILD_CREATE", self.guild_payload())
+        self._ready.set()
+
+    async def _send(self, conn: _GatewayConn, payload: JSON) -> None:
+        async with conn.lock:
+            if not conn.ws.closed:
+                await conn.ws.send_str(json.dumps(payload))
+
+    async def _dispatch_to(self, conn: _GatewayConn, event: str, data: JSON) -> None:
+        async with conn.lock:
+            conn.seq += 1
+            if not conn.ws.closed:
+                await conn.ws.send_str(json.dumps({"op": 0, "t": event, "s": conn.seq, "d": data}))
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        """Send a raw DISPATCH to the identified client."""
+        if self._active is None:
+            raise RuntimeError("no identified gateway connection; await wait_until_ready() first")
+        await self._dispatch_to(self._active, event, data)
+
+    async def _dispatch_if(self, intent: int, event: str, data: JSON) -> None:
+        if self._active is not None and self._active.intents & intent:
+            await self._dispatch_to(self._active, event, data)
+
+    async def drop_connection(self, code: int = 4000) -> None:
+        """Close the gateway server-side; discord.py reconnects, RESUMEs, gets INVALID_SESSION, re-IDENTIFYs."""
+        self._ready.clear()
+        conn, self._active = self._active, None
+        if conn is not None:
+            await conn.ws.close(code=code, message=b"fake drop")
+
+    # ------------------------------------------------------------------ interaction injection
+
+    async def _inject(
+        self,
+        itype: int,
+        data: JSON,
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None | _Unset = UNSET,
+        permissions: int | None = None,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+        message: JSON | None = None,
+    ) -> InteractionHandle:
+        user_id = user_id or self.USER_ID
+        gid = self.GUILD_ID if guild_id is UNSET else guild_id
+        iid, token = self.snowflake(), "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(120)
+        payload: JSON = {
+            "id": str(iid),
+            "application_id": str(self.APP_ID),
+            "type": itype,
+            "data": data,
+            "token": token,
+            "version": 1,
+            "locale": locale,
+            "entitlements": [],
+            "entitlement_sku_ids": [],
+            "attachment_size_limit": self.attachment_size_limit,
+            "app_permissions": str(self.app_permissions),
+        }
+        if gid is not None:
+            cid = channel_id or self.CHANNEL_ID
+            role_ids = self.member_roles.get(user_id, []) if roles is None else roles
+            perms = self.permissions_for(role_ids, user_id) if permissions is None else permissions
+            channel = {**self._channel(cid), "permissions": str(perms)}
+            payload |= {
+                "guild_id": str(gid),
+                "guild": {"id": str(gid), "locale": "en-US", "features": []},
+                "guild_locale": "en-US",
+                "channel_id": str(cid),
+                "channel": channel,
+                "member": self.member(user_id, roles=role_ids, permissions=perms),
+                "authorizing_integration_owners": {"0": str(gid)},
+                "context": 0,
+            }
+        else:
+            dm = self.dm_channel(user_id)
+            cid = int(dm["id"])
+            payload |= {
+                "channel_id": str(cid),
+                "channel": dm,
+                "user": self._user(user_id),
+                "authorizing_integration_owners": {"0": "0"},
+                "context": 1,
+                "app_permissions": str(MEMBER_PERMISSIONS & ~USE_APPLICATION_COMMANDS),
+            }
+        if message is not None:
+            payload["message"] = message
+        self._interactions[iid] = _Interaction(
+            iid, token, itype, payload, cid, int(message["id"]) if message is not None else None
+        )
+        self._tokens[token] = iid
+        await self.dispatch("INTERACTION_CREATE", payload)
+        return InteractionHandle(iid, token, payload, self)
+
+    def _resolved(self, options: list[JSON], attachments: list[JSON]) -> JSON:
+        resolved: JSON = {}
+        for att in attachments:
+            resolved.setdefault("attachments", {})[str(att["id"])] = att
+
+        def walk(opts: list[JSON]) -> None:
+            for opt in opts:
+                walk(opt.get("options") or [])
+                value = opt.get("value")
+                if opt.get("focused") or value is None:
+                    continue
+                key = str(value)
+                if opt["type"] in (6, 9) and int(value) in self.users:
+                    resolved.setdefault("users", {})[key] = self.users[int(value)]
+                    member = {k: v for k, v in self.member(int(value)).items() if k != "user"}
+                    resolved.setdefault("members", {})[key] = member
+                if opt["type"] in (8, 9) and int(value) in self.roles:
+                    resolved.setdefault("roles", {})[key] = self.roles[int(value)]
+                if opt["type"] == 7 and int(value) in self.channels:
+                    ch = self.channels[int(value)]
+                    resolved.setdefault("channels", {})[key] = {**ch, "permissions": str(MEMBER_PERMISSIONS)}
+                if opt["type"] == 11 and key not in resolved.get("attachments", {}) and int(value) in self._cdn:
+                    raise ValueError(f"attachment {key} is hosted but not passed in resolved_attachments")
+
+        walk(options)
+        return resolved
+
+    async def slash_command(
+        self,
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        *,
+        resolved_attachments: list[dict[str, Any]] | None = None,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None | _Unset = UNSET,
+        permissions: int | None = None,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Dispatch a CHAT_INPUT command.  ``permissions`` defaults to what ``roles`` (default: the
+        user's registered roles) grant; ``guild_id=None`` simulates a DM with the bot."""
+        return await self._inject(
+            2,
+            self._command_data(name, options or [], resolved_attachments or [], guild_id),
+            user_id=user_id,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            permissions=permissions,
+            roles=roles,
+            locale=locale,
+        )
+
+    def _command_data(self, name: str, options: list[JSON], attachments: list[JSON], guild_id: Any) -> JSON:
+        gid = self.GUILD_ID if guild_id is UNSET else guild_id
+        cmd_id, cmd_guild = self._command_id(name, gid)
+        data: JSON = {"id": cmd_id, "name": name, "type": 1, "options": options}
+        resolved = self._resolved(options, attachments)
+        if resolved:
+            data["resolved"] = resolved
+        if cmd_guild is not None:
+            data["guild_id"] = cmd_guild
+        return data
+
+    async def autocomplete(
+        self,
+        name: str,
+        options: list[dict[str, Any]],
+        *,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None | _Unset = UNSET,
+        permissions: int | None = None,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Dispatch an APPLICATION_COMMAND_AUTOCOMPLETE; one option must have ``"focused": True``."""
+        return await self._inject(
+            4,
+            self._command_data(name, options, [], guild_id),
+            user_id=user_id,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            permissions=permissions,
+            roles=roles,
+            locale=locale,
+        )
+
+    def _current(self, message: JSON) -> JSON:
+        return self.messages.get(int(message["id"]), message)
+
+    async def click_button(
+        self,
+        message: dict[str, Any],
+        custom_id: str,
+        *,
+        component_type: int = 2,
+        values: list[str] | None = None,
+        user_id: int | None = None,
+        guild_id: int | None | _Unset = UNSET,
+        permissions: int | None = None,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Dispatch a MESSAGE_COMPONENT interaction on a stored message (use ``component_type=3`` and
+        ``values`` for a string select)."""
+        msg = self._current(message)
+        data: JSON = {"custom_id": custom_id, "component_type": component_type}
+        if values is not None:
+            data["values"] = values
+        return await self._inject(
+            3,
+            data,
+            user_id=user_id,
+            channel_id=int(msg["channel_id"]),
+            guild_id=guild_id if guild_id is not UNSET or msg.get("guild_id") else None,
+            permissions=permissions,
+            roles=roles,
+            locale=locale,
+            message=msg,
+        )
+
+    async def submit_modal(
+        self,
+        custom_id: str,
+        values: dict[str, str],
+        *,
+        message: dict[str, Any] | None = None,
+        user_id: int | None = None,
+        channel_id: int | None = None,
+        guild_id: int | None | _Unset = UNSET,
+        permissions: int | None = None,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Dispatch a MODAL_SUBMIT with one Label(TextInput) per ``values`` item."""
+        components = []
+        for n, (key, value) in enumerate(values.items()):
+            text_input = {"type": 4, "id": 2 * n + 2, "custom_id": key, "value": value}
+            components.append({"type": 18, "id": 2 * n + 1, "component": text_input})
+        msg = self._current(message) if message is not None else None
+        if msg is not None:
+            channel_id = int(msg["channel_id"])
+        return await self._inject(
+            5,
+            {"custom_id": custom_id, "components": components},
+            user_id=user_id,
+            channel_id=channel_id,
+            guild_id=guild_id,
+            permissions=permissions,
+            roles=roles,
+            locale=locale,
+            message=msg,
+        )
+
+    def expire_interaction(self, token: str) -> None:
+        """Simulate the 15-minute token lifetime running out (or the 3 s ack window passing)."""
+        self._interactions[self._tokens[token]].expired = True
+
+    async def wait_for_callback(self, handle: InteractionHandle, timeout: float = 10) -> RecordedRequest:
+        suffix = f"/interactions/{handle.id}/{handle.token}/callback"
+        return await self.wait_for_request(lambda r: r.path.endswith(suffix), timeout)
+
+    def original_message(self, handle: InteractionHandle) -> dict[str, Any] | None:
+        it = self._interactions[handle.id]
+        return self.messages.get(it.original_id) if it.original_id is not None else None
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _header_param(value: str, param: str) -> str | None:
+    header = _MimeHeader()
+    header["x"] = value
+    result = header.get_param(param, header="x")
+    if isinstance(result, tuple):  # RFC 2231 encoded
+        return str(result[2])
+    return None if result is None else str(result)
+
+
+def _split_multipart(body: bytes, boundary: str) -> list[tuple[dict[str, str], bytes]]:
+    parts: list[tuple[dict[str, str], bytes]] = []
+    delimiter = b"--" + boundary.encode()
+    for chunk in body.split(delimiter)[1:]:
+        if chunk.startswith(b"--"):
+            break
+        chunk = chunk.removeprefix(b"\r\n").removesuffix(b"\r\n")
+        head, _, data = chunk.partition(b"\r\n\r\n")
+        headers: dict[str, str] = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            key, sep, value = line.partition(":")
+            if sep:
+                headers[key.strip().lower()] = value.strip()
+        parts.append((headers, data))
+    return parts
+
+
+def _guess_type(f: RecordedFile, filename: str | None = None) -> str | None:
+    guessed = mimetypes.guess_type(filename or f.filename)[0]
+    if guessed:
+        return guessed
+    return None if f.content_type in (None, "application/octet-stream") else f.content_type
+
+
+def _image_size(data: bytes) -> tuple[int, int] | None:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.size
+    except Exception:
+        return None
