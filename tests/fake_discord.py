@@ -216,9 +216,11 @@ class InteractionHandle:
     ) -> RecordedRequest:
         """First webhook request for this token (optionally of ``method``) at index >= ``start``."""
         return await self.fake.wait_for_request(
-            lambda r: r.path.startswith("/api/v10/webhooks/")
-            and self._mine(r)
-            and (method is None or r.method == method.upper()),
+            lambda r: (
+                r.path.startswith("/api/v10/webhooks/")
+                and self._mine(r)
+                and (method is None or r.method == method.upper())
+            ),
             timeout,
             start=start,
         )
@@ -308,6 +310,7 @@ class FakeDiscord:
         self._interactions: dict[int, _Interaction] = {}
         self._tokens: dict[str, int] = {}
         self._cdn: dict[int, tuple[bytes, str | None, str, str]] = {}  # id -> data, type, filename, hm
+        self._uploads: dict[int, JSON] = {}  # user uploads from add_attachment, auto-resolved by id
         self._faults: list[_Fault] = []
         self._conns: list[_GatewayConn] = []
         self._active: _GatewayConn | None = None
@@ -570,8 +573,10 @@ class FakeDiscord:
         return await self._wait_for(
             check,
             timeout,
-            lambda: f"no matching request within {timeout}s; recorded since {start}:\n"
-            + self.describe_requests(start),
+            lambda: (
+                f"no matching request within {timeout}s; recorded since {start}:\n"
+                + self.describe_requests(start)
+            ),
         )
 
     async def wait_for_gateway(self, op: int, timeout: float = 10, *, start: int = 0) -> JSON:
@@ -592,7 +597,11 @@ class FakeDiscord:
 
     def unexpected_requests(self) -> list[RecordedRequest]:
         """Requests the fake answered with a generic 404 (routes it does not know)."""
-        return [r for r in self.requests if r.status == 404 and r.response == {"code": 0, "message": "404: Not Found"}]
+        return [
+            r
+            for r in self.requests
+            if r.status == 404 and r.response == {"code": 0, "message": "404: Not Found"}
+        ]
 
     def fail_next(
         self,
@@ -608,7 +617,11 @@ class FakeDiscord:
         this answer instead.  A 429 gets Discord's rate-limit body and headers by default."""
         if status == 429:
             retry = float((json_body or {}).get("retry_after", 0.05))
-            json_body = json_body or {"message": "You are being rate limited.", "retry_after": retry, "global": False}
+            json_body = json_body or {
+                "message": "You are being rate limited.",
+                "retry_after": retry,
+                "global": False,
+            }
             headers = {
                 "Retry-After": str(max(1, int(retry + 0.999))),
                 "X-RateLimit-Limit": "5",
@@ -622,7 +635,9 @@ class FakeDiscord:
             }
         if json_body is None:
             json_body = {"code": 0, "message": f"{status}: injected failure"}
-        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
+        self._faults.append(
+            _Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times)
+        )
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
@@ -643,12 +658,18 @@ class FakeDiscord:
         except DiscordError as e:
             response = error(e.status, e.code, e.message)
         rec.status = response.status
-        if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
+        if (
+            isinstance(response, web.Response)
+            and response.content_type == "application/json"
+            and response.body
+        ):
             rec.response = json.loads(response.body)  # type: ignore[arg-type]
         self._notify()
         return response
 
-    async def _answer(self, request: web.Request, rec: RecordedRequest, handler: Handler) -> web.StreamResponse:
+    async def _answer(
+        self, request: web.Request, rec: RecordedRequest, handler: Handler
+    ) -> web.StreamResponse:
         fault = self._take_fault(rec.method, rec.path)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)
@@ -723,10 +744,17 @@ class FakeDiscord:
         return payload
 
     def add_attachment(
-        self, data: bytes, filename: str, content_type: str | None = "image/png", *, channel_id: int | None = None
+        self,
+        data: bytes,
+        filename: str,
+        content_type: str | None = "image/png",
+        *,
+        channel_id: int | None = None,
     ) -> dict[str, Any]:
         """Host bytes on the CDN as if a user uploaded them; returns the attachment payload."""
-        return self._host_file(channel_id or self.CHANNEL_ID, data, filename, content_type)
+        payload = self._host_file(channel_id or self.CHANNEL_ID, data, filename, content_type)
+        self._uploads[int(payload["id"])] = payload
+        return payload
 
     def cdn_bytes(self, url: str) -> bytes:
         parts = urlsplit(url).path.split("/")
@@ -819,7 +847,9 @@ class FakeDiscord:
 
     def _command_list(self, request: web.Request) -> list[JSON]:
         if int(request.match_info["app"]) != self.APP_ID:
-            raise DiscordError(403, 20012, "You are not authorized to perform this action on this application")
+            raise DiscordError(
+                403, 20012, "You are not authorized to perform this action on this application"
+            )
         if "guild" in request.match_info:
             if int(request.match_info["guild"]) != self.GUILD_ID:
                 raise DiscordError(403, 50001, "Missing Access")
@@ -891,7 +921,9 @@ class FakeDiscord:
         if sum(len(f.data) for f in files) > limit:
             raise DiscordError(*TOO_LARGE)
 
-    def _new_attachments(self, channel_id: int, body: JSON, files: list[RecordedFile], existing: list[JSON]) -> list[JSON]:
+    def _new_attachments(
+        self, channel_id: int, body: JSON, files: list[RecordedFile], existing: list[JSON]
+    ) -> list[JSON]:
         """Resolve ``attachments`` + ``files[n]`` into the message's attachment list."""
         by_field = {f.field: f for f in files}
         old = {a["id"]: a for a in existing}
@@ -969,7 +1001,9 @@ class FakeDiscord:
             if body.get(key) is not None:
                 msg[key] = body[key]
         if body.get("allowed_mentions") is not None:
-            msg["allowed_mentions"] = body["allowed_mentions"]  # as sent, for assertions (not a Discord field)
+            msg["allowed_mentions"] = body[
+                "allowed_mentions"
+            ]  # as sent, for assertions (not a Discord field)
         ref = body.get("message_reference")
         if ref:
             ref_id = int(ref["message_id"])
@@ -1082,7 +1116,9 @@ class FakeDiscord:
         data: JSON = body.get("data") or {}
         allowed = {1: {1}, 2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}[it.type]
         if cb_type not in allowed or (cb_type in (6, 7) and it.message_id is None):
-            raise DiscordError(400, 50035, f"Invalid Form Body (type {cb_type} for interaction type {it.type})")
+            raise DiscordError(
+                400, 50035, f"Invalid Form Body (type {cb_type} for interaction type {it.type})"
+            )
         self._check_size(rec.files, self.attachment_size_limit)
         message: JSON | None = None
         if cb_type == 4:
@@ -1095,7 +1131,9 @@ class FakeDiscord:
             await self._store_message(message)
         elif cb_type == 5:
             flags = FLAG_LOADING | ((data.get("flags") or 0) & FLAG_EPHEMERAL)
-            message = self._build_message(it.channel_id, {}, [], msg_type=self._reply_type(it), interaction=it)
+            message = self._build_message(
+                it.channel_id, {}, [], msg_type=self._reply_type(it), interaction=it
+            )
             message["flags"] = flags
             it.original_id = int(message["id"])
             await self._store_message(message)
@@ -1553,8 +1591,8 @@ class FakeDiscord:
                 if opt["type"] == 7 and int(value) in self.channels:
                     ch = self.channels[int(value)]
                     resolved.setdefault("channels", {})[key] = {**ch, "permissions": str(MEMBER_PERMISSIONS)}
-                if opt["type"] == 11 and key not in resolved.get("attachments", {}) and int(value) in self._cdn:
-                    raise ValueError(f"attachment {key} is hosted but not passed in resolved_attachments")
+                if opt["type"] == 11 and int(value) in self._uploads:
+                    resolved.setdefault("attachments", {}).setdefault(key, self._uploads[int(value)])
 
         walk(options)
         return resolved

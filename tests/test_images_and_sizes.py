@@ -1,0 +1,119 @@
+"""Pure parts: the size table, input checks, output checks and re-encoding."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+
+import pytest
+from PIL import Image
+
+from bot.errors import InputError, InvalidResponseError
+from bot.images import check_output, fit_for_upload, prepare_input
+from bot.sizes import SIZES, normalize_size, size_choices
+
+
+def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **params)
+    return buffer.getvalue()
+
+
+def noise(width: int, height: int) -> Image.Image:
+    """An image that does not compress, so sizes are predictable."""
+    return Image.frombytes("RGB", (width, height), os.urandom(width * height * 3))
+
+
+def test_size_table_has_the_thirty_provider_sizes() -> None:
+    assert len(SIZES) == 30 and len({s.value for s in SIZES}) == 30
+    assert SIZES[0].value == "1280x1280" and SIZES[-1].value == "3840x1632"
+
+
+def test_size_labels_read_well() -> None:
+    labels = {s.value: s.label for s in SIZES}
+    assert labels["2048x1360"] == "2048×1360 · 3:2 · 2K"
+    assert labels["3840x2160"] == "3840×2160 · 16:9 · 4K"
+    assert labels["1280x544"] == "1280×544 · 21:9 · 1K"
+
+
+@pytest.mark.parametrize(
+    ("typed", "value"),
+    [
+        ("2048x1360", "2048x1360"),
+        (" 2048X1360 ", "2048x1360"),
+        ("2048×1360 · 3:2 · 2K", "2048x1360"),
+        ("auto", None),
+        ("", None),
+    ],
+)
+def test_normalize_size_accepts_table_values(typed: str, value: str | None) -> None:
+    assert normalize_size(typed) == value
+
+
+@pytest.mark.parametrize("typed", ["1024x1024", "big", "2048x1361", "3840"])
+def test_normalize_size_refuses_sizes_off_the_table(typed: str) -> None:
+    with pytest.raises(ValueError):
+        normalize_size(typed)
+
+
+def test_size_choices_filter_and_cap_at_25() -> None:
+    assert len(size_choices("")) == 25
+    assert [v for _, v in size_choices("16:9")] == ["1280x720", "2048x1152", "3840x2160"]
+    assert all("3840" in v for _, v in size_choices("3840"))
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
+def test_pass_through_formats_are_sent_byte_for_byte(fmt: str) -> None:
+    data = encode(Image.new("RGB", (40, 30), (9, 9, 9)), fmt)
+    prepared = prepare_input(data, "image1", 4_000_000)
+    assert prepared.data == data and prepared.note is None
+
+
+def test_other_formats_become_png() -> None:
+    data = encode(Image.new("RGB", (40, 30)), "GIF")
+    prepared = prepare_input(data, "image2", 4_000_000)
+    assert prepared.mime == "image/png" and prepared.data.startswith(b"\x89PNG")
+
+
+def test_non_image_is_refused_by_name() -> None:
+    with pytest.raises(InputError, match="image3 is not an image"):
+        prepare_input(b"%PDF-1.4 not an image at all", "image3", 4_000_000)
+
+
+def test_corrupt_image_is_refused() -> None:
+    data = encode(noise(64, 64), "PNG")
+    with pytest.raises(InputError, match="image1 is damaged"):
+        prepare_input(data[: len(data) // 2], "image1", 4_000_000)
+
+
+def test_decompression_bomb_is_refused() -> None:
+    bomb = encode(Image.new("1", (20000, 20000)), "PNG")  # tiny file, 400 megapixels
+    assert len(bomb) < 200_000
+    with pytest.raises(InputError, match="image4 is too large"):
+        prepare_input(bomb, "image4", 4_000_000)
+
+
+def test_oversized_input_is_reencoded_to_fit_and_says_so() -> None:
+    data = encode(noise(1500, 1500), "PNG")
+    assert len(data) > 4_000_000
+    prepared = prepare_input(data, "image2", 2_000_000)
+    assert len(prepared.data) <= 2_000_000
+    assert prepared.note and "image2" in prepared.note
+
+
+def test_check_output_refuses_truncated_png() -> None:
+    data = encode(noise(100, 100), "PNG")
+    assert check_output(data).width == 100
+    with pytest.raises(InvalidResponseError):
+        check_output(data[:-100])
+
+
+def test_fit_for_upload_keeps_small_results_and_shrinks_large_ones() -> None:
+    random.seed(1)
+    small = check_output(encode(Image.new("RGB", (50, 50)), "PNG"))
+    assert fit_for_upload(small, 1_000_000) is small
+    big = check_output(encode(noise(1200, 900), "PNG"))
+    fitted = fit_for_upload(big, 1_000_000)
+    assert len(fitted.data) <= 1_000_000
+    assert fitted.note and "upload limit" in fitted.note
