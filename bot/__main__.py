@@ -9,7 +9,7 @@ import signal
 import sys
 
 import aiohttp
-from dotenv import load_dotenv
+from dotenv import find_dotenv, load_dotenv
 
 from bot.client import AtelierBot
 from bot.config import Config, load_config
@@ -34,7 +34,8 @@ async def run(config: Config) -> None:
 
 def main() -> None:
     """Entry point: one clear line and exit status 2 on a configuration error."""
-    load_dotenv()
+    # Look for .env from the working directory up, not from where the package is installed.
+    load_dotenv(find_dotenv(usecwd=True))
     try:
         config = load_config()
     except ConfigError as exc:

@@ -114,6 +114,10 @@ class ImageAPIClient:
             attempts += 1
             try:
                 image, usage = await self._attempt(request)
+            except (AuthenticationError, QuotaExhaustedError) as exc:
+                # Members are told the admin knows; this line is how the admin knows.
+                log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", exc.log_detail)
+                raise
             except TransientAPIError as exc:
                 if attempts > self._config.image_api_max_retries:
                     log.warning("image API still failing after %d attempts: %s", attempts, exc.log_detail)

@@ -51,14 +51,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message as _MimeHeader
-from typing import Any
-from urllib.parse import urlsplit
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
 
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 JSON = dict[str, Any]
+T = TypeVar("T")
 Handler = Callable[[web.Request, "RecordedRequest"], Awaitable[web.StreamResponse]]
+AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DISCORD_EPOCH_MS = 1420070400000
 MIB = 1024 * 1024
@@ -179,7 +181,7 @@ class RecordedRequest:
     query: dict[str, str]
     headers: CIMultiDict[str]
     body: bytes
-    json: Any | None  # parsed JSON body or the multipart "payload_json" part
+    json: Any  # None, or the parsed JSON body or the multipart "payload_json" part
     files: list[RecordedFile] = field(default_factory=list)
     status: int = 0  # 0 while the request is still being answered
     response: Any | None = None  # the JSON the fake answered with, if any
@@ -187,6 +189,9 @@ class RecordedRequest:
 
     def __repr__(self) -> str:
         return f"<{self.method} {self.path} -> {self.status}>"
+
+
+_REC = web.RequestKey("fake_discord.record", RecordedRequest)
 
 
 @dataclass
@@ -271,10 +276,16 @@ class _Fault:
 @dataclass
 class _GatewayConn:
     ws: web.WebSocketResponse
-    seq: int = 0
-    identified: bool = False
-    intents: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass
+class _Session:
+    id: str
+    intents: int
+    seq: int = 0
+    resumable: bool = True
+    sent: list[JSON] = field(default_factory=list)  # every dispatch, for RESUME replay
 
 
 class FakeDiscord:
@@ -314,6 +325,7 @@ class FakeDiscord:
         self._faults: list[_Fault] = []
         self._conns: list[_GatewayConn] = []
         self._active: _GatewayConn | None = None
+        self._session: _Session | None = None
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._last_snowflake = 0
@@ -338,9 +350,9 @@ class FakeDiscord:
         app = web.Application(client_max_size=200 * MIB, middlewares=[self._middleware])
         app.router.add_get("/gateway", self._gateway)
         for method, path, handler in self._routes():
-            app.router.add_route(method, "/api/v10" + path, handler)
-        app.router.add_get("/cdn/attachments/{channel}/{id}/{filename}", self._cdn_get)
-        app.router.add_route("*", "/{tail:.*}", self._not_found, name="unknown")
+            app.router.add_route(method, "/api/v10" + path, _adapt(handler))
+        app.router.add_get("/cdn/attachments/{channel}/{id}/{filename}", _adapt(self._cdn_get))
+        app.router.add_route("*", "/{tail:.*}", _adapt(self._not_found), name="unknown")
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -544,7 +556,9 @@ class FakeDiscord:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _wait_for(self, check: Callable[[], Any], timeout: float, describe: Callable[[], str]) -> Any:
+    async def _wait_for(
+        self, check: Callable[[], T | None], timeout: float, describe: Callable[[], str]
+    ) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -649,9 +663,9 @@ class FakeDiscord:
         return None
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: AiohttpHandler) -> web.StreamResponse:
         if request.path == "/gateway":
-            return await handler(request)  # type: ignore[call-arg]
+            return await handler(request)
         rec = await self._record(request)
         try:
             response = await self._answer(request, rec, handler)
@@ -663,18 +677,18 @@ class FakeDiscord:
             and response.content_type == "application/json"
             and response.body
         ):
-            rec.response = json.loads(response.body)  # type: ignore[arg-type]
+            rec.response = json.loads(response.body)  # type: ignore[arg-type]  # body is bytes here
         self._notify()
         return response
 
     async def _answer(
-        self, request: web.Request, rec: RecordedRequest, handler: Handler
+        self, request: web.Request, rec: RecordedRequest, handler: AiohttpHandler
     ) -> web.StreamResponse:
         fault = self._take_fault(rec.method, rec.path)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)
         if request.match_info.route.name == "unknown":
-            return await self._not_found(request)
+            return await self._not_found(request, rec)
         needs_bot_auth = (
             rec.path.startswith("/api/")
             and not _WEBHOOK_ROUTE.match(rec.path)
@@ -682,7 +696,8 @@ class FakeDiscord:
         )
         if needs_bot_auth and rec.headers.get("Authorization") != f"Bot {self.token}":
             return error(401, 0, "401: Unauthorized")
-        return await handler(request, rec)  # type: ignore[call-arg]
+        request[_REC] = rec
+        return await handler(request)
 
     async def _record(self, request: web.Request) -> RecordedRequest:
         body = await request.read()
@@ -710,7 +725,7 @@ class FakeDiscord:
         self.requests.append(rec)
         return rec
 
-    async def _not_found(self, request: web.Request, rec: RecordedRequest | None = None) -> web.Response:
+    async def _not_found(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         return error(404, 0, "404: Not Found")
 
     # ------------------------------------------------------------------ CDN
@@ -722,7 +737,8 @@ class FakeDiscord:
         now = int(time.time())
         hm = hashlib.sha256(f"{att_id}{filename}{len(data)}".encode()).hexdigest()
         self._cdn[att_id] = (data, content_type, filename, hm)
-        url = f"{self.cdn_base}/attachments/{channel_id}/{att_id}/{filename}?ex={now + 86400:x}&is={now:x}&hm={hm}&"
+        query = f"ex={now + 86400:x}&is={now:x}&hm={hm}&"
+        url = f"{self.cdn_base}/attachments/{channel_id}/{att_id}/{quote(filename)}?{query}"
         payload: JSON = {
             "id": str(att_id),
             "filename": filename,
@@ -1032,7 +1048,8 @@ class FakeDiscord:
         return msg
 
     def _interaction_user(self, it: _Interaction) -> JSON:
-        return it.payload["member"]["user"] if "member" in it.payload else it.payload["user"]
+        user: JSON = it.payload["member"]["user"] if "member" in it.payload else it.payload["user"]
+        return user
 
     def _interaction_metadata(self, it: _Interaction) -> JSON:
         meta: JSON = {
@@ -1427,13 +1444,13 @@ class FakeDiscord:
         return ws
 
     async def _on_gateway_payload(self, conn: _GatewayConn, payload: JSON) -> None:
-        op, data = payload.get("op"), payload.get("d")
+        op, data = payload.get("op"), payload.get("d") or {}
         if op == 1:
             await self._send(conn, {"op": 11, "d": None, "s": None, "t": None})
         elif op == 2:
             await self._on_identify(conn, data)
         elif op == 6:
-            await self._send(conn, {"op": 9, "d": False, "s": None, "t": None})
+            await self._on_resume(conn, data)
         elif op == 8:
             wanted = {int(u) for u in data.get("user_ids") or []} or set(self.users)
             chunk = {
@@ -1444,20 +1461,20 @@ class FakeDiscord:
                 "not_found": [],
                 "nonce": data.get("nonce"),
             }
-            await self._dispatch_to(conn, "GUILD_MEMBERS_CHUNK", chunk)
+            await self._dispatch_raw("GUILD_MEMBERS_CHUNK", chunk)
 
     async def _on_identify(self, conn: _GatewayConn, data: JSON) -> None:
         if data.get("token") not in (self.token, f"Bot {self.token}"):
             await conn.ws.close(code=4004, message=b"Authentication failed.")
             return
         self.identify = data
-        conn.identified, conn.intents, conn.seq = True, int(data.get("intents", 0)), 0
+        self._session = _Session(secrets.token_hex(16), int(data.get("intents", 0)))
         self._active = conn
         ready = {
             "v": 10,
             "user": self.bot_user(),
             "guilds": [{"id": str(self.GUILD_ID), "unavailable": True}],
-            "session_id": secrets.token_hex(16),
+            "session_id": self._session.id,
             "session_type": "normal",
             "resume_gateway_url": self.gateway_url,
             "shard": [0, 1],
@@ -1471,9 +1488,27 @@ class FakeDiscord:
             "auth_session_id_hash": "",
             "_trace": ["fake-discord"],
         }
-        await self._dispatch_to(conn, "READY", ready)
-        if conn.intents & INTENT_GUILDS:
-            await self._dispatch_to(conn, "GUILD_CREATE", self.guild_payload())
+        await self._dispatch_raw("READY", ready)
+        if self._session.intents & INTENT_GUILDS:
+            await self._dispatch_raw("GUILD_CREATE", self.guild_payload())
+        self._ready.set()
+
+    async def _on_resume(self, conn: _GatewayConn, data: JSON) -> None:
+        session = self._session
+        if (
+            session is None
+            or not session.resumable
+            or data.get("session_id") != session.id
+            or data.get("token") not in (self.token, f"Bot {self.token}")
+        ):
+            await self._send(conn, {"op": 9, "d": False, "s": None, "t": None})
+            return
+        self._active = conn
+        last_seen = int(data.get("seq") or 0)
+        for payload in session.sent:  # replay what the client missed, then RESUMED
+            if payload["s"] > last_seen:
+                await self._send(conn, payload)
+        await self._dispatch_raw("RESUMED", {"_trace": ["fake-discord"]})
         self._ready.set()
 
     async def _send(self, conn: _GatewayConn, payload: JSON) -> None:
@@ -1481,25 +1516,31 @@ class FakeDiscord:
             if not conn.ws.closed:
                 await conn.ws.send_str(json.dumps(payload))
 
-    async def _dispatch_to(self, conn: _GatewayConn, event: str, data: JSON) -> None:
-        async with conn.lock:
-            conn.seq += 1
-            if not conn.ws.closed:
-                await conn.ws.send_str(json.dumps({"op": 0, "t": event, "s": conn.seq, "d": data}))
+    async def _dispatch_raw(self, event: str, data: JSON) -> None:
+        """Sequence a dispatch in the current session; sent now if connected, else replayed on RESUME."""
+        session = self._session
+        if session is None:
+            raise RuntimeError("no gateway session; await wait_until_ready() first")
+        session.seq += 1
+        payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+        session.sent.append(payload)
+        if self._active is not None:
+            await self._send(self._active, payload)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send a raw DISPATCH to the identified client."""
-        if self._active is None:
-            raise RuntimeError("no identified gateway connection; await wait_until_ready() first")
-        await self._dispatch_to(self._active, event, data)
+        """Send a raw DISPATCH (next ``s``) to the identified client."""
+        await self._dispatch_raw(event, data)
 
     async def _dispatch_if(self, intent: int, event: str, data: JSON) -> None:
-        if self._active is not None and self._active.intents & intent:
-            await self._dispatch_to(self._active, event, data)
+        if self._session is not None and self._session.intents & intent:
+            await self._dispatch_raw(event, data)
 
-    async def drop_connection(self, code: int = 4000) -> None:
-        """Close the gateway server-side; discord.py reconnects, RESUMEs, gets INVALID_SESSION, re-IDENTIFYs."""
+    async def drop_connection(self, *, resumable: bool = True, code: int = 4000) -> None:
+        """Close the gateway server-side.  discord.py reconnects and RESUMEs; with ``resumable=False`` it
+        gets INVALID_SESSION and re-IDENTIFYs (discord.py waits 5 s before any non-initial IDENTIFY)."""
         self._ready.clear()
+        if self._session is not None:
+            self._session.resumable = resumable
         conn, self._active = self._active, None
         if conn is not None:
             await conn.ws.close(code=code, message=b"fake drop")
@@ -1513,7 +1554,7 @@ class FakeDiscord:
         *,
         user_id: int | None = None,
         channel_id: int | None = None,
-        guild_id: int | None | _Unset = UNSET,
+        guild_id: int | _Unset | None = UNSET,
         permissions: int | None = None,
         roles: list[int] | None = None,
         locale: str = "en-US",
@@ -1605,7 +1646,7 @@ class FakeDiscord:
         resolved_attachments: list[dict[str, Any]] | None = None,
         user_id: int | None = None,
         channel_id: int | None = None,
-        guild_id: int | None | _Unset = UNSET,
+        guild_id: int | _Unset | None = UNSET,
         permissions: int | None = None,
         roles: list[int] | None = None,
         locale: str = "en-US",
@@ -1641,7 +1682,7 @@ class FakeDiscord:
         *,
         user_id: int | None = None,
         channel_id: int | None = None,
-        guild_id: int | None | _Unset = UNSET,
+        guild_id: int | _Unset | None = UNSET,
         permissions: int | None = None,
         roles: list[int] | None = None,
         locale: str = "en-US",
@@ -1669,7 +1710,7 @@ class FakeDiscord:
         component_type: int = 2,
         values: list[str] | None = None,
         user_id: int | None = None,
-        guild_id: int | None | _Unset = UNSET,
+        guild_id: int | _Unset | None = UNSET,
         permissions: int | None = None,
         roles: list[int] | None = None,
         locale: str = "en-US",
@@ -1700,7 +1741,7 @@ class FakeDiscord:
         message: dict[str, Any] | None = None,
         user_id: int | None = None,
         channel_id: int | None = None,
-        guild_id: int | None | _Unset = UNSET,
+        guild_id: int | _Unset | None = UNSET,
         permissions: int | None = None,
         roles: list[int] | None = None,
         locale: str = "en-US",
@@ -1739,6 +1780,15 @@ class FakeDiscord:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _adapt(handler: Handler) -> AiohttpHandler:
+    """Route handlers take the RecordedRequest the middleware stored on the request."""
+
+    async def route(request: web.Request) -> web.StreamResponse:
+        return await handler(request, request[_REC])
+
+    return route
 
 
 def _header_param(value: str, param: str) -> str | None:

@@ -1,0 +1,377 @@
+"""/edit end to end: the real bot process against the fake Discord and the fake image API."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import pytest
+from PIL import Image
+
+from tests.conftest import API_KEY, BOT_TOKEN, BotProcess, send_edit, wait_final_text, wait_result
+from tests.fake_discord import FakeDiscord
+from tests.fake_image_api import FakeImageAPI, Reply, make_png
+
+EPHEMERAL = 64
+
+
+def noise_png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.frombytes("RGB", (width, height), os.urandom(width * height * 3)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_command_schema_is_synced_once_and_not_again_after_restart(
+    bot: BotProcess, discord_fake: FakeDiscord
+) -> None:
+    puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
+    assert len(puts) == 1
+    (edit,) = puts[0].json
+    assert edit["name"] == "edit"
+    names = [o["name"] for o in edit["options"]]
+    assert names == ["prompt", "image1", "size"] + [f"image{n}" for n in range(2, 11)]
+    types = {o["name"]: o["type"] for o in edit["options"]}
+    assert types["prompt"] == 3 and types["size"] == 3
+    assert all(types[f"image{n}"] == 11 for n in range(1, 11))
+    required = {o["name"] for o in edit["options"] if o.get("required")}
+    assert required == {"prompt", "image1"}
+    size = next(o for o in edit["options"] if o["name"] == "size")
+    assert size["autocomplete"] is True and "choices" not in size
+    assert all(len(o["description"]) <= 100 for o in edit["options"])
+
+    await bot.stop()
+    await bot.start()
+    puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
+    assert len(puts) == 1, "an unchanged schema must not be re-synced on restart"
+
+
+async def test_size_autocomplete_offers_labelled_filtered_choices(
+    bot: BotProcess, discord_fake: FakeDiscord
+) -> None:
+    handle = await discord_fake.autocomplete(
+        "edit",
+        [
+            {"name": "prompt", "type": 3, "value": "x"},
+            {"name": "size", "type": 3, "value": "16:9", "focused": True},
+        ],
+    )
+    callback = await handle.wait_for_callback()
+    assert callback.json["type"] == 8
+    choices = callback.json["data"]["choices"]
+    assert choices == [
+        {"name": "1280×720 · 16:9 · 1K", "value": "1280x720"},
+        {"name": "2048×1152 · 16:9 · 2K", "value": "2048x1152"},
+        {"name": "3840×2160 · 16:9 · 4K", "value": "3840x2160"},
+    ]
+    empty = await discord_fake.autocomplete(
+        "edit",
+        [
+            {"name": "prompt", "type": 3, "value": "x"},
+            {"name": "size", "type": 3, "value": "", "focused": True},
+        ],
+    )
+    everything = (await empty.wait_for_callback()).json["data"]["choices"]
+    assert len(everything) == 25 and everything[0]["value"] == "auto"
+
+
+async def test_acknowledges_before_downloading_and_posts_result_with_caption(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    source = make_png(120, 80, (10, 20, 30))
+    output = make_png(96, 64, (200, 100, 50))
+    image_api.then(Reply(kind="b64", image=output))
+    handle = await send_edit(discord_fake, "make the sky purple", [source])
+    ack = await handle.wait_for_callback()
+    assert ack.json["type"] == 4 and not ack.json["data"].get("flags", 0) & EPHEMERAL
+    result = await wait_result(handle)
+    download = next(r for r in discord_fake.requests if r.path.startswith("/cdn/"))
+    assert ack.index < download.index < result.index
+    assert result.files[0].data == output
+    assert result.files[0].filename.endswith(".png")
+    content = result.json["content"]
+    assert "make the sky purple" in content and "96×64" in content
+    assert f"<@{discord_fake.USER_ID}>" in content and " s" in content
+    (row,) = result.json["components"]
+    assert row["components"][0]["custom_id"].startswith("atelier:refine:v1:")
+    (call,) = image_api.calls
+    assert [p.data for p in call.images] == [source]
+    assert call.field("prompt") == "make the sky purple"
+    assert call.field("response_format") == "b64_json"
+    assert call.field("model") == "gpt-image-2-vip"
+    assert call.headers["Authorization"] == f"Bearer {API_KEY}"
+    assert "size" not in call.names
+
+
+async def test_three_images_are_sent_in_option_order(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    images = [make_png(30, 30, (i * 50, 0, 0)) for i in range(1, 4)]
+    handle = await send_edit(discord_fake, "person from image1 into image2, style of image3", images)
+    await wait_result(handle)
+    (call,) = image_api.calls
+    assert [p.data for p in call.images] == images
+    assert [p.filename for p in call.images] == ["image1.png", "image2.png", "image3.png"]
+
+
+async def test_a_gap_in_the_images_is_refused_without_an_api_call(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    handle = await send_edit(discord_fake, "x", [make_png(), None, make_png()])
+    callback = await handle.wait_for_callback()
+    assert callback.json["data"]["flags"] & EPHEMERAL
+    assert "image2 is missing" in callback.json["data"]["content"]
+    assert image_api.calls == []
+
+
+async def test_a_valid_size_is_sent(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    handle = await send_edit(discord_fake, "wider", [make_png()], size="2048x1360")
+    result = await wait_result(handle)
+    assert image_api.calls[0].field("size") == "2048x1360"
+    assert "asked 2048x1360" in result.json["content"]
+
+
+async def test_an_invalid_size_is_refused_without_an_api_call(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    handle = await send_edit(discord_fake, "wider", [make_png()], size="1024x1024")
+    callback = await handle.wait_for_callback()
+    assert callback.json["data"]["flags"] & EPHEMERAL
+    assert "not a size the image service supports" in callback.json["data"]["content"]
+    assert image_api.calls == []
+    ok = await send_edit(discord_fake, "wider", [make_png()], size="2048×1360 · 3:2 · 2K")
+    await wait_result(ok)
+    assert image_api.calls[0].field("size") == "2048x1360"
+
+
+@pytest.mark.parametrize("kind", ["b64", "b64_raw"])
+async def test_prefixed_and_raw_base64_both_decode(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI, kind: str
+) -> None:
+    output = make_png(50, 40, (1, 2, 3))
+    image_api.then(Reply(kind=kind, image=output))
+    result = await wait_result(await send_edit(discord_fake, "x", [make_png()]))
+    assert result.files[0].data == output
+
+
+async def test_url_mode_follows_the_link(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    bot_env["IMAGE_RESPONSE_FORMAT"] = "url"
+    await bot_process.start()
+    output = make_png(70, 40, (9, 9, 9))
+    image_api.then(Reply(kind="url", image=output))
+    result = await wait_result(await send_edit(discord_fake, "x", [make_png()]))
+    assert result.files[0].data == output
+    assert image_api.calls[0].field("response_format") == "url"
+    assert len(image_api.file_gets) == 1
+
+
+API_FAILURES = [
+    pytest.param(
+        Reply(kind="error", status=400, body={"error": {"message": "Prompt mentions a forbidden brand"}}),
+        "rejected the request: Prompt mentions a forbidden brand",
+        1,
+        id="400-with-message",
+    ),
+    pytest.param(
+        Reply(kind="error", status=400, body={"error": {"message": "Rejected by the safety system"}}),
+        "refused this request: Rejected by the safety system",
+        1,
+        id="safety-400",
+    ),
+    pytest.param(
+        Reply(kind="error", status=502, body={"error": {"message": "content blocked by moderation"}}),
+        "refused this request",
+        1,
+        id="safety-as-5xx-not-retried",
+    ),
+    pytest.param(
+        Reply(kind="error", status=401, body={"error": {"message": "invalid key"}}),
+        "not configured correctly; the server admin has been told",
+        1,
+        id="401",
+    ),
+    pytest.param(
+        Reply(kind="error", status=403, body={"error": {"message": "no access"}}),
+        "not configured correctly",
+        1,
+        id="403",
+    ),
+    pytest.param(
+        Reply(kind="error", status=429, body={"error": {"message": "quota exceeded for this key"}}),
+        "out of credit",
+        1,
+        id="429-quota",
+    ),
+    pytest.param(
+        Reply(
+            kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}
+        ),
+        "busy right now",
+        4,
+        id="429-retried-then-busy",
+    ),
+    pytest.param(Reply(kind="html", status=502), "busy right now", 4, id="html-502-retried-then-busy"),
+    pytest.param(Reply(kind="drop"), "busy right now", 4, id="dropped-connection"),
+    pytest.param(Reply(kind="malformed"), "not a usable image", 1, id="malformed-json"),
+    pytest.param(Reply(kind="truncated"), "not a usable image", 1, id="truncated-base64"),
+    pytest.param(Reply(kind="no_image"), "not a usable image", 1, id="no-image-in-data"),
+    pytest.param(Reply(kind="hang"), "did not answer within 2 s", 1, id="timeout"),
+]
+
+
+@pytest.mark.parametrize(("reply", "text", "calls"), API_FAILURES)
+async def test_api_failures_are_explained_and_the_bot_serves_the_next_request(
+    bot_process: BotProcess,
+    bot_env: dict[str, str],
+    discord_fake: FakeDiscord,
+    image_api: FakeImageAPI,
+    reply: Reply,
+    text: str,
+    calls: int,
+) -> None:
+    bot_env["IMAGE_API_TIMEOUT"] = "2"
+    await bot_process.start()
+    image_api.then(*[reply] * calls)
+    handle = await send_edit(discord_fake, "try", [make_png()])
+    failed = await wait_final_text(handle, "❌")
+    assert text in failed.json["content"]
+    assert failed.method == "PATCH" and not failed.files
+    assert failed.json.get("components") == []  # no Refine button on a failure
+    assert len(image_api.calls) == calls
+    if "not configured" in text:
+        assert "ERROR" in bot_process.log() and "check IMAGE_API_KEY" in bot_process.log()
+    # The next request works.
+    output = make_png(33, 22)
+    image_api.then(Reply(image=output))
+    result = await wait_result(await send_edit(discord_fake, "again", [make_png()]))
+    assert result.files[0].data == output
+
+
+@pytest.mark.parametrize(
+    ("data", "filename", "message"),
+    [
+        (b"%PDF-1.7 definitely not a picture", "cat.png", "image2 is not an image"),
+        (make_png(200, 200)[:300], "cut.png", "image2 is damaged"),
+    ],
+    ids=["not-an-image", "corrupt"],
+)
+async def test_bad_inputs_are_refused_privately_by_option_name(
+    bot: BotProcess,
+    discord_fake: FakeDiscord,
+    image_api: FakeImageAPI,
+    data: bytes,
+    filename: str,
+    message: str,
+) -> None:
+    handle = await send_edit(discord_fake, "x", [make_png(), data], filenames=["a.png", filename])
+    followup = await handle.wait_for_webhook("POST")
+    assert followup.json["flags"] & EPHEMERAL
+    assert message in followup.json["content"]
+    deleted = [r for r in handle.webhook_requests() if r.method == "DELETE"]
+    assert len(deleted) == 1, "the public 'working' message is removed"
+    assert image_api.calls == []
+    result = await wait_result(await send_edit(discord_fake, "fine", [make_png()]))
+    assert result.files
+
+
+async def test_other_formats_are_converted_to_png(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (5, 6, 7)).save(buffer, format="BMP")
+    await wait_result(await send_edit(discord_fake, "x", [buffer.getvalue()], filenames=["pic.bmp"]))
+    (part,) = image_api.calls[0].images
+    assert part.data.startswith(b"\x89PNG") and part.content_type == "image/png"
+
+
+async def test_oversized_input_is_reencoded_and_the_reply_says_so(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    big = noise_png(1400, 1400)  # ~5.9 MB, over the 4 MiB input target
+    assert len(big) > 4 * 1024 * 1024
+    result = await wait_result(await send_edit(discord_fake, "x", [big]))
+    (part,) = image_api.calls[0].images
+    assert len(part.data) <= 4 * 1024 * 1024
+    assert part.content_type == "image/jpeg"
+    assert "image1 was" in result.json["content"] and "re-encoded" in result.json["content"]
+
+
+async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    discord_fake.attachment_size_limit = 300_000
+    output = noise_png(400, 400)  # ~480 KB
+    image_api.then(Reply(image=output))
+    result = await wait_result(await send_edit(discord_fake, "x", [make_png()]))
+    assert result.status == 200
+    assert len(result.files[0].data) <= 300_000
+    assert "upload limit" in result.json["content"]
+
+
+async def test_discord_refusing_the_upload_shrinks_once_more(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    output = noise_png(300, 300)
+    image_api.then(Reply(image=output, delay=0.5))
+    handle = await send_edit(discord_fake, "x", [make_png()])
+    await handle.wait_for_webhook("PATCH")  # the "Editing…" status, before the API answers
+    discord_fake.fail_next(
+        "PATCH", r"/messages/@original$", 413, {"code": 40005, "message": "Request entity too large"}
+    )
+    result = await wait_result(handle)
+    refused = [r for r in handle.webhook_requests() if r.status == 413]
+    assert len(refused) == 1 and refused[0].files[0].data == output
+    assert len(result.files[0].data) < len(output)
+    assert "upload limit" in result.json["content"]
+
+
+async def test_prompt_pings_nobody(bot: BotProcess, discord_fake: FakeDiscord) -> None:
+    role = discord_fake.ROLE_IDS[0] if hasattr(discord_fake, "ROLE_IDS") else 1200000000000000099
+    prompt = f"@everyone @here <@&{role}> <@{discord_fake.USER_ID}> look"
+    handle = await send_edit(discord_fake, prompt, [make_png()])
+    result = await wait_result(handle)
+    for request in [*handle.callback_requests(), *handle.webhook_requests()]:
+        body = request.json.get("data", request.json) if request.method == "POST" else request.json
+        assert body["allowed_mentions"] == {"parse": []}, request
+        content = body.get("content") or ""
+        assert "@everyone" not in content and "@here" not in content and f"<@&{role}>" not in content
+    message = handle.original_message()
+    assert message is not None
+    assert (
+        message["mention_everyone"] is False and message["mentions"] == [] and message["mention_roles"] == []
+    )
+    assert result.json["content"].count(f"<@{discord_fake.USER_ID}>") == 1  # the requester credit, not a ping
+
+
+async def test_secrets_never_reach_discord_or_the_log(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    bot_env["LOG_LEVEL"] = "DEBUG"
+    await bot_process.start()
+    image_api.then(
+        Reply(kind="error", status=401, body={"error": {"message": f"Incorrect API key: {API_KEY}"}})
+    )
+    await wait_final_text(await send_edit(discord_fake, "x", [make_png()]), "❌")
+    await wait_result(await send_edit(discord_fake, "y", [make_png()]))
+    for request in discord_fake.requests:
+        assert API_KEY.encode() not in request.body
+        assert all(API_KEY not in value for value in request.headers.values())
+    log = bot_process.log()
+    assert "DEBUG" in log and API_KEY not in log and BOT_TOKEN not in log
+
+
+async def test_missing_required_setting_stops_startup_with_one_clear_line(
+    bot_process: BotProcess, bot_env: dict[str, str]
+) -> None:
+    del bot_env["IMAGE_API_KEY"]
+    bot_process.env = bot_env
+    with pytest.raises(AssertionError):
+        await bot_process.start(timeout=10)
+    assert bot_process.proc is not None and bot_process.proc.returncode == 2
+    lines = bot_process.log().strip().splitlines()
+    assert lines == [
+        "atelier: configuration error: IMAGE_API_KEY is required but not set (put it in the environment or in .env)"
+    ]

@@ -1,0 +1,449 @@
+"""Proves tests/fake_discord.py is faithful enough: a REAL discord.py client runs against it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import discord
+import pytest
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2f3b1"
+    "fb0000000049454e44ae426082"
+)
+RunBot = Callable[[commands.Bot], Awaitable[commands.Bot]]
+
+
+def make_bot(**kwargs: object) -> commands.Bot:
+    intents = discord.Intents.none()
+    intents.guilds = True
+    return commands.Bot(command_prefix="!", intents=intents, guild_ready_timeout=0.1, **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    server = FakeDiscord()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def run_bot(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[RunBot]:
+    running: list[tuple[commands.Bot, asyncio.Task[None]]] = []
+
+    async def run(bot: commands.Bot) -> commands.Bot:
+        monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(
+                f"{fake.api_base}/gateway/bot", headers={"Authorization": f"Bot {fake.token}"}
+            ) as resp,
+        ):
+            gateway = (await resp.json())["url"]
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(gateway))
+        task = asyncio.create_task(bot.start(fake.token))
+        running.append((bot, task))
+        ready = asyncio.create_task(fake.wait_until_ready(10))
+        done, _ = await asyncio.wait({task, ready}, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # re-raise the login/connect error
+        assert ready in done, "bot did not connect"
+        await asyncio.wait_for(bot.wait_until_ready(), 5)
+        return bot
+
+    yield run
+    for bot, task in running:
+        await bot.close()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_login_gateway_and_ready(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = await run_bot(make_bot())
+
+    assert bot.user is not None and bot.user.id == fake.BOT_USER_ID
+    assert bot.application_id == fake.APP_ID
+    guild = bot.get_guild(fake.GUILD_ID)
+    assert guild is not None and guild.get_channel(fake.CHANNEL_ID) is not None
+    assert isinstance(guild.get_channel(fake.FORUM_ID), discord.ForumChannel)
+    assert {r.name for r in guild.roles} >= {"@everyone", "Moderator", "Artist"}
+    assert guild.me is not None and guild.me.id == fake.BOT_USER_ID
+
+    identify = next(p for p in fake.gateway_received if p["op"] == 2)
+    assert identify["d"]["token"] == fake.token
+    me = next(r for r in fake.requests if r.path == "/api/v10/users/@me")
+    assert me.headers["authorization"] == f"Bot {fake.token}"
+    assert fake.unexpected_requests() == []
+
+
+async def test_tree_sync_is_stored(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+
+    @bot.tree.command(name="edit", description="Edit images")
+    @app_commands.describe(prompt="What to do")
+    async def edit(interaction: discord.Interaction, prompt: str, image1: discord.Attachment) -> None:
+        pass
+
+    await run_bot(bot)
+    synced = await bot.tree.sync()
+    guild_synced = await bot.tree.sync(guild=discord.Object(fake.GUILD_ID))
+
+    assert [c.name for c in synced] == ["edit"] and guild_synced == []
+    stored = fake.global_commands[0]
+    assert stored["id"] == str(synced[0].id) and stored["application_id"] == str(fake.APP_ID)
+    assert [(o["name"], o["type"]) for o in stored["options"]] == [("prompt", 3), ("image1", 11)]
+    assert await bot.tree.fetch_commands() == synced
+    # Re-syncing keeps the command id, as on Discord.
+    assert (await bot.tree.sync())[0].id == synced[0].id
+
+
+async def test_slash_command_with_attachment_and_edit_original(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+    seen: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    @bot.tree.command(name="edit", description="Edit images")
+    async def edit(interaction: discord.Interaction, prompt: str, image1: discord.Attachment) -> None:
+        data = await image1.read()
+        seen.set_result(data)
+        await interaction.response.send_message(f"Working on {prompt!r}")
+        await interaction.edit_original_response(
+            content="Done", attachments=[discord.File(io.BytesIO(data[::-1]), "result.png")]
+        )
+
+    await run_bot(bot)
+    await bot.tree.sync()
+    upload = fake.add_attachment(PNG, "cat.png")
+    start = len(fake.requests)
+    handle = await fake.slash_command(
+        "edit",
+        [
+            {"name": "prompt", "type": 3, "value": "make it blue"},
+            {"name": "image1", "type": 11, "value": upload["id"]},
+        ],
+        resolved_attachments=[upload],
+    )
+
+    assert await asyncio.wait_for(seen, 5) == PNG
+    assert upload["width"] == 1 and upload["height"] == 1
+    callback = await handle.wait_for_callback()
+    assert callback.query == {"with_response": "1"} and callback.json["type"] == 4
+    assert callback.json["data"]["content"] == "Working on 'make it blue'"
+    assert "authorization" not in callback.headers
+
+    patch = await handle.wait_for_webhook("PATCH")
+    assert patch.path == f"/api/v10/webhooks/{fake.APP_ID}/{handle.token}/messages/@original"
+    assert [(f.field, f.filename, f.data) for f in patch.files] == [("files[0]", "result.png", PNG[::-1])]
+    assert patch.json["content"] == "Done" and patch.status == 200
+
+    original = handle.original_message()
+    assert original is not None and original["content"] == "Done" and original["type"] == 20
+    [attachment] = original["attachments"]
+    assert attachment["filename"] == "result.png" and attachment["content_type"] == "image/png"
+    assert fake.cdn_bytes(attachment["url"]) == PNG[::-1]
+    cdn = [r for r in fake.requests[start:] if r.path.startswith("/cdn/")]
+    assert [(r.method, r.status) for r in cdn] == [("GET", 200)]
+
+
+async def test_followup_ephemeral_and_defer(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+    done: asyncio.Future[discord.WebhookMessage] = asyncio.get_running_loop().create_future()
+
+    @bot.tree.command(name="stats", description="Stats")
+    async def stats(interaction: discord.Interaction) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        await interaction.followup.send("first")  # replaces the "thinking…" message
+        done.set_result(await interaction.followup.send("secret", ephemeral=True, wait=True))
+
+    await run_bot(bot)
+    handle = await fake.slash_command("stats", [])
+    followup = await asyncio.wait_for(done, 5)
+
+    callback = await handle.wait_for_callback()
+    assert callback.json == {"type": 5, "data": {"flags": 64}}
+    original = handle.original_message()
+    assert original is not None and original["content"] == "first" and original["flags"] == 64
+    [second] = handle.followups()
+    assert second["id"] == str(followup.id) and second["flags"] & 64 and followup.flags.ephemeral
+    posts = [r for r in handle.webhook_requests() if r.method == "POST"]
+    assert [r.query["wait"] for r in posts] == ["1", "1"] and posts[1].json["flags"] == 64
+    # Ephemeral messages are not visible to bot routes.
+    with pytest.raises(discord.NotFound):
+        await bot.http.get_message(fake.CHANNEL_ID, followup.id)
+
+
+async def test_thread_from_message_and_send_file(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = await run_bot(make_bot())
+    channel = bot.get_channel(fake.CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+
+    message = await channel.send("New session", allowed_mentions=discord.AllowedMentions.none())
+    thread = await message.create_thread(name="Session 1", auto_archive_duration=60)
+    sent = await thread.send("result", file=discord.File(io.BytesIO(PNG), "out.png"))
+
+    assert thread.id == message.id and thread.parent_id == fake.CHANNEL_ID
+    stored_thread = fake.channels[thread.id]
+    assert stored_thread["type"] == 11 and stored_thread["thread_metadata"]["auto_archive_duration"] == 60
+    [in_thread] = fake.channel_messages(thread.id)
+    assert in_thread["id"] == str(sent.id) and fake.cdn_bytes(in_thread["attachments"][0]["url"]) == PNG
+    assert fake.messages[message.id]["allowed_mentions"] == {"parse": []}
+    assert await sent.attachments[0].read() == PNG
+    await asyncio.sleep(0.05)  # THREAD_CREATE dispatch
+    assert bot.get_channel(thread.id) is not None
+
+    with pytest.raises(discord.HTTPException) as exc:
+        await message.create_thread(name="again")
+    assert exc.value.code == 160004
+
+
+async def test_button_click_and_modal_submit(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+    interactions: list[discord.Interaction] = []
+    submitted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    class Prompt(discord.ui.Modal, title="Refine"):
+        text: discord.ui.TextInput[Prompt] = discord.ui.TextInput(label="Prompt", custom_id="prompt")
+
+        def __init__(self) -> None:
+            super().__init__(custom_id="refine-modal")
+
+        async def on_submit(self, interaction: discord.Interaction) -> None:
+            submitted.set_result(str(self.text.value))
+            await interaction.response.edit_message(content=f"Refining: {self.text.value}")
+
+    class Buttons(discord.ui.View):
+        @discord.ui.button(label="Refine", custom_id="refine")
+        async def refine(self, interaction: discord.Interaction, button: discord.ui.Button[Buttons]) -> None:
+            await interaction.response.send_modal(Prompt())
+
+    @bot.listen()
+    async def on_interaction(interaction: discord.Interaction) -> None:
+        interactions.append(interaction)
+
+    await run_bot(bot)
+    channel = bot.get_channel(fake.CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    sent = await channel.send("Pick one", view=Buttons())
+    stored = fake.messages[sent.id]
+    assert stored["components"][0]["components"][0]["custom_id"] == "refine"
+
+    click = await fake.click_button(stored, "refine")
+    callback = await click.wait_for_callback()
+    assert callback.json["type"] == 9 and callback.json["data"]["custom_id"] == "refine-modal"
+
+    submit = await fake.submit_modal("refine-modal", {"prompt": "more blue"}, message=stored)
+    assert await asyncio.wait_for(submitted, 5) == "more blue"
+    await submit.wait_for_callback()
+    assert fake.messages[sent.id]["content"] == "Refining: more blue"
+    assert submit.original_message() is fake.messages[sent.id]
+    assert [i.type for i in interactions] == [
+        discord.InteractionType.component,
+        discord.InteractionType.modal_submit,
+    ]
+    assert interactions[0].message is not None and interactions[0].message.id == sent.id
+
+
+async def test_autocomplete(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+
+    async def styles(interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return [app_commands.Choice(name=s, value=s) for s in ("watercolor", "oil") if s.startswith(current)]
+
+    @bot.tree.command(name="style", description="Style")
+    @app_commands.autocomplete(name=styles)
+    async def style(interaction: discord.Interaction, name: str) -> None:
+        pass
+
+    await run_bot(bot)
+    handle = await fake.autocomplete("style", [{"name": "name", "type": 3, "value": "wa", "focused": True}])
+    callback = await handle.wait_for_callback()
+    assert callback.json == {"type": 8, "data": {"choices": [{"name": "watercolor", "value": "watercolor"}]}}
+
+
+async def test_expired_interaction(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+    outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+    go = asyncio.Event()
+
+    @bot.tree.command(name="slow", description="Slow")
+    async def slow(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("working")
+        await go.wait()
+        try:
+            await interaction.edit_original_response(content="done")
+        except discord.HTTPException as e:
+            outcome.set_result(e)
+        else:
+            outcome.set_result(None)
+
+    await run_bot(bot)
+    handle = await fake.slash_command("slow", [])
+    await handle.wait_for_callback()
+    fake.expire_interaction(handle.token)
+    go.set()
+    err = await asyncio.wait_for(outcome, 5)
+    assert isinstance(err, discord.HTTPException) and err.status == 401 and err.code == 50027
+
+    # A late first response gets Unknown interaction.
+    late = await fake.slash_command("slow", [])
+    fake.expire_interaction(late.token)
+    callback = await late.wait_for_callback()
+    assert callback.status == 404 and callback.response == {"code": 10062, "message": "Unknown interaction"}
+
+
+async def test_auth_unknown_routes_faults_and_limits(fake: FakeDiscord, run_bot: RunBot) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(f"{fake.api_base}/users/@me") as resp:
+            assert resp.status == 401 and resp.headers["Content-Type"] == "application/json"
+        async with session.get(
+            f"{fake.api_base}/nope", headers={"Authorization": f"Bot {fake.token}"}
+        ) as resp:
+            assert resp.status == 404 and await resp.json() == {"code": 0, "message": "404: Not Found"}
+    assert [r.path for r in fake.unexpected_requests()] == ["/api/v10/nope"]
+
+    bot = await run_bot(make_bot())
+    channel = bot.get_channel(fake.CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+
+    fake.fail_next("POST", r"/channels/\d+/messages$", 429)
+    start = len(fake.requests)
+    await channel.send("after a rate limit")
+    posts = [r.status for r in fake.requests[start:] if r.method == "POST"]
+    assert posts == [429, 200]
+
+    fake.fail_next("POST", r"/channels/\d+/messages$", 500, {"code": 0, "message": "boom"}, times=5)
+    fake._faults[0].status = 403  # a non-retried error
+    with pytest.raises(discord.Forbidden):
+        await channel.send("refused")
+    fake._faults.clear()
+
+    with pytest.raises(discord.HTTPException) as exc:
+        await channel.send(file=discord.File(io.BytesIO(b"x" * (10 * 1024 * 1024 + 1)), "big.bin"))
+    assert exc.value.status == 413 and exc.value.code == 40005
+
+
+async def test_interaction_upload_limit_and_double_ack(
+    run_bot: RunBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_small = FakeDiscord(attachment_size_limit=1000)
+    await fake_small.start()
+    try:
+        errors: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        bot = make_bot()
+
+        @bot.tree.command(name="big", description="Big")
+        async def big(interaction: discord.Interaction) -> None:
+            codes = []
+            assert interaction.filesize_limit == 1000
+            try:
+                await interaction.response.send_message(file=discord.File(io.BytesIO(b"x" * 1001), "a.bin"))
+            except discord.HTTPException as e:
+                codes.append(e.code)
+            await interaction.response.send_message("small")
+            try:
+                await interaction.followup.send("x")  # fine
+                await interaction.response.defer()  # discord.py refuses locally; force a raw second ack
+            except discord.InteractionResponded:
+                pass
+            try:
+                await interaction._state.http.request(
+                    discord.http.Route(
+                        "POST", "/interactions/{i}/{t}/callback", i=interaction.id, t=interaction.token
+                    ),
+                    json={"type": 5},
+                )
+            except discord.HTTPException as e:
+                codes.append(e.code)
+            errors.set_result(codes)
+
+        monkeypatch.setattr(discord.http.Route, "BASE", fake_small.api_base)
+        monkeypatch.setattr(
+            discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake_small.gateway_url)
+        )
+        task = asyncio.create_task(bot.start(fake_small.token))
+        try:
+            await fake_small.wait_until_ready(10)
+            await asyncio.wait_for(bot.wait_until_ready(), 5)
+            await fake_small.slash_command("big", [])
+            assert await asyncio.wait_for(errors, 5) == [40005, 40060]
+        finally:
+            await bot.close()
+            await asyncio.wait_for(task, 5)
+    finally:
+        await fake_small.stop()
+
+
+async def test_dm_interaction_and_reconnect(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = make_bot()
+    got: asyncio.Future[discord.Interaction] = asyncio.get_running_loop().create_future()
+
+    async def no_identify_delay(shard_id: int | None, *, initial: bool = False) -> None:
+        pass  # discord.py sleeps 5 s before every non-initial IDENTIFY
+
+    bot.before_identify_hook = no_identify_delay  # type: ignore[method-assign]
+
+    @bot.tree.command(name="ping", description="Ping")
+    async def ping(interaction: discord.Interaction) -> None:
+        got.set_result(interaction)
+        await interaction.response.send_message("pong")
+
+    await run_bot(bot)
+    await fake.drop_connection()  # resumable: RESUME -> RESUMED
+    await fake.wait_until_ready(5)
+    assert [p["op"] for p in fake.gateway_received].count(6) == 1
+    await fake.drop_connection(resumable=False)  # RESUME -> INVALID_SESSION -> IDENTIFY
+    await fake.wait_until_ready(5)
+    assert [p["op"] for p in fake.gateway_received].count(2) == 2
+
+    handle: InteractionHandle = await fake.slash_command("ping", [], guild_id=None)
+    interaction = await asyncio.wait_for(got, 5)
+    assert interaction.guild is None and isinstance(interaction.user, discord.User)
+    assert isinstance(interaction.channel, discord.DMChannel)
+    callback: RecordedRequest = await handle.wait_for_callback()
+    assert callback.status == 200
+    original = handle.original_message()
+    assert original is not None and "guild_id" not in original
+
+
+async def test_edit_keeps_and_adds_attachments_and_forum_post(fake: FakeDiscord, run_bot: RunBot) -> None:
+    intents = discord.Intents.none()
+    intents.guilds = intents.guild_messages = True
+    bot = commands.Bot(command_prefix="!", intents=intents, guild_ready_timeout=0.1)
+    created: list[discord.Message] = []
+
+    @bot.listen()
+    async def on_message(message: discord.Message) -> None:
+        created.append(message)
+
+    await run_bot(bot)
+    channel = bot.get_channel(fake.CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+
+    msg = await channel.send(
+        files=[discord.File(io.BytesIO(b"one"), "1.txt"), discord.File(io.BytesIO(b"two"), "2.txt")]
+    )
+    edited = await msg.edit(attachments=[msg.attachments[1], discord.File(io.BytesIO(PNG), "3.png")])
+    assert [a.filename for a in edited.attachments] == ["2.txt", "3.png"]
+    assert edited.attachments[0].id == msg.attachments[1].id
+    assert [fake.cdn_bytes(a["url"]) for a in fake.messages[msg.id]["attachments"]] == [b"two", PNG]
+    edited = await msg.edit(content="caption only")  # no `attachments` key: attachments are kept
+    assert len(edited.attachments) == 2 and edited.edited_at is not None
+    await asyncio.sleep(0.05)
+    assert [m.id for m in created] == [msg.id]  # MESSAGE_CREATE only because guild_messages is on
+
+    forum = bot.get_channel(fake.FORUM_ID)
+    assert isinstance(forum, discord.ForumChannel)
+    post = await forum.create_thread(
+        name="Showcase", content="look", file=discord.File(io.BytesIO(PNG), "a.png")
+    )
+    assert post.thread.parent_id == fake.FORUM_ID and post.message.id == post.thread.id
+    assert fake.channel_messages(post.thread.id)[0]["attachments"][0]["filename"] == "a.png"
