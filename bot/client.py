@@ -27,6 +27,8 @@ class AtelierBot(commands.Bot):
         # Imported here so the engine modules in bot/ never import cogs/ at import time.
         from cogs.errors import AtelierTree
 
+        # Atelier never joins voice; discord.py's warnings about voice libraries are noise.
+        discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
         intents.guilds = True  # guild, channel and thread cache; members are not needed
         super().__init__(

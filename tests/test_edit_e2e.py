@@ -375,3 +375,15 @@ async def test_missing_required_setting_stops_startup_with_one_clear_line(
     assert lines == [
         "atelier: configuration error: IMAGE_API_KEY is required but not set (put it in the environment or in .env)"
     ]
+
+
+async def test_dev_guild_gets_the_commands_synced_to_it(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord
+) -> None:
+    bot_env["DEV_GUILD_ID"] = str(discord_fake.GUILD_ID)
+    await bot_process.start()
+    puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
+    assert [r.path for r in puts] == [
+        f"/api/v10/applications/{discord_fake.APP_ID}/guilds/{discord_fake.GUILD_ID}/commands"
+    ]
+    assert [c["name"] for c in puts[0].json] == ["edit"]
