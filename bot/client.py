@@ -1,4 +1,4 @@
-"""The Discord client: owns the config, the shared HTTP session, the editor and the cogs."""
+"""The Discord client: owns the config, the shared HTTP session, the store, the job service, the cogs."""
 
 from __future__ import annotations
 
@@ -14,23 +14,26 @@ from bot.config import Config
 from bot.discord_base import use_gateway_from_rest
 from bot.editor import Editor
 from bot.image_api import ImageAPIClient
+from bot.inputs import InputStore
+from bot.service import JobService
+from bot.storage import SQLiteJobStore
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.edit",)
+EXTENSIONS = ("cogs.edit", "cogs.usage", "cogs.admin")
 
 
 class AtelierBot(commands.Bot):
     """Atelier's client. Long-lived things live here, never at module level."""
 
     def __init__(self, config: Config, session: aiohttp.ClientSession) -> None:
-        # Imported here so the engine modules in bot/ never import cogs/ at import time.
+        # Imported here so that bot/ modules never import cogs/ at import time.
         from cogs.errors import AtelierTree
 
         # Atelier never joins voice; discord.py's warnings about voice libraries are noise.
         discord.VoiceClient.warn_nacl = discord.VoiceClient.warn_dave = False
         intents = discord.Intents.none()
-        intents.guilds = True  # guild, channel and thread cache; members are not needed
+        intents.guilds = True  # guild, channel, role and thread cache; members are not needed
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -43,24 +46,41 @@ class AtelierBot(commands.Bot):
         )
         self.config = config
         self.session = session
-        self.editor = Editor(ImageAPIClient(session, config), config)
+        self.editor = Editor()
+        self.store = SQLiteJobStore(config.db_file)
+        self.jobs = JobService(
+            config, self.store, ImageAPIClient(session, config), InputStore(config.data_dir / "inputs")
+        )
         self._shutdown: asyncio.Task[None] | None = None
 
-    def request_shutdown(self, reason: str) -> None:
-        """Begin a clean shutdown (from a signal handler); idempotent."""
-        if self._shutdown is None:
-            log.info("shutdown requested (%s)", reason)
-            self._shutdown = asyncio.create_task(self.close())
-
     async def setup_hook(self) -> None:
+        from cogs.progress import DiscordNotifier
+
+        await self.store.open()
         for name in EXTENSIONS:
             await self.load_extension(name)
         await self.sync_commands_if_changed()
+        # REST works from here on (we are logged in), so resumed jobs can update their messages.
+        await self.jobs.start(DiscordNotifier(self))
 
     async def connect(self, *, reconnect: bool = True) -> None:
         if self.config.discord_api_base:
             await use_gateway_from_rest(self)
         await super().connect(reconnect=reconnect)
+
+    def request_shutdown(self, reason: str) -> None:
+        """Begin a graceful shutdown (from a signal handler); idempotent."""
+        if self._shutdown is None:
+            log.info("shutdown requested (%s)", reason)
+            self._shutdown = asyncio.create_task(self._graceful_close())
+
+    async def _graceful_close(self) -> None:
+        await self.jobs.shutdown(self.config.shutdown_grace_seconds)
+        await self.close()
+
+    async def close(self) -> None:
+        await super().close()
+        await self.store.close()
 
     async def sync_commands_if_changed(self) -> None:
         """Upload the command schema only when it differs from the last one synced."""

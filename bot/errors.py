@@ -75,8 +75,7 @@ class APITimeoutError(ImageAPIError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            f"The image service did not answer within {seconds:g} s. Try again, perhaps with fewer "
-            "or smaller images.",
+            f"The image service did not answer within {seconds:g} s. Try again, perhaps with fewer or smaller images.",
             log_detail=f"timeout after {seconds:g} s",
         )
 

@@ -42,9 +42,7 @@ MAX_URL_DOWNLOAD_BYTES = 64 * 1024 * 1024
 URL_DOWNLOAD_TIMEOUT = 120.0
 MAX_RETRY_AFTER = 60.0
 
-_SAFETY_WORDS = re.compile(
-    r"safety|moderation|content polic|policy violation|blocked|not allowed|sexual|violen"
-)
+_SAFETY_WORDS = re.compile(r"safety|moderation|content polic|policy violation|blocked|not allowed|sexual|violen")
 _QUOTA_WORDS = re.compile(r"quota|insufficient|balance|credit|billing|余额|额度")
 _DATA_URL_PREFIX = re.compile(rb"^data:[\w./+-]*;base64,")
 
@@ -123,9 +121,7 @@ class ImageAPIClient:
                     log.warning("image API still failing after %d attempts: %s", attempts, exc.log_detail)
                     raise
                 delay = self._backoff(attempts, exc.retry_after)
-                log.info(
-                    "image API attempt %d failed (%s); retrying in %.2fs", attempts, exc.log_detail, delay
-                )
+                log.info("image API attempt %d failed (%s); retrying in %.2fs", attempts, exc.log_detail, delay)
                 await asyncio.sleep(delay)
                 continue
             return ImageEditResult(image, usage, time.monotonic() - started, attempts)
@@ -178,9 +174,7 @@ class ImageAPIClient:
                 "The images are too large for the image service; use fewer or smaller images.",
                 log_detail=detail,
             )
-        return BadRequestError(
-            f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail
-        )
+        return BadRequestError(f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail)
 
     async def _image_from(self, payload: Any) -> tuple[OutputImage, Usage | None]:
         if not isinstance(payload, dict):

@@ -190,7 +190,6 @@ def fit_for_upload(output: OutputImage, limit: int) -> OutputImage:
         image.load()
         fitted = shrink_to_fit(image, limit, lossless_first=True)
     note = (
-        f"The {_mb(len(output.data))} original was over Discord's {_mb(limit)} upload limit, "
-        f"so it was {fitted.note}."
+        f"The {_mb(len(output.data))} original was over Discord's {_mb(limit)} upload limit, so it was {fitted.note}."
     )
     return OutputImage(fitted.data, fitted.mime, fitted.width, fitted.height, note=note)

@@ -66,9 +66,7 @@ _SIZE_VALUES = (
     "2880x2880 2336x3520 3520x2336 2480x3312 3312x2480 2560x3216 3216x2560 2160x3840 3840x2160 3840x1632"
 ).split()
 
-SIZES: tuple[OutputSize, ...] = tuple(
-    OutputSize(int(v.split("x")[0]), int(v.split("x")[1])) for v in _SIZE_VALUES
-)
+SIZES: tuple[OutputSize, ...] = tuple(OutputSize(int(v.split("x")[0]), int(v.split("x")[1])) for v in _SIZE_VALUES)
 _BY_VALUE = {s.value: s for s in SIZES}
 
 AUTO_LABEL = "auto · keep the edited image's aspect ratio"

@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 
 REFINE_BUTTON_TEMPLATE = r"atelier:refine:v1:(?P<job_id>[0-9a-f]{1,32})"
+CANCEL_BUTTON_TEMPLATE = r"atelier:cancel:v1:(?P<job_id>[0-9a-f]{1,32})"
 REFINE_MODAL_PREFIX = "atelier:refine-modal:v1:"
 _REFINE_MODAL = re.compile(
-    re.escape(REFINE_MODAL_PREFIX)
-    + r"(?P<channel_id>\d{1,20}):(?P<message_id>\d{1,20}):(?P<job_id>[0-9a-f]{1,32})$"
+    re.escape(REFINE_MODAL_PREFIX) + r"(?P<channel_id>\d{1,20}):(?P<message_id>\d{1,20}):(?P<job_id>[0-9a-f]{1,32})$"
 )
 REFINE_PROMPT_FIELD = "atelier-refine-prompt"
 REFINE_SIZE_FIELD = "atelier-refine-size"
@@ -22,6 +22,11 @@ REFINE_SIZE_FIELD = "atelier-refine-size"
 def refine_button_id(job_id: str) -> str:
     """custom_id of the Refine button on a result of ``job_id``."""
     return f"atelier:refine:v1:{job_id}"
+
+
+def cancel_button_id(job_id: str) -> str:
+    """custom_id of the Cancel button on a queued job's status message."""
+    return f"atelier:cancel:v1:{job_id}"
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,19 @@
-"""Where a job's status and result are shown: the acknowledged interaction message, or a
-message the bot posted itself (threads, where interaction follow-ups cannot go).
+"""Where a job's status and result are shown, rebuilt from what the job stored.
+
+Two kinds, both usable after a restart because they hold only ids:
+- ``interaction``: the acknowledged slash-command message, edited through the
+  interaction token while it lives (15 minutes);
+- ``message``: a message the bot posted with its own token (refines in threads).
+When the token has expired, or Discord refuses it, the result goes out as a new
+channel message that mentions the requester only.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from typing import Protocol
+import time
+from typing import TYPE_CHECKING, Any
 
 import discord
 
@@ -14,10 +21,17 @@ from bot.errors import AtelierError
 from bot.images import OutputImage
 from cogs.errors import error_text
 
+if TYPE_CHECKING:
+    from bot.client import AtelierBot
+
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 MAX_CONTENT = 2000
+TOKEN_LIFETIME = 15 * 60
+# Stop using a token a little before Discord does, so a slow upload does not straddle expiry.
+TOKEN_MARGIN = 60
+_TOKEN_GONE = {401, 404}
 
 
 def clip(text: str, limit: int) -> str:
@@ -31,93 +45,136 @@ def quote_prompt(prompt: str, limit: int = 600) -> str:
     return "> " + discord.utils.escape_markdown(clip(flat, limit), as_needed=True)
 
 
-class Delivery(Protocol):
-    """What a running job needs to show its progress and its outcome."""
+def interaction_target(interaction: discord.Interaction, message_id: int | None) -> dict[str, Any]:
+    """What to store to reach an interaction's original response later."""
+    return {
+        "type": "interaction",
+        "app_id": interaction.application_id,
+        "token": interaction.token,
+        "expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
+        "message_id": message_id,
+        "channel_id": interaction.channel_id,
+        "user_id": interaction.user.id,
+        "upload_limit": interaction.filesize_limit,
+    }
+
+
+def message_target(
+    message: discord.Message, interaction: discord.Interaction | None, upload_limit: int
+) -> dict[str, Any]:
+    """What to store to reach a bot-posted status message (and, for private notes, the interaction)."""
+    target: dict[str, Any] = {
+        "type": "message",
+        "channel_id": message.channel.id,
+        "message_id": message.id,
+        "upload_limit": upload_limit,
+    }
+    if interaction is not None:
+        target |= {
+            "app_id": interaction.application_id,
+            "token": interaction.token,
+            "expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
+            "user_id": interaction.user.id,
+        }
+    return target
+
+
+class Delivery:
+    """Shows one job's status, result or failure; built from the job's stored target."""
+
+    def __init__(self, bot: AtelierBot, target: dict[str, Any], user_id: int) -> None:
+        self.bot = bot
+        self.target = target
+        self.user_id = user_id
+        self.channel = bot.get_partial_messageable(int(target["channel_id"]))
+        token = target.get("token")
+        self.webhook: discord.Webhook | None = None
+        if token and target.get("app_id"):
+            # The same application webhook discord.py builds for ``Interaction.followup``: it may
+            # send ephemeral messages, which a plain partial webhook may not.
+            payload = {"id": int(target["app_id"]), "type": 3, "token": token}
+            self.webhook = discord.Webhook.from_state(payload, bot._connection)  # type: ignore[arg-type]
 
     @property
     def upload_limit(self) -> int:
-        """Largest file, in bytes, this destination accepts."""
-        ...
+        return int(self.target.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
 
-    async def status(self, content: str) -> None:
-        """Replace the status text (queue position, progress)."""
+    @property
+    def token_alive(self) -> bool:
+        return self.webhook is not None and time.time() < float(self.target.get("expires_at", 0)) - TOKEN_MARGIN
+
+    @property
+    def on_interaction(self) -> bool:
+        return self.target["type"] == "interaction"
+
+    async def _edit(self, **fields: Any) -> None:
+        """Edit the status message: through the token, or with the bot's own token."""
+        message_id = self.target.get("message_id")
+        if self.on_interaction:
+            if not self.token_alive or self.webhook is None or message_id is None:
+                raise _TokenExpiredError
+            try:
+                await self.webhook.edit_message(int(message_id), **fields)
+            except discord.HTTPException as exc:
+                if exc.status in _TOKEN_GONE:
+                    raise _TokenExpiredError from None
+                raise
+        else:
+            await self.channel.get_partial_message(int(message_id)).edit(**fields)
+
+    async def status(self, content: str, view: discord.ui.View | None = None) -> None:
+        """Replace the status text (and its buttons); quietly skipped once the token is gone."""
+        try:
+            await self._edit(content=clip(content, MAX_CONTENT), view=view)
+        except _TokenExpiredError:
+            pass
+        except discord.HTTPException as exc:
+            log.info("could not update a status message (%s %s)", exc.status, exc.code)
 
     async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> None:
         """Show the finished image; raises ``discord.HTTPException`` if Discord refuses it."""
+        try:
+            await self._edit(content=clip(content, MAX_CONTENT), attachments=[_file(image, filename)], view=view)
+        except _TokenExpiredError:
+            await self._late(content, _file(image, filename), view)
+
+    async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> None:
+        """After the token's 15 minutes: a new channel message that pings the requester only."""
+        kwargs: dict[str, Any] = {
+            "content": clip(f"<@{self.user_id}> {content}", MAX_CONTENT),
+            "allowed_mentions": discord.AllowedMentions(users=[discord.Object(self.user_id)]),
+        }
+        if file is not None:
+            kwargs["file"] = file
+        if view is not None:
+            kwargs["view"] = view
+        await self.channel.send(**kwargs)
 
     async def failure(self, error: AtelierError) -> None:
         """Say the job failed and why; never raises."""
+        text = clip(error_text(error), MAX_CONTENT)
+        try:
+            if error.private and self.on_interaction and self.token_alive and self.webhook is not None:
+                # Only the requester needs to know; the public "working" message goes away.
+                message_id = self.target.get("message_id")
+                if message_id is not None:
+                    await self.webhook.delete_message(int(message_id))
+                await self.webhook.send(text, ephemeral=True)
+                return
+            try:
+                await self._edit(content=text, attachments=[], view=None)
+            except _TokenExpiredError:
+                await self._late(text, None, None)
+                return
+            if error.private and self.token_alive and self.webhook is not None:
+                await self.webhook.send(text, ephemeral=True)
+        except discord.HTTPException as exc:
+            log.warning("could not report a failure (%s %s): %s", exc.status, exc.code, error.log_detail)
 
 
 def _file(image: OutputImage, filename: str) -> discord.File:
     return discord.File(io.BytesIO(image.data), filename=filename)
 
 
-class InteractionDelivery:
-    """Edits the original response of a slash command (valid for 15 minutes)."""
-
-    def __init__(self, interaction: discord.Interaction) -> None:
-        self.interaction = interaction
-
-    @property
-    def upload_limit(self) -> int:
-        return self.interaction.filesize_limit or DEFAULT_UPLOAD_LIMIT
-
-    async def status(self, content: str) -> None:
-        try:
-            await self.interaction.edit_original_response(content=clip(content, MAX_CONTENT))
-        except discord.HTTPException as exc:
-            log.info("could not update status (%s %s)", exc.status, exc.code)
-
-    async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> None:
-        await self.interaction.edit_original_response(
-            content=clip(content, MAX_CONTENT), attachments=[_file(image, filename)], view=view
-        )
-
-    async def failure(self, error: AtelierError) -> None:
-        try:
-            if error.private:
-                # Only the requester needs to know; the public "working" message goes away.
-                await self.interaction.delete_original_response()
-                await self.interaction.followup.send(error_text(error), ephemeral=True)
-            else:
-                await self.interaction.edit_original_response(
-                    content=clip(error_text(error), MAX_CONTENT), attachments=[], view=None
-                )
-        except discord.HTTPException as exc:
-            log.warning("could not report a failure (%s %s): %s", exc.status, exc.code, error.log_detail)
-
-
-class MessageDelivery:
-    """Edits a message the bot posted with its own token (in a thread, or after 15 minutes).
-
-    ``interaction``, when given, receives private errors as an ephemeral follow-up.
-    """
-
-    def __init__(self, message: discord.Message, interaction: discord.Interaction | None = None) -> None:
-        self.message = message
-        self.interaction = interaction
-
-    @property
-    def upload_limit(self) -> int:
-        guild = self.message.guild
-        return guild.filesize_limit if guild is not None else DEFAULT_UPLOAD_LIMIT
-
-    async def status(self, content: str) -> None:
-        try:
-            await self.message.edit(content=clip(content, MAX_CONTENT))
-        except discord.HTTPException as exc:
-            log.info("could not update status (%s %s)", exc.status, exc.code)
-
-    async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> None:
-        await self.message.edit(
-            content=clip(content, MAX_CONTENT), attachments=[_file(image, filename)], view=view
-        )
-
-    async def failure(self, error: AtelierError) -> None:
-        try:
-            await self.message.edit(content=clip(error_text(error), MAX_CONTENT), attachments=[], view=None)
-            if error.private and self.interaction is not None:
-                await self.interaction.followup.send(error_text(error), ephemeral=True)
-        except discord.HTTPException as exc:
-            log.warning("could not report a failure (%s %s): %s", exc.status, exc.code, error.log_detail)
+class _TokenExpiredError(Exception):
+    """The interaction token can no longer be used."""

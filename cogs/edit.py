@@ -1,61 +1,43 @@
-"""``/edit`` and Refine: what members see of an edit.
+"""``/edit`` and Refine: how a member starts a job.
 
-The flow of one job reads top to bottom in ``EditCog.run_job``: download the
-inputs, check them, call the API, post the image with its Refine button.
+Both read top to bottom the same way: check what the member typed, admit the
+job (permissions, limits, charge), acknowledge, fetch and check the images, and
+hand the job to the queue. What happens next is in ``cogs.progress``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
-from discord import app_commands, ui
+from discord import app_commands
 from discord.ext import commands
 
-from bot.editor import MAX_IMAGES, new_job_id
 from bot.errors import AtelierError, InputError
-from bot.image_api import ImageEditRequest
-from bot.sizes import AUTO, AUTO_LABEL, COMMON_SIZES, normalize_size, size_choices, size_of
-from cogs.custom_ids import (
-    REFINE_BUTTON_TEMPLATE,
-    REFINE_PROMPT_FIELD,
-    REFINE_SIZE_FIELD,
-    RefineModalId,
-    refine_button_id,
-)
-from cogs.delivery import Delivery, InteractionDelivery, MessageDelivery, clip, quote_prompt
-from cogs.errors import UNEXPECTED, report_unexpected, send_error
+from bot.jobs import Job, JobRequest
+from bot.limits import Requester
+from bot.sizes import normalize_size, size_choices
+from cogs.buttons import PROMPT_MAX, RefineButton, cancel_view, first_image
+from cogs.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, RefineModalId
+from cogs.delivery import Delivery, clip, interaction_target, message_target
+from cogs.errors import report_unexpected, send_error
+from cogs.progress import status_text
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 log = logging.getLogger(__name__)
 
+MAX_IMAGES = 10
 # Refused before download: far beyond anything the API takes, even after re-encoding.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 60.0
-PROMPT_MAX = 4000
 THREAD_ARCHIVE_MINUTES = 10080  # 7 days
-_DISCORD_UPLOAD_TOO_LARGE = 40005
-
-
-@dataclass(frozen=True)
-class EditJob:
-    """One accepted edit, as the cog runs it."""
-
-    job_id: str
-    kind: str  # "edit" or "refine"
-    requester: discord.abc.User
-    prompt: str
-    size: str | None
-    sources: Sequence[tuple[str, discord.Attachment]]
+_THREAD_EXISTS = 160004
 
 
 def collect_images(options: Sequence[discord.Attachment | None]) -> list[tuple[str, discord.Attachment]]:
@@ -96,20 +78,6 @@ def clean_prompt(text: str) -> str:
     return prompt
 
 
-def describe_size(size: str | None) -> str:
-    """How a requested size reads in a status line."""
-    entry = size_of(size)
-    return entry.label if entry else "auto"
-
-
-def thread_name_from(message: discord.Message, fallback: str) -> str:
-    """Name a refine thread after the prompt on the result it starts from."""
-    first = message.content.split("\n", 1)[0]
-    if first.startswith("> "):
-        fallback = re.sub(r"\\(.)", r"\1", first[2:]).replace("\u200b", "")
-    return clip(" ".join(fallback.split()) or "Refine", 100)
-
-
 def modal_values(data: Any) -> dict[str, str]:
     """``custom_id -> value`` for every input in a modal submission (Label or action-row layout)."""
     values: dict[str, str] = {}
@@ -118,9 +86,7 @@ def modal_values(data: Any) -> dict[str, str]:
         if isinstance(node, dict):
             if "custom_id" in node and ("value" in node or "values" in node):
                 picked = node.get("values")
-                values[node["custom_id"]] = (
-                    (picked[0] if picked else "") if "values" in node else node["value"]
-                )
+                values[node["custom_id"]] = (picked[0] if picked else "") if "values" in node else node["value"]
             for key in ("components", "component"):
                 walk(node.get(key))
         elif isinstance(node, list):
@@ -131,84 +97,18 @@ def modal_values(data: Any) -> dict[str, str]:
     return values
 
 
-def first_image(message: discord.Message) -> discord.Attachment | None:
-    """The image attached to a result message, if it still has one."""
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(
-            (".png", ".jpg", ".jpeg", ".webp")
-        ):
-            return attachment
-    return None
-
-
-class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TEMPLATE):
-    """The Refine button under every result; works after restarts (matched by custom_id)."""
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(
-            ui.Button(
-                label="Refine",
-                emoji="🪄",
-                style=discord.ButtonStyle.primary,
-                custom_id=refine_button_id(job_id),
-            )
-        )
-        self.job_id = job_id
-
-    @classmethod
-    async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Button[ui.View], match: re.Match[str], /
-    ) -> RefineButton:
-        return cls(match["job_id"])
-
-    async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            message = interaction.message
-            if message is None or first_image(message) is None:
-                raise InputError("This message has no image to refine any more.")
-            modal = RefineModal(RefineModalId(message.channel.id, message.id, self.job_id))
-            await interaction.response.send_modal(modal)
-            # Submissions are routed by custom_id in EditCog.on_interaction, the same way
-            # before and after a restart, so discord.py need not keep this modal in memory.
-            modal.stop()
-        except AtelierError as error:
-            await send_error(interaction, error)
-
-
-def result_view(job_id: str) -> ui.View:
-    """The components under a result: its Refine button."""
-    view = ui.View(timeout=None)
-    view.add_item(RefineButton(job_id))
-    return view
-
-
-class RefineModal(ui.Modal, title="Refine this image"):
-    """Asks what to change and the output size. Only rendered here; see ``on_interaction``."""
-
-    prompt: ui.Label[RefineModal] = ui.Label(
-        text="What should change?",
-        description="This image becomes image1; you can refer to it by that name.",
-        component=ui.TextInput(
-            custom_id=REFINE_PROMPT_FIELD,
-            style=discord.TextStyle.paragraph,
-            placeholder="e.g. make the sky stormy and add a lighthouse",
-            max_length=PROMPT_MAX,
-            required=True,
-        ),
+def requester(interaction: discord.Interaction) -> Requester:
+    """Who is asking and from where, as the limits need it."""
+    channel = interaction.channel
+    member = interaction.user if isinstance(interaction.user, discord.Member) else None
+    return Requester(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id or 0,
+        parent_channel_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
+        role_ids=frozenset(r.id for r in member.roles) if member else frozenset(),
+        is_manager=interaction.guild_id is not None and interaction.permissions.manage_guild,
     )
-    size: ui.Label[RefineModal] = ui.Label(
-        text="Output size",
-        description="auto keeps this image's aspect ratio",
-        component=ui.Select(
-            custom_id=REFINE_SIZE_FIELD,
-            required=False,
-            options=[discord.SelectOption(label=AUTO_LABEL[:100], value=AUTO, default=True)]
-            + [discord.SelectOption(label=s.label, value=s.value) for s in COMMON_SIZES],
-        ),
-    )
-
-    def __init__(self, ids: RefineModalId) -> None:
-        super().__init__(custom_id=ids.encode(), timeout=None)
 
 
 class EditCog(commands.Cog):
@@ -240,69 +140,49 @@ class EditCog(commands.Cog):
         image9: discord.Attachment | None = None,
         image10: discord.Attachment | None = None,
     ) -> None:
-        sources = collect_images(
-            [image1, image2, image3, image4, image5, image6, image7, image8, image9, image10]
+        sources = collect_images([image1, image2, image3, image4, image5, image6, image7, image8, image9, image10])
+        request = JobRequest(
+            kind="edit",
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or 0,
+            prompt=clean_prompt(prompt),
+            size=parse_size(size),
+            input_count=len(sources),
         )
-        size_value = parse_size(size)
-        text = clean_prompt(prompt)
-        job = EditJob(new_job_id(), "edit", interaction.user, text, size_value, sources)
-        # Acknowledge first, well inside Discord's 3 s; everything slow happens after.
-        await interaction.response.send_message(self.status_text(job, "Downloading the images…"))
-        await self.run_job(job, InteractionDelivery(interaction))
+        job = await self.bot.jobs.admit(request, requester(interaction))
+        # Acknowledge at once, well inside Discord's 3 s; everything slow happens after.
+        try:
+            response = await interaction.response.send_message(
+                status_text(job, "📥 Fetching your images…"), view=cancel_view(job.id)
+            )
+        except discord.HTTPException:
+            await self.bot.jobs.abandon(job, AtelierError("acknowledgement failed"))
+            raise
+        message_id = response.message_id if isinstance(response.message_id, int) else None
+        job = await self.bot.jobs.set_delivery(job, interaction_target(interaction, message_id))
+        await self.prepare_and_enqueue(job, sources)
 
     @edit.autocomplete("size")
-    async def size_autocomplete(
-        self, interaction: discord.Interaction, current: str
-    ) -> list[app_commands.Choice[str]]:
+    async def size_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=label, value=value) for label, value in size_choices(current)]
 
-    def status_text(self, job: EditJob, state: str) -> str:
-        count = len(job.sources)
-        images = f"{count} image{'s' if count != 1 else ''}"
-        return (
-            f"🎨 {state}\n{quote_prompt(job.prompt, 300)}\n"
-            f"-# {job.requester.mention} · {images} · size {describe_size(job.size)}"
-        )
-
-    async def run_job(self, job: EditJob, delivery: Delivery) -> None:
-        """Download, check, edit, post: the whole life of one job. Never raises."""
-        started = time.monotonic()
+    async def prepare_and_enqueue(self, job: Job, sources: Sequence[tuple[str, discord.Attachment]]) -> None:
+        """Download and check the images now (option attachments are short-lived), then queue the job."""
         try:
-            files = await self.download(job.sources)
-            inputs = await self.bot.editor.prepare_inputs(files)
-            await delivery.status(self.status_text(job, "Editing… this usually takes 30 to 90 seconds."))
-            request = ImageEditRequest(job.prompt, inputs, job.size)
-            outcome = await self.bot.editor.run(request, delivery.upload_limit)
-            notes = [i.note for i in inputs if i.note] + (
-                [outcome.upload.note] if outcome.upload.note else []
-            )
-            upload = await self.post_result(
-                job, delivery, outcome.upload, outcome.result.image, notes, started
-            )
+            files = await self.download(sources)
+            images = await self.bot.editor.prepare_inputs(files)
         except AtelierError as error:
-            log.info(
-                "job=%s kind=%s user=%s outcome=failed error=%s reason=%r total=%.2fs",
-                job.job_id, job.kind, job.requester.id, type(error).__name__, error.log_detail,
-                time.monotonic() - started,
-            )  # fmt: skip
-            await delivery.failure(error)
+            await self.bot.jobs.abandon(job, error)
+            await Delivery(self.bot, job.delivery, job.user_id).failure(error)
             return
-        except Exception as exc:  # unexpected: log it whole, tell the member, keep serving
-            log.exception(
-                "job=%s kind=%s outcome=failed unexpected error", job.job_id, job.kind, exc_info=exc
-            )
-            await delivery.failure(AtelierError(UNEXPECTED))
-            return
-        log.info(
-            "job=%s kind=%s user=%s outcome=succeeded images=%d size=%s api=%.2fs attempts=%d total=%.2fs "
-            "out=%dx%d bytes=%d",
-            job.job_id, job.kind, job.requester.id, len(job.sources), job.size or AUTO,
-            outcome.result.api_seconds, outcome.result.attempts, time.monotonic() - started,
-            upload.width, upload.height, len(upload.data),
-        )  # fmt: skip
+        notes = [image.note for image in images if image.note]
+        if notes:
+            job = await self.bot.jobs.set_delivery(job, {"notes": notes})
+        await self.bot.jobs.enqueue(job, images)
 
     async def download(self, sources: Sequence[tuple[str, discord.Attachment]]) -> list[tuple[str, bytes]]:
-        """Fetch every attachment now: option attachments are short-lived on Discord's side."""
+        """Fetch every attachment, in order."""
 
         async def fetch(name: str, attachment: discord.Attachment) -> tuple[str, bytes]:
             try:
@@ -313,55 +193,12 @@ class EditCog(commands.Cog):
 
         return list(await asyncio.gather(*(fetch(name, a) for name, a in sources)))
 
-    async def post_result(
-        self, job: EditJob, delivery: Delivery, upload: Any, original: Any, notes: list[str], started: float
-    ) -> Any:
-        """Post the image; if Discord still finds it too large, shrink once more and retry."""
-        filename = f"atelier-{job.job_id}.{upload.extension}"
-        try:
-            await delivery.result(
-                self.caption(job, upload, notes, started), upload, filename, result_view(job.job_id)
-            )
-            return upload
-        except discord.HTTPException as exc:
-            if exc.status != 413 and exc.code != _DISCORD_UPLOAD_TOO_LARGE:
-                raise AtelierError(
-                    f"Discord refused to post the result (HTTP {exc.status}). Please try again.",
-                    log_detail=f"result upload refused: {exc.status} {exc.code} {exc.text[:200]}",
-                ) from None
-        smaller = await self.bot.editor.fit(original, int(len(upload.data) * 0.7))
-        filename = f"atelier-{job.job_id}.{smaller.extension}"
-        notes = [n for n in notes if n != upload.note] + [smaller.note or ""]
-        try:
-            await delivery.result(
-                self.caption(job, smaller, notes, started), smaller, filename, result_view(job.job_id)
-            )
-        except discord.HTTPException as exc:
-            raise AtelierError(
-                "Discord refused the result even after shrinking it. Please try again.",
-                log_detail=f"result upload refused twice: {exc.status} {exc.code}",
-            ) from None
-        return smaller
-
-    def caption(self, job: EditJob, image: Any, notes: list[str], started: float) -> str:
-        """The text under a result: prompt, size, who asked, how long it took, and any notes."""
-        elapsed = time.monotonic() - started
-        asked = "" if job.size is None else f" (asked {job.size})"
-        lines = [
-            quote_prompt(job.prompt),
-            f"-# {image.width}×{image.height}{asked} · {job.requester.mention} · {elapsed:.1f} s",
-        ]
-        lines += [f"-# ℹ️ {clip(note, 300)}" for note in notes if note]
-        return "\n".join(lines)
-
     # Refine ---------------------------------------------------------------------------------
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """Route refine-modal submissions by custom_id, whether or not this process opened the modal."""
-        if interaction.type is not discord.InteractionType.modal_submit or not isinstance(
-            interaction.data, dict
-        ):
+        if interaction.type is not discord.InteractionType.modal_submit or not isinstance(interaction.data, dict):
             return
         ids = RefineModalId.parse(str(interaction.data.get("custom_id", "")))
         if ids is None:
@@ -376,18 +213,35 @@ class EditCog(commands.Cog):
     async def refine(self, interaction: discord.Interaction, ids: RefineModalId) -> None:
         """Turn the clicked result into image1 of a new edit, posted in a thread."""
         values = modal_values(interaction.data)
-        prompt = clean_prompt(values.get(REFINE_PROMPT_FIELD, ""))
-        size = parse_size(values.get(REFINE_SIZE_FIELD) or None)
+        request = JobRequest(
+            kind="refine",
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or ids.channel_id,
+            prompt=clean_prompt(values.get(REFINE_PROMPT_FIELD, "")),
+            size=parse_size(values.get(REFINE_SIZE_FIELD) or None),
+            input_count=1,
+            parent_job_id=ids.job_id,
+        )
+        job = await self.bot.jobs.admit(request, requester(interaction))
         await interaction.response.send_message("🎨 Starting your refinement…", ephemeral=True)
-        source = await self.source_message(interaction, ids)
-        attachment = first_image(source)
-        if attachment is None:
-            raise InputError("That message has no image to refine any more.")
-        job = EditJob(new_job_id(), "refine", interaction.user, prompt, size, [("image1", attachment)])
-        destination = await self.thread_for(source, prompt)
-        status = await destination.send(self.status_text(job, "Downloading the image…"))
+        try:
+            source = await self.source_message(interaction, ids)
+            attachment = first_image(source)
+            if attachment is None:
+                raise InputError("That message has no image to refine any more.")
+            destination = await self.thread_for(source, ids.job_id, job.prompt)
+            status = await destination.send(status_text(job, "📥 Fetching the image…"), view=cancel_view(job.id))
+        except AtelierError as error:
+            await self.bot.jobs.abandon(job, error)
+            raise
+        except discord.HTTPException as exc:
+            await self.bot.jobs.abandon(job, AtelierError("could not start the refine", log_detail=str(exc.status)))
+            raise AtelierError("Discord refused to start the refinement here; check my permissions.") from None
+        upload_limit = status.guild.filesize_limit if status.guild else interaction.filesize_limit
+        job = await self.bot.jobs.set_delivery(job, message_target(status, interaction, upload_limit))
         await interaction.edit_original_response(content=f"🎨 Refining in {status.jump_url}")
-        await self.run_job(job, MessageDelivery(status, interaction))
+        await self.prepare_and_enqueue(job, [("image1", attachment)])
 
     async def source_message(self, interaction: discord.Interaction, ids: RefineModalId) -> discord.Message:
         """The clicked result, with fresh attachment links: from the interaction, or fetched."""
@@ -403,27 +257,25 @@ class EditCog(commands.Cog):
         except discord.NotFound:
             raise InputError("That result was deleted, so it can't be refined.") from None
         except discord.Forbidden:
-            raise InputError(
-                "I can't read that channel's history (Read Message History is missing)."
-            ) from None
+            raise InputError("I can't read that channel's history (Read Message History is missing).") from None
 
-    async def thread_for(self, source: discord.Message, prompt: str) -> discord.abc.Messageable:
+    async def thread_for(self, source: discord.Message, parent_job_id: str, prompt: str) -> discord.abc.Messageable:
         """The thread where refinements of ``source`` go: its own thread, or a new one."""
         channel = source.channel
         if isinstance(channel, discord.Thread) or not isinstance(channel, discord.TextChannel):
             return channel  # already in a thread (or forum post), or a DM: stay there
         if source.thread is not None:
             return source.thread
+        parent = await self.bot.jobs.store.get_job(parent_job_id)
+        name = clip(" ".join((parent.prompt if parent else prompt).split()), 100)
         try:
-            return await source.create_thread(
-                name=thread_name_from(source, prompt), auto_archive_duration=THREAD_ARCHIVE_MINUTES
-            )
+            return await source.create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
         except discord.Forbidden:
             raise InputError(
                 "I can't create threads here (Create Public Threads is missing); ask a server admin."
             ) from None
         except discord.HTTPException as exc:
-            if exc.code != 160004:  # "A thread has already been created for this message"
+            if exc.code != _THREAD_EXISTS:
                 raise
         existing = self.bot.get_channel(source.id) or await self.bot.fetch_channel(source.id)
         if not isinstance(existing, discord.Thread):
@@ -432,6 +284,8 @@ class EditCog(commands.Cog):
 
 
 async def setup(bot: AtelierBot) -> None:
-    """Load the edit cog and the persistent Refine button."""
-    bot.add_dynamic_items(RefineButton)
+    """Load the edit cog and the persistent buttons."""
+    from cogs.buttons import CancelButton
+
+    bot.add_dynamic_items(RefineButton, CancelButton)
     await bot.add_cog(EditCog(bot))

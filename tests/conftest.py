@@ -112,9 +112,7 @@ def bot_env(tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI) 
 
 
 @pytest.fixture
-async def bot_process(
-    bot_env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord
-) -> AsyncIterator[BotProcess]:
+async def bot_process(bot_env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord) -> AsyncIterator[BotProcess]:
     """A bot process, not yet started (for tests that change the environment or restart it)."""
     process = BotProcess(bot_env, tmp_path, discord_fake)
     yield process
@@ -166,10 +164,11 @@ async def send_edit(
 
 
 def is_result_edit(request: RecordedRequest) -> bool:
-    """A successful PATCH of an interaction's original message that carries a file."""
+    """A successful PATCH of an interaction's message (by token) that carries a file."""
     return (
         request.method == "PATCH"
-        and "/messages/@original" in request.path
+        and request.path.startswith("/api/v10/webhooks/")
+        and "/messages/" in request.path
         and bool(request.files)
         and 200 <= request.status < 300
     )

@@ -556,9 +556,7 @@ class FakeDiscord:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def _wait_for(
-        self, check: Callable[[], T | None], timeout: float, describe: Callable[[], str]
-    ) -> T:
+    async def _wait_for(self, check: Callable[[], T | None], timeout: float, describe: Callable[[], str]) -> T:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
@@ -587,10 +585,7 @@ class FakeDiscord:
         return await self._wait_for(
             check,
             timeout,
-            lambda: (
-                f"no matching request within {timeout}s; recorded since {start}:\n"
-                + self.describe_requests(start)
-            ),
+            lambda: f"no matching request within {timeout}s; recorded since {start}:\n" + self.describe_requests(start),
         )
 
     async def wait_for_gateway(self, op: int, timeout: float = 10, *, start: int = 0) -> JSON:
@@ -611,11 +606,7 @@ class FakeDiscord:
 
     def unexpected_requests(self) -> list[RecordedRequest]:
         """Requests the fake answered with a generic 404 (routes it does not know)."""
-        return [
-            r
-            for r in self.requests
-            if r.status == 404 and r.response == {"code": 0, "message": "404: Not Found"}
-        ]
+        return [r for r in self.requests if r.status == 404 and r.response == {"code": 0, "message": "404: Not Found"}]
 
     def fail_next(
         self,
@@ -649,9 +640,7 @@ class FakeDiscord:
             }
         if json_body is None:
             json_body = {"code": 0, "message": f"{status}: injected failure"}
-        self._faults.append(
-            _Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times)
-        )
+        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
 
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
@@ -672,27 +661,19 @@ class FakeDiscord:
         except DiscordError as e:
             response = error(e.status, e.code, e.message)
         rec.status = response.status
-        if (
-            isinstance(response, web.Response)
-            and response.content_type == "application/json"
-            and response.body
-        ):
+        if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
             rec.response = json.loads(response.body)  # type: ignore[arg-type]  # body is bytes here
         self._notify()
         return response
 
-    async def _answer(
-        self, request: web.Request, rec: RecordedRequest, handler: AiohttpHandler
-    ) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, rec: RecordedRequest, handler: AiohttpHandler) -> web.StreamResponse:
         fault = self._take_fault(rec.method, rec.path)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)
         if request.match_info.route.name == "unknown":
             return await self._not_found(request, rec)
         needs_bot_auth = (
-            rec.path.startswith("/api/")
-            and not _WEBHOOK_ROUTE.match(rec.path)
-            and rec.path != "/api/v10/gateway"
+            rec.path.startswith("/api/") and not _WEBHOOK_ROUTE.match(rec.path) and rec.path != "/api/v10/gateway"
         )
         if needs_bot_auth and rec.headers.get("Authorization") != f"Bot {self.token}":
             return error(401, 0, "401: Unauthorized")
@@ -863,9 +844,7 @@ class FakeDiscord:
 
     def _command_list(self, request: web.Request) -> list[JSON]:
         if int(request.match_info["app"]) != self.APP_ID:
-            raise DiscordError(
-                403, 20012, "You are not authorized to perform this action on this application"
-            )
+            raise DiscordError(403, 20012, "You are not authorized to perform this action on this application")
         if "guild" in request.match_info:
             if int(request.match_info["guild"]) != self.GUILD_ID:
                 raise DiscordError(403, 50001, "Missing Access")
@@ -1017,9 +996,7 @@ class FakeDiscord:
             if body.get(key) is not None:
                 msg[key] = body[key]
         if body.get("allowed_mentions") is not None:
-            msg["allowed_mentions"] = body[
-                "allowed_mentions"
-            ]  # as sent, for assertions (not a Discord field)
+            msg["allowed_mentions"] = body["allowed_mentions"]  # as sent, for assertions (not a Discord field)
         ref = body.get("message_reference")
         if ref:
             ref_id = int(ref["message_id"])
@@ -1133,24 +1110,18 @@ class FakeDiscord:
         data: JSON = body.get("data") or {}
         allowed = {1: {1}, 2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}[it.type]
         if cb_type not in allowed or (cb_type in (6, 7) and it.message_id is None):
-            raise DiscordError(
-                400, 50035, f"Invalid Form Body (type {cb_type} for interaction type {it.type})"
-            )
+            raise DiscordError(400, 50035, f"Invalid Form Body (type {cb_type} for interaction type {it.type})")
         self._check_size(rec.files, self.attachment_size_limit)
         message: JSON | None = None
         if cb_type == 4:
             flags = (data.get("flags") or 0) & SETTABLE_FLAGS
-            message = self._build_message(
-                it.channel_id, data, rec.files, msg_type=self._reply_type(it), interaction=it
-            )
+            message = self._build_message(it.channel_id, data, rec.files, msg_type=self._reply_type(it), interaction=it)
             message["flags"] = flags
             it.original_id = int(message["id"])
             await self._store_message(message)
         elif cb_type == 5:
             flags = FLAG_LOADING | ((data.get("flags") or 0) & FLAG_EPHEMERAL)
-            message = self._build_message(
-                it.channel_id, {}, [], msg_type=self._reply_type(it), interaction=it
-            )
+            message = self._build_message(it.channel_id, {}, [], msg_type=self._reply_type(it), interaction=it)
             message["flags"] = flags
             it.original_id = int(message["id"])
             await self._store_message(message)

@@ -192,9 +192,7 @@ class FakeImageAPI:
         try:
             if request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 self.calls.append(call)
-                return self._answer(
-                    call, web.json_response({"error": {"message": "Invalid token"}}, status=401)
-                )
+                return self._answer(call, web.json_response({"error": {"message": "Invalid token"}}, status=401))
             call, problem = await self._parse(request)
             self.calls.append(call)
             if problem:
@@ -226,21 +224,15 @@ class FakeImageAPI:
             name = f"{next(self._ids)}.png"
             self._files[name] = image
             url = f"http://127.0.0.1:{self.port}/files/{name}"
-            return self._answer(
-                call, web.json_response({"data": [{"url": url}], "created": 1, "usage": usage})
-            )
+            return self._answer(call, web.json_response({"data": [{"url": url}], "created": 1, "usage": usage}))
         if kind == "error":
             body = reply.body if reply.body is not None else {"error": {"message": "scripted error"}}
             return self._answer(call, web.json_response(body, status=reply.status, headers=reply.headers))
         if kind == "html":
-            page = (
-                "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
-            )
+            page = "<html><head><title>502 Bad Gateway</title></head><body><center>nginx</center></body></html>"
             return self._answer(
                 call,
-                web.Response(
-                    text=page, status=reply.status or 502, content_type="text/html", headers=reply.headers
-                ),
+                web.Response(text=page, status=reply.status or 502, content_type="text/html", headers=reply.headers),
             )
         if kind == "malformed":
             return self._answer(

@@ -26,8 +26,13 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
 ) -> None:
     puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
     assert len(puts) == 1
-    (edit,) = puts[0].json
-    assert edit["name"] == "edit"
+    commands = {c["name"]: c for c in puts[0].json}
+    assert sorted(commands) == ["atelier", "edit", "usage"]
+    edit = commands["edit"]
+    admin = commands["atelier"]
+    assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server
+    assert sorted(o["name"] for o in admin["options"]) == ["limits", "stats"]
+    assert commands["usage"].get("default_member_permissions") is None
     names = [o["name"] for o in edit["options"]]
     assert names == ["prompt", "image1", "size"] + [f"image{n}" for n in range(2, 11)]
     types = {o["name"]: o["type"] for o in edit["options"]}
@@ -45,9 +50,7 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     assert len(puts) == 1, "an unchanged schema must not be re-synced on restart"
 
 
-async def test_size_autocomplete_offers_labelled_filtered_choices(
-    bot: BotProcess, discord_fake: FakeDiscord
-) -> None:
+async def test_size_autocomplete_offers_labelled_filtered_choices(bot: BotProcess, discord_fake: FakeDiscord) -> None:
     handle = await discord_fake.autocomplete(
         "edit",
         [
@@ -123,9 +126,7 @@ async def test_a_gap_in_the_images_is_refused_without_an_api_call(
     assert image_api.calls == []
 
 
-async def test_a_valid_size_is_sent(
-    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
-) -> None:
+async def test_a_valid_size_is_sent(bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI) -> None:
     handle = await send_edit(discord_fake, "wider", [make_png()], size="2048x1360")
     result = await wait_result(handle)
     assert image_api.calls[0].field("size") == "2048x1360"
@@ -206,9 +207,7 @@ API_FAILURES = [
         id="429-quota",
     ),
     pytest.param(
-        Reply(
-            kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}
-        ),
+        Reply(kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}),
         "busy right now",
         4,
         id="429-retried-then-busy",
@@ -319,7 +318,7 @@ async def test_discord_refusing_the_upload_shrinks_once_more(
     handle = await send_edit(discord_fake, "x", [make_png()])
     await handle.wait_for_webhook("PATCH")  # the "Editing…" status, before the API answers
     discord_fake.fail_next(
-        "PATCH", r"/messages/@original$", 413, {"code": 40005, "message": "Request entity too large"}
+        "PATCH", r"/webhooks/.*/messages/\d+$", 413, {"code": 40005, "message": "Request entity too large"}
     )
     result = await wait_result(handle)
     refused = [r for r in handle.webhook_requests() if r.status == 413]
@@ -340,9 +339,7 @@ async def test_prompt_pings_nobody(bot: BotProcess, discord_fake: FakeDiscord) -
         assert "@everyone" not in content and "@here" not in content and f"<@&{role}>" not in content
     message = handle.original_message()
     assert message is not None
-    assert (
-        message["mention_everyone"] is False and message["mentions"] == [] and message["mention_roles"] == []
-    )
+    assert message["mention_everyone"] is False and message["mentions"] == [] and message["mention_roles"] == []
     assert result.json["content"].count(f"<@{discord_fake.USER_ID}>") == 1  # the requester credit, not a ping
 
 
@@ -351,9 +348,7 @@ async def test_secrets_never_reach_discord_or_the_log(
 ) -> None:
     bot_env["LOG_LEVEL"] = "DEBUG"
     await bot_process.start()
-    image_api.then(
-        Reply(kind="error", status=401, body={"error": {"message": f"Incorrect API key: {API_KEY}"}})
-    )
+    image_api.then(Reply(kind="error", status=401, body={"error": {"message": f"Incorrect API key: {API_KEY}"}}))
     await wait_final_text(await send_edit(discord_fake, "x", [make_png()]), "❌")
     await wait_result(await send_edit(discord_fake, "y", [make_png()]))
     for request in discord_fake.requests:
@@ -386,4 +381,4 @@ async def test_dev_guild_gets_the_commands_synced_to_it(
     assert [r.path for r in puts] == [
         f"/api/v10/applications/{discord_fake.APP_ID}/guilds/{discord_fake.GUILD_ID}/commands"
     ]
-    assert [c["name"] for c in puts[0].json] == ["edit"]
+    assert sorted(c["name"] for c in puts[0].json) == ["atelier", "edit", "usage"]

@@ -45,9 +45,7 @@ async def run_bot(fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch) -> AsyncIt
         monkeypatch.setattr(discord.http.Route, "BASE", fake.api_base)
         async with (
             aiohttp.ClientSession() as session,
-            session.get(
-                f"{fake.api_base}/gateway/bot", headers={"Authorization": f"Bot {fake.token}"}
-            ) as resp,
+            session.get(f"{fake.api_base}/gateway/bot", headers={"Authorization": f"Bot {fake.token}"}) as resp,
         ):
             gateway = (await resp.json())["url"]
         monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(gateway))
@@ -304,9 +302,7 @@ async def test_auth_unknown_routes_faults_and_limits(fake: FakeDiscord, run_bot:
     async with aiohttp.ClientSession() as session:
         async with session.get(f"{fake.api_base}/users/@me") as resp:
             assert resp.status == 401 and resp.headers["Content-Type"] == "application/json"
-        async with session.get(
-            f"{fake.api_base}/nope", headers={"Authorization": f"Bot {fake.token}"}
-        ) as resp:
+        async with session.get(f"{fake.api_base}/nope", headers={"Authorization": f"Bot {fake.token}"}) as resp:
             assert resp.status == 404 and await resp.json() == {"code": 0, "message": "404: Not Found"}
     assert [r.path for r in fake.unexpected_requests()] == ["/api/v10/nope"]
 
@@ -331,9 +327,7 @@ async def test_auth_unknown_routes_faults_and_limits(fake: FakeDiscord, run_bot:
     assert exc.value.status == 413 and exc.value.code == 40005
 
 
-async def test_interaction_upload_limit_and_double_ack(
-    run_bot: RunBot, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_interaction_upload_limit_and_double_ack(run_bot: RunBot, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_small = FakeDiscord(attachment_size_limit=1000)
     await fake_small.start()
     try:
@@ -356,9 +350,7 @@ async def test_interaction_upload_limit_and_double_ack(
                 pass
             try:
                 await interaction._state.http.request(
-                    discord.http.Route(
-                        "POST", "/interactions/{i}/{t}/callback", i=interaction.id, t=interaction.token
-                    ),
+                    discord.http.Route("POST", "/interactions/{i}/{t}/callback", i=interaction.id, t=interaction.token),
                     json={"type": 5},
                 )
             except discord.HTTPException as e:
@@ -366,9 +358,7 @@ async def test_interaction_upload_limit_and_double_ack(
             errors.set_result(codes)
 
         monkeypatch.setattr(discord.http.Route, "BASE", fake_small.api_base)
-        monkeypatch.setattr(
-            discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake_small.gateway_url)
-        )
+        monkeypatch.setattr(discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(fake_small.gateway_url))
         task = asyncio.create_task(bot.start(fake_small.token))
         try:
             await fake_small.wait_until_ready(10)
@@ -442,8 +432,6 @@ async def test_edit_keeps_and_adds_attachments_and_forum_post(fake: FakeDiscord,
 
     forum = bot.get_channel(fake.FORUM_ID)
     assert isinstance(forum, discord.ForumChannel)
-    post = await forum.create_thread(
-        name="Showcase", content="look", file=discord.File(io.BytesIO(PNG), "a.png")
-    )
+    post = await forum.create_thread(name="Showcase", content="look", file=discord.File(io.BytesIO(PNG), "a.png"))
     assert post.thread.parent_id == fake.FORUM_ID and post.message.id == post.thread.id
     assert fake.channel_messages(post.thread.id)[0]["attachments"][0]["filename"] == "a.png"

@@ -124,9 +124,7 @@ async def test_url_download_never_carries_the_key(api: FakeImageAPI) -> None:
             "not configured",
         ),
         (
-            Reply(
-                kind="error", status=429, body={"error": {"message": "insufficient quota: balance too low"}}
-            ),
+            Reply(kind="error", status=429, body={"error": {"message": "insufficient quota: balance too low"}}),
             QuotaExhaustedError,
             "out of credit",
         ),
@@ -146,9 +144,7 @@ async def test_errors_that_are_never_retried(api: FakeImageAPI, reply: Reply, er
 @pytest.mark.parametrize(
     "reply",
     [
-        Reply(
-            kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}
-        ),
+        Reply(kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}),
         Reply(kind="html", status=502),
         Reply(kind="error", status=503, body={"error": {"message": "overloaded"}}),
         Reply(kind="drop"),
@@ -170,9 +166,7 @@ async def test_transient_failures_give_up_after_the_bound(api: FakeImageAPI) -> 
 
 
 async def test_retry_after_is_honoured(api: FakeImageAPI) -> None:
-    api.then(
-        Reply(kind="error", status=429, body={"error": {"message": "rate"}}, headers={"Retry-After": "0.3"})
-    )
+    api.then(Reply(kind="error", status=429, body={"error": {"message": "rate"}}, headers={"Retry-After": "0.3"}))
     result = await edit(api, image_api_retry_backoff=0.0)
     assert result.api_seconds >= 0.3
 

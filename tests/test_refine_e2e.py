@@ -31,9 +31,7 @@ async def submit_refine(
     fake: FakeDiscord, message: dict[str, Any], prompt: str, size: str = "auto"
 ) -> InteractionHandle:
     _, modal = await open_refine(fake, message)
-    return await fake.submit_modal(
-        modal["custom_id"], {PROMPT_FIELD: prompt, SIZE_FIELD: size}, message=message
-    )
+    return await fake.submit_modal(modal["custom_id"], {PROMPT_FIELD: prompt, SIZE_FIELD: size}, message=message)
 
 
 async def wait_thread_result(fake: FakeDiscord, channel_id: int, start: int = 0) -> RecordedRequest:
@@ -94,9 +92,7 @@ async def test_refines_chain_in_one_thread_using_the_previous_output(
     ack = await submit.wait_for_callback()
     assert ack.json["type"] == 4 and ack.json["data"]["flags"] & 64
     thread_request = await discord_fake.wait_for_request(lambda r: r.path.endswith("/threads"), 10)
-    assert (
-        thread_request.path == f"/api/v10/channels/{message['channel_id']}/messages/{message['id']}/threads"
-    )
+    assert thread_request.path == f"/api/v10/channels/{message['channel_id']}/messages/{message['id']}/threads"
     assert thread_request.json["name"] == "a castle on a hill"
     assert thread_request.json["auto_archive_duration"] == 10080
     thread_id = int(message["id"])  # Discord gives a thread made from a message the message's id
@@ -150,11 +146,7 @@ async def test_modal_submitted_without_the_message_refetches_it(
         channel_id=int(message["channel_id"]),
     )
     await wait_thread_result(discord_fake, int(message["id"]))
-    fetch = [
-        r
-        for r in discord_fake.requests
-        if r.method == "GET" and r.path.endswith(f"/messages/{message['id']}")
-    ]
+    fetch = [r for r in discord_fake.requests if r.method == "GET" and r.path.endswith(f"/messages/{message['id']}")]
     assert len(fetch) == 1
     assert [p.data for p in image_api.calls[1].images] == [first_output]
 

@@ -1,0 +1,58 @@
+"""Job inputs on disk, from acceptance until the job ends, so a queued job survives a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from bot.images import PreparedImage
+
+
+class InputStore:
+    """One folder per job under ``DATA_DIR/inputs``; files are written and read off the event loop."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _folder(self, job_id: str) -> Path:
+        if not job_id.isalnum():
+            raise ValueError(f"bad job id {job_id!r}")
+        return self.root / job_id
+
+    async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
+        """Write the prepared inputs of ``job_id`` (image1 first)."""
+        await asyncio.to_thread(self._save, job_id, list(images))
+
+    def _save(self, job_id: str, images: list[PreparedImage]) -> None:
+        folder = self._folder(job_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = []
+        for number, image in enumerate(images, start=1):
+            name = f"image{number}.{image.extension}"
+            (folder / name).write_bytes(image.data)
+            meta.append({"file": name, "mime": image.mime, "width": image.width, "height": image.height})
+        # Written last: a folder without it is an interrupted save and counts as missing.
+        (folder / "inputs.json").write_text(json.dumps(meta))
+
+    async def load(self, job_id: str) -> list[PreparedImage] | None:
+        """The saved inputs, or ``None`` if they are missing or incomplete."""
+        return await asyncio.to_thread(self._load, job_id)
+
+    def _load(self, job_id: str) -> list[PreparedImage] | None:
+        folder = self._folder(job_id)
+        try:
+            meta = json.loads((folder / "inputs.json").read_text())
+            return [PreparedImage((folder / m["file"]).read_bytes(), m["mime"], m["width"], m["height"]) for m in meta]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    async def exists(self, job_id: str) -> bool:
+        """Whether the inputs of ``job_id`` were saved completely."""
+        return await asyncio.to_thread((self._folder(job_id) / "inputs.json").exists)
+
+    async def delete(self, job_id: str) -> None:
+        """Remove a job's inputs (when it ends, whatever the outcome)."""
+        await asyncio.to_thread(shutil.rmtree, self._folder(job_id), True)

@@ -1,0 +1,158 @@
+"""Who may start a job, where, and how many: permissions, quotas and the budget.
+
+Pure functions over plain ids and counts, so every rule is unit-testable and
+the same for /edit, Refine and anything that starts a job later.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bot.config import Config
+from bot.errors import AtelierError
+from bot.storage import DayUsage
+
+# Settings an admin may override per guild with /atelier limits (name -> kind).
+OVERRIDABLE: dict[str, str] = {
+    "user_daily_limit": "limit",
+    "guild_daily_limit": "limit",
+    "user_cooldown_seconds": "seconds",
+    "allowed_channel_ids": "ids",
+    "allowed_role_ids": "ids",
+    "exempt_role_ids": "ids",
+}
+
+
+class AccessDeniedError(AtelierError):
+    """The member may not use the bot here (channel, role, DMs)."""
+
+
+class LimitReachedError(AtelierError):
+    """A quota, the cooldown, the active-job cap or the budget refuses the request."""
+
+
+class ShuttingDownError(AtelierError):
+    """The bot is restarting and takes no new work."""
+
+    def __init__(self) -> None:
+        super().__init__("The bot is restarting and not taking new edits; try again in a minute.")
+
+
+@dataclass(frozen=True)
+class GuildLimits:
+    """The limits in force in one guild: the config's defaults with the guild's overrides."""
+
+    user_daily_limit: int | None
+    guild_daily_limit: int | None
+    user_cooldown_seconds: float
+    allowed_channel_ids: frozenset[int]
+    allowed_role_ids: frozenset[int]
+    exempt_role_ids: frozenset[int]
+
+    @classmethod
+    def resolve(cls, config: Config, overrides: dict[str, Any]) -> GuildLimits:
+        """Apply a guild's stored overrides (missing keys keep the config's value)."""
+
+        def pick(name: str, default: Any) -> Any:
+            # A stored None means "unlimited", so only a missing key falls back to the default.
+            return overrides.get(name, default)
+
+        return cls(
+            user_daily_limit=pick("user_daily_limit", config.user_daily_limit),
+            guild_daily_limit=pick("guild_daily_limit", config.guild_daily_limit),
+            user_cooldown_seconds=float(pick("user_cooldown_seconds", config.user_cooldown_seconds)),
+            allowed_channel_ids=frozenset(pick("allowed_channel_ids", config.allowed_channel_ids)),
+            allowed_role_ids=frozenset(pick("allowed_role_ids", config.allowed_role_ids)),
+            exempt_role_ids=frozenset(pick("exempt_role_ids", config.exempt_role_ids)),
+        )
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who is asking and from where, in plain ids."""
+
+    user_id: int
+    guild_id: int | None
+    channel_id: int
+    parent_channel_id: int | None  # a thread's parent, so threads of an allowed channel are allowed
+    role_ids: frozenset[int]
+    is_manager: bool  # Manage Server
+
+    @property
+    def in_dm(self) -> bool:
+        return self.guild_id is None
+
+
+def next_reset(now: float) -> float:
+    """The next 00:00 UTC after ``now``: when daily counts start again."""
+    day = datetime.fromtimestamp(now, UTC).date() + timedelta(days=1)
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
+
+
+def describe_wait(seconds: float) -> str:
+    """``2 h 5 min``, ``40 s``: a short human duration."""
+    seconds = max(0, math.ceil(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    hours, rest = divmod(seconds, 3600)
+    minutes = math.ceil(rest / 60) if hours == 0 else rest // 60
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+
+
+def resets_text(now: float) -> str:
+    return f"resets at 00:00 UTC (in {describe_wait(next_reset(now) - now)})"
+
+
+def check_access(config: Config, limits: GuildLimits | None, who: Requester) -> None:
+    """Refuse a member who may not use the bot where they asked, saying where they can."""
+    if who.in_dm:
+        if not config.allow_dms:
+            raise AccessDeniedError("Atelier works in servers only, not in direct messages.")
+        return
+    assert limits is not None
+    if who.is_manager:
+        return
+    channels = limits.allowed_channel_ids
+    if channels and who.channel_id not in channels and who.parent_channel_id not in channels:
+        where = ", ".join(f"<#{c}>" for c in sorted(channels))
+        raise AccessDeniedError(f"Atelier can't be used in this channel. Use it in {where}.")
+    roles = limits.allowed_role_ids
+    if roles and not roles & who.role_ids:
+        names = ", ".join(f"<@&{r}>" for r in sorted(roles))
+        raise AccessDeniedError(f"Atelier is open to members with one of these roles: {names}.")
+
+
+def check_quota(config: Config, limits: GuildLimits | None, who: Requester, usage: DayUsage, now: float) -> None:
+    """Refuse a request over any limit, saying which, how much is used and when it resets."""
+    price = config.price_per_image
+    budget = config.daily_budget_usd
+    if budget is not None and usage.spend_today + price > budget + 1e-9:
+        raise LimitReachedError(
+            f"Today's budget for image edits is used up (${usage.spend_today:.2f} of ${budget:.2f}); "
+            f"it {resets_text(now)}."
+        )
+    exempt = who.is_manager or bool(limits and limits.exempt_role_ids & who.role_ids)
+    if limits is not None and limits.guild_daily_limit is not None and usage.guild_today >= limits.guild_daily_limit:
+        raise LimitReachedError(
+            f"This server has used all {limits.guild_daily_limit} of its edits for today; the limit {resets_text(now)}."
+        )
+    if exempt:
+        return
+    if usage.user_active >= config.user_max_active:
+        raise LimitReachedError(
+            f"You already have {usage.user_active} edit{'s' if usage.user_active != 1 else ''} queued or running "
+            f"(the most at once is {config.user_max_active}). Wait for one to finish, or cancel one."
+        )
+    daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
+    if daily is not None and usage.user_today >= daily:
+        raise LimitReachedError(
+            f"You've used {usage.user_today} of your {daily} edits for today; the limit {resets_text(now)}."
+        )
+    cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
+    if cooldown and usage.user_last_accepted is not None:
+        wait = usage.user_last_accepted + cooldown - now
+        if wait > 0:
+            raise LimitReachedError(f"Slow down a little: you can start another edit in {describe_wait(wait)}.")
