@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 
 
@@ -13,18 +14,22 @@ class FairQueue:
     """
 
     def __init__(self) -> None:
-        self._by_user: dict[int, deque[str]] = {}
+        self._by_user: dict[int, list[tuple[float, str]]] = {}
         self._turns: deque[int] = deque()  # members with waiting jobs, next turn first
 
     def __len__(self) -> int:
         return sum(len(q) for q in self._by_user.values())
 
-    def push(self, user_id: int, job_id: str) -> None:
-        """Add a job at the end of its member's line (a new member takes the last turn)."""
+    def push(self, user_id: int, job_id: str, order: float) -> None:
+        """Add a job to its member's line by ``order`` (acceptance time); a new member takes the last turn.
+
+        Jobs are pushed when their images are ready, which may not be the order they were
+        accepted in; ``order`` keeps each member's own jobs first come, first served.
+        """
         if user_id not in self._by_user:
-            self._by_user[user_id] = deque()
+            self._by_user[user_id] = []
             self._turns.append(user_id)
-        self._by_user[user_id].append(job_id)
+        bisect.insort(self._by_user[user_id], (order, job_id))
 
     def pop(self) -> str | None:
         """The next job to run, or ``None`` when nothing waits."""
@@ -32,7 +37,7 @@ class FairQueue:
             return None
         user_id = self._turns.popleft()
         line = self._by_user[user_id]
-        job_id = line.popleft()
+        _, job_id = line.pop(0)
         if line:
             self._turns.append(user_id)
         else:
@@ -42,8 +47,9 @@ class FairQueue:
     def remove(self, job_id: str) -> bool:
         """Withdraw a waiting job; ``False`` if it is not waiting."""
         for user_id, line in self._by_user.items():
-            if job_id in line:
-                line.remove(job_id)
+            found = next((entry for entry in line if entry[1] == job_id), None)
+            if found is not None:
+                line.remove(found)
                 if not line:
                     del self._by_user[user_id]
                     self._turns.remove(user_id)
@@ -53,7 +59,7 @@ class FairQueue:
     def positions(self) -> dict[str, int]:
         """Each waiting job's place (1 = next) in the order ``pop`` would take them."""
         order: list[str] = []
-        lines = [list(self._by_user[u]) for u in self._turns]
+        lines = [[job_id for _, job_id in self._by_user[u]] for u in self._turns]
         depth = max((len(line) for line in lines), default=0)
         for round_ in range(depth):
             order.extend(line[round_] for line in lines if round_ < len(line))

@@ -202,7 +202,7 @@ class JobService:
     # The queue and the workers ----------------------------------------------------------------
 
     def _push(self, job: Job) -> None:
-        self._queue.push(job.user_id, job.id)
+        self._queue.push(job.user_id, job.id, job.created_at)
         self._queued[job.id] = job
         self._wakeup.set()
 

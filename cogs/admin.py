@@ -89,7 +89,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
             else "no finished edits yet"
         )
         budget = self.bot.config.daily_budget_usd
-        spend = f"${s.spend_today:.2f}" + (f" of ${budget:.2f} budget" if budget is not None else " (no budget set)")
+        spend = f"**${s.spend_today:.2f}**" + (f" of ${budget:.2f}" if budget is not None else " (no budget set)")
         busiest = ", ".join(f"<@{user}> ({n})" for user, n in s.busiest) or "nobody yet"
         lines = [
             "📈 **Atelier statistics** (UTC days)",
@@ -97,7 +97,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
             f"({s.succeeded_week} succeeded, {s.failed_week} failed, {s.cancelled_week} cancelled)",
             f"Success rate (7 days): **{rate}**",
             f"Time from request to result (7 days): {timing}",
-            f"Spend today, all servers: **{spend}**; last 7 days: ${s.spend_week:.2f}",
+            f"Spend today, all servers: {spend}; last 7 days: ${s.spend_week:.2f}",
             f"Busiest members (7 days): {busiest}",
             f"Right now: {self.bot.jobs.in_flight()} running, limit {self.bot.config.max_concurrent_jobs} at once",
         ]

@@ -136,6 +136,12 @@ class FakeImageAPI:
                 await self._changed.wait_for(lambda: sum(1 for c in self.calls if c.status) >= count)
         return self.calls
 
+    async def wait_for_started(self, count: int, timeout: float = 10) -> None:
+        """Wait until at least ``count`` calls have arrived (answered or not)."""
+        async with asyncio.timeout(timeout):
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.calls) >= count)
+
     async def _notify(self) -> None:
         async with self._changed:
             self._changed.notify_all()
@@ -201,6 +207,7 @@ class FakeImageAPI:
                     web.json_response({"error": {"message": problem, "type": "invalid_request"}}, status=400),
                 )
             reply = self.script.popleft() if self.script else self.default
+            await self._notify()
             await asyncio.sleep(reply.delay or self.latency)
             return await self._reply(request, call, reply)
         finally:
