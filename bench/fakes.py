@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tests.conftest import is_result_edit
 from tests.fake_discord import AiohttpHandler, FakeDiscord, RecordedRequest
 from tests.fake_image_api import EditCall, FakeImageAPI, Reply
 
@@ -66,10 +65,11 @@ class TimedDiscord(FakeDiscord):
         parts = rec.path.split("/")
         if rec.method == "POST" and rec.path.endswith("/callback") and len(parts) >= 6:
             self.callbacks.setdefault(parts[-2], rec.index)
-        elif rec.method == "PATCH" and rec.path.endswith("/messages/@original") and rec.files:
+        elif rec.method == "PATCH" and rec.path.startswith("/api/v10/webhooks/") and rec.files:
+            # .../webhooks/{app}/{token}/messages/{@original or the message id}
             token = parts[-3]
             self.file_patches.setdefault(token, rec.index)
-            if is_result_edit(rec):
+            if 200 <= rec.status < 300:
                 self.results.setdefault(token, rec.index)
 
     def _forget_upload(self, rec: RecordedRequest) -> None:

@@ -28,7 +28,7 @@ async def run(config: Config) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, lambda s=signum: bot.request_shutdown(signal.Signals(s).name))
+                loop.add_signal_handler(signum, bot.request_shutdown, signum.name)
         await bot.start(config.discord_token)
 
 

@@ -8,7 +8,7 @@ are routed by custom_id in ``cogs.edit`` (discord.py keeps modals in memory only
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import ui
@@ -87,7 +87,7 @@ class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TE
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Button[ui.View], match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
     ) -> RefineButton:
         return cls(match["job_id"])
 
@@ -116,7 +116,7 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
 
     @classmethod
     async def from_custom_id(
-        cls, interaction: discord.Interaction, item: ui.Button[ui.View], match: re.Match[str], /
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
     ) -> CancelButton:
         return cls(match["job_id"])
 

@@ -101,26 +101,26 @@ class Delivery:
 
     @property
     def token_alive(self) -> bool:
-        return self.webhook is not None and time.time() < float(self.target.get("expires_at", 0)) - TOKEN_MARGIN
+        return self.webhook is not None and time.time() < float(self.target.get("expires_at") or 0) - TOKEN_MARGIN
 
     @property
     def on_interaction(self) -> bool:
-        return self.target["type"] == "interaction"
+        return bool(self.target["type"] == "interaction")
 
     async def _edit(self, **fields: Any) -> None:
         """Edit the status message: through the token, or with the bot's own token."""
-        message_id = self.target.get("message_id")
+        message_id = int(self.target.get("message_id") or 0)
         if self.on_interaction:
-            if not self.token_alive or self.webhook is None or message_id is None:
+            if not self.token_alive or self.webhook is None or not message_id:
                 raise _TokenExpiredError
             try:
-                await self.webhook.edit_message(int(message_id), **fields)
+                await self.webhook.edit_message(message_id, **fields)
             except discord.HTTPException as exc:
                 if exc.status in _TOKEN_GONE:
                     raise _TokenExpiredError from None
                 raise
         else:
-            await self.channel.get_partial_message(int(message_id)).edit(**fields)
+            await self.channel.get_partial_message(message_id).edit(**fields)
 
     async def status(self, content: str, view: discord.ui.View | None = None) -> None:
         """Replace the status text (and its buttons); quietly skipped once the token is gone."""

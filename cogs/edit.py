@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiohttp
 import discord
@@ -36,7 +36,7 @@ MAX_IMAGES = 10
 # Refused before download: far beyond anything the API takes, even after re-encoding.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 60.0
-THREAD_ARCHIVE_MINUTES = 10080  # 7 days
+THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # 7 days
 _THREAD_EXISTS = 160004
 
 
@@ -247,8 +247,8 @@ class EditCog(commands.Cog):
         """The clicked result, with fresh attachment links: from the interaction, or fetched."""
         if interaction.message is not None and interaction.message.id == ids.message_id:
             return interaction.message
-        channel = interaction.channel
-        if channel is None or channel.id != ids.channel_id:
+        channel: object = interaction.channel
+        if channel is None or getattr(channel, "id", None) != ids.channel_id:
             channel = self.bot.get_channel(ids.channel_id) or await self.bot.fetch_channel(ids.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
             raise InputError("That result is in a channel I can't read any more.")
