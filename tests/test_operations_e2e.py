@@ -279,3 +279,53 @@ async def test_admin_stats_report_jobs_spend_and_busiest_members(
     assert "Success rate (7 days): **50%**" in text
     assert "Spend today, all servers: **$0.03**" in text
     assert f"<@{discord_fake.USER_ID}> (2)" in text
+
+
+async def test_refine_goes_through_the_same_limits(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env, USER_DAILY_LIMIT="1")
+    handle = await send_edit(discord_fake, "first", [make_png()])
+    await wait_result(handle)
+    message = handle.original_message()
+    assert message is not None
+    button = message["components"][0]["components"][0]["custom_id"]
+    click = await discord_fake.click_button(message, button)
+    modal = (await click.wait_for_callback()).json["data"]
+    submit = await discord_fake.submit_modal(
+        modal["custom_id"], {"atelier-refine-prompt": "more", "atelier-refine-size": "auto"}, message=message
+    )
+    assert "used 1 of your 1 edits" in await refusal(submit)
+    assert len(image_api.calls) == 1
+    assert not [r for r in discord_fake.requests if r.path.endswith("/threads")]
+
+
+async def test_a_moderator_may_cancel_someone_elses_queued_job(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1")
+    image_api.then(Reply(delay=1.0))
+    running = await send_edit(discord_fake, "slow", [make_png()])
+    await image_api.wait_for_started(1)
+    queued = await send_edit(discord_fake, "spam", [make_png()], user_id=discord_fake.OTHER_USER_ID)
+    await queued.wait_for_callback()
+    message = queued.original_message()
+    assert message is not None
+    click = await discord_fake.click_button(
+        message, message["components"][0]["components"][0]["custom_id"], user_id=discord_fake.OWNER_ID
+    )
+    callback = await click.wait_for_callback()
+    assert callback.json["type"] == 7
+    assert f"cancelled by <@{discord_fake.OWNER_ID}>" in callback.json["data"]["content"]
+    await wait_result(running)
+    await asyncio.sleep(0.3)
+    assert prompts(image_api) == ["slow"]
+
+
+async def test_guild_daily_limit_applies_to_everyone(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env, GUILD_DAILY_LIMIT="1")
+    await wait_result(await send_edit(discord_fake, "one", [make_png()]))
+    text = await refusal(await send_edit(discord_fake, "two", [make_png()], user_id=discord_fake.OTHER_USER_ID))
+    assert "This server has used all 1 of its edits for today" in text
