@@ -1707,7 +1707,7 @@ class FakeDiscord:
     async def submit_modal(
         self,
         custom_id: str,
-        values: dict[str, str],
+        values: dict[str, str | list[str]],
         *,
         message: dict[str, Any] | None = None,
         user_id: int | None = None,
@@ -1717,11 +1717,15 @@ class FakeDiscord:
         roles: list[int] | None = None,
         locale: str = "en-US",
     ) -> InteractionHandle:
-        """Dispatch a MODAL_SUBMIT with one Label(TextInput) per ``values`` item."""
+        """Dispatch a MODAL_SUBMIT with one Label per ``values`` item: a text input for a string,
+        a string select (``values``) for a list."""
         components = []
         for n, (key, value) in enumerate(values.items()):
-            text_input = {"type": 4, "id": 2 * n + 2, "custom_id": key, "value": value}
-            components.append({"type": 18, "id": 2 * n + 1, "component": text_input})
+            if isinstance(value, list):
+                inner: JSON = {"type": 3, "id": 2 * n + 2, "custom_id": key, "values": value}
+            else:
+                inner = {"type": 4, "id": 2 * n + 2, "custom_id": key, "value": value}
+            components.append({"type": 18, "id": 2 * n + 1, "component": inner})
         msg = self._current(message) if message is not None else None
         if msg is not None:
             channel_id = int(msg["channel_id"])

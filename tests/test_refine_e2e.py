@@ -31,7 +31,8 @@ async def submit_refine(
     fake: FakeDiscord, message: dict[str, Any], prompt: str, size: str = "auto"
 ) -> InteractionHandle:
     _, modal = await open_refine(fake, message)
-    return await fake.submit_modal(modal["custom_id"], {PROMPT_FIELD: prompt, SIZE_FIELD: size}, message=message)
+    # The size comes from a select, which Discord submits as a list of values.
+    return await fake.submit_modal(modal["custom_id"], {PROMPT_FIELD: prompt, SIZE_FIELD: [size]}, message=message)
 
 
 async def wait_thread_result(fake: FakeDiscord, channel_id: int, start: int = 0) -> RecordedRequest:
@@ -142,7 +143,7 @@ async def test_modal_submitted_without_the_message_refetches_it(
     _, modal = await open_refine(discord_fake, message)
     await discord_fake.submit_modal(
         modal["custom_id"],
-        {PROMPT_FIELD: "no message attached", SIZE_FIELD: "auto"},
+        {PROMPT_FIELD: "no message attached", SIZE_FIELD: []},
         channel_id=int(message["channel_id"]),
     )
     await wait_thread_result(discord_fake, int(message["id"]))
