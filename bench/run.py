@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -70,12 +71,14 @@ class Settings:
     memory_jobs: int = 16
     memory_latency: float = 2.0
     memory_image: Image = field(default_factory=lambda: Image("3840×2160 PNG", 3840, 2160, 12 * MB))
+    profile_dir: Path | None = None
 
 
-def make_settings(quick: bool, api_latency: float | None) -> Settings:
+def make_settings(quick: bool, api_latency: float | None, profile_dir: Path | None = None) -> Settings:
     """Full-size settings, or tiny ones that finish in seconds."""
     if not quick:
         return Settings(
+            profile_dir=profile_dir,
             quick=False,
             api_latency=1.0 if api_latency is None else api_latency,
             source=Image("1 MB in", 1536, 1024, 1 * MB),
@@ -84,6 +87,7 @@ def make_settings(quick: bool, api_latency: float | None) -> Settings:
             upload_limit=10 * MIB,
         )
     return Settings(
+        profile_dir=profile_dir,
         quick=True,
         api_latency=0.05 if api_latency is None else api_latency,
         source=Image("20 kB in", 160, 120, 20_000),
@@ -156,8 +160,38 @@ def bot_env(discord: FakeDiscord, api: TimedImageAPI, workdir: Path, extra: dict
 
 
 @contextlib.asynccontextmanager
+async def profiled(pid: int, profile_dir: Path | None) -> AsyncIterator[None]:
+    """Record the bot with py-spy (collapsed stacks, per thread) while the block runs, if asked."""
+    if profile_dir is None:
+        yield
+        return
+    out = profile_dir / f"bot-{pid}.txt"
+    spy = await asyncio.create_subprocess_exec(
+        "py-spy", "record", "--pid", str(pid), "--rate", "250", "--threads", "--format", "raw", "-o", str(out),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            spy.send_signal(signal.SIGINT)
+        try:
+            async with asyncio.timeout(30):
+                await spy.wait()
+        except TimeoutError:
+            spy.kill()
+            await spy.wait()
+        print(f"# profile: {out}", file=sys.stderr, flush=True)
+
+
+@contextlib.asynccontextmanager
 async def stack(
-    *, latency: float, output: bytes, upload_limit: int, extra_env: dict[str, str] | None = None
+    *,
+    latency: float,
+    output: bytes,
+    upload_limit: int,
+    extra_env: dict[str, str] | None = None,
+    profile_dir: Path | None = None,
 ) -> AsyncIterator[Stack]:
     """Start the fakes and a ready bot; stop (or kill) the bot and the fakes on the way out."""
     discord = TimedDiscord(token=BOT_TOKEN, attachment_size_limit=upload_limit)
@@ -170,7 +204,9 @@ async def stack(
         bot = BotProcess(bot_env(discord, api, workdir, extra_env or {}), workdir, discord)
         try:
             await bot.start(timeout=60)
-            yield Stack(discord, api, bot, workdir)
+            assert bot.proc is not None
+            async with profiled(bot.proc.pid, profile_dir):
+                yield Stack(discord, api, bot, workdir)
         finally:
             await stop_bot(bot)
             await api.stop()
@@ -240,7 +276,9 @@ def mb(count: float) -> str:
 
 async def measure_ack(s: Settings, report: Report) -> None:
     """``ack_jobs`` commands at once; latency from INTERACTION_CREATE sent to the callback received."""
-    async with stack(latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit) as st:
+    async with stack(
+        latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit, profile_dir=s.profile_dir
+    ) as st:
         handles = await burst(st.discord, s.source.data, s.ack_jobs, tag="ack")
         await wait_until(lambda: all(h.token in st.discord.callbacks for h in handles), 30, "acks")
         acks = [
@@ -346,7 +384,9 @@ async def measure_overhead(s: Settings, report: Report) -> None:
     timeout = 60 + s.api_latency * 2
     bot: dict[str, list[Timing]] = {c.label: [] for c in cases}
     floor: dict[str, list[Timing]] = {c.label: [] for c in cases}
-    async with stack(latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit) as st:
+    async with stack(
+        latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit, profile_dir=s.profile_dir
+    ) as st:
         for case in cases:
             st.api.default_image = case.data
             await bot_job(st, s.source.data, f"warm-up {case.label}", timeout)
@@ -390,7 +430,9 @@ async def measure_throughput(s: Settings, report: Report) -> None:
     n, k, latency = s.throughput_jobs, s.throughput_concurrency, s.throughput_latency
     ideal = n / k * latency
     env = {"MAX_CONCURRENT_JOBS": str(k)}
-    async with stack(latency=latency, output=s.medium.data, upload_limit=s.upload_limit, extra_env=env) as st:
+    async with stack(
+        latency=latency, output=s.medium.data, upload_limit=s.upload_limit, extra_env=env, profile_dir=s.profile_dir
+    ) as st:
         handles = await burst(st.discord, s.source.data, n, tag="throughput")
         await wait_results(st.discord, handles, timeout=60 + 3 * ideal)
         first = min(st.discord.dispatched_at[h.token] for h in handles)
@@ -453,7 +495,9 @@ async def measure_memory(s: Settings, report: Report) -> None:
                 ("over the upload limit (re-encode)", min(s.upload_limit, len(image) - 1))]  # fmt: skip
     for name, limit in variants:
         env = {"MAX_CONCURRENT_JOBS": str(n)}
-        async with stack(latency=s.memory_latency, output=image, upload_limit=limit, extra_env=env) as st:
+        async with stack(
+            latency=s.memory_latency, output=image, upload_limit=limit, extra_env=env, profile_dir=s.profile_dir
+        ) as st:
             assert st.bot.proc is not None
             sampler = RssSampler(st.bot.proc.pid)
             baseline = sampler.sample()
@@ -519,13 +563,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and a few jobs (smoke test)")
     parser.add_argument("--only", choices=MEASURES, action="append", help="run only this measure (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
+                        help="record the bot with py-spy (collapsed stacks) into DIR")  # fmt: skip
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> Report:
     """Parse arguments, run, print the table (and write JSON if asked)."""
     args = parse_args(argv)
-    settings = make_settings(args.quick, args.api_latency)
+    settings = make_settings(args.quick, args.api_latency, args.profile)
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
     report = asyncio.run(run(settings, args.only or MEASURES))
     print(table(report.rows), flush=True)
     if args.json is not None:

@@ -53,6 +53,9 @@ class Notifier(Protocol):
     async def job_paused(self, job: Job) -> None:
         """The bot is shutting down; the job will resume after the restart."""
 
+    async def job_cancelled(self, job: Job) -> None:
+        """The job was withdrawn; stop showing its progress (the canceller's reply says so)."""
+
 
 class CancelRefusedError(AtelierError):
     """The job cannot be cancelled (not yours, already running, already over)."""
@@ -196,6 +199,8 @@ class JobService:
         )
         await self.inputs.delete(job_id)
         log.info("job=%s kind=%s user=%s outcome=cancelled by=%s", job.id, job.kind, job.user_id, by_user)
+        if self.notifier is not None:
+            await self.notifier.job_cancelled(job)
         await self._announce_positions()
         return job
 

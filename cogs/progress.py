@@ -146,6 +146,10 @@ class DiscordNotifier:
             cancel_view(job.id),
         )
 
+    async def job_cancelled(self, job: Job) -> None:
+        # A throttled "queued" update must not overwrite the "cancelled" reply.
+        await self._close(job)
+
     async def job_failed(self, job: Job, error: AtelierError) -> None:
         await self._close(job)
         await self.delivery(job).failure(error)
