@@ -189,6 +189,9 @@ class SQLiteJobStore:
         self._db = await aiosqlite.connect(self.path)
         self._db.row_factory = aiosqlite.Row
         await self._db.execute("PRAGMA journal_mode=WAL")
+        # WAL with NORMAL sync: committed jobs survive a crash of the process; only a power cut
+        # may lose the last moments, and every write does not wait for the disk.
+        await self._db.execute("PRAGMA synchronous=NORMAL")
         await self._db.execute("PRAGMA busy_timeout=5000")
         await self._migrate()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import statistics
 import time
@@ -15,6 +16,8 @@ from discord.ext import commands
 from bot.errors import InputError
 from bot.jobs import utc_day
 from bot.limits import GuildLimits
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -144,6 +147,10 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         if changes or reset:
             overrides = {**overrides, **changes}
             await store.save_guild_settings(interaction.guild_id, overrides, interaction.user.id)
+            log.info(
+                "guild=%s limits changed by user=%s: %s%s",
+                interaction.guild_id, interaction.user.id, "reset; " if reset else "", changes,
+            )  # fmt: skip
         limits = GuildLimits.resolve(self.bot.config, overrides)
         title = "✅ **Limits updated**" if changes or reset else "⚙️ **Limits in this server**"
         stamp = f"<t:{int(time.time())}:f>"
