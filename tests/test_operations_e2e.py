@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,12 @@ async def refusal(handle: InteractionHandle) -> str:
 async def start(bot: BotProcess, env: dict[str, str], **settings: str) -> None:
     env.update(settings)
     await bot.start()
+
+
+def leftover_inputs(env: dict[str, str]) -> list[str]:
+    """Job input folders still on disk (each is deleted when its job ends)."""
+    root = Path(env["DATA_DIR"]) / "inputs"
+    return sorted(p.name for p in root.iterdir()) if root.exists() else []
 
 
 def prompts(api: FakeImageAPI) -> list[str | None]:
@@ -141,6 +148,8 @@ async def test_cancel_withdraws_a_queued_job_at_no_cost(
     assert prompts(image_api) == ["slow"]
     # The cancelled job was not charged: a second edit still fits the limit of two.
     await wait_result(await send_edit(discord_fake, "second", [make_png()]))
+    await asyncio.sleep(0.3)
+    assert leftover_inputs(bot_env) == []
 
 
 async def test_queued_and_running_jobs_survive_sigterm_and_resume(
@@ -163,6 +172,8 @@ async def test_queued_and_running_jobs_survive_sigterm_and_resume(
     await wait_result(running, timeout=20)
     await wait_result(queued, timeout=20)
     assert prompts(image_api) == ["running", "running", "queued"]
+    await asyncio.sleep(0.3)
+    assert leftover_inputs(bot_env) == []
 
 
 async def test_a_crash_retries_a_running_job_once_and_runs_queued_ones(
