@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 from tests.conftest import BotProcess, send_edit, wait_result
@@ -119,6 +121,18 @@ async def test_refines_chain_in_one_thread_using_the_previous_output(
     assert "size" not in image_api.calls[2].names
     assert [r for r in discord_fake.requests if r.path.endswith("/threads")] == [thread_request]
     assert refine_button(stored(discord_fake, result2)).startswith("atelier:refine:v1:")
+
+    # The ledger links each refine to the job it refines, so the chain can be followed.
+    db = sqlite3.connect(Path(bot.env["DATA_DIR"]) / "atelier.sqlite3")
+    rows = db.execute("SELECT id, kind, parent_job_id, status FROM jobs ORDER BY created_at").fetchall()
+    db.close()
+    assert [(kind, status) for _, kind, _, status in rows] == [
+        ("edit", "succeeded"),
+        ("refine", "succeeded"),
+        ("refine", "succeeded"),
+    ]
+    assert rows[1][2] == rows[0][0] and rows[2][2] == rows[1][0]
+    assert refine_button(stored(discord_fake, result2)) == f"atelier:refine:v1:{rows[2][0]}"
 
 
 async def test_refine_works_after_a_restart(
