@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,18 @@ async def wait_thread_result(fake: FakeDiscord, channel_id: int, start: int = 0)
         20,
         start=start,
     )
+
+
+async def ledger(path: Path, finished: int, timeout: float = 5) -> list[tuple[str, str, str | None, str]]:
+    """The jobs table once ``finished`` jobs are recorded as ended (the record follows the upload)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            db = sqlite3.connect(path)
+            rows = db.execute("SELECT id, kind, parent_job_id, status FROM jobs ORDER BY created_at").fetchall()
+            db.close()
+            if sum(1 for row in rows if row[3] in ("succeeded", "failed")) >= finished:
+                return rows
+            await asyncio.sleep(0.05)
 
 
 def stored(fake: FakeDiscord, request: RecordedRequest) -> dict[str, Any]:
@@ -123,9 +136,7 @@ async def test_refines_chain_in_one_thread_using_the_previous_output(
     assert refine_button(stored(discord_fake, result2)).startswith("atelier:refine:v1:")
 
     # The ledger links each refine to the job it refines, so the chain can be followed.
-    db = sqlite3.connect(Path(bot.env["DATA_DIR"]) / "atelier.sqlite3")
-    rows = db.execute("SELECT id, kind, parent_job_id, status FROM jobs ORDER BY created_at").fetchall()
-    db.close()
+    rows = await ledger(Path(bot.env["DATA_DIR"]) / "atelier.sqlite3", finished=3)
     assert [(kind, status) for _, kind, _, status in rows] == [
         ("edit", "succeeded"),
         ("refine", "succeeded"),
