@@ -37,6 +37,7 @@ from tests.fake_discord import MIB, FakeDiscord, InteractionHandle
 MB = 1_000_000
 POLL = 0.02
 MEASURES = ("ack", "overhead", "throughput", "memory")
+EXTRA_BOT_ENV: dict[str, str] = {}  # from --bot-env, for experiments (e.g. MALLOC_ARENA_MAX=2)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ async def stack(
         workdir = Path(tmp)
         await discord.start()
         await api.start()
-        bot = BotProcess(bot_env(discord, api, workdir, extra_env or {}), workdir, discord)
+        bot = BotProcess(bot_env(discord, api, workdir, {**EXTRA_BOT_ENV, **(extra_env or {})}), workdir, discord)
         try:
             await bot.start(timeout=60)
             assert bot.proc is not None
@@ -563,6 +564,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="tiny sizes and a few jobs (smoke test)")
     parser.add_argument("--only", choices=MEASURES, action="append", help="run only this measure (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    parser.add_argument("--bot-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra environment for the bot process (repeatable)")  # fmt: skip
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record the bot with py-spy (collapsed stacks) into DIR")  # fmt: skip
     return parser.parse_args(argv)
@@ -574,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> Report:
     settings = make_settings(args.quick, args.api_latency, args.profile)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
+    EXTRA_BOT_ENV.update(item.split("=", 1) for item in args.bot_env)
     report = asyncio.run(run(settings, args.only or MEASURES))
     print(table(report.rows), flush=True)
     if args.json is not None:
