@@ -13,7 +13,7 @@ from typing import Any
 
 from bot.config import Config
 from bot.errors import AtelierError
-from bot.storage import DayUsage
+from bot.ledger import DayUsage
 
 # Settings an admin may override per guild with /atelier limits (name -> kind).
 OVERRIDABLE: dict[str, str] = {

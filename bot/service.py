@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.config import Config
 from bot.errors import AtelierError
@@ -21,6 +22,7 @@ from bot.image_api import ImageAPIClient, ImageEditRequest, ImageEditResult
 from bot.images import PreparedImage
 from bot.inputs import InputStore
 from bot.jobs import Job, JobRequest, JobStatus, new_job_id, utc_day
+from bot.ledger import DayUsage, UsageLedger
 from bot.limits import GuildLimits, Requester, ShuttingDownError, check_access, check_quota
 from bot.queue import FairQueue
 from bot.storage import JobStore
@@ -71,6 +73,8 @@ class JobService:
         self.inputs = inputs
         self.notifier: Notifier | None = None
         self.accepting = True
+        self.ledger = UsageLedger()
+        self._settings: dict[int, dict[str, Any]] = {}
         self._queue = FairQueue()
         self._queued: dict[str, Job] = {}
         self._positions: dict[str, int] = {}
@@ -86,6 +90,9 @@ class JobService:
     async def start(self, notifier: Notifier) -> None:
         """Resume what a previous run left behind, then start dispatching."""
         self.notifier = notifier
+        now = time.time()
+        # A day back covers the longest cooldown; counts are per UTC day.
+        self.ledger.load(utc_day(now), await self.store.ledger_snapshot(utc_day(now), now - 86400))
         for job in await self.store.jobs_with_status([JobStatus.RUNNING, JobStatus.QUEUED]):
             if job.status is JobStatus.RUNNING:
                 if job.restarts >= 1:
@@ -123,11 +130,26 @@ class JobService:
 
     # Admission --------------------------------------------------------------------------------
 
+    async def guild_overrides(self, guild_id: int) -> dict[str, Any]:
+        """The limits an admin changed in a guild (cached; the store is read once per guild)."""
+        if guild_id not in self._settings:
+            self._settings[guild_id] = await self.store.guild_settings(guild_id)
+        return self._settings[guild_id]
+
+    async def save_guild_overrides(self, guild_id: int, overrides: dict[str, Any], by: int) -> None:
+        """Persist a guild's changed limits; they apply to the next request."""
+        await self.store.save_guild_settings(guild_id, overrides, by)
+        self._settings[guild_id] = dict(overrides)
+
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
         """The limits in force in a guild (``None`` for DMs)."""
         if guild_id is None:
             return None
-        return GuildLimits.resolve(self.config, await self.store.guild_settings(guild_id))
+        return GuildLimits.resolve(self.config, await self.guild_overrides(guild_id))
+
+    def usage(self, user_id: int, guild_id: int | None) -> DayUsage:
+        """A member's usage today, as admission sees it."""
+        return self.ledger.usage(user_id, guild_id, utc_day(time.time()))
 
     async def admit(self, request: JobRequest, who: Requester) -> Job:
         """Check permissions and limits and charge the job, atomically; raise if refused."""
@@ -135,10 +157,11 @@ class JobService:
             raise ShuttingDownError()
         limits = await self.limits_for(who.guild_id)
         check_access(self.config, limits, who)
+        # The check and the charge happen together in memory, so the acknowledgement never
+        # waits on the database behind other members, and no two requests share one last slot.
         async with self._admission:
             now = time.time()
-            usage = await self.store.usage(who.user_id, who.guild_id, utc_day(now))
-            check_quota(self.config, limits, who, usage, now)
+            check_quota(self.config, limits, who, self.ledger.usage(who.user_id, who.guild_id, utc_day(now)), now)
             job = Job(
                 id=new_job_id(),
                 kind=request.kind,
@@ -156,7 +179,12 @@ class JobService:
                 charged=True,
                 cost_usd=self.config.price_per_image,
             )
+            self.ledger.charge(job)
+        try:
             await self.store.insert_job(job)
+        except Exception:
+            self.ledger.end(job, refund=True)
+            raise
         return job
 
     async def set_delivery(self, job: Job, delivery: dict[str, object]) -> Job:
@@ -166,11 +194,10 @@ class JobService:
     async def enqueue(self, job: Job, images: Sequence[PreparedImage]) -> None:
         """Keep the prepared inputs with the job and put it in line."""
         await self.inputs.save(job.id, images)
-        current = await self.store.get_job(job.id)
-        if current is None or current.status is not JobStatus.QUEUED:
+        if not self.ledger.is_active(job.id):
             await self.inputs.delete(job.id)  # cancelled while its images were being prepared
             return
-        self._push(current)
+        self._push(job)
         await self._announce_positions()
 
     async def abandon(self, job: Job, error: AtelierError) -> None:
@@ -186,10 +213,11 @@ class JobService:
             raise CancelRefusedError("Only the member who asked (or a moderator) can cancel this edit.")
         if job.status is JobStatus.RUNNING:
             raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
-        if job.status is not JobStatus.QUEUED:
+        if job.status is not JobStatus.QUEUED or not self.ledger.is_active(job.id):
             raise CancelRefusedError(f"This edit has already {job.status.value}.")
         self._queue.remove(job_id)
         self._queued.pop(job_id, None)
+        self.ledger.end(job, refund=True)
         job = await self._set(
             job,
             status=JobStatus.CANCELLED,
@@ -233,12 +261,16 @@ class JobService:
             await self._announce_positions()
 
     async def _run(self, job: Job) -> None:
-        """One job: call the API inside a slot, then deliver outside it."""
+        """One job: the slot covers the API call only; recording and delivery happen beside it."""
         slot_held = True
+        running = dataclasses.replace(job, status=JobStatus.RUNNING, started_at=time.time())
+        # Recorded while the API works rather than before it: a slot is for API calls.
+        record = asyncio.create_task(
+            self.store.update_job(job.id, status=JobStatus.RUNNING, started_at=running.started_at)
+        )
         try:
-            job = await self._set(job, status=JobStatus.RUNNING, started_at=time.time())
             if self.notifier is not None:
-                await self.notifier.job_started(job)
+                await self.notifier.job_started(running)
             images = await self.inputs.load(job.id)
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
@@ -247,17 +279,21 @@ class JobService:
             self._slots.release()
             slot_held = False
             self._running.pop(job.id, None)
-            delivery = asyncio.create_task(self._deliver(job, result), name=f"atelier-deliver-{job.id}")
+            await record
+            delivery = asyncio.create_task(self._deliver(running, result), name=f"atelier-deliver-{job.id}")
             self._deliveries.add(delivery)
             delivery.add_done_callback(self._deliveries.discard)
         except AtelierError as error:
-            await self._finish_failed(job, error)
+            await _settled(record)
+            await self._finish_failed(running, error)
         except asyncio.CancelledError:
+            await _settled(record)
             await self._put_back(job)
             raise
         except Exception as exc:  # a bug: log it whole, tell the member, keep the worker alive
             log.exception("job=%s failed unexpectedly", job.id)
-            await self._finish_failed(job, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
+            await _settled(record)
+            await self._finish_failed(running, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
         finally:
             if slot_held:
                 self._slots.release()
@@ -275,6 +311,7 @@ class JobService:
             await self._finish_failed(job, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
             return
         usage = result.usage
+        self.ledger.end(job, refund=False)
         finished = await self._set(
             job,
             status=JobStatus.SUCCEEDED,
@@ -299,7 +336,10 @@ class JobService:
         )  # fmt: skip
 
     async def _finish_failed(self, job: Job, error: AtelierError, *, notify: bool = True) -> None:
-        """Mark a job failed and refunded, drop its inputs, and tell the member."""
+        """Mark a job failed and refunded, drop its inputs, and tell the member (once per job)."""
+        if not self.ledger.end(job, refund=True):
+            log.info("job=%s already ended; not failing it again (%s)", job.id, error.log_detail)
+            return
         failed = await self._set(
             job, status=JobStatus.FAILED, charged=False, finished_at=time.time(), error=error.log_detail[:500]
         )
@@ -323,11 +363,10 @@ class JobService:
         if self.notifier is not None:
             await self.notifier.job_paused(job)
 
-    async def _set(self, job: Job, **values: object) -> Job:
+    async def _set(self, job: Job, **values: Any) -> Job:
+        """Record new values of a job and return it updated (the service is the only writer)."""
         await self.store.update_job(job.id, **values)
-        updated = await self.store.get_job(job.id)
-        assert updated is not None
-        return updated
+        return dataclasses.replace(job, **values)
 
     # Read-only views --------------------------------------------------------------------------
 
@@ -341,3 +380,9 @@ class JobService:
 
 
 UNEXPECTED_TEXT = "Something went wrong on our side; it has been logged. You were not charged."
+
+
+async def _settled(task: asyncio.Task[None]) -> None:
+    """Wait for a background write, whatever its outcome (the caller records the job's fate next)."""
+    with contextlib.suppress(Exception):
+        await task

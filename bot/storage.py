@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import aiosqlite
 
 from bot.jobs import Job, JobStatus
+from bot.ledger import LedgerSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +75,6 @@ _JOB_COLUMNS = [f.name for f in fields(Job)]
 
 
 @dataclass(frozen=True)
-class DayUsage:
-    """Charged jobs counted for a quota check."""
-
-    user_today: int
-    guild_today: int
-    spend_today: float
-    user_active: int
-    user_last_accepted: float | None
-
-
-@dataclass(frozen=True)
 class JobStats:
     """Aggregates for ``/atelier stats``."""
 
@@ -109,7 +99,7 @@ class JobStore(Protocol):
     async def get_job(self, job_id: str) -> Job | None: ...
     async def jobs_with_status(self, statuses: Sequence[JobStatus]) -> list[Job]: ...
     async def active_jobs_for_user(self, user_id: int) -> list[Job]: ...
-    async def usage(self, user_id: int, guild_id: int | None, day: str) -> DayUsage: ...
+    async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot: ...
     async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats: ...
     async def guild_settings(self, guild_id: int) -> dict[str, Any]: ...
     async def save_guild_settings(self, guild_id: int, settings: dict[str, Any], by: int) -> None: ...
@@ -123,11 +113,13 @@ class Queries:
     active_for_user = (
         "SELECT * FROM jobs WHERE user_id = :user_id AND status IN ('queued', 'running') ORDER BY created_at"
     )
-    user_today = "SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND charge_day = :day AND charged = 1"
-    guild_today = "SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND charge_day = :day AND charged = 1"
+    charged_today = (
+        "SELECT user_id, guild_id, COUNT(*), COALESCE(SUM(cost_usd), 0) FROM jobs "
+        "WHERE charge_day = :day AND charged = 1 GROUP BY user_id, guild_id"
+    )
+    active_jobs = "SELECT id, user_id FROM jobs WHERE status IN ('queued', 'running')"
+    last_by_user = "SELECT user_id, MAX(created_at) FROM jobs WHERE created_at >= :since GROUP BY user_id"
     spend_today = "SELECT COALESCE(SUM(cost_usd), 0) FROM jobs WHERE charge_day = :day AND charged = 1"
-    user_active = "SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND status IN ('queued', 'running')"
-    user_last = "SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND charged = 1"
     guild_settings = "SELECT settings FROM guild_settings WHERE guild_id = :guild_id"
     save_guild_settings = (
         "INSERT INTO guild_settings (guild_id, settings, updated_at, updated_by) "
@@ -255,16 +247,19 @@ class SQLiteJobStore:
         async with self.db.execute(Queries.active_for_user, {"user_id": user_id}) as cursor:
             return [_row_to_job(row) for row in await cursor.fetchall()]
 
-    async def usage(self, user_id: int, guild_id: int | None, day: str) -> DayUsage:
-        return DayUsage(
-            user_today=int(await self._scalar(Queries.user_today, {"user_id": user_id, "day": day})),
-            guild_today=int(await self._scalar(Queries.guild_today, {"guild_id": guild_id, "day": day}))
-            if guild_id is not None
-            else 0,
-            spend_today=float(await self._scalar(Queries.spend_today, {"day": day})),
-            user_active=int(await self._scalar(Queries.user_active, {"user_id": user_id})),
-            user_last_accepted=await self._scalar(Queries.user_last, {"user_id": user_id}),
-        )
+    async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot:
+        """Charged jobs of ``day``, active jobs, and each member's newest job since ``since``."""
+        snapshot = LedgerSnapshot()
+        async with self.db.execute(Queries.charged_today, {"day": day}) as cursor:
+            snapshot.charged = [
+                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
+                for r in await cursor.fetchall()
+            ]
+        async with self.db.execute(Queries.active_jobs, {}) as cursor:
+            snapshot.active = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
+        async with self.db.execute(Queries.last_by_user, {"since": since}) as cursor:
+            snapshot.last_accepted = {int(r[0]): float(r[1]) for r in await cursor.fetchall()}
+        return snapshot
 
     async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
         days = {f"d{i}": d for i, d in enumerate(week_days)}

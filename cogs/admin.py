@@ -129,8 +129,8 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         reset: bool = False,
     ) -> None:
         assert interaction.guild_id is not None
-        store = self.bot.store
-        overrides = {} if reset else await store.guild_settings(interaction.guild_id)
+        jobs = self.bot.jobs
+        overrides = {} if reset else dict(await jobs.guild_overrides(interaction.guild_id))
         changes: dict[str, Any] = {}
         if user_daily is not None:
             changes["user_daily_limit"] = user_daily or None
@@ -146,7 +146,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
             changes["exempt_role_ids"] = parse_ids(exempt_roles, "roles")
         if changes or reset:
             overrides = {**overrides, **changes}
-            await store.save_guild_settings(interaction.guild_id, overrides, interaction.user.id)
+            await jobs.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
             log.info(
                 "guild=%s limits changed by user=%s: %s%s",
                 interaction.guild_id, interaction.user.id, "reset; " if reset else "", changes,

@@ -9,7 +9,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import JobStatus, utc_day
+from bot.jobs import JobStatus
 from bot.limits import describe_wait, resets_text
 from cogs.edit import requester
 
@@ -27,7 +27,7 @@ class UsageCog(commands.Cog):
     async def usage(self, interaction: discord.Interaction) -> None:
         who = requester(interaction)
         now = time.time()
-        usage = await self.bot.store.usage(who.user_id, who.guild_id, utc_day(now))
+        usage = self.bot.jobs.usage(who.user_id, who.guild_id)
         limits = await self.bot.jobs.limits_for(who.guild_id)
         config = self.bot.config
         daily = limits.user_daily_limit if limits else config.user_daily_limit

@@ -11,6 +11,7 @@ import pytest
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 from bot.jobs import Job, JobStatus, utc_day
+from bot.ledger import DayUsage, UsageLedger
 from bot.limits import (
     AccessDeniedError,
     GuildLimits,
@@ -22,7 +23,7 @@ from bot.limits import (
     next_reset,
 )
 from bot.queue import FairQueue
-from bot.storage import DayUsage, SQLiteJobStore
+from bot.storage import SQLiteJobStore
 
 CONFIG = Config(discord_token="t" * 20, image_api_key="k" * 20, data_dir=Path("unused"))
 MEMBER = Requester(
@@ -141,11 +142,19 @@ async def test_store_migrates_once_and_counts_charged_jobs(tmp_path: Path) -> No
     await store.insert_job(make_job("aa03", status=JobStatus.FAILED, charged=False))
     await store.insert_job(make_job("aa04", user_id=2, status=JobStatus.SUCCEEDED))
     day = utc_day(NOON)
-    counted = await store.usage(1, 10, day)
+    ledger = UsageLedger()
+    ledger.load(day, await store.ledger_snapshot(day, NOON - 86400))
+    counted = ledger.usage(1, 10, day)
     assert (counted.user_today, counted.guild_today, counted.user_active) == (2, 3, 2)
     assert counted.spend_today == pytest.approx(0.09)
+    assert counted.user_last_accepted == NOON
     await store.update_job("aa01", status=JobStatus.CANCELLED, charged=False)
-    assert (await store.usage(1, 10, day)).user_today == 1
+    assert ledger.end(await store.get_job("aa01"), refund=True)  # type: ignore[arg-type]
+    assert not ledger.end(await store.get_job("aa01"), refund=True)  # type: ignore[arg-type]
+    assert ledger.usage(1, 10, day).user_today == 1 and ledger.usage(1, 10, day).user_active == 1
+    fresh = UsageLedger()
+    fresh.load(day, await store.ledger_snapshot(day, NOON - 86400))
+    assert fresh.usage(1, 10, day) == ledger.usage(1, 10, day)
     loaded = await store.get_job("aa01")
     assert loaded is not None and loaded.status is JobStatus.CANCELLED and loaded.delivery == {"type": "message"}
     await store.save_guild_settings(10, {"user_daily_limit": None}, by=5)
