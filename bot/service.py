@@ -261,16 +261,13 @@ class JobService:
             await self._announce_positions()
 
     async def _run(self, job: Job) -> None:
-        """One job: the slot covers the API call only; recording and delivery happen beside it."""
+        """One job: the slot covers the API call; delivery happens outside it."""
         slot_held = True
-        running = dataclasses.replace(job, status=JobStatus.RUNNING, started_at=time.time())
-        # Recorded while the API works rather than before it: a slot is for API calls.
-        record = asyncio.create_task(
-            self.store.update_job(job.id, status=JobStatus.RUNNING, started_at=running.started_at)
-        )
         try:
+            # Recorded before the call, so a crash during it counts towards the one retry.
+            job = await self._set(job, status=JobStatus.RUNNING, started_at=time.time())
             if self.notifier is not None:
-                await self.notifier.job_started(running)
+                await self.notifier.job_started(job)
             images = await self.inputs.load(job.id)
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
@@ -279,21 +276,17 @@ class JobService:
             self._slots.release()
             slot_held = False
             self._running.pop(job.id, None)
-            await record
-            delivery = asyncio.create_task(self._deliver(running, result), name=f"atelier-deliver-{job.id}")
+            delivery = asyncio.create_task(self._deliver(job, result), name=f"atelier-deliver-{job.id}")
             self._deliveries.add(delivery)
             delivery.add_done_callback(self._deliveries.discard)
         except AtelierError as error:
-            await _settled(record)
-            await self._finish_failed(running, error)
+            await self._finish_failed(job, error)
         except asyncio.CancelledError:
-            await _settled(record)
             await self._put_back(job)
             raise
         except Exception as exc:  # a bug: log it whole, tell the member, keep the worker alive
             log.exception("job=%s failed unexpectedly", job.id)
-            await _settled(record)
-            await self._finish_failed(running, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
+            await self._finish_failed(job, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
         finally:
             if slot_held:
                 self._slots.release()
@@ -380,9 +373,3 @@ class JobService:
 
 
 UNEXPECTED_TEXT = "Something went wrong on our side; it has been logged. You were not charged."
-
-
-async def _settled(task: asyncio.Task[None]) -> None:
-    """Wait for a background write, whatever its outcome (the caller records the job's fate next)."""
-    with contextlib.suppress(Exception):
-        await task

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUS_MIN_INTERVAL = 3.0
+# Queue positions change with every job that starts; with hundreds waiting, showing each
+# step would be a flood of edits. Members see their place at least this often.
+QUEUE_UPDATE_INTERVAL = 10.0
 PROGRESS_INTERVAL = 10.0
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
@@ -66,25 +69,36 @@ class StatusLine:
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
         self._last = 0.0
-        self._pending: tuple[str, discord.ui.View | None] | None = None
+        self._pending: tuple[str, discord.ui.View | None, float] | None = None
         self._flusher: asyncio.Task[None] | None = None
+        self._sending = False
         self._ticker: asyncio.Task[None] | None = None
 
-    def update(self, content: str, view: discord.ui.View | None) -> None:
-        """Show ``content`` soon (at once if nothing was shown lately)."""
-        self._pending = (content, view)
+    def update(self, content: str, view: discord.ui.View | None, interval: float = STATUS_MIN_INTERVAL) -> None:
+        """Show ``content`` soon: at once if nothing was shown in the last ``interval`` seconds."""
+        sooner = self._pending is not None and interval < self._pending[2]
+        self._pending = (content, view, interval)
+        if self._flusher is not None and not self._flusher.done() and sooner and not self._sending:
+            self._flusher.cancel()  # it sleeps for a longer interval; this news is more urgent
+            self._flusher = None
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
         while self._pending is not None:
-            wait = self._last + STATUS_MIN_INTERVAL - time.monotonic()
+            wait = self._last + self._pending[2] - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
-            content, view = self._pending
+                if self._pending is None:
+                    break
+            content, view, _ = self._pending
             self._pending = None
             self._last = time.monotonic()
-            await self.delivery.status(content, view)
+            self._sending = True
+            try:
+                await self.delivery.status(content, view)
+            finally:
+                self._sending = False
 
     def tick(self, job: Job) -> None:
         """While the API works, show the elapsed time every ``PROGRESS_INTERVAL`` seconds."""
@@ -132,7 +146,7 @@ class DiscordNotifier:
 
     async def job_queued(self, job: Job, position: int) -> None:
         ahead = "next in line" if position == 1 else f"position {position} in the queue"
-        self._line(job).update(status_text(job, f"⏳ Queued — {ahead}."), cancel_view(job.id))
+        self._line(job).update(status_text(job, f"⏳ Queued — {ahead}."), cancel_view(job.id), QUEUE_UPDATE_INTERVAL)
 
     async def job_started(self, job: Job) -> None:
         line = self._line(job)

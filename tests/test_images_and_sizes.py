@@ -117,3 +117,13 @@ def test_fit_for_upload_keeps_small_results_and_shrinks_large_ones() -> None:
     fitted = fit_for_upload(big, 1_000_000)
     assert len(fitted.data) <= 1_000_000
     assert fitted.note and "upload limit" in fitted.note
+
+
+def test_a_near_miss_is_losslessly_reencoded_first() -> None:
+    flat = encode(Image.new("RGB", (800, 800), (30, 60, 90)), "PNG", compress_level=0)  # big, very compressible
+    output = check_output(flat)
+    fitted = fit_for_upload(output, int(len(flat) * 0.95))
+    assert fitted.mime == "image/webp" and (fitted.width, fitted.height) == (800, 800)
+    assert fitted.note and "losslessly re-encoded as WebP" in fitted.note
+    far = fit_for_upload(output, len(flat) // 3)  # far over: straight to a lossy format
+    assert far.note and "losslessly" not in far.note
