@@ -67,6 +67,16 @@ class ImageEditRequest:
 
 
 @dataclass(frozen=True)
+class APIAnswer:
+    """A successful answer, not yet decoded: the call, and its bill, are over."""
+
+    item: dict[str, Any]  # data[0]: b64_json or url
+    usage: Usage | None
+    api_seconds: float
+    attempts: int
+
+
+@dataclass(frozen=True)
 class ImageEditResult:
     """A decoded result with what the call cost and how long it took."""
 
@@ -106,13 +116,22 @@ class ImageAPIClient:
         return form
 
     async def edit(self, request: ImageEditRequest) -> ImageEditResult:
-        """Make the edit call, retrying only what is safe to repeat; raise an ``ImageAPIError``."""
+        """Make the edit call and decode its image; raise an ``ImageAPIError``."""
+        return await self.decode(await self.call(request))
+
+    async def call(self, request: ImageEditRequest) -> APIAnswer:
+        """Make the edit call, retrying only what is safe to repeat; raise an ``ImageAPIError``.
+
+        Returns as soon as the answer is in, so the caller can free its API slot before the
+        (CPU-bound) decoding.
+        """
         started = time.monotonic()
         attempts = 0
         while True:
             attempts += 1
             try:
-                image, usage = await self._attempt(request)
+                payload = await self._attempt(request)
+                item = self._first_item(payload)
             except (AuthenticationError, QuotaExhaustedError) as exc:
                 # Members are told the admin knows; this line is how the admin knows.
                 log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", exc.log_detail)
@@ -125,14 +144,14 @@ class ImageAPIClient:
                 log.info("image API attempt %d failed (%s); retrying in %.2fs", attempts, exc.log_detail, delay)
                 await asyncio.sleep(delay)
                 continue
-            return ImageEditResult(image, usage, time.monotonic() - started, attempts)
+            return APIAnswer(item, _usage(payload.get("usage")), time.monotonic() - started, attempts)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
         return float(self._config.image_api_retry_backoff * 2 ** (attempt - 1))
 
-    async def _attempt(self, request: ImageEditRequest) -> tuple[OutputImage, Usage | None]:
+    async def _attempt(self, request: ImageEditRequest) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=self._config.image_api_timeout)
         headers = {"Authorization": f"Bearer {self._config.image_api_key}", "Accept": "application/json"}
         try:
@@ -151,7 +170,9 @@ class ImageAPIClient:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             # No answer arrived, so no image was produced for us: safe to try again.
             raise TransientAPIError(f"connection failed: {type(exc).__name__}") from None
-        return await self._image_from(payload)
+        if not isinstance(payload, dict):
+            raise InvalidResponseError("response is not a JSON object")
+        return payload
 
     def _error_for(self, status: int, headers: Any, body: bytes) -> ImageAPIError:
         message = self._redact(_error_message(body))
@@ -177,26 +198,28 @@ class ImageAPIClient:
             )
         return BadRequestError(f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail)
 
-    async def _image_from(self, payload: Any) -> tuple[OutputImage, Usage | None]:
-        if not isinstance(payload, dict):
-            raise InvalidResponseError("response is not a JSON object")
+    def _first_item(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """``data[0]`` of a 2xx answer, or the error the answer carries instead."""
         items = payload.get("data")
         if not isinstance(items, list) or not items or not isinstance(items[0], dict):
             error = payload.get("error")
             if isinstance(error, dict) and error.get("message"):
                 raise self._error_for(400, {}, json.dumps({"error": error}).encode())
             raise InvalidResponseError("no image in the response's data")
-        item = items[0]
-        usage = _usage(payload.get("usage"))
-        b64 = item.get("b64_json")
+        return items[0]
+
+    async def decode(self, answer: APIAnswer) -> ImageEditResult:
+        """The image in an answer: base64 (with or without its data-URL prefix) or a URL to fetch."""
+        b64 = answer.item.get("b64_json")
+        url = answer.item.get("url")
         if isinstance(b64, str) and b64:
             data = await asyncio.to_thread(_decode_b64, b64)
-        elif isinstance(item.get("url"), str) and item["url"]:
-            data = await self._download(item["url"])
+        elif isinstance(url, str) and url:
+            data = await self._download(url)
         else:
             raise InvalidResponseError("data[0] has neither b64_json nor url")
         image = await asyncio.to_thread(check_output, data)
-        return image, usage
+        return ImageEditResult(image, answer.usage, answer.api_seconds, answer.attempts)
 
     async def _download(self, url: str) -> bytes:
         if not url.startswith(("http://", "https://")):

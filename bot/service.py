@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from bot.config import Config
 from bot.errors import AtelierError
-from bot.image_api import ImageAPIClient, ImageEditRequest, ImageEditResult
+from bot.image_api import APIAnswer, ImageAPIClient, ImageEditRequest, ImageEditResult
 from bot.images import PreparedImage
 from bot.inputs import InputStore
 from bot.jobs import Job, JobRequest, JobStatus, new_job_id, utc_day
@@ -271,12 +271,13 @@ class JobService:
             images = await self.inputs.load(job.id)
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
-            result = await self.api.edit(ImageEditRequest(job.prompt, images, job.size))
+            answer = await self.api.call(ImageEditRequest(job.prompt, images, job.size))
             del images
+            # The API call is over: free its slot before decoding and uploading.
             self._slots.release()
             slot_held = False
             self._running.pop(job.id, None)
-            delivery = asyncio.create_task(self._deliver(job, result), name=f"atelier-deliver-{job.id}")
+            delivery = asyncio.create_task(self._deliver(job, answer), name=f"atelier-deliver-{job.id}")
             self._deliveries.add(delivery)
             delivery.add_done_callback(self._deliveries.discard)
         except AtelierError as error:
@@ -292,9 +293,10 @@ class JobService:
                 self._slots.release()
             self._running.pop(job.id, None)
 
-    async def _deliver(self, job: Job, result: ImageEditResult) -> None:
+    async def _deliver(self, job: Job, answer: APIAnswer) -> None:
         assert self.notifier is not None
         try:
+            result = await self.api.decode(answer)
             uploaded = await self.notifier.job_succeeded(job, result)
         except AtelierError as error:
             await self._finish_failed(job, error, notify=True)
