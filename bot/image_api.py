@@ -70,8 +70,7 @@ class ImageEditRequest:
 class APIAnswer:
     """A successful answer, not yet decoded: the call, and its bill, are over."""
 
-    item: dict[str, Any]  # data[0]: b64_json or url
-    usage: Usage | None
+    body: bytes  # the JSON as received
     api_seconds: float
     attempts: int
 
@@ -130,8 +129,7 @@ class ImageAPIClient:
         while True:
             attempts += 1
             try:
-                payload = await self._attempt(request)
-                item = self._first_item(payload)
+                body = await self._attempt(request)
             except (AuthenticationError, QuotaExhaustedError) as exc:
                 # Members are told the admin knows; this line is how the admin knows.
                 log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", exc.log_detail)
@@ -144,14 +142,14 @@ class ImageAPIClient:
                 log.info("image API attempt %d failed (%s); retrying in %.2fs", attempts, exc.log_detail, delay)
                 await asyncio.sleep(delay)
                 continue
-            return APIAnswer(item, _usage(payload.get("usage")), time.monotonic() - started, attempts)
+            return APIAnswer(body, time.monotonic() - started, attempts)
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
         return float(self._config.image_api_retry_backoff * 2 ** (attempt - 1))
 
-    async def _attempt(self, request: ImageEditRequest) -> dict[str, Any]:
+    async def _attempt(self, request: ImageEditRequest) -> bytes:
         timeout = aiohttp.ClientTimeout(total=self._config.image_api_timeout)
         headers = {"Authorization": f"Bearer {self._config.image_api_key}", "Accept": "application/json"}
         try:
@@ -161,8 +159,6 @@ class ImageAPIClient:
                 body = await _read_capped(response, MAX_RESPONSE_BYTES)
                 if response.status >= 400:
                     raise self._error_for(response.status, response.headers, body)
-                payload = _parse_json(body)
-                del body  # the JSON string holds the image now; drop the raw copy early
         except TimeoutError:
             raise APITimeoutError(self._config.image_api_timeout) from None
         except aiohttp.ClientResponseError as exc:
@@ -170,9 +166,7 @@ class ImageAPIClient:
         except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
             # No answer arrived, so no image was produced for us: safe to try again.
             raise TransientAPIError(f"connection failed: {type(exc).__name__}") from None
-        if not isinstance(payload, dict):
-            raise InvalidResponseError("response is not a JSON object")
-        return payload
+        return body
 
     def _error_for(self, status: int, headers: Any, body: bytes) -> ImageAPIError:
         message = self._redact(_error_message(body))
@@ -198,28 +192,36 @@ class ImageAPIClient:
             )
         return BadRequestError(f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail)
 
-    def _first_item(self, payload: dict[str, Any]) -> dict[str, Any]:
+    def _first_item(self, payload: Any) -> dict[str, Any]:
         """``data[0]`` of a 2xx answer, or the error the answer carries instead."""
+        if not isinstance(payload, dict):
+            raise InvalidResponseError("response is not a JSON object")
         items = payload.get("data")
         if not isinstance(items, list) or not items or not isinstance(items[0], dict):
             error = payload.get("error")
             if isinstance(error, dict) and error.get("message"):
-                raise self._error_for(400, {}, json.dumps({"error": error}).encode())
+                exc = self._error_for(400, {}, json.dumps({"error": error}).encode())
+                if isinstance(exc, (AuthenticationError, QuotaExhaustedError)):
+                    log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", exc.log_detail)
+                raise exc
             raise InvalidResponseError("no image in the response's data")
         return items[0]
 
     async def decode(self, answer: APIAnswer) -> ImageEditResult:
         """The image in an answer: base64 (with or without its data-URL prefix) or a URL to fetch."""
-        b64 = answer.item.get("b64_json")
-        url = answer.item.get("url")
-        if isinstance(b64, str) and b64:
-            data = await asyncio.to_thread(_decode_b64, b64)
-        elif isinstance(url, str) and url:
-            data = await self._download(url)
-        else:
-            raise InvalidResponseError("data[0] has neither b64_json nor url")
+        payload, data = await asyncio.to_thread(read_answer, answer.body)
+        item = self._first_item(payload)
+        if data is None:
+            b64 = item.get("b64_json")
+            url = item.get("url")
+            if isinstance(b64, str) and b64:
+                data = await asyncio.to_thread(_decode_b64, b64)
+            elif isinstance(url, str) and url:
+                data = await self._download(url)
+            else:
+                raise InvalidResponseError("data[0] has neither b64_json nor url")
         image = await asyncio.to_thread(check_output, data)
-        return ImageEditResult(image, answer.usage, answer.api_seconds, answer.attempts)
+        return ImageEditResult(image, _usage(payload.get("usage")), answer.api_seconds, answer.attempts)
 
     async def _download(self, url: str) -> bytes:
         if not url.startswith(("http://", "https://")):
@@ -256,60 +258,56 @@ _B64_VALUE_START = re.compile(rb'"b64_json"\s*:\s*"')
 _B64_CHUNK = 1 << 20  # characters per a2b_base64 call, a multiple of 4
 
 
-def _parse_json(body: bytes) -> Any:
+def _parse_json(body: bytes | str) -> Any:
     try:
-        fast = _parse_json_fast(body)
-        return json.loads(body) if fast is None else fast
+        return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise InvalidResponseError(f"response is not JSON (starts {body[:60]!r})") from None
 
 
-def _parse_json_fast(body: bytes) -> Any:
-    """Parse an answer with one big ``b64_json`` without making the JSON scanner walk the base64.
+def read_answer(body: bytes) -> tuple[Any, bytes | None]:
+    """Parse an answer and decode its image, cutting the base64 out of the bytes as it is.
 
-    This runs on the event loop: the value is cut out with ``find`` (memchr speed), the small rest is
-    parsed, and the value is put back as a str. Anything unusual (escapes, two images, a different
-    shape) returns ``None`` and the caller parses the whole body normally.
+    The JSON scanner never walks the multi-MB value and no str copy of it is made: the
+    value is found with ``find`` (memchr speed), decoded from a memoryview, and the small
+    rest is parsed. Anything unusual (escapes such as ``\\/``) falls back to a full parse,
+    and then the image is ``None`` and ``data[0].b64_json`` holds it as text.
     """
     key = body.find(_B64_KEY)
-    if key < 0 or body.find(_B64_KEY, key + 1) >= 0:
-        return None
-    match = _B64_VALUE_START.match(body, key)
+    match = _B64_VALUE_START.match(body, key) if key >= 0 else None
     if match is None:
-        return None
+        return _parse_json(body), None
     start = match.end()
     end = body.find(b'"', start)
     if end < 0 or body.find(b"\\", start, end) >= 0:
-        return None
-    payload = json.loads(body[:start] + body[end:])
-    items = payload.get("data") if isinstance(payload, dict) else None
-    if not isinstance(items, list) or not items or not isinstance(items[0], dict):
-        return None
-    if items[0].get("b64_json") != "":
-        return None
-    items[0]["b64_json"] = body[start:end].decode("ascii")
-    return payload
+        return _parse_json(body), None
+    payload = _parse_json(body[:start] + body[end:])
+    return payload, _decode_b64(memoryview(body)[start:end])
 
 
-def _decode_b64(text: str) -> bytes:
+def _decode_b64(value: str | bytes | memoryview) -> bytes:
     """Decode ``b64_json`` with or without its ``data:image/...;base64,`` prefix.
 
-    Runs in a worker thread, but ``a2b_base64`` holds the GIL: decoding in 1 MB slices lets the event
-    loop run between them, and slicing the (ASCII) str directly avoids a full-size encoded copy.
+    ``a2b_base64`` holds the GIL: decoding in 1 MB slices lets the event loop run between
+    them when this runs in a worker thread.
     """
-    if not text.isascii():
-        raise InvalidResponseError("b64_json holds non-ASCII characters")
-    match = _DATA_URL_PREFIX.match(text[:100].encode("ascii"))
-    start = match.end() if match else 0
+    if isinstance(value, str):
+        if not value.isascii():
+            raise InvalidResponseError("b64_json holds non-ASCII characters")
+        value = value.encode("ascii")
+    view = memoryview(value)
+    match = _DATA_URL_PREFIX.match(bytes(view[:100]))
+    if match:
+        view = view[match.end() :]
     try:
-        if (len(text) - start) % 4 == 0:
+        if len(view) % 4 == 0:
             with contextlib.suppress(binascii.Error):
                 return b"".join(
-                    binascii.a2b_base64(text[i : i + _B64_CHUNK], strict_mode=False)
-                    for i in range(start, len(text), _B64_CHUNK)
+                    binascii.a2b_base64(view[i : i + _B64_CHUNK], strict_mode=False)
+                    for i in range(0, len(view), _B64_CHUNK)
                 )
         # Whitespace or stray characters can shift the 4-character groups across slices: decode whole.
-        return binascii.a2b_base64(text[start:] if start else text, strict_mode=False)
+        return binascii.a2b_base64(view, strict_mode=False)
     except binascii.Error as exc:
         raise InvalidResponseError(f"b64_json is not valid base64 ({exc})") from None
 

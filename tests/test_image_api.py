@@ -183,3 +183,19 @@ async def test_error_messages_never_echo_the_key(api: FakeImageAPI) -> None:
     with pytest.raises(BadRequestError) as caught:
         await edit(api)
     assert KEY not in caught.value.user_message and KEY not in caught.value.log_detail
+
+
+def test_read_answer_cuts_out_the_base64_and_falls_back_on_escapes() -> None:
+    import base64
+    import json
+
+    from bot.image_api import _decode_b64, read_answer
+
+    png = make_png(20, 20)
+    encoded = base64.b64encode(png).decode()
+    plain = json.dumps({"data": [{"b64_json": "data:image/png;base64," + encoded}], "usage": {"total_tokens": 5}})
+    payload, data = read_answer(plain.encode())
+    assert data == png and payload["usage"]["total_tokens"] == 5
+    escaped = plain.replace("/", "\\/")  # JSON allows "\/" for "/", and some servers write it
+    payload, data = read_answer(escaped.encode())
+    assert data is None and _decode_b64(payload["data"][0]["b64_json"]) == png
