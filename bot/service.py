@@ -249,26 +249,41 @@ class JobService:
                 await self.notifier.job_queued(job, place)
 
     async def _dispatch(self) -> None:
+        """Take the next job, get it ready while the slots are busy, start it when one frees."""
         while True:
-            await self._slots.acquire()
-            job_id = self._queue.pop()
-            while job_id is None:
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                job_id = self._queue.pop()
-            job = self._queued.pop(job_id)
-            self._running[job_id] = asyncio.create_task(self._run(job), name=f"atelier-job-{job_id}")
-            await self._announce_positions()
+            job = await self._next_in_line()
+            try:
+                # Marked running (so a crash from here on counts towards its one retry) and its
+                # inputs read while other calls are in flight: a freed slot goes back to the API at once.
+                job, images = await asyncio.gather(
+                    self._set(job, status=JobStatus.RUNNING, started_at=time.time()), self.inputs.load(job.id)
+                )
+                await self._slots.acquire()
+            except asyncio.CancelledError:
+                await self._put_back(job)
+                raise
+            except Exception as exc:  # the store failed us: fail this job, keep dispatching
+                log.exception("job=%s could not be started", job.id)
+                await self._finish_failed(job, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
+                continue
+            self._running[job.id] = asyncio.create_task(self._run(job, images), name=f"atelier-job-{job.id}")
 
-    async def _run(self, job: Job) -> None:
-        """One job: the slot covers the API call; delivery happens outside it."""
+    async def _next_in_line(self) -> Job:
+        job_id = self._queue.pop()
+        while job_id is None:
+            self._wakeup.clear()
+            await self._wakeup.wait()
+            job_id = self._queue.pop()
+        job = self._queued.pop(job_id)
+        await self._announce_positions()
+        return job
+
+    async def _run(self, job: Job, images: list[PreparedImage] | None) -> None:
+        """One job, holding an API slot: the slot covers the API call; delivery happens outside it."""
         slot_held = True
         try:
-            # Recorded before the call, so a crash during it counts towards the one retry.
-            job = await self._set(job, status=JobStatus.RUNNING, started_at=time.time())
             if self.notifier is not None:
                 await self.notifier.job_started(job)
-            images = await self.inputs.load(job.id)
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
             answer = await self.api.call(ImageEditRequest(job.prompt, images, job.size))

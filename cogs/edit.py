@@ -36,6 +36,7 @@ MAX_IMAGES = 10
 # Refused before download: far beyond anything the API takes, even after re-encoding.
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 DOWNLOAD_TIMEOUT = 60.0
+DOWNLOADS_AT_ONCE = 16
 THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # 7 days
 _THREAD_EXISTS = 160004
 
@@ -116,6 +117,9 @@ class EditCog(commands.Cog):
 
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
+        # First come, first fetched: in a burst of commands the earliest get their images
+        # (and their place in the queue) first, instead of all crawling along together.
+        self._downloads = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
 
     @app_commands.command(name="edit", description="Edit or combine images with an instruction")
     @app_commands.describe(
@@ -186,7 +190,7 @@ class EditCog(commands.Cog):
 
         async def fetch(name: str, attachment: discord.Attachment) -> tuple[str, bytes]:
             try:
-                async with asyncio.timeout(DOWNLOAD_TIMEOUT):
+                async with self._downloads, asyncio.timeout(DOWNLOAD_TIMEOUT):
                     return name, await attachment.read()
             except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
                 raise InputError(f"{name} could not be downloaded from Discord; attach it again.") from None

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import discord
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from bot.client import AtelierBot
 
 log = logging.getLogger(__name__)
+
+ViewFactory = Callable[[], discord.ui.View]
 
 STATUS_MIN_INTERVAL = 3.0
 # Queue positions change with every job that starts; with hundreds waiting, showing each
@@ -69,12 +73,12 @@ class StatusLine:
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
         self._last = 0.0
-        self._pending: tuple[str, discord.ui.View | None, float] | None = None
+        self._pending: tuple[str, ViewFactory | None, float] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._sending = False
         self._ticker: asyncio.Task[None] | None = None
 
-    def update(self, content: str, view: discord.ui.View | None, interval: float = STATUS_MIN_INTERVAL) -> None:
+    def update(self, content: str, view: ViewFactory | None, interval: float = STATUS_MIN_INTERVAL) -> None:
         """Show ``content`` soon: at once if nothing was shown in the last ``interval`` seconds."""
         sooner = self._pending is not None and interval < self._pending[2]
         self._pending = (content, view, interval)
@@ -96,7 +100,8 @@ class StatusLine:
             self._last = time.monotonic()
             self._sending = True
             try:
-                await self.delivery.status(content, view)
+                # Views are built only for edits actually sent: most queued updates are superseded.
+                await self.delivery.status(content, view() if view is not None else None)
             finally:
                 self._sending = False
 
@@ -146,7 +151,9 @@ class DiscordNotifier:
 
     async def job_queued(self, job: Job, position: int) -> None:
         ahead = "next in line" if position == 1 else f"position {position} in the queue"
-        self._line(job).update(status_text(job, f"⏳ Queued — {ahead}."), cancel_view(job.id), QUEUE_UPDATE_INTERVAL)
+        self._line(job).update(
+            status_text(job, f"⏳ Queued — {ahead}."), functools.partial(cancel_view, job.id), QUEUE_UPDATE_INTERVAL
+        )
 
     async def job_started(self, job: Job) -> None:
         line = self._line(job)
