@@ -211,7 +211,7 @@ class JobService:
             raise CancelRefusedError("That edit no longer exists.")
         if job.user_id != by_user and not is_moderator:
             raise CancelRefusedError("Only the member who asked (or a moderator) can cancel this edit.")
-        if job.status is JobStatus.RUNNING:
+        if job.status is JobStatus.RUNNING or job_id in self._running:
             raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
         if job.status is not JobStatus.QUEUED or not self.ledger.is_active(job.id):
             raise CancelRefusedError(f"This edit has already {job.status.value}.")
@@ -249,20 +249,27 @@ class JobService:
                 await self.notifier.job_queued(job, place)
 
     async def _dispatch(self) -> None:
-        """Take the next job, get it ready while the slots are busy, start it when one frees."""
+        """Take the next job, read its inputs while the slots are busy, start it when one frees."""
         while True:
             job = await self._next_in_line()
             try:
-                # Marked running (so a crash from here on counts towards its one retry) and its
-                # inputs read while other calls are in flight: a freed slot goes back to the API at once.
-                job, images = await asyncio.gather(
-                    self._set(job, status=JobStatus.RUNNING, started_at=time.time()), self.inputs.load(job.id)
-                )
+                images = await self.inputs.load(job.id)
                 await self._slots.acquire()
             except asyncio.CancelledError:
                 await self._put_back(job)
                 raise
+            try:
+                if not self.ledger.is_active(job.id):  # cancelled while it waited for the slot
+                    self._slots.release()
+                    continue
+                # Recorded before the call, so a crash from here on counts towards its one retry.
+                job = await self._set(job, status=JobStatus.RUNNING, started_at=time.time())
+            except asyncio.CancelledError:
+                self._slots.release()
+                await self._put_back(job)
+                raise
             except Exception as exc:  # the store failed us: fail this job, keep dispatching
+                self._slots.release()
                 log.exception("job=%s could not be started", job.id)
                 await self._finish_failed(job, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
                 continue
