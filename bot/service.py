@@ -319,6 +319,7 @@ class JobService:
         assert self.notifier is not None
         try:
             result = await self.api.decode(answer)
+            del answer  # the base64 body is a third larger than the image: let it go now
             uploaded = await self.notifier.job_succeeded(job, result)
         except AtelierError as error:
             await self._finish_failed(job, error, notify=True)

@@ -10,7 +10,6 @@ channel message that mentions the requester only.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -20,6 +19,7 @@ import discord
 from bot.errors import AtelierError
 from bot.images import OutputImage
 from cogs.errors import error_text
+from cogs.uploads import image_file
 
 if TYPE_CHECKING:
     from bot.client import AtelierBot
@@ -134,9 +134,9 @@ class Delivery:
     async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> None:
         """Show the finished image; raises ``discord.HTTPException`` if Discord refuses it."""
         try:
-            await self._edit(content=clip(content, MAX_CONTENT), attachments=[_file(image, filename)], view=view)
+            await self._edit(content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view)
         except _TokenExpiredError:
-            await self._late(content, _file(image, filename), view)
+            await self._late(content, image_file(image, filename), view)
 
     async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> None:
         """After the token's 15 minutes: a new channel message that pings the requester only."""
@@ -170,10 +170,6 @@ class Delivery:
                 await self.webhook.send(text, ephemeral=True)
         except discord.HTTPException as exc:
             log.warning("could not report a failure (%s %s): %s", exc.status, exc.code, error.log_detail)
-
-
-def _file(image: OutputImage, filename: str) -> discord.File:
-    return discord.File(io.BytesIO(image.data), filename=filename)
 
 
 class _TokenExpiredError(Exception):
