@@ -82,6 +82,7 @@ class JobService:
         self._wakeup = asyncio.Event()
         self._slots = asyncio.Semaphore(config.max_concurrent_jobs)
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._next_up: str | None = None  # marked running, waiting for a free slot
         self._deliveries: set[asyncio.Task[None]] = set()
         self._dispatcher: asyncio.Task[None] | None = None
 
@@ -211,9 +212,9 @@ class JobService:
             raise CancelRefusedError("That edit no longer exists.")
         if job.user_id != by_user and not is_moderator:
             raise CancelRefusedError("Only the member who asked (or a moderator) can cancel this edit.")
-        if job.status is JobStatus.RUNNING or job_id in self._running:
+        if job_id in self._running or (job.status is JobStatus.RUNNING and job_id != self._next_up):
             raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
-        if job.status is not JobStatus.QUEUED or not self.ledger.is_active(job.id):
+        if not self.ledger.is_active(job.id):
             raise CancelRefusedError(f"This edit has already {job.status.value}.")
         self._queue.remove(job_id)
         self._queued.pop(job_id, None)
@@ -249,29 +250,28 @@ class JobService:
                 await self.notifier.job_queued(job, place)
 
     async def _dispatch(self) -> None:
-        """Take the next job, read its inputs while the slots are busy, start it when one frees."""
+        """Take the next job, ready it while the slots are busy, start it the moment one frees."""
         while True:
             job = await self._next_in_line()
+            self._next_up = job.id
             try:
-                images = await self.inputs.load(job.id)
+                # Recorded as running before the call (a crash from here on counts towards its one
+                # retry), and its inputs read, while other calls are still in flight.
+                job, images = await asyncio.gather(
+                    self._set(job, status=JobStatus.RUNNING, started_at=time.time()), self.inputs.load(job.id)
+                )
                 await self._slots.acquire()
             except asyncio.CancelledError:
                 await self._put_back(job)
                 raise
-            try:
-                if not self.ledger.is_active(job.id):  # cancelled while it waited for the slot
-                    self._slots.release()
-                    continue
-                # Recorded before the call, so a crash from here on counts towards its one retry.
-                job = await self._set(job, status=JobStatus.RUNNING, started_at=time.time())
-            except asyncio.CancelledError:
-                self._slots.release()
-                await self._put_back(job)
-                raise
             except Exception as exc:  # the store failed us: fail this job, keep dispatching
-                self._slots.release()
                 log.exception("job=%s could not be started", job.id)
                 await self._finish_failed(job, AtelierError(UNEXPECTED_TEXT, log_detail=repr(exc)))
+                continue
+            finally:
+                self._next_up = None
+            if not self.ledger.is_active(job.id):  # cancelled while it waited for the slot
+                self._slots.release()
                 continue
             self._running[job.id] = asyncio.create_task(self._run(job, images), name=f"atelier-job-{job.id}")
 
