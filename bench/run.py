@@ -31,8 +31,8 @@ import psutil
 
 from bench.fakes import TimedDiscord, TimedImageAPI
 from bench.images import sized_png
-from tests.conftest import API_KEY, BOT_TOKEN, ROOT, BotProcess, send_edit
 from tests.fake_discord import MIB, FakeDiscord, InteractionHandle
+from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, send_edit
 
 MB = 1_000_000
 POLL = 0.02
@@ -140,24 +140,10 @@ class Stack:
 
 
 def bot_env(discord: FakeDiscord, api: TimedImageAPI, workdir: Path, extra: dict[str, str]) -> dict[str, str]:
-    """The bot's environment, as ``tests/conftest.py`` builds it, plus benchmark settings."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        PYTHONUNBUFFERED="1",
-        DISCORD_TOKEN=BOT_TOKEN,
-        IMAGE_API_KEY=API_KEY,
-        IMAGE_API_BASE=api.base,
-        DISCORD_API_BASE=discord.api_base,
-        DATA_DIR=str(workdir / "data"),
-        IMAGE_API_RETRY_BACKOFF="0.01",
-        LOG_LEVEL="INFO",
-        USER_DAILY_LIMIT="0",
-        USER_MAX_ACTIVE="1000",
+    """The bot's environment, as the tests build it, plus benchmark settings."""
+    return bot_environment(
+        discord.api_base, api.base, workdir / "data", USER_DAILY_LIMIT="0", USER_MAX_ACTIVE="1000", **extra
     )
-    env.update(extra)
-    return env
 
 
 @contextlib.asynccontextmanager

@@ -1,78 +1,15 @@
-"""Fixtures: the fake Discord, the fake image API, and the real bot as a subprocess.
-
-The bot runs as ``python -m bot`` exactly as an operator runs it, pointed at the
-fakes through ``DISCORD_API_BASE`` and ``IMAGE_API_BASE``. Every wait has a timeout.
-"""
+"""Fixtures: the fake Discord, the fake image API, and the real bot as a subprocess (see ``harness``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
-from tests.fake_image_api import FakeImageAPI, make_png
-
-BOT_TOKEN = "MTAxNTE2.fake-bot-token.SECRET-t0k3n-value"
-API_KEY = "sk-live-SECRET-image-api-key-9f8e7d"
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class BotProcess:
-    """The bot under test, run as its own process with its log captured to a file."""
-
-    def __init__(self, env: dict[str, str], workdir: Path, fake: FakeDiscord) -> None:
-        self.env = env
-        self.workdir = workdir
-        self.fake = fake
-        self.proc: asyncio.subprocess.Process | None = None
-        self.log_path = workdir / "bot.log"
-        self.starts = 0
-
-    async def start(self, timeout: float = 30) -> None:
-        """Start ``python -m bot`` and wait until it has identified on the gateway."""
-        start_index = len(self.fake.gateway_received)
-        self.starts += 1
-        log = self.log_path.open("ab")
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", env=self.env, cwd=self.workdir, stdout=log, stderr=log
-            )
-        finally:
-            log.close()
-        identify = asyncio.ensure_future(self.fake.wait_for_gateway(2, timeout, start=start_index))
-        died = asyncio.ensure_future(self.proc.wait())
-        done, _ = await asyncio.wait({identify, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        if identify not in done:
-            identify.cancel()
-            died.cancel()
-            raise AssertionError(f"bot did not identify (exit={self.proc.returncode}):\n{self.log()[-3000:]}")
-        died.cancel()
-        await self.fake.wait_until_ready(timeout)
-
-    async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
-        """Signal the bot and wait for it to exit; kill it if it will not."""
-        if self.proc is None or self.proc.returncode is not None:
-            return self.proc.returncode if self.proc else 0
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(sig)
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.proc.wait()
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-            raise AssertionError(f"bot did not exit within {timeout}s of signal {sig}") from None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+from tests.fake_discord import FakeDiscord
+from tests.fake_image_api import FakeImageAPI
+from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment
 
 
 @pytest.fixture
@@ -94,21 +31,7 @@ async def image_api() -> AsyncIterator[FakeImageAPI]:
 @pytest.fixture
 def bot_env(tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI) -> dict[str, str]:
     """The environment the bot runs with; tests may change it before the bot starts."""
-    keep = ("PATH", "HOME", "LANG", "LC_ALL", "SYSTEMROOT", "TMPDIR", "VIRTUAL_ENV")
-    env = {k: v for k, v in os.environ.items() if k in keep}
-    env.update(
-        PYTHONPATH=str(ROOT),
-        PYTHONUNBUFFERED="1",
-        DISCORD_TOKEN=BOT_TOKEN,
-        IMAGE_API_KEY=API_KEY,
-        IMAGE_API_BASE=image_api.base,
-        DISCORD_API_BASE=discord_fake.api_base,
-        DATA_DIR=str(tmp_path / "data"),
-        IMAGE_API_RETRY_BACKOFF="0.01",
-        IMAGE_API_TIMEOUT="20",
-        LOG_LEVEL="INFO",
-    )
-    return env
+    return bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", IMAGE_API_TIMEOUT="20")
 
 
 @pytest.fixture
@@ -128,63 +51,3 @@ async def bot(bot_process: BotProcess) -> BotProcess:
     """A started bot."""
     await bot_process.start()
     return bot_process
-
-
-# Helpers for driving the bot ---------------------------------------------------------------
-
-
-def option(name: str, value: Any, type_: int) -> dict[str, Any]:
-    return {"name": name, "type": type_, "value": value}
-
-
-async def send_edit(
-    fake: FakeDiscord,
-    prompt: str,
-    images: list[bytes | None],
-    *,
-    size: str | None = None,
-    filenames: list[str] | None = None,
-    content_types: list[str | None] | None = None,
-    **kwargs: Any,
-) -> InteractionHandle:
-    """Run ``/edit`` with the given images as image1..N (``None`` leaves a gap)."""
-    options = [option("prompt", prompt, 3)]
-    attachments = []
-    for n, data in enumerate(images, start=1):
-        if data is None:
-            continue
-        filename = filenames[n - 1] if filenames else f"photo{n}.png"
-        content_type = content_types[n - 1] if content_types else "image/png"
-        attachment = fake.add_attachment(data, filename, content_type)
-        attachments.append(attachment)
-        options.append(option(f"image{n}", attachment["id"], 11))
-        if n == 1 and size is not None:
-            options.append(option("size", size, 3))
-    return await fake.slash_command("edit", options, resolved_attachments=attachments, **kwargs)
-
-
-def is_result_edit(request: RecordedRequest) -> bool:
-    """A successful PATCH of an interaction's message (by token) that carries a file."""
-    return (
-        request.method == "PATCH"
-        and request.path.startswith("/api/v10/webhooks/")
-        and "/messages/" in request.path
-        and bool(request.files)
-        and 200 <= request.status < 300
-    )
-
-
-async def wait_result(handle: InteractionHandle, timeout: float = 20) -> RecordedRequest:
-    """The edit that put the result image on the acknowledged message."""
-    return await handle.fake.wait_for_request(lambda r: handle._mine(r) and is_result_edit(r), timeout)
-
-
-async def wait_final_text(handle: InteractionHandle, needle: str, timeout: float = 20) -> RecordedRequest:
-    """The first webhook request for ``handle`` whose JSON content contains ``needle``."""
-    return await handle.fake.wait_for_request(
-        lambda r: handle._mine(r) and isinstance(r.json, dict) and needle in str(r.json.get("content", "")),
-        timeout,
-    )
-
-
-__all__ = ["API_KEY", "BOT_TOKEN", "BotProcess", "make_png", "send_edit", "wait_final_text", "wait_result"]

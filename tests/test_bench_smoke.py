@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.harness import ROOT
 
 MEASURES = ("Ack latency", "Overhead per job", "Throughput", "Peak RSS")
 

@@ -8,9 +8,9 @@ import os
 import pytest
 from PIL import Image
 
-from tests.conftest import API_KEY, BOT_TOKEN, BotProcess, send_edit, wait_final_text, wait_result
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.harness import API_KEY, BOT_TOKEN, BotProcess, send_edit, wait_final_text, wait_result
 
 EPHEMERAL = 64
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BotProcess, send_edit, wait_final_text, wait_result
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
 
 EPHEMERAL = 64
 

@@ -7,9 +7,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import BotProcess, send_edit, wait_result
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.harness import BotProcess, send_edit, wait_result
 
 PROMPT_FIELD = "atelier-refine-prompt"
 SIZE_FIELD = "atelier-refine-size"
