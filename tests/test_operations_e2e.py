@@ -346,3 +346,15 @@ async def test_guild_daily_limit_applies_to_everyone(
     await wait_result(await send_edit(discord_fake, "one", [make_png()]))
     text = await refusal(await send_edit(discord_fake, "two", [make_png()], user_id=discord_fake.OTHER_USER_ID))
     assert "This server has used all 1 of its edits for today" in text
+
+
+async def test_direct_messages_work_when_allowed(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env, ALLOW_DMS="true")
+    output = make_png(30, 20, (5, 5, 5))
+    image_api.then(Reply(image=output))
+    handle = await send_edit(discord_fake, "in a DM", [make_png()], guild_id=None)
+    result = await wait_result(handle)
+    assert result.files[0].data == output
+    assert handle.payload["channel"]["type"] == 1  # a DM channel
