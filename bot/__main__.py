@@ -33,7 +33,10 @@ async def run(config: Config) -> None:
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, bot.request_shutdown, signum.name)
-        await bot.start(config.discord_token)
+        try:
+            await bot.start(config.discord_token)
+        finally:
+            await bot.wait_shut_down()
 
 
 def return_big_buffers_to_the_os() -> None:

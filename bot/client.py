@@ -78,6 +78,12 @@ class AtelierBot(commands.Bot):
         await self.jobs.shutdown(self.config.shutdown_grace_seconds)
         await self.close()
 
+    async def wait_shut_down(self) -> None:
+        """Wait for a requested shutdown to finish (``start`` returns as soon as the gateway closes)."""
+        if self._shutdown is not None:
+            await self._shutdown
+        await self.store.close()
+
     async def close(self) -> None:
         await super().close()
         await self.store.close()

@@ -207,9 +207,9 @@ class SQLiteJobStore:
             log.info("database migrated to version %d", version)
 
     async def close(self) -> None:
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        db, self._db = self._db, None  # idempotent, even when two closes overlap
+        if db is not None:
+            await db.close()
 
     async def _scalar(self, sql: str, params: dict[str, Any]) -> Any:
         async with self.db.execute(sql, params) as cursor:
