@@ -9,8 +9,6 @@ from pathlib import Path
 
 from bot.errors import ConfigError
 
-DEFAULT_DISCORD_API_BASE = "https://discord.com/api/v10"
-
 
 @dataclass(frozen=True)
 class Config:

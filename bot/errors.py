@@ -27,8 +27,6 @@ class InputError(AtelierError):
 class ImageAPIError(AtelierError):
     """The image API did not produce an image."""
 
-    #: Whether repeating the request may help (and cannot double-bill a produced image).
-    retryable: bool = False
     private = False
 
 
@@ -62,8 +60,6 @@ class QuotaExhaustedError(ImageAPIError):
 
 class TransientAPIError(ImageAPIError):
     """429, 5xx or a dropped connection: worth another try after a pause."""
-
-    retryable = True
 
     def __init__(self, log_detail: str, *, retry_after: float | None = None) -> None:
         super().__init__("The image service is busy right now. Try again shortly.", log_detail=log_detail)

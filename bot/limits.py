@@ -15,16 +15,6 @@ from bot.config import Config
 from bot.errors import AtelierError
 from bot.ledger import DayUsage
 
-# Settings an admin may override per guild with /atelier limits (name -> kind).
-OVERRIDABLE: dict[str, str] = {
-    "user_daily_limit": "limit",
-    "guild_daily_limit": "limit",
-    "user_cooldown_seconds": "seconds",
-    "allowed_channel_ids": "ids",
-    "allowed_role_ids": "ids",
-    "exempt_role_ids": "ids",
-}
-
 
 class AccessDeniedError(AtelierError):
     """The member may not use the bot here (channel, role, DMs)."""

@@ -165,20 +165,12 @@ class JobService:
             check_quota(self.config, limits, who, self.ledger.usage(who.user_id, who.guild_id, utc_day(now)), now)
             job = Job(
                 id=new_job_id(),
-                kind=request.kind,
                 status=JobStatus.QUEUED,
-                user_id=request.user_id,
-                guild_id=request.guild_id,
-                channel_id=request.channel_id,
-                prompt=request.prompt,
-                size=request.size,
-                input_count=request.input_count,
-                parent_job_id=request.parent_job_id,
-                delivery=request.delivery,
                 created_at=now,
                 charge_day=utc_day(now),
                 charged=True,
                 cost_usd=self.config.price_per_image,
+                **dataclasses.asdict(request),
             )
             self.ledger.charge(job)
         try:
