@@ -22,6 +22,8 @@ class Config:
     image_response_format: str = "b64_json"
     image_api_max_retries: int = 3
     image_api_retry_backoff: float = 2.0
+    # A 5xx within this many seconds of sending cannot follow a generation, so it is retried.
+    image_api_fast_failure_seconds: float = 10.0
     discord_api_base: str | None = None
     data_dir: Path = Path("./data")
     dev_guild_id: int | None = None
@@ -174,6 +176,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         image_response_format=response_format,
         image_api_max_retries=r.integer("IMAGE_API_MAX_RETRIES", 3),
         image_api_retry_backoff=r.number("IMAGE_API_RETRY_BACKOFF", 2.0),
+        image_api_fast_failure_seconds=r.number("IMAGE_API_FAST_FAILURE_SECONDS", 10.0),
         discord_api_base=r.url("DISCORD_API_BASE", None),
         data_dir=Path(r.text("DATA_DIR", "./data")),
         dev_guild_id=r.snowflake("DEV_GUILD_ID"),

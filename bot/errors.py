@@ -59,14 +59,63 @@ class QuotaExhaustedError(ImageAPIError):
 
 
 class TransientAPIError(ImageAPIError):
-    """429, 5xx or a dropped connection: worth another try after a pause."""
+    """A failure the provider cannot have billed; repeated after a pause, within the bound.
+
+    The subclasses below say which: a rate limit, a quick 5xx, a connection that failed
+    before the request was sent.
+    """
+
+    member_text = "The image service is busy right now. Try again shortly."
 
     def __init__(self, log_detail: str, *, retry_after: float | None = None) -> None:
-        super().__init__("The image service is busy right now. Try again shortly.", log_detail=log_detail)
+        super().__init__(self.member_text, log_detail=log_detail)
         self.retry_after = retry_after
 
 
-class APITimeoutError(ImageAPIError):
+class RateLimitedError(TransientAPIError):
+    """A 429 that is a rate limit, not an exhausted quota: nothing was generated."""
+
+
+class ServerError(TransientAPIError):
+    """A 5xx that came back within ``IMAGE_API_FAST_FAILURE_SECONDS``: too quick to follow a generation."""
+
+
+class ConnectFailedError(TransientAPIError):
+    """The connection failed before the request was sent (refused, reset, DNS)."""
+
+    member_text = "The image service could not be reached. Try again shortly."
+
+
+class MaybeBilledError(ImageAPIError):
+    """The request reached the provider and then failed: it may have been billed, so it is never repeated."""
+
+
+class SlowServerError(MaybeBilledError):
+    """A 5xx that came after ``IMAGE_API_FAST_FAILURE_SECONDS``: it may follow a billed generation."""
+
+    def __init__(self, log_detail: str) -> None:
+        super().__init__("The image service failed while working on this edit. Try again.", log_detail=log_detail)
+
+
+class BodyCutOffError(MaybeBilledError):
+    """The answer started to arrive and was cut off: the image was made, and billed, but lost."""
+
+    def __init__(self, log_detail: str) -> None:
+        super().__init__(
+            "The image service's answer was cut off before it arrived whole. Try again.", log_detail=log_detail
+        )
+
+
+class ConnectionLostError(MaybeBilledError):
+    """The connection was lost after the request was sent, before an answer came."""
+
+    def __init__(self, log_detail: str) -> None:
+        super().__init__(
+            "The connection to the image service was lost before it answered. Try again.", log_detail=log_detail
+        )
+
+
+class APITimeoutError(MaybeBilledError):
     """The API did not answer in time. Not retried: the call may still be billed."""
 
     def __init__(self, seconds: float) -> None:
