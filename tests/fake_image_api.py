@@ -5,7 +5,9 @@ describes (``model``, ``prompt``, repeated ``image`` parts, optional ``size``,
 ``response_format``), rejects what the real API rejects (``quality``, ``n``, an
 unknown size), records every request, and answers from a script: each success
 shape (prefixed or raw base64, url) and each failure (4xx, 429, HTML 5xx,
-malformed JSON, truncated base64, no image, a hang, a dropped connection).
+malformed JSON, truncated base64, no image, a hang, a dropped connection, a 200
+whose body is cut off midway). Every answer carries an ``X-Oneapi-Request-Id``
+from a counter, as the provider's gateway does, unless the reply sets its own.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class EditCall:
     headers: dict[str, str]
     parts: list[Part]
     status: int = 0
+    request_id: str | None = None  # the X-Oneapi-Request-Id it was answered with
 
     def field(self, name: str) -> str | None:
         """The text of a non-file field, or None."""
@@ -78,7 +81,8 @@ class EditCall:
 class Reply:
     """One scripted answer. ``kind`` picks the shape; the rest tunes it."""
 
-    kind: str = "b64"  # b64 | b64_raw | url | error | html | malformed | truncated | no_image | hang | drop
+    # b64 | b64_raw | url | error | html | malformed | truncated | no_image | hang | drop | cut | stall
+    kind: str = "b64"
     image: bytes | None = None
     status: int = 200
     body: Any = None
@@ -103,6 +107,7 @@ class FakeImageAPI:
         self.file_gets: list[str] = []
         self._files: dict[str, bytes] = {}
         self._ids = itertools.count(1)
+        self._request_ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -216,6 +221,8 @@ class FakeImageAPI:
 
     def _answer(self, call: EditCall, response: web.StreamResponse) -> web.StreamResponse:
         call.status = response.status
+        response.headers.setdefault("X-Oneapi-Request-Id", f"fake-req-{next(self._request_ids)}")
+        call.request_id = response.headers["X-Oneapi-Request-Id"]
         return response
 
     async def _reply(self, request: web.Request, call: EditCall, reply: Reply) -> web.StreamResponse:
@@ -252,6 +259,23 @@ class FakeImageAPI:
             return self._answer(call, web.Response(text=body, content_type="application/json"))
         if kind == "no_image":
             return self._answer(call, web.json_response({"data": [], "created": 1}))
+        if kind in ("cut", "stall"):
+            # 200 and a Content-Length for the whole answer, half of it, then the connection
+            # ends (cut) or nothing more comes (stall).
+            encoded = base64.b64encode(image).decode()
+            whole = json.dumps({"data": [{"b64_json": encoded}], "created": 1, "usage": usage}).encode()
+            response = self._answer(
+                call, web.StreamResponse(status=200, headers={"Content-Type": "application/json", **reply.headers})
+            )
+            response.content_length = len(whole)
+            await response.prepare(request)
+            await response.write(whole[: len(whole) // 2])
+            if kind == "stall":
+                await self._notify()  # wait_for_calls sees it answered
+                await asyncio.sleep(3600)
+            assert request.transport is not None
+            request.transport.close()  # close() sends what was written first; abort() might not
+            return response
         if kind == "hang":
             await asyncio.sleep(3600)
         if kind == "drop":
