@@ -3,8 +3,14 @@
 Read ``shared/reference/image-edits-api.txt`` before changing this. In short: one
 multipart request with ``model``, ``prompt``, ``size`` (optional), ``response_format``
 and the images as repeated ``image`` parts in prompt order; never ``quality`` or ``n``.
-A call is billed even if we hang up, so only failures that prove nothing was
-produced (429, 5xx, a dropped connection) are retried, and a timeout is not.
+
+The provider bills a call even when we hang up, so a call is repeated only when the
+provider cannot have started billing it: the connection failed before the request was
+sent, a 429 rate limit (not an exhausted quota), or a 5xx (not a content block) that
+came back within ``IMAGE_API_FAST_FAILURE_SECONDS``. Everything that may follow a
+billed generation (a slower 5xx, an answer cut off midway, a connection lost after
+sending, a timeout) is never repeated. Every attempt is recorded as an ``Attempt``,
+with the provider's request id, and logged in one line.
 """
 
 from __future__ import annotations
@@ -12,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import binascii
 import contextlib
+import enum
 import json
 import logging
 import re
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -27,10 +34,16 @@ from bot.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BodyCutOffError,
+    ConnectFailedError,
+    ConnectionLostError,
     ImageAPIError,
     InvalidResponseError,
     QuotaExhaustedError,
+    RateLimitedError,
     SafetyRejectedError,
+    ServerError,
+    SlowServerError,
     TransientAPIError,
 )
 from bot.images import OutputImage, PreparedImage, check_output
@@ -46,6 +59,97 @@ MAX_RETRY_AFTER = 60.0
 _SAFETY_WORDS = re.compile(r"safety|moderation|content polic|policy violation|blocked|not allowed|sexual|violen")
 _QUOTA_WORDS = re.compile(r"quota|insufficient|balance|credit|billing|余额|额度")
 _DATA_URL_PREFIX = re.compile(rb"^data:[\w./+-]*;base64,")
+# Where providers and their gateways (one-api, new-api) put the id their support asks for; first present wins.
+_REQUEST_ID_HEADERS = ("x-request-id", "x-oneapi-request-id", "request-id", "x-new-api-request-id")
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one HTTP attempt of a call ended."""
+
+    SUCCEEDED = "succeeded"
+    REJECTED = "rejected"  # a 4xx the API explains
+    SAFETY_REFUSED = "safety_refused"
+    AUTH_FAILED = "auth_failed"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+    RATE_LIMITED = "rate_limited"
+    SERVER_ERROR_FAST = "server_error_fast"
+    SERVER_ERROR_SLOW = "server_error_slow"
+    CONNECT_FAILED = "connect_failed"
+    CONNECTION_LOST = "connection_lost"
+    BODY_CUT_OFF = "body_cut_off"
+    TIMEOUT = "timeout"
+    INTERRUPTED = "interrupted"
+
+    @property
+    def may_be_billed(self) -> bool:
+        """Whether the provider may have produced, and billed, an image in this attempt."""
+        return self in MAY_BE_BILLED
+
+    @property
+    def retried(self) -> bool:
+        """Whether this failure is safe to repeat: the provider cannot have started billing it."""
+        return self in RETRIED
+
+
+RETRIED = frozenset({AttemptOutcome.CONNECT_FAILED, AttemptOutcome.RATE_LIMITED, AttemptOutcome.SERVER_ERROR_FAST})
+MAY_BE_BILLED = frozenset(
+    {
+        AttemptOutcome.SUCCEEDED,
+        AttemptOutcome.SERVER_ERROR_SLOW,
+        AttemptOutcome.CONNECTION_LOST,
+        AttemptOutcome.BODY_CUT_OFF,
+        AttemptOutcome.TIMEOUT,
+        AttemptOutcome.INTERRUPTED,
+    }
+)
+
+# Error class -> outcome, most specific first. An attempt never raises a bare TransientAPIError.
+_OUTCOME_OF_ERROR: tuple[tuple[type[ImageAPIError], AttemptOutcome], ...] = (
+    (SafetyRejectedError, AttemptOutcome.SAFETY_REFUSED),
+    (BadRequestError, AttemptOutcome.REJECTED),
+    (AuthenticationError, AttemptOutcome.AUTH_FAILED),
+    (QuotaExhaustedError, AttemptOutcome.QUOTA_EXHAUSTED),
+    (RateLimitedError, AttemptOutcome.RATE_LIMITED),
+    (ServerError, AttemptOutcome.SERVER_ERROR_FAST),
+    (SlowServerError, AttemptOutcome.SERVER_ERROR_SLOW),
+    (ConnectFailedError, AttemptOutcome.CONNECT_FAILED),
+    (BodyCutOffError, AttemptOutcome.BODY_CUT_OFF),
+    (InvalidResponseError, AttemptOutcome.BODY_CUT_OFF),  # an answer over the size cap: we stopped reading it
+    (APITimeoutError, AttemptOutcome.TIMEOUT),
+    (ConnectionLostError, AttemptOutcome.CONNECTION_LOST),
+)
+
+
+def _outcome_of(error: ImageAPIError) -> AttemptOutcome:
+    for cls, outcome in _OUTCOME_OF_ERROR:
+        if isinstance(error, cls):
+            return outcome
+    # Unknown means unproven: treat it as reaching the provider, which is never repeated.
+    return AttemptOutcome.CONNECTION_LOST
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One HTTP attempt of a call, recorded as soon as it ends (so a caller keeps it if ``call`` raises)."""
+
+    number: int  # 1-based within one call()
+    started_at: float  # time.time() when sending began
+    seconds: float  # until the answer or the failure was complete
+    outcome: AttemptOutcome
+    may_be_billed: bool
+    http_status: int | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class _Exchange:
+    """What one attempt has learned so far; kept outside it so an interruption still records it."""
+
+    started_at: float = field(default_factory=time.time)  # wall clock, for the record
+    started: float = field(default_factory=time.monotonic)  # when sending began, for durations
+    status: int | None = None
+    request_id: str | None = None
+    answered_after: float | None = None  # seconds from starting to send to the response headers
 
 
 @dataclass(frozen=True)
@@ -73,6 +177,7 @@ class APIAnswer:
     body: bytes  # the JSON as received
     api_seconds: float
     attempts: int
+    request_id: str | None = None  # the provider's id for the attempt that succeeded
 
 
 @dataclass(frozen=True)
@@ -118,57 +223,117 @@ class ImageAPIClient:
         """Make the edit call and decode its image; raise an ``ImageAPIError``."""
         return await self.decode(await self.call(request))
 
-    async def call(self, request: ImageEditRequest) -> APIAnswer:
-        """Make the edit call, retrying only what is safe to repeat; raise an ``ImageAPIError``.
+    async def call(self, request: ImageEditRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
+        """Make the edit call, repeating only what cannot have been billed; raise an ``ImageAPIError``.
 
-        Returns as soon as the answer is in, so the caller can free its API slot before the
-        (CPU-bound) decoding.
+        Each finished attempt is appended to ``attempts`` as soon as it ends, also when this
+        raises or is cancelled. Returns as soon as the answer is in, so the caller can free
+        its API slot before the (CPU-bound) decoding.
         """
         started = time.monotonic()
-        attempts = 0
+        number = 0
         while True:
-            attempts += 1
+            number += 1
+            exchange = _Exchange()
             try:
-                body = await self._attempt(request)
-            except (AuthenticationError, QuotaExhaustedError) as exc:
-                # Members are told the admin knows; this line is how the admin knows.
-                log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", exc.log_detail)
+                body = await self._attempt(request, exchange)
+            except ImageAPIError as exc:
+                error: ImageAPIError | None = exc
+                outcome = _outcome_of(exc)
+            except BaseException as exc:
+                # A cancellation (shutdown) or a bug mid-attempt: the request may be at the provider.
+                self._record(attempts, number, exchange, AttemptOutcome.INTERRUPTED, f" ({type(exc).__name__})")
                 raise
-            except TransientAPIError as exc:
-                if attempts > self._config.image_api_max_retries:
-                    log.warning("image API still failing after %d attempts: %s", attempts, exc.log_detail)
-                    raise
-                delay = self._backoff(attempts, exc.retry_after)
-                log.info("image API attempt %d failed (%s); retrying in %.2fs", attempts, exc.log_detail, delay)
-                await asyncio.sleep(delay)
-                continue
-            return APIAnswer(body, time.monotonic() - started, attempts)
+            else:
+                error, outcome = None, AttemptOutcome.SUCCEEDED
+            if error is None:
+                self._record(attempts, number, exchange, outcome, "")
+                return APIAnswer(body, time.monotonic() - started, number, exchange.request_id)
+            retry = outcome.retried and number <= self._config.image_api_max_retries
+            retry_after = error.retry_after if isinstance(error, TransientAPIError) else None
+            delay = self._backoff(number, retry_after) if retry else 0.0
+            note = f" ({error.log_detail}); retrying in {delay:.2f}s" if retry else f" ({error.log_detail})"
+            self._record(attempts, number, exchange, outcome, note)
+            if outcome in (AttemptOutcome.AUTH_FAILED, AttemptOutcome.QUOTA_EXHAUSTED):
+                # Members are told the admin knows; this line is how the admin knows.
+                log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", error.log_detail)
+            if not retry:
+                if outcome.retried:
+                    log.warning("image API still failing after %d attempts: %s", number, error.log_detail)
+                raise error
+            await asyncio.sleep(delay)
+
+    def _record(
+        self,
+        attempts: list[Attempt] | None,
+        number: int,
+        exchange: _Exchange,
+        outcome: AttemptOutcome,
+        note: str,
+    ) -> None:
+        """Append the attempt for the caller and log its one line."""
+        attempt = Attempt(
+            number=number,
+            started_at=exchange.started_at,
+            seconds=time.monotonic() - exchange.started,
+            outcome=outcome,
+            may_be_billed=outcome.may_be_billed,
+            http_status=exchange.status,
+            request_id=exchange.request_id,
+        )
+        if attempts is not None:
+            attempts.append(attempt)
+        log.info(
+            "image API attempt %d: outcome=%s status=%s seconds=%.2f request_id=%s%s",
+            attempt.number,
+            attempt.outcome,
+            attempt.http_status if attempt.http_status is not None else "-",
+            attempt.seconds,
+            attempt.request_id or "-",
+            note,
+        )
 
     def _backoff(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
         return float(self._config.image_api_retry_backoff * 2 ** (attempt - 1))
 
-    async def _attempt(self, request: ImageEditRequest) -> bytes:
+    async def _attempt(self, request: ImageEditRequest, exchange: _Exchange) -> bytes:
+        """One HTTP exchange; what it learns goes into ``exchange`` as soon as it is known."""
         timeout = aiohttp.ClientTimeout(total=self._config.image_api_timeout)
         headers = {"Authorization": f"Bearer {self._config.image_api_key}", "Accept": "application/json"}
         try:
             async with self._session.post(
                 self._url, data=self._form(request), headers=headers, timeout=timeout
             ) as response:
-                body = await _read_capped(response, MAX_RESPONSE_BYTES)
+                exchange.answered_after = time.monotonic() - exchange.started
+                exchange.status = response.status
+                exchange.request_id = self._request_id(response.headers)
+                try:
+                    body = await _read_capped(response, MAX_RESPONSE_BYTES)
+                except aiohttp.ClientPayloadError as exc:
+                    # The answer was on its way, so whatever it carried was produced: never repeat.
+                    raise BodyCutOffError(self._redact(f"HTTP {response.status} answer cut off: {exc}")[:500]) from None
                 if response.status >= 400:
-                    raise self._error_for(response.status, response.headers, body)
+                    raise self._error_for(response.status, response.headers, body, exchange.answered_after)
         except TimeoutError:
             raise APITimeoutError(self._config.image_api_timeout) from None
-        except aiohttp.ClientResponseError as exc:
-            raise TransientAPIError(f"HTTP error {exc.status}") from None
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
-            # No answer arrived, so no image was produced for us: safe to try again.
-            raise TransientAPIError(f"connection failed: {type(exc).__name__}") from None
+        except aiohttp.ClientConnectorError as exc:
+            # Refused, reset or unresolvable before a byte of the request left: nothing to bill.
+            raise ConnectFailedError(self._redact(f"connection failed: {type(exc).__name__}: {exc}")[:500]) from None
+        except aiohttp.ClientError as exc:
+            # Lost after the request was sent (or an unreadable answer): the provider may be working on it.
+            raise ConnectionLostError(self._redact(f"connection lost: {type(exc).__name__}: {exc}")[:500]) from None
         return body
 
-    def _error_for(self, status: int, headers: Any, body: bytes) -> ImageAPIError:
+    def _request_id(self, headers: Any) -> str | None:
+        for name in _REQUEST_ID_HEADERS:
+            value = headers.get(name)
+            if value and value.strip():
+                return self._redact(value.strip())[:200]
+        return None
+
+    def _error_for(self, status: int, headers: Any, body: bytes, answered_after: float | None = None) -> ImageAPIError:
         message = self._redact(_error_message(body))
         detail = f"HTTP {status}: {message}"[:500]
         lowered = message.lower()
@@ -182,9 +347,13 @@ class ImageAPIClient:
         if status == 429 or status == 402:
             if _QUOTA_WORDS.search(lowered):
                 return QuotaExhaustedError(detail)
-            return TransientAPIError(detail, retry_after=_retry_after(headers))
+            return RateLimitedError(detail, retry_after=_retry_after(headers))
         if status >= 500:
-            return TransientAPIError(detail, retry_after=_retry_after(headers))
+            # Too quick to follow a generation, it cannot have been billed; a later one may have been.
+            if answered_after is not None and answered_after <= self._config.image_api_fast_failure_seconds:
+                return ServerError(detail, retry_after=_retry_after(headers))
+            took = f" after {answered_after:.1f} s" if answered_after is not None else ""
+            return SlowServerError(f"HTTP {status}{took}: {message}"[:500])
         if status == 413:
             return BadRequestError(
                 "The images are too large for the image service; use fewer or smaller images.",

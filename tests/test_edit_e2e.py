@@ -213,7 +213,9 @@ API_FAILURES = [
         id="429-retried-then-busy",
     ),
     pytest.param(Reply(kind="html", status=502), "busy right now", 4, id="html-502-retried-then-busy"),
-    pytest.param(Reply(kind="drop"), "busy right now", 4, id="dropped-connection"),
+    # Lost after the request was sent, or cut off midway: may be billed, so never repeated.
+    pytest.param(Reply(kind="drop"), "connection to the image service was lost", 1, id="dropped-connection"),
+    pytest.param(Reply(kind="cut"), "answer was cut off", 1, id="body-cut-off"),
     pytest.param(Reply(kind="malformed"), "not a usable image", 1, id="malformed-json"),
     pytest.param(Reply(kind="truncated"), "not a usable image", 1, id="truncated-base64"),
     pytest.param(Reply(kind="no_image"), "not a usable image", 1, id="no-image-in-data"),

@@ -2,24 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from bot.config import Config
+from bot.config import Config, load_config
 from bot.errors import (
     APITimeoutError,
     AuthenticationError,
     BadRequestError,
+    BodyCutOffError,
+    ConfigError,
+    ConnectFailedError,
+    ConnectionLostError,
     InvalidResponseError,
+    MaybeBilledError,
     QuotaExhaustedError,
+    RateLimitedError,
     SafetyRejectedError,
+    ServerError,
+    SlowServerError,
     TransientAPIError,
 )
-from bot.image_api import ImageAPIClient, ImageEditRequest
+from bot.image_api import APIAnswer, Attempt, AttemptOutcome, ImageAPIClient, ImageEditRequest
 from bot.images import PreparedImage
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 
@@ -50,9 +61,24 @@ def image(n: int) -> PreparedImage:
 
 
 async def edit(api: FakeImageAPI, request: ImageEditRequest | None = None, **overrides: object):  # type: ignore[no-untyped-def]
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
         client = ImageAPIClient(session, make_config(api, **overrides))
         return await client.edit(request or ImageEditRequest("make it blue", [image(1)]))
+
+
+async def call_api(api: FakeImageAPI, attempts: list[Attempt], **overrides: object) -> APIAnswer:
+    """One ``call`` (no decoding) that records its attempts into ``attempts``."""
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+        client = ImageAPIClient(session, make_config(api, **overrides))
+        return await client.call(ImageEditRequest("make it blue", [image(1)]), attempts)
+
+
+def outcomes(attempts: list[Attempt]) -> list[tuple[AttemptOutcome, bool, int | None]]:
+    return [(a.outcome, a.may_be_billed, a.http_status) for a in attempts]
+
+
+def answered_ids(api: FakeImageAPI) -> list[str | None]:
+    return [c.request_id for c in api.calls]
 
 
 async def test_request_has_fields_in_order_and_images_in_prompt_order(api: FakeImageAPI) -> None:
@@ -91,13 +117,17 @@ async def test_url_download_never_carries_the_key(api: FakeImageAPI) -> None:
     assert len(api.file_gets) == 1  # the fake answers 400 to a GET with Authorization
 
 
+S = AttemptOutcome
+
+
 @pytest.mark.parametrize(
-    ("reply", "error", "text"),
+    ("reply", "error", "text", "outcome"),
     [
         (
             Reply(kind="error", status=400, body={"error": {"message": "prompt too long"}}),
             BadRequestError,
             "prompt too long",
+            S.REJECTED,
         ),
         (
             Reply(
@@ -107,38 +137,52 @@ async def test_url_download_never_carries_the_key(api: FakeImageAPI) -> None:
             ),
             SafetyRejectedError,
             "safety system",
+            S.SAFETY_REFUSED,
         ),
         (
             Reply(kind="error", status=500, body={"error": {"message": "content blocked by moderation"}}),
             SafetyRejectedError,
             "moderation",
+            S.SAFETY_REFUSED,
         ),
         (
             Reply(kind="error", status=401, body={"error": {"message": "bad key"}}),
             AuthenticationError,
             "not configured",
+            S.AUTH_FAILED,
         ),
         (
             Reply(kind="error", status=403, body={"error": {"message": "forbidden"}}),
             AuthenticationError,
             "not configured",
+            S.AUTH_FAILED,
         ),
         (
             Reply(kind="error", status=429, body={"error": {"message": "insufficient quota: balance too low"}}),
             QuotaExhaustedError,
             "out of credit",
+            S.QUOTA_EXHAUSTED,
         ),
-        (Reply(kind="malformed"), InvalidResponseError, "not a usable image"),
-        (Reply(kind="truncated"), InvalidResponseError, "not a usable image"),
-        (Reply(kind="no_image"), InvalidResponseError, "not a usable image"),
+        # The exchange succeeded (and was billed); only the decoding fails.
+        (Reply(kind="malformed"), InvalidResponseError, "not a usable image", S.SUCCEEDED),
+        (Reply(kind="truncated"), InvalidResponseError, "not a usable image", S.SUCCEEDED),
+        (Reply(kind="no_image"), InvalidResponseError, "not a usable image", S.SUCCEEDED),
     ],
 )
-async def test_errors_that_are_never_retried(api: FakeImageAPI, reply: Reply, error: type, text: str) -> None:
-    api.then(reply)
+async def test_errors_that_are_never_retried(
+    api: FakeImageAPI, reply: Reply, error: type, text: str, outcome: AttemptOutcome
+) -> None:
+    api.then(reply, Reply())
+    attempts: list[Attempt] = []
     with pytest.raises(error) as caught:
-        await edit(api)
+        async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+            client = ImageAPIClient(session, make_config(api))
+            await client.decode(await client.call(ImageEditRequest("make it blue", [image(1)]), attempts))
     assert text in caught.value.user_message  # type: ignore[attr-defined]
     assert len(api.calls) == 1
+    assert [a.outcome for a in attempts] == [outcome]
+    assert attempts[0].may_be_billed is (outcome is S.SUCCEEDED)
+    assert attempts[0].request_id == api.calls[0].request_id
 
 
 @pytest.mark.parametrize(
@@ -147,8 +191,8 @@ async def test_errors_that_are_never_retried(api: FakeImageAPI, reply: Reply, er
         Reply(kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"}),
         Reply(kind="html", status=502),
         Reply(kind="error", status=503, body={"error": {"message": "overloaded"}}),
-        Reply(kind="drop"),
     ],
+    ids=["429-rate-limit", "html-502", "json-503"],
 )
 async def test_transient_failures_are_retried_then_succeed(api: FakeImageAPI, reply: Reply) -> None:
     api.then(reply, reply)
@@ -159,10 +203,14 @@ async def test_transient_failures_are_retried_then_succeed(api: FakeImageAPI, re
 
 async def test_transient_failures_give_up_after_the_bound(api: FakeImageAPI) -> None:
     api.then(*[Reply(kind="html", status=502)] * 10)
-    with pytest.raises(TransientAPIError) as caught:
-        await edit(api, image_api_max_retries=2)
+    attempts: list[Attempt] = []
+    with pytest.raises(ServerError) as caught:
+        await call_api(api, attempts, image_api_max_retries=2)
+    assert isinstance(caught.value, TransientAPIError)
     assert "busy" in caught.value.user_message
     assert len(api.calls) == 3
+    assert outcomes(attempts) == [(S.SERVER_ERROR_FAST, False, 502)] * 3
+    assert [a.number for a in attempts] == [1, 2, 3]
 
 
 async def test_retry_after_is_honoured(api: FakeImageAPI) -> None:
@@ -173,9 +221,197 @@ async def test_retry_after_is_honoured(api: FakeImageAPI) -> None:
 
 async def test_timeout_is_not_retried(api: FakeImageAPI) -> None:
     api.then(Reply(kind="hang"))
-    with pytest.raises(APITimeoutError):
-        await edit(api, image_api_timeout=0.5)
+    attempts: list[Attempt] = []
+    with pytest.raises(APITimeoutError) as caught:
+        await call_api(api, attempts, image_api_timeout=0.5)
+    assert isinstance(caught.value, MaybeBilledError)
     assert len(api.calls) == 1
+    assert outcomes(attempts) == [(S.TIMEOUT, True, None)]
+    assert attempts[0].seconds >= 0.5
+
+
+# --- The retry policy: repeat only what the provider cannot have billed.
+
+
+def closed_port() -> int:
+    """A loopback port with nothing listening on it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_connection_refused_is_retried_up_to_the_bound_and_never_billed(api: FakeImageAPI) -> None:
+    attempts: list[Attempt] = []
+    with pytest.raises(ConnectFailedError) as caught:
+        await call_api(api, attempts, image_api_base=f"http://127.0.0.1:{closed_port()}/v1", image_api_max_retries=2)
+    assert isinstance(caught.value, TransientAPIError)
+    assert "could not be reached" in caught.value.user_message
+    assert api.calls == []
+    assert outcomes(attempts) == [(S.CONNECT_FAILED, False, None)] * 3
+    assert all(a.request_id is None for a in attempts)
+
+
+async def test_rate_limit_is_retried_and_request_ids_are_recorded(api: FakeImageAPI) -> None:
+    rate = Reply(kind="error", status=429, body={"error": {"message": "slow down"}}, headers={"Retry-After": "0"})
+    api.then(rate, rate)
+    attempts: list[Attempt] = []
+    answer = await call_api(api, attempts)
+    assert len(api.calls) == 3
+    assert outcomes(attempts) == [(S.RATE_LIMITED, False, 429), (S.RATE_LIMITED, False, 429), (S.SUCCEEDED, True, 200)]
+    assert [a.request_id for a in attempts] == answered_ids(api) == ["fake-req-1", "fake-req-2", "fake-req-3"]
+    assert answer.attempts == 3 and answer.request_id == "fake-req-3"
+    assert [a.number for a in attempts] == [1, 2, 3]
+    assert attempts[0].started_at <= attempts[1].started_at <= attempts[2].started_at
+
+
+async def test_rate_limit_that_never_clears_raises_rate_limited(api: FakeImageAPI) -> None:
+    api.then(*[Reply(kind="error", status=429, body={"error": {"message": "slow down"}})] * 5)
+    attempts: list[Attempt] = []
+    with pytest.raises(RateLimitedError):
+        await call_api(api, attempts, image_api_max_retries=1)
+    assert len(api.calls) == 2
+    assert outcomes(attempts) == [(S.RATE_LIMITED, False, 429)] * 2
+
+
+async def test_quota_429_is_one_call(api: FakeImageAPI) -> None:
+    api.then(Reply(kind="error", status=429, body={"error": {"message": "quota exceeded for this key"}}))
+    attempts: list[Attempt] = []
+    with pytest.raises(QuotaExhaustedError):
+        await call_api(api, attempts)
+    assert len(api.calls) == 1
+    assert outcomes(attempts) == [(S.QUOTA_EXHAUSTED, False, 429)]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [Reply(kind="html", status=502), Reply(kind="error", status=500, body={"error": {"message": "upstream error"}})],
+    ids=["html-502", "json-500"],
+)
+async def test_fast_5xx_is_retried(api: FakeImageAPI, reply: Reply) -> None:
+    api.then(reply)
+    attempts: list[Attempt] = []
+    await call_api(api, attempts, image_api_fast_failure_seconds=5.0)
+    assert len(api.calls) == 2
+    assert outcomes(attempts) == [(S.SERVER_ERROR_FAST, False, reply.status), (S.SUCCEEDED, True, 200)]
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(kind="html", status=502, delay=0.4),
+        Reply(kind="error", status=503, body={"error": {"message": "upstream error"}}, delay=0.4),
+    ],
+    ids=["html-502", "json-503"],
+)
+async def test_slow_5xx_is_one_call_and_may_be_billed(api: FakeImageAPI, reply: Reply) -> None:
+    api.then(reply)  # the default success after it is never asked for
+    attempts: list[Attempt] = []
+    with pytest.raises(SlowServerError) as caught:
+        await call_api(api, attempts, image_api_fast_failure_seconds=0.2)
+    assert not isinstance(caught.value, TransientAPIError)
+    assert "failed while working" in caught.value.user_message
+    assert len(api.calls) == 1
+    assert outcomes(attempts) == [(S.SERVER_ERROR_SLOW, True, reply.status)]
+    assert attempts[0].request_id == api.calls[0].request_id
+    assert attempts[0].seconds >= 0.4
+
+
+async def test_safety_message_in_a_5xx_is_one_call(api: FakeImageAPI) -> None:
+    api.then(Reply(kind="error", status=502, body={"error": {"message": "content blocked by moderation"}}))
+    attempts: list[Attempt] = []
+    with pytest.raises(SafetyRejectedError):
+        await call_api(api, attempts)
+    assert len(api.calls) == 1
+    assert outcomes(attempts) == [(S.SAFETY_REFUSED, False, 502)]
+
+
+async def test_body_cut_off_midway_is_one_call_and_may_be_billed(api: FakeImageAPI) -> None:
+    api.then(Reply(kind="cut"))
+    attempts: list[Attempt] = []
+    with pytest.raises(BodyCutOffError) as caught:
+        await call_api(api, attempts)
+    assert isinstance(caught.value, MaybeBilledError)
+    assert "answer was cut off" in caught.value.user_message
+    assert len(api.calls) == 1
+    assert outcomes(attempts) == [(S.BODY_CUT_OFF, True, 200)]
+    assert attempts[0].request_id == api.calls[0].request_id == "fake-req-1"
+
+
+async def test_connection_dropped_after_sending_is_one_call_and_may_be_billed(api: FakeImageAPI) -> None:
+    api.then(Reply(kind="drop"))
+    attempts: list[Attempt] = []
+    with pytest.raises(ConnectionLostError) as caught:
+        await call_api(api, attempts)
+    assert "connection to the image service was lost" in caught.value.user_message
+    assert len(api.calls) == 1 and api.calls[0].parts  # the whole request had arrived
+    assert outcomes(attempts) == [(S.CONNECTION_LOST, True, None)]
+
+
+async def test_a_cancelled_call_records_an_interrupted_attempt(api: FakeImageAPI) -> None:
+    api.then(Reply(kind="hang"))
+    attempts: list[Attempt] = []
+    task = asyncio.create_task(call_api(api, attempts))
+    await api.wait_for_started(1, timeout=10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):
+            await task
+    assert len(api.calls) == 1
+    assert outcomes(attempts) == [(S.INTERRUPTED, True, None)]
+
+
+async def test_a_call_cancelled_while_the_answer_arrives_keeps_its_status_and_request_id(
+    api: FakeImageAPI,
+) -> None:
+    api.then(Reply(kind="stall"))  # 200, half the body, then nothing
+    attempts: list[Attempt] = []
+    task = asyncio.create_task(call_api(api, attempts))
+    await api.wait_for_calls(1, timeout=10)
+    await asyncio.sleep(0.2)  # the fake and the client share this loop: the headers are read by now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):
+            await task
+    assert outcomes(attempts) == [(S.INTERRUPTED, True, 200)]
+    assert attempts[0].request_id == api.calls[0].request_id == "fake-req-1"
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"X-Request-Id": "req-abc"}, "req-abc"),  # wins over the gateway's X-Oneapi-Request-Id
+        ({"REQUEST-ID": "upper-case"}, "fake-req-1"),  # X-Oneapi-Request-Id comes before Request-Id
+    ],
+)
+async def test_request_id_header_precedence(api: FakeImageAPI, headers: dict[str, str], expected: str) -> None:
+    api.then(Reply(kind="error", status=400, body={"error": {"message": "nope"}}, headers=headers))
+    attempts: list[Attempt] = []
+    with pytest.raises(BadRequestError):
+        await call_api(api, attempts)
+    assert attempts[0].request_id == expected
+
+
+async def test_each_attempt_is_one_info_line_without_the_key(
+    api: FakeImageAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.then(Reply(kind="html", status=502))
+    with caplog.at_level(logging.INFO, logger="bot.image_api"):
+        await call_api(api, [])
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.image_api" and r.levelno == logging.INFO]
+    assert len(lines) == 2
+    assert lines[0].startswith("image API attempt 1: outcome=server_error_fast status=502 seconds=")
+    assert "request_id=fake-req-1" in lines[0] and "retrying in" in lines[0]
+    assert lines[1].startswith("image API attempt 2: outcome=succeeded status=200 seconds=")
+    assert "request_id=fake-req-2" in lines[1]
+    assert all(KEY not in r.getMessage() for r in caplog.records)
+
+
+def test_fast_failure_window_is_read_from_the_environment() -> None:
+    env = {"DISCORD_TOKEN": "t" * 30, "IMAGE_API_KEY": KEY}
+    assert load_config(env).image_api_fast_failure_seconds == 10.0
+    assert load_config({**env, "IMAGE_API_FAST_FAILURE_SECONDS": "2.5"}).image_api_fast_failure_seconds == 2.5
+    with pytest.raises(ConfigError, match="IMAGE_API_FAST_FAILURE_SECONDS"):
+        load_config({**env, "IMAGE_API_FAST_FAILURE_SECONDS": "-1"})
 
 
 async def test_error_messages_never_echo_the_key(api: FakeImageAPI) -> None:
