@@ -1,4 +1,9 @@
-"""``python -m bot``: read the configuration, open the shared session, run the bot."""
+"""``python -m bot``: read the configuration, open the shared session, build the engine, run the frontend.
+
+The engine knows no Discord. The Discord side (``cogs/``) registers itself as the
+``discord`` frontend under the ``atelier.frontends`` entry point (``pyproject.toml``),
+so this module finds it without importing it.
+"""
 
 from __future__ import annotations
 
@@ -9,34 +14,57 @@ import ctypes.util
 import logging
 import signal
 import sys
+from importlib.metadata import entry_points
 
 import aiohttp
 from dotenv import find_dotenv, load_dotenv
 
-from bot.client import AtelierBot
 from bot.config import Config, load_config
-from bot.discord_base import use_rest_base
+from bot.editor import Editor
+from bot.engine import JobEngine
 from bot.errors import ConfigError
+from bot.image_api import ImageAPIClient
+from bot.inputs import InputStore
 from bot.logging_setup import setup_logging
+from bot.ports import FrontendFactory
+from bot.sqlite_store import SQLiteJobStore
 
 log = logging.getLogger("bot")
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
-async def run(config: Config) -> None:
-    """Run the bot until it is closed by a signal or a fatal error."""
+async def run(config: Config, frontend_factory: FrontendFactory) -> None:
+    """Run the engine and its frontend until a signal or a fatal error stops them."""
     # Per-call timeouts are set where calls are made; this only guards connection set-up.
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
-    async with aiohttp.ClientSession(timeout=timeout) as session, AtelierBot(config, session) as bot:
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        engine = JobEngine(
+            config,
+            SQLiteJobStore(config.db_file),
+            ImageAPIClient(session, config),
+            InputStore(config.data_dir / "inputs"),
+            Editor(),
+        )
+        frontend = frontend_factory(config, engine)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(signum, bot.request_shutdown, signum.name)
+                loop.add_signal_handler(signum, frontend.request_stop, signum.name)
         try:
-            await bot.start(config.discord_token)
+            await engine.open()
+            await frontend.run()
         finally:
-            await bot.wait_shut_down()
+            await engine.close()
+
+
+def load_frontend(name: str) -> FrontendFactory:
+    """The frontend registered as ``name`` under the ``atelier.frontends`` entry point."""
+    found = entry_points(group="atelier.frontends", name=name)
+    if not found:
+        raise ConfigError(f"no frontend named {name!r} is installed (run: pip install -e .)")
+    factory: FrontendFactory = next(iter(found)).load()
+    return factory
 
 
 def return_big_buffers_to_the_os() -> None:
@@ -61,13 +89,16 @@ def main() -> None:
         print(f"atelier: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(config.log_level, [config.discord_token, config.image_api_key])
+    try:
+        frontend = load_frontend("discord")
+    except ConfigError as exc:
+        print(f"atelier: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     if sys.platform.startswith("linux"):
         return_big_buffers_to_the_os()
-    if config.discord_api_base:
-        use_rest_base(config.discord_api_base)
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config))
+        asyncio.run(run(config, frontend))
     log.info("stopped")
 
 

@@ -7,6 +7,11 @@ and is also free of secrets. One place in ``cogs/`` turns these into replies.
 
 from __future__ import annotations
 
+import logging
+import secrets
+
+log = logging.getLogger(__name__)
+
 
 class AtelierError(Exception):
     """Base class: an error with a message a member may see."""
@@ -133,6 +138,38 @@ class InvalidResponseError(ImageAPIError):
             "The image service sent back something that is not a usable image. Try again.",
             log_detail=log_detail,
         )
+
+
+class DeliveryError(AtelierError):
+    """The result was made but could not be shown to the member."""
+
+    private = False
+
+
+class CancelRefusedError(AtelierError):
+    """The job cannot be cancelled (not yours, already running, already over)."""
+
+
+#: The one apology for a bug, wherever it happens; the reference finds the traceback in the log.
+UNEXPECTED_TEXT = (
+    "Something went wrong on our side (error reference `{reference}`); it has been logged. "
+    "Nothing was charged for it. Please try again."
+)
+
+
+class UnexpectedError(AtelierError):
+    """A bug: the member gets one short apology with a reference, the log gets the traceback under it."""
+
+    def __init__(self, reference: str) -> None:
+        super().__init__(UNEXPECTED_TEXT.format(reference=reference), log_detail=f"unexpected error {reference}")
+        self.reference = reference
+
+    @classmethod
+    def capture(cls, exc: BaseException, where: str) -> UnexpectedError:
+        """Log ``exc`` with its traceback under a new reference, and return the error to show."""
+        reference = secrets.token_hex(4)
+        log.error("unexpected error in %s (reference %s)", where, reference, exc_info=exc)
+        return cls(reference)
 
 
 class ConfigError(Exception):

@@ -1,27 +1,25 @@
-"""Jobs: what a member asked for, as the engine and the store know it (no Discord objects)."""
+"""Jobs: what a member asked for, and the job as the engine and the store know it (no Discord objects)."""
 
 from __future__ import annotations
 
 import enum
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.states import JobState
 
-class JobStatus(enum.StrEnum):
-    """A job's life: queued → running → succeeded | failed; queued → cancelled."""
+# Discord's upload limit without boosts; used when a destination did not say.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
 
-    @property
-    def active(self) -> bool:
-        """Whether the job still holds a place (and a charge)."""
-        return self in (JobStatus.QUEUED, JobStatus.RUNNING)
+class JobKind(enum.StrEnum):
+    """How a job was started."""
+
+    EDIT = "edit"  # /edit with uploaded images
+    REFINE = "refine"  # the Refine button: a result becomes image1 of a new edit
 
 
 def new_job_id() -> str:
@@ -38,7 +36,7 @@ def utc_day(moment: float) -> str:
 class JobRequest:
     """What a member asked for, before it is accepted."""
 
-    kind: str  # "edit" or "refine"
+    kind: JobKind
     user_id: int
     guild_id: int | None
     channel_id: int
@@ -46,34 +44,46 @@ class JobRequest:
     size: str | None
     input_count: int
     parent_job_id: str | None = None
-    # Where to show progress and the result; opaque to the engine, owned by cogs/.
-    delivery: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where a job's progress and result are shown.
+
+    ``data`` belongs to the frontend (ids, a token) and is stored as it is; the engine
+    reads only ``upload_limit``, to fit the result before handing it over.
+    """
+
+    upload_limit: int
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.data, "upload_limit": self.upload_limit}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> Destination | None:
+        if not value:
+            return None
+        return cls(int(value.get("upload_limit") or DEFAULT_UPLOAD_LIMIT), dict(value))
 
 
 @dataclass(frozen=True)
 class Job:
-    """A job as stored."""
+    """A job as stored. Only ``bot.lifecycle`` makes a changed copy of one."""
 
     id: str
-    kind: str
-    status: JobStatus
-    user_id: int
-    guild_id: int | None
-    channel_id: int
-    prompt: str
-    size: str | None
-    input_count: int
-    parent_job_id: str | None
-    delivery: dict[str, Any]
+    request: JobRequest
+    state: JobState
     created_at: float
     charge_day: str
-    charged: bool
     cost_usd: float
+    destination: Destination | None = None
+    notes: tuple[str, ...] = ()  # what was done to the inputs, e.g. "image2 was re-encoded to fit 4.2 MB"
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
-    attempts: int = 0
     restarts: int = 0
+    attempts: int = 0
     api_seconds: float | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -81,3 +91,18 @@ class Job:
     output_width: int | None = None
     output_height: int | None = None
     output_bytes: int | None = None
+    result_channel_id: int | None = None
+    result_message_id: int | None = None
+
+    @property
+    def user_id(self) -> int:
+        return self.request.user_id
+
+    @property
+    def guild_id(self) -> int | None:
+        return self.request.guild_id
+
+    @property
+    def upload_limit(self) -> int:
+        """The largest result the destination takes."""
+        return self.destination.upload_limit if self.destination else DEFAULT_UPLOAD_LIMIT

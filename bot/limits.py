@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from bot.config import Config
 from bot.errors import AtelierError
 from bot.ledger import DayUsage
+from bot.settings import GuildOverrides
 
 
 class AccessDeniedError(AtelierError):
@@ -43,20 +43,15 @@ class GuildLimits:
     exempt_role_ids: frozenset[int]
 
     @classmethod
-    def resolve(cls, config: Config, overrides: dict[str, Any]) -> GuildLimits:
-        """Apply a guild's stored overrides (missing keys keep the config's value)."""
-
-        def pick(name: str, default: Any) -> Any:
-            # A stored None means "unlimited", so only a missing key falls back to the default.
-            return overrides.get(name, default)
-
+    def resolve(cls, config: Config, overrides: GuildOverrides) -> GuildLimits:
+        """Apply a guild's overrides (what it did not set keeps the config's value)."""
         return cls(
-            user_daily_limit=pick("user_daily_limit", config.user_daily_limit),
-            guild_daily_limit=pick("guild_daily_limit", config.guild_daily_limit),
-            user_cooldown_seconds=float(pick("user_cooldown_seconds", config.user_cooldown_seconds)),
-            allowed_channel_ids=frozenset(pick("allowed_channel_ids", config.allowed_channel_ids)),
-            allowed_role_ids=frozenset(pick("allowed_role_ids", config.allowed_role_ids)),
-            exempt_role_ids=frozenset(pick("exempt_role_ids", config.exempt_role_ids)),
+            user_daily_limit=overrides.pick("user_daily_limit", config.user_daily_limit),
+            guild_daily_limit=overrides.pick("guild_daily_limit", config.guild_daily_limit),
+            user_cooldown_seconds=overrides.pick("user_cooldown_seconds", config.user_cooldown_seconds),
+            allowed_channel_ids=overrides.pick("allowed_channel_ids", config.allowed_channel_ids),
+            allowed_role_ids=overrides.pick("allowed_role_ids", config.allowed_role_ids),
+            exempt_role_ids=overrides.pick("exempt_role_ids", config.exempt_role_ids),
         )
 
 
@@ -115,6 +110,42 @@ def check_access(config: Config, limits: GuildLimits | None, who: Requester) -> 
         raise AccessDeniedError(f"Atelier is open to members with one of these roles: {names}.")
 
 
+@dataclass(frozen=True)
+class MemberStanding:
+    """A member's place against the member limits, as admission and ``/usage`` both see it."""
+
+    exempt: bool  # Manage Server or an exempt role: no member limits (never the server's or the budget)
+    daily_limit: int | None
+    used_today: int
+    active: int
+    max_active: int
+    cooldown_wait: float  # seconds until the cooldown allows another edit (0 = now)
+
+    @property
+    def left_today(self) -> int | None:
+        return None if self.daily_limit is None else max(0, self.daily_limit - self.used_today)
+
+
+def member_standing(
+    config: Config, limits: GuildLimits | None, who: Requester, usage: DayUsage, now: float
+) -> MemberStanding:
+    """Where ``who`` stands against the member limits in force where they asked."""
+    exempt = who.is_manager or bool(limits and limits.exempt_role_ids & who.role_ids)
+    daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
+    cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
+    wait = 0.0
+    if cooldown and usage.user_last_accepted is not None:
+        wait = max(0.0, usage.user_last_accepted + cooldown - now)
+    return MemberStanding(
+        exempt=exempt,
+        daily_limit=daily,
+        used_today=usage.user_today,
+        active=usage.user_active,
+        max_active=config.user_max_active,
+        cooldown_wait=wait,
+    )
+
+
 def check_quota(config: Config, limits: GuildLimits | None, who: Requester, usage: DayUsage, now: float) -> None:
     """Refuse a request over any limit, saying which, how much is used and when it resets."""
     price = config.price_per_image
@@ -124,25 +155,24 @@ def check_quota(config: Config, limits: GuildLimits | None, who: Requester, usag
             f"Today's budget for image edits is used up (${usage.spend_today:.2f} of ${budget:.2f}); "
             f"it {resets_text(now)}."
         )
-    exempt = who.is_manager or bool(limits and limits.exempt_role_ids & who.role_ids)
     if limits is not None and limits.guild_daily_limit is not None and usage.guild_today >= limits.guild_daily_limit:
         raise LimitReachedError(
             f"This server has used all {limits.guild_daily_limit} of its edits for today; the limit {resets_text(now)}."
         )
-    if exempt:
+    standing = member_standing(config, limits, who, usage, now)
+    if standing.exempt:
         return
-    if usage.user_active >= config.user_max_active:
+    if standing.active >= standing.max_active:
         raise LimitReachedError(
-            f"You already have {usage.user_active} edit{'s' if usage.user_active != 1 else ''} queued or running "
-            f"(the most at once is {config.user_max_active}). Wait for one to finish, or cancel one."
+            f"You already have {standing.active} edit{'s' if standing.active != 1 else ''} queued or running "
+            f"(the most at once is {standing.max_active}). Wait for one to finish, or cancel one."
         )
-    daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
-    if daily is not None and usage.user_today >= daily:
+    if standing.left_today == 0:
         raise LimitReachedError(
-            f"You've used {usage.user_today} of your {daily} edits for today; the limit {resets_text(now)}."
+            f"You've used {standing.used_today} of your {standing.daily_limit} edits for today; "
+            f"the limit {resets_text(now)}."
         )
-    cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
-    if cooldown and usage.user_last_accepted is not None:
-        wait = usage.user_last_accepted + cooldown - now
-        if wait > 0:
-            raise LimitReachedError(f"Slow down a little: you can start another edit in {describe_wait(wait)}.")
+    if standing.cooldown_wait > 0:
+        raise LimitReachedError(
+            f"Slow down a little: you can start another edit in {describe_wait(standing.cooldown_wait)}."
+        )

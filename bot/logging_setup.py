@@ -32,6 +32,13 @@ class RedactSecrets(logging.Filter):
         return True
 
 
+class DropVoiceWarnings(logging.Filter):
+    """Atelier never joins voice: discord.py's warnings about missing voice libraries are noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "voice will NOT be supported" not in record.getMessage()
+
+
 def setup_logging(level: str, secrets: Iterable[str]) -> None:
     """Log to stderr at ``level``, with secrets scrubbed."""
     handler = logging.StreamHandler(sys.stderr)
@@ -42,3 +49,4 @@ def setup_logging(level: str, secrets: Iterable[str]) -> None:
     root.setLevel(level)
     # discord.py's own INFO lines are useful; its DEBUG firehose is not, unless asked for.
     logging.getLogger("discord").setLevel(level if level == "DEBUG" else "INFO")
+    logging.getLogger("discord.client").addFilter(DropVoiceWarnings())

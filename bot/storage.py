@@ -1,27 +1,28 @@
-"""The job store: jobs, their ledger and per-guild settings, behind one small interface.
+"""The job store: jobs, their money entries, API attempts and per-guild settings, behind one interface.
 
 SQL is written once, with ``:name`` parameters and portable types and clauses
-(``ON CONFLICT … DO UPDATE``, no ``INSERT OR REPLACE``), so that a PostgreSQL
-backend can share it and only translate the parameter style. SQLite (through
-aiosqlite) is the default backend. Migrations run on start-up, in order, once.
+(``ON CONFLICT … DO NOTHING``, no ``INSERT OR REPLACE``), so every backend shares
+it. Migrations are numbered and run on start-up, in order, once.
+
+Money is kept as entries, not counters: one ``charge`` row when a job is accepted
+and at most one ``refund`` row, both keyed by the job (primary key ``job_id, entry``),
+so no code path and no restart can refund a job twice.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, fields
-from pathlib import Path
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
-import aiosqlite
-
-from bot.jobs import Job, JobStatus
+from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.ledger import LedgerSnapshot
+from bot.settings import GuildOverrides
+from bot.states import JobState
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from bot.image_api import Attempt
 
 # Each migration is a list of statements; the list index + 1 is its version.
 MIGRATIONS: list[list[str]] = [
@@ -69,9 +70,55 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 2: money as keyed entries instead of a "charged" flag; API attempts; typed notes; where the result is.
+    [
+        """
+        CREATE TABLE money (
+            job_id TEXT NOT NULL,
+            entry TEXT NOT NULL,
+            user_id BIGINT NOT NULL,
+            guild_id BIGINT,
+            day TEXT NOT NULL,
+            amount_usd DOUBLE PRECISION NOT NULL,
+            at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (job_id, entry)
+        )
+        """,
+        "CREATE INDEX money_day ON money (day)",
+        "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
+        "SELECT id, 'charge', user_id, guild_id, charge_day, cost_usd, created_at FROM jobs",
+        "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
+        "SELECT id, 'refund', user_id, guild_id, charge_day, cost_usd, COALESCE(finished_at, created_at) "
+        "FROM jobs WHERE charged = 0",
+        "ALTER TABLE jobs DROP COLUMN charged",
+        "ALTER TABLE jobs ADD COLUMN notes TEXT NOT NULL DEFAULT '[]'",
+        "ALTER TABLE jobs ADD COLUMN result_channel_id BIGINT",
+        "ALTER TABLE jobs ADD COLUMN result_message_id BIGINT",
+        """
+        CREATE TABLE api_attempts (
+            job_id TEXT NOT NULL,
+            run INTEGER NOT NULL,
+            attempt INTEGER NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            seconds DOUBLE PRECISION NOT NULL,
+            outcome TEXT NOT NULL,
+            http_status INTEGER,
+            may_be_billed INTEGER NOT NULL,
+            request_id TEXT,
+            PRIMARY KEY (job_id, run, attempt)
+        )
+        """,
+    ],
 ]
 
-_JOB_COLUMNS = [f.name for f in fields(Job)]
+_REQUEST_COLUMNS = ("kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id")
+_JOB_COLUMNS = (
+    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "started_at",
+    "finished_at", "error", "attempts", "restarts", "api_seconds", "input_tokens", "output_tokens", "total_tokens",
+    "output_width", "output_height", "output_bytes", "result_channel_id", "result_message_id",
+)  # fmt: skip
+# Job fields a move may change, by column.
+MOVABLE = frozenset(_JOB_COLUMNS) - {"id", "status", *_REQUEST_COLUMNS, "created_at", "charge_day", "cost_usd"}
 
 
 @dataclass(frozen=True)
@@ -87,6 +134,15 @@ class JobStats:
     spend_today: float
     spend_week: float
     busiest: list[tuple[int, int]]
+    billed_without_result_week: int  # API calls that may have been billed but gave no result
+
+
+@dataclass(frozen=True)
+class MoveResult:
+    """What a move did in the store: whether the job moved, and whether a refund row was written."""
+
+    moved: bool
+    refunded: bool = False
 
 
 class JobStore(Protocol):
@@ -94,32 +150,55 @@ class JobStore(Protocol):
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
-    async def insert_job(self, job: Job) -> None: ...
-    async def update_job(self, job_id: str, **values: Any) -> None: ...
+    async def create_job(self, job: Job) -> None:
+        """Insert an accepted job and its charge, together."""
+        ...
+
+    async def move_job(
+        self,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        *,
+        refund: bool,
+        attempts: Sequence[Attempt] = (),
+    ) -> MoveResult:
+        """Move a job from ``current`` to ``target`` (only if it is still in ``current``), with its
+        changed ``values``, a refund row if ``refund`` (at most one per job) and API ``attempts``, together."""
+        ...
+
     async def get_job(self, job_id: str) -> Job | None: ...
-    async def jobs_with_status(self, statuses: Sequence[JobStatus]) -> list[Job]: ...
-    async def active_jobs_for_user(self, user_id: int) -> list[Job]: ...
+    async def unfinished_jobs(self) -> list[Job]: ...
     async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot: ...
     async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats: ...
-    async def guild_settings(self, guild_id: int) -> dict[str, Any]: ...
-    async def save_guild_settings(self, guild_id: int, settings: dict[str, Any], by: int) -> None: ...
+    async def guild_overrides(self, guild_id: int) -> GuildOverrides: ...
+    async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None: ...
 
 
 class Queries:
     """The SQL, shared by every backend (``:name`` parameters)."""
 
     insert_job = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})"
+    insert_money = (
+        "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
+        "SELECT id, :entry, user_id, guild_id, charge_day, cost_usd, :at FROM jobs WHERE id = :id "
+        "ON CONFLICT (job_id, entry) DO NOTHING"
+    )
+    insert_attempt = (
+        "INSERT INTO api_attempts (job_id, run, attempt, started_at, seconds, outcome, http_status, may_be_billed, "
+        "request_id) VALUES (:job_id, :run, :attempt, :started_at, :seconds, :outcome, :http_status, "
+        ":may_be_billed, :request_id) ON CONFLICT (job_id, run, attempt) DO NOTHING"
+    )
     get_job = "SELECT * FROM jobs WHERE id = :id"
-    active_for_user = (
-        "SELECT * FROM jobs WHERE user_id = :user_id AND status IN ('queued', 'running') ORDER BY created_at"
+    unfinished = "SELECT * FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at, id"
+    charged_on_day = (
+        "SELECT user_id, guild_id, SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), "
+        "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0) "
+        "FROM money WHERE day = :day GROUP BY user_id, guild_id"
     )
-    charged_today = (
-        "SELECT user_id, guild_id, COUNT(*), COALESCE(SUM(cost_usd), 0) FROM jobs "
-        "WHERE charge_day = :day AND charged = 1 GROUP BY user_id, guild_id"
-    )
-    active_jobs = "SELECT id, user_id FROM jobs WHERE status IN ('queued', 'running')"
     last_by_user = "SELECT user_id, MAX(created_at) FROM jobs WHERE created_at >= :since GROUP BY user_id"
-    spend_today = "SELECT COALESCE(SUM(cost_usd), 0) FROM jobs WHERE charge_day = :day AND charged = 1"
+    net_spend = "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0)"
     guild_settings = "SELECT settings FROM guild_settings WHERE guild_id = :guild_id"
     save_guild_settings = (
         "INSERT INTO guild_settings (guild_id, settings, updated_at, updated_by) "
@@ -129,189 +208,88 @@ class Queries:
     )
 
     @staticmethod
-    def update_job(columns: Iterable[str]) -> str:
-        """An UPDATE of the given (validated) columns of one job."""
-        return f"UPDATE jobs SET {', '.join(f'{c} = :{c}' for c in columns)} WHERE id = :id"
+    def move_job(columns: Sequence[str]) -> str:
+        """A conditional UPDATE: the job moves only if it is still in ``:current``."""
+        sets = ", ".join(["status = :target", *(f"{c} = :{c}" for c in columns)])
+        return f"UPDATE jobs SET {sets} WHERE id = :id AND status = :current"
 
     @staticmethod
-    def with_status(count: int) -> str:
-        """Jobs in any of ``count`` statuses, oldest first."""
-        names = ", ".join(f":s{i}" for i in range(count))
-        return f"SELECT * FROM jobs WHERE status IN ({names}) ORDER BY created_at"
-
-    @staticmethod
-    def in_days(count: int, where: str = "") -> str:
-        """Placeholders ``:d0, :d1…`` for a list of days."""
-        names = ", ".join(f":d{i}" for i in range(count))
-        return f"charge_day IN ({names}){where}"
+    def in_days(count: int, column: str = "charge_day") -> str:
+        """``column IN (:d0, :d1…)`` for a list of days."""
+        return f"{column} IN ({', '.join(f':d{i}' for i in range(count))})"
 
 
-def _row_to_job(row: aiosqlite.Row) -> Job:
-    values = dict(row)
-    values["status"] = JobStatus(values["status"])
-    values["charged"] = bool(values["charged"])
-    values["delivery"] = json.loads(values["delivery"])
-    return Job(**values)
-
-
-def _job_to_params(job: Job) -> dict[str, Any]:
-    params = {name: getattr(job, name) for name in _JOB_COLUMNS}
-    params["status"] = job.status.value
-    params["charged"] = int(job.charged)
-    params["delivery"] = json.dumps(job.delivery)
+def job_to_params(job: Job) -> dict[str, Any]:
+    """A job as column values."""
+    request = job.request
+    params: dict[str, Any] = {name: getattr(request, name) for name in _REQUEST_COLUMNS}
+    params["kind"] = request.kind.value
+    params.update(
+        id=job.id,
+        status=job.state.value,
+        created_at=job.created_at,
+        charge_day=job.charge_day,
+        cost_usd=job.cost_usd,
+    )
+    fields = (MOVABLE - {"delivery"}) | {"destination"}
+    params.update(values_to_columns({name: getattr(job, name) for name in fields}))
     return params
 
 
-class SQLiteJobStore:
-    """The default store: one SQLite file, one connection, WAL mode."""
+def values_to_columns(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Changed job fields as column values (``destination`` is the ``delivery`` column)."""
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        if name == "destination":
+            out["delivery"] = json.dumps(value.to_json() if value is not None else {})
+        elif name == "notes":
+            out["notes"] = json.dumps(list(value))
+        elif name in MOVABLE:
+            out[name] = value
+        else:
+            raise ValueError(f"{name} is not a job field a move may change")
+    return out
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._db: aiosqlite.Connection | None = None
 
-    @property
-    def db(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise RuntimeError("store is not open")
-        return self._db
+def job_from_row(row: Mapping[str, Any]) -> Job:
+    """A job from a ``SELECT * FROM jobs`` row."""
+    request = JobRequest(
+        kind=JobKind(row["kind"]),
+        user_id=int(row["user_id"]),
+        guild_id=int(row["guild_id"]) if row["guild_id"] is not None else None,
+        channel_id=int(row["channel_id"]),
+        prompt=row["prompt"],
+        size=row["size"],
+        input_count=int(row["input_count"]),
+        parent_job_id=row["parent_job_id"],
+    )
+    simple = MOVABLE - {"delivery", "notes"}
+    return Job(
+        id=row["id"],
+        request=request,
+        state=JobState(row["status"]),
+        created_at=float(row["created_at"]),
+        charge_day=row["charge_day"],
+        cost_usd=float(row["cost_usd"]),
+        destination=Destination.from_json(json.loads(row["delivery"] or "{}")),
+        notes=tuple(json.loads(row["notes"] or "[]")),
+        **{name: row[name] for name in simple},
+    )
 
-    async def open(self) -> None:
-        """Open the database and apply any migrations not yet applied."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = await aiosqlite.connect(self.path)
-        self._db.row_factory = aiosqlite.Row
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        # WAL with NORMAL sync: committed jobs survive a crash of the process; only a power cut
-        # may lose the last moments, and every write does not wait for the disk.
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._db.execute("PRAGMA busy_timeout=5000")
-        await self._migrate()
 
-    async def _migrate(self) -> None:
-        await self.db.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
-        )
-        async with self.db.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations") as cursor:
-            row = await cursor.fetchone()
-        current = int(row[0]) if row else 0
-        for version, statements in enumerate(MIGRATIONS, start=1):
-            if version <= current:
-                continue
-            for statement in statements:
-                await self.db.execute(statement)
-            await self.db.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (:v, :t)",
-                {"v": version, "t": time.time()},
-            )
-            await self.db.commit()
-            log.info("database migrated to version %d", version)
+def attempt_params(job_id: str, run: int, attempt: Attempt) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "run": run,
+        "attempt": attempt.number,
+        "started_at": attempt.started_at,
+        "seconds": attempt.seconds,
+        "outcome": attempt.outcome.value,
+        "http_status": attempt.http_status,
+        "may_be_billed": int(attempt.may_be_billed),
+        "request_id": attempt.request_id,
+    }
 
-    async def close(self) -> None:
-        db, self._db = self._db, None  # idempotent, even when two closes overlap
-        if db is not None:
-            await db.close()
 
-    async def _scalar(self, sql: str, params: dict[str, Any]) -> Any:
-        async with self.db.execute(sql, params) as cursor:
-            row = await cursor.fetchone()
-        return row[0] if row else None
-
-    async def insert_job(self, job: Job) -> None:
-        await self.db.execute(Queries.insert_job, _job_to_params(job))
-        await self.db.commit()
-
-    async def update_job(self, job_id: str, **values: Any) -> None:
-        unknown = set(values) - set(_JOB_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown job columns: {sorted(unknown)}")
-        params = {
-            k: (v.value if isinstance(v, JobStatus) else int(v) if isinstance(v, bool) else v)
-            for k, v in values.items()
-        }
-        if "delivery" in params:
-            params["delivery"] = json.dumps(params["delivery"])
-        await self.db.execute(Queries.update_job(values), {**params, "id": job_id})
-        await self.db.commit()
-
-    async def get_job(self, job_id: str) -> Job | None:
-        async with self.db.execute(Queries.get_job, {"id": job_id}) as cursor:
-            row = await cursor.fetchone()
-        return _row_to_job(row) if row else None
-
-    async def jobs_with_status(self, statuses: Sequence[JobStatus]) -> list[Job]:
-        params = {f"s{i}": s.value for i, s in enumerate(statuses)}
-        async with self.db.execute(Queries.with_status(len(statuses)), params) as cursor:
-            return [_row_to_job(row) for row in await cursor.fetchall()]
-
-    async def active_jobs_for_user(self, user_id: int) -> list[Job]:
-        async with self.db.execute(Queries.active_for_user, {"user_id": user_id}) as cursor:
-            return [_row_to_job(row) for row in await cursor.fetchall()]
-
-    async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot:
-        """Charged jobs of ``day``, active jobs, and each member's newest job since ``since``."""
-        snapshot = LedgerSnapshot()
-        async with self.db.execute(Queries.charged_today, {"day": day}) as cursor:
-            snapshot.charged = [
-                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
-                for r in await cursor.fetchall()
-            ]
-        async with self.db.execute(Queries.active_jobs, {}) as cursor:
-            snapshot.active = {str(r[0]): int(r[1]) for r in await cursor.fetchall()}
-        async with self.db.execute(Queries.last_by_user, {"since": since}) as cursor:
-            snapshot.last_accepted = {int(r[0]): float(r[1]) for r in await cursor.fetchall()}
-        return snapshot
-
-    async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
-        days = {f"d{i}": d for i, d in enumerate(week_days)}
-        params = {"guild_id": guild_id, **days}
-        week = Queries.in_days(len(week_days), " AND guild_id = :guild_id")
-
-        async def count(where: str) -> int:
-            return int(await self._scalar(f"SELECT COUNT(*) FROM jobs WHERE {week}{where}", params))
-
-        async with self.db.execute(
-            f"SELECT finished_at - created_at FROM jobs WHERE {week} AND status = 'succeeded'", params
-        ) as cursor:
-            durations = sorted(float(r[0]) for r in await cursor.fetchall())
-        async with self.db.execute(
-            f"SELECT user_id, COUNT(*) AS n FROM jobs WHERE {week} AND status <> 'cancelled' "
-            "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 5",
-            params,
-        ) as cursor:
-            busiest = [(int(r[0]), int(r[1])) for r in await cursor.fetchall()]
-        spend_week = await self._scalar(
-            f"SELECT COALESCE(SUM(cost_usd), 0) FROM jobs WHERE {Queries.in_days(len(week_days))} AND charged = 1",
-            days,
-        )
-        return JobStats(
-            jobs_today=int(
-                await self._scalar(
-                    "SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND charge_day = :day",
-                    {"guild_id": guild_id, "day": today},
-                )
-            ),
-            jobs_week=await count(""),
-            succeeded_week=await count(" AND status = 'succeeded'"),
-            failed_week=await count(" AND status = 'failed'"),
-            cancelled_week=await count(" AND status = 'cancelled'"),
-            durations_week=durations,
-            spend_today=float(await self._scalar(Queries.spend_today, {"day": today})),
-            spend_week=float(spend_week),
-            busiest=busiest,
-        )
-
-    async def guild_settings(self, guild_id: int) -> dict[str, Any]:
-        raw = await self._scalar(Queries.guild_settings, {"guild_id": guild_id})
-        return dict(json.loads(raw)) if raw else {}
-
-    async def save_guild_settings(self, guild_id: int, settings: dict[str, Any], by: int) -> None:
-        await self.db.execute(
-            Queries.save_guild_settings,
-            {
-                "guild_id": guild_id,
-                "settings": json.dumps(settings),
-                "updated_at": time.time(),
-                "updated_by": by,
-            },
-        )
-        await self.db.commit()
+def overrides_from_json(raw: str | None) -> GuildOverrides:
+    return GuildOverrides.from_json(json.loads(raw)) if raw else GuildOverrides()

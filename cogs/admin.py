@@ -16,11 +16,12 @@ from discord.ext import commands
 from bot.errors import InputError
 from bot.jobs import utc_day
 from bot.limits import GuildLimits
+from bot.settings import GuildOverrides
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from bot.client import AtelierBot
+    from cogs.client import AtelierBot
 
 _CLEAR_WORDS = {"all", "any", "everyone", "none", "clear", "reset", "-"}
 
@@ -43,11 +44,11 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def describe_limits(limits: GuildLimits, overrides: dict[str, Any]) -> str:
+def describe_limits(limits: GuildLimits, overrides: GuildOverrides) -> str:
     """The limits in force, marking the ones this guild changed."""
 
     def mark(name: str) -> str:
-        return " *(set here)*" if name in overrides else ""
+        return " *(set here)*" if overrides.is_set(name) else ""
 
     def count(value: int | None) -> str:
         return "unlimited" if value is None else str(value)
@@ -83,7 +84,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         assert interaction.guild_id is not None
         now = datetime.now(UTC)
         week = [utc_day((now - timedelta(days=d)).timestamp()) for d in range(7)]
-        s = await self.bot.store.stats(interaction.guild_id, week[0], week)
+        s = await self.bot.engine.store.stats(interaction.guild_id, week[0], week)
         finished = s.succeeded_week + s.failed_week
         rate = f"{100 * s.succeeded_week / finished:.0f}%" if finished else "n/a"
         timing = (
@@ -102,7 +103,8 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
             f"Time from request to result (7 days): {timing}",
             f"Spend today, all servers: {spend}; last 7 days: ${s.spend_week:.2f}",
             f"Busiest members (7 days): {busiest}",
-            f"Right now: {self.bot.jobs.in_flight()} running, limit {self.bot.config.max_concurrent_jobs} at once",
+            f"API calls that may have been billed without a result (7 days): **{s.billed_without_result_week}**",
+            f"Right now: {self.bot.engine.in_flight()} running, limit {self.bot.config.max_concurrent_jobs} at once",
         ]
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
@@ -129,30 +131,31 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         reset: bool = False,
     ) -> None:
         assert interaction.guild_id is not None
-        jobs = self.bot.jobs
-        overrides = {} if reset else dict(await jobs.guild_overrides(interaction.guild_id))
-        changes: dict[str, Any] = {}
+        engine = self.bot.engine
+        overrides = GuildOverrides() if reset else await engine.guild_overrides(interaction.guild_id)
+        values: dict[str, Any] = {}
         if user_daily is not None:
-            changes["user_daily_limit"] = user_daily or None
+            values["user_daily_limit"] = user_daily or None
         if guild_daily is not None:
-            changes["guild_daily_limit"] = guild_daily or None
+            values["guild_daily_limit"] = guild_daily or None
         if cooldown is not None:
-            changes["user_cooldown_seconds"] = cooldown
+            values["user_cooldown_seconds"] = float(cooldown)
         if channels is not None:
-            changes["allowed_channel_ids"] = parse_ids(channels, "channels")
+            values["allowed_channel_ids"] = frozenset(parse_ids(channels, "channels"))
         if roles is not None:
-            changes["allowed_role_ids"] = parse_ids(roles, "roles")
+            values["allowed_role_ids"] = frozenset(parse_ids(roles, "roles"))
         if exempt_roles is not None:
-            changes["exempt_role_ids"] = parse_ids(exempt_roles, "roles")
-        if changes or reset:
-            overrides = {**overrides, **changes}
-            await jobs.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
+            values["exempt_role_ids"] = frozenset(parse_ids(exempt_roles, "roles"))
+        changes = GuildOverrides(**values)
+        if values or reset:
+            overrides = overrides.merged(changes)
+            await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
             log.info(
                 "guild=%s limits changed by user=%s: %s%s",
-                interaction.guild_id, interaction.user.id, "reset; " if reset else "", changes,
+                interaction.guild_id, interaction.user.id, "reset; " if reset else "", changes.to_json(),
             )  # fmt: skip
         limits = GuildLimits.resolve(self.bot.config, overrides)
-        title = "✅ **Limits updated**" if changes or reset else "⚙️ **Limits in this server**"
+        title = "✅ **Limits updated**" if values or reset else "⚙️ **Limits in this server**"
         stamp = f"<t:{int(time.time())}:f>"
         await interaction.response.send_message(
             f"{title} ({stamp})\n{describe_limits(limits, overrides)}", ephemeral=True

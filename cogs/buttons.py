@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import ui
 
-from bot.errors import AtelierError, InputError
+from bot.errors import InputError
 from bot.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from cogs.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
@@ -24,10 +24,10 @@ from cogs.custom_ids import (
     cancel_button_id,
     refine_button_id,
 )
-from cogs.errors import send_error
+from cogs.errors import AtelierView, guarded
 
 if TYPE_CHECKING:
-    from bot.client import AtelierBot
+    from cogs.client import AtelierBot
 
 PROMPT_MAX = 4000
 
@@ -92,17 +92,17 @@ class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TE
         return cls(match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        try:
-            message = interaction.message
-            if message is None or first_image(message) is None:
-                raise InputError("This message has no image to refine any more.")
-            modal = RefineModal(RefineModalId(message.channel.id, message.id, self.job_id))
-            await interaction.response.send_modal(modal)
-            # Submissions are routed by custom_id, the same way before and after a restart,
-            # so discord.py need not keep this modal in memory.
-            modal.stop()
-        except AtelierError as error:
-            await send_error(interaction, error)
+        await guarded(interaction, self.open_form(interaction), "the Refine button")
+
+    async def open_form(self, interaction: discord.Interaction) -> None:
+        message = interaction.message
+        if message is None or first_image(message) is None:
+            raise InputError("This message has no image to refine any more.")
+        modal = RefineModal(RefineModalId(message.channel.id, message.id, self.job_id))
+        await interaction.response.send_modal(modal)
+        # Submissions are routed by custom_id, the same way before and after a restart,
+        # so discord.py need not keep this modal in memory.
+        modal.stop()
 
 
 class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TEMPLATE):
@@ -121,14 +121,13 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
         return cls(match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.cancel(interaction), "the Cancel button")
+
+    async def cancel(self, interaction: discord.Interaction) -> None:
         bot: AtelierBot = interaction.client  # type: ignore[assignment]
         permissions = interaction.permissions
         is_moderator = permissions.manage_messages or permissions.manage_guild
-        try:
-            job = await bot.jobs.cancel(self.job_id, interaction.user.id, is_moderator)
-        except AtelierError as error:
-            await send_error(interaction, error)
-            return
+        job = await bot.engine.cancel(self.job_id, interaction.user.id, is_moderator)
         who = "" if job.user_id == interaction.user.id else f" by {interaction.user.mention}"
         await interaction.response.edit_message(
             content=f"🚫 Edit cancelled{who}; nothing was charged.", view=None, attachments=[]
@@ -137,13 +136,13 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
 
 def result_view(job_id: str) -> ui.View:
     """The components under a result: its Refine button."""
-    view = ui.View(timeout=None)
+    view = AtelierView(timeout=None)
     view.add_item(RefineButton(job_id))
     return view
 
 
 def cancel_view(job_id: str) -> ui.View:
     """The components under a waiting job's status: its Cancel button."""
-    view = ui.View(timeout=None)
+    view = AtelierView(timeout=None)
     view.add_item(CancelButton(job_id))
     return view

@@ -1,26 +1,44 @@
-"""The one place where errors become Discord replies.
+"""The one error path: every slash command, button, select and form ends here when it fails.
 
-``AtelierTree`` is installed with ``tree_cls=`` so every slash-command error
-arrives here; components and modals call ``send_error`` themselves.
+``AtelierTree`` (installed with ``tree_cls=``) sends command errors to ``answer_error``;
+component and form callbacks run inside ``guarded``, which does the same. An
+``AtelierError`` becomes its member text (private when it concerns only them);
+anything else is a bug: the member gets the one apology with an error reference
+(``bot.errors.UNEXPECTED_TEXT``) and the log gets the traceback under it.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 
 import discord
 from discord import app_commands
 
-from bot.errors import AtelierError
+from bot.errors import AtelierError, UnexpectedError
 
 log = logging.getLogger(__name__)
-
-UNEXPECTED = "Something went wrong on our side; it has been logged. Please try again."
 
 
 def error_text(error: AtelierError) -> str:
     """How an error reads in Discord."""
     return f"❌ {error.user_message}"
+
+
+def as_atelier_error(error: BaseException, where: str) -> AtelierError:
+    """The member-facing error for whatever went wrong (a bug is logged under a reference)."""
+    original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+    if isinstance(original, AtelierError):
+        return original
+    if isinstance(original, app_commands.MissingPermissions):
+        return AtelierError("You need the Manage Server permission for this.")
+    if isinstance(original, app_commands.NoPrivateMessage):
+        return AtelierError("This command works only in a server.")
+    if isinstance(original, app_commands.CheckFailure):
+        return AtelierError("You can't use this command here.")
+    if isinstance(original, app_commands.TransformerError):
+        return AtelierError(f"That value for {original.type.name} is not valid.")
+    return UnexpectedError.capture(original, where)
 
 
 async def send_error(interaction: discord.Interaction, error: AtelierError) -> None:
@@ -38,27 +56,31 @@ async def send_error(interaction: discord.Interaction, error: AtelierError) -> N
         log.warning("could not tell the member about an error (%s): %s", exc.status, error.log_detail)
 
 
-async def report_unexpected(interaction: discord.Interaction, exc: BaseException, where: str) -> None:
-    """Log an unexpected exception with its context and tell the member, privately."""
-    log.error("unexpected error in %s (interaction %s)", where, interaction.id, exc_info=exc)
-    await send_error(interaction, AtelierError(UNEXPECTED))
+async def answer_error(interaction: discord.Interaction, error: BaseException, where: str) -> None:
+    """Tell the member what went wrong with ``interaction``."""
+    await send_error(interaction, as_atelier_error(error, where))
+
+
+async def guarded(interaction: discord.Interaction, work: Awaitable[None], where: str) -> None:
+    """Run a component or form callback; any failure takes the one error path."""
+    try:
+        await work
+    except Exception as exc:
+        await answer_error(interaction, exc, where)
 
 
 class AtelierTree(app_commands.CommandTree):
-    """A command tree whose errors all reach ``send_error``."""
+    """A command tree whose errors all take the one error path."""
 
     async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError) -> None:
-        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        if isinstance(original, AtelierError):
-            await send_error(interaction, original)
-        elif isinstance(original, app_commands.MissingPermissions):
-            await send_error(interaction, AtelierError("You need the Manage Server permission for this."))
-        elif isinstance(original, app_commands.NoPrivateMessage):
-            await send_error(interaction, AtelierError("This command works only in a server."))
-        elif isinstance(original, app_commands.CheckFailure):
-            await send_error(interaction, AtelierError("You can't use this command here."))
-        elif isinstance(original, app_commands.TransformerError):
-            await send_error(interaction, AtelierError(f"That value for {original.type.name} is not valid."))
-        else:
-            name = interaction.command.qualified_name if interaction.command else "?"
-            await report_unexpected(interaction, original, f"/{name}")
+        name = interaction.command.qualified_name if interaction.command else "?"
+        await answer_error(interaction, error, f"/{name}")
+
+
+class AtelierView(discord.ui.View):
+    """A view whose item callbacks' errors take the one error path."""
+
+    async def on_error(
+        self, interaction: discord.Interaction, error: Exception, item: discord.ui.Item[discord.ui.View]
+    ) -> None:
+        await answer_error(interaction, error, f"component {getattr(item, 'custom_id', item)}")

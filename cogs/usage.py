@@ -9,12 +9,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.jobs import JobStatus
 from bot.limits import describe_wait, resets_text
-from cogs.edit import requester
+from bot.states import JobState
+from cogs.requests import requester
+
+STATE_WORDS = {
+    JobState.ACCEPTED: "starting",
+    JobState.PREPARING: "fetching images",
+    JobState.RUNNING: "running",
+    JobState.DELIVERING: "posting the result",
+    JobState.INTERRUPTED: "resuming after a restart",
+}
 
 if TYPE_CHECKING:
-    from bot.client import AtelierBot
+    from cogs.client import AtelierBot
 
 
 class UsageCog(commands.Cog):
@@ -27,36 +35,29 @@ class UsageCog(commands.Cog):
     async def usage(self, interaction: discord.Interaction) -> None:
         who = requester(interaction)
         now = time.time()
-        usage = self.bot.jobs.usage(who.user_id, who.guild_id)
-        limits = await self.bot.jobs.limits_for(who.guild_id)
-        config = self.bot.config
-        daily = limits.user_daily_limit if limits else config.user_daily_limit
-        exempt = who.is_manager or bool(limits and limits.exempt_role_ids & who.role_ids)
+        standing, _ = await self.bot.engine.standing(who)
         lines = ["📊 **Your Atelier usage** (days run on UTC)"]
-        if exempt:
-            lines.append(f"Today: {usage.user_today} edits. You are exempt from member limits.")
-        elif daily is None:
-            lines.append(f"Today: {usage.user_today} edits (no daily limit).")
+        if standing.exempt:
+            lines.append(f"Today: {standing.used_today} edits. You are exempt from member limits.")
+        elif standing.daily_limit is None:
+            lines.append(f"Today: {standing.used_today} edits (no daily limit).")
         else:
-            left = max(0, daily - usage.user_today)
             lines.append(
-                f"Today: {usage.user_today} of {daily} edits used, **{left} left**; the limit {resets_text(now)}."
+                f"Today: {standing.used_today} of {standing.daily_limit} edits used, "
+                f"**{standing.left_today} left**; the limit {resets_text(now)}."
             )
-        cooldown = limits.user_cooldown_seconds if limits else config.user_cooldown_seconds
-        if cooldown and not exempt and usage.user_last_accepted is not None:
-            wait = usage.user_last_accepted + cooldown - now
-            if wait > 0:
-                lines.append(f"Next edit possible in {describe_wait(wait)}.")
-        active = await self.bot.store.active_jobs_for_user(who.user_id)
+        if standing.cooldown_wait > 0 and not standing.exempt:
+            lines.append(f"Next edit possible in {describe_wait(standing.cooldown_wait)}.")
+        active = self.bot.engine.lifecycle.jobs_of(who.user_id)
         if active:
-            lines.append(f"In progress ({len(active)} of at most {config.user_max_active}):")
+            lines.append(f"In progress ({len(active)} of at most {standing.max_active}):")
             for job in active:
-                if job.status is JobStatus.RUNNING:
-                    state = "running"
-                else:
-                    place = self.bot.jobs.position(job.id)
+                if job.state is JobState.QUEUED:
+                    place = self.bot.engine.position(job.id)
                     state = f"queued, position {place}" if place else "queued"
-                prompt = discord.utils.escape_mentions(job.prompt[:60])
+                else:
+                    state = STATE_WORDS.get(job.state, job.state.value)
+                prompt = discord.utils.escape_mentions(job.request.prompt[:60])
                 lines.append(f"• `{job.id}` {state}: {prompt}")
         else:
             lines.append("Nothing of yours is queued or running.")

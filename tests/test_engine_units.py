@@ -10,7 +10,7 @@ import pytest
 
 from bot.config import Config, load_config
 from bot.errors import ConfigError
-from bot.jobs import Job, JobStatus, utc_day
+from bot.jobs import Destination, Job, JobKind, JobRequest, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.limits import (
     AccessDeniedError,
@@ -23,7 +23,9 @@ from bot.limits import (
     next_reset,
 )
 from bot.queue import FairQueue
-from bot.storage import SQLiteJobStore
+from bot.settings import GuildOverrides
+from bot.sqlite_store import SQLiteJobStore
+from bot.states import JobState
 
 CONFIG = Config(discord_token="t" * 20, image_api_key="k" * 20, data_dir=Path("unused"))
 MEMBER = Requester(
@@ -38,29 +40,42 @@ def usage(**kw: object) -> DayUsage:
 
 
 def limits(**kw: object) -> GuildLimits:
-    return dataclasses.replace(GuildLimits.resolve(CONFIG, {}), **kw)  # type: ignore[arg-type]
+    return dataclasses.replace(GuildLimits.resolve(CONFIG, GuildOverrides()), **kw)  # type: ignore[arg-type]
 
 
 def test_fair_queue_takes_one_job_per_member_in_turn() -> None:
     queue = FairQueue()
     for n in range(1, 6):
-        queue.push(1, f"a{n}", n)
-    queue.push(2, "b1", 10)
-    assert queue.pop() == "a1"
+        queue.add(1, f"a{n}", n, ready=True)
+    queue.add(2, "b1", 10, ready=True)
+    assert queue.take() == "a1"
     # Member 1 just had a turn, so member 2 goes next, then they alternate.
     assert queue.positions() == {"b1": 1, "a2": 2, "a3": 3, "a4": 4, "a5": 5}
-    assert [queue.pop() for _ in range(5)] == ["b1", "a2", "a3", "a4", "a5"]
-    assert queue.pop() is None and len(queue) == 0
+    assert [queue.take() for _ in range(5)] == ["b1", "a2", "a3", "a4", "a5"]
+    assert queue.take() is None and len(queue) == 0
 
 
 def test_fair_queue_keeps_a_members_order_by_acceptance_and_can_withdraw() -> None:
     queue = FairQueue()
-    queue.push(1, "late", 2.0)
-    queue.push(1, "early", 1.0)
-    queue.push(2, "other", 3.0)
-    assert queue.remove("early") and not queue.remove("early")
-    assert queue.remove("other")
+    queue.add(1, "late", 2.0, ready=True)
+    queue.add(1, "early", 1.0, ready=True)
+    queue.add(2, "other", 3.0, ready=True)
+    queue.remove("early")
+    assert "early" not in queue
+    queue.remove("other")
     assert queue.positions() == {"late": 1}
+
+
+def test_a_members_later_job_waits_for_their_earlier_one_to_be_ready() -> None:
+    queue = FairQueue()
+    queue.add(1, "first", 1.0)  # still fetching its images
+    queue.add(1, "second", 2.0, ready=True)
+    queue.add(2, "other", 3.0)
+    assert queue.take() is None and not queue.has_ready()
+    queue.mark_ready("other")
+    assert queue.take() == "other"
+    queue.mark_ready("first")
+    assert [queue.take(), queue.take(), queue.take()] == ["first", "second", None]
 
 
 def test_quota_refuses_over_the_daily_limit_and_says_when_it_resets() -> None:
@@ -125,42 +140,51 @@ def test_config_names_the_bad_variable() -> None:
     assert "tok" not in repr(config) and "key" not in repr(config)
 
 
-def make_job(job_id: str, **kw: object) -> Job:
-    base = Job(
-        id=job_id, kind="edit", status=JobStatus.QUEUED, user_id=1, guild_id=10, channel_id=100, prompt="p",
-        size=None, input_count=1, parent_job_id=None, delivery={"type": "message"}, created_at=NOON,
-        charge_day=utc_day(NOON), charged=True, cost_usd=0.03,
-    )  # fmt: skip
-    return dataclasses.replace(base, **kw)  # type: ignore[arg-type]
+def make_job(job_id: str, user_id: int = 1) -> Job:
+    request = JobRequest(JobKind.EDIT, user_id, guild_id=10, channel_id=100, prompt="p", size=None, input_count=1)
+    return Job(
+        id=job_id,
+        request=request,
+        state=JobState.ACCEPTED,
+        created_at=NOON,
+        charge_day=utc_day(NOON),
+        cost_usd=0.03,
+        destination=Destination(upload_limit=8_000_000, data={"type": "message"}),
+    )
 
 
-async def test_store_migrates_once_and_counts_charged_jobs(tmp_path: Path) -> None:
+async def test_store_migrates_once_moves_conditionally_and_refunds_once(tmp_path: Path) -> None:
     store = SQLiteJobStore(tmp_path / "db.sqlite3")
     await store.open()
-    await store.insert_job(make_job("aa01"))
-    await store.insert_job(make_job("aa02", status=JobStatus.RUNNING))
-    await store.insert_job(make_job("aa03", status=JobStatus.FAILED, charged=False))
-    await store.insert_job(make_job("aa04", user_id=2, status=JobStatus.SUCCEEDED))
+    for job in (make_job("aa01"), make_job("aa02"), make_job("aa03"), make_job("aa04", user_id=2)):
+        await store.create_job(job)
     day = utc_day(NOON)
     ledger = UsageLedger()
     ledger.load(day, await store.ledger_snapshot(day, NOON - 86400))
-    counted = ledger.usage(1, 10, day)
-    assert (counted.user_today, counted.guild_today, counted.user_active) == (2, 3, 2)
-    assert counted.spend_today == pytest.approx(0.09)
+    counted = ledger.usage(1, 10, day, active=0)
+    assert (counted.user_today, counted.guild_today) == (3, 4)
+    assert counted.spend_today == pytest.approx(0.12)
     assert counted.user_last_accepted == NOON
-    await store.update_job("aa01", status=JobStatus.CANCELLED, charged=False)
-    assert ledger.end(await store.get_job("aa01"), refund=True)  # type: ignore[arg-type]
-    assert not ledger.end(await store.get_job("aa01"), refund=True)  # type: ignore[arg-type]
-    assert ledger.usage(1, 10, day).user_today == 1 and ledger.usage(1, 10, day).user_active == 1
+    # A move happens only from the state the store holds, and a refund row is written once.
+    moved = await store.move_job("aa01", JobState.ACCEPTED, JobState.CANCELLED, {"finished_at": NOON}, refund=True)
+    assert moved.moved and moved.refunded
+    again = await store.move_job("aa01", JobState.ACCEPTED, JobState.FAILED, {}, refund=True)
+    assert not again.moved and not again.refunded
     fresh = UsageLedger()
     fresh.load(day, await store.ledger_snapshot(day, NOON - 86400))
-    assert fresh.usage(1, 10, day) == ledger.usage(1, 10, day)
+    assert fresh.usage(1, 10, day, active=0).user_today == 2
+    assert fresh.usage(1, 10, day, active=0).spend_today == pytest.approx(0.09)
     loaded = await store.get_job("aa01")
-    assert loaded is not None and loaded.status is JobStatus.CANCELLED and loaded.delivery == {"type": "message"}
-    await store.save_guild_settings(10, {"user_daily_limit": None}, by=5)
+    assert loaded is not None and loaded.state is JobState.CANCELLED
+    assert loaded.destination == Destination(
+        upload_limit=8_000_000, data={"type": "message", "upload_limit": 8_000_000}
+    )
+    await store.save_guild_overrides(10, GuildOverrides(user_daily_limit=None), by=5)
     await store.close()
-    again = SQLiteJobStore(tmp_path / "db.sqlite3")
-    await again.open()  # migrations are not re-applied
-    assert await again.guild_settings(10) == {"user_daily_limit": None}
-    assert [j.id for j in await again.jobs_with_status([JobStatus.RUNNING])] == ["aa02"]
-    await again.close()
+    reopened = SQLiteJobStore(tmp_path / "db.sqlite3")
+    await reopened.open()  # migrations are not re-applied
+    overrides = await reopened.guild_overrides(10)
+    assert overrides.is_set("user_daily_limit") and overrides.user_daily_limit is None
+    assert not overrides.is_set("guild_daily_limit")
+    assert [j.id for j in await reopened.unfinished_jobs()] == ["aa02", "aa03", "aa04"]
+    await reopened.close()

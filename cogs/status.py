@@ -1,4 +1,4 @@
-"""What members see while a job waits and runs, and when it ends: the service's Notifier.
+"""What members see while a job waits and runs, and its result: the engine's Notifier and Publisher.
 
 Status edits are throttled per job (Discord rate-limits message edits): the
 first is sent at once, later ones at most every ``STATUS_MIN_INTERVAL`` seconds,
@@ -12,21 +12,22 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import discord
 
 from bot.errors import AtelierError
-from bot.image_api import ImageEditResult
 from bot.images import OutputImage
 from bot.jobs import Job
+from bot.ports import Posted, PostFailed
 from bot.sizes import size_of
+from bot.states import JobState
 from cogs.buttons import cancel_view, result_view
-from cogs.delivery import Delivery, clip, quote_prompt
+from cogs.destinations import Delivery, clip, quote_prompt
 
 if TYPE_CHECKING:
-    from bot.client import AtelierBot
+    from cogs.client import AtelierBot
 
 log = logging.getLogger(__name__)
 
@@ -48,20 +49,22 @@ def describe_size(size: str | None) -> str:
 
 def status_text(job: Job, state: str) -> str:
     """A status message: what is happening, the prompt, who asked, what was asked."""
-    images = f"{job.input_count} image{'s' if job.input_count != 1 else ''}"
+    request = job.request
+    images = f"{request.input_count} image{'s' if request.input_count != 1 else ''}"
     return (
-        f"{state}\n{quote_prompt(job.prompt, 300)}\n"
-        f"-# <@{job.user_id}> · {images} · size {describe_size(job.size)} · job `{job.id}`"
+        f"{state}\n{quote_prompt(request.prompt, 300)}\n"
+        f"-# <@{request.user_id}> · {images} · size {describe_size(request.size)} · job `{job.id}`"
     )
 
 
-def caption(job: Job, image: OutputImage, notes: list[str]) -> str:
+def caption(job: Job, image: OutputImage, notes: Sequence[str]) -> str:
     """The text under a result: prompt, size, who asked, how long it took, and any notes."""
+    request = job.request
     elapsed = time.time() - job.created_at
-    asked = "" if job.size is None else f" (asked {job.size})"
+    asked = "" if request.size is None else f" (asked {request.size})"
     lines = [
-        quote_prompt(job.prompt),
-        f"-# {image.width}×{image.height}{asked} · <@{job.user_id}> · {elapsed:.1f} s",
+        quote_prompt(request.prompt),
+        f"-# {image.width}×{image.height}{asked} · <@{request.user_id}> · {elapsed:.1f} s",
     ]
     lines += [f"-# ℹ️ {clip(note, 300)}" for note in notes if note]
     return "\n".join(lines)
@@ -128,20 +131,25 @@ class StatusLine:
 
 
 class DiscordNotifier:
-    """Implements the job service's Notifier with Discord messages."""
+    """Implements the engine's Notifier with Discord messages (status edits, failures)."""
 
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
-        self._lines: dict[str, StatusLine] = {}
+        self._lines: dict[str, StatusLine] = {}  # open status messages (Discord state, not job state)
 
-    def delivery(self, job: Job) -> Delivery:
-        """Where this job is shown, rebuilt from what it stored."""
-        return Delivery(self.bot, job.delivery, job.user_id)
+    def delivery(self, job: Job) -> Delivery | None:
+        """Where this job is shown, rebuilt from what it stored (``None`` before it was announced)."""
+        if job.destination is None:
+            return None
+        return Delivery(self.bot, job.destination, job.user_id)
 
-    def _line(self, job: Job) -> StatusLine:
+    def _line(self, job: Job) -> StatusLine | None:
         line = self._lines.get(job.id)
         if line is None:
-            line = self._lines[job.id] = StatusLine(self.delivery(job))
+            delivery = self.delivery(job)
+            if delivery is None:
+                return None
+            line = self._lines[job.id] = StatusLine(delivery)
         return line
 
     async def _close(self, job: Job) -> None:
@@ -149,57 +157,64 @@ class DiscordNotifier:
         if line is not None:
             await line.close()
 
-    async def job_queued(self, job: Job, position: int) -> None:
-        ahead = "next in line" if position == 1 else f"position {position} in the queue"
-        self._line(job).update(
-            status_text(job, f"⏳ Queued — {ahead}."), functools.partial(cancel_view, job.id), QUEUE_UPDATE_INTERVAL
-        )
+    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        state = job.state
+        if state is JobState.RUNNING:
+            line = self._line(job)
+            if line is not None:
+                line.update(status_text(job, "🎨 Editing… this usually takes 30 to 90 seconds."), None)
+                line.tick(job)
+        elif state in (JobState.DELIVERING, JobState.SUCCEEDED, JobState.CANCELLED):
+            # No throttled update may land on the result, or on the "cancelled" reply.
+            await self._close(job)
+        elif state is JobState.INTERRUPTED:
+            await self.job_paused(job)
+        elif state is JobState.FAILED:
+            await self._close(job)
+            delivery = self.delivery(job)
+            if delivery is not None and error is not None:
+                await delivery.failure(error)
 
-    async def job_started(self, job: Job) -> None:
-        line = self._line(job)
-        line.update(status_text(job, "🎨 Editing… this usually takes 30 to 90 seconds."), None)
-        line.tick(job)
+    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
+        for job, place in places:
+            line = self._line(job)
+            if line is None:
+                continue
+            ahead = "next in line" if place == 1 else f"position {place} in the queue"
+            line.update(
+                status_text(job, f"⏳ Queued — {ahead}."), functools.partial(cancel_view, job.id), QUEUE_UPDATE_INTERVAL
+            )
 
     async def job_paused(self, job: Job) -> None:
         await self._close(job)
-        await self.delivery(job).status(
-            status_text(job, "⏸️ The bot is restarting; this edit will resume automatically."),
-            cancel_view(job.id),
-        )
-
-    async def job_cancelled(self, job: Job) -> None:
-        # A throttled "queued" update must not overwrite the "cancelled" reply.
-        await self._close(job)
-
-    async def job_failed(self, job: Job, error: AtelierError) -> None:
-        await self._close(job)
-        await self.delivery(job).failure(error)
-
-    async def job_succeeded(self, job: Job, result: ImageEditResult) -> dict[str, int]:
-        """Fit the image under the destination's upload limit and post it with its Refine button."""
-        await self._close(job)
         delivery = self.delivery(job)
-        notes = [str(n) for n in job.delivery.get("notes", [])]
-        upload = await self.bot.editor.fit(result.image, delivery.upload_limit)
-        try:
-            await self._post(job, delivery, upload, notes)
-        except discord.HTTPException as exc:
-            if exc.status != 413 and exc.code != _DISCORD_UPLOAD_TOO_LARGE:
-                raise AtelierError(
-                    f"Discord refused to post the result (HTTP {exc.status}). You were not charged; please try again.",
-                    log_detail=f"result upload refused: {exc.status} {exc.code} {exc.text[:200]}",
-                ) from None
-            # Discord's limit was lower than it said: shrink once more and retry.
-            upload = await self.bot.editor.fit(result.image, int(len(upload.data) * 0.7))
-            try:
-                await self._post(job, delivery, upload, notes)
-            except discord.HTTPException as again:
-                raise AtelierError(
-                    "Discord refused the result even after shrinking it. You were not charged; please try again.",
-                    log_detail=f"result upload refused twice: {again.status} {again.code}",
-                ) from None
-        return {"width": upload.width, "height": upload.height, "bytes": len(upload.data)}
+        if delivery is not None:
+            await delivery.status(
+                status_text(job, "⏸️ The bot is restarting; this edit will resume automatically."),
+                cancel_view(job.id) if job.state.cancellable else None,
+            )
 
-    async def _post(self, job: Job, delivery: Delivery, upload: OutputImage, notes: list[str]) -> None:
-        filename = f"atelier-{job.id}.{upload.extension}"
-        await delivery.result(caption(job, upload, [*notes, upload.note or ""]), upload, filename, result_view(job.id))
+
+class DiscordPublisher:
+    """Implements the engine's Publisher: posts a finished result with its buttons."""
+
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+
+    async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed:
+        if job.destination is None:
+            return PostFailed("This edit has nowhere to be shown.", "no destination")
+        delivery = Delivery(self.bot, job.destination, job.user_id)
+        filename = f"atelier-{job.id}.{image.extension}"
+        try:
+            channel_id, message_id = await delivery.result(
+                caption(job, image, [*job.notes, image.note or ""]), image, filename, result_view(job.id)
+            )
+        except discord.HTTPException as exc:
+            too_large = exc.status == 413 or exc.code == _DISCORD_UPLOAD_TOO_LARGE
+            return PostFailed(
+                f"Discord refused to post the result (HTTP {exc.status}). You were not charged; please try again.",
+                f"result upload refused: {exc.status} {exc.code} {exc.text[:200]}",
+                too_large=too_large,
+            )
+        return Posted(channel_id, message_id)

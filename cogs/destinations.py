@@ -1,4 +1,4 @@
-"""Where a job's status and result are shown, rebuilt from what the job stored.
+"""Where a job's status and result are shown, rebuilt from the ``Destination`` the job stored.
 
 Two kinds, both usable after a restart because they hold only ids:
 - ``interaction``: the acknowledged slash-command message, edited through the
@@ -18,15 +18,15 @@ import discord
 
 from bot.errors import AtelierError
 from bot.images import OutputImage
+from bot.jobs import Destination
 from cogs.errors import error_text
 from cogs.uploads import image_file
 
 if TYPE_CHECKING:
-    from bot.client import AtelierBot
+    from cogs.client import AtelierBot
 
 log = logging.getLogger(__name__)
 
-DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 MAX_CONTENT = 2000
 TOKEN_LIFETIME = 15 * 60
 # Stop using a token a little before Discord does, so a slow upload does not straddle expiry.
@@ -45,9 +45,9 @@ def quote_prompt(prompt: str, limit: int = 600) -> str:
     return "> " + discord.utils.escape_markdown(clip(flat, limit), as_needed=True)
 
 
-def interaction_target(interaction: discord.Interaction, message_id: int | None) -> dict[str, Any]:
+def interaction_target(interaction: discord.Interaction, message_id: int | None) -> Destination:
     """What to store to reach an interaction's original response later."""
-    return {
+    data = {
         "type": "interaction",
         "app_id": interaction.application_id,
         "token": interaction.token,
@@ -55,34 +55,28 @@ def interaction_target(interaction: discord.Interaction, message_id: int | None)
         "message_id": message_id,
         "channel_id": interaction.channel_id,
         "user_id": interaction.user.id,
-        "upload_limit": interaction.filesize_limit,
     }
+    return Destination(upload_limit=interaction.filesize_limit, data=data)
 
 
-def message_target(
-    message: discord.Message, interaction: discord.Interaction | None, upload_limit: int
-) -> dict[str, Any]:
+def message_target(message: discord.Message, interaction: discord.Interaction | None, upload_limit: int) -> Destination:
     """What to store to reach a bot-posted status message (and, for private notes, the interaction)."""
-    target: dict[str, Any] = {
-        "type": "message",
-        "channel_id": message.channel.id,
-        "message_id": message.id,
-        "upload_limit": upload_limit,
-    }
+    data: dict[str, Any] = {"type": "message", "channel_id": message.channel.id, "message_id": message.id}
     if interaction is not None:
-        target |= {
+        data |= {
             "app_id": interaction.application_id,
             "token": interaction.token,
             "expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
             "user_id": interaction.user.id,
         }
-    return target
+    return Destination(upload_limit=upload_limit, data=data)
 
 
 class Delivery:
     """Shows one job's status, result or failure; built from the job's stored target."""
 
-    def __init__(self, bot: AtelierBot, target: dict[str, Any], user_id: int) -> None:
+    def __init__(self, bot: AtelierBot, destination: Destination, user_id: int) -> None:
+        target = destination.data
         self.bot = bot
         self.target = target
         self.user_id = user_id
@@ -96,10 +90,6 @@ class Delivery:
             self.webhook = discord.Webhook.from_state(payload, bot._connection)  # type: ignore[arg-type]
 
     @property
-    def upload_limit(self) -> int:
-        return int(self.target.get("upload_limit") or DEFAULT_UPLOAD_LIMIT)
-
-    @property
     def token_alive(self) -> bool:
         return self.webhook is not None and time.time() < float(self.target.get("expires_at") or 0) - TOKEN_MARGIN
 
@@ -107,20 +97,21 @@ class Delivery:
     def on_interaction(self) -> bool:
         return bool(self.target["type"] == "interaction")
 
-    async def _edit(self, **fields: Any) -> None:
-        """Edit the status message: through the token, or with the bot's own token."""
+    async def _edit(self, **fields: Any) -> tuple[int, int]:
+        """Edit the status message, through the token or with the bot's own token; its (channel, message) ids."""
         message_id = int(self.target.get("message_id") or 0)
         if self.on_interaction:
             if not self.token_alive or self.webhook is None or not message_id:
                 raise _TokenExpiredError
             try:
-                await self.webhook.edit_message(message_id, **fields)
+                edited = await self.webhook.edit_message(message_id, **fields)
             except discord.HTTPException as exc:
                 if exc.status in _TOKEN_GONE:
                     raise _TokenExpiredError from None
                 raise
-        else:
-            await self.channel.get_partial_message(message_id).edit(**fields)
+            return edited.channel.id, edited.id
+        message = await self.channel.get_partial_message(message_id).edit(**fields)
+        return message.channel.id, message.id
 
     async def status(self, content: str, view: discord.ui.View | None = None) -> None:
         """Replace the status text (and its buttons); quietly skipped once the token is gone."""
@@ -131,14 +122,17 @@ class Delivery:
         except discord.HTTPException as exc:
             log.info("could not update a status message (%s %s)", exc.status, exc.code)
 
-    async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> None:
-        """Show the finished image; raises ``discord.HTTPException`` if Discord refuses it."""
+    async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> tuple[int, int]:
+        """Show the finished image; its (channel, message) ids. Raises ``discord.HTTPException`` if refused."""
         try:
-            await self._edit(content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view)
+            return await self._edit(
+                content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view
+            )
         except _TokenExpiredError:
-            await self._late(content, image_file(image, filename), view)
+            message = await self._late(content, image_file(image, filename), view)
+            return message.channel.id, message.id
 
-    async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> None:
+    async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
         """After the token's 15 minutes: a new channel message that pings the requester only."""
         kwargs: dict[str, Any] = {
             "content": clip(f"<@{self.user_id}> {content}", MAX_CONTENT),
@@ -148,7 +142,7 @@ class Delivery:
             kwargs["file"] = file
         if view is not None:
             kwargs["view"] = view
-        await self.channel.send(**kwargs)
+        return await self.channel.send(**kwargs)
 
     async def failure(self, error: AtelierError) -> None:
         """Say the job failed and why; never raises."""

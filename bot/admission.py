@@ -1,0 +1,122 @@
+"""Admission: from a member's request to a job in line, or to a clear refusal.
+
+One call (``Admission.submit``) checks who may ask and the limits, accepts and charges
+the job, has the frontend answer the member, fetches and checks the images, keeps
+them with the job and queues it. Whatever fails after the charge ends the job as
+failed, which refunds it; nothing is left charged and "active" behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from bot.config import Config
+from bot.editor import Editor
+from bot.errors import AtelierError, UnexpectedError
+from bot.inputs import InputStore
+from bot.jobs import Job, JobRequest, new_job_id, utc_day
+from bot.lifecycle import Lifecycle
+from bot.limits import GuildLimits, Requester, ShuttingDownError, check_access, check_quota
+from bot.ports import InputSource
+from bot.settings import GuildSettings
+from bot.states import JobState
+
+log = logging.getLogger(__name__)
+
+STOPPED_WHILE_FETCHING = (
+    "The bot restarted while your images were being fetched, so this edit did not start. "
+    "You were not charged; please send it again."
+)
+
+
+class Admission:
+    """Checks, charges and prepares new jobs."""
+
+    def __init__(
+        self, config: Config, lifecycle: Lifecycle, settings: GuildSettings, editor: Editor, inputs: InputStore
+    ) -> None:
+        self._config = config
+        self._lifecycle = lifecycle
+        self._settings = settings
+        self._editor = editor
+        self._inputs = inputs
+        self._lock = asyncio.Lock()
+        self.accepting = True
+
+    async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
+        """The limits in force in a guild (``None`` in DMs)."""
+        if guild_id is None:
+            return None
+        return GuildLimits.resolve(self._config, await self._settings.overrides(guild_id))
+
+    async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
+        """Admit, charge, announce, fetch, check, keep and queue a job; return it as it ended up.
+
+        Raises ``AtelierError`` when the request is refused (nothing charged), or when the job
+        failed before the member could be answered through ``source`` (charged, then refunded).
+        Any later failure is shown to the member by the notifier, and the failed job is returned.
+        """
+        if not self.accepting:
+            raise ShuttingDownError()
+        limits = await self.limits_for(who.guild_id)
+        check_access(self._config, limits, who)
+        # Check and charge under one lock, against the in-memory ledger, so two quick requests
+        # cannot both take the last edit of a limit and the acknowledgement never waits on others.
+        async with self._lock:
+            now = time.time()
+            check_quota(self._config, limits, who, self._lifecycle.usage(who.user_id, who.guild_id, now), now)
+            job = await self._lifecycle.create(
+                Job(
+                    id=new_job_id(),
+                    request=request,
+                    state=JobState.ACCEPTED,
+                    created_at=now,
+                    charge_day=utc_day(now),
+                    cost_usd=self._config.price_per_image,
+                )
+            )
+        return await self._prepare(job, source)
+
+    async def _prepare(self, job: Job, source: InputSource) -> Job:
+        announced = False
+        try:
+            destination = await source.announce(job)
+            announced = True
+            preparing = await self._lifecycle.move(job, JobState.PREPARING, destination=destination)
+            if preparing is None:  # cancelled, or the bot is stopping
+                return self._lifecycle.get(job.id) or job
+            files = await source.fetch()
+            images = await self._editor.prepare_inputs(files)
+            await self._inputs.save(job.id, images)
+            queued = await self._lifecycle.move(
+                job, JobState.QUEUED, notes=tuple(image.note for image in images if image.note)
+            )
+            if queued is None:  # cancelled while its images were being prepared: never queued again
+                await self._inputs.delete(job.id)  # saved after the job ended
+                return self._lifecycle.get(job.id) or job
+            return queued
+        except AtelierError as error:
+            failure: AtelierError = error
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._fail(job, AtelierError(STOPPED_WHILE_FETCHING, log_detail="preparation stopped"))
+            )
+            raise
+        except Exception as exc:  # a bug: logged under a reference; the member gets the one apology
+            failure = UnexpectedError.capture(exc, f"preparing job {job.id}")
+        failed = await self._fail(job, failure)
+        if not announced:
+            raise failure  # nobody has answered the member yet: the caller's error path does
+        return failed or job
+
+    async def _fail(self, job: Job, error: AtelierError) -> Job | None:
+        return await self._lifecycle.move(job, JobState.FAILED, error=error)
+
+    async def fail_unprepared(self) -> int:
+        """At a stop: end the jobs whose images are still on their way (refunded, the member told)."""
+        unprepared = self._lifecycle.jobs(JobState.ACCEPTED, JobState.PREPARING)
+        for job in unprepared:
+            await self._fail(job, AtelierError(STOPPED_WHILE_FETCHING, log_detail="stopped while preparing"))
+        return len(unprepared)

@@ -1,0 +1,64 @@
+"""Delivery, the engine's half: decode the answer, fit it to the destination, hand it over, record the end.
+
+Data goes one way: the engine finishes the image (decoded, fitted under the upload
+limit the destination gave) and the frontend posts it and answers ``Posted`` or
+``PostFailed``. When the frontend says the file was still too large, the engine
+shrinks it once more and hands it over again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from bot.editor import Editor
+from bot.errors import DeliveryError
+from bot.jobs import Job
+from bot.lifecycle import Lifecycle
+from bot.ports import PostFailed, Publisher
+from bot.states import JobState
+
+if TYPE_CHECKING:
+    from bot.dispatcher import EditAPI
+    from bot.image_api import APIAnswer
+
+log = logging.getLogger(__name__)
+
+# When the destination refuses a fitted file as too large, aim this much smaller.
+SHRINK_AGAIN = 0.7
+
+
+class Deliverer:
+    """Turns a job's API answer into a posted result and a succeeded job."""
+
+    def __init__(self, lifecycle: Lifecycle, api: EditAPI, editor: Editor, publisher: Publisher) -> None:
+        self._lifecycle = lifecycle
+        self._api = api
+        self._editor = editor
+        self._publisher = publisher
+
+    async def deliver(self, job: Job, answer: APIAnswer) -> None:
+        """Decode, fit and post the result, then record the job succeeded; raise ``AtelierError``."""
+        result = await self._api.decode(answer)
+        del answer  # the base64 body is a third larger than the image: let it go now
+        image = await self._editor.fit(result.image, job.upload_limit)
+        outcome = await self._publisher.publish(job, image)
+        if isinstance(outcome, PostFailed) and outcome.too_large:
+            log.info("job=%s result of %d bytes refused as too large; shrinking it", job.id, len(image.data))
+            image = await self._editor.fit(result.image, int(len(image.data) * SHRINK_AGAIN))
+            outcome = await self._publisher.publish(job, image)
+        if isinstance(outcome, PostFailed):
+            raise DeliveryError(outcome.user_message, log_detail=outcome.log_detail)
+        usage = result.usage
+        await self._lifecycle.move(
+            job,
+            JobState.SUCCEEDED,
+            input_tokens=usage.input_tokens if usage else None,
+            output_tokens=usage.output_tokens if usage else None,
+            total_tokens=usage.total_tokens if usage else None,
+            output_width=image.width,
+            output_height=image.height,
+            output_bytes=len(image.data),
+            result_channel_id=outcome.channel_id,
+            result_message_id=outcome.message_id,
+        )

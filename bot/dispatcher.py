@@ -1,0 +1,121 @@
+"""Running jobs: the fair choice when an API slot frees, the API call, then delivery outside the slot.
+
+The next job is chosen at the moment a slot is free, not before, so whoever was served
+least recently goes next even if they asked while every slot was busy. The choice is
+an in-memory step (``Lifecycle.take_next``); the store write and the input read that
+follow run in the job's own task, so a burst of freed slots starts its jobs together.
+At most ``MAX_CONCURRENT_JOBS`` API calls are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from bot.delivery import Deliverer
+from bot.errors import AtelierError, UnexpectedError
+from bot.image_api import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
+from bot.inputs import InputStore
+from bot.jobs import Job
+from bot.lifecycle import Lifecycle
+from bot.states import JobState
+
+log = logging.getLogger(__name__)
+
+INPUTS_LOST = "This edit's images were lost while the bot restarted. You were not charged; please send it again."
+
+
+class EditAPI(Protocol):
+    """The image API as the dispatcher uses it (``bot.image_api.ImageAPIClient``)."""
+
+    async def call(self, request: ImageEditRequest, attempts: list[Attempt] | None = None) -> APIAnswer: ...
+    async def decode(self, answer: APIAnswer) -> ImageEditResult: ...
+
+
+class Dispatcher:
+    """Starts queued jobs as API slots free, and runs each to its end."""
+
+    def __init__(
+        self, lifecycle: Lifecycle, api: EditAPI, inputs: InputStore, deliverer: Deliverer, max_concurrent: int
+    ) -> None:
+        self._lifecycle = lifecycle
+        self._api = api
+        self._inputs = inputs
+        self._deliverer = deliverer
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._task: asyncio.Task[None] | None = None
+        self._runs: set[asyncio.Task[None]] = set()  # execution handles, not job state
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._dispatch(), name="atelier-dispatcher")
+
+    async def stop(self, grace: float) -> None:
+        """Start nothing new; give running jobs ``grace`` s; interrupt the rest."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        runs = list(self._runs)
+        if runs:
+            log.info("waiting up to %.0fs for %d running job(s)", grace, len(runs))
+            _, pending = await asyncio.wait(runs, timeout=grace)
+            for run in pending:
+                run.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _dispatch(self) -> None:
+        while True:
+            await self._slots.acquire()
+            try:
+                job = await self._lifecycle.take_next()
+            except BaseException:
+                self._slots.release()
+                raise
+            run = asyncio.create_task(self._run(job), name=f"atelier-job-{job.id}")
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
+
+    async def _run(self, job: Job) -> None:
+        """One job: its API call holds a slot; decoding and posting happen after the slot is freed."""
+        slot_held = True
+        attempts: list[Attempt] = []
+        try:
+            running, images = await asyncio.gather(
+                self._lifecycle.move(job, JobState.RUNNING), self._inputs.load(job.id)
+            )
+            if running is None:  # cancelled or ended while it was being started
+                return
+            if images is None:
+                raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
+            request = ImageEditRequest(running.request.prompt, images, running.request.size)
+            del images
+            answer = await self._api.call(request, attempts)
+            del request
+            # The API call is over: free its slot before decoding and uploading.
+            self._slots.release()
+            slot_held = False
+            delivering = await self._lifecycle.move(
+                running, JobState.DELIVERING, attempts=attempts, api_seconds=answer.api_seconds
+            )
+            attempts = []
+            if delivering is not None:
+                await self._deliverer.deliver(delivering, answer)
+        except AtelierError as error:
+            await self._lifecycle.move(job, JobState.FAILED, error=error, attempts=attempts)
+        except asyncio.CancelledError:
+            # A stop: the job goes back in line once (the call may have been billed already).
+            await self._lifecycle.interrupt(job.id, attempts)
+            raise
+        except Exception as exc:  # a bug: logged whole under a reference; the member is told, the worker lives
+            bug = UnexpectedError.capture(exc, f"job {job.id}")
+            await self._lifecycle.move(job, JobState.FAILED, error=bug, attempts=attempts)
+        finally:
+            if slot_held:
+                self._slots.release()
+
+    def in_flight(self) -> int:
+        """API calls in flight right now."""
+        return self._lifecycle.count(JobState.RUNNING)

@@ -1,0 +1,158 @@
+"""The job engine: what a frontend calls. It wires the parts, each of which owns one job:
+
+- ``bot.lifecycle``: the record of unfinished jobs and the one function that moves them;
+- ``bot.admission``: checks, charge, inputs, queueing;
+- ``bot.dispatcher``: the fair choice when a slot frees, the API call;
+- ``bot.delivery``: decoding, fitting and handing the result to the frontend;
+- ``bot.recovery``: what a restart finds unfinished;
+- ``bot.settings``: per-server overrides.
+
+Stopping is one path (``stop``), whatever asked for it: stop taking work, give running
+calls their grace, put back or end what is left, tell the members; ``close`` then
+closes the store, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from bot.admission import Admission
+from bot.config import Config
+from bot.delivery import Deliverer
+from bot.dispatcher import Dispatcher, EditAPI
+from bot.editor import Editor
+from bot.errors import AtelierError, CancelRefusedError, UnexpectedError
+from bot.inputs import InputStore
+from bot.jobs import Job, JobRequest
+from bot.ledger import DayUsage
+from bot.lifecycle import Lifecycle
+from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
+from bot.ports import InputSource, Notifier, Publisher
+from bot.recovery import resume_unfinished
+from bot.settings import GuildOverrides, GuildSettings
+from bot.states import JobState
+from bot.storage import JobStore
+
+log = logging.getLogger(__name__)
+
+# At a stop, jobs whose images are still downloading get this long to be queued.
+PREPARE_GRACE = 5.0
+
+
+class JobEngine:
+    """Admission, the fair queue, the workers, restart and shutdown, for one process."""
+
+    def __init__(self, config: Config, store: JobStore, api: EditAPI, inputs: InputStore, editor: Editor) -> None:
+        self.config = config
+        self.store = store
+        self._api = api
+        self._inputs = inputs
+        self._editor = editor
+        self.lifecycle = Lifecycle(store, inputs)
+        self.settings = GuildSettings(store)
+        self.admission = Admission(config, self.lifecycle, self.settings, editor, inputs)
+        self._dispatcher: Dispatcher | None = None
+        self._notifier: Notifier | None = None
+        self._stopping: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # Start, stop, close -------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store (and migrate it)."""
+        await self.store.open()
+
+    async def start(self, notifier: Notifier, publisher: Publisher) -> None:
+        """Resume what a previous run left unfinished, then start running jobs."""
+        self._notifier = notifier
+        jobs = await self.lifecycle.load(time.time())
+        self.lifecycle.attach(notifier)
+        await resume_unfinished(self.lifecycle, self._inputs, jobs)
+        deliverer = Deliverer(self.lifecycle, self._api, self._editor, publisher)
+        self._dispatcher = Dispatcher(
+            self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs
+        )
+        self._dispatcher.start()
+
+    async def stop(self, grace: float) -> None:
+        """Stop taking work, let running calls finish for ``grace`` s, put back the rest; idempotent."""
+        if self._stopping is None:
+            self._stopping = asyncio.create_task(self._stop(grace), name="atelier-stop")
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float) -> None:
+        self.admission.accepting = False
+        if self._dispatcher is not None:
+            await self._dispatcher.stop(grace)
+        waiting = (JobState.ACCEPTED, JobState.PREPARING)
+        await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
+        await self.admission.fail_unprepared()
+        await self.lifecycle.detach()
+        resuming = self.lifecycle.jobs(JobState.QUEUED, JobState.INTERRUPTED)
+        if self._notifier is not None:
+            for job in self.lifecycle.jobs(JobState.QUEUED):
+                try:
+                    await self._notifier.job_paused(job)
+                except Exception as exc:
+                    UnexpectedError.capture(exc, f"the notifier for job {job.id}")
+        log.info("job service stopped; %d job(s) will resume after the restart", len(resuming))
+
+    async def close(self) -> None:
+        """Close the store, once."""
+        if not self._closed:
+            self._closed = True
+            await self.store.close()
+
+    # Members and admins -------------------------------------------------------------------------
+
+    async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
+        """Admit and prepare a job (see ``Admission.submit``)."""
+        return await self.admission.submit(request, who, source)
+
+    async def cancel(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
+        """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing."""
+        job = self.lifecycle.get(job_id) or await self.store.get_job(job_id)
+        if job is None:
+            raise CancelRefusedError("That edit no longer exists.")
+        if job.user_id != by_user and not is_moderator:
+            raise CancelRefusedError("Only the member who asked (or a moderator) can cancel this edit.")
+        cancelled = None
+        if job.state.cancellable:
+            cancelled = await self.lifecycle.move(
+                job_id, JobState.CANCELLED, error=AtelierError("Cancelled.", log_detail=f"cancelled by {by_user}")
+            )
+        if cancelled is not None:
+            return cancelled
+        now = self.lifecycle.get(job_id) or await self.store.get_job(job_id) or job
+        if now.state.terminal:
+            raise CancelRefusedError(f"This edit has already {now.state.value}.")
+        raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
+
+    def usage(self, who: Requester) -> DayUsage:
+        """A member's usage today, as admission sees it."""
+        return self.lifecycle.usage(who.user_id, who.guild_id, time.time())
+
+    async def standing(self, who: Requester) -> tuple[MemberStanding, GuildLimits | None]:
+        """Where a member stands against the limits in force where they asked."""
+        limits = await self.admission.limits_for(who.guild_id)
+        now = time.time()
+        return member_standing(self.config, limits, who, self.usage(who), now), limits
+
+    async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
+        return await self.admission.limits_for(guild_id)
+
+    async def guild_overrides(self, guild_id: int) -> GuildOverrides:
+        return await self.settings.overrides(guild_id)
+
+    async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
+        await self.settings.save(guild_id, overrides, by)
+
+    def position(self, job_id: str) -> int | None:
+        """A waiting job's place in line, or ``None``."""
+        return self.lifecycle.position(job_id)
+
+    def in_flight(self) -> int:
+        """API calls in flight right now."""
+        return self.lifecycle.count(JobState.RUNNING)

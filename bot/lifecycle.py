@@ -1,0 +1,294 @@
+"""The one record of unfinished jobs, and the one function that moves a job (``Lifecycle.move``).
+
+Every change of a job's state goes through ``move``. It checks the move against the
+table in ``bot.states`` (an illegal move is refused with a log line and changes
+nothing), writes the store (only if the store still holds the state it started
+from), applies the money effect exactly once (a refund row keyed by the job; the
+in-memory ledger follows only what the store wrote), keeps the fair queue in step,
+drops a finished job's images, and tells the notifier. Everything else only reads:
+the fair queue, the ledger, positions and "who is running" are views of this record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from bot.errors import AtelierError, UnexpectedError
+from bot.inputs import InputStore
+from bot.jobs import Job, utc_day
+from bot.ledger import DayUsage, UsageLedger
+from bot.queue import FairQueue
+from bot.states import MONEY, JobState, MoneyEffect, allowed
+
+if TYPE_CHECKING:
+    from bot.image_api import Attempt
+    from bot.ports import Notifier
+    from bot.storage import JobStore
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED_TWICE = (
+    "The bot stopped twice while this edit was running, so it was not tried again. "
+    "You were not charged; please send it again."
+)
+# Positions are recomputed at most this often, however many jobs move in a burst.
+POSITIONS_EVERY = 0.05
+
+
+@dataclass
+class _Record:
+    job: Job
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Lifecycle:
+    """Unfinished jobs by id, the moves between their states, and the views derived from them."""
+
+    def __init__(self, store: JobStore, inputs: InputStore) -> None:
+        self._store = store
+        self._inputs = inputs
+        self._records: dict[str, _Record] = {}
+        self._notifier: Notifier | None = None
+        self.ledger = UsageLedger()
+        self.queue = FairQueue()
+        self._ready = asyncio.Event()  # a job may be taken
+        self._moved = asyncio.Event()  # something moved (for waiters such as a stop)
+        self._reordered = asyncio.Event()  # the queue changed: positions may have too
+        self._places: dict[str, int] = {}
+        self._announcer: asyncio.Task[None] | None = None
+
+    # Start and stop -------------------------------------------------------------------------
+
+    async def load(self, now: float) -> list[Job]:
+        """Read today's money and every unfinished job from the store; return those jobs."""
+        day = utc_day(now)
+        # A day back covers the longest cooldown; counts are per UTC day.
+        self.ledger.load(day, await self._store.ledger_snapshot(day, now - 86400))
+        jobs = await self._store.unfinished_jobs()
+        for job in jobs:
+            self._records[job.id] = _Record(job)
+            if job.state.waiting:
+                self.queue.add(job.user_id, job.id, job.created_at, ready=job.state is JobState.QUEUED)
+        self._queue_changed()
+        return jobs
+
+    def attach(self, notifier: Notifier) -> None:
+        """Start telling ``notifier`` about moves and places in line."""
+        self._notifier = notifier
+        if self._announcer is None:
+            self._announcer = asyncio.create_task(self._announce_places(), name="atelier-positions")
+
+    async def detach(self) -> None:
+        """Stop announcing places in line."""
+        task, self._announcer = self._announcer, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    # The one way to create and move a job ---------------------------------------------------
+
+    async def create(self, job: Job) -> Job:
+        """Record an accepted job and its charge (in the store first, then in memory)."""
+        assert job.state is JobState.ACCEPTED
+        await self._store.create_job(job)
+        self.ledger.charge(job)
+        self._records[job.id] = _Record(job)
+        self.queue.add(job.user_id, job.id, job.created_at)
+        self._queue_changed()
+        return job
+
+    async def move(
+        self,
+        job: Job | str,
+        target: JobState,
+        *,
+        error: AtelierError | None = None,
+        attempts: Sequence[Attempt] = (),
+        **values: Any,
+    ) -> Job | None:
+        """Move a job to ``target``; return it moved, or ``None`` if the move is refused."""
+        job_id = job if isinstance(job, str) else job.id
+        record = self._records.get(job_id)
+        if record is None:
+            log.warning("job=%s refused move to %s: it is not an unfinished job here", job_id, target)
+            return None
+        async with record.lock:
+            before = record.job.state
+            if self._records.get(job_id) is not record or not allowed(before, target, record.job.restarts):
+                log.warning("job=%s refused move %s -> %s", job_id, before, target)
+                return None
+            values = self._stamp(record.job, target, error, attempts, values)
+            refund = MONEY[target] is MoneyEffect.REFUND
+            result = await self._store.move_job(job_id, before, target, values, refund=refund, attempts=attempts)
+            if not result.moved:
+                log.warning("job=%s refused move %s -> %s: the store holds another state", job_id, before, target)
+                return None
+            moved = dataclasses.replace(record.job, state=target, **values)
+            record.job = moved
+            if result.refunded:
+                self.ledger.refund(moved)
+            self._reindex(moved)
+            if target.terminal:
+                # A finished job's images are not needed any more, whatever the outcome.
+                await self._inputs.delete(job_id)
+                _log_end(moved)
+            await self._tell(moved, before, error)
+        return moved
+
+    @staticmethod
+    def _stamp(
+        job: Job, target: JobState, error: AtelierError | None, attempts: Sequence[Attempt], values: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The values a move records besides the caller's: times, the error, counts."""
+        now = time.time()
+        if target is JobState.RUNNING:
+            values.setdefault("started_at", now)
+        if target.terminal:
+            values.setdefault("finished_at", now)
+        if error is not None:
+            values["error"] = error.log_detail[:500]
+        if job.state is JobState.INTERRUPTED and target is JobState.QUEUED:
+            values.update(restarts=job.restarts + 1, started_at=None)
+        if attempts:
+            values["attempts"] = job.attempts + len(attempts)
+        return values
+
+    def _reindex(self, job: Job) -> None:
+        if job.state is JobState.QUEUED:
+            self.queue.add(job.user_id, job.id, job.created_at, ready=True)
+            self.queue.mark_ready(job.id)
+        elif not job.state.waiting:
+            self.queue.remove(job.id)
+        if job.state.terminal:
+            del self._records[job.id]
+        self._queue_changed()
+        self._moved.set()
+
+    async def _tell(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        if self._notifier is None:
+            return
+        try:
+            await self._notifier.job_moved(job, before, error)
+        except Exception as exc:  # the member may miss an update; the job must not
+            UnexpectedError.capture(exc, f"the notifier for job {job.id}")
+
+    async def interrupt(self, job_id: str, attempts: Sequence[Attempt] = ()) -> Job | None:
+        """A stop caught this job running or delivering: back in line once, else failed."""
+        record = self._records.get(job_id)
+        if record is None or record.job.state not in (JobState.RUNNING, JobState.DELIVERING):
+            return None
+        if allowed(record.job.state, JobState.INTERRUPTED, record.job.restarts):
+            return await self.move(job_id, JobState.INTERRUPTED, attempts=attempts)
+        error = AtelierError(INTERRUPTED_TWICE, log_detail="interrupted twice")
+        return await self.move(job_id, JobState.FAILED, error=error, attempts=attempts)
+
+    # Views -----------------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> Job | None:
+        """An unfinished job, as it is now."""
+        record = self._records.get(job_id)
+        return record.job if record else None
+
+    def jobs(self, *states: JobState) -> list[Job]:
+        """Unfinished jobs (in ``states``, when given), oldest first."""
+        return sorted(
+            (r.job for r in self._records.values() if not states or r.job.state in states),
+            key=lambda j: j.created_at,
+        )
+
+    def jobs_of(self, user_id: int) -> list[Job]:
+        """A member's unfinished jobs, oldest first."""
+        return [job for job in self.jobs() if job.user_id == user_id]
+
+    def count(self, *states: JobState) -> int:
+        return sum(1 for _ in self._matching(states))
+
+    def _matching(self, states: Sequence[JobState]) -> Iterator[Job]:
+        return (r.job for r in self._records.values() if r.job.state in states)
+
+    def usage(self, user_id: int, guild_id: int | None, now: float) -> DayUsage:
+        """A member's usage today: charged jobs from the ledger, active jobs from the record."""
+        active = sum(1 for r in self._records.values() if r.job.user_id == user_id)
+        return self.ledger.usage(user_id, guild_id, utc_day(now), active=active)
+
+    def position(self, job_id: str) -> int | None:
+        """A waiting job's place in line (1 = next), as last announced."""
+        return self._places.get(job_id)
+
+    # The fair queue ------------------------------------------------------------------------------
+
+    async def take_next(self) -> Job:
+        """Wait for a job that may start, and take it out of line (its member's turn is counted)."""
+        while True:
+            self._ready.clear()
+            job_id = self.queue.take()
+            if job_id is not None:
+                self._queue_changed()
+                record = self._records.get(job_id)
+                if record is not None:
+                    return record.job
+                continue
+            await self._ready.wait()
+
+    async def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``done()`` holds (checked after every move), at most ``timeout`` s."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._moved.clear()
+                    if done():
+                        return True
+                    await self._moved.wait()
+        except TimeoutError:
+            return done()
+
+    def _queue_changed(self) -> None:
+        if self.queue.has_ready():
+            self._ready.set()
+        self._reordered.set()
+
+    async def _announce_places(self) -> None:
+        """Tell waiting members their new place, coalescing bursts of moves."""
+        while True:
+            await self._reordered.wait()
+            self._reordered.clear()
+            places = {
+                job_id: place
+                for job_id, place in self.queue.positions().items()
+                if (record := self._records.get(job_id)) is not None and record.job.state is JobState.QUEUED
+            }
+            changed = [(self._records[j].job, p) for j, p in places.items() if self._places.get(j) != p]
+            self._places = places
+            if changed and self._notifier is not None:
+                try:
+                    await self._notifier.queue_moved(changed)
+                except Exception as exc:
+                    UnexpectedError.capture(exc, "the notifier for queue places")
+            await asyncio.sleep(POSITIONS_EVERY)
+
+
+def _log_end(job: Job) -> None:
+    """One line per job outcome, with its id and timings."""
+    request = job.request
+    common = (
+        f"job={job.id} kind={request.kind} user={request.user_id} guild={request.guild_id} outcome={job.state} "
+        f"images={request.input_count} size={request.size or 'auto'}"
+    )
+    total = (job.finished_at or 0) - job.created_at
+    if job.state is JobState.SUCCEEDED:
+        wait = (job.started_at or job.created_at) - job.created_at
+        log.info(
+            "%s api=%.2fs attempts=%d wait=%.2fs total=%.2fs out=%sx%s bytes=%s",
+            common, job.api_seconds or 0.0, job.attempts, wait, total, job.output_width, job.output_height,
+            job.output_bytes,
+        )  # fmt: skip
+    else:
+        log.info("%s attempts=%d total=%.2fs reason=%r", common, job.attempts, total, job.error)

@@ -1,0 +1,90 @@
+"""What the engine needs from a frontend (``cogs/`` for Discord), and what it gets back.
+
+Calls go one way: the engine calls these, the frontend answers with a value. The
+frontend never calls back into the engine from inside one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from bot.errors import AtelierError
+from bot.images import OutputImage
+from bot.jobs import Destination, Job
+from bot.states import JobState
+
+if TYPE_CHECKING:
+    from bot.config import Config
+    from bot.engine import JobEngine
+
+
+class InputSource(Protocol):
+    """Where an accepted job's images come from, and where the member is first answered."""
+
+    async def announce(self, job: Job) -> Destination:
+        """Tell the member the job was accepted; return where its progress and result are shown.
+
+        Raise ``AtelierError`` when that is impossible: the job then fails (refunded) and the
+        error reaches the member through the caller, since no destination exists yet.
+        """
+        ...
+
+    async def fetch(self) -> Sequence[tuple[str, bytes]]:
+        """Download the images, as ``(option name, bytes)`` in prompt order; raise ``InputError``."""
+        ...
+
+
+class Notifier(Protocol):
+    """How the member sees a job's life. Implementations must not raise."""
+
+    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        """``job`` entered ``job.state`` from ``before`` (``error`` says why, when it failed)."""
+        ...
+
+    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
+        """These waiting jobs have a new place in line (1 = next)."""
+        ...
+
+    async def job_paused(self, job: Job) -> None:
+        """The bot is stopping; this waiting job will run after the restart."""
+        ...
+
+
+@dataclass(frozen=True)
+class Posted:
+    """The result is up where the member sees it."""
+
+    channel_id: int
+    message_id: int
+
+
+@dataclass(frozen=True)
+class PostFailed:
+    """The frontend could not post the result; ``too_large`` asks for a smaller file."""
+
+    user_message: str
+    log_detail: str
+    too_large: bool = False
+
+
+class Publisher(Protocol):
+    """Posts a finished result: decoded and already fitted to the destination's upload limit."""
+
+    async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed: ...
+
+
+class Frontend(Protocol):
+    """What members talk to (the Discord client): run until stopped."""
+
+    async def run(self) -> None:
+        """Connect and serve until stopped; the engine is started and stopped from here."""
+        ...
+
+    def request_stop(self, reason: str) -> None:
+        """Begin the one graceful stop (from a signal handler); idempotent."""
+        ...
+
+
+FrontendFactory = Callable[["Config", "JobEngine"], Frontend]

@@ -1,0 +1,238 @@
+"""The default job store: one SQLite file in WAL mode, used from one thread of its own.
+
+Every method runs a whole transaction in that thread, so a move (status, refund row,
+attempts) is written completely or not at all, and the event loop never waits on
+the disk. The standard library's ``sqlite3`` is all it needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from bot.jobs import Job
+from bot.ledger import LedgerSnapshot
+from bot.settings import GuildOverrides
+from bot.states import JobState
+from bot.storage import (
+    MIGRATIONS,
+    JobStats,
+    MoveResult,
+    Queries,
+    attempt_params,
+    job_from_row,
+    job_to_params,
+    overrides_from_json,
+    values_to_columns,
+)
+
+if TYPE_CHECKING:
+    from bot.image_api import Attempt
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class SQLiteJobStore:
+    """Jobs, money and settings in one SQLite file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: sqlite3.Connection | None = None
+        self._thread: ThreadPoolExecutor | None = None
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None or self._thread is None:
+            raise RuntimeError("store is not open")
+        conn = self._conn
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, conn)
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = work(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(run)
+
+    async def open(self) -> None:
+        """Open the database and apply any migrations not yet applied."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            # Autocommit mode: transactions are opened explicitly, one per store call.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL with NORMAL sync: committed jobs survive a crash of the process; only a power cut
+            # may lose the last moments, and every write does not wait for the disk.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            return conn
+
+        self._conn = await asyncio.get_running_loop().run_in_executor(self._thread, connect)
+        await self._transaction(self._migrate)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+        )
+        current = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
+        for version, statements in enumerate(MIGRATIONS, start=1):
+            if version <= current:
+                continue
+            for statement in statements:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (:v, :t)", {"v": version, "t": time.time()}
+            )
+            log.info("database migrated to version %d", version)
+
+    async def close(self) -> None:
+        """Close the database; idempotent, even when two closes overlap."""
+        conn, self._conn = self._conn, None
+        thread, self._thread = self._thread, None
+        if conn is not None and thread is not None:
+            await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+        if thread is not None:
+            thread.shutdown(wait=False)
+
+    async def create_job(self, job: Job) -> None:
+        params = job_to_params(job)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute(Queries.insert_job, params)
+            conn.execute(Queries.insert_money, {"id": job.id, "entry": "charge", "at": job.created_at})
+
+        await self._transaction(insert)
+
+    async def move_job(
+        self,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        *,
+        refund: bool,
+        attempts: Sequence[Attempt] = (),
+    ) -> MoveResult:
+        columns = values_to_columns(values)
+        params = {**columns, "id": job_id, "current": current.value, "target": target.value}
+        sql = Queries.move_job(list(columns))
+
+        def move(conn: sqlite3.Connection) -> MoveResult:
+            if conn.execute(sql, params).rowcount != 1:
+                return MoveResult(moved=False)
+            refunded = False
+            if refund:
+                entry = {"id": job_id, "entry": "refund", "at": time.time()}
+                refunded = conn.execute(Queries.insert_money, entry).rowcount == 1
+            if attempts:
+                run = int(conn.execute("SELECT restarts FROM jobs WHERE id = :id", {"id": job_id}).fetchone()[0])
+                conn.executemany(Queries.insert_attempt, [attempt_params(job_id, run, a) for a in attempts])
+            return MoveResult(moved=True, refunded=refunded)
+
+        return await self._transaction(move)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        def get(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(Queries.get_job, {"id": job_id}).fetchone()
+            return job_from_row(row) if row else None
+
+        return await self._run(get)
+
+    async def unfinished_jobs(self) -> list[Job]:
+        return await self._run(lambda conn: [job_from_row(r) for r in conn.execute(Queries.unfinished).fetchall()])
+
+    async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot:
+        """Net charges of ``day``, and each member's newest job since ``since``."""
+
+        def read(conn: sqlite3.Connection) -> LedgerSnapshot:
+            charged = [
+                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
+                for r in conn.execute(Queries.charged_on_day, {"day": day}).fetchall()
+            ]
+            last = {int(r[0]): float(r[1]) for r in conn.execute(Queries.last_by_user, {"since": since}).fetchall()}
+            return LedgerSnapshot(charged=charged, last_accepted=last)
+
+        return await self._run(read)
+
+    async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
+        days = {f"d{i}": d for i, d in enumerate(week_days)}
+        params = {"guild_id": guild_id, "today": today, **days}
+        week = f"{Queries.in_days(len(week_days))} AND guild_id = :guild_id"
+
+        def read(conn: sqlite3.Connection) -> JobStats:
+            def scalar(sql: str, values: Mapping[str, Any] = params) -> Any:
+                return conn.execute(sql, values).fetchone()[0]
+
+            def count(where: str) -> int:
+                return int(scalar(f"SELECT COUNT(*) FROM jobs WHERE {week}{where}"))
+
+            durations = sorted(
+                float(r[0])
+                for r in conn.execute(
+                    f"SELECT finished_at - created_at FROM jobs WHERE {week} AND status = 'succeeded'", params
+                )
+            )
+            busiest = [
+                (int(r[0]), int(r[1]))
+                for r in conn.execute(
+                    f"SELECT user_id, COUNT(*) AS n FROM jobs WHERE {week} AND status <> 'cancelled' "
+                    "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 5",
+                    params,
+                )
+            ]
+            return JobStats(
+                jobs_today=int(scalar("SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND charge_day = :today")),
+                jobs_week=count(""),
+                succeeded_week=count(" AND status = 'succeeded'"),
+                failed_week=count(" AND status = 'failed'"),
+                cancelled_week=count(" AND status = 'cancelled'"),
+                durations_week=durations,
+                spend_today=float(scalar(f"SELECT {Queries.net_spend} FROM money WHERE day = :today")),
+                spend_week=float(
+                    scalar(f"SELECT {Queries.net_spend} FROM money WHERE {Queries.in_days(len(week_days), 'day')}")
+                ),
+                busiest=busiest,
+                billed_without_result_week=int(
+                    scalar(
+                        "SELECT COUNT(*) FROM api_attempts a JOIN jobs ON jobs.id = a.job_id "
+                        f"WHERE {week} AND a.may_be_billed = 1 "
+                        "AND (a.outcome <> 'succeeded' OR jobs.status <> 'succeeded')"
+                    )
+                ),
+            )
+
+        return await self._run(read)
+
+    async def guild_overrides(self, guild_id: int) -> GuildOverrides:
+        def read(conn: sqlite3.Connection) -> GuildOverrides:
+            row = conn.execute(Queries.guild_settings, {"guild_id": guild_id}).fetchone()
+            return overrides_from_json(row[0] if row else None)
+
+        return await self._run(read)
+
+    async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
+        params = {
+            "guild_id": guild_id,
+            "settings": json.dumps(overrides.to_json()),
+            "updated_at": time.time(),
+            "updated_by": by,
+        }
+        await self._transaction(lambda conn: conn.execute(Queries.save_guild_settings, params) and None)

@@ -1,0 +1,107 @@
+"""The Discord client and the frontend that runs it: the cogs, the command tree, the one way to stop.
+
+``python -m bot`` builds the engine and finds ``DiscordFrontend`` through the
+``atelier.frontends`` entry point. discord.py's ``close()`` and a signal end the same
+way: the engine stops (no new work, a grace period for running calls, the rest put
+back and their members told), then the gateway and REST session close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import discord
+from discord.ext import commands
+
+from bot.config import Config
+from bot.engine import JobEngine
+from cogs.command_sync import SyncRecord, schema_hash
+from cogs.discord_base import use_gateway_from_rest, use_rest_base
+from cogs.downloads import Downloader
+from cogs.errors import AtelierTree
+from cogs.status import DiscordNotifier, DiscordPublisher
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.edit", "cogs.refine", "cogs.usage", "cogs.admin")
+
+
+class AtelierBot(commands.Bot):
+    """Atelier's client. Long-lived things live here (or in the engine), never at module level."""
+
+    def __init__(self, config: Config, engine: JobEngine) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # guild, channel, role and thread cache; members are not needed
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=AtelierTree,
+            # Nothing the bot posts pings anyone unless a message widens this on purpose.
+            allowed_mentions=discord.AllowedMentions.none(),
+            member_cache_flags=discord.MemberCacheFlags.none(),
+            max_messages=None,
+        )
+        self.config = config
+        self.engine = engine
+        self.downloader = Downloader()
+        self._closing: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+        await self.sync_commands_if_changed()
+        # REST works from here on (we are logged in), so resumed jobs can update their messages.
+        await self.engine.start(DiscordNotifier(self), DiscordPublisher(self))
+
+    async def connect(self, *, reconnect: bool = True) -> None:
+        if self.config.discord_api_base:
+            await use_gateway_from_rest(self)
+        await super().connect(reconnect=reconnect)
+
+    async def close(self) -> None:
+        """The one way to stop, whoever asks: the engine first, then Discord; idempotent."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close_once(), name="atelier-close")
+        await asyncio.shield(self._closing)
+
+    async def _close_once(self) -> None:
+        await self.engine.stop(self.config.shutdown_grace_seconds)
+        await super().close()
+
+    async def sync_commands_if_changed(self) -> None:
+        """Upload the command schema only when it differs from the last one synced."""
+        guild = discord.Object(self.config.dev_guild_id) if self.config.dev_guild_id else None
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        scope = f"{self.application_id}:{guild.id if guild else 'global'}"
+        digest = schema_hash(payload)
+        record = SyncRecord(self.config.data_dir / "command-sync.json")
+        if record.is_current(scope, digest):
+            log.info("commands unchanged since the last sync; not syncing (%s)", scope)
+            return
+        synced = await self.tree.sync(guild=guild)
+        record.remember(scope, digest)
+        log.info("synced %d commands (%s)", len(synced), scope)
+
+
+class DiscordFrontend:
+    """Runs ``AtelierBot`` until a signal or ``close()`` stops it."""
+
+    def __init__(self, config: Config, engine: JobEngine) -> None:
+        if config.discord_api_base:
+            use_rest_base(config.discord_api_base)
+        self.config = config
+        self.bot = AtelierBot(config, engine)
+        self._stop: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        async with self.bot:
+            await self.bot.start(self.config.discord_token)
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop is None:
+            log.info("shutdown requested (%s)", reason)
+            self._stop = asyncio.create_task(self.bot.close(), name="atelier-stop-request")

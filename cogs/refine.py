@@ -1,0 +1,143 @@
+"""Refine: a result becomes image1 of a new edit, posted in the result's thread.
+
+The Refine button (``cogs.buttons``) opens a form; its submission is routed here by
+custom_id, so it works whether or not this process opened the form. The engine
+admits and charges the job; the input source answers the member privately, finds
+or makes the thread, posts the status there, and downloads the clicked image.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord.ext import commands
+
+from bot.errors import InputError
+from bot.jobs import Destination, Job, JobKind, JobRequest
+from cogs.buttons import cancel_view, first_image
+from cogs.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, RefineModalId
+from cogs.destinations import clip, message_target
+from cogs.downloads import Downloader
+from cogs.errors import guarded
+from cogs.requests import clean_prompt, modal_values, parse_size, requester
+from cogs.status import status_text
+
+if TYPE_CHECKING:
+    from cogs.client import AtelierBot
+
+log = logging.getLogger(__name__)
+
+THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # 7 days
+_THREAD_EXISTS = 160004
+
+
+class RefineSource:
+    """The input of one refine: the clicked result's image; the status goes into its thread."""
+
+    def __init__(self, bot: AtelierBot, interaction: discord.Interaction, ids: RefineModalId) -> None:
+        self.bot = bot
+        self.interaction = interaction
+        self.ids = ids
+        self.attachment: discord.Attachment | None = None
+
+    async def announce(self, job: Job) -> Destination:
+        interaction = self.interaction
+        await interaction.response.send_message("🎨 Starting your refinement…", ephemeral=True)
+        source = await self.source_message()
+        self.attachment = first_image(source)
+        if self.attachment is None:
+            raise InputError("That message has no image to refine any more.")
+        try:
+            destination = await self.thread_for(source, job)
+            status = await destination.send(status_text(job, "📥 Fetching the image…"), view=cancel_view(job.id))
+            await interaction.edit_original_response(content=f"🎨 Refining in {status.jump_url}")
+        except discord.HTTPException as exc:
+            raise InputError(
+                "Discord refused to start the refinement here; check my permissions.",
+                log_detail=f"refine set-up refused: {exc.status} {exc.code}",
+            ) from None
+        upload_limit = status.guild.filesize_limit if status.guild else interaction.filesize_limit
+        return message_target(status, interaction, upload_limit)
+
+    async def fetch(self) -> list[tuple[str, bytes]]:
+        assert self.attachment is not None
+        downloader: Downloader = self.bot.downloader
+        return await downloader.fetch([("image1", self.attachment)])
+
+    async def source_message(self) -> discord.Message:
+        """The clicked result, with fresh attachment links: from the interaction, or fetched."""
+        interaction, ids = self.interaction, self.ids
+        if interaction.message is not None and interaction.message.id == ids.message_id:
+            return interaction.message
+        channel: object = interaction.channel
+        if channel is None or getattr(channel, "id", None) != ids.channel_id:
+            channel = self.bot.get_channel(ids.channel_id) or await self.bot.fetch_channel(ids.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise InputError("That result is in a channel I can't read any more.")
+        try:
+            return await channel.fetch_message(ids.message_id)
+        except discord.NotFound:
+            raise InputError("That result was deleted, so it can't be refined.") from None
+        except discord.Forbidden:
+            raise InputError("I can't read that channel's history (Read Message History is missing).") from None
+
+    async def thread_for(self, source: discord.Message, job: Job) -> discord.abc.Messageable:
+        """The thread where refinements of ``source`` go: its own thread, or a new one."""
+        channel = source.channel
+        if isinstance(channel, discord.Thread) or not isinstance(channel, discord.TextChannel):
+            return channel  # already in a thread (or forum post), or a DM: stay there
+        if source.thread is not None:
+            return source.thread
+        parent = await self.bot.engine.store.get_job(self.ids.job_id)
+        name = clip(" ".join((parent.request.prompt if parent else job.request.prompt).split()), 100)
+        try:
+            return await source.create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+        except discord.Forbidden:
+            raise InputError(
+                "I can't create threads here (Create Public Threads is missing); ask a server admin."
+            ) from None
+        except discord.HTTPException as exc:
+            if exc.code != _THREAD_EXISTS:
+                raise
+        existing = self.bot.get_channel(source.id) or await self.bot.fetch_channel(source.id)
+        if not isinstance(existing, discord.Thread):
+            raise InputError("I couldn't find the thread for that result.")
+        return existing
+
+
+class RefineCog(commands.Cog):
+    """Refine form submissions."""
+
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Route refine-form submissions by custom_id, whether or not this process opened the form."""
+        if interaction.type is not discord.InteractionType.modal_submit or not isinstance(interaction.data, dict):
+            return
+        ids = RefineModalId.parse(str(interaction.data.get("custom_id", "")))
+        if ids is not None:
+            await guarded(interaction, self.refine(interaction, ids), "the refine form")
+
+    async def refine(self, interaction: discord.Interaction, ids: RefineModalId) -> None:
+        """Turn the clicked result into image1 of a new edit, posted in a thread."""
+        values = modal_values(interaction.data)
+        request = JobRequest(
+            kind=JobKind.REFINE,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or ids.channel_id,
+            prompt=clean_prompt(values.get(REFINE_PROMPT_FIELD, "")),
+            size=parse_size(values.get(REFINE_SIZE_FIELD) or None),
+            input_count=1,
+            parent_job_id=ids.job_id,
+        )
+        await self.bot.engine.submit(request, requester(interaction), RefineSource(self.bot, interaction, ids))
+
+
+async def setup(bot: AtelierBot) -> None:
+    """Load the refine cog."""
+    await bot.add_cog(RefineCog(bot))

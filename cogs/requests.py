@@ -1,0 +1,64 @@
+"""What a member typed or clicked, turned into what the engine takes: prompt, size, requester, form values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import discord
+
+from bot.errors import InputError
+from bot.limits import Requester
+from bot.sizes import normalize_size
+from cogs.destinations import clip
+
+
+def parse_size(text: str | None) -> str | None:
+    """The API size for a submitted value, refusing anything off the provider's table."""
+    try:
+        return normalize_size(text)
+    except ValueError:
+        raise InputError(
+            f"`{clip(text or '', 40)}` is not a size the image service supports. Pick one from the list "
+            "(start typing, e.g. 2048 or 16:9), or leave size empty for auto."
+        ) from None
+
+
+def clean_prompt(text: str) -> str:
+    """The prompt with surrounding space removed; refuse an empty one."""
+    prompt = text.strip()
+    if not prompt:
+        raise InputError("The prompt is empty. Say what to do with the images, e.g. “put image1 in image2”.")
+    return prompt
+
+
+def requester(interaction: discord.Interaction) -> Requester:
+    """Who is asking and from where, as the limits need it."""
+    channel = interaction.channel
+    member = interaction.user if isinstance(interaction.user, discord.Member) else None
+    return Requester(
+        user_id=interaction.user.id,
+        guild_id=interaction.guild_id,
+        channel_id=interaction.channel_id or 0,
+        parent_channel_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
+        role_ids=frozenset(r.id for r in member.roles) if member else frozenset(),
+        is_manager=interaction.guild_id is not None and interaction.permissions.manage_guild,
+    )
+
+
+def modal_values(data: Any) -> dict[str, str]:
+    """``custom_id -> value`` for every input in a modal submission (Label or action-row layout)."""
+    values: dict[str, str] = {}
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "custom_id" in node and ("value" in node or "values" in node):
+                picked = node.get("values")
+                values[node["custom_id"]] = (picked[0] if picked else "") if "values" in node else node["value"]
+            for key in ("components", "component"):
+                walk(node.get(key))
+        elif isinstance(node, list):
+            for child in node:
+                walk(child)
+
+    walk(data.get("components") if isinstance(data, dict) else None)
+    return values
