@@ -39,12 +39,13 @@ async def run(config: Config, frontend_factory: FrontendFactory) -> None:
     # Per-call timeouts are set where calls are made; this only guards connection set-up.
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
+        editor = Editor()
         engine = JobEngine(
             config,
             SQLiteJobStore(config.db_file),
             ImageAPIClient(session, config),
             InputStore(config.data_dir / "inputs"),
-            Editor(),
+            editor,
         )
         frontend = frontend_factory(config, engine)
         loop = asyncio.get_running_loop()

@@ -42,7 +42,6 @@ class Admission:
         self._settings = settings
         self._editor = editor
         self._inputs = inputs
-        self._lock = asyncio.Lock()
         self.accepting = True
 
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
@@ -62,21 +61,21 @@ class Admission:
             raise ShuttingDownError()
         limits = await self.limits_for(who.guild_id)
         check_access(self._config, limits, who)
-        # Check and charge under one lock, against the in-memory ledger, so two quick requests
-        # cannot both take the last edit of a limit and the acknowledgement never waits on others.
-        async with self._lock:
-            now = time.time()
-            check_quota(self._config, limits, who, self._lifecycle.usage(who.user_id, who.guild_id, now), now)
-            job = await self._lifecycle.create(
-                Job(
-                    id=new_job_id(),
-                    request=request,
-                    state=JobState.ACCEPTED,
-                    created_at=now,
-                    charge_day=utc_day(now),
-                    cost_usd=self._config.price_per_image,
-                )
+        # The check and the charge are one step with no ``await`` between them (``create`` counts
+        # the job in memory before it writes the store), so two quick requests cannot both take
+        # the last edit of a limit, and no acknowledgement waits on another's database write.
+        now = time.time()
+        check_quota(self._config, limits, who, self._lifecycle.usage(who.user_id, who.guild_id, now), now)
+        job = await self._lifecycle.create(
+            Job(
+                id=new_job_id(),
+                request=request,
+                state=JobState.ACCEPTED,
+                created_at=now,
+                charge_day=utc_day(now),
+                cost_usd=self._config.price_per_image,
             )
+        )
         return await self._prepare(job, source)
 
     async def _prepare(self, job: Job, source: InputSource) -> Job:

@@ -102,7 +102,10 @@ class Dispatcher:
             )
             attempts = []
             if delivering is not None:
-                await self._deliverer.deliver(delivering, answer)
+                # The delivery owns the answer from here: its base64 body is dropped once decoded.
+                delivery = self._deliverer.deliver(delivering, answer)
+                del answer
+                await delivery
         except AtelierError as error:
             await self._lifecycle.move(job, JobState.FAILED, error=error, attempts=attempts)
         except asyncio.CancelledError:

@@ -26,18 +26,19 @@ class Editor:
     def __init__(self) -> None:
         self._cpu = asyncio.Semaphore(os.cpu_count() or 2)
 
-    async def _in_thread(self, func: Callable[..., T], *args: Any) -> T:
+    async def run(self, func: Callable[..., T], *args: Any) -> T:
+        """Run CPU-bound ``func`` in a worker thread, at most one per core at a time."""
         async with self._cpu:
             return await asyncio.to_thread(func, *args)
 
     async def prepare_inputs(self, files: Sequence[tuple[str, bytes]]) -> list[PreparedImage]:
         """Check and prepare ``(option name, bytes)`` pairs, in order."""
         return list(
-            await asyncio.gather(*(self._in_thread(prepare_input, data, name, INPUT_MAX_BYTES) for name, data in files))
+            await asyncio.gather(*(self.run(prepare_input, data, name, INPUT_MAX_BYTES) for name, data in files))
         )
 
     async def fit(self, image: OutputImage, upload_limit: int) -> OutputImage:
         """``image`` itself if it fits ``upload_limit``, else a re-encoded copy (made in a thread)."""
         if len(image.data) <= upload_limit:
             return image
-        return await self._in_thread(fit_for_upload, image, upload_limit)
+        return await self.run(fit_for_upload, image, upload_limit)

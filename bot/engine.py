@@ -67,6 +67,7 @@ class JobEngine:
     async def start(self, notifier: Notifier, publisher: Publisher) -> None:
         """Resume what a previous run left unfinished, then start running jobs."""
         self._notifier = notifier
+        await self.settings.load()
         jobs = await self.lifecycle.load(time.time())
         self.lifecycle.attach(notifier)
         await resume_unfinished(self.lifecycle, self._inputs, jobs)

@@ -1,14 +1,23 @@
-"""Job inputs on disk, from acceptance until the job ends, so a queued job survives a restart."""
+"""Job inputs on disk, from acceptance until the job ends, so a queued job survives a restart.
+
+Reads and writes each have a thread of their own: starting a job reads its inputs while
+the shared default executor may be busy decoding results, and a burst of new jobs
+saving theirs must not hold up the read of the job that is about to start.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from bot.images import PreparedImage
+
+T = TypeVar("T")
 
 
 class InputStore:
@@ -16,6 +25,12 @@ class InputStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._reads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-inputs-read")
+        self._writes = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atelier-inputs-write")
+
+    @staticmethod
+    async def _on(executor: ThreadPoolExecutor, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, work, *args)
 
     def _folder(self, job_id: str) -> Path:
         if not job_id.isalnum():
@@ -24,7 +39,7 @@ class InputStore:
 
     async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
         """Write the prepared inputs of ``job_id`` (image1 first)."""
-        await asyncio.to_thread(self._save, job_id, list(images))
+        await self._on(self._writes, self._save, job_id, list(images))
 
     def _save(self, job_id: str, images: list[PreparedImage]) -> None:
         folder = self._folder(job_id)
@@ -39,7 +54,7 @@ class InputStore:
 
     async def load(self, job_id: str) -> list[PreparedImage] | None:
         """The saved inputs, or ``None`` if they are missing or incomplete."""
-        return await asyncio.to_thread(self._load, job_id)
+        return await self._on(self._reads, self._load, job_id)
 
     def _load(self, job_id: str) -> list[PreparedImage] | None:
         folder = self._folder(job_id)
@@ -51,8 +66,8 @@ class InputStore:
 
     async def exists(self, job_id: str) -> bool:
         """Whether the inputs of ``job_id`` were saved completely."""
-        return await asyncio.to_thread((self._folder(job_id) / "inputs.json").exists)
+        return await self._on(self._reads, (self._folder(job_id) / "inputs.json").exists)
 
     async def delete(self, job_id: str) -> None:
         """Remove a job's inputs (when it ends, whatever the outcome)."""
-        await asyncio.to_thread(shutil.rmtree, self._folder(job_id), True)
+        await self._on(self._writes, shutil.rmtree, self._folder(job_id), True)

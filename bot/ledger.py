@@ -71,6 +71,10 @@ class UsageLedger:
         """The store recorded the job's refund (which it does at most once)."""
         self._add(job, -1)
 
+    def release(self, job: Job) -> None:
+        """The store refused to record the job's charge: take it back out of the totals."""
+        self._add(job, -1)
+
     def _add(self, job: Job, sign: int) -> None:
         self._user_day[(job.user_id, job.charge_day)] += sign
         if job.guild_id is not None:

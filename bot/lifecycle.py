@@ -96,12 +96,22 @@ class Lifecycle:
     # The one way to create and move a job ---------------------------------------------------
 
     async def create(self, job: Job) -> Job:
-        """Record an accepted job and its charge (in the store first, then in memory)."""
+        """Record an accepted job and its charge: in memory at once, then in the store.
+
+        The memory step happens before the first ``await``, so a quota check made right
+        after this call starts already counts the job; if the store refuses it, it is undone.
+        """
         assert job.state is JobState.ACCEPTED
-        await self._store.create_job(job)
         self.ledger.charge(job)
         self._records[job.id] = _Record(job)
         self.queue.add(job.user_id, job.id, job.created_at)
+        try:
+            await self._store.create_job(job)
+        except BaseException:
+            self.ledger.release(job)
+            del self._records[job.id]
+            self.queue.remove(job.id)
+            raise
         self._queue_changed()
         return job
 

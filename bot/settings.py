@@ -77,20 +77,27 @@ class GuildOverrides:
 
 
 class SettingsStore(Protocol):
+    async def all_guild_overrides(self) -> dict[int, GuildOverrides]: ...
     async def guild_overrides(self, guild_id: int) -> GuildOverrides: ...
     async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None: ...
 
 
 class GuildSettings:
-    """Each server's overrides, read from the store once and cached (this process is their only writer)."""
+    """Each server's overrides, all read from the store at start-up (this process is their only writer),
+    so admission never waits on the database for them."""
 
     def __init__(self, store: SettingsStore) -> None:
         self._store = store
         self._cache: dict[int, GuildOverrides] = {}
+        self._loaded = False
+
+    async def load(self) -> None:
+        self._cache = await self._store.all_guild_overrides()
+        self._loaded = True
 
     async def overrides(self, guild_id: int) -> GuildOverrides:
         if guild_id not in self._cache:
-            self._cache[guild_id] = await self._store.guild_overrides(guild_id)
+            self._cache[guild_id] = GuildOverrides() if self._loaded else await self._store.guild_overrides(guild_id)
         return self._cache[guild_id]
 
     async def save(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ViewFactory = Callable[[], discord.ui.View]
+TextFactory = Callable[[], str]
 
 STATUS_MIN_INTERVAL = 3.0
 # Queue positions change with every job that starts; with hundreds waiting, showing each
@@ -76,13 +77,13 @@ class StatusLine:
     def __init__(self, delivery: Delivery) -> None:
         self.delivery = delivery
         self._last = 0.0
-        self._pending: tuple[str, ViewFactory | None, float] | None = None
+        self._pending: tuple[TextFactory, ViewFactory | None, float] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._sending = False
         self._ticker: asyncio.Task[None] | None = None
 
-    def update(self, content: str, view: ViewFactory | None, interval: float = STATUS_MIN_INTERVAL) -> None:
-        """Show ``content`` soon: at once if nothing was shown in the last ``interval`` seconds."""
+    def update(self, content: TextFactory, view: ViewFactory | None, interval: float = STATUS_MIN_INTERVAL) -> None:
+        """Show ``content()`` soon: at once if nothing was shown in the last ``interval`` seconds."""
         sooner = self._pending is not None and interval < self._pending[2]
         self._pending = (content, view, interval)
         if self._flusher is not None and not self._flusher.done() and sooner and not self._sending:
@@ -103,8 +104,8 @@ class StatusLine:
             self._last = time.monotonic()
             self._sending = True
             try:
-                # Views are built only for edits actually sent: most queued updates are superseded.
-                await self.delivery.status(content, view() if view is not None else None)
+                # Texts and views are built only for edits actually sent: most queued updates are superseded.
+                await self.delivery.status(content(), view() if view is not None else None)
             finally:
                 self._sending = False
 
@@ -116,7 +117,7 @@ class StatusLine:
             while True:
                 await asyncio.sleep(PROGRESS_INTERVAL)
                 elapsed = time.monotonic() - started
-                self.update(status_text(job, f"🎨 Editing… {elapsed:.0f} s so far"), None)
+                self.update(functools.partial(status_text, job, f"🎨 Editing… {elapsed:.0f} s so far"), None)
 
         self._ticker = asyncio.create_task(run())
 
@@ -162,7 +163,9 @@ class DiscordNotifier:
         if state is JobState.RUNNING:
             line = self._line(job)
             if line is not None:
-                line.update(status_text(job, "🎨 Editing… this usually takes 30 to 90 seconds."), None)
+                line.update(
+                    functools.partial(status_text, job, "🎨 Editing… this usually takes 30 to 90 seconds."), None
+                )
                 line.tick(job)
         elif state in (JobState.DELIVERING, JobState.SUCCEEDED, JobState.CANCELLED):
             # No throttled update may land on the result, or on the "cancelled" reply.
@@ -182,7 +185,9 @@ class DiscordNotifier:
                 continue
             ahead = "next in line" if place == 1 else f"position {place} in the queue"
             line.update(
-                status_text(job, f"⏳ Queued — {ahead}."), functools.partial(cancel_view, job.id), QUEUE_UPDATE_INTERVAL
+                functools.partial(status_text, job, f"⏳ Queued — {ahead}."),
+                functools.partial(cancel_view, job.id),
+                QUEUE_UPDATE_INTERVAL,
             )
 
     async def job_paused(self, job: Job) -> None:

@@ -233,10 +233,9 @@ class EngineModel(RuleBasedStateMachine):
         run, self.current = self.run, None
         run.loop.set_exception_handler(lambda loop, context: None)  # its pending tasks are simply gone
         self.dead.append(run)  # kept, so its coroutines are not even finalised while the model runs
-        thread, conn = run.store._thread, run.store._conn
-        assert thread is not None and conn is not None
-        thread.submit(conn.close).result(timeout=STEP_TIMEOUT)
-        thread.shutdown(wait=True)
+        thread = run.store._thread
+        assert thread is not None
+        thread.stop()
         self.api.pending.clear()
 
     def settle(self) -> None:
