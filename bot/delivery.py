@@ -1,4 +1,4 @@
-"""Delivery, the engine's half: decode the answer, fit it to the destination, hand it over, record the end.
+"""Delivery, the engine's half: fit the decoded answer to the destination, hand it over, record the end.
 
 Data goes one way: the engine finishes the image (decoded, fitted under the upload
 limit the destination gave) and the frontend posts it and answers ``Posted`` or
@@ -9,6 +9,7 @@ shrinks it once more and hands it over again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 from bot.editor import Editor
@@ -19,8 +20,7 @@ from bot.ports import PostFailed, Publisher
 from bot.states import JobState
 
 if TYPE_CHECKING:
-    from bot.dispatcher import EditAPI
-    from bot.image_api import APIAnswer
+    from bot.image_api import ImageEditResult
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,14 @@ SHRINK_AGAIN = 0.7
 class Deliverer:
     """Turns a job's API answer into a posted result and a succeeded job."""
 
-    def __init__(self, lifecycle: Lifecycle, api: EditAPI, editor: Editor, publisher: Publisher) -> None:
+    def __init__(self, lifecycle: Lifecycle, editor: Editor, publisher: Publisher) -> None:
         self._lifecycle = lifecycle
-        self._api = api
         self._editor = editor
         self._publisher = publisher
 
-    async def deliver(self, job: Job, answer: APIAnswer) -> None:
-        """Decode, fit and post the result, then record the job succeeded; raise ``AtelierError``."""
-        result = await self._api.decode(answer)
-        del answer  # the base64 body is a third larger than the image: let it go now
+    async def deliver(self, job: Job, decoding: Awaitable[ImageEditResult]) -> None:
+        """Fit and post the result (being decoded), then record the job succeeded; raise ``AtelierError``."""
+        result = await decoding
         image = await self._editor.fit(result.image, job.upload_limit)
         outcome = await self._publisher.publish(job, image)
         if isinstance(outcome, PostFailed) and outcome.too_large:

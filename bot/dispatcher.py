@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot.delivery import Deliverer
 from bot.errors import AtelierError, UnexpectedError
@@ -97,15 +97,23 @@ class Dispatcher:
             # The API call is over: free its slot before decoding and uploading.
             self._slots.release()
             slot_held = False
-            delivering = await self._lifecycle.move(
-                running, JobState.DELIVERING, attempts=attempts, api_seconds=answer.api_seconds
-            )
+            # Decode at once (the base64 body is a third larger than the image, and sixteen of them
+            # waiting would add up) while the store records that the call is over.
+            api_seconds = answer.api_seconds
+            decoding = asyncio.ensure_future(self._api.decode(answer))
+            del answer
+            try:
+                delivering = await self._lifecycle.move(
+                    running, JobState.DELIVERING, attempts=attempts, api_seconds=api_seconds
+                )
+            except BaseException:
+                _discard(decoding)
+                raise
             attempts = []
-            if delivering is not None:
-                # The delivery owns the answer from here: its base64 body is dropped once decoded.
-                delivery = self._deliverer.deliver(delivering, answer)
-                del answer
-                await delivery
+            if delivering is None:
+                _discard(decoding)
+                return
+            await self._deliverer.deliver(delivering, decoding)
         except AtelierError as error:
             await self._lifecycle.move(job, JobState.FAILED, error=error, attempts=attempts)
         except asyncio.CancelledError:
@@ -122,3 +130,12 @@ class Dispatcher:
     def in_flight(self) -> int:
         """API calls in flight right now."""
         return self._lifecycle.count(JobState.RUNNING)
+
+
+def _discard(task: asyncio.Future[Any]) -> None:
+    """Drop a result nobody will use (retrieving its error, so none is reported as lost)."""
+    if task.done():
+        if not task.cancelled():
+            task.exception()
+    else:
+        task.cancel()

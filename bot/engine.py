@@ -32,7 +32,7 @@ from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
 from bot.ports import InputSource, Notifier, Publisher
 from bot.recovery import resume_unfinished
 from bot.settings import GuildOverrides, GuildSettings
-from bot.states import JobState
+from bot.states import JobState, cancellable
 from bot.storage import JobStore
 
 log = logging.getLogger(__name__)
@@ -71,7 +71,7 @@ class JobEngine:
         jobs = await self.lifecycle.load(time.time())
         self.lifecycle.attach(notifier)
         await resume_unfinished(self.lifecycle, self._inputs, jobs)
-        deliverer = Deliverer(self.lifecycle, self._api, self._editor, publisher)
+        deliverer = Deliverer(self.lifecycle, self._editor, publisher)
         self._dispatcher = Dispatcher(
             self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs
         )
@@ -120,7 +120,7 @@ class JobEngine:
         if job.user_id != by_user and not is_moderator:
             raise CancelRefusedError("Only the member who asked (or a moderator) can cancel this edit.")
         cancelled = None
-        if job.state.cancellable:
+        if cancellable(job.state, job.restarts):
             cancelled = await self.lifecycle.move(
                 job_id, JobState.CANCELLED, error=AtelierError("Cancelled.", log_detail=f"cancelled by {by_user}")
             )
@@ -129,6 +129,11 @@ class JobEngine:
         now = self.lifecycle.get(job_id) or await self.store.get_job(job_id) or job
         if now.state.terminal:
             raise CancelRefusedError(f"This edit has already {now.state.value}.")
+        if now.restarts:
+            raise CancelRefusedError(
+                "This edit had already started before the bot restarted, so it can't be cancelled; "
+                "it will finish shortly."
+            )
         raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
 
     def usage(self, who: Requester) -> DayUsage:

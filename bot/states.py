@@ -3,15 +3,15 @@
 ::
 
     accepted ──► preparing ──► queued ──► running ──► delivering ──► succeeded
-       │             │           │   ▲       │            │
-       │             │           │   │      (stop)      (stop)
-       │             │           │   │       ▼            ▼
-       │             │           │   └─── interrupted ◄───┘   (back in line once)
-       ▼             ▼           ▼           │
-    failed / cancelled      failed / cancelled      failed (from running, delivering, interrupted)
+        │            │           │  ▲        │             │
+        │            │           │  │        └──(a stop)───┴──► interrupted
+        │            │           │  └───────── back in line, once ─────┘
+        ▼            ▼           ▼
+      failed or cancelled (before the API call)      failed (from running, delivering, interrupted)
 
 A job is charged when it is accepted and refunded when it ends failed or cancelled.
-Cancelling is possible only before the API call starts (accepted, preparing, queued).
+Cancelling is possible only before the API call starts (accepted, preparing, queued,
+and not queued again after an interruption: that job's call had started).
 A job interrupted by a stop goes back in line once; a second interruption fails it.
 ``bot.lifecycle`` is the one place that moves jobs along this table.
 """
@@ -42,18 +42,12 @@ class JobState(enum.StrEnum):
         return self in _TERMINAL
 
     @property
-    def cancellable(self) -> bool:
-        """Whether the job can still be withdrawn: only before its API call starts."""
-        return self in _CANCELLABLE
-
-    @property
     def waiting(self) -> bool:
         """Whether the job waits for its turn (its images may still be on their way)."""
         return self in (JobState.ACCEPTED, JobState.PREPARING, JobState.QUEUED)
 
 
 _TERMINAL = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-_CANCELLABLE = frozenset({JobState.ACCEPTED, JobState.PREPARING, JobState.QUEUED})
 
 
 class MoneyEffect(enum.Enum):
@@ -77,14 +71,18 @@ Guard = Callable[[int], bool]  # called with the job's restart count
 
 
 S = JobState
+# A job back in line after an interruption already reached the API once (and may have been
+# billed for it): it can no longer be cancelled, and it gets no third run.
+FIRST_RUN = Restarts(limit=1)
+
 #: Every allowed move: from-state → {to-state: guard or None}. Anything else is refused.
 TRANSITIONS: Mapping[JobState, Mapping[JobState, Guard | None]] = {
     S.ACCEPTED: {S.PREPARING: None, S.FAILED: None, S.CANCELLED: None},
     S.PREPARING: {S.QUEUED: None, S.FAILED: None, S.CANCELLED: None},
-    S.QUEUED: {S.RUNNING: None, S.FAILED: None, S.CANCELLED: None},
-    S.RUNNING: {S.DELIVERING: None, S.INTERRUPTED: Restarts(), S.FAILED: None},
-    S.DELIVERING: {S.SUCCEEDED: None, S.INTERRUPTED: Restarts(), S.FAILED: None},
-    S.INTERRUPTED: {S.QUEUED: Restarts(), S.FAILED: None},
+    S.QUEUED: {S.RUNNING: None, S.FAILED: None, S.CANCELLED: FIRST_RUN},
+    S.RUNNING: {S.DELIVERING: None, S.INTERRUPTED: FIRST_RUN, S.FAILED: None},
+    S.DELIVERING: {S.SUCCEEDED: None, S.INTERRUPTED: FIRST_RUN, S.FAILED: None},
+    S.INTERRUPTED: {S.QUEUED: FIRST_RUN, S.FAILED: None},
     S.SUCCEEDED: {},
     S.FAILED: {},
     S.CANCELLED: {},
@@ -104,3 +102,8 @@ def allowed(current: JobState, target: JobState, restarts: int) -> bool:
         return False
     guard = targets[target]
     return guard is None or guard(restarts)
+
+
+def cancellable(state: JobState, restarts: int) -> bool:
+    """Whether a job can still be withdrawn: only before its API call has ever started."""
+    return allowed(state, JobState.CANCELLED, restarts)

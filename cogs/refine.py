@@ -52,12 +52,15 @@ class RefineSource:
         try:
             destination = await self.thread_for(source, job)
             status = await destination.send(status_text(job, "📥 Fetching the image…"), view=cancel_view(job.id))
-            await interaction.edit_original_response(content=f"🎨 Refining in {status.jump_url}")
         except discord.HTTPException as exc:
             raise InputError(
                 "Discord refused to start the refinement here; check my permissions.",
                 log_detail=f"refine set-up refused: {exc.status} {exc.code}",
             ) from None
+        try:
+            await interaction.edit_original_response(content=f"🎨 Refining in {status.jump_url}")
+        except discord.HTTPException as exc:  # only a pointer: the status is in the thread either way
+            log.info("job=%s could not point the member to its thread (%s %s)", job.id, exc.status, exc.code)
         upload_limit = status.guild.filesize_limit if status.guild else interaction.filesize_limit
         return message_target(status, interaction, upload_limit)
 

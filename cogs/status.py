@@ -22,7 +22,7 @@ from bot.images import OutputImage
 from bot.jobs import Job
 from bot.ports import Posted, PostFailed
 from bot.sizes import size_of
-from bot.states import JobState
+from bot.states import JobState, cancellable
 from cogs.buttons import cancel_view, result_view
 from cogs.destinations import Delivery, clip, quote_prompt
 
@@ -196,7 +196,7 @@ class DiscordNotifier:
         if delivery is not None:
             await delivery.status(
                 status_text(job, "⏸️ The bot is restarting; this edit will resume automatically."),
-                cancel_view(job.id) if job.state.cancellable else None,
+                cancel_view(job.id) if cancellable(job.state, job.restarts) else None,
             )
 
 

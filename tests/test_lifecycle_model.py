@@ -41,7 +41,7 @@ from bot.jobs import Destination, Job, JobKind, JobRequest, utc_day
 from bot.limits import Requester
 from bot.ports import Posted, PostFailed
 from bot.sqlite_store import SQLiteJobStore
-from bot.states import JobState
+from bot.states import JobState, cancellable
 from tests.fake_image_api import make_png
 
 T = TypeVar("T")
@@ -327,9 +327,9 @@ class EngineModel(RuleBasedStateMachine):
         try:
             cancelled = self.run.run(self.engine.cancel(job.id, by, is_moderator=who == "moderator"))
         except CancelRefusedError:
-            assert who == "other" or not before.cancellable or self.engine.lifecycle.get(job.id) is None
+            assert who == "other" or not cancellable(before, job.restarts) or self.engine.lifecycle.get(job.id) is None
         else:
-            assert who != "other" and before.cancellable and cancelled.state is JobState.CANCELLED
+            assert who != "other" and cancellable(before, job.restarts) and cancelled.state is JobState.CANCELLED
             self.member.finals[job.id] += 1  # the canceller's reply is the outcome the member sees
         self.settle()
 
