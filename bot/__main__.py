@@ -24,10 +24,15 @@ from bot.editor import Editor
 from bot.engine import JobEngine
 from bot.errors import ConfigError
 from bot.image_api import ImageAPIClient
-from bot.inputs import InputStore
+from bot.inputs import DatabaseInputStore, InputStore, JobInputs
 from bot.logging_setup import setup_logging
 from bot.ports import FrontendFactory
+from bot.postgres_store import PostgresJobStore
 from bot.sqlite_store import SQLiteJobStore
+from bot.storage import JobStore
+
+ROLES = {"all": "discord", "gateway": "gateway", "worker": "worker"}
+USAGE = "usage: python -m bot [gateway | worker]   (no argument: gateway and worker in one process)"
 
 log = logging.getLogger("bot")
 
@@ -39,14 +44,8 @@ async def run(config: Config, frontend_factory: FrontendFactory) -> None:
     # Per-call timeouts are set where calls are made; this only guards connection set-up.
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        editor = Editor()
-        engine = JobEngine(
-            config,
-            SQLiteJobStore(config.db_file),
-            ImageAPIClient(session, config),
-            InputStore(config.data_dir / "inputs"),
-            editor,
-        )
+        store, inputs = open_storage(config)
+        engine = JobEngine(config, store, ImageAPIClient(session, config), inputs, Editor())
         frontend = frontend_factory(config, engine)
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -59,6 +58,14 @@ async def run(config: Config, frontend_factory: FrontendFactory) -> None:
             await engine.close()
 
 
+def open_storage(config: Config) -> tuple[JobStore, JobInputs]:
+    """SQLite with inputs on disk (one process), or PostgreSQL holding both (several processes)."""
+    if config.database_url is not None:
+        store = PostgresJobStore(config.database_url, pool_size=config.database_pool_size)
+        return store, DatabaseInputStore(store, int(config.max_queued_input_mb * 1024 * 1024))
+    return SQLiteJobStore(config.db_file), InputStore(config.data_dir / "inputs")
+
+
 def load_frontend(name: str) -> FrontendFactory:
     """The frontend registered as ``name`` under the ``atelier.frontends`` entry point."""
     found = entry_points(group="atelier.frontends", name=name)
@@ -66,6 +73,16 @@ def load_frontend(name: str) -> FrontendFactory:
         raise ConfigError(f"no frontend named {name!r} is installed (run: pip install -e .)")
     factory: FrontendFactory = next(iter(found)).load()
     return factory
+
+
+def database_secrets(config: Config) -> list[str]:
+    """The password in a PostgreSQL URL, so that no log line can show it."""
+    from urllib.parse import urlsplit
+
+    if config.database_url is None:
+        return []
+    password = urlsplit(config.database_url).password
+    return [password] if password else []
 
 
 def return_big_buffers_to_the_os() -> None:
@@ -89,9 +106,15 @@ def main() -> None:
     except ConfigError as exc:
         print(f"atelier: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    setup_logging(config.log_level, [config.discord_token, config.image_api_key])
+    setup_logging(config.log_level, [config.discord_token, config.image_api_key, *database_secrets(config)])
+    role = sys.argv[1] if len(sys.argv) > 1 else "all"
+    if role not in ROLES or len(sys.argv) > 2:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(2)
     try:
-        frontend = load_frontend("discord")
+        if role != "all" and not config.shared:
+            raise ConfigError(f"the {role} role needs PostgreSQL: set DATABASE_URL=postgresql://…")
+        frontend = load_frontend(ROLES[role])
     except ConfigError as exc:
         print(f"atelier: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -14,8 +14,8 @@ import time
 
 from bot.config import Config
 from bot.editor import Editor
-from bot.errors import AtelierError, UnexpectedError
-from bot.inputs import InputStore
+from bot.errors import AtelierError, QueueFullError, UnexpectedError
+from bot.inputs import JobInputs
 from bot.jobs import Job, JobRequest, new_job_id, utc_day
 from bot.lifecycle import Lifecycle
 from bot.limits import GuildLimits, Requester, ShuttingDownError, check_access, check_quota
@@ -35,7 +35,7 @@ class Admission:
     """Checks, charges and prepares new jobs."""
 
     def __init__(
-        self, config: Config, lifecycle: Lifecycle, settings: GuildSettings, editor: Editor, inputs: InputStore
+        self, config: Config, lifecycle: Lifecycle, settings: GuildSettings, editor: Editor, inputs: JobInputs
     ) -> None:
         self._config = config
         self._lifecycle = lifecycle
@@ -61,11 +61,11 @@ class Admission:
             raise ShuttingDownError()
         limits = await self.limits_for(who.guild_id)
         check_access(self._config, limits, who)
-        # The check and the charge are one step with no ``await`` between them (``create`` counts
-        # the job in memory before it writes the store), so two quick requests cannot both take
-        # the last edit of a limit, and no acknowledgement waits on another's database write.
+        if await self._inputs.full():
+            raise QueueFullError()
+        # The check and the charge are one step (``Lifecycle.create``), so two quick requests
+        # cannot both take the last edit of a limit.
         now = time.time()
-        check_quota(self._config, limits, who, self._lifecycle.usage(who.user_id, who.guild_id, now), now)
         job = await self._lifecycle.create(
             Job(
                 id=new_job_id(),
@@ -74,7 +74,9 @@ class Admission:
                 created_at=now,
                 charge_day=utc_day(now),
                 cost_usd=self._config.price_per_image,
-            )
+            ),
+            lambda usage: check_quota(self._config, limits, who, usage, now),
+            whole_day=self._config.daily_budget_usd is not None,
         )
         return await self._prepare(job, source)
 

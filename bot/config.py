@@ -30,6 +30,8 @@ class Config:
     log_level: str = "INFO"
     # Community operations.
     database_path: Path | None = None
+    # postgresql://… selects the PostgreSQL backend (several processes, one queue); it may hold a password.
+    database_url: str | None = field(default=None, repr=False)
     max_concurrent_jobs: int = 4
     user_max_active: int = 2
     user_daily_limit: int | None = 25
@@ -42,11 +44,22 @@ class Config:
     allowed_role_ids: frozenset[int] = frozenset()
     allow_dms: bool = False
     shutdown_grace_seconds: float = 25.0
+    # Several processes (PostgreSQL only).
+    job_lease_seconds: float = 60.0
+    max_queued_input_mb: float = 512.0
+    shard_count: int | None = None
+    shard_ids: tuple[int, ...] | None = None
+    database_pool_size: int = 5
 
     @property
     def db_file(self) -> Path:
         """Where the SQLite job store lives."""
         return self.database_path or self.data_dir / "atelier.sqlite3"
+
+    @property
+    def shared(self) -> bool:
+        """Whether jobs, money and the queue live in PostgreSQL, shared by several processes."""
+        return self.database_url is not None
 
 
 class _Reader:
@@ -126,6 +139,16 @@ class _Reader:
             raise ConfigError(f"{name} must be a comma-separated list of Discord ids, got {value!r}")
         return frozenset(int(p) for p in parts)
 
+    def integers(self, name: str) -> tuple[int, ...] | None:
+        """A comma-separated list of whole numbers, or ``None`` when not set."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts or not all(p.isdigit() for p in parts):
+            raise ConfigError(f"{name} must be a comma-separated list of whole numbers, got {value!r}")
+        return tuple(sorted({int(p) for p in parts}))
+
     def flag(self, name: str, default: bool) -> bool:
         value = self.raw(name)
         if value is None:
@@ -154,14 +177,25 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"IMAGE_RESPONSE_FORMAT must be b64_json or url, got {response_format!r}")
     database_url = r.raw("DATABASE_URL")
     database_path: Path | None = None
+    postgres_url: str | None = None
     if database_url is not None:
-        # sqlite:///relative/path or sqlite:////absolute/path, or a bare file path.
+        # sqlite:///relative/path or sqlite:////absolute/path, a bare file path, or postgresql://…
         if database_url.startswith("sqlite:///"):
             database_path = Path(database_url.removeprefix("sqlite:///"))
+        elif database_url.startswith(("postgresql://", "postgres://")):
+            postgres_url = database_url
         elif "://" in database_url:
-            raise ConfigError(f"DATABASE_URL must be a sqlite:/// URL or a file path, got {database_url!r}")
+            # Never echo the URL: it may carry a password.
+            raise ConfigError("DATABASE_URL must be a sqlite:/// or postgresql:// URL, or a file path")
         else:
             database_path = Path(database_url)
+    shard_count = r.integer("SHARD_COUNT", 0, minimum=0) or None
+    shard_ids = r.integers("SHARD_IDS")
+    if shard_ids is not None:
+        if shard_count is None:
+            raise ConfigError("SHARD_IDS needs SHARD_COUNT")
+        if any(i >= shard_count for i in shard_ids):
+            raise ConfigError(f"SHARD_IDS must be below SHARD_COUNT ({shard_count}), got {sorted(shard_ids)}")
     level = r.text("LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -182,6 +216,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         dev_guild_id=r.snowflake("DEV_GUILD_ID"),
         log_level=level,
         database_path=database_path,
+        database_url=postgres_url,
         max_concurrent_jobs=r.integer("MAX_CONCURRENT_JOBS", 4, minimum=1),
         user_max_active=r.integer("USER_MAX_ACTIVE", 2, minimum=1),
         user_daily_limit=r.limit("USER_DAILY_LIMIT", 25),
@@ -194,4 +229,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         allowed_role_ids=r.snowflakes("ALLOWED_ROLE_IDS"),
         allow_dms=r.flag("ALLOW_DMS", False),
         shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 25.0),
+        job_lease_seconds=r.number("JOB_LEASE_SECONDS", 60.0, minimum=1.0),
+        max_queued_input_mb=r.number("MAX_QUEUED_INPUT_MB", 512.0, minimum=1.0),
+        shard_count=shard_count,
+        shard_ids=shard_ids,
+        database_pool_size=r.integer("DATABASE_POOL_SIZE", 5, minimum=2),
     )

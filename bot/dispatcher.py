@@ -1,10 +1,11 @@
 """Running jobs: the fair choice when an API slot frees, the API call, then delivery outside the slot.
 
 The next job is chosen at the moment a slot is free, not before, so whoever was served
-least recently goes next even if they asked while every slot was busy. The choice is
-an in-memory step (``Lifecycle.take_next``); the store write and the input read that
-follow run in the job's own task, so a burst of freed slots starts its jobs together.
-At most ``MAX_CONCURRENT_JOBS`` API calls are in flight.
+least recently goes next even if they asked while every slot was busy. In one process
+the choice is an in-memory step (``Lifecycle.take_next``); the store write and the input
+read that follow run in the job's own task, so a burst of freed slots starts its jobs
+together. With PostgreSQL the choice is a claim in the database (``SharedQueue``). At
+most ``MAX_CONCURRENT_JOBS`` API calls are in flight (across all workers).
 """
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bot.delivery import Deliverer
 from bot.errors import AtelierError, UnexpectedError
 from bot.image_api import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
-from bot.inputs import InputStore
+from bot.inputs import JobInputs
 from bot.jobs import Job
 from bot.lifecycle import Lifecycle
 from bot.states import JobState
@@ -38,9 +40,16 @@ class Dispatcher:
     """Starts queued jobs as API slots free, and runs each to its end."""
 
     def __init__(
-        self, lifecycle: Lifecycle, api: EditAPI, inputs: InputStore, deliverer: Deliverer, max_concurrent: int
+        self,
+        lifecycle: Lifecycle,
+        api: EditAPI,
+        inputs: JobInputs,
+        deliverer: Deliverer,
+        max_concurrent: int,
+        next_job: Callable[[], Awaitable[Job]],
     ) -> None:
         self._lifecycle = lifecycle
+        self._next_job = next_job
         self._api = api
         self._inputs = inputs
         self._deliverer = deliverer
@@ -70,7 +79,7 @@ class Dispatcher:
         while True:
             await self._slots.acquire()
             try:
-                job = await self._lifecycle.take_next()
+                job = await self._next_job()
             except BaseException:
                 self._slots.release()
                 raise
@@ -83,9 +92,9 @@ class Dispatcher:
         slot_held = True
         attempts: list[Attempt] = []
         try:
-            running, images = await asyncio.gather(
-                self._lifecycle.move(job, JobState.RUNNING), self._inputs.load(job.id)
-            )
+            # With PostgreSQL the claim already marked it running; in one process the move does now.
+            starting = self._lifecycle.move(job, JobState.RUNNING) if job.state is JobState.QUEUED else _now(job)
+            running, images = await asyncio.gather(starting, self._inputs.load(job.id))
             if running is None:  # cancelled or ended while it was being started
                 return
             if images is None:
@@ -130,6 +139,10 @@ class Dispatcher:
     def in_flight(self) -> int:
         """API calls in flight right now."""
         return self._lifecycle.count(JobState.RUNNING)
+
+
+async def _now(job: Job) -> Job:
+    return job
 
 
 def _discard(task: asyncio.Future[Any]) -> None:

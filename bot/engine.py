@@ -7,6 +7,11 @@
 - ``bot.recovery``: what a restart finds unfinished;
 - ``bot.settings``: per-server overrides.
 
+- ``bot.shared_queue``: with PostgreSQL, the queue several processes share.
+
+A process plays one or both roles: it admits work (a gateway), it runs jobs (a worker),
+or both (the default, and the only choice with SQLite).
+
 Stopping is one path (``stop``), whatever asked for it: stop taking work, give running
 calls their grace, put back or end what is left, tell the members; ``close`` then
 closes the store, once.
@@ -16,7 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
+from collections.abc import Callable
+from typing import cast
 
 from bot.admission import Admission
 from bot.config import Config
@@ -24,7 +34,7 @@ from bot.delivery import Deliverer
 from bot.dispatcher import Dispatcher, EditAPI
 from bot.editor import Editor
 from bot.errors import AtelierError, CancelRefusedError, UnexpectedError
-from bot.inputs import InputStore
+from bot.inputs import JobInputs
 from bot.jobs import Job, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
@@ -32,8 +42,9 @@ from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
 from bot.ports import InputSource, Notifier, Publisher
 from bot.recovery import resume_unfinished
 from bot.settings import GuildOverrides, GuildSettings
+from bot.shared_queue import SharedQueue
 from bot.states import JobState, cancellable
-from bot.storage import JobStore
+from bot.storage import JobStore, SharedStore
 
 log = logging.getLogger(__name__)
 
@@ -44,15 +55,20 @@ PREPARE_GRACE = 5.0
 class JobEngine:
     """Admission, the fair queue, the workers, restart and shutdown, for one process."""
 
-    def __init__(self, config: Config, store: JobStore, api: EditAPI, inputs: InputStore, editor: Editor) -> None:
+    def __init__(self, config: Config, store: JobStore, api: EditAPI, inputs: JobInputs, editor: Editor) -> None:
         self.config = config
         self.store = store
         self._api = api
         self._inputs = inputs
         self._editor = editor
-        self.lifecycle = Lifecycle(store, inputs)
+        shared = cast(SharedStore, store) if config.shared else None
+        self.lifecycle = Lifecycle(store, inputs, shared)
+        self.lifecycle.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.lifecycle.lease_seconds = config.job_lease_seconds
         self.settings = GuildSettings(store)
         self.admission = Admission(config, self.lifecycle, self.settings, editor, inputs)
+        self.shared = SharedQueue(config, shared, self.lifecycle, inputs, self.settings) if shared else None
+        self._shared_store = shared
         self._dispatcher: Dispatcher | None = None
         self._notifier: Notifier | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -64,18 +80,39 @@ class JobEngine:
         """Open the store (and migrate it)."""
         await self.store.open()
 
-    async def start(self, notifier: Notifier, publisher: Publisher) -> None:
-        """Resume what a previous run left unfinished, then start running jobs."""
+    async def start(
+        self,
+        notifier: Notifier,
+        publisher: Publisher,
+        *,
+        admit: bool = True,
+        work: bool = True,
+        mine: Callable[[Job], bool] | None = None,
+    ) -> None:
+        """Resume what was left unfinished, then admit work (``admit``) and run jobs (``work``).
+
+        ``mine`` says which waiting jobs this process tells their place in line (its shards').
+        """
         self._notifier = notifier
+        self.admission.accepting = admit
         await self.settings.load()
-        jobs = await self.lifecycle.load(time.time())
-        self.lifecycle.attach(notifier)
-        await resume_unfinished(self.lifecycle, self._inputs, jobs)
-        deliverer = Deliverer(self.lifecycle, self._editor, publisher)
-        self._dispatcher = Dispatcher(
-            self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs
-        )
-        self._dispatcher.start()
+        if self.shared is not None:
+            self.lifecycle.attach(notifier)
+            self.shared.start(notifier, announce=admit, mine=mine)
+            next_job = self.shared.next_job
+        else:
+            if not (admit and work):
+                raise RuntimeError("separate gateway and worker processes need PostgreSQL (DATABASE_URL)")
+            jobs = await self.lifecycle.load(time.time())
+            self.lifecycle.attach(notifier)
+            await resume_unfinished(self.lifecycle, self._inputs, jobs)
+            next_job = self.lifecycle.take_next
+        if work:
+            deliverer = Deliverer(self.lifecycle, self._editor, publisher)
+            self._dispatcher = Dispatcher(
+                self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs, next_job
+            )
+            self._dispatcher.start()
 
     async def stop(self, grace: float) -> None:
         """Stop taking work, let running calls finish for ``grace`` s, put back the rest; idempotent."""
@@ -91,6 +128,13 @@ class JobEngine:
         await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
         await self.admission.fail_unprepared()
         await self.lifecycle.detach()
+        if self.shared is not None:
+            # The queue lives on in the database: what this process interrupted goes back in line
+            # at once, for the other workers (each job once).
+            await self.shared.take_over()
+            await self.shared.stop()
+            log.info("job service stopped; the shared queue carries on")
+            return
         resuming = self.lifecycle.jobs(JobState.QUEUED, JobState.INTERRUPTED)
         if self._notifier is not None:
             for job in self.lifecycle.jobs(JobState.QUEUED):
@@ -136,15 +180,15 @@ class JobEngine:
             )
         raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
 
-    def usage(self, who: Requester) -> DayUsage:
+    async def usage(self, who: Requester) -> DayUsage:
         """A member's usage today, as admission sees it."""
-        return self.lifecycle.usage(who.user_id, who.guild_id, time.time())
+        return await self.lifecycle.usage(who.user_id, who.guild_id, time.time())
 
     async def standing(self, who: Requester) -> tuple[MemberStanding, GuildLimits | None]:
         """Where a member stands against the limits in force where they asked."""
         limits = await self.admission.limits_for(who.guild_id)
         now = time.time()
-        return member_standing(self.config, limits, who, self.usage(who), now), limits
+        return member_standing(self.config, limits, who, await self.usage(who), now), limits
 
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
         return await self.admission.limits_for(guild_id)
@@ -157,8 +201,16 @@ class JobEngine:
 
     def position(self, job_id: str) -> int | None:
         """A waiting job's place in line, or ``None``."""
+        if self.shared is not None:
+            return self.shared.places.get(job_id)
         return self.lifecycle.position(job_id)
 
-    def in_flight(self) -> int:
-        """API calls in flight right now."""
+    async def in_flight(self) -> int:
+        """API calls in flight right now (with PostgreSQL, across all workers)."""
+        if self._shared_store is not None:
+            return await self._shared_store.count(JobState.RUNNING)
         return self.lifecycle.count(JobState.RUNNING)
+
+    async def unfinished_of(self, user_id: int) -> list[Job]:
+        """A member's unfinished jobs, oldest first."""
+        return await self.lifecycle.unfinished_of(user_id)

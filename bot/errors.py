@@ -146,6 +146,16 @@ class DeliveryError(AtelierError):
     private = False
 
 
+class QueueFullError(AtelierError):
+    """The queued jobs' images fill ``MAX_QUEUED_INPUT_MB``: new work waits until some finish."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "Atelier's queue is full right now, so this edit was not started. You were not charged; "
+            "please try again in a few minutes."
+        )
+
+
 class CancelRefusedError(AtelierError):
     """The job cannot be cancelled (not yours, already running, already over)."""
 

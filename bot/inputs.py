@@ -1,8 +1,12 @@
-"""Job inputs on disk, from acceptance until the job ends, so a queued job survives a restart.
+"""Job inputs, kept from acceptance until the job ends, so a queued job survives a restart.
 
-Reads and writes each have a thread of their own: starting a job reads its inputs while
-the shared default executor may be busy decoding results, and a burst of new jobs
-saving theirs must not hold up the read of the job that is about to start.
+Two homes: files under ``DATA_DIR/inputs`` (one process), or rows in PostgreSQL so that
+a worker on another machine can run any job (several processes), capped in total by
+``MAX_QUEUED_INPUT_MB``.
+
+On disk, reads and writes each have a thread of their own: starting a job reads its
+inputs while the shared default executor may be busy decoding results, and a burst of
+new jobs saving theirs must not hold up the read of the job that is about to start.
 """
 
 from __future__ import annotations
@@ -13,15 +17,30 @@ import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bot.images import PreparedImage
 
 T = TypeVar("T")
 
 
+class JobInputs(Protocol):
+    """Where a job's prepared images wait for its API call."""
+
+    async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None: ...
+    async def load(self, job_id: str) -> list[PreparedImage] | None: ...
+    async def exists(self, job_id: str) -> bool: ...
+    async def delete(self, job_id: str) -> None: ...
+    async def full(self) -> bool:
+        """Whether queued inputs fill their cap (new work is then refused before it is charged)."""
+        ...
+
+
 class InputStore:
     """One folder per job under ``DATA_DIR/inputs``; files are written and read off the event loop."""
+
+    async def full(self) -> bool:
+        return False  # the disk is the operator's to size
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -71,3 +90,36 @@ class InputStore:
     async def delete(self, job_id: str) -> None:
         """Remove a job's inputs (when it ends, whatever the outcome)."""
         await self._on(self._writes, shutil.rmtree, self._folder(job_id), True)
+
+
+class InputRows(Protocol):
+    """The database side of ``DatabaseInputStore`` (``bot.postgres_store.PostgresJobStore``)."""
+
+    async def save_inputs(self, job_id: str, images: Sequence[PreparedImage], cap_bytes: int) -> None: ...
+    async def load_inputs(self, job_id: str) -> list[PreparedImage] | None: ...
+    async def inputs_exist(self, job_id: str) -> bool: ...
+    async def delete_inputs(self, job_id: str) -> None: ...
+    async def queued_input_bytes(self) -> int: ...
+
+
+class DatabaseInputStore:
+    """Job inputs as rows in the shared database, within ``cap_bytes`` for all of them together."""
+
+    def __init__(self, rows: InputRows, cap_bytes: int) -> None:
+        self._rows = rows
+        self.cap_bytes = cap_bytes
+
+    async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
+        await self._rows.save_inputs(job_id, images, self.cap_bytes)
+
+    async def load(self, job_id: str) -> list[PreparedImage] | None:
+        return await self._rows.load_inputs(job_id)
+
+    async def exists(self, job_id: str) -> bool:
+        return await self._rows.inputs_exist(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        await self._rows.delete_inputs(job_id)
+
+    async def full(self) -> bool:
+        return await self._rows.queued_input_bytes() >= self.cap_bytes

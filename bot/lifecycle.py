@@ -7,6 +7,12 @@ from), applies the money effect exactly once (a refund row keyed by the job; the
 in-memory ledger follows only what the store wrote), keeps the fair queue in step,
 drops a finished job's images, and tells the notifier. Everything else only reads:
 the fair queue, the ledger, positions and "who is running" are views of this record.
+
+With PostgreSQL (``shared``), several processes share the jobs: this process's record
+holds only the jobs it is working on (being admitted, or claimed and running), the queue
+and the money live in the database, and a move of a job held elsewhere (a cancel of a
+queued job) reads it from the store first. The store's conditional update is then what
+keeps two processes from moving one job twice.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtelierError, UnexpectedError
-from bot.inputs import InputStore
+from bot.inputs import JobInputs
 from bot.jobs import Job, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.queue import FairQueue
@@ -30,7 +36,7 @@ from bot.states import MONEY, JobState, MoneyEffect, allowed
 if TYPE_CHECKING:
     from bot.image_api import Attempt
     from bot.ports import Notifier
-    from bot.storage import JobStore
+    from bot.storage import JobStore, SharedStore
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,8 @@ INTERRUPTED_TWICE = (
 )
 # Positions are recomputed at most this often, however many jobs move in a burst.
 POSITIONS_EVERY = 0.05
+# With PostgreSQL, the jobs a process works on; queued and interrupted jobs wait in the database.
+HELD_WHEN_SHARED = frozenset({JobState.ACCEPTED, JobState.PREPARING, JobState.RUNNING, JobState.DELIVERING})
 
 
 @dataclass
@@ -51,9 +59,12 @@ class _Record:
 class Lifecycle:
     """Unfinished jobs by id, the moves between their states, and the views derived from them."""
 
-    def __init__(self, store: JobStore, inputs: InputStore) -> None:
+    def __init__(self, store: JobStore, inputs: JobInputs, shared: SharedStore | None = None) -> None:
         self._store = store
         self._inputs = inputs
+        self._shared = shared
+        self.holder = ""  # with PostgreSQL: this process's name on the leases it holds (set by the engine)
+        self.lease_seconds = 60.0
         self._records: dict[str, _Record] = {}
         self._notifier: Notifier | None = None
         self.ledger = UsageLedger()
@@ -67,7 +78,11 @@ class Lifecycle:
     # Start and stop -------------------------------------------------------------------------
 
     async def load(self, now: float) -> list[Job]:
-        """Read today's money and every unfinished job from the store; return those jobs."""
+        """Read today's money and every unfinished job from the store; return those jobs.
+
+        Only in the single-process mode: with PostgreSQL the database is the record.
+        """
+        assert self._shared is None
         day = utc_day(now)
         # A day back covers the longest cooldown; counts are per UTC day.
         self.ledger.load(day, await self._store.ledger_snapshot(day, now - 86400))
@@ -80,9 +95,9 @@ class Lifecycle:
         return jobs
 
     def attach(self, notifier: Notifier) -> None:
-        """Start telling ``notifier`` about moves and places in line."""
+        """Start telling ``notifier`` about moves (and, in one process, places in line)."""
         self._notifier = notifier
-        if self._announcer is None:
+        if self._announcer is None and self._shared is None:
             self._announcer = asyncio.create_task(self._announce_places(), name="atelier-positions")
 
     async def detach(self) -> None:
@@ -95,13 +110,23 @@ class Lifecycle:
 
     # The one way to create and move a job ---------------------------------------------------
 
-    async def create(self, job: Job) -> Job:
-        """Record an accepted job and its charge: in memory at once, then in the store.
+    async def create(self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool = False) -> Job:
+        """Check the member's usage with ``check`` (which raises to refuse) and record the accepted
+        job and its charge, as one step.
 
-        The memory step happens before the first ``await``, so a quota check made right
-        after this call starts already counts the job; if the store refuses it, it is undone.
+        In one process the check reads the in-memory ledger and the job is counted in memory
+        before the first ``await`` (undone if the store refuses it), so no second request can
+        slip in between. With PostgreSQL the check runs inside the database transaction that
+        charges, under locks on the member's and the server's totals (``whole_day``: the day's
+        spend too), so no second process can either.
         """
         assert job.state is JobState.ACCEPTED
+        if self._shared is not None:
+            lease = job.created_at + self.lease_seconds
+            await self._shared.admit_job(job, check, whole_day=whole_day, holder=self.holder, lease_until=lease)
+            self._records[job.id] = _Record(job)
+            return job
+        check(self.ledger.usage(job.user_id, job.guild_id, job.charge_day, active=self._active(job.user_id)))
         self.ledger.charge(job)
         self._records[job.id] = _Record(job)
         self.queue.add(job.user_id, job.id, job.created_at)
@@ -115,6 +140,23 @@ class Lifecycle:
         self._queue_changed()
         return job
 
+    async def claimed(self, job: Job) -> Job:
+        """A job the shared queue just claimed for this process (already running in the store)."""
+        assert job.state is JobState.RUNNING and allowed(JobState.QUEUED, JobState.RUNNING, job.restarts)
+        self._records[job.id] = _Record(job)
+        self._moved.set()
+        await self._tell(job, JobState.QUEUED, None)
+        return job
+
+    async def _record_for(self, job_id: str) -> _Record | None:
+        """This process's record of a job; with PostgreSQL, read from the store if held elsewhere."""
+        record = self._records.get(job_id)
+        if record is None and self._shared is not None:
+            job = await self._store.get_job(job_id)
+            if job is not None and not job.state.terminal:
+                record = self._records.setdefault(job_id, _Record(job))
+        return record
+
     async def move(
         self,
         job: Job | str,
@@ -126,9 +168,9 @@ class Lifecycle:
     ) -> Job | None:
         """Move a job to ``target``; return it moved, or ``None`` if the move is refused."""
         job_id = job if isinstance(job, str) else job.id
-        record = self._records.get(job_id)
+        record = await self._record_for(job_id)
         if record is None:
-            log.warning("job=%s refused move to %s: it is not an unfinished job here", job_id, target)
+            log.warning("job=%s refused move to %s: it is not an unfinished job", job_id, target)
             return None
         async with record.lock:
             before = record.job.state
@@ -140,6 +182,8 @@ class Lifecycle:
             result = await self._store.move_job(job_id, before, target, values, refund=refund, attempts=attempts)
             if not result.moved:
                 log.warning("job=%s refused move %s -> %s: the store holds another state", job_id, before, target)
+                if self._shared is not None:
+                    self._forget(job_id)  # another process moved it: the store knows better
                 return None
             moved = dataclasses.replace(record.job, state=target, **values)
             record.job = moved
@@ -172,15 +216,22 @@ class Lifecycle:
         return values
 
     def _reindex(self, job: Job) -> None:
-        if job.state is JobState.QUEUED:
-            self.queue.add(job.user_id, job.id, job.created_at, ready=True)
-            self.queue.mark_ready(job.id)
-        elif not job.state.waiting:
-            self.queue.remove(job.id)
-        if job.state.terminal:
-            del self._records[job.id]
-        self._queue_changed()
+        if self._shared is not None:
+            if job.state not in HELD_WHEN_SHARED:
+                self._forget(job.id)
+        else:
+            if job.state is JobState.QUEUED:
+                self.queue.add(job.user_id, job.id, job.created_at, ready=True)
+                self.queue.mark_ready(job.id)
+            elif not job.state.waiting:
+                self.queue.remove(job.id)
+            if job.state.terminal:
+                del self._records[job.id]
+            self._queue_changed()
         self._moved.set()
+
+    def _forget(self, job_id: str) -> None:
+        self._records.pop(job_id, None)
 
     async def _tell(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         if self._notifier is None:
@@ -192,7 +243,7 @@ class Lifecycle:
 
     async def interrupt(self, job_id: str, attempts: Sequence[Attempt] = ()) -> Job | None:
         """A stop caught this job running or delivering: back in line once, else failed."""
-        record = self._records.get(job_id)
+        record = await self._record_for(job_id)
         if record is None or record.job.state not in (JobState.RUNNING, JobState.DELIVERING):
             return None
         if allowed(record.job.state, JobState.INTERRUPTED, record.job.restarts):
@@ -224,10 +275,20 @@ class Lifecycle:
     def _matching(self, states: Sequence[JobState]) -> Iterator[Job]:
         return (r.job for r in self._records.values() if r.job.state in states)
 
-    def usage(self, user_id: int, guild_id: int | None, now: float) -> DayUsage:
-        """A member's usage today: charged jobs from the ledger, active jobs from the record."""
-        active = sum(1 for r in self._records.values() if r.job.user_id == user_id)
-        return self.ledger.usage(user_id, guild_id, utc_day(now), active=active)
+    def _active(self, user_id: int) -> int:
+        return sum(1 for r in self._records.values() if r.job.user_id == user_id)
+
+    async def usage(self, user_id: int, guild_id: int | None, now: float) -> DayUsage:
+        """A member's usage today: from the ledger and the record, or with PostgreSQL from the database."""
+        if self._shared is not None:
+            return await self._shared.day_usage(user_id, guild_id, utc_day(now), now)
+        return self.ledger.usage(user_id, guild_id, utc_day(now), active=self._active(user_id))
+
+    async def unfinished_of(self, user_id: int) -> list[Job]:
+        """A member's unfinished jobs, oldest first (with PostgreSQL, whichever process holds them)."""
+        if self._shared is not None:
+            return await self._shared.unfinished_jobs_of(user_id)
+        return self.jobs_of(user_id)
 
     def position(self, job_id: str) -> int | None:
         """A waiting job's place in line (1 = next), as last announced."""

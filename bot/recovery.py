@@ -15,7 +15,7 @@ import time
 from bot.dispatcher import INPUTS_LOST
 from bot.errors import AtelierError
 from bot.image_api import Attempt, AttemptOutcome
-from bot.inputs import InputStore
+from bot.inputs import JobInputs
 from bot.jobs import Job
 from bot.lifecycle import Lifecycle
 from bot.states import JobState
@@ -23,7 +23,7 @@ from bot.states import JobState
 log = logging.getLogger(__name__)
 
 
-async def resume_unfinished(lifecycle: Lifecycle, inputs: InputStore, jobs: list[Job]) -> None:
+async def resume_unfinished(lifecycle: Lifecycle, inputs: JobInputs, jobs: list[Job]) -> None:
     """Resume or end each of ``jobs`` (as the lifecycle loaded them)."""
     lost = AtelierError(INPUTS_LOST, log_detail="inputs missing on resume")
     for job in jobs:

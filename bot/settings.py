@@ -83,8 +83,9 @@ class SettingsStore(Protocol):
 
 
 class GuildSettings:
-    """Each server's overrides, all read from the store at start-up (this process is their only writer),
-    so admission never waits on the database for them."""
+    """Each server's overrides, all read from the store at start-up, so admission never waits on the
+    database for them. A change made here updates the cache; with PostgreSQL, a change made by
+    another process arrives as a notice (``reload``)."""
 
     def __init__(self, store: SettingsStore) -> None:
         self._store = store
@@ -99,6 +100,10 @@ class GuildSettings:
         if guild_id not in self._cache:
             self._cache[guild_id] = GuildOverrides() if self._loaded else await self._store.guild_overrides(guild_id)
         return self._cache[guild_id]
+
+    async def reload(self, guild_id: int) -> None:
+        """Read a server's overrides again (another process changed them)."""
+        self._cache[guild_id] = await self._store.guild_overrides(guild_id)
 
     async def save(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
         """Persist a server's overrides; they apply to the next request."""

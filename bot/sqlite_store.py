@@ -29,6 +29,7 @@ from bot.settings import GuildOverrides
 from bot.states import JobState
 from bot.storage import (
     MIGRATIONS,
+    MIGRATIONS_TABLE,
     JobStats,
     MoveResult,
     Queries,
@@ -36,6 +37,8 @@ from bot.storage import (
     job_from_row,
     job_to_params,
     overrides_from_json,
+    stats_from,
+    stats_queries,
     values_to_columns,
 )
 
@@ -157,9 +160,7 @@ class SQLiteJobStore:
 
     @staticmethod
     def _migrate(conn: sqlite3.Connection) -> None:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
-        )
+        conn.execute(MIGRATIONS_TABLE)
         current = int(conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0])
         for version, statements in enumerate(MIGRATIONS, start=1):
             if version <= current:
@@ -238,51 +239,10 @@ class SQLiteJobStore:
         return await self._run(read)
 
     async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
-        days = {f"d{i}": d for i, d in enumerate(week_days)}
-        params = {"guild_id": guild_id, "today": today, **days}
-        week = f"{Queries.in_days(len(week_days))} AND guild_id = :guild_id"
+        queries, params = stats_queries(guild_id, today, week_days)
 
         def read(conn: sqlite3.Connection) -> JobStats:
-            def scalar(sql: str, values: Mapping[str, Any] = params) -> Any:
-                return conn.execute(sql, values).fetchone()[0]
-
-            def count(where: str) -> int:
-                return int(scalar(f"SELECT COUNT(*) FROM jobs WHERE {week}{where}"))
-
-            durations = sorted(
-                float(r[0])
-                for r in conn.execute(
-                    f"SELECT finished_at - created_at FROM jobs WHERE {week} AND status = 'succeeded'", params
-                )
-            )
-            busiest = [
-                (int(r[0]), int(r[1]))
-                for r in conn.execute(
-                    f"SELECT user_id, COUNT(*) AS n FROM jobs WHERE {week} AND status <> 'cancelled' "
-                    "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 5",
-                    params,
-                )
-            ]
-            return JobStats(
-                jobs_today=int(scalar("SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND charge_day = :today")),
-                jobs_week=count(""),
-                succeeded_week=count(" AND status = 'succeeded'"),
-                failed_week=count(" AND status = 'failed'"),
-                cancelled_week=count(" AND status = 'cancelled'"),
-                durations_week=durations,
-                spend_today=float(scalar(f"SELECT {Queries.net_spend} FROM money WHERE day = :today")),
-                spend_week=float(
-                    scalar(f"SELECT {Queries.net_spend} FROM money WHERE {Queries.in_days(len(week_days), 'day')}")
-                ),
-                busiest=busiest,
-                billed_without_result_week=int(
-                    scalar(
-                        "SELECT COUNT(*) FROM api_attempts a JOIN jobs ON jobs.id = a.job_id "
-                        f"WHERE {week} AND a.may_be_billed = 1 "
-                        "AND (a.outcome <> 'succeeded' OR jobs.status <> 'succeeded')"
-                    )
-                ),
-            )
+            return stats_from({name: conn.execute(sql, params).fetchall() for name, sql in queries.items()})
 
         return await self._run(read)
 

@@ -12,12 +12,12 @@ so no code path and no restart can refund a job twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.jobs import Destination, Job, JobKind, JobRequest
-from bot.ledger import LedgerSnapshot
+from bot.ledger import DayUsage, LedgerSnapshot
 from bot.settings import GuildOverrides
 from bot.states import JobState
 
@@ -109,7 +109,34 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 3: several processes on one database: leases, the fair turn of each member, job inputs in the
+    # database, and the indexes admission's totals read.
+    [
+        "ALTER TABLE jobs ADD COLUMN claimed_by TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_until DOUBLE PRECISION",
+        "CREATE TABLE fair_turns (user_id BIGINT PRIMARY KEY, turn BIGINT NOT NULL)",
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL)",
+        """
+        CREATE TABLE job_inputs (
+            job_id TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            mime TEXT NOT NULL,
+            width INTEGER NOT NULL,
+            height INTEGER NOT NULL,
+            note TEXT,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (job_id, number)
+        )
+        """,
+        "CREATE INDEX money_user_day ON money (user_id, day)",
+        "CREATE INDEX money_guild_day ON money (guild_id, day)",
+        "CREATE INDEX jobs_user_status ON jobs (user_id, status)",
+    ],
 ]
+
+MIGRATIONS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
+)
 
 _REQUEST_COLUMNS = ("kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id")
 _JOB_COLUMNS = (
@@ -177,14 +204,34 @@ class JobStore(Protocol):
     async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None: ...
 
 
+class SharedStore(Protocol):
+    """What several processes sharing one database need besides ``JobStore`` (PostgreSQL)."""
+
+    async def admit_job(
+        self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool, holder: str, lease_until: float
+    ) -> None:
+        """Lock the totals, let ``check`` refuse, insert the job and its charge (held by ``holder``)."""
+        ...
+
+    async def day_usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage: ...
+    async def unfinished_jobs_of(self, user_id: int) -> list[Job]: ...
+    async def count(self, state: JobState) -> int: ...
+    async def claim_next(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | None: ...
+    async def renew_leases(self, worker: str, job_ids: Sequence[str], until: float) -> None: ...
+    async def expired_jobs(self, now: float) -> list[Job]: ...
+    async def queue_positions(self) -> list[tuple[Job, int]]: ...
+    def on_notice(self, handler: Callable[[str], None]) -> None: ...
+    async def notify(self, payload: str) -> None: ...
+
+
 class Queries:
     """The SQL, shared by every backend (``:name`` parameters)."""
 
     insert_job = f"INSERT INTO jobs ({', '.join(_JOB_COLUMNS)}) VALUES ({', '.join(':' + c for c in _JOB_COLUMNS)})"
     insert_money = (
         "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
-        "SELECT id, :entry, user_id, guild_id, charge_day, cost_usd, :at FROM jobs WHERE id = :id "
-        "ON CONFLICT (job_id, entry) DO NOTHING"
+        "SELECT id, CAST(:entry AS TEXT), user_id, guild_id, charge_day, cost_usd, CAST(:at AS DOUBLE PRECISION) "
+        "FROM jobs WHERE id = :id ON CONFLICT (job_id, entry) DO NOTHING"
     )
     insert_attempt = (
         "INSERT INTO api_attempts (job_id, run, attempt, started_at, seconds, outcome, http_status, may_be_billed, "
@@ -218,6 +265,48 @@ class Queries:
     def in_days(count: int, column: str = "charge_day") -> str:
         """``column IN (:d0, :d1…)`` for a list of days."""
         return f"{column} IN ({', '.join(f':d{i}' for i in range(count))})"
+
+
+def stats_queries(guild_id: int, today: str, week_days: Sequence[str]) -> tuple[dict[str, str], dict[str, Any]]:
+    """The SQL behind ``/atelier stats`` (one query per figure) and its parameters; see ``stats_from``."""
+    days = {f"d{i}": d for i, d in enumerate(week_days)}
+    week = f"{Queries.in_days(len(week_days))} AND guild_id = :guild_id"
+    jobs = f"SELECT COUNT(*) FROM jobs WHERE {week}"
+    queries = {
+        "jobs_today": "SELECT COUNT(*) FROM jobs WHERE guild_id = :guild_id AND charge_day = :today",
+        "jobs_week": jobs,
+        "succeeded_week": f"{jobs} AND status = 'succeeded'",
+        "failed_week": f"{jobs} AND status = 'failed'",
+        "cancelled_week": f"{jobs} AND status = 'cancelled'",
+        "durations_week": f"SELECT finished_at - created_at FROM jobs WHERE {week} AND status = 'succeeded'",
+        "spend_today": f"SELECT {Queries.net_spend} FROM money WHERE day = :today",
+        "spend_week": f"SELECT {Queries.net_spend} FROM money WHERE {Queries.in_days(len(week_days), 'day')}",
+        "busiest": f"SELECT user_id, COUNT(*) AS n FROM jobs WHERE {week} AND status <> 'cancelled' "
+        "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 5",
+        "billed_without_result_week": "SELECT COUNT(*) FROM api_attempts a JOIN jobs ON jobs.id = a.job_id "
+        f"WHERE {week} AND a.may_be_billed = 1 AND (a.outcome <> 'succeeded' OR jobs.status <> 'succeeded')",
+    }
+    return queries, {"guild_id": guild_id, "today": today, **days}
+
+
+def stats_from(results: Mapping[str, Sequence[Sequence[Any]]]) -> JobStats:
+    """``JobStats`` from the rows of each of ``stats_queries``."""
+
+    def one(name: str) -> Any:
+        return results[name][0][0]
+
+    return JobStats(
+        jobs_today=int(one("jobs_today")),
+        jobs_week=int(one("jobs_week")),
+        succeeded_week=int(one("succeeded_week")),
+        failed_week=int(one("failed_week")),
+        cancelled_week=int(one("cancelled_week")),
+        durations_week=sorted(float(r[0]) for r in results["durations_week"]),
+        spend_today=float(one("spend_today")),
+        spend_week=float(one("spend_week")),
+        busiest=[(int(r[0]), int(r[1])) for r in results["busiest"]],
+        billed_without_result_week=int(one("billed_without_result_week")),
+    )
 
 
 def job_to_params(job: Job) -> dict[str, Any]:

@@ -95,6 +95,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         budget = self.bot.config.daily_budget_usd
         spend = f"**${s.spend_today:.2f}**" + (f" of ${budget:.2f}" if budget is not None else " (no budget set)")
         busiest = ", ".join(f"<@{user}> ({n})" for user, n in s.busiest) or "nobody yet"
+        running = await self.bot.engine.in_flight()
         lines = [
             "📈 **Atelier statistics** (UTC days)",
             f"Jobs here: **{s.jobs_today}** today, **{s.jobs_week}** in the last 7 days "
@@ -104,7 +105,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
             f"Spend today, all servers: {spend}; last 7 days: ${s.spend_week:.2f}",
             f"Busiest members (7 days): {busiest}",
             f"API calls that may have been billed without a result (7 days): **{s.billed_without_result_week}**",
-            f"Right now: {self.bot.engine.in_flight()} running, limit {self.bot.config.max_concurrent_jobs} at once",
+            f"Right now: {running} running, limit {self.bot.config.max_concurrent_jobs} at once",
         ]
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
 

@@ -1,21 +1,29 @@
-"""The Discord client and the frontend that runs it: the cogs, the command tree, the one way to stop.
+"""The Discord client and the frontends that run it: the cogs, the command tree, the one way to stop.
 
-``python -m bot`` builds the engine and finds ``DiscordFrontend`` through the
-``atelier.frontends`` entry point. discord.py's ``close()`` and a signal end the same
-way: the engine stops (no new work, a grace period for running calls, the rest put
-back and their members told), then the gateway and REST session close.
+``python -m bot`` builds the engine and finds its frontend through the
+``atelier.frontends`` entry point: ``discord`` (all in one: the gateway and the worker),
+``gateway`` (interactions, admission and buttons; no API calls) or ``worker`` (in
+``cogs.worker``: no gateway). discord.py's ``close()`` and a signal end the same way: the
+engine stops (no new work, a grace period for running calls, the rest put back and
+their members told), then the gateway and REST session close.
+
+With ``SHARD_COUNT`` (and ``SHARD_IDS``), the client is discord.py's auto-sharded one,
+running only the given shards, so gateways for a bot in thousands of servers can be
+split across processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import discord
 from discord.ext import commands
 
 from bot.config import Config
 from bot.engine import JobEngine
+from bot.jobs import Job
 from cogs.command_sync import SyncRecord, schema_hash
 from cogs.discord_base import use_gateway_from_rest, use_rest_base
 from cogs.downloads import Downloader
@@ -30,9 +38,12 @@ EXTENSIONS = ("cogs.edit", "cogs.refine", "cogs.usage", "cogs.admin")
 class AtelierBot(commands.Bot):
     """Atelier's client. Long-lived things live here (or in the engine), never at module level."""
 
-    def __init__(self, config: Config, engine: JobEngine) -> None:
+    def __init__(self, config: Config, engine: JobEngine, *, work: bool = True) -> None:
         intents = discord.Intents.none()
         intents.guilds = True  # guild, channel, role and thread cache; members are not needed
+        sharding: dict[str, Any] = {}
+        if config.shard_count is not None:
+            sharding = {"shard_count": config.shard_count, "shard_ids": list(config.shard_ids or ()) or None}
         super().__init__(
             command_prefix=commands.when_mentioned,
             help_command=None,
@@ -42,9 +53,11 @@ class AtelierBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
             member_cache_flags=discord.MemberCacheFlags.none(),
             max_messages=None,
+            **sharding,
         )
         self.config = config
         self.engine = engine
+        self.work = work
         self.downloader = Downloader()
         self._closing: asyncio.Task[None] | None = None
 
@@ -53,7 +66,15 @@ class AtelierBot(commands.Bot):
             await self.load_extension(name)
         await self.sync_commands_if_changed()
         # REST works from here on (we are logged in), so resumed jobs can update their messages.
-        await self.engine.start(DiscordNotifier(self), DiscordPublisher(self))
+        await self.engine.start(DiscordNotifier(self), DiscordPublisher(self), work=self.work, mine=self.owns)
+
+    def owns(self, job: Job) -> bool:
+        """Whether this process's shards serve the job's server (direct messages go to shard 0)."""
+        config = self.config
+        if config.shard_count is None or config.shard_ids is None:
+            return True
+        shard = 0 if job.guild_id is None else (job.guild_id >> 22) % config.shard_count
+        return shard in config.shard_ids
 
     async def connect(self, *, reconnect: bool = True) -> None:
         if self.config.discord_api_base:
@@ -87,14 +108,21 @@ class AtelierBot(commands.Bot):
         log.info("synced %d commands (%s)", len(synced), scope)
 
 
+class ShardedAtelierBot(AtelierBot, commands.AutoShardedBot):
+    """Atelier's client on discord.py's auto-sharded client (``SHARD_COUNT``, ``SHARD_IDS``)."""
+
+
 class DiscordFrontend:
-    """Runs ``AtelierBot`` until a signal or ``close()`` stops it."""
+    """Runs the client, admitting work and running jobs, until a signal or ``close()`` stops it."""
+
+    work = True
 
     def __init__(self, config: Config, engine: JobEngine) -> None:
         if config.discord_api_base:
             use_rest_base(config.discord_api_base)
         self.config = config
-        self.bot = AtelierBot(config, engine)
+        client = ShardedAtelierBot if config.shard_count is not None else AtelierBot
+        self.bot = client(config, engine, work=self.work)
         self._stop: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
@@ -105,3 +133,9 @@ class DiscordFrontend:
         if self._stop is None:
             log.info("shutdown requested (%s)", reason)
             self._stop = asyncio.create_task(self.bot.close(), name="atelier-stop-request")
+
+
+class GatewayFrontend(DiscordFrontend):
+    """``python -m bot gateway``: interactions, admission and buttons; the workers make the API calls."""
+
+    work = False

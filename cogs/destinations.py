@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import discord
 
@@ -21,9 +21,6 @@ from bot.images import OutputImage
 from bot.jobs import Destination
 from cogs.errors import error_text
 from cogs.uploads import image_file
-
-if TYPE_CHECKING:
-    from cogs.client import AtelierBot
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +72,7 @@ def message_target(message: discord.Message, interaction: discord.Interaction | 
 class Delivery:
     """Shows one job's status, result or failure; built from the job's stored target."""
 
-    def __init__(self, bot: AtelierBot, destination: Destination, user_id: int) -> None:
+    def __init__(self, bot: discord.Client, destination: Destination, user_id: int) -> None:
         target = destination.data
         self.bot = bot
         self.target = target

@@ -13,7 +13,6 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
 
 import discord
 
@@ -25,9 +24,6 @@ from bot.sizes import size_of
 from bot.states import JobState, cancellable
 from cogs.buttons import cancel_view, result_view
 from cogs.destinations import Delivery, clip, quote_prompt
-
-if TYPE_CHECKING:
-    from cogs.client import AtelierBot
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +130,7 @@ class StatusLine:
 class DiscordNotifier:
     """Implements the engine's Notifier with Discord messages (status edits, failures)."""
 
-    def __init__(self, bot: AtelierBot) -> None:
+    def __init__(self, bot: discord.Client) -> None:
         self.bot = bot
         self._lines: dict[str, StatusLine] = {}  # open status messages (Discord state, not job state)
 
@@ -203,7 +199,7 @@ class DiscordNotifier:
 class DiscordPublisher:
     """Implements the engine's Publisher: posts a finished result with its buttons."""
 
-    def __init__(self, bot: AtelierBot) -> None:
+    def __init__(self, bot: discord.Client) -> None:
         self.bot = bot
 
     async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed:

@@ -48,7 +48,7 @@ class UsageCog(commands.Cog):
             )
         if standing.cooldown_wait > 0 and not standing.exempt:
             lines.append(f"Next edit possible in {describe_wait(standing.cooldown_wait)}.")
-        active = self.bot.engine.lifecycle.jobs_of(who.user_id)
+        active = await self.bot.engine.unfinished_of(who.user_id)
         if active:
             lines.append(f"In progress ({len(active)} of at most {standing.max_active}):")
             for job in active:

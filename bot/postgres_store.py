@@ -1,0 +1,447 @@
+"""The PostgreSQL job store: the same interface, schema and migrations as SQLite, shared by processes.
+
+With ``DATABASE_URL=postgresql://…`` several processes (gateways and workers, on several
+machines) share one source of truth, and PostgreSQL does what a queue server would:
+
+- **Money is checked and charged in the database.** Admission runs in one transaction
+  that takes advisory locks on the member, the server and (when a budget is set) the
+  whole day's spend, reads the totals, lets the caller check them, and inserts the job
+  with its charge row. Two processes cannot both sell the last edit of a limit.
+- **The queue is the jobs table.** A worker claims the next job with
+  ``SELECT … FOR UPDATE SKIP LOCKED`` in the fair order, computed in SQL: the head of
+  each member's line, members who were served least recently first (``fair_turns``).
+  Claims take an advisory lock for the cap: at most ``MAX_CONCURRENT_JOBS`` running jobs
+  with a live lease, across all workers together.
+- **Leases.** A claimed job carries ``lease_until``, renewed by its worker; a job whose
+  lease ran out (a worker killed with SIGKILL) is taken over once by another worker.
+- **LISTEN/NOTIFY** on the channel ``atelier``: ``queued`` when a job enters the queue and
+  ``slot`` when an API call ends (idle workers wake at once), ``cancel:<job>`` and
+  ``settings:<guild>`` so every process hears of them.
+- **Job inputs live in the database** (``job_inputs``), so a worker on another machine
+  can run any job; their total is capped by ``MAX_QUEUED_INPUT_MB``.
+
+The shared SQL (``bot.storage``) is written with ``:name`` parameters; this module
+translates it to PostgreSQL's ``$n`` once per statement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from bot.errors import QueueFullError
+from bot.images import PreparedImage
+from bot.jobs import Job
+from bot.ledger import DayUsage, LedgerSnapshot
+from bot.settings import GuildOverrides
+from bot.states import JobState
+from bot.storage import (
+    MIGRATIONS,
+    MIGRATIONS_TABLE,
+    JobStats,
+    MoveResult,
+    Queries,
+    attempt_params,
+    job_from_row,
+    job_to_params,
+    overrides_from_json,
+    stats_from,
+    stats_queries,
+    values_to_columns,
+)
+
+if TYPE_CHECKING:
+    from bot.image_api import Attempt
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "atelier"
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_UNFINISHED = "status NOT IN ('succeeded', 'failed', 'cancelled')"
+
+# The fair choice, in SQL: each member's first waiting job (in acceptance order) is their head;
+# a head that is ready (queued) may start; members served least recently go first. A head
+# locked by another transaction (a claim, a cancel) is skipped, not waited for.
+CLAIM = """
+WITH heads AS (
+    SELECT DISTINCT ON (user_id) id, user_id, status, created_at
+    FROM jobs WHERE status IN ('accepted', 'preparing', 'queued')
+    ORDER BY user_id, created_at, id
+)
+SELECT j.id, j.user_id FROM heads h
+JOIN jobs j ON j.id = h.id
+LEFT JOIN fair_turns t ON t.user_id = h.user_id
+WHERE h.status = 'queued' AND j.status = 'queued'
+ORDER BY COALESCE(t.turn, -1), h.created_at, h.id
+LIMIT 1
+FOR UPDATE OF j SKIP LOCKED
+"""
+
+# Every waiting job's place, as the claim would serve them if all were ready: round k of the
+# round-robin takes each member's k-th job, members in the order of their last turn.
+POSITIONS = """
+WITH waiting AS (
+    SELECT j.*, ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.created_at, j.id) AS k,
+           MIN(j.created_at) OVER (PARTITION BY j.user_id) AS head_at
+    FROM jobs j WHERE j.status IN ('accepted', 'preparing', 'queued')
+), members AS (
+    SELECT w.user_id, ROW_NUMBER() OVER (ORDER BY COALESCE(t.turn, -1), MIN(w.head_at), w.user_id) AS rank
+    FROM waiting w LEFT JOIN fair_turns t ON t.user_id = w.user_id
+    GROUP BY w.user_id, t.turn
+)
+SELECT w.*, ROW_NUMBER() OVER (ORDER BY w.k, m.rank) AS place
+FROM waiting w JOIN members m ON m.user_id = w.user_id
+ORDER BY place
+"""
+
+USAGE = f"""
+SELECT
+    (SELECT COALESCE(SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), 0)
+     FROM money WHERE day = :day AND user_id = :user_id) AS user_today,
+    (SELECT COALESCE(SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), 0)
+     FROM money WHERE day = :day AND guild_id = :guild_id) AS guild_today,
+    (SELECT {Queries.net_spend} FROM money WHERE day = :day) AS spend_today,
+    (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND {_UNFINISHED}) AS user_active,
+    (SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND created_at >= :since) AS last_accepted
+"""
+
+
+@lru_cache(maxsize=512)
+def to_postgres(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` parameters as ``$1, $2…``, and the names in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PARAM.sub(number, sql), tuple(names)
+
+
+def _args(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    query, names = to_postgres(sql)
+    return query, [params[name] for name in names]
+
+
+class PostgresJobStore:
+    """Jobs, money, settings, the shared queue and job inputs in PostgreSQL."""
+
+    def __init__(self, dsn: str, *, pool_size: int = 5) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listen_task: asyncio.Task[None] | None = None
+        self._handlers: list[Callable[[str], None]] = []
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("store is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Connect and apply any migrations not yet applied (one process at a time)."""
+        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:migrate', 0))")
+            await conn.execute(MIGRATIONS_TABLE)
+            current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+            for version, statements in enumerate(MIGRATIONS, start=1):
+                if version <= current:
+                    continue
+                for statement in statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", version, time.time()
+                )
+                log.info("database migrated to version %d", version)
+
+    async def close(self) -> None:
+        """Stop listening and close the connections; idempotent."""
+        task, self._listen_task = self._listen_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            await listener.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # The shared interface --------------------------------------------------------------------
+
+    async def create_job(self, job: Job) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await self._insert(conn, job)
+
+    async def _insert(self, conn: asyncpg.Connection, job: Job) -> None:
+        await conn.execute(*_args(Queries.insert_job, job_to_params(job)))
+        await conn.execute(*_args(Queries.insert_money, {"id": job.id, "entry": "charge", "at": job.created_at}))
+
+    async def move_job(
+        self,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        *,
+        refund: bool,
+        attempts: Sequence[Attempt] = (),
+    ) -> MoveResult:
+        columns = values_to_columns(values)
+        params = {**columns, "id": job_id, "current": current.value, "target": target.value}
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(*_args(Queries.move_job(list(columns)) + " RETURNING restarts", params))
+            if row is None:
+                return MoveResult(moved=False)
+            refunded = False
+            if refund:
+                entry = {"id": job_id, "entry": "refund", "at": time.time()}
+                refunded = (await conn.execute(*_args(Queries.insert_money, entry))).endswith(" 1")
+            if attempts:
+                query, _names = to_postgres(Queries.insert_attempt)
+                rows = [_args(Queries.insert_attempt, attempt_params(job_id, row["restarts"], a))[1] for a in attempts]
+                await conn.executemany(query, rows)
+            for notice in _notices(job_id, current, target):
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
+        return MoveResult(moved=True, refunded=refunded)
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await self.pool.fetchrow(*_args(Queries.get_job, {"id": job_id}))
+        return job_from_row(row) if row else None
+
+    async def unfinished_jobs(self) -> list[Job]:
+        return [job_from_row(r) for r in await self.pool.fetch(Queries.unfinished)]
+
+    async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot:
+        charged = [
+            (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
+            for r in await self.pool.fetch(*_args(Queries.charged_on_day, {"day": day}))
+        ]
+        last = {int(r[0]): float(r[1]) for r in await self.pool.fetch(*_args(Queries.last_by_user, {"since": since}))}
+        return LedgerSnapshot(charged=charged, last_accepted=last)
+
+    async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
+        queries, params = stats_queries(guild_id, today, week_days)
+        async with self.pool.acquire() as conn:
+            return stats_from({name: await conn.fetch(*_args(sql, params)) for name, sql in queries.items()})
+
+    async def all_guild_overrides(self) -> dict[int, GuildOverrides]:
+        rows = await self.pool.fetch("SELECT guild_id, settings FROM guild_settings")
+        return {int(r[0]): overrides_from_json(r[1]) for r in rows}
+
+    async def guild_overrides(self, guild_id: int) -> GuildOverrides:
+        raw = await self.pool.fetchval(*_args(Queries.guild_settings, {"guild_id": guild_id}))
+        return overrides_from_json(raw)
+
+    async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
+        params = {
+            "guild_id": guild_id,
+            "settings": json.dumps(overrides.to_json()),
+            "updated_at": time.time(),
+            "updated_by": by,
+        }
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(*_args(Queries.save_guild_settings, params))
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"settings:{guild_id}")
+
+    # Money checked and charged in the database ------------------------------------------------
+
+    async def admit_job(
+        self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool, holder: str, lease_until: float
+    ) -> None:
+        """Lock the member's, the server's (and with ``whole_day`` everyone's) totals, let ``check``
+        refuse, and insert the job with its charge, held by ``holder`` until ``lease_until``: one
+        transaction. If the holder dies while admitting, another process ends the job."""
+        keys = [f"atelier:user:{job.user_id}"]
+        if job.guild_id is not None:
+            keys.insert(0, f"atelier:guild:{job.guild_id}")
+        if whole_day:
+            keys.insert(0, "atelier:day")
+        async with self.pool.acquire() as conn, conn.transaction():
+            for key in keys:  # always in this order (day, guild, member): no deadlock between admissions
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+            check(await self._usage(conn, job.user_id, job.guild_id, job.charge_day, job.created_at))
+            await self._insert(conn, job)
+            await conn.execute(
+                "UPDATE jobs SET claimed_by = $2, lease_until = $3 WHERE id = $1", job.id, holder, lease_until
+            )
+
+    async def day_usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
+        async with self.pool.acquire() as conn:
+            return await self._usage(conn, user_id, guild_id, day, now)
+
+    @staticmethod
+    async def _usage(conn: asyncpg.Connection, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
+        params = {"day": day, "user_id": user_id, "guild_id": guild_id, "since": now - 86400}
+        row = await conn.fetchrow(*_args(USAGE, params))
+        return DayUsage(
+            user_today=int(row["user_today"]),
+            guild_today=int(row["guild_today"]) if guild_id is not None else 0,
+            spend_today=float(row["spend_today"]),
+            user_active=int(row["user_active"]),
+            user_last_accepted=float(row["last_accepted"]) if row["last_accepted"] is not None else None,
+        )
+
+    async def unfinished_jobs_of(self, user_id: int) -> list[Job]:
+        rows = await self.pool.fetch(
+            f"SELECT * FROM jobs WHERE user_id = $1 AND {_UNFINISHED} ORDER BY created_at, id", user_id
+        )
+        return [job_from_row(r) for r in rows]
+
+    async def count(self, state: JobState) -> int:
+        return int(await self.pool.fetchval("SELECT COUNT(*) FROM jobs WHERE status = $1", state.value))
+
+    # The queue ---------------------------------------------------------------------------------
+
+    async def claim_next(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | None:
+        """Take the next job in fair order and mark it running under ``worker``'s lease, or ``None``."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            # Claims are serialised only to keep the cap exact; the row itself is taken with SKIP LOCKED.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:claim', 0))")
+            running = await conn.fetchval(
+                "SELECT COUNT(*) FROM jobs WHERE status = 'running' AND lease_until >= $1", now
+            )
+            if running >= max_running:
+                return None
+            head = await conn.fetchrow(CLAIM)
+            if head is None:
+                return None
+            turn = await conn.fetchval(
+                "INSERT INTO counters (name, value) VALUES ('fair_turn', 1) "
+                "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value"
+            )
+            await conn.execute(
+                "INSERT INTO fair_turns (user_id, turn) VALUES ($1, $2) "
+                "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn",
+                head["user_id"],
+                turn,
+            )
+            row = await conn.fetchrow(
+                "UPDATE jobs SET status = 'running', started_at = $2, claimed_by = $3, lease_until = $4 "
+                "WHERE id = $1 AND status = 'queued' RETURNING *",
+                head["id"],
+                now,
+                worker,
+                now + lease_seconds,
+            )
+            return job_from_row(row) if row else None
+
+    async def renew_leases(self, worker: str, job_ids: Sequence[str], until: float) -> None:
+        """Extend the lease of the jobs ``worker`` holds."""
+        await self.pool.execute(
+            "UPDATE jobs SET lease_until = $1 WHERE id = ANY($2::text[]) AND claimed_by = $3",
+            until,
+            list(job_ids),
+            worker,
+        )
+
+    async def expired_jobs(self, now: float) -> list[Job]:
+        """Jobs whose holder's lease ran out, and jobs interrupted but not yet back in line."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM jobs WHERE (status IN ('accepted', 'preparing', 'running', 'delivering') "
+            "AND lease_until < $1) OR status = 'interrupted' ORDER BY created_at, id",
+            now,
+        )
+        return [job_from_row(r) for r in rows]
+
+    async def queue_positions(self) -> list[tuple[Job, int]]:
+        """Every waiting job with its place in line (1 = next)."""
+        return [(job_from_row(r), int(r["place"])) for r in await self.pool.fetch(POSITIONS)]
+
+    # Notifications -----------------------------------------------------------------------------
+
+    def on_notice(self, handler: Callable[[str], None]) -> None:
+        """Call ``handler(payload)`` for every notice on the ``atelier`` channel, from any process."""
+        self._handlers.append(handler)
+        if self._listen_task is None:
+            self._listen_task = asyncio.create_task(self._listen(), name="atelier-listen")
+
+    async def _listen(self) -> None:
+        """Keep one connection listening; reconnect (and tell the handlers to re-check) if it drops."""
+        while True:
+            try:
+                lost = asyncio.Event()
+                self._listener = await asyncpg.connect(self._dsn)
+                self._listener.add_termination_listener(functools.partial(_set_on_close, lost))
+                await self._listener.add_listener(CHANNEL, self._dispatch_notice)
+                self._dispatch_notice(None, 0, CHANNEL, "reconnected")
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("lost the PostgreSQL notification connection (%s); reconnecting", type(exc).__name__)
+            await asyncio.sleep(1.0)
+
+    def _dispatch_notice(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for handler in self._handlers:
+            handler(payload)
+
+    async def notify(self, payload: str) -> None:
+        await self.pool.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+    # Job inputs ----------------------------------------------------------------------------------
+
+    async def save_inputs(self, job_id: str, images: Sequence[PreparedImage], cap_bytes: int) -> None:
+        """Keep a job's inputs, refusing with ``QueueFullError`` past ``cap_bytes`` for all queued inputs."""
+        adding = sum(len(image.data) for image in images)
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:inputs', 0))")
+            held = int(await conn.fetchval("SELECT COALESCE(SUM(octet_length(data)), 0) FROM job_inputs"))
+            if held + adding > cap_bytes:
+                raise QueueFullError()
+            await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job_id)
+            await conn.executemany(
+                "INSERT INTO job_inputs (job_id, number, mime, width, height, note, data) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [
+                    (job_id, n, image.mime, image.width, image.height, image.note, image.data)
+                    for n, image in enumerate(images, start=1)
+                ],
+            )
+
+    async def load_inputs(self, job_id: str) -> list[PreparedImage] | None:
+        rows = await self.pool.fetch(
+            "SELECT mime, width, height, note, data FROM job_inputs WHERE job_id = $1 ORDER BY number", job_id
+        )
+        if not rows:
+            return None
+        return [PreparedImage(bytes(r["data"]), r["mime"], r["width"], r["height"], r["note"]) for r in rows]
+
+    async def inputs_exist(self, job_id: str) -> bool:
+        return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM job_inputs WHERE job_id = $1)", job_id))
+
+    async def delete_inputs(self, job_id: str) -> None:
+        await self.pool.execute("DELETE FROM job_inputs WHERE job_id = $1", job_id)
+
+    async def queued_input_bytes(self) -> int:
+        return int(await self.pool.fetchval("SELECT COALESCE(SUM(octet_length(data)), 0) FROM job_inputs"))
+
+
+def _set_on_close(event: asyncio.Event, _conn: object) -> None:
+    event.set()
+
+
+def _notices(job_id: str, current: JobState, target: JobState) -> list[str]:
+    """What other processes must hear of a move (sent when its transaction commits)."""
+    notices = []
+    if target is JobState.QUEUED:
+        notices.append("queued")
+    if current is JobState.RUNNING:
+        notices.append("slot")
+    if target is JobState.CANCELLED:
+        notices.append(f"cancel:{job_id}")
+    return notices

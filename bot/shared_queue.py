@@ -1,0 +1,170 @@
+"""The queue of several processes (PostgreSQL): claims, leases, take-overs, places in line, notices.
+
+- A worker waits for a job with ``next_job``: it claims the next one in fair order from
+  the database (``FOR UPDATE SKIP LOCKED``, the cap counted across all workers), and
+  sleeps until a ``queued`` or ``slot`` notice wakes it (within milliseconds of an
+  enqueue), with a slow poll only as a safety net.
+- Every process renews the leases of the jobs it holds, and takes over jobs whose
+  holder's lease ran out (a process killed with SIGKILL): through ``bot.recovery``, the
+  same rules as a restart, so a job runs again at most once.
+- A gateway announces places in line to the members of its own shards.
+- ``settings:<guild>`` notices refresh the per-server cache; ``cancel:<job>`` ones drop
+  whatever this process still shows of that job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from bot.config import Config
+from bot.errors import UnexpectedError
+from bot.inputs import JobInputs
+from bot.jobs import Job
+from bot.lifecycle import Lifecycle
+from bot.ports import Notifier
+from bot.recovery import resume_unfinished
+from bot.settings import GuildSettings
+from bot.states import JobState
+from bot.storage import SharedStore
+
+log = logging.getLogger(__name__)
+
+# Notices are the way to wake up; this poll only covers one lost with a dropped connection.
+SAFETY_POLL = 5.0
+# How often a gateway refreshes places in line when nothing tells it to.
+PLACES_EVERY = 5.0
+PLACES_COALESCE = 0.2
+
+
+class SharedQueue:
+    """One process's part in the shared queue."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: SharedStore,
+        lifecycle: Lifecycle,
+        inputs: JobInputs,
+        settings: GuildSettings,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._lifecycle = lifecycle
+        self._inputs = inputs
+        self._settings = settings
+        self._notifier: Notifier | None = None
+        self._mine: Callable[[Job], bool] = lambda job: True
+        self._wake = asyncio.Event()
+        self._reordered = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self.places: dict[str, int] = {}  # this process's waiting jobs and their places, as last announced
+
+    def start(self, notifier: Notifier, *, announce: bool, mine: Callable[[Job], bool] | None = None) -> None:
+        """Listen for notices, keep leases, take over abandoned jobs, and (``announce``) tell places."""
+        self._notifier = notifier
+        if mine is not None:
+            self._mine = mine
+        self._store.on_notice(self._on_notice)
+        self._tasks = [
+            asyncio.create_task(self._keep_leases(), name="atelier-leases"),
+            asyncio.create_task(self._take_over_loop(), name="atelier-take-over"),
+        ]
+        if announce:
+            self._tasks.append(asyncio.create_task(self._announce_places(), name="atelier-places"))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def next_job(self) -> Job:
+        """Wait until a job can be claimed for this process, and claim it (it is then running)."""
+        config = self._config
+        while True:
+            self._wake.clear()
+            job = await self._store.claim_next(
+                self._lifecycle.holder, time.time(), config.job_lease_seconds, config.max_concurrent_jobs
+            )
+            if job is not None:
+                return await self._lifecycle.claimed(job)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SAFETY_POLL):
+                    await self._wake.wait()
+
+    def _on_notice(self, payload: str) -> None:
+        if payload in ("queued", "slot", "reconnected"):
+            self._wake.set()
+            self._reordered.set()
+        if payload == "reconnected":  # notices may have been missed: re-read what they would have said
+            self._spawn(self._settings.load(), "reloading settings")
+        elif payload.startswith("settings:") and payload[9:].isdigit():
+            self._spawn(self._settings.reload(int(payload[9:])), "reloading a server's settings")
+        elif payload.startswith("cancel:"):
+            self.places.pop(payload[7:], None)
+            self._reordered.set()
+
+    def _spawn(self, work: object, what: str) -> None:
+        async def run() -> None:
+            try:
+                await work  # type: ignore[misc]
+            except Exception as exc:
+                UnexpectedError.capture(exc, what)
+
+        self._tasks.append(asyncio.create_task(run()))
+
+    async def _keep_leases(self) -> None:
+        """Renew, every third of a lease, the leases of the jobs this process holds."""
+        every = self._config.job_lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            held = [job.id for job in self._lifecycle.jobs()]
+            if held:
+                try:
+                    await self._store.renew_leases(
+                        self._lifecycle.holder, held, time.time() + self._config.job_lease_seconds
+                    )
+                except Exception as exc:  # the next round tries again; a lease outlives two misses
+                    UnexpectedError.capture(exc, "renewing leases")
+
+    async def take_over(self) -> None:
+        """Resume or end the jobs whose holder's lease ran out, and the interrupted ones."""
+        abandoned = await self._store.expired_jobs(time.time())
+        mine = {job.id for job in self._lifecycle.jobs()}
+        abandoned = [job for job in abandoned if job.id not in mine]
+        if abandoned:
+            log.info("taking over %d job(s) left by a stopped or lost process", len(abandoned))
+            await resume_unfinished(self._lifecycle, self._inputs, abandoned)
+
+    async def _take_over_loop(self) -> None:
+        every = self._config.job_lease_seconds / 2
+        while True:
+            try:
+                await self.take_over()
+            except Exception as exc:
+                UnexpectedError.capture(exc, "taking over abandoned jobs")
+            await asyncio.sleep(every)
+
+    async def _announce_places(self) -> None:
+        """Tell this gateway's waiting members their place whenever the queue moves."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PLACES_EVERY):
+                    await self._reordered.wait()
+            self._reordered.clear()
+            try:
+                waiting = await self._store.queue_positions()
+                places = {job.id: place for job, place in waiting if job.state is JobState.QUEUED and self._mine(job)}
+                changed = [
+                    (job, place) for job, place in waiting if job.id in places and self.places.get(job.id) != place
+                ]
+                self.places = places
+                if changed and self._notifier is not None:
+                    await self._notifier.queue_moved(changed)
+            except Exception as exc:
+                UnexpectedError.capture(exc, "announcing places in line")
+            await asyncio.sleep(PLACES_COALESCE)
