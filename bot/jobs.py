@@ -64,7 +64,8 @@ class Destination:
     def from_json(cls, value: Mapping[str, Any] | None) -> Destination | None:
         if not value:
             return None
-        return cls(int(value.get("upload_limit") or DEFAULT_UPLOAD_LIMIT), dict(value))
+        data = {key: item for key, item in value.items() if key != "upload_limit"}
+        return cls(int(value.get("upload_limit") or DEFAULT_UPLOAD_LIMIT), data)
 
 
 @dataclass(frozen=True)

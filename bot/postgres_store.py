@@ -130,9 +130,10 @@ def to_postgres(sql: str) -> tuple[str, tuple[str, ...]]:
     return _PARAM.sub(number, sql), tuple(names)
 
 
-def _args(sql: str, params: Mapping[str, Any]) -> tuple[str, list[Any]]:
+def _args(sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``(query, *arguments)`` for asyncpg from shared SQL and named parameters."""
     query, names = to_postgres(sql)
-    return query, [params[name] for name in names]
+    return (query, *(params[name] for name in names))
 
 
 class PostgresJobStore:
@@ -215,7 +216,7 @@ class PostgresJobStore:
                 refunded = (await conn.execute(*_args(Queries.insert_money, entry))).endswith(" 1")
             if attempts:
                 query, _names = to_postgres(Queries.insert_attempt)
-                rows = [_args(Queries.insert_attempt, attempt_params(job_id, row["restarts"], a))[1] for a in attempts]
+                rows = [_args(Queries.insert_attempt, attempt_params(job_id, row["restarts"], a))[1:] for a in attempts]
                 await conn.executemany(query, rows)
             for notice in _notices(job_id, current, target):
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)

@@ -22,27 +22,39 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class BotProcess:
-    """The bot under test, run as its own process with its log captured to a file."""
+    """The bot under test, run as its own process with its log captured to a file.
 
-    def __init__(self, env: dict[str, str], workdir: Path, fake: FakeDiscord) -> None:
+    ``role`` is ``python -m bot``'s argument: none (all in one), ``gateway`` or ``worker``.
+    """
+
+    def __init__(
+        self, env: dict[str, str], workdir: Path, fake: FakeDiscord, role: str | None = None, name: str = "bot"
+    ) -> None:
         self.env = env
         self.workdir = workdir
         self.fake = fake
+        self.role = role
         self.proc: asyncio.subprocess.Process | None = None
-        self.log_path = workdir / "bot.log"
+        self.log_path = workdir / f"{name}.log"
         self.starts = 0
 
     async def start(self, timeout: float = 30) -> None:
-        """Start ``python -m bot`` and wait until it has identified on the gateway."""
+        """Start ``python -m bot [role]`` and wait until it is ready (identified on the gateway, or,
+        for a worker, logged in and taking jobs)."""
         start_index = len(self.fake.gateway_received)
+        log_size = self.log_path.stat().st_size if self.log_path.exists() else 0
         self.starts += 1
         log = self.log_path.open("ab")
+        args = ["-m", "bot", *([self.role] if self.role else [])]
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", env=self.env, cwd=self.workdir, stdout=log, stderr=log
+                sys.executable, *args, env=self.env, cwd=self.workdir, stdout=log, stderr=log
             )
         finally:
             log.close()
+        if self.role == "worker":
+            await self._wait_for_log("worker ready", log_size, timeout)
+            return
         identify = asyncio.ensure_future(self.fake.wait_for_gateway(2, timeout, start=start_index))
         died = asyncio.ensure_future(self.proc.wait())
         done, _ = await asyncio.wait({identify, died}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
@@ -52,6 +64,19 @@ class BotProcess:
             raise AssertionError(f"bot did not identify (exit={self.proc.returncode}):\n{self.log()[-3000:]}")
         died.cancel()
         await self.fake.wait_until_ready(timeout)
+
+    async def _wait_for_log(self, needle: str, offset: int, timeout: float) -> None:
+        assert self.proc is not None
+        try:
+            async with asyncio.timeout(timeout):
+                while needle not in self.log_path.read_text(errors="replace")[offset:]:
+                    if self.proc.returncode is not None:
+                        break
+                    await asyncio.sleep(0.05)
+        except TimeoutError:
+            pass
+        if needle not in self.log_path.read_text(errors="replace")[offset:]:
+            raise AssertionError(f"{self.role} did not get ready (exit={self.proc.returncode}):\n{self.log()[-3000:]}")
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         """Signal the bot and wait for it to exit; kill it if it will not."""

@@ -1,0 +1,248 @@
+"""Several processes on one PostgreSQL: the admission race, no double run, a gateway with workers, a
+worker killed mid-job, a rolling restart, shard ranges.
+
+Real processes, a real PostgreSQL (a fresh database per test), the fake Discord and the fake image
+API on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, send_edit, wait_result
+from tests.postgres import fresh_database
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    async with fresh_database() as url:
+        yield url
+
+
+async def rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def run_program(*args: str, timeout: float = 60) -> dict[str, Any]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.pg_processes", *args, cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(timeout):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
+
+
+async def test_four_processes_times_fifty_requests_sell_exactly_the_daily_limit_of_ten(database: str) -> None:
+    from bot.postgres_store import PostgresJobStore
+
+    store = PostgresJobStore(database)
+    await store.open()  # migrate once, before the race
+    await store.close()
+    start_at = f"{time.time() + 4:.3f}"
+    results = await asyncio.gather(*(run_program("admit", database, "50", start_at) for _ in range(4)))
+    assert sum(r["accepted"] for r in results) == 10
+    assert sum(r["refused"] for r in results) == 190
+    charged = await rows(database, "SELECT COUNT(*) FROM money WHERE entry = 'charge'")
+    assert charged[0][0] == 10
+
+
+async def test_five_hundred_jobs_claimed_by_four_workers_each_run_exactly_once(database: str) -> None:
+    from bot.postgres_store import PostgresJobStore
+    from bot.states import JobState
+    from tests.test_postgres_queue import add, make_job
+
+    store = PostgresJobStore(database)
+    await store.open()
+    now = time.time()
+    for n in range(500):
+        await add(store, make_job(f"job{n:03d}", n % 37, now + n * 0.001))
+    await store.close()
+    results = await asyncio.gather(*(run_program("claim", database) for _ in range(4)))
+    taken = [job_id for r in results for job_id in r["taken"]]
+    assert len(taken) == 500 and len(set(taken)) == 500
+    assert sum(1 for r in results if r["taken"]) >= 2, "the work was shared"
+    done = await rows(database, "SELECT COUNT(*) FROM jobs WHERE status = $1", JobState.SUCCEEDED.value)
+    assert done[0][0] == 500
+
+
+class Cluster:
+    """One gateway and some workers against the fakes and one database."""
+
+    def __init__(self, fake: FakeDiscord, api: FakeImageAPI, workdir: Path, database: str, **settings: str) -> None:
+        self.env = bot_environment(
+            fake.api_base, api.base, workdir / "data", DATABASE_URL=database, IMAGE_API_TIMEOUT="20",
+            USER_MAX_ACTIVE="20", **settings,
+        )  # fmt: skip
+        self.fake = fake
+        self.workdir = workdir
+        self.gateway = BotProcess(self.env, workdir, fake, role="gateway", name="gateway")
+        self.workers: list[BotProcess] = []
+
+    def worker(self, n: int) -> BotProcess:
+        while len(self.workers) <= n:
+            index = len(self.workers)
+            self.workers.append(BotProcess(self.env, self.workdir, self.fake, role="worker", name=f"worker{index}"))
+        return self.workers[n]
+
+    async def stop(self) -> None:
+        for process in [*self.workers, self.gateway]:
+            await process.stop()
+        for process in [*self.workers, self.gateway]:
+            log = process.log()
+            assert BOT_TOKEN not in log and API_KEY not in log
+
+
+@pytest.fixture
+async def cluster_factory(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path, database: str
+) -> AsyncIterator[Any]:
+    made: list[Cluster] = []
+
+    def make(**settings: str) -> Cluster:
+        cluster = Cluster(discord_fake, image_api, tmp_path, database, **settings)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        await cluster.stop()
+
+
+async def edits_from_members(fake: FakeDiscord, members: int, each: int) -> list[InteractionHandle]:
+    users = [fake.USER_ID + 2000 + n for n in range(members)]
+    for user in users:
+        fake.add_user(user, f"member{user}")
+    requests = [send_edit(fake, f"{user}-{k}", [make_png()], user_id=user) for k in range(each) for user in users]
+    return list(await asyncio.gather(*requests))
+
+
+async def test_a_gateway_and_two_workers_deliver_forty_jobs_from_ten_members_each_once(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
+) -> None:
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="3")
+    image_api.latency = 0.2
+    await cluster.gateway.start()
+    for n in range(2):
+        await cluster.worker(n).start()
+    handles = await edits_from_members(discord_fake, 10, 4)
+    results = await asyncio.gather(*(wait_result(h, timeout=60) for h in handles))
+    assert all(len(r.files) == 1 for r in results)
+    prompts = [call.field("prompt") for call in image_api.calls]
+    assert len(prompts) == 40 and len(set(prompts)) == 40
+    assert image_api.max_in_flight <= 3
+    # Each result was posted once, and by a worker: the gateway makes no API calls.
+    for handle in handles:
+        assert sum(1 for r in handle.webhook_requests() if r.files and 200 <= r.status < 300) == 1
+    assert "image API attempt" not in cluster.gateway.log()
+    assert all("image API attempt" in w.log() for w in cluster.workers), "both workers took jobs"
+    money = await rows(database, "SELECT entry, COUNT(*) FROM money GROUP BY entry")
+    assert {r[0]: r[1] for r in money} == {"charge": 40}
+
+
+async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_once_charged(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
+) -> None:
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="2", JOB_LEASE_SECONDS="2")
+    await cluster.gateway.start()
+    for n in range(2):
+        await cluster.worker(n).start()
+    image_api.then(Reply(kind="hang"))
+    handle = await send_edit(discord_fake, "survivor", [make_png()])
+    await image_api.wait_for_started(1, timeout=20)
+    (holder,) = await rows(database, "SELECT claimed_by FROM jobs WHERE status = 'running'")
+    pid = int(holder[0].split(":")[1])
+    (victim,) = [w for w in cluster.workers if w.proc is not None and w.proc.pid == pid]
+    await victim.stop(signal.SIGKILL)
+    result = await wait_result(handle, timeout=30)
+    assert result.files
+    assert [c.field("prompt") for c in image_api.calls] == ["survivor", "survivor"]
+    (job,) = await rows(database, "SELECT id, status, restarts FROM jobs")
+    assert (job["status"], job["restarts"]) == ("succeeded", 1)
+    money = await rows(database, "SELECT entry FROM money WHERE job_id = $1", job["id"])
+    assert [r[0] for r in money] == ["charge"]
+    attempts = await rows(database, "SELECT run, outcome, may_be_billed FROM api_attempts ORDER BY run")
+    assert [(r[0], r[1], r[2]) for r in attempts] == [(0, "interrupted", 1), (1, "succeeded", 1)]
+
+
+async def test_a_rolling_restart_of_the_workers_loses_nothing_and_the_gateway_keeps_answering(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="2", SHUTDOWN_GRACE_SECONDS="10")
+    image_api.latency = 0.3
+    await cluster.gateway.start()
+    for n in range(2):
+        await cluster.worker(n).start()
+    handles: list[InteractionHandle] = []
+    acked: list[float] = []
+
+    async def stream() -> None:
+        for n in range(24):
+            sent = time.perf_counter()
+            handle = await send_edit(discord_fake, f"job {n}", [make_png()], user_id=discord_fake.USER_ID + 3000 + n)
+            await handle.wait_for_callback(timeout=5)
+            acked.append(time.perf_counter() - sent)
+            handles.append(handle)
+            await asyncio.sleep(0.15)
+
+    async def restart_workers() -> None:
+        for worker in cluster.workers:
+            await asyncio.sleep(0.8)
+            assert await worker.stop(signal.SIGTERM, timeout=20) == 0
+            await worker.start()
+
+    for n in range(24):
+        discord_fake.add_user(discord_fake.USER_ID + 3000 + n, f"m{n}")
+    await asyncio.gather(stream(), restart_workers())
+    results = await asyncio.gather(*(wait_result(h, timeout=60) for h in handles))
+    assert len(results) == 24 and all(r.files for r in results)
+    prompts = [c.field("prompt") for c in image_api.calls]
+    assert sorted(set(prompts)) == sorted(f"job {n}" for n in range(24))
+    assert len(prompts) == 24, "nothing ran twice: each stopping worker finished its calls"
+    assert max(acked) < 3.0
+
+
+async def test_a_gateway_runs_only_its_shards(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path, database: str
+) -> None:
+    env = bot_environment(
+        discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=database, SHARD_COUNT="2",
+        SHARD_IDS="1",
+    )  # fmt: skip
+    gateway = BotProcess(env, tmp_path, discord_fake, role="gateway", name="gateway")
+    try:
+        await gateway.start()
+        assert discord_fake.identify is not None and discord_fake.identify["shard"] == [1, 2]
+    finally:
+        await gateway.stop()
+
+
+async def test_a_worker_without_postgresql_explains_and_exits(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    env = bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "worker", env=env, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert proc.returncode == 2 and b"needs PostgreSQL" in err
