@@ -1,8 +1,10 @@
 """A fresh PostgreSQL database per test, on the server ``.ci/run`` makes sure is running.
 
 ``ATELIER_TEST_POSTGRES`` names the server (default: the local one, trust auth, user
-``postgres``). Each test gets its own database, dropped afterwards. CI never skips these
-tests: if the server cannot be reached, they fail and say so.
+``postgres``). ``.ci/run`` starts it if needed and creates the ``atelier_test`` database,
+from which each test creates its own database, dropped afterwards (``postgres`` serves
+when ``atelier_test`` does not exist). CI never skips these tests: if the server cannot be
+reached, they fail and say so.
 """
 
 from __future__ import annotations
@@ -22,7 +24,10 @@ async def fresh_database() -> AsyncIterator[str]:
     """The URL of a new, empty database that is dropped when the block ends."""
     name = f"atelier_test_{secrets.token_hex(4)}"
     try:
-        admin = await asyncpg.connect(f"{SERVER}/postgres", timeout=10)
+        try:
+            admin = await asyncpg.connect(f"{SERVER}/atelier_test", timeout=10)
+        except asyncpg.InvalidCatalogNameError:
+            admin = await asyncpg.connect(f"{SERVER}/postgres", timeout=10)
     except (OSError, asyncpg.PostgresError) as exc:
         raise AssertionError(
             f"PostgreSQL is not reachable at {SERVER} ({exc}); .ci/run starts it, or set ATELIER_TEST_POSTGRES"
