@@ -31,12 +31,13 @@ import psutil
 
 from bench.fakes import TimedDiscord, TimedImageAPI
 from bench.images import sized_png
+from bench.postgres import measure_postgres
 from tests.fake_discord import MIB, FakeDiscord, InteractionHandle
 from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, send_edit
 
 MB = 1_000_000
 POLL = 0.02
-MEASURES = ("ack", "overhead", "throughput", "memory")
+MEASURES = ("ack", "overhead", "throughput", "memory", "postgres")
 EXTRA_BOT_ENV: dict[str, str] = {}  # from --bot-env, for experiments (e.g. MALLOC_ARENA_MAX=2)
 
 
@@ -72,6 +73,7 @@ class Settings:
     memory_jobs: int = 16
     memory_latency: float = 2.0
     memory_image: Image = field(default_factory=lambda: Image("3840×2160 PNG", 3840, 2160, 12 * MB))
+    claim_jobs: int = 30
     profile_dir: Path | None = None
 
 
@@ -102,6 +104,7 @@ def make_settings(quick: bool, api_latency: float | None, profile_dir: Path | No
         throughput_latency=0.2,
         memory_jobs=4,
         memory_latency=0.5,
+        claim_jobs=3,
         memory_image=Image("384×216 PNG", 384, 216, 100_000),
     )
 
@@ -556,6 +559,7 @@ RUNNERS: dict[str, Callable[[Settings, Report], Awaitable[None]]] = {
     "overhead": measure_overhead,
     "throughput": measure_throughput,
     "memory": measure_memory,
+    "postgres": measure_postgres,
 }
 
 

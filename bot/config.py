@@ -49,7 +49,7 @@ class Config:
     max_queued_input_mb: float = 512.0
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
-    database_pool_size: int = 5
+    database_pool_size: int = 10
 
     @property
     def db_file(self) -> Path:
@@ -233,5 +233,5 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_queued_input_mb=r.number("MAX_QUEUED_INPUT_MB", 512.0, minimum=1.0),
         shard_count=shard_count,
         shard_ids=shard_ids,
-        database_pool_size=r.integer("DATABASE_POOL_SIZE", 5, minimum=2),
+        database_pool_size=r.integer("DATABASE_POOL_SIZE", 10, minimum=2),
     )

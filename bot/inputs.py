@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -103,11 +104,19 @@ class InputRows(Protocol):
 
 
 class DatabaseInputStore:
-    """Job inputs as rows in the shared database, within ``cap_bytes`` for all of them together."""
+    """Job inputs as rows in the shared database, within ``cap_bytes`` for all of them together.
+
+    Whether the cap is reached is read at most once a second (admission asks on every
+    request); the cap itself is enforced exactly when inputs are saved.
+    """
+
+    FULL_CHECK_EVERY = 1.0
 
     def __init__(self, rows: InputRows, cap_bytes: int) -> None:
         self._rows = rows
         self.cap_bytes = cap_bytes
+        self._full = False
+        self._checked = 0.0
 
     async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
         await self._rows.save_inputs(job_id, images, self.cap_bytes)
@@ -122,4 +131,8 @@ class DatabaseInputStore:
         await self._rows.delete_inputs(job_id)
 
     async def full(self) -> bool:
-        return await self._rows.queued_input_bytes() >= self.cap_bytes
+        now = time.monotonic()
+        if now - self._checked >= self.FULL_CHECK_EVERY:
+            self._checked = now
+            self._full = await self._rows.queued_input_bytes() >= self.cap_bytes
+        return self._full

@@ -80,6 +80,7 @@ class Job:
     cost_usd: float
     destination: Destination | None = None
     notes: tuple[str, ...] = ()  # what was done to the inputs, e.g. "image2 was re-encoded to fit 4.2 MB"
+    queued_at: float | None = None  # when it last joined the line (its images ready)
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None

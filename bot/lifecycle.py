@@ -203,6 +203,8 @@ class Lifecycle:
     ) -> dict[str, Any]:
         """The values a move records besides the caller's: times, the error, counts."""
         now = time.time()
+        if target is JobState.QUEUED:
+            values.setdefault("queued_at", now)
         if target is JobState.RUNNING:
             values.setdefault("started_at", now)
         if target.terminal:

@@ -54,6 +54,7 @@ from bot.storage import (
     attempt_params,
     job_from_row,
     job_to_params,
+    job_to_params_columns,
     overrides_from_json,
     stats_from,
     stats_queries,
@@ -104,13 +105,27 @@ FROM waiting w JOIN members m ON m.user_id = w.user_id
 ORDER BY place
 """
 
+# An accepted job, held by its admitting process, and its charge: one statement.
+_COLUMNS = [*job_to_params_columns(), "claimed_by", "lease_until"]
+ADMIT = (
+    f"WITH job AS (INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)}) "
+    "RETURNING id, user_id, guild_id, charge_day, cost_usd, created_at) "
+    "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
+    "SELECT id, 'charge', user_id, guild_id, charge_day, cost_usd, created_at FROM job"
+)
+# Advisory locks taken in the order given, in one round trip.
+LOCK_IN_ORDER = (
+    "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
+    "FROM unnest($1::text[]) WITH ORDINALITY AS keys(key, n) ORDER BY n"
+)
+
 USAGE = f"""
 SELECT
     (SELECT COALESCE(SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), 0)
      FROM money WHERE day = :day AND user_id = :user_id) AS user_today,
     (SELECT COALESCE(SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), 0)
      FROM money WHERE day = :day AND guild_id = :guild_id) AS guild_today,
-    (SELECT {Queries.net_spend} FROM money WHERE day = :day) AS spend_today,
+    (SELECT {Queries.net_spend} FROM money WHERE day = :day AND :whole_day) AS spend_today,
     (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND {_UNFINISHED}) AS user_active,
     (SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND created_at >= :since) AS last_accepted
 """
@@ -155,7 +170,12 @@ class PostgresJobStore:
 
     async def open(self) -> None:
         """Connect and apply any migrations not yet applied (one process at a time)."""
-        self._pool = await asyncpg.create_pool(self._dsn, min_size=1, max_size=self._pool_size)
+        # Every connection opened up front: a burst of admissions must not wait for connections to open.
+        # No reset between uses: they keep no session state (locks are per transaction, nothing listens
+        # on them, nothing is SET), and the reset would cost a round trip on every use.
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=self._pool_size, max_size=self._pool_size, reset=_keep_session, init=_prepare
+        )
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:migrate', 0))")
             await conn.execute(MIGRATIONS_TABLE)
@@ -275,21 +295,22 @@ class PostgresJobStore:
         if whole_day:
             keys.insert(0, "atelier:day")
         async with self.pool.acquire() as conn, conn.transaction():
-            for key in keys:  # always in this order (day, guild, member): no deadlock between admissions
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
-            check(await self._usage(conn, job.user_id, job.guild_id, job.charge_day, job.created_at))
-            await self._insert(conn, job)
-            await conn.execute(
-                "UPDATE jobs SET claimed_by = $2, lease_until = $3 WHERE id = $1", job.id, holder, lease_until
-            )
+            # Always in this order (day, server, member): admissions never deadlock on each other.
+            await conn.execute(LOCK_IN_ORDER, keys)
+            check(await self._usage(conn, job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day))
+            await conn.execute(*_args(ADMIT, {**job_to_params(job), "claimed_by": holder, "lease_until": lease_until}))
 
     async def day_usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
         async with self.pool.acquire() as conn:
-            return await self._usage(conn, user_id, guild_id, day, now)
+            return await self._usage(conn, user_id, guild_id, day, now, True)
 
     @staticmethod
-    async def _usage(conn: asyncpg.Connection, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
-        params = {"day": day, "user_id": user_id, "guild_id": guild_id, "since": now - 86400}
+    async def _usage(
+        conn: asyncpg.Connection, user_id: int, guild_id: int | None, day: str, now: float, whole_day: bool
+    ) -> DayUsage:
+        """A member's, their server's and (``whole_day``, else 0: the day's spend is read only when a
+        budget needs it, it sums every charge of the day) the day's totals."""
+        params = {"day": day, "user_id": user_id, "guild_id": guild_id, "since": now - 86400, "whole_day": whole_day}
         row = await conn.fetchrow(*_args(USAGE, params))
         return DayUsage(
             user_today=int(row["user_today"]),
@@ -430,6 +451,20 @@ class PostgresJobStore:
 
     async def queued_input_bytes(self) -> int:
         return int(await self.pool.fetchval("SELECT COALESCE(SUM(octet_length(data)), 0) FROM job_inputs"))
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    return None
+
+
+async def _prepare(conn: asyncpg.Connection) -> None:
+    """Plan admission's reads once per connection as it opens (asyncpg caches a statement when it
+    first runs it), not in the first burst of commands. Harmless reads, or nothing before the
+    first migration."""
+    await conn.execute(LOCK_IN_ORDER, [])
+    params = {"day": "", "user_id": 0, "guild_id": 0, "since": 0.0, "whole_day": False}
+    with contextlib.suppress(asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+        await conn.fetchrow(*_args(USAGE, params))
 
 
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:

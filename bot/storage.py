@@ -131,6 +131,7 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX money_user_day ON money (user_id, day)",
         "CREATE INDEX money_guild_day ON money (guild_id, day)",
         "CREATE INDEX jobs_user_status ON jobs (user_id, status)",
+        "ALTER TABLE jobs ADD COLUMN queued_at DOUBLE PRECISION",
     ],
 ]
 
@@ -140,9 +141,9 @@ MIGRATIONS_TABLE = (
 
 _REQUEST_COLUMNS = ("kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id")
 _JOB_COLUMNS = (
-    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "started_at",
-    "finished_at", "error", "attempts", "restarts", "api_seconds", "input_tokens", "output_tokens", "total_tokens",
-    "output_width", "output_height", "output_bytes", "result_channel_id", "result_message_id",
+    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "queued_at",
+    "started_at", "finished_at", "error", "attempts", "restarts", "api_seconds", "input_tokens", "output_tokens",
+    "total_tokens", "output_width", "output_height", "output_bytes", "result_channel_id", "result_message_id",
 )  # fmt: skip
 # Job fields a move may change, by column.
 MOVABLE = frozenset(_JOB_COLUMNS) - {"id", "status", *_REQUEST_COLUMNS, "created_at", "charge_day", "cost_usd"}
@@ -307,6 +308,11 @@ def stats_from(results: Mapping[str, Sequence[Sequence[Any]]]) -> JobStats:
         busiest=[(int(r[0]), int(r[1])) for r in results["busiest"]],
         billed_without_result_week=int(one("billed_without_result_week")),
     )
+
+
+def job_to_params_columns() -> tuple[str, ...]:
+    """The columns ``job_to_params`` fills, in table order."""
+    return _JOB_COLUMNS
 
 
 def job_to_params(job: Job) -> dict[str, Any]:

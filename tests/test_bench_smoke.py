@@ -10,7 +10,16 @@ from pathlib import Path
 
 from tests.harness import ROOT
 
-MEASURES = ("Ack latency", "Overhead per job", "Throughput", "Peak RSS")
+MEASURES = (
+    "Ack latency",
+    "Overhead per job",
+    "Throughput",
+    "Peak RSS",
+    "PostgreSQL: admission",
+    "PostgreSQL: from enqueue to claim",
+    "PostgreSQL: throughput",
+    "PostgreSQL: peak RSS",
+)
 
 
 def test_quick_benchmark_prints_every_measure_with_numbers(tmp_path: Path) -> None:

@@ -176,9 +176,7 @@ async def test_store_migrates_once_moves_conditionally_and_refunds_once(tmp_path
     assert fresh.usage(1, 10, day, active=0).spend_today == pytest.approx(0.09)
     loaded = await store.get_job("aa01")
     assert loaded is not None and loaded.state is JobState.CANCELLED
-    assert loaded.destination == Destination(
-        upload_limit=8_000_000, data={"type": "message", "upload_limit": 8_000_000}
-    )
+    assert loaded.destination == Destination(upload_limit=8_000_000, data={"type": "message"})
     await store.save_guild_overrides(10, GuildOverrides(user_daily_limit=None), by=5)
     await store.close()
     reopened = SQLiteJobStore(tmp_path / "db.sqlite3")
