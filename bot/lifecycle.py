@@ -140,9 +140,17 @@ class Lifecycle:
         self._queue_changed()
         return job
 
-    async def claimed(self, job: Job) -> Job:
-        """A job the shared queue just claimed for this process (already running in the store)."""
-        assert job.state is JobState.RUNNING and allowed(JobState.QUEUED, JobState.RUNNING, job.restarts)
+    async def claim_next(self, max_running: int) -> Job | None:
+        """With PostgreSQL: move the next job in fair order from queued to running, for this process.
+
+        The store chooses it and makes the move in one transaction (``FOR UPDATE SKIP LOCKED``,
+        only from ``queued``, at most ``max_running`` running across all processes); this records
+        it here and tells the notifier, as ``move`` does.
+        """
+        assert self._shared is not None and allowed(JobState.QUEUED, JobState.RUNNING, 0)
+        job = await self._shared.claim_next(self.holder, time.time(), self.lease_seconds, max_running)
+        if job is None:
+            return None
         self._records[job.id] = _Record(job)
         self._moved.set()
         await self._tell(job, JobState.QUEUED, None)

@@ -84,14 +84,11 @@ class SharedQueue:
 
     async def next_job(self) -> Job:
         """Wait until a job can be claimed for this process, and claim it (it is then running)."""
-        config = self._config
         while True:
             self._wake.clear()
-            job = await self._store.claim_next(
-                self._lifecycle.holder, time.time(), config.job_lease_seconds, config.max_concurrent_jobs
-            )
+            job = await self._lifecycle.claim_next(self._config.max_concurrent_jobs)
             if job is not None:
-                return await self._lifecycle.claimed(job)
+                return job
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SAFETY_POLL):
                     await self._wake.wait()

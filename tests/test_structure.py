@@ -43,5 +43,5 @@ def test_only_the_lifecycle_moves_jobs_and_charges_money() -> None:
         ]
         if calls:
             writers[path.name] = calls
-    # The store defines them; the lifecycle is their only caller.
-    assert set(writers) == {"storage.py", "sqlite_store.py", "lifecycle.py"}, writers
+    # The stores define them; the lifecycle is their only caller.
+    assert set(writers) == {"storage.py", "sqlite_store.py", "postgres_store.py", "lifecycle.py"}, writers
