@@ -55,10 +55,10 @@ from bot.storage import (
     job_from_row,
     job_to_params,
     job_to_params_columns,
+    move_statement,
     overrides_from_json,
     stats_from,
     stats_queries,
-    values_to_columns,
 )
 
 if TYPE_CHECKING:
@@ -224,10 +224,9 @@ class PostgresJobStore:
         refund: bool,
         attempts: Sequence[Attempt] = (),
     ) -> MoveResult:
-        columns = values_to_columns(values)
-        params = {**columns, "id": job_id, "current": current.value, "target": target.value}
+        sql, params = move_statement(job_id, current, target, values)
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(*_args(Queries.move_job(list(columns)) + " RETURNING restarts", params))
+            row = await conn.fetchrow(*_args(sql + " RETURNING restarts", params))
             if row is None:
                 return MoveResult(moved=False)
             refunded = False

@@ -36,10 +36,10 @@ from bot.storage import (
     attempt_params,
     job_from_row,
     job_to_params,
+    move_statement,
     overrides_from_json,
     stats_from,
     stats_queries,
-    values_to_columns,
 )
 
 if TYPE_CHECKING:
@@ -197,9 +197,7 @@ class SQLiteJobStore:
         refund: bool,
         attempts: Sequence[Attempt] = (),
     ) -> MoveResult:
-        columns = values_to_columns(values)
-        params = {**columns, "id": job_id, "current": current.value, "target": target.value}
-        sql = Queries.move_job(list(columns))
+        sql, params = move_statement(job_id, current, target, values)
 
         def move(conn: sqlite3.Connection) -> MoveResult:
             if conn.execute(sql, params).rowcount != 1:

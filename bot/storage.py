@@ -332,6 +332,14 @@ def job_to_params(job: Job) -> dict[str, Any]:
     return params
 
 
+def move_statement(
+    job_id: str, current: JobState, target: JobState, values: Mapping[str, Any]
+) -> tuple[str, dict[str, Any]]:
+    """The conditional UPDATE of a move and its parameters."""
+    columns = values_to_columns(values)
+    return Queries.move_job(list(columns)), {**columns, "id": job_id, "current": current.value, "target": target.value}
+
+
 def values_to_columns(values: Mapping[str, Any]) -> dict[str, Any]:
     """Changed job fields as column values (``destination`` is the ``delivery`` column)."""
     out: dict[str, Any] = {}
