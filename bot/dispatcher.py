@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from bot.delivery import Deliverer
@@ -38,9 +39,16 @@ class Dispatcher:
     """Starts queued jobs as API slots free, and runs each to its end."""
 
     def __init__(
-        self, lifecycle: Lifecycle, api: EditAPI, inputs: InputStore, deliverer: Deliverer, max_concurrent: int
+        self,
+        lifecycle: Lifecycle,
+        api: EditAPI,
+        inputs: InputStore,
+        deliverer: Deliverer,
+        max_concurrent: int,
+        key_for: Callable[[int | None], str | None] = lambda guild_id: None,
     ) -> None:
         self._lifecycle = lifecycle
+        self._key_for = key_for
         self._api = api
         self._inputs = inputs
         self._deliverer = deliverer
@@ -90,7 +98,14 @@ class Dispatcher:
                 return
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
-            request = ImageEditRequest(running.request.prompt, images, running.request.size)
+            request = ImageEditRequest(
+                running.request.prompt,
+                images,
+                running.request.size,
+                model=running.model or "",
+                # A key removed since admission: the operator's key makes it (it was accepted already).
+                api_key=self._key_for(running.guild_id) if running.guild_key else None,
+            )
             del images
             answer = await self._api.call(request, attempts)
             del request

@@ -5,7 +5,10 @@
 - ``bot.dispatcher``: the fair choice when a slot frees, the API call;
 - ``bot.delivery``: decoding, fitting and handing the result to the frontend;
 - ``bot.recovery``: what a restart finds unfinished;
-- ``bot.settings``: per-server overrides.
+- ``bot.settings``: per-server overrides;
+- operations, each an observer of the lifecycle or a check in admission: ``bot.metrics``,
+  ``bot.audit``, ``bot.routing`` (the model breaker), ``bot.blocks``, ``bot.guild_keys``,
+  ``bot.balance``, ``bot.health``.
 
 Stopping is one path (``stop``), whatever asked for it: stop taking work, give running
 calls their grace, put back or end what is left, tell the members; ``close`` then
@@ -17,23 +20,32 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable, Sequence
 
 from bot.admission import Admission
+from bot.audit import AuditTrail
+from bot.balance import BalanceWatch
+from bot.blocks import Blocklist
 from bot.config import Config
 from bot.delivery import Deliverer
 from bot.dispatcher import Dispatcher, EditAPI
 from bot.editor import Editor
 from bot.errors import AtelierError, CancelRefusedError, UnexpectedError
+from bot.guild_keys import GuildKeys
+from bot.health import Health
 from bot.inputs import InputStore
 from bot.jobs import Job, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
 from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
-from bot.ports import InputSource, Notifier, Publisher
+from bot.metrics import Metrics
+from bot.models import ImageModel
+from bot.ports import AuditSink, InputSource, Notifier, Publisher
 from bot.recovery import resume_unfinished
+from bot.routing import ModelRouter
 from bot.settings import GuildOverrides, GuildSettings
 from bot.states import JobState, cancellable
-from bot.storage import JobStore
+from bot.storage import Block, DayStats, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +56,17 @@ PREPARE_GRACE = 5.0
 class JobEngine:
     """Admission, the fair queue, the workers, restart and shutdown, for one process."""
 
-    def __init__(self, config: Config, store: JobStore, api: EditAPI, inputs: InputStore, editor: Editor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        api: EditAPI,
+        inputs: InputStore,
+        editor: Editor,
+        *,
+        balance: BalanceWatch | None = None,
+        redact: Callable[[str], None] = lambda secret: None,
+    ) -> None:
         self.config = config
         self.store = store
         self._api = api
@@ -52,7 +74,29 @@ class JobEngine:
         self._editor = editor
         self.lifecycle = Lifecycle(store, inputs)
         self.settings = GuildSettings(store)
-        self.admission = Admission(config, self.lifecycle, self.settings, editor, inputs)
+        self.blocks = Blocklist(store)
+        self.keys = GuildKeys(store, config.secret_key, redact)
+        self.router = ModelRouter(config)
+        self.balance = balance
+        self.health = Health(store)
+        self.metrics = Metrics(self.lifecycle)
+        self.audit = AuditTrail(config, self.settings, self.keys)
+        for observer in (self.metrics, self.router, self.audit):
+            self.lifecycle.observe(observer)
+        self.metrics.watch_models([m.name for m in config.models], self.router.is_open)
+        if balance is not None:
+            self.metrics.watch_balance(lambda: balance.balance_usd, lambda: balance.failures)
+        self.admission = Admission(
+            config,
+            self.lifecycle,
+            self.settings,
+            editor,
+            inputs,
+            blocks=self.blocks,
+            keys=self.keys,
+            router=self.router,
+            balance=balance,
+        )
         self._dispatcher: Dispatcher | None = None
         self._notifier: Notifier | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -64,16 +108,22 @@ class JobEngine:
         """Open the store (and migrate it)."""
         await self.store.open()
 
-    async def start(self, notifier: Notifier, publisher: Publisher) -> None:
-        """Resume what a previous run left unfinished, then start running jobs."""
+    async def start(self, notifier: Notifier, publisher: Publisher, audit: AuditSink | None = None) -> None:
+        """Resume what a previous run left unfinished, then start running jobs (and watching the balance)."""
         self._notifier = notifier
         await self.settings.load()
+        await self.blocks.load()
+        await self.keys.load()
+        if audit is not None:
+            self.audit.attach(audit)
+        if self.balance is not None:
+            self.balance.start(self.audit.alert_all)
         jobs = await self.lifecycle.load(time.time())
         self.lifecycle.attach(notifier)
         await resume_unfinished(self.lifecycle, self._inputs, jobs)
         deliverer = Deliverer(self.lifecycle, self._editor, publisher)
         self._dispatcher = Dispatcher(
-            self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs
+            self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs, self.keys.key_for
         )
         self._dispatcher.start()
 
@@ -91,6 +141,9 @@ class JobEngine:
         await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
         await self.admission.fail_unprepared()
         await self.lifecycle.detach()
+        if self.balance is not None:
+            await self.balance.stop()
+        await self.audit.close()
         resuming = self.lifecycle.jobs(JobState.QUEUED, JobState.INTERRUPTED)
         if self._notifier is not None:
             for job in self.lifecycle.jobs(JobState.QUEUED):
@@ -162,3 +215,36 @@ class JobEngine:
     def in_flight(self) -> int:
         """API calls in flight right now."""
         return self.lifecycle.count(JobState.RUNNING)
+
+    # Operators ----------------------------------------------------------------------------------
+
+    def model_for(self, guild_id: int | None) -> ImageModel:
+        """The model new jobs in a server use (before the breaker's say)."""
+        return self.admission.model_for(guild_id)
+
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        """A server's jobs, spend and timings per day (for the stats chart)."""
+        return await self.store.daily_stats(guild_id, days)
+
+    async def block(self, guild_id: int, user_id: int, reason: str | None, by: int) -> Block:
+        """Refuse a member's new requests in a server from now on (jobs already accepted still run)."""
+        return await self.blocks.block(guild_id, user_id, reason, by)
+
+    async def unblock(self, guild_id: int, user_id: int, by: int) -> bool:
+        """Lift a block; whether there was one."""
+        return await self.blocks.unblock(guild_id, user_id, by)
+
+    async def set_guild_key(self, guild_id: int, key: str, by: int) -> None:
+        """Use a server's own API key for its new jobs (stored encrypted)."""
+        await self.keys.set(guild_id, key, by)
+        self.audit.key_changed(guild_id)
+
+    async def clear_guild_key(self, guild_id: int, by: int) -> bool:
+        """Go back to the operator's key for a server's new jobs; whether it had one."""
+        removed = await self.keys.clear(guild_id, by)
+        self.audit.key_changed(guild_id)
+        return removed
+
+    def gateway_state(self, connected: bool, note: str = "") -> None:
+        """The frontend's gateway went up or down (for ``/healthz``)."""
+        self.health.gateway(connected, note)

@@ -29,9 +29,12 @@ from bot.settings import GuildOverrides
 from bot.states import JobState
 from bot.storage import (
     MIGRATIONS,
+    Block,
+    DayStats,
     JobStats,
     MoveResult,
     Queries,
+    StoredKey,
     attempt_params,
     job_from_row,
     job_to_params,
@@ -229,7 +232,7 @@ class SQLiteJobStore:
 
         def read(conn: sqlite3.Connection) -> LedgerSnapshot:
             charged = [
-                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
+                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]), float(r[4]))
                 for r in conn.execute(Queries.charged_on_day, {"day": day}).fetchall()
             ]
             last = {int(r[0]): float(r[1]) for r in conn.execute(Queries.last_by_user, {"since": since}).fetchall()}
@@ -270,10 +273,22 @@ class SQLiteJobStore:
                 failed_week=count(" AND status = 'failed'"),
                 cancelled_week=count(" AND status = 'cancelled'"),
                 durations_week=durations,
-                spend_today=float(scalar(f"SELECT {Queries.net_spend} FROM money WHERE day = :today")),
-                spend_week=float(
-                    scalar(f"SELECT {Queries.net_spend} FROM money WHERE {Queries.in_days(len(week_days), 'day')}")
+                spend_today=float(scalar(f"{Queries.operator_spend} m.day = :today")),
+                spend_week=float(scalar(f"{Queries.operator_spend} {Queries.in_days(len(week_days), 'm.day')}")),
+                own_key_spend_week=float(
+                    scalar(
+                        f"SELECT {Queries.net_spend} FROM money m JOIN jobs j ON j.id = m.job_id WHERE "
+                        f"j.guild_key = 1 AND m.guild_id = :guild_id AND {Queries.in_days(len(week_days), 'm.day')}"
+                    )
                 ),
+                models_week=[
+                    (str(r[0]), int(r[1]))
+                    for r in conn.execute(
+                        f"SELECT COALESCE(model, '') AS m, COUNT(*) FROM jobs WHERE {week} AND status = 'succeeded' "
+                        "GROUP BY m ORDER BY COUNT(*) DESC, m",
+                        params,
+                    )
+                ],
                 busiest=busiest,
                 billed_without_result_week=int(
                     scalar(
@@ -308,3 +323,73 @@ class SQLiteJobStore:
             "updated_by": by,
         }
         await self._transaction(lambda conn: conn.execute(Queries.save_guild_settings, params) and None)
+
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        params: dict[str, Any] = {"guild_id": guild_id, **{f"d{i}": d for i, d in enumerate(days)}}
+        counts_sql, spend_sql, durations_sql = Queries.daily(len(days))
+
+        def read(conn: sqlite3.Connection) -> list[DayStats]:
+            counts: dict[str, dict[str, int]] = {day: {} for day in days}
+            for day, status, n in conn.execute(counts_sql, params):
+                counts[day][status] = int(n)
+            spend = {day: float(total) for day, total in conn.execute(spend_sql, params)}
+            durations: dict[str, list[float]] = {day: [] for day in days}
+            for day, seconds in conn.execute(durations_sql, params):
+                if seconds is not None:
+                    durations[day].append(float(seconds))
+            return [
+                DayStats(
+                    day=day,
+                    succeeded=counts[day].get("succeeded", 0),
+                    failed=counts[day].get("failed", 0),
+                    cancelled=counts[day].get("cancelled", 0),
+                    spend_usd=spend.get(day, 0.0),
+                    durations=tuple(sorted(durations[day])),
+                )
+                for day in days
+            ]
+
+        return await self._run(read)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def all_blocks(self) -> list[Block]:
+        def read(conn: sqlite3.Connection) -> list[Block]:
+            return [
+                Block(int(r[0]), int(r[1]), r[2], int(r[3]), float(r[4]))
+                for r in conn.execute(Queries.all_blocks).fetchall()
+            ]
+
+        return await self._run(read)
+
+    async def save_block(self, block: Block) -> None:
+        params = {
+            "guild_id": block.guild_id,
+            "user_id": block.user_id,
+            "reason": block.reason,
+            "blocked_by": block.blocked_by,
+            "blocked_at": block.blocked_at,
+        }
+        await self._transaction(lambda conn: conn.execute(Queries.save_block, params) and None)
+
+    async def delete_block(self, guild_id: int, user_id: int) -> bool:
+        params = {"guild_id": guild_id, "user_id": user_id}
+        return await self._transaction(lambda conn: conn.execute(Queries.delete_block, params).rowcount == 1)
+
+    async def all_guild_keys(self) -> list[StoredKey]:
+        def read(conn: sqlite3.Connection) -> list[StoredKey]:
+            return [
+                StoredKey(int(r[0]), str(r[1]), int(r[2]), float(r[3]))
+                for r in conn.execute(Queries.all_guild_keys).fetchall()
+            ]
+
+        return await self._run(read)
+
+    async def save_guild_key(self, key: StoredKey) -> None:
+        params = {"guild_id": key.guild_id, "encrypted": key.encrypted, "set_by": key.set_by, "set_at": key.set_at}
+        await self._transaction(lambda conn: conn.execute(Queries.save_guild_key, params) and None)
+
+    async def delete_guild_key(self, guild_id: int) -> bool:
+        params = {"guild_id": guild_id}
+        return await self._transaction(lambda conn: conn.execute(Queries.delete_guild_key, params).rowcount == 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.jobs import Destination, Job, JobKind, JobRequest
@@ -109,16 +109,42 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 3: operators: the model and key a job used; blocked members; servers' own API keys (encrypted).
+    [
+        "ALTER TABLE jobs ADD COLUMN model TEXT",
+        "ALTER TABLE jobs ADD COLUMN guild_key INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE blocked_members (
+            guild_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,
+            reason TEXT,
+            blocked_by BIGINT NOT NULL,
+            blocked_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (guild_id, user_id)
+        )
+        """,
+        """
+        CREATE TABLE guild_keys (
+            guild_id BIGINT PRIMARY KEY,
+            encrypted TEXT NOT NULL,
+            set_by BIGINT NOT NULL,
+            set_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ],
 ]
 
 _REQUEST_COLUMNS = ("kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id")
 _JOB_COLUMNS = (
-    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "started_at",
+    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "model",
+    "guild_key", "started_at",
     "finished_at", "error", "attempts", "restarts", "api_seconds", "input_tokens", "output_tokens", "total_tokens",
     "output_width", "output_height", "output_bytes", "result_channel_id", "result_message_id",
 )  # fmt: skip
 # Job fields a move may change, by column.
-MOVABLE = frozenset(_JOB_COLUMNS) - {"id", "status", *_REQUEST_COLUMNS, "created_at", "charge_day", "cost_usd"}
+MOVABLE = frozenset(_JOB_COLUMNS) - {
+    "id", "status", *_REQUEST_COLUMNS, "created_at", "charge_day", "cost_usd", "model", "guild_key",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -131,10 +157,45 @@ class JobStats:
     failed_week: int
     cancelled_week: int
     durations_week: list[float]
-    spend_today: float
-    spend_week: float
+    spend_today: float  # on the operator's key, all servers
+    spend_week: float  # on the operator's key, all servers
     busiest: list[tuple[int, int]]
     billed_without_result_week: int  # API calls that may have been billed but gave no result
+    own_key_spend_week: float = 0.0  # this server's jobs on its own API key
+    models_week: list[tuple[str, int]] = field(default_factory=list)  # this server's jobs per model
+
+
+@dataclass(frozen=True)
+class DayStats:
+    """One UTC day of a server's jobs, for the ``/atelier stats`` chart."""
+
+    day: str
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    spend_usd: float = 0.0  # net charges, whichever key paid
+    durations: tuple[float, ...] = ()  # seconds from request to result of the jobs that succeeded
+
+
+@dataclass(frozen=True)
+class Block:
+    """A member a server's moderators blocked from starting jobs there."""
+
+    guild_id: int
+    user_id: int
+    reason: str | None
+    blocked_by: int
+    blocked_at: float
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A server's own API key as stored: encrypted (Fernet), never in clear."""
+
+    guild_id: int
+    encrypted: str = field(repr=False)
+    set_by: int = 0
+    set_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -172,9 +233,23 @@ class JobStore(Protocol):
     async def unfinished_jobs(self) -> list[Job]: ...
     async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot: ...
     async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats: ...
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        """One entry per day of ``days``, in that order (days without jobs are zeros)."""
+        ...
+
     async def all_guild_overrides(self) -> dict[int, GuildOverrides]: ...
     async def guild_overrides(self, guild_id: int) -> GuildOverrides: ...
     async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None: ...
+    async def ping(self) -> None:
+        """A cheap round trip to the database (for ``/healthz``); raises if it does not answer."""
+        ...
+
+    async def all_blocks(self) -> list[Block]: ...
+    async def save_block(self, block: Block) -> None: ...
+    async def delete_block(self, guild_id: int, user_id: int) -> bool: ...
+    async def all_guild_keys(self) -> list[StoredKey]: ...
+    async def save_guild_key(self, key: StoredKey) -> None: ...
+    async def delete_guild_key(self, guild_id: int) -> bool: ...
 
 
 class Queries:
@@ -194,9 +269,12 @@ class Queries:
     get_job = "SELECT * FROM jobs WHERE id = :id"
     unfinished = "SELECT * FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at, id"
     charged_on_day = (
-        "SELECT user_id, guild_id, SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), "
-        "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0) "
-        "FROM money WHERE day = :day GROUP BY user_id, guild_id"
+        "SELECT m.user_id, m.guild_id, SUM(CASE WHEN m.entry = 'charge' THEN 1 ELSE -1 END), "
+        "COALESCE(SUM(CASE WHEN j.guild_key = 1 THEN 0 WHEN m.entry = 'charge' THEN m.amount_usd "
+        "ELSE -m.amount_usd END), 0), "
+        "COALESCE(SUM(CASE WHEN j.guild_key = 0 THEN 0 WHEN m.entry = 'charge' THEN m.amount_usd "
+        "ELSE -m.amount_usd END), 0) "
+        "FROM money m JOIN jobs j ON j.id = m.job_id WHERE m.day = :day GROUP BY m.user_id, m.guild_id"
     )
     last_by_user = "SELECT user_id, MAX(created_at) FROM jobs WHERE created_at >= :since GROUP BY user_id"
     net_spend = "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0)"
@@ -207,6 +285,39 @@ class Queries:
         "ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings, "
         "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
     )
+
+    operator_spend = (
+        "SELECT COALESCE(SUM(CASE WHEN m.entry = 'charge' THEN m.amount_usd ELSE -m.amount_usd END), 0) "
+        "FROM money m JOIN jobs j ON j.id = m.job_id WHERE j.guild_key = 0 AND "
+    )
+    save_block = (
+        "INSERT INTO blocked_members (guild_id, user_id, reason, blocked_by, blocked_at) "
+        "VALUES (:guild_id, :user_id, :reason, :blocked_by, :blocked_at) "
+        "ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason, "
+        "blocked_by = excluded.blocked_by, blocked_at = excluded.blocked_at"
+    )
+    delete_block = "DELETE FROM blocked_members WHERE guild_id = :guild_id AND user_id = :user_id"
+    all_blocks = "SELECT guild_id, user_id, reason, blocked_by, blocked_at FROM blocked_members"
+    save_guild_key = (
+        "INSERT INTO guild_keys (guild_id, encrypted, set_by, set_at) VALUES (:guild_id, :encrypted, :set_by, :set_at) "
+        "ON CONFLICT (guild_id) DO UPDATE SET encrypted = excluded.encrypted, set_by = excluded.set_by, "
+        "set_at = excluded.set_at"
+    )
+    delete_guild_key = "DELETE FROM guild_keys WHERE guild_id = :guild_id"
+    all_guild_keys = "SELECT guild_id, encrypted, set_by, set_at FROM guild_keys"
+
+    @staticmethod
+    def daily(count: int) -> tuple[str, str, str]:
+        """A server's job counts, net charges and durations per day, for ``count`` days (``:d0``…)."""
+        jobs_days = Queries.in_days(count)
+        return (
+            f"SELECT charge_day, status, COUNT(*) FROM jobs WHERE guild_id = :guild_id AND {jobs_days} "
+            "GROUP BY charge_day, status",
+            f"SELECT day, {Queries.net_spend} FROM money WHERE guild_id = :guild_id AND "
+            f"{Queries.in_days(count, 'day')} GROUP BY day",
+            f"SELECT charge_day, finished_at - created_at FROM jobs WHERE guild_id = :guild_id AND {jobs_days} "
+            "AND status = 'succeeded'",
+        )
 
     @staticmethod
     def move_job(columns: Sequence[str]) -> str:
@@ -231,6 +342,8 @@ def job_to_params(job: Job) -> dict[str, Any]:
         created_at=job.created_at,
         charge_day=job.charge_day,
         cost_usd=job.cost_usd,
+        model=job.model,
+        guild_key=int(job.guild_key),
     )
     fields = (MOVABLE - {"delivery"}) | {"destination"}
     params.update(values_to_columns({name: getattr(job, name) for name in fields}))
@@ -272,6 +385,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         created_at=float(row["created_at"]),
         charge_day=row["charge_day"],
         cost_usd=float(row["cost_usd"]),
+        model=row["model"],
+        guild_key=bool(row["guild_key"]),
         destination=Destination.from_json(json.loads(row["delivery"] or "{}")),
         notes=tuple(json.loads(row["notes"] or "[]")),
         **{name: row[name] for name in simple},
