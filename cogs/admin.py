@@ -160,7 +160,9 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
     ) -> None:
         assert interaction.guild_id is not None
         engine = self.bot.engine
-        overrides = GuildOverrides() if reset else await engine.guild_overrides(interaction.guild_id)
+        overrides = await engine.guild_overrides(interaction.guild_id)
+        if reset:  # the limits only: the audit channel and the model are /atelier settings' business
+            overrides = GuildOverrides(audit_channel_id=overrides.audit_channel_id, model=overrides.model)
         values: dict[str, Any] = {}
         if user_daily is not None:
             values["user_daily_limit"] = user_daily or None

@@ -93,6 +93,11 @@ async def test_every_outcome_is_posted_to_the_audit_channel_without_pinging_anyo
     assert "🛡️ **refused by the image service's safety system**" in text
     assert "❌ **failed**" in text and "bad mask" in text and text.count("refunded") == 2
     assert all(p.json["allowed_mentions"] == {"parse": []} for p in posts)
+    # Resetting the limits leaves the audit channel alone.
+    reset = [{"name": "reset", "type": 5, "value": True}]
+    await refusal(await admin(discord_fake, "limits", reset, user_id=discord_fake.OWNER_ID))
+    shown = await refusal(await admin(discord_fake, "settings", user_id=discord_fake.OWNER_ID))
+    assert f"Audit channel: <#{AUDIT}>" in shown
 
 
 async def test_a_busy_server_gets_its_outcomes_batched(
