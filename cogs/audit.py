@@ -193,8 +193,14 @@ class AuditPoster:
 
     async def _tell_privately(self, guild_id: int, user_id: int, text: str) -> None:
         try:
+            guild = self.bot.get_guild(guild_id)
+            where = f"**{discord.utils.escape_markdown(guild.name)}**" if guild else f"server `{guild_id}`"
             dm = await self.bot.create_dm(discord.Object(user_id))
-            await dm.send(f"{text}\n-# About your server {guild_id}; set an audit channel with `/atelier settings`.")
+            await dm.send(
+                f"About {where}: {text}\n-# You set its API key. An audit channel (`/atelier settings`) "
+                "would get these notes instead.",
+                allowed_mentions=NO_MENTIONS,
+            )
         except discord.HTTPException as exc:
             log.warning("guild=%s could not tell user=%s privately (%s %s)", guild_id, user_id, exc.status, exc.code)
 
