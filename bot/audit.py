@@ -14,6 +14,7 @@ balance crossing a threshold is told to every audit channel.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from bot.config import Config
@@ -92,7 +93,7 @@ class AuditTrail:
             preview = None
         del image
         if self._sink is not None:
-            self._sink.outcome(AuditEntry(**{**entry.__dict__, "preview": preview}))
+            self._sink.outcome(dataclasses.replace(entry, preview=preview))
 
     def _was_fallback(self, job: Job) -> bool:
         fallback = self._config.fallback_model
