@@ -19,13 +19,15 @@ from importlib.metadata import entry_points
 import aiohttp
 from dotenv import find_dotenv, load_dotenv
 
+from bot.balance import BalanceWatch
 from bot.config import Config, load_config
 from bot.editor import Editor
 from bot.engine import JobEngine
 from bot.errors import ConfigError
 from bot.image_api import ImageAPIClient
 from bot.inputs import DatabaseInputStore, InputStore, JobInputs
-from bot.logging_setup import setup_logging
+from bot.logging_setup import RedactSecrets, setup_logging
+from bot.ops_server import OpsServer
 from bot.ports import FrontendFactory
 from bot.postgres_store import PostgresJobStore
 from bot.sqlite_store import SQLiteJobStore
@@ -39,22 +41,40 @@ log = logging.getLogger("bot")
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
-async def run(config: Config, frontend_factory: FrontendFactory) -> None:
+async def run(config: Config, frontend_factory: FrontendFactory, redact: RedactSecrets | None = None) -> None:
     """Run the engine and its frontend until a signal or a fatal error stops them."""
     # Per-call timeouts are set where calls are made; this only guards connection set-up.
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         store, inputs = open_storage(config)
-        engine = JobEngine(config, store, ImageAPIClient(session, config), inputs, Editor())
+        balance = BalanceWatch(config, session) if config.provider_balance_url else None
+        engine = JobEngine(
+            config,
+            store,
+            ImageAPIClient(session, config),
+            inputs,
+            Editor(),
+            balance=balance,
+            redact=redact.add if redact is not None else lambda secret: None,
+        )
         frontend = frontend_factory(config, engine)
+        ops = (
+            OpsServer(config.metrics_host, config.metrics_port, engine.metrics, engine.health)
+            if config.metrics_port
+            else None
+        )
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(signum, frontend.request_stop, signum.name)
         try:
             await engine.open()
+            if ops is not None:
+                await ops.start()
             await frontend.run()
         finally:
+            if ops is not None:
+                await ops.stop()
             await engine.close()
 
 
@@ -106,7 +126,7 @@ def main() -> None:
     except ConfigError as exc:
         print(f"atelier: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    setup_logging(config.log_level, [config.discord_token, config.image_api_key, *database_secrets(config)])
+    redact = setup_logging(config.log_level, [*config.secrets, *database_secrets(config)])
     role = sys.argv[1] if len(sys.argv) > 1 else "all"
     if role not in ROLES or len(sys.argv) > 2:
         print(USAGE, file=sys.stderr)
@@ -122,7 +142,7 @@ def main() -> None:
         return_big_buffers_to_the_os()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, frontend))
+        asyncio.run(run(config, frontend, redact))
     log.info("stopped")
 
 

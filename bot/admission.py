@@ -12,14 +12,19 @@ import asyncio
 import logging
 import time
 
+from bot.balance import BalanceTooLowError, BalanceWatch
+from bot.blocks import Blocklist
 from bot.config import Config
 from bot.editor import Editor
 from bot.errors import AtelierError, QueueFullError, UnexpectedError
+from bot.guild_keys import GuildKeys
 from bot.inputs import JobInputs
 from bot.jobs import Job, JobRequest, new_job_id, utc_day
 from bot.lifecycle import Lifecycle
 from bot.limits import GuildLimits, Requester, ShuttingDownError, check_access, check_quota
+from bot.models import ImageModel
 from bot.ports import InputSource
+from bot.routing import ModelRouter
 from bot.settings import GuildSettings
 from bot.states import JobState
 
@@ -35,14 +40,36 @@ class Admission:
     """Checks, charges and prepares new jobs."""
 
     def __init__(
-        self, config: Config, lifecycle: Lifecycle, settings: GuildSettings, editor: Editor, inputs: JobInputs
+        self,
+        config: Config,
+        lifecycle: Lifecycle,
+        settings: GuildSettings,
+        editor: Editor,
+        inputs: JobInputs,
+        *,
+        blocks: Blocklist,
+        keys: GuildKeys,
+        router: ModelRouter,
+        balance: BalanceWatch | None = None,
     ) -> None:
         self._config = config
         self._lifecycle = lifecycle
         self._settings = settings
         self._editor = editor
         self._inputs = inputs
+        self._blocks = blocks
+        self._keys = keys
+        self._router = router
+        self._balance = balance
         self.accepting = True
+
+    def model_for(self, guild_id: int | None) -> ImageModel:
+        """The model a server picked (if the operator still allows it), else the default."""
+        if guild_id is not None:
+            picked = self._config.model(self._settings.cached(guild_id).pick("model", None))
+            if picked is not None:
+                return picked
+        return self._config.default_model
 
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
         """The limits in force in a guild (``None`` in DMs)."""
@@ -59,10 +86,17 @@ class Admission:
         """
         if not self.accepting:
             raise ShuttingDownError()
+        self._blocks.check(who.guild_id, who.user_id)
         limits = await self.limits_for(who.guild_id)
         check_access(self._config, limits, who)
+        chosen = self.model_for(who.guild_id)
+        chosen.check_size(request.size)
+        own_key = self._keys.key_for(who.guild_id) is not None
+        if not own_key and self._balance is not None and self._balance.refusing:
+            raise BalanceTooLowError()
         if await self._inputs.full():
             raise QueueFullError()
+        model = self._router.route(chosen, request.size)
         # The check and the charge are one step (``Lifecycle.create``), so two quick requests
         # cannot both take the last edit of a limit.
         now = time.time()
@@ -73,10 +107,12 @@ class Admission:
                 state=JobState.ACCEPTED,
                 created_at=now,
                 charge_day=utc_day(now),
-                cost_usd=self._config.price_per_image,
+                cost_usd=model.price_usd,
+                model=model.name,
+                guild_key=own_key,
             ),
-            lambda usage: check_quota(self._config, limits, who, usage, now),
-            whole_day=self._config.daily_budget_usd is not None,
+            lambda usage: check_quota(self._config, limits, who, usage, now, price=model.price_usd, own_key=own_key),
+            whole_day=self._config.daily_budget_usd is not None and not own_key,
         )
         return await self._prepare(job, source)
 

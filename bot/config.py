@@ -7,7 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from bot.errors import ConfigError
+from bot.models import ImageModel, SizeRule, parse_models
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,21 @@ class Config:
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
     database_pool_size: int = 10
+    # Models: empty means the one model ``image_model`` at ``price_per_image``.
+    image_models: tuple[ImageModel, ...] = ()
+    image_fallback_model: str | None = None
+    image_fallback_seconds: float = 60.0  # how long new jobs go to the fallback once the breaker opens
+    # Operations.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None  # /metrics and /healthz are served only when this is set
+    provider_balance_url: str | None = None
+    provider_access_token: str | None = field(default=None, repr=False)
+    provider_user_id: str | None = None
+    balance_warn_usd: float | None = None
+    balance_floor_usd: float | None = None
+    balance_poll_seconds: float = 600.0
+    # Fernet key(s) for servers' own API keys at rest; without it the feature is off.
+    secret_key: str | None = field(default=None, repr=False)
 
     @property
     def db_file(self) -> Path:
@@ -60,6 +78,33 @@ class Config:
     def shared(self) -> bool:
         """Whether jobs, money and the queue live in PostgreSQL, shared by several processes."""
         return self.database_url is not None
+
+    @property
+    def models(self) -> tuple[ImageModel, ...]:
+        """The models servers may use, the default first."""
+        if self.image_models:
+            return self.image_models
+        return (ImageModel(self.image_model, self.price_per_image, SizeRule.for_model(self.image_model)),)
+
+    def model(self, name: str | None) -> ImageModel | None:
+        """The allowed model called ``name``, if there is one."""
+        return next((m for m in self.models if m.name == name), None)
+
+    @property
+    def default_model(self) -> ImageModel:
+        """The model a server uses unless it picked another."""
+        return self.model(self.image_model) or self.models[0]
+
+    @property
+    def fallback_model(self) -> ImageModel | None:
+        """Where new jobs go while their model fails fast, if the operator named one."""
+        return self.model(self.image_fallback_model)
+
+    @property
+    def secrets(self) -> list[str]:
+        """Every configured secret, for the log filter."""
+        keys = [k.strip() for k in (self.secret_key or "").split(",")]
+        return [s for s in (self.discord_token, self.image_api_key, self.provider_access_token, *keys) if s]
 
 
 class _Reader:
@@ -201,11 +246,26 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     api_base = r.url("IMAGE_API_BASE", "https://api.apiyi.com/v1")
     assert api_base is not None
+    price = r.number("PRICE_PER_IMAGE", 0.03)
+    models, default_model = _models(r, price)
+    fallback = r.raw("IMAGE_FALLBACK_MODEL")
+    if fallback is not None and not any(m.name == fallback for m in models):
+        raise ConfigError(f"IMAGE_FALLBACK_MODEL {fallback!r} must be one of the models in IMAGE_MODELS")
+    balance_url = r.url("PROVIDER_BALANCE_URL", None)
+    access_token = r.raw("PROVIDER_ACCESS_TOKEN")
+    if (balance_url is None) != (access_token is None):
+        raise ConfigError("PROVIDER_BALANCE_URL and PROVIDER_ACCESS_TOKEN must be set together (or neither)")
+    warn, floor = r.money("BALANCE_WARN_USD"), r.money("BALANCE_FLOOR_USD")
+    if warn is not None and floor is not None and floor > warn:
+        raise ConfigError("BALANCE_FLOOR_USD must not be above BALANCE_WARN_USD")
+    metrics_port = r.integer("METRICS_PORT", 0, minimum=0) or None
+    if metrics_port is not None and metrics_port > 65535:
+        raise ConfigError(f"METRICS_PORT must be a TCP port (1-65535), got {metrics_port}")
     return Config(
         discord_token=r.required("DISCORD_TOKEN"),
         image_api_key=r.required("IMAGE_API_KEY"),
         image_api_base=api_base,
-        image_model=r.text("IMAGE_MODEL", "gpt-image-2-vip"),
+        image_model=default_model,
         image_api_timeout=r.number("IMAGE_API_TIMEOUT", 300.0, minimum=1.0),
         image_response_format=response_format,
         image_api_max_retries=r.integer("IMAGE_API_MAX_RETRIES", 3),
@@ -222,7 +282,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         user_daily_limit=r.limit("USER_DAILY_LIMIT", 25),
         guild_daily_limit=r.limit("GUILD_DAILY_LIMIT", None),
         daily_budget_usd=r.money("DAILY_BUDGET_USD"),
-        price_per_image=r.number("PRICE_PER_IMAGE", 0.03),
+        price_per_image=price,
         user_cooldown_seconds=r.number("USER_COOLDOWN_SECONDS", 0.0),
         exempt_role_ids=r.snowflakes("EXEMPT_ROLE_IDS"),
         allowed_channel_ids=r.snowflakes("ALLOWED_CHANNEL_IDS"),
@@ -234,4 +294,49 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         shard_count=shard_count,
         shard_ids=shard_ids,
         database_pool_size=r.integer("DATABASE_POOL_SIZE", 10, minimum=2),
+        image_models=models,
+        image_fallback_model=fallback,
+        image_fallback_seconds=r.number("IMAGE_FALLBACK_SECONDS", 60.0, minimum=0.01),
+        metrics_host=r.text("METRICS_HOST", "127.0.0.1"),
+        metrics_port=metrics_port,
+        provider_balance_url=balance_url,
+        provider_access_token=access_token,
+        provider_user_id=r.raw("PROVIDER_USER_ID"),
+        balance_warn_usd=warn,
+        balance_floor_usd=floor,
+        balance_poll_seconds=r.number("BALANCE_POLL_SECONDS", 600.0, minimum=0.05),
+        secret_key=_secret_key(r),
     )
+
+
+def _models(r: _Reader, price: float) -> tuple[tuple[ImageModel, ...], str]:
+    """``IMAGE_MODELS`` (or the one ``IMAGE_MODEL`` at ``PRICE_PER_IMAGE``) and the default model's name."""
+    named = r.raw("IMAGE_MODEL")
+    listed = r.raw("IMAGE_MODELS")
+    if listed is None:
+        name = named or "gpt-image-2-vip"
+        return (ImageModel(name, price, SizeRule.for_model(name)),), name
+    try:
+        models = parse_models(listed, price)
+    except ValueError as exc:
+        raise ConfigError(f"IMAGE_MODELS: {exc} (expected e.g. gpt-image-2-vip=0.03,gpt-image-2-all=0.02)") from None
+    if named is not None and not any(m.name == named for m in models):
+        raise ConfigError(f"IMAGE_MODEL {named!r} must be one of the models in IMAGE_MODELS")
+    return models, named or models[0].name
+
+
+def _secret_key(r: _Reader) -> str | None:
+    """``ATELIER_SECRET_KEY``: one or more Fernet keys, the first encrypts (checked, never echoed)."""
+    value = r.raw("ATELIER_SECRET_KEY")
+    if value is None:
+        return None
+    for key in value.split(","):
+        try:
+            Fernet(key.strip().encode())
+        except (ValueError, TypeError):
+            raise ConfigError(
+                "ATELIER_SECRET_KEY must be a Fernet key (32 url-safe base64 bytes), or several separated by "
+                "commas; make one with: python -c 'from cryptography.fernet import Fernet; "
+                "print(Fernet.generate_key().decode())'"
+            ) from None
+    return value

@@ -51,6 +51,7 @@ class Deliverer:
         await self._lifecycle.move(
             job,
             JobState.SUCCEEDED,
+            result=image,
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,

@@ -47,9 +47,11 @@ class Dispatcher:
         deliverer: Deliverer,
         max_concurrent: int,
         next_job: Callable[[], Awaitable[Job]],
+        key_for: Callable[[int | None], str | None] = lambda guild_id: None,
     ) -> None:
         self._lifecycle = lifecycle
         self._next_job = next_job
+        self._key_for = key_for
         self._api = api
         self._inputs = inputs
         self._deliverer = deliverer
@@ -99,7 +101,14 @@ class Dispatcher:
                 return
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
-            request = ImageEditRequest(running.request.prompt, images, running.request.size)
+            request = ImageEditRequest(
+                running.request.prompt,
+                images,
+                running.request.size,
+                model=running.model or "",
+                # A key removed since admission: the operator's key makes it (it was accepted already).
+                api_key=self._key_for(running.guild_id) if running.guild_key else None,
+            )
             del images
             answer = await self._api.call(request, attempts)
             del request

@@ -5,7 +5,10 @@
 - ``bot.dispatcher``: the fair choice when a slot frees, the API call;
 - ``bot.delivery``: decoding, fitting and handing the result to the frontend;
 - ``bot.recovery``: what a restart finds unfinished;
-- ``bot.settings``: per-server overrides.
+- ``bot.settings``: per-server overrides;
+- operations, each an observer of the lifecycle or a check in admission: ``bot.metrics``,
+  ``bot.audit``, ``bot.routing`` (the model breaker), ``bot.blocks``, ``bot.guild_keys``,
+  ``bot.balance``, ``bot.health``.
 
 - ``bot.shared_queue``: with PostgreSQL, the queue several processes share.
 
@@ -25,26 +28,34 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import cast
 
 from bot.admission import Admission
+from bot.audit import AuditTrail
+from bot.balance import BalanceWatch
+from bot.blocks import Blocklist
 from bot.config import Config
 from bot.delivery import Deliverer
 from bot.dispatcher import Dispatcher, EditAPI
 from bot.editor import Editor
 from bot.errors import AtelierError, CancelRefusedError, UnexpectedError
+from bot.guild_keys import GuildKeys
+from bot.health import Health
 from bot.inputs import JobInputs
 from bot.jobs import Job, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
 from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
-from bot.ports import InputSource, Notifier, Publisher
+from bot.metrics import Metrics
+from bot.models import ImageModel
+from bot.ports import AuditSink, InputSource, Notifier, Publisher
 from bot.recovery import resume_unfinished
+from bot.routing import ModelRouter
 from bot.settings import GuildOverrides, GuildSettings
 from bot.shared_queue import SharedQueue
 from bot.states import JobState, cancellable
-from bot.storage import JobStore, SharedStore
+from bot.storage import Block, DayStats, JobStore, SharedStore
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +66,17 @@ PREPARE_GRACE = 5.0
 class JobEngine:
     """Admission, the fair queue, the workers, restart and shutdown, for one process."""
 
-    def __init__(self, config: Config, store: JobStore, api: EditAPI, inputs: JobInputs, editor: Editor) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: JobStore,
+        api: EditAPI,
+        inputs: JobInputs,
+        editor: Editor,
+        *,
+        balance: BalanceWatch | None = None,
+        redact: Callable[[str], None] = lambda secret: None,
+    ) -> None:
         self.config = config
         self.store = store
         self._api = api
@@ -66,8 +87,39 @@ class JobEngine:
         self.lifecycle.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.lifecycle.lease_seconds = config.job_lease_seconds
         self.settings = GuildSettings(store)
-        self.admission = Admission(config, self.lifecycle, self.settings, editor, inputs)
-        self.shared = SharedQueue(config, shared, self.lifecycle, inputs, self.settings) if shared else None
+        self.blocks = Blocklist(store)
+        self.keys = GuildKeys(store, config.secret_key, redact)
+        self.router = ModelRouter(config)
+        self.balance = balance
+        self.health = Health(store)
+        self.metrics = Metrics(self.lifecycle)
+        self.audit = AuditTrail(config, self.settings, self.keys)
+        for observer in (self.metrics, self.router, self.audit):
+            self.lifecycle.observe(observer)
+        self.metrics.watch_models([m.name for m in config.models], self.router.is_open)
+        if balance is not None:
+            self.metrics.watch_balance(lambda: balance.balance_usd, lambda: balance.failures)
+        self.admission = Admission(
+            config,
+            self.lifecycle,
+            self.settings,
+            editor,
+            inputs,
+            blocks=self.blocks,
+            keys=self.keys,
+            router=self.router,
+            balance=balance,
+        )
+        refreshers = {
+            "settings": self.settings.refresh,
+            "blocks": lambda _guild: self.blocks.load(),
+            "keys": lambda _guild: self.keys.load(),
+            "breaker": self.router.opened_elsewhere,
+        }
+        self.shared = SharedQueue(config, shared, self.lifecycle, inputs, refreshers) if shared else None
+        if self.shared is not None:
+            # A breaker opened by a worker's calls reroutes the gateways' admissions too.
+            self.router.on_open = self.shared.announce_breaker
         self._shared_store = shared
         self._dispatcher: Dispatcher | None = None
         self._notifier: Notifier | None = None
@@ -84,18 +136,24 @@ class JobEngine:
         self,
         notifier: Notifier,
         publisher: Publisher,
+        audit: AuditSink | None = None,
         *,
         admit: bool = True,
         work: bool = True,
         mine: Callable[[Job], bool] | None = None,
     ) -> None:
-        """Resume what was left unfinished, then admit work (``admit``) and run jobs (``work``).
-
-        ``mine`` says which waiting jobs this process tells their place in line (its shards').
-        """
+        """Resume what was left unfinished, then admit work (``admit``) and run jobs (``work``), and
+        watch the balance. ``mine`` says which waiting jobs this process tells their place in line
+        (its shards')."""
         self._notifier = notifier
         self.admission.accepting = admit
         await self.settings.load()
+        await self.blocks.load()
+        await self.keys.load()
+        if audit is not None:
+            self.audit.attach(audit)
+        if self.balance is not None:
+            self.balance.start(self.audit.alert_all)
         if self.shared is not None:
             self.lifecycle.attach(notifier)
             self.shared.start(notifier, announce=admit, mine=mine)
@@ -110,7 +168,13 @@ class JobEngine:
         if work:
             deliverer = Deliverer(self.lifecycle, self._editor, publisher)
             self._dispatcher = Dispatcher(
-                self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs, next_job
+                self.lifecycle,
+                self._api,
+                self._inputs,
+                deliverer,
+                self.config.max_concurrent_jobs,
+                next_job,
+                self.keys.key_for,
             )
             self._dispatcher.start()
 
@@ -128,6 +192,9 @@ class JobEngine:
         await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
         await self.admission.fail_unprepared()
         await self.lifecycle.detach()
+        if self.balance is not None:
+            await self.balance.stop()
+        await self.audit.close()
         if self.shared is not None:
             # The queue lives on in the database: what this process interrupted goes back in line
             # at once, for the other workers (each job once).
@@ -214,3 +281,36 @@ class JobEngine:
     async def unfinished_of(self, user_id: int) -> list[Job]:
         """A member's unfinished jobs, oldest first."""
         return await self.lifecycle.unfinished_of(user_id)
+
+    # Operators ----------------------------------------------------------------------------------
+
+    def model_for(self, guild_id: int | None) -> ImageModel:
+        """The model new jobs in a server use (before the breaker's say)."""
+        return self.admission.model_for(guild_id)
+
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        """A server's jobs, spend and timings per day (for the stats chart)."""
+        return await self.store.daily_stats(guild_id, days)
+
+    async def block(self, guild_id: int, user_id: int, reason: str | None, by: int) -> Block:
+        """Refuse a member's new requests in a server from now on (jobs already accepted still run)."""
+        return await self.blocks.block(guild_id, user_id, reason, by)
+
+    async def unblock(self, guild_id: int, user_id: int, by: int) -> bool:
+        """Lift a block; whether there was one."""
+        return await self.blocks.unblock(guild_id, user_id, by)
+
+    async def set_guild_key(self, guild_id: int, key: str, by: int) -> None:
+        """Use a server's own API key for its new jobs (stored encrypted)."""
+        await self.keys.set(guild_id, key, by)
+        self.audit.key_changed(guild_id)
+
+    async def clear_guild_key(self, guild_id: int, by: int) -> bool:
+        """Go back to the operator's key for a server's new jobs; whether it had one."""
+        removed = await self.keys.clear(guild_id, by)
+        self.audit.key_changed(guild_id)
+        return removed
+
+    def gateway_state(self, connected: bool, note: str = "") -> None:
+        """The frontend's gateway went up or down (for ``/healthz``)."""
+        self.health.gateway(connected, note)

@@ -44,23 +44,29 @@ class SafetyRejectedError(BadRequestError):
 
 
 class AuthenticationError(ImageAPIError):
-    """401/403: the key is wrong or lacks access. The operator must act."""
+    """401/403: the key is wrong or lacks access. The operator must act, or the server's admins for its own key."""
 
-    def __init__(self, log_detail: str) -> None:
+    def __init__(self, log_detail: str, *, guild_key: bool = False) -> None:
         super().__init__(
-            "The image service is not configured correctly; the server admin has been told.",
+            "This server's own image API key was refused; the server's admins have been told."
+            if guild_key
+            else "The image service is not configured correctly; the server admin has been told.",
             log_detail=log_detail,
         )
+        self.guild_key = guild_key
 
 
 class QuotaExhaustedError(ImageAPIError):
     """The provider says the account is out of credit (often a 429); retrying cannot help."""
 
-    def __init__(self, log_detail: str) -> None:
+    def __init__(self, log_detail: str, *, guild_key: bool = False) -> None:
         super().__init__(
-            "The image service account is out of credit; the server admin has been told.",
+            "This server's own image service account is out of credit; the server's admins have been told."
+            if guild_key
+            else "The image service account is out of credit; the server admin has been told.",
             log_detail=log_detail,
         )
+        self.guild_key = guild_key
 
 
 class TransientAPIError(ImageAPIError):

@@ -163,11 +163,16 @@ class Usage:
 
 @dataclass(frozen=True)
 class ImageEditRequest:
-    """What one edit asks of the API; ``images`` are in prompt order (image1 first)."""
+    """What one edit asks of the API; ``images`` are in prompt order (image1 first).
+
+    ``model`` empty means ``IMAGE_MODEL``; ``api_key`` is a server's own key (``None``: the operator's).
+    """
 
     prompt: str
     images: Sequence[PreparedImage]
     size: str | None = None
+    model: str = ""
+    api_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -178,6 +183,7 @@ class APIAnswer:
     api_seconds: float
     attempts: int
     request_id: str | None = None  # the provider's id for the attempt that succeeded
+    api_key: str | None = field(default=None, repr=False)  # a server's own key, to keep out of errors
 
 
 @dataclass(frozen=True)
@@ -198,14 +204,16 @@ class ImageAPIClient:
         self._config = config
         self._url = f"{config.image_api_base}/images/edits"
 
-    def _redact(self, text: str) -> str:
-        """Remove the API key from any text that might be logged or shown."""
-        key = self._config.image_api_key
-        return text.replace(key, "[redacted]") if key else text
+    def _redact(self, text: str, guild_key: str | None = None) -> str:
+        """Remove the API keys (the operator's, and a server's own) from any text that might be logged or shown."""
+        for key in (self._config.image_api_key, guild_key):
+            if key:
+                text = text.replace(key, "[redacted]")
+        return text
 
     def _form(self, request: ImageEditRequest) -> aiohttp.FormData:
         form = aiohttp.FormData(quote_fields=False)
-        form.add_field("model", self._config.image_model)
+        form.add_field("model", request.model or self._config.image_model)
         form.add_field("prompt", request.prompt)
         if request.size:
             form.add_field("size", request.size)
@@ -248,15 +256,14 @@ class ImageAPIClient:
                 error, outcome = None, AttemptOutcome.SUCCEEDED
             if error is None:
                 self._record(attempts, number, exchange, outcome, "")
-                return APIAnswer(body, time.monotonic() - started, number, exchange.request_id)
+                return APIAnswer(body, time.monotonic() - started, number, exchange.request_id, request.api_key)
             retry = outcome.retried and number <= self._config.image_api_max_retries
             retry_after = error.retry_after if isinstance(error, TransientAPIError) else None
             delay = self._backoff(number, retry_after) if retry else 0.0
             note = f" ({error.log_detail}); retrying in {delay:.2f}s" if retry else f" ({error.log_detail})"
             self._record(attempts, number, exchange, outcome, note)
             if outcome in (AttemptOutcome.AUTH_FAILED, AttemptOutcome.QUOTA_EXHAUSTED):
-                # Members are told the admin knows; this line is how the admin knows.
-                log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", error.log_detail)
+                _tell_who_must_act(error, request.api_key is not None)
             if not retry:
                 if outcome.retried:
                     log.warning("image API still failing after %d attempts: %s", number, error.log_detail)
@@ -301,40 +308,58 @@ class ImageAPIClient:
     async def _attempt(self, request: ImageEditRequest, exchange: _Exchange) -> bytes:
         """One HTTP exchange; what it learns goes into ``exchange`` as soon as it is known."""
         timeout = aiohttp.ClientTimeout(total=self._config.image_api_timeout)
-        headers = {"Authorization": f"Bearer {self._config.image_api_key}", "Accept": "application/json"}
+        headers = {
+            "Authorization": f"Bearer {request.api_key or self._config.image_api_key}",
+            "Accept": "application/json",
+        }
+        key = request.api_key
         try:
             async with self._session.post(
                 self._url, data=self._form(request), headers=headers, timeout=timeout
             ) as response:
                 exchange.answered_after = time.monotonic() - exchange.started
                 exchange.status = response.status
-                exchange.request_id = self._request_id(response.headers)
+                exchange.request_id = self._request_id(response.headers, key)
                 try:
                     body = await _read_capped(response, MAX_RESPONSE_BYTES)
                 except aiohttp.ClientPayloadError as exc:
                     # The answer was on its way, so whatever it carried was produced: never repeat.
-                    raise BodyCutOffError(self._redact(f"HTTP {response.status} answer cut off: {exc}")[:500]) from None
+                    raise BodyCutOffError(
+                        self._redact(f"HTTP {response.status} answer cut off: {exc}", key)[:500]
+                    ) from None
                 if response.status >= 400:
-                    raise self._error_for(response.status, response.headers, body, exchange.answered_after)
+                    raise self._error_for(response.status, response.headers, body, exchange.answered_after, key)
         except TimeoutError:
             raise APITimeoutError(self._config.image_api_timeout) from None
         except aiohttp.ClientConnectorError as exc:
             # Refused, reset or unresolvable before a byte of the request left: nothing to bill.
-            raise ConnectFailedError(self._redact(f"connection failed: {type(exc).__name__}: {exc}")[:500]) from None
+            raise ConnectFailedError(
+                self._redact(f"connection failed: {type(exc).__name__}: {exc}", key)[:500]
+            ) from None
         except aiohttp.ClientError as exc:
             # Lost after the request was sent (or an unreadable answer): the provider may be working on it.
-            raise ConnectionLostError(self._redact(f"connection lost: {type(exc).__name__}: {exc}")[:500]) from None
+            raise ConnectionLostError(
+                self._redact(f"connection lost: {type(exc).__name__}: {exc}", key)[:500]
+            ) from None
         return body
 
-    def _request_id(self, headers: Any) -> str | None:
+    def _request_id(self, headers: Any, guild_key: str | None = None) -> str | None:
         for name in _REQUEST_ID_HEADERS:
             value = headers.get(name)
             if value and value.strip():
-                return self._redact(value.strip())[:200]
+                return self._redact(value.strip(), guild_key)[:200]
         return None
 
-    def _error_for(self, status: int, headers: Any, body: bytes, answered_after: float | None = None) -> ImageAPIError:
-        message = self._redact(_error_message(body))
+    def _error_for(
+        self,
+        status: int,
+        headers: Any,
+        body: bytes,
+        answered_after: float | None = None,
+        guild_key: str | None = None,
+    ) -> ImageAPIError:
+        message = self._redact(_error_message(body), guild_key)
+        own_key = guild_key is not None
         detail = f"HTTP {status}: {message}"[:500]
         lowered = message.lower()
         if _SAFETY_WORDS.search(lowered):
@@ -343,10 +368,10 @@ class ImageAPIClient:
                 f"The image service refused this request: {_shorten(message, 300)}", log_detail=detail
             )
         if status in (401, 403):
-            return AuthenticationError(detail)
+            return AuthenticationError(detail, guild_key=own_key)
         if status == 429 or status == 402:
             if _QUOTA_WORDS.search(lowered):
-                return QuotaExhaustedError(detail)
+                return QuotaExhaustedError(detail, guild_key=own_key)
             return RateLimitedError(detail, retry_after=_retry_after(headers))
         if status >= 500:
             # Too quick to follow a generation, it cannot have been billed; a later one may have been.
@@ -361,7 +386,7 @@ class ImageAPIClient:
             )
         return BadRequestError(f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail)
 
-    def _first_item(self, payload: Any) -> dict[str, Any]:
+    def _first_item(self, payload: Any, guild_key: str | None = None) -> dict[str, Any]:
         """``data[0]`` of a 2xx answer, or the error the answer carries instead."""
         if not isinstance(payload, dict):
             raise InvalidResponseError("response is not a JSON object")
@@ -369,9 +394,9 @@ class ImageAPIClient:
         if not isinstance(items, list) or not items or not isinstance(items[0], dict):
             error = payload.get("error")
             if isinstance(error, dict) and error.get("message"):
-                exc = self._error_for(400, {}, json.dumps({"error": error}).encode())
+                exc = self._error_for(400, {}, json.dumps({"error": error}).encode(), None, guild_key)
                 if isinstance(exc, (AuthenticationError, QuotaExhaustedError)):
-                    log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", exc.log_detail)
+                    _tell_who_must_act(exc, guild_key is not None)
                 raise exc
             raise InvalidResponseError("no image in the response's data")
         return items[0]
@@ -380,7 +405,7 @@ class ImageAPIClient:
         """The image in an answer: base64 (with or without its data-URL prefix) or a URL to fetch."""
         # Not behind the Editor's per-core limit: decoding at once frees the body (a third larger).
         payload, data = await asyncio.to_thread(read_answer, answer.body)
-        item = self._first_item(payload)
+        item = self._first_item(payload, answer.api_key)
         if data is None:
             b64 = item.get("b64_json")
             url = item.get("url")
@@ -480,6 +505,16 @@ def _decode_b64(value: str | bytes | memoryview) -> bytes:
         return binascii.a2b_base64(view, strict_mode=False)
     except binascii.Error as exc:
         raise InvalidResponseError(f"b64_json is not valid base64 ({exc})") from None
+
+
+def _tell_who_must_act(error: ImageAPIError, own_key: bool) -> None:
+    """The log line for a refused key or an empty account: the operator's problem, or a server's."""
+    if own_key:
+        # Not the operator's to fix: the engine tells that server's admins (see bot.audit).
+        log.warning("a server's own API key was refused: %s (its admins are told)", error.log_detail)
+    else:
+        # Members are told the admin knows; this line is how the admin knows.
+        log.error("image API needs the operator: %s (check IMAGE_API_KEY and the account)", error.log_detail)
 
 
 def _error_message(body: bytes) -> str:

@@ -214,3 +214,17 @@ def fit_for_upload(output: OutputImage, limit: int) -> OutputImage:
         f"The {_mb(len(output.data))} original was over Discord's {_mb(limit)} upload limit, so it was {fitted.note}."
     )
     return OutputImage(fitted.data, fitted.mime, fitted.width, fitted.height, note=note)
+
+
+PREVIEW_SIDE = 160
+
+
+def make_preview(data: bytes, side: int = PREVIEW_SIDE) -> bytes:
+    """A small WebP of an image (a few KB), for the audit channel; JPEGs are decoded at a reduced scale."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (side * 2, side * 2))  # a JPEG decodes at 1/2..1/8 scale; a no-op for others
+        image.thumbnail((side, side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        small = _normalise_mode(image)
+        if small.mode not in ("RGB", "RGBA"):
+            small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
+        return _encode(small, "WEBP", quality=60, method=4)

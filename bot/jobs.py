@@ -77,7 +77,9 @@ class Job:
     state: JobState
     created_at: float
     charge_day: str
-    cost_usd: float
+    cost_usd: float  # the charge: the price of ``model`` when the job was accepted
+    model: str | None = None  # the model that makes it (None: a job from before models were recorded)
+    guild_key: bool = False  # made with its server's own API key: outside the operator's daily budget
     destination: Destination | None = None
     notes: tuple[str, ...] = ()  # what was done to the inputs, e.g. "image2 was re-encoded to fit 4.2 MB"
     queued_at: float | None = None  # when it last joined the line (its images ready)

@@ -5,7 +5,8 @@ table in ``bot.states`` (an illegal move is refused with a log line and changes
 nothing), writes the store (only if the store still holds the state it started
 from), applies the money effect exactly once (a refund row keyed by the job; the
 in-memory ledger follows only what the store wrote), keeps the fair queue in step,
-drops a finished job's images, and tells the notifier. Everything else only reads:
+drops a finished job's images, and tells its observers (metrics, audit, the model breaker) and the
+notifier. Everything else only reads:
 the fair queue, the ledger, positions and "who is running" are views of this record.
 
 With PostgreSQL (``shared``), several processes share the jobs: this process's record
@@ -30,12 +31,14 @@ from bot.errors import AtelierError, UnexpectedError
 from bot.inputs import JobInputs
 from bot.jobs import Job, utc_day
 from bot.ledger import DayUsage, UsageLedger
+from bot.ports import Move
 from bot.queue import FairQueue
 from bot.states import MONEY, JobState, MoneyEffect, allowed
 
 if TYPE_CHECKING:
     from bot.image_api import Attempt
-    from bot.ports import Notifier
+    from bot.images import OutputImage
+    from bot.ports import MoveObserver, Notifier
     from bot.storage import JobStore, SharedStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ class Lifecycle:
         self.lease_seconds = 60.0
         self._records: dict[str, _Record] = {}
         self._notifier: Notifier | None = None
+        self._observers: list[MoveObserver] = []
         self.ledger = UsageLedger()
         self.queue = FairQueue()
         self._ready = asyncio.Event()  # a job may be taken
@@ -99,6 +103,10 @@ class Lifecycle:
         self._notifier = notifier
         if self._announcer is None and self._shared is None:
             self._announcer = asyncio.create_task(self._announce_places(), name="atelier-positions")
+
+    def observe(self, observer: MoveObserver) -> None:
+        """Tell ``observer`` about every move from now on (synchronously, right after the store wrote it)."""
+        self._observers.append(observer)
 
     async def detach(self) -> None:
         """Stop announcing places in line."""
@@ -153,6 +161,7 @@ class Lifecycle:
             return None
         self._records[job.id] = _Record(job)
         self._moved.set()
+        self._observe(Move(job, JobState.QUEUED, None, (), None))
         await self._tell(job, JobState.QUEUED, None)
         return job
 
@@ -172,9 +181,13 @@ class Lifecycle:
         *,
         error: AtelierError | None = None,
         attempts: Sequence[Attempt] = (),
+        result: OutputImage | None = None,
         **values: Any,
     ) -> Job | None:
-        """Move a job to ``target``; return it moved, or ``None`` if the move is refused."""
+        """Move a job to ``target``; return it moved, or ``None`` if the move is refused.
+
+        ``result`` (the posted image, on the move to succeeded) is only passed on to the observers.
+        """
         job_id = job if isinstance(job, str) else job.id
         record = await self._record_for(job_id)
         if record is None:
@@ -187,17 +200,19 @@ class Lifecycle:
                 return None
             values = self._stamp(record.job, target, error, attempts, values)
             refund = MONEY[target] is MoneyEffect.REFUND
-            result = await self._store.move_job(job_id, before, target, values, refund=refund, attempts=attempts)
-            if not result.moved:
+            stored = await self._store.move_job(job_id, before, target, values, refund=refund, attempts=attempts)
+            if not stored.moved:
                 log.warning("job=%s refused move %s -> %s: the store holds another state", job_id, before, target)
                 if self._shared is not None:
                     self._forget(job_id)  # another process moved it: the store knows better
                 return None
             moved = dataclasses.replace(record.job, state=target, **values)
             record.job = moved
-            if result.refunded:
+            if stored.refunded:
                 self.ledger.refund(moved)
             self._reindex(moved)
+            # Before any await: an observer hears of every move the store recorded, in order.
+            self._observe(Move(moved, before, error, tuple(attempts), result))
             if target.terminal:
                 # A finished job's images are not needed any more, whatever the outcome.
                 await self._inputs.delete(job_id)
@@ -242,6 +257,13 @@ class Lifecycle:
 
     def _forget(self, job_id: str) -> None:
         self._records.pop(job_id, None)
+
+    def _observe(self, move: Move) -> None:
+        for observer in self._observers:
+            try:
+                observer.job_moved(move)
+            except Exception as exc:  # a lost count or audit line, never a stuck job
+                UnexpectedError.capture(exc, f"an observer of job {move.job.id}")
 
     async def _tell(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         if self._notifier is None:

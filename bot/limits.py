@@ -146,11 +146,24 @@ def member_standing(
     )
 
 
-def check_quota(config: Config, limits: GuildLimits | None, who: Requester, usage: DayUsage, now: float) -> None:
-    """Refuse a request over any limit, saying which, how much is used and when it resets."""
-    price = config.price_per_image
+def check_quota(
+    config: Config,
+    limits: GuildLimits | None,
+    who: Requester,
+    usage: DayUsage,
+    now: float,
+    *,
+    price: float | None = None,
+    own_key: bool = False,
+) -> None:
+    """Refuse a request over any limit, saying which, how much is used and when it resets.
+
+    ``price`` is what the job would cost (its model's price); a job on its server's own key
+    (``own_key``) is outside the operator's daily budget, never outside the other limits.
+    """
+    price = config.price_per_image if price is None else price
     budget = config.daily_budget_usd
-    if budget is not None and usage.spend_today + price > budget + 1e-9:
+    if budget is not None and not own_key and usage.spend_today + price > budget + 1e-9:
         raise LimitReachedError(
             f"Today's budget for image edits is used up (${usage.spend_today:.2f} of ${budget:.2f}); "
             f"it {resets_text(now)}."

@@ -18,6 +18,11 @@ class RedactSecrets(logging.Filter):
         super().__init__()
         self._secrets = [s for s in secrets if s and len(s) >= 6]
 
+    def add(self, secret: str) -> None:
+        """Scrub ``secret`` too from now on (a server's own API key, once it is known)."""
+        if secret and len(secret) >= 6 and secret not in self._secrets:
+            self._secrets.append(secret)
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if record.exc_info and not record.exc_text:
@@ -39,14 +44,16 @@ class DropVoiceWarnings(logging.Filter):
         return "voice will NOT be supported" not in record.getMessage()
 
 
-def setup_logging(level: str, secrets: Iterable[str]) -> None:
-    """Log to stderr at ``level``, with secrets scrubbed."""
+def setup_logging(level: str, secrets: Iterable[str]) -> RedactSecrets:
+    """Log to stderr at ``level``, with secrets scrubbed; the filter takes more secrets later."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    handler.addFilter(RedactSecrets(secrets))
+    redact = RedactSecrets(secrets)
+    handler.addFilter(redact)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
     # discord.py's own INFO lines are useful; its DEBUG firehose is not, unless asked for.
     logging.getLogger("discord").setLevel(level if level == "DEBUG" else "INFO")
     logging.getLogger("discord.client").addFilter(DropVoiceWarnings())
+    return redact

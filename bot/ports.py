@@ -18,6 +18,7 @@ from bot.states import JobState
 if TYPE_CHECKING:
     from bot.config import Config
     from bot.engine import JobEngine
+    from bot.image_api import Attempt
 
 
 class InputSource(Protocol):
@@ -49,6 +50,53 @@ class Notifier(Protocol):
 
     async def job_paused(self, job: Job) -> None:
         """The bot is stopping; this waiting job will run after the restart."""
+        ...
+
+
+@dataclass(frozen=True)
+class Move:
+    """One move the lifecycle made, as its observers hear of it."""
+
+    job: Job  # as it is now, in its new state
+    before: JobState
+    error: AtelierError | None = None  # why it failed, when it did
+    attempts: Sequence[Attempt] = ()  # the API attempts this move recorded
+    result: OutputImage | None = None  # the posted image, on the move to succeeded
+
+
+class MoveObserver(Protocol):
+    """Told about every move, right after the store recorded it (metrics, audit, the model breaker).
+
+    Called synchronously, in order, before anything else awaits: it must be quick (O(1)),
+    must not block and should not raise (an error is logged and the job goes on).
+    """
+
+    def job_moved(self, move: Move) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """A job's outcome for its server's audit channel (the frontend posts it)."""
+
+    job: Job
+    channel_id: int  # the audit channel
+    outcome: JobState
+    reason: str | None = None  # what the member was told, when it did not succeed
+    safety: bool = False  # refused by the image service's safety system
+    preview: bytes | None = None  # a small WebP of the result
+    fallback: bool = False  # made by the fallback model while its own model was failing
+
+
+class AuditSink(Protocol):
+    """Where audit entries and server alerts go (``cogs.audit``). Never blocks, never raises."""
+
+    def outcome(self, entry: AuditEntry) -> None:
+        """Queue ``entry`` for its audit channel; returns at once."""
+        ...
+
+    def alert(self, guild_id: int, channel_id: int | None, text: str, contact_user_id: int | None = None) -> None:
+        """Tell a server's admins ``text``: in ``channel_id`` (its audit channel), else privately
+        to ``contact_user_id``; returns at once."""
         ...
 
 

@@ -48,13 +48,21 @@ from bot.states import JobState
 from bot.storage import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
+    Block,
+    DayStats,
     JobStats,
     MoveResult,
     Queries,
+    StoredKey,
     attempt_params,
+    block_from_row,
+    block_params,
+    daily_stats_from,
     job_from_row,
     job_to_params,
     job_to_params_columns,
+    key_from_row,
+    key_params,
     move_statement,
     overrides_from_json,
     stats_from,
@@ -125,7 +133,8 @@ SELECT
      FROM money WHERE day = :day AND user_id = :user_id) AS user_today,
     (SELECT COALESCE(SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), 0)
      FROM money WHERE day = :day AND guild_id = :guild_id) AS guild_today,
-    (SELECT {Queries.net_spend} FROM money WHERE day = :day AND :whole_day) AS spend_today,
+    (SELECT {Queries.net_spend} FROM money m JOIN jobs j ON j.id = m.job_id
+     WHERE m.day = :day AND j.guild_key = 0 AND :whole_day) AS spend_today,
     (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND {_UNFINISHED}) AS user_active,
     (SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND created_at >= :since) AS last_accepted
 """
@@ -250,7 +259,7 @@ class PostgresJobStore:
 
     async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot:
         charged = [
-            (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
+            (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]), float(r[4]))
             for r in await self.pool.fetch(*_args(Queries.charged_on_day, {"day": day}))
         ]
         last = {int(r[0]): float(r[1]) for r in await self.pool.fetch(*_args(Queries.last_by_user, {"since": since}))}
@@ -279,6 +288,43 @@ class PostgresJobStore:
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(*_args(Queries.save_guild_settings, params))
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"settings:{guild_id}")
+
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        params: dict[str, Any] = {"guild_id": guild_id, **{f"d{i}": d for i, d in enumerate(days)}}
+        async with self.pool.acquire() as conn:
+            rows = [await conn.fetch(*_args(sql, params)) for sql in Queries.daily(len(days))]
+        return daily_stats_from(days, *rows)
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    # Blocks and servers' own keys: every process keeps them in memory, so a change is announced.
+
+    async def all_blocks(self) -> list[Block]:
+        return [block_from_row(r) for r in await self.pool.fetch(Queries.all_blocks)]
+
+    async def save_block(self, block: Block) -> None:
+        await self._write_and_notify(Queries.save_block, block_params(block), f"blocks:{block.guild_id}")
+
+    async def delete_block(self, guild_id: int, user_id: int) -> bool:
+        params = {"guild_id": guild_id, "user_id": user_id}
+        return await self._write_and_notify(Queries.delete_block, params, f"blocks:{guild_id}")
+
+    async def all_guild_keys(self) -> list[StoredKey]:
+        return [key_from_row(r) for r in await self.pool.fetch(Queries.all_guild_keys)]
+
+    async def save_guild_key(self, key: StoredKey) -> None:
+        await self._write_and_notify(Queries.save_guild_key, key_params(key), f"keys:{key.guild_id}")
+
+    async def delete_guild_key(self, guild_id: int) -> bool:
+        return await self._write_and_notify(Queries.delete_guild_key, {"guild_id": guild_id}, f"keys:{guild_id}")
+
+    async def _write_and_notify(self, sql: str, params: Mapping[str, Any], notice: str) -> bool:
+        """One write and its notice to the other processes; whether it changed a row."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(*_args(sql, params))
+            await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
+        return not status.endswith(" 0")
 
     # Money checked and charged in the database ------------------------------------------------
 

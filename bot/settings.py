@@ -24,7 +24,7 @@ UNSET = _Unset.UNSET
 
 @dataclass(frozen=True)
 class GuildOverrides:
-    """The limits one server changed from the defaults."""
+    """The limits and settings one server changed from the defaults."""
 
     user_daily_limit: int | _Unset | None = UNSET
     guild_daily_limit: int | _Unset | None = UNSET
@@ -32,6 +32,8 @@ class GuildOverrides:
     allowed_channel_ids: frozenset[int] | _Unset = UNSET
     allowed_role_ids: frozenset[int] | _Unset = UNSET
     exempt_role_ids: frozenset[int] | _Unset = UNSET
+    audit_channel_id: int | _Unset | None = UNSET  # where every job's outcome is posted (None: nowhere)
+    model: str | _Unset = UNSET  # the image model this server uses (one of IMAGE_MODELS)
 
     def is_set(self, name: str) -> bool:
         """Whether this server changed ``name``."""
@@ -70,6 +72,8 @@ class GuildOverrides:
                 value = frozenset(int(v) for v in value)
             elif f.name == "user_cooldown_seconds":
                 value = float(value)
+            elif f.name == "model":
+                value = str(value)
             elif value is not None:
                 value = int(value)
             values[f.name] = value
@@ -101,9 +105,25 @@ class GuildSettings:
             self._cache[guild_id] = GuildOverrides() if self._loaded else await self._store.guild_overrides(guild_id)
         return self._cache[guild_id]
 
-    async def reload(self, guild_id: int) -> None:
-        """Read a server's overrides again (another process changed them)."""
-        self._cache[guild_id] = await self._store.guild_overrides(guild_id)
+    async def refresh(self, guild_id: str | None) -> None:
+        """Read a server's overrides again (``None``: every server's), another process changed them."""
+        if guild_id is None:
+            await self.load()
+        elif guild_id.isdigit():
+            self._cache[int(guild_id)] = await self._store.guild_overrides(int(guild_id))
+
+    def cached(self, guild_id: int) -> GuildOverrides:
+        """A server's overrides without waiting (all are loaded at start-up)."""
+        return self._cache.get(guild_id) or GuildOverrides()
+
+    def audit_channels(self) -> dict[int, int]:
+        """server -> its audit channel, for every server that set one."""
+        channels: dict[int, int] = {}
+        for guild_id, overrides in self._cache.items():
+            channel = overrides.audit_channel_id
+            if isinstance(channel, int):
+                channels[guild_id] = channel
+        return channels
 
     async def save(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
         """Persist a server's overrides; they apply to the next request."""

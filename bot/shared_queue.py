@@ -8,8 +8,9 @@
   holder's lease ran out (a process killed with SIGKILL): through ``bot.recovery``, the
   same rules as a restart, so a job runs again at most once.
 - A gateway announces places in line to the members of its own shards.
-- ``settings:<guild>`` notices refresh the per-server cache; ``cancel:<job>`` ones drop
-  whatever this process still shows of that job.
+- ``settings:<guild>``, ``blocks:<guild>``, ``keys:<guild>`` and ``breaker:<model>``
+  notices refresh what this process keeps in memory of them (everything, after a lost
+  connection); ``cancel:<job>`` ones drop whatever this process still shows of that job.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from bot.config import Config
 from bot.errors import UnexpectedError
@@ -27,7 +28,6 @@ from bot.jobs import Job
 from bot.lifecycle import Lifecycle
 from bot.ports import Notifier
 from bot.recovery import resume_unfinished
-from bot.settings import GuildSettings
 from bot.states import JobState
 from bot.storage import SharedStore
 
@@ -49,13 +49,13 @@ class SharedQueue:
         store: SharedStore,
         lifecycle: Lifecycle,
         inputs: JobInputs,
-        settings: GuildSettings,
+        refreshers: Mapping[str, Callable[[str | None], Awaitable[None]]],
     ) -> None:
         self._config = config
         self._store = store
         self._lifecycle = lifecycle
         self._inputs = inputs
-        self._settings = settings
+        self._refreshers = refreshers
         self._notifier: Notifier | None = None
         self._mine: Callable[[Job], bool] = lambda job: True
         self._wake = asyncio.Event()
@@ -97,18 +97,24 @@ class SharedQueue:
         if payload in ("queued", "slot", "reconnected"):
             self._wake.set()
             self._reordered.set()
+        kind, _, subject = payload.partition(":")
         if payload == "reconnected":  # notices may have been missed: re-read what they would have said
-            self._spawn(self._settings.load(), "reloading settings")
-        elif payload.startswith("settings:") and payload[9:].isdigit():
-            self._spawn(self._settings.reload(int(payload[9:])), "reloading a server's settings")
-        elif payload.startswith("cancel:"):
+            for name, refresh in self._refreshers.items():
+                self._spawn(refresh(None), f"reloading {name}")
+        elif kind in self._refreshers and subject:
+            self._spawn(self._refreshers[kind](subject), f"reloading {kind} ({subject})")
+        elif kind == "cancel":
             self.places.pop(payload[7:], None)
             self._reordered.set()
 
-    def _spawn(self, work: object, what: str) -> None:
+    def announce_breaker(self, model: str) -> None:
+        """Tell every process that ``model``'s breaker opened here."""
+        self._spawn(self._store.notify(f"breaker:{model}"), "announcing an open breaker")
+
+    def _spawn(self, work: Awaitable[None], what: str) -> None:
         async def run() -> None:
             try:
-                await work  # type: ignore[misc]
+                await work
             except Exception as exc:
                 UnexpectedError.capture(exc, what)
 

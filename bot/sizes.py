@@ -6,6 +6,7 @@ is validated here before a request is made.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from math import gcd
 
@@ -97,6 +98,33 @@ def normalize_size(text: str | None) -> str | None:
     if cleaned in _BY_VALUE:
         return cleaned
     raise ValueError(text)
+
+
+_WXH = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+
+
+def parse_size_text(text: str | None) -> str | None:
+    """What a member typed as a wire size (``WIDTHxHEIGHT``), ``None`` for auto, or raise ``ValueError``.
+
+    Only the form is checked here (the table's labels, an upper-case X or a ×, spaces);
+    whether a model accepts the size is ``bot.models.ImageModel.check_size``'s question.
+    """
+    try:
+        return normalize_size(text)
+    except ValueError:
+        pass
+    assert text is not None
+    cleaned = text.strip().lower().split("·")[0].strip().replace("×", "x").replace(" ", "")
+    match = _WXH.match(cleaned)
+    if match is None:
+        raise ValueError(text)
+    return f"{int(match[1])}x{int(match[2])}"
+
+
+def dimensions(value: str) -> tuple[int, int]:
+    """``(width, height)`` of a wire size such as ``2048x1360``."""
+    width, _, height = value.partition("x")
+    return int(width), int(height)
 
 
 def size_choices(query: str, limit: int = 25) -> list[tuple[str, str]]:

@@ -30,12 +30,20 @@ from bot.states import JobState
 from bot.storage import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
+    Block,
+    DayStats,
     JobStats,
     MoveResult,
     Queries,
+    StoredKey,
     attempt_params,
+    block_from_row,
+    block_params,
+    daily_stats_from,
     job_from_row,
     job_to_params,
+    key_from_row,
+    key_params,
     move_statement,
     overrides_from_json,
     stats_from,
@@ -228,7 +236,7 @@ class SQLiteJobStore:
 
         def read(conn: sqlite3.Connection) -> LedgerSnapshot:
             charged = [
-                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]))
+                (int(r[0]), int(r[1]) if r[1] is not None else None, int(r[2]), float(r[3]), float(r[4]))
                 for r in conn.execute(Queries.charged_on_day, {"day": day}).fetchall()
             ]
             last = {int(r[0]): float(r[1]) for r in conn.execute(Queries.last_by_user, {"since": since}).fetchall()}
@@ -266,3 +274,43 @@ class SQLiteJobStore:
             "updated_by": by,
         }
         await self._transaction(lambda conn: conn.execute(Queries.save_guild_settings, params) and None)
+
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        params: dict[str, Any] = {"guild_id": guild_id, **{f"d{i}": d for i, d in enumerate(days)}}
+        queries = Queries.daily(len(days))
+
+        def read(conn: sqlite3.Connection) -> list[DayStats]:
+            return daily_stats_from(days, *(conn.execute(sql, params).fetchall() for sql in queries))
+
+        return await self._run(read)
+
+    async def ping(self) -> None:
+        await self._run(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def all_blocks(self) -> list[Block]:
+        def read(conn: sqlite3.Connection) -> list[Block]:
+            return [block_from_row(r) for r in conn.execute(Queries.all_blocks).fetchall()]
+
+        return await self._run(read)
+
+    async def save_block(self, block: Block) -> None:
+        params = block_params(block)
+        await self._transaction(lambda conn: conn.execute(Queries.save_block, params) and None)
+
+    async def delete_block(self, guild_id: int, user_id: int) -> bool:
+        params = {"guild_id": guild_id, "user_id": user_id}
+        return await self._transaction(lambda conn: conn.execute(Queries.delete_block, params).rowcount == 1)
+
+    async def all_guild_keys(self) -> list[StoredKey]:
+        def read(conn: sqlite3.Connection) -> list[StoredKey]:
+            return [key_from_row(r) for r in conn.execute(Queries.all_guild_keys).fetchall()]
+
+        return await self._run(read)
+
+    async def save_guild_key(self, key: StoredKey) -> None:
+        params = key_params(key)
+        await self._transaction(lambda conn: conn.execute(Queries.save_guild_key, params) and None)
+
+    async def delete_guild_key(self, guild_id: int) -> bool:
+        params = {"guild_id": guild_id}
+        return await self._transaction(lambda conn: conn.execute(Queries.delete_guild_key, params).rowcount == 1)

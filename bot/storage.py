@@ -12,8 +12,8 @@ so no code path and no restart can refund a job twice.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.jobs import Destination, Job, JobKind, JobRequest
@@ -133,6 +133,29 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX jobs_user_status ON jobs (user_id, status)",
         "ALTER TABLE jobs ADD COLUMN queued_at DOUBLE PRECISION",
     ],
+    # 4: operators: the model and key a job used; blocked members; servers' own API keys (encrypted).
+    [
+        "ALTER TABLE jobs ADD COLUMN model TEXT",
+        "ALTER TABLE jobs ADD COLUMN guild_key INTEGER NOT NULL DEFAULT 0",
+        """
+        CREATE TABLE blocked_members (
+            guild_id BIGINT NOT NULL,
+            user_id BIGINT NOT NULL,
+            reason TEXT,
+            blocked_by BIGINT NOT NULL,
+            blocked_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (guild_id, user_id)
+        )
+        """,
+        """
+        CREATE TABLE guild_keys (
+            guild_id BIGINT PRIMARY KEY,
+            encrypted TEXT NOT NULL,
+            set_by BIGINT NOT NULL,
+            set_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ],
 ]
 
 MIGRATIONS_TABLE = (
@@ -141,12 +164,15 @@ MIGRATIONS_TABLE = (
 
 _REQUEST_COLUMNS = ("kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id")
 _JOB_COLUMNS = (
-    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "queued_at",
-    "started_at", "finished_at", "error", "attempts", "restarts", "api_seconds", "input_tokens", "output_tokens",
-    "total_tokens", "output_width", "output_height", "output_bytes", "result_channel_id", "result_message_id",
+    "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "model",
+    "guild_key", "queued_at", "started_at", "finished_at", "error", "attempts", "restarts", "api_seconds",
+    "input_tokens", "output_tokens", "total_tokens", "output_width", "output_height", "output_bytes",
+    "result_channel_id", "result_message_id",
 )  # fmt: skip
 # Job fields a move may change, by column.
-MOVABLE = frozenset(_JOB_COLUMNS) - {"id", "status", *_REQUEST_COLUMNS, "created_at", "charge_day", "cost_usd"}
+MOVABLE = frozenset(_JOB_COLUMNS) - {
+    "id", "status", *_REQUEST_COLUMNS, "created_at", "charge_day", "cost_usd", "model", "guild_key",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -159,10 +185,45 @@ class JobStats:
     failed_week: int
     cancelled_week: int
     durations_week: list[float]
-    spend_today: float
-    spend_week: float
+    spend_today: float  # on the operator's key, all servers
+    spend_week: float  # on the operator's key, all servers
     busiest: list[tuple[int, int]]
     billed_without_result_week: int  # API calls that may have been billed but gave no result
+    own_key_spend_week: float = 0.0  # this server's jobs on its own API key
+    models_week: list[tuple[str, int]] = field(default_factory=list)  # this server's jobs per model
+
+
+@dataclass(frozen=True)
+class DayStats:
+    """One UTC day of a server's jobs, for the ``/atelier stats`` chart."""
+
+    day: str
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    spend_usd: float = 0.0  # net charges, whichever key paid
+    durations: tuple[float, ...] = ()  # seconds from request to result of the jobs that succeeded
+
+
+@dataclass(frozen=True)
+class Block:
+    """A member a server's moderators blocked from starting jobs there."""
+
+    guild_id: int
+    user_id: int
+    reason: str | None
+    blocked_by: int
+    blocked_at: float
+
+
+@dataclass(frozen=True)
+class StoredKey:
+    """A server's own API key as stored: encrypted (Fernet), never in clear."""
+
+    guild_id: int
+    encrypted: str = field(repr=False)
+    set_by: int = 0
+    set_at: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -200,9 +261,23 @@ class JobStore(Protocol):
     async def unfinished_jobs(self) -> list[Job]: ...
     async def ledger_snapshot(self, day: str, since: float) -> LedgerSnapshot: ...
     async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats: ...
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        """One entry per day of ``days``, in that order (days without jobs are zeros)."""
+        ...
+
     async def all_guild_overrides(self) -> dict[int, GuildOverrides]: ...
     async def guild_overrides(self, guild_id: int) -> GuildOverrides: ...
     async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None: ...
+    async def ping(self) -> None:
+        """A cheap round trip to the database (for ``/healthz``); raises if it does not answer."""
+        ...
+
+    async def all_blocks(self) -> list[Block]: ...
+    async def save_block(self, block: Block) -> None: ...
+    async def delete_block(self, guild_id: int, user_id: int) -> bool: ...
+    async def all_guild_keys(self) -> list[StoredKey]: ...
+    async def save_guild_key(self, key: StoredKey) -> None: ...
+    async def delete_guild_key(self, guild_id: int) -> bool: ...
 
 
 class SharedStore(Protocol):
@@ -242,9 +317,12 @@ class Queries:
     get_job = "SELECT * FROM jobs WHERE id = :id"
     unfinished = "SELECT * FROM jobs WHERE status NOT IN ('succeeded', 'failed', 'cancelled') ORDER BY created_at, id"
     charged_on_day = (
-        "SELECT user_id, guild_id, SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), "
-        "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0) "
-        "FROM money WHERE day = :day GROUP BY user_id, guild_id"
+        "SELECT m.user_id, m.guild_id, SUM(CASE WHEN m.entry = 'charge' THEN 1 ELSE -1 END), "
+        "COALESCE(SUM(CASE WHEN j.guild_key = 1 THEN 0 WHEN m.entry = 'charge' THEN m.amount_usd "
+        "ELSE -m.amount_usd END), 0), "
+        "COALESCE(SUM(CASE WHEN j.guild_key = 0 THEN 0 WHEN m.entry = 'charge' THEN m.amount_usd "
+        "ELSE -m.amount_usd END), 0) "
+        "FROM money m JOIN jobs j ON j.id = m.job_id WHERE m.day = :day GROUP BY m.user_id, m.guild_id"
     )
     last_by_user = "SELECT user_id, MAX(created_at) FROM jobs WHERE created_at >= :since GROUP BY user_id"
     net_spend = "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0)"
@@ -255,6 +333,39 @@ class Queries:
         "ON CONFLICT (guild_id) DO UPDATE SET settings = excluded.settings, "
         "updated_at = excluded.updated_at, updated_by = excluded.updated_by"
     )
+
+    operator_spend = (
+        "SELECT COALESCE(SUM(CASE WHEN m.entry = 'charge' THEN m.amount_usd ELSE -m.amount_usd END), 0) "
+        "FROM money m JOIN jobs j ON j.id = m.job_id WHERE j.guild_key = 0 AND "
+    )
+    save_block = (
+        "INSERT INTO blocked_members (guild_id, user_id, reason, blocked_by, blocked_at) "
+        "VALUES (:guild_id, :user_id, :reason, :blocked_by, :blocked_at) "
+        "ON CONFLICT (guild_id, user_id) DO UPDATE SET reason = excluded.reason, "
+        "blocked_by = excluded.blocked_by, blocked_at = excluded.blocked_at"
+    )
+    delete_block = "DELETE FROM blocked_members WHERE guild_id = :guild_id AND user_id = :user_id"
+    all_blocks = "SELECT guild_id, user_id, reason, blocked_by, blocked_at FROM blocked_members"
+    save_guild_key = (
+        "INSERT INTO guild_keys (guild_id, encrypted, set_by, set_at) VALUES (:guild_id, :encrypted, :set_by, :set_at) "
+        "ON CONFLICT (guild_id) DO UPDATE SET encrypted = excluded.encrypted, set_by = excluded.set_by, "
+        "set_at = excluded.set_at"
+    )
+    delete_guild_key = "DELETE FROM guild_keys WHERE guild_id = :guild_id"
+    all_guild_keys = "SELECT guild_id, encrypted, set_by, set_at FROM guild_keys"
+
+    @staticmethod
+    def daily(count: int) -> tuple[str, str, str]:
+        """A server's job counts, net charges and durations per day, for ``count`` days (``:d0``…)."""
+        jobs_days = Queries.in_days(count)
+        return (
+            f"SELECT charge_day, status, COUNT(*) FROM jobs WHERE guild_id = :guild_id AND {jobs_days} "
+            "GROUP BY charge_day, status",
+            f"SELECT day, {Queries.net_spend} FROM money WHERE guild_id = :guild_id AND "
+            f"{Queries.in_days(count, 'day')} GROUP BY day",
+            f"SELECT charge_day, finished_at - created_at FROM jobs WHERE guild_id = :guild_id AND {jobs_days} "
+            "AND status = 'succeeded'",
+        )
 
     @staticmethod
     def move_job(columns: Sequence[str]) -> str:
@@ -280,8 +391,13 @@ def stats_queries(guild_id: int, today: str, week_days: Sequence[str]) -> tuple[
         "failed_week": f"{jobs} AND status = 'failed'",
         "cancelled_week": f"{jobs} AND status = 'cancelled'",
         "durations_week": f"SELECT finished_at - created_at FROM jobs WHERE {week} AND status = 'succeeded'",
-        "spend_today": f"SELECT {Queries.net_spend} FROM money WHERE day = :today",
-        "spend_week": f"SELECT {Queries.net_spend} FROM money WHERE {Queries.in_days(len(week_days), 'day')}",
+        # Spend on the operator's key (all servers); a server's own key is its own business.
+        "spend_today": f"{Queries.operator_spend} m.day = :today",
+        "spend_week": f"{Queries.operator_spend} {Queries.in_days(len(week_days), 'm.day')}",
+        "own_key_spend_week": f"SELECT {Queries.net_spend} FROM money m JOIN jobs j ON j.id = m.job_id WHERE "
+        f"j.guild_key = 1 AND m.guild_id = :guild_id AND {Queries.in_days(len(week_days), 'm.day')}",
+        "models_week": f"SELECT COALESCE(model, '') AS m, COUNT(*) FROM jobs WHERE {week} AND status = 'succeeded' "
+        "GROUP BY m ORDER BY COUNT(*) DESC, m",
         "busiest": f"SELECT user_id, COUNT(*) AS n FROM jobs WHERE {week} AND status <> 'cancelled' "
         "GROUP BY user_id ORDER BY n DESC, user_id LIMIT 5",
         "billed_without_result_week": "SELECT COUNT(*) FROM api_attempts a JOIN jobs ON jobs.id = a.job_id "
@@ -307,7 +423,59 @@ def stats_from(results: Mapping[str, Sequence[Sequence[Any]]]) -> JobStats:
         spend_week=float(one("spend_week")),
         busiest=[(int(r[0]), int(r[1])) for r in results["busiest"]],
         billed_without_result_week=int(one("billed_without_result_week")),
+        own_key_spend_week=float(one("own_key_spend_week")),
+        models_week=[(str(r[0]), int(r[1])) for r in results["models_week"]],
     )
+
+
+def daily_stats_from(
+    days: Sequence[str],
+    counts: Iterable[Sequence[Any]],
+    spend: Iterable[Sequence[Any]],
+    durations: Iterable[Sequence[Any]],
+) -> list[DayStats]:
+    """One ``DayStats`` per day of ``days`` from the rows of the three ``Queries.daily`` queries."""
+    by_day: dict[str, dict[str, int]] = {day: {} for day in days}
+    for day, status, n in counts:
+        by_day[day][status] = int(n)
+    spent = {day: float(total) for day, total in spend}
+    timed: dict[str, list[float]] = {day: [] for day in days}
+    for day, seconds in durations:
+        if seconds is not None:
+            timed[day].append(float(seconds))
+    return [
+        DayStats(
+            day=day,
+            succeeded=by_day[day].get("succeeded", 0),
+            failed=by_day[day].get("failed", 0),
+            cancelled=by_day[day].get("cancelled", 0),
+            spend_usd=spent.get(day, 0.0),
+            durations=tuple(sorted(timed[day])),
+        )
+        for day in days
+    ]
+
+
+def block_from_row(row: Sequence[Any]) -> Block:
+    return Block(int(row[0]), int(row[1]), row[2], int(row[3]), float(row[4]))
+
+
+def block_params(block: Block) -> dict[str, Any]:
+    return {
+        "guild_id": block.guild_id,
+        "user_id": block.user_id,
+        "reason": block.reason,
+        "blocked_by": block.blocked_by,
+        "blocked_at": block.blocked_at,
+    }
+
+
+def key_from_row(row: Sequence[Any]) -> StoredKey:
+    return StoredKey(int(row[0]), str(row[1]), int(row[2]), float(row[3]))
+
+
+def key_params(key: StoredKey) -> dict[str, Any]:
+    return {"guild_id": key.guild_id, "encrypted": key.encrypted, "set_by": key.set_by, "set_at": key.set_at}
 
 
 def job_to_params_columns() -> tuple[str, ...]:
@@ -326,6 +494,8 @@ def job_to_params(job: Job) -> dict[str, Any]:
         created_at=job.created_at,
         charge_day=job.charge_day,
         cost_usd=job.cost_usd,
+        model=job.model,
+        guild_key=int(job.guild_key),
     )
     fields = (MOVABLE - {"delivery"}) | {"destination"}
     params.update(values_to_columns({name: getattr(job, name) for name in fields}))
@@ -375,6 +545,8 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         created_at=float(row["created_at"]),
         charge_day=row["charge_day"],
         cost_usd=float(row["cost_usd"]),
+        model=row["model"],
+        guild_key=bool(row["guild_key"]),
         destination=Destination.from_json(json.loads(row["delivery"] or "{}")),
         notes=tuple(json.loads(row["notes"] or "[]")),
         **{name: row[name] for name in simple},

@@ -24,6 +24,7 @@ from discord.ext import commands
 from bot.config import Config
 from bot.engine import JobEngine
 from bot.jobs import Job
+from cogs.audit import AuditPoster
 from cogs.command_sync import SyncRecord, schema_hash
 from cogs.discord_base import use_gateway_from_rest, use_rest_base
 from cogs.downloads import Downloader
@@ -32,7 +33,7 @@ from cogs.status import DiscordNotifier, DiscordPublisher
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.edit", "cogs.refine", "cogs.usage", "cogs.admin")
+EXTENSIONS = ("cogs.ops", "cogs.edit", "cogs.refine", "cogs.usage", "cogs.admin", "cogs.audit")
 
 
 class AtelierBot(commands.Bot):
@@ -59,6 +60,7 @@ class AtelierBot(commands.Bot):
         self.engine = engine
         self.work = work
         self.downloader = Downloader()
+        self.audit = AuditPoster(self)
         self._closing: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
@@ -66,7 +68,9 @@ class AtelierBot(commands.Bot):
             await self.load_extension(name)
         await self.sync_commands_if_changed()
         # REST works from here on (we are logged in), so resumed jobs can update their messages.
-        await self.engine.start(DiscordNotifier(self), DiscordPublisher(self), work=self.work, mine=self.owns)
+        await self.engine.start(
+            DiscordNotifier(self), DiscordPublisher(self), self.audit, work=self.work, mine=self.owns
+        )
 
     def owns(self, job: Job) -> bool:
         """Whether this process's shards serve the job's server (direct messages go to shard 0)."""
@@ -89,6 +93,7 @@ class AtelierBot(commands.Bot):
 
     async def _close_once(self) -> None:
         await self.engine.stop(self.config.shutdown_grace_seconds)
+        await self.audit.close()
         await super().close()
 
     async def sync_commands_if_changed(self) -> None:

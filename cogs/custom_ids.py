@@ -17,6 +17,12 @@ _REFINE_MODAL = re.compile(
 )
 REFINE_PROMPT_FIELD = "atelier-refine-prompt"
 REFINE_SIZE_FIELD = "atelier-refine-size"
+# Moderator buttons on audit-channel posts.
+AUDIT_DELETE_TEMPLATE = r"atelier:audit-delete:v1:(?P<job_id>[0-9a-f]{1,32})"
+AUDIT_BLOCK_TEMPLATE = r"atelier:audit-block:v1:(?P<user_id>\d{1,20}):(?P<job_id>[0-9a-f]{1,32})"
+# The form where an admin pastes the server's own API key (routed by this id, never echoed).
+SERVER_KEY_MODAL = "atelier:server-key-modal:v1"
+SERVER_KEY_FIELD = "atelier-server-key"
 
 
 def refine_button_id(job_id: str) -> str:
@@ -48,3 +54,13 @@ class RefineModalId:
         if match is None:
             return None
         return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])
+
+
+def audit_delete_id(job_id: str) -> str:
+    """custom_id of the Delete result button on an audit post."""
+    return f"atelier:audit-delete:v1:{job_id}"
+
+
+def audit_block_id(user_id: int, job_id: str) -> str:
+    """custom_id of the Block member button on an audit post."""
+    return f"atelier:audit-block:v1:{user_id}:{job_id}"

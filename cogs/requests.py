@@ -8,14 +8,14 @@ import discord
 
 from bot.errors import InputError
 from bot.limits import Requester
-from bot.sizes import normalize_size
+from bot.sizes import parse_size_text
 from cogs.destinations import clip
 
 
 def parse_size(text: str | None) -> str | None:
-    """The API size for a submitted value, refusing anything off the provider's table."""
+    """The wire size for a submitted value (whether the server's model takes it is the engine's check)."""
     try:
-        return normalize_size(text)
+        return parse_size_text(text)
     except ValueError:
         raise InputError(
             f"`{clip(text or '', 40)}` is not a size the image service supports. Pick one from the list "

@@ -55,13 +55,14 @@ def status_text(job: Job, state: str) -> str:
 
 
 def caption(job: Job, image: OutputImage, notes: Sequence[str]) -> str:
-    """The text under a result: prompt, size, who asked, how long it took, and any notes."""
+    """The text under a result: prompt, size, who asked, how long it took, the model that made it, and any notes."""
     request = job.request
     elapsed = time.time() - job.created_at
     asked = "" if request.size is None else f" (asked {request.size})"
+    made_by = f" · {job.model}" if job.model else ""
     lines = [
         quote_prompt(request.prompt),
-        f"-# {image.width}×{image.height}{asked} · <@{request.user_id}> · {elapsed:.1f} s",
+        f"-# {image.width}×{image.height}{asked} · <@{request.user_id}> · {elapsed:.1f} s{made_by}",
     ]
     lines += [f"-# ℹ️ {clip(note, 300)}" for note in notes if note]
     return "\n".join(lines)

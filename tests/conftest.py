@@ -9,7 +9,7 @@ import pytest
 
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI
-from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment
+from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, discord_leaks, leaked_secrets
 
 
 @pytest.fixture
@@ -41,8 +41,10 @@ async def bot_process(bot_env: dict[str, str], tmp_path: Path, discord_fake: Fak
     yield process
     await process.stop()
     log = process.log()
-    # Secrets never reach the log, whatever the test did.
-    assert BOT_TOKEN not in log and API_KEY not in log
+    # Secrets (the bot token, the API key, the provider's access token, servers' own keys and
+    # ATELIER_SECRET_KEY) never reach the log or a Discord request, whatever the test did.
+    assert leaked_secrets(log) == []
+    assert discord_leaks(discord_fake) == []
     assert "Traceback" not in log or getattr(process, "tracebacks_expected", False), log[-4000:]
 
 

@@ -97,6 +97,10 @@ class FakeImageAPI:
     def __init__(self, *, api_key: str = "sk-test-key-0123456789", model: str = "gpt-image-2-vip") -> None:
         self.api_key = api_key
         self.model = model
+        # More keys and models it accepts (a server's own key; the models an operator configures).
+        # A model not ending in -vip takes any WIDTHxHEIGHT, as the provider's -all models do.
+        self.api_keys: set[str] = set()
+        self.models: set[str] = set()
         self.calls: list[EditCall] = []
         self.script: deque[Reply] = deque()
         self.default = Reply()
@@ -180,12 +184,13 @@ class FakeImageAPI:
         for name in ("model", "prompt", "size", "response_format"):
             if sum(1 for p in call.parts if p.name == name) > 1:
                 return call, f"{name} given more than once"
-        if call.field("model") != self.model:
+        model = call.field("model") or ""
+        if model != self.model and model not in self.models:
             return call, f"model must be {self.model}"
         if not (call.field("prompt") or "").strip():
             return call, "prompt is required"
         size = call.field("size")
-        if size is not None and size != "auto" and size not in SIZES:
+        if size is not None and size != "auto" and size not in SIZES and model.endswith("-vip"):
             return call, f"Invalid size {size}"
         if call.field("response_format") not in (None, "b64_json", "url"):
             return call, "response_format must be b64_json or url"
@@ -201,7 +206,7 @@ class FakeImageAPI:
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         call = EditCall(headers=dict(request.headers), parts=[])
         try:
-            if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            if request.headers.get("Authorization") not in {f"Bearer {k}" for k in {self.api_key, *self.api_keys}}:
                 self.calls.append(call)
                 return self._answer(call, web.json_response({"error": {"message": "Invalid token"}}, status=401))
             call, problem = await self._parse(request)

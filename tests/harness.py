@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,11 @@ from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 
 BOT_TOKEN = "MTAxNTE2.fake-bot-token.SECRET-t0k3n-value"
 API_KEY = "sk-live-SECRET-image-api-key-9f8e7d"
+PROVIDER_TOKEN = "SECRET-provider-access-token-5c4b3a"
+SERVER_KEY = "sk-server-SECRET-own-key-1a2b3c4d"
+SECRET_KEY = "YXRlbGllci10ZXN0cy1vbmx5LWZlcm5ldC1rZXktMzI="  # Fernet: b"atelier-tests-only-fernet-key-32"
+#: Every secret a test bot may hold; none may reach a log line, a Discord request or a metric.
+SECRETS = (BOT_TOKEN, API_KEY, PROVIDER_TOKEN, SERVER_KEY, SECRET_KEY)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -94,6 +100,31 @@ class BotProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def leaked_secrets(text: str | bytes, *, bot_token_allowed: bool = False) -> list[str]:
+    """The secrets found in ``text`` (the bot token may be allowed: it is every REST call's credential)."""
+    data = text.decode("utf-8", "replace") if isinstance(text, bytes) else text
+    return [s for s in SECRETS if s in data and not (bot_token_allowed and s == BOT_TOKEN)]
+
+
+def discord_leaks(fake: FakeDiscord) -> list[str]:
+    """Secrets in anything the bot sent to Discord: bodies, files, headers (the bot token only where it belongs)."""
+    found: list[str] = []
+    for request in fake.requests:
+        found += [f"{request} body: {s[:12]}…" for s in leaked_secrets(request.body)]
+        for name, value in request.headers.items():
+            allowed = name.lower() == "authorization" and value == f"Bot {BOT_TOKEN}"
+            found += [f"{request} header {name}: {s[:12]}…" for s in leaked_secrets(value) if not allowed]
+    return found
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for METRICS_PORT)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def bot_environment(discord_api_base: str, image_api_base: str, data_dir: Path, **extra: str) -> dict[str, str]:

@@ -31,7 +31,18 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     edit = commands["edit"]
     admin = commands["atelier"]
     assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server
-    assert sorted(o["name"] for o in admin["options"]) == ["limits", "stats"]
+    subcommands = {o["name"]: o for o in admin["options"]}
+    assert sorted(subcommands) == ["block", "key", "limits", "settings", "stats", "unblock"]
+    assert subcommands["key"]["type"] == 2  # a group: /atelier key set, /atelier key clear
+    assert sorted(o["name"] for o in subcommands["key"]["options"]) == ["clear", "set"]
+    settings = {o["name"]: o for o in subcommands["settings"]["options"]}
+    assert settings["audit_channel"]["type"] == 7 and settings["audit_channel"]["channel_types"] == [
+        0,
+        5,
+    ]  # text, announcement
+    assert settings["audit_off"]["type"] == 5 and settings["model"]["autocomplete"] is True
+    block = {o["name"]: o for o in subcommands["block"]["options"]}
+    assert block["member"]["type"] == 6 and block["member"]["required"] and block["reason"]["type"] == 3
     assert commands["usage"].get("default_member_permissions") is None
     names = [o["name"] for o in edit["options"]]
     assert names == ["prompt", "image1", "size"] + [f"image{n}" for n in range(2, 11)]

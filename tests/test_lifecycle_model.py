@@ -39,7 +39,7 @@ from bot.images import OutputImage
 from bot.inputs import InputStore
 from bot.jobs import Destination, Job, JobKind, JobRequest, utc_day
 from bot.limits import Requester
-from bot.ports import Posted, PostFailed
+from bot.ports import Move, Posted, PostFailed
 from bot.sqlite_store import SQLiteJobStore
 from bot.states import JobState, cancellable
 from tests.fake_image_api import make_png
@@ -187,6 +187,7 @@ class EngineModel(RuleBasedStateMachine):
         )
         self.api = GatedAPI()
         self.member = Member()
+        self.observed: Counter[str] = Counter()  # job id -> terminal moves the lifecycle's observers heard of
         self.labels = itertools.count(1)
         self.raised: Counter[str] = Counter()  # job id -> errors raised to the caller after acceptance
         self.current: Run | None = None
@@ -201,6 +202,7 @@ class EngineModel(RuleBasedStateMachine):
 
         async def build() -> JobEngine:
             engine = JobEngine(self.config, store, self.api, InputStore(self.root / "inputs"), Editor())
+            engine.lifecycle.observe(self)
             await engine.open()
             await engine.start(self.member, self.member)
             return engine
@@ -213,6 +215,11 @@ class EngineModel(RuleBasedStateMachine):
             assert job is not None and job.state in (JobState.QUEUED, JobState.RUNNING), (job_id, job)
         self.member.resume_promised.clear()
         self.settle()
+
+    def job_moved(self, move: Move) -> None:
+        """An observer of the lifecycle, as metrics and the audit trail are."""
+        if move.job.state.terminal:
+            self.observed[move.job.id] += 1
 
     @property
     def run(self) -> Run:
@@ -418,22 +425,22 @@ class EngineModel(RuleBasedStateMachine):
     def money_matches_the_jobs_and_no_job_is_refunded_twice(self) -> None:
         if self.current is None:
             return
-        jobs = self._store_rows("SELECT id, user_id, guild_id, status, cost_usd FROM jobs")
+        jobs = self._store_rows("SELECT id, user_id, guild_id, status, cost_usd, guild_key FROM jobs")
         money = self._store_rows("SELECT job_id, entry, amount_usd FROM money")
         charges = Counter(job_id for job_id, entry, _ in money if entry == "charge")
         refunds = Counter(job_id for job_id, entry, _ in money if entry == "refund")
         assert set(charges) == {j[0] for j in jobs} and max(charges.values(), default=1) == 1
         assert max(refunds.values(), default=1) == 1
-        for job_id, _user, _guild, status, _cost in jobs:
+        for job_id, _user, _guild, status, _cost, _key in jobs:
             assert (job_id in refunds) == (status in ("failed", "cancelled")), (job_id, status)
         users: Counter[int] = Counter()
         guilds: Counter[int] = Counter()
         spend = 0.0
-        for _job_id, user, guild, status, cost in jobs:
+        for _job_id, user, guild, status, cost, own_key in jobs:
             if status not in ("failed", "cancelled"):
                 users[user] += 1
                 guilds[guild] += 1
-                spend += cost
+                spend += 0 if own_key else cost  # the budget counts the operator's key only
         ledger_users, ledger_guilds, ledger_spend = self.engine.lifecycle.ledger.totals(utc_day(time.time()))
         assert ledger_users == {u: n for u, n in users.items() if n}
         assert ledger_guilds == {g: n for g, n in guilds.items() if n}
@@ -460,6 +467,14 @@ class EngineModel(RuleBasedStateMachine):
         for job_id, status in self._store_rows("SELECT id, status FROM jobs"):
             told = self.member.finals[job_id] + self.raised[job_id]
             assert told == (1 if JobState(status).terminal else 0), (job_id, status, told)
+
+    @invariant()
+    def observers_hear_of_each_end_once_and_only_of_real_ends(self) -> None:
+        if self.current is None:
+            return
+        status = dict(self._store_rows("SELECT id, status FROM jobs"))
+        assert max(self.observed.values(), default=1) == 1, self.observed
+        assert all(JobState(status[job_id]).terminal for job_id in self.observed)
 
 
 EngineModel.TestCase.settings = settings(max_examples=50, stateful_step_count=40, deadline=None)
