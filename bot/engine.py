@@ -120,6 +120,8 @@ class JobEngine:
         if self.shared is not None:
             # A breaker opened by a worker's calls reroutes the gateways' admissions too.
             self.router.on_open = self.shared.announce_breaker
+            shared_queue = self.shared
+            self.metrics.watch_shared(lambda: shared_queue.totals)
         self._shared_store = shared
         self._dispatcher: Dispatcher | None = None
         self._notifier: Notifier | None = None

@@ -23,6 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from bot.jobs import utc_day
 from bot.ports import Move
 from bot.states import JobState
+from bot.storage import SharedTotals
 
 if TYPE_CHECKING:
     from bot.lifecycle import Lifecycle
@@ -73,15 +74,13 @@ class Metrics:
         self.audit_dropped = Counter(
             "atelier_audit_entries_dropped", "Audit entries not posted because a channel's queue was full", registry=r
         )
-        Gauge("atelier_queue_depth", "Jobs waiting for an API slot", registry=r).set_function(
-            lambda: lifecycle.count(JobState.QUEUED)
-        )
-        Gauge("atelier_jobs_running", "API calls in flight", registry=r).set_function(
-            lambda: lifecycle.count(JobState.RUNNING)
-        )
-        spend = Gauge("atelier_spend_today_usd", "Net charges today (UTC) by whose key pays", ["key"], registry=r)
-        spend.labels("operator").set_function(lambda: lifecycle.ledger.spend(utc_day(time.time()))[0])
-        spend.labels("server").set_function(lambda: lifecycle.ledger.spend(utc_day(time.time()))[1])
+        self.queue_depth = Gauge("atelier_queue_depth", "Jobs waiting for an API slot", registry=r)
+        self.queue_depth.set_function(lambda: lifecycle.count(JobState.QUEUED))
+        self.jobs_running = Gauge("atelier_jobs_running", "API calls in flight", registry=r)
+        self.jobs_running.set_function(lambda: lifecycle.count(JobState.RUNNING))
+        self.spend = Gauge("atelier_spend_today_usd", "Net charges today (UTC) by whose key pays", ["key"], registry=r)
+        self.spend.labels("operator").set_function(lambda: lifecycle.ledger.spend(utc_day(time.time()))[0])
+        self.spend.labels("server").set_function(lambda: lifecycle.ledger.spend(utc_day(time.time()))[1])
         self.balance = Gauge("atelier_provider_balance_usd", "The provider account's balance, last read", registry=r)
         self.balance.set(float("nan"))
         self.balance_failures = Gauge(
@@ -123,6 +122,13 @@ class Metrics:
         """Read the provider balance (and failed checks in a row) at each scrape."""
         self.balance.set_function(lambda: nan if (value := read()) is None else value)
         self.balance_failures.set_function(failures)
+
+    def watch_shared(self, totals: Callable[[], SharedTotals]) -> None:
+        """With PostgreSQL: the queue, the running calls and the spend of all processes (as last read)."""
+        self.queue_depth.set_function(lambda: totals().queued)
+        self.jobs_running.set_function(lambda: totals().running)
+        self.spend.labels("operator").set_function(lambda: totals().operator_spend)
+        self.spend.labels("server").set_function(lambda: totals().server_spend)
 
     def watch_models(self, names: Sequence[str], is_open: Callable[[str], bool]) -> None:
         """Read each model's breaker at each scrape."""

@@ -53,6 +53,7 @@ from bot.storage import (
     JobStats,
     MoveResult,
     Queries,
+    SharedTotals,
     StoredKey,
     attempt_params,
     block_from_row,
@@ -370,6 +371,17 @@ class PostgresJobStore:
             f"SELECT * FROM jobs WHERE user_id = $1 AND {_UNFINISHED} ORDER BY created_at, id", user_id
         )
         return [job_from_row(r) for r in rows]
+
+    async def totals(self, day: str) -> SharedTotals:
+        row = await self.pool.fetchrow(
+            "SELECT (SELECT COUNT(*) FROM jobs WHERE status = 'queued'), "
+            "(SELECT COUNT(*) FROM jobs WHERE status = 'running'), "
+            f"({Queries.operator_spend} m.day = $1), "
+            "(SELECT COALESCE(SUM(CASE WHEN m.entry = 'charge' THEN m.amount_usd ELSE -m.amount_usd END), 0) "
+            "FROM money m JOIN jobs j ON j.id = m.job_id WHERE j.guild_key = 1 AND m.day = $1)",
+            day,
+        )
+        return SharedTotals(int(row[0]), int(row[1]), float(row[2]), float(row[3]))
 
     async def count(self, state: JobState) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM jobs WHERE status = $1", state.value))

@@ -24,12 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from bot.config import Config
 from bot.errors import UnexpectedError
 from bot.inputs import JobInputs
-from bot.jobs import Job
+from bot.jobs import Job, utc_day
 from bot.lifecycle import Lifecycle
 from bot.ports import Notifier
 from bot.recovery import resume_unfinished
 from bot.states import JobState
-from bot.storage import SharedStore
+from bot.storage import SharedStore, SharedTotals
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +38,8 @@ SAFETY_POLL = 5.0
 # How often a gateway refreshes places in line when nothing tells it to.
 PLACES_EVERY = 5.0
 PLACES_COALESCE = 0.2
+# How often the shared totals behind the metrics are read.
+TOTALS_EVERY = 5.0
 
 
 class SharedQueue:
@@ -62,6 +64,7 @@ class SharedQueue:
         self._reordered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.places: dict[str, int] = {}  # this process's waiting jobs and their places, as last announced
+        self.totals = SharedTotals()  # all processes' queue, calls and spend, as last read (for the metrics)
 
     def start(self, notifier: Notifier, *, announce: bool, mine: Callable[[Job], bool] | None = None) -> None:
         """Listen for notices, keep leases, take over abandoned jobs, and (``announce``) tell places."""
@@ -72,6 +75,7 @@ class SharedQueue:
         self._tasks = [
             asyncio.create_task(self._keep_leases(), name="atelier-leases"),
             asyncio.create_task(self._take_over_loop(), name="atelier-take-over"),
+            asyncio.create_task(self._read_totals(), name="atelier-totals"),
         ]
         if announce:
             self._tasks.append(asyncio.create_task(self._announce_places(), name="atelier-places"))
@@ -151,6 +155,14 @@ class SharedQueue:
             except Exception as exc:
                 UnexpectedError.capture(exc, "taking over abandoned jobs")
             await asyncio.sleep(every)
+
+    async def _read_totals(self) -> None:
+        while True:
+            try:
+                self.totals = await self._store.totals(utc_day(time.time()))
+            except Exception as exc:
+                UnexpectedError.capture(exc, "reading the shared totals")
+            await asyncio.sleep(TOTALS_EVERY)
 
     async def _announce_places(self) -> None:
         """Tell this gateway's waiting members their place whenever the queue moves."""

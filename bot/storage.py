@@ -280,6 +280,16 @@ class JobStore(Protocol):
     async def delete_guild_key(self, guild_id: int) -> bool: ...
 
 
+@dataclass(frozen=True)
+class SharedTotals:
+    """What every process of a shared database sees alike, for the metrics."""
+
+    queued: int = 0
+    running: int = 0
+    operator_spend: float = 0.0
+    server_spend: float = 0.0
+
+
 class SharedStore(Protocol):
     """What several processes sharing one database need besides ``JobStore`` (PostgreSQL)."""
 
@@ -298,6 +308,7 @@ class SharedStore(Protocol):
     async def queue_positions(self) -> list[tuple[Job, int]]: ...
     def on_notice(self, handler: Callable[[str], None]) -> None: ...
     async def notify(self, payload: str) -> None: ...
+    async def totals(self, day: str) -> SharedTotals: ...
 
 
 class Queries:

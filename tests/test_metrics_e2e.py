@@ -7,6 +7,7 @@ import asyncio
 import json
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,6 +21,16 @@ from tests.harness import ROOT, BotProcess, free_port, leaked_secrets, send_edit
 async def get(port: int, path: str) -> tuple[int, str]:
     async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}{path}") as response:
         return response.status, await response.text()
+
+
+async def scrape_until(port: int, done: Callable[[dict[str, float]], bool], timeout: float = 10) -> dict[str, float]:
+    """Scrape until ``done`` holds (or the timeout passes: the last scrape, for the assertions to show)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        samples = await scrape(port)
+        if done(samples) or asyncio.get_running_loop().time() > deadline:
+            return samples
+        await asyncio.sleep(0.05)
 
 
 async def scrape(port: int) -> dict[str, float]:

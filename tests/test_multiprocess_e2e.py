@@ -246,3 +246,29 @@ async def test_a_worker_without_postgresql_explains_and_exits(
     async with asyncio.timeout(30):
         _, err = await proc.communicate()
     assert proc.returncode == 2 and b"needs PostgreSQL" in err
+
+
+async def test_metrics_and_health_of_a_gateway_and_a_worker_see_the_shared_queue(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    from tests.harness import free_port
+    from tests.test_metrics_e2e import get, scrape_until
+
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="2")
+    ports = {"gateway": free_port(), "worker": free_port()}
+    cluster.gateway.env = {**cluster.env, "METRICS_PORT": str(ports["gateway"])}
+    worker = cluster.worker(0)
+    worker.env = {**cluster.env, "METRICS_PORT": str(ports["worker"])}
+    await cluster.gateway.start()
+    await worker.start()
+    for n in range(3):
+        await wait_result(await send_edit(discord_fake, f"counted {n}", [make_png()]))
+    # Every process reads the shared totals: the gateway made no call, yet reports the day's spend.
+    spend = 'atelier_spend_today_usd{key="operator"}'
+    gateway = await scrape_until(ports["gateway"], lambda m: m.get(spend) == pytest.approx(0.09), timeout=15)
+    assert gateway[spend] == pytest.approx(0.09) and gateway["atelier_queue_depth"] == 0
+    worker_metrics = await scrape_until(ports["worker"], lambda m: m.get(spend) == pytest.approx(0.09), timeout=15)
+    assert worker_metrics['atelier_jobs_total{kind="edit",outcome="succeeded"}'] == 3
+    # A worker has no gateway: it is healthy while its loop runs and the database answers.
+    assert (await get(ports["worker"], "/healthz"))[0] == 200
+    assert (await get(ports["gateway"], "/healthz"))[0] == 200

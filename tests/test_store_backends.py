@@ -19,7 +19,7 @@ from bot.postgres_store import PostgresJobStore
 from bot.settings import GuildOverrides
 from bot.sqlite_store import SQLiteJobStore
 from bot.states import JobState
-from bot.storage import JobStore
+from bot.storage import Block, JobStore, StoredKey
 from tests.postgres import fresh_database
 
 NOON = 1795608000.0  # 2026-11-25 12:00 UTC
@@ -102,6 +102,15 @@ async def exercise(store: JobStore) -> dict[str, Any]:
     seen["overrides"] = await store.guild_overrides(10)
     seen["no_overrides"] = await store.guild_overrides(12)
     seen["all_overrides"] = await store.all_guild_overrides()
+    seen["days"] = await store.daily_stats(10, [DAY, "2026-11-24"])
+    await store.ping()
+    await store.save_block(Block(10, 2, "spam", 7, NOON))
+    await store.save_block(Block(10, 2, "spam again", 7, NOON + 1))
+    seen["blocks"] = await store.all_blocks()
+    seen["unblocked"] = (await store.delete_block(10, 2), await store.delete_block(10, 2))
+    await store.save_guild_key(StoredKey(10, "gAAAA-encrypted", 7, NOON))
+    seen["keys"] = await store.all_guild_keys()
+    seen["key_cleared"] = (await store.delete_guild_key(10), await store.delete_guild_key(10))
     return seen
 
 
@@ -117,7 +126,11 @@ async def test_the_store_script_gives_the_expected_results(store: JobStore) -> N
     assert seen["missing"] is None
     assert seen["unfinished"] == ["d1"]
     # a1 failed and a2 cancelled: both refunded; b1 and d1 still charged.
-    assert seen["charged"] == [(1, None, 1, pytest.approx(0.03)), (1, 10, 0, 0.0), (2, 10, 1, pytest.approx(0.03))]
+    assert seen["charged"] == [
+        (1, None, 1, pytest.approx(0.03), 0.0),
+        (1, 10, 0, 0.0, 0.0),
+        (2, 10, 1, pytest.approx(0.03), 0.0),
+    ]
     assert seen["last"] == {1: NOON + 1, 2: NOON + 2}
     stats = seen["stats"]
     assert (stats.jobs_today, stats.succeeded_week, stats.failed_week, stats.cancelled_week) == (3, 1, 1, 1)
@@ -129,6 +142,14 @@ async def test_the_store_script_gives_the_expected_results(store: JobStore) -> N
     assert overrides.allowed_role_ids == frozenset({5}) and not overrides.is_set("guild_daily_limit")
     assert seen["no_overrides"] == GuildOverrides()
     assert set(seen["all_overrides"]) == {10, 11}
+    today, yesterday = seen["days"]
+    assert (today.day, today.succeeded, today.failed, today.cancelled) == (DAY, 1, 1, 1)
+    assert today.spend_usd == pytest.approx(0.03) and today.durations == (pytest.approx(10.0),)
+    assert (yesterday.succeeded, yesterday.spend_usd, yesterday.durations) == (0, 0.0, ())
+    assert seen["blocks"] == [Block(10, 2, "spam again", 7, NOON + 1)]
+    assert seen["unblocked"] == (True, False)
+    assert seen["keys"] == [StoredKey(10, "gAAAA-encrypted", 7, NOON)]
+    assert seen["key_cleared"] == (True, False)
 
 
 async def test_both_backends_observe_exactly_the_same(tmp_path: Path) -> None:
