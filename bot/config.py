@@ -8,6 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot.errors import ConfigError
+from bot.settings import PrivateResults
+
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,11 @@ class Config:
     allowed_channel_ids: frozenset[int] = frozenset()
     allowed_role_ids: frozenset[int] = frozenset()
     allow_dms: bool = False
+    private_results: PrivateResults = PrivateResults.ALLOWED
     shutdown_grace_seconds: float = 25.0
+    # Inputs of a finished job are kept this long (for Reroll), all of them within this many bytes.
+    input_retention_hours: float = 24.0
+    input_retention_bytes: int = 1024 * MB
 
     @property
     def db_file(self) -> Path:
@@ -162,6 +169,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"DATABASE_URL must be a sqlite:/// URL or a file path, got {database_url!r}")
         else:
             database_path = Path(database_url)
+    private = r.text("PRIVATE_RESULTS", PrivateResults.ALLOWED).lower()
+    if private not in set(PrivateResults):
+        raise ConfigError(f"PRIVATE_RESULTS must be allowed, never or always, got {private!r}")
     level = r.text("LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -193,5 +203,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         allowed_channel_ids=r.snowflakes("ALLOWED_CHANNEL_IDS"),
         allowed_role_ids=r.snowflakes("ALLOWED_ROLE_IDS"),
         allow_dms=r.flag("ALLOW_DMS", False),
+        private_results=PrivateResults(private),
         shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 25.0),
+        input_retention_hours=r.number("INPUT_RETENTION_HOURS", 24.0),
+        input_retention_bytes=int(r.number("INPUT_RETENTION_MB", 1024.0) * MB),
     )

@@ -90,7 +90,7 @@ class Dispatcher:
                 return
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
-            request = ImageEditRequest(running.request.prompt, images, running.request.size)
+            request = ImageEditRequest(running.request.api_prompt, images, running.request.size)
             del images
             answer = await self._api.call(request, attempts)
             del request

@@ -5,7 +5,9 @@
 - ``bot.dispatcher``: the fair choice when a slot frees, the API call;
 - ``bot.delivery``: decoding, fitting and handing the result to the frontend;
 - ``bot.recovery``: what a restart finds unfinished;
-- ``bot.settings``: per-server overrides.
+- ``bot.retention``: how long an ended job's inputs stay (for Reroll);
+- ``bot.settings`` and ``bot.presets``: per-server overrides and style presets;
+- ``bot.notices``: results that could not be delivered, until their member is told.
 
 Stopping is one path (``stop``), whatever asked for it: stop taking work, give running
 calls their grace, put back or end what is left, tell the members; ``close`` then
@@ -15,25 +17,29 @@ closes the store, once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 
-from bot.admission import Admission
+from bot.admission import Admission, KeptInputsSource
 from bot.config import Config
 from bot.delivery import Deliverer
 from bot.dispatcher import Dispatcher, EditAPI
 from bot.editor import Editor
-from bot.errors import AtelierError, CancelRefusedError, UnexpectedError
+from bot.errors import AtelierError, CancelRefusedError, InputError, InputsGoneError, UnexpectedError
 from bot.inputs import InputStore
-from bot.jobs import Job, JobRequest
+from bot.jobs import Job, JobKind, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
-from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
-from bot.ports import InputSource, Notifier, Publisher
+from bot.limits import GuildLimits, MemberStanding, Requester, check_can_delete, check_can_reuse, member_standing
+from bot.notices import UndeliveredNotices
+from bot.ports import Announcer, InputSource, Notifier, Publisher
+from bot.presets import StylePresets
 from bot.recovery import resume_unfinished
+from bot.retention import Retention
 from bot.settings import GuildOverrides, GuildSettings
 from bot.states import JobState, cancellable
-from bot.storage import JobStore
+from bot.storage import HistoryEntry, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +56,12 @@ class JobEngine:
         self._api = api
         self._inputs = inputs
         self._editor = editor
-        self.lifecycle = Lifecycle(store, inputs)
+        self.retention = Retention(inputs, config.input_retention_hours, config.input_retention_bytes)
+        self.lifecycle = Lifecycle(store, self.retention)
         self.settings = GuildSettings(store)
-        self.admission = Admission(config, self.lifecycle, self.settings, editor, inputs)
+        self.presets = StylePresets(store)
+        self.notices = UndeliveredNotices(store)
+        self.admission = Admission(config, self.lifecycle, self.settings, self.presets, editor, inputs)
         self._dispatcher: Dispatcher | None = None
         self._notifier: Notifier | None = None
         self._stopping: asyncio.Task[None] | None = None
@@ -68,10 +77,14 @@ class JobEngine:
         """Resume what a previous run left unfinished, then start running jobs."""
         self._notifier = notifier
         await self.settings.load()
+        await self.presets.load()
+        await self.notices.load()
         jobs = await self.lifecycle.load(time.time())
+        await self.retention.load({job.id for job in jobs})
         self.lifecycle.attach(notifier)
         await resume_unfinished(self.lifecycle, self._inputs, jobs)
-        deliverer = Deliverer(self.lifecycle, self._editor, publisher)
+        self.retention.start()
+        deliverer = Deliverer(self.lifecycle, self._editor, publisher, self.notices)
         self._dispatcher = Dispatcher(
             self.lifecycle, self._api, self._inputs, deliverer, self.config.max_concurrent_jobs
         )
@@ -91,6 +104,7 @@ class JobEngine:
         await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
         await self.admission.fail_unprepared()
         await self.lifecycle.detach()
+        await self.retention.stop()
         resuming = self.lifecycle.jobs(JobState.QUEUED, JobState.INTERRUPTED)
         if self._notifier is not None:
             for job in self.lifecycle.jobs(JobState.QUEUED):
@@ -111,6 +125,65 @@ class JobEngine:
     async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
         """Admit and prepare a job (see ``Admission.submit``)."""
         return await self.admission.submit(request, who, source)
+
+    async def reroll(self, parent: Job, who: Requester, announcer: Announcer) -> Job:
+        """The same inputs, instruction, style and size as ``parent`` again: a new job, charged like any other.
+
+        The images are ``parent``'s kept inputs; everything else is ``submit``. Raises
+        ``InputsGoneError`` when they are no longer kept, before anything is charged.
+        """
+        check_can_reuse(parent, who.user_id)
+        if parent.state is not JobState.SUCCEEDED:
+            raise InputError("Only a finished result can be rerolled.")
+        if not self.inputs_kept(parent.id):
+            raise InputsGoneError(self.config.input_retention_hours)
+        request = dataclasses.replace(
+            parent.request,
+            kind=JobKind.REROLL,
+            user_id=who.user_id,
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            parent_job_id=parent.id,
+        )
+        source = KeptInputsSource(announcer, self._inputs, parent.id, self.config.input_retention_hours)
+        return await self.submit(request, who, source)
+
+    def inputs_kept(self, job_id: str) -> bool:
+        """Whether an ended job's inputs are still kept, so it can be rerolled."""
+        return self.retention.is_kept(job_id)
+
+    async def job(self, job_id: str) -> Job | None:
+        """A job as it is now, finished or not."""
+        return self.lifecycle.get(job_id) or await self.store.get_job(job_id)
+
+    async def result_for(self, job_id: str, user_id: int) -> Job:
+        """A finished result that ``user_id`` may refine or reroll (a private one only its requester)."""
+        job = await self.job(job_id)
+        if job is None or job.state is not JobState.SUCCEEDED:
+            raise InputError("That result no longer exists.")
+        check_can_reuse(job, user_id)
+        return job
+
+    async def deletable(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
+        """The job whose result ``by_user`` wants to delete, if they may: its requester or a moderator."""
+        job = await self.job(job_id)
+        if job is None:
+            raise InputError("That edit no longer exists.")
+        check_can_delete(job, by_user, is_moderator)
+        return job
+
+    async def result_deleted(self, job: Job, by_user: int) -> None:
+        """Record that ``job``'s result message was deleted; the job itself stays in the ledger."""
+        await self.store.record_result_deleted(job.id, by_user, time.time())
+        log.info("job=%s result deleted by user=%s", job.id, by_user)
+
+    async def history(
+        self, user_id: int, guild_id: int | None, page: int, per_page: int
+    ) -> tuple[list[HistoryEntry], bool]:
+        """A member's jobs in this server (or in DMs), newest first: page ``page`` (0 = newest), and
+        whether an older page exists."""
+        entries = await self.store.history(user_id, guild_id, page * per_page, per_page + 1)
+        return entries[:per_page], len(entries) > per_page
 
     async def cancel(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
         """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing."""

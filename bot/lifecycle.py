@@ -5,8 +5,9 @@ table in ``bot.states`` (an illegal move is refused with a log line and changes
 nothing), writes the store (only if the store still holds the state it started
 from), applies the money effect exactly once (a refund row keyed by the job; the
 in-memory ledger follows only what the store wrote), keeps the fair queue in step,
-drops a finished job's images, and tells the notifier. Everything else only reads:
-the fair queue, the ledger, positions and "who is running" are views of this record.
+hands a finished job's images to the retention policy (``bot.retention``), and tells
+the notifier. Everything else only reads: the fair queue, the ledger, positions and
+"who is running" are views of this record.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtelierError, UnexpectedError
-from bot.inputs import InputStore
 from bot.jobs import Job, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.queue import FairQueue
+from bot.retention import Retention
 from bot.states import MONEY, JobState, MoneyEffect, allowed
 
 if TYPE_CHECKING:
@@ -51,9 +52,9 @@ class _Record:
 class Lifecycle:
     """Unfinished jobs by id, the moves between their states, and the views derived from them."""
 
-    def __init__(self, store: JobStore, inputs: InputStore) -> None:
+    def __init__(self, store: JobStore, retention: Retention) -> None:
         self._store = store
-        self._inputs = inputs
+        self._retention = retention
         self._records: dict[str, _Record] = {}
         self._notifier: Notifier | None = None
         self.ledger = UsageLedger()
@@ -147,8 +148,8 @@ class Lifecycle:
                 self.ledger.refund(moved)
             self._reindex(moved)
             if target.terminal:
-                # A finished job's images are not needed any more, whatever the outcome.
-                await self._inputs.delete(job_id)
+                # Kept a while for a reroll if it succeeded, else deleted now (``bot.retention``).
+                await self._retention.job_ended(moved)
                 _log_end(moved)
             await self._tell(moved, before, error)
         return moved

@@ -22,6 +22,14 @@ class _Unset(enum.Enum):
 UNSET = _Unset.UNSET
 
 
+class PrivateResults(enum.StrEnum):
+    """Whether members may ask for results only they can see (``/edit private:True``)."""
+
+    ALLOWED = "allowed"  # each member chooses
+    NEVER = "never"  # every result is posted for the channel
+    ALWAYS = "always"  # every status and result is visible only to its requester
+
+
 @dataclass(frozen=True)
 class GuildOverrides:
     """The limits one server changed from the defaults."""
@@ -32,6 +40,7 @@ class GuildOverrides:
     allowed_channel_ids: frozenset[int] | _Unset = UNSET
     allowed_role_ids: frozenset[int] | _Unset = UNSET
     exempt_role_ids: frozenset[int] | _Unset = UNSET
+    private_results: PrivateResults | _Unset = UNSET
 
     def is_set(self, name: str) -> bool:
         """Whether this server changed ``name``."""
@@ -70,6 +79,8 @@ class GuildOverrides:
                 value = frozenset(int(v) for v in value)
             elif f.name == "user_cooldown_seconds":
                 value = float(value)
+            elif f.name == "private_results":
+                value = PrivateResults(value)
             elif value is not None:
                 value = int(value)
             values[f.name] = value

@@ -1,0 +1,155 @@
+"""How long a job's inputs stay on disk after it ends, so Reroll can send them again.
+
+- An unfinished job always keeps its inputs (it needs them to run, even after a restart).
+- A succeeded job's inputs are kept for ``INPUT_RETENTION_HOURS`` after it ended, as long
+  as all kept inputs fit in ``INPUT_RETENTION_MB``: when they do not, the oldest go first.
+- A failed or cancelled job's inputs are deleted at once: there is no result to reroll,
+  and its member sends it again.
+
+A sweep every ``SWEEP_EVERY`` seconds deletes what outlived the window. The index is
+rebuilt from disk at start-up: each kept folder holds the time its job ended.
+``Lifecycle.move`` hands every job that ends to ``job_ended``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Collection
+
+from bot.inputs import InputStore
+from bot.jobs import Job
+from bot.states import JobState
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY = 300.0
+MARK_BYTES = 32  # room for the "ended at" file a kept folder gets
+
+
+class Retention:
+    """The inputs of ended jobs that are kept, oldest first, and the rules that drop them."""
+
+    def __init__(
+        self, inputs: InputStore, hours: float, cap_bytes: int, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._inputs = inputs
+        self.window = max(0.0, hours) * 3600
+        self.cap_bytes = cap_bytes
+        self.clock = clock
+        self._kept: dict[str, tuple[float, int]] = {}  # job id -> (ended at, bytes), in the order they ended
+        self._bytes = 0
+        # Keeping one job's inputs (making room, then marking them kept) is one step, so the
+        # kept inputs on disk never exceed the cap, even for a moment, however many jobs end at once.
+        self._lock = asyncio.Lock()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    @property
+    def kept_bytes(self) -> int:
+        """Bytes of the kept inputs of ended jobs."""
+        return self._bytes
+
+    def is_kept(self, job_id: str) -> bool:
+        """Whether an ended job's inputs are still kept (and within the window right now)."""
+        entry = self._kept.get(job_id)
+        return entry is not None and entry[0] > self.clock() - self.window
+
+    def kept(self) -> list[str]:
+        """The ended jobs whose inputs are kept, oldest first."""
+        return list(self._kept)
+
+    async def load(self, unfinished: Collection[str]) -> None:
+        """Rebuild the index from disk; drop folders of ended jobs that were never marked (a crash as they ended)."""
+        found = sorted(await self._inputs.scan(), key=lambda f: f[1] or 0.0)
+        self._kept, self._bytes = {}, 0
+        for job_id, ended_at, size in found:
+            if job_id in unfinished:
+                continue
+            if ended_at is None:
+                await self._inputs.delete(job_id)
+            else:
+                self._keep(job_id, ended_at, size)
+        await self.sweep()
+
+    async def job_ended(self, job: Job) -> None:
+        """Keep a succeeded job's inputs within the window and the cap; delete anyone else's at once."""
+        if job.state is JobState.SUCCEEDED and self.window > 0:
+            async with self._lock:
+                if await self._keep_ended(job):
+                    return
+        await self._inputs.delete(job.id)
+
+    async def _keep_ended(self, job: Job) -> bool:
+        try:
+            size = await self._inputs.size(job.id)
+            if size is None or size + MARK_BYTES > self.cap_bytes:
+                return False
+            await self._drop_until(self.cap_bytes - size - MARK_BYTES)  # room first, then it counts
+            now = self.clock()
+            marked = await self._inputs.mark_ended(job.id, now)
+        except OSError as exc:  # a full disk: the inputs go, the job's end must not fail
+            log.warning("job=%s could not keep its inputs: %s", job.id, exc)
+            return False
+        if marked is None:
+            return False
+        self._keep(job.id, now, marked)
+        return True
+
+    async def sweep(self) -> int:
+        """Delete what outlived the window or does not fit the cap; return how many jobs' inputs went."""
+        async with self._lock:
+            oldest = self.clock() - self.window
+            expired = [job_id for job_id, (ended_at, _) in self._kept.items() if ended_at <= oldest]
+            for job_id in expired:
+                self._forget(job_id)
+            for job_id in expired:
+                await self._inputs.delete(job_id)
+            return len(expired) + await self._drop_until(self.cap_bytes)
+
+    def _keep(self, job_id: str, ended_at: float, size: int) -> None:
+        self._forget(job_id)
+        self._kept[job_id] = (ended_at, size)
+        self._bytes += size
+
+    def _forget(self, job_id: str) -> None:
+        entry = self._kept.pop(job_id, None)
+        if entry is not None:
+            self._bytes -= entry[1]
+
+    async def _drop_until(self, most: int) -> int:
+        """Delete the oldest kept inputs until at most ``most`` bytes are kept; how many went."""
+        dropped = []
+        while self._bytes > most and self._kept:
+            job_id = next(iter(self._kept))
+            self._forget(job_id)
+            dropped.append(job_id)
+        for job_id in dropped:
+            await self._inputs.delete(job_id)
+        return len(dropped)
+
+    # The schedule --------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Sweep every ``SWEEP_EVERY`` seconds until ``stop``."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever(), name="atelier-retention")
+
+    async def stop(self) -> None:
+        task, self._sweeper = self._sweeper, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                dropped = await self.sweep()
+            except OSError as exc:  # a full or read-only disk: try again at the next sweep
+                log.warning("could not sweep kept inputs: %s", exc)
+                continue
+            if dropped:
+                log.info("dropped the kept inputs of %d ended job(s); %d bytes kept", dropped, self._bytes)
