@@ -31,7 +31,15 @@ from bot.inputs import InputStore
 from bot.jobs import Job, JobKind, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
-from bot.limits import GuildLimits, MemberStanding, Requester, check_can_delete, check_can_reuse, member_standing
+from bot.limits import (
+    GuildLimits,
+    MemberStanding,
+    Requester,
+    check_access,
+    check_can_delete,
+    check_can_reuse,
+    member_standing,
+)
 from bot.notices import UndeliveredNotices
 from bot.ports import Announcer, InputSource, Notifier, Publisher
 from bot.presets import StylePresets
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 
 # At a stop, jobs whose images are still downloading get this long to be queued.
 PREPARE_GRACE = 5.0
+# A result can be built on once it is posted: a member may click its buttons before the end is recorded.
+_POSTED = (JobState.DELIVERING, JobState.SUCCEEDED)
 
 
 class JobEngine:
@@ -133,7 +143,7 @@ class JobEngine:
         ``InputsGoneError`` when they are no longer kept, before anything is charged.
         """
         check_can_reuse(parent, who.user_id)
-        if parent.state is not JobState.SUCCEEDED:
+        if parent.state not in _POSTED:
             raise InputError("Only a finished result can be rerolled.")
         if not self.inputs_kept(parent.id):
             raise InputsGoneError(self.config.input_retention_hours)
@@ -149,8 +159,8 @@ class JobEngine:
         return await self.submit(request, who, source)
 
     def inputs_kept(self, job_id: str) -> bool:
-        """Whether an ended job's inputs are still kept, so it can be rerolled."""
-        return self.retention.is_kept(job_id)
+        """Whether a job's inputs are still kept, so it can be rerolled (an unfinished job has them)."""
+        return self.retention.is_kept(job_id) or self.lifecycle.get(job_id) is not None
 
     async def job(self, job_id: str) -> Job | None:
         """A job as it is now, finished or not."""
@@ -159,7 +169,7 @@ class JobEngine:
     async def result_for(self, job_id: str, user_id: int) -> Job:
         """A finished result that ``user_id`` may refine or reroll (a private one only its requester)."""
         job = await self.job(job_id)
-        if job is None or job.state is not JobState.SUCCEEDED:
+        if job is None or job.state not in _POSTED:
             raise InputError("That result no longer exists.")
         check_can_reuse(job, user_id)
         return job
@@ -221,6 +231,15 @@ class JobEngine:
 
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
         return await self.admission.limits_for(guild_id)
+
+    async def may_start_here(self, who: Requester) -> GuildLimits | None:
+        """Refuse a member who may not start a job where they are, before a form is shown; the limits there.
+
+        ``submit`` checks again (settings may change while the form is open).
+        """
+        limits = await self.limits_for(who.guild_id)
+        check_access(self.config, limits, who)
+        return limits
 
     async def guild_overrides(self, guild_id: int) -> GuildOverrides:
         return await self.settings.overrides(guild_id)

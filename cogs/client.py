@@ -24,7 +24,18 @@ from cogs.status import DiscordNotifier, DiscordPublisher
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.edit", "cogs.refine", "cogs.usage", "cogs.admin")
+# cogs.presets hangs under /atelier, so it comes after cogs.admin.
+EXTENSIONS = (
+    "cogs.edit",
+    "cogs.refine",
+    "cogs.results",
+    "cogs.message_edit",
+    "cogs.history",
+    "cogs.usage",
+    "cogs.admin",
+    "cogs.presets",
+    "cogs.notices",
+)
 
 
 class AtelierBot(commands.Bot):

@@ -27,16 +27,22 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert sorted(commands) == ["atelier", "edit", "usage"]
+    assert sorted(commands) == ["Edit images", "atelier", "edit", "history", "usage"]
     edit = commands["edit"]
     admin = commands["atelier"]
     assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server
-    assert sorted(o["name"] for o in admin["options"]) == ["limits", "stats"]
+    assert sorted(o["name"] for o in admin["options"]) == ["limits", "presets", "stats"]
+    presets = next(o for o in admin["options"] if o["name"] == "presets")
+    assert presets["type"] == 2 and sorted(o["name"] for o in presets["options"]) == ["add", "list", "remove"]
     assert commands["usage"].get("default_member_permissions") is None
+    assert commands["history"].get("default_member_permissions") is None
+    assert commands["Edit images"]["type"] == 3  # a message command, under Apps
     names = [o["name"] for o in edit["options"]]
-    assert names == ["prompt", "image1", "size"] + [f"image{n}" for n in range(2, 11)]
+    assert names == ["prompt", "image1", "size", "style", "private"] + [f"image{n}" for n in range(2, 11)]
     types = {o["name"]: o["type"] for o in edit["options"]}
-    assert types["prompt"] == 3 and types["size"] == 3
+    assert types["prompt"] == 3 and types["size"] == 3 and types["style"] == 3 and types["private"] == 5
+    style = next(o for o in edit["options"] if o["name"] == "style")
+    assert style["autocomplete"] is True
     assert all(types[f"image{n}"] == 11 for n in range(1, 11))
     required = {o["name"] for o in edit["options"] if o.get("required")}
     assert required == {"prompt", "image1"}
@@ -95,7 +101,8 @@ async def test_acknowledges_before_downloading_and_posts_result_with_caption(
     assert "make the sky purple" in content and "96×64" in content
     assert f"<@{discord_fake.USER_ID}>" in content and " s" in content
     (row,) = result.json["components"]
-    assert row["components"][0]["custom_id"].startswith("atelier:refine:v1:")
+    labels = [(b["label"], b["custom_id"].rsplit(":", 1)[0]) for b in row["components"]]
+    assert labels == [("Refine", "atelier:refine:v1"), ("Reroll", "atelier:reroll:v1"), ("Delete", "atelier:delete:v1")]
     (call,) = image_api.calls
     assert [p.data for p in call.images] == [source]
     assert call.field("prompt") == "make the sky purple"
@@ -383,4 +390,4 @@ async def test_dev_guild_gets_the_commands_synced_to_it(
     assert [r.path for r in puts] == [
         f"/api/v10/applications/{discord_fake.APP_ID}/guilds/{discord_fake.GUILD_ID}/commands"
     ]
-    assert sorted(c["name"] for c in puts[0].json) == ["atelier", "edit", "usage"]
+    assert sorted(c["name"] for c in puts[0].json) == ["Edit images", "atelier", "edit", "history", "usage"]
