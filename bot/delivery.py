@@ -50,8 +50,10 @@ class Deliverer:
         if isinstance(outcome, PostFailed):
             raise DeliveryError(outcome.user_message, log_detail=outcome.log_detail)
         if isinstance(outcome, NotDelivered):
-            # Made and paid for, so it succeeded; its member is told the next time they use the bot.
+            # Made and paid for, so it succeeded; its member is told the next time they use the bot
+            # (remembered before the end is recorded, so no interaction in between can miss it).
             log.info("job=%s result not delivered: %s", job.id, outcome.log_detail)
+            self._notices.add(job)
             where: dict[str, Any] = {"delivered": Delivered.UNDELIVERED}
         else:
             where = {
@@ -60,7 +62,7 @@ class Deliverer:
                 "result_message_id": outcome.message_id,
             }
         usage = result.usage
-        succeeded = await self._lifecycle.move(
+        await self._lifecycle.move(
             job,
             JobState.SUCCEEDED,
             input_tokens=usage.input_tokens if usage else None,
@@ -71,5 +73,3 @@ class Deliverer:
             output_bytes=len(image.data),
             **where,
         )
-        if succeeded is not None and succeeded.delivered is Delivered.UNDELIVERED:
-            self._notices.add(succeeded)

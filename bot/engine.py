@@ -159,8 +159,11 @@ class JobEngine:
         return await self.submit(request, who, source)
 
     def inputs_kept(self, job_id: str) -> bool:
-        """Whether a job's inputs are still kept, so it can be rerolled (an unfinished job has them)."""
-        return self.retention.is_kept(job_id) or self.lifecycle.get(job_id) is not None
+        """Whether a job's inputs are still kept, so it can be rerolled (an unfinished job has them, and
+        they will be kept when it ends, unless nothing is kept at all)."""
+        if self.retention.is_kept(job_id):
+            return True
+        return self.retention.window > 0 and self.lifecycle.get(job_id) is not None
 
     async def job(self, job_id: str) -> Job | None:
         """A job as it is now, finished or not."""

@@ -37,17 +37,15 @@ class UndeliveredNotices:
         return user_id in self._users
 
     def add(self, job: Job) -> None:
-        """``job`` ended undelivered: tell its member next time."""
+        """``job`` is ending undelivered: tell its member next time."""
         self._users.add(job.user_id)
 
     async def pending(self, user_id: int) -> list[Job]:
-        """The member's undelivered jobs they have not been told about, oldest first."""
+        """The member's undelivered jobs they have not been told about, oldest first (the member stays
+        waiting until ``shown``: a job added a moment ago may not be recorded yet)."""
         if user_id not in self._users:
             return []
-        jobs = await self._store.undelivered_jobs(user_id)
-        if not jobs:
-            self._users.discard(user_id)
-        return jobs
+        return await self._store.undelivered_jobs(user_id)
 
     async def shown(self, user_id: int, jobs: Sequence[Job]) -> None:
         """The member has been told about ``jobs``."""

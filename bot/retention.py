@@ -41,6 +41,9 @@ class Retention:
         self.clock = clock
         self._kept: dict[str, tuple[float, int]] = {}  # job id -> (ended at, bytes), in the order they ended
         self._bytes = 0
+        # Succeeded jobs whose end is being recorded: their inputs are still there (a member may
+        # click Reroll on a result the moment it is posted).
+        self._ending: set[str] = set()
         # Keeping one job's inputs (making room, then marking them kept) is one step, so the
         # kept inputs on disk never exceed the cap, even for a moment, however many jobs end at once.
         self._lock = asyncio.Lock()
@@ -53,6 +56,8 @@ class Retention:
 
     def is_kept(self, job_id: str) -> bool:
         """Whether an ended job's inputs are still kept (and within the window right now)."""
+        if job_id in self._ending:
+            return True
         entry = self._kept.get(job_id)
         return entry is not None and entry[0] > self.clock() - self.window
 
@@ -76,9 +81,14 @@ class Retention:
     async def job_ended(self, job: Job) -> None:
         """Keep a succeeded job's inputs within the window and the cap; delete anyone else's at once."""
         if job.state is JobState.SUCCEEDED and self.window > 0:
-            async with self._lock:
-                if await self._keep_ended(job):
-                    return
+            # Marked before the first await: ``Lifecycle.move`` has just forgotten the job as unfinished.
+            self._ending.add(job.id)
+            try:
+                async with self._lock:
+                    if await self._keep_ended(job):
+                        return
+            finally:
+                self._ending.discard(job.id)
         await self._inputs.delete(job.id)
 
     async def _keep_ended(self, job: Job) -> bool:

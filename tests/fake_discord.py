@@ -199,6 +199,11 @@ class RecordedRequest:
     def __repr__(self) -> str:
         return f"<{self.method} {self.path} -> {self.status}>"
 
+    @property
+    def ok(self) -> bool:
+        """Answered with a 2xx."""
+        return 200 <= self.status < 300
+
 
 _REC = web.RequestKey("fake_discord.record", RecordedRequest)
 

@@ -391,3 +391,40 @@ async def test_dev_guild_gets_the_commands_synced_to_it(
         f"/api/v10/applications/{discord_fake.APP_ID}/guilds/{discord_fake.GUILD_ID}/commands"
     ]
     assert sorted(c["name"] for c in puts[0].json) == ["Edit images", "atelier", "edit", "history", "usage"]
+
+
+def jpeg(width: int, height: int, orientation: int | None) -> bytes:
+    """A real JPEG, blue with a red top-left corner in its stored pixels, with an EXIF orientation."""
+    image = Image.new("RGB", (width, height), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, width // 4, height // 4))
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+async def test_a_phone_photo_is_turned_upright_and_other_inputs_pass_through(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    turned = jpeg(80, 40, 6)  # a phone held upright: stored sideways, "turn 90° clockwise to show"
+    upright_jpeg = jpeg(80, 40, 1)
+    plain_png = make_png(30, 20)
+    handle = await send_edit(
+        discord_fake,
+        "x",
+        [turned, upright_jpeg, plain_png],
+        filenames=["phone.jpg", "camera.jpg", "shot.png"],
+        content_types=["image/jpeg", "image/jpeg", "image/png"],
+    )
+    result = await wait_result(handle)
+    first, second, third = image_api.calls[0].images
+    assert first.content_type == "image/jpeg" and first.data != turned
+    with Image.open(io.BytesIO(first.data)) as sent:
+        assert sent.size == (40, 80)  # what the member saw: taller than wide
+        assert sent.getexif().get(0x0112) in (None, 1)
+        rgb = sent.convert("RGB")
+        assert rgb.getpixel((35, 3))[0] > 200 and rgb.getpixel((3, 3))[2] > 200  # the red corner is top-right now
+    assert second.data == upright_jpeg and third.data == plain_png  # everything else byte for byte
+    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
