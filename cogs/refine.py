@@ -129,11 +129,15 @@ class RefineCog(commands.Cog):
         """Turn the clicked result into image1 of a new edit, posted in a thread (privately, if it was private)."""
         parent = await self.bot.engine.result_for(ids.job_id, interaction.user.id)
         values = modal_values(interaction.data)
+        # A public result is refined where it is (a form opened from /history may be elsewhere), so
+        # that channel's rules apply; a private one is answered here, privately.
+        where = None if parent.request.private else self.bot.get_channel(ids.channel_id)
+        who = requester(interaction, where)
         request = JobRequest(
             kind=JobKind.REFINE,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id or ids.channel_id,
+            channel_id=who.channel_id or ids.channel_id,
             prompt=clean_prompt(values.get(REFINE_PROMPT_FIELD, "")),
             size=parse_size(values.get(REFINE_SIZE_FIELD) or None),
             input_count=1,
@@ -141,7 +145,7 @@ class RefineCog(commands.Cog):
             private=parent.request.private,
             style=parse_style(values.get(STYLE_FIELD)),
         )
-        await self.bot.engine.submit(request, requester(interaction), RefineSource(self.bot, interaction, ids))
+        await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids))
 
 
 async def setup(bot: AtelierBot) -> None:
