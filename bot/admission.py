@@ -1,29 +1,34 @@
 """Admission: from a member's request to a job in line, or to a clear refusal.
 
-One call (``Admission.submit``) checks who may ask and the limits, accepts and charges
-the job, has the frontend answer the member, fetches and checks the images, keeps
-them with the job and queues it. Whatever fails after the charge ends the job as
-failed, which refunds it; nothing is left charged and "active" behind.
+One call (``Admission.submit``) resolves the style preset, checks who may ask, the
+server's private-results setting and the limits, accepts and charges the job, has the
+frontend answer the member, fetches and checks the images, keeps them with the job and
+queues it. Whatever fails after the charge ends the job as failed, which refunds it;
+nothing is left charged and "active" behind. Every way to start a job (``/edit``,
+Refine, Reroll, "Edit images" on a message) is this one call with its own input source.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 
 from bot.balance import BalanceTooLowError, BalanceWatch
 from bot.blocks import Blocklist
 from bot.config import Config
 from bot.editor import Editor
-from bot.errors import AtelierError, QueueFullError, UnexpectedError
+from bot.errors import AtelierError, InputsGoneError, QueueFullError, UnexpectedError
 from bot.guild_keys import GuildKeys
 from bot.inputs import JobInputs
-from bot.jobs import Job, JobRequest, new_job_id, utc_day
+from bot.jobs import Destination, Job, JobRequest, new_job_id, utc_day
 from bot.lifecycle import Lifecycle
-from bot.limits import GuildLimits, Requester, ShuttingDownError, check_access, check_quota
+from bot.limits import GuildLimits, Requester, ShuttingDownError, apply_privacy, check_access, check_quota
 from bot.models import ImageModel
-from bot.ports import InputSource
+from bot.ports import Announcer, InputSource
+from bot.presets import StylePresets
 from bot.routing import ModelRouter
 from bot.settings import GuildSettings
 from bot.states import JobState
@@ -44,6 +49,7 @@ class Admission:
         config: Config,
         lifecycle: Lifecycle,
         settings: GuildSettings,
+        presets: StylePresets,
         editor: Editor,
         inputs: JobInputs,
         *,
@@ -55,6 +61,7 @@ class Admission:
         self._config = config
         self._lifecycle = lifecycle
         self._settings = settings
+        self._presets = presets
         self._editor = editor
         self._inputs = inputs
         self._blocks = blocks
@@ -87,8 +94,12 @@ class Admission:
         if not self.accepting:
             raise ShuttingDownError()
         self._blocks.check(who.guild_id, who.user_id)
+        if request.style is not None and request.style_text is None:
+            preset = self._presets.get(request.guild_id, request.style)
+            request = dataclasses.replace(request, style=preset.name, style_text=preset.text)
         limits = await self.limits_for(who.guild_id)
         check_access(self._config, limits, who)
+        request = apply_privacy(limits, request)
         chosen = self.model_for(who.guild_id)
         chosen.check_size(request.size)
         own_key = self._keys.key_for(who.guild_id) is not None
@@ -157,3 +168,26 @@ class Admission:
         for job in unprepared:
             await self._fail(job, AtelierError(STOPPED_WHILE_FETCHING, log_detail="stopped while preparing"))
         return len(unprepared)
+
+
+class KeptInputsSource:
+    """A reroll's input source: the frontend answers the member; the images are the parent job's kept inputs.
+
+    They are sent through the same checks as any upload (they pass through unchanged, as
+    they were prepared once already), so a reroll costs what an edit costs.
+    """
+
+    def __init__(self, announcer: Announcer, inputs: JobInputs, parent_job_id: str, hours: float) -> None:
+        self._announcer = announcer
+        self._inputs = inputs
+        self._parent_job_id = parent_job_id
+        self._hours = hours
+
+    async def announce(self, job: Job) -> Destination:
+        return await self._announcer.announce(job)
+
+    async def fetch(self) -> Sequence[tuple[str, bytes]]:
+        images = await self._inputs.load(self._parent_job_id)
+        if images is None:  # dropped since the member clicked (the window or the disk cap)
+            raise InputsGoneError(self._hours)
+        return [(f"image{number}", image.data) for number, image in enumerate(images, start=1)]

@@ -11,6 +11,9 @@ from cryptography.fernet import Fernet
 
 from bot.errors import ConfigError
 from bot.models import ImageModel, SizeRule, parse_models
+from bot.settings import PrivateResults
+
+MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class Config:
     allowed_channel_ids: frozenset[int] = frozenset()
     allowed_role_ids: frozenset[int] = frozenset()
     allow_dms: bool = False
+    private_results: PrivateResults = PrivateResults.ALLOWED
     shutdown_grace_seconds: float = 25.0
     # Several processes (PostgreSQL only).
     job_lease_seconds: float = 60.0
@@ -68,6 +72,9 @@ class Config:
     balance_poll_seconds: float = 600.0
     # Fernet key(s) for servers' own API keys at rest; without it the feature is off.
     secret_key: str | None = field(default=None, repr=False)
+    # Inputs of a finished job are kept this long (for Reroll), all of them within this many bytes.
+    input_retention_hours: float = 24.0
+    input_retention_bytes: int = 1024 * MB
 
     @property
     def db_file(self) -> Path:
@@ -241,6 +248,9 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError("SHARD_IDS needs SHARD_COUNT")
         if any(i >= shard_count for i in shard_ids):
             raise ConfigError(f"SHARD_IDS must be below SHARD_COUNT ({shard_count}), got {sorted(shard_ids)}")
+    private = r.text("PRIVATE_RESULTS", PrivateResults.ALLOWED).lower()
+    if private not in set(PrivateResults):
+        raise ConfigError(f"PRIVATE_RESULTS must be allowed, never or always, got {private!r}")
     level = r.text("LOG_LEVEL", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -288,6 +298,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         allowed_channel_ids=r.snowflakes("ALLOWED_CHANNEL_IDS"),
         allowed_role_ids=r.snowflakes("ALLOWED_ROLE_IDS"),
         allow_dms=r.flag("ALLOW_DMS", False),
+        private_results=PrivateResults(private),
         shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 25.0),
         job_lease_seconds=r.number("JOB_LEASE_SECONDS", 60.0, minimum=1.0),
         max_queued_input_mb=r.number("MAX_QUEUED_INPUT_MB", 512.0, minimum=1.0),
@@ -306,6 +317,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         balance_floor_usd=floor,
         balance_poll_seconds=r.number("BALANCE_POLL_SECONDS", 600.0, minimum=0.05),
         secret_key=_secret_key(r),
+        input_retention_hours=r.number("INPUT_RETENTION_HOURS", 24.0),
+        input_retention_bytes=int(r.number("INPUT_RETENTION_MB", 1024.0) * MB),
     )
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.editor import Editor
 from bot.errors import DeliveryError
-from bot.jobs import Job
+from bot.jobs import Delivered, Job
 from bot.lifecycle import Lifecycle
-from bot.ports import PostFailed, Publisher
+from bot.notices import UndeliveredNotices
+from bot.ports import NotDelivered, PostFailed, Publisher
 from bot.states import JobState
 
 if TYPE_CHECKING:
@@ -31,10 +32,11 @@ SHRINK_AGAIN = 0.7
 class Deliverer:
     """Turns a job's API answer into a posted result and a succeeded job."""
 
-    def __init__(self, lifecycle: Lifecycle, editor: Editor, publisher: Publisher) -> None:
+    def __init__(self, lifecycle: Lifecycle, editor: Editor, publisher: Publisher, notices: UndeliveredNotices) -> None:
         self._lifecycle = lifecycle
         self._editor = editor
         self._publisher = publisher
+        self._notices = notices
 
     async def deliver(self, job: Job, decoding: Awaitable[ImageEditResult]) -> None:
         """Fit and post the result (being decoded), then record the job succeeded; raise ``AtelierError``."""
@@ -47,6 +49,18 @@ class Deliverer:
             outcome = await self._publisher.publish(job, image)
         if isinstance(outcome, PostFailed):
             raise DeliveryError(outcome.user_message, log_detail=outcome.log_detail)
+        if isinstance(outcome, NotDelivered):
+            # Made and paid for, so it succeeded; its member is told the next time they use the bot
+            # (remembered before the end is recorded, so no interaction in between can miss it).
+            log.info("job=%s result not delivered: %s", job.id, outcome.log_detail)
+            self._notices.add(job)
+            where: dict[str, Any] = {"delivered": Delivered.UNDELIVERED}
+        else:
+            where = {
+                "delivered": outcome.delivered,
+                "result_channel_id": outcome.channel_id,
+                "result_message_id": outcome.message_id,
+            }
         usage = result.usage
         await self._lifecycle.move(
             job,
@@ -58,6 +72,5 @@ class Deliverer:
             output_width=image.width,
             output_height=image.height,
             output_bytes=len(image.data),
-            result_channel_id=outcome.channel_id,
-            result_message_id=outcome.message_id,
+            **where,
         )

@@ -102,7 +102,7 @@ class Dispatcher:
             if images is None:
                 raise AtelierError(INPUTS_LOST, log_detail="inputs missing at start")
             request = ImageEditRequest(
-                running.request.prompt,
+                running.request.api_prompt,
                 images,
                 running.request.size,
                 model=running.model or "",

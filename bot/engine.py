@@ -5,11 +5,12 @@
 - ``bot.dispatcher``: the fair choice when a slot frees, the API call;
 - ``bot.delivery``: decoding, fitting and handing the result to the frontend;
 - ``bot.recovery``: what a restart finds unfinished;
-- ``bot.settings``: per-server overrides;
+- ``bot.settings`` and ``bot.presets``: per-server overrides and style presets;
+- ``bot.retention``: how long an ended job's inputs stay (for Reroll);
+- ``bot.notices``: results that could not be delivered, until their member is told;
 - operations, each an observer of the lifecycle or a check in admission: ``bot.metrics``,
   ``bot.audit``, ``bot.routing`` (the model breaker), ``bot.blocks``, ``bot.guild_keys``,
-  ``bot.balance``, ``bot.health``.
-
+  ``bot.balance``, ``bot.health``;
 - ``bot.shared_queue``: with PostgreSQL, the queue several processes share.
 
 A process plays one or both roles: it admits work (a gateway), it runs jobs (a worker),
@@ -23,6 +24,7 @@ closes the store, once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import secrets
@@ -31,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import cast
 
-from bot.admission import Admission
+from bot.admission import Admission, KeptInputsSource
 from bot.audit import AuditTrail
 from bot.balance import BalanceWatch
 from bot.blocks import Blocklist
@@ -39,28 +41,41 @@ from bot.config import Config
 from bot.delivery import Deliverer
 from bot.dispatcher import Dispatcher, EditAPI
 from bot.editor import Editor
-from bot.errors import AtelierError, CancelRefusedError, UnexpectedError
+from bot.errors import AtelierError, CancelRefusedError, InputError, InputsGoneError, UnexpectedError
 from bot.guild_keys import GuildKeys
 from bot.health import Health
-from bot.inputs import JobInputs
-from bot.jobs import Job, JobRequest
+from bot.inputs import InputStore, JobInputs
+from bot.jobs import Job, JobKind, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
-from bot.limits import GuildLimits, MemberStanding, Requester, member_standing
+from bot.limits import (
+    GuildLimits,
+    MemberStanding,
+    Requester,
+    check_access,
+    check_can_delete,
+    check_can_reuse,
+    member_standing,
+)
 from bot.metrics import Metrics
 from bot.models import ImageModel
-from bot.ports import AuditSink, InputSource, Notifier, Publisher
+from bot.notices import UndeliveredNotices
+from bot.ports import Announcer, AuditSink, InputSource, Notifier, Publisher
+from bot.presets import StylePresets
 from bot.recovery import resume_unfinished
+from bot.retention import DatabaseRetention, KeptRows, Retention
 from bot.routing import ModelRouter
 from bot.settings import GuildOverrides, GuildSettings
 from bot.shared_queue import SharedQueue
 from bot.states import JobState, cancellable
-from bot.storage import Block, DayStats, JobStore, SharedStore
+from bot.storage import Block, DayStats, HistoryEntry, JobStore, SharedStore
 
 log = logging.getLogger(__name__)
 
 # At a stop, jobs whose images are still downloading get this long to be queued.
 PREPARE_GRACE = 5.0
+# A result can be built on once it is posted: a member may click its buttons before the end is recorded.
+_POSTED = (JobState.DELIVERING, JobState.SUCCEEDED)
 
 
 class JobEngine:
@@ -83,10 +98,18 @@ class JobEngine:
         self._inputs = inputs
         self._editor = editor
         shared = cast(SharedStore, store) if config.shared else None
-        self.lifecycle = Lifecycle(store, inputs, shared)
+        hours, cap = config.input_retention_hours, config.input_retention_bytes
+        self.retention: Retention | DatabaseRetention = (
+            DatabaseRetention(cast(KeptRows, store), hours, cap)
+            if shared is not None
+            else Retention(cast(InputStore, inputs), hours, cap)
+        )
+        self.lifecycle = Lifecycle(store, self.retention, shared)
         self.lifecycle.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
         self.lifecycle.lease_seconds = config.job_lease_seconds
         self.settings = GuildSettings(store)
+        self.presets = StylePresets(store)
+        self.notices = UndeliveredNotices(store)
         self.blocks = Blocklist(store)
         self.keys = GuildKeys(store, config.secret_key, redact)
         self.router = ModelRouter(config)
@@ -103,6 +126,7 @@ class JobEngine:
             config,
             self.lifecycle,
             self.settings,
+            self.presets,
             editor,
             inputs,
             blocks=self.blocks,
@@ -114,6 +138,8 @@ class JobEngine:
             "settings": self.settings.refresh,
             "blocks": lambda _guild: self.blocks.load(),
             "keys": lambda _guild: self.keys.load(),
+            "presets": lambda _guild: self.presets.load(),
+            "notices": self.notices.refresh,
             "breaker": self.router.opened_elsewhere,
         }
         self.shared = SharedQueue(config, shared, self.lifecycle, inputs, refreshers) if shared else None
@@ -152,11 +178,14 @@ class JobEngine:
         await self.settings.load()
         await self.blocks.load()
         await self.keys.load()
+        await self.presets.load()
+        await self.notices.load()
         if audit is not None:
             self.audit.attach(audit)
         if self.balance is not None:
             self.balance.start(self.audit.alert_all)
         if self.shared is not None:
+            await self.retention.load(set())
             self.lifecycle.attach(notifier)
             self.shared.start(notifier, announce=admit, mine=mine)
             next_job = self.shared.next_job
@@ -164,11 +193,13 @@ class JobEngine:
             if not (admit and work):
                 raise RuntimeError("separate gateway and worker processes need PostgreSQL (DATABASE_URL)")
             jobs = await self.lifecycle.load(time.time())
+            await self.retention.load({job.id for job in jobs})
             self.lifecycle.attach(notifier)
             await resume_unfinished(self.lifecycle, self._inputs, jobs)
             next_job = self.lifecycle.take_next
+        self.retention.start()
         if work:
-            deliverer = Deliverer(self.lifecycle, self._editor, publisher)
+            deliverer = Deliverer(self.lifecycle, self._editor, publisher, self.notices)
             self._dispatcher = Dispatcher(
                 self.lifecycle,
                 self._api,
@@ -194,6 +225,7 @@ class JobEngine:
         await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
         await self.admission.fail_unprepared()
         await self.lifecycle.detach()
+        await self.retention.stop()
         if self.balance is not None:
             await self.balance.stop()
         await self.audit.close()
@@ -224,6 +256,68 @@ class JobEngine:
     async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
         """Admit and prepare a job (see ``Admission.submit``)."""
         return await self.admission.submit(request, who, source)
+
+    async def reroll(self, parent: Job, who: Requester, announcer: Announcer) -> Job:
+        """The same inputs, instruction, style and size as ``parent`` again: a new job, charged like any other.
+
+        The images are ``parent``'s kept inputs; everything else is ``submit``. Raises
+        ``InputsGoneError`` when they are no longer kept, before anything is charged.
+        """
+        check_can_reuse(parent, who.user_id)
+        if parent.state not in _POSTED:
+            raise InputError("Only a finished result can be rerolled.")
+        if not await self.inputs_kept(parent.id):
+            raise InputsGoneError(self.config.input_retention_hours)
+        request = dataclasses.replace(
+            parent.request,
+            kind=JobKind.REROLL,
+            user_id=who.user_id,
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            parent_job_id=parent.id,
+        )
+        source = KeptInputsSource(announcer, self._inputs, parent.id, self.config.input_retention_hours)
+        return await self.submit(request, who, source)
+
+    async def inputs_kept(self, job_id: str) -> bool:
+        """Whether a job's inputs are still kept, so it can be rerolled (an unfinished job has them, and
+        they will be kept when it ends, unless nothing is kept at all)."""
+        if await self.retention.kept_now(job_id):
+            return True
+        return self.retention.window > 0 and self.lifecycle.get(job_id) is not None
+
+    async def job(self, job_id: str) -> Job | None:
+        """A job as it is now, finished or not."""
+        return self.lifecycle.get(job_id) or await self.store.get_job(job_id)
+
+    async def result_for(self, job_id: str, user_id: int) -> Job:
+        """A finished result that ``user_id`` may refine or reroll (a private one only its requester)."""
+        job = await self.job(job_id)
+        if job is None or job.state not in _POSTED:
+            raise InputError("That result no longer exists.")
+        check_can_reuse(job, user_id)
+        return job
+
+    async def deletable(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
+        """The job whose result ``by_user`` wants to delete, if they may: its requester or a moderator."""
+        job = await self.job(job_id)
+        if job is None:
+            raise InputError("That edit no longer exists.")
+        check_can_delete(job, by_user, is_moderator)
+        return job
+
+    async def result_deleted(self, job: Job, by_user: int) -> None:
+        """Record that ``job``'s result message was deleted; the job itself stays in the ledger."""
+        await self.store.record_result_deleted(job.id, by_user, time.time())
+        log.info("job=%s result deleted by user=%s", job.id, by_user)
+
+    async def history(
+        self, user_id: int, guild_id: int | None, page: int, per_page: int
+    ) -> tuple[list[HistoryEntry], bool]:
+        """A member's jobs in this server (or in DMs), newest first: page ``page`` (0 = newest), and
+        whether an older page exists."""
+        entries = await self.store.history(user_id, guild_id, page * per_page, per_page + 1)
+        return entries[:per_page], len(entries) > per_page
 
     async def cancel(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
         """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing."""
@@ -261,6 +355,15 @@ class JobEngine:
 
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
         return await self.admission.limits_for(guild_id)
+
+    async def may_start_here(self, who: Requester) -> GuildLimits | None:
+        """Refuse a member who may not start a job where they are, before a form is shown; the limits there.
+
+        ``submit`` checks again (settings may change while the form is open).
+        """
+        limits = await self.limits_for(who.guild_id)
+        check_access(self.config, limits, who)
+        return limits
 
     async def guild_overrides(self, guild_id: int) -> GuildOverrides:
         return await self.settings.overrides(guild_id)

@@ -29,6 +29,17 @@ class InputError(AtelierError):
     """The member's request is wrong: a gap in the images, a bad size, a non-image."""
 
 
+class InputsGoneError(InputError):
+    """A reroll's originals are no longer kept (the retention window or the disk cap passed)."""
+
+    def __init__(self, hours: float) -> None:
+        kept = f"{hours:g} hours" if hours else "no time"
+        super().__init__(
+            f"The original images of this edit are no longer kept (they are kept for {kept} after an edit), "
+            "so it can't be rerolled. **Refine** starts from the result instead."
+        )
+
+
 class ImageAPIError(AtelierError):
     """The image API did not produce an image."""
 

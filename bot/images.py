@@ -10,7 +10,7 @@ import io
 import warnings
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.errors import InputError, InvalidResponseError
 
@@ -19,6 +19,8 @@ MAX_INPUT_PIXELS = 64_000_000
 
 _MIME_BY_FORMAT = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 _EXT_BY_MIME = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}
+_EXIF_ORIENTATION = 0x0112  # 1 = upright; phones write 3, 6 or 8 instead of turning the pixels
+UPRIGHT_JPEG_QUALITY = 95
 
 
 @dataclass(frozen=True)
@@ -108,8 +110,10 @@ def _verify_structure(data: bytes, image: Image.Image) -> None:
 def prepare_input(data: bytes, option: str, max_bytes: int) -> PreparedImage:
     """Check an uploaded file by its content and return what to send to the API.
 
-    png/jpeg/webp within ``max_bytes`` pass through byte for byte; other decodable
-    formats become PNG; anything larger is re-encoded or scaled down to fit.
+    png/jpeg/webp within ``max_bytes`` pass through byte for byte, except a JPEG whose
+    EXIF orientation is not upright: it is turned upright and re-encoded, so the API sees
+    what the member saw. Other decodable formats become PNG; anything larger is
+    re-encoded or scaled down to fit (turned upright first, since re-encoding drops EXIF).
     """
     if not data:
         raise InputError(f"{option} is an empty file.")
@@ -118,17 +122,49 @@ def prepare_input(data: bytes, option: str, max_bytes: int) -> PreparedImage:
     image = _open_checked(data, option, decode=not passes_through)
     if passes_through:
         assert fmt is not None
-        return PreparedImage(data, _MIME_BY_FORMAT[fmt], image.width, image.height)
+        if fmt != "JPEG" or _orientation(image) == 1:
+            return PreparedImage(data, _MIME_BY_FORMAT[fmt], image.width, image.height)
+        return _upright_jpeg(image, option, max_bytes)
+    if fmt is None and getattr(image, "n_frames", 1) > 1:
+        image.seek(0)
+    turned = _orientation(image) != 1
+    if turned:
+        image = ImageOps.exif_transpose(image)
+    upright = ", turned upright as its EXIF orientation says," if turned else ""
     if fmt is None:
-        if getattr(image, "n_frames", 1) > 1:
-            image.seek(0)
         converted = _encode(_normalise_mode(image), "PNG")
         if len(converted) <= max_bytes:
-            return PreparedImage(converted, "image/png", image.width, image.height)
-        note = f"{option} was converted and re-encoded to fit {_mb(max_bytes)}"
+            note = f"{option} was converted to PNG{upright.rstrip(',')}" if turned else None
+            return PreparedImage(converted, "image/png", image.width, image.height, note=note)
+        note = f"{option} was converted{upright} and re-encoded to fit {_mb(max_bytes)}"
     else:
-        note = f"{option} was {_mb(len(data))}, so it was re-encoded to fit {_mb(max_bytes)}"
+        note = f"{option} was {_mb(len(data))}, so it was{upright} re-encoded to fit {_mb(max_bytes)}"
     out = shrink_to_fit(image, max_bytes)
+    return PreparedImage(out.data, out.mime, out.width, out.height, note=f"{note} ({out.note})")
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation of ``image`` (1 = upright, also when there is none or it is unreadable)."""
+    try:
+        return int(image.getexif().get(_EXIF_ORIENTATION) or 1)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return 1
+
+
+def _upright_jpeg(image: Image.Image, option: str, max_bytes: int) -> PreparedImage:
+    """A JPEG shown turned by its EXIF orientation, with the turn made in its pixels (and no EXIF left)."""
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError, EOFError):
+        raise InputError(f"{option} is damaged or incomplete; it could not be decoded.") from None
+    upright = ImageOps.exif_transpose(image)
+    note = f"{option} was turned upright, as its EXIF orientation says, and re-encoded"
+    pixels = upright if upright.mode in ("RGB", "L", "CMYK") else upright.convert("RGB")
+    icc = image.info.get("icc_profile")
+    data = _encode(pixels, "JPEG", quality=UPRIGHT_JPEG_QUALITY, **({"icc_profile": icc} if icc else {}))
+    if len(data) <= max_bytes:
+        return PreparedImage(data, "image/jpeg", upright.width, upright.height, note=note)
+    out = shrink_to_fit(upright, max_bytes)
     return PreparedImage(out.data, out.mime, out.width, out.height, note=f"{note} ({out.note})")
 
 

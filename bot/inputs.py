@@ -1,8 +1,9 @@
-"""Job inputs, kept from acceptance until the job ends, so a queued job survives a restart.
+"""Job inputs: from acceptance until the job ends, so a queued job survives a restart, and after
+that as long as retention keeps them (for Reroll).
 
 Two homes: files under ``DATA_DIR/inputs`` (one process), or rows in PostgreSQL so that
-a worker on another machine can run any job (several processes), capped in total by
-``MAX_QUEUED_INPUT_MB``.
+a worker on another machine can run any job (several processes); there, the inputs of
+unfinished jobs are capped in total by ``MAX_QUEUED_INPUT_MB``.
 
 On disk, reads and writes each have a thread of their own: starting a job reads its
 inputs while the shared default executor may be busy decoding results, and a burst of
@@ -23,6 +24,9 @@ from typing import Any, Protocol, TypeVar
 from bot.images import PreparedImage
 
 T = TypeVar("T")
+
+# Written when a job has ended and its inputs are kept: the time it ended.
+ENDED_FILE = "ended_at"
 
 
 class JobInputs(Protocol):
@@ -89,8 +93,60 @@ class InputStore:
         return await self._on(self._reads, (self._folder(job_id) / "inputs.json").exists)
 
     async def delete(self, job_id: str) -> None:
-        """Remove a job's inputs (when it ends, whatever the outcome)."""
+        """Remove a job's inputs."""
         await self._on(self._writes, shutil.rmtree, self._folder(job_id), True)
+
+    async def size(self, job_id: str) -> int | None:
+        """Bytes of a job's inputs, or ``None`` if they are not all there."""
+        return await self._on(self._reads, self._size_if_complete, job_id)
+
+    def _size_if_complete(self, job_id: str) -> int | None:
+        folder = self._folder(job_id)
+        return _size(folder) if (folder / "inputs.json").exists() else None
+
+    async def mark_ended(self, job_id: str, at: float) -> int | None:
+        """Record that ``job_id`` ended at ``at``; its inputs' size in bytes, or ``None`` if they are not all there."""
+        return await self._on(self._writes, self._mark_ended, job_id, at)
+
+    def _mark_ended(self, job_id: str, at: float) -> int | None:
+        folder = self._folder(job_id)
+        if not (folder / "inputs.json").exists():
+            return None
+        (folder / ENDED_FILE).write_text(repr(at))
+        return _size(folder)
+
+    async def scan(self) -> list[tuple[str, float | None, int]]:
+        """Every job folder: its job id, when it was marked ended (``None`` if never) and its size."""
+        return await self._on(self._reads, self._scan)
+
+    def _scan(self) -> list[tuple[str, float | None, int]]:
+        found: list[tuple[str, float | None, int]] = []
+        if not self.root.is_dir():
+            return found
+        for folder in self.root.iterdir():
+            if not folder.is_dir() or not folder.name.isalnum():
+                continue
+            try:
+                ended: float | None = float((folder / ENDED_FILE).read_text())
+            except (OSError, ValueError):
+                ended = None
+            found.append((folder.name, ended, _size(folder)))
+        return found
+
+
+def _size(folder: Path) -> int:
+    """Bytes of the files in ``folder`` (0 if it vanished meanwhile)."""
+    try:
+        paths = list(folder.iterdir())
+    except OSError:
+        return 0
+    total = 0
+    for path in paths:
+        try:
+            total += path.stat().st_size
+        except OSError:
+            continue
+    return total
 
 
 class InputRows(Protocol):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.presets import styled_prompt
 from bot.states import JobState
 
 # Discord's upload limit without boosts; used when a destination did not say.
@@ -20,6 +21,17 @@ class JobKind(enum.StrEnum):
 
     EDIT = "edit"  # /edit with uploaded images
     REFINE = "refine"  # the Refine button: a result becomes image1 of a new edit
+    REROLL = "reroll"  # the Reroll button: a result's kept inputs, instruction and size again
+    MESSAGE = "message"  # "Edit images" on a message: the images already in the chat
+
+
+class Delivered(enum.StrEnum):
+    """How a succeeded job's result reached its member (the store's ``delivered`` column)."""
+
+    POSTED = "posted"  # in the channel or thread, for everyone
+    PRIVATE = "private"  # where it was asked, visible only to the requester
+    DIRECT_MESSAGE = "direct_message"  # a private result that came after the interaction expired
+    UNDELIVERED = "undelivered"  # made (and charged), but the member could not be reached
 
 
 def new_job_id() -> str:
@@ -44,6 +56,14 @@ class JobRequest:
     size: str | None
     input_count: int
     parent_job_id: str | None = None
+    private: bool = False  # status and result visible only to the requester
+    style: str | None = None  # the name of the server's style preset, if one was chosen
+    style_text: str | None = None  # that preset's text as it was when the job was accepted
+
+    @property
+    def api_prompt(self) -> str:
+        """What the image API is asked: the instruction, with the style preset's text added."""
+        return styled_prompt(self.prompt, self.style_text)
 
 
 @dataclass(frozen=True)
@@ -97,6 +117,7 @@ class Job:
     output_bytes: int | None = None
     result_channel_id: int | None = None
     result_message_id: int | None = None
+    delivered: Delivered | None = None
 
     @property
     def user_id(self) -> int:

@@ -5,8 +5,8 @@ table in ``bot.states`` (an illegal move is refused with a log line and changes
 nothing), writes the store (only if the store still holds the state it started
 from), applies the money effect exactly once (a refund row keyed by the job; the
 in-memory ledger follows only what the store wrote), keeps the fair queue in step,
-drops a finished job's images, and tells its observers (metrics, audit, the model breaker) and the
-notifier. Everything else only reads:
+hands a finished job's images to the retention policy (``bot.retention``), and tells its
+observers (metrics, audit, the model breaker) and the notifier. Everything else only reads:
 the fair queue, the ledger, positions and "who is running" are views of this record.
 
 With PostgreSQL (``shared``), several processes share the jobs: this process's record
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtelierError, UnexpectedError
-from bot.inputs import JobInputs
 from bot.jobs import Job, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.ports import Move
 from bot.queue import FairQueue
+from bot.retention import InputRetention
 from bot.states import MONEY, JobState, MoneyEffect, allowed
 
 if TYPE_CHECKING:
@@ -62,9 +62,9 @@ class _Record:
 class Lifecycle:
     """Unfinished jobs by id, the moves between their states, and the views derived from them."""
 
-    def __init__(self, store: JobStore, inputs: JobInputs, shared: SharedStore | None = None) -> None:
+    def __init__(self, store: JobStore, retention: InputRetention, shared: SharedStore | None = None) -> None:
         self._store = store
-        self._inputs = inputs
+        self._retention = retention
         self._shared = shared
         self.holder = ""  # with PostgreSQL: this process's name on the leases it holds (set by the engine)
         self.lease_seconds = 60.0
@@ -214,8 +214,8 @@ class Lifecycle:
             # Before any await: an observer hears of every move the store recorded, in order.
             self._observe(Move(moved, before, error, tuple(attempts), result))
             if target.terminal:
-                # A finished job's images are not needed any more, whatever the outcome.
-                await self._inputs.delete(job_id)
+                # Kept a while for a reroll if it succeeded, else deleted now (``bot.retention``).
+                await self._retention.job_ended(moved)
                 _log_end(moved)
             await self._tell(moved, before, error)
         return moved

@@ -6,14 +6,16 @@ the same for /edit, Refine and anything that starts a job later.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from bot.config import Config
 from bot.errors import AtelierError
+from bot.jobs import Job, JobRequest
 from bot.ledger import DayUsage
-from bot.settings import GuildOverrides
+from bot.settings import GuildOverrides, PrivateResults
 
 
 class AccessDeniedError(AtelierError):
@@ -41,6 +43,7 @@ class GuildLimits:
     allowed_channel_ids: frozenset[int]
     allowed_role_ids: frozenset[int]
     exempt_role_ids: frozenset[int]
+    private_results: PrivateResults = PrivateResults.ALLOWED
 
     @classmethod
     def resolve(cls, config: Config, overrides: GuildOverrides) -> GuildLimits:
@@ -52,6 +55,7 @@ class GuildLimits:
             allowed_channel_ids=overrides.pick("allowed_channel_ids", config.allowed_channel_ids),
             allowed_role_ids=overrides.pick("allowed_role_ids", config.allowed_role_ids),
             exempt_role_ids=overrides.pick("exempt_role_ids", config.exempt_role_ids),
+            private_results=overrides.pick("private_results", config.private_results),
         )
 
 
@@ -188,4 +192,31 @@ def check_quota(
     if standing.cooldown_wait > 0:
         raise LimitReachedError(
             f"Slow down a little: you can start another edit in {describe_wait(standing.cooldown_wait)}."
+        )
+
+
+def apply_privacy(limits: GuildLimits | None, request: JobRequest) -> JobRequest:
+    """The request as the server's private-results setting has it: refused, forced private, or as asked."""
+    policy = limits.private_results if limits is not None else PrivateResults.ALLOWED
+    if policy is PrivateResults.NEVER and request.private:
+        raise AccessDeniedError(
+            "This server doesn't allow private results: every result is posted in the channel. "
+            "Send it again without the private choice."
+        )
+    if policy is PrivateResults.ALWAYS and not request.private:
+        return dataclasses.replace(request, private=True)
+    return request
+
+
+def check_can_reuse(job: Job, user_id: int) -> None:
+    """Refuse to refine or reroll a private result for anyone but the member who asked for it."""
+    if job.request.private and job.user_id != user_id:
+        raise AccessDeniedError("That result is private to the member who asked for it.")
+
+
+def check_can_delete(job: Job, user_id: int, is_moderator: bool) -> None:
+    """Only a result's requester, or a member who may manage messages, deletes it."""
+    if job.user_id != user_id and not is_moderator:
+        raise AccessDeniedError(
+            "Only the member who asked for this edit, or a moderator (Manage Messages), can delete it."
         )

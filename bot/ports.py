@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from bot.errors import AtelierError
 from bot.images import OutputImage
-from bot.jobs import Destination, Job
+from bot.jobs import Delivered, Destination, Job
 from bot.states import JobState
 
 if TYPE_CHECKING:
@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from bot.image_api import Attempt
 
 
-class InputSource(Protocol):
-    """Where an accepted job's images come from, and where the member is first answered."""
+class Announcer(Protocol):
+    """Where the member is first answered about an accepted job."""
 
     async def announce(self, job: Job) -> Destination:
         """Tell the member the job was accepted; return where its progress and result are shown.
@@ -31,6 +31,10 @@ class InputSource(Protocol):
         error reaches the member through the caller, since no destination exists yet.
         """
         ...
+
+
+class InputSource(Announcer, Protocol):
+    """Where an accepted job's images come from, and where the member is first answered."""
 
     async def fetch(self) -> Sequence[tuple[str, bytes]]:
         """Download the images, as ``(option name, bytes)`` in prompt order; raise ``InputError``."""
@@ -106,6 +110,17 @@ class Posted:
 
     channel_id: int
     message_id: int
+    delivered: Delivered = Delivered.POSTED
+
+
+@dataclass(frozen=True)
+class NotDelivered:
+    """The result was made but could not reach its member (a private result, DMs closed).
+
+    The job still succeeds and is not refunded: the image was made and paid for.
+    """
+
+    log_detail: str
 
 
 @dataclass(frozen=True)
@@ -120,7 +135,7 @@ class PostFailed:
 class Publisher(Protocol):
     """Posts a finished result: decoded and already fitted to the destination's upload limit."""
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed: ...
+    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed: ...
 
 
 class Frontend(Protocol):

@@ -41,8 +41,9 @@ import asyncpg
 
 from bot.errors import QueueFullError
 from bot.images import PreparedImage
-from bot.jobs import Job
+from bot.jobs import Delivered, Job
 from bot.ledger import DayUsage, LedgerSnapshot
+from bot.presets import StylePreset
 from bot.settings import GuildOverrides
 from bot.states import JobState
 from bot.storage import (
@@ -50,6 +51,7 @@ from bot.storage import (
     MIGRATIONS_TABLE,
     Block,
     DayStats,
+    HistoryEntry,
     JobStats,
     MoveResult,
     Queries,
@@ -66,6 +68,8 @@ from bot.storage import (
     key_params,
     move_statement,
     overrides_from_json,
+    preset_from_row,
+    preset_params,
     stats_from,
     stats_queries,
 )
@@ -139,6 +143,10 @@ SELECT
     (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND {_UNFINISHED}) AS user_active,
     (SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND created_at >= :since) AS last_accepted
 """
+
+
+# The inputs of unfinished jobs (kept ones of finished jobs have their own cap, INPUT_RETENTION_MB).
+QUEUED_INPUT_BYTES = "SELECT COALESCE(SUM(octet_length(data)), 0) FROM job_inputs WHERE ended_at IS NULL"
 
 
 @lru_cache(maxsize=512)
@@ -236,7 +244,7 @@ class PostgresJobStore:
     ) -> MoveResult:
         sql, params = move_statement(job_id, current, target, values)
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(*_args(sql + " RETURNING restarts", params))
+            row = await conn.fetchrow(*_args(sql + " RETURNING restarts, user_id, delivered", params))
             if row is None:
                 return MoveResult(moved=False)
             refunded = False
@@ -247,6 +255,8 @@ class PostgresJobStore:
                 query, _names = to_postgres(Queries.insert_attempt)
                 rows = [_args(Queries.insert_attempt, attempt_params(job_id, row["restarts"], a))[1:] for a in attempts]
                 await conn.executemany(query, rows)
+            if row["delivered"] == Delivered.UNDELIVERED:  # the gateways tell the member next time
+                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"notices:{row['user_id']}")
             for notice in _notices(job_id, current, target):
                 await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
         return MoveResult(moved=True, refunded=refunded)
@@ -326,6 +336,37 @@ class PostgresJobStore:
             status = await conn.execute(*_args(sql, params))
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
         return not status.endswith(" 0")
+
+    # Members' workflow: history, deleted results, presets (announced), undelivered results.
+
+    async def history(self, user_id: int, guild_id: int | None, offset: int, limit: int) -> list[HistoryEntry]:
+        params = {"user_id": user_id, "guild_id": guild_id, "offset": offset, "limit": limit}
+        rows = await self.pool.fetch(*_args(Queries.history_in(guild_id), params))
+        return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None) for r in rows]
+
+    async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
+        await self.pool.execute(*_args(Queries.record_result_deleted, {"job_id": job_id, "by": by, "at": at}))
+
+    async def all_presets(self) -> list[StylePreset]:
+        return [preset_from_row(r) for r in await self.pool.fetch(Queries.all_presets)]
+
+    async def save_preset(self, preset: StylePreset) -> None:
+        await self._write_and_notify(Queries.save_preset, preset_params(preset), f"presets:{preset.guild_id}")
+
+    async def delete_preset(self, guild_id: int, name: str) -> None:
+        params = {"guild_id": guild_id, "name": name}
+        await self._write_and_notify(Queries.delete_preset, params, f"presets:{guild_id}")
+
+    async def undelivered_users(self) -> set[int]:
+        return {int(r[0]) for r in await self.pool.fetch(Queries.undelivered_users)}
+
+    async def undelivered_jobs(self, user_id: int) -> list[Job]:
+        rows = await self.pool.fetch(*_args(Queries.undelivered_jobs, {"user_id": user_id}))
+        return [job_from_row(r) for r in rows]
+
+    async def mark_notices_shown(self, job_ids: Sequence[str], at: float) -> None:
+        query, _ = to_postgres(Queries.mark_notice_shown)
+        await self.pool.executemany(query, [(job_id, at) for job_id in job_ids])
 
     # Money checked and charged in the database ------------------------------------------------
 
@@ -479,7 +520,7 @@ class PostgresJobStore:
         adding = sum(len(image.data) for image in images)
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:inputs', 0))")
-            held = int(await conn.fetchval("SELECT COALESCE(SUM(octet_length(data)), 0) FROM job_inputs"))
+            held = int(await conn.fetchval(QUEUED_INPUT_BYTES))
             if held + adding > cap_bytes:
                 raise QueueFullError()
             await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job_id)
@@ -507,7 +548,73 @@ class PostgresJobStore:
         await self.pool.execute("DELETE FROM job_inputs WHERE job_id = $1", job_id)
 
     async def queued_input_bytes(self) -> int:
-        return int(await self.pool.fetchval("SELECT COALESCE(SUM(octet_length(data)), 0) FROM job_inputs"))
+        return int(await self.pool.fetchval(QUEUED_INPUT_BYTES))
+
+    # Retention (for Reroll): a kept row carries the time its job ended; unfinished jobs' rows have none.
+
+    async def keep_inputs(self, job_id: str, ended_at: float, cap_bytes: int) -> bool:
+        """Mark a finished job's inputs kept, dropping the oldest kept ones to stay within ``cap_bytes``;
+        ``False`` if they are not there or alone exceed the cap."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:kept', 0))")
+            size = await conn.fetchval("SELECT SUM(octet_length(data)) FROM job_inputs WHERE job_id = $1", job_id)
+            if size is None or size > cap_bytes:
+                return False
+            await self._drop_kept(conn, None, cap_bytes - int(size))
+            await conn.execute("UPDATE job_inputs SET ended_at = $2 WHERE job_id = $1", job_id, ended_at)
+            return True
+
+    async def inputs_kept(self, job_id: str, since: float) -> bool:
+        return bool(
+            await self.pool.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM job_inputs WHERE job_id = $1 AND (ended_at IS NULL OR ended_at > $2))",
+                job_id,
+                since,
+            )
+        )
+
+    async def drop_kept_inputs(self, ended_before: float, cap_bytes: int) -> int:
+        """Delete the kept inputs that outlived the window, then the oldest past the cap; how many jobs'."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:kept', 0))")
+            return await self._drop_kept(conn, ended_before, cap_bytes)
+
+    @staticmethod
+    async def _drop_kept(conn: asyncpg.Connection, ended_before: float | None, most: int) -> int:
+        dropped = 0
+        if ended_before is not None:
+            expired = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT DISTINCT job_id FROM job_inputs WHERE ended_at IS NOT NULL AND ended_at <= $1",
+                    ended_before,
+                )
+            ]
+            if expired:
+                await conn.execute("DELETE FROM job_inputs WHERE job_id = ANY($1::text[])", expired)
+            dropped = len(expired)
+        kept = await conn.fetch(
+            "SELECT job_id, SUM(octet_length(data)) AS bytes, MIN(ended_at) AS ended FROM job_inputs "
+            "WHERE ended_at IS NOT NULL GROUP BY job_id ORDER BY ended, job_id"
+        )
+        total = sum(int(r["bytes"]) for r in kept)
+        oldest = []
+        for row in kept:
+            if total <= most:
+                break
+            oldest.append(row["job_id"])
+            total -= int(row["bytes"])
+        if oldest:
+            await conn.execute("DELETE FROM job_inputs WHERE job_id = ANY($1::text[])", oldest)
+        return dropped + len(oldest)
+
+    async def drop_orphan_inputs(self) -> int:
+        """Delete the unmarked rows of jobs that are over (their process died as they ended)."""
+        status = await self.pool.execute(
+            "DELETE FROM job_inputs WHERE ended_at IS NULL AND job_id IN "
+            "(SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))"
+        )
+        return int(status.split()[-1])
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:

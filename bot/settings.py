@@ -22,6 +22,14 @@ class _Unset(enum.Enum):
 UNSET = _Unset.UNSET
 
 
+class PrivateResults(enum.StrEnum):
+    """Whether members may ask for results only they can see (``/edit private:True``)."""
+
+    ALLOWED = "allowed"  # each member chooses
+    NEVER = "never"  # every result is posted for the channel
+    ALWAYS = "always"  # every status and result is visible only to its requester
+
+
 @dataclass(frozen=True)
 class GuildOverrides:
     """The limits and settings one server changed from the defaults."""
@@ -34,6 +42,7 @@ class GuildOverrides:
     exempt_role_ids: frozenset[int] | _Unset = UNSET
     audit_channel_id: int | _Unset | None = UNSET  # where every job's outcome is posted (None: nowhere)
     model: str | _Unset = UNSET  # the image model this server uses (one of IMAGE_MODELS)
+    private_results: PrivateResults | _Unset = UNSET
 
     def is_set(self, name: str) -> bool:
         """Whether this server changed ``name``."""
@@ -74,6 +83,8 @@ class GuildOverrides:
                 value = float(value)
             elif f.name == "model":
                 value = str(value)
+            elif f.name == "private_results":
+                value = PrivateResults(value)
             elif value is not None:
                 value = int(value)
             values[f.name] = value

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.jobs import Job
 from bot.ledger import LedgerSnapshot
+from bot.presets import StylePreset
 from bot.settings import GuildOverrides
 from bot.states import JobState
 from bot.storage import (
@@ -32,6 +33,7 @@ from bot.storage import (
     MIGRATIONS_TABLE,
     Block,
     DayStats,
+    HistoryEntry,
     JobStats,
     MoveResult,
     Queries,
@@ -46,6 +48,8 @@ from bot.storage import (
     key_params,
     move_statement,
     overrides_from_json,
+    preset_from_row,
+    preset_params,
     stats_from,
     stats_queries,
 )
@@ -314,3 +318,41 @@ class SQLiteJobStore:
     async def delete_guild_key(self, guild_id: int) -> bool:
         params = {"guild_id": guild_id}
         return await self._transaction(lambda conn: conn.execute(Queries.delete_guild_key, params).rowcount == 1)
+
+    async def history(self, user_id: int, guild_id: int | None, offset: int, limit: int) -> list[HistoryEntry]:
+        params = {"user_id": user_id, "guild_id": guild_id, "offset": offset, "limit": limit}
+        sql = Queries.history_in(guild_id)
+
+        def read(conn: sqlite3.Connection) -> list[HistoryEntry]:
+            return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None) for r in conn.execute(sql, params)]
+
+        return await self._run(read)
+
+    async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
+        params = {"job_id": job_id, "by": by, "at": at}
+        await self._transaction(lambda conn: conn.execute(Queries.record_result_deleted, params) and None)
+
+    async def all_presets(self) -> list[StylePreset]:
+        def read(conn: sqlite3.Connection) -> list[StylePreset]:
+            return [preset_from_row(r) for r in conn.execute(Queries.all_presets).fetchall()]
+
+        return await self._run(read)
+
+    async def save_preset(self, preset: StylePreset) -> None:
+        params = preset_params(preset)
+        await self._transaction(lambda conn: conn.execute(Queries.save_preset, params) and None)
+
+    async def delete_preset(self, guild_id: int, name: str) -> None:
+        params = {"guild_id": guild_id, "name": name}
+        await self._transaction(lambda conn: conn.execute(Queries.delete_preset, params) and None)
+
+    async def undelivered_users(self) -> set[int]:
+        return await self._run(lambda conn: {int(r[0]) for r in conn.execute(Queries.undelivered_users)})
+
+    async def undelivered_jobs(self, user_id: int) -> list[Job]:
+        params = {"user_id": user_id}
+        return await self._run(lambda conn: [job_from_row(r) for r in conn.execute(Queries.undelivered_jobs, params)])
+
+    async def mark_notices_shown(self, job_ids: Sequence[str], at: float) -> None:
+        rows = [{"job_id": job_id, "at": at} for job_id in job_ids]
+        await self._transaction(lambda conn: conn.executemany(Queries.mark_notice_shown, rows) and None)

@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.jobs import Destination, Job, JobKind, JobRequest
+from bot.jobs import Delivered, Destination, Job, JobKind, JobRequest
 from bot.ledger import DayUsage, LedgerSnapshot
+from bot.presets import StylePreset
 from bot.settings import GuildOverrides
 from bot.states import JobState
 
@@ -132,6 +133,8 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX money_guild_day ON money (guild_id, day)",
         "CREATE INDEX jobs_user_status ON jobs (user_id, status)",
         "ALTER TABLE jobs ADD COLUMN queued_at DOUBLE PRECISION",
+        # Retention (for Reroll) of a finished job's inputs: when it ended; NULL while it is unfinished.
+        "ALTER TABLE job_inputs ADD COLUMN ended_at DOUBLE PRECISION",
     ],
     # 4: operators: the model and key a job used; blocked members; servers' own API keys (encrypted).
     [
@@ -156,18 +159,55 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 5: members' workflow: private results and how each result was delivered, style presets,
+    # results deleted by their member or a moderator, and which undelivered results were told.
+    [
+        "ALTER TABLE jobs ADD COLUMN private INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN style TEXT",
+        "ALTER TABLE jobs ADD COLUMN style_text TEXT",
+        "ALTER TABLE jobs ADD COLUMN delivered TEXT",
+        "UPDATE jobs SET delivered = 'posted' WHERE status = 'succeeded'",
+        "CREATE INDEX jobs_user_created ON jobs (user_id, created_at)",
+        "CREATE INDEX jobs_delivered ON jobs (delivered)",
+        """
+        CREATE TABLE style_presets (
+            guild_id BIGINT NOT NULL,
+            name TEXT NOT NULL,
+            text TEXT NOT NULL,
+            created_by BIGINT NOT NULL,
+            created_at DOUBLE PRECISION NOT NULL,
+            PRIMARY KEY (guild_id, name)
+        )
+        """,
+        """
+        CREATE TABLE result_deletions (
+            job_id TEXT PRIMARY KEY,
+            deleted_by BIGINT NOT NULL,
+            deleted_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE notices_shown (
+            job_id TEXT PRIMARY KEY,
+            shown_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+    ],
 ]
 
 MIGRATIONS_TABLE = (
     "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)"
 )
 
-_REQUEST_COLUMNS = ("kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id")
+_REQUEST_COLUMNS = (
+    "kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id", "private",
+    "style", "style_text",
+)  # fmt: skip
 _JOB_COLUMNS = (
     "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "model",
     "guild_key", "queued_at", "started_at", "finished_at", "error", "attempts", "restarts", "api_seconds",
     "input_tokens", "output_tokens", "total_tokens", "output_width", "output_height", "output_bytes",
-    "result_channel_id", "result_message_id",
+    "result_channel_id", "result_message_id", "delivered",
 )  # fmt: skip
 # Job fields a move may change, by column.
 MOVABLE = frozenset(_JOB_COLUMNS) - {
@@ -227,6 +267,14 @@ class StoredKey:
 
 
 @dataclass(frozen=True)
+class HistoryEntry:
+    """One of a member's jobs as ``/history`` shows it."""
+
+    job: Job
+    result_deleted: bool  # its result message was deleted with the Delete button
+
+
+@dataclass(frozen=True)
 class MoveResult:
     """What a move did in the store: whether the job moved, and whether a refund row was written."""
 
@@ -278,6 +326,24 @@ class JobStore(Protocol):
     async def all_guild_keys(self) -> list[StoredKey]: ...
     async def save_guild_key(self, key: StoredKey) -> None: ...
     async def delete_guild_key(self, guild_id: int) -> bool: ...
+
+    async def history(self, user_id: int, guild_id: int | None, offset: int, limit: int) -> list[HistoryEntry]:
+        """A member's jobs in one server (or in DMs), newest first."""
+        ...
+
+    async def record_result_deleted(self, job_id: str, by: int, at: float) -> None: ...
+    async def all_presets(self) -> list[StylePreset]: ...
+    async def save_preset(self, preset: StylePreset) -> None:
+        """Insert a preset, or replace the one of the same server and name."""
+        ...
+
+    async def delete_preset(self, guild_id: int, name: str) -> None: ...
+    async def undelivered_users(self) -> set[int]:
+        """Members with an undelivered result they have not been told about."""
+        ...
+
+    async def undelivered_jobs(self, user_id: int) -> list[Job]: ...
+    async def mark_notices_shown(self, job_ids: Sequence[str], at: float) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -377,6 +443,37 @@ class Queries:
             f"SELECT charge_day, finished_at - created_at FROM jobs WHERE guild_id = :guild_id AND {jobs_days} "
             "AND status = 'succeeded'",
         )
+
+    history = (
+        "SELECT jobs.*, result_deletions.deleted_at FROM jobs "
+        "LEFT JOIN result_deletions ON result_deletions.job_id = jobs.id "
+        "WHERE jobs.user_id = :user_id AND {guild} ORDER BY jobs.created_at DESC, jobs.id DESC "
+        "LIMIT :limit OFFSET :offset"
+    )
+    record_result_deleted = (
+        "INSERT INTO result_deletions (job_id, deleted_by, deleted_at) VALUES (:job_id, :by, :at) "
+        "ON CONFLICT (job_id) DO NOTHING"
+    )
+    all_presets = "SELECT guild_id, name, text, created_by, created_at FROM style_presets ORDER BY guild_id, name"
+    save_preset = (
+        "INSERT INTO style_presets (guild_id, name, text, created_by, created_at) "
+        "VALUES (:guild_id, :name, :text, :created_by, :created_at) "
+        "ON CONFLICT (guild_id, name) DO UPDATE SET text = excluded.text, "
+        "created_by = excluded.created_by, created_at = excluded.created_at"
+    )
+    delete_preset = "DELETE FROM style_presets WHERE guild_id = :guild_id AND name = :name"
+    _untold = "delivered = 'undelivered' AND id NOT IN (SELECT job_id FROM notices_shown)"
+    undelivered_users = f"SELECT DISTINCT user_id FROM jobs WHERE {_untold}"
+    undelivered_jobs = f"SELECT * FROM jobs WHERE user_id = :user_id AND {_untold} ORDER BY created_at, id"
+    mark_notice_shown = (
+        "INSERT INTO notices_shown (job_id, shown_at) VALUES (:job_id, :at) ON CONFLICT (job_id) DO NOTHING"
+    )
+
+    @staticmethod
+    def history_in(guild_id: int | None) -> str:
+        """``history`` for one server's jobs, or for direct messages when ``guild_id`` is ``None``."""
+        where = "jobs.guild_id IS NULL" if guild_id is None else "jobs.guild_id = :guild_id"
+        return Queries.history.format(guild=where)
 
     @staticmethod
     def move_job(columns: Sequence[str]) -> str:
@@ -481,6 +578,20 @@ def block_params(block: Block) -> dict[str, Any]:
     }
 
 
+def preset_from_row(row: Sequence[Any]) -> StylePreset:
+    return StylePreset(int(row[0]), row[1], row[2], int(row[3]), float(row[4]))
+
+
+def preset_params(preset: StylePreset) -> dict[str, Any]:
+    return {
+        "guild_id": preset.guild_id,
+        "name": preset.name,
+        "text": preset.text,
+        "created_by": preset.created_by,
+        "created_at": preset.created_at,
+    }
+
+
 def key_from_row(row: Sequence[Any]) -> StoredKey:
     return StoredKey(int(row[0]), str(row[1]), int(row[2]), float(row[3]))
 
@@ -499,6 +610,7 @@ def job_to_params(job: Job) -> dict[str, Any]:
     request = job.request
     params: dict[str, Any] = {name: getattr(request, name) for name in _REQUEST_COLUMNS}
     params["kind"] = request.kind.value
+    params["private"] = int(request.private)  # booleans are INTEGER 0/1 in every backend
     params.update(
         id=job.id,
         status=job.state.value,
@@ -529,6 +641,8 @@ def values_to_columns(values: Mapping[str, Any]) -> dict[str, Any]:
             out["delivery"] = json.dumps(value.to_json() if value is not None else {})
         elif name == "notes":
             out["notes"] = json.dumps(list(value))
+        elif name == "delivered":
+            out["delivered"] = value.value if value is not None else None
         elif name in MOVABLE:
             out[name] = value
         else:
@@ -547,8 +661,11 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         size=row["size"],
         input_count=int(row["input_count"]),
         parent_job_id=row["parent_job_id"],
+        private=bool(row["private"]),
+        style=row["style"],
+        style_text=row["style_text"],
     )
-    simple = MOVABLE - {"delivery", "notes"}
+    simple = MOVABLE - {"delivery", "notes", "delivered"}
     return Job(
         id=row["id"],
         request=request,
@@ -560,6 +677,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         guild_key=bool(row["guild_key"]),
         destination=Destination.from_json(json.loads(row["delivery"] or "{}")),
         notes=tuple(json.loads(row["notes"] or "[]")),
+        delivered=Delivered(row["delivered"]) if row["delivered"] else None,
         **{name: row[name] for name in simple},
     )
 

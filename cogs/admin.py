@@ -11,7 +11,7 @@ import re
 import statistics
 import time
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -22,7 +22,7 @@ from bot.errors import AtelierError, InputError
 from bot.guild_keys import NOT_ENABLED
 from bot.jobs import utc_day
 from bot.limits import GuildLimits
-from bot.settings import UNSET, GuildOverrides
+from bot.settings import UNSET, GuildOverrides, PrivateResults
 from cogs.custom_ids import SERVER_KEY_FIELD, SERVER_KEY_MODAL
 from cogs.errors import guarded
 from cogs.requests import modal_values
@@ -77,6 +77,7 @@ def describe_limits(limits: GuildLimits, overrides: GuildOverrides) -> str:
             f"• Channels: {channels}{mark('allowed_channel_ids')}",
             f"• Roles: {roles}{mark('allowed_role_ids')}",
             f"• Exempt roles: {exempt}{mark('exempt_role_ids')}",
+            f"• Private results: **{limits.private_results}**{mark('private_results')}",
         ]
     )
 
@@ -145,6 +146,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         channels="Channels where the bot works: mentions or ids, or 'all'",
         roles="Roles allowed to use the bot: mentions or ids, or 'everyone'",
         exempt_roles="Roles that bypass member limits (not the budget): mentions or ids, or 'none'",
+        private="Results only their member sees: each member chooses, never, or always",
         reset="Forget this server's changes and use the bot's defaults",
     )
     @app_commands.checks.has_permissions(manage_guild=True)
@@ -157,6 +159,7 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
         channels: str | None = None,
         roles: str | None = None,
         exempt_roles: str | None = None,
+        private: Literal["allowed", "never", "always"] | None = None,
         reset: bool = False,
     ) -> None:
         assert interaction.guild_id is not None
@@ -177,6 +180,8 @@ class AdminCog(commands.GroupCog, group_name="atelier", group_description="Ateli
             values["allowed_role_ids"] = frozenset(parse_ids(roles, "roles"))
         if exempt_roles is not None:
             values["exempt_role_ids"] = frozenset(parse_ids(exempt_roles, "roles"))
+        if private is not None:
+            values["private_results"] = PrivateResults(private)
         changes = GuildOverrides(**values)
         if values or reset:
             overrides = overrides.merged(changes)

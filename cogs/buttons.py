@@ -1,28 +1,34 @@
-"""Persistent components: the Refine button and modal, and the Cancel button.
+"""Persistent components: the Refine button and form, Refine offered away from a result, the Cancel button.
 
-Both buttons are ``DynamicItem``s matched by custom_id, so they keep working on
-old messages after a restart. The modal is only rendered here; its submissions
-are routed by custom_id in ``cogs.edit`` (discord.py keeps modals in memory only).
+The buttons are ``DynamicItem``s matched by custom_id, so they keep working on
+old messages after a restart. The form is only rendered here; its submissions
+are routed by custom_id in ``cogs.refine`` (discord.py keeps modals in memory only).
+The form's fields (size, style) are shared with the "Edit images" form.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import discord
 from discord import ui
 
 from bot.errors import InputError
+from bot.presets import StylePreset
 from bot.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from cogs.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
     REFINE_BUTTON_TEMPLATE,
+    REFINE_FROM_TEMPLATE,
     REFINE_PROMPT_FIELD,
     REFINE_SIZE_FIELD,
+    STYLE_FIELD,
     RefineModalId,
     cancel_button_id,
     refine_button_id,
+    refine_from_id,
 )
 from cogs.errors import AtelierView, guarded
 
@@ -42,8 +48,34 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
     return None
 
 
+def size_select() -> ui.Select[Any]:
+    """The size field of a form: auto, then the most useful sizes (a select holds at most 25)."""
+    return ui.Select(
+        custom_id=REFINE_SIZE_FIELD,
+        required=False,
+        options=[discord.SelectOption(label=AUTO_LABEL[:100], value=AUTO, default=True)]
+        + [discord.SelectOption(label=s.label, value=s.value) for s in COMMON_SIZES],
+    )
+
+
+def style_field(presets: Sequence[StylePreset]) -> ui.Label[Any] | None:
+    """The optional style field of a form: the server's presets (none chosen = no style)."""
+    if not presets:
+        return None
+    return ui.Label(
+        text="Style (optional)",
+        description="A style this server set up, added to your instruction",
+        component=ui.Select(
+            custom_id=STYLE_FIELD,
+            required=False,
+            placeholder="No style",
+            options=[discord.SelectOption(label=p.name, value=p.name, description=p.text[:100]) for p in presets],
+        ),
+    )
+
+
 class RefineModal(ui.Modal, title="Refine this image"):
-    """Asks what to change and the output size."""
+    """Asks what to change, the output size and, if the server has any, a style."""
 
     prompt: ui.Label[RefineModal] = ui.Label(
         text="What should change?",
@@ -59,16 +91,25 @@ class RefineModal(ui.Modal, title="Refine this image"):
     size: ui.Label[RefineModal] = ui.Label(
         text="Output size",
         description="auto keeps this image's aspect ratio",
-        component=ui.Select(
-            custom_id=REFINE_SIZE_FIELD,
-            required=False,
-            options=[discord.SelectOption(label=AUTO_LABEL[:100], value=AUTO, default=True)]
-            + [discord.SelectOption(label=s.label, value=s.value) for s in COMMON_SIZES],
-        ),
+        component=size_select(),
     )
 
-    def __init__(self, ids: RefineModalId) -> None:
+    def __init__(self, ids: RefineModalId, presets: Sequence[StylePreset] = ()) -> None:
         super().__init__(custom_id=ids.encode(), timeout=None)
+        style = style_field(presets)
+        if style is not None:
+            self.add_item(style)
+
+
+async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId) -> None:
+    """Open the Refine form for the result ``ids`` names, if the member may refine it."""
+    bot: AtelierBot = interaction.client  # type: ignore[assignment]
+    await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private result is its requester's alone
+    modal = RefineModal(ids, bot.engine.presets.of(interaction.guild_id))
+    await interaction.response.send_modal(modal)
+    # Submissions are routed by custom_id, the same way before and after a restart,
+    # so discord.py need not keep this modal in memory.
+    modal.stop()
 
 
 class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TEMPLATE):
@@ -98,11 +139,31 @@ class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TE
         message = interaction.message
         if message is None or first_image(message) is None:
             raise InputError("This message has no image to refine any more.")
-        modal = RefineModal(RefineModalId(message.channel.id, message.id, self.job_id))
-        await interaction.response.send_modal(modal)
-        # Submissions are routed by custom_id, the same way before and after a restart,
-        # so discord.py need not keep this modal in memory.
-        modal.stop()
+        await open_refine_form(interaction, RefineModalId(message.channel.id, message.id, self.job_id))
+
+
+class RefineFromButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_FROM_TEMPLATE):
+    """Refine offered away from the result (when a reroll's originals are gone): the result's ids are in it."""
+
+    def __init__(self, channel_id: int, message_id: int, job_id: str) -> None:
+        super().__init__(
+            ui.Button(
+                label="Refine",
+                emoji="🪄",
+                style=discord.ButtonStyle.primary,
+                custom_id=refine_from_id(channel_id, message_id, job_id),
+            )
+        )
+        self.ids = RefineModalId(channel_id, message_id, job_id)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> RefineFromButton:
+        return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, open_refine_form(interaction, self.ids), "the Refine button")
 
 
 class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TEMPLATE):
@@ -134,10 +195,10 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
         )
 
 
-def result_view(job_id: str) -> ui.View:
-    """The components under a result: its Refine button."""
+def refine_from_view(channel_id: int, message_id: int, job_id: str) -> ui.View:
+    """A Refine button for a result, to put on another message."""
     view = AtelierView(timeout=None)
-    view.add_item(RefineButton(job_id))
+    view.add_item(RefineFromButton(channel_id, message_id, job_id))
     return view
 
 

@@ -33,7 +33,20 @@ from cogs.status import DiscordNotifier, DiscordPublisher
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.ops", "cogs.edit", "cogs.refine", "cogs.usage", "cogs.admin", "cogs.audit")
+# cogs.presets hangs under /atelier, so it comes after cogs.admin.
+EXTENSIONS = (
+    "cogs.ops",
+    "cogs.edit",
+    "cogs.refine",
+    "cogs.results",
+    "cogs.message_edit",
+    "cogs.history",
+    "cogs.usage",
+    "cogs.admin",
+    "cogs.presets",
+    "cogs.notices",
+    "cogs.audit",
+)
 
 
 class AtelierBot(commands.Bot):
@@ -69,7 +82,7 @@ class AtelierBot(commands.Bot):
         await self.sync_commands_if_changed()
         # REST works from here on (we are logged in), so resumed jobs can update their messages.
         await self.engine.start(
-            DiscordNotifier(self), DiscordPublisher(self), self.audit, work=self.work, mine=self.owns
+            DiscordNotifier(self), DiscordPublisher(self, self.engine), self.audit, work=self.work, mine=self.owns
         )
 
     def owns(self, job: Job) -> bool:

@@ -1,24 +1,27 @@
 """Where a job's status and result are shown, rebuilt from the ``Destination`` the job stored.
 
 Two kinds, both usable after a restart because they hold only ids:
-- ``interaction``: the acknowledged slash-command message, edited through the
-  interaction token while it lives (15 minutes);
-- ``message``: a message the bot posted with its own token (refines in threads).
+- ``interaction``: the acknowledged message, edited through the interaction token
+  while it lives (15 minutes); a private job's is visible only to its requester;
+- ``message``: a message the bot posted with its own token (refines in threads,
+  "Edit images" replies).
 When the token has expired, or Discord refuses it, the result goes out as a new
-channel message that mentions the requester only.
+channel message that mentions the requester only, or, for a private job, as a
+direct message (and if the member's DMs are closed, it is not delivered).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import discord
 
 from bot.errors import AtelierError
 from bot.images import OutputImage
-from bot.jobs import Destination
+from bot.jobs import Delivered, Destination
 from cogs.errors import error_text
 from cogs.uploads import image_file
 
@@ -29,6 +32,10 @@ TOKEN_LIFETIME = 15 * 60
 # Stop using a token a little before Discord does, so a slow upload does not straddle expiry.
 TOKEN_MARGIN = 60
 _TOKEN_GONE = {401, 404}
+_CANNOT_DM = 50007
+
+# What a result reads like and which buttons it has, where it is going.
+Compose = Callable[[Delivered], tuple[str, discord.ui.View]]
 
 
 def clip(text: str, limit: int) -> str:
@@ -42,8 +49,15 @@ def quote_prompt(prompt: str, limit: int = 600) -> str:
     return "> " + discord.utils.escape_markdown(clip(flat, limit), as_needed=True)
 
 
-def interaction_target(interaction: discord.Interaction, message_id: int | None) -> Destination:
-    """What to store to reach an interaction's original response later."""
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    """A jump link to a message (``@me`` for a direct message)."""
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def interaction_target(
+    interaction: discord.Interaction, message_id: int | None, *, private: bool = False
+) -> Destination:
+    """What to store to reach an interaction's original response later (``private``: it is ephemeral)."""
     data = {
         "type": "interaction",
         "app_id": interaction.application_id,
@@ -52,6 +66,7 @@ def interaction_target(interaction: discord.Interaction, message_id: int | None)
         "message_id": message_id,
         "channel_id": interaction.channel_id,
         "user_id": interaction.user.id,
+        "private": private,
     }
     return Destination(upload_limit=interaction.filesize_limit, data=data)
 
@@ -77,6 +92,7 @@ class Delivery:
         self.bot = bot
         self.target = target
         self.user_id = user_id
+        self.private = bool(target.get("private"))
         self.channel = bot.get_partial_messageable(int(target["channel_id"]))
         token = target.get("token")
         self.webhook: discord.Webhook | None = None
@@ -119,15 +135,42 @@ class Delivery:
         except discord.HTTPException as exc:
             log.info("could not update a status message (%s %s)", exc.status, exc.code)
 
-    async def result(self, content: str, image: OutputImage, filename: str, view: discord.ui.View) -> tuple[int, int]:
-        """Show the finished image; its (channel, message) ids. Raises ``discord.HTTPException`` if refused."""
+    async def result(self, image: OutputImage, filename: str, compose: Compose) -> tuple[int, int, Delivered]:
+        """Show the finished image where it belongs; its (channel, message) ids and how it went.
+
+        Raises ``discord.HTTPException`` if Discord refuses it, ``DirectMessagesClosedError`` if a
+        late private result cannot be sent to its member.
+        """
+        delivered = Delivered.PRIVATE if self.private else Delivered.POSTED
+        content, view = compose(delivered)
         try:
-            return await self._edit(
+            channel_id, message_id = await self._edit(
                 content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view
             )
+            return channel_id, message_id, delivered
         except _TokenExpiredError:
-            message = await self._late(content, image_file(image, filename), view)
-            return message.channel.id, message.id
+            pass
+        if self.private:
+            content, view = compose(Delivered.DIRECT_MESSAGE)
+            message = await self._direct(content, image_file(image, filename), view)
+            return message.channel.id, message.id, Delivered.DIRECT_MESSAGE
+        message = await self._late(content, image_file(image, filename), view)
+        return message.channel.id, message.id, Delivered.POSTED
+
+    async def _direct(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
+        """After the token's 15 minutes, a private job's news goes to its member by direct message."""
+        channel = await self.bot.create_dm(discord.Object(self.user_id))
+        kwargs: dict[str, Any] = {"content": clip(content, MAX_CONTENT)}
+        if file is not None:
+            kwargs["file"] = file
+        if view is not None:
+            kwargs["view"] = view
+        try:
+            return await channel.send(**kwargs)
+        except discord.Forbidden as exc:
+            if exc.code == _CANNOT_DM:
+                raise DirectMessagesClosedError from None
+            raise
 
     async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
         """After the token's 15 minutes: a new channel message that pings the requester only."""
@@ -145,6 +188,9 @@ class Delivery:
         """Say the job failed and why; never raises."""
         text = clip(error_text(error), MAX_CONTENT)
         try:
+            if self.private:
+                await self._private_failure(text)
+                return
             if error.private and self.on_interaction and self.token_alive and self.webhook is not None:
                 # Only the requester needs to know; the public "working" message goes away.
                 message_id = self.target.get("message_id")
@@ -162,6 +208,20 @@ class Delivery:
         except discord.HTTPException as exc:
             log.warning("could not report a failure (%s %s): %s", exc.status, exc.code, error.log_detail)
 
+    async def _private_failure(self, text: str) -> None:
+        """A private job failed: say so where only its member sees it (by DM once the token is gone)."""
+        try:
+            await self._edit(content=text, attachments=[], view=None)
+        except _TokenExpiredError:
+            try:
+                await self._direct(text, None, None)
+            except DirectMessagesClosedError:
+                log.info("could not tell user=%s about a failed private edit: DMs closed", self.user_id)
+
 
 class _TokenExpiredError(Exception):
     """The interaction token can no longer be used."""
+
+
+class DirectMessagesClosedError(Exception):
+    """The member accepts no direct message from the bot (Discord error 50007)."""

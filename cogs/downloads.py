@@ -1,9 +1,10 @@
-"""Downloading members' attachments from Discord's CDN."""
+"""Downloading members' images from Discord: attachments from its CDN, linked images through its media proxy."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol
 
 import aiohttp
 import discord
@@ -12,6 +13,27 @@ from bot.errors import InputError
 
 DOWNLOAD_TIMEOUT = 60.0
 DOWNLOADS_AT_ONCE = 16
+
+
+class Readable(Protocol):
+    """Something whose bytes can be fetched: a ``discord.Attachment`` or a ``LinkedImage``."""
+
+    async def read(self) -> bytes: ...
+
+
+class LinkedImage:
+    """The picture of an embed (a pasted image link), read through Discord's media proxy.
+
+    Only the proxy's address is used, never the link itself, so a member cannot make the
+    bot fetch an arbitrary address (an internal one included).
+    """
+
+    def __init__(self, proxy_url: str, http: discord.http.HTTPClient) -> None:
+        self.proxy_url = proxy_url
+        self._http = http
+
+    async def read(self) -> bytes:
+        return await self._http.get_from_cdn(self.proxy_url)
 
 
 class Downloader:
@@ -24,10 +46,10 @@ class Downloader:
     def __init__(self) -> None:
         self._slots = asyncio.Semaphore(DOWNLOADS_AT_ONCE)
 
-    async def fetch(self, sources: Sequence[tuple[str, discord.Attachment]]) -> list[tuple[str, bytes]]:
-        """Every attachment's bytes, in order; an ``InputError`` naming the one that failed."""
+    async def fetch(self, sources: Sequence[tuple[str, Readable]]) -> list[tuple[str, bytes]]:
+        """Every image's bytes, in order; an ``InputError`` naming the one that failed."""
 
-        async def one(name: str, attachment: discord.Attachment) -> tuple[str, bytes]:
+        async def one(name: str, attachment: Readable) -> tuple[str, bytes]:
             try:
                 async with self._slots, asyncio.timeout(DOWNLOAD_TIMEOUT):
                     return name, await attachment.read()

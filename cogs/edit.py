@@ -2,8 +2,9 @@
 
 Check what the member typed, then hand the engine the request with an input
 source: the engine admits and charges the job, the source acknowledges it at once
-(the public status message) and downloads the attachments, and the engine checks
-them, keeps them and queues the job. What happens next is in ``cogs.status``.
+(the status message, only the member's with ``private:True``) and downloads the
+attachments, and the engine checks them, keeps them and queues the job. What happens
+next is in ``cogs.status``.
 """
 
 from __future__ import annotations
@@ -19,11 +20,10 @@ from discord.ext import commands
 from bot.errors import InputError
 from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.sizes import size_choices
-from cogs.buttons import PROMPT_MAX, CancelButton, RefineButton, cancel_view
-from cogs.destinations import interaction_target
+from cogs.acknowledge import answer_in_place
+from cogs.buttons import PROMPT_MAX, CancelButton, RefineButton
 from cogs.downloads import Downloader
-from cogs.requests import clean_prompt, parse_size, requester
-from cogs.status import status_text
+from cogs.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 
 if TYPE_CHECKING:
     from cogs.client import AtelierBot
@@ -68,18 +68,7 @@ class SlashCommandSource:
         self.downloader = downloader
 
     async def announce(self, job: Job) -> Destination:
-        # Well inside Discord's 3 s; everything slow happens after.
-        try:
-            response = await self.interaction.response.send_message(
-                status_text(job, "📥 Fetching your images…"), view=cancel_view(job.id)
-            )
-        except discord.HTTPException as exc:
-            raise InputError(
-                "Discord did not accept my answer to this command; please try again.",
-                log_detail=f"acknowledgement refused: {exc.status} {exc.code}",
-            ) from None
-        message_id = response.message_id if isinstance(response.message_id, int) else None
-        return interaction_target(self.interaction, message_id)
+        return await answer_in_place(self.interaction, job, "📥 Fetching your images…")
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         return await self.downloader.fetch(self.sources)
@@ -96,6 +85,8 @@ class EditCog(commands.Cog):
         prompt="What to do; call the images image1, image2, … e.g. “put the cat from image1 into image2”",
         image1="The first image (the one the prompt calls image1)",
         size="Output size; leave empty for auto (keeps the edited image's aspect ratio)",
+        style="One of this server's styles, added to your instruction",
+        private="Only you see the progress and the result",
         **{f"image{n}": f"Optional image{n}" for n in range(2, MAX_IMAGES + 1)},
     )
     async def edit(
@@ -104,6 +95,8 @@ class EditCog(commands.Cog):
         prompt: app_commands.Range[str, 1, PROMPT_MAX],
         image1: discord.Attachment,
         size: str | None = None,
+        style: str | None = None,
+        private: bool = False,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
@@ -123,6 +116,8 @@ class EditCog(commands.Cog):
             prompt=clean_prompt(prompt),
             size=parse_size(size),
             input_count=len(sources),
+            private=private,
+            style=parse_style(style),
         )
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
         await self.bot.engine.submit(request, requester(interaction), source)
@@ -130,6 +125,12 @@ class EditCog(commands.Cog):
     @edit.autocomplete("size")
     async def size_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
         return [app_commands.Choice(name=label, value=value) for label, value in size_choices(current)]
+
+    @edit.autocomplete("style")
+    async def style_autocomplete(
+        self, interaction: discord.Interaction, current: str
+    ) -> list[app_commands.Choice[str]]:
+        return style_choices(self.bot.engine.presets, interaction.guild_id, current)
 
 
 async def setup(bot: AtelierBot) -> None:

@@ -3,7 +3,9 @@
 The Refine button (``cogs.buttons``) opens a form; its submission is routed here by
 custom_id, so it works whether or not this process opened the form. The engine
 admits and charges the job; the input source answers the member privately, finds
-or makes the thread, posts the status there, and downloads the clicked image.
+or makes the thread, posts the status there, and downloads the clicked image. The
+refinement of a private result stays private: its status and result are the answer
+to the form, seen only by the member (and only that member may refine it).
 """
 
 from __future__ import annotations
@@ -16,13 +18,13 @@ from discord.ext import commands
 
 from bot.errors import InputError
 from bot.jobs import Destination, Job, JobKind, JobRequest
-from cogs.buttons import cancel_view, first_image
-from cogs.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, RefineModalId
-from cogs.destinations import clip, message_target
+from cogs.acknowledge import answer_in_place, post_status
+from cogs.buttons import first_image
+from cogs.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, RefineModalId
+from cogs.destinations import clip
 from cogs.downloads import Downloader
 from cogs.errors import guarded
-from cogs.requests import clean_prompt, modal_values, parse_size, requester
-from cogs.status import status_text
+from cogs.requests import clean_prompt, modal_values, parse_size, parse_style, requester
 
 if TYPE_CHECKING:
     from cogs.client import AtelierBot
@@ -44,25 +46,23 @@ class RefineSource:
 
     async def announce(self, job: Job) -> Destination:
         interaction = self.interaction
+        if job.request.private:
+            # The clicked private result is on the interaction (or fetched, if it was sent by DM).
+            self.attachment = first_image(await self.source_message())
+            if self.attachment is None:
+                raise InputError("That message has no image to refine any more.")
+            return await answer_in_place(interaction, job, "📥 Fetching the image…")
         await interaction.response.send_message("🎨 Starting your refinement…", ephemeral=True)
         source = await self.source_message()
         self.attachment = first_image(source)
         if self.attachment is None:
             raise InputError("That message has no image to refine any more.")
+        refused = "Discord refused to start the refinement here; check my permissions."
         try:
-            destination = await self.thread_for(source, job)
-            status = await destination.send(status_text(job, "📥 Fetching the image…"), view=cancel_view(job.id))
+            thread = await self.thread_for(source, job)
         except discord.HTTPException as exc:
-            raise InputError(
-                "Discord refused to start the refinement here; check my permissions.",
-                log_detail=f"refine set-up refused: {exc.status} {exc.code}",
-            ) from None
-        try:
-            await interaction.edit_original_response(content=f"🎨 Refining in {status.jump_url}")
-        except discord.HTTPException as exc:  # only a pointer: the status is in the thread either way
-            log.info("job=%s could not point the member to its thread (%s %s)", job.id, exc.status, exc.code)
-        upload_limit = status.guild.filesize_limit if status.guild else interaction.filesize_limit
-        return message_target(status, interaction, upload_limit)
+            raise InputError(refused, log_detail=f"refine thread refused: {exc.status} {exc.code}") from None
+        return await post_status(interaction, job, thread, "📥 Fetching the image…", "🎨 Refining in", refused=refused)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         assert self.attachment is not None
@@ -126,19 +126,26 @@ class RefineCog(commands.Cog):
             await guarded(interaction, self.refine(interaction, ids), "the refine form")
 
     async def refine(self, interaction: discord.Interaction, ids: RefineModalId) -> None:
-        """Turn the clicked result into image1 of a new edit, posted in a thread."""
+        """Turn the clicked result into image1 of a new edit, posted in a thread (privately, if it was private)."""
+        parent = await self.bot.engine.result_for(ids.job_id, interaction.user.id)
         values = modal_values(interaction.data)
+        # A public result is refined where it is (a form opened from /history may be elsewhere), so
+        # that channel's rules apply; a private one is answered here, privately.
+        where = None if parent.request.private else self.bot.get_channel(ids.channel_id)
+        who = requester(interaction, where)
         request = JobRequest(
             kind=JobKind.REFINE,
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id or ids.channel_id,
+            channel_id=who.channel_id or ids.channel_id,
             prompt=clean_prompt(values.get(REFINE_PROMPT_FIELD, "")),
             size=parse_size(values.get(REFINE_SIZE_FIELD) or None),
             input_count=1,
             parent_job_id=ids.job_id,
+            private=parent.request.private,
+            style=parse_style(values.get(STYLE_FIELD)),
         )
-        await self.bot.engine.submit(request, requester(interaction), RefineSource(self.bot, interaction, ids))
+        await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids))
 
 
 async def setup(bot: AtelierBot) -> None:

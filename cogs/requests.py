@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import discord
+from discord import app_commands
 
 from bot.errors import InputError
 from bot.limits import Requester
+from bot.presets import StylePresets
 from bot.sizes import parse_size_text
 from cogs.destinations import clip
 
@@ -31,14 +33,29 @@ def clean_prompt(text: str) -> str:
     return prompt
 
 
-def requester(interaction: discord.Interaction) -> Requester:
-    """Who is asking and from where, as the limits need it."""
-    channel = interaction.channel
+def parse_style(text: str | None) -> str | None:
+    """A chosen style's name (the engine checks the server has it), or ``None`` for none."""
+    name = " ".join((text or "").split())
+    return name or None
+
+
+def style_choices(presets: StylePresets, guild_id: int | None, typed: str) -> list[app_commands.Choice[str]]:
+    """Autocomplete for ``style``: the server's presets whose name contains what was typed."""
+    return [
+        app_commands.Choice(name=clip(f"{p.name} — {p.text}", 100), value=p.name)
+        for p in presets.matching(guild_id, typed)
+    ]
+
+
+def requester(interaction: discord.Interaction, channel: object | None = None) -> Requester:
+    """Who is asking and from where, as the limits need it; ``channel`` when the job goes elsewhere."""
+    channel = channel if channel is not None else interaction.channel
     member = interaction.user if isinstance(interaction.user, discord.Member) else None
+    channel_id = getattr(channel, "id", None) or interaction.channel_id or 0
     return Requester(
         user_id=interaction.user.id,
         guild_id=interaction.guild_id,
-        channel_id=interaction.channel_id or 0,
+        channel_id=channel_id,
         parent_channel_id=channel.parent_id if isinstance(channel, discord.Thread) else None,
         role_ids=frozenset(r.id for r in member.roles) if member else frozenset(),
         is_manager=interaction.guild_id is not None and interaction.permissions.manage_guild,

@@ -16,14 +16,16 @@ from collections.abc import Callable, Sequence
 
 import discord
 
+from bot.engine import JobEngine
 from bot.errors import AtelierError
 from bot.images import OutputImage
-from bot.jobs import Job
-from bot.ports import Posted, PostFailed
-from bot.sizes import size_of
+from bot.jobs import Delivered, Job, JobKind
+from bot.ports import NotDelivered, Posted, PostFailed
 from bot.states import JobState, cancellable
-from cogs.buttons import cancel_view, result_view
-from cogs.destinations import Delivery, clip, quote_prompt
+from cogs.acknowledge import status_text
+from cogs.buttons import cancel_view
+from cogs.destinations import Delivery, DirectMessagesClosedError, clip, message_link, quote_prompt
+from cogs.results import result_view
 
 log = logging.getLogger(__name__)
 
@@ -38,34 +40,39 @@ PROGRESS_INTERVAL = 10.0
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
 
-def describe_size(size: str | None) -> str:
-    """How a requested size reads in a status line."""
-    entry = size_of(size)
-    return entry.label if entry else "auto"
+_PARENT_WORDS = {JobKind.REFINE: "🪄 refined from", JobKind.REROLL: "🔁 reroll of"}
+DIRECT_MESSAGE_NOTE = (
+    "-# 🔒 Your private result came after Discord's 15-minute limit for private answers, so it is here. "
+    "Use `/history` in the server to refine or reroll it."
+)
 
 
-def status_text(job: Job, state: str) -> str:
-    """A status message: what is happening, the prompt, who asked, what was asked."""
-    request = job.request
-    images = f"{request.input_count} image{'s' if request.input_count != 1 else ''}"
-    return (
-        f"{state}\n{quote_prompt(request.prompt, 300)}\n"
-        f"-# <@{request.user_id}> · {images} · size {describe_size(request.size)} · job `{job.id}`"
-    )
-
-
-def caption(job: Job, image: OutputImage, notes: Sequence[str]) -> str:
-    """The text under a result: prompt, size, who asked, how long it took, the model that made it, and any notes."""
+def caption(job: Job, image: OutputImage, notes: Sequence[str], origin: str | None = None) -> str:
+    """The text under a result: prompt, style, size, who asked, how long it took, where it came from, notes."""
     request = job.request
     elapsed = time.time() - job.created_at
     asked = "" if request.size is None else f" (asked {request.size})"
+    style = f" · 🎨 {request.style}" if request.style else ""
     made_by = f" · {job.model}" if job.model else ""
     lines = [
         quote_prompt(request.prompt),
-        f"-# {image.width}×{image.height}{asked} · <@{request.user_id}> · {elapsed:.1f} s{made_by}",
+        f"-# {image.width}×{image.height}{asked}{style} · <@{request.user_id}> · {elapsed:.1f} s{made_by}",
     ]
+    if origin:
+        lines.append(f"-# {origin}")
     lines += [f"-# ℹ️ {clip(note, 300)}" for note in notes if note]
     return "\n".join(lines)
+
+
+def origin_of(job: Job, parent: Job | None) -> str | None:
+    """Where this result came from: "🔁 reroll of <link>" or "🪄 refined from <link>" (or ``None``)."""
+    words = _PARENT_WORDS.get(job.request.kind)
+    if words is None or job.request.parent_job_id is None:
+        return None
+    if parent is None or parent.request.private or parent.result_channel_id is None or not parent.result_message_id:
+        # A private result has no link anyone could follow; /history knows it by its id.
+        return f"{words} `{job.request.parent_job_id}`"
+    return f"{words} {message_link(parent.guild_id, parent.result_channel_id, parent.result_message_id)}"
 
 
 class StatusLine:
@@ -200,18 +207,26 @@ class DiscordNotifier:
 class DiscordPublisher:
     """Implements the engine's Publisher: posts a finished result with its buttons."""
 
-    def __init__(self, bot: discord.Client) -> None:
+    def __init__(self, bot: discord.Client, engine: JobEngine) -> None:
         self.bot = bot
+        self.engine = engine
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed:
+    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed:
         if job.destination is None:
             return PostFailed("This edit has nowhere to be shown.", "no destination")
         delivery = Delivery(self.bot, job.destination, job.user_id)
         filename = f"atelier-{job.id}.{image.extension}"
+        parent = await self.engine.job(job.request.parent_job_id) if job.request.parent_job_id else None
+        text = caption(job, image, [*job.notes, image.note or ""], origin_of(job, parent))
+
+        def compose(where: Delivered) -> tuple[str, discord.ui.View]:
+            by_dm = where is Delivered.DIRECT_MESSAGE
+            return (f"{text}\n{DIRECT_MESSAGE_NOTE}" if by_dm else text), result_view(job.id, by_direct_message=by_dm)
+
         try:
-            channel_id, message_id = await delivery.result(
-                caption(job, image, [*job.notes, image.note or ""]), image, filename, result_view(job.id)
-            )
+            channel_id, message_id, delivered = await delivery.result(image, filename, compose)
+        except DirectMessagesClosedError:
+            return NotDelivered("a late private result; the member's direct messages are closed")
         except discord.HTTPException as exc:
             too_large = exc.status == 413 or exc.code == _DISCORD_UPLOAD_TOO_LARGE
             return PostFailed(
@@ -219,4 +234,4 @@ class DiscordPublisher:
                 f"result upload refused: {exc.status} {exc.code} {exc.text[:200]}",
                 too_large=too_large,
             )
-        return Posted(channel_id, message_id)
+        return Posted(channel_id, message_id, delivered)

@@ -13,6 +13,10 @@ What it fakes (one guild, one bot, deterministic ids on the class):
   follow-ups, GET/PATCH/DELETE/POST), channel messages (create/get/list/edit/delete, reactions, typing),
   threads from messages, forum posts, DM channel creation and a few guild reads.  JSON and multipart
   (``payload_json`` + ``files[n]``) bodies are both accepted; uploaded files are re-hosted on the fake CDN.
+* Members' messages (:meth:`FakeDiscord.add_message`) with attachments and embeds (a pasted image link is
+  an ``image`` embed whose ``proxy_url`` is on the fake CDN, :meth:`FakeDiscord.image_embed`), and message
+  context-menu commands on them (:meth:`FakeDiscord.message_command`: type 2, command type 3, ``target_id``
+  and ``resolved.messages``).
 * Gateway: HELLO, heartbeat ACK, IDENTIFY -> READY + GUILD_CREATE, RESUME -> INVALID_SESSION(false),
   REQUEST_GUILD_MEMBERS -> one GUILD_MEMBERS_CHUNK.  MESSAGE_*/THREAD_CREATE are dispatched only when the
   client identified with the matching intents (GUILD_MESSAGES / DIRECT_MESSAGES / GUILDS), like Discord.
@@ -27,10 +31,13 @@ Discord behaviours that are modelled because bots trip over them: second callbac
 interaction -> 10062 / 50027, follow-up before any callback -> 10015, the first follow-up after a
 "thinking" defer replaces the loading message, ``@original`` after an UPDATE/DEFERRED_UPDATE is the clicked
 message, upload size limit -> 40005 (413), ephemeral messages are invisible to bot routes, one thread per
-message -> 160004, JSON responses with the exact ``Content-Type: application/json``.
+message -> 160004, JSON responses with the exact ``Content-Type: application/json``, a DM to a member whose
+DMs are closed -> 50007 (:attr:`FakeDiscord.closed_dms`), a channel the bot cannot see -> 50001 on bot routes
+and an ``app_permissions`` without View Channel / Read Message History (:attr:`FakeDiscord.hidden_channels`),
+a reply pings the replied-to author unless ``allowed_mentions.replied_user`` is false.
 
-Limits: single shard, single guild, no permission checks on REST routes, no real rate limiting (use
-:meth:`FakeDiscord.fail_next`), no voice, no zlib/zstd compression, no embeds/components validation,
+Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no real
+rate limiting (use :meth:`FakeDiscord.fail_next`), no voice, no zlib/zstd compression, no embeds/components validation,
 mentions only from ``<@id>``/``<@&id>``/``@everyone`` in content.  ``BOT_USER_ID`` deliberately differs
 from ``APP_ID`` (true for older applications) so code that mixes them up fails loudly.
 """
@@ -164,6 +171,8 @@ INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
 ALREADY_ACKED = (400, 40060, "Interaction has already been acknowledged.")
 TOO_LARGE = (413, 40005, "Request entity too large")
 INVALID_FORM = (400, 50035, "Invalid Form Body")
+MISSING_ACCESS = (403, 50001, "Missing Access")
+CANNOT_DM = (403, 50007, "Cannot send messages to this user")
 
 
 @dataclass
@@ -189,6 +198,11 @@ class RecordedRequest:
 
     def __repr__(self) -> str:
         return f"<{self.method} {self.path} -> {self.status}>"
+
+    @property
+    def ok(self) -> bool:
+        """Answered with a 2xx."""
+        return 200 <= self.status < 300
 
 
 _REC = web.RequestKey("fake_discord.record", RecordedRequest)
@@ -307,6 +321,8 @@ class FakeDiscord:
         self.attachment_size_limit = attachment_size_limit
         self.bot_upload_limit = 10 * MIB
         self.app_permissions = BOT_PERMISSIONS
+        self.closed_dms: set[int] = set()  # members who accept no direct message from the bot
+        self.hidden_channels: set[int] = set()  # channels the bot cannot see (View Channel denied)
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.gateway_received: list[JSON] = []
@@ -907,6 +923,14 @@ class FakeDiscord:
         except KeyError:
             raise DiscordError(*UNKNOWN_CHANNEL) from None
 
+    def _readable_channel(self, channel_id: int) -> JSON:
+        """A channel the bot's own token may use (not one of :attr:`hidden_channels`)."""
+        channel = self._channel(channel_id)
+        parent = channel.get("parent_id")
+        if channel_id in self.hidden_channels or (parent is not None and int(parent) in self.hidden_channels):
+            raise DiscordError(*MISSING_ACCESS)
+        return channel
+
     def _guild_id_of(self, channel_id: int) -> int | None:
         channel = self.channels.get(channel_id)
         return int(channel["guild_id"]) if channel and channel.get("guild_id") else None
@@ -1003,6 +1027,11 @@ class FakeDiscord:
             referenced = self.messages.get(ref_id)
             if referenced is None and ref.get("fail_if_not_exists", True):
                 raise DiscordError(400, 50035, "Invalid Form Body (message_reference: Unknown message)")
+            allowed = body.get("allowed_mentions")
+            if referenced is not None and (allowed is None or allowed.get("replied_user") is True):
+                author = referenced["author"]
+                if author not in msg["mentions"]:
+                    msg["mentions"] = [*msg["mentions"], author]
             msg["message_reference"] = {
                 "type": ref.get("type", 0),
                 "message_id": str(ref_id),
@@ -1230,7 +1259,7 @@ class FakeDiscord:
 
     async def _list_messages(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         channel_id = int(request.match_info["cid"])
-        self._channel(channel_id)
+        self._readable_channel(channel_id)
         limit = min(int(rec.query.get("limit", 50)), 100)
         msgs = [m for m in self.channel_messages(channel_id) if not m["flags"] & FLAG_EPHEMERAL]
         if "before" in rec.query:
@@ -1241,7 +1270,9 @@ class FakeDiscord:
 
     async def _create_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         channel_id = int(request.match_info["cid"])
-        channel = self._channel(channel_id)
+        channel = self._readable_channel(channel_id)
+        if channel["type"] == 1 and int(channel["recipients"][0]["id"]) in self.closed_dms:
+            raise DiscordError(*CANNOT_DM)
         if channel["type"] in (4, 15, 16):
             raise DiscordError(400, 50008, "Cannot send messages in a non-text channel")
         self._check_size(rec.files, self.bot_upload_limit)
@@ -1253,7 +1284,7 @@ class FakeDiscord:
 
     async def _channel_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         channel_id, message_id = int(request.match_info["cid"]), int(request.match_info["mid"])
-        self._channel(channel_id)
+        self._readable_channel(channel_id)
         msg = self._visible_message(channel_id, message_id)
         if rec.method == "GET":
             return json_response(msg)
@@ -1549,6 +1580,8 @@ class FakeDiscord:
         }
         if gid is not None:
             cid = channel_id or self.CHANNEL_ID
+            if cid in self.hidden_channels:
+                payload["app_permissions"] = str(self.app_permissions & ~(VIEW_CHANNEL | READ_MESSAGE_HISTORY))
             role_ids = self.member_roles.get(user_id, []) if roles is None else roles
             perms = self.permissions_for(role_ids, user_id) if permissions is None else permissions
             channel = {**self._channel(cid), "permissions": str(perms)}
@@ -1645,6 +1678,67 @@ class FakeDiscord:
         if cmd_guild is not None:
             data["guild_id"] = cmd_guild
         return data
+
+    def image_embed(self, data: bytes, filename: str = "linked.png", content_type: str = "image/png") -> JSON:
+        """The embed Discord makes for a pasted image link: type ``image``, the picture as its thumbnail,
+        ``url`` the outside address and ``proxy_url`` Discord's media proxy (here the fake CDN)."""
+        hosted = self._host_file(self.CHANNEL_ID, data, filename, content_type)
+        thumbnail: JSON = {"url": f"https://images.example.com/{quote(filename)}", "proxy_url": hosted["url"]}
+        if "width" in hosted:
+            thumbnail |= {"width": hosted["width"], "height": hosted["height"]}
+        return {"type": "image", "url": thumbnail["url"], "thumbnail": thumbnail}
+
+    async def add_message(
+        self,
+        content: str = "",
+        *,
+        files: list[tuple[bytes, str, str | None]] | None = None,
+        embeds: list[JSON] | None = None,
+        channel_id: int | None = None,
+        author_id: int | None = None,
+    ) -> JSON:
+        """A member's message in a channel: ``files`` are ``(bytes, filename, content_type)`` hosted on the
+        CDN as its attachments, in order; dispatched as MESSAGE_CREATE like any message."""
+        cid = channel_id or self.CHANNEL_ID
+        msg = self._build_message(cid, {"content": content, "embeds": embeds or []}, [])
+        msg["author"] = self._user(author_id or self.USER_ID)
+        msg["attachments"] = [self._host_file(cid, data, name, ctype) for data, name, ctype in files or []]
+        return await self._store_message(msg)
+
+    async def message_command(
+        self,
+        name: str,
+        message: dict[str, Any],
+        *,
+        user_id: int | None = None,
+        guild_id: int | _Unset | None = UNSET,
+        permissions: int | None = None,
+        roles: list[int] | None = None,
+        locale: str = "en-US",
+    ) -> InteractionHandle:
+        """Dispatch a message context-menu command (Apps → ``name``) on a stored message."""
+        msg = self._current(message)
+        gid = self.GUILD_ID if guild_id is UNSET else guild_id
+        cmd_id, cmd_guild = self._command_id(name, gid)
+        data: JSON = {
+            "id": cmd_id,
+            "name": name,
+            "type": 3,
+            "target_id": msg["id"],
+            "resolved": {"messages": {msg["id"]: msg}},
+        }
+        if cmd_guild is not None:
+            data["guild_id"] = cmd_guild
+        return await self._inject(
+            2,
+            data,
+            user_id=user_id,
+            channel_id=int(msg["channel_id"]),
+            guild_id=guild_id,
+            permissions=permissions,
+            roles=roles,
+            locale=locale,
+        )
 
     async def autocomplete(
         self,

@@ -11,7 +11,9 @@ import contextlib
 import os
 import signal
 import socket
+import sqlite3
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,4 +202,48 @@ async def wait_final_text(handle: InteractionHandle, needle: str, timeout: float
     return await handle.fake.wait_for_request(
         lambda r: handle._mine(r) and isinstance(r.json, dict) and needle in str(r.json.get("content", "")),
         timeout,
+    )
+
+
+# The job store, read while the bot runs ------------------------------------------------------
+
+
+def db_rows(env: dict[str, str], sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of the bot's SQLite database (read-only, beside the running bot)."""
+    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
+    try:
+        return list(db.execute(sql, params))
+    finally:
+        db.close()
+
+
+async def wait_rows(
+    env: dict[str, str], sql: str, done: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 10
+) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` once ``done(rows)`` holds (the store records a job's end after its upload)."""
+    async with asyncio.timeout(timeout):
+        while not done(rows := db_rows(env, sql)):  # noqa: ASYNC110  # another process writes it
+            await asyncio.sleep(0.05)
+    return rows
+
+
+def money(env: dict[str, str]) -> list[tuple[str, str]]:
+    """(job prompt, money entry) rows, oldest job first."""
+    return db_rows(
+        env, "SELECT j.prompt, m.entry FROM money m JOIN jobs j ON j.id = m.job_id ORDER BY j.created_at, m.entry"
+    )
+
+
+def is_channel_post(request: RecordedRequest, channel_id: int) -> bool:
+    """A successful bot-token POST of a message in ``channel_id``."""
+    return request.method == "POST" and request.path == f"/api/v10/channels/{channel_id}/messages" and request.ok
+
+
+def is_message_edit_with_file(request: RecordedRequest, channel_id: int) -> bool:
+    """A successful bot-token PATCH of a message in ``channel_id`` that carries a file (a result)."""
+    return (
+        request.method == "PATCH"
+        and request.path.startswith(f"/api/v10/channels/{channel_id}/messages/")
+        and bool(request.files)
+        and request.ok
     )

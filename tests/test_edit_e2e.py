@@ -27,12 +27,14 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert sorted(commands) == ["atelier", "edit", "usage"]
+    assert sorted(commands) == ["Edit images", "atelier", "edit", "history", "usage"]
     edit = commands["edit"]
     admin = commands["atelier"]
     assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server
     subcommands = {o["name"]: o for o in admin["options"]}
-    assert sorted(subcommands) == ["block", "key", "limits", "settings", "stats", "unblock"]
+    assert sorted(subcommands) == ["block", "key", "limits", "presets", "settings", "stats", "unblock"]
+    assert subcommands["presets"]["type"] == 2
+    assert sorted(o["name"] for o in subcommands["presets"]["options"]) == ["add", "list", "remove"]
     assert subcommands["key"]["type"] == 2  # a group: /atelier key set, /atelier key clear
     assert sorted(o["name"] for o in subcommands["key"]["options"]) == ["clear", "set"]
     settings = {o["name"]: o for o in subcommands["settings"]["options"]}
@@ -44,10 +46,14 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     block = {o["name"]: o for o in subcommands["block"]["options"]}
     assert block["member"]["type"] == 6 and block["member"]["required"] and block["reason"]["type"] == 3
     assert commands["usage"].get("default_member_permissions") is None
+    assert commands["history"].get("default_member_permissions") is None
+    assert commands["Edit images"]["type"] == 3  # a message command, under Apps
     names = [o["name"] for o in edit["options"]]
-    assert names == ["prompt", "image1", "size"] + [f"image{n}" for n in range(2, 11)]
+    assert names == ["prompt", "image1", "size", "style", "private"] + [f"image{n}" for n in range(2, 11)]
     types = {o["name"]: o["type"] for o in edit["options"]}
-    assert types["prompt"] == 3 and types["size"] == 3
+    assert types["prompt"] == 3 and types["size"] == 3 and types["style"] == 3 and types["private"] == 5
+    style = next(o for o in edit["options"] if o["name"] == "style")
+    assert style["autocomplete"] is True
     assert all(types[f"image{n}"] == 11 for n in range(1, 11))
     required = {o["name"] for o in edit["options"] if o.get("required")}
     assert required == {"prompt", "image1"}
@@ -106,7 +112,8 @@ async def test_acknowledges_before_downloading_and_posts_result_with_caption(
     assert "make the sky purple" in content and "96×64" in content
     assert f"<@{discord_fake.USER_ID}>" in content and " s" in content
     (row,) = result.json["components"]
-    assert row["components"][0]["custom_id"].startswith("atelier:refine:v1:")
+    labels = [(b["label"], b["custom_id"].rsplit(":", 1)[0]) for b in row["components"]]
+    assert labels == [("Refine", "atelier:refine:v1"), ("Reroll", "atelier:reroll:v1"), ("Delete", "atelier:delete:v1")]
     (call,) = image_api.calls
     assert [p.data for p in call.images] == [source]
     assert call.field("prompt") == "make the sky purple"
@@ -394,4 +401,41 @@ async def test_dev_guild_gets_the_commands_synced_to_it(
     assert [r.path for r in puts] == [
         f"/api/v10/applications/{discord_fake.APP_ID}/guilds/{discord_fake.GUILD_ID}/commands"
     ]
-    assert sorted(c["name"] for c in puts[0].json) == ["atelier", "edit", "usage"]
+    assert sorted(c["name"] for c in puts[0].json) == ["Edit images", "atelier", "edit", "history", "usage"]
+
+
+def jpeg(width: int, height: int, orientation: int | None) -> bytes:
+    """A real JPEG, blue with a red top-left corner in its stored pixels, with an EXIF orientation."""
+    image = Image.new("RGB", (width, height), (0, 0, 255))
+    image.paste((255, 0, 0), (0, 0, width // 4, height // 4))
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    image.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+async def test_a_phone_photo_is_turned_upright_and_other_inputs_pass_through(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    turned = jpeg(80, 40, 6)  # a phone held upright: stored sideways, "turn 90° clockwise to show"
+    upright_jpeg = jpeg(80, 40, 1)
+    plain_png = make_png(30, 20)
+    handle = await send_edit(
+        discord_fake,
+        "x",
+        [turned, upright_jpeg, plain_png],
+        filenames=["phone.jpg", "camera.jpg", "shot.png"],
+        content_types=["image/jpeg", "image/jpeg", "image/png"],
+    )
+    result = await wait_result(handle)
+    first, second, third = image_api.calls[0].images
+    assert first.content_type == "image/jpeg" and first.data != turned
+    with Image.open(io.BytesIO(first.data)) as sent:
+        assert sent.size == (40, 80)  # what the member saw: taller than wide
+        assert sent.getexif().get(0x0112) in (None, 1)
+        rgb = sent.convert("RGB")
+        assert rgb.getpixel((35, 3))[0] > 200 and rgb.getpixel((3, 3))[2] > 200  # the red corner is top-right now
+    assert second.data == upright_jpeg and third.data == plain_png  # everything else byte for byte
+    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]

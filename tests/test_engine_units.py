@@ -3,29 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from bot.config import Config, load_config
-from bot.errors import ConfigError
-from bot.jobs import Destination, Job, JobKind, JobRequest, utc_day
+from bot.errors import ConfigError, InputError
+from bot.jobs import Delivered, Destination, Job, JobKind, JobRequest, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.limits import (
     AccessDeniedError,
     GuildLimits,
     LimitReachedError,
     Requester,
+    apply_privacy,
     check_access,
+    check_can_delete,
+    check_can_reuse,
     check_quota,
     describe_wait,
     next_reset,
 )
+from bot.presets import preset_name, preset_text, styled_prompt
 from bot.queue import FairQueue
-from bot.settings import GuildOverrides
+from bot.settings import GuildOverrides, PrivateResults
 from bot.sqlite_store import SQLiteJobStore
 from bot.states import JobState
+from bot.storage import MIGRATIONS
 
 CONFIG = Config(discord_token="t" * 20, image_api_key="k" * 20, data_dir=Path("unused"))
 MEMBER = Requester(
@@ -186,3 +192,89 @@ async def test_store_migrates_once_moves_conditionally_and_refunds_once(tmp_path
     assert not overrides.is_set("guild_daily_limit")
     assert [j.id for j in await reopened.unfinished_jobs()] == ["aa02", "aa03", "aa04"]
     await reopened.close()
+
+
+def test_a_style_is_added_to_the_instruction_as_written() -> None:
+    assert styled_prompt("make it dusk", None) == "make it dusk"
+    assert styled_prompt("make it dusk.", "as a watercolour") == "make it dusk, as a watercolour"
+    assert styled_prompt("make it dusk ", preset_text("…, as a watercolour")) == "make it dusk, as a watercolour"
+    assert styled_prompt("make it dusk", preset_text("...; no text")) == "make it dusk; no text"
+    assert preset_name("  Loose   Watercolour ") == "loose watercolour"
+    for bad in ("", "-dash first", "x" * 33, "semi;colon"):
+        with pytest.raises(InputError):
+            preset_name(bad)
+    with pytest.raises(InputError, match="at most 500"):
+        preset_text("y" * 501)
+    with pytest.raises(InputError, match="needs a text"):
+        preset_text(" …, ")
+
+
+def test_the_private_setting_refuses_forces_or_allows() -> None:
+    request = JobRequest(JobKind.EDIT, 1, 10, 100, "p", None, 1, private=True)
+    with pytest.raises(AccessDeniedError, match="doesn't allow private results"):
+        apply_privacy(limits(private_results=PrivateResults.NEVER), request)
+    public = dataclasses.replace(request, private=False)
+    assert apply_privacy(limits(private_results=PrivateResults.ALWAYS), public).private is True
+    assert apply_privacy(limits(), request).private is True and apply_privacy(limits(), public).private is False
+    overrides = GuildOverrides.from_json(GuildOverrides(private_results=PrivateResults.NEVER).to_json())
+    assert overrides.private_results is PrivateResults.NEVER
+    assert GuildLimits.resolve(CONFIG, overrides).private_results is PrivateResults.NEVER
+
+
+def test_only_the_requester_reuses_a_private_result_and_moderators_delete() -> None:
+    private = dataclasses.replace(
+        make_job("bb01"), request=JobRequest(JobKind.EDIT, 1, 10, 100, "p", None, 1, private=True)
+    )
+    check_can_reuse(private, 1)
+    check_can_reuse(make_job("bb02"), 2)  # a public result: anyone may refine or reroll it
+    with pytest.raises(AccessDeniedError, match="private"):
+        check_can_reuse(private, 2)
+    check_can_delete(private, 1, is_moderator=False)
+    check_can_delete(private, 2, is_moderator=True)
+    with pytest.raises(AccessDeniedError, match="Manage Messages"):
+        check_can_delete(private, 2, is_moderator=False)
+
+
+def test_retention_settings_are_read_and_documented_defaults_hold() -> None:
+    config = load_config({"DISCORD_TOKEN": "t", "IMAGE_API_KEY": "k"})
+    assert config.input_retention_hours == 24 and config.input_retention_bytes == 1024 * 1024 * 1024
+    assert config.private_results is PrivateResults.ALLOWED
+    tuned = load_config(
+        {"DISCORD_TOKEN": "t", "IMAGE_API_KEY": "k", "INPUT_RETENTION_MB": "0.5", "PRIVATE_RESULTS": "Always"}
+    )
+    assert tuned.input_retention_bytes == 512 * 1024 and tuned.private_results is PrivateResults.ALWAYS
+    with pytest.raises(ConfigError, match="PRIVATE_RESULTS must be allowed, never or always"):
+        load_config({"DISCORD_TOKEN": "t", "IMAGE_API_KEY": "k", "PRIVATE_RESULTS": "sometimes"})
+
+
+async def test_migration_3_marks_earlier_results_posted_and_keeps_new_fields(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION)")
+    for version, statements in enumerate(MIGRATIONS[:2], start=1):
+        for statement in statements:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_migrations VALUES (?, 0)", (version,))
+    db.execute(
+        "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, prompt, size, input_count, delivery, "
+        "created_at, charge_day, cost_usd) VALUES ('old1', 'edit', 'succeeded', 1, 10, 100, 'p', NULL, 1, '{}', "
+        "0, '2026-01-01', 0.03)"
+    )
+    db.commit()
+    db.close()
+    store = SQLiteJobStore(path)
+    await store.open()
+    old = await store.get_job("old1")
+    assert old is not None and old.delivered is Delivered.POSTED and old.request.private is False
+    styled = dataclasses.replace(
+        make_job("new1"), request=JobRequest(JobKind.MESSAGE, 1, 10, 100, "p", None, 2, None, True, "noir", ", noir")
+    )
+    await store.create_job(styled)
+    loaded = await store.get_job("new1")
+    assert loaded is not None and loaded.request == styled.request
+    (entry,) = (e for e in await store.history(1, 10, 0, 10) if e.job.id == "new1")
+    assert not entry.result_deleted
+    await store.record_result_deleted("new1", by=5, at=1.0)
+    await store.record_result_deleted("new1", by=6, at=2.0)  # once
+    assert [e.result_deleted for e in await store.history(1, 10, 0, 10)] == [True, False]
+    await store.close()

@@ -435,3 +435,70 @@ async def test_edit_keeps_and_adds_attachments_and_forum_post(fake: FakeDiscord,
     post = await forum.create_thread(name="Showcase", content="look", file=discord.File(io.BytesIO(PNG), "a.png"))
     assert post.thread.parent_id == fake.FORUM_ID and post.message.id == post.thread.id
     assert fake.channel_messages(post.thread.id)[0]["attachments"][0]["filename"] == "a.png"
+
+
+async def test_message_command_resolves_the_message_with_attachments_and_embeds(
+    fake: FakeDiscord, run_bot: RunBot
+) -> None:
+    bot = make_bot()
+    seen: asyncio.Future[discord.Message] = asyncio.get_running_loop().create_future()
+
+    @bot.tree.context_menu(name="Edit images")
+    async def edit_images(interaction: discord.Interaction, message: discord.Message) -> None:
+        seen.set_result(message)
+        await interaction.response.send_message("ok", ephemeral=True)
+
+    await run_bot(bot)
+    await bot.tree.sync()
+    assert fake.global_commands[0]["type"] == 3
+    stored = await fake.add_message(
+        "look",
+        files=[(PNG, "a.png", "image/png"), (b"%PDF", "b.pdf", "application/pdf")],
+        embeds=[fake.image_embed(PNG)],
+    )
+    handle = await fake.message_command("Edit images", stored)
+    message = await asyncio.wait_for(seen, 5)
+    assert message.id == int(stored["id"]) and message.author.id == fake.USER_ID
+    assert [a.filename for a in message.attachments] == ["a.png", "b.pdf"]
+    assert await message.attachments[0].read() == PNG
+    (embed,) = message.embeds
+    assert embed.type == "image" and embed.thumbnail.proxy_url is not None
+    assert await bot.http.get_from_cdn(embed.thumbnail.proxy_url) == PNG
+    assert handle.payload["data"]["target_id"] == stored["id"]
+    callback = await handle.wait_for_callback()
+    assert callback.json["data"]["flags"] == 64
+
+
+async def test_closed_dms_hidden_channels_and_replies(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = await run_bot(make_bot())
+    fake.closed_dms.add(fake.OTHER_USER_ID)
+    open_dm = await bot.create_dm(discord.Object(fake.USER_ID))
+    await open_dm.send("hello")
+    closed = await bot.create_dm(discord.Object(fake.OTHER_USER_ID))
+    with pytest.raises(discord.Forbidden) as refused:
+        await closed.send("hello")
+    assert refused.value.code == 50007
+
+    source = await fake.add_message("original")
+    channel = bot.get_partial_messageable(fake.CHANNEL_ID)
+    quiet = await channel.send(
+        "reply",
+        reference=discord.MessageReference(
+            message_id=int(source["id"]), channel_id=fake.CHANNEL_ID, fail_if_not_exists=False
+        ),
+        allowed_mentions=discord.AllowedMentions.none(),
+    )
+    assert quiet.reference is not None and quiet.reference.message_id == int(source["id"])
+    assert fake.messages[quiet.id]["mentions"] == []
+    pinging = await channel.send(
+        "reply", reference=discord.MessageReference(message_id=int(source["id"]), channel_id=fake.CHANNEL_ID)
+    )
+    assert [m["id"] for m in fake.messages[pinging.id]["mentions"]] == [str(fake.USER_ID)]
+
+    fake.hidden_channels.add(fake.OTHER_CHANNEL_ID)
+    with pytest.raises(discord.Forbidden) as missing:
+        await bot.get_partial_messageable(fake.OTHER_CHANNEL_ID).send("x")
+    assert missing.value.code == 50001
+    handle = await fake.slash_command("anything", channel_id=fake.OTHER_CHANNEL_ID)
+    permissions = discord.Permissions(int(handle.payload["app_permissions"]))
+    assert not permissions.view_channel and not permissions.read_message_history

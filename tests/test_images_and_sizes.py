@@ -127,3 +127,51 @@ def test_a_near_miss_is_losslessly_reencoded_first() -> None:
     assert fitted.note and "losslessly re-encoded as WebP" in fitted.note
     far = fit_for_upload(output, len(flat) // 3)  # far over: straight to a lossy format
     assert far.note and "losslessly" not in far.note
+
+
+def sideways_jpeg(orientation: int, size: tuple[int, int] = (60, 30), noise: bool = False) -> bytes:
+    """A JPEG whose stored top-left quarter is red, with an EXIF orientation tag."""
+    width, height = size
+    image = (
+        Image.frombytes("RGB", size, os.urandom(width * height * 3)) if noise else Image.new("RGB", size, (0, 0, 255))
+    )
+    image.paste((255, 0, 0), (0, 0, width // 4, height // 4))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=95, exif=exif.tobytes())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("orientation", "size", "red_at"),
+    [(3, (60, 30), (55, 27)), (6, (30, 60), (27, 4)), (8, (30, 60), (4, 55))],
+    ids=["upside-down", "turned-right", "turned-left"],
+)
+def test_a_jpeg_with_an_exif_orientation_is_turned_upright(
+    orientation: int, size: tuple[int, int], red_at: tuple[int, int]
+) -> None:
+    prepared = prepare_input(sideways_jpeg(orientation), "image1", 4 * 1024 * 1024)
+    assert prepared.mime == "image/jpeg" and (prepared.width, prepared.height) == size
+    assert prepared.note == "image1 was turned upright, as its EXIF orientation says, and re-encoded"
+    with Image.open(io.BytesIO(prepared.data)) as image:
+        assert image.size == size and image.getexif().get(0x0112) is None
+        assert image.convert("RGB").getpixel(red_at)[0] > 200
+
+
+def test_an_oversized_sideways_jpeg_is_turned_before_it_is_shrunk() -> None:
+    data = sideways_jpeg(6, (1200, 800), noise=True)
+    prepared = prepare_input(data, "image2", len(data) // 3)
+    assert (prepared.width, prepared.height) < (800, 1200) and prepared.height > prepared.width
+    assert prepared.note is not None and "turned upright" in prepared.note and len(prepared.data) <= len(data) // 3
+
+
+def test_an_upright_jpeg_and_other_formats_with_exif_pass_through() -> None:
+    upright = sideways_jpeg(1)
+    assert prepare_input(upright, "image1", 4 * 1024 * 1024).data == upright
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.new("RGB", (20, 10)).save(buffer, format="PNG", exif=exif.tobytes())
+    png = buffer.getvalue()
+    assert prepare_input(png, "image1", 4 * 1024 * 1024).data == png  # only JPEGs are turned

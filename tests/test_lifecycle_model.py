@@ -1,10 +1,12 @@
 """A model-based test of the job engine: random interleavings, invariants checked after every step.
 
-hypothesis drives the real engine (lifecycle, admission, dispatcher, delivery, recovery, the SQLite
-store and the input store on disk) through random sequences of: submit; an input that fails or
-arrives; cancel by the owner, another member or a moderator; API success, failure or timeout; a
-refused delivery; SIGTERM; a crash; restart; drain. Only the edges are stand-ins, each a small class
-here: the API (a call waits until the test answers it), the member's side (inputs, notices, posts).
+hypothesis drives the real engine (lifecycle, admission, dispatcher, delivery, recovery, retention,
+the SQLite store and the input store on disk) through random sequences of: submit; a reroll of a
+result; an input that fails or arrives; cancel by the owner, another member or a moderator; API
+success, failure or timeout; a refused delivery; a result its member cannot be reached for; the
+retention window passing; SIGTERM; a crash; restart; drain. Only the edges are stand-ins, each a
+small class here: the API (a call waits until the test answers it), the member's side (inputs,
+notices, posts).
 
 A crash is modelled faithfully: each run of the engine has its own event loop, and a crash simply
 stops driving that loop, so no handler, no "finally" and no notice of the dead engine ever runs;
@@ -33,13 +35,13 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from bot.config import Config
 from bot.editor import Editor
 from bot.engine import JobEngine
-from bot.errors import APITimeoutError, AtelierError, BadRequestError, CancelRefusedError, InputError
+from bot.errors import APITimeoutError, AtelierError, BadRequestError, CancelRefusedError, InputError, InputsGoneError
 from bot.image_api import APIAnswer, Attempt, AttemptOutcome, ImageEditRequest, ImageEditResult
 from bot.images import OutputImage
-from bot.inputs import InputStore
-from bot.jobs import Destination, Job, JobKind, JobRequest, utc_day
+from bot.inputs import ENDED_FILE, InputStore
+from bot.jobs import Delivered, Destination, Job, JobKind, JobRequest, utc_day
 from bot.limits import Requester
-from bot.ports import Move, Posted, PostFailed
+from bot.ports import Move, NotDelivered, Posted, PostFailed
 from bot.sqlite_store import SQLiteJobStore
 from bot.states import JobState, cancellable
 from tests.fake_image_api import make_png
@@ -51,18 +53,24 @@ MODERATOR = 9
 GUILD = 10
 PNG = make_png(16, 12)
 SLOTS = 1
+RETENTION_HOURS = 1.0
+# Room for the kept inputs of about three jobs, so the cap is reached often.
+RETENTION_CAP = 3 * (len(PNG) + 120)
 STEP_TIMEOUT = 10.0
 
 
 @dataclass
 class GatedAPI:
-    """The image API: each call waits until the test answers it."""
+    """The image API: each call waits until the test answers it. Calls are known by job id (a reroll
+    asks the same as its parent), read from the dispatcher's task name."""
 
     pending: dict[str, asyncio.Future[str]] = field(default_factory=dict)
     called: list[str] = field(default_factory=list)
 
     async def call(self, request: ImageEditRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
-        label = request.prompt
+        task = asyncio.current_task()
+        assert task is not None and task.get_name().startswith("atelier-job-")
+        label = task.get_name().removeprefix("atelier-job-")
         self.called.append(label)
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.pending[label] = future
@@ -101,6 +109,7 @@ class Member:
     finals: Counter[str] = field(default_factory=Counter)
     resume_promised: set[str] = field(default_factory=set)
     fail_next_post: bool = False
+    unreachable_next_post: bool = False
     posted: list[str] = field(default_factory=list)
 
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
@@ -116,10 +125,13 @@ class Member:
     async def job_paused(self, job: Job) -> None:
         self.resume_promised.add(job.id)
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed:
+    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed:
         if self.fail_next_post:
             self.fail_next_post = False
             return PostFailed("Discord refused to post the result.", "scripted refusal")
+        if self.unreachable_next_post:
+            self.unreachable_next_post = False
+            return NotDelivered("scripted: direct messages closed")
         self.posted.append(job.id)
         return Posted(channel_id=100, message_id=len(self.posted))
 
@@ -184,7 +196,10 @@ class EngineModel(RuleBasedStateMachine):
             user_max_active=3,
             user_daily_limit=None,
             shutdown_grace_seconds=0.05,
+            input_retention_hours=RETENTION_HOURS,
+            input_retention_bytes=RETENTION_CAP,
         )
+        self.later = 0.0  # how far the model's clock is ahead of the real one (the retention window passing)
         self.api = GatedAPI()
         self.member = Member()
         self.observed: Counter[str] = Counter()  # job id -> terminal moves the lifecycle's observers heard of
@@ -203,6 +218,7 @@ class EngineModel(RuleBasedStateMachine):
         async def build() -> JobEngine:
             engine = JobEngine(self.config, store, self.api, InputStore(self.root / "inputs"), Editor())
             engine.lifecycle.observe(self)
+            engine.retention.clock = self.now
             await engine.open()
             await engine.start(self.member, self.member)
             return engine
@@ -220,6 +236,9 @@ class EngineModel(RuleBasedStateMachine):
         """An observer of the lifecycle, as metrics and the audit trail are."""
         if move.job.state.terminal:
             self.observed[move.job.id] += 1
+
+    def now(self) -> float:
+        return time.time() + self.later
 
     @property
     def run(self) -> Run:
@@ -255,7 +274,7 @@ class EngineModel(RuleBasedStateMachine):
                 if not task.done() and (source.images is None or source.images.done()):
                     return False
             running = lifecycle.jobs(JobState.RUNNING)
-            if any(j.request.prompt not in self.api.pending for j in running):
+            if any(j.id not in self.api.pending for j in running):
                 return False
             if lifecycle.jobs(JobState.DELIVERING):
                 return False
@@ -308,6 +327,31 @@ class EngineModel(RuleBasedStateMachine):
         self.run.submits[label] = (source, task)
         self.settle()
 
+    def _results(self) -> list[str]:
+        return [row[0] for row in self._store_rows("SELECT id FROM jobs WHERE status = 'succeeded' ORDER BY id")]
+
+    @precondition(lambda self: bool(self._results()))
+    @rule(data=st.data(), member=st.sampled_from(MEMBERS), announce_fails=st.booleans())
+    def reroll(self, data: st.DataObject, member: int, announce_fails: bool) -> None:
+        parent_id = data.draw(st.sampled_from(self._results()))
+        label = f"reroll-{next(self.labels)}"
+        source = Source(label, announce_fails and member == 3, "now")
+        who = Requester(member, GUILD, 100, None, frozenset(), is_manager=False)
+        kept = self.run.run(self.engine.inputs_kept(parent_id))
+        event(f"reroll with inputs {'kept' if kept else 'gone'}")
+
+        async def reroll() -> Job:
+            parent = await self.engine.result_for(parent_id, member)
+            try:
+                return await self.engine.reroll(parent, who, source)
+            except InputsGoneError:
+                assert not kept and source.job_id is None  # refused before anything was charged
+                raise
+
+        task = self.run.loop.create_task(reroll())
+        self.run.submits[label] = (source, task)
+        self.settle()
+
     def _fetching(self) -> list[Source]:
         return [s for s, _ in self.run.submits.values() if s.images is not None and not s.images.done()]
 
@@ -355,6 +399,16 @@ class EngineModel(RuleBasedStateMachine):
         self.member.fail_next_post = True
 
     @rule()
+    def next_member_is_unreachable(self) -> None:
+        self.member.unreachable_next_post = True
+
+    @rule()
+    def the_retention_window_passes(self) -> None:
+        self.later += RETENTION_HOURS * 3600 + 1
+        self.run.run(self.engine.retention.sweep())
+        self.settle()
+
+    @rule()
     def sigterm_and_restart(self) -> None:
         run = self.run
         event(f"sigterm with {sorted({j.state.value for j in run.engine.lifecycle.jobs()})}")
@@ -384,6 +438,7 @@ class EngineModel(RuleBasedStateMachine):
     def drain(self) -> None:
         """Answer everything successfully until nothing is left unfinished."""
         self.member.fail_next_post = False
+        self.member.unreachable_next_post = False
         for _ in range(200):
             for source in self._fetching():
                 assert source.images is not None
@@ -433,6 +488,9 @@ class EngineModel(RuleBasedStateMachine):
         assert max(refunds.values(), default=1) == 1
         for job_id, _user, _guild, status, _cost, _key in jobs:
             assert (job_id in refunds) == (status in ("failed", "cancelled")), (job_id, status)
+        # A result that could not reach its member was made: it stays charged.
+        for (job_id,) in self._store_rows(f"SELECT id FROM jobs WHERE delivered = '{Delivered.UNDELIVERED}'"):
+            assert job_id not in refunds, job_id
         users: Counter[int] = Counter()
         guilds: Counter[int] = Counter()
         spend = 0.0
@@ -446,19 +504,45 @@ class EngineModel(RuleBasedStateMachine):
         assert ledger_guilds == {g: n for g, n in guilds.items() if n}
         assert abs(ledger_spend - spend) < 1e-9
 
+    def _folders(self) -> dict[str, Path]:
+        root = self.root / "inputs"
+        return {p.name: p for p in root.iterdir()} if root.exists() else {}
+
     @invariant()
-    def only_unfinished_jobs_keep_their_images(self) -> None:
+    def only_unfinished_jobs_and_results_within_retention_keep_their_images(self) -> None:
         if self.current is None:
             return
-        folders = {p.name for p in (self.root / "inputs").glob("*")} if (self.root / "inputs").exists() else set()
-        assert folders <= {j.id for j in self.engine.lifecycle.jobs()}, folders
+        unfinished = {j.id for j in self.engine.lifecycle.jobs()}
+        status = dict(self._store_rows("SELECT id, status FROM jobs"))
+        oldest = self.now() - RETENTION_HOURS * 3600
+        for job_id, folder in self._folders().items():
+            if job_id in unfinished:
+                continue
+            # An ended job's images stay only if it succeeded, and only within the window.
+            assert status.get(job_id) == "succeeded", (job_id, status.get(job_id))
+            assert float((folder / ENDED_FILE).read_text()) > oldest, job_id
+            assert self.run.run(self.engine.inputs_kept(job_id)), job_id
+            event("an ended job's images are kept")
+
+    @invariant()
+    def retained_inputs_never_exceed_the_cap(self) -> None:
+        if self.current is None:
+            return
+        unfinished = {j.id for j in self.engine.lifecycle.jobs()}
+        kept = sum(
+            f.stat().st_size
+            for job_id, folder in self._folders().items()
+            if job_id not in unfinished
+            for f in folder.iterdir()
+        )
+        assert kept <= RETENTION_CAP, kept
 
     @invariant()
     def a_cancelled_job_never_reaches_the_api(self) -> None:
         if self.current is None:
             return
-        for job_id, label in self._store_rows("SELECT id, prompt FROM jobs WHERE status = 'cancelled'"):
-            assert label not in self.api.called, job_id
+        for (job_id,) in self._store_rows("SELECT id FROM jobs WHERE status = 'cancelled'"):
+            assert job_id not in self.api.called, job_id
 
     @invariant()
     def every_requester_is_told_exactly_one_final_outcome(self) -> None:

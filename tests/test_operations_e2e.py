@@ -30,9 +30,10 @@ async def start(bot: BotProcess, env: dict[str, str], **settings: str) -> None:
 
 
 def leftover_inputs(env: dict[str, str]) -> list[str]:
-    """Job input folders still on disk (each is deleted when its job ends)."""
+    """Job input folders on disk that are not kept for a reroll: a failed or cancelled job's inputs are
+    deleted when it ends, a succeeded one's are marked kept (``ended_at``)."""
     root = Path(env["DATA_DIR"]) / "inputs"
-    return sorted(p.name for p in root.iterdir()) if root.exists() else []
+    return sorted(p.name for p in root.iterdir() if not (p / "ended_at").exists()) if root.exists() else []
 
 
 def prompts(api: FakeImageAPI) -> list[str | None]:

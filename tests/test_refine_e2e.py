@@ -15,11 +15,15 @@ PROMPT_FIELD = "atelier-refine-prompt"
 SIZE_FIELD = "atelier-refine-size"
 
 
-def refine_button(message: dict[str, Any]) -> str:
+def result_button(message: dict[str, Any], label: str) -> str:
+    """The custom_id of a result's button (Refine, Reroll or Delete)."""
     (row,) = message["components"]
-    (button,) = row["components"]
-    assert button["label"] == "Refine"
+    (button,) = [b for b in row["components"] if b["label"] == label]
     return str(button["custom_id"])
+
+
+def refine_button(message: dict[str, Any]) -> str:
+    return result_button(message, "Refine")
 
 
 async def open_refine(fake: FakeDiscord, message: dict[str, Any]) -> tuple[InteractionHandle, dict[str, Any]]:

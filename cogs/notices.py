@@ -1,0 +1,94 @@
+"""Telling a member, the next time they use the bot, about a private result that could not reach them.
+
+A private result that came after the interaction expired goes by direct message; when
+the member's DMs are closed it is recorded as undelivered (``bot.notices``). On the
+member's next command, button or form, once that interaction has been answered, a
+private follow-up tells them, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from bot.jobs import Job
+from cogs.destinations import clip, quote_prompt
+
+if TYPE_CHECKING:
+    from cogs.client import AtelierBot
+
+log = logging.getLogger(__name__)
+
+# How long to wait for the interaction's own answer: a follow-up can only come after it.
+ANSWER_WAIT = 5.0
+_POLL = 0.05
+# After these answers Discord takes no follow-up (a form) or there is nothing to follow (autocomplete).
+_NO_FOLLOW_UP = {discord.InteractionResponseType.modal, discord.InteractionResponseType.autocomplete_result}
+
+
+def undelivered_text(jobs: list[Job]) -> str:
+    """What the member is told about their undelivered results."""
+    lines = [
+        "📭 **A private result could not reach you.** It came after Discord's 15-minute limit for private "
+        "answers, and your direct messages are closed to me, so I could not send it. It was made, so it "
+        "counted as one of your edits:"
+    ]
+    lines += [f"{quote_prompt(job.request.prompt, 120)} · job `{job.id}` · <t:{int(job.created_at)}:f>" for job in jobs]
+    lines.append(
+        "-# To get late private results, allow direct messages from this server's members (Privacy Settings). "
+        "You can reroll it from `/history` while its images are kept."
+    )
+    return clip("\n".join(lines), 2000)
+
+
+class NoticesCog(commands.Cog):
+    """Follows up a member's next interaction with what they have not been told."""
+
+    def __init__(self, bot: AtelierBot) -> None:
+        self.bot = bot
+        self._telling: set[int] = set()  # members being told right now (one follow-up, not two)
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        user_id = interaction.user.id
+        if interaction.type is discord.InteractionType.autocomplete or user_id in self._telling:
+            return
+        if not self.bot.engine.notices.waiting_for(user_id):  # no database trip for everyone else
+            return
+        self._telling.add(user_id)
+        try:
+            await self.tell(interaction)
+        finally:
+            self._telling.discard(user_id)
+
+    async def tell(self, interaction: discord.Interaction) -> None:
+        try:
+            async with asyncio.timeout(ANSWER_WAIT):
+                # discord.py signals nothing when an interaction is answered: look every 50 ms, for 5 s at most.
+                while not interaction.response.is_done():  # noqa: ASYNC110
+                    await asyncio.sleep(_POLL)
+        except TimeoutError:
+            return  # not answered (yet): the next interaction tells them
+        if interaction.response.type in _NO_FOLLOW_UP:
+            return
+        notices = self.bot.engine.notices
+        jobs = await notices.pending(interaction.user.id)
+        if not jobs:
+            return
+        try:
+            await interaction.followup.send(undelivered_text(jobs), ephemeral=True)
+        except discord.HTTPException as exc:
+            log.info(
+                "could not tell user=%s about undelivered results (%s %s)", interaction.user.id, exc.status, exc.code
+            )
+            return
+        await notices.shown(interaction.user.id, jobs)
+
+
+async def setup(bot: AtelierBot) -> None:
+    """Load the notices cog."""
+    await bot.add_cog(NoticesCog(bot))
