@@ -272,3 +272,33 @@ async def test_metrics_and_health_of_a_gateway_and_a_worker_see_the_shared_queue
     # A worker has no gateway: it is healthy while its loop runs and the database answers.
     assert (await get(ports["worker"], "/healthz"))[0] == 200
     assert (await get(ports["gateway"], "/healthz"))[0] == 200
+
+
+async def test_a_reroll_runs_on_any_worker_from_the_inputs_kept_in_the_database(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
+) -> None:
+    from tests.test_presets_e2e import add, styled_edit
+    from tests.test_refine_e2e import result_button
+    from tests.test_results_e2e import wait_click_result
+
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="2")
+    await cluster.gateway.start()
+    for n in range(2):
+        await cluster.worker(n).start()
+    # A style added through the gateway is known to the process that admits the next edit.
+    assert (await add(discord_fake, "noir", "in the style of a 1940s film noir still")).startswith("✅")
+    handle = await styled_edit(discord_fake, "a harbour at night.", "noir")
+    await wait_result(handle, timeout=30)
+    message = handle.original_message()
+    assert message is not None
+    kept = await rows(database, "SELECT COUNT(*) FROM job_inputs WHERE ended_at IS NOT NULL")
+    assert kept[0][0] == 1  # the finished job's input, kept for a reroll (the row, not a file)
+    click = await discord_fake.click_button(message, result_button(message, "Reroll"))
+    result = await wait_click_result(click, timeout=30)
+    assert result.files
+    first, second = image_api.calls
+    assert [p.data for p in second.images] == [p.data for p in first.images]
+    assert (
+        second.field("prompt") == first.field("prompt") == "a harbour at night, in the style of a 1940s film noir still"
+    )
+    assert images  # (the helper uploads its own image)
