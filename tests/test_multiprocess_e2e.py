@@ -291,8 +291,10 @@ async def test_a_reroll_runs_on_any_worker_from_the_inputs_kept_in_the_database(
     await wait_result(handle, timeout=30)
     message = handle.original_message()
     assert message is not None
-    kept = await rows(database, "SELECT COUNT(*) FROM job_inputs WHERE ended_at IS NOT NULL")
-    assert kept[0][0] == 1  # the finished job's input, kept for a reroll (the row, not a file)
+    # The finished job's input is kept for a reroll: the row, marked once the job's end is recorded.
+    async with asyncio.timeout(10):
+        while (await rows(database, "SELECT COUNT(*) FROM job_inputs WHERE ended_at IS NOT NULL"))[0][0] != 1:
+            await asyncio.sleep(0.05)
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     result = await wait_click_result(click, timeout=30)
     assert result.files
