@@ -39,6 +39,18 @@ async def rows(url: str, sql: str, *args: Any) -> list[asyncpg.Record]:
         await conn.close()
 
 
+async def poll(read: Any, expected: Any, timeout: float = 10) -> None:
+    """Read until ``read()`` gives ``expected`` (as tuples), or fail with what it gave last."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        got = [tuple(r) for r in await read()]
+        if got == expected:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"expected {expected}, got {got}")
+        await asyncio.sleep(0.05)
+
+
 async def run_program(*args: str, timeout: float = 60) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "tests.pg_processes", *args, cwd=ROOT,
@@ -292,9 +304,7 @@ async def test_a_reroll_runs_on_any_worker_from_the_inputs_kept_in_the_database(
     message = handle.original_message()
     assert message is not None
     # The finished job's input is kept for a reroll: the row, marked once the job's end is recorded.
-    async with asyncio.timeout(10):
-        while (await rows(database, "SELECT COUNT(*) FROM job_inputs WHERE ended_at IS NOT NULL"))[0][0] != 1:
-            await asyncio.sleep(0.05)
+    await poll(lambda: rows(database, "SELECT COUNT(*) FROM job_inputs WHERE ended_at IS NOT NULL"), [(1,)])
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     result = await wait_click_result(click, timeout=30)
     assert result.files
