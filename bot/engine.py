@@ -42,6 +42,7 @@ from bot.delivery import Deliverer
 from bot.dispatcher import Dispatcher, EditAPI
 from bot.editor import Editor
 from bot.errors import AtelierError, CancelRefusedError, InputError, InputsGoneError, UnexpectedError
+from bot.eta import RECENT_SECONDS, Estimator
 from bot.guild_keys import GuildKeys
 from bot.health import Health
 from bot.inputs import InputStore, JobInputs
@@ -117,7 +118,8 @@ class JobEngine:
         self.health = Health(store)
         self.metrics = Metrics(self.lifecycle)
         self.audit = AuditTrail(config, self.settings, self.keys)
-        for observer in (self.metrics, self.router, self.audit):
+        self.estimator = Estimator(config.default_model.name)
+        for observer in (self.metrics, self.router, self.audit, self.estimator):
             self.lifecycle.observe(observer)
         self.metrics.watch_models([m.name for m in config.models], self.router.is_open)
         if balance is not None:
@@ -142,7 +144,9 @@ class JobEngine:
             "notices": self.notices.refresh,
             "breaker": self.router.opened_elsewhere,
         }
-        self.shared = SharedQueue(config, shared, self.lifecycle, inputs, refreshers) if shared else None
+        self.shared = (
+            SharedQueue(config, shared, self.lifecycle, inputs, refreshers, self.estimator) if shared else None
+        )
         if self.shared is not None:
             # A breaker opened by a worker's calls reroutes the gateways' admissions too.
             self.router.on_open = self.shared.announce_breaker
@@ -180,6 +184,7 @@ class JobEngine:
         await self.keys.load()
         await self.presets.load()
         await self.notices.load()
+        self.estimator.load(await self.store.recent_runs(time.time() - RECENT_SECONDS))
         if audit is not None:
             self.audit.attach(audit)
         if self.balance is not None:
@@ -370,6 +375,14 @@ class JobEngine:
 
     async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
         await self.settings.save(guild_id, overrides, by)
+
+    def usual_seconds(self, job: Job) -> float | None:
+        """How long jobs like this one usually run, or ``None`` with too little history."""
+        return self.estimator.usual(job)
+
+    def wait_seconds(self, job: Job, place: int) -> float | None:
+        """About how long until the result of a job waiting at ``place``, or ``None``."""
+        return self.estimator.wait(job, place, self.config.max_concurrent_jobs)
 
     def position(self, job_id: str) -> int | None:
         """A waiting job's place in line, or ``None``."""

@@ -20,7 +20,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bot.jobs import Job
+from bot.ports import Move
 from bot.sizes import size_of
+from bot.states import JobState
 
 MIN_SAMPLES = 5
 KEEP = 50  # the most recent similar runs that count
@@ -54,13 +56,23 @@ class Estimator:
         self._runs: dict[tuple[str, str, str], deque[Run]] = {}
 
     def load(self, runs: Iterable[Run]) -> None:
-        """Start from the ledger's recent successful runs (oldest first)."""
+        """Count the ledger's recent successful runs (oldest first)."""
         for run in sorted(runs, key=lambda r: r.finished_at):
             self.add(run)
 
+    def replace(self, runs: Iterable[Run]) -> None:
+        """Start again from the ledger (several processes: each one's successes count for all)."""
+        self._runs = {}
+        self.load(runs)
+
     def add(self, run: Run) -> None:
-        key = similarity(run.model, run.input_count, run.size)
+        key = similarity(run.model or self._default_model, run.input_count, run.size)
         self._runs.setdefault(key, deque(maxlen=KEEP)).append(run)
+
+    def job_moved(self, move: Move) -> None:
+        """A lifecycle observer: every success counts."""
+        if move.job.state is JobState.SUCCEEDED:
+            self.record(move.job)
 
     def record(self, job: Job) -> None:
         """A job succeeded: its running time now counts."""
@@ -72,7 +84,7 @@ class Estimator:
         )
 
     def _model(self, job: Job) -> str:
-        return str(getattr(job, "model", None) or self._default_model)
+        return job.model or self._default_model
 
     def usual(self, job: Job, now: float | None = None) -> float | None:
         """The median running time of recent similar jobs, or ``None`` with too little history."""

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from bot.errors import QueueFullError
+from bot.eta import Run
 from bot.images import PreparedImage
 from bot.jobs import Delivered, Job
 from bot.ledger import DayUsage, LedgerSnapshot
@@ -70,6 +71,7 @@ from bot.storage import (
     overrides_from_json,
     preset_from_row,
     preset_params,
+    run_from_row,
     stats_from,
     stats_queries,
 )
@@ -305,6 +307,10 @@ class PostgresJobStore:
         async with self.pool.acquire() as conn:
             rows = [await conn.fetch(*_args(sql, params)) for sql in Queries.daily(len(days))]
         return daily_stats_from(days, *rows)
+
+    async def recent_runs(self, since: float) -> list[Run]:
+        rows = await self.pool.fetch(*_args(Queries.recent_runs, {"since": since}))
+        return [run_from_row(r, "") for r in rows]
 
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")

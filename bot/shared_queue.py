@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Mapping
 
 from bot.config import Config
 from bot.errors import UnexpectedError
+from bot.eta import RECENT_SECONDS, Estimator
 from bot.inputs import JobInputs
 from bot.jobs import Job, utc_day
 from bot.lifecycle import Lifecycle
@@ -38,8 +39,10 @@ SAFETY_POLL = 5.0
 # How often a gateway refreshes places in line when nothing tells it to.
 PLACES_EVERY = 5.0
 PLACES_COALESCE = 0.2
-# How often the shared totals behind the metrics are read.
+# How often the shared totals behind the metrics are read, and (every so many rounds) the running
+# times the estimates come from, which every worker's successes add to.
 TOTALS_EVERY = 5.0
+RUNS_EVERY_ROUNDS = 60
 
 
 class SharedQueue:
@@ -52,7 +55,9 @@ class SharedQueue:
         lifecycle: Lifecycle,
         inputs: JobInputs,
         refreshers: Mapping[str, Callable[[str | None], Awaitable[None]]],
+        estimator: Estimator,
     ) -> None:
+        self._estimator = estimator
         self._config = config
         self._store = store
         self._lifecycle = lifecycle
@@ -157,11 +162,16 @@ class SharedQueue:
             await asyncio.sleep(every)
 
     async def _read_totals(self) -> None:
+        """The totals behind the metrics, often; the recent running times of every worker, now and then."""
+        rounds = 0
         while True:
             try:
                 self.totals = await self._store.totals(utc_day(time.time()))
+                if rounds % RUNS_EVERY_ROUNDS == 0 and rounds:
+                    self._estimator.replace(await self._store.recent_runs(time.time() - RECENT_SECONDS))
             except Exception as exc:
                 UnexpectedError.capture(exc, "reading the shared totals")
+            rounds += 1
             await asyncio.sleep(TOTALS_EVERY)
 
     async def _announce_places(self) -> None:

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from bot.eta import Run
 from bot.jobs import Job
 from bot.ledger import LedgerSnapshot
 from bot.presets import StylePreset
@@ -50,6 +51,7 @@ from bot.storage import (
     overrides_from_json,
     preset_from_row,
     preset_params,
+    run_from_row,
     stats_from,
     stats_queries,
 )
@@ -285,6 +287,12 @@ class SQLiteJobStore:
 
         def read(conn: sqlite3.Connection) -> list[DayStats]:
             return daily_stats_from(days, *(conn.execute(sql, params).fetchall() for sql in queries))
+
+        return await self._run(read)
+
+    async def recent_runs(self, since: float) -> list[Run]:
+        def read(conn: sqlite3.Connection) -> list[Run]:
+            return [run_from_row(r, "") for r in conn.execute(Queries.recent_runs, {"since": since}).fetchall()]
 
         return await self._run(read)
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bot.eta import Run
 from bot.jobs import Delivered, Destination, Job, JobKind, JobRequest
 from bot.ledger import DayUsage, LedgerSnapshot
 from bot.presets import StylePreset
@@ -320,6 +321,10 @@ class JobStore(Protocol):
         """A cheap round trip to the database (for ``/healthz``); raises if it does not answer."""
         ...
 
+    async def recent_runs(self, since: float) -> list[Run]:
+        """Succeeded jobs' running times since ``since``, oldest first (for honest estimates)."""
+        ...
+
     async def all_blocks(self) -> list[Block]: ...
     async def save_block(self, block: Block) -> None: ...
     async def delete_block(self, guild_id: int, user_id: int) -> bool: ...
@@ -375,6 +380,7 @@ class SharedStore(Protocol):
     def on_notice(self, handler: Callable[[str], None]) -> None: ...
     async def notify(self, payload: str) -> None: ...
     async def totals(self, day: str) -> SharedTotals: ...
+    async def recent_runs(self, since: float) -> list[Run]: ...
 
 
 class Queries:
@@ -402,6 +408,10 @@ class Queries:
         "FROM money m JOIN jobs j ON j.id = m.job_id WHERE m.day = :day GROUP BY m.user_id, m.guild_id"
     )
     last_by_user = "SELECT user_id, MAX(created_at) FROM jobs WHERE created_at >= :since GROUP BY user_id"
+    recent_runs = (
+        "SELECT model, input_count, size, finished_at - started_at, finished_at FROM jobs "
+        "WHERE status = 'succeeded' AND started_at IS NOT NULL AND finished_at >= :since ORDER BY finished_at"
+    )
     net_spend = "COALESCE(SUM(CASE WHEN entry = 'charge' THEN amount_usd ELSE -amount_usd END), 0)"
     guild_settings = "SELECT settings FROM guild_settings WHERE guild_id = :guild_id"
     save_guild_settings = (
@@ -562,6 +572,10 @@ def daily_stats_from(
         )
         for day in days
     ]
+
+
+def run_from_row(row: Sequence[Any], default_model: str) -> Run:
+    return Run(row[0] or default_model, int(row[1]), row[2], float(row[3]), float(row[4]))
 
 
 def block_from_row(row: Sequence[Any]) -> Block:
