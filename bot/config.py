@@ -51,6 +51,8 @@ class Config:
     allow_dms: bool = False
     private_results: PrivateResults = PrivateResults.ALLOWED
     shutdown_grace_seconds: float = 25.0
+    # How often a waiting or running job's status message is refreshed (place in line, time so far).
+    status_update_seconds: float = 10.0
     # Several processes (PostgreSQL only).
     job_lease_seconds: float = 60.0
     max_queued_input_mb: float = 512.0
@@ -300,6 +302,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         allow_dms=r.flag("ALLOW_DMS", False),
         private_results=PrivateResults(private),
         shutdown_grace_seconds=r.number("SHUTDOWN_GRACE_SECONDS", 25.0),
+        status_update_seconds=r.number("STATUS_UPDATE_SECONDS", 10.0, minimum=0.05),
         job_lease_seconds=r.number("JOB_LEASE_SECONDS", 60.0, minimum=1.0),
         max_queued_input_mb=r.number("MAX_QUEUED_INPUT_MB", 512.0, minimum=1.0),
         shard_count=shard_count,

@@ -46,7 +46,7 @@ from bot.eta import RECENT_SECONDS, Estimator
 from bot.guild_keys import GuildKeys
 from bot.health import Health
 from bot.inputs import InputStore, JobInputs
-from bot.jobs import Job, JobKind, JobRequest
+from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.ledger import DayUsage
 from bot.lifecycle import Lifecycle
 from bot.limits import (
@@ -375,6 +375,10 @@ class JobEngine:
 
     async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
         await self.settings.save(guild_id, overrides, by)
+
+    async def redirect(self, job_id: str, destination: Destination) -> None:
+        """The frontend moved a job's status to a new message: its result goes there."""
+        await self.lifecycle.redirect(job_id, destination)
 
     def usual_seconds(self, job: Job) -> float | None:
         """How long jobs like this one usually run, or ``None`` with too little history."""

@@ -5,9 +5,11 @@ posted) of recent successful jobs that are similar: the same model, a similar nu
 inputs (1, 2–3, 4 or more) and the same output size class (auto, 1K, 2K, 4K). With fewer
 than ``MIN_SAMPLES`` of them, there is no estimate: better to say nothing than to guess.
 
-A place in line becomes an estimate too: the jobs ahead start as slots free, so a job at
-place ``p`` with ``k`` slots starts after about ``ceil(p / k) - 1`` rounds of a typical
-job, and is done one round later.
+A place in line becomes an estimate too. A job waits only while every one of the ``k``
+slots is busy, and the jobs in them are, on average, half-way through: the first slot
+frees in about half a typical run. The jobs ahead then take the slots as they free, so
+the job at place ``p`` starts after about ``ceil(p / k) - 0.5`` typical runs and is done
+one run later.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ class Estimator:
         if usual is None:
             return None
         rounds = math.ceil(max(1, place) / max(1, slots))
-        return rounds * usual
+        return (rounds + 0.5) * usual
 
     @staticmethod
     def longer_than_usual(elapsed: float, usual: float | None) -> bool:

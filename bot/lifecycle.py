@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtelierError, UnexpectedError
-from bot.jobs import Job, utc_day
+from bot.jobs import Destination, Job, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.ports import Move
 from bot.queue import FairQueue
@@ -219,6 +219,18 @@ class Lifecycle:
                 _log_end(moved)
             await self._tell(moved, before, error)
         return moved
+
+    async def redirect(self, job_id: str, destination: Destination) -> None:
+        """Show an unfinished job somewhere else from now on: its status message moved to a new one.
+
+        Not a move (no state, no money) and deliberately not under the job's lock: the
+        notifier moves a status message from a task that a move may be waiting for. A move
+        that lands meanwhile copies the record after its write, so it keeps this destination.
+        """
+        await self._store.set_destination(job_id, destination)
+        record = self._records.get(job_id)
+        if record is not None and not record.job.state.terminal:
+            record.job = dataclasses.replace(record.job, destination=destination)
 
     @staticmethod
     def _stamp(

@@ -42,7 +42,7 @@ import asyncpg
 from bot.errors import QueueFullError
 from bot.eta import Run
 from bot.images import PreparedImage
-from bot.jobs import Delivered, Job
+from bot.jobs import Delivered, Destination, Job
 from bot.ledger import DayUsage, LedgerSnapshot
 from bot.presets import StylePreset
 from bot.settings import GuildOverrides
@@ -62,6 +62,7 @@ from bot.storage import (
     block_from_row,
     block_params,
     daily_stats_from,
+    destination_params,
     job_from_row,
     job_to_params,
     job_to_params_columns,
@@ -352,6 +353,9 @@ class PostgresJobStore:
 
     async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
         await self.pool.execute(*_args(Queries.record_result_deleted, {"job_id": job_id, "by": by, "at": at}))
+
+    async def set_destination(self, job_id: str, destination: Destination) -> None:
+        await self.pool.execute(*_args(Queries.set_destination, destination_params(job_id, destination)))
 
     async def all_presets(self) -> list[StylePreset]:
         return [preset_from_row(r) for r in await self.pool.fetch(Queries.all_presets)]

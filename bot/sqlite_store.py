@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from bot.eta import Run
-from bot.jobs import Job
+from bot.jobs import Destination, Job
 from bot.ledger import LedgerSnapshot
 from bot.presets import StylePreset
 from bot.settings import GuildOverrides
@@ -43,6 +43,7 @@ from bot.storage import (
     block_from_row,
     block_params,
     daily_stats_from,
+    destination_params,
     job_from_row,
     job_to_params,
     key_from_row,
@@ -339,6 +340,10 @@ class SQLiteJobStore:
     async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
         params = {"job_id": job_id, "by": by, "at": at}
         await self._transaction(lambda conn: conn.execute(Queries.record_result_deleted, params) and None)
+
+    async def set_destination(self, job_id: str, destination: Destination) -> None:
+        params = destination_params(job_id, destination)
+        await self._transaction(lambda conn: conn.execute(Queries.set_destination, params) and None)
 
     async def all_presets(self) -> list[StylePreset]:
         def read(conn: sqlite3.Connection) -> list[StylePreset]:

@@ -337,6 +337,10 @@ class JobStore(Protocol):
         ...
 
     async def record_result_deleted(self, job_id: str, by: int, at: float) -> None: ...
+    async def set_destination(self, job_id: str, destination: Destination) -> None:
+        """Show an unfinished job somewhere else from now on (its status message moved); not a move."""
+        ...
+
     async def all_presets(self) -> list[StylePreset]: ...
     async def save_preset(self, preset: StylePreset) -> None:
         """Insert a preset, or replace the one of the same server and name."""
@@ -463,6 +467,9 @@ class Queries:
     record_result_deleted = (
         "INSERT INTO result_deletions (job_id, deleted_by, deleted_at) VALUES (:job_id, :by, :at) "
         "ON CONFLICT (job_id) DO NOTHING"
+    )
+    set_destination = (
+        "UPDATE jobs SET delivery = :delivery WHERE id = :id AND status NOT IN ('succeeded', 'failed', 'cancelled')"
     )
     all_presets = "SELECT guild_id, name, text, created_by, created_at FROM style_presets ORDER BY guild_id, name"
     save_preset = (
@@ -637,6 +644,11 @@ def job_to_params(job: Job) -> dict[str, Any]:
     fields = (MOVABLE - {"delivery"}) | {"destination"}
     params.update(values_to_columns({name: getattr(job, name) for name in fields}))
     return params
+
+
+def destination_params(job_id: str, destination: Destination) -> dict[str, Any]:
+    """The parameters of ``Queries.set_destination``."""
+    return {"id": job_id, **values_to_columns({"destination": destination})}
 
 
 def move_statement(

@@ -82,7 +82,11 @@ class AtelierBot(commands.Bot):
         await self.sync_commands_if_changed()
         # REST works from here on (we are logged in), so resumed jobs can update their messages.
         await self.engine.start(
-            DiscordNotifier(self), DiscordPublisher(self, self.engine), self.audit, work=self.work, mine=self.owns
+            DiscordNotifier(self, self.engine),
+            DiscordPublisher(self, self.engine),
+            self.audit,
+            work=self.work,
+            mine=self.owns,
         )
 
     def owns(self, job: Job) -> bool:

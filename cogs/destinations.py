@@ -8,10 +8,16 @@ Two kinds, both usable after a restart because they hold only ids:
 When the token has expired, or Discord refuses it, the result goes out as a new
 channel message that mentions the requester only, or, for a private job, as a
 direct message (and if the member's DMs are closed, it is not delivered).
+
+A public status message outlives both of Discord's edit windows by moving: a little
+before the token's 15 minutes, or before a bot message's first hour (after which Discord
+refuses most edits with error 30046), the status is posted afresh as the bot's own
+message and the old one is edited once to point to it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +39,10 @@ TOKEN_LIFETIME = 15 * 60
 TOKEN_MARGIN = 60
 _TOKEN_GONE = {401, 404}
 _CANNOT_DM = 50007
+# Discord refuses most edits of a message older than an hour (30046, sent as a 429);
+# a status message moves to a fresh one a little before.
+MOVE_AFTER = 55 * 60
+_OLD_MESSAGE_EDITS = 30046
 
 # What a result reads like and which buttons it has, where it is going.
 Compose = Callable[[Delivered], tuple[str, discord.ui.View]]
@@ -65,15 +75,22 @@ def interaction_target(
         "expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
         "message_id": message_id,
         "channel_id": interaction.channel_id,
+        "guild_id": interaction.guild_id,
         "user_id": interaction.user.id,
         "private": private,
     }
     return Destination(upload_limit=interaction.filesize_limit, data=data)
 
 
-def message_target(message: discord.Message, interaction: discord.Interaction | None, upload_limit: int) -> Destination:
+def message_target(
+    message: discord.Message,
+    interaction: discord.Interaction | None,
+    upload_limit: int,
+    guild_id: int | None = None,
+) -> Destination:
     """What to store to reach a bot-posted status message (and, for private notes, the interaction)."""
     data: dict[str, Any] = {"type": "message", "channel_id": message.channel.id, "message_id": message.id}
+    data["guild_id"] = guild_id or (message.guild.id if message.guild else None)
     if interaction is not None:
         data |= {
             "app_id": interaction.application_id,
@@ -89,6 +106,7 @@ class Delivery:
 
     def __init__(self, bot: discord.Client, destination: Destination, user_id: int) -> None:
         target = destination.data
+        self.destination = destination
         self.bot = bot
         self.target = target
         self.user_id = user_id
@@ -110,30 +128,75 @@ class Delivery:
     def on_interaction(self) -> bool:
         return bool(self.target["type"] == "interaction")
 
+    def _too_old(self) -> bool:
+        """A bot message near the end of the hour in which Discord lets it be edited freely."""
+        message_id = int(self.target.get("message_id") or 0)
+        return bool(message_id) and time.time() - discord.utils.snowflake_time(message_id).timestamp() >= MOVE_AFTER
+
+    @property
+    def guild_id(self) -> int | None:
+        """The server the status is in (``None`` in direct messages, or for targets stored before it was)."""
+        value = self.target.get("guild_id")
+        return int(value) if value else None
+
+    @property
+    def move_due(self) -> bool:
+        """Whether a public status should move to a fresh message before its next edit."""
+        if self.private:
+            return False  # only the interaction token can show a private message; it ends by DM
+        if self.on_interaction:
+            return time.time() >= float(self.target.get("expires_at") or 0) - 2 * TOKEN_MARGIN
+        return self._too_old()
+
+    async def move(self, content: str, view: discord.ui.View | None) -> Destination:
+        """Post the status afresh as the bot's own message and point the old one to it.
+
+        Returns where the job is shown from now on; raises ``discord.HTTPException`` if the
+        new message cannot be posted (the bot may not write in the channel).
+        """
+        kwargs: dict[str, Any] = {"content": clip(content, MAX_CONTENT)}
+        if view is not None:
+            kwargs["view"] = view
+        message = await self.channel.send(**kwargs)
+        await self._point_to(message, "➡️ This edit continues in a newer message, which I can keep updating:")
+        return message_target(message, None, self.destination.upload_limit, self.guild_id)
+
+    async def _point_to(self, message: discord.Message, words: str) -> None:
+        """Edit the old status message, once, to link to ``message`` (best effort)."""
+        link = message_link(self.guild_id, message.channel.id, message.id)
+        with contextlib.suppress(_CannotEditError, discord.HTTPException):
+            await self._edit(content=f"{words} {link}", attachments=[], view=None)
+
     async def _edit(self, **fields: Any) -> tuple[int, int]:
         """Edit the status message, through the token or with the bot's own token; its (channel, message) ids."""
         message_id = int(self.target.get("message_id") or 0)
         if self.on_interaction:
             if not self.token_alive or self.webhook is None or not message_id:
-                raise _TokenExpiredError
+                raise _CannotEditError
             try:
                 edited = await self.webhook.edit_message(message_id, **fields)
             except discord.HTTPException as exc:
                 if exc.status in _TOKEN_GONE:
-                    raise _TokenExpiredError from None
+                    raise _CannotEditError from None
                 raise
             return edited.channel.id, edited.id
-        message = await self.channel.get_partial_message(message_id).edit(**fields)
+        try:
+            message = await self.channel.get_partial_message(message_id).edit(**fields)
+        except discord.HTTPException as exc:
+            if exc.code == _OLD_MESSAGE_EDITS:
+                raise _CannotEditError from None
+            raise
         return message.channel.id, message.id
 
-    async def status(self, content: str, view: discord.ui.View | None = None) -> None:
-        """Replace the status text (and its buttons); quietly skipped once the token is gone."""
+    async def status(self, content: str, view: discord.ui.View | None = None) -> bool:
+        """Replace the status text (and its buttons); ``False`` if the message can no longer be edited."""
         try:
             await self._edit(content=clip(content, MAX_CONTENT), view=view)
-        except _TokenExpiredError:
-            pass
+        except _CannotEditError:
+            return False
         except discord.HTTPException as exc:
             log.info("could not update a status message (%s %s)", exc.status, exc.code)
+        return True
 
     async def result(self, image: OutputImage, filename: str, compose: Compose) -> tuple[int, int, Delivered]:
         """Show the finished image where it belongs; its (channel, message) ids and how it went.
@@ -143,12 +206,17 @@ class Delivery:
         """
         delivered = Delivered.PRIVATE if self.private else Delivered.POSTED
         content, view = compose(delivered)
+        if not self.on_interaction and self._too_old():
+            # Past the hour in which Discord lets the status message be edited: a new message, linked from it.
+            message = await self._late(content, image_file(image, filename), view)
+            await self._point_to(message, "➡️ The result:")
+            return message.channel.id, message.id, delivered
         try:
             channel_id, message_id = await self._edit(
                 content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view
             )
             return channel_id, message_id, delivered
-        except _TokenExpiredError:
+        except _CannotEditError:
             pass
         if self.private:
             content, view = compose(Delivered.DIRECT_MESSAGE)
@@ -200,7 +268,7 @@ class Delivery:
                 return
             try:
                 await self._edit(content=text, attachments=[], view=None)
-            except _TokenExpiredError:
+            except _CannotEditError:
                 await self._late(text, None, None)
                 return
             if error.private and self.token_alive and self.webhook is not None:
@@ -212,15 +280,15 @@ class Delivery:
         """A private job failed: say so where only its member sees it (by DM once the token is gone)."""
         try:
             await self._edit(content=text, attachments=[], view=None)
-        except _TokenExpiredError:
+        except _CannotEditError:
             try:
                 await self._direct(text, None, None)
             except DirectMessagesClosedError:
                 log.info("could not tell user=%s about a failed private edit: DMs closed", self.user_id)
 
 
-class _TokenExpiredError(Exception):
-    """The interaction token can no longer be used."""
+class _CannotEditError(Exception):
+    """The status message can no longer be edited: its token lapsed, or Discord refuses edits of old messages."""
 
 
 class DirectMessagesClosedError(Exception):

@@ -1,8 +1,10 @@
 """What members see while a job waits and runs, and its result: the engine's Notifier and Publisher.
 
 Status edits are throttled per job (Discord rate-limits message edits): the
-first is sent at once, later ones at most every ``STATUS_MIN_INTERVAL`` seconds,
-always with the newest text, and never after the result.
+first is sent at once, later ones at most every ``STATUS_MIN_INTERVAL`` seconds
+(places in line and the time so far every ``STATUS_UPDATE_SECONDS``), always with
+the newest text, and never after the result. The times come with the engine's
+estimate of how long such an edit usually takes, when it has one.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import discord
 
 from bot.engine import JobEngine
 from bot.errors import AtelierError
+from bot.eta import Estimator
 from bot.images import OutputImage
-from bot.jobs import Delivered, Job, JobKind
+from bot.jobs import Delivered, Destination, Job, JobKind
 from bot.ports import NotDelivered, Posted, PostFailed
 from bot.states import JobState, cancellable
 from cogs.acknowledge import status_text
@@ -31,12 +34,11 @@ log = logging.getLogger(__name__)
 
 ViewFactory = Callable[[], discord.ui.View]
 TextFactory = Callable[[], str]
+Redirect = Callable[[Destination], Awaitable[None]]
 
 STATUS_MIN_INTERVAL = 3.0
-# Queue positions change with every job that starts; with hundreds waiting, showing each
-# step would be a flood of edits. Members see their place at least this often.
-QUEUE_UPDATE_INTERVAL = 10.0
-PROGRESS_INTERVAL = 10.0
+# How long closing a status line waits for a move it started (post, point, record).
+MOVE_TIMEOUT = 15.0
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
 
@@ -76,18 +78,24 @@ def origin_of(job: Job, parent: Job | None) -> str | None:
 
 
 class StatusLine:
-    """One job's status message, edited no more often than every few seconds."""
+    """One job's status message: edited no more often than every few seconds, moved when Discord would refuse."""
 
-    def __init__(self, delivery: Delivery) -> None:
+    def __init__(self, delivery: Delivery, redirect: Redirect, every: float) -> None:
         self.delivery = delivery
+        self._redirect = redirect
+        self._every = every
         self._last = 0.0
         self._pending: tuple[TextFactory, ViewFactory | None, float] | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._sending = False
         self._ticker: asyncio.Task[None] | None = None
+        self._moving: asyncio.Task[None] | None = None
+        self._stuck = False  # Discord refused an edit of this message: the next update moves it
+        self._cannot_move = False
 
-    def update(self, content: TextFactory, view: ViewFactory | None, interval: float = STATUS_MIN_INTERVAL) -> None:
+    def update(self, content: TextFactory, view: ViewFactory | None, interval: float | None = None) -> None:
         """Show ``content()`` soon: at once if nothing was shown in the last ``interval`` seconds."""
+        interval = min(STATUS_MIN_INTERVAL, self._every) if interval is None else interval
         sooner = self._pending is not None and interval < self._pending[2]
         self._pending = (content, view, interval)
         if self._flusher is not None and not self._flusher.done() and sooner and not self._sending:
@@ -109,24 +117,45 @@ class StatusLine:
             self._sending = True
             try:
                 # Texts and views are built only for edits actually sent: most queued updates are superseded.
-                await self.delivery.status(content(), view() if view is not None else None)
+                text, buttons = content(), view() if view is not None else None
+                if not self._cannot_move and (self._stuck or self.delivery.move_due):
+                    self._moving = asyncio.create_task(self._move(text, buttons))
+                    # Shielded: a move that posted its message must also record it, or the result would miss it.
+                    await asyncio.shield(self._moving)
+                elif not await self.delivery.status(text, buttons):
+                    self._stuck = True
             finally:
                 self._sending = False
 
-    def tick(self, job: Job) -> None:
-        """While the API works, show the elapsed time every ``PROGRESS_INTERVAL`` seconds."""
+    async def _move(self, text: str, view: discord.ui.View | None) -> None:
+        """Post the status as a fresh message, point the old one to it, and make the job's result go there."""
+        try:
+            destination = await self.delivery.move(text, view)
+        except discord.HTTPException as exc:
+            # The bot may not write in the channel: the status stays where it is, as long as it can.
+            log.info("could not move a status message (%s %s)", exc.status, exc.code)
+            self._cannot_move = True
+            return
+        self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id)
+        self._stuck = False
+        await self._redirect(destination)
+
+    def tick(self, content: TextFactory) -> None:
+        """While the API works, show ``content()`` (the time so far) every ``every`` seconds."""
 
         async def run() -> None:
-            started = time.monotonic()
             while True:
-                await asyncio.sleep(PROGRESS_INTERVAL)
-                elapsed = time.monotonic() - started
-                self.update(functools.partial(status_text, job, f"🎨 Editing… {elapsed:.0f} s so far"), None)
+                await asyncio.sleep(self._every)
+                self.update(content, None)
 
         self._ticker = asyncio.create_task(run())
 
     async def close(self) -> None:
         """Stop all status edits for good (the result or the failure comes next)."""
+        if self._moving is not None:
+            # Let a move that started finish: the result must go where the status now is.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._moving), MOVE_TIMEOUT)
         for task in (self._ticker, self._flusher):
             if task is not None and not task.done():
                 task.cancel()
@@ -135,11 +164,31 @@ class StatusLine:
         self._pending = None
 
 
+def about(seconds: float) -> str:
+    """A rough duration: "about 95 s", "about 4 min", "about 1 h 20 min"."""
+    if seconds < 10:
+        return f"about {max(1, round(seconds))} s"
+    if seconds < 120:
+        return f"about {5 * round(seconds / 5)} s"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    return f"about {minutes // 60} h {minutes % 60} min" if minutes % 60 else f"about {minutes // 60} h"
+
+
+def so_far(seconds: float) -> str:
+    """Time elapsed: "40 s", "3 min 05 s"."""
+    whole = int(seconds)
+    return f"{whole} s" if whole < 120 else f"{whole // 60} min {whole % 60:02d} s"
+
+
 class DiscordNotifier:
     """Implements the engine's Notifier with Discord messages (status edits, failures)."""
 
-    def __init__(self, bot: discord.Client) -> None:
+    def __init__(self, bot: discord.Client, engine: JobEngine) -> None:
         self.bot = bot
+        self.engine = engine
+        self._every = engine.config.status_update_seconds
         self._lines: dict[str, StatusLine] = {}  # open status messages (Discord state, not job state)
 
     def delivery(self, job: Job) -> Delivery | None:
@@ -154,7 +203,8 @@ class DiscordNotifier:
             delivery = self.delivery(job)
             if delivery is None:
                 return None
-            line = self._lines[job.id] = StatusLine(delivery)
+            redirect = functools.partial(self.engine.redirect, job.id)
+            line = self._lines[job.id] = StatusLine(delivery, redirect, self._every)
         return line
 
     async def _close(self, job: Job) -> None:
@@ -162,15 +212,34 @@ class DiscordNotifier:
         if line is not None:
             await line.close()
 
+    def running_text(self, job: Job) -> str:
+        """ "Editing… 40 s so far, usually about 95 s" (no estimate without enough history)."""
+        usual = self.engine.usual_seconds(job)
+        elapsed = time.time() - (job.started_at or time.time())
+        if elapsed < 1:
+            state = f"🎨 Editing… usually {about(usual)}." if usual is not None else "🎨 Editing…"
+        elif usual is not None and Estimator.longer_than_usual(elapsed, usual):
+            state = f"🎨 Editing… {so_far(elapsed)} so far; this one is taking longer than usual ({about(usual)})."
+        elif usual is not None:
+            state = f"🎨 Editing… {so_far(elapsed)} so far, usually {about(usual)}."
+        else:
+            state = f"🎨 Editing… {so_far(elapsed)} so far."
+        return status_text(job, state)
+
+    def queued_text(self, job: Job, place: int) -> str:
+        """ "Queued — position 3, result in about 4 min" (no estimate without enough history)."""
+        ahead = "next in line" if place == 1 else f"position {place}"
+        wait = self.engine.wait_seconds(job, place)
+        eta = f", result in {about(wait)}" if wait is not None else ""
+        return status_text(job, f"⏳ Queued — {ahead}{eta}.")
+
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         state = job.state
         if state is JobState.RUNNING:
             line = self._line(job)
             if line is not None:
-                line.update(
-                    functools.partial(status_text, job, "🎨 Editing… this usually takes 30 to 90 seconds."), None
-                )
-                line.tick(job)
+                line.update(functools.partial(self.running_text, job), None)
+                line.tick(functools.partial(self.running_text, job))
         elif state in (JobState.DELIVERING, JobState.SUCCEEDED, JobState.CANCELLED):
             # No throttled update may land on the result, or on the "cancelled" reply.
             await self._close(job)
@@ -187,11 +256,10 @@ class DiscordNotifier:
             line = self._line(job)
             if line is None:
                 continue
-            ahead = "next in line" if place == 1 else f"position {place} in the queue"
+            # Places change with every job that starts; with hundreds waiting, showing each step
+            # would be a flood of edits, so a member sees theirs at most every ``STATUS_UPDATE_SECONDS``.
             line.update(
-                functools.partial(status_text, job, f"⏳ Queued — {ahead}."),
-                functools.partial(cancel_view, job.id),
-                QUEUE_UPDATE_INTERVAL,
+                functools.partial(self.queued_text, job, place), functools.partial(cancel_view, job.id), self._every
             )
 
     async def job_paused(self, job: Job) -> None:
@@ -212,9 +280,12 @@ class DiscordPublisher:
         self.engine = engine
 
     async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed:
-        if job.destination is None:
+        # Read again: the status message may have moved (Discord's edit windows) since the job started.
+        current = await self.engine.job(job.id)
+        destination = current.destination if current is not None and current.destination else job.destination
+        if destination is None:
             return PostFailed("This edit has nowhere to be shown.", "no destination")
-        delivery = Delivery(self.bot, job.destination, job.user_id)
+        delivery = Delivery(self.bot, destination, job.user_id)
         filename = f"atelier-{job.id}.{image.extension}"
         parent = await self.engine.job(job.request.parent_job_id) if job.request.parent_job_id else None
         text = caption(job, image, [*job.notes, image.note or ""], origin_of(job, parent))

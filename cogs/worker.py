@@ -36,7 +36,9 @@ class WorkerClient(discord.Client):
         self._closing: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        await self.engine.start(DiscordNotifier(self), DiscordPublisher(self, self.engine), admit=False, work=True)
+        await self.engine.start(
+            DiscordNotifier(self, self.engine), DiscordPublisher(self, self.engine), admit=False, work=True
+        )
 
     async def close(self) -> None:
         """The one way to stop: the engine first (running calls get their grace), then REST."""

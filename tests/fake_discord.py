@@ -34,7 +34,9 @@ message, upload size limit -> 40005 (413), ephemeral messages are invisible to b
 message -> 160004, JSON responses with the exact ``Content-Type: application/json``, a DM to a member whose
 DMs are closed -> 50007 (:attr:`FakeDiscord.closed_dms`), a channel the bot cannot see -> 50001 on bot routes
 and an ``app_permissions`` without View Channel / Read Message History (:attr:`FakeDiscord.hidden_channels`),
-a reply pings the replied-to author unless ``allowed_mentions.replied_user`` is false.
+a reply pings the replied-to author unless ``allowed_mentions.replied_user`` is false, an interaction token
+older than 15 minutes -> 50027, an edit of a bot message older than an hour -> 30046 (a 429), with
+:attr:`FakeDiscord.backdate_next_message` / ``backdate_next_interaction`` to make those ages without waiting.
 
 Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no real
 rate limiting (use :meth:`FakeDiscord.fail_next`), no voice, no zlib/zstd compression, no embeds/components validation,
@@ -173,6 +175,10 @@ TOO_LARGE = (413, 40005, "Request entity too large")
 INVALID_FORM = (400, 50035, "Invalid Form Body")
 MISSING_ACCESS = (403, 50001, "Missing Access")
 CANNOT_DM = (403, 50007, "Cannot send messages to this user")
+TOKEN_SECONDS = 15 * 60
+# Discord limits edits of messages older than an hour; modelled strictly: every such edit is refused.
+OLD_MESSAGE_SECONDS = 3600
+OLD_MESSAGE_EDITS = (429, 30046, "Maximum number of edits to messages older than 1 hour reached. Try again later")
 
 
 @dataclass
@@ -345,6 +351,12 @@ class FakeDiscord:
         self._ready = asyncio.Event()
         self._changed = asyncio.Event()
         self._last_snowflake = 0
+        # Make the next message the bot posts, or the next interaction, look this many seconds old (its snowflake),
+        # to test Discord's time limits without waiting: the 15-minute token, the 1-hour edit window.
+        self.backdate_next_message = 0.0
+        self.backdate_next_interaction = 0.0
+        self._backdated = 0
+        self.guild_locale = "en-US"
         self._runner: web.AppRunner | None = None
         self._seed()
 
@@ -399,6 +411,23 @@ class FakeDiscord:
         candidate = (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22
         self._last_snowflake = max(candidate, self._last_snowflake + 1)
         return self._last_snowflake
+
+    def _snowflake_ago(self, seconds: float) -> int:
+        """A unique snowflake whose time is ``seconds`` ago (for backdated messages and interactions)."""
+        self._backdated = (self._backdated + 1) & 0x3FFFFF
+        return ((int((time.time() - seconds) * 1000) - DISCORD_EPOCH_MS) << 22) | self._backdated
+
+    def _take_backdated(self, attribute: str) -> int | None:
+        seconds = getattr(self, attribute)
+        if not seconds:
+            return None
+        setattr(self, attribute, 0.0)
+        return self._snowflake_ago(seconds)
+
+    @staticmethod
+    def age(snowflake: int) -> float:
+        """How long ago a message or interaction was created, from its id."""
+        return time.time() - (((snowflake >> 22) + DISCORD_EPOCH_MS) / 1000)
 
     def _seed(self) -> None:
         self.add_user(self.BOT_USER_ID, "Atelier", bot=True, roles=[self.BOT_ROLE_ID])
@@ -1126,7 +1155,7 @@ class FakeDiscord:
 
     def _interaction_for(self, interaction_id: int, token: str) -> _Interaction:
         it = self._interactions.get(interaction_id)
-        if it is None or it.token != token or it.expired:
+        if it is None or it.token != token or it.expired or self.age(it.id) > TOKEN_SECONDS:
             raise DiscordError(*UNKNOWN_INTERACTION)
         return it
 
@@ -1191,7 +1220,7 @@ class FakeDiscord:
     def _interaction_by_token(self, request: web.Request) -> _Interaction:
         iid = self._tokens.get(request.match_info["token"])
         it = self._interactions.get(iid) if iid is not None else None
-        if it is None or it.expired:
+        if it is None or it.expired or self.age(it.id) > TOKEN_SECONDS:
             raise DiscordError(*INVALID_WEBHOOK_TOKEN)
         if request.match_info["app"] != str(self.APP_ID):
             raise DiscordError(*UNKNOWN_WEBHOOK)
@@ -1279,7 +1308,8 @@ class FakeDiscord:
         body = self._body(rec)
         if not (body.get("content") or body.get("embeds") or body.get("components") or rec.files):
             raise DiscordError(400, 50006, "Cannot send an empty message")
-        msg = self._build_message(channel_id, body, rec.files)
+        backdated = self._take_backdated("backdate_next_message")
+        msg = self._build_message(channel_id, body, rec.files, message_id=backdated)
         return json_response(await self._store_message(msg))
 
     async def _channel_message(self, request: web.Request, rec: RecordedRequest) -> web.Response:
@@ -1294,6 +1324,8 @@ class FakeDiscord:
             return web.Response(status=204)
         if msg["author"]["id"] != str(self.BOT_USER_ID):
             raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
+        if self.age(message_id) > OLD_MESSAGE_SECONDS:
+            raise DiscordError(*OLD_MESSAGE_EDITS)
         self._check_size(rec.files, self.bot_upload_limit)
         self._edit_message(msg, self._body(rec), rec.files)
         await self._dispatch_message_event("MESSAGE_UPDATE", msg)
@@ -1564,7 +1596,8 @@ class FakeDiscord:
     ) -> InteractionHandle:
         user_id = user_id or self.USER_ID
         gid = self.GUILD_ID if guild_id is UNSET else guild_id
-        iid, token = self.snowflake(), "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(120)
+        iid = self._take_backdated("backdate_next_interaction") or self.snowflake()
+        token = "aW50ZXJhY3Rpb24" + secrets.token_urlsafe(120)
         payload: JSON = {
             "id": str(iid),
             "application_id": str(self.APP_ID),
@@ -1587,8 +1620,8 @@ class FakeDiscord:
             channel = {**self._channel(cid), "permissions": str(perms)}
             payload |= {
                 "guild_id": str(gid),
-                "guild": {"id": str(gid), "locale": "en-US", "features": []},
-                "guild_locale": "en-US",
+                "guild": {"id": str(gid), "locale": self.guild_locale, "features": []},
+                "guild_locale": self.guild_locale,
                 "channel_id": str(cid),
                 "channel": channel,
                 "member": self.member(user_id, roles=role_ids, permissions=perms),

@@ -65,10 +65,11 @@ def test_a_success_is_recorded_from_the_job() -> None:
 def test_a_wait_in_line_counts_the_rounds_of_the_slots() -> None:
     estimator = Estimator(MODEL)
     estimator.load(runs([60] * 5))
-    assert estimator.wait(job(), 1, 4, NOW) == 60  # starts at the next free slot
-    assert estimator.wait(job(), 4, 4, NOW) == 60
-    assert estimator.wait(job(), 5, 4, NOW) == 120  # a round later
-    assert estimator.wait(job(), 3, 1, NOW) == 180
+    # The busy slots free in about half a run; the job then runs one more.
+    assert estimator.wait(job(), 1, 4, NOW) == 90
+    assert estimator.wait(job(), 4, 4, NOW) == 90
+    assert estimator.wait(job(), 5, 4, NOW) == 150  # a round later
+    assert estimator.wait(job(), 3, 1, NOW) == 210
 
 
 def test_longer_than_usual_is_half_again_the_usual_time() -> None:

@@ -93,7 +93,8 @@ async def test_metrics_count_what_happened_during_a_run(
     image_api.then(Reply(kind="error", status=503, body={"error": {"message": "overloaded"}}))
     await wait_result(await send_edit(discord_fake, "retried", [make_png()]))
 
-    after = await scrape(port)
+    # The last result is on Discord a moment before its job is recorded as succeeded.
+    after = await scrape_until(port, lambda s: s.get('atelier_jobs_total{kind="edit",outcome="succeeded"}') == 3)
     assert after['atelier_jobs_total{kind="edit",outcome="succeeded"}'] == 3
     assert after['atelier_jobs_total{kind="edit",outcome="failed"}'] == 2
     assert after['atelier_job_failures_total{error="BadRequestError"}'] == 1

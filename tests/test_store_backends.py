@@ -111,6 +111,11 @@ async def exercise(store: JobStore) -> dict[str, Any]:
     await store.save_guild_key(StoredKey(10, "gAAAA-encrypted", 7, NOON))
     seen["keys"] = await store.all_guild_keys()
     seen["key_cleared"] = (await store.delete_guild_key(10), await store.delete_guild_key(10))
+    # A status message that moved: an unfinished job shows elsewhere from now on, a finished one stays.
+    moved = Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100, "message_id": 9})
+    await store.set_destination("d1", moved)
+    await store.set_destination("b1", moved)
+    seen["moved"] = ((await store.get_job("d1")).destination, (await store.get_job("b1")).destination)  # type: ignore[union-attr]
     return seen
 
 
@@ -150,6 +155,10 @@ async def test_the_store_script_gives_the_expected_results(store: JobStore) -> N
     assert seen["unblocked"] == (True, False)
     assert seen["keys"] == [StoredKey(10, "gAAAA-encrypted", 7, NOON)]
     assert seen["key_cleared"] == (True, False)
+    assert seen["moved"] == (
+        Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100, "message_id": 9}),
+        job("b1").destination,
+    )
 
 
 async def test_both_backends_observe_exactly_the_same(tmp_path: Path) -> None:
