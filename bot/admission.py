@@ -22,6 +22,7 @@ from bot.config import Config
 from bot.editor import Editor
 from bot.errors import AtelierError, InputsGoneError, QueueFullError, UnexpectedError
 from bot.guild_keys import GuildKeys
+from bot.i18n import _t, catalogs
 from bot.inputs import JobInputs
 from bot.jobs import Destination, Job, JobRequest, new_job_id, utc_day
 from bot.lifecycle import Lifecycle
@@ -35,7 +36,7 @@ from bot.states import JobState
 
 log = logging.getLogger(__name__)
 
-STOPPED_WHILE_FETCHING = (
+STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
     "You were not charged; please send it again."
 )
@@ -138,9 +139,9 @@ class Admission:
             files = await source.fetch()
             images = await self._editor.prepare_inputs(files)
             await self._inputs.save(job.id, images)
-            queued = await self._lifecycle.move(
-                job, JobState.QUEUED, notes=tuple(image.note for image in images if image.note)
-            )
+            # Notes are kept as text, in the language of the member who reads them.
+            notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
+            queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes)
             if queued is None:  # cancelled while its images were being prepared: never queued again
                 await self._inputs.delete(job.id)  # saved after the job ended
                 return self._lifecycle.get(job.id) or job

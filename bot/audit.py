@@ -20,6 +20,7 @@ import logging
 from bot.config import Config
 from bot.errors import AuthenticationError, QuotaExhaustedError, SafetyRejectedError
 from bot.guild_keys import GuildKeys
+from bot.i18n import Text, _t
 from bot.images import make_preview
 from bot.jobs import Job
 from bot.ports import AuditEntry, AuditSink, Move
@@ -29,15 +30,19 @@ from bot.states import JobState
 log = logging.getLogger(__name__)
 
 PREVIEWS_AT_ONCE = 2
-KEY_REFUSED = (
-    "🔑 **This server's own image API key was refused** by the image service ({detail}). Edits here fail until an "
-    "admin sets a working key with `/atelier key set` (or removes it with `/atelier key clear` to use the "
-    "bot's own key)."
-)
-KEY_OUT_OF_CREDIT = (
+KEY_OUT_OF_CREDIT = _t(
     "🔑 **This server's own image service account is out of credit.** Edits here fail until it is topped up, or an "
     "admin removes the key with `/atelier key clear` to use the bot's own key."
 )
+
+
+def key_refused(detail: str) -> Text:
+    return _t(
+        "🔑 **This server's own image API key was refused** by the image service ({detail}). Edits here fail until "
+        "an admin sets a working key with `/atelier key set` (or removes it with `/atelier key clear` to use the "
+        "bot's own key).",
+        detail=detail,
+    )
 
 
 class AuditTrail:
@@ -115,9 +120,7 @@ class AuditTrail:
             return
         self._key_alerted.add(job.guild_id)
         text = (
-            KEY_OUT_OF_CREDIT
-            if isinstance(error, QuotaExhaustedError)
-            else KEY_REFUSED.format(detail=error.log_detail.split(":")[0])
+            KEY_OUT_OF_CREDIT if isinstance(error, QuotaExhaustedError) else key_refused(error.log_detail.split(":")[0])
         )
         log.info("guild=%s: telling its admins that their own API key failed", job.guild_id)
         self.alert(job.guild_id, text, contact_user_id=self._keys.set_by(job.guild_id))
@@ -126,14 +129,14 @@ class AuditTrail:
         """A server's key was set or removed: a new failure is worth telling again."""
         self._key_alerted.discard(guild_id)
 
-    def alert(self, guild_id: int, text: str, contact_user_id: int | None = None) -> None:
+    def alert(self, guild_id: int, text: Text, contact_user_id: int | None = None) -> None:
         """Tell one server's admins: in its audit channel, else privately to ``contact_user_id``."""
         if self._sink is None:
             return
         channel = self._settings.cached(guild_id).pick("audit_channel_id", None)
         self._sink.alert(guild_id, channel if isinstance(channel, int) else None, text, contact_user_id)
 
-    def alert_all(self, text: str) -> None:
+    def alert_all(self, text: Text) -> None:
         """Tell every audit channel (the operator's balance concerns every server)."""
         if self._sink is None:
             return

@@ -24,6 +24,7 @@ import aiohttp
 
 from bot.config import Config
 from bot.errors import AtelierError
+from bot.i18n import Text, _t
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,10 @@ class BalanceTooLowError(AtelierError):
 
     def __init__(self) -> None:
         super().__init__(
-            "New edits are paused: the image service account that pays for them is nearly empty, and the bot's "
-            "operator has been told. Edits already in line still run. Please try again later."
+            _t(
+                "New edits are paused: the image service account that pays for them is nearly empty, and the bot's "
+                "operator has been told. Edits already in line still run. Please try again later."
+            )
         )
 
 
@@ -50,7 +53,7 @@ class Level(enum.IntEnum):
     FLOOR = 2  # below BALANCE_FLOOR_USD: new requests are refused
 
 
-Alert = Callable[[str], None]
+Alert = Callable[[Text], None]
 
 
 class BalanceWatch:
@@ -148,14 +151,29 @@ class BalanceWatch:
         if now is Level.FLOOR:
             log.error("provider balance $%.2f is below BALANCE_FLOOR_USD $%.2f: refusing new requests", balance, floor)
             alert(
-                f"🛑 **The image service balance is ${balance:.2f}**, below the floor of ${floor:.2f}. New edits are "
-                "refused until the operator tops it up; edits already in line still run."
+                _t(
+                    "🛑 **The image service balance is ${balance}**, below the floor of ${floor}. New edits are "
+                    "refused until the operator tops it up; edits already in line still run.",
+                    balance=f"{balance:.2f}",
+                    floor=f"{floor:.2f}",
+                )
             )
         elif now is Level.LOW and before in (Level.UNKNOWN, Level.OK):
             log.warning("provider balance $%.2f is below BALANCE_WARN_USD $%.2f", balance, warn)
-            alert(f"⚠️ **The image service balance is low: ${balance:.2f}** (warning below ${warn:.2f}).")
+            alert(
+                _t(
+                    "⚠️ **The image service balance is low: ${balance}** (warning below ${warn}).",
+                    balance=f"{balance:.2f}",
+                    warn=f"{warn:.2f}",
+                )
+            )
         elif before is Level.FLOOR:
             log.info("provider balance $%.2f is above the floor again: accepting new requests", balance)
-            alert(f"✅ The image service balance is back to ${balance:.2f}: new edits are accepted again.")
+            alert(
+                _t(
+                    "✅ The image service balance is back to ${balance}: new edits are accepted again.",
+                    balance=f"{balance:.2f}",
+                )
+            )
         elif before is Level.LOW:
             log.info("provider balance $%.2f is above BALANCE_WARN_USD again", balance)

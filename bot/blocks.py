@@ -7,6 +7,7 @@ import time
 from typing import Protocol
 
 from bot.errors import AtelierError
+from bot.i18n import _t
 from bot.storage import Block
 
 log = logging.getLogger(__name__)
@@ -17,8 +18,10 @@ class BlockedError(AtelierError):
 
     def __init__(self) -> None:
         super().__init__(
-            "You can't use Atelier in this server: its moderators have blocked you. "
-            "Ask them if you think it's a mistake."
+            _t(
+                "You can't use Atelier in this server: its moderators have blocked you. "
+                "Ask them if you think it's a mistake."
+            )
         )
 
 

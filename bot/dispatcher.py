@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from bot.delivery import Deliverer
 from bot.errors import AtelierError, UnexpectedError
+from bot.i18n import _t
 from bot.image_api import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
 from bot.inputs import JobInputs
 from bot.jobs import Job
@@ -26,7 +27,7 @@ from bot.states import JobState
 
 log = logging.getLogger(__name__)
 
-INPUTS_LOST = "This edit's images were lost while the bot restarted. You were not charged; please send it again."
+INPUTS_LOST = _t("This edit's images were lost while the bot restarted. You were not charged; please send it again.")
 
 
 class EditAPI(Protocol):

@@ -45,6 +45,7 @@ from bot.errors import AtelierError, CancelRefusedError, InputError, InputsGoneE
 from bot.eta import RECENT_SECONDS, Estimator
 from bot.guild_keys import GuildKeys
 from bot.health import Health
+from bot.i18n import _t
 from bot.inputs import InputStore, JobInputs
 from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.ledger import DayUsage
@@ -77,6 +78,11 @@ log = logging.getLogger(__name__)
 PREPARE_GRACE = 5.0
 # A result can be built on once it is posted: a member may click its buttons before the end is recorded.
 _POSTED = (JobState.DELIVERING, JobState.SUCCEEDED)
+_ALREADY_OVER = {
+    JobState.SUCCEEDED: _t("This edit has already succeeded."),
+    JobState.FAILED: _t("This edit has already failed."),
+    JobState.CANCELLED: _t("This edit has already been cancelled."),
+}
 
 
 class JobEngine:
@@ -270,7 +276,7 @@ class JobEngine:
         """
         check_can_reuse(parent, who.user_id)
         if parent.state not in _POSTED:
-            raise InputError("Only a finished result can be rerolled.")
+            raise InputError(_t("Only a finished result can be rerolled."))
         if not await self.inputs_kept(parent.id):
             raise InputsGoneError(self.config.input_retention_hours)
         request = dataclasses.replace(
@@ -299,7 +305,7 @@ class JobEngine:
         """A finished result that ``user_id`` may refine or reroll (a private one only its requester)."""
         job = await self.job(job_id)
         if job is None or job.state not in _POSTED:
-            raise InputError("That result no longer exists.")
+            raise InputError(_t("That result no longer exists."))
         check_can_reuse(job, user_id)
         return job
 
@@ -307,7 +313,7 @@ class JobEngine:
         """The job whose result ``by_user`` wants to delete, if they may: its requester or a moderator."""
         job = await self.job(job_id)
         if job is None:
-            raise InputError("That edit no longer exists.")
+            raise InputError(_t("That edit no longer exists."))
         check_can_delete(job, by_user, is_moderator)
         return job
 
@@ -328,25 +334,27 @@ class JobEngine:
         """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing."""
         job = self.lifecycle.get(job_id) or await self.store.get_job(job_id)
         if job is None:
-            raise CancelRefusedError("That edit no longer exists.")
+            raise CancelRefusedError(_t("That edit no longer exists."))
         if job.user_id != by_user and not is_moderator:
-            raise CancelRefusedError("Only the member who asked (or a moderator) can cancel this edit.")
+            raise CancelRefusedError(_t("Only the member who asked (or a moderator) can cancel this edit."))
         cancelled = None
         if cancellable(job.state, job.restarts):
             cancelled = await self.lifecycle.move(
-                job_id, JobState.CANCELLED, error=AtelierError("Cancelled.", log_detail=f"cancelled by {by_user}")
+                job_id, JobState.CANCELLED, error=AtelierError(_t("Cancelled."), log_detail=f"cancelled by {by_user}")
             )
         if cancelled is not None:
             return cancelled
         now = self.lifecycle.get(job_id) or await self.store.get_job(job_id) or job
         if now.state.terminal:
-            raise CancelRefusedError(f"This edit has already {now.state.value}.")
+            raise CancelRefusedError(_ALREADY_OVER[now.state])
         if now.restarts:
             raise CancelRefusedError(
-                "This edit had already started before the bot restarted, so it can't be cancelled; "
-                "it will finish shortly."
+                _t(
+                    "This edit had already started before the bot restarted, so it can't be cancelled; "
+                    "it will finish shortly."
+                )
             )
-        raise CancelRefusedError("This edit is already running and can't be stopped; it will finish shortly.")
+        raise CancelRefusedError(_t("This edit is already running and can't be stopped; it will finish shortly."))
 
     async def usage(self, who: Requester) -> DayUsage:
         """A member's usage today, as admission sees it."""

@@ -1,14 +1,17 @@
 """Atelier's errors: what went wrong, what the member may be told, what the log gets.
 
 Every error a member can meet is an ``AtelierError``. ``user_message`` is safe to
-show in Discord (it never holds a secret); ``log_detail`` is for the operator's log
-and is also free of secrets. One place in ``cogs/`` turns these into replies.
+show in Discord (it never holds a secret) and is a ``Text``, translated where it is
+shown; ``log_detail`` is for the operator's log, in English, and is also free of
+secrets. One place in ``cogs/`` turns these into replies.
 """
 
 from __future__ import annotations
 
 import logging
 import secrets
+
+from bot.i18n import Text, _t
 
 log = logging.getLogger(__name__)
 
@@ -19,10 +22,10 @@ class AtelierError(Exception):
     #: Whether the message concerns only the member who asked (ephemeral reply).
     private: bool = True
 
-    def __init__(self, user_message: str, *, log_detail: str | None = None) -> None:
-        super().__init__(user_message)
+    def __init__(self, user_message: Text, *, log_detail: str | None = None) -> None:
+        super().__init__(str(user_message))
         self.user_message = user_message
-        self.log_detail = log_detail or user_message
+        self.log_detail = log_detail or str(user_message)
 
 
 class InputError(AtelierError):
@@ -33,10 +36,17 @@ class InputsGoneError(InputError):
     """A reroll's originals are no longer kept (the retention window or the disk cap passed)."""
 
     def __init__(self, hours: float) -> None:
-        kept = f"{hours:g} hours" if hours else "no time"
         super().__init__(
-            f"The original images of this edit are no longer kept (they are kept for {kept} after an edit), "
-            "so it can't be rerolled. **Refine** starts from the result instead."
+            _t(
+                "The original images of this edit are no longer kept (they are kept for {hours} hours after an "
+                "edit), so it can't be rerolled. **Refine** starts from the result instead.",
+                hours=f"{hours:g}",
+            )
+            if hours
+            else _t(
+                "The original images of edits are not kept on this bot, so it can't be rerolled. "
+                "**Refine** starts from the result instead."
+            )
         )
 
 
@@ -59,9 +69,9 @@ class AuthenticationError(ImageAPIError):
 
     def __init__(self, log_detail: str, *, guild_key: bool = False) -> None:
         super().__init__(
-            "This server's own image API key was refused; the server's admins have been told."
+            _t("This server's own image API key was refused; the server's admins have been told.")
             if guild_key
-            else "The image service is not configured correctly; the server admin has been told.",
+            else _t("The image service is not configured correctly; the server admin has been told."),
             log_detail=log_detail,
         )
         self.guild_key = guild_key
@@ -72,9 +82,9 @@ class QuotaExhaustedError(ImageAPIError):
 
     def __init__(self, log_detail: str, *, guild_key: bool = False) -> None:
         super().__init__(
-            "This server's own image service account is out of credit; the server's admins have been told."
+            _t("This server's own image service account is out of credit; the server's admins have been told.")
             if guild_key
-            else "The image service account is out of credit; the server admin has been told.",
+            else _t("The image service account is out of credit; the server admin has been told."),
             log_detail=log_detail,
         )
         self.guild_key = guild_key
@@ -87,7 +97,7 @@ class TransientAPIError(ImageAPIError):
     before the request was sent.
     """
 
-    member_text = "The image service is busy right now. Try again shortly."
+    member_text = _t("The image service is busy right now. Try again shortly.")
 
     def __init__(self, log_detail: str, *, retry_after: float | None = None) -> None:
         super().__init__(self.member_text, log_detail=log_detail)
@@ -105,7 +115,7 @@ class ServerError(TransientAPIError):
 class ConnectFailedError(TransientAPIError):
     """The connection failed before the request was sent (refused, reset, DNS)."""
 
-    member_text = "The image service could not be reached. Try again shortly."
+    member_text = _t("The image service could not be reached. Try again shortly.")
 
 
 class MaybeBilledError(ImageAPIError):
@@ -116,7 +126,7 @@ class SlowServerError(MaybeBilledError):
     """A 5xx that came after ``IMAGE_API_FAST_FAILURE_SECONDS``: it may follow a billed generation."""
 
     def __init__(self, log_detail: str) -> None:
-        super().__init__("The image service failed while working on this edit. Try again.", log_detail=log_detail)
+        super().__init__(_t("The image service failed while working on this edit. Try again."), log_detail=log_detail)
 
 
 class BodyCutOffError(MaybeBilledError):
@@ -124,7 +134,7 @@ class BodyCutOffError(MaybeBilledError):
 
     def __init__(self, log_detail: str) -> None:
         super().__init__(
-            "The image service's answer was cut off before it arrived whole. Try again.", log_detail=log_detail
+            _t("The image service's answer was cut off before it arrived whole. Try again."), log_detail=log_detail
         )
 
 
@@ -133,7 +143,7 @@ class ConnectionLostError(MaybeBilledError):
 
     def __init__(self, log_detail: str) -> None:
         super().__init__(
-            "The connection to the image service was lost before it answered. Try again.", log_detail=log_detail
+            _t("The connection to the image service was lost before it answered. Try again."), log_detail=log_detail
         )
 
 
@@ -142,7 +152,10 @@ class APITimeoutError(MaybeBilledError):
 
     def __init__(self, seconds: float) -> None:
         super().__init__(
-            f"The image service did not answer within {seconds:g} s. Try again, perhaps with fewer or smaller images.",
+            _t(
+                "The image service did not answer within {seconds} s. Try again, perhaps with fewer or smaller images.",
+                seconds=f"{seconds:g}",
+            ),
             log_detail=f"timeout after {seconds:g} s",
         )
 
@@ -152,7 +165,7 @@ class InvalidResponseError(ImageAPIError):
 
     def __init__(self, log_detail: str) -> None:
         super().__init__(
-            "The image service sent back something that is not a usable image. Try again.",
+            _t("The image service sent back something that is not a usable image. Try again."),
             log_detail=log_detail,
         )
 
@@ -168,8 +181,10 @@ class QueueFullError(AtelierError):
 
     def __init__(self) -> None:
         super().__init__(
-            "Atelier's queue is full right now, so this edit was not started. You were not charged; "
-            "please try again in a few minutes."
+            _t(
+                "Atelier's queue is full right now, so this edit was not started. You were not charged; "
+                "please try again in a few minutes."
+            )
         )
 
 
@@ -177,18 +192,20 @@ class CancelRefusedError(AtelierError):
     """The job cannot be cancelled (not yours, already running, already over)."""
 
 
-#: The one apology for a bug, wherever it happens; the reference finds the traceback in the log.
-UNEXPECTED_TEXT = (
-    "Something went wrong on our side (error reference `{reference}`); it has been logged. "
-    "Nothing was charged for it. Please try again."
-)
+def unexpected_text(reference: str) -> Text:
+    """The one apology for a bug, wherever it happens; the reference finds the traceback in the log."""
+    return _t(
+        "Something went wrong on our side (error reference `{reference}`); it has been logged. "
+        "Nothing was charged for it. Please try again.",
+        reference=reference,
+    )
 
 
 class UnexpectedError(AtelierError):
     """A bug: the member gets one short apology with a reference, the log gets the traceback under it."""
 
     def __init__(self, reference: str) -> None:
-        super().__init__(UNEXPECTED_TEXT.format(reference=reference), log_detail=f"unexpected error {reference}")
+        super().__init__(unexpected_text(reference), log_detail=f"unexpected error {reference}")
         self.reference = reference
 
     @classmethod

@@ -17,11 +17,12 @@ from typing import Protocol
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from bot.errors import AtelierError
+from bot.i18n import _t
 from bot.storage import StoredKey
 
 log = logging.getLogger(__name__)
 
-NOT_ENABLED = (
+NOT_ENABLED = _t(
     "The bot's operator hasn't enabled servers' own API keys (it needs ATELIER_SECRET_KEY in the bot's settings), "
     "so this server uses the operator's key."
 )
@@ -92,8 +93,11 @@ class GuildKeys:
         key = key.strip()
         if not MIN_KEY_LENGTH <= len(key) <= MAX_KEY_LENGTH or any(c.isspace() for c in key):
             raise AtelierError(
-                f"That doesn't look like an API key ({MIN_KEY_LENGTH} to {MAX_KEY_LENGTH} characters, no spaces). "
-                "Nothing was saved."
+                _t(
+                    "That doesn't look like an API key ({least} to {most} characters, no spaces). Nothing was saved.",
+                    least=MIN_KEY_LENGTH,
+                    most=MAX_KEY_LENGTH,
+                )
             )
         self._redact(key)  # from now on no log line can carry it, whatever prints it
         encrypted = self._fernet.encrypt(key.encode()).decode()

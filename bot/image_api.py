@@ -46,6 +46,7 @@ from bot.errors import (
     SlowServerError,
     TransientAPIError,
 )
+from bot.i18n import _t
 from bot.images import OutputImage, PreparedImage, check_output
 
 log = logging.getLogger(__name__)
@@ -365,7 +366,8 @@ class ImageAPIClient:
         if _SAFETY_WORDS.search(lowered):
             # A hard content block can come back as any status, a 5xx included: never retry it.
             return SafetyRejectedError(
-                f"The image service refused this request: {_shorten(message, 300)}", log_detail=detail
+                _t("The image service refused this request: {reason}", reason=_shorten(message, 300)),
+                log_detail=detail,
             )
         if status in (401, 403):
             return AuthenticationError(detail, guild_key=own_key)
@@ -381,10 +383,12 @@ class ImageAPIClient:
             return SlowServerError(f"HTTP {status}{took}: {message}"[:500])
         if status == 413:
             return BadRequestError(
-                "The images are too large for the image service; use fewer or smaller images.",
+                _t("The images are too large for the image service; use fewer or smaller images."),
                 log_detail=detail,
             )
-        return BadRequestError(f"The image service rejected the request: {_shorten(message, 300)}", log_detail=detail)
+        return BadRequestError(
+            _t("The image service rejected the request: {reason}", reason=_shorten(message, 300)), log_detail=detail
+        )
 
     def _first_item(self, payload: Any, guild_key: str | None = None) -> dict[str, Any]:
         """``data[0]`` of a 2xx answer, or the error the answer carries instead."""

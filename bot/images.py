@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from bot.errors import InputError, InvalidResponseError
+from bot.i18n import Text, _t
 
 # Larger than any real photo or screenshot, small enough that decoding cannot exhaust memory.
 MAX_INPUT_PIXELS = 64_000_000
@@ -31,7 +32,7 @@ class PreparedImage:
     mime: str
     width: int
     height: int
-    note: str | None = None  # e.g. "image2 was re-encoded to fit 3 MB"
+    note: Text | None = None  # e.g. "image2 was re-encoded to fit 3 MB"
 
     @property
     def extension(self) -> str:
@@ -47,7 +48,7 @@ class OutputImage:
     mime: str
     width: int
     height: int
-    note: str | None = None
+    note: Text | None = None
 
     @property
     def extension(self) -> str:
@@ -80,8 +81,13 @@ def _open_checked(data: bytes, option: str, *, decode: bool) -> Image.Image:
             image = Image.open(io.BytesIO(data))
             if image.width * image.height > MAX_INPUT_PIXELS:
                 raise InputError(
-                    f"{option} is too large ({image.width}×{image.height} pixels); "
-                    f"the limit is {MAX_INPUT_PIXELS // 1_000_000} megapixels."
+                    _t(
+                        "{option} is too large ({width}×{height} pixels); the limit is {limit} megapixels.",
+                        option=option,
+                        width=image.width,
+                        height=image.height,
+                        limit=MAX_INPUT_PIXELS // 1_000_000,
+                    )
                 )
             if decode:
                 image.load()
@@ -89,11 +95,13 @@ def _open_checked(data: bytes, option: str, *, decode: bool) -> Image.Image:
                 _verify_structure(data, image)
                 image = Image.open(io.BytesIO(data))  # verify() leaves the image unusable
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise InputError(f"{option} is too large to decode safely; use a smaller image.") from None
+            raise InputError(
+                _t("{option} is too large to decode safely; use a smaller image.", option=option)
+            ) from None
         except UnidentifiedImageError:
-            raise InputError(f"{option} is not an image (png, jpeg or webp work best).") from None
+            raise InputError(_t("{option} is not an image (png, jpeg or webp work best).", option=option)) from None
         except (OSError, SyntaxError, ValueError, EOFError):
-            raise InputError(f"{option} is damaged or incomplete; it could not be decoded.") from None
+            raise InputError(_t("{option} is damaged or incomplete; it could not be decoded.", option=option)) from None
     return image
 
 
@@ -116,7 +124,7 @@ def prepare_input(data: bytes, option: str, max_bytes: int) -> PreparedImage:
     re-encoded or scaled down to fit (turned upright first, since re-encoding drops EXIF).
     """
     if not data:
-        raise InputError(f"{option} is an empty file.")
+        raise InputError(_t("{option} is an empty file.", option=option))
     fmt = sniff_format(data)
     passes_through = fmt is not None and len(data) <= max_bytes
     image = _open_checked(data, option, decode=not passes_through)
@@ -130,17 +138,34 @@ def prepare_input(data: bytes, option: str, max_bytes: int) -> PreparedImage:
     turned = _orientation(image) != 1
     if turned:
         image = ImageOps.exif_transpose(image)
-    upright = ", turned upright as its EXIF orientation says," if turned else ""
     if fmt is None:
         converted = _encode(_normalise_mode(image), "PNG")
         if len(converted) <= max_bytes:
-            note = f"{option} was converted to PNG{upright.rstrip(',')}" if turned else None
+            note = (
+                _t("{option} was converted to PNG, turned upright as its EXIF orientation says", option=option)
+                if turned
+                else None
+            )
             return PreparedImage(converted, "image/png", image.width, image.height, note=note)
-        note = f"{option} was converted{upright} and re-encoded to fit {_mb(max_bytes)}"
-    else:
-        note = f"{option} was {_mb(len(data))}, so it was{upright} re-encoded to fit {_mb(max_bytes)}"
     out = shrink_to_fit(image, max_bytes)
-    return PreparedImage(out.data, out.mime, out.width, out.height, note=f"{note} ({out.note})")
+    sizes = {"option": option, "size": _mb(len(data)), "limit": _mb(max_bytes), "how": out.note}
+    if fmt is None and turned:
+        note = _t(
+            "{option} was converted, turned upright as its EXIF orientation says, and re-encoded to fit {limit} "
+            "({how})",
+            **sizes,
+        )
+    elif fmt is None:
+        note = _t("{option} was converted and re-encoded to fit {limit} ({how})", **sizes)
+    elif turned:
+        note = _t(
+            "{option} was {size}, so it was turned upright as its EXIF orientation says, and re-encoded to fit "
+            "{limit} ({how})",
+            **sizes,
+        )
+    else:
+        note = _t("{option} was {size}, so it was re-encoded to fit {limit} ({how})", **sizes)
+    return PreparedImage(out.data, out.mime, out.width, out.height, note=note)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -156,16 +181,19 @@ def _upright_jpeg(image: Image.Image, option: str, max_bytes: int) -> PreparedIm
     try:
         image.load()
     except (OSError, SyntaxError, ValueError, EOFError):
-        raise InputError(f"{option} is damaged or incomplete; it could not be decoded.") from None
+        raise InputError(_t("{option} is damaged or incomplete; it could not be decoded.", option=option)) from None
     upright = ImageOps.exif_transpose(image)
-    note = f"{option} was turned upright, as its EXIF orientation says, and re-encoded"
+    note = _t("{option} was turned upright, as its EXIF orientation says, and re-encoded", option=option)
     pixels = upright if upright.mode in ("RGB", "L", "CMYK") else upright.convert("RGB")
     icc = image.info.get("icc_profile")
     data = _encode(pixels, "JPEG", quality=UPRIGHT_JPEG_QUALITY, **({"icc_profile": icc} if icc else {}))
     if len(data) <= max_bytes:
         return PreparedImage(data, "image/jpeg", upright.width, upright.height, note=note)
     out = shrink_to_fit(upright, max_bytes)
-    return PreparedImage(out.data, out.mime, out.width, out.height, note=f"{note} ({out.note})")
+    note = _t(
+        "{option} was turned upright, as its EXIF orientation says, and re-encoded ({how})", option=option, how=out.note
+    )
+    return PreparedImage(out.data, out.mime, out.width, out.height, note=note)
 
 
 def _normalise_mode(image: Image.Image) -> Image.Image:
@@ -197,7 +225,7 @@ def shrink_to_fit(image: Image.Image, max_bytes: int, *, lossless_first: bool = 
     if lossless_first:
         data = _encode(image, "WEBP", lossless=True, method=1)
         if len(data) <= max_bytes:
-            return OutputImage(data, "image/webp", image.width, image.height, "losslessly re-encoded as WebP")
+            return OutputImage(data, "image/webp", image.width, image.height, _t("losslessly re-encoded as WebP"))
     scaled = image
     while True:
         if has_alpha:
@@ -208,9 +236,17 @@ def shrink_to_fit(image: Image.Image, max_bytes: int, *, lossless_first: bool = 
             data = _encode(rgb, "JPEG", quality=90, optimize=True)
             mime = "image/jpeg"
         if len(data) <= max_bytes or max(scaled.size) <= 64:
-            how = f"re-encoded as {'WebP' if has_alpha else 'JPEG'} (quality 90)"
-            if scaled is not image:
-                how += f" and scaled down to {scaled.width}×{scaled.height}"
+            kind = "WebP" if has_alpha else "JPEG"
+            how = (
+                _t("re-encoded as {format} (quality 90)", format=kind)
+                if scaled is image
+                else _t(
+                    "re-encoded as {format} (quality 90) and scaled down to {width}×{height}",
+                    format=kind,
+                    width=scaled.width,
+                    height=scaled.height,
+                )
+            )
             return OutputImage(data, mime, scaled.width, scaled.height, how)
         # Bytes scale roughly with area; aim a little under the target.
         factor = max(0.25, min(0.9, (max_bytes / len(data)) ** 0.5 * 0.95))
@@ -246,8 +282,11 @@ def fit_for_upload(output: OutputImage, limit: int) -> OutputImage:
     with Image.open(io.BytesIO(output.data)) as image:
         image.load()
         fitted = shrink_to_fit(image, limit, lossless_first=len(output.data) <= limit * LOSSLESS_TRY_RATIO)
-    note = (
-        f"The {_mb(len(output.data))} original was over Discord's {_mb(limit)} upload limit, so it was {fitted.note}."
+    note = _t(
+        "The {size} original was over Discord's {limit} upload limit, so it was {how}.",
+        size=_mb(len(output.data)),
+        limit=_mb(limit),
+        how=fitted.note,
     )
     return OutputImage(fitted.data, fitted.mime, fitted.width, fitted.height, note=note)
 

@@ -59,6 +59,7 @@ class JobRequest:
     private: bool = False  # status and result visible only to the requester
     style: str | None = None  # the name of the server's style preset, if one was chosen
     style_text: str | None = None  # that preset's text as it was when the job was accepted
+    language: str | None = None  # the catalog its member reads (e.g. "zh_CN"); None: English
 
     @property
     def api_prompt(self) -> str:

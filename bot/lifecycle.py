@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import AtelierError, UnexpectedError
+from bot.i18n import _t
 from bot.jobs import Destination, Job, utc_day
 from bot.ledger import DayUsage, UsageLedger
 from bot.ports import Move
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-INTERRUPTED_TWICE = (
+INTERRUPTED_TWICE = _t(
     "The bot stopped twice while this edit was running, so it was not tried again. "
     "You were not charged; please send it again."
 )

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 from bot.config import Config
 from bot.errors import AtelierError
+from bot.i18n import Text, _nt, _t
 from bot.jobs import Job, JobRequest
 from bot.ledger import DayUsage
 from bot.settings import GuildOverrides, PrivateResults
@@ -30,7 +31,7 @@ class ShuttingDownError(AtelierError):
     """The bot is restarting and takes no new work."""
 
     def __init__(self) -> None:
-        super().__init__("The bot is restarting and not taking new edits; try again in a minute.")
+        super().__init__(_t("The bot is restarting and not taking new edits; try again in a minute."))
 
 
 @dataclass(frozen=True)
@@ -81,25 +82,27 @@ def next_reset(now: float) -> float:
     return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
 
 
-def describe_wait(seconds: float) -> str:
+def describe_wait(seconds: float) -> Text:
     """``2 h 5 min``, ``40 s``: a short human duration."""
     seconds = max(0, math.ceil(seconds))
     if seconds < 60:
-        return f"{seconds} s"
+        return _t("{seconds} s", seconds=seconds)
     hours, rest = divmod(seconds, 3600)
     minutes = math.ceil(rest / 60) if hours == 0 else rest // 60
-    return f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    return (
+        _t("{hours} h {minutes} min", hours=hours, minutes=minutes) if hours else _t("{minutes} min", minutes=minutes)
+    )
 
 
-def resets_text(now: float) -> str:
-    return f"resets at 00:00 UTC (in {describe_wait(next_reset(now) - now)})"
+def resets_text(now: float) -> Text:
+    return _t("resets at 00:00 UTC (in {wait})", wait=describe_wait(next_reset(now) - now))
 
 
 def check_access(config: Config, limits: GuildLimits | None, who: Requester) -> None:
     """Refuse a member who may not use the bot where they asked, saying where they can."""
     if who.in_dm:
         if not config.allow_dms:
-            raise AccessDeniedError("Atelier works in servers only, not in direct messages.")
+            raise AccessDeniedError(_t("Atelier works in servers only, not in direct messages."))
         return
     assert limits is not None
     if who.is_manager:
@@ -107,11 +110,11 @@ def check_access(config: Config, limits: GuildLimits | None, who: Requester) -> 
     channels = limits.allowed_channel_ids
     if channels and who.channel_id not in channels and who.parent_channel_id not in channels:
         where = ", ".join(f"<#{c}>" for c in sorted(channels))
-        raise AccessDeniedError(f"Atelier can't be used in this channel. Use it in {where}.")
+        raise AccessDeniedError(_t("Atelier can't be used in this channel. Use it in {channels}.", channels=where))
     roles = limits.allowed_role_ids
     if roles and not roles & who.role_ids:
         names = ", ".join(f"<@&{r}>" for r in sorted(roles))
-        raise AccessDeniedError(f"Atelier is open to members with one of these roles: {names}.")
+        raise AccessDeniedError(_t("Atelier is open to members with one of these roles: {roles}.", roles=names))
 
 
 @dataclass(frozen=True)
@@ -169,29 +172,50 @@ def check_quota(
     budget = config.daily_budget_usd
     if budget is not None and not own_key and usage.spend_today + price > budget + 1e-9:
         raise LimitReachedError(
-            f"Today's budget for image edits is used up (${usage.spend_today:.2f} of ${budget:.2f}); "
-            f"it {resets_text(now)}."
+            _t(
+                "Today's budget for image edits is used up (${spent} of ${budget}); it {resets}.",
+                spent=f"{usage.spend_today:.2f}",
+                budget=f"{budget:.2f}",
+                resets=resets_text(now),
+            )
         )
     if limits is not None and limits.guild_daily_limit is not None and usage.guild_today >= limits.guild_daily_limit:
         raise LimitReachedError(
-            f"This server has used all {limits.guild_daily_limit} of its edits for today; the limit {resets_text(now)}."
+            _t(
+                "This server has used all {limit} of its edits for today; the limit {resets}.",
+                limit=limits.guild_daily_limit,
+                resets=resets_text(now),
+            )
         )
     standing = member_standing(config, limits, who, usage, now)
     if standing.exempt:
         return
     if standing.active >= standing.max_active:
         raise LimitReachedError(
-            f"You already have {standing.active} edit{'s' if standing.active != 1 else ''} queued or running "
-            f"(the most at once is {standing.max_active}). Wait for one to finish, or cancel one."
+            _nt(
+                "You already have {count} edit queued or running (the most at once is {most}). "
+                "Wait for one to finish, or cancel one.",
+                "You already have {count} edits queued or running (the most at once is {most}). "
+                "Wait for one to finish, or cancel one.",
+                standing.active,
+                most=standing.max_active,
+            )
         )
     if standing.left_today == 0:
         raise LimitReachedError(
-            f"You've used {standing.used_today} of your {standing.daily_limit} edits for today; "
-            f"the limit {resets_text(now)}."
+            _t(
+                "You've used {used} of your {limit} edits for today; the limit {resets}.",
+                used=standing.used_today,
+                limit=standing.daily_limit,
+                resets=resets_text(now),
+            )
         )
     if standing.cooldown_wait > 0:
         raise LimitReachedError(
-            f"Slow down a little: you can start another edit in {describe_wait(standing.cooldown_wait)}."
+            _t(
+                "Slow down a little: you can start another edit in {wait}.",
+                wait=describe_wait(standing.cooldown_wait),
+            )
         )
 
 
@@ -200,8 +224,10 @@ def apply_privacy(limits: GuildLimits | None, request: JobRequest) -> JobRequest
     policy = limits.private_results if limits is not None else PrivateResults.ALLOWED
     if policy is PrivateResults.NEVER and request.private:
         raise AccessDeniedError(
-            "This server doesn't allow private results: every result is posted in the channel. "
-            "Send it again without the private choice."
+            _t(
+                "This server doesn't allow private results: every result is posted in the channel. "
+                "Send it again without the private choice."
+            )
         )
     if policy is PrivateResults.ALWAYS and not request.private:
         return dataclasses.replace(request, private=True)
@@ -211,12 +237,12 @@ def apply_privacy(limits: GuildLimits | None, request: JobRequest) -> JobRequest
 def check_can_reuse(job: Job, user_id: int) -> None:
     """Refuse to refine or reroll a private result for anyone but the member who asked for it."""
     if job.request.private and job.user_id != user_id:
-        raise AccessDeniedError("That result is private to the member who asked for it.")
+        raise AccessDeniedError(_t("That result is private to the member who asked for it."))
 
 
 def check_can_delete(job: Job, user_id: int, is_moderator: bool) -> None:
     """Only a result's requester, or a member who may manage messages, deletes it."""
     if job.user_id != user_id and not is_moderator:
         raise AccessDeniedError(
-            "Only the member who asked for this edit, or a moderator (Manage Messages), can delete it."
+            _t("Only the member who asked for this edit, or a moderator (Manage Messages), can delete it.")
         )

@@ -18,6 +18,7 @@ import enum
 from dataclasses import dataclass
 
 from bot.errors import InputError
+from bot.i18n import _t
 from bot.sizes import dimensions, normalize_size
 
 MAX_SIDE = 3840
@@ -54,7 +55,14 @@ class ImageModel:
         """Refuse (``InputError``) a size this model does not take, saying what it does take."""
         problem = size_problem(self.sizes, size)
         if problem is not None:
-            raise InputError(f"`{size}` is not a size the image service supports for {self.name}: {problem}")
+            raise InputError(
+                _t(
+                    "`{size}` is not a size the image service supports for {model}: {problem}",
+                    size=size,
+                    model=self.name,
+                    problem=problem,
+                )
+            )
 
 
 def size_problem(rule: SizeRule, size: str | None) -> str | None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from bot.errors import AtelierError
+from bot.i18n import Text
 from bot.images import OutputImage
 from bot.jobs import Delivered, Destination, Job
 from bot.states import JobState
@@ -85,7 +86,7 @@ class AuditEntry:
     job: Job
     channel_id: int  # the audit channel
     outcome: JobState
-    reason: str | None = None  # what the member was told, when it did not succeed
+    reason: Text | None = None  # what the member was told, when it did not succeed
     safety: bool = False  # refused by the image service's safety system
     preview: bytes | None = None  # a small WebP of the result
     fallback: bool = False  # made by the fallback model while its own model was failing
@@ -98,7 +99,7 @@ class AuditSink(Protocol):
         """Queue ``entry`` for its audit channel; returns at once."""
         ...
 
-    def alert(self, guild_id: int, channel_id: int | None, text: str, contact_user_id: int | None = None) -> None:
+    def alert(self, guild_id: int, channel_id: int | None, text: Text, contact_user_id: int | None = None) -> None:
         """Tell a server's admins ``text``: in ``channel_id`` (its audit channel), else privately
         to ``contact_user_id``; returns at once."""
         ...
@@ -127,7 +128,7 @@ class NotDelivered:
 class PostFailed:
     """The frontend could not post the result; ``too_large`` asks for a smaller file."""
 
-    user_message: str
+    user_message: Text
     log_detail: str
     too_large: bool = False
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bot.errors import InputError
+from bot.i18n import _t
 
 MAX_PRESETS = 25  # also the most choices a Discord select or autocomplete shows
 MAX_TEXT = 500
@@ -41,11 +42,15 @@ def preset_name(raw: str) -> str:
     """A preset name as stored and compared: trimmed, single-spaced, lower case; refuse a bad one."""
     name = " ".join(raw.split()).lower()
     if not name:
-        raise InputError("A style needs a name, e.g. `watercolour`.")
+        raise InputError(_t("A style needs a name, e.g. `watercolour`."))
     if len(name) > MAX_NAME or not _NAME.match(name):
         raise InputError(
-            f"`{name[:40]}` can't be a style name: use up to {MAX_NAME} letters, digits, spaces, "
-            "`-`, `_` or `'`, starting with a letter or digit."
+            _t(
+                "`{name}` can't be a style name: use up to {most} letters, digits, spaces, "
+                "`-`, `_` or `'`, starting with a letter or digit.",
+                name=name[:40],
+                most=MAX_NAME,
+            )
         )
     return name
 
@@ -56,9 +61,15 @@ def preset_text(raw: str) -> str:
     for placeholder in _PLACEHOLDER:
         text = text.removeprefix(placeholder).lstrip()
     if not text.strip(" ,;:"):
-        raise InputError("A style needs a text to add to the instruction, e.g. `as a loose watercolour painting`.")
+        raise InputError(_t("A style needs a text to add to the instruction, e.g. `as a loose watercolour painting`."))
     if len(text) > MAX_TEXT:
-        raise InputError(f"A style's text can be at most {MAX_TEXT} characters; this one has {len(text)}.")
+        raise InputError(
+            _t(
+                "A style's text can be at most {most} characters; this one has {length}.",
+                most=MAX_TEXT,
+                length=len(text),
+            )
+        )
     return text
 
 
@@ -104,8 +115,12 @@ class StylePresets:
         """The preset called ``name`` (any case); refuse a name the server does not have."""
         preset = self._by_guild.get(guild_id or 0, {}).get(" ".join(name.split()).lower())
         if preset is None:
-            known = ", ".join(f"`{p.name}`" for p in self.of(guild_id)) or "none yet"
-            raise InputError(f"This server has no style called `{name[:40]}`. Its styles: {known}.")
+            known = ", ".join(f"`{p.name}`" for p in self.of(guild_id))
+            raise InputError(
+                _t("This server has no style called `{name}`. Its styles: {styles}.", name=name[:40], styles=known)
+                if known
+                else _t("This server has no style called `{name}`, and no styles yet.", name=name[:40])
+            )
         return preset
 
     def matching(self, guild_id: int | None, typed: str) -> list[StylePreset]:
@@ -119,7 +134,9 @@ class StylePresets:
         presets = self._by_guild.setdefault(guild_id, {})
         replaced = presets.get(preset.name)
         if replaced is None and len(presets) >= MAX_PRESETS:
-            raise InputError(f"This server already has {MAX_PRESETS} styles, the most it can have; remove one first.")
+            raise InputError(
+                _t("This server already has {most} styles, the most it can have; remove one first.", most=MAX_PRESETS)
+            )
         # Cached before the write so two quick adds cannot both take the last place; undone if it fails.
         presets[preset.name] = preset
         try:

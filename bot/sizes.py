@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from math import gcd
 
+from bot.i18n import _t, catalogs
+
 AUTO = "auto"
 
 
@@ -70,7 +72,7 @@ _SIZE_VALUES = (
 SIZES: tuple[OutputSize, ...] = tuple(OutputSize(int(v.split("x")[0]), int(v.split("x")[1])) for v in _SIZE_VALUES)
 _BY_VALUE = {s.value: s for s in SIZES}
 
-AUTO_LABEL = "auto · keep the edited image's aspect ratio"
+AUTO_LABEL = _t("auto · keep the edited image's aspect ratio")
 
 # The sizes offered in the Refine modal, where a select holds at most 25 options.
 COMMON_SIZES: tuple[OutputSize, ...] = tuple(
@@ -127,10 +129,10 @@ def dimensions(value: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def size_choices(query: str, limit: int = 25) -> list[tuple[str, str]]:
-    """(label, value) pairs matching what was typed so far, at most ``limit`` of them."""
+def size_choices(query: str, language: str | None = None, limit: int = 25) -> list[tuple[str, str]]:
+    """(label, value) pairs matching what was typed so far, at most ``limit`` of them (``auto``'s in ``language``)."""
     needle = query.strip().lower().replace("×", "x").replace(" ", "")
-    options = [(AUTO_LABEL, AUTO)] + [(s.label, s.value) for s in SIZES]
+    options = [(catalogs().render(AUTO_LABEL, language), AUTO)] + [(s.label, s.value) for s in SIZES]
     if needle:
         options = [
             (label, value)

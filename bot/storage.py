@@ -194,6 +194,8 @@ MIGRATIONS: list[list[str]] = [
         )
         """,
     ],
+    # 6: the language each job's member reads, for its status, result and failure.
+    ["ALTER TABLE jobs ADD COLUMN language TEXT"],
 ]
 
 MIGRATIONS_TABLE = (
@@ -202,7 +204,7 @@ MIGRATIONS_TABLE = (
 
 _REQUEST_COLUMNS = (
     "kind", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id", "private",
-    "style", "style_text",
+    "style", "style_text", "language",
 )  # fmt: skip
 _JOB_COLUMNS = (
     "id", "status", *_REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost_usd", "model",
@@ -690,6 +692,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         private=bool(row["private"]),
         style=row["style"],
         style_text=row["style_text"],
+        language=row["language"],
     )
     simple = MOVABLE - {"delivery", "notes", "delivered"}
     return Job(

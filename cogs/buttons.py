@@ -16,6 +16,7 @@ import discord
 from discord import ui
 
 from bot.errors import InputError
+from bot.i18n import _pt, _t
 from bot.presets import StylePreset
 from bot.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from cogs.custom_ids import (
@@ -31,11 +32,13 @@ from cogs.custom_ids import (
     refine_from_id,
 )
 from cogs.errors import AtelierView, guarded
+from cogs.language import language_of, render
 
 if TYPE_CHECKING:
     from cogs.client import AtelierBot
 
 PROMPT_MAX = 4000
+REFINE_LABEL = _pt("button", "Refine")
 
 
 def first_image(message: discord.Message) -> discord.Attachment | None:
@@ -48,55 +51,58 @@ def first_image(message: discord.Message) -> discord.Attachment | None:
     return None
 
 
-def size_select() -> ui.Select[Any]:
+def size_select(language: str | None) -> ui.Select[Any]:
     """The size field of a form: auto, then the most useful sizes (a select holds at most 25)."""
     return ui.Select(
         custom_id=REFINE_SIZE_FIELD,
         required=False,
-        options=[discord.SelectOption(label=AUTO_LABEL[:100], value=AUTO, default=True)]
+        options=[discord.SelectOption(label=render(AUTO_LABEL, language)[:100], value=AUTO, default=True)]
         + [discord.SelectOption(label=s.label, value=s.value) for s in COMMON_SIZES],
     )
 
 
-def style_field(presets: Sequence[StylePreset]) -> ui.Label[Any] | None:
+def style_field(presets: Sequence[StylePreset], language: str | None) -> ui.Label[Any] | None:
     """The optional style field of a form: the server's presets (none chosen = no style)."""
     if not presets:
         return None
     return ui.Label(
-        text="Style (optional)",
-        description="A style this server set up, added to your instruction",
+        text=render(_t("Style (optional)"), language),
+        description=render(_t("A style this server set up, added to your instruction"), language),
         component=ui.Select(
             custom_id=STYLE_FIELD,
             required=False,
-            placeholder="No style",
+            placeholder=render(_t("No style"), language),
             options=[discord.SelectOption(label=p.name, value=p.name, description=p.text[:100]) for p in presets],
         ),
     )
 
 
-class RefineModal(ui.Modal, title="Refine this image"):
-    """Asks what to change, the output size and, if the server has any, a style."""
+class RefineModal(ui.Modal):
+    """Asks what to change, the output size and, if the server has any, a style (in the member's language)."""
 
-    prompt: ui.Label[RefineModal] = ui.Label(
-        text="What should change?",
-        description="This image becomes image1; you can refer to it by that name.",
-        component=ui.TextInput(
-            custom_id=REFINE_PROMPT_FIELD,
-            style=discord.TextStyle.paragraph,
-            placeholder="e.g. make the sky stormy and add a lighthouse",
-            max_length=PROMPT_MAX,
-            required=True,
-        ),
-    )
-    size: ui.Label[RefineModal] = ui.Label(
-        text="Output size",
-        description="auto keeps this image's aspect ratio",
-        component=size_select(),
-    )
-
-    def __init__(self, ids: RefineModalId, presets: Sequence[StylePreset] = ()) -> None:
-        super().__init__(custom_id=ids.encode(), timeout=None)
-        style = style_field(presets)
+    def __init__(self, ids: RefineModalId, language: str | None, presets: Sequence[StylePreset] = ()) -> None:
+        super().__init__(title=render(_t("Refine this image"), language), custom_id=ids.encode(), timeout=None)
+        self.add_item(
+            ui.Label(
+                text=render(_t("What should change?"), language),
+                description=render(_t("This image becomes image1; you can refer to it by that name."), language),
+                component=ui.TextInput(
+                    custom_id=REFINE_PROMPT_FIELD,
+                    style=discord.TextStyle.paragraph,
+                    placeholder=render(_t("e.g. make the sky stormy and add a lighthouse"), language),
+                    max_length=PROMPT_MAX,
+                    required=True,
+                ),
+            )
+        )
+        self.add_item(
+            ui.Label(
+                text=render(_t("Output size"), language),
+                description=render(_t("auto keeps this image's aspect ratio"), language),
+                component=size_select(language),
+            )
+        )
+        style = style_field(presets, language)
         if style is not None:
             self.add_item(style)
 
@@ -105,7 +111,7 @@ async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId)
     """Open the Refine form for the result ``ids`` names, if the member may refine it."""
     bot: AtelierBot = interaction.client  # type: ignore[assignment]
     await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private result is its requester's alone
-    modal = RefineModal(ids, bot.engine.presets.of(interaction.guild_id))
+    modal = RefineModal(ids, language_of(interaction), bot.engine.presets.of(interaction.guild_id))
     await interaction.response.send_modal(modal)
     # Submissions are routed by custom_id, the same way before and after a restart,
     # so discord.py need not keep this modal in memory.
@@ -115,10 +121,10 @@ async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId)
 class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TEMPLATE):
     """The Refine button under every result."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, language: str | None = None) -> None:
         super().__init__(
             ui.Button(
-                label="Refine",
+                label=render(REFINE_LABEL, language),
                 emoji="🪄",
                 style=discord.ButtonStyle.primary,
                 custom_id=refine_button_id(job_id),
@@ -138,17 +144,17 @@ class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TE
     async def open_form(self, interaction: discord.Interaction) -> None:
         message = interaction.message
         if message is None or first_image(message) is None:
-            raise InputError("This message has no image to refine any more.")
+            raise InputError(_t("This message has no image to refine any more."))
         await open_refine_form(interaction, RefineModalId(message.channel.id, message.id, self.job_id))
 
 
 class RefineFromButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_FROM_TEMPLATE):
     """Refine offered away from the result (when a reroll's originals are gone): the result's ids are in it."""
 
-    def __init__(self, channel_id: int, message_id: int, job_id: str) -> None:
+    def __init__(self, channel_id: int, message_id: int, job_id: str, language: str | None = None) -> None:
         super().__init__(
             ui.Button(
-                label="Refine",
+                label=render(REFINE_LABEL, language),
                 emoji="🪄",
                 style=discord.ButtonStyle.primary,
                 custom_id=refine_from_id(channel_id, message_id, job_id),
@@ -169,9 +175,13 @@ class RefineFromButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_FROM_
 class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TEMPLATE):
     """Withdraws a queued job; for its requester or a moderator."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, language: str | None = None) -> None:
         super().__init__(
-            ui.Button(label="Cancel", style=discord.ButtonStyle.secondary, custom_id=cancel_button_id(job_id))
+            ui.Button(
+                label=render(_pt("button", "Cancel"), language),
+                style=discord.ButtonStyle.secondary,
+                custom_id=cancel_button_id(job_id),
+            )
         )
         self.job_id = job_id
 
@@ -189,21 +199,24 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
         permissions = interaction.permissions
         is_moderator = permissions.manage_messages or permissions.manage_guild
         job = await bot.engine.cancel(self.job_id, interaction.user.id, is_moderator)
-        who = "" if job.user_id == interaction.user.id else f" by {interaction.user.mention}"
-        await interaction.response.edit_message(
-            content=f"🚫 Edit cancelled{who}; nothing was charged.", view=None, attachments=[]
+        # The status message is its member's: it stays in their language, whoever cancels it.
+        text = (
+            _t("🚫 Edit cancelled; nothing was charged.")
+            if job.user_id == interaction.user.id
+            else _t("🚫 Edit cancelled by {moderator}; nothing was charged.", moderator=interaction.user.mention)
         )
+        await interaction.response.edit_message(content=render(text, job.request.language), view=None, attachments=[])
 
 
-def refine_from_view(channel_id: int, message_id: int, job_id: str) -> ui.View:
+def refine_from_view(channel_id: int, message_id: int, job_id: str, language: str | None) -> ui.View:
     """A Refine button for a result, to put on another message."""
     view = AtelierView(timeout=None)
-    view.add_item(RefineFromButton(channel_id, message_id, job_id))
+    view.add_item(RefineFromButton(channel_id, message_id, job_id, language))
     return view
 
 
-def cancel_view(job_id: str) -> ui.View:
+def cancel_view(job_id: str, language: str | None) -> ui.View:
     """The components under a waiting job's status: its Cancel button."""
     view = AtelierView(timeout=None)
-    view.add_item(CancelButton(job_id))
+    view.add_item(CancelButton(job_id, language))
     return view

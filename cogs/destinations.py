@@ -26,9 +26,11 @@ from typing import Any
 import discord
 
 from bot.errors import AtelierError
+from bot.i18n import Text, _t
 from bot.images import OutputImage
 from bot.jobs import Delivered, Destination
 from cogs.errors import error_text
+from cogs.language import render
 from cogs.uploads import image_file
 
 log = logging.getLogger(__name__)
@@ -104,9 +106,10 @@ def message_target(
 class Delivery:
     """Shows one job's status, result or failure; built from the job's stored target."""
 
-    def __init__(self, bot: discord.Client, destination: Destination, user_id: int) -> None:
+    def __init__(self, bot: discord.Client, destination: Destination, user_id: int, language: str | None) -> None:
         target = destination.data
         self.destination = destination
+        self.language = language  # its member's: what the status, result and failure are written in
         self.bot = bot
         self.target = target
         self.user_id = user_id
@@ -158,14 +161,14 @@ class Delivery:
         if view is not None:
             kwargs["view"] = view
         message = await self.channel.send(**kwargs)
-        await self._point_to(message, "➡️ This edit continues in a newer message, which I can keep updating:")
+        await self._point_to(message, _t("➡️ This edit continues in a newer message, which I can keep updating:"))
         return message_target(message, None, self.destination.upload_limit, self.guild_id)
 
-    async def _point_to(self, message: discord.Message, words: str) -> None:
+    async def _point_to(self, message: discord.Message, words: Text) -> None:
         """Edit the old status message, once, to link to ``message`` (best effort)."""
         link = message_link(self.guild_id, message.channel.id, message.id)
         with contextlib.suppress(_CannotEditError, discord.HTTPException):
-            await self._edit(content=f"{words} {link}", attachments=[], view=None)
+            await self._edit(content=f"{render(words, self.language)} {link}", attachments=[], view=None)
 
     async def _edit(self, **fields: Any) -> tuple[int, int]:
         """Edit the status message, through the token or with the bot's own token; its (channel, message) ids."""
@@ -209,7 +212,7 @@ class Delivery:
         if not self.on_interaction and self._too_old():
             # Past the hour in which Discord lets the status message be edited: a new message, linked from it.
             message = await self._late(content, image_file(image, filename), view)
-            await self._point_to(message, "➡️ The result:")
+            await self._point_to(message, _t("➡️ The result:"))
             return message.channel.id, message.id, delivered
         try:
             channel_id, message_id = await self._edit(
@@ -254,7 +257,7 @@ class Delivery:
 
     async def failure(self, error: AtelierError) -> None:
         """Say the job failed and why; never raises."""
-        text = clip(error_text(error), MAX_CONTENT)
+        text = clip(error_text(error, self.language), MAX_CONTENT)
         try:
             if self.private:
                 await self._private_failure(text)

@@ -4,7 +4,7 @@
 component and form callbacks run inside ``guarded``, which does the same. An
 ``AtelierError`` becomes its member text (private when it concerns only them);
 anything else is a bug: the member gets the one apology with an error reference
-(``bot.errors.UNEXPECTED_TEXT``) and the log gets the traceback under it.
+(``bot.errors.unexpected_text``) and the log gets the traceback under it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ import discord
 from discord import app_commands
 
 from bot.errors import AtelierError, UnexpectedError
+from bot.i18n import _t
+from cogs.language import language_of, render
 
 log = logging.getLogger(__name__)
 
 
-def error_text(error: AtelierError) -> str:
-    """How an error reads in Discord."""
-    return f"❌ {error.user_message}"
+def error_text(error: AtelierError, language: str | None) -> str:
+    """How an error reads in Discord, in ``language``."""
+    return f"❌ {render(error.user_message, language)}"
 
 
 def as_atelier_error(error: BaseException, where: str) -> AtelierError:
@@ -31,13 +33,13 @@ def as_atelier_error(error: BaseException, where: str) -> AtelierError:
     if isinstance(original, AtelierError):
         return original
     if isinstance(original, app_commands.MissingPermissions):
-        return AtelierError("You need the Manage Server permission for this.")
+        return AtelierError(_t("You need the Manage Server permission for this."))
     if isinstance(original, app_commands.NoPrivateMessage):
-        return AtelierError("This command works only in a server.")
+        return AtelierError(_t("This command works only in a server."))
     if isinstance(original, app_commands.CheckFailure):
-        return AtelierError("You can't use this command here.")
+        return AtelierError(_t("You can't use this command here."))
     if isinstance(original, app_commands.TransformerError):
-        return AtelierError(f"That value for {original.type.name} is not valid.")
+        return AtelierError(_t("That value for {option} is not valid.", option=original.type.name))
     return UnexpectedError.capture(original, where)
 
 
@@ -46,7 +48,7 @@ async def send_error(interaction: discord.Interaction, error: AtelierError) -> N
 
     Never answers an interaction twice, and never lets a Discord failure here escape.
     """
-    text = error_text(error)
+    text = error_text(error, language_of(interaction))
     try:
         if not interaction.response.is_done():
             await interaction.response.send_message(text, ephemeral=error.private)

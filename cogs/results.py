@@ -20,12 +20,14 @@ import discord
 from discord import ui
 
 from bot.errors import InputsGoneError
+from bot.i18n import _pt, _t
 from bot.jobs import Destination, Job
 from bot.limits import Requester
 from cogs.acknowledge import answer_in_place, post_status
 from cogs.buttons import RefineButton, RefineFromButton, refine_from_view
 from cogs.custom_ids import DELETE_BUTTON_TEMPLATE, REROLL_BUTTON_TEMPLATE, delete_button_id, reroll_button_id
 from cogs.errors import AtelierView, error_text, guarded
+from cogs.language import language_of, render, say
 from cogs.requests import requester
 
 if TYPE_CHECKING:
@@ -33,7 +35,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REROLL_STATUS = "🔁 Rerolling: the same images, instruction and size again…"
+REROLL_STATUS = _t("🔁 Rerolling: the same images, instruction and size again…")
 
 
 class InPlace:
@@ -54,8 +56,10 @@ class InChannel:
         self.channel = channel
 
     async def announce(self, job: Job) -> Destination:
-        await self.interaction.response.send_message("🔁 Starting your reroll…", ephemeral=True)
-        return await post_status(self.interaction, job, self.channel, REROLL_STATUS, "🔁 Rerolling in")
+        await self.interaction.response.send_message(
+            say(self.interaction, _t("🔁 Starting your reroll…")), ephemeral=True
+        )
+        return await post_status(self.interaction, job, self.channel, REROLL_STATUS, _t("🔁 Rerolling in"))
 
 
 async def start_reroll(
@@ -67,9 +71,10 @@ async def start_reroll(
         await bot.engine.reroll(parent, who, announcer)
     except InputsGoneError as gone:
         view = discord.utils.MISSING
+        language = language_of(interaction)
         if parent.result_channel_id and parent.result_message_id:
-            view = refine_from_view(parent.result_channel_id, parent.result_message_id, parent.id)
-        text = error_text(gone)
+            view = refine_from_view(parent.result_channel_id, parent.result_message_id, parent.id, language)
+        text = error_text(gone, language)
         if interaction.response.is_done():
             await interaction.followup.send(text, ephemeral=True, view=view)
         else:
@@ -79,10 +84,13 @@ async def start_reroll(
 class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TEMPLATE):
     """🔁 Reroll under every result: the same inputs, instruction and size again, charged like any edit."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, language: str | None = None) -> None:
         super().__init__(
             ui.Button(
-                label="Reroll", emoji="🔁", style=discord.ButtonStyle.secondary, custom_id=reroll_button_id(job_id)
+                label=render(_pt("button", "Reroll"), language),
+                emoji="🔁",
+                style=discord.ButtonStyle.secondary,
+                custom_id=reroll_button_id(job_id),
             )
         )
         self.job_id = job_id
@@ -106,9 +114,14 @@ class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TE
 class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TEMPLATE):
     """🗑 Delete under every result: removes that message only, for its requester or a moderator."""
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, language: str | None = None) -> None:
         super().__init__(
-            ui.Button(label="Delete", emoji="🗑️", style=discord.ButtonStyle.danger, custom_id=delete_button_id(job_id))
+            ui.Button(
+                label=render(_pt("button", "Delete"), language),
+                emoji="🗑️",
+                style=discord.ButtonStyle.danger,
+                custom_id=delete_button_id(job_id),
+            )
         )
         self.job_id = job_id
 
@@ -134,14 +147,15 @@ class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TE
         await bot.engine.result_deleted(job, interaction.user.id)
 
 
-def result_view(job_id: str, *, by_direct_message: bool = False) -> ui.View:
-    """The buttons under a result. One sent by direct message has only Delete: a job started from a
-    DM would fall outside the server's limits, so its member refines or rerolls it from ``/history``."""
+def result_view(job_id: str, language: str | None, *, by_direct_message: bool = False) -> ui.View:
+    """The buttons under a result, in its member's language. One sent by direct message has only Delete:
+    a job started from a DM would fall outside the server's limits, so its member refines or rerolls it
+    from ``/history``."""
     view = AtelierView(timeout=None)
     if not by_direct_message:
-        view.add_item(RefineButton(job_id))
-        view.add_item(RerollButton(job_id))
-    view.add_item(DeleteButton(job_id))
+        view.add_item(RefineButton(job_id, language))
+        view.add_item(RerollButton(job_id, language))
+    view.add_item(DeleteButton(job_id, language))
     return view
 
 

@@ -21,6 +21,7 @@ import discord
 from bot.engine import JobEngine
 from bot.errors import AtelierError
 from bot.eta import Estimator
+from bot.i18n import Renderable, Text, _t
 from bot.images import OutputImage
 from bot.jobs import Delivered, Destination, Job, JobKind
 from bot.ports import NotDelivered, Posted, PostFailed
@@ -28,6 +29,7 @@ from bot.states import JobState, cancellable
 from cogs.acknowledge import status_text
 from cogs.buttons import cancel_view
 from cogs.destinations import Delivery, DirectMessagesClosedError, clip, message_link, quote_prompt
+from cogs.language import for_job
 from cogs.results import result_view
 
 log = logging.getLogger(__name__)
@@ -42,39 +44,50 @@ MOVE_TIMEOUT = 15.0
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
 
-_PARENT_WORDS = {JobKind.REFINE: "🪄 refined from", JobKind.REROLL: "🔁 reroll of"}
-DIRECT_MESSAGE_NOTE = (
-    "-# 🔒 Your private result came after Discord's 15-minute limit for private answers, so it is here. "
+def _refined_from(parent: str) -> Text:
+    return _t("🪄 refined from {parent}", parent=parent)
+
+
+def _reroll_of(parent: str) -> Text:
+    return _t("🔁 reroll of {parent}", parent=parent)
+
+
+_PARENT_WORDS = {JobKind.REFINE: _refined_from, JobKind.REROLL: _reroll_of}
+DIRECT_MESSAGE_NOTE = _t(
+    "🔒 Your private result came after Discord's 15-minute limit for private answers, so it is here. "
     "Use `/history` in the server to refine or reroll it."
 )
 
 
-def caption(job: Job, image: OutputImage, notes: Sequence[str], origin: str | None = None) -> str:
-    """The text under a result: prompt, style, size, who asked, how long it took, where it came from, notes."""
+def caption(job: Job, image: OutputImage, notes: Sequence[Renderable], origin: Text | None = None) -> str:
+    """The text under a result, in its member's language: prompt (as typed), style, size, who asked, how long
+    it took, where it came from, notes."""
     request = job.request
     elapsed = time.time() - job.created_at
-    asked = "" if request.size is None else f" (asked {request.size})"
-    style = f" · 🎨 {request.style}" if request.style else ""
-    made_by = f" · {job.model}" if job.model else ""
-    lines = [
-        quote_prompt(request.prompt),
-        f"-# {image.width}×{image.height}{asked}{style} · <@{request.user_id}> · {elapsed:.1f} s{made_by}",
-    ]
-    if origin:
-        lines.append(f"-# {origin}")
-    lines += [f"-# ℹ️ {clip(note, 300)}" for note in notes if note]
+    parts = [f"{image.width}×{image.height}"]
+    if request.size is not None:
+        parts[0] += " " + for_job(job, _t("(asked {size})", size=request.size))
+    if request.style:
+        parts.append(f"🎨 {request.style}")
+    parts += [f"<@{request.user_id}>", for_job(job, _t("{seconds} s", seconds=f"{elapsed:.1f}"))]
+    if job.model:
+        parts.append(job.model)
+    lines = [quote_prompt(request.prompt), "-# " + " · ".join(parts)]
+    if origin is not None:
+        lines.append(f"-# {for_job(job, origin)}")
+    lines += [f"-# ℹ️ {clip(for_job(job, note), 300)}" for note in notes if note]
     return "\n".join(lines)
 
 
-def origin_of(job: Job, parent: Job | None) -> str | None:
+def origin_of(job: Job, parent: Job | None) -> Text | None:
     """Where this result came from: "🔁 reroll of <link>" or "🪄 refined from <link>" (or ``None``)."""
     words = _PARENT_WORDS.get(job.request.kind)
     if words is None or job.request.parent_job_id is None:
         return None
     if parent is None or parent.request.private or parent.result_channel_id is None or not parent.result_message_id:
         # A private result has no link anyone could follow; /history knows it by its id.
-        return f"{words} `{job.request.parent_job_id}`"
-    return f"{words} {message_link(parent.guild_id, parent.result_channel_id, parent.result_message_id)}"
+        return words(f"`{job.request.parent_job_id}`")
+    return words(message_link(parent.guild_id, parent.result_channel_id, parent.result_message_id))
 
 
 class StatusLine:
@@ -136,7 +149,7 @@ class StatusLine:
             log.info("could not move a status message (%s %s)", exc.status, exc.code)
             self._cannot_move = True
             return
-        self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id)
+        self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id, self.delivery.language)
         self._stuck = False
         await self._redirect(destination)
 
@@ -164,22 +177,26 @@ class StatusLine:
         self._pending = None
 
 
-def about(seconds: float) -> str:
+def about(seconds: float) -> Text:
     """A rough duration: "about 95 s", "about 4 min", "about 1 h 20 min"."""
     if seconds < 10:
-        return f"about {max(1, round(seconds))} s"
+        return _t("about {seconds} s", seconds=max(1, round(seconds)))
     if seconds < 120:
-        return f"about {5 * round(seconds / 5)} s"
+        return _t("about {seconds} s", seconds=5 * round(seconds / 5))
     minutes = round(seconds / 60)
     if minutes < 60:
-        return f"about {minutes} min"
-    return f"about {minutes // 60} h {minutes % 60} min" if minutes % 60 else f"about {minutes // 60} h"
+        return _t("about {minutes} min", minutes=minutes)
+    if minutes % 60:
+        return _t("about {hours} h {minutes} min", hours=minutes // 60, minutes=minutes % 60)
+    return _t("about {hours} h", hours=minutes // 60)
 
 
-def so_far(seconds: float) -> str:
+def so_far(seconds: float) -> Text:
     """Time elapsed: "40 s", "3 min 05 s"."""
     whole = int(seconds)
-    return f"{whole} s" if whole < 120 else f"{whole // 60} min {whole % 60:02d} s"
+    if whole < 120:
+        return _t("{seconds} s", seconds=whole)
+    return _t("{minutes} min {seconds} s", minutes=whole // 60, seconds=f"{whole % 60:02d}")
 
 
 class DiscordNotifier:
@@ -195,7 +212,7 @@ class DiscordNotifier:
         """Where this job is shown, rebuilt from what it stored (``None`` before it was announced)."""
         if job.destination is None:
             return None
-        return Delivery(self.bot, job.destination, job.user_id)
+        return Delivery(self.bot, job.destination, job.user_id, job.request.language)
 
     def _line(self, job: Job) -> StatusLine | None:
         line = self._lines.get(job.id)
@@ -217,21 +234,35 @@ class DiscordNotifier:
         usual = self.engine.usual_seconds(job)
         elapsed = time.time() - (job.started_at or time.time())
         if elapsed < 1:
-            state = f"🎨 Editing… usually {about(usual)}." if usual is not None else "🎨 Editing…"
+            state = _t("🎨 Editing… usually {usual}.", usual=about(usual)) if usual is not None else _t("🎨 Editing…")
         elif usual is not None and Estimator.longer_than_usual(elapsed, usual):
-            state = f"🎨 Editing… {so_far(elapsed)} so far; this one is taking longer than usual ({about(usual)})."
+            state = _t(
+                "🎨 Editing… {elapsed} so far; this one is taking longer than usual ({usual}).",
+                elapsed=so_far(elapsed),
+                usual=about(usual),
+            )
         elif usual is not None:
-            state = f"🎨 Editing… {so_far(elapsed)} so far, usually {about(usual)}."
+            state = _t("🎨 Editing… {elapsed} so far, usually {usual}.", elapsed=so_far(elapsed), usual=about(usual))
         else:
-            state = f"🎨 Editing… {so_far(elapsed)} so far."
+            state = _t("🎨 Editing… {elapsed} so far.", elapsed=so_far(elapsed))
         return status_text(job, state)
 
     def queued_text(self, job: Job, place: int) -> str:
         """ "Queued — position 3, result in about 4 min" (no estimate without enough history)."""
-        ahead = "next in line" if place == 1 else f"position {place}"
         wait = self.engine.wait_seconds(job, place)
-        eta = f", result in {about(wait)}" if wait is not None else ""
-        return status_text(job, f"⏳ Queued — {ahead}{eta}.")
+        if place == 1:
+            state = (
+                _t("⏳ Queued — next in line, result in {wait}.", wait=about(wait))
+                if wait is not None
+                else _t("⏳ Queued — next in line.")
+            )
+        else:
+            state = (
+                _t("⏳ Queued — position {place}, result in {wait}.", place=place, wait=about(wait))
+                if wait is not None
+                else _t("⏳ Queued — position {place}.", place=place)
+            )
+        return status_text(job, state)
 
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         state = job.state
@@ -258,17 +289,16 @@ class DiscordNotifier:
                 continue
             # Places change with every job that starts; with hundreds waiting, showing each step
             # would be a flood of edits, so a member sees theirs at most every ``STATUS_UPDATE_SECONDS``.
-            line.update(
-                functools.partial(self.queued_text, job, place), functools.partial(cancel_view, job.id), self._every
-            )
+            buttons = functools.partial(cancel_view, job.id, job.request.language)
+            line.update(functools.partial(self.queued_text, job, place), buttons, self._every)
 
     async def job_paused(self, job: Job) -> None:
         await self._close(job)
         delivery = self.delivery(job)
         if delivery is not None:
             await delivery.status(
-                status_text(job, "⏸️ The bot is restarting; this edit will resume automatically."),
-                cancel_view(job.id) if cancellable(job.state, job.restarts) else None,
+                status_text(job, _t("⏸️ The bot is restarting; this edit will resume automatically.")),
+                cancel_view(job.id, job.request.language) if cancellable(job.state, job.restarts) else None,
             )
 
 
@@ -284,15 +314,17 @@ class DiscordPublisher:
         current = await self.engine.job(job.id)
         destination = current.destination if current is not None and current.destination else job.destination
         if destination is None:
-            return PostFailed("This edit has nowhere to be shown.", "no destination")
-        delivery = Delivery(self.bot, destination, job.user_id)
+            return PostFailed(_t("This edit has nowhere to be shown."), "no destination")
+        delivery = Delivery(self.bot, destination, job.user_id, job.request.language)
         filename = f"atelier-{job.id}.{image.extension}"
         parent = await self.engine.job(job.request.parent_job_id) if job.request.parent_job_id else None
         text = caption(job, image, [*job.notes, image.note or ""], origin_of(job, parent))
+        language = job.request.language
 
         def compose(where: Delivered) -> tuple[str, discord.ui.View]:
             by_dm = where is Delivered.DIRECT_MESSAGE
-            return (f"{text}\n{DIRECT_MESSAGE_NOTE}" if by_dm else text), result_view(job.id, by_direct_message=by_dm)
+            content = f"{text}\n-# {for_job(job, DIRECT_MESSAGE_NOTE)}" if by_dm else text
+            return content, result_view(job.id, language, by_direct_message=by_dm)
 
         try:
             channel_id, message_id, delivered = await delivery.result(image, filename, compose)
@@ -301,7 +333,10 @@ class DiscordPublisher:
         except discord.HTTPException as exc:
             too_large = exc.status == 413 or exc.code == _DISCORD_UPLOAD_TOO_LARGE
             return PostFailed(
-                f"Discord refused to post the result (HTTP {exc.status}). You were not charged; please try again.",
+                _t(
+                    "Discord refused to post the result (HTTP {status}). You were not charged; please try again.",
+                    status=exc.status,
+                ),
                 f"result upload refused: {exc.status} {exc.code} {exc.text[:200]}",
                 too_large=too_large,
             )
