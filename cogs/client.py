@@ -30,6 +30,7 @@ from cogs.discord_base import use_gateway_from_rest, use_rest_base
 from cogs.downloads import Downloader
 from cogs.errors import AtelierTree
 from cogs.status import DiscordNotifier, DiscordPublisher
+from cogs.translator import CatalogTranslator
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class AtelierBot(commands.Bot):
     async def setup_hook(self) -> None:
         for name in EXTENSIONS:
             await self.load_extension(name)
+        await self.tree.set_translator(CatalogTranslator())
         await self.sync_commands_if_changed()
         # REST works from here on (we are logged in), so resumed jobs can update their messages.
         await self.engine.start(
@@ -118,7 +120,13 @@ class AtelierBot(commands.Bot):
         guild = discord.Object(self.config.dev_guild_id) if self.config.dev_guild_id else None
         if guild is not None:
             self.tree.copy_global_to(guild=guild)
-        payload = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        # The translated payload, exactly what is synced: a changed translation changes the hash.
+        translator = self.tree.translator
+        commands_here = self.tree.get_commands(guild=guild)
+        if translator is None:
+            payload = [command.to_dict(self.tree) for command in commands_here]
+        else:
+            payload = [await command.get_translated_payload(self.tree, translator) for command in commands_here]
         scope = f"{self.application_id}:{guild.id if guild else 'global'}"
         digest = schema_hash(payload)
         record = SyncRecord(self.config.data_dir / "command-sync.json")
