@@ -10,7 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     MPLCONFIGDIR=/tmp/matplotlib
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+# setup.py compiles the message catalogs (bot/locales/*/LC_MESSAGES/*.po) into the installed package.
+COPY pyproject.toml setup.py babel.cfg README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
 RUN pip install --no-cache-dir . \

@@ -17,6 +17,7 @@ from discord import app_commands, ui
 from discord.ext import commands
 
 from bot.errors import AtelierError
+from bot.i18n import Text, _pt, _t
 from bot.jobs import Delivered, Job, JobKind
 from bot.states import JobState
 from bot.storage import HistoryEntry
@@ -31,6 +32,7 @@ from cogs.custom_ids import (
 )
 from cogs.destinations import clip, message_link
 from cogs.errors import AtelierView, guarded
+from cogs.language import _desc, _name, language_of, render
 from cogs.requests import requester
 from cogs.results import InChannel, InPlace, start_reroll
 
@@ -39,26 +41,26 @@ if TYPE_CHECKING:
 
 PER_PAGE = 10
 _KIND_MARK = {JobKind.REFINE: "🪄 ", JobKind.REROLL: "🔁 ", JobKind.MESSAGE: "💬 ", JobKind.EDIT: ""}
-_UNFINISHED = "⏳ in progress"
-NOT_YOURS = "These are another member's edits; use `/history` to see yours."
+_UNFINISHED = _t("⏳ in progress")
+NOT_YOURS = _t("These are another member's edits; use `/history` to see yours.")
 
 
-def outcome(entry: HistoryEntry) -> str:
+def outcome(entry: HistoryEntry) -> Text:
     """How a job ended, in a few words."""
     job = entry.job
     if job.state is JobState.FAILED:
-        return "❌ failed · refunded"
+        return _t("❌ failed · refunded")
     if job.state is JobState.CANCELLED:
-        return "🚫 cancelled · refunded"
+        return _t("🚫 cancelled · refunded")
     if job.state is not JobState.SUCCEEDED:
         return _UNFINISHED
     if entry.result_deleted:
-        return "🗑️ deleted"
+        return _t("🗑️ deleted")
     return {
-        Delivered.PRIVATE: "✅ 🔒 private",
-        Delivered.DIRECT_MESSAGE: "✅ 🔒 sent by DM",
-        Delivered.UNDELIVERED: "📭 made, not delivered (your DMs were closed)",
-    }.get(job.delivered or Delivered.POSTED, "✅")
+        Delivered.PRIVATE: _t("✅ 🔒 private"),
+        Delivered.DIRECT_MESSAGE: _t("✅ 🔒 sent by DM"),
+        Delivered.UNDELIVERED: _t("📭 made, not delivered (your DMs were closed)"),
+    }.get(job.delivered or Delivered.POSTED, _t("✅"))
 
 
 def result_link(entry: HistoryEntry) -> str | None:
@@ -72,17 +74,20 @@ def result_link(entry: HistoryEntry) -> str | None:
     return message_link(guild, job.result_channel_id, job.result_message_id)
 
 
-def entry_line(number: int, entry: HistoryEntry) -> str:
+def entry_line(number: int, entry: HistoryEntry, language: str | None) -> str:
     job = entry.job
     request = job.request
     prompt = discord.utils.escape_markdown(discord.utils.escape_mentions(clip(" ".join(request.prompt.split()), 80)))
     style = f" · 🎨 {request.style}" if request.style else ""
-    cost = "refunded" if job.state in (JobState.FAILED, JobState.CANCELLED) else f"${job.cost_usd:.2f}"
+    refunded = job.state in (JobState.FAILED, JobState.CANCELLED)
+    cost = render(_t("refunded"), language) if refunded else f"${job.cost_usd:.2f}"
     link = result_link(entry)
-    jump = f" · [jump]({link})" if link else ""
+    # Translators: the link to a result message from /history.
+    jump = f" · [{render(_t('jump'), language)}]({link})" if link else ""
+    details = f"{render(outcome(entry), language)} · {render(describe_size(request.size), language)}"
     return (
         f"**{number}.** {_KIND_MARK[request.kind]}{prompt}\n"
-        f"-# {outcome(entry)} · {describe_size(request.size)}{style} · <t:{int(job.created_at)}:R> · {cost}{jump}"
+        f"-# {details}{style} · <t:{int(job.created_at)}:R> · {cost}{jump}"
     )
 
 
@@ -91,35 +96,41 @@ def can_refine(entry: HistoryEntry) -> bool:
 
 
 async def page_message(
-    bot: AtelierBot, user_id: int, page: int, entries: list[HistoryEntry], more: bool
+    bot: AtelierBot, user_id: int, page: int, entries: list[HistoryEntry], more: bool, language: str | None
 ) -> dict[str, Any]:
     """The content, embed and components of one page (``send_message``/``edit_message`` keywords)."""
     first = page * PER_PAGE + 1
     if entries:
-        lines = [entry_line(first + n, entry) for n, entry in enumerate(entries)]
+        lines = [entry_line(first + n, entry, language) for n, entry in enumerate(entries)]
         description = "\n".join(lines)
     else:
-        description = "Nothing yet: your edits here will be listed, newest first." if page == 0 else "No older edits."
-    embed = discord.Embed(title="🕘 Your edits here", description=description)
-    embed.set_footer(text=f"Page {page + 1} · newest first · inputs are kept for rerolls a while after each edit")
+        empty = _t("Nothing yet: your edits here will be listed, newest first.") if page == 0 else _t("No older edits.")
+        description = render(empty, language)
+    embed = discord.Embed(title=render(_t("🕘 Your edits here"), language), description=description)
+    footer = _t("Page {page} · newest first · inputs are kept for rerolls a while after each edit", page=page + 1)
+    embed.set_footer(text=render(footer, language))
     view = AtelierView(timeout=None)
-    view.add_item(HistoryPageButton(user_id, max(page - 1, 0), "p", disabled=page == 0))
-    view.add_item(HistoryPageButton(user_id, page + 1, "n", disabled=not more))
+    view.add_item(HistoryPageButton(user_id, max(page - 1, 0), "p", language, disabled=page == 0))
+    view.add_item(HistoryPageButton(user_id, page + 1, "n", language, disabled=not more))
     options = []
     for n, entry in enumerate(entries, start=first):
         name = clip(" ".join(entry.job.request.prompt.split()), 80)
         if can_refine(entry):
-            options.append(discord.SelectOption(label=f"Refine {n}: {name}"[:100], value=f"refine:{entry.job.id}"))
+            label = render(_t("Refine {number}: {prompt}", number=n, prompt=name), language)
+            options.append(discord.SelectOption(label=label[:100], value=f"refine:{entry.job.id}"))
         if entry.job.state is JobState.SUCCEEDED and await bot.engine.inputs_kept(entry.job.id):
-            options.append(discord.SelectOption(label=f"Reroll {n}: {name}"[:100], value=f"reroll:{entry.job.id}"))
+            label = render(_t("Reroll {number}: {prompt}", number=n, prompt=name), language)
+            options.append(discord.SelectOption(label=label[:100], value=f"reroll:{entry.job.id}"))
     if options:
-        view.add_item(HistoryPick(user_id, page, options))
+        view.add_item(HistoryPick(user_id, page, options, language))
     return {"content": None, "embed": embed, "view": view}
 
 
-async def show_page(bot: AtelierBot, user_id: int, guild_id: int | None, page: int) -> dict[str, Any]:
+async def show_page(
+    bot: AtelierBot, user_id: int, guild_id: int | None, page: int, language: str | None
+) -> dict[str, Any]:
     entries, more = await bot.engine.history(user_id, guild_id, page, PER_PAGE)
-    return await page_message(bot, user_id, page, entries, more)
+    return await page_message(bot, user_id, page, entries, more, language)
 
 
 def check_owner(interaction: discord.Interaction, user_id: int) -> None:
@@ -130,10 +141,12 @@ def check_owner(interaction: discord.Interaction, user_id: int) -> None:
 class HistoryPageButton(ui.DynamicItem[ui.Button[ui.View]], template=HISTORY_PAGE_TEMPLATE):
     """Previous or next page of a member's ``/history``."""
 
-    def __init__(self, user_id: int, page: int, way: str, *, disabled: bool = False) -> None:
+    def __init__(
+        self, user_id: int, page: int, way: str, language: str | None = None, *, disabled: bool = False
+    ) -> None:
         super().__init__(
             ui.Button(
-                label="Previous" if way == "p" else "Next",
+                label=render(_pt("button", "Previous") if way == "p" else _pt("button", "Next"), language),
                 emoji="◀️" if way == "p" else "▶️",
                 style=discord.ButtonStyle.secondary,
                 custom_id=history_page_id(user_id, page, way),
@@ -155,17 +168,24 @@ class HistoryPageButton(ui.DynamicItem[ui.Button[ui.View]], template=HISTORY_PAG
     async def turn(self, interaction: discord.Interaction) -> None:
         check_owner(interaction, self.user_id)
         bot: AtelierBot = interaction.client  # type: ignore[assignment]
-        await interaction.response.edit_message(**await show_page(bot, self.user_id, interaction.guild_id, self.page))
+        page = await show_page(bot, self.user_id, interaction.guild_id, self.page, language_of(interaction))
+        await interaction.response.edit_message(**page)
 
 
 class HistoryPick(ui.DynamicItem[ui.Select[ui.View]], template=HISTORY_PICK_TEMPLATE):
     """The select under a ``/history`` page: Refine or Reroll one of its entries."""
 
-    def __init__(self, user_id: int, page: int, options: list[discord.SelectOption] | None = None) -> None:
+    def __init__(
+        self,
+        user_id: int,
+        page: int,
+        options: list[discord.SelectOption] | None = None,
+        language: str | None = None,
+    ) -> None:
         super().__init__(
             ui.Select(
                 custom_id=history_pick_id(user_id, page),
-                placeholder="Refine or reroll one of these…",
+                placeholder=render(_t("Refine or reroll one of these…"), language),
                 options=options or [discord.SelectOption(label="-", value="-")],
             )
         )
@@ -202,7 +222,7 @@ async def refine_entry(interaction: discord.Interaction, job: Job) -> None:
             Delivered.DIRECT_MESSAGE,
         )
     ):
-        raise AtelierError("That result can't be refined from here: its message is not one I can read.")
+        raise AtelierError(_t("That result can't be refined from here: its message is not one I can read."))
     await open_refine_form(interaction, RefineModalId(job.result_channel_id, job.result_message_id, job.id))
 
 
@@ -225,9 +245,11 @@ class HistoryCog(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="history", description="Your last edits here, to look back, refine or reroll")
+    @app_commands.command(
+        name=_name("command name", "history"), description=_desc("Your last edits here, to look back, refine or reroll")
+    )
     async def history(self, interaction: discord.Interaction) -> None:
-        page = await show_page(self.bot, interaction.user.id, interaction.guild_id, 0)
+        page = await show_page(self.bot, interaction.user.id, interaction.guild_id, 0, language_of(interaction))
         await interaction.response.send_message(ephemeral=True, **page)
 
 

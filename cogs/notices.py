@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
+from bot.i18n import _t
 from bot.jobs import Job
 from cogs.destinations import clip, quote_prompt
+from cogs.language import language_of, render
 
 if TYPE_CHECKING:
     from cogs.client import AtelierBot
@@ -30,18 +32,28 @@ _POLL = 0.05
 _NO_FOLLOW_UP = {discord.InteractionResponseType.modal, discord.InteractionResponseType.autocomplete_result}
 
 
-def undelivered_text(jobs: list[Job]) -> str:
-    """What the member is told about their undelivered results."""
-    lines = [
+def undelivered_text(jobs: list[Job], language: str | None) -> str:
+    """What the member is told about their undelivered results, in ``language``."""
+    heading = _t(
         "📭 **A private result could not reach you.** It came after Discord's 15-minute limit for private "
         "answers, and your direct messages are closed to me, so I could not send it. It was made, so it "
         "counted as one of your edits:"
-    ]
-    lines += [f"{quote_prompt(job.request.prompt, 120)} · job `{job.id}` · <t:{int(job.created_at)}:f>" for job in jobs]
-    lines.append(
+    )
+    advice = _t(
         "-# To get late private results, allow direct messages from this server's members (Privacy Settings). "
         "You can reroll it from `/history` while its images are kept."
     )
+    lines = [render(heading, language)]
+    for job in jobs:
+        # Translators: one undelivered result: its instruction (quoted), its job id and when it was asked for.
+        line = _t(
+            "{prompt} · job `{job}` · {when}",
+            prompt=quote_prompt(job.request.prompt, 120),
+            job=job.id,
+            when=f"<t:{int(job.created_at)}:f>",
+        )
+        lines.append(render(line, language))
+    lines.append(render(advice, language))
     return clip("\n".join(lines), 2000)
 
 
@@ -80,7 +92,7 @@ class NoticesCog(commands.Cog):
         if not jobs:
             return
         try:
-            await interaction.followup.send(undelivered_text(jobs), ephemeral=True)
+            await interaction.followup.send(undelivered_text(jobs, language_of(interaction)), ephemeral=True)
         except discord.HTTPException as exc:
             log.info(
                 "could not tell user=%s about undelivered results (%s %s)", interaction.user.id, exc.status, exc.code

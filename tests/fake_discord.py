@@ -173,6 +173,11 @@ INVALID_WEBHOOK_TOKEN = (401, 50027, "Invalid Webhook Token")
 ALREADY_ACKED = (400, 40060, "Interaction has already been acknowledged.")
 TOO_LARGE = (413, 40005, "Request entity too large")
 INVALID_FORM = (400, 50035, "Invalid Form Body")
+# The locales Discord takes in *_localizations (https://discord.com/developers/docs/reference#locales).
+DISCORD_LOCALES = frozenset(
+    "id da de en-GB en-US es-ES es-419 fr hr it lt hu nl no pl pt-BR ro fi sv-SE vi tr cs el bg ru uk hi th "
+    "zh-CN ja zh-TW ko".split()
+)
 MISSING_ACCESS = (403, 50001, "Missing Access")
 CANNOT_DM = (403, 50007, "Cannot send messages to this user")
 TOKEN_SECONDS = 15 * 60
@@ -571,7 +576,7 @@ class FakeDiscord:
             "vanity_url_code": None,
             "premium_tier": 0,
             "premium_subscription_count": 0,
-            "preferred_locale": "en-US",
+            "preferred_locale": self.guild_locale,
             "nsfw_level": 0,
             "premium_progress_bar_enabled": False,
         }
@@ -903,6 +908,8 @@ class FakeDiscord:
         current = self._command_list(request)
         if not isinstance(rec.json, list):
             raise DiscordError(*INVALID_FORM)
+        for cmd in rec.json:
+            _check_command(cmd)
         old = {(c["name"], c.get("type", 1)): c["id"] for c in current}
         guild = request.match_info.get("guild")
         stored: list[JSON] = []
@@ -1936,3 +1943,40 @@ def _image_size(data: bytes) -> tuple[int, int] | None:
             return img.size
     except Exception:
         return None
+
+
+def _slash_name(name: Any) -> bool:
+    """Discord's rule for chat-input command and option names: 1-32 lowercase letters (any script), digits, - or _."""
+    return (
+        isinstance(name, str)
+        and 0 < len(name) <= 32
+        and name == name.lower()
+        and all(c.isalnum() or c in "-_" for c in name)
+    )
+
+
+def _check_names(item: JSON, slash: bool) -> None:
+    """Refuse, like Discord (50035), a name, description or localisation that breaks Discord's rules."""
+    names = [item.get("name"), *(item.get("name_localizations") or {}).values()]
+    descriptions = [item.get("description", ""), *(item.get("description_localizations") or {}).values()]
+    locales = {*(item.get("name_localizations") or {}), *(item.get("description_localizations") or {})}
+    if not locales <= DISCORD_LOCALES:
+        raise DiscordError(*INVALID_FORM)
+    if not all(_slash_name(n) if slash else isinstance(n, str) and 0 < len(n) <= 32 for n in names):
+        raise DiscordError(*INVALID_FORM)
+    if not all(isinstance(d, str) and len(d) <= 100 for d in descriptions):
+        raise DiscordError(*INVALID_FORM)
+
+
+def _check_command(cmd: JSON) -> None:
+    slash = cmd.get("type", 1) == 1
+    _check_names(cmd, slash)
+    options = list(cmd.get("options") or [])
+    while options:
+        opt = options.pop()
+        _check_names(opt, True)
+        options += opt.get("options") or []
+        for choice in opt.get("choices") or []:
+            for value in [choice.get("name"), *(choice.get("name_localizations") or {}).values()]:
+                if not isinstance(value, str) or not 0 < len(value) <= 100:
+                    raise DiscordError(*INVALID_FORM)
