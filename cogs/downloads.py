@@ -10,6 +10,7 @@ import aiohttp
 import discord
 
 from bot.errors import InputError
+from bot.i18n import _t
 
 DOWNLOAD_TIMEOUT = 60.0
 DOWNLOADS_AT_ONCE = 16
@@ -54,6 +55,9 @@ class Downloader:
                 async with self._slots, asyncio.timeout(DOWNLOAD_TIMEOUT):
                     return name, await attachment.read()
             except (discord.HTTPException, aiohttp.ClientError, TimeoutError):
-                raise InputError(f"{name} could not be downloaded from Discord; attach it again.") from None
+                raise InputError(
+                    # Translators: {name} is the image's name in the prompt: image1, image2, …
+                    _t("{name} could not be downloaded from Discord; attach it again.", name=name)
+                ) from None
 
         return list(await asyncio.gather(*(one(name, a) for name, a in sources)))

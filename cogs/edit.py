@@ -4,7 +4,8 @@ Check what the member typed, then hand the engine the request with an input
 source: the engine admits and charges the job, the source acknowledges it at once
 (the status message, only the member's with ``private:True``) and downloads the
 attachments, and the engine checks them, keeps them and queues the job. What happens
-next is in ``cogs.status``.
+next is in ``cogs.status``. The job keeps the member's language, which its status,
+result and failure speak; the command itself is translated by Discord (``cogs.translator``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import InputError
+from bot.i18n import _nt, _t
 from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.sizes import size_choices
 from cogs.acknowledge import answer_in_place
 from cogs.buttons import PROMPT_MAX, CancelButton, RefineButton
 from cogs.downloads import Downloader
+from cogs.language import _desc, _name, language_of
 from cogs.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 
 if TYPE_CHECKING:
@@ -35,22 +38,39 @@ MAX_IMAGES = 10
 MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
 
 
+def too_large(name: str, size: int) -> InputError:
+    """The refusal of an image file ``name`` of ``size`` bytes, beyond ``MAX_ATTACHMENT_BYTES``."""
+    return InputError(
+        # Translators: {name} is an image (image1, …) or a file name; {size} and {limit} are in megabytes.
+        _t(
+            "{name} is {size} MB; files up to {limit} MB are accepted.",
+            name=name,
+            size=f"{size / 1_000_000:.0f}",
+            limit=MAX_ATTACHMENT_BYTES // 1_000_000,
+        )
+    )
+
+
 def collect_images(options: Sequence[discord.Attachment | None]) -> list[tuple[str, discord.Attachment]]:
     """``(imageN, attachment)`` in order; refuse a gap, since renumbering would change the prompt."""
     last = max((i for i, a in enumerate(options, start=1) if a is not None), default=0)
     missing = [f"image{i}" for i in range(1, last + 1) if options[i - 1] is None]
     if missing:
         raise InputError(
-            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing but a later image is set. "
-            "Fill the images in order (image1, image2, …), because the prompt refers to them by number."
+            # Translators: {images} lists the images left empty, e.g. "image1, image3".
+            _nt(
+                "{images} is missing but a later image is set. "
+                "Fill the images in order (image1, image2, …), because the prompt refers to them by number.",
+                "{images} are missing but a later image is set. "
+                "Fill the images in order (image1, image2, …), because the prompt refers to them by number.",
+                len(missing),
+                images=", ".join(missing),
+            )
         )
     images = [(f"image{i}", a) for i, a in enumerate(options, start=1) if a is not None]
     for name, attachment in images:
         if attachment.size > MAX_ATTACHMENT_BYTES:
-            raise InputError(
-                f"{name} is {attachment.size / 1_000_000:.0f} MB; files up to "
-                f"{MAX_ATTACHMENT_BYTES // 1_000_000} MB are accepted."
-            )
+            raise too_large(name, attachment.size)
     return images
 
 
@@ -68,7 +88,7 @@ class SlashCommandSource:
         self.downloader = downloader
 
     async def announce(self, job: Job) -> Destination:
-        return await answer_in_place(self.interaction, job, "📥 Fetching your images…")
+        return await answer_in_place(self.interaction, job, _t("📥 Fetching your images…"))
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         return await self.downloader.fetch(self.sources)
@@ -80,14 +100,42 @@ class EditCog(commands.Cog):
     def __init__(self, bot: AtelierBot) -> None:
         self.bot = bot
 
-    @app_commands.command(name="edit", description="Edit or combine images with an instruction")
+    @app_commands.command(
+        name=_name("command name", "edit"), description=_desc("Edit or combine images with an instruction")
+    )
     @app_commands.describe(
-        prompt="What to do; call the images image1, image2, … e.g. “put the cat from image1 into image2”",
-        image1="The first image (the one the prompt calls image1)",
-        size="Output size; leave empty for auto (keeps the edited image's aspect ratio)",
-        style="One of this server's styles, added to your instruction",
-        private="Only you see the progress and the result",
-        **{f"image{n}": f"Optional image{n}" for n in range(2, MAX_IMAGES + 1)},
+        prompt=_desc("What to do; call the images image1, image2, … e.g. “put the cat from image1 into image2”"),
+        image1=_desc("The first image (the one the prompt calls image1)"),
+        size=_desc("Output size; leave empty for auto (keeps the edited image's aspect ratio)"),
+        style=_desc("One of this server's styles, added to your instruction"),
+        private=_desc("Only you see the progress and the result"),
+        # Spelt out, one text each, so that pybabel finds them.
+        image2=_desc("Optional image2"),
+        image3=_desc("Optional image3"),
+        image4=_desc("Optional image4"),
+        image5=_desc("Optional image5"),
+        image6=_desc("Optional image6"),
+        image7=_desc("Optional image7"),
+        image8=_desc("Optional image8"),
+        image9=_desc("Optional image9"),
+        image10=_desc("Optional image10"),
+    )
+    @app_commands.rename(
+        prompt=_name("option name", "prompt"),
+        # Translators: the prompt calls the images by these names (image1 … image10): keep them recognisable.
+        image1=_name("option name", "image1"),
+        size=_name("option name", "size"),
+        style=_name("option name", "style"),
+        private=_name("option name", "private"),
+        image2=_name("option name", "image2"),
+        image3=_name("option name", "image3"),
+        image4=_name("option name", "image4"),
+        image5=_name("option name", "image5"),
+        image6=_name("option name", "image6"),
+        image7=_name("option name", "image7"),
+        image8=_name("option name", "image8"),
+        image9=_name("option name", "image9"),
+        image10=_name("option name", "image10"),
     )
     async def edit(
         self,
@@ -118,13 +166,15 @@ class EditCog(commands.Cog):
             input_count=len(sources),
             private=private,
             style=parse_style(style),
+            language=language_of(interaction),
         )
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
         await self.bot.engine.submit(request, requester(interaction), source)
 
     @edit.autocomplete("size")
     async def size_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        return [app_commands.Choice(name=label, value=value) for label, value in size_choices(current)]
+        choices = size_choices(current, language_of(interaction))
+        return [app_commands.Choice(name=label[:100], value=value) for label, value in choices]
 
     @edit.autocomplete("style")
     async def style_autocomplete(

@@ -6,7 +6,8 @@ instruction, the size and, where the server allows it, who sees the result, and 
 the server has any) a style. The submission is routed by custom_id, re-reads the message
 (for fresh attachment links) and goes through the same ``JobEngine.submit`` as ``/edit``:
 the status, then the result, is a reply to the message that does not ping its author;
-a private one is the answer to the form, seen only by the member.
+a private one is the answer to the form, seen only by the member. The form is in the
+member's language, and the job keeps it for its status, result and failure.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from discord import app_commands, ui
 from discord.ext import commands
 
 from bot.errors import InputError
+from bot.i18n import Text, _nt, _t
 from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.presets import StylePreset
 from bot.settings import PrivateResults
@@ -26,8 +28,9 @@ from cogs.acknowledge import answer_in_place, post_status
 from cogs.buttons import PROMPT_MAX, size_select, style_field
 from cogs.custom_ids import PRIVATE_FIELD, REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, MessageModalId
 from cogs.downloads import LinkedImage, Readable
-from cogs.edit import MAX_ATTACHMENT_BYTES, MAX_IMAGES
+from cogs.edit import MAX_ATTACHMENT_BYTES, MAX_IMAGES, too_large
 from cogs.errors import guarded
+from cogs.language import _name, language_of, render, say
 from cogs.requests import clean_prompt, modal_values, parse_size, parse_style, requester
 
 if TYPE_CHECKING:
@@ -35,12 +38,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-COMMAND_NAME = "Edit images"
-NO_IMAGES = (
+# Translators: the message command, in the Apps menu of a message (at most 32 characters).
+COMMAND_NAME = _name("command name", "Edit images")
+# Translators: **Edit images** is the message command's name: use its translation.
+NO_IMAGES = _t(
     "That message has no image I can use: attach png, jpeg or webp images, or paste a link to one, "
     "then try **Edit images** again."
 )
-CANNOT_READ = (
+# Translators: View Channel and Read Message History are Discord permissions: use Discord's own names.
+CANNOT_READ = _t(
     "I can't read this channel, so I can't use its images or reply here. "
     "A server admin can give me View Channel and Read Message History in it."
 )
@@ -58,10 +64,7 @@ def message_images(message: discord.Message, http: discord.http.HTTPClient) -> l
     for attachment in message.attachments:
         if _is_image(attachment):
             if attachment.size > MAX_ATTACHMENT_BYTES:
-                raise InputError(
-                    f"{attachment.filename} is {attachment.size / 1_000_000:.0f} MB; files up to "
-                    f"{MAX_ATTACHMENT_BYTES // 1_000_000} MB are accepted."
-                )
+                raise too_large(attachment.filename, attachment.size)
             found.append(attachment)
     for embed in message.embeds:
         # A pasted image link is an "image" embed showing the picture as its thumbnail; a rich embed's
@@ -81,57 +84,83 @@ def check_can_read(interaction: discord.Interaction) -> None:
         raise InputError(CANNOT_READ)
 
 
-def images_description(count: int) -> str:
-    """How the form says which image is which (at most 100 characters)."""
+def images_description(count: int) -> Text:
+    """How the form says which image is which (rendered, at most 100 characters are shown)."""
     used = min(count, MAX_IMAGES)
     if used == 1:
-        text = "The message's image is image1"
-    else:
-        text = f"The message's {used} images are image1 to image{used}, in order"
+        return _t("The message's image is image1")
     if count > MAX_IMAGES:
-        text += f" (the first {MAX_IMAGES} of {count})"
-    return text
-
-
-class MessageEditModal(ui.Modal, title="Edit these images"):
-    """Asks for the instruction and the size, as Refine does; who sees it and a style where they apply."""
-
-    prompt: ui.Label[MessageEditModal] = ui.Label(
-        text="What should the edit do?",
-        component=ui.TextInput(
-            custom_id=REFINE_PROMPT_FIELD,
-            style=discord.TextStyle.paragraph,
-            placeholder="e.g. put the cat from image1 into image2",
-            max_length=PROMPT_MAX,
-            required=True,
-        ),
-    )
-    size: ui.Label[MessageEditModal] = ui.Label(
-        text="Output size",
-        description="auto keeps the aspect ratio of the image the instruction edits",
-        component=size_select(),
+        # Translators: only the first {used} of the message's {count} images are used.
+        return _t(
+            "The message's {used} images are image1 to image{used}, in order (the first {used} of {count})",
+            used=used,
+            count=count,
+        )
+    # Translators: {count} is at least 2 (one image has its own text), so the singular is never shown in English.
+    return _nt(
+        "The message's {count} image is image1 to image{count}, in order",
+        "The message's {count} images are image1 to image{count}, in order",
+        used,
     )
 
-    def __init__(self, ids: MessageModalId, count: int, presets: list[StylePreset], private: PrivateResults) -> None:
-        super().__init__(custom_id=ids.encode(), timeout=None)
-        self.prompt.description = images_description(count)
+
+class MessageEditModal(ui.Modal):
+    """Asks for the instruction and the size, as Refine does; who sees it and a style where they apply.
+
+    Everything in it is in ``language``, the language of the member who opens it.
+    """
+
+    def __init__(
+        self,
+        ids: MessageModalId,
+        count: int,
+        presets: list[StylePreset],
+        private: PrivateResults,
+        language: str | None,
+    ) -> None:
+        title = (
+            _t("Edit these images (only you will see it)")
+            if private is PrivateResults.ALWAYS
+            else _t("Edit these images")
+        )
+        super().__init__(title=render(title, language), custom_id=ids.encode(), timeout=None)
+        self.add_item(
+            ui.Label(
+                text=render(_t("What should the edit do?"), language),
+                description=render(images_description(count), language)[:100],
+                component=ui.TextInput(
+                    custom_id=REFINE_PROMPT_FIELD,
+                    style=discord.TextStyle.paragraph,
+                    placeholder=render(_t("e.g. put the cat from image1 into image2"), language),
+                    max_length=PROMPT_MAX,
+                    required=True,
+                ),
+            )
+        )
+        self.add_item(
+            ui.Label(
+                text=render(_t("Output size"), language),
+                description=render(_t("auto keeps the aspect ratio of the image the instruction edits"), language),
+                component=size_select(language),
+            )
+        )
         if private is PrivateResults.ALLOWED:
             self.add_item(
                 ui.Label(
-                    text="Who sees the result",
+                    text=render(_t("Who sees the result"), language),
                     component=ui.Select(
                         custom_id=PRIVATE_FIELD,
                         required=False,
                         options=[
-                            discord.SelectOption(label="Everyone in this channel", value=_EVERYONE, default=True),
-                            discord.SelectOption(label="Only me", value=_ONLY_ME),
+                            discord.SelectOption(
+                                label=render(_t("Everyone in this channel"), language), value=_EVERYONE, default=True
+                            ),
+                            discord.SelectOption(label=render(_t("Only me"), language), value=_ONLY_ME),
                         ],
                     ),
                 )
             )
-        elif private is PrivateResults.ALWAYS:
-            self.title = "Edit these images (only you will see it)"
-        style = style_field(presets)
+        style = style_field(presets, language)
         if style is not None:
             self.add_item(style)
 
@@ -149,17 +178,25 @@ class MessageSource:
         self.left_out = len(images) - len(self.images)
 
     async def announce(self, job: Job) -> Destination:
-        state = "📥 Fetching the message's images…"
+        state = _t("📥 Fetching the message's images…")
         if self.left_out:
-            state += f" (the first {MAX_IMAGES}; {self.left_out} more were left out)"
+            # Translators: {used} images of the message are used; {count} more were not (too many).
+            state = _nt(
+                "📥 Fetching the message's images… (the first {used}; {count} more were left out)",
+                "📥 Fetching the message's images… (the first {used}; {count} more were left out)",
+                self.left_out,
+                used=MAX_IMAGES,
+            )
         if job.request.private:
             return await answer_in_place(self.interaction, job, state)
         await self.interaction.response.send_message(
-            f"🎨 Editing the images of {self.message.jump_url}…", ephemeral=True
+            # Translators: {message} is a link to the message whose images are edited.
+            say(self.interaction, _t("🎨 Editing the images of {message}…", message=self.message.jump_url)),
+            ephemeral=True,
         )
-        return await post_status(
-            self.interaction, job, self.message.channel, state, "🎨 Editing in", reply_to=self.message
-        )
+        # Translators: followed by a link to the status, a reply to the message whose images are edited.
+        pointer = _t("🎨 Editing in")
+        return await post_status(self.interaction, job, self.message.channel, state, pointer, reply_to=self.message)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         named = [(f"image{n}", image) for n, image in enumerate(self.images, start=1)]
@@ -191,6 +228,7 @@ class MessageEditCog(commands.Cog):
             len(images),
             self.bot.engine.presets.of(interaction.guild_id),
             limits.private_results if limits is not None else PrivateResults.ALLOWED,
+            language_of(interaction),
         )
         await interaction.response.send_modal(modal)
         modal.stop()  # submissions are routed by custom_id (``on_interaction``), before and after a restart
@@ -225,6 +263,7 @@ class MessageEditCog(commands.Cog):
             input_count=len(source.images),
             private=values.get(PRIVATE_FIELD) == _ONLY_ME,
             style=parse_style(values.get(STYLE_FIELD)),
+            language=language_of(interaction),
         )
         await self.bot.engine.submit(request, requester(interaction, message.channel), source)
 
@@ -238,7 +277,7 @@ class MessageEditCog(commands.Cog):
         try:
             return await channel.fetch_message(ids.message_id)
         except discord.NotFound:
-            raise InputError("That message was deleted, so its images can't be edited.") from None
+            raise InputError(_t("That message was deleted, so its images can't be edited.")) from None
         except discord.Forbidden:
             raise InputError(CANNOT_READ) from None
 

@@ -5,7 +5,8 @@ custom_id, so it works whether or not this process opened the form. The engine
 admits and charges the job; the input source answers the member privately, finds
 or makes the thread, posts the status there, and downloads the clicked image. The
 refinement of a private result stays private: its status and result are the answer
-to the form, seen only by the member (and only that member may refine it).
+to the form, seen only by the member (and only that member may refine it). The job
+keeps the member's language, which its status, result and failure speak.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import discord
 from discord.ext import commands
 
 from bot.errors import InputError
+from bot.i18n import _t
 from bot.jobs import Destination, Job, JobKind, JobRequest
 from cogs.acknowledge import answer_in_place, post_status
 from cogs.buttons import first_image
@@ -24,6 +26,7 @@ from cogs.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD,
 from cogs.destinations import clip
 from cogs.downloads import Downloader
 from cogs.errors import guarded
+from cogs.language import language_of, say
 from cogs.requests import clean_prompt, modal_values, parse_size, parse_style, requester
 
 if TYPE_CHECKING:
@@ -33,6 +36,9 @@ log = logging.getLogger(__name__)
 
 THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # 7 days
 _THREAD_EXISTS = 160004
+NO_IMAGE = _t("That message has no image to refine any more.")
+FETCHING = _t("📥 Fetching the image…")
+REFUSED = _t("Discord refused to start the refinement here; check my permissions.")
 
 
 class RefineSource:
@@ -50,19 +56,20 @@ class RefineSource:
             # The clicked private result is on the interaction (or fetched, if it was sent by DM).
             self.attachment = first_image(await self.source_message())
             if self.attachment is None:
-                raise InputError("That message has no image to refine any more.")
-            return await answer_in_place(interaction, job, "📥 Fetching the image…")
-        await interaction.response.send_message("🎨 Starting your refinement…", ephemeral=True)
+                raise InputError(NO_IMAGE)
+            return await answer_in_place(interaction, job, FETCHING)
+        await interaction.response.send_message(say(interaction, _t("🎨 Starting your refinement…")), ephemeral=True)
         source = await self.source_message()
         self.attachment = first_image(source)
         if self.attachment is None:
-            raise InputError("That message has no image to refine any more.")
-        refused = "Discord refused to start the refinement here; check my permissions."
+            raise InputError(NO_IMAGE)
         try:
             thread = await self.thread_for(source, job)
         except discord.HTTPException as exc:
-            raise InputError(refused, log_detail=f"refine thread refused: {exc.status} {exc.code}") from None
-        return await post_status(interaction, job, thread, "📥 Fetching the image…", "🎨 Refining in", refused=refused)
+            raise InputError(REFUSED, log_detail=f"refine thread refused: {exc.status} {exc.code}") from None
+        # Translators: followed by a link to the thread where the refinement's status is.
+        pointer = _t("🎨 Refining in")
+        return await post_status(interaction, job, thread, FETCHING, pointer, refused=REFUSED)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         assert self.attachment is not None
@@ -78,13 +85,16 @@ class RefineSource:
         if channel is None or getattr(channel, "id", None) != ids.channel_id:
             channel = self.bot.get_channel(ids.channel_id) or await self.bot.fetch_channel(ids.channel_id)
         if not isinstance(channel, discord.abc.Messageable):
-            raise InputError("That result is in a channel I can't read any more.")
+            raise InputError(_t("That result is in a channel I can't read any more."))
         try:
             return await channel.fetch_message(ids.message_id)
         except discord.NotFound:
-            raise InputError("That result was deleted, so it can't be refined.") from None
+            raise InputError(_t("That result was deleted, so it can't be refined.")) from None
         except discord.Forbidden:
-            raise InputError("I can't read that channel's history (Read Message History is missing).") from None
+            raise InputError(
+                # Translators: "Read Message History" is a Discord permission: use Discord's own name for it.
+                _t("I can't read that channel's history (Read Message History is missing).")
+            ) from None
 
     async def thread_for(self, source: discord.Message, job: Job) -> discord.abc.Messageable:
         """The thread where refinements of ``source`` go: its own thread, or a new one."""
@@ -99,14 +109,15 @@ class RefineSource:
             return await source.create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
         except discord.Forbidden:
             raise InputError(
-                "I can't create threads here (Create Public Threads is missing); ask a server admin."
+                # Translators: "Create Public Threads" is a Discord permission: use Discord's own name for it.
+                _t("I can't create threads here (Create Public Threads is missing); ask a server admin.")
             ) from None
         except discord.HTTPException as exc:
             if exc.code != _THREAD_EXISTS:
                 raise
         existing = self.bot.get_channel(source.id) or await self.bot.fetch_channel(source.id)
         if not isinstance(existing, discord.Thread):
-            raise InputError("I couldn't find the thread for that result.")
+            raise InputError(_t("I couldn't find the thread for that result."))
         return existing
 
 
@@ -144,6 +155,7 @@ class RefineCog(commands.Cog):
             parent_job_id=ids.job_id,
             private=parent.request.private,
             style=parse_style(values.get(STYLE_FIELD)),
+            language=language_of(interaction),
         )
         await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids))
 

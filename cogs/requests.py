@@ -1,4 +1,8 @@
-"""What a member typed or clicked, turned into what the engine takes: prompt, size, requester, form values."""
+"""What a member typed or clicked, turned into what the engine takes: prompt, size, requester, form values.
+
+What was typed is refused with a ``Text`` (shown in the member's language); the prompt and
+the server's style names and texts are never translated.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import discord
 from discord import app_commands
 
 from bot.errors import InputError
+from bot.i18n import _t
 from bot.limits import Requester
 from bot.presets import StylePresets
 from bot.sizes import parse_size_text
@@ -20,8 +25,12 @@ def parse_size(text: str | None) -> str | None:
         return parse_size_text(text)
     except ValueError:
         raise InputError(
-            f"`{clip(text or '', 40)}` is not a size the image service supports. Pick one from the list "
-            "(start typing, e.g. 2048 or 16:9), or leave size empty for auto."
+            # Translators: {size} is what the member typed as the size; "auto" is the automatic size.
+            _t(
+                "`{size}` is not a size the image service supports. Pick one from the list "
+                "(start typing, e.g. 2048 or 16:9), or leave size empty for auto.",
+                size=clip(text or "", 40),
+            )
         ) from None
 
 
@@ -29,7 +38,7 @@ def clean_prompt(text: str) -> str:
     """The prompt with surrounding space removed; refuse an empty one."""
     prompt = text.strip()
     if not prompt:
-        raise InputError("The prompt is empty. Say what to do with the images, e.g. “put image1 in image2”.")
+        raise InputError(_t("The prompt is empty. Say what to do with the images, e.g. “put image1 in image2”."))
     return prompt
 
 
