@@ -98,7 +98,7 @@ async def test_reroll_after_the_inputs_are_gone_says_so_privately_and_offers_ref
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     answer = (await click.wait_for_callback()).json
     assert answer["type"] == 4 and answer["data"].get("flags", 0) & EPHEMERAL, answer
-    assert "no longer kept" in answer["data"]["content"]
+    assert "The original images of edits are not kept on this bot" in answer["data"]["content"]
     (offer,) = answer["data"]["components"][0]["components"]
     assert offer["label"] == "Refine"
     assert (
