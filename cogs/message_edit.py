@@ -182,7 +182,7 @@ class MessageSource:
         if self.left_out:
             # Translators: {used} images of the message are used; {count} more were not (too many).
             state = _nt(
-                "📥 Fetching the message's images… (the first {used}; {count} more were left out)",
+                "📥 Fetching the message's images… (the first {used}; {count} more was left out)",
                 "📥 Fetching the message's images… (the first {used}; {count} more were left out)",
                 self.left_out,
                 used=MAX_IMAGES,
