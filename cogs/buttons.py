@@ -38,6 +38,8 @@ if TYPE_CHECKING:
     from cogs.client import AtelierBot
 
 PROMPT_MAX = 4000
+# Discord refuses a form whose title or field label is longer (a long translation is cut, not refused).
+FORM_TEXT_MAX = 45
 REFINE_LABEL = _pt("button", "Refine")
 
 
@@ -66,7 +68,7 @@ def style_field(presets: Sequence[StylePreset], language: str | None) -> ui.Labe
     if not presets:
         return None
     return ui.Label(
-        text=render(_t("Style (optional)"), language),
+        text=render(_t("Style (optional)"), language)[:FORM_TEXT_MAX],
         description=render(_t("A style this server set up, added to your instruction"), language),
         component=ui.Select(
             custom_id=STYLE_FIELD,
@@ -81,10 +83,12 @@ class RefineModal(ui.Modal):
     """Asks what to change, the output size and, if the server has any, a style (in the member's language)."""
 
     def __init__(self, ids: RefineModalId, language: str | None, presets: Sequence[StylePreset] = ()) -> None:
-        super().__init__(title=render(_t("Refine this image"), language), custom_id=ids.encode(), timeout=None)
+        super().__init__(
+            title=render(_t("Refine this image"), language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None
+        )
         self.add_item(
             ui.Label(
-                text=render(_t("What should change?"), language),
+                text=render(_t("What should change?"), language)[:FORM_TEXT_MAX],
                 description=render(_t("This image becomes image1; you can refer to it by that name."), language),
                 component=ui.TextInput(
                     custom_id=REFINE_PROMPT_FIELD,
@@ -97,7 +101,7 @@ class RefineModal(ui.Modal):
         )
         self.add_item(
             ui.Label(
-                text=render(_t("Output size"), language),
+                text=render(_t("Output size"), language)[:FORM_TEXT_MAX],
                 description=render(_t("auto keeps this image's aspect ratio"), language),
                 component=size_select(language),
             )

@@ -25,7 +25,7 @@ from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.presets import StylePreset
 from bot.settings import PrivateResults
 from cogs.acknowledge import answer_in_place, post_status
-from cogs.buttons import PROMPT_MAX, size_select, style_field
+from cogs.buttons import FORM_TEXT_MAX, PROMPT_MAX, size_select, style_field
 from cogs.custom_ids import PRIVATE_FIELD, REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, MessageModalId
 from cogs.downloads import LinkedImage, Readable
 from cogs.edit import MAX_ATTACHMENT_BYTES, MAX_IMAGES, too_large
@@ -123,10 +123,10 @@ class MessageEditModal(ui.Modal):
             if private is PrivateResults.ALWAYS
             else _t("Edit these images")
         )
-        super().__init__(title=render(title, language), custom_id=ids.encode(), timeout=None)
+        super().__init__(title=render(title, language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None)
         self.add_item(
             ui.Label(
-                text=render(_t("What should the edit do?"), language),
+                text=render(_t("What should the edit do?"), language)[:FORM_TEXT_MAX],
                 description=render(images_description(count), language)[:100],
                 component=ui.TextInput(
                     custom_id=REFINE_PROMPT_FIELD,
@@ -139,7 +139,7 @@ class MessageEditModal(ui.Modal):
         )
         self.add_item(
             ui.Label(
-                text=render(_t("Output size"), language),
+                text=render(_t("Output size"), language)[:FORM_TEXT_MAX],
                 description=render(_t("auto keeps the aspect ratio of the image the instruction edits"), language),
                 component=size_select(language),
             )
@@ -147,7 +147,7 @@ class MessageEditModal(ui.Modal):
         if private is PrivateResults.ALLOWED:
             self.add_item(
                 ui.Label(
-                    text=render(_t("Who sees the result"), language),
+                    text=render(_t("Who sees the result"), language)[:FORM_TEXT_MAX],
                     component=ui.Select(
                         custom_id=PRIVATE_FIELD,
                         required=False,
