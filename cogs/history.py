@@ -83,7 +83,8 @@ def entry_line(number: int, entry: HistoryEntry, language: str | None) -> str:
     cost = render(_t("refunded"), language) if refunded else f"${job.cost_usd:.2f}"
     link = result_link(entry)
     # Translators: the link to a result message from /history.
-    jump = f" · [{render(_t('jump'), language)}]({link})" if link else ""
+    jump_word = render(_t("jump"), language)
+    jump = f" · [{jump_word}]({link})" if link else ""
     details = f"{render(outcome(entry), language)} · {render(describe_size(request.size), language)}"
     return (
         f"**{number}.** {_KIND_MARK[request.kind]}{prompt}\n"
