@@ -15,7 +15,7 @@ import logging
 import discord
 from discord import app_commands
 
-from bot.i18n import SOURCE_LANGUAGE, catalogs, language_of
+from bot.i18n import SOURCE_LANGUAGE, Catalogs, catalogs, language_of
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +36,16 @@ def valid_slash_name(name: str) -> bool:
 class CatalogTranslator(app_commands.Translator):
     """Translates command names, descriptions and choices from the gettext catalogs."""
 
+    def __init__(self, shipped: Catalogs | None = None) -> None:
+        self._shipped = shipped
+
     async def translate(
         self,
         string: app_commands.locale_str,
         locale: discord.Locale,
         context: app_commands.TranslationContextTypes,
     ) -> str | None:
-        shipped = catalogs()
+        shipped = self._shipped or catalogs()
         language = language_of(locale.value, shipped.languages)
         if language is None or language == SOURCE_LANGUAGE:
             return None

@@ -10,15 +10,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import discord
 import pytest
 from babel.messages.catalog import Catalog, Message
 from babel.messages.extract import extract_from_dir
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from discord import app_commands
 
 from bot.i18n import LOCALE_DIR, Catalogs, _nt, _pt, _t, catalogs, language_of, placeholders
-from cogs.translator import valid_slash_name
+from cogs.command_sync import schema_hash
+from cogs.language import _desc, _name
+from cogs.translator import CatalogTranslator, valid_slash_name
 
 ROOT = Path(__file__).resolve().parent.parent
 # The keywords of the README's `pybabel extract` command.
@@ -102,8 +107,10 @@ def test_translated_command_names_follow_discords_rules(language: str) -> None:
                 assert valid_slash_name(message.string), (language, message.id, message.string)
 
 
-def make_catalogs(tmp_path: Path, entries: dict[str | tuple[str, str], str | tuple[str, ...]]) -> Catalogs:
-    """Catalogs with one language, ``xx``, holding ``entries`` (msgid or (context, msgid) -> translation)."""
+def make_catalogs(
+    tmp_path: Path, entries: dict[str | tuple[str, str], str | tuple[str, ...]], language: str = "xx"
+) -> Catalogs:
+    """Catalogs with one language (``xx``) holding ``entries`` (msgid or (context, msgid) -> translation)."""
     catalog = Catalog(locale="fr")
     for key, value in entries.items():
         context, msgid = key if isinstance(key, tuple) else (None, key)
@@ -111,7 +118,7 @@ def make_catalogs(tmp_path: Path, entries: dict[str | tuple[str, str], str | tup
             catalog.add((msgid, msgid + "s"), value, context=context)
         else:
             catalog.add(msgid, value, context=context)
-    target = tmp_path / "xx" / "LC_MESSAGES"
+    target = tmp_path / language / "LC_MESSAGES"
     target.mkdir(parents=True)
     with (target / "atelier.mo").open("wb") as handle:
         write_mo(handle, catalog)
@@ -165,3 +172,26 @@ def test_slash_names_follow_discords_rules() -> None:
     assert valid_slash_name("edit") and valid_slash_name("编辑") and valid_slash_name("image-1_x")
     assert not valid_slash_name("Edit") and not valid_slash_name("two words") and not valid_slash_name("x" * 33)
     assert not valid_slash_name("")
+
+
+async def test_a_changed_translation_changes_the_synced_commands_hash(tmp_path: Path) -> None:
+    @app_commands.command(name=_name("command name", "history"), description=_desc("Your last edits"))
+    async def history(interaction: discord.Interaction) -> None:
+        pass
+
+    tree: app_commands.CommandTree[discord.Client] = app_commands.CommandTree(
+        discord.Client(intents=discord.Intents.none())
+    )
+
+    async def synced(name: str, entries: dict[str | tuple[str, str], str | tuple[str, ...]]) -> dict[str, Any]:
+        translator = CatalogTranslator(make_catalogs(tmp_path / name, entries, language="de"))
+        return await history.get_translated_payload(tree, translator)
+
+    first = await synced("a", {("command name", "history"): "verlauf", "Your last edits": "Deine letzten"})
+    assert first["name_localizations"] == {"de": "verlauf"}
+    assert first["description_localizations"] == {"de": "Deine letzten"}
+    changed = await synced("b", {("command name", "history"): "verlauf", "Your last edits": "Zuletzt"})
+    assert schema_hash([changed]) != schema_hash([first])
+    # A name that breaks Discord's rules is left out (English is used), so the sync is never refused.
+    broken = await synced("c", {("command name", "history"): "Mein Verlauf"})
+    assert broken["name_localizations"] == {}
