@@ -8,7 +8,8 @@ not one per job, Discord's per-channel rate limit is respected, and a job never 
 for its audit line: the engine hands the entry over and goes on. When a queue is full,
 the oldest entries are dropped and the next post says how many. Nothing posted pings
 anyone: members are named with ``<@id>`` under ``AllowedMentions.none()`` and
-instructions are neutralised.
+instructions are neutralised. The whole server reads the channel, so its posts (and the
+buttons' public answers there) are in the server's language; instructions stay as typed.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ import discord
 from discord import ui
 
 from bot.errors import AtelierError
+from bot.i18n import Text, _nt, _pt, _t
+from bot.jobs import JobKind
 from bot.ports import AuditEntry
 from bot.states import JobState
 from cogs.custom_ids import AUDIT_BLOCK_TEMPLATE, AUDIT_DELETE_TEMPLATE, audit_block_id, audit_delete_id
 from cogs.destinations import MAX_CONTENT, clip, quote_prompt
 from cogs.errors import AtelierView, guarded
+from cogs.language import render, server_language
 
 if TYPE_CHECKING:
     from cogs.client import AtelierBot
@@ -43,9 +47,17 @@ PROMPT_CHARS = 180
 NO_MENTIONS = discord.AllowedMentions.none()
 
 _HEADLINES = {
-    JobState.SUCCEEDED: "✅ **succeeded**",
-    JobState.FAILED: "❌ **failed**",
-    JobState.CANCELLED: "🚫 **cancelled**",
+    JobState.SUCCEEDED: _t("✅ **succeeded**"),
+    JobState.FAILED: _t("❌ **failed**"),
+    JobState.CANCELLED: _t("🚫 **cancelled**"),
+}
+SAFETY_HEADLINE = _t("🛡️ **refused by the image service's safety system**")
+# How each job was started, as the audit line names it.
+_KINDS = {
+    JobKind.EDIT: _pt("job kind", "edit"),
+    JobKind.REFINE: _pt("job kind", "refine"),
+    JobKind.REROLL: _pt("job kind", "reroll"),
+    JobKind.MESSAGE: _pt("job kind", "message"),
 }
 
 
@@ -54,51 +66,64 @@ def jump_url(guild_id: int, channel_id: int, message_id: int) -> str:
     return f"https://discord.com/channels/{guild_id}/{channel_id}/{message_id}"
 
 
-def describe_entry(number: int, entry: AuditEntry) -> str:
-    """One outcome as audit text: who, what, how big, what happened, what it cost, where."""
+def describe_entry(number: int, entry: AuditEntry, language: str | None) -> str:
+    """One outcome as audit text in ``language``: who, what, how big, what happened, what it cost, where."""
     job = entry.job
     request = job.request
-    headline = "🛡️ **refused by the image service's safety system**" if entry.safety else _HEADLINES[entry.outcome]
-    images = f"{request.input_count} image{'s' if request.input_count != 1 else ''}"
-    size = request.size or "auto"
+
+    def say(text: Text | str) -> str:
+        return render(text, language)
+
+    headline = SAFETY_HEADLINE if entry.safety else _HEADLINES[entry.outcome]
+    images = _nt("{count} image", "{count} images", request.input_count)
+    size = request.size or say(_t("auto"))
     if job.output_width and job.output_height and entry.outcome is JobState.SUCCEEDED:
         size += f" → {job.output_width}×{job.output_height}"
-    if entry.outcome is JobState.SUCCEEDED:
-        cost = f"${job.cost_usd:.2f}" + (" on this server's key" if job.guild_key else "")
+    cost: Text | str
+    if entry.outcome is not JobState.SUCCEEDED:
+        # Translators: what a job that did not succeed cost: nothing, its charge was given back.
+        cost = _t("refunded")
+    elif job.guild_key:
+        # Translators: {cost} is dollars, without the "$".
+        cost = _t("${cost} on this server's key", cost=f"{job.cost_usd:.2f}")
     else:
-        cost = "refunded"
-    model = f"{job.model} (fallback)" if entry.fallback else (job.model or "default model")
-    took = f"{job.finished_at - job.created_at:.1f} s" if job.finished_at else ""
-    where = ""
+        cost = f"${job.cost_usd:.2f}"
+    # Translators: {model} is an image model's name; it made this result while the server's own model was failing.
+    model = _t("{model} (fallback)", model=job.model) if entry.fallback else (job.model or _t("default model"))
+    took = say(_t("{seconds} s", seconds=f"{job.finished_at - job.created_at:.1f}")) if job.finished_at else ""
     if entry.outcome is JobState.SUCCEEDED and job.result_channel_id and job.result_message_id and job.guild_id:
-        where = f"[result]({jump_url(job.guild_id, job.result_channel_id, job.result_message_id)})"
+        # Translators: a Markdown link to the posted result; keep the brackets and parentheses.
+        where = _t("[result]({link})", link=jump_url(job.guild_id, job.result_channel_id, job.result_message_id))
     else:
-        where = f"in <#{request.channel_id}>"
-    parts = [f"**{number}.** {headline}", f"<@{request.user_id}>", request.kind.value, images, size, cost, model]
-    parts += [p for p in (took, where) if p]
+        # Translators: where the job was asked for: a channel mention.
+        where = _t("in <#{channel}>", channel=request.channel_id)
+    kind = _KINDS.get(request.kind, request.kind.value)
+    parts = [f"**{number}.** {say(headline)}", f"<@{request.user_id}>", say(kind), say(images), size, say(cost)]
+    parts += [say(model)] + [p for p in (took, say(where)) if p]
     lines = [" · ".join(parts), quote_prompt(request.prompt, PROMPT_CHARS)]
     if entry.reason:
-        flat = " ".join(discord.utils.escape_mentions(entry.reason).split())
+        flat = " ".join(discord.utils.escape_mentions(say(entry.reason)).split())
         lines.append(f"-# {clip(flat, 200)}")
-    lines.append(f"-# job `{job.id}`")
+    # Translators: the job's id, shown in code style.
+    lines.append("-# " + say(_t("job `{job}`", job=job.id)))
     return "\n".join(lines)
 
 
-def audit_view(entries: list[AuditEntry]) -> ui.View:
-    """One row per outcome: Delete result (when there is one) and Block member."""
+def audit_view(entries: list[AuditEntry], language: str | None) -> ui.View:
+    """One row per outcome: Delete result (when there is one) and Block member, labelled in ``language``."""
     view = AtelierView(timeout=None)
     for row, entry in enumerate(entries):
         job = entry.job
         if entry.outcome is JobState.SUCCEEDED and job.result_message_id:
-            view.add_item(DeleteResultButton(job.id, row + 1, row=row))
-        view.add_item(BlockMemberButton(job.user_id, job.id, row + 1, row=row))
+            view.add_item(DeleteResultButton(job.id, row + 1, language, row=row))
+        view.add_item(BlockMemberButton(job.user_id, job.id, row + 1, language, row=row))
     return view
 
 
 @dataclass
 class _ServerQueue:
     entries: collections.deque[AuditEntry] = field(default_factory=collections.deque)
-    alerts: list[tuple[int, str]] = field(default_factory=list)  # channel, text
+    alerts: list[tuple[int, Text]] = field(default_factory=list)  # channel, text
     dropped: int = 0
     task: asyncio.Task[None] | None = None
 
@@ -124,7 +149,7 @@ class AuditPoster:
         server.entries.append(entry)
         self._wake(guild_id, server)
 
-    def alert(self, guild_id: int, channel_id: int | None, text: str, contact_user_id: int | None = None) -> None:
+    def alert(self, guild_id: int, channel_id: int | None, text: Text, contact_user_id: int | None = None) -> None:
         if self._closed:
             return
         if channel_id is not None:
@@ -154,7 +179,9 @@ class AuditPoster:
         while server.alerts or server.entries:
             if server.alerts:
                 channel_id, text = server.alerts.pop(0)
-                await self._send(guild_id, channel_id, content=clip(text, MAX_CONTENT))
+                await self._send(
+                    guild_id, channel_id, content=clip(render(text, self._language(guild_id)), MAX_CONTENT)
+                )
             else:
                 channel_id = server.entries[0].channel_id
                 batch: list[AuditEntry] = []
@@ -164,10 +191,21 @@ class AuditPoster:
                 await self._post_batch(guild_id, channel_id, batch, dropped)
             await asyncio.sleep(POST_INTERVAL)
 
+    def _language(self, guild_id: int) -> str:
+        """The language a server reads (English when this process does not know the server)."""
+        return server_language(self.bot.get_guild(guild_id))
+
     async def _post_batch(self, guild_id: int, channel_id: int, batch: list[AuditEntry], dropped: int) -> None:
-        blocks = [describe_entry(n, entry) for n, entry in enumerate(batch, start=1)]
+        language = self._language(guild_id)
+        blocks = [describe_entry(n, entry, language) for n, entry in enumerate(batch, start=1)]
         if dropped:
-            blocks.append(f"-# ⚠️ {dropped} earlier outcome(s) were not posted: this channel could not keep up.")
+            # The English singular is the plural on purpose (the English text is unchanged for every count).
+            lost = _nt(
+                "⚠️ {count} earlier outcome(s) were not posted: this channel could not keep up.",
+                "⚠️ {count} earlier outcome(s) were not posted: this channel could not keep up.",
+                dropped,
+            )
+            blocks.append("-# " + render(lost, language))
         content = "\n".join(blocks)
         while len(content) > MAX_CONTENT and len(blocks) > 1:
             # Shorten every instruction a little more until the whole batch fits one message.
@@ -178,7 +216,8 @@ class AuditPoster:
             for n, entry in enumerate(batch, start=1)
             if entry.preview
         ]
-        await self._send(guild_id, channel_id, content=clip(content, MAX_CONTENT), files=files, view=audit_view(batch))
+        view = audit_view(batch, language)
+        await self._send(guild_id, channel_id, content=clip(content, MAX_CONTENT), files=files, view=view)
 
     async def _send(self, guild_id: int, channel_id: int, **fields: Any) -> None:
         channel = self.bot.get_partial_messageable(channel_id, guild_id=guild_id)
@@ -191,16 +230,22 @@ class AuditPoster:
                 guild_id, channel_id, exc.status, exc.code,
             )  # fmt: skip
 
-    async def _tell_privately(self, guild_id: int, user_id: int, text: str) -> None:
+    async def _tell_privately(self, guild_id: int, user_id: int, text: Text) -> None:
+        """Tell the admin who set the server's key, in the server's language (a bot cannot know a user's)."""
         try:
             guild = self.bot.get_guild(guild_id)
-            where = f"**{discord.utils.escape_markdown(guild.name)}**" if guild else f"server `{guild_id}`"
-            dm = await self.bot.create_dm(discord.Object(user_id))
-            await dm.send(
-                f"About {where}: {text}\n-# You set its API key. An audit channel (`/atelier settings`) "
-                "would get these notes instead.",
-                allowed_mentions=NO_MENTIONS,
+            language = server_language(guild)
+            where = (
+                f"**{discord.utils.escape_markdown(guild.name)}**"
+                if guild
+                # Translators: a server the bot no longer sees, by its id.
+                else render(_t("server `{id}`", id=guild_id), language)
             )
+            # Translators: {server} is a server's name (or "server `123`"); {text} is what its admins are told.
+            about = _t("About {server}: {text}", server=where, text=text)
+            why = _t("You set its API key. An audit channel (`/atelier settings`) would get these notes instead.")
+            dm = await self.bot.create_dm(discord.Object(user_id))
+            await dm.send(f"{render(about, language)}\n-# {render(why, language)}", allowed_mentions=NO_MENTIONS)
         except discord.HTTPException as exc:
             log.warning("guild=%s could not tell user=%s privately (%s %s)", guild_id, user_id, exc.status, exc.code)
 
@@ -213,10 +258,14 @@ def _shorter(block: str) -> str:
 class DeleteResultButton(ui.DynamicItem[ui.Button[ui.View]], template=AUDIT_DELETE_TEMPLATE):
     """Deletes a job's posted result (moderators: Manage Messages or Manage Server)."""
 
-    def __init__(self, job_id: str, number: int = 0, *, row: int | None = None) -> None:
-        label = f"Delete result {number}" if number else "Delete result"
+    def __init__(self, job_id: str, number: int = 0, language: str | None = None, *, row: int | None = None) -> None:
+        # Translators: {number} is the outcome's number in the audit post.
+        label = _pt("button", "Delete result {number}", number=number) if number else _pt("button", "Delete result")
         button: ui.Button[ui.View] = ui.Button(
-            label=label, emoji="🗑️", style=discord.ButtonStyle.danger, custom_id=audit_delete_id(job_id)
+            label=render(label, language),
+            emoji="🗑️",
+            style=discord.ButtonStyle.danger,
+            custom_id=audit_delete_id(job_id),
         )
         super().__init__(button, row=row)
         self.job_id = job_id
@@ -233,34 +282,46 @@ class DeleteResultButton(ui.DynamicItem[ui.Button[ui.View]], template=AUDIT_DELE
     async def delete(self, interaction: discord.Interaction) -> None:
         permissions = interaction.permissions
         if not (permissions.manage_messages or permissions.manage_guild):
-            raise AtelierError("Deleting results needs the Manage Messages permission.")
+            raise AtelierError(_t("Deleting results needs the Manage Messages permission."))
         bot: AtelierBot = interaction.client  # type: ignore[assignment]
         job = await bot.engine.store.get_job(self.job_id)
         if job is None or job.guild_id != interaction.guild_id or not job.result_message_id:
-            raise AtelierError("That job has no result here to delete.")
+            raise AtelierError(_t("That job has no result here to delete."))
         assert job.result_channel_id is not None
         try:
             await bot.http.delete_message(
                 job.result_channel_id, job.result_message_id, reason=f"Atelier audit: by {interaction.user.id}"
             )
         except discord.NotFound:
-            raise AtelierError("That result was already deleted.") from None
+            raise AtelierError(_t("That result was already deleted.")) from None
         except discord.Forbidden:
-            raise AtelierError("I'm not allowed to delete that message.") from None
+            raise AtelierError(_t("I'm not allowed to delete that message.")) from None
         log.info("guild=%s job=%s result deleted by user=%s", job.guild_id, job.id, interaction.user.id)
+        # Said in the audit channel, for everyone there: in the server's language.
+        deleted = _t(
+            "🗑️ {moderator} deleted the result of job `{job}` by <@{user}>.",
+            moderator=interaction.user.mention,
+            job=job.id,
+            user=job.user_id,
+        )
         await interaction.response.send_message(
-            f"🗑️ {interaction.user.mention} deleted the result of job `{job.id}` by <@{job.user_id}>.",
-            allowed_mentions=NO_MENTIONS,
+            render(deleted, server_language(interaction.guild)), allowed_mentions=NO_MENTIONS
         )
 
 
 class BlockMemberButton(ui.DynamicItem[ui.Button[ui.View]], template=AUDIT_BLOCK_TEMPLATE):
     """Blocks the job's requester from Atelier in this server (Manage Server, like ``/atelier block``)."""
 
-    def __init__(self, user_id: int, job_id: str, number: int = 0, *, row: int | None = None) -> None:
-        label = f"Block member {number}" if number else "Block member"
+    def __init__(
+        self, user_id: int, job_id: str, number: int = 0, language: str | None = None, *, row: int | None = None
+    ) -> None:
+        # Translators: {number} is the outcome's number in the audit post.
+        label = _pt("button", "Block member {number}", number=number) if number else _pt("button", "Block member")
         button: ui.Button[ui.View] = ui.Button(
-            label=label, emoji="⛔", style=discord.ButtonStyle.secondary, custom_id=audit_block_id(user_id, job_id)
+            label=render(label, language),
+            emoji="⛔",
+            style=discord.ButtonStyle.secondary,
+            custom_id=audit_block_id(user_id, job_id),
         )
         super().__init__(button, row=row)
         self.user_id = user_id
@@ -277,16 +338,20 @@ class BlockMemberButton(ui.DynamicItem[ui.Button[ui.View]], template=AUDIT_BLOCK
 
     async def block(self, interaction: discord.Interaction) -> None:
         if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise AtelierError("Blocking members needs the Manage Server permission.")
+            raise AtelierError(_t("Blocking members needs the Manage Server permission."))
         if self.user_id == interaction.user.id:
-            raise AtelierError("You can't block yourself.")
+            raise AtelierError(_t("You can't block yourself."))
         bot: AtelierBot = interaction.client  # type: ignore[assignment]
-        reason = f"from the audit channel (job {self.job_id})"
+        reason = f"from the audit channel (job {self.job_id})"  # stored for the moderators, as data: not translated
         await bot.engine.block(interaction.guild_id, self.user_id, reason, interaction.user.id)
+        # Said in the audit channel, for everyone there: in the server's language.
+        blocked = _t(
+            "⛔ <@{user}> can no longer use Atelier here (blocked by {moderator}); `/atelier unblock` lifts it.",
+            user=self.user_id,
+            moderator=interaction.user.mention,
+        )
         await interaction.response.send_message(
-            f"⛔ <@{self.user_id}> can no longer use Atelier here (blocked by {interaction.user.mention}); "
-            "`/atelier unblock` lifts it.",
-            allowed_mentions=NO_MENTIONS,
+            render(blocked, server_language(interaction.guild)), allowed_mentions=NO_MENTIONS
         )
 
 

@@ -3,7 +3,8 @@
 A preset is a name and a text added to the member's instruction when they pick that
 style on ``/edit`` or in a form (``bot.presets``). At most 25 per server, each text at
 most 500 characters. The group hangs under ``/atelier`` (``cogs.admin``), so it shares
-its Manage Server default permission; each command checks it again when run.
+its Manage Server default permission; each command checks it again when run. Answers are in
+the admin's language; style names and texts are shown as they were typed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from typing import TYPE_CHECKING
 import discord
 from discord import app_commands
 
+from bot.i18n import _t
 from bot.presets import MAX_NAME, MAX_PRESETS, MAX_TEXT
 from cogs.destinations import clip
+from cogs.language import _desc, _name, say
 from cogs.requests import style_choices
 
 if TYPE_CHECKING:
@@ -28,14 +31,20 @@ class PresetCommands(app_commands.Group):
     """The ``presets`` subcommands of ``/atelier``."""
 
     def __init__(self, bot: AtelierBot) -> None:
-        super().__init__(name="presets", description="Named styles members can add to their instructions")
+        super().__init__(
+            name=_name("command name", "presets"),
+            description=_desc("Named styles members can add to their instructions"),
+        )
         self.bot = bot
 
-    @app_commands.command(name="add", description="Add a style (or replace the one with this name)")
-    @app_commands.describe(
-        name="Short name members pick, e.g. watercolour",
-        text="Added to the instruction, e.g. “as a loose watercolour painting on textured paper”",
+    @app_commands.command(
+        name=_name("command name", "add"), description=_desc("Add a style (or replace the one with this name)")
     )
+    @app_commands.describe(
+        name=_desc("Short name members pick, e.g. watercolour"),
+        text=_desc("Added to the instruction, e.g. “as a loose watercolour painting on textured paper”"),
+    )
+    @app_commands.rename(name=_name("option name", "name"), text=_name("option name", "text"))
     @app_commands.checks.has_permissions(manage_guild=True)
     async def add(
         self,
@@ -47,21 +56,33 @@ class PresetCommands(app_commands.Group):
         preset, replaced = await self.bot.engine.presets.add(interaction.guild_id, name, text, interaction.user.id)
         log.info("guild=%s style %r %s by user=%s", interaction.guild_id, preset.name,
                  "replaced" if replaced else "added", interaction.user.id)  # fmt: skip
-        verb = "Replaced" if replaced else "Added"
-        was = f"\n-# It was: {clip(discord.utils.escape_mentions(replaced.text), 300)}" if replaced else ""
-        await interaction.response.send_message(
-            f"✅ {verb} the style **{preset.name}**: {discord.utils.escape_mentions(preset.text)}{was}",
-            ephemeral=True,
-        )
+        shown = discord.utils.escape_mentions(preset.text)
+        if replaced:
+            old = clip(discord.utils.escape_mentions(replaced.text), 300)
+            lines = [
+                # Translators: {name} and {text} are the style's name and new text, as the admin typed them.
+                say(interaction, _t("✅ Replaced the style **{name}**: {text}", name=preset.name, text=shown)),
+                # Translators: {text} is the style's text before it was replaced.
+                "-# " + say(interaction, _t("It was: {text}", text=old)),
+            ]
+        else:
+            # Translators: {name} and {text} are the style's name and text, as the admin typed them.
+            lines = [say(interaction, _t("✅ Added the style **{name}**: {text}", name=preset.name, text=shown))]
+        await interaction.response.send_message("\n".join(lines), ephemeral=True)
 
-    @app_commands.command(name="remove", description="Remove a style; edits made with it keep it in the ledger")
-    @app_commands.describe(name="The style to remove")
+    @app_commands.command(
+        name=_name("command name", "remove"),
+        description=_desc("Remove a style; edits made with it keep it in the ledger"),
+    )
+    @app_commands.describe(name=_desc("The style to remove"))
+    @app_commands.rename(name=_name("option name", "name"))
     @app_commands.checks.has_permissions(manage_guild=True)
     async def remove(self, interaction: discord.Interaction, name: str) -> None:
         assert interaction.guild_id is not None
         preset = await self.bot.engine.presets.remove(interaction.guild_id, name)
         log.info("guild=%s style %r removed by user=%s", interaction.guild_id, preset.name, interaction.user.id)
-        await interaction.response.send_message(f"🗑️ Removed the style **{preset.name}**.", ephemeral=True)
+        removed = _t("🗑️ Removed the style **{name}**.", name=preset.name)
+        await interaction.response.send_message(say(interaction, removed), ephemeral=True)
 
     @remove.autocomplete("name")
     async def remove_autocomplete(
@@ -69,14 +90,18 @@ class PresetCommands(app_commands.Group):
     ) -> list[app_commands.Choice[str]]:
         return style_choices(self.bot.engine.presets, interaction.guild_id, current)
 
-    @app_commands.command(name="list", description="This server's styles")
+    @app_commands.command(name=_name("command name", "list"), description=_desc("This server's styles"))
     @app_commands.checks.has_permissions(manage_guild=True)
     async def list_presets(self, interaction: discord.Interaction) -> None:
         presets = self.bot.engine.presets.of(interaction.guild_id)
         if not presets:
-            text = "This server has no styles yet. Add one with `/atelier presets add`."
+            text = say(interaction, _t("This server has no styles yet. Add one with `/atelier presets add`."))
         else:
-            lines = [f"🎨 **Styles in this server** ({len(presets)} of at most {MAX_PRESETS})"]
+            # Translators: {count} styles exist; a server may have at most {most}.
+            heading = _t(
+                "🎨 **Styles in this server** ({count} of at most {most})", count=len(presets), most=MAX_PRESETS
+            )
+            lines = [say(interaction, heading)]
             lines += [f"• **{p.name}**: {clip(discord.utils.escape_mentions(p.text), 150)}" for p in presets]
             text = clip("\n".join(lines), 2000)
         await interaction.response.send_message(text, ephemeral=True)
