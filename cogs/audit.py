@@ -201,8 +201,8 @@ class AuditPoster:
         if dropped:
             # The English singular is the plural on purpose (the English text is unchanged for every count).
             lost = _nt(
-                "⚠️ {count} earlier outcome(s) were not posted: this channel could not keep up.",
-                "⚠️ {count} earlier outcome(s) were not posted: this channel could not keep up.",
+                "⚠️ {count} earlier outcome was not posted: this channel could not keep up.",
+                "⚠️ {count} earlier outcomes were not posted: this channel could not keep up.",
                 dropped,
             )
             blocks.append("-# " + render(lost, language))

@@ -52,7 +52,7 @@ class UsageCog(commands.Cog):
         if standing.exempt:
             texts.append(
                 _nt(
-                    "Today: {count} edits. You are exempt from member limits.",
+                    "Today: {count} edit. You are exempt from member limits.",
                     "Today: {count} edits. You are exempt from member limits.",
                     standing.used_today,
                 )
@@ -60,7 +60,7 @@ class UsageCog(commands.Cog):
         elif standing.daily_limit is None:
             texts.append(
                 _nt(
-                    "Today: {count} edits (no daily limit).",
+                    "Today: {count} edit (no daily limit).",
                     "Today: {count} edits (no daily limit).",
                     standing.used_today,
                 )
@@ -70,7 +70,7 @@ class UsageCog(commands.Cog):
                 # Translators: {used} of the member's {count} edits today; {resets} is e.g. "resets at 00:00 UTC
                 # (in 5 h 10 min)".
                 _nt(
-                    "Today: {used} of {count} edits used, **{left} left**; the limit {resets}.",
+                    "Today: {used} of {count} edit used, **{left} left**; the limit {resets}.",
                     "Today: {used} of {count} edits used, **{left} left**; the limit {resets}.",
                     standing.daily_limit,
                     used=standing.used_today,

@@ -171,7 +171,7 @@ async def test_inputs_that_cannot_be_saved_end_the_job_refunded_with_one_apology
     assert f"(reference {reference.group(1)})" in log and "Traceback" in log
     assert await settled(bot_env) == [("unlucky", "failed", "charge+refund")]
     assert image_api.calls == []
-    assert "0 of 1 edits used, **1 left**" in await usage_text(discord_fake)
+    assert "0 of 1 edit used, **1 left**" in await usage_text(discord_fake)
 
 
 async def test_an_unexpected_error_in_a_button_gets_the_one_apology_with_a_reference(

@@ -148,7 +148,7 @@ def test_balance_levels_warn_once_per_crossing() -> None:
     watch = BalanceWatch(c, None)  # type: ignore[arg-type]  # no session: nothing is fetched here
     told: list[str] = []
     for dollars in (50, 8, 7, 9, 1.5, 1, 5, 3, 12, 1):
-        watch.update(dollars, told.append)
+        watch.update(dollars, lambda text: told.append(str(text)))
     assert [t.split("**")[1] if "**" in t else t[:20] for t in told] == [
         "The image service balance is low: $8.00",
         "The image service balance is $1.50",
