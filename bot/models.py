@@ -18,7 +18,7 @@ import enum
 from dataclasses import dataclass
 
 from bot.errors import InputError
-from bot.i18n import _t
+from bot.i18n import Text, _t
 from bot.sizes import dimensions, normalize_size
 
 MAX_SIDE = 3840
@@ -65,7 +65,7 @@ class ImageModel:
             )
 
 
-def size_problem(rule: SizeRule, size: str | None) -> str | None:
+def size_problem(rule: SizeRule, size: str | None) -> Text | None:
     """Why ``size`` breaks ``rule``, or ``None`` when it is fine."""
     if size is None:
         return None
@@ -73,19 +73,19 @@ def size_problem(rule: SizeRule, size: str | None) -> str | None:
         try:
             normalize_size(size)
         except ValueError:
-            return "pick one from the list (start typing, e.g. 2048 or 16:9), or leave size empty for auto."
+            return _t("pick one from the list (start typing, e.g. 2048 or 16:9), or leave size empty for auto.")
         return None
     try:
         width, height = dimensions(size)
     except ValueError:
-        return "write it as WIDTHxHEIGHT, e.g. 2048x1152."
+        return _t("write it as WIDTHxHEIGHT, e.g. 2048x1152.")
     if width <= 0 or height <= 0 or width % SIDE_STEP or height % SIDE_STEP:
-        return f"both sides must be multiples of {SIDE_STEP}."
+        return _t("both sides must be multiples of {step}.", step=SIDE_STEP)
     long, short = max(width, height), min(width, height)
     if long > MAX_RATIO * short:
-        return "the long side may be at most 3 times the short one."
+        return _t("the long side may be at most 3 times the short one.")
     if long > MAX_SIDE or width * height > MAX_AREA:
-        return "at most 3840 pixels on a side and 3840×2160 pixels in all."
+        return _t("at most 3840 pixels on a side and 3840×2160 pixels in all.")
     return None
 
 

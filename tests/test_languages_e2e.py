@@ -50,7 +50,7 @@ def pattern(template: str) -> re.Pattern[str]:
 
 
 def content(handle: InteractionHandle) -> str:
-    data = handle.callback_data() or {}
+    data = handle.callback_data or {}
     return str(data.get("content", ""))
 
 
@@ -93,13 +93,25 @@ async def test_a_chinese_member_gets_chinese_and_their_prompt_goes_as_typed(
     failed = await wait_final_text(refused, template.split("{reason}")[0])
     assert pattern(template).search(str(failed.json["content"])), failed.json["content"]
 
+    # A size the model does not take: refused privately, all of it in Chinese (nothing charged).
+    bad_size = await send_edit(discord_fake, PROMPT, [make_png()], size="1024x1024", locale="zh-CN")
+    await bad_size.wait_for_callback()
+    expected = zh(
+        "`{size}` is not a size the image service supports for {model}: {problem}",
+        size="1024x1024",
+        model="gpt-image-2-vip",
+        problem=zh("pick one from the list (start typing, e.g. 2048 or 16:9), or leave size empty for auto."),
+    )
+    assert content(bad_size) == f"❌ {expected}"
+    assert (bad_size.callback_data or {}).get("flags", 0) & FLAG_EPHEMERAL
+
     # A successful edit: acknowledgement, caption and buttons in Chinese.
-    handle = await send_edit(discord_fake, PROMPT, [make_png()], size="1024x1024", locale="zh-CN")
+    handle = await send_edit(discord_fake, PROMPT, [make_png()], size="1280x1280", locale="zh-CN")
     await handle.wait_for_callback()
     assert zh("📥 Fetching your images…") in content(handle)
     result = await wait_result(handle)
     caption = str(result.json["content"])
-    assert zh("(asked {size})", size="1024x1024") in caption
+    assert zh("(asked {size})", size="1280x1280") in caption
     assert buttons(result.json) == [zh("Refine", "button"), zh("Reroll", "button"), zh("Delete", "button")]
     # The prompt, never translated: to the API exactly as typed (the caption quotes it, mentions neutralised).
     assert image_api.calls[-1].field("prompt") == PROMPT
@@ -109,7 +121,7 @@ async def test_a_chinese_member_gets_chinese_and_their_prompt_goes_as_typed(
     limit = zh("You've used {used} of your {limit} edits for today; the limit {resets}.")
     over = await send_edit(discord_fake, "again", [make_png()], locale="zh-CN")
     await over.wait_for_callback()
-    assert (over.callback_data() or {}).get("flags", 0) & FLAG_EPHEMERAL
+    assert (over.callback_data or {}).get("flags", 0) & FLAG_EPHEMERAL
     assert pattern(limit).search(content(over)), content(over)
     assert len(image_api.calls) == 2
 
