@@ -129,7 +129,7 @@ def test_access_by_channel_thread_parent_role_and_dm() -> None:
 def test_reset_time_and_durations() -> None:
     assert next_reset(NOON) - NOON == 12 * 3600
     assert utc_day(NOON) == "2026-11-25"
-    assert describe_wait(40) == "40 s" and describe_wait(125) == "3 min" and describe_wait(7500) == "2 h 5 min"
+    assert [str(describe_wait(s)) for s in (40, 125, 7500)] == ["40 s", "3 min", "2 h 5 min"]
 
 
 def test_config_names_the_bad_variable() -> None:
