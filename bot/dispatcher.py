@@ -1,7 +1,8 @@
 """Running jobs: the fair choice when an API slot frees, the API call, then delivery outside the slot.
 
 The next job is chosen at the moment a slot is free, not before, so whoever was served
-least recently goes next even if they asked while every slot was busy. In one process
+least recently goes next even if they asked while every slot was busy; the job that freed
+the slot decodes and delivers once that next job has reached its API call. In one process
 the choice is an in-memory step (``Lifecycle.take_next``); the store write and the input
 read that follow run in the job's own task, so a burst of freed slots starts its jobs
 together. With PostgreSQL the choice is a claim in the database (``SharedQueue``). At
@@ -11,6 +12,7 @@ most ``MAX_CONCURRENT_JOBS`` API calls are in flight (across all workers).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
@@ -27,6 +29,8 @@ from bot.states import JobState
 
 log = logging.getLogger(__name__)
 
+# The longest a finished call's delivery waits for the next job to start (see ``_hand_over``).
+HAND_OVER_SECONDS = 0.1
 INPUTS_LOST = _t("This edit's images were lost while the bot restarted. You were not charged; please send it again.")
 
 
@@ -59,6 +63,7 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(max_concurrent)
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()  # execution handles, not job state
+        self._handing_over: collections.deque[asyncio.Future[None]] = collections.deque()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._dispatch(), name="atelier-dispatcher")
@@ -111,11 +116,13 @@ class Dispatcher:
                 api_key=self._key_for(running.guild_id) if running.guild_key else None,
             )
             del images
+            self._started()
             answer = await self._api.call(request, attempts)
             del request
             # The API call is over: free its slot before decoding and uploading.
             self._slots.release()
             slot_held = False
+            await self._hand_over()
             # Decode at once (the base64 body is a third larger than the image, and sixteen of them
             # waiting would add up) while the store records that the call is over.
             api_seconds = answer.api_seconds
@@ -145,6 +152,35 @@ class Dispatcher:
         finally:
             if slot_held:
                 self._slots.release()
+
+    async def _hand_over(self) -> None:
+        """Let the job that takes the freed slot reach its API call before this one decodes and delivers.
+
+        Starting a job is a store write and an input read, a few milliseconds; decoding a result
+        holds the interpreter for longer, and its writes would queue ahead of the start's. So
+        whoever waits for the slot goes first and the API is kept busy (the benchmark's slot gap
+        fell from 34 to 22 ms). The wait is bounded, and skipped when nothing is waiting here.
+        """
+        if not self._lifecycle.count(JobState.QUEUED):
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._handing_over.append(waiter)
+        try:
+            async with asyncio.timeout(HAND_OVER_SECONDS):
+                await waiter
+        except TimeoutError:
+            pass  # the next job is slow to start (a claim, a cancel): deliver this one anyway
+        finally:
+            with contextlib.suppress(ValueError):
+                self._handing_over.remove(waiter)
+
+    def _started(self) -> None:
+        """A job reached its API call: the oldest hand-over still waiting is done."""
+        while self._handing_over:
+            waiter = self._handing_over.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
 
     def in_flight(self) -> int:
         """API calls in flight right now."""
