@@ -125,6 +125,7 @@ class Admission:
             ),
             lambda usage: check_quota(self._config, limits, who, usage, now, price=model.price_usd, own_key=own_key),
             whole_day=self._config.daily_budget_usd is not None and not own_key,
+            whole_guild=limits is not None and limits.guild_daily_limit is not None,
         )
         return await self._prepare(job, source)
 

@@ -119,20 +119,24 @@ class Lifecycle:
 
     # The one way to create and move a job ---------------------------------------------------
 
-    async def create(self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool = False) -> Job:
+    async def create(
+        self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool = False, whole_guild: bool = True
+    ) -> Job:
         """Check the member's usage with ``check`` (which raises to refuse) and record the accepted
         job and its charge, as one step.
 
         In one process the check reads the in-memory ledger and the job is counted in memory
         before the first ``await`` (undone if the store refuses it), so no second request can
         slip in between. With PostgreSQL the check runs inside the database transaction that
-        charges, under locks on the member's and the server's totals (``whole_day``: the day's
-        spend too), so no second process can either.
+        charges, under locks on the member's and (``whole_guild``) the server's totals
+        (``whole_day``: the day's spend too), so no second process can either.
         """
         assert job.state is JobState.ACCEPTED
         if self._shared is not None:
             lease = job.created_at + self.lease_seconds
-            await self._shared.admit_job(job, check, whole_day=whole_day, holder=self.holder, lease_until=lease)
+            await self._shared.admit_job(
+                job, check, whole_day=whole_day, whole_guild=whole_guild, holder=self.holder, lease_until=lease
+            )
             self._records[job.id] = _Record(job)
             return job
         check(self.ledger.usage(job.user_id, job.guild_id, job.charge_day, active=self._active(job.user_id)))

@@ -381,13 +381,22 @@ class PostgresJobStore:
     # Money checked and charged in the database ------------------------------------------------
 
     async def admit_job(
-        self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool, holder: str, lease_until: float
+        self,
+        job: Job,
+        check: Callable[[DayUsage], None],
+        *,
+        whole_day: bool,
+        holder: str,
+        lease_until: float,
+        whole_guild: bool = True,
     ) -> None:
-        """Lock the member's, the server's (and with ``whole_day`` everyone's) totals, let ``check``
-        refuse, and insert the job with its charge, held by ``holder`` until ``lease_until``: one
-        transaction. If the holder dies while admitting, another process ends the job."""
+        """Lock the member's, the server's (``whole_guild``: when a server limit applies) and (``whole_day``:
+        when a budget does) everyone's totals, let ``check`` refuse, and insert the job with its charge,
+        held by ``holder`` until ``lease_until``: one transaction. A total no limit applies to is not
+        locked, so a busy server's members are admitted side by side, not one after another. If the
+        holder dies while admitting, another process ends the job."""
         keys = [f"atelier:user:{job.user_id}"]
-        if job.guild_id is not None:
+        if job.guild_id is not None and whole_guild:
             keys.insert(0, f"atelier:guild:{job.guild_id}")
         if whole_day:
             keys.insert(0, "atelier:day")

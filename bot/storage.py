@@ -371,7 +371,14 @@ class SharedStore(Protocol):
     """What several processes sharing one database need besides ``JobStore`` (PostgreSQL)."""
 
     async def admit_job(
-        self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool, holder: str, lease_until: float
+        self,
+        job: Job,
+        check: Callable[[DayUsage], None],
+        *,
+        whole_day: bool,
+        holder: str,
+        lease_until: float,
+        whole_guild: bool = True,
     ) -> None:
         """Lock the totals, let ``check`` refuse, insert the job and its charge (held by ``holder``)."""
         ...
