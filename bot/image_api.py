@@ -408,18 +408,23 @@ class ImageAPIClient:
     async def decode(self, answer: APIAnswer) -> ImageEditResult:
         """The image in an answer: base64 (with or without its data-URL prefix) or a URL to fetch."""
         # Not behind the Editor's per-core limit: decoding at once frees the body (a third larger).
-        payload, data = await asyncio.to_thread(read_answer, answer.body)
+        # One trip to a thread for the usual answer (base64 in the body): decoded and checked there.
+        payload, data, image = await asyncio.to_thread(_read_and_check, answer.body)
         item = self._first_item(payload, answer.api_key)
-        if data is None:
+        if isinstance(image, InvalidResponseError):
+            raise image
+        if image is None:
             b64 = item.get("b64_json")
             url = item.get("url")
-            if isinstance(b64, str) and b64:
+            if data is not None:
+                pass
+            elif isinstance(b64, str) and b64:
                 data = await asyncio.to_thread(_decode_b64, b64)
             elif isinstance(url, str) and url:
                 data = await self._download(url)
             else:
                 raise InvalidResponseError("data[0] has neither b64_json nor url")
-        image = await asyncio.to_thread(check_output, data)
+            image = await asyncio.to_thread(check_output, data)
         return ImageEditResult(image, _usage(payload.get("usage")), answer.api_seconds, answer.attempts)
 
     async def _download(self, url: str) -> bytes:
@@ -436,6 +441,18 @@ class ImageAPIClient:
             raise InvalidResponseError("timed out downloading the result url") from None
         except aiohttp.ClientError as exc:
             raise InvalidResponseError(f"could not download the result url: {type(exc).__name__}") from None
+
+
+def _read_and_check(body: bytes) -> tuple[Any, bytes | None, OutputImage | InvalidResponseError | None]:
+    """The answer's JSON and, when the body carries base64, the image in it, checked (or why it is not
+    usable: raised by the caller after it has looked at the JSON, as if checked separately)."""
+    payload, data = read_answer(body)
+    if data is None:
+        return payload, data, None
+    try:
+        return payload, data, check_output(data)
+    except InvalidResponseError as exc:
+        return payload, data, exc
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes:
