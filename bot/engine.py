@@ -219,6 +219,7 @@ class JobEngine:
                 self.config.max_concurrent_jobs,
                 next_job,
                 self.keys.key_for,
+                shared_slots=self.shared is not None,
             )
             self._dispatcher.start()
 

@@ -35,6 +35,7 @@ from bot.ports import Move
 from bot.queue import FairQueue
 from bot.retention import InputRetention
 from bot.states import MONEY, JobState, MoneyEffect, allowed
+from bot.storage import ClaimMiss
 
 if TYPE_CHECKING:
     from bot.image_api import Attempt
@@ -153,7 +154,7 @@ class Lifecycle:
         self._queue_changed()
         return job
 
-    async def claim_next(self, max_running: int) -> Job | None:
+    async def claim_next(self, max_running: int) -> Job | ClaimMiss:
         """With PostgreSQL: move the next job in fair order from queued to running, for this process.
 
         The store chooses it and makes the move in one transaction (``FOR UPDATE SKIP LOCKED``,
@@ -161,9 +162,9 @@ class Lifecycle:
         it here and tells the notifier, as ``move`` does.
         """
         assert self._shared is not None and allowed(JobState.QUEUED, JobState.RUNNING, 0)
-        job = await self._shared.claim_next(self.holder, time.time(), self.lease_seconds, max_running)
-        if job is None:
-            return None
+        job = await self._shared.claim(self.holder, time.time(), self.lease_seconds, max_running)
+        if isinstance(job, ClaimMiss):
+            return job
         self._records[job.id] = _Record(job)
         self._moved.set()
         self._observe(Move(job, JobState.QUEUED, None, (), None))

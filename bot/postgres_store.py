@@ -51,6 +51,7 @@ from bot.storage import (
     MIGRATIONS,
     MIGRATIONS_TABLE,
     Block,
+    ClaimMiss,
     DayStats,
     HistoryEntry,
     JobStats,
@@ -103,6 +104,8 @@ ORDER BY COALESCE(t.turn, -1), h.created_at, h.id
 LIMIT 1
 FOR UPDATE OF j SKIP LOCKED
 """
+
+RUNNING = "SELECT COUNT(*) FROM jobs WHERE status = 'running' AND lease_until >= $1"
 
 # Every waiting job's place, as the claim would serve them if all were ready: round k of the
 # round-robin takes each member's k-th job, members in the order of their last turn.
@@ -450,36 +453,49 @@ class PostgresJobStore:
 
     async def claim_next(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | None:
         """Take the next job in fair order and mark it running under ``worker``'s lease, or ``None``."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Claims are serialised only to keep the cap exact; the row itself is taken with SKIP LOCKED.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:claim', 0))")
-            running = await conn.fetchval(
-                "SELECT COUNT(*) FROM jobs WHERE status = 'running' AND lease_until >= $1", now
-            )
-            if running >= max_running:
-                return None
-            head = await conn.fetchrow(CLAIM)
-            if head is None:
-                return None
-            turn = await conn.fetchval(
-                "INSERT INTO counters (name, value) VALUES ('fair_turn', 1) "
-                "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value"
-            )
-            await conn.execute(
-                "INSERT INTO fair_turns (user_id, turn) VALUES ($1, $2) "
-                "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn",
-                head["user_id"],
-                turn,
-            )
-            row = await conn.fetchrow(
-                "UPDATE jobs SET status = 'running', started_at = $2, claimed_by = $3, lease_until = $4 "
-                "WHERE id = $1 AND status = 'queued' RETURNING *",
-                head["id"],
-                now,
-                worker,
-                now + lease_seconds,
-            )
-            return job_from_row(row) if row else None
+        taken = await self.claim(worker, now, lease_seconds, max_running)
+        return taken if isinstance(taken, Job) else None
+
+    async def claim(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | ClaimMiss:
+        """Take the next job in fair order and mark it running under ``worker``'s lease, or say why not."""
+        async with self.pool.acquire() as conn:
+            # Every slot taken is the usual answer while jobs wait: said without the lock that
+            # serialises claims, so workers that cannot start anything don't hold up one that can.
+            if await conn.fetchval(RUNNING, now) >= max_running:
+                return ClaimMiss.NO_SLOT
+            async with conn.transaction():
+                return await self._claim(conn, worker, now, lease_seconds, max_running)
+
+    @staticmethod
+    async def _claim(
+        conn: asyncpg.Connection, worker: str, now: float, lease_seconds: float, max_running: int
+    ) -> Job | ClaimMiss:
+        # Claims are serialised only to keep the cap exact; the row itself is taken with SKIP LOCKED.
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:claim', 0))")
+        if await conn.fetchval(RUNNING, now) >= max_running:
+            return ClaimMiss.NO_SLOT
+        head = await conn.fetchrow(CLAIM)
+        if head is None:
+            return ClaimMiss.NO_JOB
+        turn = await conn.fetchval(
+            "INSERT INTO counters (name, value) VALUES ('fair_turn', 1) "
+            "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value"
+        )
+        await conn.execute(
+            "INSERT INTO fair_turns (user_id, turn) VALUES ($1, $2) "
+            "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn",
+            head["user_id"],
+            turn,
+        )
+        row = await conn.fetchrow(
+            "UPDATE jobs SET status = 'running', started_at = $2, claimed_by = $3, lease_until = $4 "
+            "WHERE id = $1 AND status = 'queued' RETURNING *",
+            head["id"],
+            now,
+            worker,
+            now + lease_seconds,
+        )
+        return job_from_row(row) if row else ClaimMiss.NO_JOB
 
     async def renew_leases(self, worker: str, job_ids: Sequence[str], until: float) -> None:
         """Extend the lease of the jobs ``worker`` holds."""

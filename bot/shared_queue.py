@@ -30,7 +30,7 @@ from bot.lifecycle import Lifecycle
 from bot.ports import Notifier
 from bot.recovery import resume_unfinished
 from bot.states import JobState
-from bot.storage import SharedStore, SharedTotals
+from bot.storage import ClaimMiss, SharedStore, SharedTotals
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,8 @@ class SharedQueue:
         self._refreshers = refreshers
         self._notifier: Notifier | None = None
         self._mine: Callable[[Job], bool] = lambda job: True
-        self._wake = asyncio.Event()
+        # What a worker with nothing to start waits for: a slot freed, or a job queued.
+        self._wakes = {ClaimMiss.NO_SLOT: asyncio.Event(), ClaimMiss.NO_JOB: asyncio.Event()}
         self._reordered = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.places: dict[str, int] = {}  # this process's waiting jobs and their places, as last announced
@@ -94,17 +95,23 @@ class SharedQueue:
     async def next_job(self) -> Job:
         """Wait until a job can be claimed for this process, and claim it (it is then running)."""
         while True:
-            self._wake.clear()
+            for wake in self._wakes.values():
+                wake.clear()  # before the claim: a notice that comes while it runs is not missed
             job = await self._lifecycle.claim_next(self._config.max_concurrent_jobs)
-            if job is not None:
+            if isinstance(job, Job):
                 return job
+            # Only what could change the answer wakes it: with every slot busy, the hundreds of
+            # jobs queued in a burst don't each send every worker to the database for nothing.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SAFETY_POLL):
-                    await self._wake.wait()
+                    await self._wakes[job].wait()
 
     def _on_notice(self, payload: str) -> None:
+        if payload in ("queued", "reconnected"):
+            self._wakes[ClaimMiss.NO_JOB].set()
+        if payload in ("slot", "reconnected"):
+            self._wakes[ClaimMiss.NO_SLOT].set()
         if payload in ("queued", "slot", "reconnected"):
-            self._wake.set()
             self._reordered.set()
         kind, _, subject = payload.partition(":")
         if payload == "reconnected":  # notices may have been missed: re-read what they would have said

@@ -11,6 +11,7 @@ so no code path and no restart can refund a job twice.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -367,6 +368,13 @@ class SharedTotals:
     server_spend: float = 0.0
 
 
+class ClaimMiss(enum.Enum):
+    """Why a worker's claim took no job: what it must wait for before it tries again."""
+
+    NO_SLOT = "no slot"  # MAX_CONCURRENT_JOBS calls are running: wait for one to end
+    NO_JOB = "no job"  # nothing is ready: wait for a job to be queued
+
+
 class SharedStore(Protocol):
     """What several processes sharing one database need besides ``JobStore`` (PostgreSQL)."""
 
@@ -386,7 +394,10 @@ class SharedStore(Protocol):
     async def day_usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage: ...
     async def unfinished_jobs_of(self, user_id: int) -> list[Job]: ...
     async def count(self, state: JobState) -> int: ...
-    async def claim_next(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | None: ...
+    async def claim(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | ClaimMiss:
+        """Take the next job in fair order for ``worker`` (marked running), or say why none was taken."""
+        ...
+
     async def renew_leases(self, worker: str, job_ids: Sequence[str], until: float) -> None: ...
     async def expired_jobs(self, now: float) -> list[Job]: ...
     async def queue_positions(self) -> list[tuple[Job, int]]: ...

@@ -20,6 +20,7 @@ from bot.limits import LimitReachedError
 from bot.postgres_store import PostgresJobStore
 from bot.queue import FairQueue
 from bot.states import JobState
+from bot.storage import ClaimMiss
 from tests.postgres import fresh_database
 
 LEASE = 30.0
@@ -94,6 +95,8 @@ async def test_claims_go_round_robin_between_members_in_each_members_order(store
         claimed.append(job.id)
     assert claimed == ["a1", "b1", "c1", "a2", "a3"]
     assert await store.claim_next("w", time.time(), LEASE, 10) is None
+    # Why nothing was taken is what the worker waits for next: a queued job, not a free slot.
+    assert await store.claim("w", time.time(), LEASE, 10) is ClaimMiss.NO_JOB
 
 
 async def test_a_members_later_job_waits_for_their_earlier_one_still_preparing(store: PostgresJobStore) -> None:
@@ -112,6 +115,7 @@ async def test_the_cap_counts_running_jobs_with_a_live_lease_across_workers(stor
     assert await store.claim_next("w1", time.time(), LEASE, 2) is not None
     assert await store.claim_next("w2", time.time(), LEASE, 2) is not None
     assert await store.claim_next("w3", time.time(), LEASE, 2) is None
+    assert await store.claim("w3", time.time(), LEASE, 2) is ClaimMiss.NO_SLOT  # two jobs wait, no slot
     # A lease that ran out (its worker is gone) no longer holds a slot; the job is due for a take-over.
     later = time.time() + LEASE + 1
     assert {j.id for j in await store.expired_jobs(later)} == {"j0", "j1"}
