@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from typing import Protocol
 
 from bot.inputs import InputStore
@@ -32,6 +32,37 @@ log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 300.0
 MARK_BYTES = 32  # room for the "ended at" file a kept folder gets
+
+
+class Sweeper:
+    """Runs a retention's ``sweep`` every ``SWEEP_EVERY`` seconds, from ``start`` until ``stop``."""
+
+    def __init__(self, sweep: Callable[[], Awaitable[int]], survivable: type[Exception]) -> None:
+        self._sweep = sweep
+        self._survivable = survivable  # a failure the next sweep may not have; anything else is a bug
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._sweep_forever(), name="atelier-retention")
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            try:
+                dropped = await self._sweep()
+            except self._survivable as exc:
+                log.warning("could not sweep kept inputs: %s", type(exc).__name__)
+                continue
+            if dropped:
+                log.info("dropped the kept inputs of %d ended job(s)", dropped)
 
 
 class Retention:
@@ -52,7 +83,8 @@ class Retention:
         # Keeping one job's inputs (making room, then marking them kept) is one step, so the
         # kept inputs on disk never exceed the cap, even for a moment, however many jobs end at once.
         self._lock = asyncio.Lock()
-        self._sweeper: asyncio.Task[None] | None = None
+        # A full or read-only disk: the next sweep tries again.
+        self._sweeper = Sweeper(self.sweep, OSError)
 
     @property
     def kept_bytes(self) -> int:
@@ -152,26 +184,10 @@ class Retention:
 
     def start(self) -> None:
         """Sweep every ``SWEEP_EVERY`` seconds until ``stop``."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever(), name="atelier-retention")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_EVERY)
-            try:
-                dropped = await self.sweep()
-            except OSError as exc:  # a full or read-only disk: try again at the next sweep
-                log.warning("could not sweep kept inputs: %s", exc)
-                continue
-            if dropped:
-                log.info("dropped the kept inputs of %d ended job(s); %d bytes kept", dropped, self._bytes)
+        await self._sweeper.stop()
 
 
 class InputRetention(Protocol):
@@ -198,7 +214,8 @@ class DatabaseRetention:
         self.window = max(0.0, hours) * 3600
         self.cap_bytes = cap_bytes
         self.clock = clock
-        self._sweeper: asyncio.Task[None] | None = None
+        # A database that does not answer: the next sweep tries again.
+        self._sweeper = Sweeper(self.sweep, Exception)
 
     async def load(self, unfinished: Collection[str]) -> None:
         """Drop the rows of jobs that ended without being kept (their process died as they ended)."""
@@ -220,23 +237,7 @@ class DatabaseRetention:
         return await self._rows.drop_kept_inputs(self.clock() - self.window, self.cap_bytes)
 
     def start(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.create_task(self._sweep_forever(), name="atelier-retention")
+        self._sweeper.start()
 
     async def stop(self) -> None:
-        task, self._sweeper = self._sweeper, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(SWEEP_EVERY)
-            try:
-                dropped = await self.sweep()
-            except Exception as exc:  # the database did not answer: the next sweep tries again
-                log.warning("could not sweep kept inputs: %s", type(exc).__name__)
-                continue
-            if dropped:
-                log.info("dropped the kept inputs of %d ended job(s)", dropped)
+        await self._sweeper.stop()
