@@ -16,7 +16,7 @@ import discord
 from discord import ui
 
 from bot.errors import InputError
-from bot.i18n import _pt, _t
+from bot.i18n import Text, _pt, _t
 from bot.presets import StylePreset
 from bot.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from cogs.custom_ids import (
@@ -63,6 +63,30 @@ def size_select(language: str | None) -> ui.Select[Any]:
     )
 
 
+def prompt_field(label: Text, description: Text, example: Text, language: str | None) -> ui.Label[Any]:
+    """The instruction field of a form (Refine, Edit images)."""
+    return ui.Label(
+        text=render(label, language)[:FORM_TEXT_MAX],
+        description=render(description, language)[:100],
+        component=ui.TextInput(
+            custom_id=REFINE_PROMPT_FIELD,
+            style=discord.TextStyle.paragraph,
+            placeholder=render(example, language)[:100],
+            max_length=PROMPT_MAX,
+            required=True,
+        ),
+    )
+
+
+def size_field(description: Text, language: str | None) -> ui.Label[Any]:
+    """The size field of a form, labelled."""
+    return ui.Label(
+        text=render(_t("Output size"), language)[:FORM_TEXT_MAX],
+        description=render(description, language)[:100],
+        component=size_select(language),
+    )
+
+
 def style_field(presets: Sequence[StylePreset], language: str | None) -> ui.Label[Any] | None:
     """The optional style field of a form: the server's presets (none chosen = no style)."""
     if not presets:
@@ -87,25 +111,14 @@ class RefineModal(ui.Modal):
             title=render(_t("Refine this image"), language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None
         )
         self.add_item(
-            ui.Label(
-                text=render(_t("What should change?"), language)[:FORM_TEXT_MAX],
-                description=render(_t("This image becomes image1; you can refer to it by that name."), language),
-                component=ui.TextInput(
-                    custom_id=REFINE_PROMPT_FIELD,
-                    style=discord.TextStyle.paragraph,
-                    placeholder=render(_t("e.g. make the sky stormy and add a lighthouse"), language),
-                    max_length=PROMPT_MAX,
-                    required=True,
-                ),
+            prompt_field(
+                _t("What should change?"),
+                _t("This image becomes image1; you can refer to it by that name."),
+                _t("e.g. make the sky stormy and add a lighthouse"),
+                language,
             )
         )
-        self.add_item(
-            ui.Label(
-                text=render(_t("Output size"), language)[:FORM_TEXT_MAX],
-                description=render(_t("auto keeps this image's aspect ratio"), language),
-                component=size_select(language),
-            )
-        )
+        self.add_item(size_field(_t("auto keeps this image's aspect ratio"), language))
         style = style_field(presets, language)
         if style is not None:
             self.add_item(style)

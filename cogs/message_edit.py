@@ -25,7 +25,7 @@ from bot.jobs import Destination, Job, JobKind, JobRequest
 from bot.presets import StylePreset
 from bot.settings import PrivateResults
 from cogs.acknowledge import answer_in_place, post_status
-from cogs.buttons import FORM_TEXT_MAX, PROMPT_MAX, size_select, style_field
+from cogs.buttons import FORM_TEXT_MAX, prompt_field, size_field, style_field
 from cogs.custom_ids import PRIVATE_FIELD, REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, MessageModalId
 from cogs.downloads import LinkedImage, Readable
 from cogs.edit import MAX_ATTACHMENT_BYTES, MAX_IMAGES, too_large
@@ -125,25 +125,14 @@ class MessageEditModal(ui.Modal):
         )
         super().__init__(title=render(title, language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None)
         self.add_item(
-            ui.Label(
-                text=render(_t("What should the edit do?"), language)[:FORM_TEXT_MAX],
-                description=render(images_description(count), language)[:100],
-                component=ui.TextInput(
-                    custom_id=REFINE_PROMPT_FIELD,
-                    style=discord.TextStyle.paragraph,
-                    placeholder=render(_t("e.g. put the cat from image1 into image2"), language),
-                    max_length=PROMPT_MAX,
-                    required=True,
-                ),
+            prompt_field(
+                _t("What should the edit do?"),
+                images_description(count),
+                _t("e.g. put the cat from image1 into image2"),
+                language,
             )
         )
-        self.add_item(
-            ui.Label(
-                text=render(_t("Output size"), language)[:FORM_TEXT_MAX],
-                description=render(_t("auto keeps the aspect ratio of the image the instruction edits"), language),
-                component=size_select(language),
-            )
-        )
+        self.add_item(size_field(_t("auto keeps the aspect ratio of the image the instruction edits"), language))
         if private is PrivateResults.ALLOWED:
             self.add_item(
                 ui.Label(
