@@ -11,6 +11,7 @@ Refine, Reroll, "Edit images" on a message) is this one call with its own input 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -36,6 +37,8 @@ from bot.states import JobState
 
 log = logging.getLogger(__name__)
 
+# The longest a job's download waits for the requests that arrived with it to be answered.
+ANSWERS_FIRST_SECONDS = 1.0
 STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
     "You were not charged; please send it again."
@@ -70,6 +73,9 @@ class Admission:
         self._router = router
         self._balance = balance
         self.accepting = True
+        self._admitting = 0  # requests between arriving and being answered
+        self._answered = asyncio.Event()  # set while none is
+        self._answered.set()
 
     def model_for(self, guild_id: int | None) -> ImageModel:
         """The model a server picked (if the operator still allows it), else the default."""
@@ -94,6 +100,17 @@ class Admission:
         """
         if not self.accepting:
             raise ShuttingDownError()
+        self._admitting += 1
+        self._answered.clear()
+        try:
+            job = await self._admit(request, who)
+        finally:
+            self._admitting -= 1
+            if not self._admitting:
+                self._answered.set()
+        return await self._prepare(job, source)
+
+    async def _admit(self, request: JobRequest, who: Requester) -> Job:
         self._blocks.check(who.guild_id, who.user_id)
         if request.style is not None and request.style_text is None:
             preset = self._presets.get(request.guild_id, request.style)
@@ -127,7 +144,7 @@ class Admission:
             whole_day=self._config.daily_budget_usd is not None and not own_key,
             whole_guild=limits is not None and limits.guild_daily_limit is not None,
         )
-        return await self._prepare(job, source)
+        return job
 
     async def _prepare(self, job: Job, source: InputSource) -> Job:
         announced = False
@@ -137,6 +154,7 @@ class Admission:
             preparing = await self._lifecycle.move(job, JobState.PREPARING, destination=destination)
             if preparing is None:  # cancelled, or the bot is stopping
                 return self._lifecycle.get(job.id) or job
+            await self._after_answers()
             files = await source.fetch()
             images = await self._editor.prepare_inputs(files)
             await self._inputs.save(job.id, images)
@@ -160,6 +178,20 @@ class Admission:
         if not announced:
             raise failure  # nobody has answered the member yet: the caller's error path does
         return failed or job
+
+    async def _after_answers(self) -> None:
+        """Let every request that has arrived be answered before this job's images are fetched.
+
+        An answer is what a member waits for; fetching and keeping images can wait a moment.
+        With PostgreSQL a burst of requests would otherwise share the connections and the
+        event loop with the downloads and saves of the first ones, and the last answers would
+        come late. Bounded, so a flood of requests cannot hold the first jobs back for long.
+        """
+        # The first jobs of a burst go at once all the same: the API slots would wait for them.
+        if self._admitting and self._lifecycle.count(JobState.PREPARING) > self._config.max_concurrent_jobs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
+                    await self._answered.wait()
 
     async def _fail(self, job: Job, error: AtelierError) -> Job | None:
         return await self._lifecycle.move(job, JobState.FAILED, error=error)

@@ -58,7 +58,7 @@ class Config:
     max_queued_input_mb: float = 512.0
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
-    database_pool_size: int = 10
+    database_pool_size: int = 20
     # Models: empty means the one model ``image_model`` at ``price_per_image``.
     image_models: tuple[ImageModel, ...] = ()
     image_fallback_model: str | None = None
@@ -307,7 +307,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_queued_input_mb=r.number("MAX_QUEUED_INPUT_MB", 512.0, minimum=1.0),
         shard_count=shard_count,
         shard_ids=shard_ids,
-        database_pool_size=r.integer("DATABASE_POOL_SIZE", 10, minimum=2),
+        database_pool_size=r.integer("DATABASE_POOL_SIZE", 20, minimum=2),
         image_models=models,
         image_fallback_model=fallback,
         image_fallback_seconds=r.number("IMAGE_FALLBACK_SECONDS", 60.0, minimum=0.01),
