@@ -73,7 +73,7 @@ class Admission:
         self._router = router
         self._balance = balance
         self.accepting = True
-        self._admitting = 0  # requests between arriving and being answered
+        self._admitting = 0  # requests between arriving and being admitted (or refused)
         self._answered = asyncio.Event()  # set while none is
         self._answered.set()
 
@@ -180,7 +180,8 @@ class Admission:
         return failed or job
 
     async def _after_answers(self) -> None:
-        """Let every request that has arrived be answered before this job's images are fetched.
+        """Let every request that has arrived be admitted (and so answered, right after) before
+        this job's images are fetched.
 
         An answer is what a member waits for; fetching and keeping images can wait a moment.
         With PostgreSQL a burst of requests would otherwise share the connections and the
