@@ -2,7 +2,7 @@
 
 The next job is chosen at the moment a slot is free, not before, so whoever was served
 least recently goes next even if they asked while every slot was busy; the job that freed
-the slot decodes and delivers once that next job has reached its API call. In one process
+the slot decodes and delivers once that next job has started. In one process
 the choice is an in-memory step (``Lifecycle.take_next``); the store write and the input
 read that follow run in the job's own task, so a burst of freed slots starts its jobs
 together. With PostgreSQL the choice is a claim in the database (``SharedQueue``). At
@@ -80,6 +80,8 @@ class Dispatcher:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        while self._handing_over:  # nothing new starts now: no delivery waits for it
+            self._started()
         runs = list(self._runs)
         if runs:
             log.info("waiting up to %.0fs for %d running job(s)", grace, len(runs))
@@ -107,7 +109,10 @@ class Dispatcher:
         try:
             # With PostgreSQL the claim already marked it running; in one process the move does now.
             starting = self._lifecycle.move(job, JobState.RUNNING) if job.state is JobState.QUEUED else _now(job)
-            running, images = await asyncio.gather(starting, self._inputs.load(job.id))
+            try:
+                running, images = await asyncio.gather(starting, self._inputs.load(job.id))
+            finally:
+                self._started()  # started, or not to be: either way the hand-over is done
             if running is None:  # cancelled or ended while it was being started
                 return
             if images is None:
@@ -121,7 +126,6 @@ class Dispatcher:
                 api_key=self._key_for(running.guild_id) if running.guild_key else None,
             )
             del images
-            self._started()
             answer = await self._api.call(request, attempts)
             del request
             # The API call is over: free its slot before decoding and uploading.
@@ -168,15 +172,15 @@ class Dispatcher:
                 self._slots.release()
 
     async def _hand_over(self) -> None:
-        """Let the job that takes the freed slot reach its API call before this one decodes and delivers.
+        """Let the job that takes the freed slot start before this one decodes and delivers.
 
         Starting a job is a store write and an input read, a few milliseconds; decoding a result
         holds the interpreter for longer, and its writes would queue ahead of the start's. So
         whoever waits for the slot goes first and the API is kept busy (the benchmark's slot gap
         fell from 34 to 22 ms). The wait is bounded, and skipped when nothing is waiting here.
         """
-        if not self._lifecycle.count(JobState.QUEUED):
-            return
+        if len(self._handing_over) >= self._lifecycle.count(JobState.QUEUED):
+            return  # nothing waits for a slot that another finished job is not already handing over
         waiter = asyncio.get_running_loop().create_future()
         self._handing_over.append(waiter)
         try:
@@ -189,7 +193,7 @@ class Dispatcher:
                 self._handing_over.remove(waiter)
 
     def _started(self) -> None:
-        """A job reached its API call: the oldest hand-over still waiting is done."""
+        """A job was started (or could not be): the oldest hand-over still waiting is done."""
         while self._handing_over:
             waiter = self._handing_over.popleft()
             if not waiter.done():
