@@ -143,3 +143,31 @@ async def test_the_servers_language_when_the_members_has_no_catalog_and_english_
     await english.wait_for_callback()
     assert content(english).startswith("❌ You've used 1 of your 1 edits for today; the limit resets at 00:00 UTC")
     assert len(image_api.calls) == 1
+
+
+async def test_the_audit_channel_speaks_the_servers_language(
+    bot_process: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    from tests.test_audit_e2e import AUDIT, set_audit_channel
+
+    discord_fake.guild_locale = "zh-CN"
+    await bot_process.start()
+    await set_audit_channel(discord_fake)
+    # The member reads English; the audit channel is the whole server's, so it is in Chinese.
+    handle = await send_edit(discord_fake, "paint the barn red", [make_png()], locale="en-US")
+    result = await wait_result(handle)
+    assert buttons(result.json) == ["Refine", "Reroll", "Delete"]  # the member's own language
+    succeeded = zh("✅ **succeeded**")
+    post = await discord_fake.wait_for_request(
+        lambda r: (
+            r.method == "POST"
+            and r.path == f"/api/v10/channels/{AUDIT}/messages"
+            and isinstance(r.json, dict)
+            and succeeded in str(r.json.get("content"))
+        ),
+        timeout=15,
+    )
+    content = str(post.json["content"])
+    assert "paint the barn red" in content  # the instruction, as typed
+    assert pattern(zh("job `{job}`")).search(content), content
+    assert post.json["allowed_mentions"] == {"parse": []}
