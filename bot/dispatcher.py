@@ -5,8 +5,10 @@ least recently goes next even if they asked while every slot was busy; the job t
 the slot decodes and delivers once that next job has started. In one process
 the choice is an in-memory step (``Lifecycle.take_next``); the store write and the input
 read that follow run in the job's own task, so a burst of freed slots starts its jobs
-together. With PostgreSQL the choice is a claim in the database (``SharedQueue``). At
-most ``MAX_CONCURRENT_JOBS`` API calls are in flight (across all workers).
+together. With PostgreSQL the choice is a claim in the database: made by the worker whose
+call ended, in the transaction that records the end (``Lifecycle.move_and_claim``), else by
+an idle worker woken by a notice (``SharedQueue``). At most ``MAX_CONCURRENT_JOBS`` API
+calls are in flight (across all workers).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from bot.inputs import JobInputs
 from bot.jobs import Job
 from bot.lifecycle import Lifecycle
 from bot.states import JobState
+from bot.storage import ClaimMiss
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,8 @@ class Dispatcher:
         # With PostgreSQL a slot is free for every worker once the store says the call is over, so
         # this process looks for its next job only then (sooner, its claim would find no slot).
         self._shared_slots = shared_slots
+        self._max_concurrent = max_concurrent
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._runs: set[asyncio.Task[None]] = set()  # execution handles, not job state
         self._handing_over: collections.deque[asyncio.Future[None]] = collections.deque()
@@ -75,6 +80,7 @@ class Dispatcher:
 
     async def stop(self, grace: float) -> None:
         """Start nothing new; give running jobs ``grace`` s; interrupt the rest."""
+        self._stopping = True  # before any await: no job starts after the running ones are counted
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -98,9 +104,22 @@ class Dispatcher:
             except BaseException:
                 self._slots.release()
                 raise
-            run = asyncio.create_task(self._run(job), name=f"atelier-job-{job.id}")
-            self._runs.add(run)
-            run.add_done_callback(self._runs.discard)
+            self._start(job)
+
+    def _start(self, job: Job) -> None:
+        """Run ``job`` in its own task, in the slot taken for it."""
+        run = asyncio.create_task(self._run(job), name=f"atelier-job-{job.id}")
+        self._runs.add(run)
+        run.add_done_callback(self._runs.discard)
+
+    async def _put_back(self, job: Job) -> None:
+        """A job claimed as a call ended, but a stop began meanwhile: its call was never made, yet it is
+        treated like a job a stop caught running (back in line once), the rule every process follows."""
+        self._slots.release()
+        try:
+            await self._lifecycle.interrupt(job.id)
+        except Exception as exc:  # its lease runs out, and another process takes it over
+            UnexpectedError.capture(exc, f"putting back job {job.id}")
 
     async def _run(self, job: Job) -> None:
         """One job: its API call holds a slot; decoding and posting happen after the slot is freed."""
@@ -140,14 +159,25 @@ class Dispatcher:
                 await self._hand_over()
                 decoding = asyncio.ensure_future(self._api.decode(answer))
             try:
-                delivering = await self._lifecycle.move(
-                    running, JobState.DELIVERING, attempts=attempts, api_seconds=answer.api_seconds
-                )
+                claimed: Job | ClaimMiss | None = None
+                if self._shared_slots and not self._stopping:
+                    # The slot goes straight to the next job in fair order, in the same transaction.
+                    delivering, claimed = await self._lifecycle.move_and_claim(
+                        running, JobState.DELIVERING, self._max_concurrent, attempts=attempts,
+                        api_seconds=answer.api_seconds,
+                    )  # fmt: skip
+                else:
+                    delivering = await self._lifecycle.move(
+                        running, JobState.DELIVERING, attempts=attempts, api_seconds=answer.api_seconds
+                    )
             except BaseException:
                 if decoding is not None:
                     _discard(decoding)
                 raise
             attempts = []
+            if isinstance(claimed, Job):
+                slot_held = False  # this process's slot passes to the job claimed with it
+                await self._hand_over(claimed)
             if slot_held:  # PostgreSQL: now that the store says the call is over
                 self._slots.release()
                 slot_held = False
@@ -171,16 +201,22 @@ class Dispatcher:
             if slot_held:
                 self._slots.release()
 
-    async def _hand_over(self) -> None:
+    async def _hand_over(self, claimed: Job | None = None) -> None:
         """Let the job that takes the freed slot start before this one decodes and delivers.
 
         Starting a job is a store write and an input read, a few milliseconds; decoding a result
         holds the interpreter for longer, and its writes would queue ahead of the start's. So
         whoever waits for the slot goes first and the API is kept busy (the benchmark's slot gap
         fell from 34 to 22 ms). The wait is bounded, and skipped when nothing is waiting here.
+        With PostgreSQL the next job is the one ``claimed`` with this one's end, started here.
         """
-        if len(self._handing_over) >= self._lifecycle.count(JobState.QUEUED):
+        if claimed is None and len(self._handing_over) >= self._lifecycle.count(JobState.QUEUED):
             return  # nothing waits for a slot that another finished job is not already handing over
+        if claimed is not None:
+            if self._stopping:
+                await self._put_back(claimed)
+                return
+            self._start(claimed)  # in the slot of the call that just ended
         waiter = asyncio.get_running_loop().create_future()
         self._handing_over.append(waiter)
         try:

@@ -35,11 +35,12 @@ from bot.ports import Move
 from bot.queue import FairQueue
 from bot.retention import InputRetention
 from bot.states import MONEY, JobState, MoneyEffect, allowed
-from bot.storage import ClaimMiss
+from bot.storage import ClaimMiss, ClaimTerms
 
 if TYPE_CHECKING:
     from bot.image_api import Attempt
     from bot.images import OutputImage
+    from bot.limits import Quota
     from bot.ports import MoveObserver, Notifier
     from bot.storage import JobStore, SharedStore
 
@@ -120,27 +121,23 @@ class Lifecycle:
 
     # The one way to create and move a job ---------------------------------------------------
 
-    async def create(
-        self, job: Job, check: Callable[[DayUsage], None], *, whole_day: bool = False, whole_guild: bool = True
-    ) -> Job:
-        """Check the member's usage with ``check`` (which raises to refuse) and record the accepted
-        job and its charge, as one step.
+    async def create(self, job: Job, quota: Quota) -> Job:
+        """Check the member's usage against ``quota`` and record the accepted job and its charge, as
+        one step (``LimitReachedError`` says which limit refused).
 
         In one process the check reads the in-memory ledger and the job is counted in memory
         before the first ``await`` (undone if the store refuses it), so no second request can
-        slip in between. With PostgreSQL the check runs inside the database transaction that
-        charges, under locks on the member's and (``whole_guild``) the server's totals
-        (``whole_day``: the day's spend too), so no second process can either.
+        slip in between. With PostgreSQL the database checks the same bounds inside the
+        statement that charges, under locks on the member's and (when such a limit applies) the
+        server's totals and the day's spend, so no second process can either.
         """
         assert job.state is JobState.ACCEPTED
         if self._shared is not None:
             lease = job.created_at + self.lease_seconds
-            await self._shared.admit_job(
-                job, check, whole_day=whole_day, whole_guild=whole_guild, holder=self.holder, lease_until=lease
-            )
+            await self._shared.admit_job(job, quota, holder=self.holder, lease_until=lease)
             self._records[job.id] = _Record(job)
             return job
-        check(self.ledger.usage(job.user_id, job.guild_id, job.charge_day, active=self._active(job.user_id)))
+        quota.check(self.ledger.usage(job.user_id, job.guild_id, job.charge_day, active=self._active(job.user_id)))
         self.ledger.charge(job)
         self._records[job.id] = _Record(job)
         self.queue.add(job.user_id, job.id, job.created_at)
@@ -163,13 +160,16 @@ class Lifecycle:
         """
         assert self._shared is not None and allowed(JobState.QUEUED, JobState.RUNNING, 0)
         job = await self._shared.claim(self.holder, time.time(), self.lease_seconds, max_running)
-        if isinstance(job, ClaimMiss):
-            return job
+        if isinstance(job, Job):
+            await self._claimed(job)
+        return job
+
+    async def _claimed(self, job: Job) -> None:
+        """Record a job this process claimed (queued to running in the store) and tell of the move."""
         self._records[job.id] = _Record(job)
         self._moved.set()
         self._observe(Move(job, JobState.QUEUED, None, (), None))
         await self._tell(job, JobState.QUEUED, None)
-        return job
 
     async def _record_for(self, job_id: str) -> _Record | None:
         """This process's record of a job; with PostgreSQL, read from the store if held elsewhere."""
@@ -194,24 +194,55 @@ class Lifecycle:
 
         ``result`` (the posted image, on the move to succeeded) is only passed on to the observers.
         """
+        moved, _ = await self._move(job, target, None, error, attempts, result, values)
+        return moved
+
+    async def move_and_claim(
+        self, job: Job, target: JobState, max_running: int, *, attempts: Sequence[Attempt] = (), **values: Any
+    ) -> tuple[Job | None, Job | ClaimMiss | None]:
+        """With PostgreSQL: ``move``, and if it moved, claim the next job for this process in the same
+        transaction (``claim_next``); return the job moved (or ``None``) and the job claimed (or why not)."""
+        assert self._shared is not None and allowed(JobState.QUEUED, JobState.RUNNING, 0)
+        moved, claimed = await self._move(job, target, max_running, None, attempts, None, values)
+        if isinstance(claimed, Job):
+            await self._claimed(claimed)
+        return moved, claimed
+
+    async def _move(
+        self,
+        job: Job | str,
+        target: JobState,
+        claim_for: int | None,
+        error: AtelierError | None,
+        attempts: Sequence[Attempt],
+        result: OutputImage | None,
+        values: dict[str, Any],
+    ) -> tuple[Job | None, Job | ClaimMiss | None]:
         job_id = job if isinstance(job, str) else job.id
         record = await self._record_for(job_id)
         if record is None:
             log.warning("job=%s refused move to %s: it is not an unfinished job", job_id, target)
-            return None
+            return None, None
         async with record.lock:
             before = record.job.state
             if self._records.get(job_id) is not record or not allowed(before, target, record.job.restarts):
                 log.warning("job=%s refused move %s -> %s", job_id, before, target)
-                return None
+                return None, None
             values = self._stamp(record.job, target, error, attempts, values)
             refund = MONEY[target] is MoneyEffect.REFUND
-            stored = await self._store.move_job(job_id, before, target, values, refund=refund, attempts=attempts)
+            if claim_for is None:
+                stored = await self._store.move_job(job_id, before, target, values, refund=refund, attempts=attempts)
+            else:
+                assert self._shared is not None
+                terms = ClaimTerms(self.holder, time.time(), self.lease_seconds, claim_for)
+                stored = await self._shared.move_and_claim(
+                    job_id, before, target, values, refund=refund, attempts=attempts, claim=terms
+                )
             if not stored.moved:
                 log.warning("job=%s refused move %s -> %s: the store holds another state", job_id, before, target)
                 if self._shared is not None:
                     self._forget(job_id)  # another process moved it: the store knows better
-                return None
+                return None, None
             moved = dataclasses.replace(record.job, state=target, **values)
             record.job = moved
             if stored.refunded:
@@ -224,7 +255,7 @@ class Lifecycle:
                 await self._retention.job_ended(moved)
                 _log_end(moved)
             await self._tell(moved, before, error)
-        return moved
+        return moved, stored.claimed
 
     async def redirect(self, job_id: str, destination: Destination) -> None:
         """Show an unfinished job somewhere else from now on: its status message moved to a new one.

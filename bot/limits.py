@@ -133,11 +133,16 @@ class MemberStanding:
         return None if self.daily_limit is None else max(0, self.daily_limit - self.used_today)
 
 
+def is_exempt(limits: GuildLimits | None, who: Requester) -> bool:
+    """Manage Server or an exempt role: no member limits (never the server's or the budget)."""
+    return who.is_manager or bool(limits and limits.exempt_role_ids & who.role_ids)
+
+
 def member_standing(
     config: Config, limits: GuildLimits | None, who: Requester, usage: DayUsage, now: float
 ) -> MemberStanding:
     """Where ``who`` stands against the member limits in force where they asked."""
-    exempt = who.is_manager or bool(limits and limits.exempt_role_ids & who.role_ids)
+    exempt = is_exempt(limits, who)
     daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
     cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
     wait = 0.0
@@ -153,6 +158,122 @@ def member_standing(
     )
 
 
+@dataclass(frozen=True)
+class Quota:
+    """The limits one request must pass, held as the most each total may be (``None``: no limit).
+
+    A request passes exactly when every total is within its bound. That comparison is the
+    whole decision, wherever it is made: here against the in-memory ledger (one process), or
+    inside the database's admission (PostgreSQL, ``bot.postgres_store``), which is given these
+    bounds; ``check`` then explains a refusal. Two places cannot disagree on a limit's meaning.
+    """
+
+    now: float
+    spend_today: float | None = None  # the daily budget less this job's price
+    guild_today: int | None = None
+    user_active: int | None = None
+    user_today: int | None = None
+    user_last_accepted: float | None = None  # the cooldown: the last edit accepted no later than this
+    # For the explanation of a refusal:
+    budget: float = 0.0
+    guild_limit: int = 0
+    daily_limit: int = 0
+    max_active: int = 0
+    cooldown: float = 0.0
+
+    def exceeded(self, usage: DayUsage) -> str | None:
+        """The first limit ``usage`` is over, in the order a refusal names them, or ``None``."""
+        if self.spend_today is not None and usage.spend_today > self.spend_today:
+            return "budget"
+        if self.guild_today is not None and usage.guild_today > self.guild_today:
+            return "guild"
+        if self.user_active is not None and usage.user_active > self.user_active:
+            return "active"
+        if self.user_today is not None and usage.user_today > self.user_today:
+            return "daily"
+        last = usage.user_last_accepted
+        if self.user_last_accepted is not None and last is not None and last > self.user_last_accepted:
+            return "cooldown"
+        return None
+
+    def check(self, usage: DayUsage) -> None:
+        """Refuse ``usage`` over any limit, saying which, how much is used and when it resets."""
+        match self.exceeded(usage):
+            case None:
+                return
+            case "budget":
+                text = _t(
+                    "Today's budget for image edits is used up (${spent} of ${budget}); it {resets}.",
+                    spent=f"{usage.spend_today:.2f}",
+                    budget=f"{self.budget:.2f}",
+                    resets=resets_text(self.now),
+                )
+            case "guild":
+                text = _t(
+                    "This server has used all {limit} of its edits for today; the limit {resets}.",
+                    limit=self.guild_limit,
+                    resets=resets_text(self.now),
+                )
+            case "active":
+                text = _nt(
+                    "You already have {count} edit queued or running (the most at once is {most}). "
+                    "Wait for one to finish, or cancel one.",
+                    "You already have {count} edits queued or running (the most at once is {most}). "
+                    "Wait for one to finish, or cancel one.",
+                    usage.user_active,
+                    most=self.max_active,
+                )
+            case "daily":
+                text = _t(
+                    "You've used {used} of your {limit} edits for today; the limit {resets}.",
+                    used=usage.user_today,
+                    limit=self.daily_limit,
+                    resets=resets_text(self.now),
+                )
+            case _:
+                wait = (usage.user_last_accepted or 0.0) + self.cooldown - self.now
+                text = _t(
+                    "Slow down a little: you can start another edit in {wait}.",
+                    wait=describe_wait(max(wait, 0.0)),
+                )
+        raise LimitReachedError(text)
+
+
+def quota_for(
+    config: Config,
+    limits: GuildLimits | None,
+    who: Requester,
+    now: float,
+    *,
+    price: float | None = None,
+    own_key: bool = False,
+) -> Quota:
+    """The limits ``who`` must pass to start one more edit now.
+
+    ``price`` is what the job would cost (its model's price); a job on its server's own key
+    (``own_key``) is outside the operator's daily budget, never outside the other limits.
+    """
+    price = config.price_per_image if price is None else price
+    budget = config.daily_budget_usd
+    guild_limit = limits.guild_daily_limit if limits is not None else None
+    daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
+    cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
+    member = not is_exempt(limits, who)
+    return Quota(
+        now,
+        spend_today=budget - price + 1e-9 if budget is not None and not own_key else None,
+        guild_today=guild_limit - 1 if guild_limit is not None else None,
+        user_active=config.user_max_active - 1 if member else None,
+        user_today=daily - 1 if member and daily is not None else None,
+        user_last_accepted=now - cooldown if member and cooldown else None,
+        budget=budget or 0.0,
+        guild_limit=guild_limit or 0,
+        daily_limit=daily or 0,
+        max_active=config.user_max_active,
+        cooldown=float(cooldown or 0),
+    )
+
+
 def check_quota(
     config: Config,
     limits: GuildLimits | None,
@@ -163,60 +284,8 @@ def check_quota(
     price: float | None = None,
     own_key: bool = False,
 ) -> None:
-    """Refuse a request over any limit, saying which, how much is used and when it resets.
-
-    ``price`` is what the job would cost (its model's price); a job on its server's own key
-    (``own_key``) is outside the operator's daily budget, never outside the other limits.
-    """
-    price = config.price_per_image if price is None else price
-    budget = config.daily_budget_usd
-    if budget is not None and not own_key and usage.spend_today + price > budget + 1e-9:
-        raise LimitReachedError(
-            _t(
-                "Today's budget for image edits is used up (${spent} of ${budget}); it {resets}.",
-                spent=f"{usage.spend_today:.2f}",
-                budget=f"{budget:.2f}",
-                resets=resets_text(now),
-            )
-        )
-    if limits is not None and limits.guild_daily_limit is not None and usage.guild_today >= limits.guild_daily_limit:
-        raise LimitReachedError(
-            _t(
-                "This server has used all {limit} of its edits for today; the limit {resets}.",
-                limit=limits.guild_daily_limit,
-                resets=resets_text(now),
-            )
-        )
-    standing = member_standing(config, limits, who, usage, now)
-    if standing.exempt:
-        return
-    if standing.active >= standing.max_active:
-        raise LimitReachedError(
-            _nt(
-                "You already have {count} edit queued or running (the most at once is {most}). "
-                "Wait for one to finish, or cancel one.",
-                "You already have {count} edits queued or running (the most at once is {most}). "
-                "Wait for one to finish, or cancel one.",
-                standing.active,
-                most=standing.max_active,
-            )
-        )
-    if standing.left_today == 0:
-        raise LimitReachedError(
-            _t(
-                "You've used {used} of your {limit} edits for today; the limit {resets}.",
-                used=standing.used_today,
-                limit=standing.daily_limit,
-                resets=resets_text(now),
-            )
-        )
-    if standing.cooldown_wait > 0:
-        raise LimitReachedError(
-            _t(
-                "Slow down a little: you can start another edit in {wait}.",
-                wait=describe_wait(standing.cooldown_wait),
-            )
-        )
+    """Refuse a request over any limit, saying which, how much is used and when it resets."""
+    quota_for(config, limits, who, now, price=price, own_key=own_key).check(usage)
 
 
 def apply_privacy(limits: GuildLimits | None, request: JobRequest) -> JobRequest:

@@ -3,20 +3,25 @@
 With ``DATABASE_URL=postgresql://…`` several processes (gateways and workers, on several
 machines) share one source of truth, and PostgreSQL does what a queue server would:
 
-- **Money is checked and charged in the database.** Admission runs in one transaction
-  that takes advisory locks on the member, the server and (when a budget is set) the
-  whole day's spend, reads the totals, lets the caller check them, and inserts the job
-  with its charge row. Two processes cannot both sell the last edit of a limit.
+- **Money is checked and charged in the database.** Admission is one statement
+  (``atelier_admit_v1``) that takes advisory locks on the member, the server (when a
+  server limit applies) and the whole day's spend (when a budget does), reads the totals,
+  compares them with the request's ``Quota`` bounds, and inserts the job with its charge
+  row. Two processes cannot both sell the last edit of a limit.
 - **The queue is the jobs table.** A worker claims the next job with
   ``SELECT … FOR UPDATE SKIP LOCKED`` in the fair order, computed in SQL: the head of
   each member's line, members who were served least recently first (``fair_turns``).
   Claims take an advisory lock for the cap: at most ``MAX_CONCURRENT_JOBS`` running jobs
-  with a live lease, across all workers together.
+  with a live lease, across all workers together. A claim is one statement
+  (``atelier_claim_v1``); the worker whose call ends claims the next job in the same
+  transaction that records the end (``move_and_claim``).
 - **Leases.** A claimed job carries ``lease_until``, renewed by its worker; a job whose
   lease ran out (a worker killed with SIGKILL) is taken over once by another worker.
-- **LISTEN/NOTIFY** on the channel ``atelier``: ``queued`` when a job enters the queue and
-  ``slot`` when an API call ends (idle workers wake at once), ``cancel:<job>`` and
-  ``settings:<guild>`` so every process hears of them.
+- **LISTEN/NOTIFY** on the channel ``atelier``: ``queued`` when a job enters the queue,
+  ``slot`` when an API call ends and frees a slot (idle workers wake at once), ``claimed``
+  when its end gave the slot to the next job (gateways re-tell places), ``cancel:<job>``
+  and ``settings:<guild>`` so every process hears of them. A move and its notices are one
+  statement: a notice is sent only for a move that happened.
 - **Job inputs live in the database** (``job_inputs``), so a worker on another machine
   can run any job; their total is capped by ``MAX_QUEUED_INPUT_MB``.
 
@@ -52,6 +57,7 @@ from bot.storage import (
     MIGRATIONS_TABLE,
     Block,
     ClaimMiss,
+    ClaimTerms,
     DayStats,
     HistoryEntry,
     JobStats,
@@ -80,6 +86,7 @@ from bot.storage import (
 
 if TYPE_CHECKING:
     from bot.image_api import Attempt
+    from bot.limits import Quota
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +103,7 @@ WITH heads AS (
     FROM jobs WHERE status IN ('accepted', 'preparing', 'queued')
     ORDER BY user_id, created_at, id
 )
-SELECT j.id, j.user_id FROM heads h
+SELECT j.id, j.user_id {into} FROM heads h
 JOIN jobs j ON j.id = h.id
 LEFT JOIN fair_turns t ON t.user_id = h.user_id
 WHERE h.status = 'queued' AND j.status = 'queued'
@@ -124,20 +131,6 @@ FROM waiting w JOIN members m ON m.user_id = w.user_id
 ORDER BY place
 """
 
-# An accepted job, held by its admitting process, and its charge: one statement.
-_COLUMNS = [*job_to_params_columns(), "claimed_by", "lease_until"]
-ADMIT = (
-    f"WITH job AS (INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join(':' + c for c in _COLUMNS)}) "
-    "RETURNING id, user_id, guild_id, charge_day, cost_usd, created_at) "
-    "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
-    "SELECT id, 'charge', user_id, guild_id, charge_day, cost_usd, created_at FROM job"
-)
-# Advisory locks taken in the order given, in one round trip.
-LOCK_IN_ORDER = (
-    "SELECT pg_advisory_xact_lock(hashtextextended(key, 0)) "
-    "FROM unnest($1::text[]) WITH ORDINALITY AS keys(key, n) ORDER BY n"
-)
-
 USAGE = f"""
 SELECT
     (SELECT COALESCE(SUM(CASE WHEN entry = 'charge' THEN 1 ELSE -1 END), 0)
@@ -149,6 +142,105 @@ SELECT
     (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND {_UNFINISHED}) AS user_active,
     (SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND created_at >= :since) AS last_accepted
 """
+
+# Admission and claims are PL/pgSQL functions: one round trip each, where a transaction of
+# separate statements took six to nine, each waiting its turn on a gateway busy with a burst
+# of commands. Each statement in them still takes a fresh snapshot (READ COMMITTED), so what
+# is read after a lock sees everything committed before the lock was granted. They are
+# (re)created at every start under the migration lock; the version in their names lets old
+# and new processes run side by side through a rolling deploy.
+_COLUMNS = [*job_to_params_columns(), "claimed_by", "lease_until"]
+_CONFLICTS = "#variable_conflict use_column"  # a name in a query is the column, never a variable
+
+
+def _variables(sql: str) -> str:
+    """Shared SQL's ``:name`` parameters as the function's ``p_name`` arguments."""
+    return _PARAM.sub(lambda match: "p_" + match.group(1), sql)
+
+
+ADMIT_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION atelier_admit_v1(
+    p_keys text[], p_job jsonb, p_day text, p_user_id bigint, p_guild_id bigint, p_since float8,
+    p_whole_day boolean, b_spend float8, b_guild bigint, b_active bigint, b_user bigint, b_accepted float8
+) RETURNS TABLE (
+    admitted boolean, user_today bigint, guild_today bigint, spend_today float8, user_active bigint,
+    last_accepted float8
+) LANGUAGE plpgsql AS $fn$
+{_CONFLICTS}
+DECLARE
+    k text;
+    u record;
+    ok boolean;
+BEGIN
+    -- Always in the order given (day, server, member): admissions never deadlock on each other.
+    FOREACH k IN ARRAY p_keys LOOP
+        PERFORM pg_advisory_xact_lock(hashtextextended(k, 0));
+    END LOOP;
+    SELECT * INTO u FROM ({_variables(USAGE)}) AS usage;
+    -- The same comparisons as ``Quota.exceeded``: a total passes when it is within its bound.
+    ok := (b_spend IS NULL OR u.spend_today <= b_spend)
+        AND (b_guild IS NULL OR u.guild_today <= b_guild)
+        AND (b_active IS NULL OR u.user_active <= b_active)
+        AND (b_user IS NULL OR u.user_today <= b_user)
+        AND (b_accepted IS NULL OR u.last_accepted IS NULL OR u.last_accepted <= b_accepted);
+    IF ok THEN
+        WITH job AS (
+            INSERT INTO jobs ({", ".join(_COLUMNS)})
+            SELECT {", ".join(_COLUMNS)} FROM jsonb_populate_record(NULL::jobs, p_job)
+            RETURNING id, user_id, guild_id, charge_day, cost_usd, created_at
+        )
+        INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at)
+        SELECT id, 'charge', user_id, guild_id, charge_day, cost_usd, created_at FROM job;
+    END IF;
+    RETURN QUERY SELECT ok, u.user_today::bigint, u.guild_today::bigint, u.spend_today::float8,
+        u.user_active::bigint, u.last_accepted::float8;
+END
+$fn$
+"""
+ADMIT = "SELECT * FROM atelier_admit_v1($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+
+CLAIM_FUNCTION = f"""
+CREATE OR REPLACE FUNCTION atelier_claim_v1(p_worker text, p_now float8, p_lease_until float8, p_max bigint)
+RETURNS TABLE (miss text, job jobs) LANGUAGE plpgsql AS $fn$
+{_CONFLICTS}
+DECLARE
+    head record;
+    next_turn bigint;
+    claimed jobs;
+BEGIN
+    -- Every slot taken is the usual answer while jobs wait: said before the lock that
+    -- serialises claims, so workers that cannot start anything don't hold up one that can.
+    IF (SELECT COUNT(*) FROM jobs WHERE status = 'running' AND lease_until >= p_now) >= p_max THEN
+        RETURN QUERY SELECT 'no slot', NULL::jobs;
+        RETURN;
+    END IF;
+    -- Claims are serialised only to keep the cap exact; the row itself is taken with SKIP LOCKED.
+    PERFORM pg_advisory_xact_lock(hashtextextended('atelier:claim', 0));
+    IF (SELECT COUNT(*) FROM jobs WHERE status = 'running' AND lease_until >= p_now) >= p_max THEN
+        RETURN QUERY SELECT 'no slot', NULL::jobs;
+        RETURN;
+    END IF;
+    {CLAIM.format(into="INTO head").strip()};
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no job', NULL::jobs;
+        RETURN;
+    END IF;
+    INSERT INTO counters (name, value) VALUES ('fair_turn', 1)
+    ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value INTO next_turn;
+    INSERT INTO fair_turns (user_id, turn) VALUES (head.user_id, next_turn)
+    ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn;
+    UPDATE jobs SET status = 'running', started_at = p_now, claimed_by = p_worker, lease_until = p_lease_until
+    WHERE id = head.id AND status = 'queued' RETURNING * INTO claimed;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'no job', NULL::jobs;
+        RETURN;
+    END IF;
+    RETURN QUERY SELECT NULL::text, claimed;
+END
+$fn$
+"""
+CLAIM_NEXT = "SELECT miss, job FROM atelier_claim_v1($1, $2, $3, $4)"
+NOTIFY_ALL = "SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice"
 
 
 # The inputs of unfinished jobs (kept ones of finished jobs have their own cap, INPUT_RETENTION_MB).
@@ -193,26 +285,33 @@ class PostgresJobStore:
         return self._pool
 
     async def open(self) -> None:
-        """Connect and apply any migrations not yet applied (one process at a time)."""
-        # Every connection opened up front: a burst of admissions must not wait for connections to open.
-        # No reset between uses: they keep no session state (locks are per transaction, nothing listens
-        # on them, nothing is SET), and the reset would cost a round trip on every use.
+        """Apply any migrations not yet applied (one process at a time), then open the connections."""
+        conn = await asyncpg.connect(self._dsn)
+        try:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:migrate', 0))")
+                await conn.execute(MIGRATIONS_TABLE)
+                current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
+                for version, statements in enumerate(MIGRATIONS, start=1):
+                    if version <= current:
+                        continue
+                    for statement in statements:
+                        await conn.execute(statement)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", version, time.time()
+                    )
+                    log.info("database migrated to version %d", version)
+                await conn.execute(ADMIT_FUNCTION)
+                await conn.execute(CLAIM_FUNCTION)
+        finally:
+            await conn.close()
+        # Every connection opened (and its statements prepared) up front: a burst of admissions must
+        # not wait for connections to open. No reset between uses: they keep no session state (locks
+        # are per transaction, nothing listens on them, nothing is SET), and the reset would cost a
+        # round trip on every use.
         self._pool = await asyncpg.create_pool(
             self._dsn, min_size=self._pool_size, max_size=self._pool_size, reset=_keep_session, init=_prepare
         )
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:migrate', 0))")
-            await conn.execute(MIGRATIONS_TABLE)
-            current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))
-            for version, statements in enumerate(MIGRATIONS, start=1):
-                if version <= current:
-                    continue
-                for statement in statements:
-                    await conn.execute(statement)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)", version, time.time()
-                )
-                log.info("database migrated to version %d", version)
 
     async def close(self) -> None:
         """Stop listening and close the connections; idempotent."""
@@ -248,24 +347,63 @@ class PostgresJobStore:
         refund: bool,
         attempts: Sequence[Attempt] = (),
     ) -> MoveResult:
-        sql, params = move_statement(job_id, current, target, values)
+        if not refund and not attempts:  # most moves: one statement, its own transaction
+            row = await self.pool.fetchrow(*_move_statement(job_id, current, target, values, notify=True))
+            return MoveResult(moved=row is not None)
         async with self.pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(*_args(sql + " RETURNING restarts, user_id, delivered", params))
-            if row is None:
-                return MoveResult(moved=False)
-            refunded = False
-            if refund:
-                entry = {"id": job_id, "entry": "refund", "at": time.time()}
-                refunded = (await conn.execute(*_args(Queries.insert_money, entry))).endswith(" 1")
-            if attempts:
-                query, _names = to_postgres(Queries.insert_attempt)
-                rows = [_args(Queries.insert_attempt, attempt_params(job_id, row["restarts"], a))[1:] for a in attempts]
-                await conn.executemany(query, rows)
-            if row["delivered"] == Delivered.UNDELIVERED:  # the gateways tell the member next time
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, f"notices:{row['user_id']}")
-            for notice in _notices(job_id, current, target):
-                await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, notice)
-        return MoveResult(moved=True, refunded=refunded)
+            return await self._move(conn, job_id, current, target, values, refund, attempts, None)
+
+    async def move_and_claim(
+        self,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        *,
+        refund: bool,
+        attempts: Sequence[Attempt] = (),
+        claim: ClaimTerms,
+    ) -> MoveResult:
+        """``move_job``, then (if it moved) ``claim`` in the same transaction: the slot a call's end frees
+        goes to the next job at once, with no notice to wait for and no second transaction."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            return await self._move(conn, job_id, current, target, values, refund, attempts, claim)
+
+    @staticmethod
+    async def _move(
+        conn: asyncpg.Connection,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        refund: bool,
+        attempts: Sequence[Attempt],
+        claim: ClaimTerms | None,
+    ) -> MoveResult:
+        # With a claim, the notices wait for its answer: a slot it took is not free for others.
+        row = await conn.fetchrow(*_move_statement(job_id, current, target, values, notify=claim is None))
+        if row is None:
+            return MoveResult(moved=False)
+        refunded = False
+        if refund:
+            entry = {"id": job_id, "entry": "refund", "at": time.time()}
+            refunded = (await conn.execute(*_args(Queries.insert_money, entry))).endswith(" 1")
+        if attempts:
+            query, _names = to_postgres(Queries.insert_attempt)
+            rows = [_args(Queries.insert_attempt, attempt_params(job_id, row["restarts"], a))[1:] for a in attempts]
+            await conn.executemany(query, rows)
+        claimed: Job | ClaimMiss | None = None
+        if claim is not None:
+            taken = await conn.fetchrow(
+                CLAIM_NEXT, claim.worker, claim.now, claim.now + claim.lease_seconds, claim.max_running
+            )
+            claimed = ClaimMiss(taken["miss"]) if taken["miss"] is not None else job_from_row(taken["job"])
+            notices = _notices(job_id, current, target, slot_taken=isinstance(claimed, Job))
+            if row["delivered"] == Delivered.UNDELIVERED:
+                notices.append(f"notices:{row['user_id']}")
+            if notices:
+                await conn.execute(NOTIFY_ALL, CHANNEL, notices)
+        return MoveResult(moved=True, refunded=refunded, claimed=claimed)
 
     async def get_job(self, job_id: str) -> Job | None:
         row = await self.pool.fetchrow(*_args(Queries.get_job, {"id": job_id}))
@@ -383,31 +521,39 @@ class PostgresJobStore:
 
     # Money checked and charged in the database ------------------------------------------------
 
-    async def admit_job(
-        self,
-        job: Job,
-        check: Callable[[DayUsage], None],
-        *,
-        whole_day: bool,
-        holder: str,
-        lease_until: float,
-        whole_guild: bool = True,
-    ) -> None:
-        """Lock the member's, the server's (``whole_guild``: when a server limit applies) and (``whole_day``:
-        when a budget does) everyone's totals, let ``check`` refuse, and insert the job with its charge,
-        held by ``holder`` until ``lease_until``: one transaction. A total no limit applies to is not
-        locked, so a busy server's members are admitted side by side, not one after another. If the
-        holder dies while admitting, another process ends the job."""
+    async def admit_job(self, job: Job, quota: Quota, *, holder: str, lease_until: float) -> None:
+        """Check ``quota`` and insert the job with its charge, held by ``holder`` until ``lease_until``:
+        one statement (``atelier_admit_v1``), under locks on the totals the quota bounds.
+
+        The member's totals are always locked; the server's only when a server limit applies
+        and the day's spend only when a budget does, so a busy server's members are admitted
+        side by side, not one after another. If the holder dies while admitting, another
+        process ends the job.
+        """
         keys = [f"atelier:user:{job.user_id}"]
-        if job.guild_id is not None and whole_guild:
+        if job.guild_id is not None and quota.guild_today is not None:
             keys.insert(0, f"atelier:guild:{job.guild_id}")
-        if whole_day:
+        if quota.spend_today is not None:
             keys.insert(0, "atelier:day")
-        async with self.pool.acquire() as conn, conn.transaction():
-            # Always in this order (day, server, member): admissions never deadlock on each other.
-            await conn.execute(LOCK_IN_ORDER, keys)
-            check(await self._usage(conn, job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day))
-            await conn.execute(*_args(ADMIT, {**job_to_params(job), "claimed_by": holder, "lease_until": lease_until}))
+        columns = {**job_to_params(job), "claimed_by": holder, "lease_until": lease_until}
+        row = await self.pool.fetchrow(
+            ADMIT,
+            keys,
+            json.dumps(columns),
+            job.charge_day,
+            job.user_id,
+            job.guild_id,
+            job.created_at - 86400,
+            quota.spend_today is not None,
+            quota.spend_today,
+            quota.guild_today,
+            quota.user_active,
+            quota.user_today,
+            quota.user_last_accepted,
+        )
+        if not row["admitted"]:
+            quota.check(_usage_from(row, job.guild_id))
+            raise RuntimeError("the database refused an admission its quota allows")  # they decide alike
 
     async def day_usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
         async with self.pool.acquire() as conn:
@@ -420,14 +566,7 @@ class PostgresJobStore:
         """A member's, their server's and (``whole_day``, else 0: the day's spend is read only when a
         budget needs it, it sums every charge of the day) the day's totals."""
         params = {"day": day, "user_id": user_id, "guild_id": guild_id, "since": now - 86400, "whole_day": whole_day}
-        row = await conn.fetchrow(*_args(USAGE, params))
-        return DayUsage(
-            user_today=int(row["user_today"]),
-            guild_today=int(row["guild_today"]) if guild_id is not None else 0,
-            spend_today=float(row["spend_today"]),
-            user_active=int(row["user_active"]),
-            user_last_accepted=float(row["last_accepted"]) if row["last_accepted"] is not None else None,
-        )
+        return _usage_from(await conn.fetchrow(*_args(USAGE, params)), guild_id)
 
     async def unfinished_jobs_of(self, user_id: int) -> list[Job]:
         rows = await self.pool.fetch(
@@ -457,45 +596,12 @@ class PostgresJobStore:
         return taken if isinstance(taken, Job) else None
 
     async def claim(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | ClaimMiss:
-        """Take the next job in fair order and mark it running under ``worker``'s lease, or say why not."""
-        async with self.pool.acquire() as conn:
-            # Every slot taken is the usual answer while jobs wait: said without the lock that
-            # serialises claims, so workers that cannot start anything don't hold up one that can.
-            if await conn.fetchval(RUNNING, now) >= max_running:
-                return ClaimMiss.NO_SLOT
-            async with conn.transaction():
-                return await self._claim(conn, worker, now, lease_seconds, max_running)
-
-    @staticmethod
-    async def _claim(
-        conn: asyncpg.Connection, worker: str, now: float, lease_seconds: float, max_running: int
-    ) -> Job | ClaimMiss:
-        # Claims are serialised only to keep the cap exact; the row itself is taken with SKIP LOCKED.
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:claim', 0))")
-        if await conn.fetchval(RUNNING, now) >= max_running:
-            return ClaimMiss.NO_SLOT
-        head = await conn.fetchrow(CLAIM)
-        if head is None:
-            return ClaimMiss.NO_JOB
-        turn = await conn.fetchval(
-            "INSERT INTO counters (name, value) VALUES ('fair_turn', 1) "
-            "ON CONFLICT (name) DO UPDATE SET value = counters.value + 1 RETURNING value"
-        )
-        await conn.execute(
-            "INSERT INTO fair_turns (user_id, turn) VALUES ($1, $2) "
-            "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn",
-            head["user_id"],
-            turn,
-        )
-        row = await conn.fetchrow(
-            "UPDATE jobs SET status = 'running', started_at = $2, claimed_by = $3, lease_until = $4 "
-            "WHERE id = $1 AND status = 'queued' RETURNING *",
-            head["id"],
-            now,
-            worker,
-            now + lease_seconds,
-        )
-        return job_from_row(row) if row else ClaimMiss.NO_JOB
+        """Take the next job in fair order and mark it running under ``worker``'s lease, or say why not:
+        one statement (``atelier_claim_v1``)."""
+        row = await self.pool.fetchrow(CLAIM_NEXT, worker, now, now + lease_seconds, max_running)
+        if row["miss"] is not None:
+            return ClaimMiss(row["miss"])
+        return job_from_row(row["job"])
 
     async def renew_leases(self, worker: str, job_ids: Sequence[str], until: float) -> None:
         """Extend the lease of the jobs ``worker`` holds."""
@@ -551,13 +657,16 @@ class PostgresJobStore:
     # Job inputs ----------------------------------------------------------------------------------
 
     async def save_inputs(self, job_id: str, images: Sequence[PreparedImage], cap_bytes: int) -> None:
-        """Keep a job's inputs, refusing with ``QueueFullError`` past ``cap_bytes`` for all queued inputs."""
-        adding = sum(len(image.data) for image in images)
+        """Keep a job's inputs, refusing with ``QueueFullError`` past ``cap_bytes`` for all queued inputs.
+
+        The rows are written first and the total checked after, under a lock held to the commit:
+        writes of megabytes go side by side, and only the check waits its turn. Others' rows
+        still being written are not counted (not committed); each sees those committed before it.
+        """
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:inputs', 0))")
-            held = int(await conn.fetchval(QUEUED_INPUT_BYTES))
-            if held + adding > cap_bytes:
-                raise QueueFullError()
+            # Not waiting for this commit's megabytes to be flushed is safe: the job is queued only
+            # by a later commit, and that one's flush covers everything logged before it.
+            await conn.execute("SET LOCAL synchronous_commit TO OFF")
             await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job_id)
             await conn.executemany(
                 "INSERT INTO job_inputs (job_id, number, mime, width, height, note, data) "
@@ -567,6 +676,9 @@ class PostgresJobStore:
                     for n, image in enumerate(images, start=1)
                 ],
             )
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:inputs', 0))")
+            if int(await conn.fetchval(QUEUED_INPUT_BYTES)) > cap_bytes:
+                raise QueueFullError()  # the transaction rolls back: nothing of this job is kept
 
     async def load_inputs(self, job_id: str) -> list[PreparedImage] | None:
         rows = await self.pool.fetch(
@@ -652,31 +764,61 @@ class PostgresJobStore:
         return int(status.split()[-1])
 
 
+def _usage_from(row: asyncpg.Record, guild_id: int | None) -> DayUsage:
+    return DayUsage(
+        user_today=int(row["user_today"]),
+        guild_today=int(row["guild_today"]) if guild_id is not None else 0,
+        spend_today=float(row["spend_today"]),
+        user_active=int(row["user_active"]),
+        user_last_accepted=float(row["last_accepted"]) if row["last_accepted"] is not None else None,
+    )
+
+
 async def _keep_session(_conn: asyncpg.Connection) -> None:
     return None
 
 
 async def _prepare(conn: asyncpg.Connection) -> None:
-    """Plan admission's reads once per connection as it opens (asyncpg caches a statement when it
-    first runs it), not in the first burst of commands. Harmless reads, or nothing before the
-    first migration."""
-    await conn.execute(LOCK_IN_ORDER, [])
-    params = {"day": "", "user_id": 0, "guild_id": 0, "since": 0.0, "whole_day": False}
-    with contextlib.suppress(asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
-        await conn.fetchrow(*_args(USAGE, params))
+    """Prepare admission and claims once per connection as it opens (asyncpg prepares a statement,
+    and PostgreSQL compiles a function, when it first runs), not in the first burst of commands.
+    Neither call changes anything: an admission every member is over the bound of, a claim with
+    no slot."""
+    await conn.fetchrow(ADMIT, [], "{}", "", 0, 0, 0.0, False, None, None, -1, None, None)
+    await conn.fetchrow(CLAIM_NEXT, "", 0.0, 0.0, 0)
 
 
 def _set_on_close(event: asyncio.Event, _conn: object) -> None:
     event.set()
 
 
-def _notices(job_id: str, current: JobState, target: JobState) -> list[str]:
-    """What other processes must hear of a move (sent when its transaction commits)."""
+def _move_statement(
+    job_id: str, current: JobState, target: JobState, values: Mapping[str, Any], *, notify: bool
+) -> tuple[Any, ...]:
+    """The conditional UPDATE of a move and (``notify``) its notices, as one statement: a notice is sent
+    only if the job moved, when the statement's transaction commits."""
+    sql, params = move_statement(job_id, current, target, values)
+    notices = _notices(job_id, current, target) if notify else []
+    statement = (
+        f"WITH moved AS ({sql} RETURNING restarts, user_id, delivered) "
+        "SELECT restarts, user_id, delivered, "
+        "(SELECT COUNT(pg_notify(:channel, notice)) FROM unnest(CAST(:notices AS text[])) AS notice) AS notified, "
+        # The gateways tell the member of a result that could not reach them, next time they come.
+        "CASE WHEN :notify AND delivered = :undelivered THEN pg_notify(:channel, 'notices:' || user_id) IS NULL END "
+        "AS told FROM moved"
+    )
+    extra = {"channel": CHANNEL, "notices": notices, "notify": notify, "undelivered": Delivered.UNDELIVERED.value}
+    return _args(statement, {**params, **extra})
+
+
+def _notices(job_id: str, current: JobState, target: JobState, *, slot_taken: bool = False) -> list[str]:
+    """What other processes must hear of a move: ``slot`` when a call's end frees one for any worker
+    (``claimed`` when the same transaction gave it to the next job: places in line moved, no slot is
+    free)."""
     notices = []
     if target is JobState.QUEUED:
         notices.append("queued")
     if current is JobState.RUNNING:
-        notices.append("slot")
+        notices.append("claimed" if slot_taken else "slot")
     if target is JobState.CANCELLED:
         notices.append(f"cancel:{job_id}")
     return notices

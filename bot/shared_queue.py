@@ -111,7 +111,7 @@ class SharedQueue:
             self._wakes[ClaimMiss.NO_JOB].set()
         if payload in ("slot", "reconnected"):
             self._wakes[ClaimMiss.NO_SLOT].set()
-        if payload in ("queued", "slot", "reconnected"):
+        if payload in ("queued", "slot", "claimed", "reconnected"):
             self._reordered.set()
         kind, _, subject = payload.partition(":")
         if payload == "reconnected":  # notices may have been missed: re-read what they would have said

@@ -26,6 +26,7 @@ from bot.states import JobState
 
 if TYPE_CHECKING:
     from bot.image_api import Attempt
+    from bot.limits import Quota
 
 # Each migration is a list of statements; the list index + 1 is its version.
 MIGRATIONS: list[list[str]] = [
@@ -284,6 +285,17 @@ class MoveResult:
 
     moved: bool
     refunded: bool = False
+    claimed: Job | ClaimMiss | None = None  # ``move_and_claim``: the job it claimed, or why none
+
+
+@dataclass(frozen=True)
+class ClaimTerms:
+    """A claim's terms: for whom, when, the lease it takes, and the cap on running jobs across workers."""
+
+    worker: str
+    now: float
+    lease_seconds: float
+    max_running: int
 
 
 class JobStore(Protocol):
@@ -378,17 +390,9 @@ class ClaimMiss(enum.Enum):
 class SharedStore(Protocol):
     """What several processes sharing one database need besides ``JobStore`` (PostgreSQL)."""
 
-    async def admit_job(
-        self,
-        job: Job,
-        check: Callable[[DayUsage], None],
-        *,
-        whole_day: bool,
-        holder: str,
-        lease_until: float,
-        whole_guild: bool = True,
-    ) -> None:
-        """Lock the totals, let ``check`` refuse, insert the job and its charge (held by ``holder``)."""
+    async def admit_job(self, job: Job, quota: Quota, *, holder: str, lease_until: float) -> None:
+        """Check ``quota`` under locks on the totals it bounds, and insert the job and its charge (held by
+        ``holder``) if it passes; else raise what ``quota.check`` says."""
         ...
 
     async def day_usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage: ...
@@ -396,6 +400,20 @@ class SharedStore(Protocol):
     async def count(self, state: JobState) -> int: ...
     async def claim(self, worker: str, now: float, lease_seconds: float, max_running: int) -> Job | ClaimMiss:
         """Take the next job in fair order for ``worker`` (marked running), or say why none was taken."""
+        ...
+
+    async def move_and_claim(
+        self,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        *,
+        refund: bool,
+        attempts: Sequence[Attempt] = (),
+        claim: ClaimTerms,
+    ) -> MoveResult:
+        """``JobStore.move_job``, then (if it moved) ``claim`` in the same transaction (``MoveResult.claimed``)."""
         ...
 
     async def renew_leases(self, worker: str, job_ids: Sequence[str], until: float) -> None: ...

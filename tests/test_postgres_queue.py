@@ -14,13 +14,12 @@ import pytest
 
 from bot.errors import QueueFullError
 from bot.images import PreparedImage
-from bot.jobs import Job, JobKind, JobRequest, utc_day
-from bot.ledger import DayUsage
-from bot.limits import LimitReachedError
+from bot.jobs import Delivered, Job, JobKind, JobRequest, utc_day
+from bot.limits import LimitReachedError, Quota
 from bot.postgres_store import PostgresJobStore
 from bot.queue import FairQueue
 from bot.states import JobState
-from bot.storage import ClaimMiss
+from bot.storage import ClaimMiss, ClaimTerms
 from tests.postgres import fresh_database
 
 LEASE = 30.0
@@ -57,22 +56,13 @@ async def add(store: PostgresJobStore, job: Job, state: JobState = JobState.QUEU
         current = step
 
 
-def at_most(limit: int) -> object:
-    def check(usage: DayUsage) -> None:
-        if usage.user_today >= limit:
-            raise LimitReachedError(f"used {usage.user_today} of {limit}")
-
-    return check
-
-
 async def test_admission_under_concurrency_sells_exactly_the_limit(store: PostgresJobStore) -> None:
     now = time.time()
+    quota = Quota(now, user_today=9, daily_limit=10)
 
     async def admit(n: int) -> bool:
         try:
-            await store.admit_job(
-                make_job(f"j{n}", 1, now + n * 1e-6), at_most(10), whole_day=False, holder="test", lease_until=now
-            )  # type: ignore[arg-type]
+            await store.admit_job(make_job(f"j{n}", 1, now + n * 1e-6), quota, holder="test", lease_until=now)
         except LimitReachedError:
             return False
         return True
@@ -82,6 +72,41 @@ async def test_admission_under_concurrency_sells_exactly_the_limit(store: Postgr
     usage = await store.day_usage(1, 10, utc_day(now), now)
     assert (usage.user_today, usage.user_active, usage.guild_today) == (10, 10, 10)
     assert usage.spend_today == pytest.approx(0.30)
+
+
+def edge_quotas(now: float) -> dict[str, tuple[Quota, int]]:
+    """A quota per limit, and how many edits it lets through (a member's, or the server's, all at 0.03)."""
+    return {
+        "budget": (Quota(now, spend_today=0.09 - 0.03 + 1e-9, budget=0.09), 3),
+        "guild": (Quota(now, guild_today=2, guild_limit=3), 3),
+        "active": (Quota(now, user_active=1, max_active=2), 2),
+        "daily": (Quota(now, user_today=3, daily_limit=4), 4),
+        "cooldown": (Quota(now, user_last_accepted=now - 30, cooldown=30), 1),
+    }
+
+
+@pytest.mark.parametrize("limit", ["budget", "guild", "active", "daily", "cooldown"])
+async def test_the_database_decides_each_limit_like_the_quota_does(store: PostgresJobStore, limit: str) -> None:
+    """At each limit's edge the database's admission agrees with ``Quota.exceeded`` on the same totals,
+    and its refusal is the quota's own explanation."""
+    now = time.time()
+    quota, lets_through = edge_quotas(now)[limit]
+    decisions = []
+    for n in range(lets_through + 2):
+        user = n if limit == "guild" else 1  # the server's limit counts every member's edits
+        before = await store.day_usage(user, 10, utc_day(now), now)
+        try:
+            await store.admit_job(make_job(f"{limit}{n}", user, now), quota, holder="test", lease_until=now + 60)
+        except LimitReachedError as refusal:
+            assert quota.exceeded(before) == limit
+            with pytest.raises(LimitReachedError) as explained:
+                quota.check(before)
+            assert refusal.user_message == explained.value.user_message
+            decisions.append(False)
+        else:
+            assert quota.exceeded(before) is None
+            decisions.append(True)
+    assert decisions == [True] * lets_through + [False, False]
 
 
 async def test_claims_go_round_robin_between_members_in_each_members_order(store: PostgresJobStore) -> None:
@@ -167,6 +192,65 @@ async def test_an_enqueue_wakes_a_listening_process_within_100_ms(store: Postgre
     assert payload == "queued" and received - sent < 0.1
 
 
+async def notices_until_marker(store: PostgresJobStore, heard: asyncio.Queue[str]) -> list[str]:
+    """Every notice heard up to a marker sent last (notices arrive in the order their transactions commit)."""
+    await store.notify("marker")
+    seen = []
+    async with asyncio.timeout(5):
+        while (payload := await heard.get()) != "marker":
+            seen.append(payload)
+    return seen
+
+
+async def test_a_call_that_ends_hands_its_slot_to_the_next_job_in_the_same_transaction(store: PostgresJobStore) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    store.on_notice(heard.put_nowait)
+    async with asyncio.timeout(10):
+        assert await heard.get() == "reconnected"
+    t = time.time()
+    await add(store, make_job("r1", 1, t))
+    await add(store, make_job("q1", 2, t + 1))
+    running = await store.claim_next("w1", time.time(), LEASE, 1)
+    assert running is not None and running.id == "r1"
+    assert await store.claim("w2", time.time(), LEASE, 1) is ClaimMiss.NO_SLOT  # the cap: one call at a time
+    await notices_until_marker(store, heard)
+
+    terms = ClaimTerms("w1", time.time(), LEASE, 1)
+    ended = await store.move_and_claim("r1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False, claim=terms)
+    assert ended.moved and isinstance(ended.claimed, Job) and ended.claimed.id == "q1"
+    assert ended.claimed.state is JobState.RUNNING
+    assert await store.pool.fetchval("SELECT claimed_by FROM jobs WHERE id = 'q1'") == "w1"
+    # The slot was taken with it: no worker is woken for it, the gateways re-tell places.
+    assert await notices_until_marker(store, heard) == ["claimed"]
+
+    # Nothing left to claim: the slot is free for whoever queues next, and every worker hears it.
+    ended = await store.move_and_claim("q1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False, claim=terms)
+    assert ended.moved and ended.claimed is ClaimMiss.NO_JOB
+    assert await notices_until_marker(store, heard) == ["slot"]
+
+    # A move the store refuses (the job is elsewhere) claims nothing and tells no one.
+    refused = await store.move_and_claim("q1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False, claim=terms)
+    assert not refused.moved and refused.claimed is None
+    assert await notices_until_marker(store, heard) == []
+
+
+async def test_a_move_tells_other_processes_only_when_it_happened(store: PostgresJobStore) -> None:
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    store.on_notice(heard.put_nowait)
+    async with asyncio.timeout(10):
+        assert await heard.get() == "reconnected"
+    await add(store, make_job("j1", 7, time.time()))
+    assert await notices_until_marker(store, heard) == ["queued"]
+    assert not (await store.move_job("j1", JobState.PREPARING, JobState.QUEUED, {}, refund=False)).moved
+    assert await notices_until_marker(store, heard) == []
+    await store.move_job("j1", JobState.QUEUED, JobState.RUNNING, {}, refund=False)
+    await store.move_job("j1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False)
+    undelivered = {"delivered": Delivered.UNDELIVERED}
+    await store.move_job("j1", JobState.DELIVERING, JobState.SUCCEEDED, undelivered, refund=False)
+    # The gateways tell a member whose result could not reach them, next time they come.
+    assert await notices_until_marker(store, heard) == ["slot", "notices:7"]
+
+
 async def test_queued_inputs_are_capped(store: PostgresJobStore) -> None:
     image = PreparedImage(b"\x89PNG" + b"x" * 996, "image/png", 10, 10)
     await store.save_inputs("a", [image, image], cap_bytes=3000)
@@ -178,3 +262,21 @@ async def test_queued_inputs_are_capped(store: PostgresJobStore) -> None:
     await store.delete_inputs("a")
     assert not await store.inputs_exist("a") and await store.load_inputs("a") is None
     await store.save_inputs("b", [image, image], cap_bytes=3000)
+
+
+async def test_the_cap_on_queued_inputs_holds_when_jobs_save_at_once(store: PostgresJobStore) -> None:
+    """Saves write side by side and are checked one at a time: never more kept than the cap allows."""
+    image = PreparedImage(b"\x89PNG" + b"x" * 99_996, "image/png", 10, 10)
+
+    async def save(n: int) -> bool:
+        try:
+            await store.save_inputs(f"job{n}", [image], cap_bytes=550_000)
+        except QueueFullError:
+            return False
+        return True
+
+    kept = await asyncio.gather(*(save(n) for n in range(10)))
+    assert sum(kept) == 5
+    assert await store.queued_input_bytes() == 500_000
+    for n, was_kept in enumerate(kept):
+        assert await store.inputs_exist(f"job{n}") is was_kept  # a refused job left nothing behind
