@@ -240,7 +240,12 @@ END
 $fn$
 """
 CLAIM_NEXT = "SELECT miss, job FROM atelier_claim_v1($1, $2, $3, $4)"
-NOTIFY_ALL = "SELECT pg_notify($1, notice) FROM unnest($2::text[]) AS notice"
+# A claim, and the notices of the move before it: those for a slot taken, or for one left free.
+CLAIM_AND_TELL = (
+    "SELECT c.miss, c.job, (SELECT COUNT(pg_notify($5, notice)) "
+    "FROM unnest(CASE WHEN c.miss IS NULL THEN $6::text[] ELSE $7::text[] END) AS notice) AS told "
+    "FROM atelier_claim_v1($1, $2, $3, $4) AS c"
+)
 
 
 # The inputs of unfinished jobs (kept ones of finished jobs have their own cap, INPUT_RETENTION_MB).
@@ -394,15 +399,14 @@ class PostgresJobStore:
             await conn.executemany(query, rows)
         claimed: Job | ClaimMiss | None = None
         if claim is not None:
+            # The claim and the move's notices in one statement: the claim lock is held to the commit.
+            told = [f"notices:{row['user_id']}"] if row["delivered"] == Delivered.UNDELIVERED else []
             taken = await conn.fetchrow(
-                CLAIM_NEXT, claim.worker, claim.now, claim.now + claim.lease_seconds, claim.max_running
-            )
+                CLAIM_AND_TELL, claim.worker, claim.now, claim.now + claim.lease_seconds, claim.max_running,
+                CHANNEL, _notices(job_id, current, target, slot_taken=True) + told,
+                _notices(job_id, current, target, slot_taken=False) + told,
+            )  # fmt: skip
             claimed = ClaimMiss(taken["miss"]) if taken["miss"] is not None else job_from_row(taken["job"])
-            notices = _notices(job_id, current, target, slot_taken=isinstance(claimed, Job))
-            if row["delivered"] == Delivered.UNDELIVERED:
-                notices.append(f"notices:{row['user_id']}")
-            if notices:
-                await conn.execute(NOTIFY_ALL, CHANNEL, notices)
         return MoveResult(moved=True, refunded=refunded, claimed=claimed)
 
     async def get_job(self, job_id: str) -> Job | None:
