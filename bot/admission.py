@@ -39,7 +39,6 @@ log = logging.getLogger(__name__)
 
 # The longest a job's download waits for the requests that arrived with it to be answered.
 ANSWERS_FIRST_SECONDS = 1.0
-PREPARING_AT_ONCE = 4  # at least; as many as there are API slots when there are more
 STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
     "You were not charged; please send it again."
@@ -77,11 +76,6 @@ class Admission:
         self._admitting = 0  # requests between arriving and being admitted (or refused)
         self._answered = asyncio.Event()  # set while none is
         self._answered.set()
-        # Jobs fetching, checking and keeping their images at once. A burst of two hundred commands
-        # would otherwise hold two hundred downloads in memory together, and flood the database
-        # with their inputs just as the first calls end; a few at a time keep the queue ahead of
-        # the API slots all the same.
-        self._preparing = asyncio.Semaphore(max(PREPARING_AT_ONCE, config.max_concurrent_jobs))
 
     def model_for(self, guild_id: int | None) -> ImageModel:
         """The model a server picked (if the operator still allows it), else the default."""
@@ -159,12 +153,9 @@ class Admission:
             if preparing is None:  # cancelled, or the bot is stopping
                 return self._lifecycle.get(job.id) or job
             await self._after_answers()
-            async with self._preparing:
-                if self._lifecycle.get(job.id) is None:  # cancelled while it waited its turn
-                    return job
-                files = await source.fetch()
-                images = await self._editor.prepare_inputs(files)
-                await self._inputs.save(job.id, images)
+            files = await source.fetch()
+            images = await self._editor.prepare_inputs(files)
+            await self._inputs.save(job.id, images)
             # Notes are kept as text, in the language of the member who reads them.
             notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
             queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes)

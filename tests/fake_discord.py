@@ -348,10 +348,6 @@ class FakeDiscord:
         self._interactions: dict[int, _Interaction] = {}
         self._tokens: dict[str, int] = {}
         self._cdn: dict[int, tuple[bytes, str | None, str, str]] = {}  # id -> data, type, filename, hm
-        # Tests can hold attachment downloads open (``cdn_gate``) and see how many overlap.
-        self.cdn_gate: asyncio.Event | None = None
-        self.cdn_in_flight = 0
-        self.cdn_most_in_flight = 0
         self._uploads: dict[int, JSON] = {}  # user uploads from add_attachment, auto-resolved by id
         self._faults: list[_Fault] = []
         self._conns: list[_GatewayConn] = []
@@ -642,14 +638,6 @@ class FakeDiscord:
             lambda: f"no matching request within {timeout}s; recorded since {start}:\n" + self.describe_requests(start),
         )
 
-    async def wait_for_downloads(self, count: int, timeout: float = 10) -> None:
-        """Until at least ``count`` attachment downloads are open at once."""
-        await self._wait_for(
-            lambda: True if self.cdn_in_flight >= count else None,
-            timeout,
-            lambda: f"{self.cdn_in_flight} downloads open, not {count}, within {timeout}s",
-        )
-
     async def wait_for_gateway(self, op: int, timeout: float = 10, *, start: int = 0) -> JSON:
         """First gateway payload the client sent with opcode ``op`` (index >= start)."""
         return await self._wait_for(
@@ -826,14 +814,6 @@ class FakeDiscord:
             return web.Response(status=404, text="Not Found")
         if filename != request.match_info["filename"] or request.query.get("hm") != hm:
             return web.Response(status=404, text="This content is no longer available.")
-        self.cdn_in_flight += 1
-        self.cdn_most_in_flight = max(self.cdn_most_in_flight, self.cdn_in_flight)
-        self._notify()
-        try:
-            if self.cdn_gate is not None:
-                await self.cdn_gate.wait()
-        finally:
-            self.cdn_in_flight -= 1
         return web.Response(body=data, content_type=content_type or "application/octet-stream")
 
     # ------------------------------------------------------------------ routes

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 
@@ -440,26 +439,3 @@ async def test_a_phone_photo_is_turned_upright_and_other_inputs_pass_through(
         assert rgb.getpixel((35, 3))[0] > 200 and rgb.getpixel((3, 3))[2] > 200  # the red corner is top-right now
     assert second.data == upright_jpeg and third.data == plain_png  # everything else byte for byte
     assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
-
-
-async def test_a_burst_prepares_a_few_jobs_at_a_time_and_every_one_is_delivered(
-    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord
-) -> None:
-    """Seven members at once with one API slot: at most four download their images together
-    (``max(4, MAX_CONCURRENT_JOBS)``), the rest wait their turn, and all seven get a result."""
-    bot_env.update(MAX_CONCURRENT_JOBS="1")
-    await bot_process.start()
-    discord_fake.cdn_gate = asyncio.Event()  # every download is held open until the gate opens
-    handles = []
-    for n in range(7):
-        discord_fake.add_user(60_000 + n, f"member{n}")
-        handles.append(await send_edit(discord_fake, f"burst {n}", [make_png(32, 32)], user_id=60_000 + n))
-    for handle in handles:
-        await handle.wait_for_callback()  # every member is answered while the downloads wait
-    await discord_fake.wait_for_downloads(4)
-    await asyncio.sleep(0.5)  # time enough for a fifth to start, were it allowed
-    assert discord_fake.cdn_most_in_flight == 4
-    discord_fake.cdn_gate.set()
-    for handle in handles:
-        await wait_result(handle, timeout=30)
-    assert discord_fake.cdn_most_in_flight == 4
