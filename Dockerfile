@@ -1,5 +1,6 @@
 # Atelier: a slim image running `python -m bot` as a non-root user.
-FROM python:3.12-slim
+# The Python the lock files were compiled for (requirements/bot.txt).
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -11,10 +12,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 # setup.py compiles the message catalogs (bot/locales/*/LC_MESSAGES/*.po) into the installed package.
+# The locked versions first (with their hashes, including the build's setuptools and Babel), then
+# the package itself without resolving anything again.
+COPY requirements/bot.txt ./requirements/bot.txt
+RUN pip install --no-cache-dir --require-hashes -r requirements/bot.txt
 COPY pyproject.toml setup.py babel.cfg README.md ./
 COPY bot ./bot
 COPY cogs ./cogs
-RUN pip install --no-cache-dir . \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation . \
     && useradd --system --uid 10001 --home-dir /app atelier \
     && mkdir -p /data && chown atelier /data
 

@@ -28,6 +28,14 @@ log = logging.getLogger(__name__)
 DOMAIN = "atelier"
 LOCALE_DIR = Path(__file__).with_name("locales")
 SOURCE_LANGUAGE = "en"
+# Each shipped catalog's plural rule, as its ``.po`` header states it. The header, not Babel's CLDR
+# data (which changes between releases: 2.19 gives Spanish three forms), is what gettext reads.
+PLURAL_FORMS = {
+    "es": "nplurals=2; plural=(n != 1);",
+    "ja": "nplurals=1; plural=0;",
+    "zh_CN": "nplurals=1; plural=0;",
+    "zh_TW": "nplurals=1; plural=0;",
+}
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from discord import app_commands
 
-from bot.i18n import LOCALE_DIR, Catalogs, _nt, _pt, _t, catalogs, language_of, placeholders
+from bot.i18n import LOCALE_DIR, PLURAL_FORMS, Catalogs, _nt, _pt, _t, catalogs, language_of, placeholders
 from cogs.command_sync import schema_hash
 from cogs.language import _desc, _name
 from cogs.translator import CatalogTranslator, valid_slash_name
@@ -97,6 +98,24 @@ def test_the_compiled_catalogs_are_those_of_the_po_files(language: str) -> None:
             )
 
 
+def test_every_shipped_language_has_a_stated_plural_rule() -> None:
+    assert sorted(PLURAL_FORMS) == SHIPPED
+
+
+@pytest.mark.parametrize("language", SHIPPED)
+def test_each_catalog_states_the_plural_rule_the_code_expects(language: str) -> None:
+    """The ``.po`` header, not Babel's CLDR data of the day, decides the plural forms the bot reads."""
+    po = read(LOCALE_DIR / language / "LC_MESSAGES" / "atelier.po")
+    assert po.mime_headers and dict(po.mime_headers)["Plural-Forms"] == PLURAL_FORMS[language]
+    # The compiled catalog carries the same rule: every plural text has exactly that many forms.
+    nplurals = int(PLURAL_FORMS[language].split(";")[0].split("=")[1])
+    for message in po:
+        if message.id and message.pluralizable:
+            assert len(translations(message)) == nplurals, message.id
+    compiled = LOCALE_DIR / language / "LC_MESSAGES" / "atelier.mo"
+    assert PLURAL_FORMS[language].encode() in compiled.read_bytes(), "pip install -e . compiles the catalogs"
+
+
 @pytest.mark.parametrize("language", SHIPPED)
 def test_translated_command_names_follow_discords_rules(language: str) -> None:
     po = read(LOCALE_DIR / language / "LC_MESSAGES" / "atelier.po")
@@ -108,11 +127,20 @@ def test_translated_command_names_follow_discords_rules(language: str) -> None:
                 assert valid_slash_name(message.string), (language, message.id, message.string)
 
 
+# The test catalog states its own plural rule (French's), so no CLDR release can change it.
+TEST_HEADER = b"""msgid ""
+msgstr ""
+"Plural-Forms: nplurals=2; plural=(n > 1);\\n"
+"Content-Type: text/plain; charset=utf-8\\n"
+"""
+
+
 def make_catalogs(
     tmp_path: Path, entries: dict[str | tuple[str, str], str | tuple[str, ...]], language: str = "xx"
 ) -> Catalogs:
     """Catalogs with one language (``xx``) holding ``entries`` (msgid or (context, msgid) -> translation)."""
-    catalog = Catalog(locale="fr")
+    catalog = read_po(io.BytesIO(TEST_HEADER))
+    assert catalog.plural_forms == "nplurals=2; plural=(n > 1);"
     for key, value in entries.items():
         context, msgid = key if isinstance(key, tuple) else (None, key)
         if isinstance(value, tuple):
