@@ -673,12 +673,8 @@ class PostgresJobStore:
             await conn.execute("SET LOCAL synchronous_commit TO OFF")
             await conn.execute("DELETE FROM job_inputs WHERE job_id = $1", job_id)
             await conn.executemany(
-                "INSERT INTO job_inputs (job_id, number, mime, width, height, note, data) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                [
-                    (job_id, n, image.mime, image.width, image.height, image.note, image.data)
-                    for n, image in enumerate(images, start=1)
-                ],
+                "INSERT INTO job_inputs (job_id, number, mime, width, height, data) VALUES ($1, $2, $3, $4, $5, $6)",
+                [_input_row(job_id, n, image) for n, image in enumerate(images, start=1)],
             )
             await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('atelier:inputs', 0))")
             if int(await conn.fetchval(QUEUED_INPUT_BYTES)) > cap_bytes:
@@ -686,11 +682,11 @@ class PostgresJobStore:
 
     async def load_inputs(self, job_id: str) -> list[PreparedImage] | None:
         rows = await self.pool.fetch(
-            "SELECT mime, width, height, note, data FROM job_inputs WHERE job_id = $1 ORDER BY number", job_id
+            "SELECT mime, width, height, data FROM job_inputs WHERE job_id = $1 ORDER BY number", job_id
         )
         if not rows:
             return None
-        return [PreparedImage(bytes(r["data"]), r["mime"], r["width"], r["height"], r["note"]) for r in rows]
+        return [PreparedImage(bytes(r["data"]), str(r["mime"]), int(r["width"]), int(r["height"])) for r in rows]
 
     async def inputs_exist(self, job_id: str) -> bool:
         return bool(await self.pool.fetchval("SELECT EXISTS (SELECT 1 FROM job_inputs WHERE job_id = $1)", job_id))
@@ -766,6 +762,15 @@ class PostgresJobStore:
             "(SELECT id FROM jobs WHERE status IN ('succeeded', 'failed', 'cancelled'))"
         )
         return int(status.split()[-1])
+
+
+InputRow = tuple[str, int, str, int, int, bytes]
+
+
+def _input_row(job_id: str, number: int, image: PreparedImage) -> InputRow:
+    """A kept input as the plain values its row holds. Its note (a ``Text``) is not one of them: the
+    notes are on the job, rendered in its member's language when it was queued (as with SQLite)."""
+    return (job_id, number, image.mime, image.width, image.height, image.data)
 
 
 def _usage_from(row: asyncpg.Record, guild_id: int | None) -> DayUsage:

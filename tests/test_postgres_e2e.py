@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from PIL import Image
 
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
 from tests.postgres import fresh_database
+from tests.test_edit_e2e import jpeg
 from tests.test_lifecycle_e2e import cancel_button, contents, usage_text
 from tests.test_operations_e2e import admin, refusal
 from tests.test_refine_e2e import submit_refine, wait_thread_result
@@ -119,3 +122,59 @@ async def test_a_crash_on_postgres_takes_the_running_job_over_once(
     await bot_process.start()
     await wait_result(handle, timeout=30)
     assert [c.field("prompt") for c in image_api.calls] == ["crashes once", "crashes once"]
+
+
+def odd_images() -> dict[str, tuple[bytes, str]]:
+    """The inputs that take the less usual paths through the checks: ``{filename: (bytes, content type)}``."""
+
+    def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **params)
+        return buffer.getvalue()
+
+    palette = Image.new("P", (40, 30), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return {
+        "phone.jpg": (jpeg(80, 40, 6), "image/jpeg"),
+        "cmyk.jpg": (encoded(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"), "image/jpeg"),
+        "deep.png": (encoded(Image.new("I;16", (40, 30), 40000), "PNG"), "image/png"),
+        "clear.png": (encoded(palette, "PNG", transparency=0), "image/png"),
+        "moving.gif": (animated.getvalue(), "image/gif"),
+        "old.bmp": (encoded(Image.new("RGB", (40, 30), (5, 6, 7)), "BMP"), "image/bmp"),
+    }
+
+
+async def test_odd_images_reach_the_api_on_postgres(
+    on_postgres: str, bot_process: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """Phone photos, CMYK, 16-bit, transparent palettes, animated GIFs and BMPs are kept in the database
+    and sent as on SQLite; a decompression bomb is refused before any charge."""
+    await bot_process.start()
+    images = odd_images()
+    handle = await send_edit(
+        discord_fake,
+        "odd ones",
+        [data for data, _ in images.values()],
+        filenames=list(images),
+        content_types=[kind for _, kind in images.values()],
+    )
+    result = await wait_result(handle)
+    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
+    sent = image_api.calls[0].images
+    with Image.open(io.BytesIO(sent[0].data)) as upright:
+        assert upright.size == (40, 80)
+    assert sent[1].data == images["cmyk.jpg"][0]  # a JPEG the API takes goes byte for byte
+    assert [part.content_type for part in sent] == ["image/jpeg", "image/jpeg", *["image/png"] * 4]
+    assert await statuses(on_postgres) == [("odd ones", "succeeded")]
+
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # a tiny file of 400 megapixels
+    refused = await send_edit(discord_fake, "bomb", [make_png(), bomb.getvalue()])
+    followup = await refused.wait_for_webhook("POST")
+    assert "image2 is too large to decode safely" in followup.json["content"]
+    assert len(image_api.calls) == 1
+    assert await statuses(on_postgres) == [("odd ones", "succeeded"), ("bomb", "failed")]
+    assert "Today: 1 of 25 edits used" in await usage_text(discord_fake)
