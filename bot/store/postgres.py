@@ -1,0 +1,293 @@
+"""PostgreSQL, for several processes (gateways and workers, on several machines) sharing one store.
+
+- **Transactions.** A script runs on one pooled connection: ``BEGIN`` and the locks it takes
+  first go in one round trip, then a round trip per statement, then its notices and ``COMMIT``
+  in one more. A read-only script runs without a transaction.
+- **Locks** are advisory locks held to the end of the transaction (``pg_advisory_xact_lock``),
+  keyed by a 64-bit hash of their name; scripts take them in a fixed order, so none deadlocks.
+- **Notices** are ``NOTIFY`` on the channel ``atelier``, sent only if the transaction commits.
+  One session connection per process listens, and reconnects if it drops (then every handler
+  hears ``reconnected`` and re-reads whatever a lost notice would have said).
+- **Who is alive.** The same session connection holds a session-level advisory lock on this
+  process's holder name for its whole life. When a process dies its connection closes and
+  the lock goes with it, so another process can tell at once that its jobs are abandoned
+  (``gone``), instead of waiting for their leases to run out.
+- **Connections.** The pool starts with one connection and grows only to ``pool_size``,
+  what the process's role uses (a gateway's admissions, a worker's slots); with the session
+  connection, a process holds at most ``pool_size + 1``.
+
+A transaction-mode pooler (PgBouncer's ``pool_mode = transaction``) would hand the session
+connection's lock and ``LISTEN`` to other clients; it is detected at start and refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Collection, Generator, Mapping
+from functools import lru_cache
+from typing import Any, TypeVar
+
+import asyncpg
+
+from bot.errors import ConfigError
+from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CHANNEL = "atelier"
+_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+RECONNECT_AFTER = 1.0
+
+
+@lru_cache(maxsize=1024)
+def to_postgres(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` parameters as ``$1, $2…``, and the names in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PARAM.sub(number, sql), tuple(names)
+
+
+def _args(sql: str, params: Mapping[str, Any]) -> tuple[Any, ...]:
+    query, names = to_postgres(sql)
+    return (query, *(params[name] for name in names))
+
+
+def lock_key(name: str) -> int:
+    """A 64-bit advisory lock key for a name (the same in every process)."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+class PostgresDatabase:
+    """The store's PostgreSQL at ``dsn``, shared with other processes."""
+
+    dialect = "postgres"
+
+    def __init__(self, dsn: str, *, pool_size: int) -> None:
+        self._dsn = dsn
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._session: asyncpg.Connection | None = None
+        self._session_task: asyncio.Task[None] | None = None
+        self._session_ready: asyncio.Event | None = None
+        self._handlers: list[Callable[[str], None]] = []
+        self._holder: str | None = None
+        self._session_use = asyncio.Lock()  # one query at a time on the session connection
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise RuntimeError("the database is not open")
+        return self._pool
+
+    async def open(self) -> None:
+        """Open the pool (one connection, growing to ``pool_size``) and the session connection."""
+        # No reset between uses: connections keep no session state (locks end with their
+        # transaction, nothing listens on them, nothing is SET), and a reset is a round trip.
+        self._pool = await asyncpg.create_pool(
+            self._dsn, min_size=1, max_size=self.pool_size, reset=_keep_session, max_inactive_connection_lifetime=60
+        )
+        await self._refuse_transaction_pooling()
+        self._session_ready = asyncio.Event()
+        self._session_task = asyncio.create_task(self._keep_session(), name="atelier-postgres-session")
+        async with asyncio.timeout(30):
+            await self._session_ready.wait()
+
+    async def close(self) -> None:
+        """Close the session connection and the pool; idempotent."""
+        task, self._session_task = self._session_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        session, self._session = self._session, None
+        if session is not None:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                await session.close()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _refuse_transaction_pooling(self) -> None:
+        """Refuse a pooler that shares server connections between clients transaction by transaction.
+
+        Directly connected, two clients always have two server processes. Behind a transaction-mode
+        pooler, a second client's transaction is given the server connection the first one just
+        released (PgBouncer reuses the last released first), so they see the same process.
+        """
+        first = await asyncpg.connect(self._dsn)
+        try:
+            seen = int(await first.fetchval("SELECT pg_backend_pid()"))
+            async with self.pool.acquire() as second, second.transaction():
+                other = int(await second.fetchval("SELECT pg_backend_pid()"))
+            again = int(await first.fetchval("SELECT pg_backend_pid()"))
+        finally:
+            await first.close()
+        if other == seen or again != seen:
+            raise ConfigError(
+                "DATABASE_URL points at a pooler in transaction mode (PgBouncer pool_mode = transaction): "
+                "Atelier needs session connections (it listens for notices and holds a lock for its life). "
+                "Point it at PostgreSQL directly, or use pool_mode = session."
+            )
+
+    # Running scripts ----------------------------------------------------------------------------
+
+    async def run(self, script: Generator[Op, Any, T], *, write: bool = True) -> T:
+        async with self.pool.acquire() as conn:
+            if not write:
+                return await self._drive(script, conn, None, [])
+            notices: list[str] = []
+            try:
+                op = next(script)
+            except StopIteration as stop:
+                value: T = stop.value
+                return value
+            # BEGIN and the locks a script takes first: one round trip.
+            locks = []
+            while isinstance(op, Lock):
+                locks.append(f"SELECT pg_advisory_xact_lock({lock_key(op.key)})")
+                try:
+                    op = script.send(None)
+                except StopIteration as stop:
+                    await conn.execute(";".join(["BEGIN", *locks, "COMMIT"]))
+                    value = stop.value
+                    return value
+            await conn.execute(";".join(["BEGIN", *locks]))
+            try:
+                result = await self._drive(script, conn, op, notices)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    if not conn.is_closed():
+                        await conn.execute("ROLLBACK")
+                raise
+            # The notices and the commit: one round trip (a notice is sent only if the commit happens).
+            told = [f"SELECT pg_notify({_literal(CHANNEL)}, {_literal(payload)})" for payload in notices]
+            await conn.execute(";".join([*told, "COMMIT"]))
+            return result
+
+    @staticmethod
+    async def _drive(
+        script: Generator[Op, Any, T], conn: asyncpg.Connection, first: Op | None, notices: list[str]
+    ) -> T:
+        try:
+            op = next(script) if first is None else first
+            while True:
+                try:
+                    result = await _perform(op, conn, notices)
+                except asyncpg.PostgresError as exc:
+                    op = script.throw(exc)
+                else:
+                    op = script.send(result)
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+        finally:
+            script.close()
+
+    # Notices and who is alive ------------------------------------------------------------------
+
+    def on_notice(self, handler: Callable[[str], None]) -> None:
+        self._handlers.append(handler)
+
+    def _dispatch(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        for handler in self._handlers:
+            try:
+                handler(payload)
+            except Exception:  # one listener's bug must not stop the others hearing
+                log.exception("a notice handler failed on %r", payload)
+
+    async def hold(self, holder: str) -> None:
+        """Hold ``holder``'s lock on the session connection from now on (and again after a reconnection)."""
+        self._holder = holder
+        async with self._session_use:
+            if self._session is not None:
+                await self._session.execute(f"SELECT pg_advisory_lock({lock_key('holder:' + holder)})")
+
+    async def gone(self, holders: Collection[str]) -> set[str]:
+        """The holders whose process no longer holds its lock: its session ended, so it is dead."""
+        others = sorted({h for h in holders if h and h != self._holder})
+        if not others or self._session is None:
+            return set()
+        dead = set()
+        async with self._session_use:
+            session = self._session
+            if session is None:
+                return set()
+            for holder in others:
+                key = lock_key("holder:" + holder)
+                if await session.fetchval(f"SELECT pg_try_advisory_lock({key})"):
+                    await session.execute(f"SELECT pg_advisory_unlock({key})")
+                    dead.add(holder)
+        return dead
+
+    async def _keep_session(self) -> None:
+        """Keep one session connection listening and holding this process's lock; reconnect if it drops."""
+        assert self._session_ready is not None
+        while True:
+            try:
+                lost = asyncio.Event()
+                session = await asyncpg.connect(self._dsn)
+                session.add_termination_listener(functools.partial(_set_on_close, lost))
+                await session.add_listener(CHANNEL, self._dispatch)
+                self._session = session
+                if self._holder is not None:
+                    await self.hold(self._holder)
+                self._session_ready.set()
+                self._dispatch(None, 0, CHANNEL, "reconnected")
+                await lost.wait()
+                log.warning("lost the PostgreSQL session connection; reconnecting")
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("the PostgreSQL session connection failed (%s); reconnecting", type(exc).__name__)
+            self._session = None
+            await asyncio.sleep(RECONNECT_AFTER)
+
+    async def ping(self) -> None:
+        await self.pool.fetchval("SELECT 1")
+
+    def connections(self) -> int:
+        pool = self._pool
+        opened = 0 if pool is None else pool.get_size()
+        return opened + (1 if self._session is not None else 0)
+
+
+async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
+    if isinstance(op, Fetch):
+        rows: list[Row] = [dict(record) for record in await conn.fetch(*_args(op.sql, op.params))]
+        return rows
+    if isinstance(op, Execute):
+        status = await conn.execute(*_args(op.sql, op.params))
+        return int(status.split()[-1]) if status.split()[-1].isdigit() else 0
+    if isinstance(op, ExecuteMany):
+        query, names = to_postgres(op.sql)
+        await conn.executemany(query, [tuple(params[name] for name in names) for params in op.rows])
+        return None
+    if isinstance(op, Notify):
+        notices.append(op.payload)
+        return None
+    assert isinstance(op, Lock)
+    # A lock after the transaction's first statement (the first ones are taken with BEGIN).
+    await conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(op.key)})")
+    return None
+
+
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    return None
+
+
+def _set_on_close(event: asyncio.Event, _conn: object) -> None:
+    event.set()

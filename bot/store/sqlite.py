@@ -1,0 +1,245 @@
+"""SQLite, the default: one file in WAL mode, one process, one connection used by one thread of its own.
+
+Every transaction script runs whole in that thread, completely or not at all, so the event
+loop never waits on the disk. Scripts that queue up while the thread is busy are committed
+together in one transaction, each in a savepoint of its own (group commit): a burst of two
+hundred new jobs costs a few commits, not two hundred, and a failing script is rolled back
+alone. A caller hears back, and notices are delivered, only after the commit.
+
+Being the only writer, SQLite needs no locks between transactions; being the only process
+(a lock file says so: a second process on the same file is refused), every holder that is
+not this process is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Collection, Generator
+from concurrent.futures import Future
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from bot.errors import ConfigError
+from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+# A unit of work for the thread: run on the connection, return the result and the notices to send.
+Unit = Callable[[sqlite3.Connection], tuple[Any, list[str]]]
+
+
+def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list[str]) -> T:
+    """Run a transaction script on ``conn`` (inside a transaction the caller opened); collect its notices."""
+    try:
+        op = next(script)
+        while True:
+            try:
+                result = _perform(op, conn, notices)
+            except sqlite3.Error as exc:
+                op = script.throw(exc)
+            else:
+                op = script.send(result)
+    except StopIteration as stop:
+        value: T = stop.value
+        return value
+    finally:
+        script.close()
+
+
+def _perform(op: Op, conn: sqlite3.Connection, notices: list[str]) -> Any:
+    if isinstance(op, Fetch):
+        cursor = conn.execute(op.sql, op.params)
+        names = [d[0] for d in cursor.description or ()]
+        rows: list[Row] = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return rows
+    if isinstance(op, Execute):
+        return conn.execute(op.sql, op.params).rowcount
+    if isinstance(op, ExecuteMany):
+        conn.executemany(op.sql, op.rows)
+        return None
+    if isinstance(op, Notify):
+        notices.append(op.payload)
+        return None
+    assert isinstance(op, Lock)  # the single writer holds the whole database for the transaction
+    return None
+
+
+class _Thread:
+    """The one thread that uses the connection; commits what queued up together."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._queue: queue.SimpleQueue[tuple[Unit, Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._main, args=(connect,), name="atelier-sqlite", daemon=True)
+        self._thread.start()
+
+    def submit(self, unit: Unit) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._queue.put((unit, future))
+        return future
+
+    def stop(self) -> None:
+        """Finish what is queued, close the connection, end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _main(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        conn: sqlite3.Connection | None = None
+        while True:
+            batch = [self._queue.get()]
+            while True:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            units = [unit for unit in batch if unit is not None]
+            if units:
+                if conn is None:
+                    conn = connect()
+                self._commit(conn, units)
+            if None in batch:
+                if conn is not None:
+                    conn.close()
+                return
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, units: list[tuple[Unit, Future[Any]]]) -> None:
+        done: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for unit, future in units:
+                if not future.set_running_or_notify_cancel():
+                    continue
+                conn.execute("SAVEPOINT unit")
+                try:
+                    result = unit(conn)
+                except Exception as exc:  # this unit's own failure: undone alone, handed to its caller
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    done.append((future, None, exc))
+                else:
+                    conn.execute("RELEASE unit")
+                    done.append((future, result, None))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:  # the transaction itself failed: nothing of it was written
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _unit, future in units:
+                if not future.done():
+                    if not future.running():
+                        future.set_running_or_notify_cancel()
+                    future.set_exception(exc)
+            return
+        for future, result, error in done:
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+class SQLiteDatabase:
+    """The store's SQLite: ``path``, used by this process alone."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._thread: _Thread | None = None
+        self._handlers: list[Callable[[str], None]] = []
+        self._holder: str | None = None
+        self._lock_file: IO[str] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def open(self) -> None:
+        """Open the file (refusing one another process has open) and start the thread."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
+        self._loop = asyncio.get_running_loop()
+
+        def connect() -> sqlite3.Connection:
+            # Autocommit mode: transactions are opened explicitly, one per batch of units.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            # WAL with NORMAL sync: committed jobs survive a crash of the process; only a power cut
+            # may lose the last moments, and every write does not wait for the disk.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            return conn
+
+        self._thread = _Thread(connect)
+
+    async def close(self) -> None:
+        """Finish what is queued and close; idempotent, even when two closes overlap."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.stop)
+        lock_file, self._lock_file = self._lock_file, None
+        if lock_file is not None:
+            lock_file.close()
+
+    async def run(self, script: Generator[Op, Any, T], *, write: bool = True) -> T:
+        thread = self._thread
+        if thread is None:
+            raise RuntimeError("the database is not open")
+
+        def unit(conn: sqlite3.Connection) -> tuple[T, list[str]]:
+            notices: list[str] = []
+            return drive(script, conn, notices), notices
+
+        result, notices = await asyncio.wrap_future(thread.submit(unit))
+        for payload in notices:
+            self._tell(payload)
+        value: T = result
+        return value
+
+    def _tell(self, payload: str) -> None:
+        for handler in self._handlers:
+            try:
+                handler(payload)
+            except Exception:  # one listener's bug must not stop the others hearing
+                log.exception("a notice handler failed on %r", payload)
+
+    def on_notice(self, handler: Callable[[str], None]) -> None:
+        self._handlers.append(handler)
+
+    async def hold(self, holder: str) -> None:
+        self._holder = holder
+
+    async def gone(self, holders: Collection[str]) -> set[str]:
+        """Every holder but this process: the lock file proves no other process uses the database."""
+        return {holder for holder in holders if holder != self._holder}
+
+    async def ping(self) -> None:
+        await self.run(_ping(), write=False)
+
+    def connections(self) -> int:
+        return 0 if self._thread is None else 1
+
+
+def _ping() -> Generator[Op, Any, None]:
+    yield Fetch("SELECT 1", {})
+
+
+def _lock_exclusively(path: Path) -> IO[str]:
+    """Hold ``path`` locked for this process's life; refuse to start if another process holds it."""
+    handle = path.open("a")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"another Atelier process is using {path.with_suffix('')} (SQLite serves one process; "
+            "several processes need DATABASE_URL=postgresql://…)"
+        ) from None
+    with contextlib.suppress(OSError):
+        handle.truncate(0)
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+    return handle

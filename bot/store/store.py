@@ -1,0 +1,619 @@
+"""The store as the engine uses it: every behaviour once, as a transaction script over the shared SQL.
+
+Admission and its charge, the fair order and places in line, claims and the cap on running
+calls, fenced moves and the money they carry, leases and who holds what, inputs and their
+cap, retention, the outbox of final notices: the same scripts run on SQLite and on
+PostgreSQL (``bot.store.database``). Money is append-only rows of integer micro-dollars,
+keyed by job and entry, and every total is a sum of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Collection, Generator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from bot.core.attempts import Attempt
+from bot.core.job import Delivered, Job
+from bot.core.quota import DayUsage, Limit, Quota
+from bot.core.records import (
+    Block,
+    ClaimMiss,
+    ClaimTerms,
+    DayStats,
+    Fence,
+    HistoryEntry,
+    JobStats,
+    MoveResult,
+    Notice,
+    NoticeDraft,
+    RecentRun,
+    StoredImage,
+    StoredKey,
+    StylePreset,
+    Totals,
+)
+from bot.core.states import JobState
+from bot.errors import QueueFullError
+from bot.store import queries as q
+from bot.store.database import Database
+from bot.store.rows import (
+    column_values,
+    job_from_row,
+    job_params,
+    notice_from_row,
+)
+from bot.store.script import (
+    Op,
+    execute,
+    execute_many,
+    fetch,
+    fetch_one,
+    fetch_value,
+    in_list,
+    lock,
+    notify,
+)
+
+T = TypeVar("T")
+Script = Generator[Op, Any, T]
+# How long the process that ended a job has to tell its member before any other process may.
+NOTICE_LEASE = 30.0
+
+
+class Store:
+    """Jobs, money, inputs, notices and servers' records, in one database."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    @property
+    def dialect(self) -> str:
+        return self.database.dialect
+
+    async def _write(self, script: Script[T]) -> T:
+        return await self.database.run(script, write=True)
+
+    async def _read(self, script: Script[T]) -> T:
+        return await self.database.run(script, write=False)
+
+    def on_notice(self, handler: Callable[[str], None]) -> None:
+        self.database.on_notice(handler)
+
+    async def notify(self, payload: str) -> None:
+        await self._write(notify(payload))
+
+    async def ping(self) -> None:
+        await self.database.ping()
+
+    # Admission ------------------------------------------------------------------------------------
+
+    async def admit(self, job: Job, quota: Quota, lease_until: float) -> tuple[Limit, DayUsage] | None:
+        """Check ``quota`` and, if every total is within its bound, insert the job and its charge (held by
+        ``job.holder`` until ``lease_until``), as one transaction; else the limit that refuses and the totals."""
+        return await self._write(_admit(job, quota, lease_until))
+
+    async def usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
+        row = await self._read(fetch_one(q.USAGE, **_usage_params(user_id, guild_id, day, now, whole_day=True)))
+        assert row is not None
+        return _usage_from(row)
+
+    # Moves, claims, leases ------------------------------------------------------------------------
+
+    async def move(
+        self,
+        job_id: str,
+        current: JobState,
+        target: JobState,
+        values: Mapping[str, Any],
+        *,
+        refund: bool,
+        holder: str,
+        now: float,
+        attempts: Sequence[Attempt] = (),
+        fence: Fence | None = None,
+        notice: NoticeDraft | None = None,
+        claim: ClaimTerms | None = None,
+    ) -> MoveResult:
+        """Move a job from ``current`` to ``target`` (only if it is still there, and with a ``fence`` only if
+        the fence's holder still holds that run), with its changed ``values``, a refund row if ``refund``,
+        its API ``attempts``, the ``notice`` its member is owed when it ends (held by ``holder`` first),
+        and (``claim``) the next job for ``holder``: all or nothing."""
+        return await self._write(
+            _move(job_id, current, target, values, refund, holder, now, attempts, fence, notice, claim)
+        )
+
+    async def claim(self, terms: ClaimTerms) -> Job | ClaimMiss:
+        """Take the next job in fair order (marked running, in a new run, under ``terms.holder``'s lease),
+        or say why none was taken."""
+        return await self._write(_claim(terms))
+
+    async def renew(self, holder: str, job_ids: Collection[str], until: float) -> dict[str, int]:
+        """Extend the leases of the jobs ``holder`` still holds; those jobs and their runs (one missing: lost)."""
+        if not job_ids:
+            return {}
+        ids, params = in_list("id", sorted(job_ids))
+        rows = await self._write(fetch(q.RENEW.format(ids=ids), holder=holder, until=until, **params))
+        return {str(row["id"]): int(row["run"]) for row in rows}
+
+    async def holders(self) -> set[str]:
+        """Every process that holds a job right now, as its jobs say."""
+        return {str(row["claimed_by"]) for row in await self._read(fetch(q.HOLDERS))}
+
+    async def abandoned(self, now: float, gone: Collection[str]) -> list[Job]:
+        """Jobs no live process holds (a gone holder, a lapsed lease, no holder at all) and interrupted ones."""
+        names, params = in_list("gone", sorted(gone))
+        rows = await self._read(fetch(q.ABANDONED.format(gone=names), now=now, **params))
+        return [job_from_row(row) for row in rows]
+
+    async def record_attempts(self, job_id: str, run: int, attempts: Sequence[Attempt]) -> None:
+        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job)."""
+        await self._write(execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
+
+    # Reading jobs ---------------------------------------------------------------------------------
+
+    async def get_job(self, job_id: str) -> Job | None:
+        row = await self._read(fetch_one(q.GET_JOB, id=job_id))
+        return job_from_row(row) if row else None
+
+    async def unfinished_of(self, user_id: int) -> list[Job]:
+        return [job_from_row(r) for r in await self._read(fetch(q.UNFINISHED_OF, user_id=user_id))]
+
+    async def count(self, state: JobState) -> int:
+        return int(await self._read(fetch_value(q.COUNT_STATE, state=state.value)) or 0)
+
+    async def positions(self) -> list[tuple[Job, int]]:
+        """Every waiting job with its place in line (1 = next)."""
+        return [(job_from_row(row), int(row["place"])) for row in await self._read(fetch(q.POSITIONS))]
+
+    async def totals(self, day: str) -> Totals:
+        row = await self._read(fetch_one(q.TOTALS, day=day))
+        assert row is not None
+        return Totals(
+            queued=int(row["queued"]),
+            running=int(row["running"]),
+            operator_spend=int(row["operator_spend"]),
+            server_spend=int(row["server_spend"]),
+            oldest_queued_at=_float(row["oldest_queued_at"]),
+            notices_pending=int(row["notices_pending"]),
+            oldest_notice_at=_float(row["oldest_notice_at"]),
+        )
+
+    async def recent_runs(self, since: float, default_model: str) -> list[RecentRun]:
+        rows = await self._read(fetch(q.RECENT_RUNS, since=since))
+        return [
+            RecentRun(r["model"] or default_model, int(r["input_count"]), r["size"], float(r["seconds"]),
+                      float(r["finished_at"]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def set_destination(self, job_id: str, destination: Any) -> None:
+        """Show an unfinished job somewhere else from now on (its status message moved); not a move."""
+        await self._write(execute(q.SET_DESTINATION, id=job_id, **column_values({"destination": destination})))
+
+    # Inputs and retention ---------------------------------------------------------------------------
+
+    async def save_inputs(self, job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> None:
+        """Keep a job's inputs; refuse with ``QueueFullError`` past ``cap_bytes`` for every unfinished job's."""
+        await self._write(_save_inputs(job_id, images, cap_bytes))
+
+    async def load_inputs(self, job_id: str) -> list[StoredImage] | None:
+        rows = await self._read(fetch(q.LOAD_INPUTS, job_id=job_id))
+        if not rows:
+            return None
+        return [StoredImage(bytes(r["data"]), str(r["mime"]), int(r["width"]), int(r["height"])) for r in rows]
+
+    async def inputs_exist(self, job_id: str) -> bool:
+        return bool(await self._read(fetch_value(q.INPUTS_EXIST, job_id=job_id)))
+
+    async def delete_inputs(self, job_id: str) -> None:
+        await self._write(execute(q.DELETE_INPUTS, job_id=job_id))
+
+    async def queued_input_bytes(self) -> int:
+        return int(await self._read(fetch_value(q.QUEUED_INPUT_BYTES)) or 0)
+
+    async def keep_inputs(self, job_id: str, ended_at: float, cap_bytes: int) -> bool:
+        """Mark a finished job's inputs kept, dropping the oldest kept ones to stay within ``cap_bytes``;
+        ``False`` if they are not there or alone exceed the cap (then they are deleted)."""
+        return await self._write(_keep_inputs(job_id, ended_at, cap_bytes))
+
+    async def inputs_kept(self, job_id: str, since: float) -> bool:
+        """Whether a job's inputs are there: unfinished, or ended after ``since``."""
+        return bool(await self._read(fetch_value(q.INPUTS_KEPT, job_id=job_id, since=since)))
+
+    async def drop_kept_inputs(self, ended_before: float, cap_bytes: int) -> int:
+        """Delete the kept inputs that outlived the window, then the oldest past the cap; how many jobs'."""
+        return await self._write(_drop_kept(ended_before, cap_bytes))
+
+    async def drop_orphan_inputs(self) -> int:
+        """Delete the inputs of jobs that are over but were never marked kept (their process died as they ended)."""
+        return await self._write(execute(q.ORPHAN_INPUTS))
+
+    # The outbox -------------------------------------------------------------------------------------
+
+    async def claim_notices(
+        self, holder: str, now: float, gone: Collection[str], limit: int = 10
+    ) -> list[tuple[Notice, Job]]:
+        """Take up to ``limit`` notices that are due and that no live process is telling (with their jobs)."""
+        return await self._write(_claim_notices(holder, now, gone, limit))
+
+    async def take_own_notice(self, job_id: str, holder: str, now: float) -> tuple[Notice, Job] | None:
+        """The notice of a job ``holder`` just ended, if it is still ``holder``'s to tell."""
+        return await self._write(_take_own_notice(job_id, holder, now))
+
+    async def notice_done(self, job_id: str, holder: str, how: str, at: float) -> bool:
+        """The member was told (``how``), or the notice was handed to the fallback path."""
+        return bool(await self._write(execute(q.NOTICE_DONE, job_id=job_id, holder=holder, how=how, at=at)))
+
+    async def notice_later(self, job_id: str, holder: str, due_at: float) -> None:
+        """Try again at ``due_at`` (any process may)."""
+        await self._write(execute(q.NOTICE_LATER, job_id=job_id, holder=holder, due_at=due_at))
+
+    async def next_use_users(self) -> set[int]:
+        """Members owed a word at their next use of the bot."""
+        return {int(row["user_id"]) for row in await self._read(fetch(q.NEXT_USE_USERS))}
+
+    async def next_use_jobs(self, user_id: int) -> list[Job]:
+        return [job_from_row(r) for r in await self._read(fetch(q.NEXT_USE_JOBS, user_id=user_id))]
+
+    async def mark_shown(self, job_ids: Sequence[str], at: float) -> None:
+        await self._write(execute_many(q.MARK_SHOWN, [{"job_id": job_id, "at": at} for job_id in job_ids]))
+
+    # Servers' settings, blocks, keys and presets (every process caches them: a change is announced) ---
+
+    async def all_settings(self) -> dict[int, dict[str, Any]]:
+        return {int(r["guild_id"]): json.loads(r["settings"]) for r in await self._read(fetch(q.ALL_SETTINGS))}
+
+    async def guild_settings(self, guild_id: int) -> dict[str, Any]:
+        raw = await self._read(fetch_value(q.GUILD_SETTINGS, guild_id=guild_id))
+        return dict(json.loads(raw)) if raw else {}
+
+    async def save_settings(self, guild_id: int, settings: Mapping[str, Any], by: int) -> None:
+        params = {"guild_id": guild_id, "settings": json.dumps(settings), "updated_at": time.time(), "updated_by": by}
+        await self._write(_write_and_notify(q.SAVE_SETTINGS, params, f"settings:{guild_id}"))
+
+    async def all_blocks(self) -> list[Block]:
+        rows = await self._read(fetch(q.ALL_BLOCKS))
+        return [
+            Block(int(r["guild_id"]), int(r["user_id"]), r["reason"], int(r["blocked_by"]), float(r["blocked_at"]))
+            for r in rows
+        ]
+
+    async def save_block(self, block: Block) -> None:
+        params = {
+            "guild_id": block.guild_id,
+            "user_id": block.user_id,
+            "reason": block.reason,
+            "blocked_by": block.blocked_by,
+            "blocked_at": block.blocked_at,
+        }
+        await self._write(_write_and_notify(q.SAVE_BLOCK, params, f"blocks:{block.guild_id}"))
+
+    async def delete_block(self, guild_id: int, user_id: int) -> bool:
+        params = {"guild_id": guild_id, "user_id": user_id}
+        return bool(await self._write(_write_and_notify(q.DELETE_BLOCK, params, f"blocks:{guild_id}")))
+
+    async def all_guild_keys(self) -> list[StoredKey]:
+        rows = await self._read(fetch(q.ALL_KEYS))
+        return [StoredKey(int(r["guild_id"]), str(r["encrypted"]), int(r["set_by"]), float(r["set_at"])) for r in rows]
+
+    async def save_guild_key(self, key: StoredKey) -> None:
+        params = {"guild_id": key.guild_id, "encrypted": key.encrypted, "set_by": key.set_by, "set_at": key.set_at}
+        await self._write(_write_and_notify(q.SAVE_KEY, params, f"keys:{key.guild_id}"))
+
+    async def delete_guild_key(self, guild_id: int) -> bool:
+        return bool(await self._write(_write_and_notify(q.DELETE_KEY, {"guild_id": guild_id}, f"keys:{guild_id}")))
+
+    async def all_presets(self) -> list[StylePreset]:
+        rows = await self._read(fetch(q.ALL_PRESETS))
+        return [
+            StylePreset(int(r["guild_id"]), str(r["name"]), str(r["text"]), int(r["created_by"]),
+                        float(r["created_at"]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def save_preset(self, preset: StylePreset) -> None:
+        params = {
+            "guild_id": preset.guild_id,
+            "name": preset.name,
+            "text": preset.text,
+            "created_by": preset.created_by,
+            "created_at": preset.created_at,
+        }
+        await self._write(_write_and_notify(q.SAVE_PRESET, params, f"presets:{preset.guild_id}"))
+
+    async def delete_preset(self, guild_id: int, name: str) -> None:
+        params = {"guild_id": guild_id, "name": name}
+        await self._write(_write_and_notify(q.DELETE_PRESET, params, f"presets:{guild_id}"))
+
+    # Members' history and servers' statistics -------------------------------------------------------
+
+    async def history(self, user_id: int, guild_id: int | None, offset: int, limit: int) -> list[HistoryEntry]:
+        params = {"user_id": user_id, "guild_id": guild_id, "offset": offset, "limit": limit}
+        rows = await self._read(fetch(q.history_sql(guild_id), **params))
+        return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None) for r in rows]
+
+    async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
+        await self._write(execute(q.RECORD_DELETED, job_id=job_id, by=by, at=at))
+
+    async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
+        params: dict[str, Any] = {"guild_id": guild_id, "today": today, **{f"d{i}": d for i, d in enumerate(week_days)}}
+        results = await self._read(_fetch_all(q.stats_sql(len(week_days)), params))
+
+        def one(name: str) -> int:
+            return int(results[name][0]["n"] or 0)
+
+        return JobStats(
+            jobs_today=one("jobs_today"),
+            jobs_week=one("jobs_week"),
+            succeeded_week=one("succeeded_week"),
+            failed_week=one("failed_week"),
+            cancelled_week=one("cancelled_week"),
+            durations_week=sorted(float(r["n"]) for r in results["durations_week"]),
+            spend_today=one("spend_today"),
+            spend_week=one("spend_week"),
+            busiest=[(int(r["user_id"]), int(r["n"])) for r in results["busiest"]],
+            billed_without_result_week=one("billed_without_result_week"),
+            own_key_spend_week=one("own_key_spend_week"),
+            models_week=[(str(r["m"]), int(r["n"])) for r in results["models_week"]],
+        )
+
+    async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
+        """One entry per day of ``days``, in that order (days without jobs are zeros)."""
+        params: dict[str, Any] = {"guild_id": guild_id, **{f"d{i}": d for i, d in enumerate(days)}}
+        counts_sql, spend_sql, durations_sql = q.daily_sql(len(days))
+        results = await self._read(
+            _fetch_all({"counts": counts_sql, "spend": spend_sql, "durations": durations_sql}, params)
+        )
+        by_day: dict[str, dict[str, int]] = {day: {} for day in days}
+        for row in results["counts"]:
+            by_day[str(row["charge_day"])][str(row["status"])] = int(row["n"])
+        spent = {str(row["day"]): int(row["total"]) for row in results["spend"]}
+        timed: dict[str, list[float]] = {day: [] for day in days}
+        for row in results["durations"]:
+            if row["seconds"] is not None:
+                timed[str(row["charge_day"])].append(float(row["seconds"]))
+        return [
+            DayStats(
+                day=day,
+                succeeded=by_day[day].get(JobState.SUCCEEDED, 0),
+                failed=by_day[day].get(JobState.FAILED, 0),
+                cancelled=by_day[day].get(JobState.CANCELLED, 0),
+                spend=spent.get(day, 0),
+                durations=tuple(sorted(timed[day])),
+            )
+            for day in days
+        ]
+
+
+# The scripts ----------------------------------------------------------------------------------------
+
+
+def _usage_params(user_id: int, guild_id: int | None, day: str, now: float, *, whole_day: bool) -> dict[str, Any]:
+    return {"day": day, "user_id": user_id, "guild_id": guild_id, "since": now - 86400, "whole_day": int(whole_day)}
+
+
+def _usage_from(row: Mapping[str, Any]) -> DayUsage:
+    return DayUsage(
+        user_today=int(row["user_today"]),
+        guild_today=int(row["guild_today"]),
+        spend_today=int(row["spend_today"]),
+        user_active=int(row["user_active"]),
+        user_last_accepted=_float(row["last_accepted"]),
+    )
+
+
+def _admit(job: Job, quota: Quota, lease_until: float) -> Script[tuple[Limit, DayUsage] | None]:
+    # Always in this order (day, server, member), so admissions never deadlock on each other. The day's
+    # spend is locked only when a budget applies and the server's totals only when a server limit does,
+    # so a busy server's members are admitted side by side.
+    keys = []
+    if quota.spend_today is not None:
+        keys.append("day")
+    if job.guild_id is not None and quota.guild_today is not None:
+        keys.append(f"guild:{job.guild_id}")
+    keys.append(f"user:{job.user_id}")
+    yield from lock(*keys)
+    params = _usage_params(job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day=quota.spend_today
+                           is not None)  # fmt: skip
+    row = yield from fetch_one(
+        q.VERDICT,
+        b_spend=quota.spend_today,
+        b_guild=quota.guild_today,
+        b_active=quota.user_active,
+        b_user=quota.user_today,
+        b_accepted=quota.user_last_accepted,
+        **params,
+    )
+    assert row is not None
+    if row["verdict"] is not None:
+        return Limit(row["verdict"]), _usage_from(row)
+    yield from execute(q.INSERT_JOB, **job_params(job, lease_until))
+    yield from execute(q.INSERT_MONEY, id=job.id, entry=q.CHARGE, at=job.created_at)
+    return None
+
+
+def _move(
+    job_id: str,
+    current: JobState,
+    target: JobState,
+    values: Mapping[str, Any],
+    refund: bool,
+    holder: str,
+    now: float,
+    attempts: Sequence[Attempt],
+    fence: Fence | None,
+    notice: NoticeDraft | None,
+    claim: ClaimTerms | None,
+) -> Script[MoveResult]:
+    columns = column_values(values)
+    sql = q.move_sql(list(columns), fenced=fence is not None, new_run=False)
+    params: dict[str, Any] = {**columns, "id": job_id, "current": current.value, "target": target.value}
+    if fence is not None:
+        params.update(fence_holder=fence.holder, fence_run=fence.run)
+    row = yield from fetch_one(sql, **params)
+    if row is None:
+        return MoveResult(None)
+    moved = job_from_row(row)
+    refunded = False
+    if refund:
+        refunded = (yield from execute(q.INSERT_MONEY, id=job_id, entry=q.REFUND, at=now)) == 1
+    yield from execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, moved.run, a) for a in attempts])
+    tell: list[str] = []
+    if target.terminal:
+        draft = notice or NoticeDraft()
+        done = draft.done_how is not None
+        yield from execute(
+            q.INSERT_NOTICE,
+            job_id=job_id,
+            outcome=target.value,
+            payload=json.dumps(dict(draft.payload)),
+            created_at=now,
+            due_at=now + draft.delay,
+            claimed_by=None if done else holder,
+            lease_until=None if done else now + NOTICE_LEASE + draft.delay,
+            done_at=now if done else None,
+            how=draft.done_how,
+        )
+        if moved.delivered is Delivered.UNDELIVERED:
+            tell.append(f"notices:{moved.user_id}")  # every gateway tells the member at their next use
+    if target is JobState.QUEUED:
+        tell.append("queued")
+    if target is JobState.CANCELLED:
+        tell.append(f"cancel:{job_id}")
+    claimed: Job | ClaimMiss | None = None
+    if claim is not None:
+        claimed = yield from _claim(claim)
+    if current is JobState.RUNNING and not isinstance(claimed, Job):
+        tell.append("slot")  # a call's end frees a slot for any worker (unless it went to the next job here)
+    yield from notify(*tell)
+    return MoveResult(moved, refunded, claimed)
+
+
+def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:
+    # Claims take turns only to keep the cap exact; a worker with nothing to claim learns why.
+    yield from lock("claim")
+    head = yield from fetch_one(q.CLAIM_HEAD, now=terms.now)
+    assert head is not None
+    if int(head["running"]) >= terms.max_running:
+        return ClaimMiss.NO_SLOT
+    if head["head"] is None:
+        return ClaimMiss.NO_JOB
+    columns = column_values(
+        {"started_at": terms.now, "holder": terms.holder, "lease_until": terms.now + terms.lease_seconds}
+    )
+    row = yield from fetch_one(
+        q.move_sql(list(columns), fenced=False, new_run=True),
+        id=head["head"],
+        current=JobState.QUEUED.value,
+        target=JobState.RUNNING.value,
+        **columns,
+    )
+    if row is None:  # pragma: no cover - the claim lock and the head query make this impossible
+        return ClaimMiss.NO_JOB
+    claimed = job_from_row(row)
+    yield from execute(q.TAKE_TURN, user_id=claimed.user_id)
+    yield from notify("claimed")
+    return claimed
+
+
+def _save_inputs(job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> Script[None]:
+    # The rows first, then the total under the lock: the writes of megabytes go side by side,
+    # and only the check takes turns (others' uncommitted rows do not count).
+    yield from execute(q.DELETE_INPUTS, job_id=job_id)
+    yield from execute_many(
+        q.INSERT_INPUT,
+        [
+            {"job_id": job_id, "number": n, "mime": i.mime, "width": i.width, "height": i.height, "data": i.data}
+            for n, i in enumerate(images, start=1)
+        ],
+    )
+    yield from lock("inputs")
+    if int((yield from fetch_value(q.QUEUED_INPUT_BYTES)) or 0) > cap_bytes:
+        raise QueueFullError()  # the transaction is rolled back: nothing of this job is kept
+
+
+def _keep_inputs(job_id: str, ended_at: float, cap_bytes: int) -> Script[bool]:
+    yield from lock("kept")
+    size = yield from fetch_value(q.INPUTS_SIZE, job_id=job_id)
+    if size is None or int(size) > cap_bytes:
+        yield from execute(q.DELETE_INPUTS, job_id=job_id)
+        return False
+    yield from _drop_oldest(cap_bytes - int(size))
+    yield from execute(q.MARK_KEPT, job_id=job_id, ended_at=ended_at)
+    return True
+
+
+def _drop_kept(ended_before: float, cap_bytes: int) -> Script[int]:
+    yield from lock("kept")
+    expired = [str(r["job_id"]) for r in (yield from fetch(q.EXPIRED_KEPT, before=ended_before))]
+    for job_id in expired:
+        yield from execute(q.DELETE_INPUTS, job_id=job_id)
+    return len(expired) + (yield from _drop_oldest(cap_bytes))
+
+
+def _drop_oldest(most: int) -> Script[int]:
+    """Delete the oldest kept inputs until at most ``most`` bytes are kept; how many jobs' went."""
+    kept = yield from fetch(q.KEPT_BY_AGE)
+    total = sum(int(r["size"]) for r in kept)
+    dropped = 0
+    for row in kept:
+        if total <= most:
+            break
+        yield from execute(q.DELETE_INPUTS, job_id=row["job_id"])
+        total -= int(row["size"])
+        dropped += 1
+    return dropped
+
+
+def _claim_notices(holder: str, now: float, gone: Collection[str], limit: int) -> Script[list[tuple[Notice, Job]]]:
+    yield from lock("notices")
+    names, params = in_list("gone", sorted(gone))
+    due = yield from fetch(q.DUE_NOTICES.format(gone=names), now=now, limit=limit, **params)
+    taken = []
+    for row in due:
+        notice = yield from fetch_one(q.CLAIM_NOTICE, job_id=row["job_id"], holder=holder, until=now + NOTICE_LEASE)
+        job = yield from fetch_one(q.GET_JOB, id=row["job_id"])
+        if notice is not None and job is not None:
+            taken.append((notice_from_row(notice), job_from_row(job)))
+    return taken
+
+
+def _take_own_notice(job_id: str, holder: str, now: float) -> Script[tuple[Notice, Job] | None]:
+    notice = yield from fetch_one(q.TAKE_OWN_NOTICE, job_id=job_id, holder=holder, until=now + NOTICE_LEASE)
+    if notice is None:
+        return None
+    job = yield from fetch_one(q.GET_JOB, id=job_id)
+    return (notice_from_row(notice), job_from_row(job)) if job is not None else None
+
+
+def _write_and_notify(sql: str, params: Mapping[str, Any], notice: str) -> Script[int]:
+    changed = yield from execute(sql, **params)
+    yield from notify(notice)
+    return changed
+
+
+def _fetch_all(queries: Mapping[str, str], params: Mapping[str, Any]) -> Script[dict[str, list[Any]]]:
+    results = {}
+    for name, sql in queries.items():
+        results[name] = yield from fetch(sql, **params)
+    return results
+
+
+def _attempt_params(job_id: str, run: int, attempt: Attempt) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "run": run,
+        "attempt": attempt.number,
+        "started_at": attempt.started_at,
+        "seconds": attempt.seconds,
+        "outcome": attempt.outcome.value,
+        "http_status": attempt.http_status,
+        "may_be_billed": int(attempt.may_be_billed),
+        "request_id": attempt.request_id,
+    }
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if value is not None else None
