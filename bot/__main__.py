@@ -14,26 +14,32 @@ import ctypes.util
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from importlib.metadata import entry_points
 
 import aiohttp
 from dotenv import find_dotenv, load_dotenv
 
-from bot.balance import BalanceWatch
 from bot.config import Config, load_config
-from bot.editor import Editor
 from bot.engine import JobEngine
 from bot.errors import ConfigError
-from bot.image_api import ImageAPIClient
-from bot.inputs import DatabaseInputStore, InputStore, JobInputs
-from bot.logging_setup import RedactSecrets, setup_logging
-from bot.ops_server import OpsServer
-from bot.ports import FrontendFactory
-from bot.postgres_store import PostgresJobStore
-from bot.sqlite_store import SQLiteJobStore
-from bot.storage import JobStore
+from bot.media.editor import Editor
+from bot.ops.logging_setup import RedactSecrets, setup_logging
+from bot.ops.ops_server import OpsServer
+from bot.ports import Frontend
+from bot.provider.balance import BalanceWatch
+from bot.provider.client import ImageAPIClient
+from bot.store.database import Database
+from bot.store.postgres import PostgresDatabase
+from bot.store.sqlite import SQLiteDatabase
+from bot.store.store import Store
 
 ROLES = {"all": "discord", "gateway": "gateway", "worker": "worker"}
+# The most connections a process's pool opens, unless DATABASE_POOL_SIZE says: a gateway's admissions
+# run side by side; a run needs a connection only for its moves, between the API calls.
+POOL_BY_ROLE = {"all": 6, "gateway": 6, "worker": 4}
+
+FrontendFactory = Callable[[Config, JobEngine], Frontend]
 USAGE = "usage: python -m bot [gateway | worker]   (no argument: gateway and worker in one process)"
 
 log = logging.getLogger("bot")
@@ -41,25 +47,26 @@ log = logging.getLogger("bot")
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 
 
-async def run(config: Config, frontend_factory: FrontendFactory, redact: RedactSecrets | None = None) -> None:
+async def run(
+    config: Config, frontend_factory: FrontendFactory, redact: RedactSecrets | None = None, role: str = "all"
+) -> None:
     """Run the engine and its frontend until a signal or a fatal error stops them."""
     # Per-call timeouts are set where calls are made; this only guards connection set-up.
     timeout = aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30)
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        store, inputs = open_storage(config)
+        store = Store(open_database(config, role))
         balance = BalanceWatch(config, session) if config.provider_balance_url else None
         engine = JobEngine(
             config,
             store,
             ImageAPIClient(session, config),
-            inputs,
             Editor(),
             balance=balance,
             redact=redact.add if redact is not None else lambda secret: None,
         )
         frontend = frontend_factory(config, engine)
         ops = (
-            OpsServer(config.metrics_host, config.metrics_port, engine.metrics, engine.health)
+            OpsServer(config.metrics_host, config.metrics_port, engine.metrics, engine.health, engine.refresh_totals)
             if config.metrics_port
             else None
         )
@@ -78,12 +85,11 @@ async def run(config: Config, frontend_factory: FrontendFactory, redact: RedactS
             await engine.close()
 
 
-def open_storage(config: Config) -> tuple[JobStore, JobInputs]:
-    """SQLite with inputs on disk (one process), or PostgreSQL holding both (several processes)."""
+def open_database(config: Config, role: str = "all") -> Database:
+    """SQLite (one process), or PostgreSQL (several processes), with the connections ``role`` uses."""
     if config.database_url is not None:
-        store = PostgresJobStore(config.database_url, pool_size=config.database_pool_size)
-        return store, DatabaseInputStore(store, int(config.max_queued_input_mb * 1024 * 1024))
-    return SQLiteJobStore(config.db_file), InputStore(config.data_dir / "inputs")
+        return PostgresDatabase(config.database_url, pool_size=config.database_pool_size or POOL_BY_ROLE[role])
+    return SQLiteDatabase(config.db_file)
 
 
 def load_frontend(name: str) -> FrontendFactory:
@@ -142,7 +148,7 @@ def main() -> None:
         return_big_buffers_to_the_os()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, frontend, redact))
+        asyncio.run(run(config, frontend, redact, role))
     log.info("stopped")
 
 

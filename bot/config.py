@@ -9,9 +9,10 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+from bot.core.money import MoneyError, parse_usd
 from bot.errors import ConfigError
-from bot.models import ImageModel, SizeRule, parse_models
-from bot.settings import PrivateResults
+from bot.provider.models import ImageModel, SizeRule, parse_models
+from bot.servers.settings import PrivateResults
 
 MB = 1024 * 1024
 
@@ -42,8 +43,8 @@ class Config:
     user_max_active: int = 2
     user_daily_limit: int | None = 25
     guild_daily_limit: int | None = None
-    daily_budget_usd: float | None = None
-    price_per_image: float = 0.03
+    daily_budget: int | None = None  # micro-dollars (bot.core.money)
+    price_per_image: int = 30_000  # micro-dollars: $0.03
     user_cooldown_seconds: float = 0.0
     exempt_role_ids: frozenset[int] = frozenset()
     allowed_channel_ids: frozenset[int] = frozenset()
@@ -58,7 +59,8 @@ class Config:
     max_queued_input_mb: float = 512.0
     shard_count: int | None = None
     shard_ids: tuple[int, ...] | None = None
-    database_pool_size: int = 20
+    # The most PostgreSQL connections one process opens (beside its one session connection); None: by role.
+    database_pool_size: int | None = None
     # Models: empty means the one model ``image_model`` at ``price_per_image``.
     image_models: tuple[ImageModel, ...] = ()
     image_fallback_model: str | None = None
@@ -69,8 +71,8 @@ class Config:
     provider_balance_url: str | None = None
     provider_access_token: str | None = field(default=None, repr=False)
     provider_user_id: str | None = None
-    balance_warn_usd: float | None = None
-    balance_floor_usd: float | None = None
+    balance_warn: int | None = None  # micro-dollars
+    balance_floor: int | None = None  # micro-dollars
     balance_poll_seconds: float = 600.0
     # Fernet key(s) for servers' own API keys at rest; without it the feature is off.
     secret_key: str | None = field(default=None, repr=False)
@@ -170,11 +172,24 @@ class _Reader:
             return None
         return self.integer(name, 0, minimum=1)
 
-    def money(self, name: str) -> float | None:
+    def money(self, name: str) -> int | None:
+        """An amount of dollars as micro-dollars, where empty, 0 or ``unlimited`` mean no amount."""
         value = self.raw(name)
         if value is None or value.lower() in ("0", "unlimited", "none"):
             return None
-        return self.number(name, 0.0)
+        return self.price(name, 0)
+
+    def price(self, name: str, default: int) -> int:
+        """An amount of dollars (``0.03``) as micro-dollars, exactly."""
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            return parse_usd(value)
+        except MoneyError:
+            raise ConfigError(
+                f"{name} must be an amount of dollars with at most 6 decimals, e.g. 0.03, got {value!r}"
+            ) from None
 
     def snowflake(self, name: str) -> int | None:
         value = self.raw(name)
@@ -258,7 +273,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
     api_base = r.url("IMAGE_API_BASE", "https://api.apiyi.com/v1")
     assert api_base is not None
-    price = r.number("PRICE_PER_IMAGE", 0.03)
+    price = r.price("PRICE_PER_IMAGE", 30_000)
     models, default_model = _models(r, price)
     fallback = r.raw("IMAGE_FALLBACK_MODEL")
     if fallback is not None and not any(m.name == fallback for m in models):
@@ -293,7 +308,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         user_max_active=r.integer("USER_MAX_ACTIVE", 2, minimum=1),
         user_daily_limit=r.limit("USER_DAILY_LIMIT", 25),
         guild_daily_limit=r.limit("GUILD_DAILY_LIMIT", None),
-        daily_budget_usd=r.money("DAILY_BUDGET_USD"),
+        daily_budget=r.money("DAILY_BUDGET_USD"),
         price_per_image=price,
         user_cooldown_seconds=r.number("USER_COOLDOWN_SECONDS", 0.0),
         exempt_role_ids=r.snowflakes("EXEMPT_ROLE_IDS"),
@@ -307,7 +322,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         max_queued_input_mb=r.number("MAX_QUEUED_INPUT_MB", 512.0, minimum=1.0),
         shard_count=shard_count,
         shard_ids=shard_ids,
-        database_pool_size=r.integer("DATABASE_POOL_SIZE", 20, minimum=2),
+        database_pool_size=r.integer("DATABASE_POOL_SIZE", 0, minimum=0) or None,
         image_models=models,
         image_fallback_model=fallback,
         image_fallback_seconds=r.number("IMAGE_FALLBACK_SECONDS", 60.0, minimum=0.01),
@@ -316,8 +331,8 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
         provider_balance_url=balance_url,
         provider_access_token=access_token,
         provider_user_id=r.raw("PROVIDER_USER_ID"),
-        balance_warn_usd=warn,
-        balance_floor_usd=floor,
+        balance_warn=warn,
+        balance_floor=floor,
         balance_poll_seconds=r.number("BALANCE_POLL_SECONDS", 600.0, minimum=0.05),
         secret_key=_secret_key(r),
         input_retention_hours=r.number("INPUT_RETENTION_HOURS", 24.0),
@@ -325,7 +340,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def _models(r: _Reader, price: float) -> tuple[tuple[ImageModel, ...], str]:
+def _models(r: _Reader, price: int) -> tuple[tuple[ImageModel, ...], str]:
     """``IMAGE_MODELS`` (or the one ``IMAGE_MODEL`` at ``PRICE_PER_IMAGE``) and the default model's name."""
     named = r.raw("IMAGE_MODEL")
     listed = r.raw("IMAGE_MODELS")

@@ -1,20 +1,21 @@
-"""The job engine: what a frontend calls. It wires the parts, each of which owns one job:
+"""The job engine: everything a frontend calls, in one place. It wires the parts, each of which owns one job:
 
-- ``bot.lifecycle``: the record of unfinished jobs and the one function that moves them;
-- ``bot.admission``: checks, charge, inputs, queueing;
-- ``bot.dispatcher``: the fair choice when a slot frees, the API call;
-- ``bot.delivery``: decoding, fitting and handing the result to the frontend;
-- ``bot.recovery``: what a restart finds unfinished;
-- ``bot.settings`` and ``bot.presets``: per-server overrides and style presets;
-- ``bot.retention``: how long an ended job's inputs stay (for Reroll);
-- ``bot.notices``: results that could not be delivered, until their member is told;
-- operations, each an observer of the lifecycle or a check in admission: ``bot.metrics``,
-  ``bot.audit``, ``bot.routing`` (the model breaker), ``bot.blocks``, ``bot.guild_keys``,
-  ``bot.balance``, ``bot.health``;
-- ``bot.shared_queue``: with PostgreSQL, the queue several processes share.
+- ``bot.store``: the queue, the ledger, the inputs and every record, in SQLite or PostgreSQL;
+- ``bot.jobs.lifecycle``: the one function that moves jobs, and what this process holds;
+- ``bot.jobs.admission``: checks, charge, inputs, queueing;
+- ``bot.jobs.dispatcher``: claims as slots free, the API call each job's kind asks for;
+- ``bot.jobs.delivery``: decoding, fitting and handing the result to the frontend;
+- ``bot.jobs.keeper`` and ``bot.jobs.recovery``: leases, and jobs nobody runs any more;
+- ``bot.jobs.outbox``: the final notices owed to members, until Discord takes them;
+- ``bot.jobs.places``: places in line;
+- ``bot.servers``: per-server settings, limits, presets, blocks and keys;
+- operations, each an observer of the lifecycle or a check in admission: ``bot.ops.metrics``,
+  ``bot.ops.audit``, ``bot.provider.routing`` (the model breaker), ``bot.provider.balance``,
+  ``bot.ops.health``.
 
-A process plays one or both roles: it admits work (a gateway), it runs jobs (a worker),
-or both (the default, and the only choice with SQLite).
+A process plays one or both roles: it admits work (a gateway), it runs jobs (a worker), or
+both (the default, and the only choice with SQLite, which serves one process). The engine
+does the same on either database; only the store's dialect differs.
 
 Stopping is one path (``stop``), whatever asked for it: stop taking work, give running
 calls their grace, put back or end what is left, tell the members; ``close`` then
@@ -31,26 +32,38 @@ import secrets
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import cast
 
-from bot.admission import Admission, KeptInputsSource
-from bot.audit import AuditTrail
-from bot.balance import BalanceWatch
-from bot.blocks import Blocklist
 from bot.config import Config
-from bot.delivery import Deliverer
-from bot.dispatcher import Dispatcher, EditAPI
-from bot.editor import Editor
+from bot.core.job import Destination, Job, JobRequest, Origin, utc_day
+from bot.core.quota import DayUsage
+from bot.core.records import Block, DayStats, HistoryEntry, JobStats, Notice, NoticeDraft, StylePreset, Totals
+from bot.core.states import JobState, cancellable
 from bot.errors import AtelierError, CancelRefusedError, InputError, InputsGoneError, UnexpectedError
-from bot.eta import RECENT_SECONDS, Estimator
-from bot.guild_keys import GuildKeys
-from bot.health import Health
-from bot.i18n import _t
-from bot.inputs import InputStore, JobInputs
-from bot.jobs import Destination, Job, JobKind, JobRequest
-from bot.ledger import DayUsage
-from bot.lifecycle import Lifecycle
-from bot.limits import (
+from bot.i18n import Text, _t
+from bot.jobs.admission import Admission, KeptInputsSource
+from bot.jobs.delivery import Deliverer
+from bot.jobs.dispatcher import Dispatcher, ImageAPI
+from bot.jobs.eta import RECENT_SECONDS, Estimator
+from bot.jobs.inputs import JobInputs
+from bot.jobs.keeper import Keeper
+from bot.jobs.kinds import kind_of
+from bot.jobs.lifecycle import Lifecycle
+from bot.jobs.notices import NextUseNotices
+from bot.jobs.outbox import Outbox
+from bot.jobs.places import Places
+from bot.jobs.retention import Retention
+from bot.media.editor import Editor
+from bot.ops.audit import AuditTrail
+from bot.ops.health import Health
+from bot.ops.metrics import Metrics
+from bot.ports import Announcer, FrontendParts, InputSource, Notifier
+from bot.provider.balance import BalanceWatch
+from bot.provider.models import ImageModel
+from bot.provider.routing import ModelRouter
+from bot.scheduler import Scheduler
+from bot.servers.blocks import Blocklist
+from bot.servers.guild_keys import GuildKeys
+from bot.servers.limits import (
     GuildLimits,
     MemberStanding,
     Requester,
@@ -59,23 +72,19 @@ from bot.limits import (
     check_can_reuse,
     member_standing,
 )
-from bot.metrics import Metrics
-from bot.models import ImageModel
-from bot.notices import UndeliveredNotices
-from bot.ports import Announcer, AuditSink, InputSource, Notifier, Publisher
-from bot.presets import StylePresets
-from bot.recovery import resume_unfinished
-from bot.retention import DatabaseRetention, KeptRows, Retention
-from bot.routing import ModelRouter
-from bot.settings import GuildOverrides, GuildSettings
-from bot.shared_queue import SharedQueue
-from bot.states import JobState, cancellable
-from bot.storage import Block, DayStats, HistoryEntry, JobStore, SharedStore
+from bot.servers.presets import StylePresets
+from bot.servers.settings import GuildOverrides, GuildSettings
+from bot.store.database import open_and_migrate
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 
 # At a stop, jobs whose images are still downloading get this long to be queued.
 PREPARE_GRACE = 5.0
+# A Cancel button's own answer tells the member; the outbox does only if it has not within this.
+CANCEL_REPLY_GRACE = 10.0
+# How often the recent running times behind estimates are read again (every process's successes count).
+RUNS_EVERY = 300.0
 # A result can be built on once it is posted: a member may click its buttons before the end is recorded.
 _POSTED = (JobState.DELIVERING, JobState.SUCCEEDED)
 _ALREADY_OVER = {
@@ -85,143 +94,168 @@ _ALREADY_OVER = {
 }
 
 
+def holder_name() -> str:
+    """This process's name on the jobs it holds: unique among every process, past or present."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
 class JobEngine:
     """Admission, the fair queue, the workers, restart and shutdown, for one process."""
 
     def __init__(
         self,
         config: Config,
-        store: JobStore,
-        api: EditAPI,
-        inputs: JobInputs,
+        store: Store,
+        api: ImageAPI,
         editor: Editor,
         *,
         balance: BalanceWatch | None = None,
         redact: Callable[[str], None] = lambda secret: None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
-        self.store = store
+        self._store = store
         self._api = api
-        self._inputs = inputs
         self._editor = editor
-        shared = cast(SharedStore, store) if config.shared else None
-        hours, cap = config.input_retention_hours, config.input_retention_bytes
-        self.retention: Retention | DatabaseRetention = (
-            DatabaseRetention(cast(KeptRows, store), hours, cap)
-            if shared is not None
-            else Retention(cast(InputStore, inputs), hours, cap)
+        self._clock = clock
+        self._scheduler = Scheduler("engine")
+        self.lifecycle = Lifecycle(store, holder_name(), lease_seconds=config.job_lease_seconds, clock=clock)
+        self._inputs = JobInputs(store, int(config.max_queued_input_mb * 1024 * 1024))
+        self._retention = Retention(
+            store, config.input_retention_hours, config.input_retention_bytes, self._scheduler, clock
         )
-        self.lifecycle = Lifecycle(store, self.retention, shared)
-        self.lifecycle.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self.lifecycle.lease_seconds = config.job_lease_seconds
-        self.settings = GuildSettings(store)
-        self.presets = StylePresets(store)
-        self.notices = UndeliveredNotices(store)
-        self.blocks = Blocklist(store)
-        self.keys = GuildKeys(store, config.secret_key, redact)
-        self.router = ModelRouter(config)
-        self.balance = balance
+        self._settings = GuildSettings(store)
+        self._presets = StylePresets(store)
+        self._notices = NextUseNotices(store, clock)
+        self._blocks = Blocklist(store)
+        self._keys = GuildKeys(store, config.secret_key, redact)
+        self._router = ModelRouter(config)
+        self._balance = balance
         self.health = Health(store)
-        self.metrics = Metrics(self.lifecycle)
-        self.audit = AuditTrail(config, self.settings, self.keys)
-        self.estimator = Estimator(config.default_model.name)
-        for observer in (self.metrics, self.router, self.audit, self.estimator):
+        self._totals = Totals()
+        self.metrics = Metrics(lambda: self._totals)
+        self._audit = AuditTrail(config, self._settings, self._keys)
+        self._estimator = Estimator(config.default_model.name)
+        for observer in (self.metrics, self._router, self._audit, self._estimator):
             self.lifecycle.observe(observer)
-        self.metrics.watch_models([m.name for m in config.models], self.router.is_open)
+        self.metrics.watch_models([m.name for m in config.models], self._router.is_open)
         if balance is not None:
-            self.metrics.watch_balance(lambda: balance.balance_usd, lambda: balance.failures)
-        self.admission = Admission(
+            self.metrics.watch_balance(lambda: balance.balance, lambda: balance.failures)
+        self._admission = Admission(
             config,
             self.lifecycle,
-            self.settings,
-            self.presets,
+            self._settings,
+            self._presets,
             editor,
-            inputs,
-            blocks=self.blocks,
-            keys=self.keys,
-            router=self.router,
+            self._inputs,
+            blocks=self._blocks,
+            keys=self._keys,
+            router=self._router,
             balance=balance,
         )
-        refreshers = {
-            "settings": self.settings.refresh,
-            "blocks": lambda _guild: self.blocks.load(),
-            "keys": lambda _guild: self.keys.load(),
-            "presets": lambda _guild: self.presets.load(),
-            "notices": self.notices.refresh,
-            "breaker": self.router.opened_elsewhere,
-        }
-        self.shared = (
-            SharedQueue(config, shared, self.lifecycle, inputs, refreshers, self.estimator) if shared else None
-        )
-        if self.shared is not None:
-            # A breaker opened by a worker's calls reroutes the gateways' admissions too.
-            self.router.on_open = self.shared.announce_breaker
-            shared_queue = self.shared
-            self.metrics.watch_shared(lambda: shared_queue.totals)
-        self._shared_store = shared
+        self._keeper = Keeper(self.lifecycle, store, self._inputs, self._scheduler, on_lost=self._lost)
+        self._outbox = Outbox(store, self.lifecycle.holder, self._scheduler, self._keeper.gone, clock)
+        self._places: Places | None = None
         self._dispatcher: Dispatcher | None = None
         self._notifier: Notifier | None = None
+        self._admits = self._works = False
+        self._refreshers = {
+            "settings": self._settings.refresh,
+            "blocks": lambda _guild: self._blocks.load(),
+            "keys": lambda _guild: self._keys.load(),
+            "presets": lambda _guild: self._presets.load(),
+            "notices": self._notices.refresh,
+            "breaker": self._router.opened_elsewhere,
+        }
+        # A breaker opened by one process's calls reroutes every process's admissions.
+        self._router.on_open = self._announce_breaker
         self._stopping: asyncio.Task[None] | None = None
         self._closed = False
+
+    def _announce_breaker(self, model: str) -> None:
+        self._scheduler.spawn("breaker", self._store.notify(f"breaker:{model}"))
 
     # Start, stop, close -------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the store (and migrate it)."""
-        await self.store.open()
+        """Open the store (and migrate it), and show this process alive to the others."""
+        await open_and_migrate(self._store.database)
+        await self._store.database.hold(self.lifecycle.holder)
 
     async def start(
         self,
-        notifier: Notifier,
-        publisher: Publisher,
-        audit: AuditSink | None = None,
+        parts: FrontendParts,
         *,
         admit: bool = True,
         work: bool = True,
         mine: Callable[[Job], bool] | None = None,
     ) -> None:
-        """Resume what was left unfinished, then admit work (``admit``) and run jobs (``work``), and
-        watch the balance. ``mine`` says which waiting jobs this process tells their place in line
-        (its shards')."""
-        self._notifier = notifier
-        self.admission.accepting = admit
-        await self.settings.load()
-        await self.blocks.load()
-        await self.keys.load()
-        await self.presets.load()
-        await self.notices.load()
-        self.estimator.load(await self.store.recent_runs(time.time() - RECENT_SECONDS))
-        if audit is not None:
-            self.audit.attach(audit)
-        if self.balance is not None:
-            self.balance.start(self.audit.alert_all)
-        if self.shared is not None:
-            await self.retention.load(set())
-            self.lifecycle.attach(notifier)
-            self.shared.start(notifier, announce=admit, mine=mine)
-            next_job = self.shared.next_job
-        else:
-            if not (admit and work):
-                raise RuntimeError("separate gateway and worker processes need PostgreSQL (DATABASE_URL)")
-            jobs = await self.lifecycle.load(time.time())
-            await self.retention.load({job.id for job in jobs})
-            self.lifecycle.attach(notifier)
-            await resume_unfinished(self.lifecycle, self._inputs, jobs)
-            next_job = self.lifecycle.take_next
-        self.retention.start()
+        """Resume what nobody runs any more, tell what is owed, then admit work (``admit``) and run jobs
+        (``work``). ``mine`` says which waiting jobs this process tells their place in line (its shards')."""
+        self._notifier = parts.notifier
+        self._admits, self._works = admit, work
+        self._admission.accepting = admit
+        if not (admit and work) and self._store.dialect == "sqlite":
+            raise RuntimeError("separate gateway and worker processes need PostgreSQL (DATABASE_URL)")
+        await self._settings.load()
+        await self._blocks.load()
+        await self._keys.load()
+        await self._presets.load()
+        await self._notices.load()
+        await self._read_runs()
+        if parts.audit is not None:
+            self._audit.attach(parts.audit)
+        if self._balance is not None:
+            self._balance.start(self._audit.alert_all)
+        self._store.on_notice(self._heard)
+        await self._retention.load()
+        self.lifecycle.attach(parts.notifier, self._retention, self._outbox)
+        self._outbox.attach(parts.teller)
+        # What a stop or a crash left: resumed by the same rules as a take-over, before serving.
+        await self._keeper.take_over()
+        self._keeper.start()
+        self._retention.start()
+        self._outbox.start()
+        self._scheduler.schedule("estimates", self._read_runs_forever())
+        if admit:
+            self._places = Places(self._store, self._scheduler, mine or (lambda job: True))
+            self._places.start(parts.notifier)
         if work:
-            deliverer = Deliverer(self.lifecycle, self._editor, publisher, self.notices)
+            deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher)
             self._dispatcher = Dispatcher(
                 self.lifecycle,
                 self._api,
                 self._inputs,
                 deliverer,
                 self.config.max_concurrent_jobs,
-                next_job,
-                self.keys.key_for,
-                shared_slots=self.shared is not None,
+                self._scheduler,
+                self._keys.key_for,
             )
             self._dispatcher.start()
+
+    def _heard(self, payload: str) -> None:
+        """A notice from any process (this one included): wake whoever it concerns."""
+        if self._dispatcher is not None:
+            self._dispatcher.heard(payload)
+        if self._places is not None:
+            self._places.heard(payload)
+        kind, _, subject = payload.partition(":")
+        if payload == "reconnected":  # notices may have been missed: re-read what they would have said
+            for name, refresh in self._refreshers.items():
+                self._scheduler.spawn(f"reload-{name}", refresh(None))
+            self._outbox.wake()
+        elif kind in self._refreshers and subject:
+            self._scheduler.spawn(f"reload-{kind}", self._refreshers[kind](subject))
+
+    async def _lost(self, job: Job) -> None:
+        """This process lost ``job`` to another (its lease lapsed while it stalled): stop its run and its status."""
+        if self._dispatcher is not None:
+            await self._dispatcher.abandon(job)
+        if self._notifier is not None:
+            try:
+                await self._notifier.run_lost(job)
+            except Exception as exc:
+                UnexpectedError.capture(exc, f"the notifier for lost job {job.id}")
 
     async def stop(self, grace: float) -> None:
         """Stop taking work, let running calls finish for ``grace`` s, put back the rest; idempotent."""
@@ -230,59 +264,61 @@ class JobEngine:
         await asyncio.shield(self._stopping)
 
     async def _stop(self, grace: float) -> None:
-        self.admission.accepting = False
-        if self._dispatcher is not None:
-            await self._dispatcher.stop(grace)
+        self._admission.accepting = False
+        interrupted = await self._dispatcher.stop(grace) if self._dispatcher is not None else []
         waiting = (JobState.ACCEPTED, JobState.PREPARING)
-        await self.lifecycle.wait_until(lambda: self.lifecycle.count(*waiting) == 0, min(grace, PREPARE_GRACE))
-        await self.admission.fail_unprepared()
-        await self.lifecycle.detach()
-        await self.retention.stop()
-        if self.balance is not None:
-            await self.balance.stop()
-        await self.audit.close()
-        if self.shared is not None:
-            # The queue lives on in the database: what this process interrupted goes back in line
-            # at once, for the other workers (each job once).
-            await self.shared.take_over()
-            await self.shared.stop()
-            log.info("job service stopped; the shared queue carries on")
+        await self.lifecycle.wait_until(lambda: not self.lifecycle.held(*waiting), min(grace, PREPARE_GRACE))
+        await self._admission.fail_unprepared()
+        if self._places is not None and self._works:
+            # This process runs the jobs it admits: its waiting members hear that theirs will resume.
+            paused = [*interrupted, *(job for job, _ in await self._store.positions() if self._places.place(job.id))]
+        else:
+            paused = interrupted
+        for job in paused:
+            await self._tell_paused(job)
+        # What this process interrupted goes back in line at once, for whoever runs jobs next (each once).
+        await self._keeper.take_over()
+        if self._balance is not None:
+            await self._balance.stop()
+        await self._audit.close()
+        await self._scheduler.cancel_all()
+        log.info("job service stopped; %d job(s) will resume", len(paused))
+
+    async def _tell_paused(self, job: Job) -> None:
+        if self._notifier is None:
             return
-        resuming = self.lifecycle.jobs(JobState.QUEUED, JobState.INTERRUPTED)
-        if self._notifier is not None:
-            for job in self.lifecycle.jobs(JobState.QUEUED):
-                try:
-                    await self._notifier.job_paused(job)
-                except Exception as exc:
-                    UnexpectedError.capture(exc, f"the notifier for job {job.id}")
-        log.info("job service stopped; %d job(s) will resume after the restart", len(resuming))
+        try:
+            await self._notifier.job_paused(job)
+        except Exception as exc:
+            UnexpectedError.capture(exc, f"the notifier for job {job.id}")
 
     async def close(self) -> None:
         """Close the store, once."""
         if not self._closed:
             self._closed = True
-            await self.store.close()
+            await self._store.database.close()
 
-    # Members and admins -------------------------------------------------------------------------
+    # Members --------------------------------------------------------------------------------------
 
     async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
         """Admit and prepare a job (see ``Admission.submit``)."""
-        return await self.admission.submit(request, who, source)
+        return await self._admission.submit(request, who, source)
 
     async def reroll(self, parent: Job, who: Requester, announcer: Announcer) -> Job:
-        """The same inputs, instruction, style and size as ``parent`` again: a new job, charged like any other.
+        """The same request as ``parent`` again: a new job of its kind, charged like any other.
 
-        The images are ``parent``'s kept inputs; everything else is ``submit``. Raises
-        ``InputsGoneError`` when they are no longer kept, before anything is charged.
+        A kind with images gets ``parent``'s kept inputs; ``InputsGoneError`` when they are no
+        longer kept, before anything is charged.
         """
         check_can_reuse(parent, who.user_id)
         if parent.state not in _POSTED:
             raise InputError(_t("Only a finished result can be rerolled."))
-        if not await self.inputs_kept(parent.id):
+        needs_images = kind_of(parent.kind).needs_images
+        if needs_images and not await self.inputs_kept(parent.id):
             raise InputsGoneError(self.config.input_retention_hours)
         request = dataclasses.replace(
             parent.request,
-            kind=JobKind.REROLL,
+            origin=Origin.REROLL,
             user_id=who.user_id,
             guild_id=who.guild_id,
             channel_id=who.channel_id,
@@ -292,15 +328,16 @@ class JobEngine:
         return await self.submit(request, who, source)
 
     async def inputs_kept(self, job_id: str) -> bool:
-        """Whether a job's inputs are still kept, so it can be rerolled (an unfinished job has them, and
-        they will be kept when it ends, unless nothing is kept at all)."""
-        if await self.retention.kept_now(job_id):
+        """Whether a job can be rerolled: its kind needs no images, or they are still kept (an unfinished
+        job has them, and keeps them when it ends, unless nothing is kept at all)."""
+        job = await self.job(job_id)
+        if job is not None and not kind_of(job.kind).needs_images:
             return True
-        return self.retention.window > 0 and self.lifecycle.get(job_id) is not None
+        return await self._retention.kept_now(job_id)
 
     async def job(self, job_id: str) -> Job | None:
         """A job as it is now, finished or not."""
-        return self.lifecycle.get(job_id) or await self.store.get_job(job_id)
+        return await self._store.get_job(job_id)
 
     async def result_for(self, job_id: str, user_id: int) -> Job:
         """A finished result that ``user_id`` may refine or reroll (a private one only its requester)."""
@@ -320,7 +357,7 @@ class JobEngine:
 
     async def result_deleted(self, job: Job, by_user: int) -> None:
         """Record that ``job``'s result message was deleted; the job itself stays in the ledger."""
-        await self.store.record_result_deleted(job.id, by_user, time.time())
+        await self._store.record_result_deleted(job.id, by_user, self._clock())
         log.info("job=%s result deleted by user=%s", job.id, by_user)
 
     async def history(
@@ -328,12 +365,16 @@ class JobEngine:
     ) -> tuple[list[HistoryEntry], bool]:
         """A member's jobs in this server (or in DMs), newest first: page ``page`` (0 = newest), and
         whether an older page exists."""
-        entries = await self.store.history(user_id, guild_id, page * per_page, per_page + 1)
+        entries = await self._store.history(user_id, guild_id, page * per_page, per_page + 1)
         return entries[:per_page], len(entries) > per_page
 
     async def cancel(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
-        """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing."""
-        job = self.lifecycle.get(job_id) or await self.store.get_job(job_id)
+        """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing.
+
+        The caller answers the click by editing the status message, then says so (``cancel_told``);
+        if it cannot, the outbox tells the member a little later.
+        """
+        job = await self.job(job_id)
         if job is None:
             raise CancelRefusedError(_t("That edit no longer exists."))
         if job.user_id != by_user and not is_moderator:
@@ -341,11 +382,14 @@ class JobEngine:
         cancelled = None
         if cancellable(job.state, job.restarts):
             cancelled = await self.lifecycle.move(
-                job_id, JobState.CANCELLED, error=AtelierError(_t("Cancelled."), log_detail=f"cancelled by {by_user}")
+                job_id,
+                JobState.CANCELLED,
+                error=AtelierError(_t("Cancelled."), log_detail=f"cancelled by {by_user}"),
+                notice=_cancel_notice(by_user),
             )
         if cancelled is not None:
             return cancelled
-        now = self.lifecycle.get(job_id) or await self.store.get_job(job_id) or job
+        now = await self.job(job_id) or job
         if now.state.terminal:
             raise CancelRefusedError(_ALREADY_OVER[now.state])
         if now.restarts:
@@ -357,18 +401,22 @@ class JobEngine:
             )
         raise CancelRefusedError(_t("This edit is already running and can't be stopped; it will finish shortly."))
 
+    async def cancel_told(self, job: Job) -> None:
+        """The canceller's answer told the member their job was cancelled: the notice owed is done."""
+        await self._store.notice_done(job.id, self.lifecycle.holder, "cancel_reply", self._clock())
+
     async def usage(self, who: Requester) -> DayUsage:
         """A member's usage today, as admission sees it."""
-        return await self.lifecycle.usage(who.user_id, who.guild_id, time.time())
+        now = self._clock()
+        return await self._store.usage(who.user_id, who.guild_id, utc_day(now), now)
 
     async def standing(self, who: Requester) -> tuple[MemberStanding, GuildLimits | None]:
         """Where a member stands against the limits in force where they asked."""
-        limits = await self.admission.limits_for(who.guild_id)
-        now = time.time()
-        return member_standing(self.config, limits, who, await self.usage(who), now), limits
+        limits = await self._admission.limits_for(who.guild_id)
+        return member_standing(self.config, limits, who, await self.usage(who), self._clock()), limits
 
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
-        return await self.admission.limits_for(guild_id)
+        return await self._admission.limits_for(guild_id)
 
     async def may_start_here(self, who: Requester) -> GuildLimits | None:
         """Refuse a member who may not start a job where they are, before a form is shown; the limits there.
@@ -379,69 +427,153 @@ class JobEngine:
         check_access(self.config, limits, who)
         return limits
 
-    async def guild_overrides(self, guild_id: int) -> GuildOverrides:
-        return await self.settings.overrides(guild_id)
-
-    async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
-        await self.settings.save(guild_id, overrides, by)
-
     async def redirect(self, job_id: str, destination: Destination) -> None:
-        """The frontend moved a job's status to a new message: its result goes there."""
-        await self.lifecycle.redirect(job_id, destination)
+        """The frontend moved a job's status to a new message: its result goes there (not a move)."""
+        await self._store.set_destination(job_id, destination)
+
+    async def still_running(self, job: Job) -> bool:
+        """Whether ``job``'s run is still this process's (asked before a running job's status is edited)."""
+        return await self.lifecycle.still_holds(job)
+
+    def caption_for(self, job: Job) -> Text | None:
+        """What a result's caption adds for its job's kind, if anything."""
+        return kind_of(job.kind).caption(job)
 
     def usual_seconds(self, job: Job) -> float | None:
         """How long jobs like this one usually run, or ``None`` with too little history."""
-        return self.estimator.usual(job)
+        return self._estimator.usual(job)
 
     def wait_seconds(self, job: Job, place: int) -> float | None:
         """About how long until the result of a job waiting at ``place``, or ``None``."""
-        return self.estimator.wait(job, place, self.config.max_concurrent_jobs)
+        return self._estimator.wait(job, place, self.config.max_concurrent_jobs)
 
     def position(self, job_id: str) -> int | None:
-        """A waiting job's place in line, or ``None``."""
-        if self.shared is not None:
-            return self.shared.places.get(job_id)
-        return self.lifecycle.position(job_id)
+        """A waiting job's place in line, as last told, or ``None``."""
+        return self._places.place(job_id) if self._places is not None else None
 
     async def in_flight(self) -> int:
-        """API calls in flight right now (with PostgreSQL, across all workers)."""
-        if self._shared_store is not None:
-            return await self._shared_store.count(JobState.RUNNING)
-        return self.lifecycle.count(JobState.RUNNING)
+        """API calls in flight right now, across every process."""
+        return await self._store.count(JobState.RUNNING)
 
     async def unfinished_of(self, user_id: int) -> list[Job]:
         """A member's unfinished jobs, oldest first."""
-        return await self.lifecycle.unfinished_of(user_id)
+        return await self._store.unfinished_of(user_id)
 
-    # Operators ----------------------------------------------------------------------------------
+    def presets_of(self, guild_id: int | None) -> list[StylePreset]:
+        """A server's style presets, by name."""
+        return self._presets.of(guild_id)
+
+    def presets_matching(self, guild_id: int | None, typed: str) -> list[StylePreset]:
+        """A server's presets whose name contains what was typed (for autocomplete)."""
+        return self._presets.matching(guild_id, typed)
+
+    def notices_waiting(self, user_id: int) -> bool:
+        """Whether a member has something to be told at this use (no database trip)."""
+        return self._notices.waiting_for(user_id)
+
+    async def notices_owed(self, user_id: int) -> list[tuple[Notice, Job]]:
+        """What a member is owed at this use, oldest first."""
+        return await self._notices.pending(user_id)
+
+    async def notices_shown(self, user_id: int, jobs: Sequence[Job]) -> None:
+        """The member has been told about ``jobs``."""
+        await self._notices.shown(user_id, jobs)
+
+    # Admins and operators ---------------------------------------------------------------------------
+
+    async def guild_overrides(self, guild_id: int) -> GuildOverrides:
+        return await self._settings.overrides(guild_id)
+
+    def cached_overrides(self, guild_id: int) -> GuildOverrides:
+        """A server's overrides without waiting (all are loaded at start-up)."""
+        return self._settings.cached(guild_id)
+
+    async def save_guild_overrides(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
+        await self._settings.save(guild_id, overrides, by)
+
+    async def add_preset(self, guild_id: int, name: str, text: str, by: int) -> tuple[StylePreset, StylePreset | None]:
+        """Add or replace a server's style; the preset and the one it replaced."""
+        return await self._presets.add(guild_id, name, text, by)
+
+    async def remove_preset(self, guild_id: int, name: str) -> StylePreset:
+        return await self._presets.remove(guild_id, name)
 
     def model_for(self, guild_id: int | None) -> ImageModel:
         """The model new jobs in a server use (before the breaker's say)."""
-        return self.admission.model_for(guild_id)
+        return self._admission.model_for(guild_id)
+
+    async def stats(self, guild_id: int, today: str, week_days: Sequence[str]) -> JobStats:
+        """A server's figures for ``/atelier stats``."""
+        return await self._store.stats(guild_id, today, week_days)
 
     async def daily_stats(self, guild_id: int, days: Sequence[str]) -> list[DayStats]:
         """A server's jobs, spend and timings per day (for the stats chart)."""
-        return await self.store.daily_stats(guild_id, days)
+        return await self._store.daily_stats(guild_id, days)
+
+    def blocks_of(self, guild_id: int) -> list[Block]:
+        """A server's blocked members, oldest block first."""
+        return self._blocks.of_guild(guild_id)
 
     async def block(self, guild_id: int, user_id: int, reason: str | None, by: int) -> Block:
         """Refuse a member's new requests in a server from now on (jobs already accepted still run)."""
-        return await self.blocks.block(guild_id, user_id, reason, by)
+        return await self._blocks.block(guild_id, user_id, reason, by)
 
     async def unblock(self, guild_id: int, user_id: int, by: int) -> bool:
         """Lift a block; whether there was one."""
-        return await self.blocks.unblock(guild_id, user_id, by)
+        return await self._blocks.unblock(guild_id, user_id, by)
+
+    @property
+    def guild_keys_enabled(self) -> bool:
+        """Whether the operator lets servers use their own API key (``ATELIER_SECRET_KEY``)."""
+        return self._keys.enabled
+
+    def has_guild_key(self, guild_id: int) -> bool:
+        return self._keys.has_key(guild_id)
+
+    def guild_key_set_by(self, guild_id: int) -> int | None:
+        return self._keys.set_by(guild_id)
 
     async def set_guild_key(self, guild_id: int, key: str, by: int) -> None:
         """Use a server's own API key for its new jobs (stored encrypted)."""
-        await self.keys.set(guild_id, key, by)
-        self.audit.key_changed(guild_id)
+        await self._keys.set(guild_id, key, by)
+        self._audit.key_changed(guild_id)
 
     async def clear_guild_key(self, guild_id: int, by: int) -> bool:
         """Go back to the operator's key for a server's new jobs; whether it had one."""
-        removed = await self.keys.clear(guild_id, by)
-        self.audit.key_changed(guild_id)
+        removed = await self._keys.clear(guild_id, by)
+        self._audit.key_changed(guild_id)
         return removed
 
     def gateway_state(self, connected: bool, note: str = "") -> None:
         """The frontend's gateway went up or down (for ``/healthz``)."""
         self.health.gateway(connected, note)
+
+    def discord_rate_limited(self) -> None:
+        """Discord answered 429 once (counted for the metrics)."""
+        self.metrics.discord_rate_limited()
+
+    def audit_entry_dropped(self) -> None:
+        """An audit line was dropped: its channel could not keep up."""
+        self.metrics.audit_dropped.inc()
+
+    async def refresh_totals(self) -> Totals:
+        """Read the totals every process sees alike (for the metrics)."""
+        self._totals = await self._store.totals(utc_day(self._clock()))
+        return self._totals
+
+    async def _read_runs(self) -> None:
+        now = self._clock()
+        self._estimator.replace(await self._store.recent_runs(now - RECENT_SECONDS, self.config.default_model.name))
+
+    async def _read_runs_forever(self) -> None:
+        while True:
+            await asyncio.sleep(RUNS_EVERY)
+            try:
+                await self._read_runs()
+            except Exception as exc:
+                UnexpectedError.capture(exc, "reading recent running times")
+
+
+def _cancel_notice(by_user: int) -> NoticeDraft:
+    """A cancel's notice: the canceller's own answer tells the member; the outbox only if it could not."""
+    return NoticeDraft({"by": by_user}, delay=CANCEL_REPLY_GRACE)

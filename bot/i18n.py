@@ -19,9 +19,10 @@ import functools
 import gettext
 import logging
 import string
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,31 @@ class Text:
     def __str__(self) -> str:
         """The English text (for logs and tests; members get ``Catalogs.render``)."""
         return render_source(self)
+
+    def to_json(self) -> dict[str, Any]:
+        """The text as JSON (kept with a notice owed to a member, rendered when it is sent)."""
+        params = {name: value.to_json() if isinstance(value, Text) else value for name, value in self.params}
+        out: dict[str, Any] = {"msgid": self.msgid, "params": params}
+        if self.plural is not None:
+            out |= {"plural": self.plural, "count": self.count}
+        if self.context is not None:
+            out["context"] = self.context
+        return out
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> Text:
+        """What ``to_json`` wrote (a nested text is a mapping with a ``msgid``)."""
+        params = tuple(
+            (name, cls.from_json(item) if isinstance(item, Mapping) and "msgid" in item else item)
+            for name, item in dict(value.get("params") or {}).items()
+        )
+        return cls(
+            str(value["msgid"]),
+            params,
+            plural=value.get("plural"),
+            count=value.get("count"),
+            context=value.get("context"),
+        )
 
 
 def _t(msgid: str, /, **params: object) -> Text:

@@ -6,20 +6,17 @@ frontend never calls back into the engine from inside one of them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
+from bot.core.attempts import Attempt
+from bot.core.job import Delivered, Destination, Job
+from bot.core.records import Notice
+from bot.core.states import JobState
 from bot.errors import AtelierError
 from bot.i18n import Text
-from bot.images import OutputImage
-from bot.jobs import Delivered, Destination, Job
-from bot.states import JobState
-
-if TYPE_CHECKING:
-    from bot.config import Config
-    from bot.engine import JobEngine
-    from bot.image_api import Attempt
+from bot.media.images import OutputImage
 
 
 class Announcer(Protocol):
@@ -43,10 +40,11 @@ class InputSource(Announcer, Protocol):
 
 
 class Notifier(Protocol):
-    """How the member sees a job's life. Implementations must not raise."""
+    """How the member sees a job's life while it lasts. Implementations must not raise."""
 
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
-        """``job`` entered ``job.state`` from ``before`` (``error`` says why, when it failed)."""
+        """``job`` entered ``job.state`` from ``before``. When it ended, stop showing its progress: its
+        final notice follows (``NoticeTeller``)."""
         ...
 
     async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
@@ -54,8 +52,33 @@ class Notifier(Protocol):
         ...
 
     async def job_paused(self, job: Job) -> None:
-        """The bot is stopping; this waiting job will run after the restart."""
+        """This process is stopping; this job will run again after the restart."""
         ...
+
+    async def run_lost(self, job: Job) -> None:
+        """This process lost ``job`` (its lease lapsed and another process runs it): stop showing anything
+        of this run, silently."""
+        ...
+
+
+@dataclass(frozen=True)
+class Told:
+    """The member was told (``how``: edited, a new message, a direct message, or at their next use)."""
+
+    how: str
+
+
+@dataclass(frozen=True)
+class TellLater:
+    """Discord did not take it now (a rate limit, an outage): try again later."""
+
+    reason: str
+
+
+class NoticeTeller(Protocol):
+    """Tells a member a job's final outcome (the outbox's sender). Must not raise."""
+
+    async def tell(self, job: Job, notice: Notice) -> Told | TellLater: ...
 
 
 @dataclass(frozen=True)
@@ -70,7 +93,7 @@ class Move:
 
 
 class MoveObserver(Protocol):
-    """Told about every move, right after the store recorded it (metrics, audit, the model breaker).
+    """Told about every move this process made, right after the store recorded it (metrics, audit, the breaker).
 
     Called synchronously, in order, before anything else awaits: it must be quick (O(1)),
     must not block and should not raise (an error is logged and the job goes on).
@@ -151,4 +174,11 @@ class Frontend(Protocol):
         ...
 
 
-FrontendFactory = Callable[["Config", "JobEngine"], Frontend]
+@dataclass(frozen=True)
+class FrontendParts:
+    """What a frontend hands the engine when it starts it."""
+
+    notifier: Notifier
+    publisher: Publisher
+    teller: NoticeTeller
+    audit: AuditSink | None = None

@@ -17,17 +17,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import Config
-from bot.editor import Editor
+from bot.media.editor import Editor
 from bot.engine import JobEngine
 from bot.errors import AtelierError
-from bot.image_api import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
-from bot.images import OutputImage
+from bot.provider.client import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
+from bot.media.images import OutputImage
 from bot.inputs import DatabaseInputStore
-from bot.jobs import Destination, Job, JobKind, JobRequest
-from bot.limits import Requester
+from bot.core.job import Destination, Job, JobKind, JobRequest
+from bot.servers.limits import Requester
 from bot.ports import Posted, PostFailed
 from bot.postgres_store import PostgresJobStore
-from bot.states import JobState
+from bot.core.states import JobState
 from tests.fake_image_api import make_png
 
 PNG = make_png(8, 8)

@@ -27,7 +27,7 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     puts = [r for r in discord_fake.requests if r.method == "PUT" and r.path.endswith("/commands")]
     assert len(puts) == 1
     commands = {c["name"]: c for c in puts[0].json}
-    assert sorted(commands) == ["Edit images", "atelier", "edit", "history", "usage"]
+    assert sorted(commands) == ["Edit images", "atelier", "edit", "history", "imagine", "usage"]
     edit = commands["edit"]
     admin = commands["atelier"]
     assert int(admin["default_member_permissions"]) == 1 << 5  # Manage Server
@@ -401,7 +401,7 @@ async def test_dev_guild_gets_the_commands_synced_to_it(
     assert [r.path for r in puts] == [
         f"/api/v10/applications/{discord_fake.APP_ID}/guilds/{discord_fake.GUILD_ID}/commands"
     ]
-    assert sorted(c["name"] for c in puts[0].json) == ["Edit images", "atelier", "edit", "history", "usage"]
+    assert sorted(c["name"] for c in puts[0].json) == ["Edit images", "atelier", "edit", "history", "imagine", "usage"]
 
 
 def jpeg(width: int, height: int, orientation: int | None) -> bytes:

@@ -11,9 +11,9 @@ import pytest
 
 from bot.config import Config, load_config
 from bot.errors import ConfigError, InputError
-from bot.jobs import Delivered, Destination, Job, JobKind, JobRequest, utc_day
-from bot.ledger import DayUsage, UsageLedger
-from bot.limits import (
+from bot.core.job import Delivered, Destination, Job, JobKind, JobRequest, utc_day
+from bot.core.quota import DayUsage, UsageLedger
+from bot.servers.limits import (
     AccessDeniedError,
     GuildLimits,
     LimitReachedError,
@@ -26,11 +26,11 @@ from bot.limits import (
     describe_wait,
     next_reset,
 )
-from bot.presets import preset_name, preset_text, styled_prompt
+from bot.servers.presets import preset_name, preset_text, styled_prompt
 from bot.queue import FairQueue
-from bot.settings import GuildOverrides, PrivateResults
+from bot.servers.settings import GuildOverrides, PrivateResults
 from bot.sqlite_store import SQLiteJobStore
-from bot.states import JobState
+from bot.core.states import JobState
 from bot.storage import MIGRATIONS
 
 CONFIG = Config(discord_token="t" * 20, image_api_key="k" * 20, data_dir=Path("unused"))

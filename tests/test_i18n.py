@@ -22,9 +22,9 @@ from babel.messages.pofile import read_po
 from discord import app_commands
 
 from bot.i18n import LOCALE_DIR, PLURAL_FORMS, Catalogs, _nt, _pt, _t, catalogs, language_of, placeholders
-from cogs.command_sync import schema_hash
-from cogs.language import _desc, _name
-from cogs.translator import CatalogTranslator, valid_slash_name
+from cogs.core.command_sync import schema_hash
+from cogs.core.language import _desc, _name
+from cogs.core.translator import CatalogTranslator, valid_slash_name
 
 ROOT = Path(__file__).resolve().parent.parent
 # The keywords of the README's `pybabel extract` command.

@@ -30,8 +30,8 @@ from bot.errors import (
     SlowServerError,
     TransientAPIError,
 )
-from bot.image_api import APIAnswer, Attempt, AttemptOutcome, ImageAPIClient, ImageEditRequest
-from bot.images import PreparedImage
+from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageAPIClient, ImageEditRequest
+from bot.media.images import PreparedImage
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 
 KEY = "sk-test-key-0123456789"
@@ -395,9 +395,9 @@ async def test_each_attempt_is_one_info_line_without_the_key(
     api: FakeImageAPI, caplog: pytest.LogCaptureFixture
 ) -> None:
     api.then(Reply(kind="html", status=502))
-    with caplog.at_level(logging.INFO, logger="bot.image_api"):
+    with caplog.at_level(logging.INFO, logger="bot.provider.client"):
         await call_api(api, [])
-    lines = [r.getMessage() for r in caplog.records if r.name == "bot.image_api" and r.levelno == logging.INFO]
+    lines = [r.getMessage() for r in caplog.records if r.name == "bot.provider.client" and r.levelno == logging.INFO]
     assert len(lines) == 2
     assert lines[0].startswith("image API attempt 1: outcome=server_error_fast status=502 seconds=")
     assert "request_id=fake-req-1" in lines[0] and "retrying in" in lines[0]
@@ -425,7 +425,7 @@ def test_read_answer_cuts_out_the_base64_and_falls_back_on_escapes() -> None:
     import base64
     import json
 
-    from bot.image_api import _decode_b64, read_answer
+    from bot.provider.client import _decode_b64, read_answer
 
     png = make_png(20, 20)
     encoded = base64.b64encode(png).decode()

@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from bot.errors import InputError, InvalidResponseError
-from bot.images import check_output, fit_for_upload, prepare_input
-from bot.sizes import SIZES, normalize_size, size_choices
+from bot.media.images import check_output, fit_for_upload, prepare_input
+from bot.provider.sizes import SIZES, normalize_size, size_choices
 
 
 def encode(image: Image.Image, fmt: str, **params: object) -> bytes:

@@ -33,17 +33,17 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from bot.config import Config
-from bot.editor import Editor
+from bot.media.editor import Editor
 from bot.engine import JobEngine
 from bot.errors import APITimeoutError, AtelierError, BadRequestError, CancelRefusedError, InputError, InputsGoneError
-from bot.image_api import APIAnswer, Attempt, AttemptOutcome, ImageEditRequest, ImageEditResult
-from bot.images import OutputImage
+from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageEditRequest, ImageEditResult
+from bot.media.images import OutputImage
 from bot.inputs import ENDED_FILE, InputStore
-from bot.jobs import Delivered, Destination, Job, JobKind, JobRequest, utc_day
-from bot.limits import Requester
+from bot.core.job import Delivered, Destination, Job, JobKind, JobRequest, utc_day
+from bot.servers.limits import Requester
 from bot.ports import Move, NotDelivered, Posted, PostFailed
 from bot.sqlite_store import SQLiteJobStore
-from bot.states import JobState, cancellable
+from bot.core.states import JobState, cancellable
 from tests.fake_image_api import make_png
 
 T = TypeVar("T")

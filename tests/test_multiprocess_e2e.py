@@ -79,7 +79,7 @@ async def test_four_processes_times_fifty_requests_sell_exactly_the_daily_limit_
 
 async def test_five_hundred_jobs_claimed_by_four_workers_each_run_exactly_once(database: str) -> None:
     from bot.postgres_store import PostgresJobStore
-    from bot.states import JobState
+    from bot.core.states import JobState
     from tests.test_postgres_queue import add, make_job
 
     store = PostgresJobStore(database)

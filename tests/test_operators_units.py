@@ -12,23 +12,23 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from bot.balance import BalanceWatch, Level
-from bot.charts import render_stats_chart
+from bot.provider.balance import BalanceWatch, Level
+from bot.ops.charts import render_stats_chart
 from bot.config import Config, load_config
 from bot.errors import BadRequestError, ConfigError, InputError
-from bot.image_api import Attempt, AttemptOutcome
-from bot.jobs import Job, JobKind, JobRequest, utc_day
-from bot.ledger import DayUsage, UsageLedger
-from bot.limits import LimitReachedError, Requester, check_quota
-from bot.logging_setup import RedactSecrets
-from bot.metrics import Metrics
-from bot.models import SizeRule, parse_models, size_problem
+from bot.provider.client import Attempt, AttemptOutcome
+from bot.core.job import Job, JobKind, JobRequest, utc_day
+from bot.core.quota import DayUsage, UsageLedger
+from bot.servers.limits import LimitReachedError, Requester, check_quota
+from bot.ops.logging_setup import RedactSecrets
+from bot.ops.metrics import Metrics
+from bot.provider.models import SizeRule, parse_models, size_problem
 from bot.ports import Move
-from bot.routing import ModelRouter
-from bot.sizes import SIZES
-from bot.states import JobState
+from bot.provider.routing import ModelRouter
+from bot.provider.sizes import SIZES
+from bot.core.states import JobState
 from bot.storage import DayStats
-from cogs.server_keys import HideKeyForm
+from cogs.admin.server_keys import HideKeyForm
 from tests.harness import SECRET_KEY
 
 BASE = {"DISCORD_TOKEN": "t" * 24, "IMAGE_API_KEY": "k" * 24}
@@ -180,7 +180,7 @@ class _NoJobs:
 
 
 def test_metrics_come_from_moves_into_a_registry_of_their_own() -> None:
-    from bot.lifecycle import Lifecycle
+    from bot.jobs.lifecycle import Lifecycle
 
     lifecycle = Lifecycle.__new__(Lifecycle)  # only the views the gauges read
     lifecycle.ledger = UsageLedger()

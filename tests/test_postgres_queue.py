@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.errors import QueueFullError
-from bot.images import PreparedImage
-from bot.jobs import Delivered, Job, JobKind, JobRequest, utc_day
-from bot.limits import LimitReachedError, Quota
+from bot.media.images import PreparedImage
+from bot.core.job import Delivered, Job, JobKind, JobRequest, utc_day
+from bot.servers.limits import LimitReachedError, Quota
 from bot.postgres_store import PostgresJobStore
 from bot.queue import FairQueue
-from bot.states import JobState
+from bot.core.states import JobState
 from bot.storage import ClaimMiss, ClaimTerms
 from tests.postgres import fresh_database
 

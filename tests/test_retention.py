@@ -12,18 +12,18 @@ from pathlib import Path
 from PIL import Image
 
 from bot.config import Config
-from bot.editor import Editor
+from bot.media.editor import Editor
 from bot.engine import JobEngine
 from bot.errors import AtelierError
-from bot.image_api import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
-from bot.images import OutputImage, PreparedImage
+from bot.provider.client import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
+from bot.media.images import OutputImage, PreparedImage
 from bot.inputs import ENDED_FILE, InputStore
-from bot.jobs import Destination, Job, JobKind, JobRequest
-from bot.limits import Requester
+from bot.core.job import Destination, Job, JobKind, JobRequest
+from bot.servers.limits import Requester
 from bot.ports import Posted
 from bot.retention import MARK_BYTES, Retention
 from bot.sqlite_store import SQLiteJobStore
-from bot.states import JobState
+from bot.core.states import JobState
 from tests.fake_image_api import make_png
 
 PNG = make_png(8, 8)

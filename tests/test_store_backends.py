@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from bot.image_api import Attempt, AttemptOutcome
-from bot.jobs import Destination, Job, JobKind, JobRequest, utc_day
+from bot.provider.client import Attempt, AttemptOutcome
+from bot.core.job import Destination, Job, JobKind, JobRequest, utc_day
 from bot.postgres_store import PostgresJobStore
-from bot.settings import GuildOverrides
+from bot.servers.settings import GuildOverrides
 from bot.sqlite_store import SQLiteJobStore
-from bot.states import JobState
+from bot.core.states import JobState
 from bot.storage import Block, JobStore, StoredKey
 from tests.postgres import fresh_database
 

@@ -180,10 +180,11 @@ NOTICE_LATER = (
     "UPDATE notices SET due_at = :due_at, claimed_by = NULL, lease_until = NULL "
     "WHERE job_id = :job_id AND claimed_by = :holder AND done_at IS NULL"
 )
+NOTICE_HOLDERS = "SELECT DISTINCT claimed_by FROM notices WHERE done_at IS NULL AND claimed_by IS NOT NULL"
 NEXT_USE = "how = 'next_use' AND shown_at IS NULL"
 NEXT_USE_USERS = f"SELECT DISTINCT j.user_id FROM notices n JOIN jobs j ON j.id = n.job_id WHERE n.{NEXT_USE}"
-NEXT_USE_JOBS = (
-    f"SELECT j.* FROM notices n JOIN jobs j ON j.id = n.job_id WHERE j.user_id = :user_id AND n.{NEXT_USE} "
+NEXT_USE_NOTICES = (
+    f"SELECT n.* FROM notices n JOIN jobs j ON j.id = n.job_id WHERE j.user_id = :user_id AND n.{NEXT_USE} "
     "ORDER BY j.created_at, j.id"
 )
 MARK_SHOWN = "UPDATE notices SET shown_at = :at WHERE job_id = :job_id AND shown_at IS NULL"

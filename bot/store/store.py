@@ -238,6 +238,10 @@ class Store:
         """Take up to ``limit`` notices that are due and that no live process is telling (with their jobs)."""
         return await self._write(_claim_notices(holder, now, gone, limit))
 
+    async def holders_of_notices(self) -> set[str]:
+        """The processes telling a notice right now, as the notices say."""
+        return {str(row["claimed_by"]) for row in await self._read(fetch(q.NOTICE_HOLDERS))}
+
     async def take_own_notice(self, job_id: str, holder: str, now: float) -> tuple[Notice, Job] | None:
         """The notice of a job ``holder`` just ended, if it is still ``holder``'s to tell."""
         return await self._write(_take_own_notice(job_id, holder, now))
@@ -254,8 +258,9 @@ class Store:
         """Members owed a word at their next use of the bot."""
         return {int(row["user_id"]) for row in await self._read(fetch(q.NEXT_USE_USERS))}
 
-    async def next_use_jobs(self, user_id: int) -> list[Job]:
-        return [job_from_row(r) for r in await self._read(fetch(q.NEXT_USE_JOBS, user_id=user_id))]
+    async def next_use_notices(self, user_id: int) -> list[tuple[Notice, Job]]:
+        """What a member is owed at their next use, oldest first, with the jobs."""
+        return await self._read(_next_use(user_id))
 
     async def mark_shown(self, job_ids: Sequence[str], at: float) -> None:
         await self._write(execute_many(q.MARK_SHOWN, [{"job_id": job_id, "at": at} for job_id in job_ids]))
@@ -586,6 +591,15 @@ def _take_own_notice(job_id: str, holder: str, now: float) -> Script[tuple[Notic
         return None
     job = yield from fetch_one(q.GET_JOB, id=job_id)
     return (notice_from_row(notice), job_from_row(job)) if job is not None else None
+
+
+def _next_use(user_id: int) -> Script[list[tuple[Notice, Job]]]:
+    owed = []
+    for row in (yield from fetch(q.NEXT_USE_NOTICES, user_id=user_id)):
+        job = yield from fetch_one(q.GET_JOB, id=row["job_id"])
+        if job is not None:
+            owed.append((notice_from_row(row), job_from_row(job)))
+    return owed
 
 
 def _write_and_notify(sql: str, params: Mapping[str, Any], notice: str) -> Script[int]:

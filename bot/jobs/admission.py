@@ -1,0 +1,253 @@
+"""Admission: from a member's request to a job in line, or to a clear refusal.
+
+One call (``Admission.submit``) resolves the style preset, checks who may ask, the
+server's private-results setting and the limits, accepts and charges the job, has the
+frontend answer the member, fetches and checks the images, keeps them with the job and
+queues it. Whatever fails after the charge ends the job as failed, which refunds it;
+nothing is left charged and "active" behind. Every way to start a job (``/edit``,
+``/imagine``, Refine, Reroll, "Edit images" on a message) is this one call with its own
+input source; a kind without images (``/imagine``) has nothing to fetch.
+
+One member's requests are admitted one after another, in the order they arrived, so their
+jobs are accepted, and start, in that order (a member's later edit never overtakes their
+earlier one, however the database orders concurrent transactions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Sequence
+
+from bot.config import Config
+from bot.core.job import Destination, Job, JobRequest, new_job_id, utc_day
+from bot.core.states import JobState
+from bot.errors import AtelierError, InputsGoneError, QueueFullError, UnexpectedError
+from bot.i18n import _t, catalogs
+from bot.jobs.inputs import JobInputs
+from bot.jobs.kinds import kind_of
+from bot.jobs.lifecycle import Lifecycle
+from bot.media.editor import Editor
+from bot.ports import Announcer, InputSource
+from bot.provider.balance import BalanceTooLowError, BalanceWatch
+from bot.provider.models import ImageModel
+from bot.provider.routing import ModelRouter
+from bot.servers.blocks import Blocklist
+from bot.servers.guild_keys import GuildKeys
+from bot.servers.limits import GuildLimits, Requester, ShuttingDownError, apply_privacy, check_access, quota_for
+from bot.servers.presets import StylePresets
+from bot.servers.settings import GuildSettings
+
+log = logging.getLogger(__name__)
+
+# The longest a job's download waits for the requests that arrived with it to be answered.
+ANSWERS_FIRST_SECONDS = 1.0
+STOPPED_WHILE_FETCHING = _t(
+    "The bot restarted while your images were being fetched, so this edit did not start. "
+    "You were not charged; please send it again."
+)
+
+
+class Admission:
+    """Checks, charges and prepares new jobs."""
+
+    def __init__(
+        self,
+        config: Config,
+        lifecycle: Lifecycle,
+        settings: GuildSettings,
+        presets: StylePresets,
+        editor: Editor,
+        inputs: JobInputs,
+        *,
+        blocks: Blocklist,
+        keys: GuildKeys,
+        router: ModelRouter,
+        balance: BalanceWatch | None = None,
+    ) -> None:
+        self._config = config
+        self._lifecycle = lifecycle
+        self._settings = settings
+        self._presets = presets
+        self._editor = editor
+        self._inputs = inputs
+        self._blocks = blocks
+        self._keys = keys
+        self._router = router
+        self._balance = balance
+        self.accepting = True
+        self._members: dict[int, asyncio.Lock] = {}  # one admission at a time per member, in arrival order
+        self._admitting = 0  # requests between arriving and being admitted (or refused)
+        self._answered = asyncio.Event()  # set while none is
+        self._answered.set()
+
+    def model_for(self, guild_id: int | None) -> ImageModel:
+        """The model a server picked (if the operator still allows it), else the default."""
+        if guild_id is not None:
+            picked = self._config.model(self._settings.cached(guild_id).pick("model", None))
+            if picked is not None:
+                return picked
+        return self._config.default_model
+
+    async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
+        """The limits in force in a guild (``None`` in DMs)."""
+        if guild_id is None:
+            return None
+        return GuildLimits.resolve(self._config, await self._settings.overrides(guild_id))
+
+    async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
+        """Admit, charge, announce, fetch, check, keep and queue a job; return it as it ended up.
+
+        Raises ``AtelierError`` when the request is refused (nothing charged), or when the job
+        failed before the member could be answered through ``source`` (charged, then refunded).
+        Any later failure is shown to the member by the notifier, and the failed job is returned.
+        """
+        if not self.accepting:
+            raise ShuttingDownError()
+        self._admitting += 1
+        self._answered.clear()
+        try:
+            async with self._member_turn(request.user_id):
+                job = await self._admit(request, who)
+        finally:
+            self._admitting -= 1
+            if not self._admitting:
+                self._answered.set()
+        return await self._prepare(job, source)
+
+    @contextlib.asynccontextmanager
+    async def _member_turn(self, user_id: int) -> AsyncIterator[None]:
+        """This member's admissions one at a time, first come first served (asyncio's locks are fair)."""
+        lock = self._members.setdefault(user_id, asyncio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and self._members.get(user_id) is lock:
+                del self._members[user_id]
+
+    async def _admit(self, request: JobRequest, who: Requester) -> Job:
+        kind_of(request.kind)  # a kind this version knows, before anything is charged
+        self._blocks.check(who.guild_id, who.user_id)
+        if request.style is not None and request.style_text is None:
+            preset = self._presets.get(request.guild_id, request.style)
+            request = dataclasses.replace(request, style=preset.name, style_text=preset.text)
+        limits = await self.limits_for(who.guild_id)
+        check_access(self._config, limits, who)
+        request = apply_privacy(limits, request)
+        chosen = self.model_for(who.guild_id)
+        chosen.check_size(request.size)
+        own_key = self._keys.key_for(who.guild_id) is not None
+        if not own_key and self._balance is not None and self._balance.refusing:
+            raise BalanceTooLowError()
+        if await self._inputs.full():
+            raise QueueFullError()
+        model = self._router.route(chosen, request.size)
+        # The check and the charge are one step (``Lifecycle.create``), so two quick requests
+        # cannot both take the last edit of a limit.
+        now = self._lifecycle.clock()
+        job = await self._lifecycle.create(
+            Job(
+                id=new_job_id(),
+                request=request,
+                state=JobState.ACCEPTED,
+                created_at=now,
+                charge_day=utc_day(now),
+                cost=model.price,
+                model=model.name,
+                holder=self._lifecycle.holder,
+                guild_key=own_key,
+            ),
+            quota_for(self._config, limits, who, now, price=model.price, own_key=own_key),
+        )
+        return job
+
+    async def _prepare(self, job: Job, source: InputSource) -> Job:
+        announced = False
+        try:
+            destination = await source.announce(job)
+            announced = True
+            preparing = await self._lifecycle.move(job, JobState.PREPARING, destination=destination)
+            if preparing is None:  # cancelled, or the bot is stopping
+                return await self._as_it_is(job)
+            job = preparing
+            notes: tuple[str, ...] = ()
+            if kind_of(job.kind).needs_images:
+                await self._after_answers()
+                files = await source.fetch()
+                images = await self._editor.prepare_inputs(files)
+                await self._inputs.save(job.id, images)
+                # Notes are kept as text, in the language of the member who reads them.
+                notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
+            queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes)
+            if queued is None:  # cancelled while its images were being prepared: never queued again
+                await self._inputs.delete(job.id)  # saved after the job ended
+                return await self._as_it_is(job)
+            return queued
+        except AtelierError as error:
+            failure: AtelierError = error
+        except asyncio.CancelledError:
+            await asyncio.shield(
+                self._fail(job, AtelierError(STOPPED_WHILE_FETCHING, log_detail="preparation stopped"))
+            )
+            raise
+        except Exception as exc:  # a bug: logged under a reference; the member gets the one apology
+            failure = UnexpectedError.capture(exc, f"preparing job {job.id}")
+        failed = await self._fail(job, failure)
+        if not announced:
+            raise failure  # nobody has answered the member yet: the caller's error path does
+        return failed or job
+
+    async def _as_it_is(self, job: Job) -> Job:
+        return await self._lifecycle.store.get_job(job.id) or job
+
+    async def _after_answers(self) -> None:
+        """Let every request that has arrived be admitted (and so answered, right after) before
+        this job's images are fetched.
+
+        An answer is what a member waits for; fetching and keeping images can wait a moment.
+        With PostgreSQL a burst of requests would otherwise share the connections and the
+        event loop with the downloads and saves of the first ones, and the last answers would
+        come late. Bounded, so a flood of requests cannot hold the first jobs back for long.
+        """
+        # The first jobs of a burst go at once all the same: the API slots would wait for them.
+        if self._admitting and len(self._lifecycle.held(JobState.PREPARING)) > self._config.max_concurrent_jobs:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
+                    await self._answered.wait()
+
+    async def _fail(self, job: Job, error: AtelierError) -> Job | None:
+        held = self._lifecycle.holds(job.id) or job
+        return await self._lifecycle.move(held, JobState.FAILED, error=error)
+
+    async def fail_unprepared(self) -> int:
+        """At a stop: end the jobs whose images are still on their way (refunded, the member told)."""
+        unprepared = self._lifecycle.held(JobState.ACCEPTED, JobState.PREPARING)
+        for job in unprepared:
+            await self._fail(job, AtelierError(STOPPED_WHILE_FETCHING, log_detail="stopped while preparing"))
+        return len(unprepared)
+
+
+class KeptInputsSource:
+    """A reroll's input source: the frontend answers the member; the images are the parent job's kept inputs.
+
+    They are sent through the same checks as any upload (they pass through unchanged, as
+    they were prepared once already), so a reroll costs what an edit costs.
+    """
+
+    def __init__(self, announcer: Announcer, inputs: JobInputs, parent_job_id: str, hours: float) -> None:
+        self._announcer = announcer
+        self._inputs = inputs
+        self._parent_job_id = parent_job_id
+        self._hours = hours
+
+    async def announce(self, job: Job) -> Destination:
+        return await self._announcer.announce(job)
+
+    async def fetch(self) -> Sequence[tuple[str, bytes]]:
+        images = await self._inputs.load(self._parent_job_id)
+        if images is None:  # dropped since the member clicked (the window or the disk cap)
+            raise InputsGoneError(self._hours)
+        return [(f"image{number}", image.data) for number, image in enumerate(images, start=1)]

@@ -1,0 +1,55 @@
+"""A job's input images, kept in the store while it is unfinished (and a while after, for Reroll).
+
+Every process can run any job from them, on either database. Their total for unfinished
+jobs is capped by ``MAX_QUEUED_INPUT_MB``: the cap is enforced exactly when inputs are saved,
+and whether it is reached is read at most once a second for admission, which asks on every
+request. What was done to an image (its note) is kept with the job, not with the image.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+
+from bot.core.records import StoredImage
+from bot.media.images import PreparedImage
+from bot.store.store import Store
+
+FULL_CHECK_EVERY = 1.0
+
+
+class JobInputs:
+    """The store's ``job_inputs``, as prepared images, within ``cap_bytes`` for all unfinished jobs."""
+
+    def __init__(self, store: Store, cap_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._store = store
+        self.cap_bytes = cap_bytes
+        self._clock = clock
+        self._full = False
+        self._checked: float | None = None
+
+    async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
+        """Keep a job's images; ``QueueFullError`` (nothing kept) past the cap."""
+        stored = [StoredImage(image.data, image.mime, image.width, image.height) for image in images]
+        await self._store.save_inputs(job_id, stored, self.cap_bytes)
+
+    async def load(self, job_id: str) -> list[PreparedImage] | None:
+        """The images in prompt order, or ``None`` if they are not there."""
+        stored = await self._store.load_inputs(job_id)
+        if stored is None:
+            return None
+        return [PreparedImage(image.data, image.mime, image.width, image.height) for image in stored]
+
+    async def exists(self, job_id: str) -> bool:
+        return await self._store.inputs_exist(job_id)
+
+    async def delete(self, job_id: str) -> None:
+        await self._store.delete_inputs(job_id)
+
+    async def full(self) -> bool:
+        """Whether the unfinished jobs' images fill the cap (read at most once a second)."""
+        now = self._clock()
+        if self._checked is None or now - self._checked >= FULL_CHECK_EVERY:
+            self._checked = now
+            self._full = await self._store.queued_input_bytes() >= self.cap_bytes
+        return self._full

@@ -1,0 +1,325 @@
+"""The one function that moves a job (``Lifecycle.move``), and the jobs this process holds.
+
+Every change of a job's state goes through ``move``. It checks the move against the table in
+``bot.core.states`` (an illegal move is refused with a log line and changes nothing), and has
+the store write it (``bot.store``) in one transaction with everything that goes with it: the
+refund row a failed or cancelled job is owed (at most one, keyed by the job), the API
+attempts the move records, and, when the job ends, the notice its member is owed (the
+outbox). The store refuses a move whose job is no longer where the mover thought it was, and
+a move of a job held under a lease names its holder and run (``Fence``), so a process that
+lost its lease cannot move, refund or deliver anything of that job. Then ``move`` tells the
+observers (metrics, audit, the model breaker), the notifier, and the outbox.
+
+This process holds the jobs it is admitting and the jobs it claimed and runs; their leases
+are renewed by ``bot.jobs.keeper``. Everything else about jobs is read from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+
+from bot.core.attempts import Attempt
+from bot.core.job import Job
+from bot.core.quota import Quota
+from bot.core.records import ClaimMiss, ClaimTerms, Fence, NoticeDraft
+from bot.core.states import HELD, MONEY, JobState, MoneyEffect, allowed
+from bot.errors import AtelierError, UnexpectedError
+from bot.i18n import _t
+from bot.media.images import OutputImage
+from bot.ports import Move, MoveObserver, Notifier
+from bot.store.store import Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+INTERRUPTED_TWICE = _t(
+    "The bot stopped twice while this edit was running, so it was not tried again. "
+    "You were not charged; please send it again."
+)
+ENDED_WITHOUT_REASON = _t("This edit could not be finished. You were not charged; please send it again.")
+
+
+class EndedHook(Protocol):
+    """Told of every job this process ended, after the store recorded it (retention of its inputs)."""
+
+    async def job_ended(self, job: Job) -> None: ...
+
+
+class OwnNotices(Protocol):
+    """The outbox, told of a notice this process owes right now (it ended the job)."""
+
+    async def tell_own(self, job_id: str) -> None: ...
+
+
+def failure_notice(error: AtelierError | None) -> NoticeDraft:
+    """What a failed job's member is owed: the reason, and whether only they should see it."""
+    if error is None:
+        return NoticeDraft({"text": ENDED_WITHOUT_REASON.to_json(), "private": False})
+    return NoticeDraft({"text": error.user_message.to_json(), "private": error.private})
+
+
+class Lifecycle:
+    """The moves between a job's states, and what this process holds."""
+
+    def __init__(self, store: Store, holder: str, *, lease_seconds: float, clock: Clock = time.time) -> None:
+        self.store = store
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self.clock = clock
+        self._held: dict[str, Job] = {}  # the jobs this process holds under a lease, as it last moved them
+        self._notifier: Notifier | None = None
+        self._observers: list[MoveObserver] = []
+        self._ended: EndedHook | None = None
+        self._outbox: OwnNotices | None = None
+        self._moved = asyncio.Event()
+
+    def attach(self, notifier: Notifier | None, ended: EndedHook | None, outbox: OwnNotices | None) -> None:
+        """Tell ``notifier`` about moves, ``ended`` about every end, ``outbox`` about notices owed now."""
+        self._notifier = notifier
+        self._ended = ended
+        self._outbox = outbox
+
+    def observe(self, observer: MoveObserver) -> None:
+        """Tell ``observer`` about every move from now on (synchronously, right after the store wrote it)."""
+        self._observers.append(observer)
+
+    # Creating, claiming and moving jobs ---------------------------------------------------------
+
+    async def create(self, job: Job, quota: Quota) -> Job:
+        """Check the member's totals against ``quota`` and record the accepted job (held by this process)
+        and its charge, as one step in the store; ``LimitReachedError`` says which limit refused."""
+        assert job.state is JobState.ACCEPTED and job.holder == self.holder
+        refused = await self.store.admit(job, quota, self.clock() + self.lease_seconds)
+        if refused is not None:
+            raise quota.refusal(*refused)
+        self._held[job.id] = job
+        return job
+
+    async def claim(self, max_running: int) -> Job | ClaimMiss:
+        """Move the next job in fair order from queued to running, for this process (at most ``max_running``
+        running across every process), or say why none was taken."""
+        now = self.clock()
+        taken = await self.store.claim(ClaimTerms(self.holder, now, self.lease_seconds, max_running))
+        if isinstance(taken, Job):
+            await self._claimed(taken)
+        return taken
+
+    async def _claimed(self, job: Job) -> None:
+        self._held[job.id] = job
+        self._moved.set()
+        self._observe(Move(job, JobState.QUEUED))
+        await self._tell(job, JobState.QUEUED, None)
+
+    async def move(
+        self,
+        job: Job | str,
+        target: JobState,
+        *,
+        error: AtelierError | None = None,
+        attempts: Sequence[Attempt] = (),
+        result: OutputImage | None = None,
+        notice: NoticeDraft | None = None,
+        **values: Any,
+    ) -> Job | None:
+        """Move a job to ``target``; return it as stored now, or ``None`` if the move is refused.
+
+        Given a ``Job`` (the mover's own view of it) a held job's move is fenced by the holder and
+        run that view names; given an id (a cancel), the job is read first and moved if it is still
+        where it was. ``result`` (the posted image) goes to the observers only.
+        """
+        moved, _ = await self._move(job, target, error, attempts, result, notice, None, values)
+        return moved
+
+    async def move_and_claim(
+        self, job: Job, target: JobState, max_running: int | None, *, attempts: Sequence[Attempt] = (), **values: Any
+    ) -> tuple[Job | None, Job | ClaimMiss | None]:
+        """``move``, and if it moved, claim the next job for this process in the same transaction (the slot a
+        call's end frees goes to the next job at once); return the job moved and the job claimed, or why not."""
+        return await self._move(job, target, None, attempts, None, None, max_running, values)
+
+    async def _move(
+        self,
+        job: Job | str,
+        target: JobState,
+        error: AtelierError | None,
+        attempts: Sequence[Attempt],
+        result: OutputImage | None,
+        notice: NoticeDraft | None,
+        claim_for: int | None,
+        values: dict[str, Any],
+    ) -> tuple[Job | None, Job | ClaimMiss | None]:
+        if isinstance(job, str):
+            found = await self.store.get_job(job)
+            if found is None or found.state.terminal:
+                log.warning("job=%s refused move to %s: it is not an unfinished job", job, target)
+                return None, None
+            current, fence = found, None
+        else:
+            current = job
+            fence = Fence(job.holder, job.run) if job.state in HELD and job.holder is not None else None
+        before = current.state
+        if not allowed(before, target, current.restarts):
+            log.warning("job=%s refused move %s -> %s", current.id, before, target)
+            return None, None
+        now = self.clock()
+        stamped = _stamp(current, target, error, attempts, values, now)
+        if target.terminal and notice is None:
+            notice = failure_notice(error) if target is JobState.FAILED else NoticeDraft()
+        claim = ClaimTerms(self.holder, now, self.lease_seconds, claim_for) if claim_for is not None else None
+        stored = await self.store.move(
+            current.id,
+            before,
+            target,
+            stamped,
+            refund=MONEY[target] is MoneyEffect.REFUND,
+            holder=self.holder,
+            now=now,
+            attempts=attempts,
+            fence=fence,
+            notice=notice,
+            claim=claim,
+        )
+        moved = stored.job
+        if moved is None:
+            why = "another process holds it now" if fence is not None else "the store holds another state"
+            log.warning("job=%s refused move %s -> %s: %s", current.id, before, target, why)
+            if fence is not None and fence.holder == self.holder:
+                self._held.pop(current.id, None)
+            return None, None
+        if moved.state in HELD and moved.holder == self.holder:
+            self._held[moved.id] = moved
+        else:
+            self._held.pop(moved.id, None)
+        self._moved.set()
+        # Before any await: an observer hears of every move the store recorded, in order.
+        self._observe(Move(moved, before, error, tuple(attempts), result))
+        if target.terminal:
+            _log_end(moved)
+            if self._ended is not None:
+                await self._ended.job_ended(moved)
+        await self._tell(moved, before, error)
+        owed_now = notice is not None and notice.done_how is None and notice.delay == 0
+        if target.terminal and owed_now and self._outbox is not None:
+            # The status line is closed by now (the notifier above): the final word comes last.
+            await self._outbox.tell_own(moved.id)
+        if isinstance(stored.claimed, Job):
+            await self._claimed(stored.claimed)
+        return moved, stored.claimed
+
+    async def interrupt(self, job: Job, attempts: Sequence[Attempt] = ()) -> Job | None:
+        """A stop (or a crash found later) caught this job running or delivering: back in line once, else failed."""
+        if job.state not in (JobState.RUNNING, JobState.DELIVERING):
+            return None
+        if allowed(job.state, JobState.INTERRUPTED, job.restarts):
+            return await self.move(job, JobState.INTERRUPTED, attempts=attempts)
+        error = AtelierError(INTERRUPTED_TWICE, log_detail="interrupted twice")
+        return await self.move(job, JobState.FAILED, error=error, attempts=attempts)
+
+    # What this process holds --------------------------------------------------------------------
+
+    def held(self, *states: JobState) -> list[Job]:
+        """The jobs this process holds (in ``states``, when given), oldest first."""
+        return sorted(
+            (job for job in self._held.values() if not states or job.state in states), key=lambda j: j.created_at
+        )
+
+    def holds(self, job_id: str) -> Job | None:
+        return self._held.get(job_id)
+
+    async def renew(self) -> list[Job]:
+        """Extend the leases of the jobs this process holds; forget and return those it no longer holds
+        (their lease lapsed and another process took them over)."""
+        asked = {job.id: job.run for job in self._held.values()}
+        if not asked:
+            return []
+        renewed = await self.store.renew(self.holder, asked, self.clock() + self.lease_seconds)
+        return self._forget_lost(asked, renewed)
+
+    async def still_holds(self, job: Job) -> bool:
+        """Whether this process still holds ``job``'s run (its lease is extended if so): asked before anything
+        that must not come from a run that lost its job, such as a status edit or posting a result."""
+        renewed = await self.store.renew(self.holder, [job.id], self.clock() + self.lease_seconds)
+        return not self._forget_lost({job.id: job.run}, renewed)
+
+    def _forget_lost(self, asked: Mapping[str, int], renewed: Mapping[str, int]) -> list[Job]:
+        lost = []
+        for job_id, run in asked.items():
+            held = self._held.get(job_id)
+            if held is not None and held.run == run and renewed.get(job_id) != run:
+                lost.append(self._held.pop(job_id))
+                log.warning("job=%s run=%d lost: its lease lapsed and another process holds it now", job_id, run)
+        return lost
+
+    async def wait_until(self, done: Callable[[], bool], timeout: float) -> bool:
+        """Wait until ``done()`` holds (checked after every move), at most ``timeout`` s."""
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    self._moved.clear()
+                    if done():
+                        return True
+                    await self._moved.wait()
+        except TimeoutError:
+            return done()
+
+    # Telling --------------------------------------------------------------------------------------
+
+    def _observe(self, move: Move) -> None:
+        for observer in self._observers:
+            try:
+                observer.job_moved(move)
+            except Exception as exc:  # a lost count or audit line, never a stuck job
+                UnexpectedError.capture(exc, f"an observer of job {move.job.id}")
+
+    async def _tell(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        if self._notifier is None:
+            return
+        try:
+            await self._notifier.job_moved(job, before, error)
+        except Exception as exc:  # the member may miss an update; the job must not
+            UnexpectedError.capture(exc, f"the notifier for job {job.id}")
+
+
+def _stamp(
+    job: Job,
+    target: JobState,
+    error: AtelierError | None,
+    attempts: Sequence[Attempt],
+    values: dict[str, Any],
+    now: float,
+) -> dict[str, Any]:
+    """The values a move records besides the caller's: times, the error, counts."""
+    if target is JobState.QUEUED:
+        values.setdefault("queued_at", now)
+    if target.terminal:
+        values.setdefault("finished_at", now)
+    if error is not None:
+        values["error"] = error.log_detail[:500]
+    if job.state is JobState.INTERRUPTED and target is JobState.QUEUED:
+        values.update(restarts=job.restarts + 1, started_at=None)
+    if attempts:
+        values["attempts"] = job.attempts + len(attempts)
+    return values
+
+
+def _log_end(job: Job) -> None:
+    """One line per job outcome, with its id and timings."""
+    request = job.request
+    common = (
+        f"job={job.id} kind={request.kind} origin={request.origin} user={request.user_id} guild={request.guild_id} "
+        f"outcome={job.state} images={request.input_count} size={request.size or 'auto'}"
+    )
+    total = (job.finished_at or 0) - job.created_at
+    if job.state is JobState.SUCCEEDED:
+        wait = (job.started_at or job.created_at) - job.created_at
+        log.info(
+            "%s api=%.2fs attempts=%d wait=%.2fs total=%.2fs out=%sx%s bytes=%s",
+            common, job.api_seconds or 0.0, job.attempts, wait, total, job.output_width, job.output_height,
+            job.output_bytes,
+        )  # fmt: skip
+    else:
+        log.info("%s attempts=%d total=%.2fs reason=%r", common, job.attempts, total, job.error)

@@ -1,0 +1,74 @@
+"""Places in line: waiting members hear their new place whenever the queue moves.
+
+The places are the store's (``Store.positions``: the order the claims would serve every
+waiting job in), read when a notice says the queue moved (a job queued, claimed, ended or
+cancelled, from any process), and at least every ``PLACES_EVERY`` seconds. A burst of moves
+is read once. A process tells only the members it serves (its shards').
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from bot.core.job import Job
+from bot.core.states import JobState
+from bot.errors import UnexpectedError
+from bot.ports import Notifier
+from bot.scheduler import Scheduler
+from bot.store.store import Store
+
+PLACES_EVERY = 5.0
+COALESCE = 0.1
+# Notices after which places may have changed.
+REORDERING = ("queued", "slot", "claimed", "reconnected")
+
+
+class Places:
+    """This process's waiting members' places, as last told."""
+
+    def __init__(self, store: Store, scheduler: Scheduler, mine: Callable[[Job], bool] = lambda job: True) -> None:
+        self._store = store
+        self._scheduler = scheduler
+        self._mine = mine
+        self._notifier: Notifier | None = None
+        self._reordered = asyncio.Event()
+        self.places: dict[str, int] = {}  # waiting job -> place, as last told
+
+    def start(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._reordered.set()
+        self._scheduler.schedule("places", self._announce_forever())
+
+    def heard(self, payload: str) -> None:
+        """A notice: re-read the places if it says the queue may have moved."""
+        if payload in REORDERING:
+            self._reordered.set()
+        elif payload.startswith("cancel:"):
+            self.places.pop(payload.removeprefix("cancel:"), None)
+            self._reordered.set()
+
+    def place(self, job_id: str) -> int | None:
+        return self.places.get(job_id)
+
+    async def _announce_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(PLACES_EVERY):
+                    await self._reordered.wait()
+            self._reordered.clear()
+            try:
+                await self.announce()
+            except Exception as exc:
+                UnexpectedError.capture(exc, "announcing places in line")
+            await asyncio.sleep(COALESCE)
+
+    async def announce(self) -> None:
+        """Read the places and tell the members whose place changed."""
+        waiting = await self._store.positions()
+        places = {job.id: place for job, place in waiting if job.state is JobState.QUEUED and self._mine(job)}
+        changed = [(job, place) for job, place in waiting if job.id in places and self.places.get(job.id) != place]
+        self.places = places
+        if changed and self._notifier is not None:
+            await self._notifier.queue_moved(changed)

@@ -1,0 +1,107 @@
+"""How a member is first answered about an accepted job, and the status line it shows from then on.
+
+Two ways, used by every input source (``/edit``, Refine, Reroll, "Edit images"):
+- ``answer_in_place``: the interaction's own answer is the status, then the result
+  (ephemeral when the job is private);
+- ``post_status``: a private "working on it" answer, and the status posted with the
+  bot's token where the result belongs (a thread, the rerolled result's channel, a
+  reply to the message whose images are used), which the answer then points to.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import discord
+
+from bot.core.job import Destination, Job
+from bot.errors import InputError
+from bot.i18n import Text, _nt, _t
+from bot.provider.sizes import size_of
+from cogs.core.language import for_job, say
+from cogs.delivery.destinations import interaction_target, message_target, quote_prompt
+from cogs.members.buttons import cancel_view
+
+log = logging.getLogger(__name__)
+
+POST_REFUSED = _t("Discord refused to let me post there; check my permissions (Send Messages, Read Message History).")
+
+
+def describe_size(size: str | None) -> Text | str:
+    """How a requested size reads in a status line."""
+    entry = size_of(size)
+    return entry.label if entry else _t("auto")
+
+
+def status_text(job: Job, state: Text) -> str:
+    """A status message in its member's language: what is happening, the prompt, who asked, what was asked.
+
+    The prompt is shown as it was typed, never translated.
+    """
+    request = job.request
+    # Translators: a job made from its instruction alone, with no image given.
+    images = _nt("{count} image", "{count} images", request.input_count) if request.input_count else _t("text only")
+    details = _t(
+        "<@{user}> · {images} · size {size} · job `{job}`",
+        user=request.user_id,
+        images=images,
+        size=describe_size(request.size),
+        job=job.id,
+    )
+    if request.style:
+        details = _t(
+            "<@{user}> · {images} · size {size} · style {style} · job `{job}`",
+            user=request.user_id,
+            images=images,
+            size=describe_size(request.size),
+            style=request.style,
+            job=job.id,
+        )
+    return f"{for_job(job, state)}\n{quote_prompt(request.prompt, 300)}\n-# {for_job(job, details)}"
+
+
+async def answer_in_place(interaction: discord.Interaction, job: Job, state: Text) -> Destination:
+    """Answer ``interaction`` with the job's status (only the requester sees it when the job is private)."""
+    # Well inside Discord's 3 s; everything slow happens after.
+    try:
+        response = await interaction.response.send_message(
+            status_text(job, state), view=cancel_view(job.id, job.request.language), ephemeral=job.request.private
+        )
+    except discord.HTTPException as exc:
+        raise InputError(
+            _t("Discord did not accept my answer to this command; please try again."),
+            log_detail=f"acknowledgement refused: {exc.status} {exc.code}",
+        ) from None
+    message_id = response.message_id if isinstance(response.message_id, int) else None
+    return interaction_target(interaction, message_id, private=job.request.private)
+
+
+async def post_status(
+    interaction: discord.Interaction,
+    job: Job,
+    channel: discord.abc.Messageable,
+    state: Text,
+    pointer: Text,
+    *,
+    reply_to: discord.Message | None = None,
+    refused: Text = POST_REFUSED,
+) -> Destination:
+    """Post the job's status in ``channel`` (replying to ``reply_to`` without pinging its author) and point
+    the member's private answer at it; ``interaction`` must already have been answered privately."""
+    text, quiet = status_text(job, state), discord.AllowedMentions.none()
+    view = cancel_view(job.id, job.request.language)
+    try:
+        if reply_to is None:
+            status = await channel.send(text, view=view, allowed_mentions=quiet)
+        else:
+            # A reply that still posts if the message is deleted meanwhile; its author is not pinged.
+            reference = reply_to.to_reference(fail_if_not_exists=False)
+            status = await channel.send(text, view=view, allowed_mentions=quiet, reference=reference)
+    except discord.HTTPException as exc:
+        raise InputError(refused, log_detail=f"status post refused: {exc.status} {exc.code}") from None
+    try:
+        await interaction.edit_original_response(content=f"{say(interaction, pointer)} {status.jump_url}")
+    except discord.HTTPException as exc:  # only a pointer: the status is in the channel either way
+        log.info("job=%s could not point the member to its status (%s %s)", job.id, exc.status, exc.code)
+    upload_limit = status.guild.filesize_limit if status.guild else interaction.filesize_limit
+    return message_target(status, interaction, upload_limit)

@@ -1,0 +1,314 @@
+"""Where a job's status and result are shown, rebuilt from the ``Destination`` the job stored.
+
+Two kinds, both usable after a restart because they hold only ids:
+- ``interaction``: the acknowledged message, edited through the interaction token
+  while it lives (15 minutes); a private job's is visible only to its requester;
+- ``message``: a message the bot posted with its own token (refines in threads,
+  "Edit images" replies).
+When the token has expired, or Discord refuses it, the result goes out as a new
+channel message that mentions the requester only, or, for a private job, as a
+direct message (and if the member's DMs are closed, it is not delivered).
+
+A public status message outlives both of Discord's edit windows by moving: a little
+before the token's 15 minutes, or before a bot message's first hour (after which Discord
+refuses most edits with error 30046), the status is posted afresh as the bot's own
+message and the old one is edited once to point to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+import discord
+
+from bot.core.job import Delivered, Destination
+from bot.i18n import Text, _t
+from bot.media.images import OutputImage
+from cogs.core.language import render
+from cogs.core.uploads import image_file
+
+log = logging.getLogger(__name__)
+
+MAX_CONTENT = 2000
+TOKEN_LIFETIME = 15 * 60
+# Stop using a token a little before Discord does, so a slow upload does not straddle expiry.
+TOKEN_MARGIN = 60
+_TOKEN_GONE = {401, 404}
+_CANNOT_DM = 50007
+# Discord refuses most edits of a message older than an hour (30046, sent as a 429);
+# a status message moves to a fresh one a little before.
+MOVE_AFTER = 55 * 60
+_OLD_MESSAGE_EDITS = 30046
+
+# What a result reads like and which buttons it has, where it is going.
+Compose = Callable[[Delivered], tuple[str, discord.ui.View]]
+
+
+def clip(text: str, limit: int) -> str:
+    """Shorten ``text`` to ``limit`` characters, marking the cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def quote_prompt(prompt: str, limit: int = 600) -> str:
+    """A prompt as a block quote, shortened, with @everyone/@here/role/user pings neutralised."""
+    flat = " ".join(discord.utils.escape_mentions(prompt).split())
+    return "> " + discord.utils.escape_markdown(clip(flat, limit), as_needed=True)
+
+
+def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
+    """A jump link to a message (``@me`` for a direct message)."""
+    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
+
+
+def interaction_target(
+    interaction: discord.Interaction, message_id: int | None, *, private: bool = False
+) -> Destination:
+    """What to store to reach an interaction's original response later (``private``: it is ephemeral)."""
+    data = {
+        "type": "interaction",
+        "app_id": interaction.application_id,
+        "token": interaction.token,
+        "expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
+        "message_id": message_id,
+        "channel_id": interaction.channel_id,
+        "guild_id": interaction.guild_id,
+        "user_id": interaction.user.id,
+        "private": private,
+    }
+    return Destination(upload_limit=interaction.filesize_limit, data=data)
+
+
+def message_target(
+    message: discord.Message,
+    interaction: discord.Interaction | None,
+    upload_limit: int,
+    guild_id: int | None = None,
+) -> Destination:
+    """What to store to reach a bot-posted status message (and, for private notes, the interaction)."""
+    data: dict[str, Any] = {"type": "message", "channel_id": message.channel.id, "message_id": message.id}
+    data["guild_id"] = guild_id or (message.guild.id if message.guild else None)
+    if interaction is not None:
+        data |= {
+            "app_id": interaction.application_id,
+            "token": interaction.token,
+            "expires_at": interaction.created_at.timestamp() + TOKEN_LIFETIME,
+            "user_id": interaction.user.id,
+        }
+    return Destination(upload_limit=upload_limit, data=data)
+
+
+class Delivery:
+    """Shows one job's status, result or failure; built from the job's stored target."""
+
+    def __init__(self, bot: discord.Client, destination: Destination, user_id: int, language: str | None) -> None:
+        target = destination.data
+        self.destination = destination
+        self.language = language  # its member's: what the status, result and failure are written in
+        self.bot = bot
+        self.target = target
+        self.user_id = user_id
+        self.private = bool(target.get("private"))
+        self.channel = bot.get_partial_messageable(int(target["channel_id"]))
+        token = target.get("token")
+        self.webhook: discord.Webhook | None = None
+        if token and target.get("app_id"):
+            # The same application webhook discord.py builds for ``Interaction.followup``: it may
+            # send ephemeral messages, which a plain partial webhook may not.
+            payload = {"id": int(target["app_id"]), "type": 3, "token": token}
+            self.webhook = discord.Webhook.from_state(payload, bot._connection)  # type: ignore[arg-type]
+
+    @property
+    def token_alive(self) -> bool:
+        return self.webhook is not None and time.time() < float(self.target.get("expires_at") or 0) - TOKEN_MARGIN
+
+    @property
+    def on_interaction(self) -> bool:
+        return bool(self.target["type"] == "interaction")
+
+    def _too_old(self) -> bool:
+        """A bot message near the end of the hour in which Discord lets it be edited freely."""
+        message_id = int(self.target.get("message_id") or 0)
+        return bool(message_id) and time.time() - discord.utils.snowflake_time(message_id).timestamp() >= MOVE_AFTER
+
+    @property
+    def guild_id(self) -> int | None:
+        """The server the status is in (``None`` in direct messages, or for targets stored before it was)."""
+        value = self.target.get("guild_id")
+        return int(value) if value else None
+
+    @property
+    def move_due(self) -> bool:
+        """Whether a public status should move to a fresh message before its next edit."""
+        if self.private:
+            return False  # only the interaction token can show a private message; it ends by DM
+        if self.on_interaction:
+            return time.time() >= float(self.target.get("expires_at") or 0) - 2 * TOKEN_MARGIN
+        return self._too_old()
+
+    async def move(self, content: str, view: discord.ui.View | None) -> Destination:
+        """Post the status afresh as the bot's own message and point the old one to it.
+
+        Returns where the job is shown from now on; raises ``discord.HTTPException`` if the
+        new message cannot be posted (the bot may not write in the channel).
+        """
+        kwargs: dict[str, Any] = {"content": clip(content, MAX_CONTENT)}
+        if view is not None:
+            kwargs["view"] = view
+        message = await self.channel.send(**kwargs)
+        await self._point_to(message, _t("➡️ This edit continues in a newer message, which I can keep updating:"))
+        return message_target(message, None, self.destination.upload_limit, self.guild_id)
+
+    async def _point_to(self, message: discord.Message, words: Text) -> None:
+        """Edit the old status message, once, to link to ``message`` (best effort)."""
+        link = message_link(self.guild_id, message.channel.id, message.id)
+        with contextlib.suppress(_CannotEditError, discord.HTTPException):
+            await self._edit(content=f"{render(words, self.language)} {link}", attachments=[], view=None)
+
+    async def _edit(self, **fields: Any) -> tuple[int, int]:
+        """Edit the status message, through the token or with the bot's own token; its (channel, message) ids."""
+        message_id = int(self.target.get("message_id") or 0)
+        if self.on_interaction:
+            if not self.token_alive or self.webhook is None or not message_id:
+                raise _CannotEditError
+            try:
+                edited = await self.webhook.edit_message(message_id, **fields)
+            except discord.HTTPException as exc:
+                if exc.status in _TOKEN_GONE:
+                    raise _CannotEditError from None
+                raise
+            return edited.channel.id, edited.id
+        try:
+            message = await self.channel.get_partial_message(message_id).edit(**fields)
+        except discord.HTTPException as exc:
+            if exc.code == _OLD_MESSAGE_EDITS:
+                raise _CannotEditError from None
+            raise
+        return message.channel.id, message.id
+
+    async def status(self, content: str, view: discord.ui.View | None = None) -> bool:
+        """Replace the status text (and its buttons); ``False`` if the message can no longer be edited."""
+        try:
+            await self._edit(content=clip(content, MAX_CONTENT), view=view)
+        except _CannotEditError:
+            return False
+        except discord.HTTPException as exc:
+            log.info("could not update a status message (%s %s)", exc.status, exc.code)
+        return True
+
+    async def result(self, image: OutputImage, filename: str, compose: Compose) -> tuple[int, int, Delivered]:
+        """Show the finished image where it belongs; its (channel, message) ids and how it went.
+
+        Raises ``discord.HTTPException`` if Discord refuses it, ``DirectMessagesClosedError`` if a
+        late private result cannot be sent to its member.
+        """
+        delivered = Delivered.PRIVATE if self.private else Delivered.POSTED
+        content, view = compose(delivered)
+        if not self.on_interaction and self._too_old():
+            # Past the hour in which Discord lets the status message be edited: a new message, linked from it.
+            message = await self._late(content, image_file(image, filename), view)
+            await self._point_to(message, _t("➡️ The result:"))
+            return message.channel.id, message.id, delivered
+        try:
+            channel_id, message_id = await self._edit(
+                content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view
+            )
+            return channel_id, message_id, delivered
+        except _CannotEditError:
+            pass
+        if self.private:
+            content, view = compose(Delivered.DIRECT_MESSAGE)
+            message = await self._direct(content, image_file(image, filename), view)
+            return message.channel.id, message.id, Delivered.DIRECT_MESSAGE
+        message = await self._late(content, image_file(image, filename), view)
+        return message.channel.id, message.id, Delivered.POSTED
+
+    async def _direct(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
+        """After the token's 15 minutes, a private job's news goes to its member by direct message."""
+        channel = await self.bot.create_dm(discord.Object(self.user_id))
+        kwargs: dict[str, Any] = {"content": clip(content, MAX_CONTENT)}
+        if file is not None:
+            kwargs["file"] = file
+        if view is not None:
+            kwargs["view"] = view
+        try:
+            return await channel.send(**kwargs)
+        except discord.Forbidden as exc:
+            if exc.code == _CANNOT_DM:
+                raise DirectMessagesClosedError from None
+            raise
+
+    async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
+        """After the token's 15 minutes: a new channel message that pings the requester only."""
+        kwargs: dict[str, Any] = {
+            "content": clip(f"<@{self.user_id}> {content}", MAX_CONTENT),
+            "allowed_mentions": discord.AllowedMentions(users=[discord.Object(self.user_id)]),
+        }
+        if file is not None:
+            kwargs["file"] = file
+        if view is not None:
+            kwargs["view"] = view
+        return await self.channel.send(**kwargs)
+
+    async def failure(self, text: str, private: bool) -> str:
+        """Say the job failed and why (``private``: it concerns only its member); how it reached them.
+
+        Raises ``discord.HTTPException`` when Discord refuses: the outbox tries again later, so
+        each step can be repeated (a message already deleted is fine).
+        """
+        text = clip(text, MAX_CONTENT)
+        if self.private:
+            return await self._private_failure(text)
+        if private and self.on_interaction and self.token_alive and self.webhook is not None:
+            # Only the requester needs to know; the public "working" message goes away.
+            message_id = self.target.get("message_id")
+            if message_id is not None:
+                with contextlib.suppress(discord.NotFound):
+                    await self.webhook.delete_message(int(message_id))
+            await self.webhook.send(text, ephemeral=True)
+            return "ephemeral"
+        try:
+            await self._edit(content=text, attachments=[], view=None)
+        except _CannotEditError:
+            await self._late(text, None, None)
+            return "channel"
+        if private and self.token_alive and self.webhook is not None:
+            await self.webhook.send(text, ephemeral=True)
+        return "edited"
+
+    async def final(self, text: str) -> str:
+        """Show a final word (a cancel) in place of the status; how it reached the member."""
+        text = clip(text, MAX_CONTENT)
+        if self.private:
+            return await self._private_failure(text)
+        try:
+            await self._edit(content=text, attachments=[], view=None)
+        except _CannotEditError:
+            await self._late(text, None, None)
+            return "channel"
+        return "edited"
+
+    async def _private_failure(self, text: str) -> str:
+        """A private job's final word where only its member sees it (by DM once the token is gone)."""
+        try:
+            await self._edit(content=text, attachments=[], view=None)
+            return "edited"
+        except _CannotEditError:
+            pass
+        try:
+            await self._direct(text, None, None)
+        except DirectMessagesClosedError:
+            log.info("could not tell user=%s about a private edit's outcome: DMs closed", self.user_id)
+            return "next_use"
+        return "direct_message"
+
+
+class _CannotEditError(Exception):
+    """The status message can no longer be edited: its token lapsed, or Discord refuses edits of old messages."""
+
+
+class DirectMessagesClosedError(Exception):
+    """The member accepts no direct message from the bot (Discord error 50007)."""

@@ -1,0 +1,389 @@
+"""What members see while a job waits and runs, its result and its final outcome: the engine's Notifier,
+Publisher and NoticeTeller.
+
+Status edits are throttled per job (Discord rate-limits message edits): the
+first is sent at once, later ones at most every ``STATUS_MIN_INTERVAL`` seconds
+(places in line and the time so far every ``STATUS_UPDATE_SECONDS``), always with
+the newest text, and never after the result or the final outcome: the status line
+is closed before either goes out. A running job's status line belongs to the run that
+wrote it: before each edit it asks the engine whether that run still holds the job,
+and a run that lost its job stops editing, silently. The times come with the engine's
+estimate of how long such an edit usually takes, when it has one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import discord
+
+from bot.core.job import Delivered, Destination, Job, Origin
+from bot.core.records import Notice
+from bot.core.states import JobState, cancellable
+from bot.engine import JobEngine
+from bot.errors import AtelierError
+from bot.i18n import Renderable, Text, _t
+from bot.jobs.eta import Estimator
+from bot.media.images import OutputImage
+from bot.ports import NotDelivered, Posted, PostFailed, TellLater, Told
+from cogs.core.errors import failure_text
+from cogs.core.language import for_job
+from cogs.delivery.acknowledge import status_text
+from cogs.delivery.destinations import Delivery, DirectMessagesClosedError, clip, message_link, quote_prompt
+from cogs.members.buttons import cancel_view
+from cogs.members.results import result_view
+
+log = logging.getLogger(__name__)
+
+ViewFactory = Callable[[], discord.ui.View]
+TextFactory = Callable[[], str]
+Redirect = Callable[[Destination], Awaitable[None]]
+Guard = Callable[[], Awaitable[bool]]
+
+STATUS_MIN_INTERVAL = 3.0
+# How long closing a status line waits for a move it started (post, point, record).
+MOVE_TIMEOUT = 15.0
+_DISCORD_UPLOAD_TOO_LARGE = 40005
+
+
+def _refined_from(parent: str) -> Text:
+    return _t("🪄 refined from {parent}", parent=parent)
+
+
+def _reroll_of(parent: str) -> Text:
+    return _t("🔁 reroll of {parent}", parent=parent)
+
+
+_PARENT_WORDS = {Origin.REFINE: _refined_from, Origin.REROLL: _reroll_of}
+DIRECT_MESSAGE_NOTE = _t(
+    "🔒 Your private result came after Discord's 15-minute limit for private answers, so it is here. "
+    "Use `/history` in the server to refine or reroll it."
+)
+
+
+def caption(
+    job: Job, image: OutputImage, notes: Sequence[Renderable], origin: Text | None = None, kind: Text | None = None
+) -> str:
+    """The text under a result, in its member's language: prompt (as typed), style, size, who asked, how long
+    it took, what its kind adds, where it came from, notes."""
+    request = job.request
+    elapsed = time.time() - job.created_at
+    parts = [f"{image.width}×{image.height}"]
+    if request.size is not None:
+        parts[0] += " " + for_job(job, _t("(asked {size})", size=request.size))
+    if request.style:
+        parts.append(f"🎨 {request.style}")
+    parts += [f"<@{request.user_id}>", for_job(job, _t("{seconds} s", seconds=f"{elapsed:.1f}"))]
+    if job.model:
+        parts.append(job.model)
+    lines = [quote_prompt(request.prompt), "-# " + " · ".join(parts)]
+    if kind is not None:
+        lines.append(f"-# {for_job(job, kind)}")
+    if origin is not None:
+        lines.append(f"-# {for_job(job, origin)}")
+    lines += [f"-# ℹ️ {clip(for_job(job, note), 300)}" for note in notes if note]
+    return "\n".join(lines)
+
+
+def origin_of(job: Job, parent: Job | None) -> Text | None:
+    """Where this result came from: "🔁 reroll of <link>" or "🪄 refined from <link>" (or ``None``)."""
+    words = _PARENT_WORDS.get(job.request.origin)
+    if words is None or job.request.parent_job_id is None:
+        return None
+    if parent is None or parent.request.private or parent.result_channel_id is None or not parent.result_message_id:
+        # A private result has no link anyone could follow; /history knows it by its id.
+        return words(f"`{job.request.parent_job_id}`")
+    return words(message_link(parent.guild_id, parent.result_channel_id, parent.result_message_id))
+
+
+class StatusLine:
+    """One job's status message: edited no more often than every few seconds, moved when Discord would refuse."""
+
+    def __init__(self, delivery: Delivery, redirect: Redirect, every: float, still_mine: Guard | None = None) -> None:
+        self.delivery = delivery
+        self._redirect = redirect
+        self._every = every
+        self._still_mine = still_mine  # asked before each edit; False: another run owns the job now
+        self._last = 0.0
+        self._pending: tuple[TextFactory, ViewFactory | None, float] | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._sending = False
+        self._ticker: asyncio.Task[None] | None = None
+        self._moving: asyncio.Task[None] | None = None
+        self._stuck = False  # Discord refused an edit of this message: the next update moves it
+        self._cannot_move = False
+
+    def update(self, content: TextFactory, view: ViewFactory | None, interval: float | None = None) -> None:
+        """Show ``content()`` soon: at once if nothing was shown in the last ``interval`` seconds."""
+        interval = min(STATUS_MIN_INTERVAL, self._every) if interval is None else interval
+        sooner = self._pending is not None and interval < self._pending[2]
+        self._pending = (content, view, interval)
+        if self._flusher is not None and not self._flusher.done() and sooner and not self._sending:
+            self._flusher.cancel()  # it sleeps for a longer interval; this news is more urgent
+            self._flusher = None
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._pending is not None:
+            wait = self._last + self._pending[2] - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                if self._pending is None:
+                    break
+            content, view, _ = self._pending
+            self._pending = None
+            self._last = time.monotonic()
+            self._sending = True
+            try:
+                if self._still_mine is not None and not await self._still_mine():
+                    self._pending = None
+                    return  # this run lost its job: whatever it would show is no longer true
+                # Texts and views are built only for edits actually sent: most queued updates are superseded.
+                text, buttons = content(), view() if view is not None else None
+                if not self._cannot_move and (self._stuck or self.delivery.move_due):
+                    self._moving = asyncio.create_task(self._move(text, buttons))
+                    # Shielded: a move that posted its message must also record it, or the result would miss it.
+                    await asyncio.shield(self._moving)
+                elif not await self.delivery.status(text, buttons):
+                    self._stuck = True
+            finally:
+                self._sending = False
+
+    async def _move(self, text: str, view: discord.ui.View | None) -> None:
+        """Post the status as a fresh message, point the old one to it, and make the job's result go there."""
+        try:
+            destination = await self.delivery.move(text, view)
+        except discord.HTTPException as exc:
+            # The bot may not write in the channel: the status stays where it is, as long as it can.
+            log.info("could not move a status message (%s %s)", exc.status, exc.code)
+            self._cannot_move = True
+            return
+        self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id, self.delivery.language)
+        self._stuck = False
+        await self._redirect(destination)
+
+    def tick(self, content: TextFactory) -> None:
+        """While the API works, show ``content()`` (the time so far) every ``every`` seconds."""
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(self._every)
+                self.update(content, None)
+
+        self._ticker = asyncio.create_task(run())
+
+    async def close(self) -> None:
+        """Stop all status edits for good (the result or the failure comes next)."""
+        if self._moving is not None:
+            # Let a move that started finish: the result must go where the status now is.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._moving), MOVE_TIMEOUT)
+        for task in (self._ticker, self._flusher):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._pending = None
+
+
+def about(seconds: float) -> Text:
+    """A rough duration: "about 95 s", "about 4 min", "about 1 h 20 min"."""
+    if seconds < 10:
+        return _t("about {seconds} s", seconds=max(1, round(seconds)))
+    if seconds < 120:
+        return _t("about {seconds} s", seconds=5 * round(seconds / 5))
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return _t("about {minutes} min", minutes=minutes)
+    if minutes % 60:
+        return _t("about {hours} h {minutes} min", hours=minutes // 60, minutes=minutes % 60)
+    return _t("about {hours} h", hours=minutes // 60)
+
+
+def so_far(seconds: float) -> Text:
+    """Time elapsed: "40 s", "3 min 05 s"."""
+    whole = int(seconds)
+    if whole < 120:
+        return _t("{seconds} s", seconds=whole)
+    return _t("{minutes} min {seconds} s", minutes=whole // 60, seconds=f"{whole % 60:02d}")
+
+
+class DiscordNotifier:
+    """Implements the engine's Notifier with Discord messages (status edits, failures)."""
+
+    def __init__(self, bot: discord.Client, engine: JobEngine) -> None:
+        self.bot = bot
+        self.engine = engine
+        self._every = engine.config.status_update_seconds
+        self._lines: dict[str, StatusLine] = {}  # open status messages (Discord state, not job state)
+
+    def delivery(self, job: Job) -> Delivery | None:
+        """Where this job is shown, rebuilt from what it stored (``None`` before it was announced)."""
+        if job.destination is None:
+            return None
+        return Delivery(self.bot, job.destination, job.user_id, job.request.language)
+
+    def _line(self, job: Job) -> StatusLine | None:
+        line = self._lines.get(job.id)
+        if line is None:
+            delivery = self.delivery(job)
+            if delivery is None:
+                return None
+            redirect = functools.partial(self.engine.redirect, job.id)
+            # A running job's line belongs to its run: it edits only while that run holds the job.
+            guard = functools.partial(self.engine.still_running, job) if job.state is JobState.RUNNING else None
+            line = self._lines[job.id] = StatusLine(delivery, redirect, self._every, guard)
+        return line
+
+    async def _close(self, job: Job) -> None:
+        line = self._lines.pop(job.id, None)
+        if line is not None:
+            await line.close()
+
+    def running_text(self, job: Job) -> str:
+        """ "Editing… 40 s so far, usually about 95 s" (no estimate without enough history)."""
+        usual = self.engine.usual_seconds(job)
+        elapsed = time.time() - (job.started_at or time.time())
+        if elapsed < 1:
+            state = _t("🎨 Editing… usually {usual}.", usual=about(usual)) if usual is not None else _t("🎨 Editing…")
+        elif usual is not None and Estimator.longer_than_usual(elapsed, usual):
+            state = _t(
+                "🎨 Editing… {elapsed} so far; this one is taking longer than usual ({usual}).",
+                elapsed=so_far(elapsed),
+                usual=about(usual),
+            )
+        elif usual is not None:
+            state = _t("🎨 Editing… {elapsed} so far, usually {usual}.", elapsed=so_far(elapsed), usual=about(usual))
+        else:
+            state = _t("🎨 Editing… {elapsed} so far.", elapsed=so_far(elapsed))
+        return status_text(job, state)
+
+    def queued_text(self, job: Job, place: int) -> str:
+        """ "Queued — position 3, result in about 4 min" (no estimate without enough history)."""
+        wait = self.engine.wait_seconds(job, place)
+        if place == 1:
+            state = (
+                _t("⏳ Queued — next in line, result in {wait}.", wait=about(wait))
+                if wait is not None
+                else _t("⏳ Queued — next in line.")
+            )
+        else:
+            state = (
+                _t("⏳ Queued — position {place}, result in {wait}.", place=place, wait=about(wait))
+                if wait is not None
+                else _t("⏳ Queued — position {place}.", place=place)
+            )
+        return status_text(job, state)
+
+    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        state = job.state
+        if state is JobState.RUNNING:
+            await self._close(job)  # a line of the job's wait, or of an earlier run
+            line = self._line(job)
+            if line is not None:
+                line.update(functools.partial(self.running_text, job), None)
+                line.tick(functools.partial(self.running_text, job))
+        elif state in (JobState.DELIVERING, JobState.INTERRUPTED) or state.terminal:
+            # No throttled update may land on the result, the final outcome or "will resume".
+            await self._close(job)
+
+    async def run_lost(self, job: Job) -> None:
+        await self._close(job)
+
+    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
+        for job, place in places:
+            line = self._line(job)
+            if line is None:
+                continue
+            # Places change with every job that starts; with hundreds waiting, showing each step
+            # would be a flood of edits, so a member sees theirs at most every ``STATUS_UPDATE_SECONDS``.
+            buttons = functools.partial(cancel_view, job.id, job.request.language)
+            line.update(functools.partial(self.queued_text, job, place), buttons, self._every)
+
+    async def job_paused(self, job: Job) -> None:
+        await self._close(job)
+        delivery = self.delivery(job)
+        if delivery is not None:
+            await delivery.status(
+                status_text(job, _t("⏸️ The bot is restarting; this edit will resume automatically.")),
+                cancel_view(job.id, job.request.language) if cancellable(job.state, job.restarts) else None,
+            )
+
+    async def tell(self, job: Job, notice: Notice) -> Told | TellLater:
+        """The job's final outcome, where its member sees it (the outbox calls this until Discord takes it)."""
+        await self._close(job)  # another process may have ended it: nothing of its wait lands after this
+        delivery = self.delivery(job)
+        if delivery is None:
+            return Told("no_destination")  # it failed before the member was answered: the answer said so
+        text = outcome_text(job, notice)
+        try:
+            if job.state is JobState.FAILED:
+                how = await delivery.failure(text, bool(notice.payload.get("private")))
+            else:
+                how = await delivery.final(text)
+        except discord.HTTPException as exc:
+            log.warning("could not report job=%s's %s outcome yet (%s %s)", job.id, job.state, exc.status, exc.code)
+            return TellLater(f"HTTP {exc.status} {exc.code}")
+        return Told(how)
+
+
+def outcome_text(job: Job, notice: Notice) -> str:
+    """What a job's member reads when it ended without a result: why it failed, or who cancelled it."""
+    if job.state is JobState.CANCELLED:
+        by = notice.payload.get("by")
+        words = (
+            _t("🚫 Edit cancelled; nothing was charged.")
+            if by is None or int(by) == job.user_id
+            else _t("🚫 Edit cancelled by {moderator}; nothing was charged.", moderator=f"<@{int(by)}>")
+        )
+        return for_job(job, words)
+    raw = notice.payload.get("text")
+    reason = Text.from_json(raw) if isinstance(raw, dict) else _t("This edit could not be finished.")
+    return failure_text(reason, job.request.language)
+
+
+class DiscordPublisher:
+    """Implements the engine's Publisher: posts a finished result with its buttons."""
+
+    def __init__(self, bot: discord.Client, engine: JobEngine) -> None:
+        self.bot = bot
+        self.engine = engine
+
+    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed:
+        # Read again: the status message may have moved (Discord's edit windows) since the job started.
+        current = await self.engine.job(job.id)
+        destination = current.destination if current is not None and current.destination else job.destination
+        if destination is None:
+            return PostFailed(_t("This edit has nowhere to be shown."), "no destination")
+        delivery = Delivery(self.bot, destination, job.user_id, job.request.language)
+        filename = f"atelier-{job.id}.{image.extension}"
+        parent = await self.engine.job(job.request.parent_job_id) if job.request.parent_job_id else None
+        text = caption(job, image, [*job.notes, image.note or ""], origin_of(job, parent), self.engine.caption_for(job))
+        language = job.request.language
+
+        def compose(where: Delivered) -> tuple[str, discord.ui.View]:
+            by_dm = where is Delivered.DIRECT_MESSAGE
+            content = f"{text}\n-# {for_job(job, DIRECT_MESSAGE_NOTE)}" if by_dm else text
+            return content, result_view(job.id, language, by_direct_message=by_dm)
+
+        try:
+            channel_id, message_id, delivered = await delivery.result(image, filename, compose)
+        except DirectMessagesClosedError:
+            return NotDelivered("a late private result; the member's direct messages are closed")
+        except discord.HTTPException as exc:
+            too_large = exc.status == 413 or exc.code == _DISCORD_UPLOAD_TOO_LARGE
+            return PostFailed(
+                _t(
+                    "Discord refused to post the result (HTTP {status}). You were not charged; please try again.",
+                    status=exc.status,
+                ),
+                f"result upload refused: {exc.status} {exc.code} {exc.text[:200]}",
+                too_large=too_large,
+            )
+        return Posted(channel_id, message_id, delivered)

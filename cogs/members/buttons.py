@@ -1,0 +1,238 @@
+"""Persistent components: the Refine button and form, Refine offered away from a result, the Cancel button.
+
+The buttons are ``DynamicItem``s matched by custom_id, so they keep working on
+old messages after a restart. The form is only rendered here; its submissions
+are routed by custom_id in ``cogs.members.refine`` (discord.py keeps modals in memory only).
+The form's fields (size, style) are shared with the "Edit images" form.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import discord
+from discord import ui
+
+from bot.core.records import StylePreset
+from bot.errors import InputError
+from bot.i18n import Text, _pt, _t
+from bot.provider.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
+from cogs.core.custom_ids import (
+    CANCEL_BUTTON_TEMPLATE,
+    REFINE_BUTTON_TEMPLATE,
+    REFINE_FROM_TEMPLATE,
+    REFINE_PROMPT_FIELD,
+    REFINE_SIZE_FIELD,
+    STYLE_FIELD,
+    RefineModalId,
+    cancel_button_id,
+    refine_button_id,
+    refine_from_id,
+)
+from cogs.core.errors import AtelierView, guarded
+from cogs.core.host import client_of
+from cogs.core.language import language_of, render
+
+PROMPT_MAX = 4000
+# Discord refuses a form whose title or field label is longer (a long translation is cut, not refused).
+FORM_TEXT_MAX = 45
+REFINE_LABEL = _pt("button", "Refine")
+
+
+def first_image(message: discord.Message) -> discord.Attachment | None:
+    """The image attached to a result message, if it still has one."""
+    for attachment in message.attachments:
+        if (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(
+            (".png", ".jpg", ".jpeg", ".webp")
+        ):
+            return attachment
+    return None
+
+
+def size_select(language: str | None) -> ui.Select[Any]:
+    """The size field of a form: auto, then the most useful sizes (a select holds at most 25)."""
+    return ui.Select(
+        custom_id=REFINE_SIZE_FIELD,
+        required=False,
+        options=[discord.SelectOption(label=render(AUTO_LABEL, language)[:100], value=AUTO, default=True)]
+        + [discord.SelectOption(label=s.label, value=s.value) for s in COMMON_SIZES],
+    )
+
+
+def prompt_field(label: Text, description: Text, example: Text, language: str | None) -> ui.Label[Any]:
+    """The instruction field of a form (Refine, Edit images)."""
+    return ui.Label(
+        text=render(label, language)[:FORM_TEXT_MAX],
+        description=render(description, language)[:100],
+        component=ui.TextInput(
+            custom_id=REFINE_PROMPT_FIELD,
+            style=discord.TextStyle.paragraph,
+            placeholder=render(example, language)[:100],
+            max_length=PROMPT_MAX,
+            required=True,
+        ),
+    )
+
+
+def size_field(description: Text, language: str | None) -> ui.Label[Any]:
+    """The size field of a form, labelled."""
+    return ui.Label(
+        text=render(_t("Output size"), language)[:FORM_TEXT_MAX],
+        description=render(description, language)[:100],
+        component=size_select(language),
+    )
+
+
+def style_field(presets: Sequence[StylePreset], language: str | None) -> ui.Label[Any] | None:
+    """The optional style field of a form: the server's presets (none chosen = no style)."""
+    if not presets:
+        return None
+    return ui.Label(
+        text=render(_t("Style (optional)"), language)[:FORM_TEXT_MAX],
+        description=render(_t("A style this server set up, added to your instruction"), language),
+        component=ui.Select(
+            custom_id=STYLE_FIELD,
+            required=False,
+            placeholder=render(_t("No style"), language),
+            options=[discord.SelectOption(label=p.name, value=p.name, description=p.text[:100]) for p in presets],
+        ),
+    )
+
+
+class RefineModal(ui.Modal):
+    """Asks what to change, the output size and, if the server has any, a style (in the member's language)."""
+
+    def __init__(self, ids: RefineModalId, language: str | None, presets: Sequence[StylePreset] = ()) -> None:
+        super().__init__(
+            title=render(_t("Refine this image"), language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None
+        )
+        self.add_item(
+            prompt_field(
+                _t("What should change?"),
+                _t("This image becomes image1; you can refer to it by that name."),
+                _t("e.g. make the sky stormy and add a lighthouse"),
+                language,
+            )
+        )
+        self.add_item(size_field(_t("auto keeps this image's aspect ratio"), language))
+        style = style_field(presets, language)
+        if style is not None:
+            self.add_item(style)
+
+
+async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId) -> None:
+    """Open the Refine form for the result ``ids`` names, if the member may refine it."""
+    bot = client_of(interaction)
+    await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private result is its requester's alone
+    modal = RefineModal(ids, language_of(interaction), bot.engine.presets_of(interaction.guild_id))
+    await interaction.response.send_modal(modal)
+    # Submissions are routed by custom_id, the same way before and after a restart,
+    # so discord.py need not keep this modal in memory.
+    modal.stop()
+
+
+class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TEMPLATE):
+    """The Refine button under every result."""
+
+    def __init__(self, job_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(REFINE_LABEL, language),
+                emoji="🪄",
+                style=discord.ButtonStyle.primary,
+                custom_id=refine_button_id(job_id),
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> RefineButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.open_form(interaction), "the Refine button")
+
+    async def open_form(self, interaction: discord.Interaction) -> None:
+        message = interaction.message
+        if message is None or first_image(message) is None:
+            raise InputError(_t("This message has no image to refine any more."))
+        await open_refine_form(interaction, RefineModalId(message.channel.id, message.id, self.job_id))
+
+
+class RefineFromButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_FROM_TEMPLATE):
+    """Refine offered away from the result (when a reroll's originals are gone): the result's ids are in it."""
+
+    def __init__(self, channel_id: int, message_id: int, job_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(REFINE_LABEL, language),
+                emoji="🪄",
+                style=discord.ButtonStyle.primary,
+                custom_id=refine_from_id(channel_id, message_id, job_id),
+            )
+        )
+        self.ids = RefineModalId(channel_id, message_id, job_id)
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> RefineFromButton:
+        return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, open_refine_form(interaction, self.ids), "the Refine button")
+
+
+class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TEMPLATE):
+    """Withdraws a queued job; for its requester or a moderator."""
+
+    def __init__(self, job_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(_pt("button", "Cancel"), language),
+                style=discord.ButtonStyle.secondary,
+                custom_id=cancel_button_id(job_id),
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> CancelButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.cancel(interaction), "the Cancel button")
+
+    async def cancel(self, interaction: discord.Interaction) -> None:
+        bot = client_of(interaction)
+        permissions = interaction.permissions
+        is_moderator = permissions.manage_messages or permissions.manage_guild
+        job = await bot.engine.cancel(self.job_id, interaction.user.id, is_moderator)
+        # The status message is its member's: it stays in their language, whoever cancels it.
+        text = (
+            _t("🚫 Edit cancelled; nothing was charged.")
+            if job.user_id == interaction.user.id
+            else _t("🚫 Edit cancelled by {moderator}; nothing was charged.", moderator=interaction.user.mention)
+        )
+        await interaction.response.edit_message(content=render(text, job.request.language), view=None, attachments=[])
+        await bot.engine.cancel_told(job)  # the member has seen it; else the engine's outbox tells them
+
+
+def refine_from_view(channel_id: int, message_id: int, job_id: str, language: str | None) -> ui.View:
+    """A Refine button for a result, to put on another message."""
+    view = AtelierView(timeout=None)
+    view.add_item(RefineFromButton(channel_id, message_id, job_id, language))
+    return view
+
+
+def cancel_view(job_id: str, language: str | None) -> ui.View:
+    """The components under a waiting job's status: its Cancel button."""
+    view = AtelierView(timeout=None)
+    view.add_item(CancelButton(job_id, language))
+    return view

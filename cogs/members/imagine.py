@@ -1,0 +1,91 @@
+"""``/imagine``: a picture from an instruction alone, through the engine's ``imagine`` kind.
+
+It is answered, queued, charged, limited, shown and delivered like an edit, with the same
+Refine, Reroll and Delete buttons under its result (refining it is an edit with the result as
+image1; rerolling it imagines again). Only its kind differs: nothing to fetch or keep.
+"""
+
+from __future__ import annotations
+
+from discord import app_commands
+from discord.ext import commands
+
+from bot.core.job import Destination, Job, JobRequest
+from bot.i18n import _t
+from bot.provider.sizes import size_choices
+from cogs.core.host import AtelierClient, Interaction
+from cogs.core.language import _desc, _name, language_of
+from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
+from cogs.delivery.acknowledge import answer_in_place
+from cogs.members.buttons import PROMPT_MAX
+
+
+class TextOnlySource:
+    """An ``/imagine``'s input source: acknowledged as the command's public response; no images."""
+
+    def __init__(self, interaction: Interaction) -> None:
+        self.interaction = interaction
+
+    async def announce(self, job: Job) -> Destination:
+        return await answer_in_place(self.interaction, job, _t("⏳ Queued."))
+
+    async def fetch(self) -> list[tuple[str, bytes]]:
+        return []
+
+
+class ImagineCog(commands.Cog):
+    """The /imagine command."""
+
+    def __init__(self, bot: AtelierClient) -> None:
+        self.bot = bot
+
+    @app_commands.command(
+        name=_name("command name", "imagine"), description=_desc("Make a new image from an instruction alone")
+    )
+    @app_commands.describe(
+        prompt=_desc("What to picture, e.g. “a lighthouse on a cliff at dusk, in watercolour”"),
+        size=_desc("Output size; leave empty for auto"),
+        style=_desc("One of this server's styles, added to your instruction"),
+        private=_desc("Only you see the progress and the result"),
+    )
+    @app_commands.rename(
+        prompt=_name("option name", "prompt"),
+        size=_name("option name", "size"),
+        style=_name("option name", "style"),
+        private=_name("option name", "private"),
+    )
+    async def imagine(
+        self,
+        interaction: Interaction,
+        prompt: app_commands.Range[str, 1, PROMPT_MAX],
+        size: str | None = None,
+        style: str | None = None,
+        private: bool = False,
+    ) -> None:
+        request = JobRequest(
+            kind="imagine",
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=interaction.channel_id or 0,
+            prompt=clean_prompt(prompt),
+            size=parse_size(size),
+            input_count=0,
+            private=private,
+            style=parse_style(style),
+            language=language_of(interaction),
+        )
+        await self.bot.engine.submit(request, requester(interaction), TextOnlySource(interaction))
+
+    @imagine.autocomplete("size")
+    async def size_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        choices = size_choices(current, language_of(interaction))
+        return [app_commands.Choice(name=label[:100], value=value) for label, value in choices]
+
+    @imagine.autocomplete("style")
+    async def style_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+        return style_choices(self.bot.engine.presets_matching(interaction.guild_id, current))
+
+
+async def setup(bot: AtelierClient) -> None:
+    """Load the imagine cog."""
+    await bot.add_cog(ImagineCog(bot))

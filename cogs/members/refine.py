@@ -1,0 +1,166 @@
+"""Refine: a result becomes image1 of a new edit, posted in the result's thread.
+
+The Refine button (``cogs.members.buttons``) opens a form; its submission is routed here by
+custom_id, so it works whether or not this process opened the form. The engine
+admits and charges the job; the input source answers the member privately, finds
+or makes the thread, posts the status there, and downloads the clicked image. The
+refinement of a private result stays private: its status and result are the answer
+to the form, seen only by the member (and only that member may refine it). The job
+keeps the member's language, which its status, result and failure speak.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Literal
+
+import discord
+from discord.ext import commands
+
+from bot.core.job import Destination, Job, JobRequest, Origin
+from bot.errors import InputError
+from bot.i18n import _t
+from cogs.core.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, RefineModalId
+from cogs.core.downloads import Downloader
+from cogs.core.errors import guarded
+from cogs.core.language import language_of, say
+from cogs.core.requests import clean_prompt, modal_values, parse_size, parse_style, requester
+from cogs.delivery.acknowledge import answer_in_place, post_status
+from cogs.delivery.destinations import clip
+from cogs.members.buttons import first_image
+
+if TYPE_CHECKING:
+    from cogs.core.host import AtelierClient
+
+log = logging.getLogger(__name__)
+
+THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # 7 days
+_THREAD_EXISTS = 160004
+NO_IMAGE = _t("That message has no image to refine any more.")
+FETCHING = _t("📥 Fetching the image…")
+REFUSED = _t("Discord refused to start the refinement here; check my permissions.")
+
+
+class RefineSource:
+    """The input of one refine: the clicked result's image; the status goes into its thread."""
+
+    def __init__(self, bot: AtelierClient, interaction: discord.Interaction, ids: RefineModalId) -> None:
+        self.bot = bot
+        self.interaction = interaction
+        self.ids = ids
+        self.attachment: discord.Attachment | None = None
+
+    async def announce(self, job: Job) -> Destination:
+        interaction = self.interaction
+        if job.request.private:
+            # The clicked private result is on the interaction (or fetched, if it was sent by DM).
+            self.attachment = first_image(await self.source_message())
+            if self.attachment is None:
+                raise InputError(NO_IMAGE)
+            return await answer_in_place(interaction, job, FETCHING)
+        await interaction.response.send_message(say(interaction, _t("🎨 Starting your refinement…")), ephemeral=True)
+        source = await self.source_message()
+        self.attachment = first_image(source)
+        if self.attachment is None:
+            raise InputError(NO_IMAGE)
+        try:
+            thread = await self.thread_for(source, job)
+        except discord.HTTPException as exc:
+            raise InputError(REFUSED, log_detail=f"refine thread refused: {exc.status} {exc.code}") from None
+        # Translators: followed by a link to the thread where the refinement's status is.
+        pointer = _t("🎨 Refining in")
+        return await post_status(interaction, job, thread, FETCHING, pointer, refused=REFUSED)
+
+    async def fetch(self) -> list[tuple[str, bytes]]:
+        assert self.attachment is not None
+        downloader: Downloader = self.bot.downloader
+        return await downloader.fetch([("image1", self.attachment)])
+
+    async def source_message(self) -> discord.Message:
+        """The clicked result, with fresh attachment links: from the interaction, or fetched."""
+        interaction, ids = self.interaction, self.ids
+        if interaction.message is not None and interaction.message.id == ids.message_id:
+            return interaction.message
+        channel: object = interaction.channel
+        if channel is None or getattr(channel, "id", None) != ids.channel_id:
+            channel = self.bot.get_channel(ids.channel_id) or await self.bot.fetch_channel(ids.channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise InputError(_t("That result is in a channel I can't read any more."))
+        try:
+            return await channel.fetch_message(ids.message_id)
+        except discord.NotFound:
+            raise InputError(_t("That result was deleted, so it can't be refined.")) from None
+        except discord.Forbidden:
+            raise InputError(
+                # Translators: "Read Message History" is a Discord permission: use Discord's own name for it.
+                _t("I can't read that channel's history (Read Message History is missing).")
+            ) from None
+
+    async def thread_for(self, source: discord.Message, job: Job) -> discord.abc.Messageable:
+        """The thread where refinements of ``source`` go: its own thread, or a new one."""
+        channel = source.channel
+        if isinstance(channel, discord.Thread) or not isinstance(channel, discord.TextChannel):
+            return channel  # already in a thread (or forum post), or a DM: stay there
+        if source.thread is not None:
+            return source.thread
+        parent = await self.bot.engine.job(self.ids.job_id)
+        name = clip(" ".join((parent.request.prompt if parent else job.request.prompt).split()), 100)
+        try:
+            return await source.create_thread(name=name, auto_archive_duration=THREAD_ARCHIVE_MINUTES)
+        except discord.Forbidden:
+            raise InputError(
+                # Translators: "Create Public Threads" is a Discord permission: use Discord's own name for it.
+                _t("I can't create threads here (Create Public Threads is missing); ask a server admin.")
+            ) from None
+        except discord.HTTPException as exc:
+            if exc.code != _THREAD_EXISTS:
+                raise
+        existing = self.bot.get_channel(source.id) or await self.bot.fetch_channel(source.id)
+        if not isinstance(existing, discord.Thread):
+            raise InputError(_t("I couldn't find the thread for that result."))
+        return existing
+
+
+class RefineCog(commands.Cog):
+    """Refine form submissions."""
+
+    def __init__(self, bot: AtelierClient) -> None:
+        self.bot = bot
+
+    @commands.Cog.listener()
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """Route refine-form submissions by custom_id, whether or not this process opened the form."""
+        if interaction.type is not discord.InteractionType.modal_submit or not isinstance(interaction.data, dict):
+            return
+        ids = RefineModalId.parse(str(interaction.data.get("custom_id", "")))
+        if ids is not None:
+            await guarded(interaction, self.refine(interaction, ids), "the refine form")
+
+    async def refine(self, interaction: discord.Interaction, ids: RefineModalId) -> None:
+        """Turn the clicked result into image1 of a new edit, posted in a thread (privately, if it was private)."""
+        parent = await self.bot.engine.result_for(ids.job_id, interaction.user.id)
+        values = modal_values(interaction.data)
+        # A public result is refined where it is (a form opened from /history may be elsewhere), so
+        # that channel's rules apply; a private one is answered here, privately.
+        where = None if parent.request.private else self.bot.get_channel(ids.channel_id)
+        who = requester(interaction, where)
+        request = JobRequest(
+            kind="edit",
+            origin=Origin.REFINE,
+            user_id=interaction.user.id,
+            guild_id=interaction.guild_id,
+            channel_id=who.channel_id or ids.channel_id,
+            prompt=clean_prompt(values.get(REFINE_PROMPT_FIELD, "")),
+            size=parse_size(values.get(REFINE_SIZE_FIELD) or None),
+            input_count=1,
+            parent_job_id=ids.job_id,
+            private=parent.request.private,
+            style=parse_style(values.get(STYLE_FIELD)),
+            language=language_of(interaction),
+        )
+        await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids))
+
+
+async def setup(bot: AtelierClient) -> None:
+    """Load the refine cog."""
+    await bot.add_cog(RefineCog(bot))

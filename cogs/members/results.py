@@ -1,0 +1,165 @@
+"""The buttons under every result: 🪄 Refine (``cogs.members.buttons``), 🔁 Reroll and 🗑 Delete.
+
+- Reroll sends the result's kept inputs, instruction, style and size again as a new
+  job (``JobEngine.reroll``: the same admission, limits and money as any edit). Its
+  status answers the click where the result is, privately when the result is private.
+  When the inputs are no longer kept, the member is told privately and offered Refine.
+- Delete removes the result message, for its requester or a member with Manage
+  Messages; the ledger keeps the job.
+
+All are ``DynamicItem``s, so they work on old results after a restart.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import ui
+
+from bot.core.job import Destination, Job
+from bot.errors import InputsGoneError
+from bot.i18n import _pt, _t
+from bot.servers.limits import Requester
+from cogs.core.custom_ids import DELETE_BUTTON_TEMPLATE, REROLL_BUTTON_TEMPLATE, delete_button_id, reroll_button_id
+from cogs.core.errors import AtelierView, error_text, guarded
+from cogs.core.host import client_of
+from cogs.core.language import language_of, render, say
+from cogs.core.requests import requester
+from cogs.delivery.acknowledge import answer_in_place, post_status
+from cogs.members.buttons import RefineButton, RefineFromButton, refine_from_view
+
+if TYPE_CHECKING:
+    from cogs.core.host import AtelierClient
+
+log = logging.getLogger(__name__)
+
+REROLL_STATUS = _t("🔁 Rerolling: the same images, instruction and size again…")
+
+
+class InPlace:
+    """A reroll answered where it was asked: the click's answer is its status, then its result."""
+
+    def __init__(self, interaction: discord.Interaction) -> None:
+        self.interaction = interaction
+
+    async def announce(self, job: Job) -> Destination:
+        return await answer_in_place(self.interaction, job, REROLL_STATUS)
+
+
+class InChannel:
+    """A reroll asked from elsewhere (``/history``): its status goes where the rerolled result is."""
+
+    def __init__(self, interaction: discord.Interaction, channel: discord.abc.Messageable) -> None:
+        self.interaction = interaction
+        self.channel = channel
+
+    async def announce(self, job: Job) -> Destination:
+        await self.interaction.response.send_message(
+            say(self.interaction, _t("🔁 Starting your reroll…")), ephemeral=True
+        )
+        return await post_status(self.interaction, job, self.channel, REROLL_STATUS, _t("🔁 Rerolling in"))
+
+
+async def start_reroll(
+    interaction: discord.Interaction, parent: Job, who: Requester, announcer: InPlace | InChannel
+) -> None:
+    """Reroll ``parent`` for ``who``; when its originals are gone, say so privately and offer Refine."""
+    bot = client_of(interaction)
+    try:
+        await bot.engine.reroll(parent, who, announcer)
+    except InputsGoneError as gone:
+        view = discord.utils.MISSING
+        language = language_of(interaction)
+        if parent.result_channel_id and parent.result_message_id:
+            view = refine_from_view(parent.result_channel_id, parent.result_message_id, parent.id, language)
+        text = error_text(gone, language)
+        if interaction.response.is_done():
+            await interaction.followup.send(text, ephemeral=True, view=view)
+        else:
+            await interaction.response.send_message(text, ephemeral=True, view=view)
+
+
+class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TEMPLATE):
+    """🔁 Reroll under every result: the same inputs, instruction and size again, charged like any edit."""
+
+    def __init__(self, job_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(_pt("button", "Reroll"), language),
+                emoji="🔁",
+                style=discord.ButtonStyle.secondary,
+                custom_id=reroll_button_id(job_id),
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> RerollButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.reroll(interaction), "the Reroll button")
+
+    async def reroll(self, interaction: discord.Interaction) -> None:
+        bot = client_of(interaction)
+        parent = await bot.engine.result_for(self.job_id, interaction.user.id)
+        # The click's answer goes where the clicked result is: its channel, or its thread.
+        await start_reroll(interaction, parent, requester(interaction), InPlace(interaction))
+
+
+class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TEMPLATE):
+    """🗑 Delete under every result: removes that message only, for its requester or a moderator."""
+
+    def __init__(self, job_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(_pt("button", "Delete"), language),
+                emoji="🗑️",
+                style=discord.ButtonStyle.danger,
+                custom_id=delete_button_id(job_id),
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> DeleteButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.delete(interaction), "the Delete button")
+
+    async def delete(self, interaction: discord.Interaction) -> None:
+        bot = client_of(interaction)
+        is_moderator = interaction.guild_id is not None and interaction.permissions.manage_messages
+        job = await bot.engine.deletable(self.job_id, interaction.user.id, is_moderator)
+        # Through the click's own token: it reaches the clicked message wherever it is, a private one included.
+        await interaction.response.defer()
+        try:
+            await interaction.delete_original_response()
+        except discord.NotFound:
+            log.info("job=%s result was already gone when its Delete button was clicked", job.id)
+        await bot.engine.result_deleted(job, interaction.user.id)
+
+
+def result_view(job_id: str, language: str | None, *, by_direct_message: bool = False) -> ui.View:
+    """The buttons under a result, in its member's language. One sent by direct message has only Delete:
+    a job started from a DM would fall outside the server's limits, so its member refines or rerolls it
+    from ``/history``."""
+    view = AtelierView(timeout=None)
+    if not by_direct_message:
+        view.add_item(RefineButton(job_id, language))
+        view.add_item(RerollButton(job_id, language))
+    view.add_item(DeleteButton(job_id, language))
+    return view
+
+
+async def setup(bot: AtelierClient) -> None:
+    """Register the result buttons (Refine's form is routed in ``cogs.members.refine``)."""
+    bot.add_dynamic_items(RerollButton, DeleteButton, RefineFromButton)
