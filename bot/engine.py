@@ -282,7 +282,10 @@ class JobEngine:
             await self._balance.stop()
         await self._audit.close()
         await self._scheduler.cancel_all()
-        log.info("job service stopped; %d job(s) will resume", len(paused))
+        if self._places is not None and self._works:
+            log.info("job service stopped; %d job(s) will resume after the restart", len(paused))
+        else:
+            log.info("job service stopped; the shared queue carries on")
 
     async def _tell_paused(self, job: Job) -> None:
         if self._notifier is None:

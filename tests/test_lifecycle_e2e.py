@@ -67,10 +67,16 @@ def contents(handle: InteractionHandle) -> list[str]:
     return [str(r.json.get("content")) for r in handle.webhook_requests() if r.method == "PATCH" and r.json]
 
 
-def block_inputs(data: Path) -> None:
-    """Make every save of job inputs fail: a file where their folder should be."""
-    data.mkdir(parents=True)
-    (data / "inputs").write_text("not a folder")
+def block_inputs(env: dict[str, str]) -> None:
+    """Make every save of job inputs fail, as a full disk would: the database refuses their rows."""
+    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
+    try:
+        db.execute(
+            "CREATE TRIGGER no_inputs BEFORE INSERT ON job_inputs BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+        )
+        db.commit()
+    finally:
+        db.close()
 
 
 async def usage_text(fake: FakeDiscord) -> str:
@@ -160,9 +166,11 @@ async def test_a_refused_acknowledgement_ends_the_edit_refunded(
 async def test_inputs_that_cannot_be_saved_end_the_job_refunded_with_one_apology(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
-    block_inputs(Path(bot_env["DATA_DIR"]))
     bot_process.tracebacks_expected = True
     await start(bot_process, bot_env, USER_DAILY_LIMIT="1")
+    await bot_process.stop()
+    block_inputs(bot_env)  # in the database the first start made
+    await bot_process.start()
     handle = await send_edit(discord_fake, "unlucky", [make_png()])
     apology = await wait_final_text(handle, "error reference")
     reference = re.search(r"error reference `([0-9a-f]+)`", apology.json["content"])

@@ -81,7 +81,7 @@ async def test_edit_images_uses_the_attachments_then_the_embeds_and_replies_with
     (call,) = image_api.calls
     assert [p.data for p in call.images] == [first, second, linked]
     assert call.field("prompt") == "put the cat from image1 into image2" and call.field("size") == "2048x1360"
-    rows = await wait_rows(bot.env, "SELECT kind, status, input_count FROM jobs", lambda r: r[0][1] == "succeeded")
+    rows = await wait_rows(bot.env, "SELECT origin, status, input_count FROM jobs", lambda r: r[0][1] == "succeeded")
     assert rows == [("message", "succeeded", 3)]
     assert money(bot.env) == [("put the cat from image1 into image2", "charge")]
 

@@ -68,9 +68,9 @@ async def test_a_private_edit_and_its_refine_and_reroll_are_seen_only_by_the_mem
     assert [p.data for p in image_api.calls[2].images] == [output]
     assert channel_posts(discord_fake) == []
     rows = await wait_rows(
-        bot.env, "SELECT kind, private, delivered FROM jobs ORDER BY created_at", lambda r: r[-1][2] is not None
+        bot.env, "SELECT origin, private, delivered FROM jobs ORDER BY created_at", lambda r: r[-1][2] is not None
     )
-    assert rows == [("edit", 1, "private"), ("reroll", 1, "private"), ("refine", 1, "private")]
+    assert rows == [("command", 1, "private"), ("reroll", 1, "private"), ("refine", 1, "private")]
 
     # Delete works on a private result too: through the click's token, the only way to reach it.
     delete = await discord_fake.click_button(message, result_button(message, "Delete"))
@@ -136,7 +136,7 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     notice = await usage.wait_for_webhook("POST")
     assert notice.json["flags"] & EPHEMERAL
     assert "could not reach you" in notice.json["content"] and "never arrives" in notice.json["content"]
-    await wait_rows(bot.env, "SELECT job_id FROM notices_shown", lambda r: len(r) == 1)
+    await wait_rows(bot.env, "SELECT job_id FROM notices WHERE shown_at IS NOT NULL", lambda r: len(r) == 1)
     # Told once: the next command gets no notice.
     again = await discord_fake.slash_command("usage", [])
     await again.wait_for_callback()

@@ -61,7 +61,7 @@ async def ledger(path: Path, finished: int, timeout: float = 5) -> list[tuple[st
     async with asyncio.timeout(timeout):
         while True:
             db = sqlite3.connect(path)
-            rows = db.execute("SELECT id, kind, parent_job_id, status FROM jobs ORDER BY created_at").fetchall()
+            rows = db.execute("SELECT id, origin, parent_job_id, status FROM jobs ORDER BY created_at").fetchall()
             db.close()
             if sum(1 for row in rows if row[3] in ("succeeded", "failed")) >= finished:
                 return rows
@@ -142,7 +142,7 @@ async def test_refines_chain_in_one_thread_using_the_previous_output(
     # The ledger links each refine to the job it refines, so the chain can be followed.
     rows = await ledger(Path(bot.env["DATA_DIR"]) / "atelier.sqlite3", finished=3)
     assert [(kind, status) for _, kind, _, status in rows] == [
-        ("edit", "succeeded"),
+        ("command", "succeeded"),
         ("refine", "succeeded"),
         ("refine", "succeeded"),
     ]

@@ -57,10 +57,10 @@ async def test_reroll_sends_the_same_inputs_instruction_and_size_again_and_links
     assert second.field("size") == "2048x1360"
     rows = await wait_rows(
         bot.env,
-        "SELECT id, kind, parent_job_id, status FROM jobs ORDER BY created_at",
+        "SELECT id, origin, parent_job_id, status FROM jobs ORDER BY created_at",
         lambda r: r[1][3] != "delivering",
     )
-    assert [(kind, status) for _, kind, _, status in rows] == [("edit", "succeeded"), ("reroll", "succeeded")]
+    assert [(kind, status) for _, kind, _, status in rows] == [("command", "succeeded"), ("reroll", "succeeded")]
     assert rows[1][2] == rows[0][0]
     # Charged like any other edit.
     assert money(bot.env) == [("a lighthouse at dusk", "charge"), ("a lighthouse at dusk", "charge")]
