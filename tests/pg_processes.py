@@ -4,7 +4,7 @@
     python -m tests.pg_processes claim URL         # claim and finish jobs until the queue stays empty
 
 Each prints one JSON line with what it did. ``admit`` goes through the real engine
-(``JobEngine.submit``, the PostgreSQL admission path); ``claim`` through the store's claim.
+(``JobEngine.submit``, the store's admission); ``claim`` through the store's claim and fenced moves.
 """
 
 from __future__ import annotations
@@ -17,17 +17,20 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.config import Config
-from bot.media.editor import Editor
+from bot.core.attempts import Attempt
+from bot.core.job import Destination, Job, JobRequest
+from bot.core.records import ClaimTerms, Fence, Notice
+from bot.core.states import JobState
 from bot.engine import JobEngine
 from bot.errors import AtelierError
-from bot.provider.client import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
+from bot.media.editor import Editor
 from bot.media.images import OutputImage
-from bot.inputs import DatabaseInputStore
-from bot.core.job import Destination, Job, JobKind, JobRequest
+from bot.ports import FrontendParts, Posted, PostFailed, TellLater, Told
+from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
 from bot.servers.limits import Requester
-from bot.ports import Posted, PostFailed
-from bot.postgres_store import PostgresJobStore
-from bot.core.states import JobState
+from bot.store.database import open_and_migrate
+from bot.store.postgres import PostgresDatabase
+from bot.store.store import Store
 from tests.fake_image_api import make_png
 
 PNG = make_png(8, 8)
@@ -45,12 +48,18 @@ class Quiet:
     async def job_paused(self, job: Job) -> None:
         pass
 
+    async def run_lost(self, job: Job) -> None:
+        pass
+
+    async def tell(self, job: Job, notice: Notice) -> Told | TellLater:
+        return Told("quiet")
+
     async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed:
         return Posted(1, 1)
 
 
 class NoAPI:
-    async def call(self, request: ImageEditRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
+    async def call(self, request: ProviderRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
         raise AssertionError("an admitting process never calls the API")
 
     async def decode(self, answer: APIAnswer) -> ImageEditResult:
@@ -70,14 +79,14 @@ async def admit(url: str, count: int, start_at: float) -> dict[str, int]:
         discord_token="t" * 24, image_api_key="k" * 24, data_dir=Path("unused"), database_url=url,
         user_daily_limit=10, user_max_active=1000,
     )  # fmt: skip
-    store = PostgresJobStore(url, pool_size=10)
-    engine = JobEngine(config, store, NoAPI(), DatabaseInputStore(store, 1 << 30), Editor())
+    quiet = Quiet()
+    engine = JobEngine(config, Store(PostgresDatabase(url, pool_size=10)), NoAPI(), Editor())
     await engine.open()
-    await engine.start(Quiet(), Quiet(), admit=True, work=False)
+    await engine.start(FrontendParts(quiet, quiet, quiet), admit=True, work=False)
     who = Requester(1, 10, 100, None, frozenset(), is_manager=False)
 
     async def one(n: int) -> bool:
-        request = JobRequest(JobKind.EDIT, 1, 10, 100, f"edit {n}", None, 1)
+        request = JobRequest("edit", 1, 10, 100, f"edit {n}", None, 1)
         try:
             await engine.submit(request, who, Upload())
         except AtelierError:
@@ -92,20 +101,25 @@ async def admit(url: str, count: int, start_at: float) -> dict[str, int]:
 
 
 async def claim(url: str) -> dict[str, list[str]]:
-    store = PostgresJobStore(url, pool_size=2)
-    await store.open()
+    database = PostgresDatabase(url, pool_size=2)
+    await open_and_migrate(database)
+    store = Store(database)
+    me = f"claimer-{id(store)}"
+    await database.hold(me)
     taken: list[str] = []
     idle_since = time.monotonic()
     while time.monotonic() - idle_since < 1.0:
-        job = await store.claim_next(f"claimer-{id(store)}", time.time(), 30.0, 1000)
-        if job is None:
+        job = await store.claim(ClaimTerms(me, time.time(), 30.0, 1000))
+        if not isinstance(job, Job):
             await asyncio.sleep(0.01)
             continue
         idle_since = time.monotonic()
         taken.append(job.id)
-        await store.move_job(job.id, JobState.RUNNING, JobState.DELIVERING, {}, refund=False)
-        await store.move_job(job.id, JobState.DELIVERING, JobState.SUCCEEDED, {}, refund=False)
-    await store.close()
+        fence = Fence(me, job.run)
+        for current, target in ((JobState.RUNNING, JobState.DELIVERING), (JobState.DELIVERING, JobState.SUCCEEDED)):
+            moved = await store.move(job.id, current, target, {}, refund=False, holder=me, now=time.time(), fence=fence)
+            assert moved.job is not None
+    await database.close()
     return {"taken": taken}
 
 

@@ -8,11 +8,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from bot.queue import FairQueue
+from bot.sqlite_store import SQLiteJobStore
+from bot.storage import MIGRATIONS
 
 from bot.config import Config, load_config
-from bot.errors import ConfigError, InputError
 from bot.core.job import Delivered, Destination, Job, JobKind, JobRequest, utc_day
 from bot.core.quota import DayUsage, UsageLedger
+from bot.core.states import JobState
+from bot.errors import ConfigError, InputError
 from bot.servers.limits import (
     AccessDeniedError,
     GuildLimits,
@@ -27,11 +31,7 @@ from bot.servers.limits import (
     next_reset,
 )
 from bot.servers.presets import preset_name, preset_text, styled_prompt
-from bot.queue import FairQueue
 from bot.servers.settings import GuildOverrides, PrivateResults
-from bot.sqlite_store import SQLiteJobStore
-from bot.core.states import JobState
-from bot.storage import MIGRATIONS
 
 CONFIG = Config(discord_token="t" * 20, image_api_key="k" * 20, data_dir=Path("unused"))
 MEMBER = Requester(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.jobs.eta import MIN_SAMPLES, RECENT_SECONDS, Estimator, Run
 from bot.core.job import Job, JobKind, JobRequest
 from bot.core.states import JobState
+from bot.jobs.eta import MIN_SAMPLES, RECENT_SECONDS, Estimator, Run
 
 NOW = 1_800_000_000.0
 MODEL = "gpt-image-2-vip"

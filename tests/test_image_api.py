@@ -30,8 +30,8 @@ from bot.errors import (
     SlowServerError,
     TransientAPIError,
 )
-from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageAPIClient, ImageEditRequest
 from bot.media.images import PreparedImage
+from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageAPIClient, ImageEditRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 
 KEY = "sk-test-key-0123456789"

@@ -28,22 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.inputs import ENDED_FILE, InputStore
+from bot.sqlite_store import SQLiteJobStore
 from hypothesis import event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from bot.config import Config
-from bot.media.editor import Editor
+from bot.core.job import Delivered, Destination, Job, JobKind, JobRequest, utc_day
+from bot.core.states import JobState, cancellable
 from bot.engine import JobEngine
 from bot.errors import APITimeoutError, AtelierError, BadRequestError, CancelRefusedError, InputError, InputsGoneError
-from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageEditRequest, ImageEditResult
+from bot.media.editor import Editor
 from bot.media.images import OutputImage
-from bot.inputs import ENDED_FILE, InputStore
-from bot.core.job import Delivered, Destination, Job, JobKind, JobRequest, utc_day
-from bot.servers.limits import Requester
 from bot.ports import Move, NotDelivered, Posted, PostFailed
-from bot.sqlite_store import SQLiteJobStore
-from bot.core.states import JobState, cancellable
+from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageEditRequest, ImageEditResult
+from bot.servers.limits import Requester
 from tests.fake_image_api import make_png
 
 T = TypeVar("T")

@@ -19,6 +19,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from bot.core.job import Job, JobRequest, utc_day
+from bot.core.quota import Quota
+from bot.core.records import StoredImage
+from bot.core.states import JobState
+from bot.store.database import open_and_migrate
+from bot.store.postgres import PostgresDatabase
+from bot.store.store import Store
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, send_edit, wait_result
@@ -63,12 +70,28 @@ async def run_program(*args: str, timeout: float = 60) -> dict[str, Any]:
     return result
 
 
-async def test_four_processes_times_fifty_requests_sell_exactly_the_daily_limit_of_ten(database: str) -> None:
-    from bot.postgres_store import PostgresJobStore
+async def migrated(database: str) -> Store:
+    """The store of ``database``, migrated and open (the caller closes it)."""
+    store = Store(PostgresDatabase(database, pool_size=2))
+    await open_and_migrate(store.database)
+    return store
 
-    store = PostgresJobStore(database)
-    await store.open()  # migrate once, before the race
-    await store.close()
+
+async def queue_jobs(store: Store, count: int, members: int) -> None:
+    """``count`` queued jobs from ``members`` members, in acceptance order, with their inputs."""
+    now = time.time()
+    for n in range(count):
+        job = Job(f"job{n:03d}", JobRequest("edit", n % members, 10, 100, f"p{n}", None, 1), JobState.ACCEPTED,
+                  now + n * 0.001, utc_day(now), 30_000, holder="seed")  # fmt: skip
+        assert await store.admit(job, Quota(now), now + 60) is None
+        await store.save_inputs(job.id, [StoredImage(b"png", "image/png", 1, 1)], 1 << 30)
+        for current, target in ((JobState.ACCEPTED, JobState.PREPARING), (JobState.PREPARING, JobState.QUEUED)):
+            values = {"queued_at": now} if target is JobState.QUEUED else {}
+            await store.move(job.id, current, target, values, refund=False, holder="seed", now=now)
+
+
+async def test_four_processes_times_fifty_requests_sell_exactly_the_daily_limit_of_ten(database: str) -> None:
+    await (await migrated(database)).database.close()  # migrate once, before the race
     start_at = f"{time.time() + 4:.3f}"
     results = await asyncio.gather(*(run_program("admit", database, "50", start_at) for _ in range(4)))
     assert sum(r["accepted"] for r in results) == 10
@@ -78,16 +101,9 @@ async def test_four_processes_times_fifty_requests_sell_exactly_the_daily_limit_
 
 
 async def test_five_hundred_jobs_claimed_by_four_workers_each_run_exactly_once(database: str) -> None:
-    from bot.postgres_store import PostgresJobStore
-    from bot.core.states import JobState
-    from tests.test_postgres_queue import add, make_job
-
-    store = PostgresJobStore(database)
-    await store.open()
-    now = time.time()
-    for n in range(500):
-        await add(store, make_job(f"job{n:03d}", n % 37, now + n * 0.001))
-    await store.close()
+    store = await migrated(database)
+    await queue_jobs(store, 500, 37)
+    await store.database.close()
     results = await asyncio.gather(*(run_program("claim", database) for _ in range(4)))
     taken = [job_id for r in results for job_id in r["taken"]]
     assert len(taken) == 500 and len(set(taken)) == 500
@@ -192,7 +208,8 @@ async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_once_ch
     money = await rows(database, "SELECT entry FROM money WHERE job_id = $1", job["id"])
     assert [r[0] for r in money] == ["charge"]
     attempts = await rows(database, "SELECT run, outcome, may_be_billed FROM api_attempts ORDER BY run")
-    assert [(r[0], r[1], r[2]) for r in attempts] == [(0, "interrupted", 1), (1, "succeeded", 1)]
+    # Each claim is a run: the first (killed mid-call, maybe billed), then the take-over that succeeded.
+    assert [(r[0], r[1], r[2]) for r in attempts] == [(1, "interrupted", 1), (2, "succeeded", 1)]
 
 
 async def test_a_rolling_restart_of_the_workers_loses_nothing_and_the_gateway_keeps_answering(
@@ -264,7 +281,10 @@ async def test_metrics_and_health_of_a_gateway_and_a_worker_see_the_shared_queue
     cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     from tests.harness import free_port
-    from tests.test_metrics_e2e import get, scrape_until
+    from tests.test_metrics_e2e import get, scrape_until, until
+
+    async def healthy(port: int) -> bool:
+        return (await get(port, "/healthz"))[0] == 200
 
     cluster = cluster_factory(MAX_CONCURRENT_JOBS="2")
     ports = {"gateway": free_port(), "worker": free_port()}
@@ -283,7 +303,8 @@ async def test_metrics_and_health_of_a_gateway_and_a_worker_see_the_shared_queue
     assert worker_metrics['atelier_jobs_total{kind="edit",outcome="succeeded"}'] == 3
     # A worker has no gateway: it is healthy while its loop runs and the database answers.
     assert (await get(ports["worker"], "/healthz"))[0] == 200
-    assert (await get(ports["gateway"], "/healthz"))[0] == 200
+    # The gateway is healthy once discord.py says it is ready (after the servers stream in).
+    await until(lambda: healthy(ports["gateway"]), timeout=10)
 
 
 async def test_a_reroll_runs_on_any_worker_from_the_inputs_kept_in_the_database(

@@ -10,24 +10,24 @@ import time
 from pathlib import Path
 
 import pytest
+from bot.storage import DayStats
 from PIL import Image
 
-from bot.provider.balance import BalanceWatch, Level
-from bot.ops.charts import render_stats_chart
 from bot.config import Config, load_config
-from bot.errors import BadRequestError, ConfigError, InputError
-from bot.provider.client import Attempt, AttemptOutcome
 from bot.core.job import Job, JobKind, JobRequest, utc_day
 from bot.core.quota import DayUsage, UsageLedger
-from bot.servers.limits import LimitReachedError, Requester, check_quota
+from bot.core.states import JobState
+from bot.errors import BadRequestError, ConfigError, InputError
+from bot.ops.charts import render_stats_chart
 from bot.ops.logging_setup import RedactSecrets
 from bot.ops.metrics import Metrics
-from bot.provider.models import SizeRule, parse_models, size_problem
 from bot.ports import Move
+from bot.provider.balance import BalanceWatch, Level
+from bot.provider.client import Attempt, AttemptOutcome
+from bot.provider.models import SizeRule, parse_models, size_problem
 from bot.provider.routing import ModelRouter
 from bot.provider.sizes import SIZES
-from bot.core.states import JobState
-from bot.storage import DayStats
+from bot.servers.limits import LimitReachedError, Requester, check_quota
 from cogs.admin.server_keys import HideKeyForm
 from tests.harness import SECRET_KEY
 

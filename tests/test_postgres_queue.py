@@ -11,15 +11,15 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-
-from bot.errors import QueueFullError
-from bot.media.images import PreparedImage
-from bot.core.job import Delivered, Job, JobKind, JobRequest, utc_day
-from bot.servers.limits import LimitReachedError, Quota
 from bot.postgres_store import PostgresJobStore
 from bot.queue import FairQueue
-from bot.core.states import JobState
 from bot.storage import ClaimMiss, ClaimTerms
+
+from bot.core.job import Delivered, Job, JobKind, JobRequest, utc_day
+from bot.core.states import JobState
+from bot.errors import QueueFullError
+from bot.media.images import PreparedImage
+from bot.servers.limits import LimitReachedError, Quota
 from tests.postgres import fresh_database
 
 LEASE = 30.0

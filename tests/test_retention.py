@@ -9,21 +9,21 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from bot.inputs import ENDED_FILE, InputStore
+from bot.retention import MARK_BYTES, Retention
+from bot.sqlite_store import SQLiteJobStore
 from PIL import Image
 
 from bot.config import Config
-from bot.media.editor import Editor
+from bot.core.job import Destination, Job, JobKind, JobRequest
+from bot.core.states import JobState
 from bot.engine import JobEngine
 from bot.errors import AtelierError
-from bot.provider.client import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
+from bot.media.editor import Editor
 from bot.media.images import OutputImage, PreparedImage
-from bot.inputs import ENDED_FILE, InputStore
-from bot.core.job import Destination, Job, JobKind, JobRequest
-from bot.servers.limits import Requester
 from bot.ports import Posted
-from bot.retention import MARK_BYTES, Retention
-from bot.sqlite_store import SQLiteJobStore
-from bot.core.states import JobState
+from bot.provider.client import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
+from bot.servers.limits import Requester
 from tests.fake_image_api import make_png
 
 PNG = make_png(8, 8)

@@ -12,14 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bot.provider.client import Attempt, AttemptOutcome
-from bot.core.job import Destination, Job, JobKind, JobRequest, utc_day
 from bot.postgres_store import PostgresJobStore
-from bot.servers.settings import GuildOverrides
 from bot.sqlite_store import SQLiteJobStore
-from bot.core.states import JobState
 from bot.storage import Block, JobStore, StoredKey
+
+from bot.core.job import Destination, Job, JobKind, JobRequest, utc_day
+from bot.core.states import JobState
+from bot.provider.client import Attempt, AttemptOutcome
+from bot.servers.settings import GuildOverrides
 from tests.postgres import fresh_database
 
 NOON = 1795608000.0  # 2026-11-25 12:00 UTC

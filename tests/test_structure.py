@@ -29,7 +29,9 @@ def test_the_engine_imports_nothing_from_cogs_and_nothing_of_discord() -> None:
 
 def test_the_check_sees_an_import_when_there_is_one(tmp_path: Path) -> None:
     sample = tmp_path / "sample.py"
-    sample.write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cogs.core.client import AtelierBot\n")
+    sample.write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cogs.core.client import AtelierBot\n"
+    )
     assert "cogs.core.client" in imported_modules(sample)
 
 
