@@ -128,6 +128,11 @@ class JobEngine:
         for observer in (self.metrics, self.router, self.audit, self.estimator):
             self.lifecycle.observe(observer)
         self.metrics.watch_models([m.name for m in config.models], self.router.is_open)
+        self.metrics.export_limits(
+            daily_budget_usd=config.daily_budget_usd,
+            balance_warn_usd=config.balance_warn_usd,
+            balance_floor_usd=config.balance_floor_usd,
+        )
         if balance is not None:
             self.metrics.watch_balance(lambda: balance.balance_usd, lambda: balance.failures)
         self.admission = Admission(

@@ -2,9 +2,11 @@
 
 The registry belongs to this object, never to the process-wide default, so two engines
 (tests, workers) never share counters. Counters and histograms are updated from each
-move in O(1); queue depth, running jobs, today's spend and the balance are read when
-Prometheus scrapes (``set_function``), so they cost a job nothing. No label ever holds
-a secret, a prompt or an id: kinds, outcomes, error class names, model names and attempt results.
+move in O(1); queue depth, the oldest queued job's wait, running jobs, today's spend and the
+balance are read when Prometheus scrapes (``set_function``), so they cost a job nothing. No
+label ever holds a secret, a prompt or an id: kinds, outcomes, error class names, model names
+and attempt results. The configured money limits are exported too (absent when not set), because
+alert rules (``deploy/prometheus/alerts.yml``) can only compare a metric with another metric.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bot.jobs import utc_day
+from bot.image_api import AttemptOutcome
+from bot.jobs import JobKind, utc_day
 from bot.ports import Move
 from bot.states import JobState
 from bot.storage import SharedTotals
@@ -46,6 +49,20 @@ def _as_float(check: Callable[[str], bool], name: str) -> float:
     return float(check(name))
 
 
+def _oldest_wait(lifecycle: Lifecycle) -> float:
+    """Seconds the longest-waiting queued job has been in line (since it last joined it); 0 if none.
+
+    A walk over this process's unfinished jobs, like ``atelier_queue_depth``'s count: only the
+    single-process mode reads it, where they are all in memory (PostgreSQL's is read every 5 s)."""
+    oldest = min((job.queued_at or job.created_at for job in lifecycle.jobs(JobState.QUEUED)), default=None)
+    return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+
+def _shared_oldest_wait(totals: SharedTotals) -> float:
+    oldest = totals.oldest_queued_at
+    return 0.0 if oldest is None else max(0.0, time.time() - oldest)
+
+
 class Metrics:
     """Atelier's metrics in a registry of their own; a lifecycle observer."""
 
@@ -67,6 +84,13 @@ class Metrics:
             "atelier_api_call_seconds", "One image API call, all its attempts", buckets=RUN_BUCKETS, registry=r
         )
         self.attempts = Counter("atelier_api_attempts", "Image API attempts by result", ["result"], registry=r)
+        # Every series a rule compares or rates exists from the start at 0: a counter first seen at 1
+        # has no increase to show, so the first failure (or success) would be lost to rate().
+        for kind in JobKind:
+            for outcome in (s for s in JobState if s.terminal):
+                self.jobs.labels(kind.value, outcome.value)
+        for result in AttemptOutcome:
+            self.attempts.labels(result.value)
         self.models = Counter("atelier_jobs_by_model", "Jobs that succeeded, by model", ["model"], registry=r)
         self.discord_rate_limits = Counter(
             "atelier_discord_rate_limits", "429 answers from Discord (discord.py waits and retries)", registry=r
@@ -76,6 +100,10 @@ class Metrics:
         )
         self.queue_depth = Gauge("atelier_queue_depth", "Jobs waiting for an API slot", registry=r)
         self.queue_depth.set_function(lambda: lifecycle.count(JobState.QUEUED))
+        self.queue_oldest_wait = Gauge(
+            "atelier_queue_oldest_wait_seconds", "How long the oldest queued job has waited (0 if none)", registry=r
+        )
+        self.queue_oldest_wait.set_function(lambda: _oldest_wait(lifecycle))
         self.jobs_running = Gauge("atelier_jobs_running", "API calls in flight", registry=r)
         self.jobs_running.set_function(lambda: lifecycle.count(JobState.RUNNING))
         self.spend = Gauge("atelier_spend_today_usd", "Net charges today (UTC) by whose key pays", ["key"], registry=r)
@@ -85,6 +113,12 @@ class Metrics:
         self.balance.set(float("nan"))
         self.balance_failures = Gauge(
             "atelier_provider_balance_check_failures", "Balance checks in a row that got no answer", registry=r
+        )
+        self.notices_pending = Gauge(
+            "atelier_notices_pending", "Final notices owed to members, not yet sent", registry=r
+        )
+        self.notice_oldest_pending = Gauge(
+            "atelier_notice_oldest_pending_seconds", "Age of the oldest notice not yet sent (0 if none)", registry=r
         )
         self.fallback_open = Gauge(
             "atelier_model_fallback_active", "1 while new jobs for a model go to the fallback", ["model"], registry=r
@@ -118,6 +152,19 @@ class Metrics:
         if job.started_at is not None and job.finished_at is not None:
             self.run_seconds.observe(max(0.0, job.finished_at - job.started_at))
 
+    def export_limits(
+        self, *, daily_budget_usd: float | None, balance_warn_usd: float | None, balance_floor_usd: float | None
+    ) -> None:
+        """Export the configured money limits, once; a limit that is not set has no series at all, so a
+        rule comparing with it matches nothing (rather than comparing with a made-up 0)."""
+        for name, setting, value in (
+            ("atelier_daily_budget_usd", "DAILY_BUDGET_USD", daily_budget_usd),
+            ("atelier_provider_balance_warn_usd", "BALANCE_WARN_USD", balance_warn_usd),
+            ("atelier_provider_balance_floor_usd", "BALANCE_FLOOR_USD", balance_floor_usd),
+        ):
+            if value is not None:
+                Gauge(name, f"{setting}, as configured (dollars)", registry=self.registry).set(value)
+
     def watch_balance(self, read: Callable[[], float | None], failures: Callable[[], int]) -> None:
         """Read the provider balance (and failed checks in a row) at each scrape."""
         self.balance.set_function(lambda: nan if (value := read()) is None else value)
@@ -126,9 +173,15 @@ class Metrics:
     def watch_shared(self, totals: Callable[[], SharedTotals]) -> None:
         """With PostgreSQL: the queue, the running calls and the spend of all processes (as last read)."""
         self.queue_depth.set_function(lambda: totals().queued)
+        self.queue_oldest_wait.set_function(lambda: _shared_oldest_wait(totals()))
         self.jobs_running.set_function(lambda: totals().running)
         self.spend.labels("operator").set_function(lambda: totals().operator_spend)
         self.spend.labels("server").set_function(lambda: totals().server_spend)
+
+    def watch_notices(self, pending: Callable[[], int], oldest_seconds: Callable[[], float]) -> None:
+        """Read the notices owed to members (how many, and the oldest's age in seconds) at each scrape."""
+        self.notices_pending.set_function(pending)
+        self.notice_oldest_pending.set_function(oldest_seconds)
 
     def watch_models(self, names: Sequence[str], is_open: Callable[[str], bool]) -> None:
         """Read each model's breaker at each scrape."""

@@ -584,10 +584,12 @@ class PostgresJobStore:
             "(SELECT COUNT(*) FROM jobs WHERE status = 'running'), "
             f"({Queries.operator_spend} m.day = $1), "
             "(SELECT COALESCE(SUM(CASE WHEN m.entry = 'charge' THEN m.amount_usd ELSE -m.amount_usd END), 0) "
-            "FROM money m JOIN jobs j ON j.id = m.job_id WHERE j.guild_key = 1 AND m.day = $1)",
+            "FROM money m JOIN jobs j ON j.id = m.job_id WHERE j.guild_key = 1 AND m.day = $1), "
+            "(SELECT MIN(COALESCE(queued_at, created_at)) FROM jobs WHERE status = 'queued')",
             day,
         )
-        return SharedTotals(int(row[0]), int(row[1]), float(row[2]), float(row[3]))
+        oldest = None if row[4] is None else float(row[4])
+        return SharedTotals(int(row[0]), int(row[1]), float(row[2]), float(row[3]), oldest)
 
     async def count(self, state: JobState) -> int:
         return int(await self.pool.fetchval("SELECT COUNT(*) FROM jobs WHERE status = $1", state.value))

@@ -378,6 +378,7 @@ class SharedTotals:
     running: int = 0
     operator_spend: float = 0.0
     server_spend: float = 0.0
+    oldest_queued_at: float | None = None  # when the longest-waiting queued job joined the line
 
 
 class ClaimMiss(enum.Enum):
