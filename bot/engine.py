@@ -46,7 +46,7 @@ from bot.jobs.dispatcher import Dispatcher, ImageAPI
 from bot.jobs.eta import RECENT_SECONDS, Estimator
 from bot.jobs.inputs import JobInputs
 from bot.jobs.keeper import Keeper
-from bot.jobs.kinds import kind_of
+from bot.jobs.kinds import KINDS, kind_of
 from bot.jobs.lifecycle import Lifecycle
 from bot.jobs.notices import NextUseNotices
 from bot.jobs.outbox import Outbox
@@ -133,12 +133,15 @@ class JobEngine:
         self._balance = balance
         self.health = Health(store)
         self._totals = Totals()
-        self.metrics = Metrics(lambda: self._totals)
+        self.metrics = Metrics(lambda: self._totals, sorted(KINDS), clock)
         self._audit = AuditTrail(config, self._settings, self._keys)
         self._estimator = Estimator(config.default_model.name)
         for observer in (self.metrics, self._router, self._audit, self._estimator):
             self.lifecycle.observe(observer)
         self.metrics.watch_models([m.name for m in config.models], self._router.is_open)
+        self.metrics.export_limits(
+            daily_budget=config.daily_budget, balance_warn=config.balance_warn, balance_floor=config.balance_floor
+        )
         if balance is not None:
             self.metrics.watch_balance(lambda: balance.balance, lambda: balance.failures)
         self._admission = Admission(

@@ -69,6 +69,15 @@ async def test_metrics_count_what_happened_during_a_run(
     await bot_process.start()
     before = await scrape(port)
     assert before["atelier_queue_depth"] == 0 and before["atelier_jobs_running"] == 0
+    assert before["atelier_queue_oldest_wait_seconds"] == 0
+    assert before["atelier_notices_pending"] == 0 and before["atelier_notice_oldest_pending_seconds"] == 0
+    # Series the alert rules rate exist at 0 before anything happens (a counter born at 1 shows no increase).
+    assert before['atelier_jobs_total{kind="edit",outcome="succeeded"}'] == 0
+    assert before['atelier_jobs_total{kind="refine",outcome="failed"}'] == 0
+    assert before['atelier_api_attempts_total{result="body_cut_off"}'] == 0
+    # Limits that are not configured have no series (a rule comparing with one matches nothing).
+    limits = ("atelier_daily_budget_usd", "atelier_provider_balance_warn_usd", "atelier_provider_balance_floor_usd")
+    assert [name for name in before if name.startswith(limits)] == []
     info = next(k for k in before if k.startswith("atelier_build_info{"))
     assert 'version="0.1.0"' in info and 'discord_py="2.7.' in info and "python=" in info
 
@@ -80,6 +89,8 @@ async def test_metrics_count_what_happened_during_a_run(
     await waiting.wait_for_webhook("PATCH")  # its place in line: it is queued
     during = await scrape(port)
     assert during["atelier_jobs_running"] == 1 and during["atelier_queue_depth"] == 1
+    # The waiting job's time in line so far: more than nothing, less than the whole test.
+    assert 0 < during["atelier_queue_oldest_wait_seconds"] < 10
     # Discord rate-limits one status edit: discord.py waits, retries, and the bot counts it.
     discord_fake.fail_next("PATCH", r"/webhooks/", 429, {"retry_after": 0.05}, times=1)
     await wait_result(slow)
@@ -114,6 +125,7 @@ async def test_metrics_count_what_happened_during_a_run(
     assert after['atelier_spend_today_usd{key="server"}'] == 0
     assert after["atelier_discord_rate_limits_total"] == 1
     assert after["atelier_queue_depth"] == 0 and after["atelier_jobs_running"] == 0
+    assert after["atelier_queue_oldest_wait_seconds"] == 0
 
 
 async def test_healthz_follows_the_gateway_and_the_docker_healthcheck_uses_it(

@@ -292,13 +292,21 @@ async def test_metrics_and_health_of_a_gateway_and_a_worker_see_the_shared_queue
     worker = cluster.worker(0)
     worker.env = {**cluster.env, "METRICS_PORT": str(ports["worker"])}
     await cluster.gateway.start()
+    # No worker yet: the job waits, and the gateway's metrics see it in the shared queue (read every 5 s).
+    first = await send_edit(discord_fake, "counted 0", [make_png()])
+    waiting = await scrape_until(
+        ports["gateway"], lambda m: m["atelier_queue_depth"] == 1 and m["atelier_queue_oldest_wait_seconds"] > 0
+    )
+    assert waiting["atelier_queue_depth"] == 1 and 0 < waiting["atelier_queue_oldest_wait_seconds"] < 30
     await worker.start()
-    for n in range(3):
+    await wait_result(first)
+    for n in range(1, 3):
         await wait_result(await send_edit(discord_fake, f"counted {n}", [make_png()]))
     # Every process reads the shared totals: the gateway made no call, yet reports the day's spend.
     spend = 'atelier_spend_today_usd{key="operator"}'
     gateway = await scrape_until(ports["gateway"], lambda m: m.get(spend) == pytest.approx(0.09), timeout=15)
     assert gateway[spend] == pytest.approx(0.09) and gateway["atelier_queue_depth"] == 0
+    assert gateway["atelier_queue_oldest_wait_seconds"] == 0
     worker_metrics = await scrape_until(ports["worker"], lambda m: m.get(spend) == pytest.approx(0.09), timeout=15)
     assert worker_metrics['atelier_jobs_total{kind="edit",outcome="succeeded"}'] == 3
     # A worker has no gateway: it is healthy while its loop runs and the database answers.

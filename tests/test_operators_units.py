@@ -178,6 +178,9 @@ class _NoJobs:
     def count(self, *states: JobState) -> int:
         return 0
 
+    def jobs(self, *states: JobState) -> list[Job]:
+        return []
+
 
 def test_metrics_come_from_moves_into_a_registry_of_their_own() -> None:
     from bot.jobs.lifecycle import Lifecycle
@@ -185,6 +188,7 @@ def test_metrics_come_from_moves_into_a_registry_of_their_own() -> None:
     lifecycle = Lifecycle.__new__(Lifecycle)  # only the views the gauges read
     lifecycle.ledger = UsageLedger()
     lifecycle.count = _NoJobs().count  # type: ignore[method-assign]
+    lifecycle.jobs = _NoJobs().jobs  # type: ignore[method-assign]
     one, two = Metrics(lifecycle), Metrics(lifecycle)
     start = time.time()
     running = job(state=JobState.RUNNING, created_at=start, started_at=start + 2)
@@ -197,7 +201,39 @@ def test_metrics_come_from_moves_into_a_registry_of_their_own() -> None:
     assert 'atelier_job_failures_total{error="BadRequestError"} 1.0' in text
     assert 'atelier_api_attempts_total{result="rejected"} 1.0' in text
     assert "atelier_job_wait_seconds_sum 2.0" in text and "atelier_job_run_seconds_sum 3.0" in text
-    assert "atelier_jobs_total{" not in two.exposition().decode()  # nothing shared
+    assert 'atelier_jobs_total{kind="edit",outcome="failed"} 0.0' in two.exposition().decode()  # nothing shared
+
+
+def test_metrics_for_alert_rules_the_oldest_wait_in_line_the_limits_set_and_the_notices_owed() -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bot.lifecycle import Lifecycle
+
+    now = time.time()
+    # Accepted long ago but its images came late: its wait counts from joining the line.
+    queued = [
+        job(id="late-images", state=JobState.QUEUED, created_at=now - 100, queued_at=now - 30),
+        job(id="first-in-line", state=JobState.QUEUED, created_at=now - 50, queued_at=now - 40),
+    ]
+    lifecycle = Lifecycle.__new__(Lifecycle)
+    lifecycle.ledger = UsageLedger()
+    lifecycle.count = _NoJobs().count  # type: ignore[method-assign]
+    lifecycle.jobs = lambda *states: queued if states == (JobState.QUEUED,) else []  # type: ignore[method-assign]
+    metrics = Metrics(lifecycle)
+    metrics.export_limits(daily_budget_usd=5.0, balance_warn_usd=None, balance_floor_usd=2.0)
+    metrics.watch_notices(lambda: 3, lambda: 120.5)
+
+    def samples() -> dict[str, float]:
+        text = metrics.exposition().decode()
+        return {s.name: s.value for f in text_string_to_metric_families(text) for s in f.samples if not s.labels}
+
+    now_seen = samples()
+    assert 40 <= now_seen["atelier_queue_oldest_wait_seconds"] < 45
+    assert now_seen["atelier_daily_budget_usd"] == 5.0 and now_seen["atelier_provider_balance_floor_usd"] == 2.0
+    assert "atelier_provider_balance_warn_usd" not in now_seen  # not configured: no series at all
+    assert now_seen["atelier_notices_pending"] == 3 and now_seen["atelier_notice_oldest_pending_seconds"] == 120.5
+    queued.clear()
+    assert samples()["atelier_queue_oldest_wait_seconds"] == 0
 
 
 def test_the_chart_renders_in_under_a_second_and_is_not_blank() -> None:

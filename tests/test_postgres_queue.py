@@ -280,3 +280,23 @@ async def test_the_cap_on_queued_inputs_holds_when_jobs_save_at_once(store: Post
     assert await store.queued_input_bytes() == 500_000
     for n, was_kept in enumerate(kept):
         assert await store.inputs_exist(f"job{n}") is was_kept  # a refused job left nothing behind
+
+
+async def test_the_totals_say_when_the_longest_waiting_queued_job_joined_the_line(store: PostgresJobStore) -> None:
+    """For ``atelier_queue_oldest_wait_seconds``: the earliest time in line among queued jobs only (the
+    time it was queued, or its acceptance when no time was recorded), ``None`` with nothing queued."""
+    t = time.time()
+    assert (await store.totals(utc_day(t))).oldest_queued_at is None
+    await add(store, make_job("preparing", 1, t - 300), JobState.PREPARING)  # oldest, but not in line yet
+    assert (await store.totals(utc_day(t))).oldest_queued_at is None
+    for job_id, user, created, queued in (("slow-images", 2, t - 100, t - 50), ("quick", 3, t - 90, t - 80)):
+        await add(store, make_job(job_id, user, created), JobState.PREPARING)
+        assert (
+            await store.move_job(job_id, JobState.PREPARING, JobState.QUEUED, {"queued_at": queued}, refund=False)
+        ).moved
+    assert (await store.totals(utc_day(t))).oldest_queued_at == pytest.approx(t - 80)
+    await add(store, make_job("no-time", 4, t - 85))  # queued without a recorded time: its acceptance counts
+    assert (await store.totals(utc_day(t))).oldest_queued_at == pytest.approx(t - 85)
+    claimed = [await store.claim_next("w", time.time(), LEASE, 10) for _ in range(3)]
+    assert {job.id for job in claimed if job is not None} == {"slow-images", "quick", "no-time"}
+    assert (await store.totals(utc_day(t))).oldest_queued_at is None  # running jobs wait no more

@@ -120,7 +120,7 @@ SELECT
         AS operator_spend,
     (SELECT {NET_AMOUNT} FROM money m JOIN jobs j ON j.id = m.job_id WHERE j.guild_key = 1 AND m.day = :day)
         AS server_spend,
-    (SELECT MIN(queued_at) FROM jobs WHERE status = '{S.QUEUED}') AS oldest_queued_at,
+    (SELECT MIN(COALESCE(queued_at, created_at)) FROM jobs WHERE status = '{S.QUEUED}') AS oldest_queued_at,
     (SELECT COUNT(*) FROM notices WHERE done_at IS NULL) AS notices_pending,
     (SELECT MIN(created_at) FROM notices WHERE done_at IS NULL) AS oldest_notice_at
 """
