@@ -215,6 +215,7 @@ class RecordedRequest:
     response: Any | None = None  # the JSON the fake answered with, if any
     index: int = -1
     at: float = 0.0  # time.monotonic() when it arrived
+    rate_remaining: int | None = None  # what X-RateLimit-Remaining said, on a rate-limited route
 
     def __repr__(self) -> str:
         return f"<{self.method} {self.path} -> {self.status}>"
@@ -780,6 +781,7 @@ class FakeDiscord:
                 response = error(e.status, e.code, e.message)
         if limited is not None:
             response.headers.update(limited.headers)
+            rec.rate_remaining = int(limited.headers["X-RateLimit-Remaining"])
         rec.status = response.status
         if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
             rec.response = json.loads(response.body)  # type: ignore[arg-type]  # body is bytes here
