@@ -38,10 +38,15 @@ a reply pings the replied-to author unless ``allowed_mentions.replied_user`` is 
 older than 15 minutes -> 50027, an edit of a bot message older than an hour -> 30046 (a 429), with
 :attr:`FakeDiscord.backdate_next_message` / ``backdate_next_interaction`` to make those ages without waiting.
 
-Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no real
-rate limiting (use :meth:`FakeDiscord.fail_next`), no voice, no zlib/zstd compression, no embeds/components validation,
-mentions only from ``<@id>``/``<@&id>``/``@everyone`` in content.  ``BOT_USER_ID`` deliberately differs
-from ``APP_ID`` (true for older applications) so code that mixes them up fails loudly.
+Rate limits: off by default (:meth:`FakeDiscord.fail_next` injects a 429). :meth:`FakeDiscord.rate_limit_webhooks`
+turns on Discord's per-token webhook bucket (``/webhooks/{app}/{token}/...``; interaction callbacks are exempt, as
+on Discord): every answer on those routes carries ``X-RateLimit-*`` headers, and a request over the limit gets a 429
+with ``retry_after`` (recorded in :attr:`FakeDiscord.rate_limited`).
+
+Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no rate limits
+on bot-token routes, no voice, no zlib/zstd compression, no embeds/components validation, mentions only from
+``<@id>``/``<@&id>``/``@everyone`` in content.  ``BOT_USER_ID`` deliberately differs from ``APP_ID`` (true for
+older applications) so code that mixes them up fails loudly.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ import enum
 import hashlib
 import io
 import json
+import math
 import mimetypes
 import re
 import secrets
@@ -131,6 +137,8 @@ FLAG_IS_COMPONENTS_V2 = 1 << 15
 SETTABLE_FLAGS = FLAG_SUPPRESS_EMBEDS | FLAG_EPHEMERAL | FLAG_SUPPRESS_NOTIFICATIONS | FLAG_IS_COMPONENTS_V2
 
 _WEBHOOK_ROUTE = re.compile(r"^/api/v10/(interactions|webhooks)/")
+# The requests that share one webhook bucket: everything on one webhook id and token (not the interaction callback).
+_WEBHOOK_BUCKET = re.compile(r"^/api/v10/webhooks/(\d+)/([^/]+)")
 
 
 class _Unset(enum.Enum):
@@ -206,6 +214,8 @@ class RecordedRequest:
     status: int = 0  # 0 while the request is still being answered
     response: Any | None = None  # the JSON the fake answered with, if any
     index: int = -1
+    at: float = 0.0  # time.monotonic() when it arrived
+    rate_remaining: int | None = None  # what X-RateLimit-Remaining said, on a rate-limited route
 
     def __repr__(self) -> str:
         return f"<{self.method} {self.path} -> {self.status}>"
@@ -299,6 +309,22 @@ class _Fault:
 
 
 @dataclass
+class _Window:
+    """One rate-limit bucket's current window: it opens with its first request and lasts ``per`` seconds."""
+
+    opened: float  # time.monotonic()
+    used: int = 0
+
+
+@dataclass
+class _Limited:
+    """What the bucket said about one request: the headers it answers with, and whether it was refused."""
+
+    headers: dict[str, str]
+    retry_after: float | None  # seconds, when the request is over the limit
+
+
+@dataclass
 class _GatewayConn:
     ws: web.WebSocketResponse
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -350,6 +376,9 @@ class FakeDiscord:
         self._cdn: dict[int, tuple[bytes, str | None, str, str]] = {}  # id -> data, type, filename, hm
         self._uploads: dict[int, JSON] = {}  # user uploads from add_attachment, auto-resolved by id
         self._faults: list[_Fault] = []
+        self.webhook_limit: tuple[int, float] | None = None  # (requests, per seconds) per webhook token
+        self.rate_limited: list[RecordedRequest] = []  # requests answered 429 by the emulated buckets
+        self._windows: dict[str, _Window] = {}
         self._conns: list[_GatewayConn] = []
         self._active: _GatewayConn | None = None
         self._session: _Session | None = None
@@ -692,6 +721,40 @@ class FakeDiscord:
             json_body = {"code": 0, "message": f"{status}: injected failure"}
         self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
 
+    def rate_limit_webhooks(self, limit: int, per: float) -> None:
+        """Emulate Discord's per-token webhook bucket: ``limit`` requests per ``per`` seconds on each
+        ``/webhooks/{app}/{token}`` (interaction callbacks are exempt, as on Discord)."""
+        self.webhook_limit = (limit, per)
+        self._windows.clear()
+
+    def _take_slot(self, rec: RecordedRequest) -> _Limited | None:
+        """Count a request against its bucket (``None``: the route is not limited)."""
+        match = _WEBHOOK_BUCKET.match(rec.path)
+        if self.webhook_limit is None or match is None:
+            return None
+        limit, per = self.webhook_limit
+        key = f"{match[1]}:{match[2]}"
+        now = rec.at
+        window = self._windows.get(key)
+        if window is None or now >= window.opened + per:
+            window = self._windows[key] = _Window(now)
+        # Three decimals, as Discord sends it, rounded up: a client that waits exactly this long is in the next window.
+        reset_after = math.ceil((window.opened + per - now) * 1000) / 1000
+        refused = window.used >= limit
+        if not refused:
+            window.used += 1
+        headers = {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(max(0, limit - window.used)),
+            "X-RateLimit-Reset": f"{time.time() + reset_after:.3f}",
+            "X-RateLimit-Reset-After": f"{reset_after:.3f}",
+            "X-RateLimit-Bucket": hashlib.sha256(key.encode()).hexdigest()[:32],
+            "Via": "1.1 google",
+        }
+        if refused:
+            headers |= {"X-RateLimit-Scope": "user", "Retry-After": str(max(1, int(reset_after + 0.999)))}
+        return _Limited(headers, reset_after if refused else None)
+
     def _take_fault(self, method: str, path: str) -> _Fault | None:
         for fault in self._faults:
             if fault.method in (method, "*") and fault.path.search(path):
@@ -706,10 +769,19 @@ class FakeDiscord:
         if request.path == "/gateway":
             return await handler(request)
         rec = await self._record(request)
-        try:
-            response = await self._answer(request, rec, handler)
-        except DiscordError as e:
-            response = error(e.status, e.code, e.message)
+        limited = self._take_slot(rec)
+        if limited is not None and limited.retry_after is not None:
+            self.rate_limited.append(rec)
+            body = {"message": "You are being rate limited.", "retry_after": limited.retry_after, "global": False}
+            response: web.StreamResponse = json_response(body, 429)
+        else:
+            try:
+                response = await self._answer(request, rec, handler)
+            except DiscordError as e:
+                response = error(e.status, e.code, e.message)
+        if limited is not None:
+            response.headers.update(limited.headers)
+            rec.rate_remaining = int(limited.headers["X-RateLimit-Remaining"])
         rec.status = response.status
         if isinstance(response, web.Response) and response.content_type == "application/json" and response.body:
             rec.response = json.loads(response.body)  # type: ignore[arg-type]  # body is bytes here
@@ -740,6 +812,7 @@ class FakeDiscord:
             body=body,
             json=None,
             index=len(self.requests),
+            at=time.monotonic(),
         )
         if request.content_type == "multipart/form-data":
             boundary = _header_param(request.headers["Content-Type"], "boundary") or ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -502,3 +503,49 @@ async def test_closed_dms_hidden_channels_and_replies(fake: FakeDiscord, run_bot
     handle = await fake.slash_command("anything", channel_id=fake.OTHER_CHANNEL_ID)
     permissions = discord.Permissions(int(handle.payload["app_permissions"]))
     assert not permissions.view_channel and not permissions.read_message_history
+
+
+async def test_webhook_rate_limit_answers_like_discord_and_discord_py_waits_for_it(
+    fake: FakeDiscord, run_bot: RunBot
+) -> None:
+    fake.rate_limit_webhooks(limit=2, per=1.0)
+    bot = make_bot()
+    answered: asyncio.Future[discord.Interaction] = asyncio.get_running_loop().create_future()
+
+    @bot.tree.command(name="status", description="Status")
+    async def status(interaction: discord.Interaction) -> None:
+        await interaction.response.send_message("queued")
+        answered.set_result(interaction)
+
+    await run_bot(bot)
+    handle = await fake.slash_command("status", [])
+    interaction = await asyncio.wait_for(answered, 5)
+    await handle.wait_for_callback()
+
+    # The callback is exempt; the token's webhook routes share one bucket of two requests per second.
+    url = f"{fake.api_base}/webhooks/{fake.APP_ID}/{handle.token}/messages/@original"
+    answers = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.get(url) as resp:
+                answers.append((resp.status, resp.headers.copy(), await resp.json()))
+    assert [status for status, _, _ in answers] == [200, 200, 429]
+    assert [h["X-RateLimit-Remaining"] for _, h, _ in answers] == ["1", "0", "0"]
+    assert all(h["X-RateLimit-Limit"] == "2" and h["Via"] == "1.1 google" for _, h, _ in answers)
+    assert len({h["X-RateLimit-Bucket"] for _, h, _ in answers}) == 1
+    _, headers, body = answers[2]
+    assert body["message"] == "You are being rate limited." and body["global"] is False
+    assert 0 < body["retry_after"] <= 1.0 and float(headers["X-RateLimit-Reset-After"]) == body["retry_after"]
+    assert headers["X-RateLimit-Scope"] == "user" and headers["Retry-After"] == "1"
+    assert float(headers["X-RateLimit-Reset"]) == pytest.approx(time.time() + body["retry_after"], abs=0.5)
+    assert [r.method for r in fake.rate_limited] == ["GET"] and fake.rate_limited[0].status == 429
+
+    # discord.py honours it: a refused edit is retried after retry_after, and a spent bucket is waited out.
+    start = len(fake.requests)
+    for n in range(3):
+        await asyncio.wait_for(interaction.edit_original_response(content=f"edit {n}"), 10)
+    done = [r for r in fake.requests[start:] if r.method == "PATCH" and r.ok]
+    assert len(done) == 3 and all(r.status in (200, 429) for r in fake.requests[start:])
+    assert done[2].at - done[0].at >= 1.0 - 0.05, "never three in one window"
+    original = handle.original_message()
+    assert original is not None and original["content"] == "edit 2"

@@ -205,9 +205,8 @@ def test_metrics_come_from_moves_into_a_registry_of_their_own() -> None:
 
 
 def test_metrics_for_alert_rules_the_oldest_wait_in_line_the_limits_set_and_the_notices_owed() -> None:
-    from prometheus_client.parser import text_string_to_metric_families
-
     from bot.lifecycle import Lifecycle
+    from prometheus_client.parser import text_string_to_metric_families
 
     now = time.time()
     # Accepted long ago but its images came late: its wait counts from joining the line.

@@ -7,7 +7,14 @@ Two kinds, both usable after a restart because they hold only ids:
   "Edit images" replies).
 When the token has expired, or Discord refuses it, the result goes out as a new
 channel message that mentions the requester only, or, for a private job, as a
-direct message (and if the member's DMs are closed, it is not delivered).
+direct message (and if the member's DMs are closed, it is not delivered). A result
+or failure that Discord keeps rate-limiting on the token (429), or a failure the token
+has not taken within ``NOTICE_WAIT``, goes the same way.
+
+A request on the token, once made, always runs to its end: discord.py sends a token's
+requests one at a time under one lock, and when Discord says the bucket is spent it
+sleeps before letting go of that lock. A task cancelled during that sleep keeps the lock
+for good, and every later request on the token (the result, the failure) would wait forever.
 
 A public status message outlives both of Discord's edit windows by moving: a little
 before the token's 15 minutes, or before a bot message's first hour (after which Discord
@@ -17,11 +24,12 @@ message and the old one is edited once to point to it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
 
 import discord
 
@@ -43,6 +51,14 @@ _CANNOT_DM = 50007
 # a status message moves to a fresh one a little before.
 MOVE_AFTER = 55 * 60
 _OLD_MESSAGE_EDITS = 30046
+_RATE_LIMITED = 429
+# A failure notice is one small edit: a token that has not taken it by then is stuck, and the channel is
+# used. (A result is not timed: its upload may take long, and a second copy of it would be a second post.)
+NOTICE_WAIT = 20.0
+
+T = TypeVar("T")
+# Requests on interaction tokens, kept until they end (asyncio holds tasks weakly; a caller may stop waiting).
+_IN_FLIGHT: set[asyncio.Task[Any]] = set()
 
 # What a result reads like and which buttons it has, where it is going.
 Compose = Callable[[Delivered], tuple[str, discord.ui.View]]
@@ -168,14 +184,17 @@ class Delivery:
         with contextlib.suppress(_CannotEditError, discord.HTTPException):
             await self._edit(content=f"{render(words, self.language)} {link}", attachments=[], view=None)
 
-    async def _edit(self, **fields: Any) -> tuple[int, int]:
-        """Edit the status message, through the token or with the bot's own token; its (channel, message) ids."""
+    async def _edit(self, *, final: bool = False, wait: float | None = None, **fields: Any) -> tuple[int, int]:
+        """Edit the status message, through the token or with the bot's own token; its (channel, message) ids.
+
+        ``final`` and ``wait``: as for ``_on_token`` (a result or a failure that cannot wait for the token).
+        """
         message_id = int(self.target.get("message_id") or 0)
         if self.on_interaction:
             if not self.token_alive or self.webhook is None or not message_id:
                 raise _CannotEditError
             try:
-                edited = await self.webhook.edit_message(message_id, **fields)
+                edited = await _on_token(self.webhook.edit_message(message_id, **fields), final=final, wait=wait)
             except discord.HTTPException as exc:
                 if exc.status in _TOKEN_GONE:
                     raise _CannotEditError from None
@@ -214,7 +233,7 @@ class Delivery:
             return message.channel.id, message.id, delivered
         try:
             channel_id, message_id = await self._edit(
-                content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view
+                content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view, final=True
             )
             return channel_id, message_id, delivered
         except _CannotEditError:
@@ -257,27 +276,32 @@ class Delivery:
         """Say the job failed and why (``private``: it concerns only its member); how it reached them.
 
         Raises ``discord.HTTPException`` when Discord refuses: the outbox tries again later, so
-        each step can be repeated (a message already deleted is fine).
+        each step can be repeated (a message already deleted is fine). A token that will not take
+        it (still rate-limited, or stuck) is given up for a channel message, as an expired one is.
         """
         text = clip(text, MAX_CONTENT)
         if self.private:
             return await self._private_failure(text)
-        if private and self.on_interaction and self.token_alive and self.webhook is not None:
-            # Only the requester needs to know; the public "working" message goes away.
-            message_id = self.target.get("message_id")
-            if message_id is not None:
-                with contextlib.suppress(discord.NotFound):
-                    await self.webhook.delete_message(int(message_id))
-            await self.webhook.send(text, ephemeral=True)
-            return "ephemeral"
         try:
-            await self._edit(content=text, attachments=[], view=None)
+            if private and self.on_interaction and self.token_alive and self.webhook is not None:
+                await self._only_to_requester(self.webhook, text)
+                return "ephemeral"
+            await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
         except _CannotEditError:
             await self._late(text, None, None)
             return "channel"
         if private and self.token_alive and self.webhook is not None:
-            await self.webhook.send(text, ephemeral=True)
+            with contextlib.suppress(_CannotEditError):  # the failure is shown on the status already
+                await _on_token(self.webhook.send(text, ephemeral=True), final=True, wait=NOTICE_WAIT)
         return "edited"
+
+    async def _only_to_requester(self, webhook: discord.Webhook, text: str) -> None:
+        """Only the requester needs to know: the public "working" message goes away, a private note comes."""
+        message_id = self.target.get("message_id")
+        if message_id is not None:
+            with contextlib.suppress(discord.NotFound):  # gone already: an earlier try deleted it
+                await _on_token(webhook.delete_message(int(message_id)), final=True, wait=NOTICE_WAIT)
+        await _on_token(webhook.send(text, ephemeral=True), final=True, wait=NOTICE_WAIT)
 
     async def final(self, text: str) -> str:
         """Show a final word (a cancel) in place of the status; how it reached the member."""
@@ -285,7 +309,7 @@ class Delivery:
         if self.private:
             return await self._private_failure(text)
         try:
-            await self._edit(content=text, attachments=[], view=None)
+            await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
         except _CannotEditError:
             await self._late(text, None, None)
             return "channel"
@@ -294,7 +318,7 @@ class Delivery:
     async def _private_failure(self, text: str) -> str:
         """A private job's final word where only its member sees it (by DM once the token is gone)."""
         try:
-            await self._edit(content=text, attachments=[], view=None)
+            await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
             return "edited"
         except _CannotEditError:
             pass
@@ -304,6 +328,40 @@ class Delivery:
             log.info("could not tell user=%s about a private edit's outcome: DMs closed", self.user_id)
             return "next_use"
         return "direct_message"
+
+
+async def _on_token(request: Coroutine[Any, Any, T], *, final: bool = False, wait: float | None = None) -> T:
+    """Make ``request`` on an interaction token and run it to its end, even if the caller is cancelled.
+
+    A ``final`` request (a result, a failure) that Discord still rate-limits after discord.py's
+    retries, or that has not ended within ``wait`` s, raises ``_CannotEditError``: it goes another
+    way, as with an expired token (a request that did not end runs on, and may land later).
+    """
+    task = asyncio.create_task(request, name="atelier-token-request")
+    _IN_FLIGHT.add(task)
+    task.add_done_callback(_IN_FLIGHT.discard)
+    try:
+        # asyncio.wait, not wait_for or a bare await: neither a timeout nor a cancel reaches the request.
+        await asyncio.wait({task}, timeout=wait)
+    finally:
+        if not task.done():
+            task.add_done_callback(_unawaited_done)
+    if not task.done():
+        log.warning("a request on an interaction token has not ended after %.0f s", wait)
+        raise _CannotEditError
+    try:
+        return task.result()
+    except discord.HTTPException as exc:
+        if final and exc.status == _RATE_LIMITED:
+            log.warning("Discord kept rate-limiting a final message on an interaction token (%s)", exc.code)
+            raise _CannotEditError from None
+        raise
+
+
+def _unawaited_done(task: asyncio.Task[Any]) -> None:
+    """A request on a token ended after its caller stopped waiting: log it if it failed."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.info("a request on an interaction token, no longer awaited, failed: %s", exc)
 
 
 class _CannotEditError(Exception):

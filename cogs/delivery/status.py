@@ -46,7 +46,7 @@ Redirect = Callable[[Destination], Awaitable[None]]
 Guard = Callable[[], Awaitable[bool]]
 
 STATUS_MIN_INTERVAL = 3.0
-# How long closing a status line waits for a move it started (post, point, record).
+# How long closing a status line waits for an edit or a move it started (post, point, record).
 MOVE_TIMEOUT = 15.0
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
@@ -114,12 +114,15 @@ class StatusLine:
         self._flusher: asyncio.Task[None] | None = None
         self._sending = False
         self._ticker: asyncio.Task[None] | None = None
-        self._moving: asyncio.Task[None] | None = None
+        self._moving: asyncio.Task[None] | None = None  # held here: a shielded task must be referenced
         self._stuck = False  # Discord refused an edit of this message: the next update moves it
         self._cannot_move = False
+        self._closed = False
 
     def update(self, content: TextFactory, view: ViewFactory | None, interval: float | None = None) -> None:
         """Show ``content()`` soon: at once if nothing was shown in the last ``interval`` seconds."""
+        if self._closed:
+            return
         interval = min(STATUS_MIN_INTERVAL, self._every) if interval is None else interval
         sooner = self._pending is not None and interval < self._pending[2]
         self._pending = (content, view, interval)
@@ -179,17 +182,22 @@ class StatusLine:
         self._ticker = asyncio.create_task(run())
 
     async def close(self) -> None:
-        """Stop all status edits for good (the result or the failure comes next)."""
-        if self._moving is not None:
-            # Let a move that started finish: the result must go where the status now is.
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._moving), MOVE_TIMEOUT)
-        for task in (self._ticker, self._flusher):
+        """Stop all status edits for good (the result or the failure comes next).
+
+        An edit or a move already on its way is let finish, not cancelled: the result must go where
+        the status now is, and must land after it. (A cancelled edit would also hold the token: see
+        ``cogs.delivery.destinations``.) Only an update still waiting for its turn is dropped.
+        """
+        self._closed = True
+        self._pending = None
+        flusher = self._flusher
+        if flusher is not None and self._sending:
+            await asyncio.wait({flusher}, timeout=MOVE_TIMEOUT)
+        for task in (self._ticker, flusher):
             if task is not None and not task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        self._pending = None
 
 
 def about(seconds: float) -> Text:
