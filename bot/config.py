@@ -1,4 +1,10 @@
-"""Configuration: one frozen object built once from the environment (and ``.env``)."""
+"""Configuration: one frozen object built once from the environment (and ``.env``).
+
+Every variable is declared once in ``SETTINGS`` (its default, what it means, which roles act
+on it), and the reader refuses to read one that is not declared. ``docs/configuration.md``
+and ``.env.example`` are generated from ``SETTINGS`` by ``scripts/gen_config_docs.py``; a test
+fails when they drift.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 from cryptography.fernet import Fernet
 
@@ -118,13 +125,188 @@ class Config:
         return [s for s in (self.discord_token, self.image_api_key, self.provider_access_token, *keys) if s]
 
 
-class _Reader:
-    """Reads typed values from an environment mapping, naming the variable on error."""
+# The settings, declared ------------------------------------------------------------------------
+
+#: The roles a process plays (``python -m bot [gateway | worker]``).
+ALL_IN_ONE, GATEWAY, WORKER = "all-in-one", "gateway", "worker"
+EVERY_ROLE: Final = (ALL_IN_ONE, GATEWAY, WORKER)
+ADMITS: Final = (ALL_IN_ONE, GATEWAY)  # takes interactions: limits, charges, commands
+CALLS: Final = (ALL_IN_ONE, WORKER)  # runs jobs: the API calls and the image work
+
+
+@dataclass(frozen=True)
+class Section:
+    """A group of settings, in the reference and in ``.env.example``."""
+
+    title: str
+    intro: str = ""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment variable: its default as the reference shows it, what it means, who acts on it.
+
+    ``default`` is either one literal in backticks, which is what ``load_config`` uses (a test
+    checks), or words ("required", "none", "unlimited"). ``example`` is what ``.env.example``
+    shows when that is not the literal default.
+    """
+
+    name: str
+    default: str
+    meaning: str
+    roles: tuple[str, ...]
+    section: Section
+    secret: bool = False
+    example: str | None = None
+
+
+REQUIRED = Section("Required", "Every role checks that both are set, even one that does not use them.")
+API = Section("The image API", "The provider's OpenAI-compatible `POST {base}/images/edits`.")
+MODELS = Section(
+    "Models and prices",
+    "The models servers may pick (`/atelier settings model`), what a job costs, and where jobs go while a model fails.",
+)
+DISCORD = Section("Discord")
+STORAGE = Section("Storage and logs")
+LIMITS = Section(
+    "Queue and limits",
+    "The defaults of every server; a server's admins change theirs with `/atelier limits`. A daily limit or "
+    "budget of `0`, `unlimited` or `none` means no limit.",
+)
+RESULTS = Section("Private results and kept inputs")
+STOPPING = Section("Shutdown and status messages")
+SHARED = Section(
+    "The queue and several processes", "Leases and inputs apply to both databases; connections to PostgreSQL."
+)
+OPS = Section("Metrics and health")
+BALANCE = Section(
+    "The provider's balance (optional)",
+    "Off unless `PROVIDER_BALANCE_URL` and `PROVIDER_ACCESS_TOKEN` are both set; then every process reads the balance.",
+)
+KEYS = Section("Servers' own API keys (optional)")
+
+# fmt: off
+SETTINGS: Final = (
+    Setting("DISCORD_TOKEN", "required", "The bot's token (developer portal → Bot → Token).", EVERY_ROLE, REQUIRED,
+            secret=True),
+    Setting("IMAGE_API_KEY", "required", "The image API key, sent as `Authorization: Bearer …`.", CALLS, REQUIRED,
+            secret=True),
+    Setting("IMAGE_API_BASE", "`https://api.apiyi.com/v1`", "The API's base URL; the bot calls "
+            "`{base}/images/edits`.", CALLS, API),
+    Setting("IMAGE_API_TIMEOUT", "`300`", "Seconds one API call may take, as the provider recommends. A call that "
+            "times out is not repeated: it may still be billed.", CALLS, API),
+    Setting("IMAGE_RESPONSE_FORMAT", "`b64_json`", "How the image comes back: `b64_json` or `url` (always sent).",
+            CALLS, API),
+    Setting("IMAGE_API_MAX_RETRIES", "`3`", "Retries of what cannot have been billed: a connection that failed "
+            "before sending, a 429 rate limit, a fast 5xx.", CALLS, API),
+    Setting("IMAGE_API_RETRY_BACKOFF", "`2`", "Seconds before the first retry, doubled at each one, unless the "
+            "API's `Retry-After` says otherwise.", CALLS, API),
+    Setting("IMAGE_API_FAST_FAILURE_SECONDS", "`10`", "A 5xx within this many seconds of sending is retried (too "
+            "quick to follow a generation); a later one may follow a billed generation and is not.", CALLS, API),
+    Setting("IMAGE_MODEL", "`gpt-image-2-vip`", "The default model (the request's `model` field). With "
+            "`IMAGE_MODELS`, one of them (unset: the first listed); without, the only model, at `PRICE_PER_IMAGE`.",
+            EVERY_ROLE, MODELS),
+    Setting("IMAGE_MODELS", "`IMAGE_MODEL` at `PRICE_PER_IMAGE`", "The models servers may pick, comma-separated "
+            "`name=price[:table|any]`. The price is what a job on that model is charged (none: `PRICE_PER_IMAGE`). "
+            "`table`: the provider's 30 sizes (the default for names ending in `-vip`); `any`: sides that are "
+            "multiples of 16, the long side at most 3840 and at most 3 times the short one, at most 3840×2160 "
+            "pixels in all.", EVERY_ROLE, MODELS, example="gpt-image-2-vip=0.03,gpt-image-2-all=0.02"),
+    Setting("PRICE_PER_IMAGE", "`0.03`", "Dollars charged per accepted job on a model listed without a price "
+            "(refunded if the job fails or is cancelled).", EVERY_ROLE, MODELS),
+    Setting("IMAGE_FALLBACK_MODEL", "none", "One of `IMAGE_MODELS`. After two fast failures in a row of a model "
+            "(a connection that failed before sending, a fast 5xx), its new jobs go to this one for "
+            "`IMAGE_FALLBACK_SECONDS`.", EVERY_ROLE, MODELS, example="gpt-image-2-all"),
+    Setting("IMAGE_FALLBACK_SECONDS", "`60`", "How long new jobs go to the fallback once a model failed fast twice "
+            "in a row; then the model is tried again.", EVERY_ROLE, MODELS),
+    Setting("DISCORD_API_BASE", "Discord's", "The REST base URL, for a REST proxy (or the tests' fake Discord); "
+            "the gateway's address then comes from `GET {base}/gateway/bot`.", EVERY_ROLE, DISCORD,
+            example="https://discord.com/api/v10"),
+    Setting("DEV_GUILD_ID", "none", "Sync the commands to this one server, where they appear at once (global "
+            "commands can take up to an hour).", ADMITS, DISCORD),
+    Setting("SHARD_COUNT", "none", "The number of gateway shards, for a bot in more than 2,500 servers.", ADMITS,
+            DISCORD),
+    Setting("SHARD_IDS", "all", "The shards this process runs, comma-separated (e.g. `0,1` of 4), to split the "
+            "gateway across processes (which needs PostgreSQL). Needs `SHARD_COUNT`.", ADMITS, DISCORD),
+    Setting("DATA_DIR", "`./data`", "Where the bot writes: the SQLite database and the job inputs (SQLite only), "
+            "and the hash of the last command sync.", EVERY_ROLE, STORAGE),
+    Setting("DATABASE_URL", "`DATA_DIR/atelier.sqlite3`", "`sqlite:///path` or a file path: SQLite, for one "
+            "process. `postgresql://user:password@host/db`: PostgreSQL, shared by any number of processes (the "
+            "gateway and worker roles need it). The password is kept out of the logs.", EVERY_ROLE, STORAGE,
+            example="postgresql://atelier:password@127.0.0.1:5432/atelier"),
+    Setting("LOG_LEVEL", "`INFO`", "`DEBUG`, `INFO`, `WARNING` or `ERROR`; the log goes to stderr.", EVERY_ROLE,
+            STORAGE),
+    Setting("MAX_CONCURRENT_JOBS", "`4`", "API calls in flight at once (with PostgreSQL, across all workers).",
+            EVERY_ROLE, LIMITS),
+    Setting("USER_MAX_ACTIVE", "`2`", "Jobs a member may have queued or running at once.", ADMITS, LIMITS),
+    Setting("USER_DAILY_LIMIT", "`25`", "Edits per member per UTC day.", ADMITS, LIMITS),
+    Setting("GUILD_DAILY_LIMIT", "unlimited", "Edits per server per UTC day.", ADMITS, LIMITS, example="unlimited"),
+    Setting("DAILY_BUDGET_USD", "unlimited", "Dollars per UTC day across all servers, on the bot's key (jobs on a "
+            "server's own key are outside it).", ADMITS, LIMITS, example="unlimited"),
+    Setting("USER_COOLDOWN_SECONDS", "`0`", "Seconds between a member's edits.", ADMITS, LIMITS),
+    Setting("EXEMPT_ROLE_IDS", "none", "Comma-separated role ids whose members bypass the member limits (daily "
+            "count, cooldown, jobs at once), never the server's limit or the budget.", ADMITS, LIMITS),
+    Setting("ALLOWED_CHANNEL_IDS", "everywhere", "Comma-separated channel ids where the bot works (and their "
+            "threads).", ADMITS, LIMITS),
+    Setting("ALLOWED_ROLE_IDS", "everyone", "Comma-separated role ids allowed to use the bot.", ADMITS, LIMITS),
+    Setting("ALLOW_DMS", "`false`", "Allow `/edit` in direct messages.", ADMITS, LIMITS),
+    Setting("PRIVATE_RESULTS", "`allowed`", "Whether members may ask for results only they see: `allowed` (each "
+            "member chooses), `never` or `always`. Per server: `/atelier limits private:`.", ADMITS, RESULTS),
+    Setting("INPUT_RETENTION_HOURS", "`24`", "Hours a succeeded job's inputs are kept, so it can be rerolled "
+            "(`0` keeps none).", EVERY_ROLE, RESULTS),
+    Setting("INPUT_RETENTION_MB", "`1024`", "The most all kept inputs may take, in MiB (on disk with SQLite, in the "
+            "database with PostgreSQL); past it the oldest go first.", EVERY_ROLE, RESULTS),
+    Setting("SHUTDOWN_GRACE_SECONDS", "`25`", "On SIGTERM, how long running API calls get to finish; what does not "
+            "finish goes back in line. Give Docker longer (`docker stop -t 35`).", EVERY_ROLE, STOPPING),
+    Setting("STATUS_UPDATE_SECONDS", "`10`", "How often a status message shows the new place in line or the time "
+            "so far (Discord rate-limits edits; the tests shorten it).", EVERY_ROLE, STOPPING),
+    Setting("JOB_LEASE_SECONDS", "`60`", "How long a process's hold on a job lasts without renewal (renewed every "
+            "third of it); after that a stalled process loses it and another takes the job over, once. A process "
+            "that died loses its jobs within seconds (PostgreSQL sees its session end).", EVERY_ROLE, SHARED),
+    Setting("MAX_QUEUED_INPUT_MB", "`512`", "The most the images of unfinished jobs may take in the database; past "
+            "it new requests are refused (not charged) until some finish.", ADMITS, SHARED),
+    Setting("DATABASE_POOL_SIZE", "by role: `6` (all-in-one, gateway), `4` (worker)", "The most PostgreSQL "
+            "connections one process opens: its pool starts with one and grows to what its role uses; each process "
+            "also holds one session connection (notices, liveness).", EVERY_ROLE, SHARED),
+    Setting("METRICS_PORT", "off (`9464` in the Docker image)", "Serve `/metrics` (Prometheus) and `/healthz` on "
+            "this port.", EVERY_ROLE, OPS, example="9464"),
+    Setting("METRICS_HOST", "`127.0.0.1`", "The address they listen on: `0.0.0.0` to be scraped from outside the "
+            "host or container.", EVERY_ROLE, OPS),
+    Setting("PROVIDER_BALANCE_URL", "off", "The provider's `/api/user/self`, read for the account's balance.",
+            EVERY_ROLE, BALANCE, example="https://api.apiyi.com/api/user/self"),
+    Setting("PROVIDER_ACCESS_TOKEN", "off", "The account's system access token for that URL, from the provider's "
+            "dashboard (not the API key).", EVERY_ROLE, BALANCE, secret=True),
+    Setting("PROVIDER_USER_ID", "none", "Sent as `New-Api-User` with the balance check, for gateways that ask "
+            "for it.", EVERY_ROLE, BALANCE),
+    Setting("BALANCE_WARN_USD", "none", "Below this balance, warn the log and every audit channel, once per "
+            "crossing.", EVERY_ROLE, BALANCE, example="10"),
+    Setting("BALANCE_FLOOR_USD", "none", "Below this balance, new requests are refused until it is back above; "
+            "jobs already in line still run, and servers with their own key are not affected.", EVERY_ROLE, BALANCE,
+            example="2"),
+    Setting("BALANCE_POLL_SECONDS", "`600`", "How often the balance is read.", EVERY_ROLE, BALANCE),
+    Setting("ATELIER_SECRET_KEY", "off", "Fernet key(s), comma-separated, that encrypt servers' own API keys at "
+            "rest: the first encrypts, any decrypts (to rotate: `new,old`). Without it `/atelier key set` is off. "
+            "Make one: `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`.",
+            EVERY_ROLE, KEYS, secret=True),
+)
+# fmt: on
+DECLARED: Final = frozenset(s.name for s in SETTINGS)
+
+
+class SettingsReader:
+    """Reads typed values from an environment mapping, naming the variable on error.
+
+    Only declared settings can be read. ``defaults`` records, for each one read, the default the
+    code gave (``None`` when it gave none), so a test can hold ``SETTINGS`` to it.
+    """
 
     def __init__(self, env: Mapping[str, str]) -> None:
         self.env = env
+        self.defaults: dict[str, object] = {}
 
-    def raw(self, name: str) -> str | None:
+    def raw(self, name: str, default: object = None) -> str | None:
+        if name not in DECLARED:
+            raise LookupError(f"{name} is read but not declared in bot.config.SETTINGS")
+        self.defaults.setdefault(name, default)
         value = self.env.get(name)
         if value is None or not value.strip():
             return None
@@ -137,10 +319,10 @@ class _Reader:
         return value
 
     def text(self, name: str, default: str) -> str:
-        return self.raw(name) or default
+        return self.raw(name, default) or default
 
     def number(self, name: str, default: float, *, minimum: float = 0.0) -> float:
-        value = self.raw(name)
+        value = self.raw(name, default)
         if value is None:
             return default
         try:
@@ -152,7 +334,7 @@ class _Reader:
         return parsed
 
     def integer(self, name: str, default: int, *, minimum: int = 0) -> int:
-        value = self.raw(name)
+        value = self.raw(name, default)
         if value is None:
             return default
         try:
@@ -165,7 +347,7 @@ class _Reader:
 
     def limit(self, name: str, default: int | None) -> int | None:
         """A count where empty, 0 or ``unlimited`` mean no limit."""
-        value = self.raw(name)
+        value = self.raw(name, default)
         if value is None:
             return default
         if value.lower() in ("0", "unlimited", "none"):
@@ -219,7 +401,7 @@ class _Reader:
         return tuple(sorted({int(p) for p in parts}))
 
     def flag(self, name: str, default: bool) -> bool:
-        value = self.raw(name)
+        value = self.raw(name, default)
         if value is None:
             return default
         lowered = value.lower()
@@ -230,7 +412,7 @@ class _Reader:
         raise ConfigError(f"{name} must be true or false, got {value!r}")
 
     def url(self, name: str, default: str | None) -> str | None:
-        value = self.raw(name) or default
+        value = self.raw(name, default) or default
         if value is None:
             return None
         if not value.startswith(("http://", "https://")):
@@ -240,7 +422,11 @@ class _Reader:
 
 def load_config(env: Mapping[str, str] | None = None) -> Config:
     """Build the configuration from ``env`` (default: the process environment)."""
-    r = _Reader(os.environ if env is None else env)
+    return read_config(SettingsReader(os.environ if env is None else env))
+
+
+def read_config(r: SettingsReader) -> Config:
+    """Build the configuration with ``r``; every value is checked, and an error names its variable."""
     response_format = r.text("IMAGE_RESPONSE_FORMAT", "b64_json")
     if response_format not in ("b64_json", "url"):
         raise ConfigError(f"IMAGE_RESPONSE_FORMAT must be b64_json or url, got {response_format!r}")
@@ -340,7 +526,7 @@ def load_config(env: Mapping[str, str] | None = None) -> Config:
     )
 
 
-def _models(r: _Reader, price: int) -> tuple[tuple[ImageModel, ...], str]:
+def _models(r: SettingsReader, price: int) -> tuple[tuple[ImageModel, ...], str]:
     """``IMAGE_MODELS`` (or the one ``IMAGE_MODEL`` at ``PRICE_PER_IMAGE``) and the default model's name."""
     named = r.raw("IMAGE_MODEL")
     listed = r.raw("IMAGE_MODELS")
@@ -356,7 +542,7 @@ def _models(r: _Reader, price: int) -> tuple[tuple[ImageModel, ...], str]:
     return models, named or models[0].name
 
 
-def _secret_key(r: _Reader) -> str | None:
+def _secret_key(r: SettingsReader) -> str | None:
     """``ATELIER_SECRET_KEY``: one or more Fernet keys, the first encrypts (checked, never echoed)."""
     value = r.raw("ATELIER_SECRET_KEY")
     if value is None:

@@ -27,7 +27,7 @@ from cogs.core.language import _desc, _name
 from cogs.core.translator import CatalogTranslator, valid_slash_name
 
 ROOT = Path(__file__).resolve().parent.parent
-# The keywords of the README's `pybabel extract` command.
+# The keywords of the `pybabel extract` command in docs/translating.md.
 KEYWORDS = {"_t": None, "_nt": (1, 2), "_pt": ((1, "c"), 2), "_name": ((1, "c"), 2), "_desc": None}
 SHIPPED = sorted(path.parent.parent.name for path in LOCALE_DIR.glob("*/LC_MESSAGES/atelier.po"))
 
@@ -61,7 +61,7 @@ def test_the_template_holds_exactly_what_the_source_marks() -> None:
     pot = {(m.context, forms(m)[0]) for m in template() if m.id}
     assert len(extracted) > 150
     missing, stale = sorted(extracted - pot, key=str), sorted(pot - extracted, key=str)
-    assert (missing, stale) == ([], []), "run the README's `pybabel extract` and `pybabel update` commands"
+    assert (missing, stale) == ([], []), "run the pybabel extract and update commands in docs/translating.md"
 
 
 @pytest.mark.parametrize("language", SHIPPED)
