@@ -83,6 +83,8 @@ log = logging.getLogger(__name__)
 PREPARE_GRACE = 5.0
 # A Cancel button's own answer tells the member; the outbox does only if it has not within this.
 CANCEL_REPLY_GRACE = 10.0
+# A cancel racing the job's own next move (its images queued) tries again, a few times.
+CANCEL_TRIES = 3
 # How often the recent running times behind estimates are read again (every process's successes count).
 RUNS_EVERY = 300.0
 # A result can be built on once it is posted: a member may click its buttons before the end is recorded.
@@ -385,17 +387,20 @@ class JobEngine:
             raise CancelRefusedError(_t("That edit no longer exists."))
         if job.user_id != by_user and not is_moderator:
             raise CancelRefusedError(_t("Only the member who asked (or a moderator) can cancel this edit."))
-        cancelled = None
-        if cancellable(job.state, job.restarts):
+        now = job
+        for _ in range(CANCEL_TRIES):
+            if not cancellable(now.state, now.restarts):
+                break
+            # Refused only when the job moved meanwhile (its images were just queued): look again.
             cancelled = await self.lifecycle.move(
                 job_id,
                 JobState.CANCELLED,
                 error=AtelierError(_t("Cancelled."), log_detail=f"cancelled by {by_user}"),
                 notice=_cancel_notice(by_user),
             )
-        if cancelled is not None:
-            return cancelled
-        now = await self.job(job_id) or job
+            if cancelled is not None:
+                return cancelled
+            now = await self.job(job_id) or now
         if now.state.terminal:
             raise CancelRefusedError(_ALREADY_OVER[now.state])
         if now.restarts:

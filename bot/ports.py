@@ -51,6 +51,10 @@ class Notifier(Protocol):
         """These waiting jobs have a new place in line (1 = next)."""
         ...
 
+    async def queue_left(self, job_ids: Sequence[str]) -> None:
+        """These jobs are no longer waiting (started, ended or cancelled, by any process): stop showing places."""
+        ...
+
     async def job_paused(self, job: Job) -> None:
         """This process is stopping; this job will run again after the restart."""
         ...

@@ -51,6 +51,9 @@ class Quiet:
     async def run_lost(self, job: Job) -> None:
         pass
 
+    async def queue_left(self, job_ids: Sequence[str]) -> None:
+        pass
+
     async def tell(self, job: Job, notice: Notice) -> Told | TellLater:
         return Told("quiet")
 

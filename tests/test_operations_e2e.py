@@ -148,7 +148,7 @@ async def test_cancel_withdraws_a_queued_job_at_no_cost(
     assert "Only the member who asked" in await refusal(other)
     click = await discord_fake.click_button(message, custom_id)
     callback = await click.wait_for_callback()
-    assert callback.json["type"] == 7 and "cancelled" in callback.json["data"]["content"]
+    assert callback.json["type"] == 7 and "cancelled" in callback.json["data"]["content"], callback.json
     assert callback.json["data"]["components"] == []
     await wait_result(running)
     await asyncio.sleep(0.3)

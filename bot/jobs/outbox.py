@@ -64,9 +64,13 @@ class Outbox:
         self._wake.set()
 
     async def tell_own(self, job_id: str) -> None:
-        """Tell the member of a job this process just ended (its notice is this process's first)."""
+        """Tell, in a task of its own, the member of a job this process just ended (its notice is this
+        process's first). The job's run goes on at once: a rate-limited token must not hold its slot."""
         if self._teller is None:
             return  # no frontend yet: the drain after start-up tells it
+        self._scheduler.spawn(f"tell-{job_id}", self._tell_own(job_id))
+
+    async def _tell_own(self, job_id: str) -> None:
         taken = await self._store.take_own_notice(job_id, self._holder, self._clock())
         if taken is not None:
             await self._tell(*taken)

@@ -69,6 +69,11 @@ class Places:
         waiting = await self._store.positions()
         places = {job.id: place for job, place in waiting if job.state is JobState.QUEUED and self._mine(job)}
         changed = [(job, place) for job, place in waiting if job.id in places and self.places.get(job.id) != place]
+        left = [job_id for job_id in self.places if job_id not in places]
         self.places = places
-        if changed and self._notifier is not None:
+        if self._notifier is None:
+            return
+        if left:
+            await self._notifier.queue_left(left)
+        if changed:
             await self._notifier.queue_moved(changed)

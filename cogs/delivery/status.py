@@ -106,6 +106,7 @@ class StatusLine:
 
     def __init__(self, delivery: Delivery, redirect: Redirect, every: float, still_mine: Guard | None = None) -> None:
         self.delivery = delivery
+        self.running = False  # a running job's line; else a waiting job's (set by its maker)
         self._redirect = redirect
         self._every = every
         self._still_mine = still_mine  # asked before each edit; False: another run owns the job now
@@ -245,9 +246,18 @@ class DiscordNotifier:
                 return None
             redirect = functools.partial(self.engine.redirect, job.id)
             # A running job's line belongs to its run: it edits only while that run holds the job.
-            guard = functools.partial(self.engine.still_running, job) if job.state is JobState.RUNNING else None
+            # A waiting job's edits only while the job waits, as the last reading of the line says.
+            guard = (
+                functools.partial(self.engine.still_running, job)
+                if job.state is JobState.RUNNING
+                else functools.partial(self._still_waiting, job.id)
+            )
             line = self._lines[job.id] = StatusLine(delivery, redirect, self._every, guard)
+            line.running = job.state is JobState.RUNNING
         return line
+
+    async def _still_waiting(self, job_id: str) -> bool:
+        return self.engine.position(job_id) is not None
 
     async def _close(self, job: Job) -> None:
         line = self._lines.pop(job.id, None)
@@ -303,6 +313,13 @@ class DiscordNotifier:
 
     async def run_lost(self, job: Job) -> None:
         await self._close(job)
+
+    async def queue_left(self, job_ids: Sequence[str]) -> None:
+        for job_id in job_ids:
+            line = self._lines.get(job_id)
+            if line is not None and not line.running:
+                del self._lines[job_id]
+                await line.close()
 
     async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
         for job, place in places:
