@@ -16,10 +16,10 @@ from typing import Final
 
 from cryptography.fernet import Fernet
 
+from bot.core.models import ImageModel, SizeRule, parse_models
 from bot.core.money import MoneyError, parse_usd
+from bot.core.overrides import PrivateResults
 from bot.errors import ConfigError
-from bot.provider.models import ImageModel, SizeRule, parse_models
-from bot.servers.settings import PrivateResults
 
 MB = 1024 * 1024
 

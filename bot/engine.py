@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 
 from bot.config import Config
 from bot.core.job import Destination, Job, JobRequest, Origin, utc_day
+from bot.core.models import ImageModel
+from bot.core.overrides import GuildOverrides
 from bot.core.quota import DayUsage
 from bot.core.records import Block, DayStats, HistoryEntry, JobStats, Notice, NoticeDraft, StylePreset, Totals
 from bot.core.states import JobState, cancellable
@@ -58,7 +60,6 @@ from bot.ops.health import Health
 from bot.ops.metrics import Metrics
 from bot.ports import Announcer, FrontendParts, InputSource, Notifier
 from bot.provider.balance import BalanceWatch
-from bot.provider.models import ImageModel
 from bot.provider.routing import ModelRouter
 from bot.scheduler import Scheduler
 from bot.servers.blocks import Blocklist
@@ -73,7 +74,7 @@ from bot.servers.limits import (
     member_standing,
 )
 from bot.servers.presets import StylePresets
-from bot.servers.settings import GuildOverrides, GuildSettings
+from bot.servers.settings import GuildSettings
 from bot.store.database import open_and_migrate
 from bot.store.store import Store
 
@@ -453,6 +454,11 @@ class JobEngine:
     def usual_seconds(self, job: Job) -> float | None:
         """How long jobs like this one usually run, or ``None`` with too little history."""
         return self._estimator.usual(job)
+
+    @staticmethod
+    def longer_than_usual(elapsed: float, usual: float | None) -> bool:
+        """Whether a running job has taken clearly longer than usual (it says so, without alarm)."""
+        return Estimator.longer_than_usual(elapsed, usual)
 
     def wait_seconds(self, job: Job, place: int) -> float | None:
         """About how long until the result of a job waiting at ``place``, or ``None``."""

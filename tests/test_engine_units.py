@@ -14,6 +14,7 @@ from bot.storage import MIGRATIONS
 
 from bot.config import Config, load_config
 from bot.core.job import Delivered, Destination, Job, JobKind, JobRequest, utc_day
+from bot.core.overrides import GuildOverrides, PrivateResults
 from bot.core.quota import DayUsage, UsageLedger
 from bot.core.states import JobState
 from bot.errors import ConfigError, InputError
@@ -31,7 +32,6 @@ from bot.servers.limits import (
     next_reset,
 )
 from bot.servers.presets import preset_name, preset_text, styled_prompt
-from bot.servers.settings import GuildOverrides, PrivateResults
 
 CONFIG = Config(discord_token="t" * 20, image_api_key="k" * 20, data_dir=Path("unused"))
 MEMBER = Requester(

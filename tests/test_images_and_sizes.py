@@ -9,9 +9,9 @@ import random
 import pytest
 from PIL import Image
 
+from bot.core.sizes import SIZES, normalize_size, size_choices
 from bot.errors import InputError, InvalidResponseError
 from bot.media.images import check_output, fit_for_upload, prepare_input
-from bot.provider.sizes import SIZES, normalize_size, size_choices
 
 
 def encode(image: Image.Image, fmt: str, **params: object) -> bytes:

@@ -15,7 +15,9 @@ from PIL import Image
 
 from bot.config import Config, load_config
 from bot.core.job import Job, JobKind, JobRequest, utc_day
+from bot.core.models import SizeRule, parse_models, size_problem
 from bot.core.quota import DayUsage, UsageLedger
+from bot.core.sizes import SIZES
 from bot.core.states import JobState
 from bot.errors import BadRequestError, ConfigError, InputError
 from bot.ops.charts import render_stats_chart
@@ -24,9 +26,7 @@ from bot.ops.metrics import Metrics
 from bot.ports import Move
 from bot.provider.balance import BalanceWatch, Level
 from bot.provider.client import Attempt, AttemptOutcome
-from bot.provider.models import SizeRule, parse_models, size_problem
 from bot.provider.routing import ModelRouter
-from bot.provider.sizes import SIZES
 from bot.servers.limits import LimitReachedError, Requester, check_quota
 from cogs.admin.server_keys import HideKeyForm
 from tests.harness import SECRET_KEY

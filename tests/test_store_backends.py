@@ -17,9 +17,9 @@ from bot.sqlite_store import SQLiteJobStore
 from bot.storage import Block, JobStore, StoredKey
 
 from bot.core.job import Destination, Job, JobKind, JobRequest, utc_day
+from bot.core.overrides import GuildOverrides
 from bot.core.states import JobState
 from bot.provider.client import Attempt, AttemptOutcome
-from bot.servers.settings import GuildOverrides
 from tests.postgres import fresh_database
 
 NOON = 1795608000.0  # 2026-11-25 12:00 UTC

@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from bot.config import Config
 from bot.core.job import Destination, Job, JobRequest, new_job_id, utc_day
+from bot.core.models import ImageModel
 from bot.core.states import JobState
 from bot.errors import AtelierError, InputsGoneError, QueueFullError, UnexpectedError
 from bot.i18n import _t, catalogs
@@ -32,7 +33,6 @@ from bot.jobs.lifecycle import Lifecycle
 from bot.media.editor import Editor
 from bot.ports import Announcer, InputSource
 from bot.provider.balance import BalanceTooLowError, BalanceWatch
-from bot.provider.models import ImageModel
 from bot.provider.routing import ModelRouter
 from bot.servers.blocks import Blocklist
 from bot.servers.guild_keys import GuildKeys

@@ -22,9 +22,9 @@ from collections.abc import Iterable
 
 from bot.core.job import Job
 from bot.core.records import RecentRun as Run
+from bot.core.sizes import size_of
 from bot.core.states import JobState
 from bot.ports import Move
-from bot.provider.sizes import size_of
 
 MIN_SAMPLES = 5
 KEEP = 50  # the most recent similar runs that count

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from bot.config import Config
 from bot.core.attempts import AttemptOutcome
+from bot.core.models import ImageModel
 from bot.ports import Move
-from bot.provider.models import ImageModel
 
 log = logging.getLogger(__name__)
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 from bot.config import Config
 from bot.core.job import Job, JobRequest
+from bot.core.overrides import GuildOverrides, PrivateResults
 from bot.core.quota import DayUsage, Quota
 from bot.errors import AtelierError
 from bot.i18n import _t
-from bot.servers.settings import GuildOverrides, PrivateResults
 
 
 class AccessDeniedError(AtelierError):

@@ -1,4 +1,4 @@
-"""Per-server settings: what an admin changed, as a typed structure, and a cache over the store.
+"""Per-server settings: every server's overrides (``bot.core.overrides``), cached over the store.
 
 An override that is not set falls back to the configuration; one that is set to
 ``None`` means "unlimited". The JSON stored holds only the settings an admin set.
@@ -6,89 +6,10 @@ An override that is not set falls back to the configuration; one that is set to
 
 from __future__ import annotations
 
-import dataclasses
-import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
-T = TypeVar("T")
-
-
-class _Unset(enum.Enum):
-    UNSET = "unset"
-
-
-UNSET = _Unset.UNSET
-
-
-class PrivateResults(enum.StrEnum):
-    """Whether members may ask for results only they can see (``/edit private:True``)."""
-
-    ALLOWED = "allowed"  # each member chooses
-    NEVER = "never"  # every result is posted for the channel
-    ALWAYS = "always"  # every status and result is visible only to its requester
-
-
-@dataclass(frozen=True)
-class GuildOverrides:
-    """The limits and settings one server changed from the defaults."""
-
-    user_daily_limit: int | _Unset | None = UNSET
-    guild_daily_limit: int | _Unset | None = UNSET
-    user_cooldown_seconds: float | _Unset = UNSET
-    allowed_channel_ids: frozenset[int] | _Unset = UNSET
-    allowed_role_ids: frozenset[int] | _Unset = UNSET
-    exempt_role_ids: frozenset[int] | _Unset = UNSET
-    audit_channel_id: int | _Unset | None = UNSET  # where every job's outcome is posted (None: nowhere)
-    model: str | _Unset = UNSET  # the image model this server uses (one of IMAGE_MODELS)
-    private_results: PrivateResults | _Unset = UNSET
-
-    def is_set(self, name: str) -> bool:
-        """Whether this server changed ``name``."""
-        return getattr(self, name) is not UNSET
-
-    def pick(self, name: str, default: T) -> T:
-        """The server's value for ``name``, or ``default`` when it did not change it."""
-        value = getattr(self, name)
-        return default if value is UNSET else value
-
-    def merged(self, changes: GuildOverrides) -> GuildOverrides:
-        """These overrides with every setting ``changes`` sets."""
-        return dataclasses.replace(
-            self, **{f.name: getattr(changes, f.name) for f in dataclasses.fields(self) if changes.is_set(f.name)}
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """Only the settings that are set; id sets as sorted lists."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is UNSET:
-                continue
-            out[f.name] = sorted(value) if isinstance(value, frozenset) else value
-        return out
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> GuildOverrides:
-        """Read what ``to_json`` wrote; unknown keys (from a newer version) are ignored."""
-        values: dict[str, Any] = {}
-        for f in dataclasses.fields(cls):
-            if f.name not in data:
-                continue
-            value = data[f.name]
-            if f.name.endswith("_ids"):
-                value = frozenset(int(v) for v in value)
-            elif f.name == "user_cooldown_seconds":
-                value = float(value)
-            elif f.name == "model":
-                value = str(value)
-            elif f.name == "private_results":
-                value = PrivateResults(value)
-            elif value is not None:
-                value = int(value)
-            values[f.name] = value
-        return cls(**values)
+from bot.core.overrides import GuildOverrides
 
 
 class SettingsStore(Protocol):

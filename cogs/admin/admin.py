@@ -23,12 +23,12 @@ from discord.ext import commands
 
 from bot.core.job import utc_day
 from bot.core.money import format_price, format_usd
+from bot.core.overrides import UNSET, GuildOverrides, PrivateResults
 from bot.errors import AtelierError, InputError
 from bot.i18n import Text, _pt, _t
 from bot.ops.charts import render_stats_chart
 from bot.servers.guild_keys import NOT_ENABLED
 from bot.servers.limits import GuildLimits
-from bot.servers.settings import UNSET, GuildOverrides, PrivateResults
 from cogs.admin.server_keys import HideKeyForm, ServerKeyModal
 from cogs.core.custom_ids import SERVER_KEY_FIELD, SERVER_KEY_MODAL
 from cogs.core.errors import guarded

@@ -35,7 +35,8 @@ from cogs.core.custom_ids import AUDIT_BLOCK_TEMPLATE, AUDIT_DELETE_TEMPLATE, au
 from cogs.core.errors import AtelierView, guarded
 from cogs.core.host import client_of
 from cogs.core.language import render, server_language
-from cogs.delivery.destinations import MAX_CONTENT, clip, quote_prompt
+from cogs.core.text import clip, quote_prompt
+from cogs.delivery.destinations import MAX_CONTENT
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient

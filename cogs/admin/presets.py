@@ -19,7 +19,7 @@ from bot.i18n import _t
 from bot.servers.presets import MAX_NAME, MAX_PRESETS, MAX_TEXT
 from cogs.core.language import _desc, _name, say
 from cogs.core.requests import style_choices
-from cogs.delivery.destinations import clip
+from cogs.core.text import clip
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient

@@ -1,6 +1,6 @@
 """The client as every cog sees it: the engine facade, the configuration, the downloader, and nothing else.
 
-``AtelierClient`` is the ``commands.Bot`` that ``cogs.core.client`` completes with the
+``AtelierClient`` is the ``commands.Bot`` that ``cogs.frontends`` completes with the
 engine's Discord side (status messages, results, notices, the audit channel). Cogs type
 their interactions as ``Interaction`` (``discord.Interaction[AtelierClient]``), so
 ``interaction.client`` is known without a cast, and no cog imports the module that loads it.

@@ -13,11 +13,11 @@ import discord
 from discord import app_commands
 
 from bot.core.records import StylePreset
+from bot.core.sizes import parse_size_text
 from bot.errors import InputError
 from bot.i18n import _t
-from bot.provider.sizes import parse_size_text
 from bot.servers.limits import Requester
-from cogs.delivery.destinations import clip
+from cogs.core.text import clip
 
 
 def parse_size(text: str | None) -> str | None:

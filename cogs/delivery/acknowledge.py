@@ -15,12 +15,13 @@ import logging
 import discord
 
 from bot.core.job import Destination, Job
+from bot.core.sizes import size_of
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
-from bot.provider.sizes import size_of
 from cogs.core.language import for_job, say
-from cogs.delivery.destinations import interaction_target, message_target, quote_prompt
-from cogs.members.buttons import cancel_view
+from cogs.core.text import quote_prompt
+from cogs.delivery.buttons import cancel_view
+from cogs.delivery.destinations import interaction_target, message_target
 
 log = logging.getLogger(__name__)
 

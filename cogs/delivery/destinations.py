@@ -37,6 +37,7 @@ from bot.core.job import Delivered, Destination
 from bot.i18n import Text, _t
 from bot.media.images import OutputImage
 from cogs.core.language import render
+from cogs.core.text import clip, message_link
 from cogs.core.uploads import image_file
 
 log = logging.getLogger(__name__)
@@ -62,22 +63,6 @@ _IN_FLIGHT: set[asyncio.Task[Any]] = set()
 
 # What a result reads like and which buttons it has, where it is going.
 Compose = Callable[[Delivered], tuple[str, discord.ui.View]]
-
-
-def clip(text: str, limit: int) -> str:
-    """Shorten ``text`` to ``limit`` characters, marking the cut."""
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def quote_prompt(prompt: str, limit: int = 600) -> str:
-    """A prompt as a block quote, shortened, with @everyone/@here/role/user pings neutralised."""
-    flat = " ".join(discord.utils.escape_mentions(prompt).split())
-    return "> " + discord.utils.escape_markdown(clip(flat, limit), as_needed=True)
-
-
-def message_link(guild_id: int | None, channel_id: int, message_id: int) -> str:
-    """A jump link to a message (``@me`` for a direct message)."""
-    return f"https://discord.com/channels/{guild_id or '@me'}/{channel_id}/{message_id}"
 
 
 def interaction_target(

@@ -22,7 +22,7 @@ from bot.core.records import Notice
 from bot.core.states import JobState
 from bot.i18n import _t
 from cogs.core.language import language_of, render
-from cogs.delivery.destinations import clip, quote_prompt
+from cogs.core.text import clip, quote_prompt
 from cogs.delivery.status import outcome_text
 
 if TYPE_CHECKING:

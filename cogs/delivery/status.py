@@ -28,15 +28,15 @@ from bot.core.states import JobState, cancellable
 from bot.engine import JobEngine
 from bot.errors import AtelierError
 from bot.i18n import Renderable, Text, _t
-from bot.jobs.eta import Estimator
 from bot.media.images import OutputImage
 from bot.ports import NotDelivered, Posted, PostFailed, TellLater, Told
 from cogs.core.errors import failure_text
 from cogs.core.language import for_job
+from cogs.core.text import clip, message_link, quote_prompt
 from cogs.delivery.acknowledge import status_text
-from cogs.delivery.destinations import Delivery, DirectMessagesClosedError, clip, message_link, quote_prompt
-from cogs.members.buttons import cancel_view
-from cogs.members.results import result_view
+from cogs.delivery.buttons import cancel_view
+from cogs.delivery.destinations import Delivery, DirectMessagesClosedError
+from cogs.delivery.results import result_view
 
 log = logging.getLogger(__name__)
 
@@ -270,7 +270,7 @@ class DiscordNotifier:
         elapsed = time.time() - (job.started_at or time.time())
         if elapsed < 1:
             state = _t("🎨 Editing… usually {usual}.", usual=about(usual)) if usual is not None else _t("🎨 Editing…")
-        elif usual is not None and Estimator.longer_than_usual(elapsed, usual):
+        elif usual is not None and self.engine.longer_than_usual(elapsed, usual):
             state = _t(
                 "🎨 Editing… {elapsed} so far; this one is taking longer than usual ({usual}).",
                 elapsed=so_far(elapsed),

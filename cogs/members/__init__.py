@@ -1,1 +1,1 @@
-"""members"""
+"""What members use: /edit, /imagine, Refine, Reroll, Delete, "Edit images" on a message, /history and /usage."""

@@ -19,14 +19,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest
+from bot.core.sizes import size_choices
 from bot.errors import InputError
 from bot.i18n import _nt, _t
-from bot.provider.sizes import size_choices
 from cogs.core.downloads import Downloader
 from cogs.core.language import _desc, _name, language_of
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
-from cogs.members.buttons import PROMPT_MAX, CancelButton, RefineButton
+from cogs.delivery.buttons import PROMPT_MAX, CancelButton, RefineButton
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient

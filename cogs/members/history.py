@@ -33,10 +33,10 @@ from cogs.core.errors import AtelierView, guarded
 from cogs.core.host import client_of
 from cogs.core.language import _desc, _name, language_of, render
 from cogs.core.requests import requester
+from cogs.core.text import clip, message_link
 from cogs.delivery.acknowledge import describe_size
-from cogs.delivery.destinations import clip, message_link
-from cogs.members.buttons import open_refine_form
-from cogs.members.results import InChannel, InPlace, start_reroll
+from cogs.delivery.buttons import open_refine_form
+from cogs.delivery.results import InChannel, InPlace, start_reroll
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient

@@ -11,13 +11,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest
+from bot.core.sizes import size_choices
 from bot.i18n import _t
-from bot.provider.sizes import size_choices
 from cogs.core.host import AtelierClient, Interaction
 from cogs.core.language import _desc, _name, language_of
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
-from cogs.members.buttons import PROMPT_MAX
+from cogs.delivery.buttons import PROMPT_MAX
 
 
 class TextOnlySource:

@@ -20,17 +20,17 @@ from discord import app_commands, ui
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest, Origin
+from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
-from bot.servers.settings import PrivateResults
 from cogs.core.custom_ids import PRIVATE_FIELD, REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, MessageModalId
 from cogs.core.downloads import LinkedImage, Readable
 from cogs.core.errors import guarded
 from cogs.core.language import _name, language_of, render, say
 from cogs.core.requests import clean_prompt, modal_values, parse_size, parse_style, requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
-from cogs.members.buttons import FORM_TEXT_MAX, prompt_field, size_field, style_field
+from cogs.delivery.buttons import FORM_TEXT_MAX, prompt_field, size_field, style_field
 from cogs.members.edit import MAX_ATTACHMENT_BYTES, MAX_IMAGES, too_large
 
 if TYPE_CHECKING:

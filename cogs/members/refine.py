@@ -1,6 +1,6 @@
 """Refine: a result becomes image1 of a new edit, posted in the result's thread.
 
-The Refine button (``cogs.members.buttons``) opens a form; its submission is routed here by
+The Refine button (``cogs.delivery.buttons``) opens a form; its submission is routed here by
 custom_id, so it works whether or not this process opened the form. The engine
 admits and charges the job; the input source answers the member privately, finds
 or makes the thread, posts the status there, and downloads the clicked image. The
@@ -25,9 +25,9 @@ from cogs.core.downloads import Downloader
 from cogs.core.errors import guarded
 from cogs.core.language import language_of, say
 from cogs.core.requests import clean_prompt, modal_values, parse_size, parse_style, requester
+from cogs.core.text import clip
 from cogs.delivery.acknowledge import answer_in_place, post_status
-from cogs.delivery.destinations import clip
-from cogs.members.buttons import first_image
+from cogs.delivery.buttons import first_image
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient

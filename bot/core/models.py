@@ -18,9 +18,9 @@ import enum
 from dataclasses import dataclass
 
 from bot.core.money import MoneyError, parse_usd
+from bot.core.sizes import dimensions, normalize_size
 from bot.errors import InputError
 from bot.i18n import Text, _t
-from bot.provider.sizes import dimensions, normalize_size
 
 MAX_SIDE = 3840
 MAX_AREA = 3840 * 2160

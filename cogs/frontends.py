@@ -2,10 +2,13 @@
 
 ``python -m bot`` builds the engine and finds its frontend through the
 ``atelier.frontends`` entry point: ``discord`` (all in one: the gateway and the worker),
-``gateway`` (interactions, admission and buttons; no API calls) or ``worker`` (in
-``cogs.core.worker``: no gateway). discord.py's ``close()`` and a signal end the same way: the
-engine stops (no new work, a grace period for running calls, the rest put back and
-their members told), then the gateway and REST session close.
+``gateway`` (interactions, admission and buttons; no API calls) or ``worker`` (no gateway:
+it runs jobs and tells members through REST, with the interaction's webhook while its token
+lives and the bot's token afterwards, exactly as the all-in-one bot does).
+
+discord.py's ``close()`` and a signal end the same way: the engine stops (no new work, a
+grace period for running calls, the rest put back and their members told), then the
+gateway and REST session close.
 
 With ``SHARD_COUNT`` (and ``SHARD_IDS``), the client is discord.py's auto-sharded one,
 running only the given shards, so gateways for a bot in thousands of servers can be
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import discord
 from discord.ext import commands
 
 from bot.config import Config
@@ -30,13 +34,13 @@ from cogs.delivery.status import DiscordNotifier, DiscordPublisher
 
 log = logging.getLogger(__name__)
 
-# cogs.admin.presets hangs under /atelier, so it comes after cogs.admin.
+# The presets hang under /atelier, so they come after the admin cog.
 EXTENSIONS = (
     "cogs.core.ops",
     "cogs.members.edit",
     "cogs.members.imagine",
     "cogs.members.refine",
-    "cogs.members.results",
+    "cogs.delivery.results",
     "cogs.members.message_edit",
     "cogs.members.history",
     "cogs.members.usage",
@@ -111,3 +115,57 @@ class GatewayFrontend(DiscordFrontend):
     """``python -m bot gateway``: interactions, admission and buttons; the workers make the API calls."""
 
     work = False
+
+
+class WorkerClient(discord.Client):
+    """A REST-only client: logged in, never connected to the gateway."""
+
+    def __init__(self, config: Config, engine: JobEngine) -> None:
+        super().__init__(
+            intents=discord.Intents.none(),
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_messages=None,
+        )
+        self.config = config
+        self.engine = engine
+        self.stopped = asyncio.Event()
+        self._closing: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        notifier = DiscordNotifier(self, self.engine)
+        await self.engine.start(
+            FrontendParts(notifier, DiscordPublisher(self, self.engine), notifier), admit=False, work=True
+        )
+
+    async def close(self) -> None:
+        """The one way to stop: the engine first (running calls get their grace), then REST."""
+        if self._closing is None:
+            self._closing = asyncio.create_task(self._close_once(), name="atelier-close")
+        await asyncio.shield(self._closing)
+
+    async def _close_once(self) -> None:
+        await self.engine.stop(self.config.shutdown_grace_seconds)
+        await super().close()
+        self.stopped.set()
+
+
+class WorkerFrontend:
+    """Runs a worker until a signal stops it."""
+
+    def __init__(self, config: Config, engine: JobEngine) -> None:
+        if config.discord_api_base:
+            use_rest_base(config.discord_api_base)
+        self.config = config
+        self.client = WorkerClient(config, engine)
+        self._stop: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        async with self.client:
+            await self.client.login(self.config.discord_token)
+            log.info("worker ready: taking jobs from the shared queue")
+            await self.client.stopped.wait()
+
+    def request_stop(self, reason: str) -> None:
+        if self._stop is None:
+            log.info("shutdown requested (%s)", reason)
+            self._stop = asyncio.create_task(self.client.close(), name="atelier-stop-request")

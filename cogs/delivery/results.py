@@ -1,4 +1,4 @@
-"""The buttons under every result: 🪄 Refine (``cogs.members.buttons``), 🔁 Reroll and 🗑 Delete.
+"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🔁 Reroll and 🗑 Delete.
 
 - Reroll sends the result's kept inputs, instruction, style and size again as a new
   job (``JobEngine.reroll``: the same admission, limits and money as any edit). Its
@@ -29,7 +29,7 @@ from cogs.core.host import client_of
 from cogs.core.language import language_of, render, say
 from cogs.core.requests import requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
-from cogs.members.buttons import RefineButton, RefineFromButton, refine_from_view
+from cogs.delivery.buttons import RefineButton, RefineFromButton, refine_from_view
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient

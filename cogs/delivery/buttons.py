@@ -16,9 +16,9 @@ import discord
 from discord import ui
 
 from bot.core.records import StylePreset
+from bot.core.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from bot.errors import InputError
 from bot.i18n import Text, _pt, _t
-from bot.provider.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from cogs.core.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
     REFINE_BUTTON_TEMPLATE,
