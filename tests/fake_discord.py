@@ -309,6 +309,22 @@ class _Fault:
 
 
 @dataclass
+class Held:
+    """A request the fake keeps unanswered until the test says: for killing a bot while it waits on Discord."""
+
+    method: str
+    path: re.Pattern[str]
+    content: str | None
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def matches(self, rec: RecordedRequest) -> bool:
+        if rec.method != self.method or not self.path.search(rec.path):
+            return False
+        return self.content is None or (isinstance(rec.json, dict) and self.content in str(rec.json.get("content")))
+
+
+@dataclass
 class _Window:
     """One rate-limit bucket's current window: it opens with its first request and lasts ``per`` seconds."""
 
@@ -376,6 +392,7 @@ class FakeDiscord:
         self._cdn: dict[int, tuple[bytes, str | None, str, str]] = {}  # id -> data, type, filename, hm
         self._uploads: dict[int, JSON] = {}  # user uploads from add_attachment, auto-resolved by id
         self._faults: list[_Fault] = []
+        self._holds: list[Held] = []
         self.webhook_limit: tuple[int, float] | None = None  # (requests, per seconds) per webhook token
         self.rate_limited: list[RecordedRequest] = []  # requests answered 429 by the emulated buckets
         self._windows: dict[str, _Window] = {}
@@ -721,6 +738,13 @@ class FakeDiscord:
             json_body = {"code": 0, "message": f"{status}: injected failure"}
         self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
 
+    def hold_next(self, method: str, path_regex: str, *, content: str | None = None) -> Held:
+        """Keep the next request matching ``method``, ``path_regex`` (and whose JSON ``content`` contains
+        ``content``) unanswered until ``held.release`` is set; ``held.arrived`` says it came."""
+        held = Held(method.upper(), re.compile(path_regex), content)
+        self._holds.append(held)
+        return held
+
     def rate_limit_webhooks(self, limit: int, per: float) -> None:
         """Emulate Discord's per-token webhook bucket: ``limit`` requests per ``per`` seconds on each
         ``/webhooks/{app}/{token}`` (interaction callbacks are exempt, as on Discord)."""
@@ -789,6 +813,11 @@ class FakeDiscord:
         return response
 
     async def _answer(self, request: web.Request, rec: RecordedRequest, handler: AiohttpHandler) -> web.StreamResponse:
+        held = next((h for h in self._holds if h.matches(rec)), None)
+        if held is not None:
+            self._holds.remove(held)
+            held.arrived.set()
+            await held.release.wait()
         fault = self._take_fault(rec.method, rec.path)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)

@@ -1,0 +1,185 @@
+"""Dead and stalled holders, and the outbox, end to end: what a crash or a stall leaves is taken over by the same
+rules on both databases, a run that lost its job never touches it again, and a member is always told.
+
+- A crash (SIGKILL) mid-call: the restarted bot resumes the running job within seconds, on both databases
+  (SQLite: the lock file proves the old process gone; PostgreSQL: its session and its lock ended).
+- A crash right after a job ended, while its final notice was on its way to Discord: the restarted bot
+  tells the member (the notice was recorded with the move that ended the job).
+- A stalled worker (SIGSTOP) past its lease, with a gateway and another worker on PostgreSQL: the other
+  takes the job over and delivers it; the stalled one, resumed, posts nothing, edits nothing, refunds
+  nothing, and its member never hears "will resume".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.harness import BotProcess, bot_environment, is_result_edit, send_edit, wait_final_text, wait_result
+from tests.postgres import fresh_database
+
+SAFETY = {"error": {"message": "Your request was rejected by the safety system.", "type": "invalid_request"}}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def env(request: pytest.FixtureRequest, discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path
+              ) -> AsyncIterator[dict[str, str]]:  # fmt: skip
+    settings = {"IMAGE_API_TIMEOUT": "30", "USER_MAX_ACTIVE": "5"}
+    if request.param == "sqlite":
+        yield bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", **settings)
+        return
+    async with fresh_database() as url:
+        yield bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=url, **settings)
+
+
+async def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
+    """Rows of the bot's database, whichever it is (``sql`` without parameters)."""
+    url = env.get("DATABASE_URL")
+    if url is None:
+        db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
+        try:
+            return list(db.execute(sql))
+        finally:
+            db.close()
+    conn = await asyncpg.connect(url)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql)]
+    finally:
+        await conn.close()
+
+
+async def rows_when(env: dict[str, str], sql: str, done: Any, timeout: float = 10) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` once ``done(rows)`` holds (a job's end is recorded just after its result is posted)."""
+    async with asyncio.timeout(timeout):
+        while not done(found := await rows(env, sql)):  # noqa: ASYNC110  # another process writes them
+            await asyncio.sleep(0.05)
+    return found
+
+
+def contents(handle: InteractionHandle) -> list[str]:
+    return [str(r.json.get("content", "")) for r in handle.webhook_requests() if isinstance(r.json, dict)]
+
+
+async def test_a_crashed_bot_resumes_its_running_job_within_five_seconds_of_the_restart(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The lease is a minute, yet nobody waits for it: the dead process is known to be gone."""
+    env.update(MAX_CONCURRENT_JOBS="1", JOB_LEASE_SECONDS="60")
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    image_api.then(Reply(kind="hang"))
+    first = await send_edit(discord_fake, "first", [make_png()])
+    await image_api.wait_for_started(1)
+    others = [await send_edit(discord_fake, name, [make_png()]) for name in ("second", "third")]
+    for handle in others:
+        await wait_final_text(handle, "Queued")
+    await bot.stop(signal.SIGKILL)
+    restarted = time.monotonic()
+    await bot.start()
+    await image_api.wait_for_started(2, timeout=5 + (time.monotonic() - restarted))
+    resumed_after = time.monotonic() - restarted
+    assert [c.field("prompt") for c in image_api.calls] == ["first", "first"]
+    assert resumed_after < 5, f"the running job resumed {resumed_after:.1f} s after the restart"
+    for handle in (first, *others):
+        await wait_result(handle, timeout=20)
+    assert [c.field("prompt") for c in image_api.calls] == ["first", "first", "second", "third"]
+    ended = await rows_when(
+        env,
+        "SELECT prompt, status, restarts FROM jobs ORDER BY created_at",
+        lambda r: all(s[1] != "delivering" for s in r),
+    )
+    assert ended == [("first", "succeeded", 1), ("second", "succeeded", 0), ("third", "succeeded", 0)]
+    assert len(await rows(env, "SELECT job_id FROM money WHERE entry = 'refund'")) == 0
+    await bot.stop()
+
+
+async def test_a_member_is_told_after_a_crash_that_came_right_after_their_job_ended(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The failure was recorded, with the notice owed, in one transaction; the process died while telling.
+    After the restart the member is told, and the job is refunded once."""
+    bot = BotProcess(env, tmp_path, discord_fake)
+    bot.tracebacks_expected = True
+    await bot.start()
+    held = discord_fake.hold_next("PATCH", r"/webhooks/\d+/[^/]+/messages/", content="safety system")
+    image_api.then(Reply(kind="error", status=400, body=SAFETY))
+    handle = await send_edit(discord_fake, "refused", [make_png()])
+    async with asyncio.timeout(15):
+        await held.arrived.wait()  # the job ended; its failure is on its way to Discord
+    assert await rows(env, "SELECT status FROM jobs") == [("failed",)]
+    assert await rows(env, "SELECT done_at IS NULL FROM notices") == [(True,)]
+    await bot.stop(signal.SIGKILL)
+    held.release.set()
+    await bot.start()
+    told = await wait_final_text(handle, "safety system", timeout=20)
+    assert told.method == "PATCH" and told.ok
+    notices = await rows_when(env, "SELECT outcome, how, done_at IS NOT NULL FROM notices", lambda r: r[0][1])
+    assert notices == [("failed", "edited", True)]
+    assert await rows(env, "SELECT entry FROM money ORDER BY entry") == [("charge",), ("refund",)]
+    await bot.stop()
+
+
+@pytest.fixture
+async def database() -> AsyncIterator[str]:
+    async with fresh_database() as url:
+        yield url
+
+
+async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
+    database: str, tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """A gateway and two workers; the worker making the call is stopped (SIGSTOP) half a second in, for
+    longer than its lease; the other takes the job over and delivers it; then the first is resumed."""
+    env = bot_environment(
+        discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=database, IMAGE_API_TIMEOUT="30",
+        JOB_LEASE_SECONDS="5", MAX_CONCURRENT_JOBS="2", STATUS_UPDATE_SECONDS="1",
+    )  # fmt: skip
+    gateway = BotProcess(env, tmp_path, discord_fake, role="gateway", name="gateway")
+    workers = [BotProcess(env, tmp_path, discord_fake, role="worker", name=f"worker{n}") for n in range(2)]
+    await gateway.start()
+    for worker in workers:
+        await worker.start()
+    image_api.latency = 8.0
+    handle = await send_edit(discord_fake, "slow", [make_png()])
+    await image_api.wait_for_started(1, timeout=15)
+    ((holder,),) = await rows({"DATABASE_URL": database}, "SELECT claimed_by FROM jobs")
+    (stalled,) = [w for w in workers if w.proc is not None and w.proc.pid == int(str(holder).split(":")[1])]
+    await asyncio.sleep(0.5)
+    assert stalled.proc is not None
+    stalled.proc.send_signal(signal.SIGSTOP)
+    try:
+        await image_api.wait_for_started(2, timeout=20)  # the other worker took the job over
+        await asyncio.sleep(11 - 6)  # the stall lasts 11 s in all
+    finally:
+        stalled.proc.send_signal(signal.SIGCONT)
+    result = await wait_result(handle, timeout=30)
+    # The resumed worker's run ends (its answer discarded, its attempt kept): wait for its log line.
+    async with asyncio.timeout(20):
+        while "abandoned: another process holds it" not in stalled.log():  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    after = [r for r in handle.webhook_requests() if r.index > result.index]
+    assert after == [], "nothing edits the message after its result"
+    assert sum(1 for r in handle.webhook_requests() if is_result_edit(r)) == 1
+    assert not any("will resume" in text for text in contents(handle))
+    assert image_api.max_in_flight <= 2
+    db = {"DATABASE_URL": database}
+    assert await rows_when(db, "SELECT status, restarts, run FROM jobs", lambda r: r[0][0] != "delivering") == [
+        ("succeeded", 1, 2)
+    ]
+    assert await rows(db, "SELECT entry FROM money") == [("charge",)]
+    attempts = await rows(db, "SELECT run, outcome, may_be_billed FROM api_attempts ORDER BY run, attempt")
+    assert attempts[-1] == (2, "succeeded", 1)
+    assert all(run == 1 and billed == 1 for run, _, billed in attempts[:-1]) and len(attempts) >= 2
+    assert await rows(db, "SELECT outcome, how FROM notices") == [("succeeded", "posted")]
+    for process in (*workers, gateway):
+        await process.stop()
