@@ -76,6 +76,7 @@ from bot.servers.limits import (
 from bot.servers.presets import StylePresets
 from bot.servers.settings import GuildSettings
 from bot.store.database import open_and_migrate
+from bot.store.legacy import import_input_folders
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ class JobEngine:
     async def open(self) -> None:
         """Open the store (and migrate it), and show this process alive to the others."""
         await open_and_migrate(self._store.database)
+        if self._store.dialect == "sqlite":  # before 0.2 the one process kept inputs as files
+            await import_input_folders(self._store, self.config.data_dir)
         await self._store.database.hold(self.lifecycle.holder)
 
     async def start(
