@@ -17,7 +17,7 @@ from bot.core.job import Job, JobRequest, utc_day
 from bot.core.quota import Quota
 from bot.core.records import Fence
 from bot.core.states import JobState
-from bot.store.database import open_and_migrate
+from bot.store.database import Database, open_and_migrate
 from bot.store.postgres import PostgresDatabase
 from bot.store.script import fetch, fetch_value
 from bot.store.sqlite import SQLiteDatabase
@@ -32,24 +32,27 @@ GATEWAY = "gateway"  # the holder that admits jobs in these tests
 
 
 @asynccontextmanager
-async def open_store(database: str, tmp_path: Path, name: str = "atelier") -> AsyncIterator[Store]:
-    """A migrated store on a fresh ``database`` (``sqlite`` under ``tmp_path``, or ``postgres``)."""
+async def fresh(database: str, tmp_path: Path, name: str = "atelier") -> AsyncIterator[Callable[[], Database]]:
+    """A new, empty ``database`` (``sqlite`` under ``tmp_path``, or ``postgres``), as a maker of connections
+    to it (each unopened): a test may open, close and open it again, as a restarted bot would."""
     if database == "sqlite":
-        async with _opened(SQLiteDatabase(tmp_path / f"{name}.sqlite3")) as store:
-            yield store
+        yield lambda: SQLiteDatabase(tmp_path / f"{name}.sqlite3")
         return
     assert database == "postgres", database
-    async with fresh_database() as url, _opened(PostgresDatabase(url, pool_size=5)) as store:
-        yield store
+    async with fresh_database() as url:
+        yield lambda: PostgresDatabase(url, pool_size=5)
 
 
 @asynccontextmanager
-async def _opened(database: SQLiteDatabase | PostgresDatabase) -> AsyncIterator[Store]:
-    await open_and_migrate(database)
-    try:
-        yield Store(database)
-    finally:
-        await database.close()
+async def open_store(database: str, tmp_path: Path, name: str = "atelier") -> AsyncIterator[Store]:
+    """A migrated store on a fresh ``database``, closed at the end."""
+    async with fresh(database, tmp_path, name) as connect:
+        opened = connect()
+        await open_and_migrate(opened)
+        try:
+            yield Store(opened)
+        finally:
+            await opened.close()
 
 
 def make_job(
