@@ -203,8 +203,8 @@ async def provider() -> AsyncIterator[FakeBalance]:
 async def test_the_balance_is_read_from_the_provider_in_exact_micro_dollars(provider: FakeBalance) -> None:
     async with aiohttp.ClientSession() as session, asyncio.timeout(30):
         watch = BalanceWatch(balance_config(provider.url, PROVIDER_USER_ID="42"), session)
-        provider.dollars = 8.000002  # quota 4,000,001: two micro-dollars a unit
-        assert await watch.fetch() == 8_000_002
+        provider.dollars = 8.000008  # quota 4,000,004: two micro-dollars a unit (as a float, 8000007.99…)
+        assert await watch.fetch() == 8_000_008
         provider.dollars = 0.1
         assert await watch.fetch() == 100_000 and watch.failures == 0
         provider.status = 500

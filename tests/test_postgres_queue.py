@@ -226,20 +226,33 @@ async def test_abandoned_lists_gone_holders_lapsed_leases_no_holder_and_interrup
 async def test_concurrent_claims_never_take_one_job_twice(store: Store) -> None:
     for n in range(60):
         await add(store, make_job(f"j{n:02d}", n % 7, NOON + n))
+    taken: dict[str, str] = {}  # job -> its holder
 
-    async def worker(name: str) -> list[str]:
-        taken = []
+    def took(holder: str, job: Job | ClaimMiss) -> None:
+        if isinstance(job, Job):
+            assert job.id not in taken, f"{job.id} taken twice"
+            taken[job.id] = holder
+
+    # Six claims at once: each takes a job of its own (none is told there is none while jobs wait).
+    first = await asyncio.gather(*(store.claim(terms(f"w{n}")) for n in range(6)))
+    assert all(isinstance(job, Job) for job in first)
+    for n, job in enumerate(first):
+        took(f"w{n}", job)
+    # Eight at once against a cap of ten running calls: four more start, the others hear there is no slot.
+    capped = await asyncio.gather(*(store.claim(terms(f"c{n}", max_running=10)) for n in range(8)))
+    assert sorted(str(job) for job in capped if not isinstance(job, Job)) == [str(ClaimMiss.NO_SLOT)] * 4
+    for n, job in enumerate(capped):
+        took(f"c{n}", job)
+
+    async def worker(name: str) -> None:
         while isinstance(job := await store.claim(terms(name)), Job):
-            taken.append(job.id)
-        return taken
+            took(name, job)
 
-    results = await asyncio.gather(*(worker(f"w{n}") for n in range(6)))
-    everything = [job_id for taken in results for job_id in taken]
-    assert sorted(everything) == [f"j{n:02d}" for n in range(60)]
+    await asyncio.gather(*(worker(f"w{n}") for n in range(6)))
+    assert sorted(taken) == [f"j{n:02d}" for n in range(60)]
     rows = await query(store, "SELECT id, claimed_by, run, status FROM jobs")
-    held = {job_id: f"w{n}" for n, taken in enumerate(results) for job_id in taken}
     assert {r["id"]: (r["claimed_by"], r["run"], r["status"]) for r in rows} == {
-        job_id: (holder, 1, "running") for job_id, holder in held.items()
+        job_id: (holder, 1, "running") for job_id, holder in taken.items()
     }
 
 

@@ -274,8 +274,8 @@ OLD_JOBS: list[tuple[str, str, str, int, float, float | None, float | None, int,
     ("old2", "refine", "failed", 1, 0.07, NOON + 6, NOON + 9, 1, None, 0),  # interrupted once, then failed
     ("old3", "reroll", "succeeded", 2, 0.035, NOON + 7, NOON + 30, 0, "undelivered", 0),  # never shown: owed
     ("old4", "message", "succeeded", 3, 0.1, NOON + 8, NOON + 31, 0, "undelivered", 0),  # shown: told
-    ("old5", "edit", "queued", 4, 0.1, None, None, 0, None, 0),
-    ("old6", "edit", "cancelled", 4, 0.1, None, NOON + 2, 0, None, 0),
+    ("old5", "edit", "queued", 4, 0.0157, None, None, 0, None, 0),  # 0.0157 * 1e6 is 15699.999999999998
+    ("old6", "edit", "cancelled", 4, 0.0652, None, NOON + 2, 0, None, 0),
     ("old7", "edit", "succeeded", 5, 0.1, NOON + 9, NOON + 40, 0, "posted", 1),
 ]
 
@@ -342,8 +342,8 @@ async def check_migrated(store: Store) -> None:
         "old2": ("edit", Origin.REFINE, 70_000, 2),  # run: its claims so far (restarts + 1)
         "old3": ("edit", Origin.REROLL, 35_000, 1),
         "old4": ("edit", Origin.MESSAGE, 100_000, 1),
-        "old5": ("edit", Origin.COMMAND, 100_000, 0),
-        "old6": ("edit", Origin.COMMAND, 100_000, 0),
+        "old5": ("edit", Origin.COMMAND, 15_700, 0),
+        "old6": ("edit", Origin.COMMAND, 65_200, 0),
         "old7": ("edit", Origin.COMMAND, 100_000, 1),
     }
     amounts = await query(store, "SELECT job_id, entry, amount FROM money ORDER BY job_id, entry")
@@ -353,10 +353,10 @@ async def check_migrated(store: Store) -> None:
     assert [(r["job_id"], r["entry"], r["amount"]) for r in amounts] == sorted(expected)
     assert all(type(r["amount"]) is int for r in amounts)
     totals = await store.totals(DAY)
-    # 0.03 + 0.035 + 0.1 + 0.1 on the operator's key (old2 and old6 refunded), 0.1 on the server's own.
-    assert (totals.operator_spend, totals.server_spend) == (265_000, 100_000)
+    # 0.03 + 0.035 + 0.1 + 0.0157 on the operator's key (old2 and old6 refunded), 0.1 on the server's own.
+    assert (totals.operator_spend, totals.server_spend) == (180_700, 100_000)
     usage = await store.usage(1, 10, DAY, NOON + 60)
-    assert (usage.user_today, usage.spend_today) == (1, 265_000)
+    assert (usage.user_today, usage.spend_today) == (1, 180_700)
     # Every ended job has its notice, already told; an undelivered result never shown is owed at next use.
     notices = await query(store, "SELECT job_id, outcome, done_at, how, shown_at FROM notices ORDER BY job_id")
     assert [tuple(r.values()) for r in notices] == [
@@ -378,4 +378,4 @@ async def check_migrated(store: Store) -> None:
     claimed = await store.claim(ClaimTerms("new-process", NOON + 100, LEASE, 4))
     assert isinstance(claimed, Job) and (claimed.id, claimed.run, claimed.holder) == ("old5", 1, "new-process")
     await admit(store, make_job("new1", 1, NOON + 100))
-    assert (await store.totals(DAY)).operator_spend == 265_000 + PRICE
+    assert (await store.totals(DAY)).operator_spend == 180_700 + PRICE
