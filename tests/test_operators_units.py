@@ -22,6 +22,7 @@ from bot.core.job import Job, JobRequest, utc_day
 from bot.core.records import DayStats, Totals
 from bot.core.states import JobState
 from bot.errors import BadRequestError, ConfigError, InputError
+from bot.i18n import _t
 from bot.ops.charts import render_stats_chart, summary
 from bot.ops.logging_setup import RedactSecrets
 from bot.ops.metrics import Metrics
@@ -219,7 +220,7 @@ def test_metrics_come_from_moves_into_a_registry_of_their_own_and_totals_from_th
     running = job(state=JobState.RUNNING, created_at=NOW, started_at=NOW + 2)
     one.job_moved(Move(running, JobState.QUEUED))
     done = dataclasses.replace(running, state=JobState.FAILED, finished_at=NOW + 5)
-    error = BadRequestError("no")
+    error = BadRequestError(_t("The image service said no."), log_detail="HTTP 400: no")
     one.job_moved(Move(done, JobState.RUNNING, error, [attempt(AttemptOutcome.REJECTED)]))
     text = one.exposition().decode()
     assert 'atelier_jobs_total{kind="edit",outcome="failed"} 1.0' in text
