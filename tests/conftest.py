@@ -1,4 +1,5 @@
-"""Fixtures: the fake Discord, the fake image API, and the real bot as a subprocess (see ``harness``)."""
+"""Fixtures: the fake Discord, the fake image API, the real bot as a subprocess (see ``harness``), and the
+store on each database (see ``stores``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bot.store.store import Store
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI
 from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, discord_leaks, leaked_secrets
+from tests.stores import DATABASES, open_store
 
 
 @pytest.fixture
@@ -53,3 +56,10 @@ async def bot(bot_process: BotProcess) -> BotProcess:
     """A started bot."""
     await bot_process.start()
     return bot_process
+
+
+@pytest.fixture(params=DATABASES)
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A fresh, migrated store: the test runs once on SQLite and once on PostgreSQL (ids ``sqlite``, ``postgres``)."""
+    async with open_store(request.param, tmp_path) as opened:
+        yield opened

@@ -1,9 +1,10 @@
-"""A fake of the provider's ``POST {base}/images/edits``, strict about what it accepts.
+"""A fake of the provider's ``POST {base}/images/edits`` and ``/images/generations``, strict about what it accepts.
 
-It parses the multipart body the way ``shared/reference/image-edits-api.txt``
+It parses an edit's multipart body the way ``shared/reference/image-edits-api.txt``
 describes (``model``, ``prompt``, repeated ``image`` parts, optional ``size``,
-``response_format``), rejects what the real API rejects (``quality``, ``n``, an
-unknown size), records every request, and answers from a script: each success
+``response_format``), and a generation's JSON body (the same fields, no image),
+rejects what the real API rejects (``quality``, ``n``, an unknown size), records
+every request, and answers both from one script: each success
 shape (prefixed or raw base64, url) and each failure (4xx, 429, HTML 5xx,
 malformed JSON, truncated base64, no image, a hang, a dropped connection, a 200
 whose body is cut off midway). Every answer carries an ``X-Oneapi-Request-Id``
@@ -18,6 +19,7 @@ import io
 import itertools
 import json
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,7 @@ SIZES = set(
     "2160x3840 3840x2160 3840x1632".split()
 )
 ALLOWED_FIELDS = {"model", "prompt", "image", "size", "response_format"}
+GENERATION_FIELDS = ALLOWED_FIELDS - {"image"}
 
 
 def make_png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 80, 40)) -> bytes:
@@ -52,15 +55,20 @@ class Part:
 
 @dataclass
 class EditCall:
-    """One request to the edits endpoint, as received."""
+    """One request to the edits (or generations) endpoint, as received."""
 
     headers: dict[str, str]
     parts: list[Part]
     status: int = 0
     request_id: str | None = None  # the X-Oneapi-Request-Id it was answered with
+    path: str = "/v1/images/edits"
+    json: dict[str, Any] | None = None  # a generation's body
 
     def field(self, name: str) -> str | None:
-        """The text of a non-file field, or None."""
+        """The text of a non-file field (a generation's JSON value), or None."""
+        if self.json is not None:
+            value = self.json.get(name)
+            return None if value is None else str(value)
         for part in self.parts:
             if part.name == name and part.filename is None:
                 return part.data.decode()
@@ -127,6 +135,7 @@ class FakeImageAPI:
     async def start(self) -> None:
         app = web.Application(client_max_size=512 * 1024 * 1024)
         app.router.add_post("/v1/images/edits", self._edits)
+        app.router.add_post("/v1/images/generations", self._generations)
         app.router.add_get("/files/{name}", self._file)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -166,7 +175,7 @@ class FakeImageAPI:
         return web.Response(body=data, content_type="image/png")
 
     async def _parse(self, request: web.Request) -> tuple[EditCall, str | None]:
-        call = EditCall(headers=dict(request.headers), parts=[])
+        call = EditCall(headers=dict(request.headers), parts=[], path=request.path)
         if not request.content_type.startswith("multipart/form-data"):
             return call, f"Content-Type must be multipart/form-data, got {request.content_type}"
         reader = await request.multipart()
@@ -184,16 +193,9 @@ class FakeImageAPI:
         for name in ("model", "prompt", "size", "response_format"):
             if sum(1 for p in call.parts if p.name == name) > 1:
                 return call, f"{name} given more than once"
-        model = call.field("model") or ""
-        if model != self.model and model not in self.models:
-            return call, f"model must be {self.model}"
-        if not (call.field("prompt") or "").strip():
-            return call, "prompt is required"
-        size = call.field("size")
-        if size is not None and size != "auto" and size not in SIZES and model.endswith("-vip"):
-            return call, f"Invalid size {size}"
-        if call.field("response_format") not in (None, "b64_json", "url"):
-            return call, "response_format must be b64_json or url"
+        problem = self._check_fields(call)
+        if problem:
+            return call, problem
         if not call.images:
             return call, "image is required"
         for image in call.images:
@@ -201,15 +203,54 @@ class FakeImageAPI:
                 return call, "each image must be a file"
         return call, None
 
+    async def _parse_json(self, request: web.Request) -> tuple[EditCall, str | None]:
+        """A generation: ``model``, ``prompt``, optional ``size`` and ``response_format``, as JSON."""
+        call = EditCall(headers=dict(request.headers), parts=[], path=request.path)
+        if request.content_type != "application/json":
+            return call, f"Content-Type must be application/json, got {request.content_type}"
+        try:
+            body = await request.json()
+        except ValueError:
+            return call, "the body is not JSON"
+        if not isinstance(body, dict):
+            return call, "the body must be a JSON object"
+        call.json = body
+        unknown = [name for name in body if name not in GENERATION_FIELDS]
+        if unknown:
+            return call, f"Unsupported parameter(s): {', '.join(unknown)}"
+        return call, self._check_fields(call)
+
+    def _check_fields(self, call: EditCall) -> str | None:
+        """What the real API refuses in the fields both endpoints share."""
+        model = call.field("model") or ""
+        if model != self.model and model not in self.models:
+            return f"model must be {self.model}"
+        if not (call.field("prompt") or "").strip():
+            return "prompt is required"
+        size = call.field("size")
+        if size is not None and size != "auto" and size not in SIZES and model.endswith("-vip"):
+            return f"Invalid size {size}"
+        if call.field("response_format") not in (None, "b64_json", "url"):
+            return "response_format must be b64_json or url"
+        return None
+
     async def _edits(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._parse)
+
+    async def _generations(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, self._parse_json)
+
+    async def _serve(
+        self, request: web.Request, parse: Callable[[web.Request], Awaitable[tuple[EditCall, str | None]]]
+    ) -> web.StreamResponse:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        call = EditCall(headers=dict(request.headers), parts=[])
+        call = EditCall(headers=dict(request.headers), parts=[], path=request.path)
         try:
             if request.headers.get("Authorization") not in {f"Bearer {k}" for k in {self.api_key, *self.api_keys}}:
                 self.calls.append(call)
                 return self._answer(call, web.json_response({"error": {"message": "Invalid token"}}, status=401))
-            call, problem = await self._parse(request)
+            call, problem = await parse(request)
             self.calls.append(call)
             if problem:
                 return self._answer(

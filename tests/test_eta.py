@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 
-from bot.core.job import Job, JobKind, JobRequest
+from bot.core.job import Job, JobRequest
+from bot.core.records import RecentRun as Run
 from bot.core.states import JobState
-from bot.jobs.eta import MIN_SAMPLES, RECENT_SECONDS, Estimator, Run
+from bot.jobs.eta import KEEP, MIN_SAMPLES, RECENT_SECONDS, Estimator
+from bot.ports import Move
 
 NOW = 1_800_000_000.0
 MODEL = "gpt-image-2-vip"
 
 
 def job(inputs: int = 1, size: str | None = None) -> Job:
-    request = JobRequest(JobKind.EDIT, 1, 10, 100, "p", size, inputs)
-    return Job(id="j", request=request, state=JobState.RUNNING, created_at=NOW, charge_day="d", cost_usd=0.03)
+    request = JobRequest("edit", 1, 10, 100, "p", size, inputs)
+    return Job(id="j", request=request, state=JobState.RUNNING, created_at=NOW, charge_day="d", cost=30_000)
 
 
 def runs(seconds: list[float], inputs: int = 1, size: str | None = None, ago: float = 60.0) -> list[Run]:
@@ -60,6 +62,32 @@ def test_a_success_is_recorded_from_the_job() -> None:
     for _ in range(MIN_SAMPLES):
         estimator.record(done)
     assert estimator.usual(job(), NOW) == 40
+
+
+def test_as_an_observer_only_successes_count() -> None:
+    estimator = Estimator(MODEL)
+    timed = dataclasses.replace(job(), started_at=NOW - 70, finished_at=NOW - 10)
+    for state in (JobState.FAILED, JobState.CANCELLED, JobState.DELIVERING):
+        for _ in range(MIN_SAMPLES):
+            estimator.job_moved(Move(dataclasses.replace(timed, state=state), JobState.RUNNING))
+    assert estimator.usual(job(), NOW) is None
+    for _ in range(MIN_SAMPLES):
+        estimator.job_moved(Move(dataclasses.replace(timed, state=JobState.SUCCEEDED), JobState.DELIVERING))
+    assert estimator.usual(job(), NOW) == 60
+    # A job from before models were recorded counts as the default model's.
+    estimator.job_moved(Move(dataclasses.replace(timed, state=JobState.SUCCEEDED, model=None), JobState.DELIVERING))
+    assert estimator.usual(dataclasses.replace(job(), model=MODEL), NOW) == 60
+
+
+def test_only_the_most_recent_runs_count_and_a_reload_starts_again() -> None:
+    estimator = Estimator(MODEL)
+    estimator.load(runs([500] * KEEP, ago=3600))
+    estimator.load(runs([60] * KEEP))  # newer: the older ones fall out
+    assert estimator.usual(job(), NOW) == 60
+    estimator.replace(runs([30] * MIN_SAMPLES))  # every process's successes, read again from the store
+    assert estimator.usual(job(), NOW) == 30
+    estimator.replace([])
+    assert estimator.usual(job(), NOW) is None
 
 
 def test_a_wait_in_line_counts_the_rounds_of_the_slots() -> None:

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 
 from bot.config import Config, load_config
+from bot.core.attempts import Attempt, AttemptOutcome
 from bot.errors import (
     APITimeoutError,
     AuthenticationError,
@@ -31,7 +32,7 @@ from bot.errors import (
     TransientAPIError,
 )
 from bot.media.images import PreparedImage
-from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageAPIClient, ImageEditRequest
+from bot.provider.client import APIAnswer, Endpoint, ImageAPIClient, ImageEditResult, ProviderRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 
 KEY = "sk-test-key-0123456789"
@@ -60,17 +61,21 @@ def image(n: int) -> PreparedImage:
     return PreparedImage(make_png(10 + n, 10), "image/png", 10 + n, 10)
 
 
-async def edit(api: FakeImageAPI, request: ImageEditRequest | None = None, **overrides: object):  # type: ignore[no-untyped-def]
+def blue() -> ProviderRequest:
+    return ProviderRequest(Endpoint.EDITS, "make it blue", [image(1)])
+
+
+async def edit(api: FakeImageAPI, request: ProviderRequest | None = None, **overrides: object) -> ImageEditResult:
     async with aiohttp.ClientSession() as session, asyncio.timeout(30):
         client = ImageAPIClient(session, make_config(api, **overrides))
-        return await client.edit(request or ImageEditRequest("make it blue", [image(1)]))
+        return await client.edit(request or blue())
 
 
 async def call_api(api: FakeImageAPI, attempts: list[Attempt], **overrides: object) -> APIAnswer:
     """One ``call`` (no decoding) that records its attempts into ``attempts``."""
     async with aiohttp.ClientSession() as session, asyncio.timeout(30):
         client = ImageAPIClient(session, make_config(api, **overrides))
-        return await client.call(ImageEditRequest("make it blue", [image(1)]), attempts)
+        return await client.call(blue(), attempts)
 
 
 def outcomes(attempts: list[Attempt]) -> list[tuple[AttemptOutcome, bool, int | None]]:
@@ -83,8 +88,9 @@ def answered_ids(api: FakeImageAPI) -> list[str | None]:
 
 async def test_request_has_fields_in_order_and_images_in_prompt_order(api: FakeImageAPI) -> None:
     images = [image(1), image(2), image(3)]
-    await edit(api, ImageEditRequest("image1 into image2, style of image3", images, "2048x1360"))
+    await edit(api, ProviderRequest(Endpoint.EDITS, "image1 into image2, style of image3", images, "2048x1360"))
     (call,) = api.calls
+    assert call.path == "/v1/images/edits" and call.headers["Content-Type"].startswith("multipart/form-data")
     assert call.names == ["model", "prompt", "size", "response_format", "image", "image", "image"]
     assert call.field("model") == "gpt-image-2-vip"
     assert call.field("size") == "2048x1360"
@@ -98,6 +104,29 @@ async def test_auto_size_leaves_the_field_out(api: FakeImageAPI) -> None:
     await edit(api)
     assert "size" not in api.calls[0].names
     assert "quality" not in api.calls[0].names and "n" not in api.calls[0].names
+
+
+async def test_a_generation_is_sent_as_json_to_its_own_endpoint_without_images(api: FakeImageAPI) -> None:
+    out = make_png(48, 27, (9, 99, 199))
+    api.then(Reply(image=out))
+    api.models.add("gpt-image-2-all")
+    result = await edit(api, ProviderRequest(Endpoint.GENERATIONS, "a red fox in the snow", size="2048x1152"))
+    other = ProviderRequest(Endpoint.GENERATIONS, "a red fox", model="gpt-image-2-all")
+    await edit(api, other, image_response_format="url")
+    first, auto = api.calls
+    assert first.path == "/v1/images/generations" and first.status == 200
+    assert first.headers["Content-Type"].startswith("application/json")
+    assert first.json == {
+        "model": "gpt-image-2-vip",
+        "prompt": "a red fox in the snow",
+        "size": "2048x1152",
+        "response_format": "b64_json",
+    }
+    assert first.parts == [] and first.images == []
+    assert first.headers["Authorization"] == f"Bearer {KEY}"
+    assert result.image.data == out and (result.image.width, result.image.height) == (48, 27)
+    # Auto size leaves the field out; the model is the request's, the format the configuration's.
+    assert auto.json == {"model": "gpt-image-2-all", "prompt": "a red fox", "response_format": "url"}
 
 
 @pytest.mark.parametrize("kind", ["b64", "b64_raw", "url"])
@@ -177,7 +206,7 @@ async def test_errors_that_are_never_retried(
     with pytest.raises(error) as caught:
         async with aiohttp.ClientSession() as session, asyncio.timeout(30):
             client = ImageAPIClient(session, make_config(api))
-            await client.decode(await client.call(ImageEditRequest("make it blue", [image(1)]), attempts))
+            await client.decode(await client.call(blue(), attempts))
     assert text in str(caught.value.user_message)  # type: ignore[attr-defined]
     assert len(api.calls) == 1
     assert [a.outcome for a in attempts] == [outcome]

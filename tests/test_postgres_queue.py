@@ -1,276 +1,441 @@
-"""The shared queue in PostgreSQL: money checked in the database, fair claims, the cap, leases, notices.
+"""The queue in the store, on SQLite and on PostgreSQL alike: admission and its verdict, fair claims and the
+cap, leases and fencing, places in line, the notices a move sends, the inputs' cap and the outbox.
 
-These run against a real PostgreSQL (a fresh database per test); see ``tests/postgres.py``.
+Every test runs on both databases (the ``store`` fixture; ids ``sqlite`` and ``postgres``): the store's
+behaviour is written once, so it must be the same on each. (The file's name is from when only the
+PostgreSQL store had a shared queue.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
-from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
-from bot.postgres_store import PostgresJobStore
-from bot.queue import FairQueue
-from bot.storage import ClaimMiss, ClaimTerms
 
-from bot.core.job import Delivered, Job, JobKind, JobRequest, utc_day
+from bot.config import Config
+from bot.core.attempts import Attempt, AttemptOutcome
+from bot.core.job import Delivered, Job, utc_day
+from bot.core.overrides import GuildOverrides
+from bot.core.quota import Limit, Quota
+from bot.core.records import ClaimMiss, ClaimTerms, Fence, MoveResult, Notice, NoticeDraft, StoredImage
 from bot.core.states import JobState
 from bot.errors import QueueFullError
-from bot.media.images import PreparedImage
-from bot.servers.limits import LimitReachedError, Quota
-from tests.postgres import fresh_database
+from bot.servers.limits import GuildLimits, Requester, quota_for
+from bot.store.store import NOTICE_LEASE, Store
+from tests.stores import LEASE, NOON, PRICE, Heard, add, admit, make_job, query, step_to, value
 
-LEASE = 30.0
+__all__ = ["add", "make_job"]  # tests.test_multiprocess_e2e makes its jobs with these
 
-
-@pytest.fixture
-async def store() -> AsyncIterator[PostgresJobStore]:
-    async with fresh_database() as url:
-        backend = PostgresJobStore(url, pool_size=10)
-        await backend.open()
-        yield backend
-        await backend.close()
+DAY = 86400.0
 
 
-def make_job(job_id: str, user_id: int, at: float, guild_id: int = 10) -> Job:
-    now = at
-    return Job(
-        id=job_id,
-        request=JobRequest(JobKind.EDIT, user_id, guild_id, 100, job_id, None, 1),
-        state=JobState.ACCEPTED,
-        created_at=now,
-        charge_day=utc_day(now),
-        cost_usd=0.03,
-    )
+def terms(holder: str, now: float = NOON, max_running: int = 1000) -> ClaimTerms:
+    return ClaimTerms(holder, now, LEASE, max_running)
 
 
-async def add(store: PostgresJobStore, job: Job, state: JobState = JobState.QUEUED) -> None:
-    """A job accepted and moved along to ``state`` (as admission would)."""
-    await store.create_job(job)
-    path = [JobState.PREPARING, JobState.QUEUED]
-    current = JobState.ACCEPTED
-    for step in path[: path.index(state) + 1] if state in path else []:
-        assert (await store.move_job(job.id, current, step, {}, refund=False)).moved
-        current = step
+async def claim(store: Store, holder: str, now: float = NOON, max_running: int = 1000) -> Job:
+    """The next job in fair order for ``holder``; there must be one."""
+    taken = await store.claim(terms(holder, now, max_running))
+    assert isinstance(taken, Job), taken
+    return taken
 
 
-async def test_admission_under_concurrency_sells_exactly_the_limit(store: PostgresJobStore) -> None:
-    now = time.time()
+# Admission -------------------------------------------------------------------------------------------
+
+
+async def test_admission_under_concurrency_sells_exactly_the_limit(store: Store) -> None:
+    """Fifty admissions at once against a daily limit of ten (one member), then against a budget of ten
+    edits (fifty members, on the next day): exactly ten pass each time, and every refusal saw the edge."""
+    now = NOON
     quota = Quota(now, user_today=9, daily_limit=10)
+    verdicts = await asyncio.gather(
+        *(store.admit(make_job(f"d{n:02d}", 1, now), quota, now + LEASE) for n in range(50))
+    )
+    assert sum(v is None for v in verdicts) == 10
+    for refused in (v for v in verdicts if v is not None):
+        limit, usage = refused
+        assert limit is Limit.DAILY and usage.user_today == 10
+    usage = await store.usage(1, 10, utc_day(now), now)
+    assert (usage.user_today, usage.user_active, usage.guild_today, usage.spend_today) == (10, 10, 10, 10 * PRICE)
 
-    async def admit(n: int) -> bool:
-        try:
-            await store.admit_job(make_job(f"j{n}", 1, now + n * 1e-6), quota, holder="test", lease_until=now)
-        except LimitReachedError:
-            return False
-        return True
-
-    accepted = await asyncio.gather(*(admit(n) for n in range(50)))
-    assert sum(accepted) == 10
-    usage = await store.day_usage(1, 10, utc_day(now), now)
-    assert (usage.user_today, usage.user_active, usage.guild_today) == (10, 10, 10)
-    assert usage.spend_today == pytest.approx(0.30)
+    tomorrow = now + DAY
+    budget = Quota(tomorrow, spend_today=10 * PRICE - PRICE, budget=10 * PRICE)
+    verdicts = await asyncio.gather(
+        *(store.admit(make_job(f"b{n:02d}", 100 + n, tomorrow), budget, tomorrow + LEASE) for n in range(50))
+    )
+    assert sum(v is None for v in verdicts) == 10
+    assert {(v[0], v[1].spend_today) for v in verdicts if v is not None} == {(Limit.BUDGET, 10 * PRICE)}
+    assert (await store.totals(utc_day(tomorrow))).operator_spend == 10 * PRICE
+    assert await value(store, "SELECT COUNT(*) FROM money WHERE entry = 'charge'") == 20
+    assert await value(store, "SELECT COUNT(*) FROM jobs") == 20  # a refused request leaves nothing behind
 
 
-def edge_quotas(now: float) -> dict[str, tuple[Quota, int]]:
-    """A quota per limit, and how many edits it lets through (a member's, or the server's, all at 0.03)."""
-    return {
-        "budget": (Quota(now, spend_today=0.09 - 0.03 + 1e-9, budget=0.09), 3),
-        "guild": (Quota(now, guild_today=2, guild_limit=3), 3),
-        "active": (Quota(now, user_active=1, max_active=2), 2),
-        "daily": (Quota(now, user_today=3, daily_limit=4), 4),
-        "cooldown": (Quota(now, user_last_accepted=now - 30, cooldown=30), 1),
+CONFIG = Config(
+    discord_token="t" * 24, image_api_key="k" * 24, data_dir=Path("unused"), user_max_active=100, user_daily_limit=None
+)
+RESETS = "resets at 00:00 UTC (in 12 h 0 min)"
+
+
+async def test_each_limit_is_decided_at_its_edge_with_its_verdict_and_explanation(store: Store) -> None:
+    """For each limit (quotas made by ``quota_for`` from the settings, as admission makes them), the store
+    admits up to the edge and refuses the next request, naming the limit, the totals it saw (as ``/usage``
+    shows them), and the member's explanation; what frees the limit lets the next one in."""
+
+    async def attempt(job: Job, config: Config = CONFIG, limits: GuildLimits | None = None) -> str | None:
+        """Admit ``job`` (at its time); ``None`` if admitted, else the member's explanation of the refusal."""
+        at = job.created_at
+        limits = limits or GuildLimits.resolve(config, GuildOverrides())
+        who = Requester(job.user_id, job.guild_id, 100, None, frozenset(), is_manager=False)
+        quota = quota_for(config, limits, who, at, price=job.cost, own_key=job.guild_key)
+        before = await store.usage(job.user_id, job.guild_id, job.charge_day, at)
+        refused = await store.admit(job, quota, at + LEASE)
+        if refused is None:
+            return None
+        limit, usage = refused
+        # What the store saw under its locks is what /usage shows (the day's spend is summed only for a budget).
+        assert usage == dataclasses.replace(before, spend_today=usage.spend_today)
+        assert usage.spend_today == (before.spend_today if quota.spend_today is not None else 0)
+        assert await store.get_job(job.id) is None
+        return f"{limit}: {quota.refusal(limit, usage).user_message}"
+
+    # The daily budget (every member's edits on the operator's key): three at $0.03 fit in $0.09.
+    day = NOON
+    budget = dataclasses.replace(CONFIG, daily_budget=90_000)
+    assert [await attempt(make_job(f"b{n}", n, day), budget) for n in range(3)] == [None] * 3
+    refusal = f"budget: Today's budget for image edits is used up ($0.09 of $0.09); it {RESETS}."
+    assert await attempt(make_job("b3", 3, day), budget) == refusal
+    # A server's own key is outside the operator's budget; a refund gives the budget back.
+    assert await attempt(make_job("b4", 4, day, guild_key=True), budget) is None
+    await step_to(store, make_job("b0", 0, day), JobState.CANCELLED)
+    assert await attempt(make_job("b5", 5, day), budget) is None
+    assert await attempt(make_job("b6", 6, day), budget) == refusal
+
+    # The server's daily limit counts every member's edits there, and no other server's.
+    day += DAY
+    server = GuildLimits.resolve(CONFIG, GuildOverrides(guild_daily_limit=3))
+    assert [await attempt(make_job(f"g{n}", n, day), limits=server) for n in range(3)] == [None] * 3
+    assert await attempt(make_job("g3", 3, day), limits=server) == (
+        f"guild: This server has used all 3 of its edits for today; the limit {RESETS}."
+    )
+    assert await attempt(make_job("g4", 4, day, guild_id=11), limits=server) is None
+
+    # The active cap: jobs queued or running; one that ends makes room.
+    day += DAY
+    active = dataclasses.replace(CONFIG, user_max_active=2)
+    assert [await attempt(make_job(f"a{n}", 21, day + n), active) for n in range(2)] == [None] * 2
+    refusal = (
+        "active: You already have 2 edits queued or running (the most at once is 2). "
+        "Wait for one to finish, or cancel one."
+    )
+    assert await attempt(make_job("a2", 21, day + 2), active) == refusal
+    await step_to(store, make_job("a0", 21, day), JobState.FAILED)
+    assert await attempt(make_job("a3", 21, day + 3), active) is None
+
+    # The member's daily limit counts net edits: a refunded one is given back.
+    day += DAY
+    daily = GuildLimits.resolve(CONFIG, GuildOverrides(user_daily_limit=4))
+    assert [await attempt(make_job(f"d{n}", 31, day + n / 1000), limits=daily) for n in range(4)] == [None] * 4
+    refusal = f"daily: You've used 4 of your 4 edits for today; the limit {RESETS}."
+    assert await attempt(make_job("d4", 31, day + 4 / 1000), limits=daily) == refusal
+    await step_to(store, make_job("d0", 31, day), JobState.CANCELLED)
+    assert await attempt(make_job("d5", 31, day + 5 / 1000), limits=daily) is None
+    assert await attempt(make_job("d6", 31, day + 6 / 1000), limits=daily) == refusal
+    # Another day starts from nothing.
+    assert await attempt(make_job("d7", 31, day + DAY), limits=daily) is None
+
+    # The cooldown: thirty seconds after the last accepted edit, to the second.
+    day += 2 * DAY
+    cooldown = GuildLimits.resolve(CONFIG, GuildOverrides(user_cooldown_seconds=30.0))
+    assert await attempt(make_job("c0", 41, day), limits=cooldown) is None
+    wait = "cooldown: Slow down a little: you can start another edit in {}."
+    assert await attempt(make_job("c1", 41, day + 1), limits=cooldown) == wait.format("29 s")
+    assert await attempt(make_job("c2", 41, day + 29.5), limits=cooldown) == wait.format("1 s")
+    assert await attempt(make_job("c3", 41, day + 30), limits=cooldown) is None
+
+    # When several limits refuse at once, the verdict names them in ``Limit``'s order.
+    day += DAY
+    await admit(store, make_job("e0", 51, day))
+    everything = Quota(day, spend_today=0, guild_today=0, user_active=0, user_today=0, user_last_accepted=day - 1)
+    refused = await store.admit(make_job("e1", 51, day), everything, day + LEASE)
+    assert refused is not None and refused[0] is Limit.BUDGET
+    refused = await store.admit(make_job("e1", 51, day), dataclasses.replace(everything, spend_today=None), day)
+    assert refused is not None and refused[0] is Limit.GUILD
+
+
+# Claims, the cap, leases -----------------------------------------------------------------------------
+
+
+async def test_claims_go_round_robin_between_members_and_wait_for_a_members_earlier_job(store: Store) -> None:
+    for n, (job_id, user) in enumerate([("a1", 1), ("a2", 1), ("a3", 1), ("b1", 2), ("c1", 3)]):
+        await add(store, make_job(job_id, user, NOON + n))
+    # d1 is still preparing (its images on their way): d2, ready, must not overtake it.
+    await add(store, make_job("d1", 4, NOON + 10), JobState.PREPARING)
+    await add(store, make_job("d2", 4, NOON + 11))
+    claimed = []
+    for _ in range(5):
+        job = await claim(store, "w")
+        assert job.state is JobState.RUNNING and job.holder == "w" and job.run == 1
+        claimed.append(job.id)
+    assert claimed == ["a1", "b1", "c1", "a2", "a3"]
+    # Why nothing was taken is what the worker waits for next: a queued job, not a free slot.
+    assert await store.claim(terms("w")) is ClaimMiss.NO_JOB
+    d1 = await store.get_job("d1")
+    assert d1 is not None
+    await step_to(store, d1, JobState.QUEUED)
+    assert [(await claim(store, "w")).id for _ in range(2)] == ["d1", "d2"]
+
+
+async def test_the_cap_counts_running_jobs_with_a_live_lease_across_holders(store: Store) -> None:
+    for n in range(4):
+        await add(store, make_job(f"j{n}", n, NOON + n))
+    assert (await claim(store, "w1", NOON, 2)).id == "j0"
+    assert (await claim(store, "w2", NOON, 2)).id == "j1"
+    assert await store.claim(terms("w3", NOON, 2)) is ClaimMiss.NO_SLOT  # two jobs wait, no slot
+    assert await store.holders() == {"w1", "w2"}
+    assert await store.abandoned(NOON + LEASE, gone=set()) == []  # the leases hold to their last second
+    # A lease that ran out (its holder stalled or died) no longer holds a slot; its job is due for a take-over.
+    later = NOON + LEASE + 1
+    assert [j.id for j in await store.abandoned(later, gone=set())] == ["j0", "j1"]
+    assert (await claim(store, "w3", later, 2)).id == "j2"
+    # A renewed lease keeps its slot.
+    assert await store.renew("w3", ["j2"], later + 2 * LEASE) == {"j2": 1}
+    assert (await claim(store, "w3", later + LEASE + 1, 2)).id == "j3"
+    assert await store.claim(terms("w4", later + LEASE + 1, 2)) is ClaimMiss.NO_SLOT
+
+
+async def test_abandoned_lists_gone_holders_lapsed_leases_no_holder_and_interrupted_jobs(store: Store) -> None:
+    now = NOON
+    await add(store, make_job("gone1", 1, now, holder="dead"), JobState.PREPARING)  # a live lease, a dead process
+    await add(store, make_job("alive1", 2, now + 1, holder="alive"), JobState.PREPARING)
+    await admit(store, make_job("nobody", 3, now + 2, holder=None))  # a job from before leases
+    await add(store, make_job("stuck", 4, now + 3))
+    assert (await claim(store, "stalled", now - LEASE)).id == "stuck"  # its lease runs out now
+    await add(store, make_job("cut", 5, now + 4))
+    await step_to(store, await claim(store, "w", now), JobState.INTERRUPTED)
+    await add(store, make_job("queued", 6, now + 5))
+    assert await store.holders() == {"dead", "alive", "stalled"}
+    found = [job.id for job in await store.abandoned(now + 1, gone={"dead"})]
+    assert found == ["gone1", "nobody", "stuck", "cut"]
+    assert [job.id for job in await store.abandoned(now + 1, gone=set())] == ["nobody", "stuck", "cut"]
+    assert [job.id for job in await store.abandoned(now, gone=set())] == ["nobody", "cut"]
+
+
+async def test_concurrent_claims_never_take_one_job_twice(store: Store) -> None:
+    for n in range(60):
+        await add(store, make_job(f"j{n:02d}", n % 7, NOON + n))
+    taken: dict[str, str] = {}  # job -> its holder
+
+    def took(holder: str, job: Job | ClaimMiss) -> None:
+        if isinstance(job, Job):
+            assert job.id not in taken, f"{job.id} taken twice"
+            taken[job.id] = holder
+
+    # Six claims at once: each takes a job of its own (none is told there is none while jobs wait).
+    first = await asyncio.gather(*(store.claim(terms(f"w{n}")) for n in range(6)))
+    assert all(isinstance(job, Job) for job in first)
+    for n, job in enumerate(first):
+        took(f"w{n}", job)
+    # Eight at once against a cap of ten running calls: four more start, the others hear there is no slot.
+    capped = await asyncio.gather(*(store.claim(terms(f"c{n}", max_running=10)) for n in range(8)))
+    assert [job for job in capped if not isinstance(job, Job)] == [ClaimMiss.NO_SLOT] * 4
+    for n, job in enumerate(capped):
+        took(f"c{n}", job)
+
+    async def worker(name: str) -> None:
+        while isinstance(job := await store.claim(terms(name)), Job):
+            took(name, job)
+
+    await asyncio.gather(*(worker(f"w{n}") for n in range(6)))
+    assert sorted(taken) == [f"j{n:02d}" for n in range(60)]
+    rows = await query(store, "SELECT id, claimed_by, run, status FROM jobs")
+    assert {r["id"]: (r["claimed_by"], r["run"], r["status"]) for r in rows} == {
+        job_id: (holder, 1, "running") for job_id, holder in taken.items()
     }
 
 
-@pytest.mark.parametrize("limit", ["budget", "guild", "active", "daily", "cooldown"])
-async def test_the_database_decides_each_limit_like_the_quota_does(store: PostgresJobStore, limit: str) -> None:
-    """At each limit's edge the database's admission agrees with ``Quota.exceeded`` on the same totals,
-    and its refusal is the quota's own explanation."""
-    now = time.time()
-    quota, lets_through = edge_quotas(now)[limit]
-    decisions = []
-    for n in range(lets_through + 2):
-        user = n if limit == "guild" else 1  # the server's limit counts every member's edits
-        before = await store.day_usage(user, 10, utc_day(now), now)
-        try:
-            await store.admit_job(make_job(f"{limit}{n}", user, now), quota, holder="test", lease_until=now + 60)
-        except LimitReachedError as refusal:
-            assert quota.exceeded(before) == limit
-            with pytest.raises(LimitReachedError) as explained:
-                quota.check(before)
-            assert refusal.user_message == explained.value.user_message
-            decisions.append(False)
-        else:
-            assert quota.exceeded(before) is None
-            decisions.append(True)
-    assert decisions == [True] * lets_through + [False, False]
-
-
-async def test_claims_go_round_robin_between_members_in_each_members_order(store: PostgresJobStore) -> None:
-    t = time.time()
-    for n, (job_id, user) in enumerate([("a1", 1), ("a2", 1), ("a3", 1), ("b1", 2), ("c1", 3)]):
-        await add(store, make_job(job_id, user, t + n))
-    claimed = []
-    for _ in range(5):
-        job = await store.claim_next("w", time.time(), LEASE, 10)
-        assert job is not None and job.state is JobState.RUNNING
-        claimed.append(job.id)
-    assert claimed == ["a1", "b1", "c1", "a2", "a3"]
-    assert await store.claim_next("w", time.time(), LEASE, 10) is None
-    # Why nothing was taken is what the worker waits for next: a queued job, not a free slot.
-    assert await store.claim("w", time.time(), LEASE, 10) is ClaimMiss.NO_JOB
-
-
-async def test_a_members_later_job_waits_for_their_earlier_one_still_preparing(store: PostgresJobStore) -> None:
-    t = time.time()
-    await add(store, make_job("a1", 1, t), JobState.PREPARING)
-    await add(store, make_job("a2", 1, t + 1))
-    assert await store.claim_next("w", time.time(), LEASE, 10) is None
-    await store.move_job("a1", JobState.PREPARING, JobState.QUEUED, {}, refund=False)
-    assert [(await store.claim_next("w", time.time(), LEASE, 10)).id for _ in range(2)] == ["a1", "a2"]  # type: ignore[union-attr]
-
-
-async def test_the_cap_counts_running_jobs_with_a_live_lease_across_workers(store: PostgresJobStore) -> None:
-    t = time.time()
-    for n in range(4):
-        await add(store, make_job(f"j{n}", n, t + n))
-    assert await store.claim_next("w1", time.time(), LEASE, 2) is not None
-    assert await store.claim_next("w2", time.time(), LEASE, 2) is not None
-    assert await store.claim_next("w3", time.time(), LEASE, 2) is None
-    assert await store.claim("w3", time.time(), LEASE, 2) is ClaimMiss.NO_SLOT  # two jobs wait, no slot
-    # A lease that ran out (its worker is gone) no longer holds a slot; the job is due for a take-over.
-    later = time.time() + LEASE + 1
-    assert {j.id for j in await store.expired_jobs(later)} == {"j0", "j1"}
-    assert await store.claim_next("w3", later, LEASE, 2) is not None
-
-
-async def test_concurrent_claims_never_take_one_job_twice(store: PostgresJobStore) -> None:
-    t = time.time()
-    for n in range(60):
-        await add(store, make_job(f"j{n:02d}", n % 7, t + n))
-
-    async def worker(name: str) -> list[str]:
-        taken = []
-        while (job := await store.claim_next(name, time.time(), LEASE, 1000)) is not None:
-            taken.append(job.id)
-        return taken
-
-    results = await asyncio.gather(*(worker(f"w{n}") for n in range(6)))
-    everything = [job_id for taken in results for job_id in taken]
-    assert sorted(everything) == sorted(f"j{n:02d}" for n in range(60))
-
-
-async def test_places_in_line_computed_in_sql_match_the_fair_queue(store: PostgresJobStore) -> None:
+async def test_places_in_line_are_the_order_claims_take(store: Store) -> None:
     rng = random.Random(7)
-    t = time.time()
-    mirror = FairQueue()
     for n in range(40):
-        user = rng.randrange(6)
-        await add(store, make_job(f"j{n:02d}", user, t + n))
-        mirror.add(user, f"j{n:02d}", t + n, ready=True)
+        await add(store, make_job(f"j{n:02d}", rng.randrange(6), NOON + n))
     for _ in range(7):  # some turns already taken, so members are ranked by their last turn
-        job = await store.claim_next("w", time.time(), LEASE, 1000)
-        assert job is not None and mirror.take() == job.id
-    from_sql = {job.id: place for job, place in await store.queue_positions()}
-    assert from_sql == mirror.positions()
+        await claim(store, "w")
+    places = [(job.id, place) for job, place in await store.positions()]
+    assert [place for _, place in places] == list(range(1, 34))
+    claimed = [(await claim(store, "w")).id for _ in range(33)]
+    assert claimed == [job_id for job_id, _ in places]
+    assert await store.positions() == []
 
 
-async def test_an_enqueue_wakes_a_listening_process_within_100_ms(store: PostgresJobStore) -> None:
+# Fencing and leases --------------------------------------------------------------------------------
+
+
+async def test_a_stale_fence_is_refused_and_changes_nothing(store: Store) -> None:
+    await add(store, make_job("f1", 1))
+    first = await claim(store, "w1")
+    assert (first.holder, first.run) == ("w1", 1)
+    attempt = Attempt(1, NOON, 2.0, AttemptOutcome.TIMEOUT, True)
+    charged = (await store.totals(first.charge_day)).operator_spend
+
+    async def stale(fence: Fence, holder: str) -> None:
+        result = await store.move(
+            "f1", JobState.RUNNING, JobState.FAILED, {"error": "stale"}, refund=True, holder=holder,
+            now=NOON + 1, attempts=[attempt], fence=fence, notice=NoticeDraft({"text": "stale"}),
+        )  # fmt: skip
+        assert result.job is None and not result.refunded and result.claimed is None
+
+    async def unchanged() -> None:
+        assert await store.get_job("f1") == first
+        assert (await store.totals(first.charge_day)).operator_spend == charged
+        assert await value(store, "SELECT COUNT(*) FROM notices") == 0
+        assert await value(store, "SELECT COUNT(*) FROM api_attempts") == 0
+
+    await stale(Fence("w2", 1), "w2")  # another holder
+    await stale(Fence("w1", 0), "w1")  # an older run
+    await stale(Fence(None, 1), "w1")  # a move that thinks nobody holds it
+    await unchanged()
+
+    # w1 stalls past its lease; w2 takes the job over (fenced by what it read) and runs it again.
+    taken_over = await store.move(
+        "f1", JobState.RUNNING, JobState.INTERRUPTED, {}, refund=False, holder="w2", now=NOON + LEASE + 1,
+        fence=Fence("w1", 1),
+    )  # fmt: skip
+    assert taken_over.job is not None
+    assert (await store.move("f1", JobState.INTERRUPTED, JobState.QUEUED, {"restarts": 1}, refund=False,
+                             holder="w2", now=NOON + LEASE + 1)).job is not None  # fmt: skip
+    second = await claim(store, "w2", NOON + LEASE + 2)
+    assert (second.id, second.holder, second.run) == ("f1", "w2", 2)
+    # The first run comes back to life: it can neither move nor keep the job; it only records its attempts.
+    await stale(Fence("w1", 1), "w1")
+    assert await store.renew("w1", ["f1"], NOON + 3 * LEASE) == {}
+    await store.record_attempts("f1", 1, [attempt])
+    assert await query(store, "SELECT run, outcome FROM api_attempts") == [{"run": 1, "outcome": "timeout"}]
+    # The holder of the current run moves it.
+    done = await store.move(
+        "f1", JobState.RUNNING, JobState.DELIVERING, {"api_seconds": 1.5}, refund=False, holder="w2",
+        now=NOON + LEASE + 5, fence=Fence("w2", 2),
+    )  # fmt: skip
+    assert done.job is not None and done.job.state is JobState.DELIVERING and done.job.api_seconds == 1.5
+
+
+async def test_renew_returns_only_the_jobs_a_holder_still_holds(store: Store) -> None:
+    for n in range(4):
+        await add(store, make_job(f"j{n}", n, NOON + n))
+    j0, j1, j2, _ = [await claim(store, "w1" if n < 3 else "w2") for n in range(4)]
+    await step_to(store, j1, JobState.DELIVERING)  # still held: delivering is a held state
+    await step_to(store, j2, JobState.FAILED)  # over: nobody holds it any more
+    until = NOON + 3 * LEASE
+    assert await store.renew("w1", ["j0", "j1", "j2", "j3", "nope"], until) == {"j0": 1, "j1": 1}
+    assert await store.renew("w2", ["j0", "j3"], until) == {"j3": 1}
+    assert await store.renew("w1", [], until) == {}
+    # Renewed to ``until``: no take-over before then.
+    assert [j.id for j in await store.abandoned(until - 1, gone=set())] == []
+    assert [j.id for j in await store.abandoned(until + 1, gone=set())] == ["j0", "j1", "j3"]
+    # A holder that lost a job and claimed it again in a later run hears the new run (its old run is lost).
+    await step_to(store, j0, JobState.INTERRUPTED)
+    await store.move("j0", JobState.INTERRUPTED, JobState.QUEUED, {"restarts": 1}, refund=False, holder="w1",
+                     now=until)  # fmt: skip
+    again = await claim(store, "w1", until)
+    assert again.id == "j0" and await store.renew("w1", ["j0"], until + LEASE) == {"j0": 2}
+
+
+# What a move tells other processes ---------------------------------------------------------------------
+
+
+async def test_a_moves_notices_are_sent_only_when_it_happened(store: Store) -> None:
+    heard = Heard(store)
+    assert await heard.since_last() == []
+    job = await add(store, make_job("j1", 7))
+    assert await heard.since_last() == ["queued"]
+    refused = await store.move("j1", JobState.PREPARING, JobState.QUEUED, {}, refund=False, holder="g", now=NOON)
+    assert refused.job is None
+    assert await heard.since_last() == []
+    running = await claim(store, "w")
+    assert running.id == job.id and await heard.since_last() == ["claimed"]
+    delivering = await step_to(store, running, JobState.DELIVERING)
+    assert await heard.since_last() == ["slot"]  # a call's end frees a slot for any worker
+    # The gateways tell a member whose result could not reach them, next time they come.
+    await step_to(store, delivering, JobState.SUCCEEDED, delivered=Delivered.UNDELIVERED)
+    assert await heard.since_last() == ["notices:7"]
+    cancelled = await step_to(store, await add(store, make_job("j2", 8)), JobState.CANCELLED)
+    assert cancelled.state is JobState.CANCELLED
+    assert await heard.since_last() == ["queued", "cancel:j2"]
+
+
+async def test_a_job_queued_wakes_a_listener_within_100_ms(store: Store) -> None:
+    """On SQLite the notice is delivered in-process right after the commit; on PostgreSQL by ``LISTEN``."""
     heard: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
     store.on_notice(lambda payload: heard.put_nowait((payload, time.perf_counter())))
-    async with asyncio.timeout(10):
-        assert (await heard.get())[0] == "reconnected"
-    await store.create_job(make_job("j1", 1, time.time()))
-    await store.move_job("j1", JobState.ACCEPTED, JobState.PREPARING, {}, refund=False)
+    preparing = await add(store, make_job("j1", 1), JobState.PREPARING)
     sent = time.perf_counter()
-    await store.move_job("j1", JobState.PREPARING, JobState.QUEUED, {}, refund=False)
+    await step_to(store, preparing, JobState.QUEUED)
     async with asyncio.timeout(5):
-        payload, received = await heard.get()
-    assert payload == "queued" and received - sent < 0.1
+        while (payload := await heard.get())[0] != "queued":
+            pass
+    assert payload[1] - sent < 0.1
 
 
-async def notices_until_marker(store: PostgresJobStore, heard: asyncio.Queue[str]) -> list[str]:
-    """Every notice heard up to a marker sent last (notices arrive in the order their transactions commit)."""
-    await store.notify("marker")
-    seen = []
-    async with asyncio.timeout(5):
-        while (payload := await heard.get()) != "marker":
-            seen.append(payload)
-    return seen
+async def test_a_calls_end_hands_its_slot_to_the_next_job_in_the_same_transaction(store: Store) -> None:
+    heard = Heard(store)
+    await add(store, make_job("r1", 1, NOON))
+    await add(store, make_job("q1", 2, NOON + 1))
+    running = await claim(store, "w1", NOON, 1)
+    assert running.id == "r1"
+    assert await store.claim(terms("w2", NOON, 1)) is ClaimMiss.NO_SLOT  # the cap: one call at a time
+    await heard.since_last()
 
+    async def end(job_id: str) -> MoveResult:
+        return await store.move(
+            job_id, JobState.RUNNING, JobState.DELIVERING, {}, refund=False, holder="w1", now=NOON + 2,
+            fence=Fence("w1", 1), claim=terms("w1", NOON + 2, 1),
+        )  # fmt: skip
 
-async def test_a_call_that_ends_hands_its_slot_to_the_next_job_in_the_same_transaction(store: PostgresJobStore) -> None:
-    heard: asyncio.Queue[str] = asyncio.Queue()
-    store.on_notice(heard.put_nowait)
-    async with asyncio.timeout(10):
-        assert await heard.get() == "reconnected"
-    t = time.time()
-    await add(store, make_job("r1", 1, t))
-    await add(store, make_job("q1", 2, t + 1))
-    running = await store.claim_next("w1", time.time(), LEASE, 1)
-    assert running is not None and running.id == "r1"
-    assert await store.claim("w2", time.time(), LEASE, 1) is ClaimMiss.NO_SLOT  # the cap: one call at a time
-    await notices_until_marker(store, heard)
-
-    terms = ClaimTerms("w1", time.time(), LEASE, 1)
-    ended = await store.move_and_claim("r1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False, claim=terms)
-    assert ended.moved and isinstance(ended.claimed, Job) and ended.claimed.id == "q1"
-    assert ended.claimed.state is JobState.RUNNING
-    assert await store.pool.fetchval("SELECT claimed_by FROM jobs WHERE id = 'q1'") == "w1"
+    ended = await end("r1")
+    assert ended.job is not None and ended.job.state is JobState.DELIVERING
+    claimed = ended.claimed
+    assert isinstance(claimed, Job) and (claimed.id, claimed.state, claimed.holder) == ("q1", JobState.RUNNING, "w1")
+    assert await store.get_job("q1") == claimed
     # The slot was taken with it: no worker is woken for it, the gateways re-tell places.
-    assert await notices_until_marker(store, heard) == ["claimed"]
-
+    assert await heard.since_last() == ["claimed"]
     # Nothing left to claim: the slot is free for whoever queues next, and every worker hears it.
-    ended = await store.move_and_claim("q1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False, claim=terms)
-    assert ended.moved and ended.claimed is ClaimMiss.NO_JOB
-    assert await notices_until_marker(store, heard) == ["slot"]
-
+    ended = await end("q1")
+    assert ended.job is not None and ended.claimed is ClaimMiss.NO_JOB
+    assert await heard.since_last() == ["slot"]
     # A move the store refuses (the job is elsewhere) claims nothing and tells no one.
-    refused = await store.move_and_claim("q1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False, claim=terms)
-    assert not refused.moved and refused.claimed is None
-    assert await notices_until_marker(store, heard) == []
+    await add(store, make_job("q2", 3, NOON + 3))
+    await heard.since_last()
+    refused = await end("q1")
+    assert refused.job is None and refused.claimed is None
+    assert await heard.since_last() == []
+    waiting = await store.get_job("q2")
+    assert waiting is not None and waiting.state is JobState.QUEUED
 
 
-async def test_a_move_tells_other_processes_only_when_it_happened(store: PostgresJobStore) -> None:
-    heard: asyncio.Queue[str] = asyncio.Queue()
-    store.on_notice(heard.put_nowait)
-    async with asyncio.timeout(10):
-        assert await heard.get() == "reconnected"
-    await add(store, make_job("j1", 7, time.time()))
-    assert await notices_until_marker(store, heard) == ["queued"]
-    assert not (await store.move_job("j1", JobState.PREPARING, JobState.QUEUED, {}, refund=False)).moved
-    assert await notices_until_marker(store, heard) == []
-    await store.move_job("j1", JobState.QUEUED, JobState.RUNNING, {}, refund=False)
-    await store.move_job("j1", JobState.RUNNING, JobState.DELIVERING, {}, refund=False)
-    undelivered = {"delivered": Delivered.UNDELIVERED}
-    await store.move_job("j1", JobState.DELIVERING, JobState.SUCCEEDED, undelivered, refund=False)
-    # The gateways tell a member whose result could not reach them, next time they come.
-    assert await notices_until_marker(store, heard) == ["slot", "notices:7"]
+# Inputs --------------------------------------------------------------------------------------------------
 
 
-async def test_queued_inputs_are_capped(store: PostgresJobStore) -> None:
-    image = PreparedImage(b"\x89PNG" + b"x" * 996, "image/png", 10, 10)
+async def test_queued_inputs_are_capped_also_when_saves_run_at_once(store: Store) -> None:
+    image = StoredImage(b"\x89PNG" + b"x" * 996, "image/png", 10, 10)
     await store.save_inputs("a", [image, image], cap_bytes=3000)
     assert await store.queued_input_bytes() == 2000
     with pytest.raises(QueueFullError):
         await store.save_inputs("b", [image, image], cap_bytes=3000)
-    loaded = await store.load_inputs("a")
-    assert loaded is not None and [i.data for i in loaded] == [image.data, image.data]
+    assert not await store.inputs_exist("b")  # refused whole: nothing of it is kept
+    assert await store.load_inputs("a") == [image, image]
     await store.delete_inputs("a")
     assert not await store.inputs_exist("a") and await store.load_inputs("a") is None
     await store.save_inputs("b", [image, image], cap_bytes=3000)
+    await store.delete_inputs("b")
 
-
-async def test_the_cap_on_queued_inputs_holds_when_jobs_save_at_once(store: PostgresJobStore) -> None:
-    """Saves write side by side and are checked one at a time: never more kept than the cap allows."""
-    image = PreparedImage(b"\x89PNG" + b"x" * 99_996, "image/png", 10, 10)
+    # Saves write side by side and are checked one at a time: never more kept than the cap allows.
+    big = StoredImage(b"\x89PNG" + b"x" * 99_996, "image/png", 10, 10)
 
     async def save(n: int) -> bool:
         try:
-            await store.save_inputs(f"job{n}", [image], cap_bytes=550_000)
+            await store.save_inputs(f"job{n}", [big], cap_bytes=550_000)
         except QueueFullError:
             return False
         return True
@@ -282,21 +447,108 @@ async def test_the_cap_on_queued_inputs_holds_when_jobs_save_at_once(store: Post
         assert await store.inputs_exist(f"job{n}") is was_kept  # a refused job left nothing behind
 
 
-async def test_the_totals_say_when_the_longest_waiting_queued_job_joined_the_line(store: PostgresJobStore) -> None:
-    """For ``atelier_queue_oldest_wait_seconds``: the earliest time in line among queued jobs only (the
-    time it was queued, or its acceptance when no time was recorded), ``None`` with nothing queued."""
-    t = time.time()
+# The outbox ----------------------------------------------------------------------------------------------
+
+
+async def test_a_terminal_move_writes_one_notice_that_one_teller_at_a_time_tells(store: Store) -> None:
+    now = NOON
+    for n in range(1, 6):
+        await add(store, make_job(f"j{n}", n, now + n))
+
+    async def end(job_id: str, target: JobState, by: str, draft: NoticeDraft | None, at: float = now) -> None:
+        job = await store.get_job(job_id)
+        assert job is not None
+        refund = target is not JobState.SUCCEEDED
+        result = await store.move(job_id, job.state, target, {"finished_at": at}, refund=refund, holder=by, now=at,
+                                  notice=draft)  # fmt: skip
+        assert result.job is not None
+
+    def owed(taken: list[tuple[Notice, Job]]) -> list[str]:
+        return [job.id for _, job in taken]
+
+    # A failure, ended by w1: w1's to tell first, no one else's while its lease lives.
+    await end("j1", JobState.FAILED, "w1", NoticeDraft({"text": "it broke"}))
+    (row,) = await query(store, "SELECT * FROM notices")
+    assert (row["job_id"], row["outcome"], row["claimed_by"], row["due_at"], row["done_at"]) == (
+        "j1", "failed", "w1", now, None,
+    )  # fmt: skip
+    assert await store.claim_notices("w2", now + 1, gone=set()) == []
+    assert await store.take_own_notice("j1", "w2", now + 1) is None
+    own = await store.take_own_notice("j1", "w1", now + 1)
+    assert own is not None
+    notice, job = own
+    assert (notice.outcome, dict(notice.payload), notice.attempts, job.id) == (JobState.FAILED, {"text": "it broke"},
+                                                                              1, "j1")  # fmt: skip
+    assert await store.holders_of_notices() == {"w1"}
+    # Discord did not take it: any process may try again later, and exactly one does.
+    await store.notice_later("j1", "w1", now + 5)
+    assert await store.holders_of_notices() == set()
+    assert await store.claim_notices("w2", now + 4, gone=set()) == []
+    tries = await asyncio.gather(*(store.claim_notices(f"t{n}", now + 5, gone=set()) for n in range(5)))
+    assert sorted(owed(taken) for taken in tries) == [[], [], [], [], ["j1"]]
+    (winner,) = [f"t{n}" for n, taken in enumerate(tries) if taken]
+    assert [notice.attempts for taken in tries for notice, _ in taken] == [2]
+    assert not await store.notice_done("j1", "w1", "edited", now + 6)  # no longer w1's
+    assert await store.notice_done("j1", winner, "edited", now + 6)
+    assert not await store.notice_done("j1", winner, "edited", now + 7)  # once
+    assert await store.claim_notices("w2", now + 1000, gone=set()) == []
+
+    # A cancel whose own answer tells the member: due after its grace, then anyone's to tell.
+    await end("j2", JobState.CANCELLED, "w1", NoticeDraft({"by": 2}, delay=10.0))
+    assert await store.claim_notices("w1", now + 9, gone=set()) == []
+    assert owed(await store.claim_notices("w2", now + 10, gone=set())) == ["j2"]
+    # A posted result was told as it ended: recorded done, never told again.
+    await end("j3", JobState.SUCCEEDED, "w1", NoticeDraft(done_how="posted"))
+    (row,) = await query(store, "SELECT claimed_by, done_at, how FROM notices WHERE job_id = 'j3'")
+    assert row == {"claimed_by": None, "done_at": now, "how": "posted"}
+    # A teller that is gone holds nothing, however long its lease.
+    await end("j4", JobState.FAILED, "dead", None)
+    assert owed(await store.claim_notices("w1", now + 1, gone={"dead"})) == ["j4"]
+    # Told at the member's next use: owed to them until they are shown it.
+    assert await store.notice_done("j4", "w1", "next_use", now + 2)
+    assert await store.next_use_users() == {4}
+    assert [(n.job_id, j.user_id) for n, j in await store.next_use_notices(4)] == [("j4", 4)]
+    await store.mark_shown(["j4"], now + 3)
+    assert await store.next_use_users() == set() and await store.next_use_notices(4) == []
+
+    totals = await store.totals(utc_day(now))
+    assert (totals.notices_pending, totals.oldest_notice_at) == (1, now)  # j2, claimed by w2, not yet told
+    assert await value(store, "SELECT COUNT(*) FROM notices") == 4  # one per ended job
+    # Never a second: a job the store is asked to end again keeps the notice of its first end.
+    await end("j5", JobState.FAILED, "w1", NoticeDraft({"text": "first"}), now + 20)
+    await end("j5", JobState.FAILED, "w2", NoticeDraft({"text": "second"}), now + 21)
+    rows = await query(store, "SELECT payload, claimed_by, created_at FROM notices WHERE job_id = 'j5'")
+    assert rows == [{"payload": '{"text": "first"}', "claimed_by": "w1", "created_at": now + 20}]
+
+
+async def test_due_notices_go_to_exactly_one_of_several_claimers(store: Store) -> None:
+    for n in range(23):
+        job = await add(store, make_job(f"j{n:02d}", n, NOON + n))
+        await step_to(store, job, JobState.FAILED)  # owed by "gateway", whose process is gone now
+    # At NOON + 30 every notice is due and its teller's lease still runs: only a gone teller frees them.
+    assert await store.claim_notices("t9", NOON + 30, set()) == []
+    tries = await asyncio.gather(*(store.claim_notices(f"t{n}", NOON + 30, {"gateway"}) for n in range(4)))
+    assert sorted(len(batch) for batch in tries) == [0, 3, 10, 10]  # ten at most per claim
+    taken = [job.id for batch in tries for _, job in batch]
+    assert sorted(taken) == [f"j{n:02d}" for n in range(23)]  # each exactly once
+    assert await store.claim_notices("t9", NOON + 31, {"gateway"}) == []  # the claimers' leases hold them
+    assert len(await store.claim_notices("t9", NOON + 30 + NOTICE_LEASE + 1, set())) == 10  # until they lapse
+
+
+async def test_the_totals_say_when_the_longest_waiting_queued_job_joined_the_line(store: Store) -> None:
+    """For ``atelier_queue_oldest_wait_seconds``: the earliest time in line among queued jobs only (the time
+    it was queued, or its acceptance when none was recorded); ``None`` with nothing queued."""
+    t = NOON
     assert (await store.totals(utc_day(t))).oldest_queued_at is None
     await add(store, make_job("preparing", 1, t - 300), JobState.PREPARING)  # oldest, but not in line yet
     assert (await store.totals(utc_day(t))).oldest_queued_at is None
     for job_id, user, created, queued in (("slow-images", 2, t - 100, t - 50), ("quick", 3, t - 90, t - 80)):
-        await add(store, make_job(job_id, user, created), JobState.PREPARING)
-        assert (
-            await store.move_job(job_id, JobState.PREPARING, JobState.QUEUED, {"queued_at": queued}, refund=False)
-        ).moved
+        preparing = await add(store, make_job(job_id, user, created), JobState.PREPARING)
+        await step_to(store, preparing, JobState.QUEUED, queued_at=queued)
     assert (await store.totals(utc_day(t))).oldest_queued_at == pytest.approx(t - 80)
-    await add(store, make_job("no-time", 4, t - 85))  # queued without a recorded time: its acceptance counts
+    no_time = await add(store, make_job("no-time", 4, t - 85), JobState.PREPARING)
+    await step_to(store, no_time, JobState.QUEUED)  # queued without a recorded time: its acceptance counts
     assert (await store.totals(utc_day(t))).oldest_queued_at == pytest.approx(t - 85)
-    claimed = [await store.claim_next("w", time.time(), LEASE, 10) for _ in range(3)]
-    assert {job.id for job in claimed if job is not None} == {"slow-images", "quick", "no-time"}
+    for _ in range(3):
+        assert isinstance(await store.claim(ClaimTerms("worker", t, LEASE, 10)), Job)
     assert (await store.totals(utc_day(t))).oldest_queued_at is None  # running jobs wait no more

@@ -1,162 +1,188 @@
-"""Input retention: how long an ended job's inputs stay for Reroll, within the window and the disk cap."""
+"""Input retention: how long an ended job's inputs stay for Reroll, within the window and the cap, on both
+databases (the ``store`` fixture).
+
+Jobs are driven through the real lifecycle, with the retention as its hook for ended jobs (as the engine
+wires it), on a clock the test moves: nothing here sleeps.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import io
-import os
-import time
-from collections.abc import Sequence
-from pathlib import Path
+import random
+import zlib
+from collections.abc import Callable, Sequence
 
-from bot.inputs import ENDED_FILE, InputStore
-from bot.retention import MARK_BYTES, Retention
-from bot.sqlite_store import SQLiteJobStore
-from PIL import Image
-
-from bot.config import Config
-from bot.core.job import Destination, Job, JobKind, JobRequest
+from bot.core.job import Delivered, Job
+from bot.core.quota import Quota
+from bot.core.records import NoticeDraft
 from bot.core.states import JobState
-from bot.engine import JobEngine
 from bot.errors import AtelierError
-from bot.media.editor import Editor
-from bot.media.images import OutputImage, PreparedImage
-from bot.ports import Posted
-from bot.provider.client import APIAnswer, Attempt, ImageEditRequest, ImageEditResult
-from bot.servers.limits import Requester
-from tests.fake_image_api import make_png
+from bot.i18n import _t
+from bot.jobs.inputs import JobInputs
+from bot.jobs.lifecycle import Lifecycle
+from bot.jobs.retention import Retention
+from bot.media.images import PreparedImage
+from bot.scheduler import Scheduler
+from bot.store.store import Store
+from tests.stores import LEASE, NOON, clock, make_job, query, value
 
-PNG = make_png(8, 8)
-
-
-def noise_png(side: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buffer, format="PNG")
-    return buffer.getvalue()
+HOUR = 3600.0
+PNG = b"\x89PNG" + b"p" * 996  # the store keeps bytes; what they are does not matter here
 
 
-def kept_on_disk(root: Path) -> int:
-    """Bytes of the job folders under ``root`` marked as kept after their job ended."""
-    total = 0
-    for folder in list(root.iterdir()):
-        try:
-            if (folder / ENDED_FILE).exists():
-                total += sum(f.stat().st_size for f in folder.iterdir())
-        except FileNotFoundError:  # deleted while we looked: it no longer counts
-            continue
-    return total
+class Jobs:
+    """Jobs made, run and ended through the lifecycle, as the engine's admission and workers do."""
+
+    def __init__(self, store: Store, time: Callable[[], float], retention: Retention | None) -> None:
+        self.store = store
+        self.lifecycle = Lifecycle(store, "worker", lease_seconds=LEASE, clock=time)
+        self.lifecycle.attach(None, retention, None)  # retention: told of every job this process ends
+        self.inputs = JobInputs(store, cap_bytes=1 << 30)
+
+    async def queued(self, job_id: str, data: bytes = PNG) -> Job:
+        """A job accepted, its image saved, and queued (each job by a member of its own)."""
+        now = self.lifecycle.clock()
+        job = await self.lifecycle.create(
+            make_job(job_id, zlib.crc32(job_id.encode()), now, holder="worker"), Quota(now)
+        )
+        preparing = await self.lifecycle.move(job, JobState.PREPARING)
+        assert preparing is not None
+        await self.inputs.save(job_id, [PreparedImage(data, "image/png", 8, 8)])
+        queued = await self.lifecycle.move(preparing, JobState.QUEUED)
+        assert queued is not None
+        return queued
+
+    async def run_next(self, succeed: bool = True) -> Job:
+        """Claim the next job and end it: its result posted, or failed by the API."""
+        running = await self.lifecycle.claim(max_running=1000)
+        assert isinstance(running, Job)
+        if not succeed:
+            ended = await self.lifecycle.move(
+                running, JobState.FAILED, error=AtelierError(_t("The API said no."), log_detail="no")
+            )
+        else:
+            delivering = await self.lifecycle.move(running, JobState.DELIVERING, api_seconds=1.0)
+            assert delivering is not None
+            ended = await self.lifecycle.move(
+                delivering, JobState.SUCCEEDED, delivered=Delivered.POSTED, notice=NoticeDraft(done_how="posted")
+            )
+        assert ended is not None and ended.state.terminal
+        return ended
+
+    async def done(self, job_id: str, succeed: bool = True) -> Job:
+        """One job, queued and ended (nothing else waits)."""
+        await self.queued(job_id)
+        ended = await self.run_next(succeed)
+        assert ended.id == job_id
+        return ended
 
 
-def folder_names(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir())
+def retention_of(store: Store, hours: float, cap_bytes: int, time: Callable[[], float]) -> Retention:
+    return Retention(store, hours=hours, cap_bytes=cap_bytes, scheduler=Scheduler("test"), clock=time)
 
 
-def job(job_id: str, state: JobState) -> Job:
-    request = JobRequest(JobKind.EDIT, 1, 10, 100, "x", None, 1)
-    return Job(job_id, request, state, time.time(), "2026-01-01", 0.03)
-
-
-async def saved(inputs: InputStore, job_id: str, data: bytes = PNG) -> None:
-    await inputs.save(job_id, [PreparedImage(data, "image/png", 8, 8)])
-
-
-async def test_a_result_is_kept_for_the_window_then_swept(tmp_path: Path) -> None:
-    inputs = InputStore(tmp_path)
-    now = [1000.0]
-    retention = Retention(inputs, hours=24, cap_bytes=10**6, clock=lambda: now[0])
-    await saved(inputs, "a1")
-    await retention.job_ended(job("a1", JobState.SUCCEEDED))
-    assert retention.is_kept("a1") and await inputs.load("a1") is not None
-    now[0] += 24 * 3600 - 1
-    assert await retention.sweep() == 0 and retention.is_kept("a1")
-    now[0] += 2
-    assert not retention.is_kept("a1")  # past the window even before the sweep comes
+async def test_a_result_is_kept_for_the_window_then_swept(store: Store) -> None:
+    now, time = clock(NOON)
+    retention = retention_of(store, 24, 10**6, time)
+    jobs = Jobs(store, time, retention)
+    await jobs.done("a1")
+    waiting = await jobs.queued("w1")  # unfinished: it keeps its inputs whatever the window
+    assert await retention.kept_now("a1") and await store.load_inputs("a1") is not None
+    now[0] += 24 * HOUR - 1
+    assert await retention.sweep() == 0 and await retention.kept_now("a1")
+    now[0] += 1
+    assert not await retention.kept_now("a1")  # past the window even before the sweep comes
+    assert await store.inputs_exist("a1")
     assert await retention.sweep() == 1
-    assert not (tmp_path / "a1").exists() and retention.kept_bytes == 0
+    assert not await store.inputs_exist("a1") and await store.load_inputs("a1") is None
+    assert await retention.kept_now(waiting.id) and await store.inputs_exist(waiting.id)
 
 
-async def test_failed_and_cancelled_jobs_lose_their_inputs_at_once(tmp_path: Path) -> None:
-    inputs = InputStore(tmp_path)
-    retention = Retention(inputs, hours=24, cap_bytes=10**6)
-    for job_id, state in (("f1", JobState.FAILED), ("c1", JobState.CANCELLED)):
-        await saved(inputs, job_id)
-        await retention.job_ended(job(job_id, state))
-        assert not (tmp_path / job_id).exists() and not retention.is_kept(job_id)
+async def test_failed_and_cancelled_jobs_lose_their_inputs_at_once(store: Store) -> None:
+    _, time = clock(NOON)
+    retention = retention_of(store, 24, 10**6, time)
+    jobs = Jobs(store, time, retention)
+    await jobs.done("f1", succeed=False)
+    queued = await jobs.queued("c1")
+    assert await jobs.lifecycle.move("c1", JobState.CANCELLED) is not None
+    await jobs.done("s1")
+    for job_id in ("f1", queued.id):
+        assert not await store.inputs_exist(job_id) and not await retention.kept_now(job_id)
+    assert await retention.kept_now("s1")
 
 
-async def test_zero_hours_keeps_nothing(tmp_path: Path) -> None:
-    inputs = InputStore(tmp_path)
-    retention = Retention(inputs, hours=0, cap_bytes=10**6)
-    await saved(inputs, "s1")
-    await retention.job_ended(job("s1", JobState.SUCCEEDED))
-    assert not (tmp_path / "s1").exists()
+async def test_zero_hours_keeps_nothing(store: Store) -> None:
+    _, time = clock(NOON)
+    retention = retention_of(store, 0, 10**6, time)
+    jobs = Jobs(store, time, retention)
+    await jobs.done("s1")
+    assert not await store.inputs_exist("s1") and not await retention.kept_now("s1")
+    waiting = await jobs.queued("w1")
+    assert await retention.kept_now(waiting.id)  # an unfinished job still has its own
 
 
-async def test_a_restart_rebuilds_the_index_and_drops_what_ended_unmarked(tmp_path: Path) -> None:
-    inputs = InputStore(tmp_path)
-    now = [5000.0]
-    first = Retention(inputs, hours=1, cap_bytes=10**6, clock=lambda: now[0])
-    await saved(inputs, "old1")
-    await first.job_ended(job("old1", JobState.SUCCEEDED))
-    now[0] += 1800
-    await saved(inputs, "new1")
-    await first.job_ended(job("new1", JobState.SUCCEEDED))
-    await saved(inputs, "run1")  # still unfinished: never touched
-    await saved(inputs, "lost1")  # ended in a crash before it was marked: not known to be a result
-    now[0] += 1800 + 1  # old1 is now past its hour, new1 is not
-    second = Retention(inputs, hours=1, cap_bytes=10**6, clock=lambda: now[0])
-    await second.load({"run1"})
-    assert second.kept() == ["new1"]
-    assert folder_names(tmp_path) == ["new1", "run1"]
+async def test_a_start_drops_the_inputs_of_jobs_that_ended_as_their_process_stopped(store: Store) -> None:
+    now, time = clock(NOON)
+    before = retention_of(store, 1, 10**6, time)
+    jobs = Jobs(store, time, before)
+    await jobs.done("old1")  # kept, and past its hour by the time of the start below
+    now[0] += HOUR / 2
+    await jobs.done("new1")  # kept, still within its hour
+    # A process that ended a job and stopped before it marked the inputs kept: they are nobody's now.
+    await Jobs(store, time, retention=None).done("lost1")
+    await jobs.queued("run1")  # unfinished: never touched
+    now[0] += HOUR / 2 + 1
+    after = retention_of(store, 1, 10**6, time)
+    await after.load()
+    assert {job_id: await store.inputs_exist(job_id) for job_id in ("old1", "new1", "lost1", "run1")} == {
+        "old1": False,
+        "new1": True,
+        "lost1": False,
+        "run1": True,
+    }
 
 
-async def test_the_oldest_go_first_when_the_cap_is_reached(tmp_path: Path) -> None:
-    inputs = InputStore(tmp_path)
-    await saved(inputs, "probe")
-    folder = await inputs.size("probe")
-    await inputs.delete("probe")
-    assert folder is not None
-    retention = Retention(inputs, hours=24, cap_bytes=3 * (folder + MARK_BYTES))
+async def test_the_oldest_go_first_when_the_cap_is_reached(store: Store) -> None:
+    now, time = clock(NOON)
+    retention = retention_of(store, 24, 3 * len(PNG), time)
+    jobs = Jobs(store, time, retention)
     for n in range(6):
-        await saved(inputs, f"j{n}")
-        await retention.job_ended(job(f"j{n}", JobState.SUCCEEDED))
-    assert retention.kept() == ["j3", "j4", "j5"]
-    assert kept_on_disk(tmp_path) == retention.kept_bytes <= retention.cap_bytes
+        await jobs.done(f"j{n}")
+        now[0] += 1
+    assert await kept(store) == ["j3", "j4", "j5"]
+    # Inputs larger than the whole cap are not kept at all, and push nothing out.
+    await jobs.queued("big", PNG * 4)
+    await jobs.run_next()
+    assert not await store.inputs_exist("big") and await kept(store) == ["j3", "j4", "j5"]
+    # A smaller cap (a restart with a new setting) applies at the next sweep: again the oldest go.
+    assert await retention_of(store, 24, 2 * len(PNG), time).sweep() == 1
+    assert await kept(store) == ["j4", "j5"]
 
 
-class InstantAPI:
-    async def call(self, request: ImageEditRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
-        return APIAnswer(body=b"{}", api_seconds=0.0, attempts=1, request_id=None)
+async def kept(store: Store) -> list[str]:
+    """The jobs whose inputs are kept after they ended, oldest first."""
+    rows = await query(
+        store,
+        "SELECT job_id, MIN(ended_at) AS ended FROM job_inputs WHERE ended_at IS NOT NULL "
+        "GROUP BY job_id ORDER BY ended, job_id",
+    )
+    return [str(row["job_id"]) for row in rows]
 
-    async def decode(self, answer: APIAnswer) -> ImageEditResult:
-        return ImageEditResult(OutputImage(PNG, "image/png", 8, 8), None, 0.0, 1)
+
+async def kept_bytes(store: Store) -> int:
+    return int(await value(store, "SELECT COALESCE(SUM(length(data)), 0) FROM job_inputs WHERE ended_at IS NOT NULL"))
 
 
-class Watcher:
-    """Notifier and publisher: after every result, the kept inputs on disk are measured against the cap."""
+class CapWatch:
+    """A notifier: after every job this process ends, the kept inputs in the store are measured."""
 
-    def __init__(self, root: Path, cap: int) -> None:
-        self.root = root
-        self.cap = cap
-        self.ended: list[str] = []
-        self.failures: list[str] = []
-        self.peak = 0  # the most kept inputs on disk seen after any job ended
-        self._moved = asyncio.Event()
-
-    async def wait_for(self, ended: int) -> None:
-        async with asyncio.timeout(30):
-            while len(self.ended) < ended:
-                self._moved.clear()
-                await self._moved.wait()
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.seen: list[int] = []
 
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
-        # The engine swallows a notifier's exceptions, so what is seen is recorded and checked after.
         if job.state.terminal:
-            self.ended.append(job.id)
-            if job.state is not JobState.SUCCEEDED:
-                self.failures.append(f"{job.id} {job.state}: {error}")
-            self.peak = max(self.peak, kept_on_disk(self.root))
-            self._moved.set()
+            self.seen.append(await kept_bytes(self.store))
 
     async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
         pass
@@ -164,55 +190,39 @@ class Watcher:
     async def job_paused(self, job: Job) -> None:
         pass
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted:
-        return Posted(100, 1)
+    async def run_lost(self, job: Job) -> None:
+        pass
 
 
-class Upload:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+async def test_kept_inputs_never_exceed_the_cap_under_many_finished_jobs(store: Store) -> None:
+    """Three hundred jobs, ending twenty-five at a time: after every end the kept inputs fit the cap, the cap
+    is used, failed jobs keep nothing, and what stays is what ended last."""
+    rng = random.Random(11)
+    cap = 30_000
+    ticks = iter(range(1, 1 << 30))
 
-    async def announce(self, job: Job) -> Destination:
-        return Destination(upload_limit=10_000_000)
+    def time() -> float:
+        return NOON + next(ticks) / 100  # every reading a little later: ends are ordered
 
-    async def fetch(self) -> list[tuple[str, bytes]]:
-        return [("image1", self.data)]
-
-
-async def test_retained_inputs_stay_within_the_disk_cap_under_1000_finished_jobs(tmp_path: Path) -> None:
-    images = [noise_png(side) for side in (24, 40, 56, 72, 88)]  # ~2 to ~23 KB each
-    cap = 400_000
-    config = Config(
-        discord_token="t" * 24,
-        image_api_key="k" * 24,
-        data_dir=tmp_path,
-        max_concurrent_jobs=8,
-        user_max_active=1000,
-        user_daily_limit=None,
-        input_retention_bytes=cap,
-    )
-    root = tmp_path / "inputs"
-    watcher = Watcher(root, cap)
-    engine = JobEngine(config, SQLiteJobStore(config.db_file), InstantAPI(), InputStore(root), Editor())
-    await engine.open()
-    await engine.start(watcher, watcher)
-    try:
-        for batch in range(20):
-            submits = []
-            for n in range(50):
-                who = Requester(1 + n % 7, 10, 100, None, frozenset(), is_manager=False)
-                request = JobRequest(JobKind.EDIT, who.user_id, 10, 100, f"job {batch}-{n}", None, 1)
-                submits.append(engine.submit(request, who, Upload(images[(batch + n) % len(images)])))
-            await asyncio.gather(*submits)
-            await watcher.wait_for(50 * (batch + 1))
-    finally:
-        await engine.stop(1.0)
-        await engine.close()
-    assert len(watcher.ended) == 1000 and watcher.failures == []
-    assert watcher.peak <= cap
-    # The cap was reached, and the inputs that stayed are those of the jobs that ended last.
-    assert watcher.peak > cap - max(len(i) for i in images) - 1000
-    kept = engine.retention.kept()
-    assert kept == watcher.ended[-len(kept) :]
-    assert folder_names(root) == sorted(kept)
-    assert kept_on_disk(root) == engine.retention.kept_bytes <= cap
+    retention = retention_of(store, 24, cap, time)
+    jobs = Jobs(store, time, retention)
+    watch = CapWatch(store)
+    jobs.lifecycle.attach(watch, retention, None)
+    failed: list[str] = []
+    last_batch: set[str] = set()
+    for batch in range(12):
+        names = [f"j{batch:02d}-{n:02d}" for n in range(25)]
+        # Each image 1.5 to 4 kB: the successes of one batch alone fill the cap.
+        await asyncio.gather(*(jobs.queued(name, rng.randbytes(rng.randrange(1500, 4001))) for name in names))
+        ended = await asyncio.gather(*(jobs.run_next(succeed=n % 7 != 3) for n in range(25)))
+        failed += [job.id for job in ended if job.state is JobState.FAILED]
+        last_batch = {job.id for job in ended if job.state is JobState.SUCCEEDED}
+    final = [(await jobs.done(f"final{n}")).id for n in range(5)]  # one after another, at the end
+    assert len(watch.seen) == 12 * 25 + 5 and max(watch.seen) <= cap
+    assert max(watch.seen) > cap - 4000  # the cap was reached: the oldest had to go
+    remaining = await kept(store)
+    assert await kept_bytes(store) <= cap
+    assert remaining[-5:] == final  # what ended last stays
+    assert set(remaining) - set(final) <= last_batch  # nothing of the earlier batches
+    assert not [job_id for job_id in failed if await store.inputs_exist(job_id)]
+    assert await store.queued_input_bytes() == 0  # nothing unfinished, nothing left unmarked

@@ -1,108 +1,123 @@
-"""The two store backends behave the same: one script of store calls, run on SQLite and on PostgreSQL.
+"""The two databases behave the same: one script of store calls, run on SQLite and on PostgreSQL; money as
+exact integer sums; migrations applied once; and a database the old code left at version 6 brought to 7.
 
-Every call the engine makes is exercised (create, conditional moves with refunds and API
-attempts, reads, the ledger snapshot, stats, settings); the test asserts the expected
-results on each backend, and that both backends gave exactly the same observations.
+The script exercises every kind of call the engine makes (admission, fenced and conditional moves with
+refunds, attempts and notices, claims, reads, totals, usage, statistics, settings, blocks, keys, presets,
+history); the test checks the expected results on each database, and that both observed exactly the same.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from bot.postgres_store import PostgresJobStore
-from bot.sqlite_store import SQLiteJobStore
-from bot.storage import Block, JobStore, StoredKey
 
-from bot.core.job import Destination, Job, JobKind, JobRequest, utc_day
+from bot.core.attempts import Attempt, AttemptOutcome
+from bot.core.job import Delivered, Destination, Job, JobRequest, Origin, utc_day
 from bot.core.overrides import GuildOverrides
+from bot.core.quota import Quota
+from bot.core.records import Block, ClaimTerms, Fence, NoticeDraft, RecentRun, StoredImage, StoredKey, StylePreset
 from bot.core.states import JobState
-from bot.provider.client import Attempt, AttemptOutcome
-from tests.postgres import fresh_database
+from bot.servers.settings import GuildSettings
+from bot.store.database import migrate, migrations, open_and_migrate
+from bot.store.script import execute
+from bot.store.store import Store
+from tests.stores import DATABASES, LEASE, NOON, PRICE, admit, fresh, make_job, open_store, query, step_to, value
 
-NOON = 1795608000.0  # 2026-11-25 12:00 UTC
 DAY = utc_day(NOON)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    if request.param == "sqlite":
-        backend: JobStore = SQLiteJobStore(tmp_path / "db.sqlite3")
-        await backend.open()
-        yield backend
-        await backend.close()
-        return
-    async with fresh_database() as url:
-        backend = PostgresJobStore(url)
-        await backend.open()
-        yield backend
-        await backend.close()
+DESTINATION = Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100})
+LATEST = len(migrations("sqlite"))
 
 
 def job(job_id: str, user_id: int = 1, guild_id: int | None = 10, at: float = NOON) -> Job:
-    request = JobRequest(JobKind.EDIT, user_id, guild_id, 100, f"prompt of {job_id}", "2048x1360", 2, "parent1")
+    request = JobRequest(
+        "edit", user_id, guild_id, 100, f"prompt of {job_id}", "2048x1360", 2, Origin.REFINE, "parent1",
+        private=True, style="noir", style_text=", noir", language="zh_CN",
+    )  # fmt: skip
     return Job(
         id=job_id,
         request=request,
         state=JobState.ACCEPTED,
         created_at=at,
         charge_day=utc_day(at),
-        cost_usd=0.03,
-        destination=Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100}),
+        cost=PRICE,
+        model="gpt-image-2-vip",
+        destination=DESTINATION,
+        holder="gw",
     )
 
 
-async def exercise(store: JobStore) -> dict[str, Any]:
+async def exercise(store: Store) -> dict[str, Any]:
     """The script; returns everything it observed."""
     seen: dict[str, Any] = {}
-    for item in (job("a1"), job("a2", at=NOON + 1), job("b1", user_id=2, at=NOON + 2), job("d1", guild_id=None)):
-        await store.create_job(item)
+    for item in (
+        job("a1"),
+        job("a2", at=NOON + 1),
+        job("b1", user_id=2, at=NOON + 2),
+        job("d1", guild_id=None, at=NOON + 3),
+    ):
+        seen[f"admit {item.id}"] = await store.admit(item, Quota(item.created_at), item.created_at + LEASE)
     seen["fresh"] = await store.get_job("a1")
-    # Conditional moves: only from the state the store holds.
-    seen["to_preparing"] = await store.move_job(
-        "a1", JobState.ACCEPTED, JobState.PREPARING, {"notes": ("image2 was re-encoded",)}, refund=False
+    # Conditional moves: only from the state the store holds (and, fenced, only by the holder of the run).
+    notes = {"notes": ("image2 was re-encoded",)}
+    seen["to_preparing"] = await store.move(
+        "a1", JobState.ACCEPTED, JobState.PREPARING, notes, refund=False, holder="gw", now=NOON, fence=Fence("gw", 0)
     )
-    seen["stale_move"] = await store.move_job("a1", JobState.ACCEPTED, JobState.QUEUED, {}, refund=False)
-    await store.move_job("a1", JobState.PREPARING, JobState.QUEUED, {}, refund=False)
-    await store.move_job("a1", JobState.QUEUED, JobState.RUNNING, {"started_at": NOON + 5}, refund=False)
+    seen["stale_move"] = await store.move("a1", JobState.ACCEPTED, JobState.QUEUED, {}, refund=False, holder="gw",
+                                          now=NOON)  # fmt: skip
+    await store.move("a1", JobState.PREPARING, JobState.QUEUED, {"queued_at": NOON + 4}, refund=False, holder="gw",
+                     now=NOON + 4)  # fmt: skip
+    seen["claim_a1"] = await store.claim(ClaimTerms("w", NOON + 5, LEASE, 4))
     timed_out = Attempt(1, NOON + 5, 20.0, AttemptOutcome.TIMEOUT, True, None, None)
-    seen["failed"] = await store.move_job(
-        "a1", JobState.RUNNING, JobState.FAILED, {"finished_at": NOON + 30, "error": "timeout"},
-        refund=True, attempts=[timed_out],
+    seen["failed"] = await store.move(
+        "a1", JobState.RUNNING, JobState.FAILED, {"finished_at": NOON + 30, "error": "timeout"}, refund=True,
+        holder="w", now=NOON + 30, attempts=[timed_out], fence=Fence("w", 1), notice=NoticeDraft({"text": "late"}),
     )  # fmt: skip
     # The store takes any move from the state it holds (the lifecycle's table guards the rest),
     # but a second refund row for one job is refused by its key, whatever asks for it.
-    seen["refund_again"] = await store.move_job("a1", JobState.FAILED, JobState.FAILED, {}, refund=True)
-    await store.move_job("a2", JobState.ACCEPTED, JobState.CANCELLED, {"finished_at": NOON + 3}, refund=True)
-    for step in (JobState.PREPARING, JobState.QUEUED, JobState.RUNNING, JobState.DELIVERING):
-        current = (await store.get_job("b1")).state  # type: ignore[union-attr]
-        attempts = [Attempt(1, NOON + 6, 2.5, AttemptOutcome.SUCCEEDED, True, 200, "req-1")]
-        await store.move_job(
-            "b1", current, step, {"api_seconds": 2.5} if step is JobState.DELIVERING else {},
-            refund=False, attempts=attempts if step is JobState.DELIVERING else (),
-        )  # fmt: skip
-    await store.move_job(
+    seen["refund_again"] = await store.move("a1", JobState.FAILED, JobState.FAILED, {}, refund=True, holder="w",
+                                            now=NOON + 31)  # fmt: skip
+    await store.move("a2", JobState.ACCEPTED, JobState.CANCELLED, {"finished_at": NOON + 3}, refund=True,
+                     holder="gw", now=NOON + 3, notice=NoticeDraft({"by": 1}, delay=10.0))  # fmt: skip
+    b1 = await step_to(store, job("b1", user_id=2, at=NOON + 2), JobState.PREPARING)
+    await store.save_inputs("b1", [StoredImage(b"png-1", "image/png", 4, 3), StoredImage(b"png-22", "image/png", 5, 6)],
+                            cap_bytes=100)  # fmt: skip
+    seen["inputs"] = await store.load_inputs("b1")
+    await step_to(store, b1, JobState.QUEUED, queued_at=NOON + 5)
+    seen["positions"] = await store.positions()
+    seen["claim_b1"] = await store.claim(ClaimTerms("w", NOON + 6, LEASE, 4))
+    answered = Attempt(1, NOON + 6, 2.5, AttemptOutcome.SUCCEEDED, True, 200, "req-1")
+    await store.move("b1", JobState.RUNNING, JobState.DELIVERING, {"api_seconds": 2.5}, refund=False, holder="w",
+                     now=NOON + 9, attempts=[answered], fence=Fence("w", 1))  # fmt: skip
+    await store.move(
         "b1", JobState.DELIVERING, JobState.SUCCEEDED,
         {"finished_at": NOON + 12, "output_width": 2048, "output_height": 1360, "output_bytes": 3_000_000,
-         "result_channel_id": 100, "result_message_id": 555, "total_tokens": 1283},
-        refund=False,
+         "result_channel_id": 100, "result_message_id": 555, "total_tokens": 1283, "delivered": Delivered.POSTED},
+        refund=False, holder="w", now=NOON + 12, fence=Fence("w", 1), notice=NoticeDraft(done_how="posted"),
     )  # fmt: skip
+    seen["kept"] = await store.keep_inputs("b1", NOON + 12, cap_bytes=100)
     seen["done"] = await store.get_job("b1")
     seen["missing"] = await store.get_job("nope")
-    seen["unfinished"] = [j.id for j in await store.unfinished_jobs()]
-    snapshot = await store.ledger_snapshot(DAY, NOON - 86400)
-    seen["charged"] = sorted(snapshot.charged, key=lambda r: (r[0], r[1] or 0))
-    seen["last"] = snapshot.last_accepted
-    stats = await store.stats(10, DAY, [DAY])
-    seen["stats"] = stats
-    await store.save_guild_overrides(10, GuildOverrides(user_daily_limit=None, allowed_role_ids=frozenset({5})), 7)
-    await store.save_guild_overrides(11, GuildOverrides(user_cooldown_seconds=30.0), 7)
-    seen["overrides"] = await store.guild_overrides(10)
-    seen["no_overrides"] = await store.guild_overrides(12)
-    seen["all_overrides"] = await store.all_guild_overrides()
+    seen["unfinished"] = [j.id for j in await store.unfinished_of(1)]
+    seen["running"] = (await store.count(JobState.RUNNING), await store.count(JobState.SUCCEEDED))
+    seen["usage"] = [await store.usage(user, guild, DAY, NOON + 60) for user, guild in ((1, 10), (2, 10), (1, None))]
+    seen["totals"] = await store.totals(DAY)
+    seen["runs"] = await store.recent_runs(NOON - 60, "default-model")
+    seen["stats"] = await store.stats(10, DAY, [DAY, "2026-11-24"])
     seen["days"] = await store.daily_stats(10, [DAY, "2026-11-24"])
+    seen["notices"] = await query(store, "SELECT job_id, outcome, payload, claimed_by, due_at, how FROM notices "
+                                         "ORDER BY job_id")  # fmt: skip
+    settings = GuildSettings(store)
+    await settings.save(10, GuildOverrides(user_daily_limit=None, allowed_role_ids=frozenset({5})), 7)
+    await settings.save(11, GuildOverrides(user_cooldown_seconds=30.0), 7)
+    reread = GuildSettings(store)
+    await reread.load()
+    seen["overrides"] = await reread.overrides(10)
+    seen["no_overrides"] = await reread.overrides(12)
+    seen["all_settings"] = await store.all_settings()
     await store.ping()
     await store.save_block(Block(10, 2, "spam", 7, NOON))
     await store.save_block(Block(10, 2, "spam again", 7, NOON + 1))
@@ -111,85 +126,257 @@ async def exercise(store: JobStore) -> dict[str, Any]:
     await store.save_guild_key(StoredKey(10, "gAAAA-encrypted", 7, NOON))
     seen["keys"] = await store.all_guild_keys()
     seen["key_cleared"] = (await store.delete_guild_key(10), await store.delete_guild_key(10))
+    await store.save_preset(StylePreset(10, "noir", "in black and white", 7, NOON))
+    await store.save_preset(StylePreset(10, "noir", "as film noir", 8, NOON + 1))
+    await store.save_preset(StylePreset(10, "dusk", "at dusk", 7, NOON))
+    await store.delete_preset(10, "dusk")
+    seen["presets"] = await store.all_presets()
     # A status message that moved: an unfinished job shows elsewhere from now on, a finished one stays.
     moved = Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100, "message_id": 9})
     await store.set_destination("d1", moved)
     await store.set_destination("b1", moved)
-    seen["moved"] = ((await store.get_job("d1")).destination, (await store.get_job("b1")).destination)  # type: ignore[union-attr]
+    seen["moved"] = [(await store.get_job(job_id)).destination for job_id in ("d1", "b1")]  # type: ignore[union-attr]
+    await store.record_result_deleted("b1", by=5, at=NOON + 100)
+    await store.record_result_deleted("b1", by=6, at=NOON + 200)  # once
+    seen["history"] = [(e.job.id, e.result_deleted) for e in await store.history(2, 10, 0, 10)]
+    seen["history_dm"] = [e.job.id for e in await store.history(1, None, 0, 10)]
+    seen["deleted"] = await query(store, "SELECT job_id, deleted_by, deleted_at FROM result_deletions")
     return seen
 
 
-async def test_the_store_script_gives_the_expected_results(store: JobStore) -> None:
-    seen = await exercise(store)
+def check_expected(seen: dict[str, Any]) -> None:
+    assert all(seen[f"admit {job_id}"] is None for job_id in ("a1", "a2", "b1", "d1"))
     assert seen["fresh"] == job("a1")
-    assert seen["to_preparing"].moved and not seen["stale_move"].moved
-    assert seen["failed"].moved and seen["failed"].refunded
-    assert seen["refund_again"].moved and not seen["refund_again"].refunded
+    assert seen["to_preparing"].job.notes == ("image2 was re-encoded",) and seen["stale_move"].job is None
+    assert (seen["claim_a1"].id, seen["claim_a1"].run, seen["claim_a1"].started_at) == ("a1", 1, NOON + 5)
+    assert seen["failed"].job.state is JobState.FAILED and seen["failed"].refunded
+    assert seen["refund_again"].job is not None and not seen["refund_again"].refunded
+    assert seen["inputs"] == [StoredImage(b"png-1", "image/png", 4, 3), StoredImage(b"png-22", "image/png", 5, 6)]
+    assert [(j.id, place) for j, place in seen["positions"]] == [("b1", 1), ("d1", 2)]  # d1: member 1 had a turn
+    assert seen["claim_b1"].id == "b1" and seen["kept"] is True
     done = seen["done"]
     assert done.state is JobState.SUCCEEDED and done.attempts == 0  # the store keeps what it is given
     assert (done.output_width, done.result_message_id, done.total_tokens, done.api_seconds) == (2048, 555, 1283, 2.5)
+    assert done.delivered is Delivered.POSTED and done.request == job("b1", user_id=2).request
     assert seen["missing"] is None
-    assert seen["unfinished"] == ["d1"]
-    # a1 failed and a2 cancelled: both refunded; b1 and d1 still charged.
-    assert seen["charged"] == [
-        (1, None, 1, pytest.approx(0.03), 0.0),
-        (1, 10, 0, 0.0, 0.0),
-        (2, 10, 1, pytest.approx(0.03), 0.0),
+    assert seen["unfinished"] == ["d1"] and seen["running"] == (0, 1)
+    # a1 failed and a2 cancelled: both refunded; b1 (member 2) and d1 (a DM) still charged.
+    assert [(u.user_today, u.guild_today, u.spend_today, u.user_active) for u in seen["usage"]] == [
+        (1, 1, 2 * PRICE, 1),
+        (1, 1, 2 * PRICE, 0),
+        (1, 0, 2 * PRICE, 1),
     ]
-    assert seen["last"] == {1: NOON + 1, 2: NOON + 2}
+    assert [u.user_last_accepted for u in seen["usage"]] == [NOON + 3, NOON + 2, NOON + 3]
+    totals = seen["totals"]
+    assert (totals.queued, totals.running, totals.operator_spend, totals.server_spend) == (0, 0, 2 * PRICE, 0)
+    assert (totals.notices_pending, totals.oldest_notice_at) == (2, NOON + 3)  # a1's and a2's, not yet told
+    assert seen["runs"] == [RecentRun("gpt-image-2-vip", 2, "2048x1360", 6.0, NOON + 12)]
     stats = seen["stats"]
     assert (stats.jobs_today, stats.succeeded_week, stats.failed_week, stats.cancelled_week) == (3, 1, 1, 1)
-    assert stats.durations_week == [pytest.approx(10.0)]
-    assert stats.spend_today == pytest.approx(0.06) and stats.busiest == [(1, 1), (2, 1)]
+    assert stats.durations_week == [10.0] and stats.busiest == [(1, 1), (2, 1)]
+    assert (stats.spend_today, stats.spend_week, stats.own_key_spend_week) == (2 * PRICE, 2 * PRICE, 0)
     assert stats.billed_without_result_week == 1  # a1's timed-out call
+    assert stats.models_week == [("gpt-image-2-vip", 1)]
+    today, yesterday = seen["days"]
+    assert (today.day, today.succeeded, today.failed, today.cancelled) == (DAY, 1, 1, 1)
+    assert today.spend == PRICE and today.durations == (10.0,)  # server 10's net charges: b1's
+    assert (yesterday.succeeded, yesterday.spend, yesterday.durations) == (0, 0, ())
+    assert seen["notices"] == [
+        {"job_id": "a1", "outcome": "failed", "payload": '{"text": "late"}', "claimed_by": "w", "due_at": NOON + 30,
+         "how": None},
+        {"job_id": "a2", "outcome": "cancelled", "payload": '{"by": 1}', "claimed_by": None, "due_at": NOON + 13,
+         "how": None},
+        {"job_id": "b1", "outcome": "succeeded", "payload": "{}", "claimed_by": None, "due_at": NOON + 12,
+         "how": "posted"},
+    ]  # fmt: skip
     overrides = seen["overrides"]
     assert overrides.is_set("user_daily_limit") and overrides.user_daily_limit is None
     assert overrides.allowed_role_ids == frozenset({5}) and not overrides.is_set("guild_daily_limit")
     assert seen["no_overrides"] == GuildOverrides()
-    assert set(seen["all_overrides"]) == {10, 11}
-    today, yesterday = seen["days"]
-    assert (today.day, today.succeeded, today.failed, today.cancelled) == (DAY, 1, 1, 1)
-    assert today.spend_usd == pytest.approx(0.03) and today.durations == (pytest.approx(10.0),)
-    assert (yesterday.succeeded, yesterday.spend_usd, yesterday.durations) == (0, 0.0, ())
+    assert set(seen["all_settings"]) == {10, 11}
     assert seen["blocks"] == [Block(10, 2, "spam again", 7, NOON + 1)]
     assert seen["unblocked"] == (True, False)
     assert seen["keys"] == [StoredKey(10, "gAAAA-encrypted", 7, NOON)]
     assert seen["key_cleared"] == (True, False)
-    assert seen["moved"] == (
-        Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100, "message_id": 9}),
-        job("b1").destination,
+    assert seen["presets"] == [StylePreset(10, "noir", "as film noir", 8, NOON + 1)]
+    assert seen["moved"] == [Destination(8_000_000, {"type": "message", "channel_id": 100, "message_id": 9}),
+                             DESTINATION]  # fmt: skip
+    assert seen["history"] == [("b1", True)] and seen["history_dm"] == ["d1"]
+    assert seen["deleted"] == [{"job_id": "b1", "deleted_by": 5, "deleted_at": NOON + 100}]
+
+
+async def test_both_databases_give_the_expected_results_and_observe_exactly_the_same(tmp_path: Path) -> None:
+    observed = {}
+    for database in DATABASES:
+        async with open_store(database, tmp_path) as store:
+            observed[database] = await exercise(store)
+        check_expected(observed[database])
+    from_sqlite, from_postgres = observed["sqlite"], observed["postgres"]
+    assert from_sqlite.keys() == from_postgres.keys()
+    for key, seen in from_sqlite.items():
+        assert from_postgres[key] == seen, key
+
+
+async def test_money_totals_are_exact_integer_sums(store: Store) -> None:
+    day = utc_day(NOON)
+    for n in range(3):
+        await admit(store, make_job(f"j{n}", 1, NOON + n))
+    assert (await store.totals(day)).operator_spend == 90_000
+    usage = await store.usage(1, 10, day, NOON + 10)
+    assert (usage.user_today, usage.spend_today) == (3, 90_000)
+    # A refund subtracts the charge once; a second refund is never written.
+    refund = await store.move("j0", JobState.ACCEPTED, JobState.CANCELLED, {}, refund=True, holder="g", now=NOON)
+    assert refund.refunded and (await store.totals(day)).operator_spend == 60_000
+    again = await store.move("j0", JobState.CANCELLED, JobState.CANCELLED, {}, refund=True, holder="g", now=NOON)
+    assert again.job is not None and not again.refunded
+    assert (await store.totals(day)).operator_spend == 60_000
+    rows = await query(store, "SELECT entry, amount FROM money WHERE job_id = 'j0' ORDER BY entry")
+    assert rows == [{"entry": "charge", "amount": 30_000}, {"entry": "refund", "amount": 30_000}]
+    # A server's own key is its own spend, outside the operator's.
+    await admit(store, make_job("own", 2, NOON, guild_key=True))
+    # Amounts that floats cannot hold: ten charges of $0.10 are exactly one dollar, not 0.9999999999999999.
+    for n in range(10):
+        await admit(store, make_job(f"dime{n}", 100 + n, NOON, guild_id=20, cost=100_000))
+    await admit(store, make_job("odd", 3, NOON, cost=12_345))
+    await admit(store, make_job("micro", 4, NOON, cost=1))
+    totals = await store.totals(day)
+    assert (totals.operator_spend, totals.server_spend) == (60_000 + 1_000_000 + 12_346, 30_000)
+    assert type(totals.operator_spend) is int and type(totals.server_spend) is int
+    stats = await store.stats(10, day, [day])
+    assert (stats.spend_today, stats.own_key_spend_week) == (totals.operator_spend, 30_000)
+    (today,) = await store.daily_stats(20, [day])
+    assert today.spend == 1_000_000 and type(today.spend) is int
+    assert await value(store, "SELECT SUM(amount) FROM money WHERE entry = 'charge'") == 90_000 + 30_000 + 1_012_346
+
+
+async def test_migrations_apply_once(store: Store) -> None:
+    applied = await query(store, "SELECT version FROM schema_migrations ORDER BY version")
+    assert [row["version"] for row in applied] == list(range(1, LATEST + 1))
+    assert await store.database.run(migrate(migrations(store.dialect))) == []
+    assert await value(store, "SELECT COUNT(*) FROM schema_migrations") == LATEST
+
+
+# A database the old code left at version 6 ------------------------------------------------------------------
+
+OLD_JOB = (
+    "INSERT INTO jobs (id, kind, status, user_id, guild_id, channel_id, prompt, size, input_count, delivery, "
+    "created_at, charge_day, cost_usd, started_at, finished_at, restarts, delivered, claimed_by, guild_key) VALUES "
+    "(:id, :kind, :status, :user_id, 10, 100, :id, NULL, 1, '{}', :created_at, :day, :cost_usd, :started_at, "
+    ":finished_at, :restarts, :delivered, :claimed_by, :guild_key)"
+)
+OLD_MONEY = (
+    "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount_usd, at) "
+    "VALUES (:job_id, :entry, :user_id, 10, :day, :amount_usd, :at)"
+)
+# id, old kind, status, member, cost in dollars (a float, as the old code kept it), started, finished,
+# restarts, delivered, the key's owner (1: the server's own key)
+OLD_JOBS: list[tuple[str, str, str, int, float, float | None, float | None, int, str | None, int]] = [
+    ("old1", "edit", "succeeded", 1, 0.03, NOON + 5, NOON + 20, 0, "posted", 0),
+    ("old2", "refine", "failed", 1, 0.07, NOON + 6, NOON + 9, 1, None, 0),  # interrupted once, then failed
+    ("old3", "reroll", "succeeded", 2, 0.035, NOON + 7, NOON + 30, 0, "undelivered", 0),  # never shown: owed
+    ("old4", "message", "succeeded", 3, 0.1, NOON + 8, NOON + 31, 0, "undelivered", 0),  # shown: told
+    ("old5", "edit", "queued", 4, 0.0157, None, None, 0, None, 0),  # 0.0157 * 1e6 is 15699.999999999998
+    ("old6", "edit", "cancelled", 4, 0.0652, None, NOON + 2, 0, None, 0),
+    ("old7", "edit", "succeeded", 5, 0.1, NOON + 9, NOON + 40, 0, "posted", 1),
+]
+
+
+def old_rows() -> Any:
+    """The rows, as a script for the version-6 schema."""
+    for job_id, kind, status, user, cost, started, finished, restarts, delivered, own in OLD_JOBS:
+        yield from execute(
+            OLD_JOB, id=job_id, kind=kind, status=status, user_id=user, created_at=NOON, day=DAY, cost_usd=cost,
+            started_at=started, finished_at=finished, restarts=restarts, delivered=delivered,
+            claimed_by=None if finished else "old-process", guild_key=own,
+        )  # fmt: skip
+        yield from execute(OLD_MONEY, job_id=job_id, entry="charge", user_id=user, day=DAY, amount_usd=cost, at=NOON)
+        if status in ("failed", "cancelled"):
+            yield from execute(OLD_MONEY, job_id=job_id, entry="refund", user_id=user, day=DAY, amount_usd=cost,
+                               at=finished)  # fmt: skip
+    yield from execute("INSERT INTO notices_shown (job_id, shown_at) VALUES ('old4', :at)", at=NOON + 60)
+    yield from execute(
+        "INSERT INTO job_inputs (job_id, number, mime, width, height, note, data) "
+        "VALUES ('old5', 1, 'image/png', 4, 3, 'image1 was re-encoded', :data)",
+        data=b"old-png",
     )
 
 
-async def test_both_backends_observe_exactly_the_same(tmp_path: Path) -> None:
-    sqlite = SQLiteJobStore(tmp_path / "same.sqlite3")
-    await sqlite.open()
-    try:
-        from_sqlite = await exercise(sqlite)
-    finally:
-        await sqlite.close()
-    async with fresh_database() as url:
-        postgres = PostgresJobStore(url)
-        await postgres.open()
+@pytest.mark.parametrize("database", DATABASES)
+async def test_a_database_the_old_code_left_at_version_6_is_migrated_once_to_7(database: str, tmp_path: Path) -> None:
+    async with fresh(database, tmp_path) as connect:
+        old = connect()
+        await old.open()
+        assert await old.run(migrate(migrations(database)[:6])) == [1, 2, 3, 4, 5, 6]
+        await old.run(old_rows())
+        await old.close()
+
+        migrated = connect()
+        await open_and_migrate(migrated)
+        store = Store(migrated)
         try:
-            from_postgres = await exercise(postgres)
+            await check_migrated(store)
         finally:
-            await postgres.close()
-    assert from_postgres == from_sqlite
+            await migrated.close()
 
-
-async def test_migrations_apply_once_on_postgres() -> None:
-    async with fresh_database() as url:
-        for _ in range(2):
-            store = PostgresJobStore(url)
-            await store.open()
-            await store.close()
-        store = PostgresJobStore(url)
-        await store.open()
+        # Opened again (a restart): nothing is applied twice, nothing changes.
+        again = connect()
+        await open_and_migrate(again)
+        store = Store(again)
         try:
-            versions = await store.pool.fetch("SELECT version FROM schema_migrations ORDER BY version")
-            from bot.storage import MIGRATIONS
-
-            assert [r[0] for r in versions] == list(range(1, len(MIGRATIONS) + 1))
+            assert [r["version"] for r in await query(store, "SELECT version FROM schema_migrations")] == [
+                *range(1, LATEST + 1)
+            ]
+            assert [(j.id, j.cost) for j in [await store.get_job(job_id) for job_id in ("old1", "old3")] if j] == [
+                ("old1", 30_000), ("old3", 35_000),
+            ]  # fmt: skip
         finally:
-            await store.close()
+            await again.close()
+
+
+async def check_migrated(store: Store) -> None:
+    versions = [r["version"] for r in await query(store, "SELECT version FROM schema_migrations ORDER BY version")]
+    assert versions == list(range(1, LATEST + 1)) and LATEST == 7
+    # Money in integer micro-dollars, exactly; the kind (what a job does) split from its origin (how it began).
+    jobs = {job_id: await store.get_job(job_id) for job_id, *_ in OLD_JOBS}
+    assert {job_id: (j.kind, j.request.origin, j.cost, j.run) for job_id, j in jobs.items() if j} == {
+        "old1": ("edit", Origin.COMMAND, 30_000, 1),
+        "old2": ("edit", Origin.REFINE, 70_000, 2),  # run: its claims so far (restarts + 1)
+        "old3": ("edit", Origin.REROLL, 35_000, 1),
+        "old4": ("edit", Origin.MESSAGE, 100_000, 1),
+        "old5": ("edit", Origin.COMMAND, 15_700, 0),
+        "old6": ("edit", Origin.COMMAND, 65_200, 0),
+        "old7": ("edit", Origin.COMMAND, 100_000, 1),
+    }
+    amounts = await query(store, "SELECT job_id, entry, amount FROM money ORDER BY job_id, entry")
+    expected = [(job_id, "charge", round(cost * 1_000_000)) for job_id, _, _, _, cost, *_ in OLD_JOBS]
+    expected += [(job_id, "refund", round(cost * 1_000_000)) for job_id, _, s, _, cost, *_ in OLD_JOBS
+                 if s in ("failed", "cancelled")]  # fmt: skip
+    assert [(r["job_id"], r["entry"], r["amount"]) for r in amounts] == sorted(expected)
+    assert all(type(r["amount"]) is int for r in amounts)
+    totals = await store.totals(DAY)
+    # 0.03 + 0.035 + 0.1 + 0.0157 on the operator's key (old2 and old6 refunded), 0.1 on the server's own.
+    assert (totals.operator_spend, totals.server_spend) == (180_700, 100_000)
+    usage = await store.usage(1, 10, DAY, NOON + 60)
+    assert (usage.user_today, usage.spend_today) == (1, 180_700)
+    # Every ended job has its notice, already told; an undelivered result never shown is owed at next use.
+    notices = await query(store, "SELECT job_id, outcome, done_at, how, shown_at FROM notices ORDER BY job_id")
+    assert [tuple(r.values()) for r in notices] == [
+        ("old1", "succeeded", NOON + 20, "before_outbox", None),
+        ("old2", "failed", NOON + 9, "before_outbox", None),
+        ("old3", "succeeded", NOON + 30, "next_use", None),
+        ("old4", "succeeded", NOON + 31, "next_use", NOON + 60),
+        ("old6", "cancelled", NOON + 2, "before_outbox", None),
+        ("old7", "succeeded", NOON + 40, "before_outbox", None),
+    ]
+    assert totals.notices_pending == 0
+    assert await store.next_use_users() == {2}
+    assert [(n.job_id, n.outcome) for n, _ in await store.next_use_notices(2)] == [("old3", JobState.SUCCEEDED)]
+    with pytest.raises((sqlite3.OperationalError, asyncpg.UndefinedTableError)):
+        await value(store, "SELECT COUNT(*) FROM notices_shown")
+    # The migrated queue runs on: the queued job's inputs are there, it is claimed in a first run, and new
+    # jobs are admitted and charged in micro-dollars beside the old ones.
+    assert await store.load_inputs("old5") == [StoredImage(b"old-png", "image/png", 4, 3)]
+    claimed = await store.claim(ClaimTerms("new-process", NOON + 100, LEASE, 4))
+    assert isinstance(claimed, Job) and (claimed.id, claimed.run, claimed.holder) == ("old5", 1, "new-process")
+    await admit(store, make_job("new1", 1, NOON + 100))
+    assert (await store.totals(DAY)).operator_spend == 180_700 + PRICE

@@ -469,6 +469,8 @@ def _move(
     if target.terminal:
         draft = notice or NoticeDraft()
         done = draft.done_how is not None
+        # The mover tells a notice due now; one due after a grace (a reply on its way) is anyone's when due.
+        held = not done and draft.delay == 0
         yield from execute(
             q.INSERT_NOTICE,
             job_id=job_id,
@@ -476,8 +478,8 @@ def _move(
             payload=json.dumps(dict(draft.payload)),
             created_at=now,
             due_at=now + draft.delay,
-            claimed_by=None if done else holder,
-            lease_until=None if done else now + NOTICE_LEASE + draft.delay,
+            claimed_by=holder if held else None,
+            lease_until=now + NOTICE_LEASE if held else None,
             done_at=now if done else None,
             how=draft.done_how,
         )
