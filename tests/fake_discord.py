@@ -531,6 +531,18 @@ class FakeDiscord:
                 channel |= {"default_forum_layout": 0, "default_thread_rate_limit_per_user": 0}
             self.channels[cid] = channel
 
+    def add_role(self, name: str, *, permissions: int = 0) -> int:
+        """A new role in the guild, sent with the guild when the bot connects: add it before the bot starts."""
+        rid = self.snowflake()
+        self.roles[rid] = {
+            **self.roles[self.ARTIST_ROLE_ID],
+            "id": str(rid),
+            "name": name,
+            "permissions": str(permissions),
+            "position": len(self.roles),
+        }
+        return rid
+
     def add_user(
         self, user_id: int, username: str | None = None, *, bot: bool = False, roles: list[int] | None = None
     ) -> JSON:

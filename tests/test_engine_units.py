@@ -17,7 +17,7 @@ import pytest
 from bot.config import Config, load_config
 from bot.core.job import Job, JobRequest, styled_prompt, utc_day
 from bot.core.money import MICROS_PER_USD, MoneyError, format_price, format_usd, parse_usd, usd_float
-from bot.core.overrides import GuildOverrides, PrivateResults
+from bot.core.overrides import UNSET, GuildOverrides, PrivateResults, RoleLimits
 from bot.core.quota import DayUsage, Limit, Quota, describe_wait, next_reset
 from bot.core.states import JobState
 from bot.errors import ConfigError, InputError
@@ -29,6 +29,7 @@ from bot.servers.limits import (
     check_access,
     check_can_delete,
     check_can_reuse,
+    member_limits,
     member_standing,
     quota_for,
 )
@@ -197,6 +198,58 @@ def test_a_members_standing_against_the_limits() -> None:
     over = member_standing(CONFIG, rules, MEMBER, usage(user_today=9), NOON)
     assert over.left_today == 0 and over.cooldown_wait == 0.0
     assert member_standing(CONFIG, limits(user_daily_limit=None), MEMBER, usage(), NOON).left_today is None
+
+
+def test_a_members_limits_are_the_most_generous_of_their_roles_limit_by_limit() -> None:
+    rules = limits(
+        user_daily_limit=10,
+        user_max_active=2,
+        user_cooldown_seconds=60.0,
+        role_limits={
+            5: RoleLimits(user_daily_limit=3, user_cooldown_seconds=0.0),
+            6: RoleLimits(user_daily_limit=None),  # unlimited beats any number
+            7: RoleLimits(user_daily_limit=20, user_max_active=4),
+            8: RoleLimits(user_cooldown_seconds=30.0),
+        },
+    )
+
+    def mine(*roles: int) -> tuple[object, ...]:
+        got = member_limits(CONFIG, rules, dataclasses.replace(MEMBER, role_ids=frozenset(roles)))
+        return got.daily, got.daily_from, got.max_active, got.max_active_from, got.cooldown, got.cooldown_from
+
+    assert mine() == (10, None, 2, None, 60.0, None)  # no role sets anything: the server's
+    assert mine(5) == (3, 5, 2, None, 0.0, 5)  # a role's limit replaces the server's, even a tighter one
+    assert mine(5, 7) == (20, 7, 4, 7, 0.0, 5)
+    assert mine(5, 6, 7) == (None, 6, 4, 7, 0.0, 5)
+    assert mine(8, 5) == (3, 5, 2, None, 0.0, 5)  # the shorter cooldown
+    assert mine(99) == (10, None, 2, None, 60.0, None)  # a role without limits changes nothing
+    both = member_limits(CONFIG, rules, dataclasses.replace(MEMBER, role_ids=frozenset({5, 7})))
+    assert both.from_roles == [7, 5] and both.all_from_roles
+    quota = quota_for(CONFIG, rules, dataclasses.replace(MEMBER, role_ids=frozenset({5, 7})), NOON)
+    assert (quota.user_today, quota.user_active, quota.user_last_accepted) == (19, 3, None)
+    exempt = quota_for(CONFIG, rules, dataclasses.replace(MEMBER, role_ids=frozenset({5}), is_manager=True), NOON)
+    assert (exempt.user_today, exempt.user_active) == (None, None)  # exemption is as it was
+    dm = member_limits(CONFIG, None, dataclasses.replace(MEMBER, guild_id=None))
+    assert (dm.daily, dm.max_active, dm.from_roles) == (CONFIG.user_daily_limit, CONFIG.user_max_active, [])
+
+
+def test_role_limits_round_trip_through_json_and_forgetting_the_last_one_unsets_them() -> None:
+    overrides = GuildOverrides(user_max_active=3).with_role_limits(5, RoleLimits(user_daily_limit=None))
+    overrides = overrides.with_role_limits(5, RoleLimits(user_max_active=4))  # merged with what role 5 had
+    overrides = overrides.with_role_limits(6, RoleLimits(user_cooldown_seconds=2.5))
+    data = overrides.to_json()
+    assert data == {
+        "user_max_active": 3,
+        "role_limits": {
+            "5": {"user_daily_limit": None, "user_max_active": 4},
+            "6": {"user_cooldown_seconds": 2.5},
+        },
+    }
+    assert GuildOverrides.from_json(data) == overrides
+    resolved = GuildLimits.resolve(CONFIG, GuildOverrides.from_json(data))
+    assert resolved.user_max_active == 3 and set(resolved.role_limits) == {5, 6}
+    gone = overrides.with_role_limits(5, None).with_role_limits(6, None)
+    assert gone.role_limits is UNSET and gone.to_json() == {"user_max_active": 3}
 
 
 # Access, presets, privacy, reuse -------------------------------------------------------------------------

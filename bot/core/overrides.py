@@ -30,19 +30,8 @@ class PrivateResults(enum.StrEnum):
     ALWAYS = "always"  # every status and result is visible only to its requester
 
 
-@dataclass(frozen=True)
-class GuildOverrides:
-    """The limits and settings one server changed from the defaults."""
-
-    user_daily_limit: int | _Unset | None = UNSET
-    guild_daily_limit: int | _Unset | None = UNSET
-    user_cooldown_seconds: float | _Unset = UNSET
-    allowed_channel_ids: frozenset[int] | _Unset = UNSET
-    allowed_role_ids: frozenset[int] | _Unset = UNSET
-    exempt_role_ids: frozenset[int] | _Unset = UNSET
-    audit_channel_id: int | _Unset | None = UNSET  # where every job's outcome is posted (None: nowhere)
-    model: str | _Unset = UNSET  # the image model this server uses (one of IMAGE_MODELS)
-    private_results: PrivateResults | _Unset = UNSET
+class _Overrides:
+    """What every set of overrides can say about itself (its fields default to ``UNSET``)."""
 
     def is_set(self, name: str) -> bool:
         """Whether this server changed ``name``."""
@@ -53,11 +42,74 @@ class GuildOverrides:
         value = getattr(self, name)
         return default if value is UNSET else value
 
+
+@dataclass(frozen=True)
+class RoleLimits(_Overrides):
+    """The member limits for members holding one role. What a role does not set, it leaves to the
+    server; a member holding several roles gets, limit by limit, the most generous of theirs."""
+
+    user_daily_limit: int | _Unset | None = UNSET  # None: unlimited
+    user_max_active: int | _Unset = UNSET
+    user_cooldown_seconds: float | _Unset = UNSET
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.is_set(f.name) for f in dataclasses.fields(self))
+
+    def merged(self, changes: RoleLimits) -> RoleLimits:
+        """These limits with every limit ``changes`` sets."""
+        return dataclasses.replace(
+            self, **{f.name: getattr(changes, f.name) for f in dataclasses.fields(self) if changes.is_set(f.name)}
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if self.is_set(f.name)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RoleLimits:
+        values: dict[str, Any] = {}
+        if "user_daily_limit" in data:
+            daily = data["user_daily_limit"]
+            values["user_daily_limit"] = None if daily is None else int(daily)
+        if "user_max_active" in data:
+            values["user_max_active"] = int(data["user_max_active"])
+        if "user_cooldown_seconds" in data:
+            values["user_cooldown_seconds"] = float(data["user_cooldown_seconds"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class GuildOverrides(_Overrides):
+    """The limits and settings one server changed from the defaults."""
+
+    user_daily_limit: int | _Unset | None = UNSET
+    guild_daily_limit: int | _Unset | None = UNSET
+    user_cooldown_seconds: float | _Unset = UNSET
+    user_max_active: int | _Unset = UNSET
+    # role id -> that role's member limits (ImGen-style tiers: free, supporter, premium)
+    role_limits: Mapping[int, RoleLimits] | _Unset = UNSET
+    allowed_channel_ids: frozenset[int] | _Unset = UNSET
+    allowed_role_ids: frozenset[int] | _Unset = UNSET
+    exempt_role_ids: frozenset[int] | _Unset = UNSET
+    audit_channel_id: int | _Unset | None = UNSET  # where every job's outcome is posted (None: nowhere)
+    model: str | _Unset = UNSET  # the image model this server uses (one of IMAGE_MODELS)
+    private_results: PrivateResults | _Unset = UNSET
+
     def merged(self, changes: GuildOverrides) -> GuildOverrides:
         """These overrides with every setting ``changes`` sets."""
         return dataclasses.replace(
             self, **{f.name: getattr(changes, f.name) for f in dataclasses.fields(self) if changes.is_set(f.name)}
         )
+
+    def with_role_limits(self, role_id: int, changes: RoleLimits | None) -> GuildOverrides:
+        """These overrides with ``role_id``'s limits changed by ``changes`` (``None``: forgotten)."""
+        roles: dict[int, RoleLimits] = dict(self.pick("role_limits", {}))
+        limits = RoleLimits() if changes is None else roles.get(role_id, RoleLimits()).merged(changes)
+        if limits.empty:
+            roles.pop(role_id, None)
+        else:
+            roles[role_id] = limits
+        return dataclasses.replace(self, role_limits=roles if roles else UNSET)
 
     def to_json(self) -> dict[str, Any]:
         """Only the settings that are set; id sets as sorted lists."""
@@ -66,7 +118,11 @@ class GuildOverrides:
             value = getattr(self, f.name)
             if value is UNSET:
                 continue
-            out[f.name] = sorted(value) if isinstance(value, frozenset) else value
+            if isinstance(value, frozenset):
+                value = sorted(value)
+            elif f.name == "role_limits":
+                value = {str(role): limits.to_json() for role, limits in sorted(value.items())}
+            out[f.name] = value
         return out
 
     @classmethod
@@ -85,6 +141,8 @@ class GuildOverrides:
                 value = str(value)
             elif f.name == "private_results":
                 value = PrivateResults(value)
+            elif f.name == "role_limits":
+                value = {int(role): RoleLimits.from_json(limits) for role, limits in value.items()}
             elif value is not None:
                 value = int(value)
             values[f.name] = value

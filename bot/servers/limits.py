@@ -8,11 +8,12 @@ quota is decided by the store, under its locks (``bot.core.quota``).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from bot.config import Config
 from bot.core.job import Job, JobRequest
-from bot.core.overrides import GuildOverrides, PrivateResults
+from bot.core.overrides import GuildOverrides, PrivateResults, RoleLimits
 from bot.core.quota import DayUsage, Quota
 from bot.errors import AtelierError
 from bot.i18n import _t
@@ -40,6 +41,8 @@ class GuildLimits:
     allowed_role_ids: frozenset[int]
     exempt_role_ids: frozenset[int]
     private_results: PrivateResults = PrivateResults.ALLOWED
+    user_max_active: int = 2
+    role_limits: Mapping[int, RoleLimits] = field(default_factory=dict)
 
     @classmethod
     def resolve(cls, config: Config, overrides: GuildOverrides) -> GuildLimits:
@@ -52,6 +55,8 @@ class GuildLimits:
             allowed_role_ids=overrides.pick("allowed_role_ids", config.allowed_role_ids),
             exempt_role_ids=overrides.pick("exempt_role_ids", config.exempt_role_ids),
             private_results=overrides.pick("private_results", config.private_results),
+            user_max_active=overrides.pick("user_max_active", config.user_max_active),
+            role_limits=overrides.pick("role_limits", {}),
         )
 
 
@@ -91,6 +96,60 @@ def check_access(config: Config, limits: GuildLimits | None, who: Requester) -> 
 
 
 @dataclass(frozen=True)
+class MemberLimits:
+    """The member limits one member gets where they asked, and where each came from.
+
+    A limit that one of the member's roles sets is the most generous among those roles
+    (unlimited beats any number, more beats fewer, a shorter cooldown beats a longer one), even
+    when that is tighter than the server's: a "newcomers" role may get fewer edits than everyone.
+    A limit none of their roles sets is the server's.
+    """
+
+    daily: int | None
+    max_active: int
+    cooldown: float
+    daily_from: int | None = None  # the role that gave it (None: the server's)
+    max_active_from: int | None = None
+    cooldown_from: int | None = None
+
+    @property
+    def from_roles(self) -> list[int]:
+        """The roles that gave any of these limits, each once, in the order daily, active, cooldown."""
+        found = (self.daily_from, self.max_active_from, self.cooldown_from)
+        return list(dict.fromkeys(role for role in found if role is not None))
+
+    @property
+    def all_from_roles(self) -> bool:
+        return None not in (self.daily_from, self.max_active_from, self.cooldown_from)
+
+
+def _daily_rank(value: int | None) -> float:
+    return float("inf") if value is None else value
+
+
+def member_limits(config: Config, limits: GuildLimits | None, who: Requester) -> MemberLimits:
+    """The daily limit, the most active jobs and the cooldown for ``who`` (see ``MemberLimits``)."""
+    if limits is None:  # a direct message: the bot's defaults
+        return MemberLimits(config.user_daily_limit, config.user_max_active, config.user_cooldown_seconds)
+    mine = sorted((role, rl) for role, rl in limits.role_limits.items() if role in who.role_ids)
+    daily_roles = [(role, rl.pick("user_daily_limit", None)) for role, rl in mine if rl.is_set("user_daily_limit")]
+    active_roles = [(role, rl.pick("user_max_active", 0)) for role, rl in mine if rl.is_set("user_max_active")]
+    cooldown_roles = [
+        (role, rl.pick("user_cooldown_seconds", 0.0)) for role, rl in mine if rl.is_set("user_cooldown_seconds")
+    ]
+    daily, daily_from = limits.user_daily_limit, None
+    if daily_roles:
+        daily_from, daily = max(daily_roles, key=lambda pair: _daily_rank(pair[1]))
+    max_active, active_from = limits.user_max_active, None
+    if active_roles:
+        active_from, max_active = max(active_roles, key=lambda pair: pair[1])
+    cooldown, cooldown_from = limits.user_cooldown_seconds, None
+    if cooldown_roles:
+        cooldown_from, cooldown = min(cooldown_roles, key=lambda pair: pair[1])
+    return MemberLimits(daily, max_active, cooldown, daily_from, active_from, cooldown_from)
+
+
+@dataclass(frozen=True)
 class MemberStanding:
     """A member's place against the member limits, as admission and ``/usage`` both see it."""
 
@@ -100,6 +159,7 @@ class MemberStanding:
     active: int
     max_active: int
     cooldown_wait: float  # seconds until the cooldown allows another edit (0 = now)
+    limits: MemberLimits | None = None  # the limits and the roles they come from
 
     @property
     def left_today(self) -> int | None:
@@ -116,18 +176,18 @@ def member_standing(
 ) -> MemberStanding:
     """Where ``who`` stands against the member limits in force where they asked."""
     exempt = is_exempt(limits, who)
-    daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
-    cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
+    mine = member_limits(config, limits, who)
     wait = 0.0
-    if cooldown and usage.user_last_accepted is not None:
-        wait = max(0.0, usage.user_last_accepted + cooldown - now)
+    if mine.cooldown and usage.user_last_accepted is not None:
+        wait = max(0.0, usage.user_last_accepted + mine.cooldown - now)
     return MemberStanding(
         exempt=exempt,
-        daily_limit=daily,
+        daily_limit=mine.daily,
         used_today=usage.user_today,
         active=usage.user_active,
-        max_active=config.user_max_active,
+        max_active=mine.max_active,
         cooldown_wait=wait,
+        limits=mine,
     )
 
 
@@ -149,20 +209,20 @@ def quota_for(
     price = config.price_per_image if price is None else price
     budget = config.daily_budget
     guild_limit = limits.guild_daily_limit if limits is not None else None
-    daily = limits.user_daily_limit if limits is not None else config.user_daily_limit
-    cooldown = limits.user_cooldown_seconds if limits is not None else config.user_cooldown_seconds
+    mine = member_limits(config, limits, who)
+    daily, cooldown = mine.daily, mine.cooldown
     member = not is_exempt(limits, who)
     return Quota(
         now,
         spend_today=budget - price if budget is not None and not own_key else None,
         guild_today=guild_limit - 1 if guild_limit is not None else None,
-        user_active=config.user_max_active - 1 if member else None,
+        user_active=mine.max_active - 1 if member else None,
         user_today=daily - 1 if member and daily is not None else None,
         user_last_accepted=now - cooldown if member and cooldown else None,
         budget=budget or 0,
         guild_limit=guild_limit or 0,
         daily_limit=daily or 0,
-        max_active=config.user_max_active,
+        max_active=mine.max_active,
         cooldown=float(cooldown or 0),
     )
 

@@ -14,6 +14,7 @@ import logging
 import re
 import statistics
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -23,7 +24,7 @@ from discord.ext import commands
 
 from bot.core.job import utc_day
 from bot.core.money import format_price, format_usd
-from bot.core.overrides import UNSET, GuildOverrides, PrivateResults
+from bot.core.overrides import UNSET, GuildOverrides, PrivateResults, RoleLimits
 from bot.errors import AtelierError, InputError
 from bot.i18n import Text, _pt, _t
 from bot.ops.charts import render_stats_chart
@@ -99,6 +100,7 @@ def describe_limits(limits: GuildLimits, overrides: GuildOverrides, language: st
     exempt = ", ".join(f"<@&{r}>" for r in sorted(limits.exempt_role_ids)) or _t("none (Manage Server always is)")
     lines = [
         ("user_daily_limit", _t("• Edits per member per day: **{count}**", count=count(limits.user_daily_limit))),
+        ("user_max_active", _t("• Jobs per member at once: **{count}**", count=limits.user_max_active)),
         (
             "guild_daily_limit",
             _t("• Edits for this server per day: **{count}**", count=count(limits.guild_daily_limit)),
@@ -119,7 +121,32 @@ def describe_limits(limits: GuildLimits, overrides: GuildOverrides, language: st
             _t("• Private results: **{choice}**", choice=PRIVATE_RESULTS_CHOICES[limits.private_results]),
         ),
     ]
-    return "\n".join(render(set_here(line) if overrides.is_set(name) else line, language) for name, line in lines)
+    shown = [render(set_here(line) if overrides.is_set(name) else line, language) for name, line in lines]
+    if limits.role_limits:
+        shown.append(render(_t("Limits by role (a member gets the most generous of their roles'):"), language))
+        shown += [render(describe_role_limits(role, rl), language) for role, rl in sorted(limits.role_limits.items())]
+    return "\n".join(shown)
+
+
+def describe_role_limits(role_id: int, limits: RoleLimits) -> Text:
+    """One role's line: what it sets, and that the rest is the server's."""
+    # Translators: what a role does not set is the server's limit.
+    server = _t("the server's")
+    daily: Text | int = server
+    if limits.is_set("user_daily_limit"):
+        daily = limits.pick("user_daily_limit", None) or _pt("limit", "unlimited")
+    active: Text | int = limits.pick("user_max_active", 0) or server
+    cooldown: Text | str = server
+    if limits.is_set("user_cooldown_seconds"):
+        cooldown = _t("{seconds} s", seconds=f"{limits.pick('user_cooldown_seconds', 0.0):g}")
+    return _t(
+        # Translators: {role} is a role mention; each value is a number, "unlimited" or "the server's".
+        "• {role}: edits per day **{daily}**, at once **{active}**, cooldown **{cooldown}**",
+        role=f"<@&{role_id}>",
+        daily=daily,
+        active=active,
+        cooldown=cooldown,
+    )
 
 
 @app_commands.guild_only()
@@ -234,18 +261,22 @@ class AdminCog(
     )
     @app_commands.describe(
         user_daily=_desc("Edits per member per day (0 = unlimited)"),
+        active=_desc("Jobs a member may have queued or running at once"),
         guild_daily=_desc("Edits for the whole server per day (0 = unlimited)"),
         cooldown=_desc("Seconds a member waits between edits (0 = none)"),
+        role=_desc("Set user_daily, active and cooldown for members with this role (their most generous role wins)"),
         channels=_desc("Channels where the bot works: mentions or ids, or 'all'"),
         roles=_desc("Roles allowed to use the bot: mentions or ids, or 'everyone'"),
         exempt_roles=_desc("Roles that bypass member limits (not the budget): mentions or ids, or 'none'"),
         private=_desc("Results only their member sees: each member chooses, never, or always"),
-        reset=_desc("Forget this server's changes and use the bot's defaults"),
+        reset=_desc("Forget this server's changes (with role: that role's limits) and use the defaults"),
     )
     @app_commands.rename(
         user_daily=_name("option name", "user_daily"),
+        active=_name("option name", "active"),
         guild_daily=_name("option name", "guild_daily"),
         cooldown=_name("option name", "cooldown"),
+        role=_name("option name", "role"),
         channels=_name("option name", "channels"),
         roles=_name("option name", "roles"),
         exempt_roles=_name("option name", "exempt_roles"),
@@ -264,8 +295,10 @@ class AdminCog(
         self,
         interaction: discord.Interaction,
         user_daily: app_commands.Range[int, 0, 100000] | None = None,
+        active: app_commands.Range[int, 1, 100] | None = None,
         guild_daily: app_commands.Range[int, 0, 1000000] | None = None,
         cooldown: app_commands.Range[int, 0, 86400] | None = None,
+        role: discord.Role | None = None,
         channels: str | None = None,
         roles: str | None = None,
         exempt_roles: str | None = None,
@@ -275,15 +308,40 @@ class AdminCog(
         assert interaction.guild_id is not None
         engine = self.bot.engine
         overrides = await engine.guild_overrides(interaction.guild_id)
+        member_values: dict[str, Any] = {}  # what a role may set as well as the server
+        if user_daily is not None:
+            member_values["user_daily_limit"] = user_daily or None
+        if active is not None:
+            member_values["user_max_active"] = active
+        if cooldown is not None:
+            member_values["user_cooldown_seconds"] = float(cooldown)
+        if role is not None:
+            server_wide = [
+                name
+                for name, value in (
+                    ("guild_daily", guild_daily),
+                    ("channels", channels),
+                    ("roles", roles),
+                    ("exempt_roles", exempt_roles),
+                    ("private", private),
+                )
+                if value is not None
+            ]
+            if server_wide:
+                raise InputError(
+                    # Translators: {options} are option names, as typed, e.g. `guild_daily`, `channels`.
+                    _t(
+                        "{options} apply to the whole server, not to one role; send them without `role`.",
+                        options=", ".join(f"`{name}`" for name in server_wide),
+                    )
+                )
+            await self.change_role_limits(interaction, role, member_values, reset)
+            return
         if reset:  # the limits only: the audit channel and the model are /atelier settings' business
             overrides = GuildOverrides(audit_channel_id=overrides.audit_channel_id, model=overrides.model)
-        values: dict[str, Any] = {}
-        if user_daily is not None:
-            values["user_daily_limit"] = user_daily or None
+        values: dict[str, Any] = dict(member_values)
         if guild_daily is not None:
             values["guild_daily_limit"] = guild_daily or None
-        if cooldown is not None:
-            values["user_cooldown_seconds"] = float(cooldown)
         if channels is not None:
             values["allowed_channel_ids"] = frozenset(parse_ids(channels, "channels"))
         if roles is not None:
@@ -308,6 +366,40 @@ class AdminCog(
             if values or reset
             # Translators: {time} is a Discord timestamp, shown in the reader's own date and time format.
             else _t("⚙️ **Limits in this server** ({time})", time=stamp)
+        )
+        language = language_of(interaction)
+        await interaction.response.send_message(
+            f"{render(title, language)}\n{describe_limits(limits, overrides, language)}", ephemeral=True
+        )
+
+    async def change_role_limits(
+        self, interaction: discord.Interaction, role: discord.Role, values: dict[str, Any], reset: bool
+    ) -> None:
+        """``/atelier limits role:@Role …``: set, forget or show one role's member limits."""
+        assert interaction.guild_id is not None
+        if role.is_default():
+            raise InputError(_t("@everyone is every member: set the server's limits without `role`."))
+        engine = self.bot.engine
+        overrides = await engine.guild_overrides(interaction.guild_id)
+        changed = bool(values) or reset
+        if changed:
+            if reset:
+                overrides = overrides.with_role_limits(role.id, None)
+            if values:
+                overrides = overrides.with_role_limits(role.id, RoleLimits(**values))
+            await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
+            log.info(
+                "guild=%s role=%s limits changed by user=%s: %s%s",
+                interaction.guild_id, role.id, interaction.user.id, "reset; " if reset else "", values,
+            )  # fmt: skip
+        limits = GuildLimits.resolve(self.bot.config, overrides)
+        stamp = f"<t:{int(time.time())}:f>"
+        title = (
+            # Translators: {role} is a role mention; {time} is a Discord timestamp.
+            _t("✅ **Limits for {role} updated** ({time})", role=role.mention, time=stamp)
+            if changed
+            # Translators: {role} is a role mention; {time} is a Discord timestamp.
+            else _t("⚙️ **Limits for {role}** ({time})", role=role.mention, time=stamp)
         )
         language = language_of(interaction)
         await interaction.response.send_message(
@@ -464,6 +556,10 @@ class AdminCog(
             # Translators: {members} is a list of member mentions, or "none".
             _t("• Blocked members: {members}", members=blocked or none),
         ]
+        role_limits: Mapping[int, RoleLimits] = overrides.pick("role_limits", {})
+        if role_limits:
+            lines.append(_t("Limits by role (a member gets the most generous of their roles'):"))
+            lines += [describe_role_limits(role, rl) for role, rl in sorted(role_limits.items())]
         return "\n".join(render(line, language) for line in lines)
 
     # Blocks ---------------------------------------------------------------------------------------

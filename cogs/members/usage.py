@@ -78,6 +78,16 @@ class UsageCog(commands.Cog):
                     resets=resets_text(now),
                 )
             )
+        mine = standing.limits
+        if mine is not None and mine.from_roles and not standing.exempt:
+            roles = ", ".join(f"<@&{role}>" for role in mine.from_roles)
+            texts.append(
+                # Translators: {roles} is one or more role mentions.
+                _t("Your limits come from {roles}.", roles=roles)
+                if mine.all_from_roles
+                # Translators: {roles} is one or more role mentions; the member's other limits are the server's.
+                else _t("Your limits come from {roles}; the others are this server's.", roles=roles)
+            )
         if standing.cooldown_wait > 0 and not standing.exempt:
             # Translators: {wait} is a duration, e.g. "40 s" or "2 min".
             texts.append(_t("Next edit possible in {wait}.", wait=describe_wait(standing.cooldown_wait)))
