@@ -8,6 +8,7 @@ history); the test checks the expected results on each database, and that both o
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -249,6 +250,27 @@ async def test_money_totals_are_exact_integer_sums(store: Store) -> None:
     assert await value(store, "SELECT SUM(amount) FROM money WHERE entry = 'charge'") == 90_000 + 30_000 + 1_012_346
 
 
+async def test_a_request_s_spoiler_options_and_variation_are_stored_as_asked(store: Store) -> None:
+    plain = make_job("plain", 1)
+    asked = dataclasses.replace(
+        make_job("asked", 1),
+        request=dataclasses.replace(
+            plain.request,
+            spoiler=True,
+            options={"quality": "high", "output_compression": 80},
+            group_id="asked",
+            variant=2,
+            variants=3,
+        ),
+    )
+    for job in (plain, asked):
+        await admit(store, job)
+        stored = await store.get_job(job.id)
+        assert stored is not None and stored.request == job.request
+    back = await store.get_job("asked")
+    assert back is not None and back.request.is_variation and type(back.request.options["output_compression"]) is int
+
+
 async def test_migrations_apply_once(store: Store) -> None:
     applied = await query(store, "SELECT version FROM schema_migrations ORDER BY version")
     assert [row["version"] for row in applied] == list(range(1, LATEST + 1))
@@ -302,7 +324,7 @@ def old_rows() -> Any:
 
 
 @pytest.mark.parametrize("database", DATABASES)
-async def test_a_database_the_old_code_left_at_version_6_is_migrated_once_to_7(database: str, tmp_path: Path) -> None:
+async def test_a_database_left_at_version_6_is_migrated_once_to_the_latest(database: str, tmp_path: Path) -> None:
     async with fresh(database, tmp_path) as connect:
         old = connect()
         await old.open()
@@ -335,7 +357,7 @@ async def test_a_database_the_old_code_left_at_version_6_is_migrated_once_to_7(d
 
 async def check_migrated(store: Store) -> None:
     versions = [r["version"] for r in await query(store, "SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == list(range(1, LATEST + 1)) and LATEST == 7
+    assert versions == list(range(1, LATEST + 1)) and LATEST == 8
     # Money in integer micro-dollars, exactly; the kind (what a job does) split from its origin (how it began).
     jobs = {job_id: await store.get_job(job_id) for job_id, *_ in OLD_JOBS}
     assert {job_id: (j.kind, j.request.origin, j.cost, j.run) for job_id, j in jobs.items() if j} == {
@@ -347,6 +369,9 @@ async def check_migrated(store: Store) -> None:
         "old6": ("edit", Origin.COMMAND, 65_200, 0),
         "old7": ("edit", Origin.COMMAND, 100_000, 1),
     }
+    # Version 8: an old job is no spoiler, asked no model options and is no variation.
+    assert {(j.request.spoiler, len(j.request.options), j.request.group_id, j.request.variant, j.request.variants)
+            for j in jobs.values() if j} == {(False, 0, None, 0, 1)}  # fmt: skip
     amounts = await query(store, "SELECT job_id, entry, amount FROM money ORDER BY job_id, entry")
     expected = [(job_id, "charge", round(cost * 1_000_000)) for job_id, _, _, _, cost, *_ in OLD_JOBS]
     expected += [(job_id, "refund", round(cost * 1_000_000)) for job_id, _, s, _, cost, *_ in OLD_JOBS

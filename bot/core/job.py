@@ -76,6 +76,19 @@ class JobRequest:
     style: str | None = None  # the name of the server's style preset, if one was chosen
     style_text: str | None = None  # that preset's text as it was when the job was accepted
     language: str | None = None  # the catalog its member reads (e.g. "zh_CN"); None: English
+    spoiler: bool = False  # the result's media (output and inputs) are shown as spoilers
+    # The model's options asked for (e.g. {"quality": "high", "output_format": "webp"}): only what
+    # the job's model takes, checked before acceptance. Values are strings or integers.
+    options: Mapping[str, str | int] = field(default_factory=dict)
+    # Variations: the runs of one request share ``group_id`` (the id of its first job); ``variant``
+    # is this run's place (1..``variants``). Not a variation: no group, variant 0, variants 1.
+    group_id: str | None = None
+    variant: int = 0
+    variants: int = 1
+
+    @property
+    def is_variation(self) -> bool:
+        return self.group_id is not None
 
     @property
     def api_prompt(self) -> str:

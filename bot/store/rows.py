@@ -17,7 +17,7 @@ from bot.core.states import JobState
 
 REQUEST_COLUMNS = (
     "kind", "origin", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id",
-    "private", "style", "style_text", "language",
+    "private", "style", "style_text", "language", "spoiler", "options", "group_id", "variant", "variants",
 )  # fmt: skip
 JOB_COLUMNS = (
     "id", "status", *REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost", "model",
@@ -38,7 +38,12 @@ def job_params(job: Job, lease_until: float | None = None) -> dict[str, Any]:
     """A new job as column values."""
     request = job.request
     params: dict[str, Any] = {name: getattr(request, name) for name in REQUEST_COLUMNS}
-    params.update(origin=request.origin.value, private=int(request.private))
+    params.update(
+        origin=request.origin.value,
+        private=int(request.private),
+        spoiler=int(request.spoiler),
+        options=json.dumps(dict(request.options), sort_keys=True),
+    )
     params.update(
         id=job.id,
         status=job.state.value,
@@ -93,6 +98,11 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         style=row["style"],
         style_text=row["style_text"],
         language=row["language"],
+        spoiler=bool(row["spoiler"]),
+        options=_options(row["options"]),
+        group_id=row["group_id"],
+        variant=int(row["variant"]),
+        variants=int(row["variants"]),
     )
     return Job(
         id=str(row["id"]),
@@ -124,6 +134,11 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         holder=row["claimed_by"],
         run=int(row["run"]),
     )
+
+
+def _options(raw: str | None) -> dict[str, str | int]:
+    options = json.loads(raw or "{}")
+    return {str(k): v if isinstance(v, int) else str(v) for k, v in options.items()}
 
 
 def _int(value: Any) -> int | None:
