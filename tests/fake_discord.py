@@ -52,8 +52,8 @@ returns them: components numbered, media resolved to the files' CDN links, menti
 
 Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no rate limits
 on bot-token routes, no voice, no zlib/zstd compression, no embeds validation, mentions only from
-``<@id>``/``<@&id>``/``@everyone`` in content (or a V2 message's text displays).  ``BOT_USER_ID`` deliberately differs from ``APP_ID`` (true for
-older applications) so code that mixes them up fails loudly.
+``<@id>``/``<@&id>``/``@everyone`` in content (or a V2 message's text displays).  ``BOT_USER_ID`` deliberately
+differs from ``APP_ID`` (true for older applications) so code that mixes them up fails loudly.
 """
 
 from __future__ import annotations
