@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 # When the destination refuses a fitted file as too large, aim this much smaller.
 SHRINK_AGAIN = 0.7
-# However many inputs a result shows, its output is never fitted below this (the copies are small).
-MIN_OUTPUT_BYTES = 256 * 1024
 
 
 class Deliverer:
@@ -51,7 +49,8 @@ class Deliverer:
         ``AtelierError``."""
         result, (inputs, strip) = await asyncio.gather(decoding, self._previews(job))
         media = ResultMedia((), inputs, strip)
-        budget = max(MIN_OUTPUT_BYTES, job.upload_limit - media.preview_bytes)
+        # The copies are small (a few KB each): whatever they take, the output keeps at least half the limit.
+        budget = max(job.upload_limit // 2, job.upload_limit - media.preview_bytes)
         image = await self._editor.fit(result.image, budget)
         if not await self._lifecycle.still_holds(job):
             log.warning("job=%s run=%d: not posting a result for a job this process lost", job.id, job.run)

@@ -32,11 +32,13 @@ PROMPT_MAX = 4096  # an embed's description
 STYLE_TEXT_SHOWN = 200
 
 
-def megabytes(size: int) -> str:
-    """A file size as it reads in a list: "1.2 MB", "84 KB"."""
+def file_size(size: int) -> str:
+    """A file size as it reads in a list: "1.2 MB", "84 KB", "912 B"."""
     if size >= 1_000_000:
         return f"{size / 1_000_000:.1f} MB"
-    return f"{max(1, round(size / 1000))} KB"
+    if size >= 1000:
+        return f"{round(size / 1000)} KB"
+    return f"{size} B"
 
 
 def _seconds(value: float) -> Text:
@@ -45,7 +47,7 @@ def _seconds(value: float) -> Text:
 
 def describe_input(name: str, info: InputInfo) -> str:
     """ "image1 1024×768, 1.2 MB" """
-    return f"**{name}** {info.width}×{info.height}, {megabytes(info.size)}"
+    return f"**{name}** {info.width}×{info.height}, {file_size(info.size)}"
 
 
 def link_to(job: Job) -> str:
@@ -111,7 +113,7 @@ def info_text(info: JobInfo, language: str | None) -> str:
     job = info.job
     request = job.request
     made = (
-        f"{job.output_width}×{job.output_height}, {megabytes(job.output_bytes or 0)}"
+        f"{job.output_width}×{job.output_height}, {file_size(job.output_bytes or 0)}"
         if job.output_width and job.output_height
         else "?"
     )
