@@ -173,7 +173,7 @@ async def test_a_gateway_and_two_workers_deliver_forty_jobs_from_ten_members_eac
         await cluster.worker(n).start()
     handles = await edits_from_members(discord_fake, 10, 4)
     results = await asyncio.gather(*(wait_result(h, timeout=60) for h in handles))
-    assert all(len(r.files) == 1 for r in results)
+    assert all([f.filename.split("-")[0] for f in r.files] == ["atelier", "input"] for r in results)
     prompts = [call.field("prompt") for call in image_api.calls]
     assert len(prompts) == 40 and len(set(prompts)) == 40
     assert image_api.max_in_flight <= 3

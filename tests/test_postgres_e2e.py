@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import BotProcess, card_text, send_edit, wait_final_text, wait_result
 from tests.postgres import fresh_database
 from tests.test_edit_e2e import jpeg
 from tests.test_lifecycle_e2e import cancel_button, contents, usage_text
@@ -162,7 +162,8 @@ async def test_odd_images_reach_the_api_on_postgres(
         content_types=[kind for _, kind in images.values()],
     )
     result = await wait_result(handle)
-    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
+    assert "image1 was turned upright, as its EXIF orientation says" in card_text(result)
+    assert [f.filename.split("-")[0] for f in result.files] == ["atelier", "inputs"]  # six inputs: one strip
     sent = image_api.calls[0].images
     with Image.open(io.BytesIO(sent[0].data)) as upright:
         assert upright.size == (40, 80)

@@ -19,7 +19,7 @@ from typing import Any
 from bot.core.job import Delivered, Job
 from bot.core.records import NoticeDraft
 from bot.core.states import JobState
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, UnexpectedError
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import kind_of
 from bot.jobs.lifecycle import Lifecycle
@@ -102,6 +102,8 @@ class Deliverer:
             return (), None
         try:
             return await self._editor.previews(images)
-        except (OSError, ValueError, SyntaxError) as exc:
+        except (OSError, ValueError, SyntaxError) as exc:  # checked once already; Pillow may still refuse
             log.warning("job=%s result goes without its inputs' copies: %s", job.id, exc)
-            return (), None
+        except Exception as exc:  # a bug: logged under a reference, and the result still goes out
+            UnexpectedError.capture(exc, f"the inputs' copies of job {job.id}")
+        return (), None

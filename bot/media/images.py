@@ -329,9 +329,12 @@ def _small_rgb(data: bytes, box: tuple[int, int]) -> Image.Image:
         image.draft("RGB", (box[0] * 2, box[1] * 2))  # a JPEG decodes at 1/2..1/8 scale; a no-op for others
         if getattr(image, "n_frames", 1) > 1:
             image.seek(0)
+        image.load()
         upright = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
         upright.thumbnail(box, Image.Resampling.BILINEAR, reducing_gap=2.0)
         small = _normalise_mode(upright)
+        if small is image:
+            small = image.copy()  # small already; the file it was read from closes with this block
     if "A" in small.getbands():
         # Transparent pixels would turn black in a JPEG; white reads like the chat's own light background.
         flat = Image.new("RGB", small.size, (255, 255, 255))
