@@ -134,8 +134,8 @@ async def test_ten_inputs_go_in_one_strip_so_the_card_stays_within_ten_files(
     _, result, message = await a_card(discord_fake, image_api, "a collage", inputs, make_png(70, 70))
     job = job_of(message)
     assert [f.filename for f in result.files] == [f"atelier-{job}.png", f"inputs-{job}.jpg"]
-    width, height = jpeg_size(result.files[1].data)
-    assert height == 160 and width > 10 * 160  # every input side by side, each 160 high
+    # Every input side by side in a strip 160 pixels high (these are small: never enlarged), 4 pixels apart.
+    assert jpeg_size(result.files[1].data) == (sum(40 + n for n in range(10)) + 9 * 4, 160)
     assert [item["media"]["url"] for _, item in card_media(result)] == [
         f"attachment://atelier-{job}.png",
         f"attachment://inputs-{job}.jpg",
@@ -284,6 +284,7 @@ async def test_an_old_result_without_a_card_still_refines_rerolls_and_deletes(
     ]
     await bot.stop()
     await bot.start()  # buttons are matched by their ids, whichever process posted them
+    assert f"job `{job}`" in (await click_info(discord_fake, card))["content"]  # Info too, after the restart
 
     image_api.then(Reply(image=make_png(45, 45)))
     await submit_refine(discord_fake, old, "refined from the old message")
@@ -304,7 +305,9 @@ async def test_a_card_over_the_upload_limit_is_reencoded_to_fit_with_its_inputs(
     discord_fake.attachment_size_limit = 300_000
     output = noise_png(400, 400)  # ~480 KB
     inputs = [noise_png(300, 300), noise_png(300, 300)]
-    _, result, _ = await a_card(discord_fake, image_api, "x", inputs, output)
+    handle, result, _ = await a_card(discord_fake, image_api, "x", inputs, output)
     assert result.ok and len(result.files) == 3
+    # Fitted with room for the copies: the first upload fits, none is refused as too large.
     assert sum(len(f.data) for f in result.files) <= 300_000
+    assert not [r for r in handle.webhook_requests() if r.status == 413]
     assert result.files[0].data != output and "upload limit" in card_text(result)

@@ -203,8 +203,9 @@ async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_once_ch
     result = await wait_result(handle, timeout=30)
     assert result.files
     assert [c.field("prompt") for c in image_api.calls] == ["survivor", "survivor"]
+    # The store records the job's end after its upload.
+    await poll(lambda: rows(database, "SELECT status, restarts FROM jobs"), [("succeeded", 1)])
     (job,) = await rows(database, "SELECT id, status, restarts FROM jobs")
-    assert (job["status"], job["restarts"]) == ("succeeded", 1)
     money = await rows(database, "SELECT entry FROM money WHERE job_id = $1", job["id"])
     assert [r[0] for r in money] == ["charge"]
     attempts = await rows(database, "SELECT run, outcome, may_be_billed FROM api_attempts ORDER BY run")

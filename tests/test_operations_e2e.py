@@ -230,7 +230,7 @@ async def test_a_result_after_the_token_expired_is_posted_to_the_channel(
     )
     assert posted.files[0].data == output
     # A card names its member in its text: with the mention allowed for them alone, it pings them only.
-    assert is_card(posted) and "content" not in posted.json
+    assert is_card(posted) and not posted.json.get("content")
     assert f"<@{discord_fake.USER_ID}>" in card_text(posted)
     assert posted.json["allowed_mentions"] == {"parse": [], "users": [discord_fake.USER_ID]}
     assert [int(u["id"]) for u in discord_fake.messages[int(posted.response["id"])]["mentions"]] == [

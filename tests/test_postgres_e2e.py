@@ -29,12 +29,18 @@ async def on_postgres(bot_env: dict[str, str]) -> AsyncIterator[str]:
         yield url
 
 
-async def statuses(url: str) -> list[tuple[str, str]]:
-    conn = await asyncpg.connect(url)
-    try:
-        return [(r[0], r[1]) for r in await conn.fetch("SELECT prompt, status FROM jobs ORDER BY created_at")]
-    finally:
-        await conn.close()
+async def statuses(url: str, timeout: float = 10) -> list[tuple[str, str]]:
+    """(prompt, status) of every job, once none is delivering: the store records a job's end after its upload."""
+    async with asyncio.timeout(timeout):
+        while True:
+            conn = await asyncpg.connect(url)
+            try:
+                found = [(r[0], r[1]) for r in await conn.fetch("SELECT prompt, status FROM jobs ORDER BY created_at")]
+            finally:
+                await conn.close()
+            if all(status != "delivering" for _, status in found):
+                return found
+            await asyncio.sleep(0.05)
 
 
 async def test_edit_refine_and_usage_on_postgres(
