@@ -303,8 +303,8 @@ async def test_a_card_over_the_upload_limit_is_reencoded_to_fit_with_its_inputs(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     discord_fake.attachment_size_limit = 300_000
-    output = noise_png(400, 400)  # ~480 KB
-    inputs = [noise_png(300, 300), noise_png(300, 300)]
+    output = noise_png(800, 800)  # ~1.9 MB: re-encoded and scaled down to fit
+    inputs = [noise_png(320, 320), noise_png(320, 320)]  # their copies: ~60 KB each (noise does not compress)
     handle, result, _ = await a_card(discord_fake, image_api, "x", inputs, output)
     assert result.ok and len(result.files) == 3
     # Fitted with room for the copies: the first upload fits, none is refused as too large.

@@ -692,6 +692,7 @@ async def test_v2_flag_is_set_by_an_edit_that_clears_the_content_and_never_remov
     assert status == 200 and edited["flags"] & V2 and edited["content"] == ""
     # Once set, the flag stays, and the message takes no content.
     assert refused(*await send_raw(fake, "PATCH", path, {"flags": 0}))
+    assert refused(*await send_raw(fake, "PATCH", path, {"flags": 0, "content": "back to text", "components": []}))
     assert refused(*await send_raw(fake, "PATCH", path, {"content": "back to text"}))
     assert fake.messages[int(plain["id"])]["flags"] & V2
     # A message with files must clear them when it becomes V2.
