@@ -566,7 +566,8 @@ class AdminCog(
         blocked = ", ".join(f"<@{b.user_id}>" for b in blocks[:20]) + (" …" if len(blocks) > 20 else "")
         # Translators: no audit channel, no blocked members.
         none = _pt("setting value", "none")
-        spoilers = ", ".join(f"<#{c}>" for c in sorted(overrides.pick("spoiler_channel_ids", frozenset())))
+        spoiler_channels: frozenset[int] = overrides.pick("spoiler_channel_ids", frozenset())
+        spoilers = ", ".join(f"<#{c}>" for c in sorted(spoiler_channels))
         lines = [
             # Translators: {channel} is a channel mention, or "none".
             _t("• Audit channel: {channel}", channel=f"<#{channel}>" if channel else none),
