@@ -5,6 +5,7 @@ Two kinds, both usable after a restart because they hold only ids:
   while it lives (15 minutes); a private job's is visible only to its requester;
 - ``message``: a message the bot posted with its own token (refines in threads,
   "Edit images" replies).
+A result is a card (``cogs.delivery.card``): the status message is edited into it.
 When the token has expired, or Discord refuses it, the result goes out as a new
 channel message that mentions the requester only, or, for a private job, as a
 direct message (and if the member's DMs are closed, it is not delivered). A result
