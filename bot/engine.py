@@ -38,7 +38,17 @@ from bot.core.job import Destination, Job, JobRequest, Origin, utc_day
 from bot.core.models import ImageModel
 from bot.core.overrides import GuildOverrides
 from bot.core.quota import DayUsage
-from bot.core.records import Block, DayStats, HistoryEntry, JobStats, Notice, NoticeDraft, StylePreset, Totals
+from bot.core.records import (
+    Block,
+    DayStats,
+    HistoryEntry,
+    JobInfo,
+    JobStats,
+    Notice,
+    NoticeDraft,
+    StylePreset,
+    Totals,
+)
 from bot.core.states import JobState, cancellable
 from bot.errors import AtelierError, CancelRefusedError, InputError, InputsGoneError, UnexpectedError
 from bot.i18n import Text, _t
@@ -89,6 +99,8 @@ CANCEL_REPLY_GRACE = 10.0
 CANCEL_TRIES = 3
 # How often the recent running times behind estimates are read again (every process's successes count).
 RUNS_EVERY = 300.0
+# A result's Info follows where it came from this many steps back (a long chain of refines stops there).
+PARENTS_SHOWN = 10
 # A result can be built on once it is posted: a member may click its buttons before the end is recorded.
 _POSTED = (JobState.DELIVERING, JobState.SUCCEEDED)
 _ALREADY_OVER = {
@@ -230,7 +242,7 @@ class JobEngine:
             self._places = Places(self._store, self._scheduler, mine or (lambda job: True))
             self._places.start(parts.notifier)
         if work:
-            deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher)
+            deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher, self._inputs)
             self._dispatcher = Dispatcher(
                 self.lifecycle,
                 self._api,
@@ -358,6 +370,28 @@ class JobEngine:
             raise InputError(_t("That result no longer exists."))
         check_can_reuse(job, user_id)
         return job
+
+    async def info(self, job_id: str, user_id: int) -> JobInfo:
+        """A result's details for ``user_id`` (a private one only its requester's): the job, the jobs it came
+        from (nearest first, at most ``PARENTS_SHOWN``), and its API attempts."""
+        job = await self.job(job_id)
+        if job is None:
+            raise InputError(_t("That result no longer exists."))
+        check_can_reuse(job, user_id)
+        parents: list[Job] = []
+        missing: str | None = None
+        seen = {job.id}
+        parent_id = job.request.parent_job_id
+        while parent_id is not None and parent_id not in seen and len(parents) < PARENTS_SHOWN:
+            parent = await self.job(parent_id)
+            if parent is None:
+                missing = parent_id
+                break
+            parents.append(parent)
+            seen.add(parent_id)
+            parent_id = parent.request.parent_job_id
+        attempts = await self._store.attempts_of(job.id)
+        return JobInfo(job, tuple(parents), missing, tuple(attempts))
 
     async def deletable(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
         """The job whose result ``by_user`` wants to delete, if they may: its requester or a moderator."""

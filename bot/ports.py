@@ -16,7 +16,7 @@ from bot.core.records import Notice
 from bot.core.states import JobState
 from bot.errors import AtelierError
 from bot.i18n import Text
-from bot.media.images import OutputImage
+from bot.media.images import InputPreview, OutputImage
 
 
 class Announcer(Protocol):
@@ -160,10 +160,35 @@ class PostFailed:
     too_large: bool = False
 
 
-class Publisher(Protocol):
-    """Posts a finished result: decoded and already fitted to the destination's upload limit."""
+@dataclass(frozen=True)
+class ResultMedia:
+    """What a finished result shows: its outputs, large, and its inputs, small.
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed: ...
+    The outputs are decoded and fitted to the destination's upload limit, with room left for the
+    inputs' small copies, which go in the same message. Inputs come as a thumbnail each, or, when
+    there are many, as one ``strip`` (a message takes only so many files). A job makes one output
+    today; a result that gathers several (variations) shows them together.
+    """
+
+    outputs: tuple[OutputImage, ...]
+    inputs: tuple[InputPreview, ...] = ()
+    strip: bytes | None = None  # every input side by side, in one small JPEG
+
+    @property
+    def output(self) -> OutputImage:
+        """The (first) output: the one a single job made."""
+        return self.outputs[0]
+
+    @property
+    def preview_bytes(self) -> int:
+        """How much the inputs' small copies add to the message."""
+        return sum(len(i.thumbnail) for i in self.inputs if i.thumbnail) + len(self.strip or b"")
+
+
+class Publisher(Protocol):
+    """Posts a finished result with its inputs, fitted to the destination's upload limit."""
+
+    async def publish(self, job: Job, media: ResultMedia) -> Posted | NotDelivered | PostFailed: ...
 
 
 class Frontend(Protocol):

@@ -43,10 +43,17 @@ turns on Discord's per-token webhook bucket (``/webhooks/{app}/{token}/...``; in
 on Discord): every answer on those routes carries ``X-RateLimit-*`` headers, and a request over the limit gets a 429
 with ``retry_after`` (recorded in :attr:`FakeDiscord.rate_limited`).
 
+Components V2 (message flag ``IS_COMPONENTS_V2``) are held to Discord's rules, refused with 400 / 50035 like
+Discord: no ``content`` and no embeds with the flag; at most 40 components (nested ones counted) and 4,000
+characters of text; a media gallery of 1 to 10 items; media that name a file of the same message
+(``attachment://name``) or an http(s) URL; layout and content components only with the flag; the flag can be
+set by an edit that clears the content, embeds and files, never removed. Stored V2 messages come back as Discord
+returns them: components numbered, media resolved to the files' CDN links, mentions read from the text displays.
+
 Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no rate limits
-on bot-token routes, no voice, no zlib/zstd compression, no embeds/components validation, mentions only from
-``<@id>``/``<@&id>``/``@everyone`` in content.  ``BOT_USER_ID`` deliberately differs from ``APP_ID`` (true for
-older applications) so code that mixes them up fails loudly.
+on bot-token routes, no voice, no zlib/zstd compression, no embeds validation, mentions only from
+``<@id>``/``<@&id>``/``@everyone`` in content (or a V2 message's text displays).  ``BOT_USER_ID`` deliberately
+differs from ``APP_ID`` (true for older applications) so code that mixes them up fails loudly.
 """
 
 from __future__ import annotations
@@ -1147,21 +1154,25 @@ class FakeDiscord:
         interaction: _Interaction | None = None,
     ) -> JSON:
         content = body.get("content") or ""
+        flags |= (body.get("flags") or 0) & SETTABLE_FLAGS & ~FLAG_EPHEMERAL
+        attachments = self._new_attachments(channel_id, body, files, [])
+        components = body.get("components") or []
+        check_components(flags, content, body.get("embeds") or [], components, attachments)
         msg: JSON = {
             "id": str(message_id or self.snowflake()),
             "channel_id": str(channel_id),
             "type": msg_type,
             "content": content,
             "author": self.users[self.BOT_USER_ID],
-            "attachments": self._new_attachments(channel_id, body, files, []),
+            "attachments": attachments,
             "embeds": body.get("embeds") or [],
-            "components": body.get("components") or [],
-            **self._mentions(content, body.get("allowed_mentions")),
+            "components": resolve_components(flags, components, attachments),
+            **self._mentions(mention_text(flags, content, components), body.get("allowed_mentions")),
             "pinned": False,
             "tts": bool(body.get("tts")),
             "timestamp": iso_now(),
             "edited_timestamp": None,
-            "flags": flags | ((body.get("flags") or 0) & SETTABLE_FLAGS & ~FLAG_EPHEMERAL),
+            "flags": flags,
         }
         guild_id = self._guild_id_of(channel_id)
         if guild_id is not None:
@@ -1224,21 +1235,33 @@ class FakeDiscord:
         return meta
 
     def _edit_message(self, msg: JSON, body: JSON, files: list[RecordedFile]) -> JSON:
+        """Apply an edit, all of it or (refused like Discord, 400 50035) nothing."""
         channel_id = int(msg["channel_id"])
         was_loading = bool(msg["flags"] & FLAG_LOADING)
-        if "content" in body:
-            msg["content"] = body["content"] or ""
-        if "embeds" in body:
-            msg["embeds"] = body["embeds"] or []
-        if "components" in body:
-            msg["components"] = body["components"] or []
+        content = (body["content"] or "") if "content" in body else msg["content"]
+        embeds = (body["embeds"] or []) if "embeds" in body else msg["embeds"]
+        flags = msg["flags"]
         if "flags" in body and body["flags"] is not None:
             settable = FLAG_SUPPRESS_EMBEDS | FLAG_IS_COMPONENTS_V2
-            msg["flags"] = (msg["flags"] & ~settable) | (body["flags"] & settable)
-        if "allowed_mentions" in body or "content" in body:
-            msg |= self._mentions(msg["content"], body.get("allowed_mentions"))
+            flags = (flags & ~settable) | (body["flags"] & settable)
+        if msg["flags"] & FLAG_IS_COMPONENTS_V2 and not flags & FLAG_IS_COMPONENTS_V2:
+            # https://discord.com/developers/docs/resources/message#edit-message: IS_COMPONENTS_V2 "can only be set".
+            raise _invalid("flags: IS_COMPONENTS_V2 cannot be removed from a message")
+        adding_v2 = flags & FLAG_IS_COMPONENTS_V2 and not msg["flags"] & FLAG_IS_COMPONENTS_V2
+        # Set by an edit: what the message carried that a V2 message may not must be cleared by the same edit
+        # (its content and embeds are checked below, as the edit leaves them).
+        if adding_v2 and msg["attachments"] and "attachments" not in body:
+            raise _invalid("attachments: clear the message's files when setting IS_COMPONENTS_V2")
+        attachments = msg["attachments"]
         if "attachments" in body or files:
-            msg["attachments"] = self._new_attachments(channel_id, body, files, msg["attachments"])
+            attachments = self._new_attachments(channel_id, body, files, msg["attachments"])
+        # Components kept from before were resolved when they were sent (their media are links now).
+        raw = (body["components"] or []) if "components" in body else msg["components"]
+        check_components(flags, content, embeds, raw, attachments)
+        msg.update(content=content, embeds=embeds, attachments=attachments, flags=flags)
+        msg["components"] = resolve_components(flags, raw, attachments)
+        if "allowed_mentions" in body or "content" in body or "components" in body:
+            msg |= self._mentions(mention_text(flags, content, raw), body.get("allowed_mentions"))
         msg["flags"] &= ~FLAG_LOADING
         if not was_loading:
             msg["edited_timestamp"] = iso_now()
@@ -2000,6 +2023,115 @@ class FakeDiscord:
     def original_message(self, handle: InteractionHandle) -> dict[str, Any] | None:
         it = self._interactions[handle.id]
         return self.messages.get(it.original_id) if it.original_id is not None else None
+
+
+# ---------------------------------------------------------------------- Components V2
+# https://discord.com/developers/docs/components/reference: with IS_COMPONENTS_V2, "the content and embeds fields
+# will no longer work", "messages allow up to 40 total components", a media gallery holds 1 to 10 items, and
+# media are "attachment://<filename>" of the message's own files or URLs; 4,000 characters of text in all.
+
+V2_COMPONENTS_MAX = 40
+V2_TEXT_MAX = 4000
+GALLERY_ITEMS_MAX = 10
+_V2_ONLY = {9, 10, 11, 12, 13, 14, 17}  # section, text, thumbnail, gallery, file, separator, container
+_MEDIA_DONE = 2  # MediaItemLoadingState.loaded
+
+
+def _invalid(why: str) -> DiscordError:
+    return DiscordError(INVALID_FORM[0], INVALID_FORM[1], f"{INVALID_FORM[2]} ({why})")
+
+
+def walk_components(components: list[JSON]) -> list[JSON]:
+    """Every component, nested ones included (a section's accessory too), in order."""
+    found: list[JSON] = []
+    for component in components:
+        found.append(component)
+        children = list(component.get("components") or [])
+        if isinstance(component.get("accessory"), dict):
+            children.append(component["accessory"])
+        found += walk_components(children)
+    return found
+
+
+def _media_of(component: JSON) -> list[JSON | None]:
+    kind = component.get("type")
+    if kind == 11:
+        return [component.get("media")]
+    if kind == 13:
+        return [component.get("file")]
+    if kind == 12:
+        return [item.get("media") if isinstance(item, dict) else None for item in component.get("items") or []]
+    return []
+
+
+def check_components(
+    flags: int, content: str, embeds: list[JSON], components: list[JSON], attachments: list[JSON]
+) -> None:
+    """Refuse, like Discord (400, 50035), a message that breaks the rules of its kind of components."""
+    if not flags & FLAG_IS_COMPONENTS_V2:
+        if any(component.get("type") != 1 for component in components):
+            raise _invalid("components: layout and content components need the IS_COMPONENTS_V2 flag")
+        return
+    if content:
+        raise _invalid("content: cannot be used with the IS_COMPONENTS_V2 flag")
+    if embeds:
+        raise _invalid("embeds: cannot be used with the IS_COMPONENTS_V2 flag")
+    every = walk_components(components)
+    if len(every) > V2_COMPONENTS_MAX:
+        raise _invalid(f"components: {len(every)} components, at most {V2_COMPONENTS_MAX}")
+    if sum(len(c.get("content") or "") for c in every if c.get("type") == 10) > V2_TEXT_MAX:
+        raise _invalid(f"components: more than {V2_TEXT_MAX} characters of text")
+    names = {str(a["filename"]) for a in attachments}
+    for component in every:
+        if component.get("type") == 12 and not 1 <= len(component.get("items") or []) <= GALLERY_ITEMS_MAX:
+            raise _invalid(f"components: a media gallery holds 1 to {GALLERY_ITEMS_MAX} items")
+        for media in _media_of(component):
+            url = str((media or {}).get("url") or "")
+            if url.startswith("attachment://"):
+                if url.removeprefix("attachment://") not in names:
+                    raise _invalid(f"components: {url} is not a file of this message")
+            elif component.get("type") == 13 or urlsplit(url).scheme not in ("http", "https"):
+                raise _invalid(f"components: media must be an attachment:// of this message or a URL, not {url!r}")
+
+
+def resolve_components(flags: int, components: list[JSON], attachments: list[JSON]) -> list[JSON]:
+    """The components as Discord returns them: each with an ``id``, and media pointing at the message's own
+    files resolved to their CDN links (V2 messages)."""
+    if not flags & FLAG_IS_COMPONENTS_V2:
+        return components
+    resolved: list[JSON] = json.loads(json.dumps(components))
+    by_name = {str(a["filename"]): a for a in attachments}
+    every = walk_components(resolved)
+    taken = {int(c["id"]) for c in every if isinstance(c.get("id"), int)}
+    next_id = 1
+    for component in every:
+        if not isinstance(component.get("id"), int):
+            while next_id in taken:
+                next_id += 1
+            component["id"] = next_id
+            taken.add(next_id)
+        for media in _media_of(component):
+            attachment = by_name.get(str((media or {}).get("url") or "").removeprefix("attachment://"))
+            if media is None or attachment is None:
+                continue
+            media.update(
+                url=attachment["url"],
+                proxy_url=attachment["proxy_url"],
+                content_type=attachment.get("content_type"),
+                attachment_id=attachment["id"],
+                loading_state=_MEDIA_DONE,
+                flags=0,
+            )
+            if "width" in attachment:
+                media.update(width=attachment["width"], height=attachment["height"])
+    return resolved
+
+
+def mention_text(flags: int, content: str, components: list[JSON]) -> str:
+    """Where a message's mentions are read from: its content, or a V2 message's text displays."""
+    if not flags & FLAG_IS_COMPONENTS_V2:
+        return content
+    return "\n".join(str(c.get("content") or "") for c in walk_components(components) if c.get("type") == 10)
 
 
 # ---------------------------------------------------------------------- helpers

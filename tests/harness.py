@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
+from tests.fake_discord import FLAG_IS_COMPONENTS_V2, FakeDiscord, InteractionHandle, RecordedRequest, walk_components
 
 BOT_TOKEN = "MTAxNTE2.fake-bot-token.SECRET-t0k3n-value"
 API_KEY = "sk-live-SECRET-image-api-key-9f8e7d"
@@ -203,6 +203,48 @@ async def wait_final_text(handle: InteractionHandle, needle: str, timeout: float
         lambda r: handle._mine(r) and isinstance(r.json, dict) and needle in str(r.json.get("content", "")),
         timeout,
     )
+
+
+# Result cards (Components V2) ----------------------------------------------------------------
+
+TEXT_DISPLAY, THUMBNAIL, MEDIA_GALLERY, BUTTON, SECTION = 10, 11, 12, 2, 9
+
+
+def components_of(sent: RecordedRequest | dict[str, Any]) -> list[dict[str, Any]]:
+    """Every component of a request's JSON or a stored message, nested ones included, in order."""
+    body = sent.json if isinstance(sent, RecordedRequest) else sent
+    assert isinstance(body, dict), body
+    return walk_components(body.get("components") or [])
+
+
+def is_card(sent: RecordedRequest | dict[str, Any]) -> bool:
+    """Whether a request or a message is a Components V2 message (a result card)."""
+    body = sent.json if isinstance(sent, RecordedRequest) else sent
+    return isinstance(body, dict) and bool((body.get("flags") or 0) & FLAG_IS_COMPONENTS_V2)
+
+
+def card_text(sent: RecordedRequest | dict[str, Any]) -> str:
+    """What a result reads: a card's text displays, one a line (a classic message: its content)."""
+    if not is_card(sent):
+        body = sent.json if isinstance(sent, RecordedRequest) else sent
+        return str((body or {}).get("content") or "")
+    return "\n".join(str(c["content"]) for c in components_of(sent) if c["type"] == TEXT_DISPLAY)
+
+
+def card_buttons(sent: RecordedRequest | dict[str, Any]) -> list[dict[str, Any]]:
+    """A message's buttons, in order, wherever they sit."""
+    return [c for c in components_of(sent) if c["type"] == BUTTON]
+
+
+def card_media(sent: RecordedRequest | dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    """(component type, media item) of every picture a card shows: gallery items, then thumbnails, in order."""
+    found: list[tuple[int, dict[str, Any]]] = []
+    for component in components_of(sent):
+        if component["type"] == MEDIA_GALLERY:
+            found += [(MEDIA_GALLERY, item) for item in component["items"]]
+        elif component["type"] == THUMBNAIL:
+            found.append((THUMBNAIL, component))
+    return found
 
 
 # The job store, read while the bot runs ------------------------------------------------------

@@ -24,8 +24,7 @@ from bot.core.states import JobState
 from bot.engine import JobEngine
 from bot.errors import AtelierError
 from bot.media.editor import Editor
-from bot.media.images import OutputImage
-from bot.ports import FrontendParts, Posted, PostFailed, TellLater, Told
+from bot.ports import FrontendParts, Posted, PostFailed, ResultMedia, TellLater, Told
 from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
 from bot.servers.limits import Requester
 from bot.store.database import open_and_migrate
@@ -57,7 +56,7 @@ class Quiet:
     async def tell(self, job: Job, notice: Notice) -> Told | TellLater:
         return Told("quiet")
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | PostFailed:
+    async def publish(self, job: Job, media: ResultMedia) -> Posted | PostFailed:
         return Posted(1, 1)
 
 

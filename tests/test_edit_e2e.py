@@ -10,7 +10,16 @@ from PIL import Image
 
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import API_KEY, BOT_TOKEN, BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import (
+    API_KEY,
+    BOT_TOKEN,
+    BotProcess,
+    card_buttons,
+    card_text,
+    send_edit,
+    wait_final_text,
+    wait_result,
+)
 
 EPHEMERAL = 64
 
@@ -49,7 +58,7 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     assert commands["history"].get("default_member_permissions") is None
     assert commands["Edit images"]["type"] == 3  # a message command, under Apps
     names = [o["name"] for o in edit["options"]]
-    assert names == ["prompt", "image1", "size", "style", "private"] + [f"image{n}" for n in range(2, 11)]
+    assert names == ["prompt", "image1", "size", "style", "private", "spoiler"] + [f"image{n}" for n in range(2, 11)]
     types = {o["name"]: o["type"] for o in edit["options"]}
     assert types["prompt"] == 3 and types["size"] == 3 and types["style"] == 3 and types["private"] == 5
     style = next(o for o in edit["options"] if o["name"] == "style")
@@ -108,12 +117,16 @@ async def test_acknowledges_before_downloading_and_posts_result_with_caption(
     assert ack.index < download.index < result.index
     assert result.files[0].data == output
     assert result.files[0].filename.endswith(".png")
-    content = result.json["content"]
+    content = card_text(result)
     assert "make the sky purple" in content and "96×64" in content
     assert f"<@{discord_fake.USER_ID}>" in content and " s" in content
-    (row,) = result.json["components"]
-    labels = [(b["label"], b["custom_id"].rsplit(":", 1)[0]) for b in row["components"]]
-    assert labels == [("Refine", "atelier:refine:v1"), ("Reroll", "atelier:reroll:v1"), ("Delete", "atelier:delete:v1")]
+    labels = [(b["label"], b["custom_id"].rsplit(":", 1)[0]) for b in card_buttons(result)]
+    assert labels == [
+        ("Refine", "atelier:refine:v1"),
+        ("Reroll", "atelier:reroll:v1"),
+        ("Info", "atelier:info:v1"),
+        ("Delete", "atelier:delete:v1"),
+    ]
     (call,) = image_api.calls
     assert [p.data for p in call.images] == [source]
     assert call.field("prompt") == "make the sky purple"
@@ -148,7 +161,7 @@ async def test_a_valid_size_is_sent(bot: BotProcess, discord_fake: FakeDiscord, 
     handle = await send_edit(discord_fake, "wider", [make_png()], size="2048x1360")
     result = await wait_result(handle)
     assert image_api.calls[0].field("size") == "2048x1360"
-    assert "asked 2048x1360" in result.json["content"]
+    assert "asked 2048x1360" in card_text(result)
 
 
 async def test_an_invalid_size_is_refused_without_an_api_call(
@@ -315,7 +328,7 @@ async def test_oversized_input_is_reencoded_and_the_reply_says_so(
     (part,) = image_api.calls[0].images
     assert len(part.data) <= 4 * 1024 * 1024
     assert part.content_type == "image/jpeg"
-    assert "image1 was" in result.json["content"] and "re-encoded" in result.json["content"]
+    assert "image1 was" in card_text(result) and "re-encoded" in card_text(result)
 
 
 async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(
@@ -326,8 +339,8 @@ async def test_a_result_over_the_upload_limit_is_reencoded_to_fit(
     image_api.then(Reply(image=output))
     result = await wait_result(await send_edit(discord_fake, "x", [make_png()]))
     assert result.status == 200
-    assert len(result.files[0].data) <= 300_000
-    assert "upload limit" in result.json["content"]
+    assert sum(len(f.data) for f in result.files) <= 300_000
+    assert "upload limit" in card_text(result)
 
 
 async def test_discord_refusing_the_upload_shrinks_once_more(
@@ -344,7 +357,7 @@ async def test_discord_refusing_the_upload_shrinks_once_more(
     refused = [r for r in handle.webhook_requests() if r.status == 413]
     assert len(refused) == 1 and refused[0].files[0].data == output
     assert len(result.files[0].data) < len(output)
-    assert "upload limit" in result.json["content"]
+    assert "upload limit" in card_text(result)
 
 
 async def test_prompt_pings_nobody(bot: BotProcess, discord_fake: FakeDiscord) -> None:
@@ -355,12 +368,12 @@ async def test_prompt_pings_nobody(bot: BotProcess, discord_fake: FakeDiscord) -
     for request in [*handle.callback_requests(), *handle.webhook_requests()]:
         body = request.json.get("data", request.json) if request.method == "POST" else request.json
         assert body["allowed_mentions"] == {"parse": []}, request
-        content = body.get("content") or ""
+        content = card_text(body)
         assert "@everyone" not in content and "@here" not in content and f"<@&{role}>" not in content
     message = handle.original_message()
     assert message is not None
     assert message["mention_everyone"] is False and message["mentions"] == [] and message["mention_roles"] == []
-    assert result.json["content"].count(f"<@{discord_fake.USER_ID}>") == 1  # the requester credit, not a ping
+    assert card_text(result).count(f"<@{discord_fake.USER_ID}>") == 1  # the requester credit, not a ping
 
 
 async def test_secrets_never_reach_discord_or_the_log(
@@ -438,4 +451,4 @@ async def test_a_phone_photo_is_turned_upright_and_other_inputs_pass_through(
         rgb = sent.convert("RGB")
         assert rgb.getpixel((35, 3))[0] > 200 and rgb.getpixel((3, 3))[2] > 200  # the red corner is top-right now
     assert second.data == upright_jpeg and third.data == plain_png  # everything else byte for byte
-    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
+    assert "image1 was turned upright, as its EXIF orientation says" in card_text(result)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import discord
@@ -549,3 +551,156 @@ async def test_webhook_rate_limit_answers_like_discord_and_discord_py_waits_for_
     assert done[2].at - done[0].at >= 1.0 - 0.05, "never three in one window"
     original = handle.original_message()
     assert original is not None and original["content"] == "edit 2"
+
+
+# Components V2 --------------------------------------------------------------------------------------
+
+V2 = 1 << 15
+
+
+async def send_raw(
+    fake: FakeDiscord, method: str, path: str, body: dict[str, Any], files: dict[str, bytes] | None = None
+) -> tuple[int, Any]:
+    """A bot-token request as discord.py would make it (JSON, or multipart with ``files[n]``): status and body."""
+    headers = {"Authorization": f"Bot {fake.token}"}
+    async with aiohttp.ClientSession() as session:
+        if files:
+            form = aiohttp.FormData()
+            form.add_field("payload_json", json.dumps(body), content_type="application/json")
+            for n, (name, data) in enumerate(files.items()):
+                form.add_field(f"files[{n}]", data, filename=name, content_type="application/octet-stream")
+            request = session.request(method, fake.api_base + path, data=form, headers=headers)
+        else:
+            request = session.request(method, fake.api_base + path, json=body, headers=headers)
+        async with request as resp:
+            return resp.status, await resp.json() if resp.content_type == "application/json" else None
+
+
+def text(content: str) -> dict[str, Any]:
+    return {"type": 10, "content": content}
+
+
+def gallery(*urls: str) -> dict[str, Any]:
+    return {"type": 12, "items": [{"media": {"url": url}} for url in urls]}
+
+
+def refused(status: int, body: Any) -> bool:
+    """Discord's answer to an invalid form: 400, code 50035."""
+    return status == 400 and isinstance(body, dict) and body.get("code") == 50035
+
+
+async def test_v2_card_with_its_own_file_comes_back_as_discord_returns_it(fake: FakeDiscord, run_bot: RunBot) -> None:
+    bot = await run_bot(make_bot())
+    channel = bot.get_channel(fake.CHANNEL_ID)
+    assert isinstance(channel, discord.TextChannel)
+    view = discord.ui.LayoutView()
+    card: discord.ui.Container[discord.ui.LayoutView] = discord.ui.Container()
+    card.add_item(discord.ui.MediaGallery(discord.MediaGalleryItem("attachment://out.png", spoiler=True)))
+    card.add_item(discord.ui.TextDisplay(f"made for <@{fake.USER_ID}>"))
+    view.add_item(card)
+    sent = await channel.send(
+        view=view,
+        file=discord.File(io.BytesIO(PNG), "out.png"),
+        allowed_mentions=discord.AllowedMentions(users=[discord.Object(fake.USER_ID)]),
+    )
+
+    stored = fake.messages[sent.id]
+    assert stored["flags"] & V2 and stored["content"] == ""
+    (container,) = stored["components"]
+    media_gallery, text_display = container["components"]
+    (item,) = media_gallery["items"]
+    (attachment,) = stored["attachments"]
+    assert item["spoiler"] is True
+    assert item["media"]["url"] == attachment["url"] and item["media"]["attachment_id"] == attachment["id"]
+    assert (item["media"]["width"], item["media"]["height"]) == (1, 1)
+    assert [container["id"], media_gallery["id"], text_display["id"]] == [1, 2, 3]
+    # Mentions of a V2 message are read from its text.
+    assert [int(u["id"]) for u in stored["mentions"]] == [fake.USER_ID]
+    # discord.py reads it back whole.
+    (parsed,) = sent.components
+    assert isinstance(parsed, discord.components.Container)
+
+
+async def test_v2_refuses_content_and_embeds(fake: FakeDiscord) -> None:
+    path = f"/channels/{fake.CHANNEL_ID}/messages"
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "content": "hi", "components": [text("x")]}))
+    embed = {"description": "an embed"}
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "embeds": [embed], "components": [text("x")]}))
+    status, _ = await send_raw(fake, "POST", path, {"flags": V2, "content": "", "components": [text("x")]})
+    assert status == 200
+    # V2 components without the flag are refused too (Discord never shows them as a classic message).
+    assert refused(*await send_raw(fake, "POST", path, {"content": "hi", "components": [text("x")]}))
+
+
+async def test_v2_counts_every_component_nested_ones_too(fake: FakeDiscord) -> None:
+    path = f"/channels/{fake.CHANNEL_ID}/messages"
+    # A container with 39 texts is 40 components; one more is 41.
+    forty = [{"type": 17, "components": [text(str(n)) for n in range(39)]}]
+    status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": forty})
+    assert status == 200
+    forty_one = [{"type": 17, "components": [text(str(n)) for n in range(39)]}, {"type": 14}]
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": forty_one}))
+    # A section's accessory counts as well: 13 sections of a text and a thumbnail are 39, plus a separator 40.
+    section = {"type": 9, "components": [text("s")], "accessory": {"type": 11, "media": {"url": "https://x.io/a"}}}
+    status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": [section] * 13 + [{"type": 14}]})
+    assert status == 200
+    sections = [section] * 13 + [{"type": 14}, {"type": 14}]
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": sections}))
+    # And 4,000 characters of text in all.
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [text("a" * 2001)] * 2}))
+
+
+async def test_v2_media_name_a_file_of_the_same_message_or_a_url(fake: FakeDiscord) -> None:
+    path = f"/channels/{fake.CHANNEL_ID}/messages"
+    with_file = {"flags": V2, "components": [gallery("attachment://a.png")]}
+    status, body = await send_raw(fake, "POST", path, with_file, {"a.png": PNG})
+    assert status == 200 and body["components"][0]["items"][0]["media"]["url"] == body["attachments"][0]["url"]
+    # A file of another message (or none at all) is not there to show.
+    assert refused(*await send_raw(fake, "POST", path, with_file))
+    assert refused(*await send_raw(fake, "POST", path, with_file, {"b.png": PNG}))
+    thumbnail = {"type": 11, "media": {"url": "attachment://b.png"}}
+    section = {"type": 9, "components": [text("x")], "accessory": thumbnail}
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [section]}, {"a.png": PNG}))
+    # A link works; anything else does not.
+    status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery("https://x.io/a.png")]})
+    assert status == 200
+    for url in ("ftp://x.io/a.png", "a.png", ""):
+        assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery(url)]}))
+
+
+async def test_v2_gallery_holds_one_to_ten_items(fake: FakeDiscord) -> None:
+    path = f"/channels/{fake.CHANNEL_ID}/messages"
+    ten = gallery(*[f"https://x.io/{n}.png" for n in range(10)])
+    status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": [ten]})
+    assert status == 200
+    eleven = gallery(*[f"https://x.io/{n}.png" for n in range(11)])
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [eleven]}))
+    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery()]}))
+
+
+async def test_v2_flag_is_set_by_an_edit_that_clears_the_content_and_never_removed(fake: FakeDiscord) -> None:
+    status, plain = await send_raw(fake, "POST", f"/channels/{fake.CHANNEL_ID}/messages", {"content": "⏳ working"})
+    assert status == 200
+    path = f"/channels/{fake.CHANNEL_ID}/messages/{plain['id']}"
+    card = {"flags": V2, "components": [gallery("attachment://out.png")]}
+    # The content must be cleared by the edit that sets the flag.
+    assert refused(*await send_raw(fake, "PATCH", path, card, {"out.png": PNG}))
+    assert fake.messages[int(plain["id"])]["content"] == "⏳ working"  # a refused edit changes nothing
+    status, edited = await send_raw(
+        fake, "PATCH", path, {**card, "content": None, "attachments": [{"id": 0}]}, {"out.png": PNG}
+    )
+    assert status == 200 and edited["flags"] & V2 and edited["content"] == ""
+    # Once set, the flag stays, and the message takes no content.
+    assert refused(*await send_raw(fake, "PATCH", path, {"flags": 0}))
+    assert refused(*await send_raw(fake, "PATCH", path, {"flags": 0, "content": "back to text", "components": []}))
+    assert refused(*await send_raw(fake, "PATCH", path, {"content": "back to text"}))
+    assert fake.messages[int(plain["id"])]["flags"] & V2
+    # A message with files must clear them when it becomes V2.
+    status, with_file = await send_raw(
+        fake, "POST", f"/channels/{fake.CHANNEL_ID}/messages", {"content": ""}, {"old.png": PNG}
+    )
+    assert status == 200
+    path = f"/channels/{fake.CHANNEL_ID}/messages/{with_file['id']}"
+    assert refused(*await send_raw(fake, "PATCH", path, {"flags": V2, "components": [text("x")]}))
+    status, _ = await send_raw(fake, "PATCH", path, {"flags": V2, "components": [text("x")], "attachments": []})
+    assert status == 200

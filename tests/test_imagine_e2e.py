@@ -9,7 +9,7 @@ from typing import Any
 from tests.fake_discord import FLAG_EPHEMERAL as EPHEMERAL
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, money, option, wait_result, wait_rows
+from tests.harness import BotProcess, card_buttons, card_text, money, option, wait_result, wait_rows
 from tests.test_refine_e2e import result_button, submit_refine, wait_thread_result
 from tests.test_results_e2e import link, wait_click_result
 
@@ -30,8 +30,9 @@ async def test_imagine_asks_the_generations_endpoint_and_posts_a_result_with_the
     assert "text only" in ack.json["data"]["content"]
     result = await wait_result(handle)
     assert result.files[0].data == output
-    assert "imagined from words alone" in result.json["content"]
-    assert [b["label"] for b in result.json["components"][0]["components"]] == ["Refine", "Reroll", "Delete"]
+    assert [f.filename for f in result.files] == [result.files[0].filename]  # no inputs to show
+    assert "imagined from words alone" in card_text(result)
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
     (call,) = image_api.calls
     assert call.path == "/v1/images/generations" and call.parts == [] and call.json is not None
     # Byte for byte what the API is sent: the model, the prompt as typed, the size, the answer's format.
@@ -65,8 +66,8 @@ async def test_refining_an_imagined_result_is_an_edit_and_a_reroll_imagines_agai
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     rerolled = await wait_click_result(click)
     assert rerolled.files[0].data == again
-    assert f"reroll of {link(discord_fake, message)}" in rerolled.json["content"]
-    assert "imagined from words alone" in rerolled.json["content"]
+    assert f"reroll of {link(discord_fake, message)}" in card_text(rerolled)
+    assert "imagined from words alone" in card_text(rerolled)
 
     await submit_refine(discord_fake, message, "now at night")
     thread = await discord_fake.wait_for_request(lambda r: r.path.endswith("/threads"), 10)

@@ -23,7 +23,7 @@ from babel.messages.pofile import read_po
 from bot.i18n import LOCALE_DIR
 from tests.fake_discord import FLAG_EPHEMERAL, FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import BotProcess, card_buttons, card_text, send_edit, wait_final_text, wait_result
 
 PROMPT = '把 image1 的天空变成紫色, keep the <@&1> "quotes" as typed'
 
@@ -55,7 +55,7 @@ def content(handle: InteractionHandle) -> str:
 
 
 def buttons(message: dict[str, Any]) -> list[str]:
-    return [b["label"] for row in message.get("components", []) for b in row["components"]]
+    return [b["label"] for b in card_buttons(message)]
 
 
 @pytest.fixture
@@ -110,9 +110,14 @@ async def test_a_chinese_member_gets_chinese_and_their_prompt_goes_as_typed(
     await handle.wait_for_callback()
     assert zh("📥 Fetching your images…") in content(handle)
     result = await wait_result(handle)
-    caption = str(result.json["content"])
+    caption = card_text(result)
     assert zh("(asked {size})", size="1280x1280") in caption
-    assert buttons(result.json) == [zh("Refine", "button"), zh("Reroll", "button"), zh("Delete", "button")]
+    assert buttons(result.json) == [
+        zh("Refine", "button"),
+        zh("Reroll", "button"),
+        zh("Info", "button"),
+        zh("Delete", "button"),
+    ]
     # The prompt, never translated: to the API exactly as typed (the caption quotes it, mentions neutralised).
     assert image_api.calls[-1].field("prompt") == PROMPT
     assert "把 image1 的天空变成紫色" in caption
@@ -156,7 +161,7 @@ async def test_the_audit_channel_speaks_the_servers_language(
     # The member reads English; the audit channel is the whole server's, so it is in Chinese.
     handle = await send_edit(discord_fake, "paint the barn red", [make_png()], locale="en-US")
     result = await wait_result(handle)
-    assert buttons(result.json) == ["Refine", "Reroll", "Delete"]  # the member's own language
+    assert buttons(result.json) == ["Refine", "Reroll", "Info", "Delete"]  # the member's own language
     succeeded = zh("✅ **succeeded**")
     post = await discord_fake.wait_for_request(
         lambda r: (

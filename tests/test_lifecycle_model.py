@@ -41,7 +41,7 @@ from bot.engine import JobEngine
 from bot.errors import APITimeoutError, AtelierError, BadRequestError, CancelRefusedError, InputError, InputsGoneError
 from bot.media.editor import Editor
 from bot.media.images import OutputImage
-from bot.ports import Move, NotDelivered, Posted, PostFailed
+from bot.ports import Move, NotDelivered, Posted, PostFailed, ResultMedia
 from bot.provider.client import APIAnswer, Attempt, AttemptOutcome, ImageEditRequest, ImageEditResult
 from bot.servers.limits import Requester
 from tests.fake_image_api import make_png
@@ -125,7 +125,7 @@ class Member:
     async def job_paused(self, job: Job) -> None:
         self.resume_promised.add(job.id)
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed:
+    async def publish(self, job: Job, media: ResultMedia) -> Posted | NotDelivered | PostFailed:
         if self.fail_next_post:
             self.fail_next_post = False
             return PostFailed("Discord refused to post the result.", "scripted refusal")

@@ -6,7 +6,15 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, db_rows, is_channel_post, is_message_edit_with_file, money, wait_rows
+from tests.harness import (
+    BotProcess,
+    card_buttons,
+    db_rows,
+    is_channel_post,
+    is_message_edit_with_file,
+    money,
+    wait_rows,
+)
 
 EPHEMERAL = 64
 PROMPT_FIELD = "atelier-refine-prompt"
@@ -73,8 +81,9 @@ async def test_edit_images_uses_the_attachments_then_the_embeds_and_replies_with
     assert result.path.endswith(f"/messages/{status.response['id']}") and result.files[0].data == output
     posted = discord_fake.messages[int(status.response["id"])]
     assert posted["referenced_message"]["id"] == message["id"] and posted["mentions"] == []
-    labels_on_result = [b["label"] for b in result.json["components"][0]["components"]]
-    assert labels_on_result == ["Refine", "Reroll", "Delete"]
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
+    # The three images, small, beside the result: the message's own links expire.
+    assert [f.filename.split("-")[0] for f in result.files] == ["atelier", "input", "input", "input"]
     pointer = await answer.wait_for_webhook("PATCH")
     assert posted["id"] in pointer.json["content"]
 

@@ -173,7 +173,7 @@ async def test_a_gateway_and_two_workers_deliver_forty_jobs_from_ten_members_eac
         await cluster.worker(n).start()
     handles = await edits_from_members(discord_fake, 10, 4)
     results = await asyncio.gather(*(wait_result(h, timeout=60) for h in handles))
-    assert all(len(r.files) == 1 for r in results)
+    assert all([f.filename.split("-")[0] for f in r.files] == ["atelier", "input"] for r in results)
     prompts = [call.field("prompt") for call in image_api.calls]
     assert len(prompts) == 40 and len(set(prompts)) == 40
     assert image_api.max_in_flight <= 3
@@ -203,8 +203,9 @@ async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_once_ch
     result = await wait_result(handle, timeout=30)
     assert result.files
     assert [c.field("prompt") for c in image_api.calls] == ["survivor", "survivor"]
+    # The store records the job's end after its upload.
+    await poll(lambda: rows(database, "SELECT status, restarts FROM jobs"), [("succeeded", 1)])
     (job,) = await rows(database, "SELECT id, status, restarts FROM jobs")
-    assert (job["status"], job["restarts"]) == ("succeeded", 1)
     money = await rows(database, "SELECT entry FROM money WHERE job_id = $1", job["id"])
     assert [r[0] for r in money] == ["charge"]
     attempts = await rows(database, "SELECT run, outcome, may_be_billed FROM api_attempts ORDER BY run")

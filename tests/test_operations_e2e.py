@@ -11,7 +11,7 @@ import pytest
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import BotProcess, card_buttons, card_text, is_card, send_edit, wait_final_text, wait_result
 
 EPHEMERAL = 64
 
@@ -229,10 +229,15 @@ async def test_a_result_after_the_token_expired_is_posted_to_the_channel(
         15,
     )
     assert posted.files[0].data == output
-    assert posted.json["content"].startswith(f"<@{discord_fake.USER_ID}> ")
+    # A card names its member in its text: with the mention allowed for them alone, it pings them only.
+    assert is_card(posted) and not posted.json.get("content")
+    assert f"<@{discord_fake.USER_ID}>" in card_text(posted)
     assert posted.json["allowed_mentions"] == {"parse": [], "users": [discord_fake.USER_ID]}
+    assert [int(u["id"]) for u in discord_fake.messages[int(posted.response["id"])]["mentions"]] == [
+        discord_fake.USER_ID
+    ]
     assert posted.headers["Authorization"] == f"Bot {discord_fake.token}"
-    assert posted.json["components"][0]["components"][0]["custom_id"].startswith("atelier:refine:v1:")
+    assert card_buttons(posted)[0]["custom_id"].startswith("atelier:refine:v1:")
 
 
 @pytest.mark.parametrize("setting", ["ALLOWED_CHANNEL_IDS", "ALLOWED_ROLE_IDS"])
@@ -307,7 +312,8 @@ async def test_refine_goes_through_the_same_limits(
     await wait_result(handle)
     message = handle.original_message()
     assert message is not None
-    button = message["components"][0]["components"][0]["custom_id"]
+    button = card_buttons(message)[0]["custom_id"]
+    assert button.startswith("atelier:refine:v1:")
     click = await discord_fake.click_button(message, button)
     modal = (await click.wait_for_callback()).json["data"]
     submit = await discord_fake.submit_modal(

@@ -22,6 +22,7 @@ from tests.harness import (
     SECRETS,
     SERVER_KEY,
     BotProcess,
+    card_text,
     free_port,
     send_edit,
     wait_final_text,
@@ -171,7 +172,7 @@ async def test_a_server_picks_its_model_and_sizes_are_checked_per_model(
     result = await wait_result(handle)
     call = image_api.calls[-1]
     assert call.field("model") == "gpt-image-2-all" and call.field("size") == "1024x1024"
-    assert "gpt-image-2-all" in result.json["content"]  # the caption names the model
+    assert "gpt-image-2-all" in card_text(result)  # the card names the model
     assert rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'square'") == [("gpt-image-2-all", 20_000)]
     for size, why in (("1000x1000", "multiples of 16"), ("3840x1024", "3 times"), ("4096x2304", "3840")):
         assert why in await refusal(await send_edit(discord_fake, "odd", [make_png()], size=size))
@@ -202,7 +203,7 @@ async def test_fast_failures_send_new_jobs_to_the_fallback_for_a_while(
 
     result = await wait_result(await send_edit(discord_fake, "on the fallback", [make_png()], size="2048x1152"))
     assert image_api.calls[-1].field("model") == "gpt-image-2-all"
-    assert "gpt-image-2-all" in result.json["content"]
+    assert "gpt-image-2-all" in card_text(result)
     assert rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'on the fallback'") == [
         ("gpt-image-2-all", 20_000)
     ]

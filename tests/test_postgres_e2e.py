@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import BotProcess, card_text, send_edit, wait_final_text, wait_result
 from tests.postgres import fresh_database
 from tests.test_edit_e2e import jpeg
 from tests.test_lifecycle_e2e import cancel_button, contents, usage_text
@@ -29,12 +29,18 @@ async def on_postgres(bot_env: dict[str, str]) -> AsyncIterator[str]:
         yield url
 
 
-async def statuses(url: str) -> list[tuple[str, str]]:
-    conn = await asyncpg.connect(url)
-    try:
-        return [(r[0], r[1]) for r in await conn.fetch("SELECT prompt, status FROM jobs ORDER BY created_at")]
-    finally:
-        await conn.close()
+async def statuses(url: str, timeout: float = 10) -> list[tuple[str, str]]:
+    """(prompt, status) of every job, once none is delivering: the store records a job's end after its upload."""
+    async with asyncio.timeout(timeout):
+        while True:
+            conn = await asyncpg.connect(url)
+            try:
+                found = [(r[0], r[1]) for r in await conn.fetch("SELECT prompt, status FROM jobs ORDER BY created_at")]
+            finally:
+                await conn.close()
+            if all(status != "delivering" for _, status in found):
+                return found
+            await asyncio.sleep(0.05)
 
 
 async def test_edit_refine_and_usage_on_postgres(
@@ -162,7 +168,8 @@ async def test_odd_images_reach_the_api_on_postgres(
         content_types=[kind for _, kind in images.values()],
     )
     result = await wait_result(handle)
-    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
+    assert "image1 was turned upright, as its EXIF orientation says" in card_text(result)
+    assert [f.filename.split("-")[0] for f in result.files] == ["atelier", "inputs"]  # six inputs: one strip
     sent = image_api.calls[0].images
     with Image.open(io.BytesIO(sent[0].data)) as upright:
         assert upright.size == (40, 80)

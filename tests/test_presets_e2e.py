@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, make_png
-from tests.harness import BotProcess, db_rows, option, send_edit, wait_result, wait_rows
+from tests.harness import BotProcess, card_text, db_rows, option, send_edit, wait_result, wait_rows
 from tests.test_message_edit_e2e import fields, open_form, submit
 from tests.test_refine_e2e import result_button
 from tests.test_results_e2e import wait_click_result
@@ -76,7 +76,7 @@ async def test_a_style_is_added_to_the_instruction_shown_in_the_caption_and_kept
     result = await wait_result(handle)
     wanted = "make the sky purple, as a loose watercolour painting on textured paper"
     assert image_api.calls[0].field("prompt") == wanted
-    assert "> make the sky purple." in result.json["content"] and "🎨 watercolour" in result.json["content"]
+    assert "> make the sky purple." in card_text(result) and "🎨 watercolour" in card_text(result)
     rows = await wait_rows(bot.env, "SELECT prompt, style, style_text FROM jobs", lambda r: len(r) == 1)
     assert rows == [("make the sky purple.", "watercolour", ", as a loose watercolour painting on textured paper")]
 

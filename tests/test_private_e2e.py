@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
+from tests.fake_discord import FLAG_IS_COMPONENTS_V2, FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, money, option, send_edit, wait_rows
+from tests.harness import BotProcess, card_buttons, card_text, is_card, money, option, send_edit, wait_rows
 from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, result_button
 from tests.test_results_e2e import wait_click_result
 
@@ -48,13 +48,15 @@ async def test_a_private_edit_and_its_refine_and_reroll_are_seen_only_by_the_mem
     assert ack.json["type"] == 4 and ack.json["data"]["flags"] & EPHEMERAL
     result, message = await private_result(handle)
     assert result.files[0].data == output
-    assert [b["label"] for b in result.json["components"][0]["components"]] == ["Refine", "Reroll", "Delete"]
+    # The same card as any result, seen by the member alone.
+    assert is_card(result) and message["flags"] & FLAG_IS_COMPONENTS_V2
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
 
     # Reroll of the private result: its answer is private too.
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     assert (await click.wait_for_callback()).json["data"]["flags"] & EPHEMERAL
     reroll, _ = await private_result(click)
-    assert f"reroll of `{result_button(message, 'Reroll').rsplit(':', 1)[1]}`" in reroll.json["content"]
+    assert f"reroll of `{result_button(message, 'Reroll').rsplit(':', 1)[1]}`" in card_text(reroll)
 
     # Refine of the private result: the form's answer is the private status, then the result; no thread.
     refine = await discord_fake.click_button(message, result_button(message, "Refine"))
@@ -64,7 +66,7 @@ async def test_a_private_edit_and_its_refine_and_reroll_are_seen_only_by_the_mem
     )
     assert (await submit.wait_for_callback()).json["data"]["flags"] & EPHEMERAL
     refined, _ = await private_result(submit)
-    assert f"refined from `{result_button(message, 'Refine').rsplit(':', 1)[1]}`" in refined.json["content"]
+    assert f"refined from `{result_button(message, 'Refine').rsplit(':', 1)[1]}`" in card_text(refined)
     assert [p.data for p in image_api.calls[2].images] == [output]
     assert channel_posts(discord_fake) == []
     rows = await wait_rows(
@@ -108,9 +110,9 @@ async def test_a_late_private_result_is_sent_by_direct_message(
         lambda r: r.method == "POST" and r.path == f"/api/v10/channels/{dm_channel}/messages" and r.ok
     )
     assert sent.files[0].data == output and sent.headers["Authorization"] == f"Bot {discord_fake.token}"
-    assert "15-minute limit" in sent.json["content"] and "/history" in sent.json["content"]
-    # Refine and Reroll from a DM would fall outside the server's limits: only Delete is there.
-    assert [b["label"] for b in sent.json["components"][0]["components"]] == ["Delete"]
+    assert is_card(sent) and "15-minute limit" in card_text(sent) and "/history" in card_text(sent)
+    # Refine and Reroll from a DM would fall outside the server's limits: only Info and Delete are there.
+    assert [b["label"] for b in card_buttons(sent)] == ["Info", "Delete"]
     assert not [r for r in channel_posts(discord_fake) if f"/channels/{dm_channel}/" not in r.path]
     rows = await wait_rows(bot.env, "SELECT status, delivered FROM jobs", lambda r: r[0][0] == "succeeded")
     assert rows == [("succeeded", "direct_message")]

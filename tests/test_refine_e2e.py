@@ -9,16 +9,15 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, send_edit, wait_result
+from tests.harness import BotProcess, card_buttons, send_edit, wait_result
 
 PROMPT_FIELD = "atelier-refine-prompt"
 SIZE_FIELD = "atelier-refine-size"
 
 
 def result_button(message: dict[str, Any], label: str) -> str:
-    """The custom_id of a result's button (Refine, Reroll or Delete)."""
-    (row,) = message["components"]
-    (button,) = [b for b in row["components"] if b["label"] == label]
+    """The custom_id of a result's button (Refine, Reroll, Info or Delete), wherever the card puts it."""
+    (button,) = [b for b in card_buttons(message) if b["label"] == label]
     return str(button["custom_id"])
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, db_rows, money, send_edit, wait_result, wait_rows
+from tests.harness import BotProcess, card_buttons, card_text, db_rows, money, send_edit, wait_result, wait_rows
 from tests.test_refine_e2e import result_button, stored, submit_refine, wait_thread_result
 
 EPHEMERAL = 64
@@ -49,8 +49,8 @@ async def test_reroll_sends_the_same_inputs_instruction_and_size_again_and_links
     assert "Rerolling" in ack.json["data"]["content"]
     result = await wait_click_result(click)
     assert result.files[0].data == again
-    assert f"reroll of {link(discord_fake, message)}" in result.json["content"]
-    assert [b["label"] for b in result.json["components"][0]["components"]] == ["Refine", "Reroll", "Delete"]
+    assert f"reroll of {link(discord_fake, message)}" in card_text(result)
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
     first, second = image_api.calls
     assert [p.data for p in second.images] == [p.data for p in first.images] == images
     assert second.field("prompt") == first.field("prompt") == "a lighthouse at dusk"
@@ -73,7 +73,7 @@ async def test_reroll_of_a_result_in_a_thread_stays_in_the_thread_and_refine_lin
     await submit_refine(discord_fake, message, "add a storm")
     thread_id = int(message["id"])
     refined = await wait_thread_result(discord_fake, thread_id)
-    assert f"refined from {link(discord_fake, message)}" in refined.json["content"]
+    assert f"refined from {link(discord_fake, message)}" in card_text(refined)
     in_thread = stored(discord_fake, refined)
     click = await discord_fake.click_button(in_thread, result_button(in_thread, "Reroll"))
     await click.wait_for_callback()
@@ -81,7 +81,7 @@ async def test_reroll_of_a_result_in_a_thread_stays_in_the_thread_and_refine_lin
     result = await wait_click_result(click)
     answer = click.original_message()
     assert answer is not None and int(answer["channel_id"]) == thread_id
-    assert f"reroll of {link(discord_fake, in_thread)}" in result.json["content"]
+    assert f"reroll of {link(discord_fake, in_thread)}" in card_text(result)
     # The reroll of the refine sent the refine's input (the first result) and instruction again.
     assert [p.data for p in image_api.calls[2].images] == [p.data for p in image_api.calls[1].images]
     assert image_api.calls[2].field("prompt") == "add a storm"

@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 
 from bot.core.attempts import Attempt, AttemptOutcome
-from bot.core.job import Delivered, Destination, Job, JobRequest, Origin, utc_day
+from bot.core.job import Delivered, Destination, InputInfo, Job, JobRequest, Origin, utc_day
 from bot.core.overrides import GuildOverrides
 from bot.core.quota import Quota
 from bot.core.records import Block, ClaimTerms, Fence, NoticeDraft, RecentRun, StoredImage, StoredKey, StylePreset
@@ -87,7 +87,8 @@ async def exercise(store: Store) -> dict[str, Any]:
     await store.save_inputs("b1", [StoredImage(b"png-1", "image/png", 4, 3), StoredImage(b"png-22", "image/png", 5, 6)],
                             cap_bytes=100)  # fmt: skip
     seen["inputs"] = await store.load_inputs("b1")
-    await step_to(store, b1, JobState.QUEUED, queued_at=NOON + 5)
+    sent = (InputInfo(4, 3, 5, "image/png"), InputInfo(5, 6, 6, "image/png"))
+    await step_to(store, b1, JobState.QUEUED, queued_at=NOON + 5, inputs=sent)
     seen["positions"] = await store.positions()
     seen["claim_b1"] = await store.claim(ClaimTerms("w", NOON + 6, LEASE, 4))
     answered = Attempt(1, NOON + 6, 2.5, AttemptOutcome.SUCCEEDED, True, 200, "req-1")
@@ -101,6 +102,7 @@ async def exercise(store: Store) -> dict[str, Any]:
     )  # fmt: skip
     seen["kept"] = await store.keep_inputs("b1", NOON + 12, cap_bytes=100)
     seen["done"] = await store.get_job("b1")
+    seen["attempts"] = await store.attempts_of("b1")
     seen["missing"] = await store.get_job("nope")
     seen["unfinished"] = [j.id for j in await store.unfinished_of(1)]
     seen["running"] = (await store.count(JobState.RUNNING), await store.count(JobState.SUCCEEDED))
@@ -159,6 +161,9 @@ def check_expected(seen: dict[str, Any]) -> None:
     assert done.state is JobState.SUCCEEDED and done.attempts == 0  # the store keeps what it is given
     assert (done.output_width, done.result_message_id, done.total_tokens, done.api_seconds) == (2048, 555, 1283, 2.5)
     assert done.delivered is Delivered.POSTED and done.request == job("b1", user_id=2).request
+    # The inputs as sent stay with the job (for its Info), and so do its API attempts.
+    assert done.inputs == (InputInfo(4, 3, 5, "image/png"), InputInfo(5, 6, 6, "image/png"))
+    assert seen["attempts"] == [Attempt(1, NOON + 6, 2.5, AttemptOutcome.SUCCEEDED, True, 200, "req-1")]
     assert seen["missing"] is None
     assert seen["unfinished"] == ["d1"] and seen["running"] == (0, 1)
     # a1 failed and a2 cancelled: both refunded; b1 (member 2) and d1 (a DM) still charged.
@@ -357,7 +362,7 @@ async def test_a_database_left_at_version_6_is_migrated_once_to_the_latest(datab
 
 async def check_migrated(store: Store) -> None:
     versions = [r["version"] for r in await query(store, "SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == list(range(1, LATEST + 1)) and LATEST == 8
+    assert versions == list(range(1, LATEST + 1)) and LATEST == 9
     # Money in integer micro-dollars, exactly; the kind (what a job does) split from its origin (how it began).
     jobs = {job_id: await store.get_job(job_id) for job_id, *_ in OLD_JOBS}
     assert {job_id: (j.kind, j.request.origin, j.cost, j.run) for job_id, j in jobs.items() if j} == {
@@ -372,6 +377,8 @@ async def check_migrated(store: Store) -> None:
     # Version 8: an old job is no spoiler, asked no model options and is no variation.
     assert {(j.request.spoiler, len(j.request.options), j.request.group_id, j.request.variant, j.request.variants)
             for j in jobs.values() if j} == {(False, 0, None, 0, 1)}  # fmt: skip
+    # Version 9: an old job's inputs were not recorded as sent (its Info counts them only).
+    assert {j.inputs for j in jobs.values() if j} == {()}
     amounts = await query(store, "SELECT job_id, entry, amount FROM money ORDER BY job_id, entry")
     expected = [(job_id, "charge", round(cost * 1_000_000)) for job_id, _, _, _, cost, *_ in OLD_JOBS]
     expected += [(job_id, "refund", round(cost * 1_000_000)) for job_id, _, s, _, cost, *_ in OLD_JOBS

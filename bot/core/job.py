@@ -119,6 +119,27 @@ class Destination:
 
 
 @dataclass(frozen=True)
+class InputInfo:
+    """One of a job's input images as it was sent to the API: its size in pixels and in bytes.
+
+    Kept with the job (the images themselves go when their retention ends), so a result's Info
+    can name its inputs for as long as the job is in the ledger. Named by place: image1, image2…
+    """
+
+    width: int
+    height: int
+    size: int  # bytes
+    mime: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"width": self.width, "height": self.height, "bytes": self.size, "mime": self.mime}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> InputInfo:
+        return cls(int(value["width"]), int(value["height"]), int(value["bytes"]), str(value["mime"]))
+
+
+@dataclass(frozen=True)
 class Job:
     """A job as stored. Only ``bot.jobs.lifecycle`` makes a changed copy of one."""
 
@@ -132,6 +153,7 @@ class Job:
     guild_key: bool = False  # made with its server's own API key: outside the operator's daily budget
     destination: Destination | None = None
     notes: tuple[str, ...] = ()  # what was done to the inputs, e.g. "image2 was re-encoded to fit 4.2 MB"
+    inputs: tuple[InputInfo, ...] = ()  # its images as sent (image1 first); empty before they are ready
     queued_at: float | None = None  # when it last joined the line (its images ready)
     started_at: float | None = None
     finished_at: float | None = None

@@ -94,6 +94,8 @@ class GuildOverrides(_Overrides):
     audit_channel_id: int | _Unset | None = UNSET  # where every job's outcome is posted (None: nowhere)
     model: str | _Unset = UNSET  # the image model this server uses (one of IMAGE_MODELS)
     private_results: PrivateResults | _Unset = UNSET
+    # Results started in these channels (or their threads) are spoilers, whatever their member chose.
+    spoiler_channel_ids: frozenset[int] | _Unset = UNSET
 
     def merged(self, changes: GuildOverrides) -> GuildOverrides:
         """These overrides with every setting ``changes`` sets."""

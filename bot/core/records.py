@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bot.core.attempts import Attempt
 from bot.core.job import Job
 from bot.core.states import JobState
 
@@ -79,6 +80,21 @@ class HistoryEntry:
 
     job: Job
     result_deleted: bool  # its result message was deleted with the Delete button
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """Everything a result's Info button tells: the job, where it came from, and its API attempts."""
+
+    job: Job
+    parents: tuple[Job, ...] = ()  # its parent first, then that one's parent, and so on
+    missing_parent: str | None = None  # the id of the first ancestor no longer in the ledger
+    attempts: tuple[Attempt, ...] = ()  # every API attempt of every run, in order
+
+    @property
+    def retried(self) -> bool:
+        """Whether it took more than one try: a call repeated, or a run again after a restart."""
+        return self.job.restarts > 0 or len(self.attempts) > 1 or self.job.attempts > 1
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from bot.config import Config
-from bot.core.job import Destination, Job, JobRequest, new_job_id, utc_day
+from bot.core.job import Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
 from bot.core.models import ImageModel
 from bot.core.states import JobState
 from bot.errors import AtelierError, InputsGoneError, QueueFullError, UnexpectedError
@@ -36,7 +36,15 @@ from bot.provider.balance import BalanceTooLowError, BalanceWatch
 from bot.provider.routing import ModelRouter
 from bot.servers.blocks import Blocklist
 from bot.servers.guild_keys import GuildKeys
-from bot.servers.limits import GuildLimits, Requester, ShuttingDownError, apply_privacy, check_access, quota_for
+from bot.servers.limits import (
+    GuildLimits,
+    Requester,
+    ShuttingDownError,
+    apply_privacy,
+    apply_spoilers,
+    check_access,
+    quota_for,
+)
 from bot.servers.presets import StylePresets
 from bot.servers.settings import GuildSettings
 
@@ -136,7 +144,7 @@ class Admission:
             request = dataclasses.replace(request, style=preset.name, style_text=preset.text)
         limits = await self.limits_for(who.guild_id)
         check_access(self._config, limits, who)
-        request = apply_privacy(limits, request)
+        request = apply_spoilers(limits, apply_privacy(limits, request), who)
         chosen = self.model_for(who.guild_id)
         chosen.check_size(request.size)
         own_key = self._keys.key_for(who.guild_id) is not None
@@ -174,6 +182,7 @@ class Admission:
                 return await self._as_it_is(job)
             job = preparing
             notes: tuple[str, ...] = ()
+            inputs: tuple[InputInfo, ...] = ()
             if kind_of(job.kind).needs_images:
                 await self._after_answers()
                 files = await source.fetch()
@@ -181,7 +190,8 @@ class Admission:
                 await self._inputs.save(job.id, images)
                 # Notes are kept as text, in the language of the member who reads them.
                 notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
-            queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes)
+                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in images)
+            queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes, inputs=inputs)
             if queued is None:  # cancelled while its images were being prepared: never queued again
                 await self._inputs.delete(job.id)  # saved after the job ended
                 return await self._as_it_is(job)

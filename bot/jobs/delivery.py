@@ -1,14 +1,17 @@
 """Delivery, the engine's half: fit the decoded answer to the destination, hand it over, record the end.
 
 Data goes one way: the engine finishes the image (decoded, fitted under the upload limit the
-destination gave) and the frontend posts it and answers ``Posted`` or ``PostFailed``. When the
-frontend says the file was still too large, the engine shrinks it once more and hands it over
-again. A run that no longer holds its job posts nothing: the lease is checked (and extended)
-right before the result goes out.
+destination gave) and small copies of the job's inputs (made while the answer decodes), and the
+frontend posts them together and answers ``Posted`` or ``PostFailed``. The output is fitted to the
+limit less what the inputs' copies take, so the whole message fits. When the frontend says the
+file was still too large, the engine shrinks it once more and hands it over again. A run that no
+longer holds its job posts nothing: the lease is checked (and extended) right before the result
+goes out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -16,11 +19,14 @@ from typing import Any
 from bot.core.job import Delivered, Job
 from bot.core.records import NoticeDraft
 from bot.core.states import JobState
-from bot.errors import DeliveryError
+from bot.errors import DeliveryError, UnexpectedError
+from bot.jobs.inputs import JobInputs
+from bot.jobs.kinds import kind_of
 from bot.jobs.lifecycle import Lifecycle
 from bot.jobs.outbox import NEXT_USE
 from bot.media.editor import Editor
-from bot.ports import NotDelivered, PostFailed, Publisher
+from bot.media.images import InputPreview
+from bot.ports import NotDelivered, PostFailed, Publisher, ResultMedia
 from bot.provider.client import ImageEditResult
 
 log = logging.getLogger(__name__)
@@ -32,23 +38,28 @@ SHRINK_AGAIN = 0.7
 class Deliverer:
     """Turns a job's API answer into a posted result and a succeeded job."""
 
-    def __init__(self, lifecycle: Lifecycle, editor: Editor, publisher: Publisher) -> None:
+    def __init__(self, lifecycle: Lifecycle, editor: Editor, publisher: Publisher, inputs: JobInputs) -> None:
         self._lifecycle = lifecycle
         self._editor = editor
         self._publisher = publisher
+        self._inputs = inputs
 
     async def deliver(self, job: Job, decoding: Awaitable[ImageEditResult]) -> None:
-        """Fit and post the result (being decoded), then record the job succeeded; raise ``AtelierError``."""
-        result = await decoding
-        image = await self._editor.fit(result.image, job.upload_limit)
+        """Fit and post the result (being decoded) with its inputs, then record the job succeeded; raise
+        ``AtelierError``."""
+        result, (inputs, strip) = await asyncio.gather(decoding, self._previews(job))
+        media = ResultMedia((), inputs, strip)
+        # The copies are small (a few KB each): whatever they take, the output keeps at least half the limit.
+        budget = max(job.upload_limit // 2, job.upload_limit - media.preview_bytes)
+        image = await self._editor.fit(result.image, budget)
         if not await self._lifecycle.still_holds(job):
             log.warning("job=%s run=%d: not posting a result for a job this process lost", job.id, job.run)
             return
-        outcome = await self._publisher.publish(job, image)
+        outcome = await self._publisher.publish(job, ResultMedia((image,), inputs, strip))
         if isinstance(outcome, PostFailed) and outcome.too_large:
             log.info("job=%s result of %d bytes refused as too large; shrinking it", job.id, len(image.data))
             image = await self._editor.fit(result.image, int(len(image.data) * SHRINK_AGAIN))
-            outcome = await self._publisher.publish(job, image)
+            outcome = await self._publisher.publish(job, ResultMedia((image,), inputs, strip))
         if isinstance(outcome, PostFailed):
             raise DeliveryError(outcome.user_message, log_detail=outcome.log_detail)
         where: dict[str, Any]
@@ -78,3 +89,21 @@ class Deliverer:
             output_bytes=len(image.data),
             **where,
         )
+
+    async def _previews(self, job: Job) -> tuple[tuple[InputPreview, ...], bytes | None]:
+        """Small copies of the job's inputs for its result (none when its kind has none, or they are gone).
+
+        A copy that cannot be made costs the result its inputs' pictures, never the result itself.
+        """
+        if not kind_of(job.kind).needs_images:
+            return (), None
+        images = await self._inputs.load(job.id)
+        if not images:
+            return (), None
+        try:
+            return await self._editor.previews(images)
+        except (OSError, ValueError, SyntaxError) as exc:  # checked once already; Pillow may still refuse
+            log.warning("job=%s result goes without its inputs' copies: %s", job.id, exc)
+        except Exception as exc:  # a bug: logged under a reference, and the result still goes out
+            UnexpectedError.capture(exc, f"the inputs' copies of job {job.id}")
+        return (), None

@@ -7,11 +7,22 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from bot.media.images import OutputImage, PreparedImage, fit_for_upload, prepare_input
+from bot.media.images import (
+    InputPreview,
+    OutputImage,
+    PreparedImage,
+    fit_for_upload,
+    make_strip,
+    make_thumbnail,
+    prepare_input,
+)
 
 # The provider's gateway returns "Unknown error" for inputs above a few MB, although
 # its page says 10 MB; larger inputs are re-encoded down to this.
 INPUT_MAX_BYTES = 4 * 1024 * 1024
+# A result shows up to this many inputs with a small copy each; more go together in one strip, so the
+# message stays well inside Discord's ten files with room for several outputs (variations).
+THUMBNAILS_AT_MOST = 4
 
 T = TypeVar("T")
 
@@ -42,3 +53,18 @@ class Editor:
         if len(image.data) <= upload_limit:
             return image
         return await self.run(fit_for_upload, image, upload_limit)
+
+    async def previews(self, images: Sequence[PreparedImage]) -> tuple[tuple[InputPreview, ...], bytes | None]:
+        """Small copies of a job's inputs for its result: a thumbnail each, or one strip of them all."""
+        named = [(f"image{n}", image) for n, image in enumerate(images, start=1)]
+        if len(images) > THUMBNAILS_AT_MOST:
+            strip = await self.run(make_strip, [image.data for image in images])
+            return tuple(InputPreview(name, i.width, i.height, len(i.data)) for name, i in named), strip
+        thumbnails = await asyncio.gather(*(self.run(make_thumbnail, image.data) for image in images))
+        return (
+            tuple(
+                InputPreview(name, i.width, i.height, len(i.data), thumb)
+                for (name, i), thumb in zip(named, thumbnails, strict=True)
+            ),
+            None,
+        )

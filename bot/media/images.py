@@ -56,6 +56,17 @@ class OutputImage:
         return _EXT_BY_MIME[self.mime]
 
 
+@dataclass(frozen=True)
+class InputPreview:
+    """One input of a result as the result shows it: its name and size as sent, and a small copy."""
+
+    name: str  # image1, image2… (what the prompt calls it)
+    width: int
+    height: int
+    size: int  # bytes, as sent to the API
+    thumbnail: bytes | None = None  # a small JPEG; None when the inputs are shown together (a strip)
+
+
 def sniff_format(data: bytes | memoryview) -> str | None:
     """The pass-through format of ``data`` by its magic bytes, or ``None``."""
     head = bytes(data[:12])
@@ -303,3 +314,48 @@ def make_preview(data: bytes, side: int = PREVIEW_SIDE) -> bytes:
         if small.mode not in ("RGB", "RGBA"):
             small = small.convert("RGBA" if "A" in small.getbands() else "RGB")
         return _encode(small, "WEBP", quality=60, method=4)
+
+
+# A result's inputs as its card shows them: small JPEG copies (the members' own links expire).
+THUMBNAIL_SIDE = 320
+STRIP_HEIGHT = 160
+STRIP_GAP = 4
+THUMBNAIL_QUALITY = 80
+
+
+def _small_rgb(data: bytes, box: tuple[int, int]) -> Image.Image:
+    """``data`` decoded at about ``box`` (a JPEG at a reduced scale), upright and without alpha (on white)."""
+    with Image.open(io.BytesIO(data)) as image:
+        image.draft("RGB", (box[0] * 2, box[1] * 2))  # a JPEG decodes at 1/2..1/8 scale; a no-op for others
+        if getattr(image, "n_frames", 1) > 1:
+            image.seek(0)
+        image.load()
+        upright = ImageOps.exif_transpose(image) if _orientation(image) != 1 else image
+        upright.thumbnail(box, Image.Resampling.BILINEAR, reducing_gap=2.0)
+        small = _normalise_mode(upright)
+        if small is image:
+            small = image.copy()  # small already; the file it was read from closes with this block
+    if "A" in small.getbands():
+        # Transparent pixels would turn black in a JPEG; white reads like the chat's own light background.
+        flat = Image.new("RGB", small.size, (255, 255, 255))
+        flat.paste(small, mask=small.getchannel("A"))
+        return flat
+    return small if small.mode == "RGB" else small.convert("RGB")
+
+
+def make_thumbnail(data: bytes, side: int = THUMBNAIL_SIDE) -> bytes:
+    """A small JPEG of an input (at most ``side`` pixels a side), for a result's card."""
+    return _encode(_small_rgb(data, (side, side)), "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)
+
+
+def make_strip(images: list[bytes], height: int = STRIP_HEIGHT, gap: int = STRIP_GAP) -> bytes:
+    """Every input side by side, each ``height`` pixels high, in one small JPEG: a card's inputs in one file
+    when there are too many for a file each (a message takes at most ten)."""
+    tiles = [_small_rgb(data, (height * 3, height)) for data in images]
+    width = sum(tile.width for tile in tiles) + gap * max(0, len(tiles) - 1)
+    strip = Image.new("RGB", (max(1, width), height), (255, 255, 255))
+    x = 0
+    for tile in tiles:
+        strip.paste(tile, (x, (height - tile.height) // 2))
+        x += tile.width + gap
+    return _encode(strip, "JPEG", quality=THUMBNAIL_QUALITY, optimize=True)

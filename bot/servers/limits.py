@@ -43,6 +43,7 @@ class GuildLimits:
     private_results: PrivateResults = PrivateResults.ALLOWED
     user_max_active: int = 2
     role_limits: Mapping[int, RoleLimits] = field(default_factory=dict)
+    spoiler_channel_ids: frozenset[int] = frozenset()
 
     @classmethod
     def resolve(cls, config: Config, overrides: GuildOverrides) -> GuildLimits:
@@ -57,6 +58,7 @@ class GuildLimits:
             private_results=overrides.pick("private_results", config.private_results),
             user_max_active=overrides.pick("user_max_active", config.user_max_active),
             role_limits=overrides.pick("role_limits", {}),
+            spoiler_channel_ids=overrides.pick("spoiler_channel_ids", frozenset()),
         )
 
 
@@ -242,8 +244,19 @@ def apply_privacy(limits: GuildLimits | None, request: JobRequest) -> JobRequest
     return request
 
 
+def apply_spoilers(limits: GuildLimits | None, request: JobRequest, who: Requester) -> JobRequest:
+    """The request as the server's spoiler channels have it: a spoiler when started in one (or in a thread of
+    one), else as asked (a member may always ask for a spoiler; a channel never takes it away)."""
+    channels = limits.spoiler_channel_ids if limits is not None else frozenset()
+    if request.spoiler or not channels:
+        return request
+    if who.channel_id in channels or who.parent_channel_id in channels:
+        return dataclasses.replace(request, spoiler=True)
+    return request
+
+
 def check_can_reuse(job: Job, user_id: int) -> None:
-    """Refuse to refine or reroll a private result for anyone but the member who asked for it."""
+    """Refuse to show the details of, refine or reroll a private result for anyone but the member who asked."""
     if job.request.private and job.user_id != user_id:
         raise AccessDeniedError(_t("That result is private to the member who asked for it."))
 

@@ -32,6 +32,10 @@ INSERT_ATTEMPT = (
     ":may_be_billed, :request_id) ON CONFLICT (job_id, run, attempt) DO NOTHING"
 )
 GET_JOB = "SELECT * FROM jobs WHERE id = :id"
+ATTEMPTS_OF = (
+    "SELECT attempt, started_at, seconds, outcome, http_status, may_be_billed, request_id FROM api_attempts "
+    "WHERE job_id = :job_id ORDER BY run, attempt"
+)
 
 # A member's, their server's and (``whole_day``: only when a budget needs it, since it sums every
 # charge of the day) the day's totals.

@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from bot.core.job import Delivered, Destination, Job, JobRequest, Origin
+from bot.core.job import Delivered, Destination, InputInfo, Job, JobRequest, Origin
 from bot.core.records import Notice
 from bot.core.states import JobState
 
@@ -20,7 +20,7 @@ REQUEST_COLUMNS = (
     "private", "style", "style_text", "language", "spoiler", "options", "group_id", "variant", "variants",
 )  # fmt: skip
 JOB_COLUMNS = (
-    "id", "status", *REQUEST_COLUMNS, "delivery", "notes", "created_at", "charge_day", "cost", "model",
+    "id", "status", *REQUEST_COLUMNS, "delivery", "notes", "inputs", "created_at", "charge_day", "cost", "model",
     "guild_key", "queued_at", "started_at", "finished_at", "error", "attempts", "restarts", "api_seconds",
     "input_tokens", "output_tokens", "total_tokens", "output_width", "output_height", "output_bytes",
     "result_channel_id", "result_message_id", "delivered", "claimed_by", "lease_until", "run",
@@ -31,7 +31,7 @@ MOVABLE = frozenset(JOB_COLUMNS) - {
 }  # fmt: skip
 # Job fields by the column that holds them, where the names differ.
 _FIELD_OF = {"delivery": "destination", "claimed_by": "holder"}
-_SIMPLE = MOVABLE - {"delivery", "notes", "delivered", "claimed_by", "lease_until"}
+_SIMPLE = MOVABLE - {"delivery", "notes", "inputs", "delivered", "claimed_by", "lease_until"}
 
 
 def job_params(job: Job, lease_until: float | None = None) -> dict[str, Any]:
@@ -71,6 +71,8 @@ def column_values(values: Mapping[str, Any]) -> dict[str, Any]:
             out["delivery"] = json.dumps(value.to_json() if value is not None else {})
         elif name == "notes":
             out["notes"] = json.dumps([str(note) for note in value])
+        elif name == "inputs":
+            out["inputs"] = json.dumps([info.to_json() for info in value])
         elif name == "delivered":
             out["delivered"] = Delivered(value).value if value is not None else None
         elif name in ("holder", "claimed_by"):
@@ -115,6 +117,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         guild_key=bool(row["guild_key"]),
         destination=Destination.from_json(json.loads(row["delivery"] or "{}")),
         notes=tuple(str(n) for n in json.loads(row["notes"] or "[]")),
+        inputs=tuple(InputInfo.from_json(i) for i in json.loads(row["inputs"] or "[]")),
         queued_at=_float(row["queued_at"]),
         started_at=_float(row["started_at"]),
         finished_at=_float(row["finished_at"]),

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from bot.core.attempts import Attempt
+from bot.core.attempts import Attempt, AttemptOutcome
 from bot.core.job import Delivered, Job
 from bot.core.quota import DayUsage, Limit, Quota
 from bot.core.records import (
@@ -156,6 +156,22 @@ class Store:
     async def get_job(self, job_id: str) -> Job | None:
         row = await self._read(fetch_one(q.GET_JOB, id=job_id))
         return job_from_row(row) if row else None
+
+    async def attempts_of(self, job_id: str) -> list[Attempt]:
+        """Every API attempt recorded for a job, of every run, in the order they were made."""
+        rows = await self._read(fetch(q.ATTEMPTS_OF, job_id=job_id))
+        return [
+            Attempt(
+                number=int(r["attempt"]),
+                started_at=float(r["started_at"]),
+                seconds=float(r["seconds"]),
+                outcome=AttemptOutcome(r["outcome"]),
+                may_be_billed=bool(r["may_be_billed"]),
+                http_status=int(r["http_status"]) if r["http_status"] is not None else None,
+                request_id=r["request_id"],
+            )
+            for r in rows
+        ]
 
     async def unfinished_of(self, user_id: int) -> list[Job]:
         return [job_from_row(r) for r in await self._read(fetch(q.UNFINISHED_OF, user_id=user_id))]

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
 
 _CLEAR_WORDS = {"all", "any", "everyone", "none", "clear", "reset", "-"}
+# For a list that names where something extra happens (spoiler channels), "all" would mean the opposite.
+_NONE_WORDS = {"none", "clear", "reset", "-"}
 CHART_DAYS = 30
 DEFAULT_MODEL = "default"
 
@@ -56,13 +58,19 @@ def _no_roles(typed: str) -> Text:
     return _t("I found no roles in `{typed}`. Mention them, paste their ids, or write `all`.", typed=typed)
 
 
-def parse_ids(text: str, what: Literal["channels", "roles"]) -> list[int]:
-    """Ids from mentions or raw ids (``<#1>``, ``<@&2>``, ``3``); an empty list for all/everyone/none."""
+def parse_ids(text: str, what: Literal["channels", "roles", "spoiler channels"]) -> list[int]:
+    """Ids from mentions or raw ids (``<#1>``, ``<@&2>``, ``3``); an empty list for all/everyone/none (spoiler
+    channels: for none only)."""
     cleaned = text.strip().lower()
-    if cleaned in _CLEAR_WORDS:
+    if cleaned in (_NONE_WORDS if what == "spoiler channels" else _CLEAR_WORDS):
         return []
     ids = [int(i) for i in re.findall(r"\d{15,20}", text)]
     if not ids:
+        if what == "spoiler channels":
+            raise InputError(
+                # Translators: {typed} is what the admin typed; `none` is a value to type as it is.
+                _t("I found no channels in `{typed}`. Mention them, paste their ids, or write `none`.", typed=text[:80])
+            )
         raise InputError(_no_channels(text[:80]) if what == "channels" else _no_roles(text[:80]))
     return sorted(set(ids))
 
@@ -337,8 +345,12 @@ class AdminCog(
                 )
             await self.change_role_limits(interaction, role, member_values, reset)
             return
-        if reset:  # the limits only: the audit channel and the model are /atelier settings' business
-            overrides = GuildOverrides(audit_channel_id=overrides.audit_channel_id, model=overrides.model)
+        if reset:  # the limits only: the audit channel, the model and spoilers are /atelier settings' business
+            overrides = GuildOverrides(
+                audit_channel_id=overrides.audit_channel_id,
+                model=overrides.model,
+                spoiler_channel_ids=overrides.spoiler_channel_ids,
+            )
         values: dict[str, Any] = dict(member_values)
         if guild_daily is not None:
             values["guild_daily_limit"] = guild_daily or None
@@ -410,17 +422,19 @@ class AdminCog(
 
     @app_commands.command(
         name=_name("command name", "settings"),
-        description=_desc("The audit channel, the image model, keys and blocks here"),
+        description=_desc("The audit channel, the image model, spoiler channels, keys and blocks here"),
     )
     @app_commands.describe(
         audit_channel=_desc("Post every job's outcome here, with moderator buttons"),
         audit_off=_desc("Stop posting outcomes to an audit channel"),
         model=_desc("The image model this server uses"),
+        spoiler_channels=_desc("Channels whose results are always spoilers: mentions or ids, or 'none'"),
     )
     @app_commands.rename(
         audit_channel=_name("option name", "audit_channel"),
         audit_off=_name("option name", "audit_off"),
         model=_name("option name", "model"),
+        spoiler_channels=_name("option name", "spoiler_channels"),
     )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def settings(
@@ -429,6 +443,7 @@ class AdminCog(
         audit_channel: discord.TextChannel | None = None,
         audit_off: bool = False,
         model: str | None = None,
+        spoiler_channels: str | None = None,
     ) -> None:
         assert interaction.guild_id is not None
         engine = self.bot.engine
@@ -438,6 +453,8 @@ class AdminCog(
             raise InputError(_t("Pick an audit channel or turn it off, not both."))
         if model is not None:
             changes["model"] = self.pick_model(model)
+        if spoiler_channels is not None:
+            changes["spoiler_channel_ids"] = frozenset(parse_ids(spoiler_channels, "spoiler channels"))
         if audit_channel is not None:
             await self.announce_audit_channel(interaction, audit_channel)
             changes["audit_channel_id"] = audit_channel.id
@@ -521,7 +538,8 @@ class AdminCog(
         ][:25]
 
     def describe_settings(self, guild_id: int, language: str | None) -> str:
-        """The server's settings in ``language``: audit channel, model, API key, blocked members."""
+        """The server's settings in ``language``: audit channel, spoiler channels, model, API key, blocked
+        members."""
         engine = self.bot.engine
         overrides = engine.cached_overrides(guild_id)
         channel = overrides.pick("audit_channel_id", None)
@@ -548,9 +566,13 @@ class AdminCog(
         blocked = ", ".join(f"<@{b.user_id}>" for b in blocks[:20]) + (" …" if len(blocks) > 20 else "")
         # Translators: no audit channel, no blocked members.
         none = _pt("setting value", "none")
+        spoiler_channels: frozenset[int] = overrides.pick("spoiler_channel_ids", frozenset())
+        spoilers = ", ".join(f"<#{c}>" for c in sorted(spoiler_channels))
         lines = [
             # Translators: {channel} is a channel mention, or "none".
             _t("• Audit channel: {channel}", channel=f"<#{channel}>" if channel else none),
+            # Translators: {channels} is a list of channel mentions, or "none".
+            _t("• Spoiler channels (their threads too): {channels}", channels=spoilers or none),
             model_line,
             key_line,
             # Translators: {members} is a list of member mentions, or "none".

@@ -216,8 +216,13 @@ class AuditPoster:
             # Shorten every instruction a little more until the whole batch fits one message.
             blocks = [_shorter(block) for block in blocks]
             content = "\n".join(blocks)
+        # A spoiler result's preview is a spoiler too (the channel is a classic message: Discord's SPOILER_ name).
         files = [
-            discord.File(io.BytesIO(entry.preview), filename=f"preview-{n}-{entry.job.id}.webp")
+            discord.File(
+                io.BytesIO(entry.preview),
+                filename=f"preview-{n}-{entry.job.id}.webp",
+                spoiler=entry.job.request.spoiler,
+            )
             for n, entry in enumerate(batch, start=1)
             if entry.preview
         ]

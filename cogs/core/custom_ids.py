@@ -15,6 +15,7 @@ REFINE_BUTTON_TEMPLATE = rf"atelier:refine:v1:{_JOB}"
 CANCEL_BUTTON_TEMPLATE = rf"atelier:cancel:v1:{_JOB}"
 REROLL_BUTTON_TEMPLATE = rf"atelier:reroll:v1:{_JOB}"
 DELETE_BUTTON_TEMPLATE = rf"atelier:delete:v1:{_JOB}"
+INFO_BUTTON_TEMPLATE = rf"atelier:info:v1:{_JOB}"
 # Refine offered away from the result (its originals are gone, or from /history): the result's ids.
 REFINE_FROM_TEMPLATE = rf"atelier:refine-from:v1:{_MESSAGE}:{_JOB}"
 # /history pages: whose history, which page, and which way the button goes (p)revious or (n)ext.
@@ -55,6 +56,11 @@ def reroll_button_id(job_id: str) -> str:
 def delete_button_id(job_id: str) -> str:
     """custom_id of the Delete button on a result of ``job_id``."""
     return f"atelier:delete:v1:{job_id}"
+
+
+def info_button_id(job_id: str) -> str:
+    """custom_id of the Info button on a result of ``job_id``."""
+    return f"atelier:info:v1:{job_id}"
 
 
 def refine_from_id(channel_id: int, message_id: int, job_id: str) -> str:

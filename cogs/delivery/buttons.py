@@ -41,14 +41,25 @@ FORM_TEXT_MAX = 45
 REFINE_LABEL = _pt("button", "Refine")
 
 
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+
+
+def _is_image(attachment: discord.Attachment) -> bool:
+    return (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(_IMAGE_SUFFIXES)
+
+
 def first_image(message: discord.Message) -> discord.Attachment | None:
-    """The image attached to a result message, if it still has one."""
-    for attachment in message.attachments:
-        if (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(
-            (".png", ".jpg", ".jpeg", ".webp")
-        ):
+    """The result image on a result message, if it still has one.
+
+    A result's card also carries small copies of its inputs: the output is the file named
+    ``atelier-<job>.<ext>`` (``cogs.delivery.card``), shown or not as a spoiler. A message without
+    one (a result posted before the card) gives its first image.
+    """
+    images = [attachment for attachment in message.attachments if _is_image(attachment)]
+    for attachment in images:
+        if attachment.filename.removeprefix("SPOILER_").startswith("atelier-"):
             return attachment
-    return None
+    return images[0] if images else None
 
 
 def size_select(language: str | None) -> ui.Select[Any]:

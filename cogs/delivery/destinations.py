@@ -5,6 +5,7 @@ Two kinds, both usable after a restart because they hold only ids:
   while it lives (15 minutes); a private job's is visible only to its requester;
 - ``message``: a message the bot posted with its own token (refines in threads,
   "Edit images" replies).
+A result is a card (``cogs.delivery.card``): the status message is edited into it.
 When the token has expired, or Discord refuses it, the result goes out as a new
 channel message that mentions the requester only, or, for a private job, as a
 direct message (and if the member's DMs are closed, it is not delivered). A result
@@ -35,10 +36,8 @@ import discord
 
 from bot.core.job import Delivered, Destination
 from bot.i18n import Text, _t
-from bot.media.images import OutputImage
 from cogs.core.language import render
 from cogs.core.text import clip, message_link
-from cogs.core.uploads import image_file
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,8 @@ T = TypeVar("T")
 # Requests on interaction tokens, kept until they end (asyncio holds tasks weakly; a caller may stop waiting).
 _IN_FLIGHT: set[asyncio.Task[Any]] = set()
 
-# What a result reads like and which buttons it has, where it is going.
-Compose = Callable[[Delivered], tuple[str, discord.ui.View]]
+# A result's card and its files, where it is going (made afresh for each try: a file is read once).
+Compose = Callable[[Delivered], tuple[discord.ui.LayoutView, list[discord.File]]]
 
 
 def interaction_target(
@@ -203,59 +202,64 @@ class Delivery:
             log.info("could not update a status message (%s %s)", exc.status, exc.code)
         return True
 
-    async def result(self, image: OutputImage, filename: str, compose: Compose) -> tuple[int, int, Delivered]:
-        """Show the finished image where it belongs; its (channel, message) ids and how it went.
+    async def result(self, compose: Compose) -> tuple[int, int, Delivered]:
+        """Show the finished result's card where it belongs; its (channel, message) ids and how it went.
 
         Raises ``discord.HTTPException`` if Discord refuses it, ``DirectMessagesClosedError`` if a
         late private result cannot be sent to its member.
         """
         delivered = Delivered.PRIVATE if self.private else Delivered.POSTED
-        content, view = compose(delivered)
         if not self.on_interaction and self._too_old():
             # Past the hour in which Discord lets the status message be edited: a new message, linked from it.
-            message = await self._late(content, image_file(image, filename), view)
+            message = await self._late_card(*compose(delivered))
             await self._point_to(message, _t("➡️ The result:"))
             return message.channel.id, message.id, delivered
+        card, files = compose(delivered)
         try:
-            channel_id, message_id = await self._edit(
-                content=clip(content, MAX_CONTENT), attachments=[image_file(image, filename)], view=view, final=True
-            )
+            # The status message becomes the card. Discord lets an edit set IS_COMPONENTS_V2 (never unset it),
+            # provided the same edit clears what a V2 message may not carry, the content and the embeds:
+            # https://discord.com/developers/docs/resources/message#edit-message ("The SUPPRESS_EMBEDS flag can
+            # be both set and unset, while the IS_COMPONENTS_V2 flag can only be set. When the IS_COMPONENTS_V2
+            # flag is set, any of the used content, embeds, sticker_ids, files[n] or poll values in the initial
+            # message must be set to null first"). A status never carries files, stickers or a poll, and once
+            # it is a card nothing edits it back into text (a failure or a cancel only ever replaces a status).
+            channel_id, message_id = await self._edit(content=None, embeds=[], attachments=files, view=card, final=True)
             return channel_id, message_id, delivered
         except _CannotEditError:
             pass
         if self.private:
-            content, view = compose(Delivered.DIRECT_MESSAGE)
-            message = await self._direct(content, image_file(image, filename), view)
+            message = await self._direct_card(*compose(Delivered.DIRECT_MESSAGE))
             return message.channel.id, message.id, Delivered.DIRECT_MESSAGE
-        message = await self._late(content, image_file(image, filename), view)
+        message = await self._late_card(*compose(delivered))
         return message.channel.id, message.id, Delivered.POSTED
 
-    async def _direct(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
+    async def _direct_card(self, card: discord.ui.LayoutView, files: list[discord.File]) -> discord.Message:
+        """After the token's 15 minutes, a private result goes to its member by direct message."""
+        return await self._direct(view=card, files=files)
+
+    async def _direct(self, **fields: Any) -> discord.Message:
         """After the token's 15 minutes, a private job's news goes to its member by direct message."""
         channel = await self.bot.create_dm(discord.Object(self.user_id))
-        kwargs: dict[str, Any] = {"content": clip(content, MAX_CONTENT)}
-        if file is not None:
-            kwargs["file"] = file
-        if view is not None:
-            kwargs["view"] = view
         try:
-            return await channel.send(**kwargs)
+            return await channel.send(**fields)
         except discord.Forbidden as exc:
             if exc.code == _CANNOT_DM:
                 raise DirectMessagesClosedError from None
             raise
 
-    async def _late(self, content: str, file: discord.File | None, view: discord.ui.View | None) -> discord.Message:
+    async def _late_card(self, card: discord.ui.LayoutView, files: list[discord.File]) -> discord.Message:
+        """After the token's 15 minutes: the card as a new channel message, which pings its requester only
+        (the card names them)."""
+        return await self.channel.send(view=card, files=files, allowed_mentions=self._requester_only)
+
+    async def _late(self, text: str) -> discord.Message:
         """After the token's 15 minutes: a new channel message that pings the requester only."""
-        kwargs: dict[str, Any] = {
-            "content": clip(f"<@{self.user_id}> {content}", MAX_CONTENT),
-            "allowed_mentions": discord.AllowedMentions(users=[discord.Object(self.user_id)]),
-        }
-        if file is not None:
-            kwargs["file"] = file
-        if view is not None:
-            kwargs["view"] = view
-        return await self.channel.send(**kwargs)
+        content = clip(f"<@{self.user_id}> {text}", MAX_CONTENT)
+        return await self.channel.send(content=content, allowed_mentions=self._requester_only)
+
+    @property
+    def _requester_only(self) -> discord.AllowedMentions:
+        return discord.AllowedMentions(users=[discord.Object(self.user_id)])
 
     async def failure(self, text: str, private: bool) -> str:
         """Say the job failed and why (``private``: it concerns only its member); how it reached them.
@@ -273,7 +277,7 @@ class Delivery:
                 return "ephemeral"
             await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
         except _CannotEditError:
-            await self._late(text, None, None)
+            await self._late(text)
             return "channel"
         if private and self.token_alive and self.webhook is not None:
             with contextlib.suppress(_CannotEditError):  # the failure is shown on the status already
@@ -296,7 +300,7 @@ class Delivery:
         try:
             await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
         except _CannotEditError:
-            await self._late(text, None, None)
+            await self._late(text)
             return "channel"
         return "edited"
 
@@ -308,7 +312,7 @@ class Delivery:
         except _CannotEditError:
             pass
         try:
-            await self._direct(text, None, None)
+            await self._direct(content=text)
         except DirectMessagesClosedError:
             log.info("could not tell user=%s about a private edit's outcome: DMs closed", self.user_id)
             return "next_use"

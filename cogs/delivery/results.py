@@ -1,4 +1,5 @@
-"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🔁 Reroll and 🗑 Delete.
+"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🔁 Reroll, ℹ️ Info
+(``cogs.delivery.info``) and 🗑 Delete.
 
 - Reroll sends the result's kept inputs, instruction, style and size again as a new
   job (``JobEngine.reroll``: the same admission, limits and money as any edit). Its
@@ -24,12 +25,13 @@ from bot.errors import InputsGoneError
 from bot.i18n import _pt, _t
 from bot.servers.limits import Requester
 from cogs.core.custom_ids import DELETE_BUTTON_TEMPLATE, REROLL_BUTTON_TEMPLATE, delete_button_id, reroll_button_id
-from cogs.core.errors import AtelierView, error_text, guarded
+from cogs.core.errors import error_text, guarded
 from cogs.core.host import client_of
 from cogs.core.language import language_of, render, say
 from cogs.core.requests import requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
 from cogs.delivery.buttons import RefineButton, RefineFromButton, refine_from_view
+from cogs.delivery.info import InfoButton
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
@@ -148,18 +150,17 @@ class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TE
         await bot.engine.result_deleted(job, interaction.user.id)
 
 
-def result_view(job_id: str, language: str | None, *, by_direct_message: bool = False) -> ui.View:
-    """The buttons under a result, in its member's language. One sent by direct message has only Delete:
-    a job started from a DM would fall outside the server's limits, so its member refines or rerolls it
-    from ``/history``."""
-    view = AtelierView(timeout=None)
+def result_buttons(job_id: str, language: str | None, *, by_direct_message: bool = False) -> list[ui.Item[Any]]:
+    """The buttons under a result, in its member's language, in the order they show. One sent by direct
+    message has Info and Delete only: a job started from a DM would fall outside the server's limits, so its
+    member refines or rerolls it from ``/history``."""
+    buttons: list[ui.Item[Any]] = []
     if not by_direct_message:
-        view.add_item(RefineButton(job_id, language))
-        view.add_item(RerollButton(job_id, language))
-    view.add_item(DeleteButton(job_id, language))
-    return view
+        buttons += [RefineButton(job_id, language), RerollButton(job_id, language)]
+    buttons += [InfoButton(job_id, language), DeleteButton(job_id, language)]
+    return buttons
 
 
 async def setup(bot: AtelierClient) -> None:
     """Register the result buttons (Refine's form is routed in ``cogs.members.refine``)."""
-    bot.add_dynamic_items(RerollButton, DeleteButton, RefineFromButton)
+    bot.add_dynamic_items(RerollButton, DeleteButton, InfoButton, RefineFromButton)

@@ -22,21 +22,20 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import discord
 
-from bot.core.job import Delivered, Destination, Job, Origin
+from bot.core.job import Delivered, Destination, Job
 from bot.core.records import Notice
 from bot.core.states import JobState, cancellable
 from bot.engine import JobEngine
 from bot.errors import AtelierError
-from bot.i18n import Renderable, Text, _t
-from bot.media.images import OutputImage
-from bot.ports import NotDelivered, Posted, PostFailed, TellLater, Told
+from bot.i18n import Text, _t
+from bot.ports import NotDelivered, Posted, PostFailed, ResultMedia, TellLater, Told
 from cogs.core.errors import failure_text
 from cogs.core.language import for_job
-from cogs.core.text import clip, message_link, quote_prompt
 from cogs.delivery.acknowledge import status_text
 from cogs.delivery.buttons import cancel_view
+from cogs.delivery.card import ResultCard, card_files, card_text, origin_of
 from cogs.delivery.destinations import Delivery, DirectMessagesClosedError
-from cogs.delivery.results import result_view
+from cogs.delivery.results import result_buttons
 
 log = logging.getLogger(__name__)
 
@@ -51,54 +50,10 @@ MOVE_TIMEOUT = 15.0
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
 
-def _refined_from(parent: str) -> Text:
-    return _t("🪄 refined from {parent}", parent=parent)
-
-
-def _reroll_of(parent: str) -> Text:
-    return _t("🔁 reroll of {parent}", parent=parent)
-
-
-_PARENT_WORDS = {Origin.REFINE: _refined_from, Origin.REROLL: _reroll_of}
 DIRECT_MESSAGE_NOTE = _t(
     "🔒 Your private result came after Discord's 15-minute limit for private answers, so it is here. "
     "Use `/history` in the server to refine or reroll it."
 )
-
-
-def caption(
-    job: Job, image: OutputImage, notes: Sequence[Renderable], origin: Text | None = None, kind: Text | None = None
-) -> str:
-    """The text under a result, in its member's language: prompt (as typed), style, size, who asked, how long
-    it took, what its kind adds, where it came from, notes."""
-    request = job.request
-    elapsed = time.time() - job.created_at
-    parts = [f"{image.width}×{image.height}"]
-    if request.size is not None:
-        parts[0] += " " + for_job(job, _t("(asked {size})", size=request.size))
-    if request.style:
-        parts.append(f"🎨 {request.style}")
-    parts += [f"<@{request.user_id}>", for_job(job, _t("{seconds} s", seconds=f"{elapsed:.1f}"))]
-    if job.model:
-        parts.append(job.model)
-    lines = [quote_prompt(request.prompt), "-# " + " · ".join(parts)]
-    if kind is not None:
-        lines.append(f"-# {for_job(job, kind)}")
-    if origin is not None:
-        lines.append(f"-# {for_job(job, origin)}")
-    lines += [f"-# ℹ️ {clip(for_job(job, note), 300)}" for note in notes if note]
-    return "\n".join(lines)
-
-
-def origin_of(job: Job, parent: Job | None) -> Text | None:
-    """Where this result came from: "🔁 reroll of <link>" or "🪄 refined from <link>" (or ``None``)."""
-    words = _PARENT_WORDS.get(job.request.origin)
-    if words is None or job.request.parent_job_id is None:
-        return None
-    if parent is None or parent.request.private or parent.result_channel_id is None or not parent.result_message_id:
-        # A private result has no link anyone could follow; /history knows it by its id.
-        return words(f"`{job.request.parent_job_id}`")
-    return words(message_link(parent.guild_id, parent.result_channel_id, parent.result_message_id))
 
 
 class StatusLine:
@@ -374,31 +329,33 @@ def outcome_text(job: Job, notice: Notice) -> str:
 
 
 class DiscordPublisher:
-    """Implements the engine's Publisher: posts a finished result with its buttons."""
+    """Implements the engine's Publisher: posts a finished result as its card, with its buttons."""
 
     def __init__(self, bot: discord.Client, engine: JobEngine) -> None:
         self.bot = bot
         self.engine = engine
 
-    async def publish(self, job: Job, image: OutputImage) -> Posted | NotDelivered | PostFailed:
+    async def publish(self, job: Job, media: ResultMedia) -> Posted | NotDelivered | PostFailed:
         # Read again: the status message may have moved (Discord's edit windows) since the job started.
         current = await self.engine.job(job.id)
         destination = current.destination if current is not None and current.destination else job.destination
         if destination is None:
             return PostFailed(_t("This edit has nowhere to be shown."), "no destination")
         delivery = Delivery(self.bot, destination, job.user_id, job.request.language)
-        filename = f"atelier-{job.id}.{image.extension}"
         parent = await self.engine.job(job.request.parent_job_id) if job.request.parent_job_id else None
-        text = caption(job, image, [*job.notes, image.note or ""], origin_of(job, parent), self.engine.caption_for(job))
+        image = media.output
+        notes = [*job.notes, image.note or ""]
+        text = card_text(job, image, notes, origin_of(job, parent), self.engine.caption_for(job))
         language = job.request.language
 
-        def compose(where: Delivered) -> tuple[str, discord.ui.View]:
+        def compose(where: Delivered) -> tuple[discord.ui.LayoutView, list[discord.File]]:
             by_dm = where is Delivered.DIRECT_MESSAGE
-            content = f"{text}\n-# {for_job(job, DIRECT_MESSAGE_NOTE)}" if by_dm else text
-            return content, result_view(job.id, language, by_direct_message=by_dm)
+            footer = f"-# {for_job(job, DIRECT_MESSAGE_NOTE)}" if by_dm else None
+            buttons = result_buttons(job.id, language, by_direct_message=by_dm)
+            return ResultCard(job, media, text, buttons, footer), card_files(job, media)
 
         try:
-            channel_id, message_id, delivered = await delivery.result(image, filename, compose)
+            channel_id, message_id, delivered = await delivery.result(compose)
         except DirectMessagesClosedError:
             return NotDelivered("a late private result; the member's direct messages are closed")
         except discord.HTTPException as exc:

@@ -109,6 +109,7 @@ class EditCog(commands.Cog):
         size=_desc("Output size; leave empty for auto (keeps the edited image's aspect ratio)"),
         style=_desc("One of this server's styles, added to your instruction"),
         private=_desc("Only you see the progress and the result"),
+        spoiler=_desc("Show the result and its images as spoilers, hidden until clicked"),
         # Spelt out, one text each, so that pybabel finds them.
         image2=_desc("Optional image2"),
         image3=_desc("Optional image3"),
@@ -127,6 +128,7 @@ class EditCog(commands.Cog):
         size=_name("option name", "size"),
         style=_name("option name", "style"),
         private=_name("option name", "private"),
+        spoiler=_name("option name", "spoiler"),
         image2=_name("option name", "image2"),
         image3=_name("option name", "image3"),
         image4=_name("option name", "image4"),
@@ -145,6 +147,7 @@ class EditCog(commands.Cog):
         size: str | None = None,
         style: str | None = None,
         private: bool = False,
+        spoiler: bool = False,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
@@ -165,6 +168,7 @@ class EditCog(commands.Cog):
             size=parse_size(size),
             input_count=len(sources),
             private=private,
+            spoiler=spoiler,
             style=parse_style(style),
             language=language_of(interaction),
         )

@@ -47,12 +47,14 @@ class ImagineCog(commands.Cog):
         size=_desc("Output size; leave empty for auto"),
         style=_desc("One of this server's styles, added to your instruction"),
         private=_desc("Only you see the progress and the result"),
+        spoiler=_desc("Show the result and its images as spoilers, hidden until clicked"),
     )
     @app_commands.rename(
         prompt=_name("option name", "prompt"),
         size=_name("option name", "size"),
         style=_name("option name", "style"),
         private=_name("option name", "private"),
+        spoiler=_name("option name", "spoiler"),
     )
     async def imagine(
         self,
@@ -61,6 +63,7 @@ class ImagineCog(commands.Cog):
         size: str | None = None,
         style: str | None = None,
         private: bool = False,
+        spoiler: bool = False,
     ) -> None:
         request = JobRequest(
             kind="imagine",
@@ -71,6 +74,7 @@ class ImagineCog(commands.Cog):
             size=parse_size(size),
             input_count=0,
             private=private,
+            spoiler=spoiler,
             style=parse_style(style),
             language=language_of(interaction),
         )
