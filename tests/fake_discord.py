@@ -1987,7 +1987,8 @@ class FakeDiscord:
     ) -> InteractionHandle:
         """Dispatch a MODAL_SUBMIT, as Discord sends one, with the member's ``values`` by field custom_id.
 
-        A value is a string for a text input, a list of option values for a select or a checkbox group,
+        A value is a string for a text input, a list of option values for a select or a checkbox group (one
+        value alone is taken as a list of it),
         a bool for a checkbox, and for a file upload a list of attachment payloads from :meth:`add_attachment`
         (their ids are sent, and the payloads resolved in ``data.resolved.attachments``).
 
@@ -2342,8 +2343,8 @@ def _answer(
         answer["values"] = [str(f["id"]) for f in files]
         for f in files:
             resolved[str(f["id"])] = {**f, "ephemeral": True}
-    else:  # a select or a checkbox group: the options picked
-        picked = shown if value is None else value
+    else:  # a select or a checkbox group: the options picked (one given alone stands for a list of it)
+        picked = shown if value is None else [value] if isinstance(value, str) else value
         if not isinstance(picked, list):
             raise ValueError(f"{custom_id}: a select or checkbox group takes a list of option values")
         if strict and offered and not set(picked) <= set(offered):
