@@ -13,6 +13,11 @@ What it fakes (one guild, one bot, deterministic ids on the class):
   follow-ups, GET/PATCH/DELETE/POST), channel messages (create/get/list/edit/delete, reactions, typing),
   threads from messages, forum posts, DM channel creation and a few guild reads.  JSON and multipart
   (``payload_json`` + ``files[n]``) bodies are both accepted; uploaded files are re-hosted on the fake CDN.
+* Forms: a modal the bot opens (callback type 9) is checked against Discord's rules (:func:`check_modal`:
+  at most 5 top-level components, what a Label may hold, file uploads' 0-10 files, custom_id and label
+  lengths…) and refused as Discord does (400, 50035 with its field errors); :meth:`FakeDiscord.submit_modal`
+  answers it as Discord sends a submission: every field in the form's order, text inputs, selects, file
+  uploads (attachment ids resolved in ``data.resolved.attachments``), checkbox groups and checkboxes.
 * Members' messages (:meth:`FakeDiscord.add_message`) with attachments and embeds (a pasted image link is
   an ``image`` embed whose ``proxy_url`` is on the fake CDN, :meth:`FakeDiscord.image_embed`), and message
   context-menu commands on them (:meth:`FakeDiscord.message_command`: type 2, command type 3, ``target_id``
@@ -63,13 +68,14 @@ import contextlib
 import enum
 import hashlib
 import io
+import itertools
 import json
 import math
 import mimetypes
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.message import Message as _MimeHeader
@@ -80,6 +86,8 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 JSON = dict[str, Any]
+# What a member puts in one field of a form (see FakeDiscord.submit_modal).
+ModalAnswer = str | bool | list[str] | list[dict[str, Any]]
 T = TypeVar("T")
 Handler = Callable[[web.Request, "RecordedRequest"], Awaitable[web.StreamResponse]]
 AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -168,16 +176,23 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
     )
 
 
-def error(status: int, code: int, message: str) -> web.Response:
-    return json_response({"code": code, "message": message}, status)
+def error(status: int, code: int, message: str, errors: JSON | None = None) -> web.Response:
+    body: JSON = {"code": code, "message": message}
+    if errors:
+        body["errors"] = errors
+    return json_response(body, status)
 
 
 class DiscordError(Exception):
-    """Raised inside handlers; turned into a Discord-style JSON error response."""
+    """Raised inside handlers; turned into a Discord-style JSON error response.
 
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(f"{status} {code} {message}")
-        self.status, self.code, self.message = status, code, message
+    ``errors`` is Discord's tree of field errors for an invalid form body (50035): the path of each
+    bad field, as nested objects, ending in ``{"_errors": [{"code": …, "message": …}]}``.
+    """
+
+    def __init__(self, status: int, code: int, message: str, errors: JSON | None = None) -> None:
+        super().__init__(f"{status} {code} {message}" + (f" {json.dumps(errors)}" if errors else ""))
+        self.status, self.code, self.message, self.errors = status, code, message, errors
 
 
 UNKNOWN_MESSAGE = (404, 10008, "Unknown Message")
@@ -398,6 +413,7 @@ class FakeDiscord:
         self._tokens: dict[str, int] = {}
         self._cdn: dict[int, tuple[bytes, str | None, str, str]] = {}  # id -> data, type, filename, hm
         self._uploads: dict[int, JSON] = {}  # user uploads from add_attachment, auto-resolved by id
+        self.forms: dict[str, JSON] = {}  # the modals the bot opened (callback type 9), by custom_id: the last one
         self._faults: list[_Fault] = []
         self._holds: list[Held] = []
         self.webhook_limit: tuple[int, float] | None = None  # (requests, per seconds) per webhook token
@@ -821,7 +837,7 @@ class FakeDiscord:
             try:
                 response = await self._answer(request, rec, handler)
             except DiscordError as e:
-                response = error(e.status, e.code, e.message)
+                response = error(e.status, e.code, e.message, e.errors)
         if limited is not None:
             response.headers.update(limited.headers)
             rec.rate_remaining = int(limited.headers["X-RateLimit-Remaining"])
@@ -1313,6 +1329,9 @@ class FakeDiscord:
         allowed = {1: {1}, 2: {4, 5, 9}, 3: {4, 5, 6, 7, 9}, 4: {8}, 5: {4, 5, 6, 7}}[it.type]
         if cb_type not in allowed or (cb_type in (6, 7) and it.message_id is None):
             raise DiscordError(400, 50035, f"Invalid Form Body (type {cb_type} for interaction type {it.type})")
+        if cb_type == 9:
+            check_modal(data)
+            self.forms[str(data["custom_id"])] = data
         self._check_size(rec.files, self.attachment_size_limit)
         message: JSON | None = None
         if cb_type == 4:
@@ -1978,7 +1997,7 @@ class FakeDiscord:
     async def submit_modal(
         self,
         custom_id: str,
-        values: dict[str, str | list[str]],
+        values: Mapping[str, ModalAnswer],
         *,
         message: dict[str, Any] | None = None,
         user_id: int | None = None,
@@ -1987,22 +2006,43 @@ class FakeDiscord:
         permissions: int | None = None,
         roles: list[int] | None = None,
         locale: str = "en-US",
+        tampered: bool = False,
     ) -> InteractionHandle:
-        """Dispatch a MODAL_SUBMIT with one Label per ``values`` item: a text input for a string,
-        a string select (``values``) for a list."""
-        components = []
-        for n, (key, value) in enumerate(values.items()):
-            if isinstance(value, list):
-                inner: JSON = {"type": 3, "id": 2 * n + 2, "custom_id": key, "values": value}
-            else:
-                inner = {"type": 4, "id": 2 * n + 2, "custom_id": key, "value": value}
-            components.append({"type": 18, "id": 2 * n + 1, "component": inner})
+        """Dispatch a MODAL_SUBMIT, as Discord sends one, with the member's ``values`` by field custom_id.
+
+        A value is a string for a text input, a list of option values for a select or a checkbox group (one
+        value alone is taken as a list of it),
+        a bool for a checkbox, and for a file upload a list of attachment payloads from :meth:`add_attachment`
+        (their ids are sent, and the payloads resolved in ``data.resolved.attachments``).
+
+        When the bot opened a form with this custom_id (:attr:`forms`), the submission follows it: every field
+        in the form's order, typed as the form says, and a field the member left alone sent as it was shown
+        (a select's or checkbox group's default options, a checkbox's default, no text, no file). A value the
+        form could not take (a field it lacks, an option it does not offer, more files than it allows) is a
+        mistake in the test, unless ``tampered`` says the test means to send what only a tampered client
+        could, to prove the bot checks it too. Without such a form, one Label per ``values`` item, typed by
+        its value.
+        """
+        counter = itertools.count(1)
+        resolved: dict[str, JSON] = {}
+        form = self.forms.get(custom_id)
+        if form is not None:
+            components = _answer_form(form, values, counter, resolved, strict=not tampered)
+        else:
+            components = []
+            for key, value in values.items():
+                label_id = next(counter)
+                inner = _answer(_guess_component(key, value), value, counter, resolved, strict=False)
+                components.append({"type": 18, "id": label_id, "component": inner})
+        data: JSON = {"custom_id": custom_id, "components": components}
+        if resolved:
+            data["resolved"] = {"attachments": resolved}
         msg = self._current(message) if message is not None else None
         if msg is not None:
             channel_id = int(msg["channel_id"])
         return await self._inject(
             5,
-            {"custom_id": custom_id, "components": components},
+            data,
             user_id=user_id,
             channel_id=channel_id,
             guild_id=guild_id,
@@ -2226,3 +2266,222 @@ def _check_command(cmd: JSON) -> None:
             for value in [choice.get("name"), *(choice.get("name_localizations") or {}).values()]:
                 if not isinstance(value, str) or not 0 < len(value) <= 100:
                     raise DiscordError(*INVALID_FORM)
+
+
+# ---------------------------------------------------------------------- modals (forms)
+
+ACTION_ROW, TEXT_INPUT, STRING_SELECT, TEXT_DISPLAY, LABEL = 1, 4, 3, 10, 18
+FILE_UPLOAD, RADIO_GROUP, CHECKBOX_GROUP, CHECKBOX = 19, 21, 22, 23
+SELECTS = (3, 5, 6, 7, 8)
+# What a Label may hold (https://discord.com/developers/docs/components/reference#label-label-child-components).
+LABEL_CHILDREN = (TEXT_INPUT, *SELECTS, FILE_UPLOAD, RADIO_GROUP, CHECKBOX_GROUP, CHECKBOX)
+MODAL_TOP_LEVEL = (LABEL, TEXT_DISPLAY, ACTION_ROW)  # an action row only in the deprecated text-input layout
+MODAL_MAX_COMPONENTS = 5
+
+
+class _FormErrors:
+    """Discord's field errors for an invalid form body (50035), collected by path."""
+
+    def __init__(self) -> None:
+        self.tree: JSON = {}
+
+    def add(self, path: tuple[str | int, ...], code: str, message: str) -> None:
+        node = self.tree
+        for part in path:
+            node = node.setdefault(str(part), {})
+        node.setdefault("_errors", []).append({"code": code, "message": message})
+
+    def length(self, path: tuple[str | int, ...], value: Any, low: int, high: int, *, required: bool = True) -> None:
+        """A string (or list) of ``low``..``high`` items, Discord's BASE_TYPE_BAD_LENGTH otherwise."""
+        if value is None and not required:
+            return
+        if value is None:
+            self.add(path, "BASE_TYPE_REQUIRED", "This field is required")
+        elif not isinstance(value, (str, list)) or not low <= len(value) <= high:
+            self.add(path, "BASE_TYPE_BAD_LENGTH", f"Must be between {low} and {high} in length.")
+
+    def number(self, path: tuple[str | int, ...], value: Any, low: int, high: int) -> None:
+        """An optional integer within ``low``..``high``."""
+        if value is None:
+            return
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.add(path, "NUMBER_TYPE_COERCE", f'Value "{value}" is not int.')
+        elif value < low:
+            self.add(path, "NUMBER_TYPE_MIN", f"int value should be greater than or equal to {low}.")
+        elif value > high:
+            self.add(path, "NUMBER_TYPE_MAX", f"int value should be less than or equal to {high}.")
+
+
+def check_modal(data: JSON) -> None:
+    """Refuse, as Discord does (400, 50035 with its field errors), a modal that breaks Discord's rules.
+
+    The rules checked: custom_id 1-100 characters, title 1-45, 1 to 5 top-level components (Labels, text
+    displays, or the deprecated action row holding one text input), a Label's text 1-45 and description up to
+    100, the component types a Label may hold, every custom_id 1-100 and unique in the form, a file upload's
+    min_values/max_values within 0-10 (max at least 1, min at least 1 when required), checkbox and radio
+    groups' options and counts, selects' options, text inputs' lengths.
+    """
+    errors = _FormErrors()
+    root = ("data",)
+    errors.length((*root, "custom_id"), data.get("custom_id"), 1, 100)
+    errors.length((*root, "title"), data.get("title"), 1, 45)
+    components = data.get("components")
+    errors.length((*root, "components"), components, 1, MODAL_MAX_COMPONENTS)
+    seen: set[str] = set()
+    for n, component in enumerate(components if isinstance(components, list) else []):
+        path = (*root, "components", n)
+        kind = component.get("type") if isinstance(component, dict) else None
+        if kind not in MODAL_TOP_LEVEL:
+            errors.add(
+                (*path, "type"), "UNION_TYPE_CHOICES", f'Value of field "type" must be one of {MODAL_TOP_LEVEL}.'
+            )
+            continue
+        if kind == TEXT_DISPLAY:
+            errors.length((*path, "content"), component.get("content"), 1, 4000)
+        elif kind == ACTION_ROW:
+            row = component.get("components")
+            errors.length((*path, "components"), row, 1, 1)
+            for m, child in enumerate(row if isinstance(row, list) else []):
+                if not isinstance(child, dict) or child.get("type") != TEXT_INPUT:
+                    errors.add((*path, "components", m, "type"), "UNION_TYPE_CHOICES", "Only a text input.")
+                    continue
+                errors.length((*path, "components", m, "label"), child.get("label"), 1, 45)
+                _check_field(errors, (*path, "components", m), child, seen)
+        else:
+            errors.length((*path, "label"), component.get("label"), 1, 45)
+            errors.length((*path, "description"), component.get("description"), 0, 100, required=False)
+            child = component.get("component")
+            if not isinstance(child, dict) or child.get("type") not in LABEL_CHILDREN:
+                errors.add(
+                    (*path, "component", "type"),
+                    "UNION_TYPE_CHOICES",
+                    f'Value of field "type" must be one of {LABEL_CHILDREN}.',
+                )
+                continue
+            _check_field(errors, (*path, "component"), child, seen)
+    if errors.tree:
+        raise DiscordError(*INVALID_FORM, errors=errors.tree)
+
+
+def _check_field(errors: _FormErrors, path: tuple[str | int, ...], item: JSON, seen: set[str]) -> None:
+    """One interactive component of a modal, by its type's rules."""
+    custom_id = item.get("custom_id")
+    errors.length((*path, "custom_id"), custom_id, 1, 100)
+    if isinstance(custom_id, str):
+        if custom_id in seen:
+            errors.add(
+                (*path, "custom_id"), "COMPONENT_CUSTOM_ID_DUPLICATED", "Component custom id cannot be duplicated"
+            )
+        seen.add(custom_id)
+    kind = item["type"]
+    required = item.get("required", True)
+    low, high = item.get("min_values"), item.get("max_values")
+    if kind == TEXT_INPUT:
+        errors.number((*path, "min_length"), item.get("min_length"), 0, 4000)
+        errors.number((*path, "max_length"), item.get("max_length"), 1, 4000)
+        errors.length((*path, "placeholder"), item.get("placeholder"), 0, 100, required=False)
+        errors.length((*path, "value"), item.get("value"), 0, 4000, required=False)
+    elif kind == FILE_UPLOAD:
+        errors.number((*path, "min_values"), low, 0, 10)
+        errors.number((*path, "max_values"), high, 1, 10)
+    elif kind in (STRING_SELECT, RADIO_GROUP, CHECKBOX_GROUP):
+        most = {STRING_SELECT: 25, RADIO_GROUP: 10, CHECKBOX_GROUP: 10}[kind]
+        options = item.get("options")
+        errors.length((*path, "options"), options, 2 if kind == RADIO_GROUP else 1, most)
+        values = []
+        for m, option in enumerate(options if isinstance(options, list) else []):
+            errors.length((*path, "options", m, "label"), option.get("label"), 1, 100)
+            errors.length((*path, "options", m, "value"), option.get("value"), 1, 100)
+            errors.length((*path, "options", m, "description"), option.get("description"), 0, 100, required=False)
+            values.append(option.get("value"))
+        if len(set(values)) != len(values):
+            errors.add((*path, "options"), "SELECT_COMPONENT_OPTION_VALUE_DUPLICATED", "Option values must be unique")
+        if kind != RADIO_GROUP:
+            errors.number((*path, "min_values"), low, 0, most)
+            errors.number((*path, "max_values"), high, 1, min(most, len(values) or most))
+        if kind == STRING_SELECT:
+            errors.length((*path, "placeholder"), item.get("placeholder"), 0, 150, required=False)
+    elif kind == CHECKBOX and not isinstance(item.get("default", False), bool):
+        errors.add((*path, "default"), "BASE_TYPE_BOOLEAN", "Must be either true or false.")
+    if kind in (FILE_UPLOAD, CHECKBOX_GROUP) and isinstance(low, int) and isinstance(high, int) and low > high:
+        errors.add((*path, "min_values"), "BASE_TYPE_BAD_VALUE", "min_values must be less than or equal to max_values")
+    if kind in (FILE_UPLOAD, CHECKBOX_GROUP) and required is not False and low == 0:
+        # "min_values must be either omitted or at least 1 if required is omitted or true" (Discord's docs).
+        errors.add((*path, "min_values"), "NUMBER_TYPE_MIN", "int value should be greater than or equal to 1.")
+
+
+def _guess_component(custom_id: str, value: ModalAnswer) -> JSON:
+    """The component a value fits, for a submission to a form the fake never saw."""
+    if isinstance(value, bool):
+        return {"type": CHECKBOX, "custom_id": custom_id}
+    if isinstance(value, list) and value and isinstance(value[0], dict):
+        return {"type": FILE_UPLOAD, "custom_id": custom_id, "max_values": 10}
+    if isinstance(value, list):
+        return {"type": STRING_SELECT, "custom_id": custom_id}
+    return {"type": TEXT_INPUT, "custom_id": custom_id}
+
+
+def _answer_form(
+    form: JSON, values: Mapping[str, ModalAnswer], counter: Iterator[int], resolved: dict[str, JSON], *, strict: bool
+) -> list[JSON]:
+    """The components of a submission of ``form``: every field in order, answered from ``values`` or as shown."""
+    asked = set(values)
+    answered: list[JSON] = []
+    for component in form["components"]:
+        kind, own = component["type"], component.get("id") or next(counter)
+        if kind == TEXT_DISPLAY:
+            answered.append({"type": TEXT_DISPLAY, "id": own})
+        elif kind == ACTION_ROW:
+            children = []
+            for child in component["components"]:
+                asked.discard(child["custom_id"])
+                children.append(_answer(child, values.get(child["custom_id"]), counter, resolved, strict=strict))
+            answered.append({"type": ACTION_ROW, "id": own, "components": children})
+        else:
+            child = component["component"]
+            asked.discard(child["custom_id"])
+            answer = _answer(child, values.get(child["custom_id"]), counter, resolved, strict=strict)
+            answered.append({"type": LABEL, "id": own, "component": answer})
+    if asked and strict:
+        raise ValueError(f"the form {form['custom_id']!r} has no field {sorted(asked)}")
+    for key in sorted(asked):  # a tampered client's extra fields, after the form's
+        label_id = next(counter)
+        extra = _answer(_guess_component(key, values[key]), values[key], counter, resolved, strict=False)
+        answered.append({"type": LABEL, "id": label_id, "component": extra})
+    return answered
+
+
+def _answer(
+    field: JSON, value: ModalAnswer | None, counter: Iterator[int], resolved: dict[str, JSON], *, strict: bool = True
+) -> JSON:
+    """One field of a submission, as Discord sends it; ``None``: the member left it as it was shown."""
+    kind, custom_id = field["type"], field["custom_id"]
+    answer: JSON = {"type": kind, "id": field.get("id") or next(counter), "custom_id": custom_id}
+    offered = [option["value"] for option in field.get("options") or []]
+    shown = [option["value"] for option in field.get("options") or [] if option.get("default")]
+    if kind == TEXT_INPUT:
+        answer["value"] = field.get("value", "") if value is None else value
+    elif kind == CHECKBOX:
+        answer["value"] = bool(field.get("default", False)) if value is None else value
+    elif kind == RADIO_GROUP:
+        answer["value"] = (shown[0] if shown else None) if value is None else value
+    elif kind == FILE_UPLOAD:
+        given = [] if value is None else value
+        if not isinstance(given, list) or not all(isinstance(f, dict) for f in given):
+            raise ValueError(f"{custom_id}: a file upload takes attachment payloads from add_attachment")
+        files = [f for f in given if isinstance(f, dict)]
+        if strict and len(files) > field.get("max_values", 1):
+            raise ValueError(f"{custom_id}: the form takes at most {field.get('max_values', 1)} files")
+        answer["values"] = [str(f["id"]) for f in files]
+        for f in files:
+            resolved[str(f["id"])] = {**f, "ephemeral": True}
+    else:  # a select or a checkbox group: the options picked (one given alone stands for a list of it)
+        picked = shown if value is None else [value] if isinstance(value, str) else value
+        if not isinstance(picked, list):
+            raise ValueError(f"{custom_id}: a select or checkbox group takes a list of option values")
+        if strict and offered and not set(picked) <= set(offered):
+            raise ValueError(f"{custom_id}: {picked!r} is not among the options {offered}")
+        if strict and kind == CHECKBOX_GROUP and len(picked) > field.get("max_values", len(offered)):
+            raise ValueError(f"{custom_id}: at most {field.get('max_values')} options")
+        answer["values"] = list(picked)
+    return answer

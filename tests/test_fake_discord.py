@@ -584,8 +584,8 @@ def gallery(*urls: str) -> dict[str, Any]:
     return {"type": 12, "items": [{"media": {"url": url}} for url in urls]}
 
 
-def refused(status: int, body: Any) -> bool:
-    """Discord's answer to an invalid form: 400, code 50035."""
+def v2_refused(status: int, body: Any) -> bool:
+    """Discord's answer to an invalid message: 400, code 50035."""
     return status == 400 and isinstance(body, dict) and body.get("code") == 50035
 
 
@@ -623,13 +623,13 @@ async def test_v2_card_with_its_own_file_comes_back_as_discord_returns_it(fake: 
 
 async def test_v2_refuses_content_and_embeds(fake: FakeDiscord) -> None:
     path = f"/channels/{fake.CHANNEL_ID}/messages"
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "content": "hi", "components": [text("x")]}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "content": "hi", "components": [text("x")]}))
     embed = {"description": "an embed"}
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "embeds": [embed], "components": [text("x")]}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "embeds": [embed], "components": [text("x")]}))
     status, _ = await send_raw(fake, "POST", path, {"flags": V2, "content": "", "components": [text("x")]})
     assert status == 200
     # V2 components without the flag are refused too (Discord never shows them as a classic message).
-    assert refused(*await send_raw(fake, "POST", path, {"content": "hi", "components": [text("x")]}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"content": "hi", "components": [text("x")]}))
 
 
 async def test_v2_counts_every_component_nested_ones_too(fake: FakeDiscord) -> None:
@@ -639,15 +639,15 @@ async def test_v2_counts_every_component_nested_ones_too(fake: FakeDiscord) -> N
     status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": forty})
     assert status == 200
     forty_one = [{"type": 17, "components": [text(str(n)) for n in range(39)]}, {"type": 14}]
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": forty_one}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": forty_one}))
     # A section's accessory counts as well: 13 sections of a text and a thumbnail are 39, plus a separator 40.
     section = {"type": 9, "components": [text("s")], "accessory": {"type": 11, "media": {"url": "https://x.io/a"}}}
     status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": [section] * 13 + [{"type": 14}]})
     assert status == 200
     sections = [section] * 13 + [{"type": 14}, {"type": 14}]
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": sections}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": sections}))
     # And 4,000 characters of text in all.
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [text("a" * 2001)] * 2}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [text("a" * 2001)] * 2}))
 
 
 async def test_v2_media_name_a_file_of_the_same_message_or_a_url(fake: FakeDiscord) -> None:
@@ -656,16 +656,16 @@ async def test_v2_media_name_a_file_of_the_same_message_or_a_url(fake: FakeDisco
     status, body = await send_raw(fake, "POST", path, with_file, {"a.png": PNG})
     assert status == 200 and body["components"][0]["items"][0]["media"]["url"] == body["attachments"][0]["url"]
     # A file of another message (or none at all) is not there to show.
-    assert refused(*await send_raw(fake, "POST", path, with_file))
-    assert refused(*await send_raw(fake, "POST", path, with_file, {"b.png": PNG}))
+    assert v2_refused(*await send_raw(fake, "POST", path, with_file))
+    assert v2_refused(*await send_raw(fake, "POST", path, with_file, {"b.png": PNG}))
     thumbnail = {"type": 11, "media": {"url": "attachment://b.png"}}
     section = {"type": 9, "components": [text("x")], "accessory": thumbnail}
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [section]}, {"a.png": PNG}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [section]}, {"a.png": PNG}))
     # A link works; anything else does not.
     status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery("https://x.io/a.png")]})
     assert status == 200
     for url in ("ftp://x.io/a.png", "a.png", ""):
-        assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery(url)]}))
+        assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery(url)]}))
 
 
 async def test_v2_gallery_holds_one_to_ten_items(fake: FakeDiscord) -> None:
@@ -674,8 +674,8 @@ async def test_v2_gallery_holds_one_to_ten_items(fake: FakeDiscord) -> None:
     status, _ = await send_raw(fake, "POST", path, {"flags": V2, "components": [ten]})
     assert status == 200
     eleven = gallery(*[f"https://x.io/{n}.png" for n in range(11)])
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [eleven]}))
-    assert refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery()]}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [eleven]}))
+    assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery()]}))
 
 
 async def test_v2_flag_is_set_by_an_edit_that_clears_the_content_and_never_removed(fake: FakeDiscord) -> None:
@@ -684,16 +684,16 @@ async def test_v2_flag_is_set_by_an_edit_that_clears_the_content_and_never_remov
     path = f"/channels/{fake.CHANNEL_ID}/messages/{plain['id']}"
     card = {"flags": V2, "components": [gallery("attachment://out.png")]}
     # The content must be cleared by the edit that sets the flag.
-    assert refused(*await send_raw(fake, "PATCH", path, card, {"out.png": PNG}))
+    assert v2_refused(*await send_raw(fake, "PATCH", path, card, {"out.png": PNG}))
     assert fake.messages[int(plain["id"])]["content"] == "⏳ working"  # a refused edit changes nothing
     status, edited = await send_raw(
         fake, "PATCH", path, {**card, "content": None, "attachments": [{"id": 0}]}, {"out.png": PNG}
     )
     assert status == 200 and edited["flags"] & V2 and edited["content"] == ""
     # Once set, the flag stays, and the message takes no content.
-    assert refused(*await send_raw(fake, "PATCH", path, {"flags": 0}))
-    assert refused(*await send_raw(fake, "PATCH", path, {"flags": 0, "content": "back to text", "components": []}))
-    assert refused(*await send_raw(fake, "PATCH", path, {"content": "back to text"}))
+    assert v2_refused(*await send_raw(fake, "PATCH", path, {"flags": 0}))
+    assert v2_refused(*await send_raw(fake, "PATCH", path, {"flags": 0, "content": "back to text", "components": []}))
+    assert v2_refused(*await send_raw(fake, "PATCH", path, {"content": "back to text"}))
     assert fake.messages[int(plain["id"])]["flags"] & V2
     # A message with files must clear them when it becomes V2.
     status, with_file = await send_raw(
@@ -701,6 +701,202 @@ async def test_v2_flag_is_set_by_an_edit_that_clears_the_content_and_never_remov
     )
     assert status == 200
     path = f"/channels/{fake.CHANNEL_ID}/messages/{with_file['id']}"
-    assert refused(*await send_raw(fake, "PATCH", path, {"flags": V2, "components": [text("x")]}))
+    assert v2_refused(*await send_raw(fake, "PATCH", path, {"flags": V2, "components": [text("x")]}))
     status, _ = await send_raw(fake, "PATCH", path, {"flags": V2, "components": [text("x")], "attachments": []})
     assert status == 200
+
+
+# ---------------------------------------------------------------------- forms (modals)
+
+
+def label(text: str, component: dict[str, Any]) -> dict[str, Any]:
+    return {"type": 18, "label": text, "component": component}
+
+
+def text_input(custom_id: str = "prompt") -> dict[str, Any]:
+    return {"type": 4, "custom_id": custom_id, "style": 2, "required": True}
+
+
+def file_upload(custom_id: str = "files", **counts: Any) -> dict[str, Any]:
+    return {"type": 19, "custom_id": custom_id, "required": False, "min_values": 0, "max_values": 9, **counts}
+
+
+def checkbox_group(custom_id: str = "options") -> dict[str, Any]:
+    options = [{"label": "Only me", "value": "only-me"}, {"label": "Spoiler", "value": "spoiler", "default": True}]
+    return {"type": 22, "custom_id": custom_id, "required": False, "min_values": 0, "max_values": 2, "options": options}
+
+
+def modal(*components: dict[str, Any], custom_id: str = "form", title: str = "Refine") -> dict[str, Any]:
+    return {"type": 9, "data": {"custom_id": custom_id, "title": title, "components": list(components)}}
+
+
+async def open_raw(fake: FakeDiscord, body: dict[str, Any]) -> tuple[int, dict[str, Any] | None]:
+    """Answer a fresh interaction with ``body`` as a bot would (POST the callback); Discord's status and JSON."""
+    handle = await fake.slash_command("anything", [])
+    url = f"{fake.api_base}/interactions/{handle.id}/{handle.token}/callback"
+    async with aiohttp.ClientSession() as session, session.post(url, json=body) as resp:
+        return resp.status, (await resp.json() if resp.status != 204 else None)
+
+
+async def refused(fake: FakeDiscord, body: dict[str, Any]) -> dict[str, Any]:
+    """The field errors Discord answers a modal that breaks its rules with (400, 50035)."""
+    status, answer = await open_raw(fake, body)
+    assert status == 400 and answer is not None, (status, answer)
+    assert answer["code"] == 50035 and answer["message"] == "Invalid Form Body"
+    errors: dict[str, Any] = answer["errors"]["data"]
+    return errors
+
+
+async def test_a_valid_form_with_a_file_upload_and_a_checkbox_group_is_taken(
+    fake: FakeDiscord, run_bot: RunBot
+) -> None:
+    await run_bot(make_bot())
+    body = modal(
+        label("What should change?", text_input()),
+        label("Add images", file_upload()),
+        label("Options", checkbox_group()),
+        label("Remember me", {"type": 23, "custom_id": "remember"}),
+        {"type": 10, "content": "Images you add become image2, image3, …"},
+    )
+    assert await open_raw(fake, body) == (204, None)
+    assert fake.forms["form"] == body["data"]
+
+
+async def test_a_form_of_more_than_five_components_is_refused(fake: FakeDiscord, run_bot: RunBot) -> None:
+    await run_bot(make_bot())
+    six = [label(f"Field {n}", text_input(f"f{n}")) for n in range(6)]
+    errors = await refused(fake, modal(*six))
+    assert errors == {
+        "components": {"_errors": [{"code": "BASE_TYPE_BAD_LENGTH", "message": "Must be between 1 and 5 in length."}]}
+    }
+    assert "form" not in fake.forms
+    errors = await refused(fake, modal())
+    assert errors["components"]["_errors"][0]["code"] == "BASE_TYPE_BAD_LENGTH"
+
+
+async def test_a_label_holds_only_what_discord_allows(fake: FakeDiscord, run_bot: RunBot) -> None:
+    await run_bot(make_bot())
+    button = {"type": 2, "style": 1, "label": "Go", "custom_id": "go"}
+    errors = await refused(fake, modal(label("What should change?", text_input()), label("A button", button)))
+    assert list(errors["components"]) == ["1"]
+    assert errors["components"]["1"]["component"]["type"]["_errors"][0]["code"] == "UNION_TYPE_CHOICES"
+    # A top-level component that is no Label, text display or (deprecated) text-input row.
+    errors = await refused(fake, modal({"type": 12, "items": []}))
+    assert errors["components"]["0"]["type"]["_errors"][0]["code"] == "UNION_TYPE_CHOICES"
+
+
+@pytest.mark.parametrize(
+    ("counts", "field", "code"),
+    [
+        ({"max_values": 11}, "max_values", "NUMBER_TYPE_MAX"),
+        ({"max_values": 0}, "max_values", "NUMBER_TYPE_MIN"),
+        ({"min_values": 11, "max_values": 10}, "min_values", "NUMBER_TYPE_MAX"),
+        ({"min_values": -1}, "min_values", "NUMBER_TYPE_MIN"),
+        ({"min_values": 5, "max_values": 3}, "min_values", "BASE_TYPE_BAD_VALUE"),
+        ({"required": True, "min_values": 0}, "min_values", "NUMBER_TYPE_MIN"),
+    ],
+    ids=["max-over-10", "max-0", "min-over-10", "min-negative", "min-over-max", "required-with-min-0"],
+)
+async def test_a_file_upload_takes_zero_to_ten_files(
+    fake: FakeDiscord, run_bot: RunBot, counts: dict[str, Any], field: str, code: str
+) -> None:
+    await run_bot(make_bot())
+    errors = await refused(fake, modal(label("Add images", file_upload(**counts))))
+    assert errors["components"]["0"]["component"][field]["_errors"][0]["code"] == code
+
+
+async def test_custom_ids_titles_and_labels_have_discords_lengths(fake: FakeDiscord, run_bot: RunBot) -> None:
+    await run_bot(make_bot())
+    long_id = await refused(fake, modal(label("Prompt", text_input("x" * 101))))
+    assert long_id["components"]["0"]["component"]["custom_id"]["_errors"][0]["code"] == "BASE_TYPE_BAD_LENGTH"
+    long_label = await refused(fake, modal(label("L" * 46, text_input())))
+    assert long_label["components"]["0"]["label"]["_errors"][0]["code"] == "BASE_TYPE_BAD_LENGTH"
+    long_description = {**label("Prompt", text_input()), "description": "d" * 101}
+    assert "description" in (await refused(fake, modal(long_description)))["components"]["0"]
+    assert list(await refused(fake, modal(label("Prompt", text_input()), title="T" * 46))) == ["title"]
+    assert list(await refused(fake, modal(label("Prompt", text_input()), custom_id="m" * 101))) == ["custom_id"]
+    twice = await refused(fake, modal(label("One", text_input("same")), label("Two", text_input("same"))))
+    assert twice["components"]["1"]["component"]["custom_id"]["_errors"][0]["code"] == "COMPONENT_CUSTOM_ID_DUPLICATED"
+    no_options = {**checkbox_group(), "options": []}
+    assert "options" in (await refused(fake, modal(label("Options", no_options))))["components"]["0"]["component"]
+    # Every error is reported at once, each at its own path.
+    both = await refused(fake, modal(label("L" * 46, text_input("x" * 101)), title="T" * 46))
+    assert set(both) == {"title", "components"} and set(both["components"]["0"]) == {"label", "component"}
+
+
+async def test_a_submission_carries_uploaded_files_and_checkboxes_as_discord_sends_them(
+    fake: FakeDiscord, run_bot: RunBot
+) -> None:
+    """A real discord.py modal opened by the bot, submitted through the fake: discord.py reads every value."""
+    bot = make_bot()
+    got: asyncio.Future[tuple[str, list[bytes], list[str], bool]] = asyncio.get_running_loop().create_future()
+
+    class Form(discord.ui.Modal, title="Refine"):
+        prompt: discord.ui.Label[Form] = discord.ui.Label(
+            text="What should change?", component=discord.ui.TextInput(custom_id="prompt")
+        )
+        files: discord.ui.Label[Form] = discord.ui.Label(
+            text="Add images",
+            component=discord.ui.FileUpload(custom_id="files", required=False, min_values=0, max_values=9),
+        )
+        options: discord.ui.Label[Form] = discord.ui.Label(
+            text="Options",
+            component=discord.ui.CheckboxGroup(
+                custom_id="options",
+                required=False,
+                min_values=0,
+                max_values=2,
+                options=[
+                    discord.CheckboxGroupOption(label="Only me", value="only-me"),
+                    discord.CheckboxGroupOption(label="Spoiler", value="spoiler", default=True),
+                ],
+            ),
+        )
+        remember: discord.ui.Label[Form] = discord.ui.Label(
+            text="Remember", component=discord.ui.Checkbox(custom_id="remember")
+        )
+
+        def __init__(self) -> None:
+            super().__init__(custom_id="refine-form")
+
+        async def on_submit(self, interaction: discord.Interaction) -> None:
+            assert isinstance(self.prompt.component, discord.ui.TextInput)
+            assert isinstance(self.files.component, discord.ui.FileUpload)
+            assert isinstance(self.options.component, discord.ui.CheckboxGroup)
+            assert isinstance(self.remember.component, discord.ui.Checkbox)
+            data = [await attachment.read() for attachment in self.files.component.values]
+            got.set_result(
+                (self.prompt.component.value, data, self.options.component.values, self.remember.component.value)
+            )
+            await interaction.response.send_message("ok", ephemeral=True)
+
+    @bot.tree.command(name="form", description="Form")
+    async def form(interaction: discord.Interaction) -> None:
+        await interaction.response.send_modal(Form())
+
+    await run_bot(bot)
+    opened = await fake.slash_command("form", [])
+    assert (await opened.wait_for_callback()).json["type"] == 9
+    assert [c["component"]["type"] for c in fake.forms["refine-form"]["components"]] == [4, 19, 22, 23]
+
+    first, second = fake.add_attachment(PNG, "a.png"), fake.add_attachment(PNG[::-1], "b.png")
+    submit = await fake.submit_modal("refine-form", {"prompt": "a hat", "files": [first, second], "remember": True})
+    prompt, files, options, remember = await asyncio.wait_for(got, 5)
+    # The spoiler option was shown ticked and left alone: Discord sends it as shown.
+    assert (prompt, files, options, remember) == ("a hat", [PNG, PNG[::-1]], ["spoiler"], True)
+    data = submit.payload["data"]
+    uploads = data["components"][1]["component"]
+    assert uploads["type"] == 19 and uploads["values"] == [first["id"], second["id"]]
+    assert data["resolved"]["attachments"][first["id"]]["url"] == first["url"]
+    assert [c["type"] for c in data["components"]] == [18, 18, 18, 18]
+    ids = [c["id"] for c in data["components"]] + [c["component"]["id"] for c in data["components"]]
+    assert len(set(ids)) == 8
+    await submit.wait_for_callback()
+
+    # A submission the form could not take is a mistake in the test, unless it means a tampered client.
+    with pytest.raises(ValueError, match="not among the options"):
+        await fake.submit_modal("refine-form", {"prompt": "x", "options": ["everyone"]})
+    with pytest.raises(ValueError, match="has no field"):
+        await fake.submit_modal("refine-form", {"prompt": "x", "size": ["auto"]})
+    with pytest.raises(ValueError, match="at most 9 files"):
+        await fake.submit_modal("refine-form", {"prompt": "x", "files": [first] * 10})

@@ -19,7 +19,8 @@ from tests.harness import (
 EPHEMERAL = 64
 PROMPT_FIELD = "atelier-refine-prompt"
 SIZE_FIELD = "atelier-refine-size"
-PRIVATE_FIELD = "atelier-private"
+IMAGES_FIELD = "atelier-images"
+OPTIONS_FIELD = "atelier-options"
 COMMAND = "Edit images"
 
 
@@ -62,7 +63,7 @@ async def test_edit_images_uses_the_attachments_then_the_embeds_and_replies_with
     _, form = await open_form(discord_fake, message)
     assert form["custom_id"] == f"atelier:message-modal:v1:{message['channel_id']}:{message['id']}"
     labels = fields(form)
-    assert list(labels) == [PROMPT_FIELD, SIZE_FIELD, PRIVATE_FIELD]  # no style: the server has none
+    assert list(labels) == [PROMPT_FIELD, IMAGES_FIELD, SIZE_FIELD, OPTIONS_FIELD]  # no style: the server has none
     assert labels[PROMPT_FIELD]["description"] == "The message's 3 images are image1 to image3, in order"
     start = len(discord_fake.requests)
 
@@ -160,7 +161,7 @@ async def test_edit_images_privately_shows_status_and_result_only_to_the_member(
     message = await discord_fake.add_message(files=[(png(1), "a.png", "image/png")])
     _, form = await open_form(discord_fake, message)
     start = len(discord_fake.requests)
-    answer = await submit(discord_fake, form, message, "only for me", **{PRIVATE_FIELD: ["only-me"]})
+    answer = await submit(discord_fake, form, message, "only for me", **{OPTIONS_FIELD: ["only-me"]})
     ack = await answer.wait_for_callback()
     assert ack.json["type"] == 4 and ack.json["data"]["flags"] & EPHEMERAL
     assert "Fetching the message's images" in ack.json["data"]["content"]

@@ -13,6 +13,8 @@ from tests.harness import BotProcess, card_buttons, send_edit, wait_result
 
 PROMPT_FIELD = "atelier-refine-prompt"
 SIZE_FIELD = "atelier-refine-size"
+IMAGES_FIELD = "atelier-images"
+OPTIONS_FIELD = "atelier-options"
 
 
 def result_button(message: dict[str, Any], label: str) -> str:
@@ -34,11 +36,13 @@ async def open_refine(fake: FakeDiscord, message: dict[str, Any]) -> tuple[Inter
 
 
 async def submit_refine(
-    fake: FakeDiscord, message: dict[str, Any], prompt: str, size: str = "auto"
+    fake: FakeDiscord, message: dict[str, Any], prompt: str, size: str = "auto", **kw: Any
 ) -> InteractionHandle:
     _, modal = await open_refine(fake, message)
     # The size comes from a select, which Discord submits as a list of values.
-    return await fake.submit_modal(modal["custom_id"], {PROMPT_FIELD: prompt, SIZE_FIELD: [size]}, message=message)
+    return await fake.submit_modal(
+        modal["custom_id"], {PROMPT_FIELD: prompt, SIZE_FIELD: [size]}, message=message, **kw
+    )
 
 
 async def wait_thread_result(fake: FakeDiscord, channel_id: int, start: int = 0) -> RecordedRequest:
@@ -91,8 +95,8 @@ async def test_refine_modal_asks_for_text_and_a_size(
         + refine_button(message).rsplit(":", 1)[1]
     )
     labels = [c for c in modal["components"] if c["type"] == 18]
-    assert [c["component"]["custom_id"] for c in labels] == [PROMPT_FIELD, SIZE_FIELD]
-    text_input, select = labels[0]["component"], labels[1]["component"]
+    assert [c["component"]["custom_id"] for c in labels] == [PROMPT_FIELD, IMAGES_FIELD, SIZE_FIELD, OPTIONS_FIELD]
+    text_input, select = labels[0]["component"], labels[2]["component"]
     assert text_input["type"] == 4 and text_input["required"] is True
     assert select["type"] == 3 and len(select["options"]) <= 25
     assert select["options"][0]["value"] == "auto" and select["options"][0]["default"] is True
@@ -184,7 +188,8 @@ async def test_refine_with_an_invalid_size_or_empty_text_is_refused_privately(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     message = await first_result(discord_fake, image_api, make_png())
-    bad_size = await submit_refine(discord_fake, message, "x", "999x999")
+    # Only a tampered client can send a size the select does not offer: the bot checks it all the same.
+    bad_size = await submit_refine(discord_fake, message, "x", "999x999", tampered=True)
     callback = await bad_size.wait_for_callback()
     assert callback.json["data"]["flags"] & 64 and "not a size" in callback.json["data"]["content"]
     empty = await submit_refine(discord_fake, message, "   ")

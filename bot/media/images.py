@@ -79,6 +79,11 @@ def sniff_format(data: bytes | memoryview) -> str | None:
     return None
 
 
+def not_an_image(option: str) -> Text:
+    """The refusal of a file ``option`` (image1, …) that is not an image."""
+    return _t("{option} is not an image (png, jpeg or webp work best).", option=option)
+
+
 def _open_checked(data: bytes, option: str, *, decode: bool) -> Image.Image:
     """Open ``data`` and check it; refuse non-images, damaged files and decompression bombs.
 
@@ -110,7 +115,7 @@ def _open_checked(data: bytes, option: str, *, decode: bool) -> Image.Image:
                 _t("{option} is too large to decode safely; use a smaller image.", option=option)
             ) from None
         except UnidentifiedImageError:
-            raise InputError(_t("{option} is not an image (png, jpeg or webp work best).", option=option)) from None
+            raise InputError(not_an_image(option)) from None
         except (OSError, SyntaxError, ValueError, EOFError):
             raise InputError(_t("{option} is damaged or incomplete; it could not be decoded.", option=option)) from None
     return image

@@ -35,7 +35,13 @@ AUDIT_BLOCK_TEMPLATE = r"atelier:audit-block:v1:(?P<user_id>\d{1,20}):(?P<job_id
 SERVER_KEY_MODAL = "atelier:server-key-modal:v1"
 SERVER_KEY_FIELD = "atelier-server-key"
 STYLE_FIELD = "atelier-style"
+# The "who sees the result" select of "Edit images" forms opened before the options field replaced it.
 PRIVATE_FIELD = "atelier-private"
+# Refine and "Edit images": the files a member adds (a file upload), and the options (a checkbox group).
+IMAGES_FIELD = "atelier-images"
+OPTIONS_FIELD = "atelier-options"
+ONLY_ME_OPTION = "only-me"
+SPOILER_OPTION = "spoiler"
 
 
 def refine_button_id(job_id: str) -> str:

@@ -1,10 +1,11 @@
-"""Downloading members' images from Discord: attachments from its CDN, linked images through its media proxy."""
+"""Downloading members' images from Discord: attachments and files added in forms from its CDN, linked images
+through its media proxy."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import aiohttp
 import discord
@@ -35,6 +36,25 @@ class LinkedImage:
 
     async def read(self) -> bytes:
         return await self._http.get_from_cdn(self.proxy_url)
+
+
+class UploadedFile:
+    """A file a member added in a form (a modal's file upload), as Discord resolved it in the submission.
+
+    Read from Discord's CDN as an attachment is; what it declares (size, type) is checked
+    before anything is charged (``cogs.core.attachments``).
+    """
+
+    def __init__(self, payload: Mapping[str, Any], http: discord.http.HTTPClient) -> None:
+        self.filename = str(payload.get("filename") or "")
+        self.size = int(payload.get("size") or 0)
+        content_type = payload.get("content_type")
+        self.content_type = str(content_type) if content_type else None
+        self.url = str(payload["url"])
+        self._http = http
+
+    async def read(self) -> bytes:
+        return await self._http.get_from_cdn(self.url)
 
 
 class Downloader:

@@ -6,7 +6,8 @@ the server's style names and texts are never translated.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import discord
@@ -69,20 +70,74 @@ def requester(interaction: discord.Interaction, channel: object | None = None) -
     )
 
 
-def modal_values(data: Any) -> dict[str, str]:
-    """``custom_id -> value`` for every input in a modal submission (Label or action-row layout)."""
-    values: dict[str, str] = {}
+@dataclass(frozen=True)
+class FormAnswers:
+    """What a member submitted in a form (a modal), by each field's custom_id, as Discord sends it.
+
+    Text inputs and radio groups send a ``value``; selects, checkbox groups and file uploads a
+    list of ``values`` (a file upload's are attachment ids, resolved in ``data.resolved.attachments``);
+    a checkbox sends a boolean ``value``.
+    """
+
+    texts: Mapping[str, str] = field(default_factory=dict)
+    picks: Mapping[str, list[str]] = field(default_factory=dict)
+    checks: Mapping[str, bool] = field(default_factory=dict)
+    attachments: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def text(self, custom_id: str) -> str:
+        """A field's value: a text input's text, or a select's first choice ("" when none)."""
+        if custom_id in self.texts:
+            return self.texts[custom_id]
+        picked = self.picks.get(custom_id)
+        return picked[0] if picked else ""
+
+    def picked(self, custom_id: str) -> list[str] | None:
+        """Every value a select or checkbox group sent, in order; ``None`` when the form had no such field."""
+        return self.picks.get(custom_id)
+
+    def files(self, custom_id: str) -> list[Mapping[str, Any]]:
+        """The files added in a file upload, in the order the member added them (none when the form had none)."""
+        found: list[Mapping[str, Any]] = []
+        for attachment_id in self.picks.get(custom_id) or []:
+            payload = self.attachments.get(attachment_id)
+            if payload is None or not payload.get("url"):
+                # Discord resolves every file it sends; without it there is nothing to fetch.
+                raise InputError(_t("Discord did not pass on a file you added; add it again."))
+            found.append(payload)
+        return found
+
+
+def form_answers(data: Any) -> FormAnswers:
+    """The answers of a modal submission (``interaction.data``), Label or action-row layout."""
+    texts: dict[str, str] = {}
+    picks: dict[str, list[str]] = {}
+    checks: dict[str, bool] = {}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            if "custom_id" in node and ("value" in node or "values" in node):
-                picked = node.get("values")
-                values[node["custom_id"]] = (picked[0] if picked else "") if "values" in node else node["value"]
+            custom_id = node.get("custom_id")
+            if isinstance(custom_id, str):
+                if isinstance(node.get("values"), list):
+                    picks[custom_id] = [str(value) for value in node["values"]]
+                elif isinstance(node.get("value"), bool):
+                    checks[custom_id] = node["value"]
+                elif "value" in node:
+                    texts[custom_id] = str(node["value"] or "")
             for key in ("components", "component"):
                 walk(node.get(key))
         elif isinstance(node, list):
             for child in node:
                 walk(child)
 
-    walk(data.get("components") if isinstance(data, dict) else None)
-    return values
+    if not isinstance(data, dict):
+        return FormAnswers()
+    walk(data.get("components"))
+    resolved = data.get("resolved")
+    attachments = resolved.get("attachments") if isinstance(resolved, dict) else None
+    return FormAnswers(texts, picks, checks, attachments if isinstance(attachments, dict) else {})
+
+
+def modal_values(data: Any) -> dict[str, str]:
+    """``custom_id -> value`` for every text input and select in a modal submission (a select's first choice)."""
+    answers = form_answers(data)
+    return {custom_id: answers.text(custom_id) for custom_id in {**answers.picks, **answers.texts}}

@@ -3,7 +3,8 @@
 The buttons are ``DynamicItem``s matched by custom_id, so they keep working on
 old messages after a restart. The form is only rendered here; its submissions
 are routed by custom_id in ``cogs.members.refine`` (discord.py keeps modals in memory only).
-The form's fields (size, style) are shared with the "Edit images" form.
+The form's fields (instruction, added images, size, style, options) are shared with the "Edit
+images" form; a form holds at most Discord's five fields, so the options are one checkbox group.
 """
 
 from __future__ import annotations
@@ -15,16 +16,22 @@ from typing import Any
 import discord
 from discord import ui
 
+from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.core.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from bot.errors import InputError
 from bot.i18n import Text, _pt, _t
+from cogs.core.attachments import MAX_IMAGES
 from cogs.core.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
+    IMAGES_FIELD,
+    ONLY_ME_OPTION,
+    OPTIONS_FIELD,
     REFINE_BUTTON_TEMPLATE,
     REFINE_FROM_TEMPLATE,
     REFINE_PROMPT_FIELD,
     REFINE_SIZE_FIELD,
+    SPOILER_OPTION,
     STYLE_FIELD,
     RefineModalId,
     cancel_button_id,
@@ -112,10 +119,71 @@ def style_field(presets: Sequence[StylePreset], language: str | None) -> ui.Labe
     )
 
 
-class RefineModal(ui.Modal):
-    """Asks what to change, the output size and, if the server has any, a style (in the member's language)."""
+def images_field(first: int, most: int, language: str | None) -> ui.Label[Any] | None:
+    """The optional "Add images" field of a form: up to ``most`` files, image{first}… in the order they are added.
 
-    def __init__(self, ids: RefineModalId, language: str | None, presets: Sequence[StylePreset] = ()) -> None:
+    ``None`` when no image may be added (Discord takes 1 to 10 as a file upload's most).
+    """
+    if most < 1:
+        return None
+    description = (
+        _t("Optional: it becomes image{first}", first=first)
+        if most == 1
+        # Translators: {first} and {last} are image numbers, e.g. image2 to image10.
+        else _t("Optional: image{first} to image{last}, in the order you add them", first=first, last=first + most - 1)
+    )
+    return ui.Label(
+        text=render(_t("Add images"), language)[:FORM_TEXT_MAX],
+        description=render(description, language)[:100],
+        component=ui.FileUpload(custom_id=IMAGES_FIELD, required=False, min_values=0, max_values=most),
+    )
+
+
+def options_field(*, only_me: bool, spoiler: bool, language: str | None) -> ui.Label[Any]:
+    """The form's options, ticked or not: "only me" (offered where the server lets members choose) and "spoiler".
+
+    One checkbox group, so the form keeps within Discord's five fields however many options it has.
+    """
+    options = []
+    if only_me:
+        options.append(
+            discord.CheckboxGroupOption(
+                label=render(_t("Only me"), language)[:100],
+                value=ONLY_ME_OPTION,
+                description=render(_t("Only you see the progress and the result"), language)[:100],
+            )
+        )
+    options.append(
+        discord.CheckboxGroupOption(
+            label=render(_t("Spoiler"), language)[:100],
+            value=SPOILER_OPTION,
+            description=render(_t("The result and its images stay hidden until clicked"), language)[:100],
+            default=spoiler,
+        )
+    )
+    return ui.Label(
+        text=render(_t("Options"), language)[:FORM_TEXT_MAX],
+        component=ui.CheckboxGroup(
+            custom_id=OPTIONS_FIELD, required=False, min_values=0, max_values=len(options), options=options
+        ),
+    )
+
+
+class RefineModal(ui.Modal):
+    """Asks what to change, images to add, the output size, a style (if the server has any) and the options.
+
+    Everything in it is in ``language``, the language of the member who opens it.
+    """
+
+    def __init__(
+        self,
+        ids: RefineModalId,
+        language: str | None,
+        presets: Sequence[StylePreset] = (),
+        *,
+        only_me: bool = False,
+        spoiler: bool = False,
+    ) -> None:
         super().__init__(
             title=render(_t("Refine this image"), language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None
         )
@@ -127,17 +195,30 @@ class RefineModal(ui.Modal):
                 language,
             )
         )
+        images = images_field(2, MAX_IMAGES - 1, language)
+        if images is not None:
+            self.add_item(images)
         self.add_item(size_field(_t("auto keeps this image's aspect ratio"), language))
         style = style_field(presets, language)
         if style is not None:
             self.add_item(style)
+        self.add_item(options_field(only_me=only_me, spoiler=spoiler, language=language))
 
 
 async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId) -> None:
     """Open the Refine form for the result ``ids`` names, if the member may refine it."""
     bot = client_of(interaction)
-    await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private result is its requester's alone
-    modal = RefineModal(ids, language_of(interaction), bot.engine.presets_of(interaction.guild_id))
+    parent = await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private one is its requester's alone
+    limits = await bot.engine.limits_for(interaction.guild_id)
+    policy = limits.private_results if limits is not None else PrivateResults.ALLOWED
+    modal = RefineModal(
+        ids,
+        language_of(interaction),
+        bot.engine.presets_of(interaction.guild_id),
+        # A private result's refinement is private anyway, and so is every result where the server says so.
+        only_me=policy is PrivateResults.ALLOWED and not parent.request.private,
+        spoiler=parent.request.spoiler,
+    )
     await interaction.response.send_modal(modal)
     # Submissions are routed by custom_id, the same way before and after a restart,
     # so discord.py need not keep this modal in memory.

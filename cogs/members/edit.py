@@ -22,6 +22,7 @@ from bot.core.job import Destination, Job, JobRequest
 from bot.core.sizes import size_choices
 from bot.errors import InputError
 from bot.i18n import _nt, _t
+from cogs.core.attachments import check_file
 from cogs.core.downloads import Downloader
 from cogs.core.language import _desc, _name, language_of
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
@@ -32,23 +33,6 @@ if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
 
 log = logging.getLogger(__name__)
-
-MAX_IMAGES = 10
-# Refused before download: far beyond anything the API takes, even after re-encoding.
-MAX_ATTACHMENT_BYTES = 50 * 1024 * 1024
-
-
-def too_large(name: str, size: int) -> InputError:
-    """The refusal of an image file ``name`` of ``size`` bytes, beyond ``MAX_ATTACHMENT_BYTES``."""
-    return InputError(
-        # Translators: {name} is an image (image1, …) or a file name; {size} and {limit} are in megabytes.
-        _t(
-            "{name} is {size} MB; files up to {limit} MB are accepted.",
-            name=name,
-            size=f"{size / 1_000_000:.0f}",
-            limit=MAX_ATTACHMENT_BYTES // 1_000_000,
-        )
-    )
 
 
 def collect_images(options: Sequence[discord.Attachment | None]) -> list[tuple[str, discord.Attachment]]:
@@ -69,8 +53,7 @@ def collect_images(options: Sequence[discord.Attachment | None]) -> list[tuple[s
         )
     images = [(f"image{i}", a) for i, a in enumerate(options, start=1) if a is not None]
     for name, attachment in images:
-        if attachment.size > MAX_ATTACHMENT_BYTES:
-            raise too_large(name, attachment.size)
+        check_file(name, attachment)
     return images
 
 

@@ -1,9 +1,10 @@
 """ "Edit images" on any message (Apps menu): the images already in the chat become image1…imageN.
 
 The message's image attachments come first, in the message's order, then the pictures
-of its embeds (a pasted image link); at most ``MAX_IMAGES``. A form asks for the
-instruction, the size and, where the server allows it, who sees the result, and (when
-the server has any) a style. The submission is routed by custom_id, re-reads the message
+of its embeds (a pasted image link), then the files the member adds in the form; at most
+``MAX_IMAGES`` in all. A form asks for the instruction, images to add, the size, a style
+(when the server has any) and the options: "only me" (where the server lets members
+choose) and "spoiler". The submission is routed by custom_id, re-reads the message
 (for fresh attachment links) and goes through the same ``JobEngine.submit`` as ``/edit``:
 the status, then the result, is a reply to the message that does not ping its author;
 a private one is the answer to the form, seen only by the member. The form is in the
@@ -13,10 +14,11 @@ member's language, and the job keeps it for its status, result and failure.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import discord
-from discord import app_commands, ui
+from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest, Origin
@@ -24,14 +26,24 @@ from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
-from cogs.core.custom_ids import PRIVATE_FIELD, REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, MessageModalId
-from cogs.core.downloads import LinkedImage, Readable
+from cogs.core.attachments import MAX_ATTACHMENT_BYTES, MAX_IMAGES, added_images, too_large
+from cogs.core.custom_ids import (
+    IMAGES_FIELD,
+    ONLY_ME_OPTION,
+    OPTIONS_FIELD,
+    PRIVATE_FIELD,
+    REFINE_PROMPT_FIELD,
+    REFINE_SIZE_FIELD,
+    SPOILER_OPTION,
+    STYLE_FIELD,
+    MessageModalId,
+)
+from cogs.core.downloads import LinkedImage, Readable, UploadedFile
 from cogs.core.errors import guarded
 from cogs.core.language import _name, language_of, render, say
-from cogs.core.requests import clean_prompt, modal_values, parse_size, parse_style, requester
+from cogs.core.requests import clean_prompt, form_answers, parse_size, parse_style, requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
-from cogs.delivery.buttons import FORM_TEXT_MAX, prompt_field, size_field, style_field
-from cogs.members.edit import MAX_ATTACHMENT_BYTES, MAX_IMAGES, too_large
+from cogs.delivery.buttons import FORM_TEXT_MAX, images_field, options_field, prompt_field, size_field, style_field
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
@@ -51,7 +63,6 @@ CANNOT_READ = _t(
     "A server admin can give me View Channel and Read Message History in it."
 )
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
-_EVERYONE, _ONLY_ME = "everyone", "only-me"
 
 
 def _is_image(attachment: discord.Attachment) -> bool:
@@ -104,8 +115,13 @@ def images_description(count: int) -> Text:
     )
 
 
-class MessageEditModal(ui.Modal):
-    """Asks for the instruction and the size, as Refine does; who sees it and a style where they apply.
+def shows_spoilers(message: discord.Message) -> bool:
+    """Whether the message hides an image of its own as a spoiler (the form then suggests one for the result)."""
+    return any(_is_image(attachment) and attachment.is_spoiler() for attachment in message.attachments)
+
+
+class MessageEditModal(discord.ui.Modal):
+    """Asks for the instruction, images to add and the size, as Refine does; a style and the options where they apply.
 
     Everything in it is in ``language``, the language of the member who opens it.
     """
@@ -117,6 +133,8 @@ class MessageEditModal(ui.Modal):
         presets: list[StylePreset],
         private: PrivateResults,
         language: str | None,
+        *,
+        spoiler: bool = False,
     ) -> None:
         title = (
             _t("Edit these images (only you will see it)")
@@ -132,39 +150,35 @@ class MessageEditModal(ui.Modal):
                 language,
             )
         )
+        used = min(count, MAX_IMAGES)
+        images = images_field(used + 1, MAX_IMAGES - used, language)
+        if images is not None:
+            self.add_item(images)
         self.add_item(size_field(_t("auto keeps the aspect ratio of the image the instruction edits"), language))
-        if private is PrivateResults.ALLOWED:
-            self.add_item(
-                ui.Label(
-                    text=render(_t("Who sees the result"), language)[:FORM_TEXT_MAX],
-                    component=ui.Select(
-                        custom_id=PRIVATE_FIELD,
-                        required=False,
-                        options=[
-                            discord.SelectOption(
-                                label=render(_t("Everyone in this channel"), language), value=_EVERYONE, default=True
-                            ),
-                            discord.SelectOption(label=render(_t("Only me"), language), value=_ONLY_ME),
-                        ],
-                    ),
-                )
-            )
         style = style_field(presets, language)
         if style is not None:
             self.add_item(style)
+        self.add_item(options_field(only_me=private is PrivateResults.ALLOWED, spoiler=spoiler, language=language))
 
 
 class MessageSource:
     """The images of one message; the status is a reply to it (or, private, the answer to the form)."""
 
     def __init__(
-        self, bot: AtelierClient, interaction: discord.Interaction, message: discord.Message, images: list[Readable]
+        self,
+        bot: AtelierClient,
+        interaction: discord.Interaction,
+        message: discord.Message,
+        images: list[Readable],
+        uploads: Sequence[UploadedFile] = (),
     ) -> None:
         self.bot = bot
         self.interaction = interaction
         self.message = message
         self.images = images[:MAX_IMAGES]
         self.left_out = len(images) - len(self.images)
+        # The files added in the form come after the message's images (checked here, before any charge).
+        self.added: list[tuple[str, Readable]] = list(added_images(len(self.images), uploads))
 
     async def announce(self, job: Job) -> Destination:
         state = _t("📥 Fetching the message's images…")
@@ -187,9 +201,13 @@ class MessageSource:
         pointer = _t("🎨 Editing in")
         return await post_status(self.interaction, job, self.message.channel, state, pointer, reply_to=self.message)
 
+    @property
+    def input_count(self) -> int:
+        return len(self.images) + len(self.added)
+
     async def fetch(self) -> list[tuple[str, bytes]]:
         named = [(f"image{n}", image) for n, image in enumerate(self.images, start=1)]
-        return await self.bot.downloader.fetch(named)
+        return await self.bot.downloader.fetch([*named, *self.added])
 
 
 class MessageEditCog(commands.Cog):
@@ -218,6 +236,7 @@ class MessageEditCog(commands.Cog):
             self.bot.engine.presets_of(interaction.guild_id),
             limits.private_results if limits is not None else PrivateResults.ALLOWED,
             language_of(interaction),
+            spoiler=shows_spoilers(message),
         )
         await interaction.response.send_modal(modal)
         modal.stop()  # submissions are routed by custom_id (``on_interaction``), before and after a restart
@@ -234,14 +253,18 @@ class MessageEditCog(commands.Cog):
     async def submit(self, interaction: discord.Interaction, ids: MessageModalId) -> None:
         """Edit the message's images as the form says, through the same admission as ``/edit``."""
         check_can_read(interaction)
-        values = modal_values(interaction.data)
-        prompt = clean_prompt(values.get(REFINE_PROMPT_FIELD, ""))
-        size = parse_size(values.get(REFINE_SIZE_FIELD) or None)
+        answers = form_answers(interaction.data)
+        prompt = clean_prompt(answers.text(REFINE_PROMPT_FIELD))
+        size = parse_size(answers.text(REFINE_SIZE_FIELD) or None)
+        uploads = [UploadedFile(payload, self.bot.http) for payload in answers.files(IMAGES_FIELD)]
+        options = answers.picked(OPTIONS_FIELD) or []
+        # A form opened before the options field asked "who sees the result" with a select.
+        private = ONLY_ME_OPTION in options or answers.text(PRIVATE_FIELD) == ONLY_ME_OPTION
         message = await self.source_message(interaction, ids)
         images = message_images(message, self.bot.http)
         if not images:
             raise InputError(NO_IMAGES)
-        source = MessageSource(self.bot, interaction, message, images)
+        source = MessageSource(self.bot, interaction, message, images, uploads)
         request = JobRequest(
             kind="edit",
             origin=Origin.MESSAGE,
@@ -250,10 +273,11 @@ class MessageEditCog(commands.Cog):
             channel_id=ids.channel_id,
             prompt=prompt,
             size=size,
-            input_count=len(source.images),
-            private=values.get(PRIVATE_FIELD) == _ONLY_ME,
-            style=parse_style(values.get(STYLE_FIELD)),
+            input_count=source.input_count,
+            private=private,
+            style=parse_style(answers.text(STYLE_FIELD)),
             language=language_of(interaction),
+            spoiler=SPOILER_OPTION in options,
         )
         await self.bot.engine.submit(request, requester(interaction, message.channel), source)
 

@@ -1,17 +1,20 @@
-"""Refine: a result becomes image1 of a new edit, posted in the result's thread.
+"""Refine: a result becomes image1 of a new edit, the files added in the form image2…, posted in the result's thread.
 
 The Refine button (``cogs.delivery.buttons``) opens a form; its submission is routed here by
-custom_id, so it works whether or not this process opened the form. The engine
-admits and charges the job; the input source answers the member privately, finds
-or makes the thread, posts the status there, and downloads the clicked image. The
-refinement of a private result stays private: its status and result are the answer
-to the form, seen only by the member (and only that member may refine it). The job
-keeps the member's language, which its status, result and failure speak.
+custom_id, so it works whether or not this process opened the form. The added files pass the
+same checks as ``/edit``'s attachments before anything is charged. The engine admits and
+charges the job; the input source answers the member privately, finds or makes the thread,
+posts the status there, and downloads the clicked image and the added files, in that order.
+The refinement of a private result stays private: its status and result are the answer to
+the form, seen only by the member (and only that member may refine it); "only me" makes a
+public result's refinement private the same way. The job keeps the member's language, which
+its status, result and failure speak.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Literal
 
 import discord
@@ -20,11 +23,21 @@ from discord.ext import commands
 from bot.core.job import Destination, Job, JobRequest, Origin
 from bot.errors import InputError
 from bot.i18n import _t
-from cogs.core.custom_ids import REFINE_PROMPT_FIELD, REFINE_SIZE_FIELD, STYLE_FIELD, RefineModalId
-from cogs.core.downloads import Downloader
+from cogs.core.attachments import added_images
+from cogs.core.custom_ids import (
+    IMAGES_FIELD,
+    ONLY_ME_OPTION,
+    OPTIONS_FIELD,
+    REFINE_PROMPT_FIELD,
+    REFINE_SIZE_FIELD,
+    SPOILER_OPTION,
+    STYLE_FIELD,
+    RefineModalId,
+)
+from cogs.core.downloads import Downloader, Readable, UploadedFile
 from cogs.core.errors import guarded
 from cogs.core.language import language_of, say
-from cogs.core.requests import clean_prompt, modal_values, parse_size, parse_style, requester
+from cogs.core.requests import clean_prompt, form_answers, parse_size, parse_style, requester
 from cogs.core.text import clip
 from cogs.delivery.acknowledge import answer_in_place, post_status
 from cogs.delivery.buttons import first_image
@@ -38,26 +51,37 @@ THREAD_ARCHIVE_MINUTES: Literal[10080] = 10080  # 7 days
 _THREAD_EXISTS = 160004
 NO_IMAGE = _t("That message has no image to refine any more.")
 FETCHING = _t("📥 Fetching the image…")
+FETCHING_ALL = _t("📥 Fetching the images…")
 REFUSED = _t("Discord refused to start the refinement here; check my permissions.")
 
 
 class RefineSource:
-    """The input of one refine: the clicked result's image; the status goes into its thread."""
+    """The inputs of one refine: the clicked result's image, then the files added in the form; the status goes
+    into the result's thread (or, private, is the answer to the form)."""
 
-    def __init__(self, bot: AtelierClient, interaction: discord.Interaction, ids: RefineModalId) -> None:
+    def __init__(
+        self,
+        bot: AtelierClient,
+        interaction: discord.Interaction,
+        ids: RefineModalId,
+        added: Sequence[tuple[str, Readable]] = (),
+    ) -> None:
         self.bot = bot
         self.interaction = interaction
         self.ids = ids
+        self.added = added
         self.attachment: discord.Attachment | None = None
 
     async def announce(self, job: Job) -> Destination:
         interaction = self.interaction
+        fetching = FETCHING_ALL if self.added else FETCHING
         if job.request.private:
-            # The clicked private result is on the interaction (or fetched, if it was sent by DM).
+            # The clicked result is on the interaction (or fetched: a private one sent by DM, or a public one
+            # refined privately from elsewhere).
             self.attachment = first_image(await self.source_message())
             if self.attachment is None:
                 raise InputError(NO_IMAGE)
-            return await answer_in_place(interaction, job, FETCHING)
+            return await answer_in_place(interaction, job, fetching)
         await interaction.response.send_message(say(interaction, _t("🎨 Starting your refinement…")), ephemeral=True)
         source = await self.source_message()
         self.attachment = first_image(source)
@@ -69,12 +93,12 @@ class RefineSource:
             raise InputError(REFUSED, log_detail=f"refine thread refused: {exc.status} {exc.code}") from None
         # Translators: followed by a link to the thread where the refinement's status is.
         pointer = _t("🎨 Refining in")
-        return await post_status(interaction, job, thread, FETCHING, pointer, refused=REFUSED)
+        return await post_status(interaction, job, thread, fetching, pointer, refused=REFUSED)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         assert self.attachment is not None
         downloader: Downloader = self.bot.downloader
-        return await downloader.fetch([("image1", self.attachment)])
+        return await downloader.fetch([("image1", self.attachment), *self.added])
 
     async def source_message(self) -> discord.Message:
         """The clicked result, with fresh attachment links: from the interaction, or fetched."""
@@ -137,12 +161,20 @@ class RefineCog(commands.Cog):
             await guarded(interaction, self.refine(interaction, ids), "the refine form")
 
     async def refine(self, interaction: discord.Interaction, ids: RefineModalId) -> None:
-        """Turn the clicked result into image1 of a new edit, posted in a thread (privately, if it was private)."""
+        """Turn the clicked result into image1 of a new edit, the added files after it, posted in a thread
+        (privately, if it was private or "only me" was ticked)."""
         parent = await self.bot.engine.result_for(ids.job_id, interaction.user.id)
-        values = modal_values(interaction.data)
-        # A public result is refined where it is (a form opened from /history may be elsewhere), so
+        answers = form_answers(interaction.data)
+        options = answers.picked(OPTIONS_FIELD)
+        # A private result's refinement stays private, whatever was ticked.
+        private = parent.request.private or ONLY_ME_OPTION in (options or ())
+        # A form opened before it had options keeps the result's spoiler.
+        spoiler = parent.request.spoiler if options is None else SPOILER_OPTION in options
+        uploads = [UploadedFile(payload, self.bot.http) for payload in answers.files(IMAGES_FIELD)]
+        added = added_images(1, uploads)
+        # A public refinement is made where the result is (a form opened from /history may be elsewhere), so
         # that channel's rules apply; a private one is answered here, privately.
-        where = None if parent.request.private else self.bot.get_channel(ids.channel_id)
+        where = None if private else self.bot.get_channel(ids.channel_id)
         who = requester(interaction, where)
         request = JobRequest(
             kind="edit",
@@ -150,15 +182,16 @@ class RefineCog(commands.Cog):
             user_id=interaction.user.id,
             guild_id=interaction.guild_id,
             channel_id=who.channel_id or ids.channel_id,
-            prompt=clean_prompt(values.get(REFINE_PROMPT_FIELD, "")),
-            size=parse_size(values.get(REFINE_SIZE_FIELD) or None),
-            input_count=1,
+            prompt=clean_prompt(answers.text(REFINE_PROMPT_FIELD)),
+            size=parse_size(answers.text(REFINE_SIZE_FIELD) or None),
+            input_count=1 + len(added),
             parent_job_id=ids.job_id,
-            private=parent.request.private,
-            style=parse_style(values.get(STYLE_FIELD)),
+            private=private,
+            style=parse_style(answers.text(STYLE_FIELD)),
             language=language_of(interaction),
+            spoiler=spoiler,
         )
-        await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids))
+        await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids, added))
 
 
 async def setup(bot: AtelierClient) -> None:
