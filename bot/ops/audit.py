@@ -101,11 +101,12 @@ class AuditTrail:
             self._sink.outcome(dataclasses.replace(entry, preview=preview))
 
     def _was_fallback(self, job: Job) -> bool:
-        fallback = self._config.fallback_model
-        if fallback is None or job.model != fallback.name or job.guild_id is None:
+        if job.guild_id is None:
             return False
-        chosen = self._settings.cached(job.guild_id).pick("model", self._config.default_model.name)
-        return chosen != fallback.name
+        picked = self._config.model(self._settings.cached(job.guild_id).pick("model", None))
+        chosen = picked or self._config.default_model
+        fallback = self._config.fallback_for(chosen)
+        return fallback is not None and job.model == fallback.name
 
     def _watch_key(self, move: Move) -> None:
         job = move.job
