@@ -19,11 +19,13 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest
+from bot.core.models import offered_options
 from bot.core.sizes import size_choices
 from bot.errors import InputError
 from bot.i18n import _nt, _t
 from cogs.core.downloads import Downloader
 from cogs.core.language import _desc, _name, language_of
+from cogs.core.model_options import asked_options, shape_model_options
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
 from cogs.delivery.buttons import PROMPT_MAX, CancelButton, RefineButton
@@ -99,6 +101,8 @@ class EditCog(commands.Cog):
 
     def __init__(self, bot: AtelierClient) -> None:
         self.bot = bot
+        # The options the models in use take, with their values: the schema follows the catalog.
+        shape_model_options(self.edit, offered_options(bot.config.models))
 
     @app_commands.command(
         name=_name("command name", "edit"), description=_desc("Edit or combine images with an instruction")
@@ -109,6 +113,9 @@ class EditCog(commands.Cog):
         size=_desc("Output size; leave empty for auto (keeps the edited image's aspect ratio)"),
         style=_desc("One of this server's styles, added to your instruction"),
         private=_desc("Only you see the progress and the result"),
+        quality=_desc("Image quality, if this server's model offers a choice"),
+        format=_desc("The result's file format: png, jpeg or webp"),
+        background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
         # Spelt out, one text each, so that pybabel finds them.
         image2=_desc("Optional image2"),
         image3=_desc("Optional image3"),
@@ -127,6 +134,9 @@ class EditCog(commands.Cog):
         size=_name("option name", "size"),
         style=_name("option name", "style"),
         private=_name("option name", "private"),
+        quality=_name("option name", "quality"),
+        format=_name("option name", "format"),
+        background=_name("option name", "background"),
         image2=_name("option name", "image2"),
         image3=_name("option name", "image3"),
         image4=_name("option name", "image4"),
@@ -145,6 +155,9 @@ class EditCog(commands.Cog):
         size: str | None = None,
         style: str | None = None,
         private: bool = False,
+        quality: str | None = None,
+        format: str | None = None,
+        background: str | None = None,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
@@ -167,6 +180,7 @@ class EditCog(commands.Cog):
             private=private,
             style=parse_style(style),
             language=language_of(interaction),
+            options=asked_options(quality=quality, format=format, background=background),
         )
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
         await self.bot.engine.submit(request, requester(interaction), source)
