@@ -299,3 +299,16 @@ def test_a_settlement_is_the_real_cost_from_usage_rounded_up() -> None:
     assert nothing is not None and (nothing.amount, nothing.real) == (0, 880_055) and "no usage" in nothing.reason
     assert VIP.settle(30_000, split, 1) is None  # a flat price settles nothing
     assert model.reservation("make it red", 2, None, {}) == PRICE.reservation("make it red", 2, 8_294_400, None)
+
+
+def test_the_catalog_example_in_the_operators_guide_is_a_valid_catalog(tmp_path: Path) -> None:
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    (example,) = [block for block in guide.split("```toml\n")[1:] if "MODELS_FILE" in block.split("\n")[0]]
+    path = own_catalog(tmp_path, example.split("```")[0])
+    c = config(MODELS_FILE=str(path))
+    assert [m.name for m in c.models] == ["gpt-image-2-vip", "gpt-image-2", "gpt-image-2-all"]
+    all_route = c.model("gpt-image-2-all")
+    assert all_route is not None and c.fallback_for(all_route) == c.model("gpt-image-2-vip")
+    official = c.model("gpt-image-2")
+    shipped = load_catalog(None, 30_000).entry("gpt-image-2")
+    assert official is not None and shipped is not None and official == shipped.model  # the guide shows it as shipped
