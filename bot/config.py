@@ -70,7 +70,7 @@ class Config:
     # The most PostgreSQL connections one process opens (beside its one session connection); None: by role.
     database_pool_size: int | None = None
     # Models servers may use: empty means the one model ``image_model`` at ``price_per_image``.
-    # (Out of ``repr``: long, and read from files the log line of a start names anyway.)
+    # (Out of ``repr``: long; the log's first line says which models are in use, and from which catalog.)
     image_models: tuple[ImageModel, ...] = field(default=(), repr=False)
     # Every model the catalogs describe, in use or not (a job keeps its model's entry after it is turned off).
     catalog: tuple[ImageModel, ...] = field(default=(), repr=False)

@@ -30,8 +30,10 @@ from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import EditCall, FakeImageAPI, Reply, make_png
 from tests.harness import BotProcess, bot_environment, free_port, option, wait_final_text, wait_result
 from tests.postgres import fresh_database
+from tests.test_audit_e2e import AUDIT, set_audit_channel
 from tests.test_metrics_e2e import scrape_until
 from tests.test_operations_e2e import admin, refusal
+from tests.test_operators_e2e import wait_post
 
 OFFICIAL_ON = "[models.gpt-image-2]\nenabled = true\n"
 OFFICIAL_DEFAULT = 'default = "gpt-image-2"\n' + OFFICIAL_ON
@@ -258,11 +260,14 @@ async def test_a_job_by_tokens_is_charged_its_reservation_and_settled_to_its_usa
     bot = BotProcess(env, tmp_path, discord_fake)
     await bot.start()
     try:
+        await set_audit_channel(discord_fake)
         await wait_result(await send(discord_fake, "a fox", make_png()))
         charged, real = reservation("a fox", 1), 40 * 5 + 1000 * 8 + 4160 * 30
         settled = await read_when(env, "SELECT entry, amount FROM money ORDER BY entry", 2)
         assert settled == [("charge", charged), ("settle", real - charged)] and real == 133_000
         assert await read(env, "SELECT cost, input_tokens, output_tokens FROM jobs") == [(charged, 1040, 4160)]
+        audit = await wait_post(discord_fake, AUDIT, "a fox")
+        assert " · $0.133 · gpt-image-2 · " in audit.json["content"]  # the audit line shows what it really cost
 
         await wait_result(await send(discord_fake, "a lighthouse"))
         bare = reservation("a lighthouse", 0)
@@ -279,6 +284,9 @@ async def test_a_job_by_tokens_is_charged_its_reservation_and_settled_to_its_usa
                                      "WHERE j.prompt = 'doomed' ORDER BY m.entry", 2)  # fmt: skip
         assert money == [("charge", doomed), ("refund", doomed)]  # refunded once, nothing to settle
 
+        listed = (await (await discord_fake.slash_command("history", [])).wait_for_callback()).json["data"]
+        lines = str(listed.get("content", "")) + str(listed.get("embeds", ""))
+        assert "$0.133" in lines and "$1.758025" not in lines  # a member's history shows what it really cost
         spent = real + bare
         net = await read(env, "SELECT SUM(CASE WHEN entry = 'refund' THEN -amount ELSE amount END) FROM money")
         assert net == [(spent,)]

@@ -310,6 +310,8 @@ async def test_a_settlement_is_one_signed_row_by_job_and_every_total_counts_it_e
     assert (stats.spend_today, stats.spend_week, stats.own_key_spend_week) == (spent, spent, 42_000)
     (today,) = await store.daily_stats(10, [day])
     assert today.spend == spent + 42_000 and type(today.spend) is int
+    shown = {entry.job.id: entry.cost for entry in await store.history(1, 10, 0, 10)}
+    assert shown == {"below": 120_000, "above": 520_003, "bare": reserve, "lost": reserve}  # /history's costs
     # The daily budget counts what was really spent: room for one more reservation exactly.
     budget = Quota(NOON + 60, spend_today=spent + reserve - reserve)
     assert await store.admit(make_job("next", 1, NOON + 60, cost=reserve), budget, NOON + 90) is None

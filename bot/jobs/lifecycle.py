@@ -203,7 +203,7 @@ class Lifecycle:
             self._held.pop(moved.id, None)
         self._moved.set()
         # Before any await: an observer hears of every move the store recorded, in order.
-        self._observe(Move(moved, before, error, tuple(attempts), result))
+        self._observe(Move(moved, before, error, tuple(attempts), result, settle or 0))
         if target.terminal:
             _log_end(moved)
             if self._ended is not None:

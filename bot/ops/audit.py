@@ -81,6 +81,7 @@ class AuditTrail:
             reason=error.user_message if error is not None and job.state is not JobState.SUCCEEDED else None,
             safety=isinstance(error, SafetyRejectedError),
             fallback=self._was_fallback(job),
+            settled=move.settled,
         )
         if move.result is not None and len(self._previews) < PREVIEWS_AT_ONCE:
             task = asyncio.create_task(self._with_preview(entry, move.result.data), name=f"atelier-preview-{job.id}")

@@ -233,8 +233,9 @@ DELETE_PRESET = "DELETE FROM style_presets WHERE guild_id = :guild_id AND name =
 
 # Members' history and results.
 HISTORY = (
-    "SELECT jobs.*, result_deletions.deleted_at FROM jobs "
+    f"SELECT jobs.*, result_deletions.deleted_at, COALESCE(settled.amount, 0) AS settled FROM jobs "
     "LEFT JOIN result_deletions ON result_deletions.job_id = jobs.id "
+    f"LEFT JOIN money settled ON settled.job_id = jobs.id AND settled.entry = '{SETTLE}' "
     "WHERE jobs.user_id = :user_id AND {guild} ORDER BY jobs.created_at DESC, jobs.id DESC "
     "LIMIT :limit OFFSET :offset"
 )

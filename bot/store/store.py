@@ -339,7 +339,7 @@ class Store:
     async def history(self, user_id: int, guild_id: int | None, offset: int, limit: int) -> list[HistoryEntry]:
         params = {"user_id": user_id, "guild_id": guild_id, "offset": offset, "limit": limit}
         rows = await self._read(fetch(q.history_sql(guild_id), **params))
-        return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None) for r in rows]
+        return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None, int(r["settled"])) for r in rows]
 
     async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
         await self._write(execute(q.RECORD_DELETED, job_id=job_id, by=by, at=at))
