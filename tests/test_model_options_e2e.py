@@ -105,10 +105,10 @@ async def test_an_option_the_servers_model_lacks_is_refused_before_any_charge_an
     bot_env["MODELS_FILE"] = catalog(tmp_path, OFFICIAL_ON)  # offered (by gpt-image-2), the default is vip
     image_api.models.add("gpt-image-2")
     await bot_process.start()
-    text = await refusal(await send(discord_fake, "sharper", make_png(), quality="high"))
-    assert "gpt-image-2-vip has no quality option; leave quality empty." in text
-    text = await refusal(await send(discord_fake, "a sticker", background="transparent"))
-    assert "gpt-image-2-vip has no background option" in text
+    for name, value in (("quality", "high"), ("format", "png"), ("background", "opaque")):
+        for image in (make_png(), None):  # /edit, then /imagine
+            text = await refusal(await send(discord_fake, "refused", image, **{name: value}))
+            assert f"gpt-image-2-vip has no {name} option; leave {name} empty." in text
     assert image_api.calls == [] and rows(bot_env, "SELECT COUNT(*) FROM money") == [(0,)]
 
     await wait_result(await send(discord_fake, "plain", make_png()))
@@ -126,13 +126,18 @@ async def test_an_option_the_servers_model_lacks_is_refused_before_any_charge_an
     assert official.image_field == "image[]" and official.images[0].data == make_png()
     (posted,) = result.files
     assert posted.filename.endswith(".webp") and posted.data[:4] == b"RIFF" and posted.data[8:12] == b"WEBP"
+    await wait_result(await send(discord_fake, "opaque", quality="low", format="jpeg", background="opaque"))
+    assert image_api.calls[-1].json == {
+        "model": "gpt-image-2", "prompt": "opaque", "quality": "low", "output_format": "jpeg", "background": "opaque"
+    }  # fmt: skip
     text = await refusal(await send(discord_fake, "a sticker", background="transparent", format="jpeg"))
     assert "A transparent background needs the png or webp format" in text
     text = await refusal(await send(discord_fake, "odd", quality="ultra"))
     assert "`ultra` is not a quality gpt-image-2 takes; pick one of: low, medium, high, auto." in text
-    assert len(image_api.calls) == 2
+    assert len(image_api.calls) == 3
     assert rows(bot_env, "SELECT prompt, options FROM jobs ORDER BY created_at") == [
-        ("plain", "{}"), ("sharper", '{"output_format": "webp", "quality": "high"}')
+        ("plain", "{}"), ("sharper", '{"output_format": "webp", "quality": "high"}'),
+        ("opaque", '{"background": "opaque", "output_format": "jpeg", "quality": "low"}'),
     ]  # fmt: skip
 
 
