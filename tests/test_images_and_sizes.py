@@ -234,3 +234,11 @@ def test_a_result_in_another_format_than_asked_is_delivered_in_the_one_asked() -
     )
     assert fit_for_upload(original, 10 * len(original.data), "png") is original  # already what was asked
     assert is_transparent(decoded(original)) and not is_transparent(Image.new("RGBA", (4, 4), (1, 2, 3, 255)))
+
+
+def test_a_result_that_outgrows_the_limit_in_the_format_asked_is_scaled_and_says_so() -> None:
+    photo = check_output(encode(noise(400, 400), "JPEG", quality=60))
+    limit = len(photo.data) + 1000  # the JPEG fits; as a PNG it would not
+    fitted = fit_for_upload(photo, limit, "png")
+    assert fitted.mime == "image/png" and len(fitted.data) <= limit and fitted.width < 400
+    assert str(fitted.note).startswith("In the format asked it was over Discord's")

@@ -288,12 +288,14 @@ def fit_for_upload(output: OutputImage, limit: int, fmt: str | None = None) -> O
         return output
     with Image.open(io.BytesIO(output.data)) as image:
         image.load()
+        size = image.size
         if target is None:
             fitted = shrink_to_fit(image, limit, lossless_first=len(output.data) <= limit * LOSSLESS_TRY_RATIO)
             flattened = False
         else:
             fitted, flattened = _fit_in_format(image, limit, _FORMAT_OF_MIME[target])
     over = len(output.data) > limit
+    scaled = (fitted.width, fitted.height) != size
     sizes = {"size": _mb(len(output.data)), "limit": _mb(limit), "how": fitted.note}
     if over and flattened:
         note: Text | None = _t(
@@ -303,6 +305,8 @@ def fit_for_upload(output: OutputImage, limit: int, fmt: str | None = None) -> O
         )
     elif over:
         note = _t("The {size} original was over Discord's {limit} upload limit, so it was {how}.", **sizes)
+    elif scaled:  # it fitted as the service made it, but not in the format asked (a JPEG is never larger)
+        note = _t("In the format asked it was over Discord's {limit} upload limit, so it was {how}.", **sizes)
     elif flattened:
         note = _t("Its transparent background was flattened onto white, since JPEG has no transparency.")
     else:
