@@ -279,7 +279,7 @@ async def test_a_job_by_tokens_is_charged_its_reservation_and_settled_to_its_usa
         money = await read_when(env, "SELECT j.prompt, m.entry, m.amount FROM money m JOIN jobs j ON j.id = m.job_id "
                                      "WHERE j.prompt = 'a lighthouse' ORDER BY m.entry", 2)  # fmt: skip
         assert money == [("a lighthouse", "charge", bare), ("a lighthouse", "settle", 0)]
-        assert "settled by tokens" in bot.log() and "the answer carried no usage; settled at the reservation" in (
+        assert "settling by tokens" in bot.log() and "the answer carried no usage; settled at the reservation" in (
             bot.log()
         )
 

@@ -102,7 +102,7 @@ class Deliverer:
         if settled is None:
             return None
         log.info(
-            "job=%s settled by tokens: charged $%s, cost $%s, difference $%s (%s)",
+            "job=%s settling by tokens: charged $%s, cost $%s, difference $%s (%s)",
             job.id, format_usd(job.cost, 6), format_usd(settled.real, 6), format_usd(settled.amount, 6),
             settled.reason,
         )  # fmt: skip
