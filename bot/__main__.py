@@ -147,6 +147,11 @@ def main() -> None:
     if sys.platform.startswith("linux"):
         return_big_buffers_to_the_os()
     config.data_dir.mkdir(parents=True, exist_ok=True)
+    log.info(
+        "models in use: %s (default %s; catalog: the shipped one%s)",
+        ", ".join(model.name for model in config.models), config.default_model.name,
+        f" with MODELS_FILE {config.models_file}" if config.models_file else "",
+    )  # fmt: skip
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run(config, frontend, redact, role))
     log.info("stopped")

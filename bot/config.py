@@ -16,7 +16,8 @@ from typing import Final
 
 from cryptography.fernet import Fernet
 
-from bot.core.models import ImageModel, SizeRule, parse_models
+from bot.core.catalog import CatalogError, load_catalog
+from bot.core.models import ImageModel, SizeRule, parse_shorthand
 from bot.core.money import MoneyError, parse_usd
 from bot.core.overrides import PrivateResults
 from bot.errors import ConfigError
@@ -68,8 +69,12 @@ class Config:
     shard_ids: tuple[int, ...] | None = None
     # The most PostgreSQL connections one process opens (beside its one session connection); None: by role.
     database_pool_size: int | None = None
-    # Models: empty means the one model ``image_model`` at ``price_per_image``.
-    image_models: tuple[ImageModel, ...] = ()
+    # Models servers may use: empty means the one model ``image_model`` at ``price_per_image``.
+    # (Out of ``repr``: long; the log's first line says which models are in use, and from which catalog.)
+    image_models: tuple[ImageModel, ...] = field(default=(), repr=False)
+    # Every model the catalogs describe, in use or not (a job keeps its model's entry after it is turned off).
+    catalog: tuple[ImageModel, ...] = field(default=(), repr=False)
+    models_file: Path | None = None
     image_fallback_model: str | None = None
     image_fallback_seconds: float = 60.0  # how long new jobs go to the fallback once the breaker opens
     # Operations.
@@ -108,6 +113,13 @@ class Config:
         """The allowed model called ``name``, if there is one."""
         return next((m for m in self.models if m.name == name), None)
 
+    def entry(self, name: str | None) -> ImageModel | None:
+        """What the configuration knows of the model called ``name`` (``None``: the default): an allowed
+        model, else its catalog entry (a job accepted before its model was turned off still runs)."""
+        if name is None:
+            return self.default_model
+        return self.model(name) or next((m for m in self.catalog if m.name == name), None)
+
     @property
     def default_model(self) -> ImageModel:
         """The model a server uses unless it picked another."""
@@ -115,8 +127,13 @@ class Config:
 
     @property
     def fallback_model(self) -> ImageModel | None:
-        """Where new jobs go while their model fails fast, if the operator named one."""
+        """Where new jobs go while their model fails fast, if the operator named one (``IMAGE_FALLBACK_MODEL``)."""
         return self.model(self.image_fallback_model)
+
+    def fallback_for(self, model: ImageModel) -> ImageModel | None:
+        """Where ``model``'s new jobs go while it fails fast: its own ``fallback``, else ``IMAGE_FALLBACK_MODEL``."""
+        fallback = self.model(model.fallback) if model.fallback else self.fallback_model
+        return fallback if fallback is not None and fallback.name != model.name else None
 
     @property
     def secrets(self) -> list[str]:
@@ -203,19 +220,28 @@ SETTINGS: Final = (
             "API's `Retry-After` says otherwise.", CALLS, API),
     Setting("IMAGE_API_FAST_FAILURE_SECONDS", "`10`", "A 5xx within this many seconds of sending is retried (too "
             "quick to follow a generation); a later one may follow a billed generation and is not.", CALLS, API),
-    Setting("IMAGE_MODEL", "`gpt-image-2-vip`", "The default model (the request's `model` field). With "
-            "`IMAGE_MODELS`, one of them (unset: the first listed); without, the only model, at `PRICE_PER_IMAGE`.",
-            EVERY_ROLE, MODELS),
-    Setting("IMAGE_MODELS", "`IMAGE_MODEL` at `PRICE_PER_IMAGE`", "The models servers may pick, comma-separated "
-            "`name=price[:table|any]`. The price is what a job on that model is charged (none: `PRICE_PER_IMAGE`). "
-            "`table`: the provider's 30 sizes (the default for names ending in `-vip`); `any`: sides that are "
-            "multiples of 16, the long side at most 3840 and at most 3 times the short one, at most 3840×2160 "
-            "pixels in all.", EVERY_ROLE, MODELS, example="gpt-image-2-vip=0.03,gpt-image-2-all=0.02"),
-    Setting("PRICE_PER_IMAGE", "`0.03`", "Dollars charged per accepted job on a model listed without a price "
-            "(refunded if the job fails or is cancelled).", EVERY_ROLE, MODELS),
-    Setting("IMAGE_FALLBACK_MODEL", "none", "One of `IMAGE_MODELS`. After two fast failures in a row of a model "
-            "(a connection that failed before sending, a fast 5xx), its new jobs go to this one for "
-            "`IMAGE_FALLBACK_SECONDS`.", EVERY_ROLE, MODELS, example="gpt-image-2-all"),
+    Setting("MODELS_FILE", "none: the shipped catalog", "A TOML model catalog read on top of the shipped one "
+            "(`bot/core/models.toml`): each model's wire name, endpoints, image field, sizes, price (flat, or by "
+            "tokens), options, timeouts and fallback, and which models are enabled. See docs/operations.md.",
+            EVERY_ROLE, MODELS, example="/etc/atelier/models.toml"),
+    Setting("IMAGE_MODEL", "the catalog's default", "The default model (the request's `model` field). With "
+            "`IMAGE_MODELS` or `MODELS_FILE`, one of the enabled models; with neither, the only model (from the "
+            "catalog if it knows the name, else at `PRICE_PER_IMAGE`).", EVERY_ROLE, MODELS,
+            example="gpt-image-2-vip"),
+    Setting("IMAGE_MODELS", "the catalog's enabled models", "A shorthand for the models servers may pick, "
+            "comma-separated `name=price[:table|any|free]`, instead of the catalog's enabled ones. A name the "
+            "catalog knows keeps its entry (options, image field, endpoints…), made flat at the price given; "
+            "another is a plain model. Without a price: the catalog's, else `PRICE_PER_IMAGE`. `table`: the "
+            "provider's 30 sizes (the default for names ending in `-vip`); `any`: sides that are multiples of 16, "
+            "the long side at most 3840 and at most 3 times the short one, at most 3840×2160 pixels in all; "
+            "`free`: any size.", EVERY_ROLE, MODELS, example="gpt-image-2-vip=0.03,gpt-image-2-all=0.02"),
+    Setting("PRICE_PER_IMAGE", "`0.03`", "Dollars charged per accepted job on a flat-priced model whose catalog "
+            "entry or `IMAGE_MODELS` entry gives no price (refunded if the job fails or is cancelled).", EVERY_ROLE,
+            MODELS),
+    Setting("IMAGE_FALLBACK_MODEL", "none", "One of the enabled models. After two fast failures in a row of a "
+            "model (a connection that failed before sending, a fast 5xx), its new jobs go to this one for "
+            "`IMAGE_FALLBACK_SECONDS`, unless its catalog entry names its own `fallback`.", EVERY_ROLE, MODELS,
+            example="gpt-image-2-all"),
     Setting("IMAGE_FALLBACK_SECONDS", "`60`", "How long new jobs go to the fallback once a model failed fast twice "
             "in a row; then the model is tried again.", EVERY_ROLE, MODELS),
     Setting("DISCORD_API_BASE", "Discord's", "The REST base URL, for a REST proxy (or the tests' fake Discord); "
@@ -460,10 +486,12 @@ def read_config(r: SettingsReader) -> Config:
     api_base = r.url("IMAGE_API_BASE", "https://api.apiyi.com/v1")
     assert api_base is not None
     price = r.price("PRICE_PER_IMAGE", 30_000)
-    models, default_model = _models(r, price)
+    models, catalog, default_model = _models(r, price)
+    models_file = r.raw("MODELS_FILE")
     fallback = r.raw("IMAGE_FALLBACK_MODEL")
     if fallback is not None and not any(m.name == fallback for m in models):
-        raise ConfigError(f"IMAGE_FALLBACK_MODEL {fallback!r} must be one of the models in IMAGE_MODELS")
+        names = ", ".join(m.name for m in models)
+        raise ConfigError(f"IMAGE_FALLBACK_MODEL {fallback!r} must be one of the models in use ({names})")
     balance_url = r.url("PROVIDER_BALANCE_URL", None)
     access_token = r.raw("PROVIDER_ACCESS_TOKEN")
     if (balance_url is None) != (access_token is None):
@@ -510,6 +538,8 @@ def read_config(r: SettingsReader) -> Config:
         shard_ids=shard_ids,
         database_pool_size=r.integer("DATABASE_POOL_SIZE", 0, minimum=0) or None,
         image_models=models,
+        catalog=catalog,
+        models_file=Path(models_file) if models_file else None,
         image_fallback_model=fallback,
         image_fallback_seconds=r.number("IMAGE_FALLBACK_SECONDS", 60.0, minimum=0.01),
         metrics_host=r.text("METRICS_HOST", "127.0.0.1"),
@@ -526,20 +556,50 @@ def read_config(r: SettingsReader) -> Config:
     )
 
 
-def _models(r: SettingsReader, price: int) -> tuple[tuple[ImageModel, ...], str]:
-    """``IMAGE_MODELS`` (or the one ``IMAGE_MODEL`` at ``PRICE_PER_IMAGE``) and the default model's name."""
+def _models(r: SettingsReader, price: int) -> tuple[tuple[ImageModel, ...], tuple[ImageModel, ...], str]:
+    """The models servers may use, every model the catalogs describe, and the default model's name.
+
+    ``IMAGE_MODELS`` (the shorthand) lists them; else the catalog's enabled models (the shipped one,
+    with ``MODELS_FILE`` on top); else, with neither set, ``IMAGE_MODEL`` alone is the one model, as
+    before the catalog.
+    """
     named = r.raw("IMAGE_MODEL")
     listed = r.raw("IMAGE_MODELS")
-    if listed is None:
-        name = named or "gpt-image-2-vip"
-        return (ImageModel(name, price, SizeRule.for_model(name)),), name
+    path = r.raw("MODELS_FILE")
     try:
-        models = parse_models(listed, price)
-    except ValueError as exc:
-        raise ConfigError(f"IMAGE_MODELS: {exc} (expected e.g. gpt-image-2-vip=0.03,gpt-image-2-all=0.02)") from None
-    if named is not None and not any(m.name == named for m in models):
-        raise ConfigError(f"IMAGE_MODEL {named!r} must be one of the models in IMAGE_MODELS")
-    return models, named or models[0].name
+        catalog = load_catalog(Path(path) if path else None, price)
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from None
+    if listed is not None:
+        try:
+            shorthand = parse_shorthand(listed)
+        except ValueError as exc:
+            raise ConfigError(
+                f"IMAGE_MODELS: {exc} (expected e.g. gpt-image-2-vip=0.03,gpt-image-2-all=0.02)"
+            ) from None
+        models = tuple(catalog.shorthand(entry, price) for entry in shorthand)
+        if named is not None and not any(m.name == named for m in models):
+            raise ConfigError(f"IMAGE_MODEL {named!r} must be one of the models in IMAGE_MODELS")
+        default = named or models[0].name
+    elif path is None and named is not None:
+        known = catalog.entry(named)
+        models = (known.model if known else ImageModel(named, price, SizeRule.for_model(named)),)
+        default = named
+    else:
+        models = catalog.enabled()
+        names = [m.name for m in models]
+        if not models:
+            raise ConfigError(f"MODELS_FILE {path}: enabled: no model is enabled (set enabled = true on one)")
+        if named is not None and named not in names:
+            raise ConfigError(f"IMAGE_MODEL {named!r} must be one of the catalog's enabled models ({', '.join(names)})")
+        if named is None and catalog.default is not None and catalog.default not in names:
+            raise ConfigError(f"{catalog.default_source}: default: {catalog.default!r} is not an enabled model")
+        default = named or catalog.default or names[0]
+    try:
+        catalog.check_fallbacks(models)
+    except CatalogError as exc:
+        raise ConfigError(str(exc)) from None
+    return models, catalog.models, default
 
 
 def _secret_key(r: SettingsReader) -> str | None:

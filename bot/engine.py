@@ -242,7 +242,7 @@ class JobEngine:
             self._places = Places(self._store, self._scheduler, mine or (lambda job: True))
             self._places.start(parts.notifier)
         if work:
-            deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher, self._inputs)
+            deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher, self._inputs, self.config.entry)
             self._dispatcher = Dispatcher(
                 self.lifecycle,
                 self._api,

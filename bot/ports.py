@@ -94,6 +94,7 @@ class Move:
     error: AtelierError | None = None  # why it failed, when it did
     attempts: Sequence[Attempt] = ()  # the API attempts this move recorded
     result: OutputImage | None = None  # the posted image, on the move to succeeded
+    settled: int = 0  # a job by tokens: the settlement this move recorded (signed micro-dollars)
 
 
 class MoveObserver(Protocol):
@@ -117,6 +118,7 @@ class AuditEntry:
     safety: bool = False  # refused by the image service's safety system
     preview: bytes | None = None  # a small WebP of the result
     fallback: bool = False  # made by the fallback model while its own model was failing
+    settled: int = 0  # a job by tokens: its settlement, so the line shows what it really cost
 
 
 class AuditSink(Protocol):

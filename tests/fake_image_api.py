@@ -3,8 +3,11 @@
 It parses an edit's multipart body the way ``shared/reference/image-edits-api.txt``
 describes (``model``, ``prompt``, repeated ``image`` parts, optional ``size``,
 ``response_format``), and a generation's JSON body (the same fields, no image),
-rejects what the real API rejects (``quality``, ``n``, an unknown size), records
-every request, and answers both from one script: each success
+rejects what the real API rejects (``n``, an unknown size, an option the model does not
+take: ``options`` says which model takes which, as OpenAI's route for ``gpt-image-2``
+does, which also refuses ``response_format``), records every request (the images'
+field name too: ``image`` or ``image[]``, both accepted), and answers both from one
+script: each success
 shape (prefixed or raw base64, url) and each failure (4xx, 429, HTML 5xx,
 malformed JSON, truncated base64, no image, a hang, a dropped connection, a 200
 whose body is cut off midway). Every answer carries an ``X-Oneapi-Request-Id``
@@ -32,14 +35,36 @@ SIZES = set(
     "2880x2880 2336x3520 3520x2336 2480x3312 3312x2480 2560x3216 3216x2560 "
     "2160x3840 3840x2160 3840x1632".split()
 )
-ALLOWED_FIELDS = {"model", "prompt", "image", "size", "response_format"}
-GENERATION_FIELDS = ALLOWED_FIELDS - {"image"}
+IMAGE_FIELDS = ("image", "image[]")
+OPTION_FIELDS = ("quality", "output_format", "output_compression", "background")
+ALLOWED_FIELDS = {"model", "prompt", *IMAGE_FIELDS, "size", "response_format", *OPTION_FIELDS}
+GENERATION_FIELDS = ALLOWED_FIELDS - set(IMAGE_FIELDS)
+# What OpenAI's images API takes (the provider's official gpt-image-2 route follows it).
+OPENAI_OPTIONS: dict[str, set[str]] = {
+    "quality": {"low", "medium", "high", "auto"},
+    "output_format": {"png", "jpeg", "webp"},
+    "output_compression": {str(n) for n in range(101)},
+    "background": {"transparent", "opaque", "auto"},
+}
+_PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
 def make_png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (200, 80, 40)) -> bytes:
     """A small real PNG."""
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def make_image(fmt: str = "png", *, transparent: bool = False, width: int = 64, height: int = 48) -> bytes:
+    """A small real image in ``fmt``; ``transparent``: its left half fully transparent (a sticker's background)."""
+    if transparent:
+        image = Image.new("RGBA", (width, height), (200, 80, 40, 255))
+        image.paste((0, 0, 0, 0), (0, 0, width // 2, height))
+    else:
+        image = Image.new("RGB", (width, height), (200, 80, 40))
+    buffer = io.BytesIO()
+    image.save(buffer, format=_PIL_FORMATS[fmt])
     return buffer.getvalue()
 
 
@@ -76,8 +101,18 @@ class EditCall:
 
     @property
     def images(self) -> list[Part]:
-        """The ``image`` parts in the order they were sent."""
-        return [p for p in self.parts if p.name == "image"]
+        """The image parts (``image`` or ``image[]``) in the order they were sent."""
+        return [p for p in self.parts if p.name in IMAGE_FIELDS]
+
+    @property
+    def image_field(self) -> str | None:
+        """The field name the images came in (``image`` or ``image[]``), or None without images."""
+        names = {p.name for p in self.images}
+        return names.pop() if len(names) == 1 else None
+
+    def options(self) -> dict[str, str]:
+        """The option fields sent (quality, output_format, output_compression, background), as text."""
+        return {name: value for name in OPTION_FIELDS if (value := self.field(name)) is not None}
 
     @property
     def names(self) -> list[str]:
@@ -96,7 +131,8 @@ class Reply:
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None
+    no_usage: bool = False  # answer without ``usage`` (a provider or route that leaves it out)
 
 
 class FakeImageAPI:
@@ -109,6 +145,10 @@ class FakeImageAPI:
         # A model not ending in -vip takes any WIDTHxHEIGHT, as the provider's -all models do.
         self.api_keys: set[str] = set()
         self.models: set[str] = set()
+        # The options each model takes, with their values; a model not here takes none.
+        self.options: dict[str, dict[str, set[str]]] = {"gpt-image-2": OPENAI_OPTIONS}
+        # Models that refuse ``response_format`` (OpenAI's gpt-image routes always answer base64).
+        self.no_response_format: set[str] = {"gpt-image-2"}
         self.calls: list[EditCall] = []
         self.script: deque[Reply] = deque()
         self.default = Reply()
@@ -190,7 +230,7 @@ class FakeImageAPI:
         unknown = [p.name for p in call.parts if p.name not in ALLOWED_FIELDS]
         if unknown:
             return call, f"Unsupported parameter(s): {', '.join(unknown)}"
-        for name in ("model", "prompt", "size", "response_format"):
+        for name in ("model", "prompt", "size", "response_format", *OPTION_FIELDS):
             if sum(1 for p in call.parts if p.name == name) > 1:
                 return call, f"{name} given more than once"
         problem = self._check_fields(call)
@@ -198,6 +238,8 @@ class FakeImageAPI:
             return call, problem
         if not call.images:
             return call, "image is required"
+        if call.image_field is None:
+            return call, "images must all come as image or all as image[]"
         for image in call.images:
             if image.filename is None or not image.data:
                 return call, "each image must be a file"
@@ -232,6 +274,16 @@ class FakeImageAPI:
             return f"Invalid size {size}"
         if call.field("response_format") not in (None, "b64_json", "url"):
             return "response_format must be b64_json or url"
+        if model in self.no_response_format and call.field("response_format") is not None:
+            return "Unknown parameter: 'response_format'."
+        takes = self.options.get(model, {})
+        for name, value in call.options().items():
+            if name not in takes:
+                return f"Unknown parameter: '{name}'."
+            if value not in takes[name]:
+                return f"Invalid value for '{name}': {value}"
+        if call.field("background") == "transparent" and call.field("output_format") not in (None, "png", "webp"):
+            return "Transparent background requires output_format png or webp"
         return None
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
@@ -271,20 +323,29 @@ class FakeImageAPI:
         call.request_id = response.headers["X-Oneapi-Request-Id"]
         return response
 
+    def _image_for(self, call: EditCall) -> bytes:
+        """The default answer's image: in the format asked, transparent when asked, as the real API makes it."""
+        fmt = call.field("output_format")
+        transparent = call.field("background") == "transparent"
+        if fmt is None and not transparent:
+            return self.default_image
+        return make_image(fmt or "png", transparent=transparent)
+
     async def _reply(self, request: web.Request, call: EditCall, reply: Reply) -> web.StreamResponse:
-        image = reply.image if reply.image is not None else self.default_image
+        image = reply.image if reply.image is not None else self._image_for(call)
         usage = reply.usage or {"input_tokens": 98, "output_tokens": 1185, "total_tokens": 1283}
+        extra: dict[str, Any] = {} if reply.no_usage else {"usage": usage}
         kind = reply.kind
         if kind in ("b64", "b64_raw"):
             encoded = base64.b64encode(image).decode()
             value = ("data:image/png;base64," + encoded) if kind == "b64" else encoded
-            body = json.dumps({"data": [{"b64_json": value}], "created": 1778037127, "usage": usage})
+            body = json.dumps({"data": [{"b64_json": value}], "created": 1778037127, **extra})
             return self._answer(call, web.Response(text=body, content_type="application/json"))
         if kind == "url":
             name = f"{next(self._ids)}.png"
             self._files[name] = image
             url = f"http://127.0.0.1:{self.port}/files/{name}"
-            return self._answer(call, web.json_response({"data": [{"url": url}], "created": 1, "usage": usage}))
+            return self._answer(call, web.json_response({"data": [{"url": url}], "created": 1, **extra}))
         if kind == "error":
             body = reply.body if reply.body is not None else {"error": {"message": "scripted error"}}
             return self._answer(call, web.json_response(body, status=reply.status, headers=reply.headers))

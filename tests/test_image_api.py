@@ -14,6 +14,8 @@ import pytest
 
 from bot.config import Config, load_config
 from bot.core.attempts import Attempt, AttemptOutcome
+from bot.core.catalog import load_catalog
+from bot.core.pricing import Usage
 from bot.errors import (
     APITimeoutError,
     AuthenticationError,
@@ -33,7 +35,7 @@ from bot.errors import (
 )
 from bot.media.images import PreparedImage
 from bot.provider.client import APIAnswer, Endpoint, ImageAPIClient, ImageEditResult, ProviderRequest
-from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.fake_image_api import EditCall, FakeImageAPI, Reply, make_png
 
 KEY = "sk-test-key-0123456789"
 
@@ -464,3 +466,112 @@ def test_read_answer_cuts_out_the_base64_and_falls_back_on_escapes() -> None:
     escaped = plain.replace("/", "\\/")  # JSON allows "\/" for "/", and some servers write it
     payload, data = read_answer(escaped.encode())
     assert data is None and _decode_b64(payload["data"][0]["b64_json"]) == png
+
+
+# What differs by model: the catalog entry's field name, options, response_format, timeouts ------------
+
+
+def catalog_config(api: FakeImageAPI, path: Path | None = None, **overrides: object) -> Config:
+    """A configuration whose models are the catalog's (the shipped one, with ``path`` on top), all in use."""
+    models = load_catalog(path, 30_000).models
+    return make_config(api, image_models=models, catalog=models, **overrides)
+
+
+async def send(config: Config, request: ProviderRequest) -> ImageEditResult:
+    async with aiohttp.ClientSession() as session, asyncio.timeout(30):
+        return await ImageAPIClient(session, config).edit(request)
+
+
+def text_parts(call: EditCall) -> list[tuple[str, bytes]]:
+    """Every non-file part as sent: its name and its bytes, in order."""
+    return [(p.name, p.data) for p in call.parts if p.filename is None]
+
+
+async def test_images_go_in_the_field_the_models_catalog_entry_names(api: FakeImageAPI, tmp_path: Path) -> None:
+    api.models.add("gpt-image-2")
+    images = [image(1), image(2)]
+    config = catalog_config(api)
+    await send(config, ProviderRequest(Endpoint.EDITS, "image1 in image2", images, model="gpt-image-2-vip"))
+    await send(config, ProviderRequest(Endpoint.EDITS, "image1 in image2", images, model="gpt-image-2"))
+    # An operator switches the vip route to image[] in their own catalog: no code changes.
+    switched = tmp_path / "models.toml"
+    switched.write_text('[models.gpt-image-2-vip]\nimage_field = "image[]"\n')
+    await send(
+        catalog_config(api, switched),
+        ProviderRequest(Endpoint.EDITS, "image1 in image2", images, model="gpt-image-2-vip"),
+    )
+    vip, official, operator = api.calls
+    assert vip.names == ["model", "prompt", "response_format", "image", "image"] and vip.image_field == "image"
+    # OpenAI's route takes no response_format: never sent to it.
+    assert official.names == ["model", "prompt", "image[]", "image[]"] and official.image_field == "image[]"
+    assert operator.names == ["model", "prompt", "response_format", "image[]", "image[]"]
+    for call in (vip, official, operator):
+        assert call.status == 200
+        assert [p.data for p in call.images] == [i.data for i in images]
+        assert [p.filename for p in call.images] == ["image1.png", "image2.png"]
+
+
+async def test_options_are_sent_exactly_to_a_model_that_takes_them_and_never_to_one_that_does_not(
+    api: FakeImageAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.models.add("gpt-image-2")
+    asked = {"quality": "high", "output_format": "webp", "output_compression": 80, "background": "opaque"}
+    config = catalog_config(api)
+    await send(config, ProviderRequest(Endpoint.EDITS, "p", [image(1)], "1024x1024", "gpt-image-2", options=asked))
+    edit_call = api.calls[-1]
+    assert text_parts(edit_call) == [
+        ("model", b"gpt-image-2"),
+        ("prompt", b"p"),
+        ("size", b"1024x1024"),
+        ("quality", b"high"),
+        ("output_format", b"webp"),
+        ("output_compression", b"80"),
+        ("background", b"opaque"),
+    ]
+    sticker = {"background": "transparent", "output_format": "png", "quality": "low"}
+    await send(config, ProviderRequest(Endpoint.GENERATIONS, "a fox sticker", model="gpt-image-2", options=sticker))
+    assert api.calls[-1].json == {
+        "model": "gpt-image-2",
+        "prompt": "a fox sticker",
+        "quality": "low",
+        "output_format": "png",
+        "background": "transparent",
+    }
+    # A job whose model no longer takes what it asked (the catalog changed since): never sent, and logged.
+    with caplog.at_level(logging.WARNING, logger="bot.provider.client"):
+        await send(config, ProviderRequest(Endpoint.EDITS, "p", [image(1)], model="gpt-image-2-vip", options=asked))
+    vip = api.calls[-1]
+    assert vip.status == 200
+    assert text_parts(vip) == [("model", b"gpt-image-2-vip"), ("prompt", b"p"), ("response_format", b"b64_json")]
+    assert "not sending quality: model gpt-image-2-vip no longer takes it" in caplog.text
+
+
+async def test_the_fake_refuses_an_option_a_model_does_not_take_as_the_provider_would(api: FakeImageAPI) -> None:
+    """So a test that sends one by mistake fails, whatever it checks."""
+    plain = dataclasses.replace(load_catalog(None, 30_000).models[1], name="gpt-image-2-vip", wire_name="")
+    config = make_config(api, image_models=(plain,), catalog=(plain,))
+    with pytest.raises(BadRequestError):
+        await send(config, ProviderRequest(Endpoint.EDITS, "p", [image(1)], options={"quality": "high"}))
+    assert api.calls[-1].status == 400 and api.calls[-1].options() == {"quality": "high"}
+
+
+async def test_a_models_timeouts_come_from_its_catalog_entry(api: FakeImageAPI, tmp_path: Path) -> None:
+    own = tmp_path / "models.toml"
+    own.write_text("[models.gpt-image-2-vip]\ntimeout = 0.2\ntimeout_large = 0.4\n")
+    api.then(Reply(kind="hang"), Reply(kind="hang"))
+    config = catalog_config(api, own, image_api_timeout=30.0)
+    for size, seconds in ((None, 0.2), ("3840x2160", 0.4)):
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(APITimeoutError) as raised:
+            await send(config, ProviderRequest(Endpoint.EDITS, "p", [image(1)], size))
+        assert raised.value.log_detail == f"timeout after {seconds:g} s"
+        assert seconds <= asyncio.get_running_loop().time() - started < seconds + 5
+
+
+async def test_usage_with_the_split_of_its_input_tokens_is_read(api: FakeImageAPI) -> None:
+    details = {"text_tokens": 40, "image_tokens": 1000}
+    api.then(Reply(usage={"input_tokens": 1040, "output_tokens": 4160, "total_tokens": 5200,
+                          "input_tokens_details": details}), Reply(no_usage=True))  # fmt: skip
+    result = await edit(api)
+    assert result.usage == Usage(1040, 4160, 5200, text_tokens=40, image_tokens=1000)
+    assert (await edit(api)).usage is None

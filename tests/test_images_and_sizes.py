@@ -11,7 +11,7 @@ from PIL import Image
 
 from bot.core.sizes import SIZES, normalize_size, size_choices
 from bot.errors import InputError, InvalidResponseError
-from bot.media.images import check_output, fit_for_upload, prepare_input
+from bot.media.images import OutputImage, check_output, fit_for_upload, is_transparent, prepare_input
 
 
 def encode(image: Image.Image, fmt: str, **params: object) -> bytes:
@@ -175,3 +175,70 @@ def test_an_upright_jpeg_and_other_formats_with_exif_pass_through() -> None:
     Image.new("RGB", (20, 10)).save(buffer, format="PNG", exif=exif.tobytes())
     png = buffer.getvalue()
     assert prepare_input(png, "image1", 4 * 1024 * 1024).data == png  # only JPEGs are turned
+
+
+# A result in the format asked, its transparency kept -------------------------------------------------------
+
+
+def sticker(side: int = 500, fmt: str = "PNG") -> OutputImage:
+    """A noisy image (hard to compress) whose left half is fully transparent, as a result."""
+    image = Image.frombytes("RGBA", (side, side), os.urandom(side * side * 4))
+    image.putalpha(255)
+    image.paste((0, 0, 0, 0), (0, 0, side // 2, side))
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **({"lossless": True} if fmt == "WEBP" else {}))
+    return check_output(buffer.getvalue())
+
+
+def decoded(output: OutputImage) -> Image.Image:
+    image = Image.open(io.BytesIO(output.data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize(("fmt", "pil", "mime"), [("png", "PNG", "image/png"), ("webp", "WEBP", "image/webp")])
+def test_a_transparent_result_fitted_in_the_format_asked_keeps_its_transparency(fmt: str, pil: str, mime: str) -> None:
+    original = sticker()
+    limit = len(original.data) // 3
+    fitted = fit_for_upload(original, limit, fmt)
+    image = decoded(fitted)
+    assert fitted.mime == mime and image.format == pil and len(fitted.data) <= limit
+    assert image.mode == "RGBA" and image.getchannel("A").getextrema() == (0, 255)
+    assert image.getpixel((0, image.height // 2))[3] == 0
+    assert "upload limit" in str(fitted.note) and "flattened" not in str(fitted.note)
+
+
+def test_without_a_format_asked_a_transparent_result_is_never_made_a_jpeg() -> None:
+    fitted = fit_for_upload(sticker(), 60_000)
+    assert fitted.mime == "image/webp" and decoded(fitted).getchannel("A").getextrema()[0] == 0
+
+
+def test_a_jpeg_made_from_a_transparent_result_says_it_was_flattened() -> None:
+    original = sticker(200)
+    converted = fit_for_upload(original, 10 * len(original.data), "jpeg")
+    assert converted.mime == "image/jpeg" and decoded(converted).mode == "RGB"
+    assert str(converted.note) == "Its transparent background was flattened onto white, since JPEG has no transparency."
+    assert decoded(converted).getpixel((0, 0)) == (255, 255, 255)
+    shrunk = fit_for_upload(sticker(), 30_000, "jpeg")
+    assert shrunk.mime == "image/jpeg" and len(shrunk.data) <= 30_000
+    assert "upload limit" in str(shrunk.note) and "flattened onto white" in str(shrunk.note)
+    opaque = check_output(encode(noise(200, 200), "PNG"))
+    assert fit_for_upload(opaque, 10 * len(opaque.data), "jpeg").note is None  # nothing to flatten: nothing to say
+
+
+def test_a_result_in_another_format_than_asked_is_delivered_in_the_one_asked() -> None:
+    original = sticker(120)
+    as_webp = fit_for_upload(original, 10 * len(original.data), "webp")
+    assert (
+        as_webp.mime == "image/webp" and as_webp.note is None and decoded(as_webp).getchannel("A").getextrema()[0] == 0
+    )
+    assert fit_for_upload(original, 10 * len(original.data), "png") is original  # already what was asked
+    assert is_transparent(decoded(original)) and not is_transparent(Image.new("RGBA", (4, 4), (1, 2, 3, 255)))
+
+
+def test_a_result_that_outgrows_the_limit_in_the_format_asked_is_scaled_and_says_so() -> None:
+    photo = check_output(encode(noise(400, 400), "JPEG", quality=60))
+    limit = len(photo.data) + 1000  # the JPEG fits; as a PNG it would not
+    fitted = fit_for_upload(photo, limit, "png")
+    assert fitted.mime == "image/png" and len(fitted.data) <= limit and fitted.width < 400
+    assert str(fitted.note).startswith("In the format asked it was over Discord's")

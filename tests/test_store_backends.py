@@ -26,7 +26,7 @@ from bot.servers.settings import GuildSettings
 from bot.store.database import migrate, migrations, open_and_migrate
 from bot.store.script import execute
 from bot.store.store import Store
-from tests.stores import DATABASES, LEASE, NOON, PRICE, admit, fresh, make_job, open_store, query, step_to, value
+from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
 
 DAY = utc_day(NOON)
 DESTINATION = Destination(upload_limit=8_000_000, data={"type": "message", "channel_id": 100})
@@ -253,6 +253,76 @@ async def test_money_totals_are_exact_integer_sums(store: Store) -> None:
     (today,) = await store.daily_stats(20, [day])
     assert today.spend == 1_000_000 and type(today.spend) is int
     assert await value(store, "SELECT SUM(amount) FROM money WHERE entry = 'charge'") == 90_000 + 30_000 + 1_012_346
+
+
+async def finish(store: Store, claimed: Job, settle: int | None) -> Job:
+    """Run a claimed job to succeeded as its worker would, settling its charge by ``settle`` (signed)."""
+    fence = Fence("w", claimed.run)
+    await store.move(claimed.id, JobState.RUNNING, JobState.DELIVERING, {}, refund=False, holder="w", now=NOON,
+                     fence=fence)  # fmt: skip
+    done = await store.move(
+        claimed.id, JobState.DELIVERING, JobState.SUCCEEDED, {"finished_at": NOON + 1}, refund=False, holder="w",
+        now=NOON + 1, fence=fence, settle=settle,
+    )  # fmt: skip
+    assert done.job is not None and done.job.state is JobState.SUCCEEDED
+    return done.job
+
+
+async def test_a_settlement_is_one_signed_row_by_job_and_every_total_counts_it_exactly(store: Store) -> None:
+    """Jobs by tokens reserve 500,000 micro-dollars each: one settles below (120,000 real), one above (520,003),
+    one without usage at the reservation (a row of 0), one fails (refunded once, no settlement); a flat one
+    settles nothing. Totals are what was really spent, as integers, and a settlement counts no job."""
+    day = utc_day(NOON)
+    reserve = 500_000
+    jobs = [make_job(name, 1, NOON + n, cost=reserve) for n, name in enumerate(("below", "above", "bare", "lost"))]
+    jobs.append(make_job("flat", 2, NOON + 5))
+    own = make_job("own", 3, NOON + 6, cost=reserve, guild_key=True)
+    for each in [*jobs, own]:
+        await add(store, each)
+    assert (await store.totals(day)).operator_spend == 4 * reserve + PRICE
+    running = {}
+    while isinstance(claimed := await store.claim(ClaimTerms("w", NOON, LEASE, 10)), Job):
+        running[claimed.id] = claimed
+    assert sorted(running) == ["above", "bare", "below", "flat", "lost", "own"]
+    await finish(store, running["below"], 120_000 - reserve)
+    await finish(store, running["above"], 520_003 - reserve)
+    await finish(store, running["bare"], 0)
+    failed = await store.move("lost", JobState.RUNNING, JobState.FAILED, {}, refund=True, holder="w", now=NOON,
+                              fence=Fence("w", running["lost"].run))  # fmt: skip
+    assert failed.refunded
+    await finish(store, running["flat"], None)
+    await finish(store, running["own"], 42_000 - reserve)
+    # The key keeps it to one settlement per job, whatever asks for a second.
+    again = await store.move("below", JobState.SUCCEEDED, JobState.SUCCEEDED, {}, refund=False, holder="w",
+                             now=NOON + 2, settle=-400_000)  # fmt: skip
+    assert again.job is not None
+    rows = await query(store, "SELECT job_id, entry, amount FROM money ORDER BY job_id, entry")
+    assert [(r["job_id"], r["entry"], r["amount"]) for r in rows] == [
+        ("above", "charge", reserve), ("above", "settle", 20_003),
+        ("bare", "charge", reserve), ("bare", "settle", 0),
+        ("below", "charge", reserve), ("below", "settle", -380_000),
+        ("flat", "charge", PRICE),
+        ("lost", "charge", reserve), ("lost", "refund", reserve),
+        ("own", "charge", reserve), ("own", "settle", -458_000),
+    ]  # fmt: skip
+    spent = 120_000 + 520_003 + reserve + PRICE  # "bare" stays at its reservation
+    totals = await store.totals(day)
+    assert (totals.operator_spend, totals.server_spend) == (spent, 42_000)
+    assert type(totals.operator_spend) is int
+    usage = await store.usage(1, 10, day, NOON + 60)
+    assert (usage.user_today, usage.spend_today) == (3, spent)  # four charged, one refunded: a settlement is no job
+    stats = await store.stats(10, day, [day])
+    assert (stats.spend_today, stats.spend_week, stats.own_key_spend_week) == (spent, spent, 42_000)
+    (today,) = await store.daily_stats(10, [day])
+    assert today.spend == spent + 42_000 and type(today.spend) is int
+    shown = {entry.job.id: entry.cost for entry in await store.history(1, 10, 0, 10)}
+    assert shown == {"below": 120_000, "above": 520_003, "bare": reserve, "lost": reserve}  # /history's costs
+    # The daily budget counts what was really spent: room for one more reservation exactly.
+    budget = Quota(NOON + 60, spend_today=spent + reserve - reserve)
+    assert await store.admit(make_job("next", 1, NOON + 60, cost=reserve), budget, NOON + 90) is None
+    over = Quota(NOON + 61, spend_today=spent + reserve - 1 - reserve)
+    refused = await store.admit(make_job("over", 1, NOON + 61, cost=reserve), over, NOON + 91)
+    assert refused is not None and refused[0].value == "budget"
 
 
 async def test_a_request_s_spoiler_options_and_variation_are_stored_as_asked(store: Store) -> None:

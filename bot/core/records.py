@@ -80,6 +80,12 @@ class HistoryEntry:
 
     job: Job
     result_deleted: bool  # its result message was deleted with the Delete button
+    settled: int = 0  # a job by tokens: its settlement (signed micro-dollars), so it shows what it really cost
+
+    @property
+    def cost(self) -> int:
+        """What the job cost: its charge, settled (a refund is the caller's to say)."""
+        return self.job.cost + self.settled
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,9 @@
         ▼            ▼           ▼
       failed or cancelled (before the API call)      failed (from running, delivering, interrupted)
 
-A job is charged when it is accepted and refunded when it ends failed or cancelled.
+A job is charged when it is accepted and refunded when it ends failed or cancelled; a job
+priced by tokens is charged its most expensive outcome and settled to its real cost when it
+succeeds (one settlement row, the signed difference).
 Cancelling is possible only before the API call starts (accepted, preparing, queued,
 and not queued again after an interruption: that job's call had started).
 A job interrupted by a stop goes back in line once; a second interruption fails it.
@@ -56,6 +58,7 @@ class MoneyEffect(enum.Enum):
 
     NONE = "none"
     REFUND = "refund"  # the acceptance charge is given back, at most once per job
+    SETTLE = "settle"  # a charge by tokens is settled to the real cost, at most once per job (when it is one)
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ TRANSITIONS: Mapping[JobState, Mapping[JobState, Guard | None]] = {
 
 #: The money effect of entering a state. The charge itself is made when a job is created (accepted).
 MONEY: Mapping[JobState, MoneyEffect] = {state: MoneyEffect.NONE for state in JobState} | {
+    S.SUCCEEDED: MoneyEffect.SETTLE,
     S.FAILED: MoneyEffect.REFUND,
     S.CANCELLED: MoneyEffect.REFUND,
 }

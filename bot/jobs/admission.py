@@ -25,7 +25,7 @@ from bot.config import Config
 from bot.core.job import Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
 from bot.core.models import ImageModel
 from bot.core.states import JobState
-from bot.errors import AtelierError, InputsGoneError, QueueFullError, UnexpectedError
+from bot.errors import AtelierError, InputError, InputsGoneError, QueueFullError, UnexpectedError
 from bot.i18n import _t, catalogs
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import kind_of
@@ -147,12 +147,22 @@ class Admission:
         request = apply_spoilers(limits, apply_privacy(limits, request), who)
         chosen = self.model_for(who.guild_id)
         chosen.check_size(request.size)
+        # Only what the model takes is ever sent (the provider silently rewrites the rest).
+        request = dataclasses.replace(request, options=chosen.check_options(request.options))
+        endpoint = kind_of(request.kind).endpoint
+        if chosen.path(endpoint) is None:
+            raise InputError(
+                _t("{model} cannot make an image from words alone; ask an admin to pick another model.",
+                   model=chosen.name)
+            )  # fmt: skip
         own_key = self._keys.key_for(who.guild_id) is not None
         if not own_key and self._balance is not None and self._balance.refusing:
             raise BalanceTooLowError()
         if await self._inputs.full():
             raise QueueFullError()
-        model = self._router.route(chosen, request.size)
+        model = self._router.route(chosen, request.size, request.options, endpoint)
+        # A flat price, or by tokens the most this job can cost (settled to the real cost at its end).
+        cost = model.reservation(request.api_prompt, request.input_count, request.size, request.options)
         # The check and the charge are one step (``Lifecycle.create``), so two quick requests
         # cannot both take the last edit of a limit.
         now = self._lifecycle.clock()
@@ -163,12 +173,12 @@ class Admission:
                 state=JobState.ACCEPTED,
                 created_at=now,
                 charge_day=utc_day(now),
-                cost=model.price,
+                cost=cost,
                 model=model.name,
                 holder=self._lifecycle.holder,
                 guild_key=own_key,
             ),
-            quota_for(self._config, limits, who, now, price=model.price, own_key=own_key),
+            quota_for(self._config, limits, who, now, price=cost, own_key=own_key),
         )
         return job
 

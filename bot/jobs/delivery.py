@@ -6,17 +6,21 @@ frontend posts them together and answers ``Posted`` or ``PostFailed``. The outpu
 limit less what the inputs' copies take, so the whole message fits. When the frontend says the
 file was still too large, the engine shrinks it once more and hands it over again. A run that no
 longer holds its job posts nothing: the lease is checked (and extended) right before the result
-goes out.
+goes out. The file keeps the format the job asked for (and a transparent background, whatever
+the re-encoding). A job priced by tokens is settled to what its answer's ``usage`` says it cost,
+in the move that records it succeeded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.core.job import Delivered, Job
+from bot.core.models import OUTPUT_FORMAT, ImageModel
+from bot.core.money import format_usd
 from bot.core.records import NoticeDraft
 from bot.core.states import JobState
 from bot.errors import DeliveryError, UnexpectedError
@@ -38,11 +42,19 @@ SHRINK_AGAIN = 0.7
 class Deliverer:
     """Turns a job's API answer into a posted result and a succeeded job."""
 
-    def __init__(self, lifecycle: Lifecycle, editor: Editor, publisher: Publisher, inputs: JobInputs) -> None:
+    def __init__(
+        self,
+        lifecycle: Lifecycle,
+        editor: Editor,
+        publisher: Publisher,
+        inputs: JobInputs,
+        models: Callable[[str | None], ImageModel | None] = lambda name: None,
+    ) -> None:
         self._lifecycle = lifecycle
         self._editor = editor
         self._publisher = publisher
         self._inputs = inputs
+        self._models = models  # a job's model as the configuration describes it (for its price)
 
     async def deliver(self, job: Job, decoding: Awaitable[ImageEditResult]) -> None:
         """Fit and post the result (being decoded) with its inputs, then record the job succeeded; raise
@@ -51,14 +63,16 @@ class Deliverer:
         media = ResultMedia((), inputs, strip)
         # The copies are small (a few KB each): whatever they take, the output keeps at least half the limit.
         budget = max(job.upload_limit // 2, job.upload_limit - media.preview_bytes)
-        image = await self._editor.fit(result.image, budget)
+        fmt = job.request.options.get(OUTPUT_FORMAT)
+        fmt = fmt if isinstance(fmt, str) else None
+        image = await self._editor.fit(result.image, budget, fmt)
         if not await self._lifecycle.still_holds(job):
             log.warning("job=%s run=%d: not posting a result for a job this process lost", job.id, job.run)
             return
         outcome = await self._publisher.publish(job, ResultMedia((image,), inputs, strip))
         if isinstance(outcome, PostFailed) and outcome.too_large:
             log.info("job=%s result of %d bytes refused as too large; shrinking it", job.id, len(image.data))
-            image = await self._editor.fit(result.image, int(len(image.data) * SHRINK_AGAIN))
+            image = await self._editor.fit(result.image, int(len(image.data) * SHRINK_AGAIN), fmt)
             outcome = await self._publisher.publish(job, ResultMedia((image,), inputs, strip))
         if isinstance(outcome, PostFailed):
             raise DeliveryError(outcome.user_message, log_detail=outcome.log_detail)
@@ -81,6 +95,7 @@ class Deliverer:
             JobState.SUCCEEDED,
             result=image,
             notice=NoticeDraft(done_how=told),
+            settle=self._settlement(job, result),
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             total_tokens=usage.total_tokens if usage else None,
@@ -107,3 +122,18 @@ class Deliverer:
         except Exception as exc:  # a bug: logged under a reference, and the result still goes out
             UnexpectedError.capture(exc, f"the inputs' copies of job {job.id}")
         return (), None
+
+    def _settlement(self, job: Job, result: ImageEditResult) -> int | None:
+        """The signed difference that settles a job priced by tokens (``None``: a flat price), logged once."""
+        model = self._models(job.model)
+        if model is None:
+            return None  # a model the configuration no longer knows: its charge stands
+        settled = model.settle(job.cost, result.usage, job.request.input_count)
+        if settled is None:
+            return None
+        log.info(
+            "job=%s settling by tokens: charged $%s, cost $%s, difference $%s (%s)",
+            job.id, format_usd(job.cost, 6), format_usd(settled.real, 6), format_usd(settled.amount, 6),
+            settled.reason,
+        )  # fmt: skip
+        return settled.amount

@@ -3,7 +3,8 @@
 Every change of a job's state goes through ``move``. It checks the move against the table in
 ``bot.core.states`` (an illegal move is refused with a log line and changes nothing), and has
 the store write it (``bot.store``) in one transaction with everything that goes with it: the
-refund row a failed or cancelled job is owed (at most one, keyed by the job), the API
+refund row a failed or cancelled job is owed (at most one, keyed by the job), the settlement
+row of a succeeded job priced by tokens (at most one, keyed by the job), the API
 attempts the move records, and, when the job ends, the notice its member is owed (the
 outbox). The store refuses a move whose job is no longer where the mover thought it was, and
 a move of a job held under a lease names its holder and run (``Fence``), so a process that
@@ -123,15 +124,19 @@ class Lifecycle:
         attempts: Sequence[Attempt] = (),
         result: OutputImage | None = None,
         notice: NoticeDraft | None = None,
+        settle: int | None = None,
         **values: Any,
     ) -> Job | None:
         """Move a job to ``target``; return it as stored now, or ``None`` if the move is refused.
 
         Given a ``Job`` (the mover's own view of it) a held job's move is fenced by the holder and
         run that view names; given an id (a cancel), the job is read first and moved if it is still
-        where it was. ``result`` (the posted image) goes to the observers only.
+        where it was. ``result`` (the posted image) goes to the observers only. ``settle`` is the
+        signed difference (micro-dollars) that settles a charge by tokens, on a move that settles.
         """
-        moved, _ = await self._move(job, target, error, attempts, result, notice, None, values)
+        if settle is not None and MONEY[target] is not MoneyEffect.SETTLE:
+            raise ValueError(f"a move to {target} settles nothing")
+        moved, _ = await self._move(job, target, error, attempts, result, notice, None, values, settle)
         return moved
 
     async def move_and_claim(
@@ -151,6 +156,7 @@ class Lifecycle:
         notice: NoticeDraft | None,
         claim_for: int | None,
         values: dict[str, Any],
+        settle: int | None = None,
     ) -> tuple[Job | None, Job | ClaimMiss | None]:
         if isinstance(job, str):
             found = await self.store.get_job(job)
@@ -182,6 +188,7 @@ class Lifecycle:
             fence=fence,
             notice=notice,
             claim=claim,
+            settle=settle,
         )
         moved = stored.job
         if moved is None:
@@ -196,7 +203,7 @@ class Lifecycle:
             self._held.pop(moved.id, None)
         self._moved.set()
         # Before any await: an observer hears of every move the store recorded, in order.
-        self._observe(Move(moved, before, error, tuple(attempts), result))
+        self._observe(Move(moved, before, error, tuple(attempts), result, settle or 0))
         if target.terminal:
             _log_end(moved)
             if self._ended is not None:

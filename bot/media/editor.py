@@ -48,11 +48,12 @@ class Editor:
             await asyncio.gather(*(self.run(prepare_input, data, name, INPUT_MAX_BYTES) for name, data in files))
         )
 
-    async def fit(self, image: OutputImage, upload_limit: int) -> OutputImage:
-        """``image`` itself if it fits ``upload_limit``, else a re-encoded copy (made in a thread)."""
-        if len(image.data) <= upload_limit:
+    async def fit(self, image: OutputImage, upload_limit: int, fmt: str | None = None) -> OutputImage:
+        """``image`` itself if it fits ``upload_limit`` (in the format ``fmt`` asked, if any), else a re-encoded
+        copy (made in a thread)."""
+        if len(image.data) <= upload_limit and (fmt is None or image.extension == {"jpeg": "jpg"}.get(fmt, fmt)):
             return image
-        return await self.run(fit_for_upload, image, upload_limit)
+        return await self.run(fit_for_upload, image, upload_limit, fmt)
 
     async def previews(self, images: Sequence[PreparedImage]) -> tuple[tuple[InputPreview, ...], bytes | None]:
         """Small copies of a job's inputs for its result: a thumbnail each, or one strip of them all."""

@@ -291,20 +291,108 @@ def check_output(data: bytes) -> OutputImage:
 LOSSLESS_TRY_RATIO = 1.1
 
 
-def fit_for_upload(output: OutputImage, limit: int) -> OutputImage:
-    """Return ``output`` unchanged if it fits Discord's upload ``limit``, else a re-encoded copy."""
-    if len(output.data) <= limit:
+def fit_for_upload(output: OutputImage, limit: int, fmt: str | None = None) -> OutputImage:
+    """Return ``output`` unchanged if it fits Discord's upload ``limit`` (and is in ``fmt``, when one was asked:
+    ``png``, ``jpeg`` or ``webp``), else a re-encoded copy that is.
+
+    Without ``fmt`` a re-encoded copy is WebP when it has an alpha channel (transparency kept),
+    else JPEG. With ``fmt`` the file stays in that format: a PNG or a WebP keeps its transparency
+    whatever it takes to fit, and a JPEG made from a transparent result says it was flattened.
+    """
+    target = _MIME_BY_NAME.get(fmt or "")
+    if len(output.data) <= limit and (target is None or output.mime == target):
         return output
     with Image.open(io.BytesIO(output.data)) as image:
         image.load()
-        fitted = shrink_to_fit(image, limit, lossless_first=len(output.data) <= limit * LOSSLESS_TRY_RATIO)
-    note = _t(
-        "The {size} original was over Discord's {limit} upload limit, so it was {how}.",
-        size=_mb(len(output.data)),
-        limit=_mb(limit),
-        how=fitted.note,
-    )
+        size = image.size
+        if target is None:
+            fitted = shrink_to_fit(image, limit, lossless_first=len(output.data) <= limit * LOSSLESS_TRY_RATIO)
+            flattened = False
+        else:
+            fitted, flattened = _fit_in_format(image, limit, _FORMAT_OF_MIME[target])
+    over = len(output.data) > limit
+    scaled = (fitted.width, fitted.height) != size
+    sizes = {"size": _mb(len(output.data)), "limit": _mb(limit), "how": fitted.note}
+    if over and flattened:
+        note: Text | None = _t(
+            "The {size} original was over Discord's {limit} upload limit, so it was {how}; its transparent "
+            "background was flattened onto white, since JPEG has no transparency.",
+            **sizes,
+        )
+    elif over:
+        note = _t("The {size} original was over Discord's {limit} upload limit, so it was {how}.", **sizes)
+    elif scaled:  # it fitted as the service made it, but not in the format asked (a JPEG is never larger)
+        note = _t("In the format asked it was over Discord's {limit} upload limit, so it was {how}.", **sizes)
+    elif flattened:
+        note = _t("Its transparent background was flattened onto white, since JPEG has no transparency.")
+    else:
+        note = None  # only turned into the format asked (the service answered in another)
     return OutputImage(fitted.data, fitted.mime, fitted.width, fitted.height, note=note)
+
+
+_MIME_BY_NAME = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+_FORMAT_OF_MIME = {mime: fmt for fmt, mime in _MIME_BY_FORMAT.items()}
+
+
+def is_transparent(image: Image.Image) -> bool:
+    """Whether any pixel of ``image`` is not fully opaque."""
+    image = _normalise_mode(image)
+    if "A" not in image.getbands():
+        return False
+    extrema = image.getchannel("A").getextrema()
+    return isinstance(extrema[0], int | float) and extrema[0] < 255
+
+
+def _fit_in_format(image: Image.Image, max_bytes: int, fmt: str) -> tuple[OutputImage, bool]:
+    """``image`` in ``fmt`` (PNG, JPEG or WEBP), scaled down until it is at most ``max_bytes``; and whether a
+    transparent background had to be flattened (for JPEG only: PNG and WebP keep it)."""
+    image = _normalise_mode(image)
+    flattened = False
+    if fmt == "JPEG":
+        if is_transparent(image):
+            white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(white, image.convert("RGBA"))
+            flattened = True
+        image = image.convert("RGB") if image.mode != "RGB" else image
+    encodings: dict[str, dict[str, object]] = {
+        "PNG": {},  # zlib's default level: "optimize" takes seconds on a 4K image for a few percent
+        "JPEG": {"quality": 90, "optimize": True},
+        "WEBP": {"quality": 90, "method": 4},
+    }
+    params = encodings[fmt]
+    label = {"PNG": "PNG", "JPEG": "JPEG", "WEBP": "WebP"}[fmt]
+    scaled = image
+    while True:
+        data = _encode(scaled, fmt, **params)
+        if len(data) <= max_bytes or max(scaled.size) <= 64:
+            break
+        factor = max(0.25, min(0.9, (max_bytes / len(data)) ** 0.5 * 0.95))
+        new_size = (max(1, int(scaled.width * factor)), max(1, int(scaled.height * factor)))
+        scaled = image.resize(new_size, Image.Resampling.LANCZOS)
+    if fmt == "PNG":
+        how = (
+            _t("re-encoded as {format}", format=label)
+            if scaled is image
+            else _t(
+                "re-encoded as {format} and scaled down to {width}×{height}",
+                format=label,
+                width=scaled.width,
+                height=scaled.height,
+            )
+        )
+    else:
+        how = (
+            _t("re-encoded as {format} (quality 90)", format=label)
+            if scaled is image
+            else _t(
+                "re-encoded as {format} (quality 90) and scaled down to {width}×{height}",
+                format=label,
+                width=scaled.width,
+                height=scaled.height,
+            )
+        )
+    mime = _MIME_BY_FORMAT[fmt]
+    return OutputImage(data, mime, scaled.width, scaled.height, how), flattened
 
 
 PREVIEW_SIDE = 160

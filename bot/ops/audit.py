@@ -81,6 +81,7 @@ class AuditTrail:
             reason=error.user_message if error is not None and job.state is not JobState.SUCCEEDED else None,
             safety=isinstance(error, SafetyRejectedError),
             fallback=self._was_fallback(job),
+            settled=move.settled,
         )
         if move.result is not None and len(self._previews) < PREVIEWS_AT_ONCE:
             task = asyncio.create_task(self._with_preview(entry, move.result.data), name=f"atelier-preview-{job.id}")
@@ -101,11 +102,12 @@ class AuditTrail:
             self._sink.outcome(dataclasses.replace(entry, preview=preview))
 
     def _was_fallback(self, job: Job) -> bool:
-        fallback = self._config.fallback_model
-        if fallback is None or job.model != fallback.name or job.guild_id is None:
+        if job.guild_id is None:
             return False
-        chosen = self._settings.cached(job.guild_id).pick("model", self._config.default_model.name)
-        return chosen != fallback.name
+        picked = self._config.model(self._settings.cached(job.guild_id).pick("model", None))
+        chosen = picked or self._config.default_model
+        fallback = self._config.fallback_for(chosen)
+        return fallback is not None and job.model == fallback.name
 
     def _watch_key(self, move: Move) -> None:
         job = move.job

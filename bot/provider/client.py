@@ -2,9 +2,13 @@
 
 Read ``shared/reference/image-edits-api.txt`` before changing this. In short: an edit is one
 multipart request with ``model``, ``prompt``, ``size`` (optional), ``response_format``
-and the images as repeated ``image`` parts in prompt order; never ``quality`` or ``n``.
-A generation (text to image) is the same without images, as JSON. A job kind says which
-it makes (``ProviderRequest.endpoint``); everything below is the same for both.
+and the images as repeated parts in prompt order; never ``n``. A generation (text to image)
+is the same without images, as JSON. A job kind says which it makes (``ProviderRequest.endpoint``);
+everything below is the same for both. What differs by model comes from its catalog entry
+(``bot.core.models.ImageModel``): the wire name, the endpoint paths, the images' field name
+(``image`` or ``image[]``), whether it takes ``response_format``, the options it takes (a job
+sends exactly those it asked, checked at admission; an option the model does not take is never
+sent), and the timeouts.
 
 The provider bills a call even when we hang up, so a call is repeated only when the
 provider cannot have started billing it: the connection failed before the request was
@@ -25,7 +29,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +37,8 @@ import aiohttp
 
 from bot.config import Config
 from bot.core.attempts import Attempt, AttemptOutcome
+from bot.core.models import OPTION_NAMES, ImageModel, SizeRule
+from bot.core.pricing import Usage
 from bot.errors import (
     APITimeoutError,
     AuthenticationError,
@@ -103,15 +109,6 @@ class _Exchange:
     answered_after: float | None = None  # seconds from starting to send to the response headers
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Token counts the API reports for a call."""
-
-    input_tokens: int
-    output_tokens: int
-    total_tokens: int
-
-
 class Endpoint(enum.StrEnum):
     """Which of the provider's image endpoints a request goes to."""
 
@@ -123,7 +120,8 @@ class Endpoint(enum.StrEnum):
 class ProviderRequest:
     """What one call asks of the API; ``images`` are in prompt order (image1 first).
 
-    ``model`` empty means ``IMAGE_MODEL``; ``api_key`` is a server's own key (``None``: the operator's).
+    ``model`` empty means ``IMAGE_MODEL``; ``api_key`` is a server's own key (``None``: the operator's);
+    ``options`` are the model's options the job asked for, by wire name (checked at admission).
     """
 
     endpoint: Endpoint
@@ -132,6 +130,7 @@ class ProviderRequest:
     size: str | None = None
     model: str = ""
     api_key: str | None = field(default=None, repr=False)
+    options: Mapping[str, str | int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -169,21 +168,35 @@ class ImageAPIClient:
                 text = text.replace(key, "[redacted]")
         return text
 
-    def _body(self, request: ProviderRequest) -> aiohttp.FormData | dict[str, str]:
-        """An edit's multipart form (the images as repeated ``image`` parts, in prompt order), or a
-        generation's JSON: ``response_format`` always, since the provider's default may change."""
-        fields = {"model": request.model or self._config.image_model, "prompt": request.prompt}
+    def _model(self, request: ProviderRequest) -> ImageModel:
+        """The request's model as the catalog describes it (a name it does not know: a plain model)."""
+        name = request.model or self._config.image_model
+        return self._config.entry(name) or ImageModel(name, 0, SizeRule.for_model(name))
+
+    def _body(self, request: ProviderRequest, model: ImageModel) -> aiohttp.FormData | dict[str, str | int]:
+        """An edit's multipart form (the images as repeated parts named as the model's catalog entry says, in
+        prompt order), or a generation's JSON. ``response_format`` always when the model takes it, since the
+        provider's default may change; the job's options exactly, and only those the model takes."""
+        fields: dict[str, str | int] = {"model": model.wire, "prompt": request.prompt}
         if request.size:
             fields["size"] = request.size
-        fields["response_format"] = self._config.image_response_format
+        if model.response_format:
+            fields["response_format"] = self._config.image_response_format
+        for name in OPTION_NAMES:
+            if name not in request.options:
+                continue
+            if model.options.takes(name):
+                fields[name] = request.options[name]
+            else:  # the catalog changed since the job was accepted: never send what the model does not take
+                log.warning("not sending %s: model %s no longer takes it", name, model.name)
         if request.endpoint is Endpoint.GENERATIONS:
             return fields
         form = aiohttp.FormData(quote_fields=False)
         for name, value in fields.items():
-            form.add_field(name, value)
+            form.add_field(name, str(value))
         for number, image in enumerate(request.images, start=1):
             form.add_field(
-                "image",
+                model.image_field,
                 image.data,
                 filename=f"image{number}.{image.extension}",
                 content_type=image.mime,
@@ -270,15 +283,17 @@ class ImageAPIClient:
 
     async def _attempt(self, request: ProviderRequest, exchange: _Exchange) -> bytes:
         """One HTTP exchange; what it learns goes into ``exchange`` as soon as it is known."""
-        timeout = aiohttp.ClientTimeout(total=self._config.image_api_timeout)
+        model = self._model(request)
+        seconds = model.timeout_for(request.size, len(request.images), self._config.image_api_timeout)
+        timeout = aiohttp.ClientTimeout(total=seconds)
         headers = {
             "Authorization": f"Bearer {request.api_key or self._config.image_api_key}",
             "Accept": "application/json",
         }
         key = request.api_key
         try:
-            payload = self._body(request)
-            url = f"{self._config.image_api_base}/images/{request.endpoint}"
+            payload = self._body(request, model)
+            url = self._config.image_api_base + (model.path(request.endpoint) or f"/images/{request.endpoint}")
             sent = {"json": payload} if isinstance(payload, dict) else {"data": payload}
             async with self._session.post(url, headers=headers, timeout=timeout, **sent) as response:
                 exchange.answered_after = time.monotonic() - exchange.started
@@ -294,7 +309,7 @@ class ImageAPIClient:
                 if response.status >= 400:
                     raise self._error_for(response.status, response.headers, body, exchange.answered_after, key)
         except TimeoutError:
-            raise APITimeoutError(self._config.image_api_timeout) from None
+            raise APITimeoutError(seconds) from None
         except aiohttp.ClientConnectorError as exc:
             # Refused, reset or unresolvable before a byte of the request left: nothing to bill.
             raise ConnectFailedError(
@@ -533,13 +548,20 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _usage(value: Any) -> Usage | None:
+    """The answer's ``usage`` (with ``input_tokens_details`` when given), or ``None`` when it has none."""
     if not isinstance(value, dict):
         return None
     try:
+        details = value.get("input_tokens_details")
+        text = image = None
+        if isinstance(details, dict) and "text_tokens" in details and "image_tokens" in details:
+            text, image = int(details["text_tokens"]), int(details["image_tokens"])
         return Usage(
             int(value.get("input_tokens", 0)),
             int(value.get("output_tokens", 0)),
             int(value.get("total_tokens", 0)),
+            text_tokens=text,
+            image_tokens=image,
         )
     except (TypeError, ValueError):
         return None

@@ -3,8 +3,9 @@
 A circuit breaker per model, fed by the API attempts the lifecycle records: two
 consecutive fast failures (a connection that failed before sending, a 5xx within
 ``IMAGE_API_FAST_FAILURE_SECONDS``) open it, and for ``IMAGE_FALLBACK_SECONDS`` new
-jobs for that model go to ``IMAGE_FALLBACK_MODEL`` instead (when the fallback takes
-the job's size and is not failing itself). Then the model is tried again; any answer
+jobs for that model go to its fallback instead (its catalog entry's ``fallback``, else
+``IMAGE_FALLBACK_MODEL``), when the fallback takes the job's size and options and is not
+failing itself. Then the model is tried again; any answer
 that shows it working (a success, a refusal it explains, a slow answer) resets the count.
 
 Routing happens at admission, so a job is charged the price of the model that makes it
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from bot.config import Config
@@ -59,15 +60,21 @@ class ModelRouter:
         breaker = self._breakers.get(model)
         return breaker is not None and self._clock() < breaker.open_until
 
-    def route(self, chosen: ImageModel, size: str | None) -> ImageModel:
-        """The model a new job for ``chosen`` should use now."""
-        fallback = self._config.fallback_model
+    def route(
+        self,
+        chosen: ImageModel,
+        size: str | None,
+        options: Mapping[str, str | int] | None = None,
+        endpoint: str = "edits",
+    ) -> ImageModel:
+        """The model a new job for ``chosen`` (with ``size`` and the ``options`` it checked) should use now."""
+        fallback = self._config.fallback_for(chosen)
         if (
             fallback is None
-            or fallback.name == chosen.name
+            or fallback.path(endpoint) is None
             or not self.is_open(chosen.name)
             or self.is_open(fallback.name)
-            or not fallback.accepts(size)
+            or not fallback.accepts(size, options)
         ):
             return chosen
         return fallback
@@ -93,8 +100,9 @@ class ModelRouter:
             breaker.fast_failures = 0
             if self.on_open is not None:
                 self.on_open(model)
-            fallback = self._config.fallback_model
-            where = f"new jobs go to {fallback.name}" if fallback and fallback.name != model else "no fallback set"
+            entry = self._config.entry(model)
+            fallback = self._config.fallback_for(entry) if entry is not None else None
+            where = f"new jobs go to {fallback.name}" if fallback is not None else "no fallback set"
             log.warning(
                 "model %s failed fast %d times in a row; %s for %.0f s",
                 model, FAST_FAILURES_TO_OPEN, where, self._config.image_fallback_seconds,

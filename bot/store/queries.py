@@ -15,8 +15,11 @@ from bot.store.rows import JOB_COLUMNS
 S = JobState
 CHARGE = "charge"
 REFUND = "refund"
-_NET_COUNT = f"COALESCE(SUM(CASE WHEN entry = '{CHARGE}' THEN 1 ELSE -1 END), 0)"
-NET_AMOUNT = f"COALESCE(SUM(CASE WHEN m.entry = '{CHARGE}' THEN m.amount ELSE -m.amount END), 0)"
+SETTLE = "settle"
+# Jobs: a charge counts one, a refund takes it back; a settlement changes the amount, not the count.
+_NET_COUNT = f"COALESCE(SUM(CASE entry WHEN '{CHARGE}' THEN 1 WHEN '{REFUND}' THEN -1 ELSE 0 END), 0)"
+# Money: the charge, less the refund, plus the settlement (signed: what a job by tokens really cost, less its charge).
+NET_AMOUNT = f"COALESCE(SUM(CASE WHEN m.entry = '{REFUND}' THEN -m.amount ELSE m.amount END), 0)"
 UNFINISHED = f"status NOT IN ({sql_states(*ENDED)})"
 
 INSERT_JOB = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join(':' + c for c in JOB_COLUMNS)})"
@@ -25,6 +28,12 @@ INSERT_MONEY = (
     "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount, at) "
     "SELECT id, CAST(:entry AS TEXT), user_id, guild_id, charge_day, cost, CAST(:at AS DOUBLE PRECISION) "
     "FROM jobs WHERE id = :id ON CONFLICT (job_id, entry) DO NOTHING"
+)
+# A job's one settlement: the signed difference between what it really cost and its charge.
+INSERT_SETTLEMENT = (
+    "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount, at) "
+    "SELECT id, CAST(:entry AS TEXT), user_id, guild_id, charge_day, CAST(:amount AS BIGINT), "
+    "CAST(:at AS DOUBLE PRECISION) FROM jobs WHERE id = :id ON CONFLICT (job_id, entry) DO NOTHING"
 )
 INSERT_ATTEMPT = (
     "INSERT INTO api_attempts (job_id, run, attempt, started_at, seconds, outcome, http_status, may_be_billed, "
@@ -228,8 +237,9 @@ DELETE_PRESET = "DELETE FROM style_presets WHERE guild_id = :guild_id AND name =
 
 # Members' history and results.
 HISTORY = (
-    "SELECT jobs.*, result_deletions.deleted_at FROM jobs "
+    f"SELECT jobs.*, result_deletions.deleted_at, COALESCE(settled.amount, 0) AS settled FROM jobs "
     "LEFT JOIN result_deletions ON result_deletions.job_id = jobs.id "
+    f"LEFT JOIN money settled ON settled.job_id = jobs.id AND settled.entry = '{SETTLE}' "
     "WHERE jobs.user_id = :user_id AND {guild} ORDER BY jobs.created_at DESC, jobs.id DESC "
     "LIMIT :limit OFFSET :offset"
 )

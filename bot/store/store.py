@@ -115,13 +115,15 @@ class Store:
         fence: Fence | None = None,
         notice: NoticeDraft | None = None,
         claim: ClaimTerms | None = None,
+        settle: int | None = None,
     ) -> MoveResult:
         """Move a job from ``current`` to ``target`` (only if it is still there, and with a ``fence`` only if
-        the fence's holder still holds that run), with its changed ``values``, a refund row if ``refund``,
-        its API ``attempts``, the ``notice`` its member is owed when it ends (held by ``holder`` first),
-        and (``claim``) the next job for ``holder``: all or nothing."""
+        the fence's holder still holds that run), with its changed ``values``, a refund row if ``refund``, a
+        settlement row of ``settle`` micro-dollars (signed) if given, its API ``attempts``, the ``notice``
+        its member is owed when it ends (held by ``holder`` first), and (``claim``) the next job for
+        ``holder``: all or nothing."""
         return await self._write(
-            _move(job_id, current, target, values, refund, holder, now, attempts, fence, notice, claim)
+            _move(job_id, current, target, values, refund, holder, now, attempts, fence, notice, claim, settle)
         )
 
     async def claim(self, terms: ClaimTerms) -> Job | ClaimMiss:
@@ -353,7 +355,7 @@ class Store:
     async def history(self, user_id: int, guild_id: int | None, offset: int, limit: int) -> list[HistoryEntry]:
         params = {"user_id": user_id, "guild_id": guild_id, "offset": offset, "limit": limit}
         rows = await self._read(fetch(q.history_sql(guild_id), **params))
-        return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None) for r in rows]
+        return [HistoryEntry(job_from_row(r), r["deleted_at"] is not None, int(r["settled"])) for r in rows]
 
     async def record_result_deleted(self, job_id: str, by: int, at: float) -> None:
         await self._write(execute(q.RECORD_DELETED, job_id=job_id, by=by, at=at))
@@ -467,6 +469,7 @@ def _move(
     fence: Fence | None,
     notice: NoticeDraft | None,
     claim: ClaimTerms | None,
+    settle: int | None = None,
 ) -> Script[MoveResult]:
     columns = column_values(values)
     sql = q.move_sql(list(columns), fenced=fence is not None, new_run=False)
@@ -480,6 +483,8 @@ def _move(
     refunded = False
     if refund:
         refunded = (yield from execute(q.INSERT_MONEY, id=job_id, entry=q.REFUND, at=now)) == 1
+    if settle is not None:
+        yield from execute(q.INSERT_SETTLEMENT, id=job_id, entry=q.SETTLE, amount=int(settle), at=now)
     yield from execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, moved.run, a) for a in attempts])
     tell: list[str] = []
     if target.terminal:

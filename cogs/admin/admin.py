@@ -23,7 +23,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import utc_day
-from bot.core.money import format_price, format_usd
+from bot.core.money import format_usd
 from bot.core.overrides import UNSET, GuildOverrides, PrivateResults, RoleLimits
 from bot.errors import AtelierError, InputError
 from bot.i18n import Text, _pt, _t
@@ -513,19 +513,15 @@ class AdminCog(
         default = self.bot.config.default_model
         options = [
             (
-                # Translators: the choice that goes back to the bot's default image model ({model}); {price} is dollars.
-                _t("default ({model}, ${price} an image)", model=default.name, price=format_price(default.price)),
+                # Translators: the choice that goes back to the bot's default image model ({model}); {price} is
+                # its price, e.g. "$0.03 an image".
+                _t("default ({model}, {price})", model=default.name, price=default.price_text()),
                 DEFAULT_MODEL,
             )
         ] + [
             (
-                # Translators: {price} is dollars; {sizes} says which sizes the model takes.
-                _t(
-                    "{model} · ${price} an image · sizes: {sizes}",
-                    model=m.name,
-                    price=format_price(m.price),
-                    sizes=m.sizes.value,
-                ),
+                # Translators: {price} is the model's price, e.g. "$0.03 an image"; {sizes} says which sizes it takes.
+                _t("{model} · {price} · sizes: {sizes}", model=m.name, price=m.price_text(), sizes=m.sizes.value),
                 m.name,
             )
             for m in self.bot.config.models
@@ -544,10 +540,8 @@ class AdminCog(
         overrides = engine.cached_overrides(guild_id)
         channel = overrides.pick("audit_channel_id", None)
         model = engine.model_for(guild_id)
-        # Translators: {price} is dollars, without the "$".
-        model_line = _t(
-            "• Image model: **{model}** (${price} an image)", model=model.name, price=format_price(model.price)
-        )
+        # Translators: {price} is the model's price, e.g. "$0.03 an image".
+        model_line = _t("• Image model: **{model}** ({price})", model=model.name, price=model.price_text())
         if overrides.is_set("model"):
             model_line = set_here(model_line)
         else:

@@ -89,9 +89,9 @@ def describe_entry(number: int, entry: AuditEntry, language: str | None) -> str:
         cost = _t("refunded")
     elif job.guild_key:
         # Translators: {cost} is dollars, without the "$".
-        cost = _t("${cost} on this server's key", cost=format_price(job.cost))
+        cost = _t("${cost} on this server's key", cost=format_price(job.cost + entry.settled))
     else:
-        cost = f"${format_price(job.cost)}"
+        cost = f"${format_price(job.cost + entry.settled)}"
     # Translators: {model} is an image model's name; it made this result while the server's own model was failing.
     model = _t("{model} (fallback)", model=job.model) if entry.fallback else (job.model or _t("default model"))
     took = say(_t("{seconds} s", seconds=f"{job.finished_at - job.created_at:.1f}")) if job.finished_at else ""

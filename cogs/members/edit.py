@@ -19,12 +19,14 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest
+from bot.core.models import offered_options
 from bot.core.sizes import size_choices
 from bot.errors import InputError
 from bot.i18n import _nt, _t
 from cogs.core.attachments import check_file
 from cogs.core.downloads import Downloader
 from cogs.core.language import _desc, _name, language_of
+from cogs.core.model_options import asked_options, shape_model_options
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
 from cogs.delivery.buttons import PROMPT_MAX, CancelButton, RefineButton
@@ -82,6 +84,8 @@ class EditCog(commands.Cog):
 
     def __init__(self, bot: AtelierClient) -> None:
         self.bot = bot
+        # The options the models in use take, with their values: the schema follows the catalog.
+        shape_model_options(self.edit, offered_options(bot.config.models))
 
     @app_commands.command(
         name=_name("command name", "edit"), description=_desc("Edit or combine images with an instruction")
@@ -93,6 +97,9 @@ class EditCog(commands.Cog):
         style=_desc("One of this server's styles, added to your instruction"),
         private=_desc("Only you see the progress and the result"),
         spoiler=_desc("Show the result and its images as spoilers, hidden until clicked"),
+        quality=_desc("Image quality, if this server's model offers a choice"),
+        format=_desc("The result's file format: png, jpeg or webp"),
+        background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
         # Spelt out, one text each, so that pybabel finds them.
         image2=_desc("Optional image2"),
         image3=_desc("Optional image3"),
@@ -112,6 +119,9 @@ class EditCog(commands.Cog):
         style=_name("option name", "style"),
         private=_name("option name", "private"),
         spoiler=_name("option name", "spoiler"),
+        quality=_name("option name", "quality"),
+        format=_name("option name", "format"),
+        background=_name("option name", "background"),
         image2=_name("option name", "image2"),
         image3=_name("option name", "image3"),
         image4=_name("option name", "image4"),
@@ -131,6 +141,9 @@ class EditCog(commands.Cog):
         style: str | None = None,
         private: bool = False,
         spoiler: bool = False,
+        quality: str | None = None,
+        format: str | None = None,
+        background: str | None = None,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
@@ -154,6 +167,7 @@ class EditCog(commands.Cog):
             spoiler=spoiler,
             style=parse_style(style),
             language=language_of(interaction),
+            options=asked_options(quality=quality, format=format, background=background),
         )
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
         await self.bot.engine.submit(request, requester(interaction), source)

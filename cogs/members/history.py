@@ -83,7 +83,7 @@ def entry_line(number: int, entry: HistoryEntry, language: str | None) -> str:
     prompt = discord.utils.escape_markdown(discord.utils.escape_mentions(clip(" ".join(request.prompt.split()), 80)))
     style = f" · 🎨 {request.style}" if request.style else ""
     refunded = job.state in (JobState.FAILED, JobState.CANCELLED)
-    cost = render(_t("refunded"), language) if refunded else f"${format_price(job.cost)}"
+    cost = render(_t("refunded"), language) if refunded else f"${format_price(entry.cost)}"
     link = result_link(entry)
     # Translators: the link to a result message from /history.
     jump_word = render(_t("jump"), language)

@@ -11,10 +11,12 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest
+from bot.core.models import offered_options
 from bot.core.sizes import size_choices
 from bot.i18n import _t
 from cogs.core.host import AtelierClient, Interaction
 from cogs.core.language import _desc, _name, language_of
+from cogs.core.model_options import asked_options, shape_model_options
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
 from cogs.delivery.buttons import PROMPT_MAX
@@ -38,6 +40,8 @@ class ImagineCog(commands.Cog):
 
     def __init__(self, bot: AtelierClient) -> None:
         self.bot = bot
+        # The options the models in use take, with their values: the schema follows the catalog.
+        shape_model_options(self.imagine, offered_options(bot.config.models))
 
     @app_commands.command(
         name=_name("command name", "imagine"), description=_desc("Make a new image from an instruction alone")
@@ -48,6 +52,9 @@ class ImagineCog(commands.Cog):
         style=_desc("One of this server's styles, added to your instruction"),
         private=_desc("Only you see the progress and the result"),
         spoiler=_desc("Show the result and its images as spoilers, hidden until clicked"),
+        quality=_desc("Image quality, if this server's model offers a choice"),
+        format=_desc("The result's file format: png, jpeg or webp"),
+        background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
     )
     @app_commands.rename(
         prompt=_name("option name", "prompt"),
@@ -55,6 +62,9 @@ class ImagineCog(commands.Cog):
         style=_name("option name", "style"),
         private=_name("option name", "private"),
         spoiler=_name("option name", "spoiler"),
+        quality=_name("option name", "quality"),
+        format=_name("option name", "format"),
+        background=_name("option name", "background"),
     )
     async def imagine(
         self,
@@ -64,6 +74,9 @@ class ImagineCog(commands.Cog):
         style: str | None = None,
         private: bool = False,
         spoiler: bool = False,
+        quality: str | None = None,
+        format: str | None = None,
+        background: str | None = None,
     ) -> None:
         request = JobRequest(
             kind="imagine",
@@ -77,6 +90,7 @@ class ImagineCog(commands.Cog):
             spoiler=spoiler,
             style=parse_style(style),
             language=language_of(interaction),
+            options=asked_options(quality=quality, format=format, background=background),
         )
         await self.bot.engine.submit(request, requester(interaction), TextOnlySource(interaction))
 

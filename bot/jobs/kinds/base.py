@@ -32,6 +32,11 @@ class JobKind(Protocol):
         ...
 
     @property
+    def endpoint(self) -> str:
+        """The API endpoint its request goes to ("edits" or "generations"): a model must have it."""
+        ...
+
+    @property
     def needs_images(self) -> bool:
         """Whether the member gives it images (checked, kept with the job, and kept a while after for Reroll)."""
         ...

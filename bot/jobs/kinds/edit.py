@@ -19,11 +19,18 @@ class EditKind:
     """Images in prompt order (image1 first) and an instruction."""
 
     name: str = "edit"
+    endpoint: str = "edits"
     needs_images: bool = True
 
     def request(self, job: Job, images: Sequence[PreparedImage], api_key: str | None) -> ProviderRequest:
         return ProviderRequest(
-            Endpoint.EDITS, job.request.api_prompt, images, job.request.size, model=job.model or "", api_key=api_key
+            Endpoint.EDITS,
+            job.request.api_prompt,
+            images,
+            job.request.size,
+            model=job.model or "",
+            api_key=api_key,
+            options=job.request.options,
         )
 
     def explain(self, error: AtelierError) -> AtelierError:

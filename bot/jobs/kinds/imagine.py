@@ -19,11 +19,18 @@ class ImagineKind:
     """Text to image: no inputs, so nothing to fetch or keep, and nothing lost in a restart."""
 
     name: str = "imagine"
+    endpoint: str = "generations"
     needs_images: bool = False
 
     def request(self, job: Job, images: Sequence[PreparedImage], api_key: str | None) -> ProviderRequest:
         return ProviderRequest(
-            Endpoint.GENERATIONS, job.request.api_prompt, (), job.request.size, model=job.model or "", api_key=api_key
+            Endpoint.GENERATIONS,
+            job.request.api_prompt,
+            (),
+            job.request.size,
+            model=job.model or "",
+            api_key=api_key,
+            options=job.request.options,
         )
 
     def explain(self, error: AtelierError) -> AtelierError:
