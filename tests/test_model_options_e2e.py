@@ -201,10 +201,7 @@ async def test_a_sticker_keeps_its_transparency_and_its_format_through_the_fit_a
     result = await wait_result(await send(discord_fake, "a jpeg", format="jpeg"))
     jpeg = output(result)
     assert opened(jpeg.data).format == "JPEG" and jpeg.filename.endswith(".jpg") and len(jpeg.data) <= limit
-    assert (
-        "its transparent background was flattened onto white, since JPEG has no transparency"
-        in card_text(result)
-    )
+    assert "its transparent background was flattened onto white, since JPEG has no transparency" in card_text(result)
 
 
 def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
