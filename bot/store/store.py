@@ -483,7 +483,8 @@ def _move(
         )
         if moved.delivered is Delivered.UNDELIVERED:
             tell.append(f"notices:{moved.user_id}")  # every gateway tells the member at their next use
-    if target is JobState.QUEUED:
+    if target is JobState.QUEUED or (current.waiting and target.terminal):
+        # A job is ready, or a member's first waiting job left the line: their next one may start now.
         tell.append("queued")
     if target is JobState.CANCELLED:
         tell.append(f"cancel:{job_id}")
