@@ -148,8 +148,9 @@ class Store:
         return [job_from_row(row) for row in rows]
 
     async def record_attempts(self, job_id: str, run: int, attempts: Sequence[Attempt]) -> None:
-        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job)."""
-        await self._write(execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
+        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job); they
+        replace what the take-over recorded for that run."""
+        await self._write(execute_many(q.UPSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
 
     # Reading jobs ---------------------------------------------------------------------------------
 
