@@ -132,7 +132,6 @@ class Call:
 
     label: str
     future: asyncio.Future[str]
-    over: bool = False
     run: ModelRun | None = None  # the run the model saw start with it
 
 
@@ -157,8 +156,6 @@ class GatedAPI:
         except asyncio.CancelledError:
             record(AttemptOutcome.INTERRUPTED)
             raise
-        finally:
-            call.over = True
         if answer == FAIL:
             record(AttemptOutcome.REJECTED)
             raise BadRequestError(_t("The image service rejected the request."), log_detail="scripted refusal")
@@ -298,8 +295,10 @@ class ModelRun:
             return [] if self.attempt is None else [{self.attempt}]
         if not self.came_back:
             return [{INTERRUPTED}]
-        answered = {OK: {("succeeded", True)}, None: set()}.get(self.answer and self.answer[0], {INTERRUPTED})
-        return [{("abandoned", True), *answered}]
+        abandoned = {("abandoned", True)}
+        if self.answer is None:
+            return [abandoned]
+        return [abandoned | ({("succeeded", True)} if self.answer[0] == OK else {INTERRUPTED})]
 
 
 @dataclass
@@ -1453,7 +1452,7 @@ SQLITE_SETTINGS = settings(
     max_examples=40, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 POSTGRES_SETTINGS = settings(
-    max_examples=25, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=20, stateful_step_count=50, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 
 
