@@ -35,10 +35,16 @@ INSERT_SETTLEMENT = (
     "SELECT id, CAST(:entry AS TEXT), user_id, guild_id, charge_day, CAST(:amount AS BIGINT), "
     "CAST(:at AS DOUBLE PRECISION) FROM jobs WHERE id = :id ON CONFLICT (job_id, entry) DO NOTHING"
 )
-INSERT_ATTEMPT = (
+_ATTEMPT_ROW = (
     "INSERT INTO api_attempts (job_id, run, attempt, started_at, seconds, outcome, http_status, may_be_billed, "
     "request_id) VALUES (:job_id, :run, :attempt, :started_at, :seconds, :outcome, :http_status, "
-    ":may_be_billed, :request_id) ON CONFLICT (job_id, run, attempt) DO NOTHING"
+    ":may_be_billed, :request_id) ON CONFLICT (job_id, run, attempt) "
+)
+INSERT_ATTEMPT = _ATTEMPT_ROW + "DO NOTHING"
+# A lost run's own account of its call: it replaces what the take-over recorded for that run.
+UPSERT_ATTEMPT = _ATTEMPT_ROW + (
+    "DO UPDATE SET started_at = excluded.started_at, seconds = excluded.seconds, outcome = excluded.outcome, "
+    "http_status = excluded.http_status, may_be_billed = excluded.may_be_billed, request_id = excluded.request_id"
 )
 GET_JOB = "SELECT * FROM jobs WHERE id = :id"
 ATTEMPTS_OF = (

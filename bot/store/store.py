@@ -150,8 +150,9 @@ class Store:
         return [job_from_row(row) for row in rows]
 
     async def record_attempts(self, job_id: str, run: int, attempts: Sequence[Attempt]) -> None:
-        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job)."""
-        await self._write(execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
+        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job); they
+        replace what the take-over recorded for that run."""
+        await self._write(execute_many(q.UPSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
 
     # Reading jobs ---------------------------------------------------------------------------------
 
@@ -506,7 +507,8 @@ def _move(
         )
         if moved.delivered is Delivered.UNDELIVERED:
             tell.append(f"notices:{moved.user_id}")  # every gateway tells the member at their next use
-    if target is JobState.QUEUED:
+    if target is JobState.QUEUED or (current.waiting and target.terminal):
+        # A job is ready, or a member's first waiting job left the line: their next one may start now.
         tell.append("queued")
     if target is JobState.CANCELLED:
         tell.append(f"cancel:{job_id}")
