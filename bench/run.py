@@ -1,6 +1,6 @@
 """Benchmark the real bot against the fakes from ``tests/`` and print a Markdown table.
 
-    python -m bench.run [--api-latency S] [--quick] [--only ack|overhead|throughput|memory|postgres]
+    python -m bench.run [--api-latency S] [--quick] [--only ack|overhead|throughput|memory|postgres|scale]
                         [--runs N] [--baseline PATH] [--json PATH]
 
 Each measure starts its own fake Discord, fake image API and ``python -m bot`` process, so settings
@@ -50,10 +50,11 @@ from bench.common import (
 )
 from bench.fakes import TimedDiscord, TimedImageAPI
 from bench.postgres import measure_postgres
+from bench.scale import measure_scale
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, send_edit
 
-MEASURES = ("ack", "overhead", "throughput", "memory", "postgres")
+MEASURES = ("ack", "overhead", "throughput", "memory", "postgres", "scale")
 ACK_BOUND = 0.05  # the single process's ack p99 target, in seconds
 
 
@@ -399,6 +400,7 @@ RUNNERS: dict[str, Callable[[Settings, Report], Awaitable[None]]] = {
     "throughput": measure_throughput,
     "memory": measure_memory,
     "postgres": measure_postgres,
+    "scale": measure_scale,
 }
 
 
