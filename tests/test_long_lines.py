@@ -7,10 +7,19 @@ gateway spending all its time on both, so that an ``/edit`` waited a minute for 
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
+
 import pytest
 
-from bot.jobs.places import COALESCE, READ_SPACING, pause_after
+from bot.core.job import Job
+from bot.core.records import ClaimTerms
+from bot.core.states import JobState
+from bot.errors import AtelierError
+from bot.jobs.places import COALESCE, READ_SPACING, Places, pause_after
+from bot.scheduler import Scheduler
+from bot.store.store import Store
 from cogs.delivery.status import FULL_PACE_PLACES, place_interval
+from tests.stores import LEASE, NOON, add, make_job
 
 
 def test_a_short_reading_of_the_places_is_followed_by_the_usual_short_pause() -> None:
@@ -35,3 +44,60 @@ def test_places_further_back_are_edited_less_often_in_proportion() -> None:
 def test_the_edits_of_a_whole_line_grow_with_the_log_of_its_length(waiting: int, most: float) -> None:
     per_second = sum(1 / place_interval(10.0, place) for place in range(1, waiting + 1))
     assert per_second <= most  # at one edit per line every 10 s it would be waiting / 10
+
+
+class Told:
+    """A notifier that keeps the places it was told (and nothing else)."""
+
+    def __init__(self) -> None:
+        self.moved: list[list[tuple[str, int]]] = []
+        self.left: list[str] = []
+
+    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        pass
+
+    async def job_paused(self, job: Job) -> None:
+        pass
+
+    async def run_lost(self, job: Job) -> None:
+        pass
+
+    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
+        self.moved.append([(job.id, place) for job, place in places])
+
+    async def queue_left(self, job_ids: Sequence[str]) -> None:
+        self.left += job_ids
+
+
+class Counting(Store):
+    """The store, counting the jobs it reads whole for the places."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.database)
+        self.read: list[str] = []
+
+    async def jobs(self, job_ids: Collection[str]) -> list[Job]:
+        self.read += job_ids
+        return await super().jobs(job_ids)
+
+
+async def test_a_waiting_job_is_read_whole_once_and_its_place_again_at_every_move(store: Store) -> None:
+    counting = Counting(store)
+    for n in range(20):
+        await add(store, make_job(f"j{n:02d}", n % 5, NOON + n))
+    told = Told()
+    places = Places(counting, Scheduler("places"))
+    places._notifier = told  # as start() would, without its loop: this test reads when it wants
+    await places.announce()
+    first = dict(told.moved[-1])
+    assert told.moved[-1] == [(job.id, place) for job, place in await store.positions()]
+    assert sorted(counting.read) == [f"j{n:02d}" for n in range(20)]
+
+    claimed = await store.claim(ClaimTerms("worker", NOON, LEASE, 10))
+    assert isinstance(claimed, Job) and first[claimed.id] == 1
+    await add(store, make_job("late", 9, NOON + 30))  # a new member's first job: ahead of everyone's second
+    await places.announce()
+    assert told.left == [claimed.id]
+    now = [(job.id, place) for job, place in await store.positions()]
+    assert told.moved[-1] == [(job_id, place) for job_id, place in now if first.get(job_id) != place]
+    assert sorted(counting.read) == sorted([*(f"j{n:02d}" for n in range(20)), "late"])  # only the newcomer

@@ -270,6 +270,20 @@ async def test_places_in_line_are_the_order_claims_take(store: Store) -> None:
     assert await store.positions() == []
 
 
+async def test_places_alone_are_the_positions_without_the_jobs(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    for n in range(12):
+        await add(store, make_job(f"j{n:02d}", n % 4, NOON + n), JobState.PREPARING if n == 9 else JobState.QUEUED)
+    await claim(store, "w")
+    positions = await store.positions()
+    assert await store.places() == [(job.id, job.state, place) for job, place in positions]
+    monkeypatch.setattr("bot.store.store.IN_LIST_SIZE", 5)  # read in several lists
+    wanted = [job.id for job, _ in positions]
+    assert sorted(await store.jobs([*wanted, "gone"]), key=lambda job: job.id) == sorted(
+        (job for job, _ in positions), key=lambda job: job.id
+    )
+    assert await store.jobs([]) == []
+
+
 # Fencing and leases --------------------------------------------------------------------------------
 
 
