@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 
@@ -53,12 +53,11 @@ BENCH = "atelier-bench"  # the application_name of the benchmark's own connectio
 class ConnectionWatch:
     """The most connections to one database at once, as ``pg_stat_activity`` shows them."""
 
-    dsn: str
     peak: int = 0
     readings: int = 0
-    _task: asyncio.Task[None] | None = field(default=None, repr=False)
 
-    async def _watch(self, conn: asyncpg.Connection) -> None:
+    async def watch(self, conn: asyncpg.Connection) -> None:
+        """Read every ``WATCH_EVERY`` s on ``conn`` (a connection to the database watched) until cancelled."""
         query = (
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
             "AND application_name IS DISTINCT FROM $1"
@@ -72,9 +71,9 @@ class ConnectionWatch:
 @contextlib.asynccontextmanager
 async def watching(dsn: str) -> AsyncIterator[ConnectionWatch]:
     """Read ``pg_stat_activity`` for ``dsn``'s database while the block runs."""
-    watch = ConnectionWatch(dsn)
+    watch = ConnectionWatch()
     conn = await connect(dsn)
-    task = asyncio.create_task(watch._watch(conn), name="bench-connection-watch")
+    task = asyncio.create_task(watch.watch(conn), name="bench-connection-watch")
     try:
         yield watch
     finally:
