@@ -84,11 +84,13 @@ class TimedDiscord(FakeDiscord):
 
 @dataclass(frozen=True)
 class Span:
-    """One edit call as the fake API saw it."""
+    """One edit call as the fake API saw it: received (``start``), answered (``end``, the answer made),
+    and the answer handed to the connection (``sent``)."""
 
     prompt: str
     start: float
     end: float
+    sent: float
 
     @property
     def seconds(self) -> float:
@@ -109,13 +111,18 @@ class TimedImageAPI(FakeImageAPI):
         return call, problem
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
-        start = time.perf_counter()
+        start = end = time.perf_counter()
         try:
-            return await super()._edits(request)
+            response = await super()._edits(request)
+            end = time.perf_counter()
+            if not response.prepared:  # written here, not after the handler, so that ``sent`` is known
+                await response.prepare(request)
+                await response.write_eof()
+            return response
         finally:
             call = request.get(_CALL)
             prompt = (call.field("prompt") if call is not None else None) or ""
-            self.spans[prompt] = Span(prompt, start, time.perf_counter())
+            self.spans[prompt] = Span(prompt, start, end, time.perf_counter())
 
     async def _reply(self, request: web.Request, call: EditCall, reply: Reply) -> web.StreamResponse:
         if reply.kind != "b64":

@@ -144,15 +144,29 @@ async def claims(dsn: str) -> list[Claimed]:
     return [Claimed(r["prompt"], r["claimed_by"], float(r["started_at"])) for r in rows if r["claimed_by"]]
 
 
-def slot_gaps(spans: dict[str, Span], claimed: Sequence[Claimed], window: tuple[float, float]) -> list[float]:
-    """For each call that reached the API within ``window`` (``perf_counter``), the time since the API answered
-    the call whose slot it took: the latest call of the same worker to end before its claim was asked."""
+@dataclass(frozen=True)
+class Gap:
+    """A slot between two calls: from the API's answer to the claim being asked (``asked``, the worker's
+    record of the answer), and from there to the next call reaching the API (``started``: the claim's
+    transaction, the job's inputs read, its request sent)."""
+
+    asked: float
+    started: float
+
+    @property
+    def total(self) -> float:
+        return self.asked + self.started
+
+
+def slot_gaps(spans: dict[str, Span], claimed: Sequence[Claimed], window: tuple[float, float]) -> list[Gap]:
+    """For each call that reached the API within ``window`` (``perf_counter``), the time since the API sent the
+    answer of the call whose slot it took: the latest call of the same worker to end before its claim was asked."""
     wall_minus_perf = time.time() - time.perf_counter()  # the bot stamps wall time, the fakes perf_counter
     ends: dict[str, list[float]] = {}
     for job in claimed:
         span = spans.get(job.prompt)
         if span is not None:
-            ends.setdefault(job.holder, []).append(span.end)
+            ends.setdefault(job.holder, []).append(span.sent)
     gaps = []
     for job in claimed:
         span = spans.get(job.prompt)
@@ -161,7 +175,7 @@ def slot_gaps(spans: dict[str, Span], claimed: Sequence[Claimed], window: tuple[
         asked = job.started_at - wall_minus_perf
         freed = [end for end in ends.get(job.holder, []) if end <= asked]
         if freed:
-            gaps.append(span.start - max(freed))
+            gaps.append(Gap(asked - max(freed), span.start - asked))
     return gaps
 
 
@@ -190,11 +204,14 @@ async def measure_scale(s: Settings, report: Report) -> None:
 
         # Every call that started in the window must have ended: its span is needed.
         await asyncio.sleep(max(0.0, window[1] + s.scale_latency * 1.5 - time.perf_counter()))
-        gaps = slot_gaps(c.api.spans, await claims(database), window)
+        found = slot_gaps(c.api.spans, await claims(database), window)
+    gaps = [gap.total for gap in found]
     report.details["scale"] = {
         "queue_built_seconds": built,
         "queued_after_window": queued,
         "slot_gaps": gaps,
+        "slot_gaps_until_claim_asked": [gap.asked for gap in found],
+        "slot_gaps_from_claim_asked_to_call": [gap.started for gap in found],
         "ack_seconds": acks,
         "peak_connections": watch.peak,
         "connection_readings": watch.readings,
@@ -203,6 +220,9 @@ async def measure_scale(s: Settings, report: Report) -> None:
          f"{len(gaps)} claims timed, peak {watch.peak} connections over {watch.readings} readings")  # fmt: skip
     if not gaps:
         raise RuntimeError("no claim was timed (no call reached the API within the window)")
+    parts = {"answer to claim asked": [g.asked for g in found], "claim asked to call": [g.started for g in found]}
+    note("scale: slot gaps, " + "; ".join(f"{what} p50 {ms(percentile(v, 50))} p99 {ms(percentile(v, 99))}"
+                                          for what, v in parts.items()))  # fmt: skip
     p99 = percentile(gaps, 99)
     report.rows.append(
         Row(
