@@ -270,12 +270,15 @@ async def test_places_in_line_are_the_order_claims_take(store: Store) -> None:
     assert await store.positions() == []
 
 
-async def test_places_alone_are_the_positions_without_the_jobs(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_places_alone_are_the_queued_positions_without_the_jobs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for n in range(12):
         await add(store, make_job(f"j{n:02d}", n % 4, NOON + n), JobState.PREPARING if n == 9 else JobState.QUEUED)
     await claim(store, "w")
     positions = await store.positions()
-    assert await store.places() == [(job.id, job.state, place) for job, place in positions]
+    assert await store.places() == [(job.id, place) for job, place in positions if job.state is JobState.QUEUED]
+    assert len(await store.places()) == 10  # one running, one preparing: in line, yet not to be told a place
     monkeypatch.setattr("bot.store.store.IN_LIST_SIZE", 5)  # read in several lists
     wanted = [job.id for job, _ in positions]
     assert sorted(await store.jobs([*wanted, "gone"]), key=lambda job: job.id) == sorted(

@@ -82,7 +82,7 @@ class Places:
 
     async def announce(self) -> None:
         """Read the places and tell the members whose place changed."""
-        queued = [(job_id, place) for job_id, state, place in await self._store.places() if state is JobState.QUEUED]
+        queued = await self._store.places()
         new = [job_id for job_id, _ in queued if job_id not in self._jobs]
         joined = [job for job in await self._store.jobs(new) if job.state is JobState.QUEUED] if new else []
         known = {**self._jobs, **{job.id: job for job in joined}}

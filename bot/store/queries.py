@@ -102,8 +102,11 @@ ORDER BY place
 
 
 POSITIONS = _places("j.*")
-# The same order with only each job's id and status: a long line is read again and again, its jobs once.
-PLACES = _places("j.id, j.status, j.user_id")
+# The queued jobs' places alone, as ids: a long line is read again and again, its jobs once.
+PLACES = (
+    f"SELECT p.id, p.place FROM ({_places('j.id, j.status, j.user_id')}) p "
+    f"WHERE p.status = '{S.QUEUED}' ORDER BY p.place"
+)
 JOBS_IN = "SELECT * FROM jobs WHERE id IN ({ids})"
 
 HOLDERS = f"SELECT DISTINCT claimed_by FROM jobs WHERE status IN ({sql_states(*HELD)}) AND claimed_by IS NOT NULL"

@@ -169,10 +169,9 @@ class Store:
         """Every waiting job with its place in line (1 = next)."""
         return [(job_from_row(row), int(row["place"])) for row in await self._read(fetch(q.POSITIONS))]
 
-    async def places(self) -> list[tuple[str, JobState, int]]:
-        """Every waiting job's id, state and place in line (1 = next): ``positions`` without reading the jobs."""
-        rows = await self._read(fetch(q.PLACES))
-        return [(str(row["id"]), JobState(row["status"]), int(row["place"])) for row in rows]
+    async def places(self) -> list[tuple[str, int]]:
+        """Every queued job's id and place in line (1 = next): ``positions`` of the queued, without the jobs."""
+        return [(str(row["id"]), int(row["place"])) for row in await self._read(fetch(q.PLACES))]
 
     async def jobs(self, job_ids: Collection[str]) -> list[Job]:
         """The jobs of ``job_ids`` that exist, in no given order (read ``IN_LIST_SIZE`` at a time)."""
