@@ -21,6 +21,7 @@ from tests.fake_image_api import EditCall, FakeImageAPI, Reply
 
 _CALL = web.RequestKey("bench.call", EditCall)
 _RECORDED = web.RequestKey("bench.recorded", RecordedRequest)
+_MARK = web.RequestKey("bench.mark", int)
 
 
 class TimedDiscord(FakeDiscord):
@@ -44,6 +45,7 @@ class TimedDiscord(FakeDiscord):
     async def _record(self, request: web.Request) -> RecordedRequest:
         await request.read()  # aiohttp caches the body, so the parent's read() is free
         received = time.perf_counter()
+        request[_MARK] = self.snowflake()  # whatever this request hosts on the CDN gets a later id
         rec = await super()._record(request)
         self.received_at[rec.index] = received
         self.upload_bytes[rec.index] = sum(len(f.data) for f in rec.files)
@@ -57,7 +59,7 @@ class TimedDiscord(FakeDiscord):
         if rec is not None:
             self._classify(rec)
             if rec.files and not self.keep_uploads:
-                self._forget_upload(rec)
+                self._forget_upload(rec, request[_MARK])
         return response
 
     def _classify(self, rec: RecordedRequest) -> None:
@@ -72,10 +74,17 @@ class TimedDiscord(FakeDiscord):
             if 200 <= rec.status < 300:
                 self.results.setdefault(token, rec.index)
 
-    def _forget_upload(self, rec: RecordedRequest) -> None:
-        """Drop the bytes of a request just answered (and their re-hosted CDN copies)."""
+    def _forget_upload(self, rec: RecordedRequest, mark: int) -> None:
+        """Drop the bytes of a request just answered (and their re-hosted CDN copies, all hosted after ``mark``:
+        the CDN is searched from its newest entry back to there, not whole, as it holds every input sent)."""
         held = {id(f.data) for f in rec.files}
-        for key in [k for k, v in self._cdn.items() if id(v[0]) in held]:
+        copies = []
+        for key, value in reversed(self._cdn.items()):
+            if key < mark:
+                break
+            if id(value[0]) in held:
+                copies.append(key)
+        for key in copies:
             del self._cdn[key]
         for f in rec.files:
             f.data = b""
