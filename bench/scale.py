@@ -13,6 +13,8 @@
    bounds the claim from above. The call that freed the slot is the latest call of the same
    worker to end before the claim was made (the job's ``started_at``, stamped as the claim is
    asked).
+   (Before the workers start, the gateway is let catch up with the events that building the
+   queue sent it: ``caught_up``.)
 3. **Admission.** With the queue still full and the workers busy, ``ack_jobs`` more ``/edit``
    at once from new members, from INTERACTION_CREATE to the callback (which carries the
    admitted job's id: the admission's transaction is inside it).
@@ -45,6 +47,7 @@ ADMISSION_BOUND = 0.1
 CONNECTION_BUDGET = 40
 FIRST_MEMBER = 100_000
 SEND_AT_ONCE = 100  # commands sent together while the queue is built (members arriving, not one burst)
+SETTLED = 0.2  # a /usage answered within this long: the gateway has caught up with its events
 WATCH_EVERY = 0.05
 BENCH = "atelier-bench"  # the application_name of the benchmark's own connections, which are not counted
 
@@ -126,6 +129,26 @@ async def build_queue(c: Cluster, s: Settings, image: bytes) -> list[Interaction
     return handles
 
 
+async def caught_up(c: Cluster, timeout: float) -> float:
+    """Wait until the gateway answers a ``/usage`` within ``SETTLED`` s; how long that took.
+
+    Building the queue leaves the gateway behind on its own events: each status edit it made
+    comes back as a MESSAGE_UPDATE (as Discord sends them to a bot with the messages intent),
+    tens of thousands for 10,000 jobs, read in order before any new command. The measures are of
+    a queue that is there, not of one being built, so they start once those are read.
+    """
+    started = time.perf_counter()
+    while True:
+        handle = await c.discord.slash_command("usage", user_id=FIRST_MEMBER)
+        (took,) = await wait_acks(c.discord, [handle], timeout=timeout)
+        waited = time.perf_counter() - started
+        if took < SETTLED:
+            return waited
+        if waited > timeout:
+            raise TimeoutError(f"the gateway did not catch up within {timeout:.0f}s (a /usage took {took:.1f}s)")
+        await asyncio.sleep(1.0)
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A job's run as the database has it: who claimed it and when the claim was asked."""
@@ -192,7 +215,9 @@ async def measure_scale(s: Settings, report: Report) -> None:
         await build_queue(c, s, image)
         await wait_for_count(database, [JobState.QUEUED], n, timeout=120 + n * 0.05, what="the queue")
         built = time.perf_counter() - started
-        note(f"scale: {n} jobs queued in {built:.1f} s; starting {workers} workers")
+        settled = await caught_up(c, timeout=300)
+        note(f"scale: {n} jobs queued in {built:.1f} s, the gateway caught up {settled:.1f} s later; "
+             f"starting {workers} workers")  # fmt: skip
         await c.start_workers()
         await wait_for_count(database, [JobState.RUNNING], slots, timeout=60, what="every slot busy")
         window = (time.perf_counter(), time.perf_counter() + s.scale_window)
@@ -208,6 +233,7 @@ async def measure_scale(s: Settings, report: Report) -> None:
     gaps = [gap.total for gap in found]
     report.details["scale"] = {
         "queue_built_seconds": built,
+        "gateway_caught_up_seconds": settled,
         "queued_after_window": queued,
         "slot_gaps": gaps,
         "slot_gaps_until_claim_asked": [gap.asked for gap in found],
