@@ -99,11 +99,14 @@ TAKE_TURN = (
     "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn"
 )
 
+
 # Every waiting job's place, as the claim would serve them if all were ready: round k of the
-# round-robin takes each member's k-th job, members in the order of their last turn.
-POSITIONS = f"""
+# round-robin takes each member's k-th job, members in the order of their last turn. ``columns``
+# are the job's columns the rows carry (``user_id`` among them).
+def _places(columns: str) -> str:
+    return f"""
 WITH waiting AS (
-    SELECT j.*, ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.created_at, j.id) AS k,
+    SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.created_at, j.id) AS k,
            MIN(j.created_at) OVER (PARTITION BY j.user_id) AS head_at
     FROM jobs j WHERE j.status IN ({sql_states(*WAITING)})
 ), members AS (
@@ -115,6 +118,15 @@ SELECT w.*, ROW_NUMBER() OVER (ORDER BY w.k, m.rank) AS place
 FROM waiting w JOIN members m ON m.user_id = w.user_id
 ORDER BY place
 """
+
+
+POSITIONS = _places("j.*")
+# The queued jobs' places alone, as ids: a long line is read again and again, its jobs once.
+PLACES = (
+    f"SELECT p.id, p.place FROM ({_places('j.id, j.status, j.user_id')}) p "
+    f"WHERE p.status = '{S.QUEUED}' ORDER BY p.place"
+)
+JOBS_IN = "SELECT * FROM jobs WHERE id IN ({ids})"
 
 HOLDERS = f"SELECT DISTINCT claimed_by FROM jobs WHERE status IN ({sql_states(*HELD)}) AND claimed_by IS NOT NULL"
 # Jobs no live process holds: their holder is gone, their lease ran out, or nobody ever held them

@@ -60,6 +60,8 @@ T = TypeVar("T")
 Script = Generator[Op, Any, T]
 # How long the process that ended a job has to tell its member before any other process may.
 NOTICE_LEASE = 30.0
+# The most values one ``IN (…)`` list binds (SQLite's oldest builds allow 999 parameters).
+IN_LIST_SIZE = 500
 
 
 class Store:
@@ -185,6 +187,19 @@ class Store:
     async def positions(self) -> list[tuple[Job, int]]:
         """Every waiting job with its place in line (1 = next)."""
         return [(job_from_row(row), int(row["place"])) for row in await self._read(fetch(q.POSITIONS))]
+
+    async def places(self) -> list[tuple[str, int]]:
+        """Every queued job's id and place in line (1 = next): ``positions`` of the queued, without the jobs."""
+        return [(str(row["id"]), int(row["place"])) for row in await self._read(fetch(q.PLACES))]
+
+    async def jobs(self, job_ids: Collection[str]) -> list[Job]:
+        """The jobs of ``job_ids`` that exist, in no given order (read ``IN_LIST_SIZE`` at a time)."""
+        found: list[Job] = []
+        wanted = sorted(job_ids)
+        for start in range(0, len(wanted), IN_LIST_SIZE):
+            ids, params = in_list("id", wanted[start : start + IN_LIST_SIZE])
+            found += [job_from_row(row) for row in await self._read(fetch(q.JOBS_IN.format(ids=ids), **params))]
+        return found
 
     async def totals(self, day: str) -> Totals:
         row = await self._read(fetch_one(q.TOTALS, day=day))
