@@ -10,7 +10,8 @@ from PIL import Image
 
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import API_KEY, BOT_TOKEN, BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import API_KEY, BOT_TOKEN, BotProcess, rows, send_edit, wait_final_text, wait_result, wait_rows
+from tests.test_lifecycle_e2e import usage_text
 
 EPHEMERAL = 64
 
@@ -439,3 +440,59 @@ async def test_a_phone_photo_is_turned_upright_and_other_inputs_pass_through(
         assert rgb.getpixel((35, 3))[0] > 200 and rgb.getpixel((3, 3))[2] > 200  # the red corner is top-right now
     assert second.data == upright_jpeg and third.data == plain_png  # everything else byte for byte
     assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
+
+
+def odd_images() -> dict[str, tuple[bytes, str]]:
+    """The inputs that take the less usual paths through the checks: ``{filename: (bytes, content type)}``."""
+
+    def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **params)
+        return buffer.getvalue()
+
+    palette = Image.new("P", (40, 30), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return {
+        "phone.jpg": (jpeg(80, 40, 6), "image/jpeg"),
+        "cmyk.jpg": (encoded(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"), "image/jpeg"),
+        "deep.png": (encoded(Image.new("I;16", (40, 30), 40000), "PNG"), "image/png"),
+        "clear.png": (encoded(palette, "PNG", transparency=0), "image/png"),
+        "moving.gif": (animated.getvalue(), "image/gif"),
+        "old.bmp": (encoded(Image.new("RGB", (40, 30), (5, 6, 7)), "BMP"), "image/bmp"),
+    }
+
+
+async def test_odd_images_are_kept_in_the_store_and_sent_and_a_bomb_is_refused_before_a_charge(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """Phone photos, CMYK, 16-bit, transparent palettes, animated GIFs and BMPs go through the database's
+    input rows to the API; a decompression bomb is refused before any charge."""
+    images = odd_images()
+    handle = await send_edit(
+        discord_fake,
+        "odd ones",
+        [data for data, _ in images.values()],
+        filenames=list(images),
+        content_types=[kind for _, kind in images.values()],
+    )
+    result = await wait_result(handle)
+    assert "image1 was turned upright, as its EXIF orientation says" in result.json["content"]
+    sent = image_api.calls[0].images
+    with Image.open(io.BytesIO(sent[0].data)) as upright:
+        assert upright.size == (40, 80)
+    assert sent[1].data == images["cmyk.jpg"][0]  # a JPEG the API takes goes byte for byte
+    assert [part.content_type for part in sent] == ["image/jpeg", "image/jpeg", *["image/png"] * 4]
+    statuses = "SELECT prompt, status FROM jobs ORDER BY created_at"
+    assert await wait_rows(bot.env, statuses, lambda r: r[0][1] != "delivering") == [("odd ones", "succeeded")]
+
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # a tiny file of 400 megapixels
+    refused = await send_edit(discord_fake, "bomb", [make_png(), bomb.getvalue()])
+    followup = await refused.wait_for_webhook("POST")
+    assert "image2 is too large to decode safely" in followup.json["content"]
+    assert len(image_api.calls) == 1
+    assert await rows(bot.env, statuses) == [("odd ones", "succeeded"), ("bomb", "failed")]
+    assert "Today: 1 of 25 edits used" in await usage_text(discord_fake)

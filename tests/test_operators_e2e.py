@@ -4,7 +4,6 @@ and servers' own API keys; the secrecy of every new secret."""
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from tests.harness import (
     SERVER_KEY,
     BotProcess,
     free_port,
+    rows,
     send_edit,
     wait_final_text,
     wait_result,
@@ -32,14 +32,6 @@ from tests.test_metrics_e2e import scrape
 from tests.test_operations_e2e import admin, refusal
 
 TWO_MODELS = "gpt-image-2-vip=0.03,gpt-image-2-all=0.02"
-
-
-def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
-    try:
-        return list(db.execute(sql))
-    finally:
-        db.close()
 
 
 def channel_posts(fake: FakeDiscord, channel_id: int, needle: str) -> list[RecordedRequest]:
@@ -172,7 +164,7 @@ async def test_a_server_picks_its_model_and_sizes_are_checked_per_model(
     call = image_api.calls[-1]
     assert call.field("model") == "gpt-image-2-all" and call.field("size") == "1024x1024"
     assert "gpt-image-2-all" in result.json["content"]  # the caption names the model
-    assert rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'square'") == [("gpt-image-2-all", 20_000)]
+    assert await rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'square'") == [("gpt-image-2-all", 20_000)]
     for size, why in (("1000x1000", "multiples of 16"), ("3840x1024", "3 times"), ("4096x2304", "3840")):
         assert why in await refusal(await send_edit(discord_fake, "odd", [make_png()], size=size))
     assert len(image_api.calls) == 1
@@ -203,7 +195,7 @@ async def test_fast_failures_send_new_jobs_to_the_fallback_for_a_while(
     result = await wait_result(await send_edit(discord_fake, "on the fallback", [make_png()], size="2048x1152"))
     assert image_api.calls[-1].field("model") == "gpt-image-2-all"
     assert "gpt-image-2-all" in result.json["content"]
-    assert rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'on the fallback'") == [
+    assert await rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'on the fallback'") == [
         ("gpt-image-2-all", 20_000)
     ]
     audit = await wait_post(discord_fake, AUDIT, "gpt-image-2-all (fallback)")
@@ -254,7 +246,7 @@ async def test_a_server_key_is_stored_encrypted_used_for_its_jobs_and_outside_th
     assert "own API key is set" in await refusal(submitted)
 
     # At rest: encrypted with ATELIER_SECRET_KEY, and in no file in clear.
-    (encrypted,) = rows(bot_env, "SELECT encrypted FROM guild_keys")[0]
+    ((encrypted,),) = await rows(bot_env, "SELECT encrypted FROM guild_keys")
     assert Fernet(SECRET_KEY.encode()).decrypt(encrypted.encode()).decode() == SERVER_KEY
     assert files_holding(Path(bot_env["DATA_DIR"]), SERVER_KEY.encode()) == []
 
@@ -262,7 +254,7 @@ async def test_a_server_key_is_stored_encrypted_used_for_its_jobs_and_outside_th
     for n in range(3):
         await wait_result(await send_edit(discord_fake, f"own key {n}", [make_png()]))
     assert [c.headers["Authorization"] for c in image_api.calls] == [f"Bearer {SERVER_KEY}"] * 3
-    assert rows(bot_env, "SELECT COUNT(*) FROM jobs WHERE guild_key = 1") == [(3,)]
+    assert await rows(bot_env, "SELECT COUNT(*) FROM jobs WHERE guild_key = 1") == [(3,)]
     metrics = await scrape(port)
     assert abs(metrics['atelier_spend_today_usd{key="server"}'] - 0.09) < 1e-9
     assert metrics['atelier_spend_today_usd{key="operator"}'] == 0
@@ -296,7 +288,7 @@ async def test_a_server_key_is_stored_encrypted_used_for_its_jobs_and_outside_th
     # Cleared: the bot's key again, and the operator's budget counts again.
     cleared = await key_command(discord_fake, "clear", user_id=discord_fake.OWNER_ID)
     assert "was removed" in await refusal(cleared)
-    assert rows(bot_env, "SELECT COUNT(*) FROM guild_keys") == [(0,)]
+    assert await rows(bot_env, "SELECT COUNT(*) FROM guild_keys") == [(0,)]
     await wait_result(await send_edit(discord_fake, "operator's key", [make_png()]))
     assert image_api.calls[-1].headers["Authorization"] == f"Bearer {API_KEY}"
     assert "budget" in await refusal(await send_edit(discord_fake, "over budget", [make_png()]))

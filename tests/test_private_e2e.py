@@ -90,7 +90,7 @@ async def test_another_member_cannot_refine_or_reroll_a_private_result(
         answer = (await other.wait_for_callback()).json
         assert answer["type"] == 4 and answer["data"]["flags"] & EPHEMERAL
         assert "private to the member who asked" in answer["data"]["content"]
-    assert len(image_api.calls) == 1 and len(money(bot.env)) == 1
+    assert len(image_api.calls) == 1 and len(await money(bot.env)) == 1
 
 
 async def test_a_late_private_result_is_sent_by_direct_message(
@@ -128,7 +128,7 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     assert refused.response["code"] == 50007
     rows = await wait_rows(bot.env, "SELECT status, delivered FROM jobs", lambda r: r[0][0] == "succeeded")
     assert rows == [("succeeded", "undelivered")]
-    assert money(bot.env) == [("never arrives", "charge")]  # made, so not refunded
+    assert await money(bot.env) == [("never arrives", "charge")]  # made, so not refunded
 
     usage = await discord_fake.slash_command("usage", [])
     first = await usage.wait_for_callback()
@@ -159,7 +159,7 @@ async def test_the_server_setting_can_forbid_or_force_private_results(
     refused = await send_private_edit(discord_fake, "hide it", [make_png()])
     answer = (await refused.wait_for_callback()).json["data"]
     assert answer["flags"] & EPHEMERAL and "doesn't allow private results" in answer["content"]
-    assert image_api.calls == [] and money(bot.env) == []
+    assert image_api.calls == [] and await money(bot.env) == []
 
     assert "Private results: **always**" in await set_private("always")
     forced = await send_edit(discord_fake, "public by default", [make_png()])
