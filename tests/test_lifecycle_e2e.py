@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 from typing import Any
@@ -96,7 +95,7 @@ async def test_with_one_busy_slot_the_member_who_waited_goes_before_a_second_job
     a1 = await send_edit(discord_fake, "A1", [make_png()], user_id=a)
     await image_api.wait_for_started(1)
     a2 = await send_edit(discord_fake, "A2", [make_png()], user_id=a)
-    await asyncio.sleep(0.2)
+    await wait_final_text(a2, "Queued")  # A's second is in line before B asks
     b1 = await send_edit(discord_fake, "B1", [make_png()], user_id=b)
     for handle in (a1, a2, b1):
         await wait_result(handle, timeout=20)
@@ -181,4 +180,6 @@ async def test_an_unexpected_error_in_a_button_gets_the_one_apology_with_a_refer
     assert reference is not None
     assert f"(reference {reference.group(1)})" in bot_process.log()
     await wait_result(running)
-    assert [c.field("prompt") for c in image_api.calls] == ["slow"]  # the cancel itself took effect
+    # The cancel itself took effect: once nothing is unfinished, the queued job never ran.
+    assert await settled(bot_env) == [("slow", "succeeded", "charge"), ("queued", "cancelled", "charge+refund")]
+    assert [c.field("prompt") for c in image_api.calls] == ["slow"]

@@ -3,7 +3,6 @@ direct message, closed DMs (undelivered, told next time), and the server's priva
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
@@ -137,10 +136,20 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     assert notice.json["flags"] & EPHEMERAL
     assert "could not reach you" in notice.json["content"] and "never arrives" in notice.json["content"]
     await wait_rows(bot.env, "SELECT job_id FROM notices WHERE shown_at IS NOT NULL", lambda r: len(r) == 1)
-    # Told once: the next command gets no notice.
+    # Told once: the next command gets no notice ...
     again = await discord_fake.slash_command("usage", [])
     await again.wait_for_callback()
-    await asyncio.sleep(0.5)  # a notice follows the answer within milliseconds
+    # ... which shows once a later result is lost too: the command after that is told of it alone.
+    image_api.then(Reply(delay=1.0))
+    lost = await send_private_edit(discord_fake, "lost as well", [make_png()])
+    await image_api.wait_for_started(2)
+    discord_fake.expire_interaction(lost.token)
+    await wait_rows(
+        bot.env, "SELECT delivered FROM jobs WHERE prompt = 'lost as well'", lambda r: r == [("undelivered",)]
+    )
+    later = await discord_fake.slash_command("usage", [])
+    second_notice = await later.wait_for_webhook("POST")
+    assert "lost as well" in second_notice.json["content"] and "never arrives" not in second_notice.json["content"]
     assert again.followups() == []
 
 
