@@ -306,6 +306,7 @@ class _Fault:
     body: Any
     headers: dict[str, str]
     times: int
+    only: Callable[[RecordedRequest], bool] | None = None
 
 
 @dataclass
@@ -696,9 +697,11 @@ class FakeDiscord:
         headers: dict[str, str] | None = None,
         *,
         times: int = 1,
+        only: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
-        """The next ``times`` requests matching ``method`` and ``path_regex`` (re.search on the path) get
-        this answer instead.  A 429 gets Discord's rate-limit body and headers by default."""
+        """The next ``times`` requests matching ``method`` and ``path_regex`` (re.search on the path), and
+        ``only`` when given (e.g. a request that carries files), get this answer instead.  A 429 gets
+        Discord's rate-limit body and headers by default."""
         if status == 429:
             retry = float((json_body or {}).get("retry_after", 0.05))
             json_body = json_body or {
@@ -719,7 +722,8 @@ class FakeDiscord:
             }
         if json_body is None:
             json_body = {"code": 0, "message": f"{status}: injected failure"}
-        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
+        fault = _Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times, only)
+        self._faults.append(fault)
 
     def rate_limit_webhooks(self, limit: int, per: float) -> None:
         """Emulate Discord's per-token webhook bucket: ``limit`` requests per ``per`` seconds on each
@@ -755,9 +759,13 @@ class FakeDiscord:
             headers |= {"X-RateLimit-Scope": "user", "Retry-After": str(max(1, int(reset_after + 0.999)))}
         return _Limited(headers, reset_after if refused else None)
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, rec: RecordedRequest) -> _Fault | None:
         for fault in self._faults:
-            if fault.method in (method, "*") and fault.path.search(path):
+            if (
+                fault.method in (rec.method, "*")
+                and fault.path.search(rec.path)
+                and (fault.only is None or fault.only(rec))
+            ):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
@@ -789,7 +797,7 @@ class FakeDiscord:
         return response
 
     async def _answer(self, request: web.Request, rec: RecordedRequest, handler: AiohttpHandler) -> web.StreamResponse:
-        fault = self._take_fault(rec.method, rec.path)
+        fault = self._take_fault(rec)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)
         if request.match_info.route.name == "unknown":

@@ -89,6 +89,9 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     usage: dict[str, int] | None = None
+    # Answer only once the test sets this (then after ``delay``): a call that holds its slot until a
+    # scenario is in place, whatever the machine's speed.
+    until: asyncio.Event | None = field(default=None, compare=False)
 
 
 class FakeImageAPI:
@@ -218,6 +221,8 @@ class FakeImageAPI:
                 )
             reply = self.script.popleft() if self.script else self.default
             await self._notify()
+            if reply.until is not None:
+                await reply.until.wait()
             await asyncio.sleep(reply.delay or self.latency)
             return await self._reply(request, call, reply)
         finally:

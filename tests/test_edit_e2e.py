@@ -335,12 +335,16 @@ async def test_discord_refusing_the_upload_shrinks_once_more(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     output = noise_png(300, 300)
-    image_api.then(Reply(image=output, delay=0.5))
-    handle = await send_edit(discord_fake, "x", [make_png()])
-    await handle.wait_for_webhook("PATCH")  # the "Editing…" status, before the API answers
+    image_api.then(Reply(image=output))
+    # The first upload of the result is refused (status edits carry no file, whenever they come).
     discord_fake.fail_next(
-        "PATCH", r"/webhooks/.*/messages/\d+$", 413, {"code": 40005, "message": "Request entity too large"}
+        "PATCH",
+        r"/webhooks/.*/messages/\d+$",
+        413,
+        {"code": 40005, "message": "Request entity too large"},
+        only=lambda r: bool(r.files),
     )
+    handle = await send_edit(discord_fake, "x", [make_png()])
     result = await wait_result(handle)
     refused = [r for r in handle.webhook_requests() if r.status == 413]
     assert len(refused) == 1 and refused[0].files[0].data == output

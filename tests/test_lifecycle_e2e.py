@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 from typing import Any
@@ -90,13 +91,16 @@ async def test_with_one_busy_slot_the_member_who_waited_goes_before_a_second_job
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
-    image_api.latency = 1.0
+    b_asked = asyncio.Event()
+    image_api.then(Reply(until=b_asked))  # A's first holds the only slot until B is in line
     a, b = discord_fake.USER_ID, discord_fake.OTHER_USER_ID
     a1 = await send_edit(discord_fake, "A1", [make_png()], user_id=a)
     await image_api.wait_for_started(1)
     a2 = await send_edit(discord_fake, "A2", [make_png()], user_id=a)
     await wait_final_text(a2, "Queued")  # A's second is in line before B asks
     b1 = await send_edit(discord_fake, "B1", [make_png()], user_id=b)
+    await wait_final_text(b1, "Queued")
+    b_asked.set()
     for handle in (a1, a2, b1):
         await wait_result(handle, timeout=20)
     assert [c.field("prompt") for c in image_api.calls] == ["A1", "B1", "A2"]

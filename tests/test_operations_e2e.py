@@ -102,11 +102,15 @@ async def test_round_robin_member_b_overtakes_member_a(
 ) -> None:
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
     image_api.latency = 0.3
+    b_asked = asyncio.Event()
+    image_api.then(Reply(until=b_asked))  # A's first holds the only slot until B is in line
     a, b = discord_fake.USER_ID, discord_fake.OTHER_USER_ID
     a_jobs = [await send_edit(discord_fake, f"A{n}", [make_png()], user_id=a) for n in range(1, 6)]
     for handle in a_jobs:
         await handle.wait_for_webhook("PATCH")  # queued (its images are in) before B asks
     b_job = await send_edit(discord_fake, "B1", [make_png()], user_id=b)
+    await wait_final_text(b_job, "Queued")
+    b_asked.set()
     await wait_result(b_job, timeout=30)
     await wait_result(a_jobs[-1], timeout=30)
     order = prompts(image_api)
