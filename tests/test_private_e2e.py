@@ -7,7 +7,7 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, money, option, send_edit, wait_rows
+from tests.harness import BotProcess, money, option, rows, send_edit, wait_rows
 from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, result_button
 from tests.test_results_e2e import wait_click_result
 
@@ -151,6 +151,27 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     second_notice = await later.wait_for_webhook("POST")
     assert "lost as well" in second_notice.json["content"] and "never arrives" not in second_notice.json["content"]
     assert again.followups() == []
+
+
+async def test_a_notice_being_told_as_the_bot_stops_is_sent_and_recorded_as_told(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    discord_fake.closed_dms.add(discord_fake.USER_ID)
+    image_api.then(Reply(delay=1.0))
+    handle = await send_private_edit(discord_fake, "told at the stop", [make_png()])
+    await image_api.wait_for_started(1)
+    discord_fake.expire_interaction(handle.token)
+    await wait_rows(bot.env, "SELECT delivered FROM jobs", lambda r: r == [("undelivered",)])
+    # Discord rate-limits the notice once: discord.py waits a second to send it again, and the bot stops meanwhile.
+    discord_fake.fail_next(
+        "POST", r"/webhooks/", 429, {"retry_after": 1.0}, only=lambda r: "told at the stop" in str(r.json)
+    )
+    usage = await discord_fake.slash_command("usage", [])
+    await discord_fake.wait_for_request(lambda r: usage._mine(r) and r.status == 429)
+    assert await bot.stop() == 0
+    (notice,) = usage.followups()
+    assert "told at the stop" in notice["content"]
+    assert await rows(bot.env, "SELECT COUNT(*) FROM notices WHERE shown_at IS NOT NULL") == [(1,)]
 
 
 async def test_the_server_setting_can_forbid_or_force_private_results(
