@@ -133,6 +133,9 @@ class Reply:
     delay: float = 0.0
     usage: dict[str, Any] | None = None
     no_usage: bool = False  # answer without ``usage`` (a provider or route that leaves it out)
+    # Answer only once the test sets this (then after ``delay``): a call that holds its slot until a
+    # scenario is in place, whatever the machine's speed.
+    until: asyncio.Event | None = field(default=None, compare=False)
 
 
 class FakeImageAPI:
@@ -311,6 +314,8 @@ class FakeImageAPI:
                 )
             reply = self.script.popleft() if self.script else self.default
             await self._notify()
+            if reply.until is not None:
+                await reply.until.wait()
             await asyncio.sleep(reply.delay or self.latency)
             return await self._reply(request, call, reply)
         finally:

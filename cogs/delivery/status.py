@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import logging
 import time
@@ -271,7 +272,12 @@ class DiscordNotifier:
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         state = job.state
         if state is JobState.RUNNING:
-            await self._close(job)  # a line of the job's wait, or of an earlier run
+            await self._close(job)  # a line of the job's wait, or of an earlier run (a move it began ends first)
+            # That line may have moved the status while the job was claimed: start where the store says it is
+            # now, not where the claim read it, or this line would move it from the old message once more.
+            current = await self.engine.job(job.id)
+            if current is not None and current.destination is not None:
+                job = dataclasses.replace(job, destination=current.destination)
             line = self._line(job)
             if line is not None:
                 line.update(functools.partial(self.running_text, job), None)
