@@ -368,7 +368,7 @@ async def wait_inputs_released(env: dict[str, str], timeout: float = 15) -> None
     when it ends, a succeeded one's kept for a reroll (``ended_at``)."""
     await wait_rows(
         env,
-        "SELECT i.job_id, j.status FROM job_inputs i JOIN jobs j ON j.id = i.job_id "
+        "SELECT i.job_id, j.status FROM input_sets i JOIN jobs j ON j.id = i.job_id "
         "WHERE i.ended_at IS NULL AND j.status IN ('succeeded', 'failed', 'cancelled')",
         lambda r: r == [],
         timeout,

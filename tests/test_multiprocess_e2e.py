@@ -340,7 +340,7 @@ async def test_a_reroll_runs_on_any_worker_from_the_inputs_kept_in_the_database(
     message = handle.original_message()
     assert message is not None
     # The finished job's input is kept for a reroll: the row, marked once the job's end is recorded.
-    await poll(lambda: rows(database, "SELECT COUNT(*) FROM job_inputs WHERE ended_at IS NOT NULL"), [(1,)])
+    await poll(lambda: rows(database, "SELECT COUNT(*) FROM input_sets WHERE ended_at IS NOT NULL"), [(1,)])
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     result = await wait_click_result(click, timeout=30)
     assert result.files

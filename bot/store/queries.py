@@ -162,26 +162,29 @@ RECENT_RUNS = (
     f"WHERE status = '{S.SUCCEEDED}' AND started_at IS NOT NULL AND finished_at >= :since ORDER BY finished_at"
 )
 
-# Inputs: a job's images while it is unfinished; a succeeded job's kept a while for Reroll (``ended_at``).
+# Inputs: a job's images while it is unfinished; a succeeded job's kept a while for Reroll. The set's
+# own row (``input_sets``) holds their size and, once kept, when the job ended: what retention reads.
 DELETE_INPUTS = "DELETE FROM job_inputs WHERE job_id = :job_id"
+DELETE_INPUT_SET = "DELETE FROM input_sets WHERE job_id = :job_id"
 INSERT_INPUT = (
     "INSERT INTO job_inputs (job_id, number, mime, width, height, data) "
     "VALUES (:job_id, :number, :mime, :width, :height, :data)"
 )
-QUEUED_INPUT_BYTES = "SELECT COALESCE(SUM(length(data)), 0) AS n FROM job_inputs WHERE ended_at IS NULL"
+INSERT_INPUT_SET = "INSERT INTO input_sets (job_id, bytes, ended_at) VALUES (:job_id, :bytes, NULL)"
+QUEUED_INPUT_BYTES = "SELECT COALESCE(SUM(bytes), 0) AS n FROM input_sets WHERE ended_at IS NULL"
 LOAD_INPUTS = "SELECT mime, width, height, data FROM job_inputs WHERE job_id = :job_id ORDER BY number"
-INPUTS_EXIST = "SELECT COUNT(*) AS n FROM job_inputs WHERE job_id = :job_id"
-INPUTS_SIZE = "SELECT SUM(length(data)) AS n FROM job_inputs WHERE job_id = :job_id"
-INPUTS_KEPT = "SELECT COUNT(*) AS n FROM job_inputs WHERE job_id = :job_id AND (ended_at IS NULL OR ended_at > :since)"
-MARK_KEPT = "UPDATE job_inputs SET ended_at = :ended_at WHERE job_id = :job_id"
-EXPIRED_KEPT = "SELECT DISTINCT job_id FROM job_inputs WHERE ended_at IS NOT NULL AND ended_at <= :before"
+INPUTS_EXIST = "SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :job_id"
+INPUTS_SIZE = "SELECT bytes AS n FROM input_sets WHERE job_id = :job_id"
+INPUTS_KEPT = "SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :job_id AND (ended_at IS NULL OR ended_at > :since)"
+MARK_KEPT = "UPDATE input_sets SET ended_at = :ended_at WHERE job_id = :job_id"
+EXPIRED_KEPT = "SELECT job_id FROM input_sets WHERE ended_at IS NOT NULL AND ended_at <= :before"
 KEPT_BY_AGE = (
-    "SELECT job_id, SUM(length(data)) AS size, MIN(ended_at) AS ended FROM job_inputs "
-    "WHERE ended_at IS NOT NULL GROUP BY job_id ORDER BY ended, job_id"
+    "SELECT job_id, bytes AS size, ended_at AS ended FROM input_sets "
+    "WHERE ended_at IS NOT NULL ORDER BY ended_at, job_id"
 )
-ORPHAN_INPUTS = (
-    "DELETE FROM job_inputs WHERE ended_at IS NULL AND job_id IN "
-    f"(SELECT id FROM jobs WHERE status IN ({sql_states(*ENDED)}))"
+ORPHAN_INPUT_SETS = (
+    "SELECT s.job_id FROM input_sets s JOIN jobs j ON j.id = s.job_id "
+    f"WHERE s.ended_at IS NULL AND j.status IN ({sql_states(*ENDED)})"
 )
 
 # The outbox: a final outcome owed to a member, recorded with the move that ended the job.

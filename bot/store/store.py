@@ -242,7 +242,7 @@ class Store:
         return bool(await self._read(fetch_value(q.INPUTS_EXIST, job_id=job_id)))
 
     async def delete_inputs(self, job_id: str) -> None:
-        await self._write(execute(q.DELETE_INPUTS, job_id=job_id))
+        await self._write(_delete_inputs(job_id))
 
     async def queued_input_bytes(self) -> int:
         return int(await self._read(fetch_value(q.QUEUED_INPUT_BYTES)) or 0)
@@ -262,7 +262,7 @@ class Store:
 
     async def drop_orphan_inputs(self) -> int:
         """Delete the inputs of jobs that are over but were never marked kept (their process died as they ended)."""
-        return await self._write(execute(q.ORPHAN_INPUTS))
+        return await self._write(_drop_orphans())
 
     # The outbox -------------------------------------------------------------------------------------
 
@@ -566,7 +566,7 @@ def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:
 def _save_inputs(job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> Script[None]:
     # The rows first, then the total under the lock: the writes of megabytes go side by side,
     # and only the check takes turns (others' uncommitted rows do not count).
-    yield from execute(q.DELETE_INPUTS, job_id=job_id)
+    yield from _delete_inputs(job_id)
     yield from execute_many(
         q.INSERT_INPUT,
         [
@@ -574,16 +574,29 @@ def _save_inputs(job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> 
             for n, i in enumerate(images, start=1)
         ],
     )
+    yield from execute(q.INSERT_INPUT_SET, job_id=job_id, bytes=sum(len(i.data) for i in images))
     yield from lock("inputs")
     if int((yield from fetch_value(q.QUEUED_INPUT_BYTES)) or 0) > cap_bytes:
         raise QueueFullError()  # the transaction is rolled back: nothing of this job is kept
+
+
+def _delete_inputs(job_id: str) -> Script[None]:
+    yield from execute(q.DELETE_INPUTS, job_id=job_id)
+    yield from execute(q.DELETE_INPUT_SET, job_id=job_id)
+
+
+def _drop_orphans() -> Script[int]:
+    orphans = [str(r["job_id"]) for r in (yield from fetch(q.ORPHAN_INPUT_SETS))]
+    for job_id in orphans:
+        yield from _delete_inputs(job_id)
+    return len(orphans)
 
 
 def _keep_inputs(job_id: str, ended_at: float, cap_bytes: int) -> Script[bool]:
     yield from lock("kept")
     size = yield from fetch_value(q.INPUTS_SIZE, job_id=job_id)
     if size is None or int(size) > cap_bytes:
-        yield from execute(q.DELETE_INPUTS, job_id=job_id)
+        yield from _delete_inputs(job_id)
         return False
     yield from _drop_oldest(cap_bytes - int(size))
     yield from execute(q.MARK_KEPT, job_id=job_id, ended_at=ended_at)
@@ -594,7 +607,7 @@ def _drop_kept(ended_before: float, cap_bytes: int) -> Script[int]:
     yield from lock("kept")
     expired = [str(r["job_id"]) for r in (yield from fetch(q.EXPIRED_KEPT, before=ended_before))]
     for job_id in expired:
-        yield from execute(q.DELETE_INPUTS, job_id=job_id)
+        yield from _delete_inputs(job_id)
     return len(expired) + (yield from _drop_oldest(cap_bytes))
 
 
@@ -606,7 +619,7 @@ def _drop_oldest(most: int) -> Script[int]:
     for row in kept:
         if total <= most:
             break
-        yield from execute(q.DELETE_INPUTS, job_id=row["job_id"])
+        yield from _delete_inputs(str(row["job_id"]))
         total -= int(row["size"])
         dropped += 1
     return dropped
