@@ -237,7 +237,9 @@ async def test_a_reroll_of_a_region_edit_sends_the_same_mask_again(
 ) -> None:  # fmt: skip
     await start_on(bot_process, bot_env, image_api, tmp_path, OFFICIAL_DEFAULT)
     message = await a_result(discord_fake, image_api, make_png(WIDTH, HEIGHT, (1, 2, 3)))
-    await repaint(discord_fake, message, "a kite", **{CELLS_FIELD: ["top", "top-right"]})
+    # The member's own mask is gone from Discord's side by then: the one kept with the job is sent again.
+    own = discord_fake.add_attachment(rgba_png(WIDTH, HEIGHT, (0, 90, 30, 112)), "mask.png", "image/png")
+    await repaint(discord_fake, message, "a kite", **{CELLS_FIELD: ["top"], MASK_FIELD: [own]})
     result = stored(discord_fake, await wait_thread_result(discord_fake, int(message["id"])))
     click = await discord_fake.click_button(result, result_button(result, "Reroll"))
     await image_api.wait_for_calls(3, timeout=20)
