@@ -37,6 +37,7 @@ from cogs.core.errors import guarded
 from cogs.core.language import language_of
 from cogs.core.model_options import picked_options
 from cogs.core.requests import clean_prompt, form_answers, parse_style, requester
+from cogs.delivery.buttons import first_image
 from cogs.delivery.region import RegionButton, check_mask_file, grid_cells
 from cogs.members.refine import RefineSource
 
@@ -44,8 +45,13 @@ if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
 
 
-def output_size(parent: Job) -> tuple[int, int] | None:
-    """The clicked result's size in pixels (image1's), when it was recorded."""
+def image1_size(interaction: discord.Interaction, ids: RegionModalId, parent: Job) -> tuple[int, int] | None:
+    """image1's size in pixels: the clicked result's file as Discord describes it, else as its job recorded it
+    (which may lag a moment behind the post)."""
+    message = interaction.message
+    attachment = first_image(message) if message is not None and message.id == ids.message_id else None
+    if attachment is not None and attachment.width and attachment.height:
+        return attachment.width, attachment.height
     if parent.output_width and parent.output_height:
         return parent.output_width, parent.output_height
     return None
@@ -74,7 +80,7 @@ class RegionCog(commands.Cog):
         masks = answers.files(MASK_FIELD)
         if len(masks) > 1:  # the form takes one: only a tampered client sends more
             raise InputError(_t("Add one mask at most."))
-        image_size = output_size(parent)
+        image_size = image1_size(interaction, ids, parent)
         for payload in masks:
             check_mask_file(payload, image_size)
         region = Region(grid_cells(answers.picked(REGION_CELLS_FIELD) or []), mask=bool(masks))
