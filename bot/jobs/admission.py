@@ -149,6 +149,7 @@ class Admission:
         chosen.check_size(request.size)
         # Only what the model takes is ever sent (the provider silently rewrites the rest).
         request = dataclasses.replace(request, options=chosen.check_options(request.options))
+        chosen.check_region(request.region)  # a region edit needs a model that takes a mask, and a marked region
         endpoint = kind_of(request.kind).endpoint
         if chosen.path(endpoint) is None:
             raise InputError(
@@ -160,7 +161,7 @@ class Admission:
             raise BalanceTooLowError()
         if await self._inputs.full():
             raise QueueFullError()
-        model = self._router.route(chosen, request.size, request.options, endpoint)
+        model = self._router.route(chosen, request.size, request.options, endpoint, mask=request.region is not None)
         # A flat price, or by tokens the most this job can cost (settled to the real cost at its end).
         cost = model.reservation(request.api_prompt, request.input_count, request.size, request.options)
         # The check and the charge are one step (``Lifecycle.create``), so two quick requests
@@ -193,14 +194,17 @@ class Admission:
             job = preparing
             notes: tuple[str, ...] = ()
             inputs: tuple[InputInfo, ...] = ()
-            if kind_of(job.kind).needs_images:
+            kind = kind_of(job.kind)
+            if kind.needs_images:
                 await self._after_answers()
                 files = await source.fetch()
-                images = await self._editor.prepare_inputs(files)
+                images = await kind.prepare(job, files, self._editor)
                 await self._inputs.save(job.id, images)
                 # Notes are kept as text, in the language of the member who reads them.
                 notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
-                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in images)
+                # What the result names image1…; a kind may keep more after them (a region edit's mask).
+                shown = images[: job.request.input_count]
+                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in shown)
             queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes, inputs=inputs)
             if queued is None:  # cancelled while its images were being prepared: never queued again
                 await self._inputs.delete(job.id)  # saved after the job ended

@@ -121,7 +121,8 @@ class ProviderRequest:
     """What one call asks of the API; ``images`` are in prompt order (image1 first).
 
     ``model`` empty means ``IMAGE_MODEL``; ``api_key`` is a server's own key (``None``: the operator's);
-    ``options`` are the model's options the job asked for, by wire name (checked at admission).
+    ``options`` are the model's options the job asked for, by wire name (checked at admission); ``mask`` is
+    a region edit's mask (a PNG whose transparent pixels mark where to edit, applied to image1).
     """
 
     endpoint: Endpoint
@@ -131,6 +132,7 @@ class ProviderRequest:
     model: str = ""
     api_key: str | None = field(default=None, repr=False)
     options: Mapping[str, str | int] = field(default_factory=dict)
+    mask: PreparedImage | None = None
 
 
 @dataclass(frozen=True)
@@ -175,8 +177,16 @@ class ImageAPIClient:
 
     def _body(self, request: ProviderRequest, model: ImageModel) -> aiohttp.FormData | dict[str, str | int]:
         """An edit's multipart form (the images as repeated parts named as the model's catalog entry says, in
-        prompt order), or a generation's JSON. ``response_format`` always when the model takes it, since the
-        provider's default may change; the job's options exactly, and only those the model takes."""
+        prompt order, then a region edit's ``mask``), or a generation's JSON. ``response_format`` always when the
+        model takes it, since the provider's default may change; the job's options exactly, and only those the model
+        takes. A mask goes only to a model that takes one: otherwise nothing is sent (``BadRequestError``)."""
+        if request.mask is not None and (not model.mask or request.endpoint is not Endpoint.EDITS):
+            # The catalog changed since the job was accepted. Without its mask the whole image would be
+            # repainted (and billed): refuse before anything is sent.
+            raise BadRequestError(
+                _t("{model} no longer takes a mask, so this region edit was not sent.", model=model.name),
+                log_detail=f"not sending a mask to model {model.name}, which takes none",
+            )
         fields: dict[str, str | int] = {"model": model.wire, "prompt": request.prompt}
         if request.size:
             fields["size"] = request.size
@@ -201,6 +211,8 @@ class ImageAPIClient:
                 filename=f"image{number}.{image.extension}",
                 content_type=image.mime,
             )
+        if request.mask is not None:
+            form.add_field("mask", request.mask.data, filename="mask.png", content_type=request.mask.mime)
         return form
 
     async def edit(self, request: ProviderRequest) -> ImageEditResult:
