@@ -4,17 +4,14 @@ in a form reaching the image API in order, the same checks as /edit's attachment
 
 from __future__ import annotations
 
-import asyncio
 import io
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, is_channel_post, option, send_edit, wait_result
+from tests.harness import BotProcess, is_channel_post, option, rows, send_edit, wait_result, wait_rows
 from tests.test_message_edit_e2e import open_form
 from tests.test_presets_e2e import add
 from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, first_result, open_refine, wait_thread_result
@@ -24,32 +21,6 @@ EPHEMERAL = 64
 IMAGES_FIELD = "atelier-images"
 OPTIONS_FIELD = "atelier-options"
 STYLE_FIELD = "atelier-style"
-
-
-async def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
-    """Rows of the bot's database, whichever it runs on (``sql`` without parameters)."""
-    url = env.get("DATABASE_URL")
-    if url is None:
-        db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
-        try:
-            return list(db.execute(sql))
-        finally:
-            db.close()
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        return [tuple(r) for r in await conn.fetch(sql)]
-    finally:
-        await conn.close()
-
-
-async def rows_when(env: dict[str, str], sql: str, done: Any, timeout: float = 10) -> list[tuple[Any, ...]]:
-    """The rows of ``sql`` once ``done(rows)`` holds (a job's end is recorded just after its result is posted)."""
-    async with asyncio.timeout(timeout):
-        while not done(found := await rows(env, sql)):  # noqa: ASYNC110  # the bot's process writes them
-            await asyncio.sleep(0.05)
-    return found
 
 
 def fields(form: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -187,7 +158,7 @@ async def test_images_added_to_a_refine_follow_the_result_in_the_order_they_were
     assert [p.data for p in call.images] == [result_image, hat, scarf, boots]
     assert [p.content_type for p in call.images] == ["image/png", "image/png", "image/jpeg", "image/png"]
     assert call.field("prompt") == "put the hat from image2 on him"
-    jobs = await rows_when(
+    jobs = await wait_rows(
         bot.env,
         "SELECT origin, input_count, status FROM jobs ORDER BY created_at",
         lambda found: found[-1][2] == "succeeded",
@@ -229,7 +200,7 @@ async def test_edit_images_adds_the_uploads_after_the_messages_own_images(
     assert int(status.json["message_reference"]["message_id"]) == int(message["id"])
     (call,) = await image_api.wait_for_calls(1, timeout=20)
     assert [p.data for p in call.images] == [first, second, linked, *added]
-    jobs = await rows_when(bot.env, "SELECT origin, input_count, status FROM jobs", lambda f: f[0][2] == "succeeded")
+    jobs = await wait_rows(bot.env, "SELECT origin, input_count, status FROM jobs", lambda f: f[0][2] == "succeeded")
     assert jobs == [("message", 5, "succeeded")]
 
 
@@ -260,7 +231,7 @@ async def test_a_bad_file_in_a_refine_is_refused_privately_and_costs_nothing(
     _, sent = await refine(discord_fake, message, "x", **{IMAGES_FIELD: [bad]})
     told = await sent.wait_for_webhook("POST", timeout=20)
     assert told.json["flags"] & EPHEMERAL and "image2 is too large to decode safely" in told.json["content"]
-    money = await rows_when(
+    money = await wait_rows(
         bot.env,
         "SELECT j.origin, m.entry FROM money m JOIN jobs j ON j.id = m.job_id ORDER BY j.created_at, m.entry",
         lambda found: len(found) == 3,
@@ -315,7 +286,7 @@ async def test_spoiler_is_stored_and_offered_again_on_the_spoilered_result(
     form, _ = await refine(discord_fake, message, "something scary", **{OPTIONS_FIELD: ["spoiler"]})
     assert options_of(form) == {"only-me": False, "spoiler": False}
     result = await wait_thread_result(discord_fake, int(message["id"]))
-    jobs = await rows_when(
+    jobs = await wait_rows(
         bot.env, "SELECT origin, spoiler, private FROM jobs ORDER BY created_at", lambda f: len(f) == 2
     )
     assert jobs == [("command", 0, 0), ("refine", 1, 0)]
@@ -326,7 +297,7 @@ async def test_spoiler_is_stored_and_offered_again_on_the_spoilered_result(
     form, _ = await refine(discord_fake, spoilered, "scarier")
     assert options_of(form) == {"only-me": False, "spoiler": True}
     await image_api.wait_for_calls(3, timeout=20)
-    jobs = await rows_when(bot.env, "SELECT spoiler FROM jobs ORDER BY created_at", lambda f: len(f) == 3)
+    jobs = await wait_rows(bot.env, "SELECT spoiler FROM jobs ORDER BY created_at", lambda f: len(f) == 3)
     assert jobs == [(0,), (1,), (1,)]
 
     # "Edit images" suggests a spoiler when the message hides its own image behind one.
@@ -355,7 +326,7 @@ async def test_only_me_makes_a_public_results_refinement_private(
     assert [p.data for p in image_api.calls[1].images] == [result_image, added]
     # Nothing anyone else could see: no thread, no post, no edit in the channel.
     assert not [r for r in discord_fake.requests[start:] if r.path.startswith("/api/v10/channels/")]
-    jobs = await rows_when(
+    jobs = await wait_rows(
         bot.env,
         "SELECT origin, private, delivered, input_count FROM jobs ORDER BY created_at",
         lambda f: f[-1][2] is not None,
@@ -369,7 +340,7 @@ async def test_only_me_makes_a_public_results_refinement_private(
     assert options_of(form) == {"spoiler": False}
     assert (await again.wait_for_callback()).json["data"]["flags"] & EPHEMERAL
     await wait_click_result(again)
-    jobs = await rows_when(bot.env, "SELECT private FROM jobs ORDER BY created_at", lambda f: len(f) == 3)
+    jobs = await wait_rows(bot.env, "SELECT private FROM jobs ORDER BY created_at", lambda f: len(f) == 3)
     assert jobs == [(0,), (1,), (1,)]
 
 
@@ -383,7 +354,7 @@ async def test_the_edit_images_options_make_it_private_and_a_spoiler(
     sent = await discord_fake.submit_modal(form["custom_id"], answers, channel_id=int(message["channel_id"]))
     assert (await sent.wait_for_callback()).json["data"]["flags"] & EPHEMERAL
     await wait_click_result(sent)
-    jobs = await rows_when(bot.env, "SELECT private, spoiler, delivered FROM jobs", lambda f: f[0][2] is not None)
+    jobs = await wait_rows(bot.env, "SELECT private, spoiler, delivered FROM jobs", lambda f: f[0][2] is not None)
     assert jobs == [(1, 1, "private")]
 
 

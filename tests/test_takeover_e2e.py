@@ -14,18 +14,24 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import asyncpg
 import pytest
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, bot_environment, is_result_edit, send_edit, wait_final_text, wait_result
+from tests.harness import (
+    BotProcess,
+    bot_environment,
+    is_result_edit,
+    rows,
+    send_edit,
+    wait_final_text,
+    wait_result,
+    wait_rows,
+)
 from tests.postgres import fresh_database
 
 SAFETY = {"error": {"message": "Your request was rejected by the safety system.", "type": "invalid_request"}}
@@ -40,30 +46,6 @@ async def env(request: pytest.FixtureRequest, discord_fake: FakeDiscord, image_a
         return
     async with fresh_database() as url:
         yield bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=url, **settings)
-
-
-async def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
-    """Rows of the bot's database, whichever it is (``sql`` without parameters)."""
-    url = env.get("DATABASE_URL")
-    if url is None:
-        db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
-        try:
-            return list(db.execute(sql))
-        finally:
-            db.close()
-    conn = await asyncpg.connect(url)
-    try:
-        return [tuple(r) for r in await conn.fetch(sql)]
-    finally:
-        await conn.close()
-
-
-async def rows_when(env: dict[str, str], sql: str, done: Any, timeout: float = 10) -> list[tuple[Any, ...]]:
-    """The rows of ``sql`` once ``done(rows)`` holds (a job's end is recorded just after its result is posted)."""
-    async with asyncio.timeout(timeout):
-        while not done(found := await rows(env, sql)):  # noqa: ASYNC110  # another process writes them
-            await asyncio.sleep(0.05)
-    return found
 
 
 def contents(handle: InteractionHandle) -> list[str]:
@@ -93,7 +75,7 @@ async def test_a_crashed_bot_resumes_its_running_job_within_five_seconds_of_the_
     for handle in (first, *others):
         await wait_result(handle, timeout=20)
     assert [c.field("prompt") for c in image_api.calls] == ["first", "first", "second", "third"]
-    ended = await rows_when(
+    ended = await wait_rows(
         env,
         "SELECT prompt, status, restarts FROM jobs ORDER BY created_at",
         lambda r: all(s[1] != "delivering" for s in r),
@@ -123,7 +105,7 @@ async def test_a_member_is_told_after_a_crash_that_came_right_after_their_job_en
     await bot.start()
     told = await wait_final_text(handle, "safety system", timeout=20)
     assert told.method == "PATCH" and told.ok
-    notices = await rows_when(env, "SELECT outcome, how, done_at IS NOT NULL FROM notices", lambda r: r[0][1])
+    notices = await wait_rows(env, "SELECT outcome, how, done_at IS NOT NULL FROM notices", lambda r: r[0][1])
     assert notices == [("failed", "edited", True)]
     assert await rows(env, "SELECT entry FROM money ORDER BY entry") == [("charge",), ("refund",)]
     await bot.stop()
@@ -173,7 +155,7 @@ async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
     assert not any("will resume" in text for text in contents(handle))
     assert image_api.max_in_flight <= 2
     db = {"DATABASE_URL": database}
-    assert await rows_when(db, "SELECT status, restarts, run FROM jobs", lambda r: r[0][0] != "delivering") == [
+    assert await wait_rows(db, "SELECT status, restarts, run FROM jobs", lambda r: r[0][0] != "delivering") == [
         ("succeeded", 1, 2)
     ]
     assert await rows(db, "SELECT entry FROM money") == [("charge",)]
