@@ -232,6 +232,10 @@ class ImageModel:
             partials if isinstance(partials, int) else 0,
         )
 
+    def preview_cost(self) -> int:
+        """What a live preview's partial images add at most to a job on this model (micro-dollars)."""
+        return self.tokens.partials_cost(self.streamed_partials) if self.tokens is not None else 0
+
     def settle(self, reserved: int, usage: Usage | None, input_count: int) -> Settlement | None:
         """How a job charged ``reserved`` settles once its answer came: ``None`` for a flat price; the real cost
         from ``usage``; without ``usage``, at the reservation (the reason says so, for the log)."""
