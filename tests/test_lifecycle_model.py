@@ -67,7 +67,9 @@ class GatedAPI:
     pending: dict[str, asyncio.Future[str]] = field(default_factory=dict)
     called: list[str] = field(default_factory=list)
 
-    async def call(self, request: ImageEditRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
+    async def call(
+        self, request: ImageEditRequest, attempts: list[Attempt] | None = None, on_partial: object = None
+    ) -> APIAnswer:
         task = asyncio.current_task()
         assert task is not None and task.get_name().startswith("atelier-job-")
         label = task.get_name().removeprefix("atelier-job-")
