@@ -6,7 +6,8 @@
   partial still waiting is dropped); the result's card replaces it.
 - Off, or on a model that does not stream, no stream is asked and the status carries no image.
 - A stream that never starts (an HTML 502) is repeated as any quick server error; one cut after a preview is not
-  repeated: the member reads why, in place of the preview, and is refunded.
+  repeated: the member reads why, in place of the preview, and is refunded. A restart after a preview says
+  "will resume" as a card (the message is one now), and the job resumes.
 - Money, on both databases: the reservation counts the partial images' output tokens and settles to the answer's
   usage; a failure after a partial image is refunded once (charge and refund, nothing settled), its attempt kept
   as possibly billed.
@@ -15,6 +16,7 @@
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -170,6 +172,35 @@ async def test_a_stream_that_never_starts_is_repeated_as_a_quick_server_error(
     assert [(c.status, c.streamed) for c in image_api.calls] == [(502, True), (200, True)]
     assert image_api.calls[1].events[-1] == "image_edit.completed"
     assert result.files[0].data == make_png()
+
+
+async def test_after_a_preview_a_restarts_words_reach_the_member_as_a_card_and_the_job_resumes(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Discord never turns a card back into text: "will resume", and the resumed run's words, go as cards."""
+    bot_env["SHUTDOWN_GRACE_SECONDS"] = "0.5"
+    await start_streaming(bot_process, bot_env, image_api, tmp_path)
+    await refusal(await previews(discord_fake, True))
+    image_api.then(Reply(gaps=(0.2, 60.0)))  # a preview, then a long wait the stop interrupts
+    handle = await send_edit(discord_fake, "a lighthouse", [make_png()])
+    shown = await discord_fake.wait_for_request(lambda r: is_patch_of(handle, r) and has_file(r, "preview-"), 20)
+    assert shown.files[0].data == partial_png(0)
+    assert await bot_process.stop(signal.SIGTERM, timeout=15) == 0
+    later = [r for r in handle.webhook_requests() if r.index > shown.index]
+    paused = [r for r in later if "will resume" in card_text(r.json or {})]
+    assert [(r.status, bool(r.json["flags"] & FLAG_IS_COMPONENTS_V2), r.json["attachments"]) for r in paused] == [
+        (200, True, [])
+    ]
+
+    after = len(discord_fake.requests)
+    await bot_process.start()
+    result = await wait_card_result(handle)
+    assert [c.streamed for c in image_api.calls] == [True, True]
+    # Every word the resumed job put on its status before the result was taken, as a card.
+    words = [r for r in discord_fake.requests[after : result.index] if handle._mine(r) and r.method == "PATCH"]
+    assert words and all(r.ok and r.json["flags"] & FLAG_IS_COMPONENTS_V2 for r in words)
+    assert result.ok and result.files[0].data == make_png()
 
 
 # Money, and a failure after a partial image, on both databases ------------------------------------------------
