@@ -94,7 +94,7 @@ async def test_the_status_shows_the_newest_partial_image_as_a_card_at_most_every
 ) -> None:  # fmt: skip
     await start_streaming(bot_process, bot_env, image_api, tmp_path)
     answer = await refusal(await previews(discord_fake, True))
-    assert "• Live previews: **on** (3 partial images a job, at most $0.009 more each) *(set here)*" in answer
+    assert "• Live previews: **on** (up to 3 partial images, at most $0.009 more per edit) *(set here)*" in answer
     final = make_png(90, 60, (9, 9, 9))
     # Three partial images within the first 1.6 s, then the final one at about 5 s.
     image_api.then(Reply(image=final, gaps=(1.0, 0.3, 0.3, 3.5)))
@@ -141,7 +141,7 @@ async def test_with_previews_off_or_a_model_that_does_not_stream_no_stream_is_as
 ) -> None:  # fmt: skip
     await start_streaming(bot_process, bot_env, image_api, tmp_path)
     answer = await refusal(await admin(discord_fake, "settings", user_id=discord_fake.OWNER_ID))
-    assert "• Live previews: **off** (on: 3 partial images a job, at most $0.009 more each)\n" in answer
+    assert "• Live previews: **off** (on: up to 3 partial images, at most $0.009 more per edit)\n" in answer
     handle = await send_edit(discord_fake, "off by default", [make_png()])
     result = await wait_card_result(handle)
     assert "stream" not in image_api.calls[-1].names and "partial_images" not in image_api.calls[-1].names

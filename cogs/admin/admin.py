@@ -601,14 +601,14 @@ class AdminCog(
         if on:
             line = _t(
                 # Translators: {count} partial images of a running job; {price} is dollars, without the "$".
-                "• Live previews: **on** ({count} partial images a job, at most ${price} more each)",
+                "• Live previews: **on** (up to {count} partial images, at most ${price} more per edit)",
                 count=model.streamed_partials,
                 price=format_price(model.preview_cost()),
             )
         else:
             line = _t(
                 # Translators: {count} partial images of a running job; {price} is dollars, without the "$".
-                "• Live previews: **off** (on: {count} partial images a job, at most ${price} more each)",
+                "• Live previews: **off** (on: up to {count} partial images, at most ${price} more per edit)",
                 count=model.streamed_partials,
                 price=format_price(model.preview_cost()),
             )
