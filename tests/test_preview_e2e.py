@@ -203,6 +203,31 @@ async def test_after_a_preview_a_restarts_words_reach_the_member_as_a_card_and_t
     assert result.ok and result.files[0].data == make_png()
 
 
+async def test_a_failure_reaches_the_member_even_when_discord_refused_the_preview_that_would_have_made_a_card(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The status is marked a card before its preview goes out; if Discord refuses that edit, the message is
+    still text, and the failure's card (which clears the text) is taken all the same."""
+    await start_streaming(bot_process, bot_env, image_api, tmp_path)
+    await refusal(await previews(discord_fake, True))
+    image_api.then(Reply(kind="stream_cut", gaps=(0.5, 4.0)))
+    handle = await send_edit(discord_fake, "refused preview", [make_png()])
+    running = await discord_fake.wait_for_request(
+        lambda r: is_patch_of(handle, r) and str((r.json or {}).get("content") or "").startswith("🎨 Editing"), 20
+    )
+    discord_fake.fail_next("PATCH", rf"/webhooks/\d+/{handle.token}/messages/", 400,
+                           {"code": 50035, "message": "Invalid Form Body"})  # fmt: skip
+    told = await discord_fake.wait_for_request(
+        lambda r: handle._mine(r) and r.method == "PATCH" and "❌" in card_text(r.json or {}), 30, start=running.index
+    )
+    refused = [r for r in discord_fake.requests[running.index + 1 : told.index] if handle._mine(r) and r.files]
+    assert [(r.status, r.files[0].filename.startswith("preview-")) for r in refused] == [(400, True)]
+    assert told.ok and told.json["flags"] & FLAG_IS_COMPONENTS_V2 and told.json["content"] is None
+    message = handle.original_message()
+    assert message is not None and message["content"] == "" and "stopped sending after a preview" in card_text(message)
+
+
 # Money, and a failure after a partial image, on both databases ------------------------------------------------
 
 

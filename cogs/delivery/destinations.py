@@ -145,9 +145,11 @@ class Delivery:
 
     def _words(self, text: str, view: discord.ui.View | None = None) -> dict[str, Any]:
         """An edit that puts ``text`` (and ``view``'s buttons) in place of whatever the status showed: plain
-        text, or the same words as a card on a message that is one (its preview image goes)."""
+        text, or the same words as a card on a message that is one (its preview image goes). The card's edit
+        clears the text too: a message marked a card may not have become one (its preview never went out),
+        and Discord takes the card only from an edit that clears what a card may not carry."""
         if self.is_card:
-            return {"view": status_card(text, view), "attachments": []}
+            return {"content": None, "embeds": [], "view": status_card(text, view), "attachments": []}
         return {"content": text, "attachments": [], "view": view}
 
     def _too_old(self) -> bool:
