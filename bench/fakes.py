@@ -21,6 +21,7 @@ from tests.fake_image_api import EditCall, FakeImageAPI, Reply
 
 _CALL = web.RequestKey("bench.call", EditCall)
 _RECORDED = web.RequestKey("bench.recorded", RecordedRequest)
+_MARK = web.RequestKey("bench.mark", int)
 
 
 class TimedDiscord(FakeDiscord):
@@ -44,6 +45,7 @@ class TimedDiscord(FakeDiscord):
     async def _record(self, request: web.Request) -> RecordedRequest:
         await request.read()  # aiohttp caches the body, so the parent's read() is free
         received = time.perf_counter()
+        request[_MARK] = self.snowflake()  # whatever this request hosts on the CDN gets a later id
         rec = await super()._record(request)
         self.received_at[rec.index] = received
         self.upload_bytes[rec.index] = sum(len(f.data) for f in rec.files)
@@ -57,7 +59,7 @@ class TimedDiscord(FakeDiscord):
         if rec is not None:
             self._classify(rec)
             if rec.files and not self.keep_uploads:
-                self._forget_upload(rec)
+                self._forget_upload(rec, request[_MARK])
         return response
 
     def _classify(self, rec: RecordedRequest) -> None:
@@ -72,10 +74,17 @@ class TimedDiscord(FakeDiscord):
             if 200 <= rec.status < 300:
                 self.results.setdefault(token, rec.index)
 
-    def _forget_upload(self, rec: RecordedRequest) -> None:
-        """Drop the bytes of a request just answered (and their re-hosted CDN copies)."""
+    def _forget_upload(self, rec: RecordedRequest, mark: int) -> None:
+        """Drop the bytes of a request just answered (and their re-hosted CDN copies, all hosted after ``mark``:
+        the CDN is searched from its newest entry back to there, not whole, as it holds every input sent)."""
         held = {id(f.data) for f in rec.files}
-        for key in [k for k, v in self._cdn.items() if id(v[0]) in held]:
+        copies = []
+        for key, value in reversed(self._cdn.items()):
+            if key < mark:
+                break
+            if id(value[0]) in held:
+                copies.append(key)
+        for key in copies:
             del self._cdn[key]
         for f in rec.files:
             f.data = b""
@@ -84,11 +93,13 @@ class TimedDiscord(FakeDiscord):
 
 @dataclass(frozen=True)
 class Span:
-    """One edit call as the fake API saw it."""
+    """One edit call as the fake API saw it: received (``start``), answered (``end``, the answer made),
+    and the answer handed to the connection (``sent``)."""
 
     prompt: str
     start: float
     end: float
+    sent: float
 
     @property
     def seconds(self) -> float:
@@ -109,13 +120,18 @@ class TimedImageAPI(FakeImageAPI):
         return call, problem
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
-        start = time.perf_counter()
+        start = end = time.perf_counter()
         try:
-            return await super()._edits(request)
+            response = await super()._edits(request)
+            end = time.perf_counter()
+            if not response.prepared:  # written here, not after the handler, so that ``sent`` is known
+                await response.prepare(request)
+                await response.write_eof()
+            return response
         finally:
             call = request.get(_CALL)
             prompt = (call.field("prompt") if call is not None else None) or ""
-            self.spans[prompt] = Span(prompt, start, time.perf_counter())
+            self.spans[prompt] = Span(prompt, start, end, time.perf_counter())
 
     async def _reply(self, request: web.Request, call: EditCall, reply: Reply) -> web.StreamResponse:
         if reply.kind != "b64":

@@ -15,17 +15,27 @@ import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import asyncpg
 
+from bench.common import (
+    Report,
+    Row,
+    RssSampler,
+    Settings,
+    bot_env,
+    burst,
+    mb,
+    ms,
+    percentile,
+    stop_bot,
+    wait_acks,
+    wait_results,
+)
 from bench.fakes import TimedDiscord, TimedImageAPI
 from tests.fake_image_api import make_png
 from tests.harness import API_KEY, BOT_TOKEN, BotProcess
 from tests.postgres import fresh_database
-
-if TYPE_CHECKING:
-    from bench.run import Report, Settings
 
 
 @dataclass
@@ -36,48 +46,60 @@ class Cluster:
     workers: list[BotProcess]
     database: str
 
+    async def start_workers(self) -> None:
+        """Start the workers not started yet, one after the other, each until it is ready."""
+        for process in self.workers:
+            if process.proc is None:
+                await process.start(timeout=60)
+
 
 @contextlib.asynccontextmanager
 async def cluster(
-    *, latency: float, output: bytes, upload_limit: int, workers: int = 2, **env: str
+    s: Settings,
+    *,
+    latency: float,
+    output: bytes,
+    upload_limit: int,
+    workers: int = 2,
+    database: str | None = None,
+    start_workers: bool = True,
+    **env: str,
 ) -> AsyncIterator[Cluster]:
-    """Fakes, a fresh database, one gateway and ``workers`` workers, all ready; all stopped on the way out."""
-    from bench.run import EXTRA_BOT_ENV, bot_env, stop_bot
-
+    """Fakes, a fresh database (or ``database``), one gateway and ``workers`` workers, all ready (the workers
+    later, by ``Cluster.start_workers``, unless ``start_workers``); all stopped on the way out."""
     discord = TimedDiscord(token=BOT_TOKEN, attachment_size_limit=upload_limit)
     api = TimedImageAPI(api_key=API_KEY)
     api.latency, api.default_image = latency, output
-    async with fresh_database() as database:
-        with tempfile.TemporaryDirectory(prefix="atelier-bench-pg-") as tmp:
-            workdir = Path(tmp)
-            await discord.start()
-            await api.start()
-            environment = bot_env(discord, api, workdir, {**EXTRA_BOT_ENV, "DATABASE_URL": database, **env})
-            gateway = BotProcess(environment, workdir, discord, role="gateway", name="gateway")
-            processes = [
-                BotProcess(environment, workdir, discord, role="worker", name=f"worker{n}") for n in range(workers)
-            ]
-            try:
-                await gateway.start(timeout=60)
-                for process in processes:
-                    await process.start(timeout=60)
-                yield Cluster(discord, api, gateway, processes, database)
-            finally:
-                for process in [*processes, gateway]:
-                    await stop_bot(process)
-                await api.stop()
-                await discord.stop()
+    async with contextlib.AsyncExitStack() as stack:
+        if database is None:
+            database = await stack.enter_async_context(fresh_database())
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="atelier-bench-pg-")))
+        await discord.start()
+        await api.start()
+        environment = bot_env(discord, api, workdir, {**s.bot_env, "DATABASE_URL": database, **env})
+        gateway = BotProcess(environment, workdir, discord, role="gateway", name="gateway")
+        processes = [
+            BotProcess(environment, workdir, discord, role="worker", name=f"worker{n}") for n in range(workers)
+        ]
+        c = Cluster(discord, api, gateway, processes, database)
+        try:
+            await gateway.start(timeout=60)
+            if start_workers:
+                await c.start_workers()
+            yield c
+        finally:
+            for process in [*processes, gateway]:
+                await stop_bot(process)
+            await api.stop()
+            await discord.stop()
 
 
 async def measure_postgres(s: Settings, report: Report) -> None:
     """The four PostgreSQL rows."""
-    from bench.run import Row, RssSampler, burst, mb, ms, percentile, wait_results, wait_until
-
     # Admission with the money in the database.
-    async with cluster(latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit) as c:
+    async with cluster(s, latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit) as c:
         handles = await burst(c.discord, s.source.data, s.ack_jobs, tag="pg-ack")
-        await wait_until(lambda: all(h.token in c.discord.callbacks for h in handles), 60, "acks")
-        acks = [c.discord.received_at[c.discord.callbacks[h.token]] - c.discord.dispatched_at[h.token] for h in handles]
+        acks = await wait_acks(c.discord, handles, timeout=60)
         await wait_results(c.discord, handles, timeout=60 + s.ack_jobs * s.api_latency)
         p99 = percentile(acks, 99)
         report.details["pg_ack_seconds"] = acks
@@ -115,7 +137,7 @@ async def measure_postgres(s: Settings, report: Report) -> None:
     n, k, latency = s.throughput_jobs, s.throughput_concurrency, s.throughput_latency
     ideal = n / k * latency
     async with cluster(
-        latency=latency, output=s.medium.data, upload_limit=s.upload_limit, MAX_CONCURRENT_JOBS=str(k)
+        s, latency=latency, output=s.medium.data, upload_limit=s.upload_limit, MAX_CONCURRENT_JOBS=str(k)
     ) as c:
         handles = await burst(c.discord, s.source.data, n, tag="pg-throughput")
         await wait_results(c.discord, handles, timeout=60 + 3 * ideal)
@@ -136,7 +158,7 @@ async def measure_postgres(s: Settings, report: Report) -> None:
     image = s.memory_image.data
     jobs = s.memory_jobs
     async with cluster(
-        latency=s.memory_latency, output=image, upload_limit=max(s.upload_limit, 2 * len(image)),
+        s, latency=s.memory_latency, output=image, upload_limit=max(s.upload_limit, 2 * len(image)),
         MAX_CONCURRENT_JOBS=str(jobs),
     ) as c:  # fmt: skip
         samplers = [RssSampler(w.proc.pid) for w in c.workers if w.proc is not None]

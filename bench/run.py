@@ -1,11 +1,14 @@
 """Benchmark the real bot against the fakes from ``tests/`` and print a Markdown table.
 
-    python -m bench.run [--api-latency S] [--quick] [--only ack|overhead|throughput|memory] [--json PATH]
+    python -m bench.run [--api-latency S] [--quick] [--only ack|overhead|throughput|memory|postgres|scale]
+                        [--runs N] [--baseline PATH] [--json PATH]
 
 Each measure starts its own fake Discord, fake image API and ``python -m bot`` process, so settings
 such as ``MAX_CONCURRENT_JOBS`` do not leak between them. Times are ``time.perf_counter`` stamps taken
 inside the fakes: when INTERACTION_CREATE is sent, when a request's body has been fully received, and
 when the image API got and answered a call. Every wait is bounded; the bot is stopped (or killed) on exit.
+With ``--baseline PATH`` the ack and throughput measures also run the bot of an older checkout
+(``bench.baseline``), right after this code's, and label each row with the code it ran.
 """
 
 from __future__ import annotations
@@ -14,119 +17,47 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import signal
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 
+from bench import baseline
+from bench.common import (
+    MB,
+    THIS_CODE,
+    Code,
+    Report,
+    Row,
+    RssSampler,
+    Settings,
+    bot_env,
+    burst,
+    make_settings,
+    mb,
+    ms,
+    note,
+    percentile,
+    prompt_of,
+    stop_bot,
+    wait_acks,
+    wait_results,
+)
 from bench.fakes import TimedDiscord, TimedImageAPI
-from bench.images import sized_png
 from bench.postgres import measure_postgres
-from tests.fake_discord import MIB, FakeDiscord, InteractionHandle
-from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, send_edit
+from bench.scale import measure_scale
+from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, send_edit
 
-MB = 1_000_000
-POLL = 0.02
-MEASURES = ("ack", "overhead", "throughput", "memory", "postgres")
-EXTRA_BOT_ENV: dict[str, str] = {}  # from --bot-env, for experiments (e.g. MALLOC_ARENA_MAX=2)
-
-
-@dataclass(frozen=True)
-class Image:
-    """A benchmark image: its name in the table and how to make it."""
-
-    label: str
-    width: int
-    height: int
-    target: int
-
-    @property
-    def data(self) -> bytes:
-        return sized_png(self.width, self.height, self.target)
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything a run depends on; ``quick`` shrinks sizes and counts for the smoke test."""
-
-    quick: bool
-    api_latency: float
-    source: Image
-    medium: Image
-    large: Image
-    upload_limit: int
-    ack_jobs: int = 50
-    overhead_runs: int = 5
-    throughput_jobs: int = 200
-    throughput_concurrency: int = 8
-    throughput_latency: float = 1.0
-    memory_jobs: int = 16
-    memory_latency: float = 2.0
-    memory_image: Image = field(default_factory=lambda: Image("3840×2160 PNG", 3840, 2160, 12 * MB))
-    claim_jobs: int = 30
-    profile_dir: Path | None = None
-
-
-def make_settings(quick: bool, api_latency: float | None, profile_dir: Path | None = None) -> Settings:
-    """Full-size settings, or tiny ones that finish in seconds."""
-    if not quick:
-        return Settings(
-            profile_dir=profile_dir,
-            quick=False,
-            api_latency=1.0 if api_latency is None else api_latency,
-            source=Image("1 MB in", 1536, 1024, 1 * MB),
-            medium=Image("3 MB out", 2048, 1152, 3 * MB),
-            large=Image("12 MB out (re-encode)", 3840, 2160, 12 * MB),
-            upload_limit=10 * MIB,
-        )
-    return Settings(
-        profile_dir=profile_dir,
-        quick=True,
-        api_latency=0.05 if api_latency is None else api_latency,
-        source=Image("20 kB in", 160, 120, 20_000),
-        medium=Image("60 kB out", 256, 144, 60_000),
-        large=Image("300 kB out (re-encode)", 640, 360, 300_000),
-        upload_limit=200_000,
-        ack_jobs=8,
-        overhead_runs=2,
-        throughput_jobs=6,
-        throughput_concurrency=2,
-        throughput_latency=0.2,
-        memory_jobs=4,
-        memory_latency=0.5,
-        claim_jobs=3,
-        memory_image=Image("384×216 PNG", 384, 216, 100_000),
-    )
-
-
-@dataclass
-class Row:
-    """One line of the table; ``ratio`` is the quantity the target bounds (p99 ÷ 100 ms, bot ÷ floor,
-    total ÷ ideal, peak ÷ budget)."""
-
-    measure: str
-    value: str
-    target: str = ""
-    ratio: float | None = None
-    passed: bool | None = None
-
-
-@dataclass
-class Report:
-    """What a run produced: the table rows and the raw numbers behind them."""
-
-    rows: list[Row] = field(default_factory=list)
-    details: dict[str, Any] = field(default_factory=dict)
+MEASURES = ("ack", "overhead", "throughput", "memory", "postgres", "scale")
+ACK_BOUND = 0.05  # the single process's ack p99 target, in seconds
 
 
 # Harness -----------------------------------------------------------------------------------
@@ -140,13 +71,6 @@ class Stack:
     api: TimedImageAPI
     bot: BotProcess
     workdir: Path
-
-
-def bot_env(discord: FakeDiscord, api: TimedImageAPI, workdir: Path, extra: dict[str, str]) -> dict[str, str]:
-    """The bot's environment, as the tests build it, plus benchmark settings."""
-    return bot_environment(
-        discord.api_base, api.base, workdir / "data", USER_DAILY_LIMIT="0", USER_MAX_ACTIVE="1000", **extra
-    )
 
 
 @contextlib.asynccontextmanager
@@ -176,14 +100,15 @@ async def profiled(pid: int, profile_dir: Path | None) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def stack(
+    s: Settings,
     *,
     latency: float,
     output: bytes,
     upload_limit: int,
     extra_env: dict[str, str] | None = None,
-    profile_dir: Path | None = None,
+    code: Code = THIS_CODE,
 ) -> AsyncIterator[Stack]:
-    """Start the fakes and a ready bot; stop (or kill) the bot and the fakes on the way out."""
+    """Start the fakes and a ready bot (of ``code``); stop (or kill) the bot and the fakes on the way out."""
     discord = TimedDiscord(token=BOT_TOKEN, attachment_size_limit=upload_limit)
     api = TimedImageAPI(api_key=API_KEY)
     api.latency, api.default_image = latency, output
@@ -191,11 +116,12 @@ async def stack(
         workdir = Path(tmp)
         await discord.start()
         await api.start()
-        bot = BotProcess(bot_env(discord, api, workdir, {**EXTRA_BOT_ENV, **(extra_env or {})}), workdir, discord)
+        env = bot_env(discord, api, workdir, {**s.bot_env, **(extra_env or {})}, code)
+        bot = BotProcess(env, workdir, discord)
         try:
             await bot.start(timeout=60)
             assert bot.proc is not None
-            async with profiled(bot.proc.pid, profile_dir):
+            async with profiled(bot.proc.pid, s.profile_dir):
                 yield Stack(discord, api, bot, workdir)
         finally:
             await stop_bot(bot)
@@ -203,89 +129,33 @@ async def stack(
             await discord.stop()
 
 
-async def stop_bot(bot: BotProcess) -> None:
-    """SIGTERM, then SIGKILL if it will not go; never raises."""
-    try:
-        await bot.stop(timeout=30)
-    except (AssertionError, ProcessLookupError):
-        pass
-    finally:
-        if bot.proc is not None and bot.proc.returncode is None:
-            bot.proc.kill()
-            await bot.proc.wait()
-
-
-async def wait_until(done: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``done`` every 20 ms; raise TimeoutError naming ``what`` after ``timeout`` seconds."""
-    deadline = time.perf_counter() + timeout
-    while not done():
-        if time.perf_counter() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
-        await asyncio.sleep(POLL)
-
-
-async def burst(
-    discord: FakeDiscord, image: bytes, count: int, *, first_user: int = 10_000, tag: str = "job"
-) -> list[InteractionHandle]:
-    """``count`` /edit commands from ``count`` distinct members, sent as fast as the gateway takes them."""
-    users = [first_user + n for n in range(count)]
-    for user in users:
-        discord.add_user(user, f"member{user}")
-    return list(
-        await asyncio.gather(
-            *(send_edit(discord, f"{tag} {n}: make it blue", [image], user_id=u) for n, u in enumerate(users))
-        )
-    )
-
-
-async def wait_results(discord: TimedDiscord, handles: Sequence[InteractionHandle], timeout: float) -> None:
-    """Wait for every job's result upload, or fail with the bot's last words."""
-    await wait_until(lambda: all(h.token in discord.results for h in handles), timeout, f"{len(handles)} results")
-
-
-def prompt_of(handle: InteractionHandle) -> str:
-    return str(handle.payload["data"]["options"][0]["value"])
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
-
-
-def ms(seconds: float) -> str:
-    return f"{seconds * 1000:.1f} ms"
-
-
-def mb(count: float) -> str:
-    return f"{count / MB:.1f} MB"
+def tagged(measure: str, code: Code) -> str:
+    """A row's name with the code it ran, when a run compares two (``--baseline``)."""
+    return f"{measure} [{code.label}]" if code.label else measure
 
 
 # 1. Acknowledgement latency -----------------------------------------------------------------
 
 
 async def measure_ack(s: Settings, report: Report) -> None:
-    """``ack_jobs`` commands at once; latency from INTERACTION_CREATE sent to the callback received."""
-    async with stack(
-        latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit, profile_dir=s.profile_dir
-    ) as st:
-        handles = await burst(st.discord, s.source.data, s.ack_jobs, tag="ack")
-        await wait_until(lambda: all(h.token in st.discord.callbacks for h in handles), 30, "acks")
-        acks = [
-            st.discord.received_at[st.discord.callbacks[h.token]] - st.discord.dispatched_at[h.token] for h in handles
-        ]
-        await wait_results(st.discord, handles, timeout=60 + s.ack_jobs * s.api_latency)
-    p50, p99, worst = percentile(acks, 50), percentile(acks, 99), max(acks)
-    report.details["ack_seconds"] = acks
-    report.rows.append(
-        Row(
-            f"Ack latency, {s.ack_jobs} /edit at once: p99 (p50 {ms(p50)}, max {ms(worst)})",
-            ms(p99),
-            "p99 < 100 ms",
-            p99 / 0.1,
-            p99 < 0.1,
+    """``ack_jobs`` commands at once; latency from INTERACTION_CREATE sent to the callback received.
+    Once per code (this checkout, and the baseline if given), one after the other."""
+    for code in s.codes:
+        async with stack(s, latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit, code=code) as st:
+            handles = await burst(st.discord, s.source.data, s.ack_jobs, tag="ack")
+            acks = await wait_acks(st.discord, handles, timeout=30)
+            await wait_results(st.discord, handles, timeout=60 + s.ack_jobs * s.api_latency)
+        p50, p99, worst = percentile(acks, 50), percentile(acks, 99), max(acks)
+        report.details[tagged("ack_seconds", code)] = acks
+        report.rows.append(
+            Row(
+                f"{tagged('Ack latency', code)}, {s.ack_jobs} /edit at once: p99 (p50 {ms(p50)}, max {ms(worst)})",
+                ms(p99),
+                f"p99 < {ACK_BOUND * 1000:.0f} ms",
+                p99 / ACK_BOUND,
+                p99 < ACK_BOUND,
+            )
         )
-    )
 
 
 # 2. Overhead per job, and the floor -----------------------------------------------------------
@@ -374,9 +244,7 @@ async def measure_overhead(s: Settings, report: Report) -> None:
     timeout = 60 + s.api_latency * 2
     bot: dict[str, list[Timing]] = {c.label: [] for c in cases}
     floor: dict[str, list[Timing]] = {c.label: [] for c in cases}
-    async with stack(
-        latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit, profile_dir=s.profile_dir
-    ) as st:
+    async with stack(s, latency=s.api_latency, output=s.medium.data, upload_limit=s.upload_limit) as st:
         for case in cases:
             st.api.default_image = case.data
             await bot_job(st, s.source.data, f"warm-up {case.label}", timeout)
@@ -416,37 +284,48 @@ def add_overhead_rows(report: Report, name: str, bot: list[Timing], floor: list[
 
 
 async def measure_throughput(s: Settings, report: Report) -> None:
-    """``throughput_jobs`` jobs from distinct members at ``MAX_CONCURRENT_JOBS=throughput_concurrency``."""
+    """``throughput_jobs`` jobs from distinct members at ``MAX_CONCURRENT_JOBS=throughput_concurrency``.
+    Once per code (this checkout, and the baseline if given), one after the other."""
+    for code in s.codes:
+        await throughput_of(s, report, code)
+
+
+async def throughput_of(s: Settings, report: Report, code: Code) -> None:
     n, k, latency = s.throughput_jobs, s.throughput_concurrency, s.throughput_latency
     ideal = n / k * latency
     env = {"MAX_CONCURRENT_JOBS": str(k)}
-    async with stack(
-        latency=latency, output=s.medium.data, upload_limit=s.upload_limit, extra_env=env, profile_dir=s.profile_dir
-    ) as st:
+    async with stack(s, latency=latency, output=s.medium.data, upload_limit=s.upload_limit, extra_env=env,
+                     code=code) as st:  # fmt: skip
         handles = await burst(st.discord, s.source.data, n, tag="throughput")
         await wait_results(st.discord, handles, timeout=60 + 3 * ideal)
         first = min(st.discord.dispatched_at[h.token] for h in handles)
         last = max(st.discord.received_at[st.discord.results[h.token]] for h in handles)
         peak_api = st.api.max_in_flight
+        assert st.bot.proc is not None
+        # The bot's own CPU time: on a shared machine it says what the bot costs whatever else runs.
+        times = psutil.Process(st.bot.proc.pid).cpu_times()
+        cpu = times.user + times.system
         starts = sorted(span.start for span in st.api.spans.values())
         ends = sorted(span.end for span in st.api.spans.values())
     total = last - first
     # Where the time beyond the ideal goes: until the slots are full, between a slot freeing and its
     # next call arriving, and from the last answer to the last result.
     gaps = [starts[i] - ends[i - k] for i in range(k, len(starts))]
-    report.details["throughput"] = {
+    details = {
         "total": total,
         "ideal": ideal,
         "api_max_in_flight": peak_api,
         "startup": starts[k - 1] - first if len(starts) >= k else None,
         "mean_slot_gap": statistics.mean(gaps) if gaps else None,
         "tail": last - ends[-1],
+        "bot_cpu_seconds": cpu,
     }
-    print(f"# throughput: {report.details['throughput']}", file=sys.stderr, flush=True)
+    report.details[tagged("throughput", code)] = details
+    note(f"{tagged('throughput', code)}: {details}")
     report.rows.append(
         Row(
-            f"Throughput, {n} jobs, {latency:g} s API, MAX_CONCURRENT_JOBS={k}: total (ideal {ideal:.2f} s; "
-            f"most API calls at once {peak_api})",
+            f"{tagged('Throughput', code)}, {n} jobs, {latency:g} s API, MAX_CONCURRENT_JOBS={k}: total "
+            f"(ideal {ideal:.2f} s; most API calls at once {peak_api}; the bot's CPU {cpu:.1f} s)",
             f"{total:.2f} s",
             "total ÷ ideal ≤ 1.05",
             total / ideal,
@@ -456,36 +335,6 @@ async def measure_throughput(s: Settings, report: Report) -> None:
 
 
 # 4. Memory -------------------------------------------------------------------------------------
-
-
-class RssSampler:
-    """Samples the RSS of a process and its children every 20 ms on a thread (the loop may be busy)."""
-
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def sample(self) -> int:
-        try:
-            procs = [self.process, *self.process.children(recursive=True)]
-            return sum(p.memory_info().rss for p in procs)
-        except psutil.Error:
-            return 0
-
-    def _run(self) -> None:
-        while not self._stop.wait(POLL):
-            self.peak = max(self.peak, self.sample())
-
-    def __enter__(self) -> RssSampler:
-        self.peak = self.sample()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 async def measure_memory(s: Settings, report: Report) -> None:
@@ -498,9 +347,7 @@ async def measure_memory(s: Settings, report: Report) -> None:
                 ("over the upload limit (re-encode)", min(s.upload_limit, len(image) - 1))]  # fmt: skip
     for name, limit in variants:
         env = {"MAX_CONCURRENT_JOBS": str(n)}
-        async with stack(
-            latency=s.memory_latency, output=image, upload_limit=limit, extra_env=env, profile_dir=s.profile_dir
-        ) as st:
+        async with stack(s, latency=s.memory_latency, output=image, upload_limit=limit, extra_env=env) as st:
             assert st.bot.proc is not None
             sampler = RssSampler(st.bot.proc.pid)
             baseline = sampler.sample()
@@ -560,6 +407,7 @@ RUNNERS: dict[str, Callable[[Settings, Report], Awaitable[None]]] = {
     "throughput": measure_throughput,
     "memory": measure_memory,
     "postgres": measure_postgres,
+    "scale": measure_scale,
 }
 
 
@@ -570,10 +418,10 @@ async def run(settings: Settings, only: Sequence[str]) -> Report:
         started = time.perf_counter()
         try:
             await RUNNERS[name](settings, report)
-        except (TimeoutError, AssertionError, RuntimeError, KeyError) as exc:
+        except Exception as exc:  # a measure that fails is a row that says so; the others still run
             report.rows.append(Row(f"{name}: did not complete", f"{type(exc).__name__}: {exc}"[:300], "", None, False))
         report.details[f"{name}_wall_seconds"] = time.perf_counter() - started
-        print(f"# {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+        note(f"{name} done in {time.perf_counter() - started:.1f} s")
     return report
 
 
@@ -591,21 +439,28 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="extra environment for the bot process (repeatable)")  # fmt: skip
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record the bot with py-spy (collapsed stacks) into DIR")  # fmt: skip
+    parser.add_argument("--baseline", type=Path, default=None, metavar="PATH",
+                        help="a checkout of older code (e.g. git worktree add /tmp/atelier-old 60c95fa): the ack "
+                             "and throughput measures run it too, after this code's, in the same run")  # fmt: skip
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> Report:
     """Parse arguments, run, print the table (and write JSON if asked)."""
     args = parse_args(argv)
-    settings = make_settings(args.quick, args.api_latency, args.profile)
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
-    EXTRA_BOT_ENV.update(item.split("=", 1) for item in args.bot_env)
-    reports = []
-    for number in range(1, args.runs + 1):
-        if args.runs > 1:
-            print(f"# run {number} of {args.runs}", file=sys.stderr, flush=True)
-        reports.append(asyncio.run(run(settings, args.only or MEASURES)))
+    bot_env = dict(item.split("=", 1) for item in args.bot_env)
+    with tempfile.TemporaryDirectory(prefix="atelier-bench-baseline-") as scratch:
+        codes: tuple[Code, ...] = (THIS_CODE,)
+        if args.baseline is not None:
+            codes = (Code(label=f"this code, {baseline.label(ROOT)}"), baseline.prepare(args.baseline, Path(scratch)))
+        settings = make_settings(args.quick, args.api_latency, args.profile, bot_env, codes)
+        reports = []
+        for number in range(1, args.runs + 1):
+            if args.runs > 1:
+                note(f"run {number} of {args.runs}")
+            reports.append(asyncio.run(run(settings, args.only or MEASURES)))
     report = Report(rows=median_rows(reports), details={"runs": [r.details for r in reports]})
     print(table(report.rows), flush=True)
     if args.json is not None:

@@ -94,6 +94,8 @@ log = logging.getLogger(__name__)
 
 # At a stop, jobs whose images are still downloading get this long to be queued.
 PREPARE_GRACE = 5.0
+# At a stop, the final words owed to the members of the jobs it ended get this long to reach Discord.
+TELL_GRACE = 5.0
 # A Cancel button's own answer tells the member; the outbox does only if it has not within this.
 CANCEL_REPLY_GRACE = 10.0
 # A cancel racing the job's own next move (its images queued) tries again, a few times.
@@ -301,6 +303,7 @@ class JobEngine:
             await self._tell_paused(job)
         # What this process interrupted goes back in line at once, for whoever runs jobs next (each once).
         await self._keeper.take_over()
+        await self._outbox.finish(TELL_GRACE)
         if self._balance is not None:
             await self._balance.stop()
         await self._audit.close()

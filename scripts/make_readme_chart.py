@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))  # the fakes live in tests/, which is not installe
 
 from tests.fake_discord import FakeDiscord, InteractionHandle  # noqa: E402
 from tests.fake_image_api import FakeImageAPI, Reply, make_png  # noqa: E402
-from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, db_rows, send_edit  # noqa: E402
+from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, rows, send_edit  # noqa: E402
 
 # Days ago on which the server was busy (the chart covers the last 30), and how many edits each day.
 DAYS = (22, 20, 19, 17, 15, 14, 13, 11, 10, 8, 7, 6, 4, 3, 2, 1, 0)
@@ -55,7 +55,7 @@ async def settled(env: dict[str, str], jobs: int, timeout: float = 60) -> None:
     """Wait until the store holds ``jobs`` jobs and every one has ended (succeeded, failed or cancelled)."""
     sql = "SELECT COUNT(*), COUNT(*) FILTER (WHERE status IN ('succeeded', 'failed', 'cancelled')) FROM jobs"
     async with asyncio.timeout(timeout):
-        while db_rows(env, sql)[0] != (jobs, jobs):  # noqa: ASYNC110  # the bot's process writes it
+        while (await rows(env, sql))[0] != (jobs, jobs):  # noqa: ASYNC110  # the bot's process writes it
             await asyncio.sleep(0.2)
 
 

@@ -1,5 +1,12 @@
 """Fixtures: the fake Discord, the fake image API, the real bot as a subprocess (see ``harness``), and the
-store on each database (see ``stores``)."""
+store on each database (see ``stores``).
+
+Every test that runs the bot (through ``bot_env``, ``bot_process`` or ``bot``) runs twice: on SQLite
+(the default, a file in ``DATA_DIR``) and on PostgreSQL (a fresh database, ``DATABASE_URL``), with
+ids ``[sqlite]`` and ``[postgres]``, so that a difference between the two fails. A test that is about
+one database by nature says why in its docstring and uses ``tests.databases.only_sqlite`` or
+``only_postgres``.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from bot.store.store import Store
+from tests.databases import DATABASES
 from tests.fake_discord import FakeDiscord
 from tests.fake_image_api import FakeImageAPI
 from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, discord_leaks, leaked_secrets
-from tests.stores import DATABASES, open_store
+from tests.postgres import fresh_database
+from tests.stores import open_store
 
 
 @pytest.fixture
@@ -31,10 +40,18 @@ async def image_api() -> AsyncIterator[FakeImageAPI]:
     await api.stop()
 
 
-@pytest.fixture
-def bot_env(tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI) -> dict[str, str]:
-    """The environment the bot runs with; tests may change it before the bot starts."""
-    return bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", IMAGE_API_TIMEOUT="20")
+@pytest.fixture(params=DATABASES)
+async def bot_env(
+    request: pytest.FixtureRequest, tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> AsyncIterator[dict[str, str]]:
+    """The environment the bot runs with, on each database in turn; tests may change it before the bot starts."""
+    env = bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", IMAGE_API_TIMEOUT="20")
+    if request.param == "sqlite":
+        yield env
+        return
+    async with fresh_database() as url:  # dropped after the bot has stopped (``bot_process`` ends first)
+        env["DATABASE_URL"] = url
+        yield env
 
 
 @pytest.fixture

@@ -328,6 +328,7 @@ class _Fault:
     body: Any
     headers: dict[str, str]
     times: int
+    only: Callable[[RecordedRequest], bool] | None = None
 
 
 @dataclass
@@ -748,9 +749,11 @@ class FakeDiscord:
         headers: dict[str, str] | None = None,
         *,
         times: int = 1,
+        only: Callable[[RecordedRequest], bool] | None = None,
     ) -> None:
-        """The next ``times`` requests matching ``method`` and ``path_regex`` (re.search on the path) get
-        this answer instead.  A 429 gets Discord's rate-limit body and headers by default."""
+        """The next ``times`` requests matching ``method`` and ``path_regex`` (re.search on the path), and
+        ``only`` when given (e.g. a request that carries files), get this answer instead.  A 429 gets
+        Discord's rate-limit body and headers by default."""
         if status == 429:
             retry = float((json_body or {}).get("retry_after", 0.05))
             json_body = json_body or {
@@ -771,7 +774,8 @@ class FakeDiscord:
             }
         if json_body is None:
             json_body = {"code": 0, "message": f"{status}: injected failure"}
-        self._faults.append(_Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times))
+        fault = _Fault(method.upper(), re.compile(path_regex), status, json_body, headers or {}, times, only)
+        self._faults.append(fault)
 
     def hold_next(self, method: str, path_regex: str, *, content: str | None = None) -> Held:
         """Keep the next request matching ``method``, ``path_regex`` (and whose JSON ``content`` contains
@@ -814,9 +818,13 @@ class FakeDiscord:
             headers |= {"X-RateLimit-Scope": "user", "Retry-After": str(max(1, int(reset_after + 0.999)))}
         return _Limited(headers, reset_after if refused else None)
 
-    def _take_fault(self, method: str, path: str) -> _Fault | None:
+    def _take_fault(self, rec: RecordedRequest) -> _Fault | None:
         for fault in self._faults:
-            if fault.method in (method, "*") and fault.path.search(path):
+            if (
+                fault.method in (rec.method, "*")
+                and fault.path.search(rec.path)
+                and (fault.only is None or fault.only(rec))
+            ):
                 fault.times -= 1
                 if fault.times <= 0:
                     self._faults.remove(fault)
@@ -853,7 +861,7 @@ class FakeDiscord:
             self._holds.remove(held)
             held.arrived.set()
             await held.release.wait()
-        fault = self._take_fault(rec.method, rec.path)
+        fault = self._take_fault(rec)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)
         if request.match_info.route.name == "unknown":

@@ -159,6 +159,9 @@ class Reply:
     partials: list[bytes] | None = None  # a stream's partial images (None: as many as asked, ``partial_png``)
     gaps: tuple[float, ...] = ()  # a stream's pauses (s) before each event in turn, the fault's included
     stall: float = 3600.0  # stream_stall: how long nothing comes after the first partial, then the rest
+    # Answer only once the test sets this (then after ``delay``): a call that holds its slot until a
+    # scenario is in place, whatever the machine's speed.
+    until: asyncio.Event | None = field(default=None, compare=False)
 
 
 class FakeImageAPI:
@@ -354,6 +357,8 @@ class FakeImageAPI:
                 )
             reply = self.script.popleft() if self.script else self.default
             await self._notify()
+            if reply.until is not None:
+                await reply.until.wait()
             await asyncio.sleep(reply.delay or self.latency)
             return await self._reply(request, call, reply)
         finally:

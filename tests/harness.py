@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -16,6 +18,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import asyncpg
 
 from tests.fake_discord import FLAG_IS_COMPONENTS_V2, FakeDiscord, InteractionHandle, RecordedRequest, walk_components
 
@@ -247,32 +251,127 @@ def card_media(sent: RecordedRequest | dict[str, Any]) -> list[tuple[int, dict[s
     return found
 
 
-# The job store, read while the bot runs ------------------------------------------------------
+# The bot's database, read (and for a few set-ups written) while the bot runs -----------------------
+#
+# One way for both databases: SQLite in ``DATA_DIR`` unless the environment names a PostgreSQL
+# ``DATABASE_URL``. Queries are written portable, with ``?`` placeholders (numbered ``$n`` for
+# PostgreSQL here); each read is its own connection, so a test sees what the bot has committed.
 
 
-def db_rows(env: dict[str, str], sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Rows of the bot's SQLite database (read-only, beside the running bot)."""
-    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
+def dialect(env: dict[str, str]) -> str:
+    """``postgres`` when the bot runs on the PostgreSQL of ``DATABASE_URL``, else ``sqlite``."""
+    return "postgres" if env.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")) else "sqlite"
+
+
+def numbered(sql: str) -> str:
+    """``?`` placeholders as PostgreSQL's ``$1, $2…`` (the tests' queries hold no ``?`` in a literal)."""
+    count = itertools.count(1)
+    return re.sub(r"\?", lambda _: f"${next(count)}", sql)
+
+
+async def records(env: dict[str, str], sql: str, *params: Any) -> list[dict[str, Any]]:
+    """The rows of ``sql`` in the bot's database, as column name -> value."""
+    if dialect(env) == "postgres":
+        conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
+        try:
+            return [dict(row) for row in await conn.fetch(numbered(sql), *params)]
+        finally:
+            await conn.close()
+    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3", timeout=10)
     try:
-        return list(db.execute(sql, params))
+        cursor = db.execute(sql, params)
+        names = [d[0] for d in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        db.close()
+
+
+async def rows(env: dict[str, str], sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` in the bot's database, as tuples."""
+    return [tuple(row.values()) for row in await records(env, sql, *params)]
+
+
+async def execute(env: dict[str, str], *statements: str) -> None:
+    """Run ``statements`` on the bot's database in one transaction (a test's set-up, with the bot stopped)."""
+    if dialect(env) == "postgres":
+        conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
+        try:
+            async with conn.transaction():
+                for statement in statements:
+                    await conn.execute(statement)
+        finally:
+            await conn.close()
+        return
+    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3", timeout=10)
+    try:
+        with db:
+            for statement in statements:
+                db.execute(statement)
+    finally:
+        db.close()
+
+
+async def insert(env: dict[str, str], table: str, row: dict[str, Any]) -> None:
+    """Add ``row`` to ``table`` in the bot's database."""
+    names = ", ".join(row)
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' for _ in row)})"
+    if dialect(env) == "postgres":
+        conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
+        try:
+            await conn.execute(numbered(sql), *row.values())
+        finally:
+            await conn.close()
+        return
+    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3", timeout=10)
+    try:
+        with db:
+            db.execute(sql, tuple(row.values()))
     finally:
         db.close()
 
 
 async def wait_rows(
-    env: dict[str, str], sql: str, done: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 10
+    env: dict[str, str], sql: str, done: Callable[[list[tuple[Any, ...]]], bool], timeout: float = 15
 ) -> list[tuple[Any, ...]]:
-    """The rows of ``sql`` once ``done(rows)`` holds (the store records a job's end after its upload)."""
-    async with asyncio.timeout(timeout):
-        while not done(rows := db_rows(env, sql)):  # noqa: ASYNC110  # another process writes it
-            await asyncio.sleep(0.05)
-    return rows
+    """The rows of ``sql`` once ``done(rows)`` holds (the store records a job's end after its upload);
+    on the timeout, an assertion error that shows the rows last read."""
+    found: list[tuple[Any, ...]] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while not done(found := await rows(env, sql)):  # noqa: ASYNC110  # another process writes it
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"after {timeout} s, {sql!r} still gives {found}") from None
+    return found
 
 
-def money(env: dict[str, str]) -> list[tuple[str, str]]:
+async def settled(env: dict[str, str], timeout: float = 15) -> list[tuple[str, str, str]]:
+    """(job prompt, status, its money entries joined by ``+``) once no job is unfinished, oldest job first."""
+    ended = ("succeeded", "failed", "cancelled")
+    sql = "SELECT id, prompt, status FROM jobs ORDER BY created_at"
+    jobs = await wait_rows(env, sql, lambda r: all(status in ended for *_, status in r), timeout)
+    entries: dict[str, list[str]] = {}
+    for job_id, entry in await rows(env, "SELECT job_id, entry FROM money ORDER BY entry"):
+        entries.setdefault(job_id, []).append(entry)
+    return [(prompt, status, "+".join(entries.get(job_id, []))) for job_id, prompt, status in jobs]
+
+
+async def money(env: dict[str, str]) -> list[tuple[str, str]]:
     """(job prompt, money entry) rows, oldest job first."""
-    return db_rows(
+    return await rows(
         env, "SELECT j.prompt, m.entry FROM money m JOIN jobs j ON j.id = m.job_id ORDER BY j.created_at, m.entry"
+    )
+
+
+async def wait_inputs_released(env: dict[str, str], timeout: float = 15) -> None:
+    """Wait until no ended job holds inputs that are not marked kept: a failed or cancelled job's are deleted
+    when it ends, a succeeded one's kept for a reroll (``ended_at``)."""
+    await wait_rows(
+        env,
+        "SELECT i.job_id, j.status FROM input_sets i JOIN jobs j ON j.id = i.job_id "
+        "WHERE i.ended_at IS NULL AND j.status IN ('succeeded', 'failed', 'cancelled')",
+        lambda r: r == [],
+        timeout,
     )
 
 

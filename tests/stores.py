@@ -22,9 +22,10 @@ from bot.store.postgres import PostgresDatabase
 from bot.store.script import fetch, fetch_value
 from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
+from tests.databases import DATABASES
 from tests.postgres import fresh_database
 
-DATABASES = ("sqlite", "postgres")
+__all__ = ["DATABASES"]
 NOON = 1795608000.0  # 2026-11-25 12:00 UTC
 PRICE = 30_000  # micro-dollars: $0.03
 LEASE = 30.0

@@ -16,10 +16,13 @@ from tests.harness import (
     BotProcess,
     card_buttons,
     card_text,
+    rows,
     send_edit,
     wait_final_text,
     wait_result,
+    wait_rows,
 )
+from tests.test_lifecycle_e2e import usage_text
 
 EPHEMERAL = 64
 
@@ -347,12 +350,16 @@ async def test_discord_refusing_the_upload_shrinks_once_more(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     output = noise_png(300, 300)
-    image_api.then(Reply(image=output, delay=0.5))
-    handle = await send_edit(discord_fake, "x", [make_png()])
-    await handle.wait_for_webhook("PATCH")  # the "Editing…" status, before the API answers
+    image_api.then(Reply(image=output))
+    # The first upload of the result is refused (status edits carry no file, whenever they come).
     discord_fake.fail_next(
-        "PATCH", r"/webhooks/.*/messages/\d+$", 413, {"code": 40005, "message": "Request entity too large"}
+        "PATCH",
+        r"/webhooks/.*/messages/\d+$",
+        413,
+        {"code": 40005, "message": "Request entity too large"},
+        only=lambda r: bool(r.files),
     )
+    handle = await send_edit(discord_fake, "x", [make_png()])
     result = await wait_result(handle)
     refused = [r for r in handle.webhook_requests() if r.status == 413]
     assert len(refused) == 1 and refused[0].files[0].data == output
@@ -452,3 +459,59 @@ async def test_a_phone_photo_is_turned_upright_and_other_inputs_pass_through(
         assert rgb.getpixel((35, 3))[0] > 200 and rgb.getpixel((3, 3))[2] > 200  # the red corner is top-right now
     assert second.data == upright_jpeg and third.data == plain_png  # everything else byte for byte
     assert "image1 was turned upright, as its EXIF orientation says" in card_text(result)
+
+
+def odd_images() -> dict[str, tuple[bytes, str]]:
+    """The inputs that take the less usual paths through the checks: ``{filename: (bytes, content type)}``."""
+
+    def encoded(image: Image.Image, fmt: str, **params: object) -> bytes:
+        buffer = io.BytesIO()
+        image.save(buffer, format=fmt, **params)
+        return buffer.getvalue()
+
+    palette = Image.new("P", (40, 30), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    frames = [Image.new("RGB", (40, 30), colour) for colour in ((255, 0, 0), (0, 255, 0))]
+    animated = io.BytesIO()
+    frames[0].save(animated, format="GIF", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    return {
+        "phone.jpg": (jpeg(80, 40, 6), "image/jpeg"),
+        "cmyk.jpg": (encoded(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"), "image/jpeg"),
+        "deep.png": (encoded(Image.new("I;16", (40, 30), 40000), "PNG"), "image/png"),
+        "clear.png": (encoded(palette, "PNG", transparency=0), "image/png"),
+        "moving.gif": (animated.getvalue(), "image/gif"),
+        "old.bmp": (encoded(Image.new("RGB", (40, 30), (5, 6, 7)), "BMP"), "image/bmp"),
+    }
+
+
+async def test_odd_images_are_kept_in_the_store_and_sent_and_a_bomb_is_refused_before_a_charge(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """Phone photos, CMYK, 16-bit, transparent palettes, animated GIFs and BMPs go through the database's
+    input rows to the API; a decompression bomb is refused before any charge."""
+    images = odd_images()
+    handle = await send_edit(
+        discord_fake,
+        "odd ones",
+        [data for data, _ in images.values()],
+        filenames=list(images),
+        content_types=[kind for _, kind in images.values()],
+    )
+    result = await wait_result(handle)
+    assert "image1 was turned upright, as its EXIF orientation says" in card_text(result)
+    sent = image_api.calls[0].images
+    with Image.open(io.BytesIO(sent[0].data)) as upright:
+        assert upright.size == (40, 80)
+    assert sent[1].data == images["cmyk.jpg"][0]  # a JPEG the API takes goes byte for byte
+    assert [part.content_type for part in sent] == ["image/jpeg", "image/jpeg", *["image/png"] * 4]
+    statuses = "SELECT prompt, status FROM jobs ORDER BY created_at"
+    assert await wait_rows(bot.env, statuses, lambda r: r[0][1] != "delivering") == [("odd ones", "succeeded")]
+
+    bomb = io.BytesIO()
+    Image.new("1", (20000, 20000)).save(bomb, format="PNG")  # a tiny file of 400 megapixels
+    refused = await send_edit(discord_fake, "bomb", [make_png(), bomb.getvalue()])
+    followup = await refused.wait_for_webhook("POST")
+    assert "image2 is too large to decode safely" in followup.json["content"]
+    assert len(image_api.calls) == 1
+    assert await rows(bot.env, statuses) == [("odd ones", "succeeded"), ("bomb", "failed")]
+    assert "Today: 1 of 25 edits used" in await usage_text(discord_fake)

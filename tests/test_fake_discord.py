@@ -198,8 +198,9 @@ async def test_thread_from_message_and_send_file(fake: FakeDiscord, run_bot: Run
     assert in_thread["id"] == str(sent.id) and fake.cdn_bytes(in_thread["attachments"][0]["url"]) == PNG
     assert fake.messages[message.id]["allowed_mentions"] == {"parse": []}
     assert await sent.attachments[0].read() == PNG
-    await asyncio.sleep(0.05)  # THREAD_CREATE dispatch
-    assert bot.get_channel(thread.id) is not None
+    async with asyncio.timeout(10):  # THREAD_CREATE comes over the gateway, apart from the REST answer
+        while bot.get_channel(thread.id) is None:  # noqa: ASYNC110  # discord.py's cache, filled by the event
+            await asyncio.sleep(0.01)
 
     with pytest.raises(discord.HTTPException) as exc:
         await message.create_thread(name="again")
@@ -430,14 +431,18 @@ async def test_edit_keeps_and_adds_attachments_and_forum_post(fake: FakeDiscord,
     assert [fake.cdn_bytes(a["url"]) for a in fake.messages[msg.id]["attachments"]] == [b"two", PNG]
     edited = await msg.edit(content="caption only")  # no `attachments` key: attachments are kept
     assert len(edited.attachments) == 2 and edited.edited_at is not None
-    await asyncio.sleep(0.05)
-    assert [m.id for m in created] == [msg.id]  # MESSAGE_CREATE only because guild_messages is on
 
     forum = bot.get_channel(fake.FORUM_ID)
     assert isinstance(forum, discord.ForumChannel)
     post = await forum.create_thread(name="Showcase", content="look", file=discord.File(io.BytesIO(PNG), "a.png"))
     assert post.thread.parent_id == fake.FORUM_ID and post.message.id == post.thread.id
     assert fake.channel_messages(post.thread.id)[0]["attachments"][0]["filename"] == "a.png"
+    # Gateway events arrive in order: once the forum post's MESSAGE_CREATE is in, the edits' events are
+    # too, and none of them was a MESSAGE_CREATE (only sent messages are, as guild_messages is on).
+    async with asyncio.timeout(10):
+        while len(created) < 2:  # noqa: ASYNC110  # filled by discord.py's dispatch
+            await asyncio.sleep(0.01)
+    assert [m.id for m in created] == [msg.id, post.message.id]
 
 
 async def test_message_command_resolves_the_message_with_attachments_and_embeds(

@@ -107,6 +107,8 @@ async def test_history_offers_refine_and_reroll_of_an_entry(
     await wait_result(first)
     result = first.original_message()
     assert result is not None
+    # Offered once the job's end is recorded, a moment after its result is posted.
+    await wait_rows(bot.env, "SELECT status FROM jobs", lambda r: r == [("succeeded",)])
     _, page = await history(discord_fake)
     custom_id, options = pick_options(page)
     assert custom_id == f"atelier:history-pick:v1:{discord_fake.USER_ID}:0"
@@ -133,7 +135,7 @@ async def test_history_offers_refine_and_reroll_of_an_entry(
     await wait_thread_result(discord_fake, int(result["id"]))
     assert [p.data for p in image_api.calls[2].images] == [output]
     await wait_rows(bot.env, "SELECT status FROM jobs", lambda r: all(s == "succeeded" for (s,) in r))
-    assert len(money(bot.env)) == 3
+    assert len(await money(bot.env)) == 3
 
 
 async def test_history_offers_no_reroll_once_the_inputs_are_gone(

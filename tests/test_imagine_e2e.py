@@ -47,7 +47,7 @@ async def test_imagine_asks_the_generations_endpoint_and_posts_a_result_with_the
         bot.env, "SELECT kind, origin, input_count, status, cost FROM jobs", lambda r: r[0][3] != "delivering"
     )
     assert rows == [("imagine", "command", 0, "succeeded", 30_000)]
-    assert money(bot.env) == [("a lighthouse on a cliff at dusk", "charge")]
+    assert await money(bot.env) == [("a lighthouse on a cliff at dusk", "charge")]
     assert await wait_rows(bot.env, "SELECT job_id FROM job_inputs", lambda r: True) == []  # nothing to keep
 
 
@@ -86,7 +86,7 @@ async def test_refining_an_imagined_result_is_an_edit_and_a_reroll_imagines_agai
         lambda r: len(r) == 3,
     )
     assert rows == [("imagine", "command"), ("imagine", "reroll"), ("edit", "refine")]
-    assert [entry for _, entry in money(bot.env)] == ["charge", "charge", "charge"]
+    assert [entry for _, entry in await money(bot.env)] == ["charge", "charge", "charge"]
 
 
 async def test_imagine_counts_against_the_same_daily_limit(

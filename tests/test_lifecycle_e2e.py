@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import re
 import signal
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
+from tests.harness import BotProcess, dialect, execute, send_edit, settled, wait_final_text, wait_result
 from tests.test_refine_e2e import submit_refine
 
 EPHEMERAL = 64
@@ -27,32 +25,6 @@ EPHEMERAL = 64
 async def start(bot: BotProcess, env: dict[str, str], **settings: str) -> None:
     env.update(settings)
     await bot.start()
-
-
-def database(env: dict[str, str]) -> Path:
-    return Path(env["DATA_DIR"]) / "atelier.sqlite3"
-
-
-def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(database(env))
-    try:
-        return list(db.execute(sql))
-    finally:
-        db.close()
-
-
-async def settled(env: dict[str, str], timeout: float = 10) -> list[tuple[str, str, str]]:
-    """(job prompt, status, money entries) once no job is unfinished."""
-    sql = (
-        "SELECT j.prompt, j.status, COALESCE(GROUP_CONCAT(m.entry, '+'), '') FROM jobs j "
-        "LEFT JOIN (SELECT * FROM money ORDER BY entry) m ON m.job_id = j.id GROUP BY j.id ORDER BY j.created_at"
-    )
-    async with asyncio.timeout(timeout):
-        while True:
-            found = rows(env, sql)
-            if all(status in ("succeeded", "failed", "cancelled") for _, status, _ in found):
-                return found
-            await asyncio.sleep(0.05)
 
 
 def cancel_button(handle: InteractionHandle) -> tuple[dict[str, Any], str]:
@@ -67,16 +39,20 @@ def contents(handle: InteractionHandle) -> list[str]:
     return [str(r.json.get("content")) for r in handle.webhook_requests() if r.method == "PATCH" and r.json]
 
 
-def block_inputs(env: dict[str, str]) -> None:
-    """Make every save of job inputs fail, as a full disk would: the database refuses their rows."""
-    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
-    try:
-        db.execute(
-            "CREATE TRIGGER no_inputs BEFORE INSERT ON job_inputs BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
+async def block_inputs(env: dict[str, str]) -> None:
+    """Make every save of job inputs fail, as a full disk would: the database refuses their rows (a trigger,
+    in each database's own words)."""
+    if dialect(env) == "sqlite":
+        await execute(
+            env, "CREATE TRIGGER no_inputs BEFORE INSERT ON job_inputs BEGIN SELECT RAISE(ABORT, 'disk is full'); END"
         )
-        db.commit()
-    finally:
-        db.close()
+        return
+    await execute(
+        env,
+        "CREATE FUNCTION no_inputs() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'disk is full' USING ERRCODE = 'disk_full'; END $$",
+        "CREATE TRIGGER no_inputs BEFORE INSERT ON job_inputs FOR EACH ROW EXECUTE FUNCTION no_inputs()",
+    )
 
 
 async def usage_text(fake: FakeDiscord) -> str:
@@ -115,13 +91,16 @@ async def test_with_one_busy_slot_the_member_who_waited_goes_before_a_second_job
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
-    image_api.latency = 1.0
+    b_asked = asyncio.Event()
+    image_api.then(Reply(until=b_asked))  # A's first holds the only slot until B is in line
     a, b = discord_fake.USER_ID, discord_fake.OTHER_USER_ID
     a1 = await send_edit(discord_fake, "A1", [make_png()], user_id=a)
     await image_api.wait_for_started(1)
     a2 = await send_edit(discord_fake, "A2", [make_png()], user_id=a)
-    await asyncio.sleep(0.2)
+    await wait_final_text(a2, "Queued")  # A's second is in line before B asks
     b1 = await send_edit(discord_fake, "B1", [make_png()], user_id=b)
+    await wait_final_text(b1, "Queued")
+    b_asked.set()
     for handle in (a1, a2, b1):
         await wait_result(handle, timeout=20)
     assert [c.field("prompt") for c in image_api.calls] == ["A1", "B1", "A2"]
@@ -169,7 +148,7 @@ async def test_inputs_that_cannot_be_saved_end_the_job_refunded_with_one_apology
     bot_process.tracebacks_expected = True
     await start(bot_process, bot_env, USER_DAILY_LIMIT="1")
     await bot_process.stop()
-    block_inputs(bot_env)  # in the database the first start made
+    await block_inputs(bot_env)  # in the database the first start made
     await bot_process.start()
     handle = await send_edit(discord_fake, "unlucky", [make_png()])
     apology = await wait_final_text(handle, "error reference")
@@ -205,4 +184,6 @@ async def test_an_unexpected_error_in_a_button_gets_the_one_apology_with_a_refer
     assert reference is not None
     assert f"(reference {reference.group(1)})" in bot_process.log()
     await wait_result(running)
-    assert [c.field("prompt") for c in image_api.calls] == ["slow"]  # the cancel itself took effect
+    # The cancel itself took effect: once nothing is unfinished, the queued job never ran.
+    assert await settled(bot_env) == [("slow", "succeeded", "charge"), ("queued", "cancelled", "charge+refund")]
+    assert [c.field("prompt") for c in image_api.calls] == ["slow"]

@@ -9,10 +9,10 @@ from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import (
     BotProcess,
     card_buttons,
-    db_rows,
     is_channel_post,
     is_message_edit_with_file,
     money,
+    rows,
     wait_rows,
 )
 
@@ -91,9 +91,9 @@ async def test_edit_images_uses_the_attachments_then_the_embeds_and_replies_with
     (call,) = image_api.calls
     assert [p.data for p in call.images] == [first, second, linked]
     assert call.field("prompt") == "put the cat from image1 into image2" and call.field("size") == "2048x1360"
-    rows = await wait_rows(bot.env, "SELECT origin, status, input_count FROM jobs", lambda r: r[0][1] == "succeeded")
-    assert rows == [("message", "succeeded", 3)]
-    assert money(bot.env) == [("put the cat from image1 into image2", "charge")]
+    jobs = await wait_rows(bot.env, "SELECT origin, status, input_count FROM jobs", lambda r: r[0][1] == "succeeded")
+    assert jobs == [("message", "succeeded", 3)]
+    assert await money(bot.env) == [("put the cat from image1 into image2", "charge")]
 
 
 async def test_more_than_ten_images_uses_the_first_ten_and_says_so(
@@ -122,7 +122,7 @@ async def test_a_message_without_a_usable_image_is_explained_privately(
     assert callback.json["type"] == 4 and callback.json["data"]["flags"] & EPHEMERAL
     assert "no image I can use" in callback.json["data"]["content"]
     assert [r.path for r in discord_fake.requests[start:] if "/callback" not in r.path] == []
-    assert image_api.calls == [] and db_rows(bot.env, "SELECT id FROM jobs") == []
+    assert image_api.calls == [] and await rows(bot.env, "SELECT id FROM jobs") == []
 
 
 async def test_a_channel_the_bot_cannot_read_is_explained_privately(
@@ -137,7 +137,7 @@ async def test_a_channel_the_bot_cannot_read_is_explained_privately(
     callback = await click.wait_for_callback()
     assert callback.json["data"]["flags"] & EPHEMERAL and "can't read this channel" in callback.json["data"]["content"]
     assert [r.path for r in discord_fake.requests[start:] if "/callback" not in r.path] == []
-    assert image_api.calls == [] and db_rows(bot.env, "SELECT id FROM jobs") == []
+    assert image_api.calls == [] and await rows(bot.env, "SELECT id FROM jobs") == []
 
 
 async def test_a_blocked_channel_is_refused_before_the_form(
@@ -150,7 +150,7 @@ async def test_a_blocked_channel_is_refused_before_the_form(
     callback = await click.wait_for_callback()
     assert callback.json["type"] == 4 and callback.json["data"]["flags"] & EPHEMERAL
     assert f"<#{discord_fake.OTHER_CHANNEL_ID}>" in callback.json["data"]["content"]
-    assert image_api.calls == [] and db_rows(bot_env, "SELECT id FROM jobs") == []
+    assert image_api.calls == [] and await rows(bot_env, "SELECT id FROM jobs") == []
 
 
 async def test_edit_images_privately_shows_status_and_result_only_to_the_member(
@@ -172,5 +172,5 @@ async def test_edit_images_privately_shows_status_and_result_only_to_the_member(
     original = answer.original_message()
     assert original is not None and original["flags"] & EPHEMERAL
     assert not [r for r in discord_fake.requests[start:] if is_channel_post(r, discord_fake.CHANNEL_ID)]
-    rows = await wait_rows(bot.env, "SELECT private, delivered FROM jobs", lambda r: r[0][1] is not None)
-    assert rows == [(1, "private")]
+    jobs = await wait_rows(bot.env, "SELECT private, delivered FROM jobs", lambda r: r[0][1] is not None)
+    assert jobs == [(1, "private")]

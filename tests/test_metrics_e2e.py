@@ -73,7 +73,7 @@ async def test_metrics_count_what_happened_during_a_run(
     assert before["atelier_notices_pending"] == 0 and before["atelier_notice_oldest_pending_seconds"] == 0
     # Series the alert rules rate exist at 0 before anything happens (a counter born at 1 shows no increase).
     assert before['atelier_jobs_total{kind="edit",outcome="succeeded"}'] == 0
-    assert before['atelier_jobs_total{kind="refine",outcome="failed"}'] == 0
+    assert before['atelier_jobs_total{kind="imagine",outcome="failed"}'] == 0
     assert before['atelier_api_attempts_total{result="body_cut_off"}'] == 0
     # Limits that are not configured have no series (a rule comparing with one matches nothing).
     limits = ("atelier_daily_budget_usd", "atelier_provider_balance_warn_usd", "atelier_provider_balance_floor_usd")

@@ -17,18 +17,16 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import pytest
 from PIL import Image
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import EditCall, FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, bot_environment, card_text, free_port, option, wait_final_text, wait_result
+from tests.harness import BotProcess, bot_environment, card_text, free_port, option, rows, wait_final_text, wait_result
 from tests.postgres import fresh_database
 from tests.test_audit_e2e import AUDIT, set_audit_channel
 from tests.test_metrics_e2e import scrape_until
@@ -109,7 +107,7 @@ async def test_an_option_the_servers_model_lacks_is_refused_before_any_charge_an
         for image in (make_png(), None):  # /edit, then /imagine
             text = await refusal(await send(discord_fake, "refused", image, **{name: value}))
             assert f"gpt-image-2-vip has no {name} option; leave {name} empty." in text
-    assert image_api.calls == [] and rows(bot_env, "SELECT COUNT(*) FROM money") == [(0,)]
+    assert image_api.calls == [] and await rows(bot_env, "SELECT COUNT(*) FROM money") == [(0,)]
 
     await wait_result(await send(discord_fake, "plain", make_png()))
     (vip,) = image_api.calls
@@ -135,7 +133,7 @@ async def test_an_option_the_servers_model_lacks_is_refused_before_any_charge_an
     text = await refusal(await send(discord_fake, "odd", quality="ultra"))
     assert "`ultra` is not a quality gpt-image-2 takes; pick one of: low, medium, high, auto." in text
     assert len(image_api.calls) == 3
-    assert rows(bot_env, "SELECT prompt, options FROM jobs ORDER BY created_at") == [
+    assert await rows(bot_env, "SELECT prompt, options FROM jobs ORDER BY created_at") == [
         ("plain", "{}"), ("sharper", '{"output_format": "webp", "quality": "high"}'),
         ("opaque", '{"background": "opaque", "output_format": "jpeg", "quality": "low"}'),
     ]  # fmt: skip
@@ -204,14 +202,6 @@ async def test_a_sticker_keeps_its_transparency_and_its_format_through_the_fit_a
     assert "its transparent background was flattened onto white, since JPEG has no transparency" in card_text(result)
 
 
-def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
-    try:
-        return list(db.execute(sql))
-    finally:
-        db.close()
-
-
 # Cost by tokens, on both databases ------------------------------------------------------------------
 
 
@@ -229,14 +219,7 @@ async def env(request: pytest.FixtureRequest, discord_fake: FakeDiscord, image_a
 
 async def read(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
     """Rows of the bot's database, whichever it is."""
-    url = env.get("DATABASE_URL")
-    if url is None:
-        return rows(env, sql)
-    conn = await asyncpg.connect(url)
-    try:
-        return [tuple(r) for r in await conn.fetch(sql)]
-    finally:
-        await conn.close()
+    return await rows(env, sql)
 
 
 async def read_when(env: dict[str, str], sql: str, count: int, timeout: float = 10) -> list[tuple[Any, ...]]:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, card_buttons, card_text, is_card, send_edit, wait_final_text, wait_result
+from tests.harness import (
+    BotProcess,
+    card_buttons,
+    card_text,
+    is_card,
+    send_edit,
+    settled,
+    wait_final_text,
+    wait_inputs_released,
+    wait_result,
+)
 
 EPHEMERAL = 64
 
@@ -27,13 +36,6 @@ async def refusal(handle: InteractionHandle) -> str:
 async def start(bot: BotProcess, env: dict[str, str], **settings: str) -> None:
     env.update(settings)
     await bot.start()
-
-
-def leftover_inputs(env: dict[str, str]) -> list[str]:
-    """Job input folders on disk that are not kept for a reroll: a failed or cancelled job's inputs are
-    deleted when it ends, a succeeded one's are marked kept (``ended_at``)."""
-    root = Path(env["DATA_DIR"]) / "inputs"
-    return sorted(p.name for p in root.iterdir() if not (p / "ended_at").exists()) if root.exists() else []
 
 
 def prompts(api: FakeImageAPI) -> list[str | None]:
@@ -85,7 +87,8 @@ async def test_two_simultaneous_edits_at_a_limit_of_one_cannot_both_run(
     assert len(refused) == 1 and "used 1 of your 1 edits" in refused[0].json["data"]["content"]
     accepted = first if refused[0] is callbacks[1] else second
     await wait_result(accepted)
-    await asyncio.sleep(0.3)
+    # Once the store has every job ended, nothing is left to reach the API: the refused one was never a job.
+    assert await settled(bot_env) == [("one" if accepted is first else "two", "succeeded", "charge")]
     assert len(image_api.calls) == 1
 
 
@@ -109,13 +112,18 @@ async def test_round_robin_member_b_overtakes_member_a(
 ) -> None:
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
     image_api.latency = 0.3
+    b_asked = asyncio.Event()
+    image_api.then(Reply(until=b_asked))  # A's first holds the only slot until B is in line
     a, b = discord_fake.USER_ID, discord_fake.OTHER_USER_ID
     a_jobs = [await send_edit(discord_fake, f"A{n}", [make_png()], user_id=a) for n in range(1, 6)]
     for handle in a_jobs:
         await handle.wait_for_webhook("PATCH")  # queued (its images are in) before B asks
     b_job = await send_edit(discord_fake, "B1", [make_png()], user_id=b)
+    await wait_final_text(b_job, "Queued")
+    b_asked.set()
     await wait_result(b_job, timeout=30)
-    await wait_result(a_jobs[-1], timeout=30)
+    # A's jobs are in line in the order each got its images in, which a busy machine may shuffle: wait for all.
+    await asyncio.gather(*(wait_result(handle, timeout=30) for handle in a_jobs))
     order = prompts(image_api)
     # A's first took the free slot; when it freed, B (never served yet) went before A's second.
     assert order.index("B1") == 1, order
@@ -151,12 +159,11 @@ async def test_cancel_withdraws_a_queued_job_at_no_cost(
     assert callback.json["type"] == 7 and "cancelled" in callback.json["data"]["content"], callback.json
     assert callback.json["data"]["components"] == []
     await wait_result(running)
-    await asyncio.sleep(0.3)
-    assert prompts(image_api) == ["slow"]
-    # The cancelled job was not charged: a second edit still fits the limit of two.
+    # The cancelled job was not charged: a second edit still fits the limit of two. With one slot, it runs
+    # after anything still in line: had the cancelled job run, the API would have seen it before.
     await wait_result(await send_edit(discord_fake, "second", [make_png()]))
-    await asyncio.sleep(0.3)
-    assert leftover_inputs(bot_env) == []
+    assert prompts(image_api) == ["slow", "second"]
+    await wait_inputs_released(bot_env)
 
 
 async def test_queued_and_running_jobs_survive_sigterm_and_resume(
@@ -179,8 +186,7 @@ async def test_queued_and_running_jobs_survive_sigterm_and_resume(
     await wait_result(running, timeout=20)
     await wait_result(queued, timeout=20)
     assert prompts(image_api) == ["running", "running", "queued"]
-    await asyncio.sleep(0.3)
-    assert leftover_inputs(bot_env) == []
+    await wait_inputs_released(bot_env)
 
 
 async def test_a_crash_retries_a_running_job_once_and_runs_queued_ones(
@@ -342,8 +348,10 @@ async def test_a_moderator_may_cancel_someone_elses_queued_job(
     assert callback.json["type"] == 7
     assert f"cancelled by <@{discord_fake.OWNER_ID}>" in callback.json["data"]["content"]
     await wait_result(running)
-    await asyncio.sleep(0.3)
-    assert prompts(image_api) == ["slow"]
+    # With one slot, a later edit runs after anything still in line: had the cancelled job run, the API
+    # would have seen it before this one.
+    await wait_result(await send_edit(discord_fake, "later", [make_png()]))
+    assert prompts(image_api) == ["slow", "later"]
 
 
 async def test_guild_daily_limit_applies_to_everyone(

@@ -3,8 +3,6 @@ and servers' own API keys; the secrecy of every new secret."""
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,23 +22,16 @@ from tests.harness import (
     BotProcess,
     card_text,
     free_port,
+    rows,
     send_edit,
     wait_final_text,
     wait_result,
 )
 from tests.test_audit_e2e import AUDIT, set_audit_channel
-from tests.test_metrics_e2e import scrape
+from tests.test_metrics_e2e import scrape, scrape_until
 from tests.test_operations_e2e import admin, refusal
 
 TWO_MODELS = "gpt-image-2-vip=0.03,gpt-image-2-all=0.02"
-
-
-def rows(env: dict[str, str], sql: str) -> list[tuple[Any, ...]]:
-    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3")
-    try:
-        return list(db.execute(sql))
-    finally:
-        db.close()
 
 
 def channel_posts(fake: FakeDiscord, channel_id: int, needle: str) -> list[RecordedRequest]:
@@ -173,7 +164,7 @@ async def test_a_server_picks_its_model_and_sizes_are_checked_per_model(
     call = image_api.calls[-1]
     assert call.field("model") == "gpt-image-2-all" and call.field("size") == "1024x1024"
     assert "gpt-image-2-all" in card_text(result)  # the card names the model
-    assert rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'square'") == [("gpt-image-2-all", 20_000)]
+    assert await rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'square'") == [("gpt-image-2-all", 20_000)]
     for size, why in (("1000x1000", "multiples of 16"), ("3840x1024", "3 times"), ("4096x2304", "3840")):
         assert why in await refusal(await send_edit(discord_fake, "odd", [make_png()], size=size))
     assert len(image_api.calls) == 1
@@ -186,11 +177,13 @@ async def test_a_server_picks_its_model_and_sizes_are_checked_per_model(
 async def test_fast_failures_send_new_jobs_to_the_fallback_for_a_while(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
+    port = free_port()
     bot_env.update(
         IMAGE_MODELS=TWO_MODELS,
         IMAGE_FALLBACK_MODEL="gpt-image-2-all",
         IMAGE_FALLBACK_SECONDS="3",
         IMAGE_API_MAX_RETRIES="1",
+        METRICS_PORT=str(port),
     )
     image_api.models = {"gpt-image-2-all"}
     await bot_process.start()
@@ -204,13 +197,16 @@ async def test_fast_failures_send_new_jobs_to_the_fallback_for_a_while(
     result = await wait_result(await send_edit(discord_fake, "on the fallback", [make_png()], size="2048x1152"))
     assert image_api.calls[-1].field("model") == "gpt-image-2-all"
     assert "gpt-image-2-all" in card_text(result)
-    assert rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'on the fallback'") == [
+    assert await rows(bot_env, "SELECT model, cost FROM jobs WHERE prompt = 'on the fallback'") == [
         ("gpt-image-2-all", 20_000)
     ]
     audit = await wait_post(discord_fake, AUDIT, "gpt-image-2-all (fallback)")
     assert "on the fallback" in audit.json["content"]
 
-    await asyncio.sleep(3.2)
+    # The bot's own clock closes the breaker after IMAGE_FALLBACK_SECONDS: its gauge says when.
+    fallback = 'atelier_model_fallback_active{model="gpt-image-2-vip"}'
+    closed = await scrape_until(port, lambda s: s.get(fallback) == 0, timeout=15)
+    assert closed[fallback] == 0
     await wait_result(await send_edit(discord_fake, "primary again", [make_png()]))
     assert image_api.calls[-1].field("model") == "gpt-image-2-vip"
 
@@ -255,7 +251,7 @@ async def test_a_server_key_is_stored_encrypted_used_for_its_jobs_and_outside_th
     assert "own API key is set" in await refusal(submitted)
 
     # At rest: encrypted with ATELIER_SECRET_KEY, and in no file in clear.
-    (encrypted,) = rows(bot_env, "SELECT encrypted FROM guild_keys")[0]
+    ((encrypted,),) = await rows(bot_env, "SELECT encrypted FROM guild_keys")
     assert Fernet(SECRET_KEY.encode()).decrypt(encrypted.encode()).decode() == SERVER_KEY
     assert files_holding(Path(bot_env["DATA_DIR"]), SERVER_KEY.encode()) == []
 
@@ -263,7 +259,7 @@ async def test_a_server_key_is_stored_encrypted_used_for_its_jobs_and_outside_th
     for n in range(3):
         await wait_result(await send_edit(discord_fake, f"own key {n}", [make_png()]))
     assert [c.headers["Authorization"] for c in image_api.calls] == [f"Bearer {SERVER_KEY}"] * 3
-    assert rows(bot_env, "SELECT COUNT(*) FROM jobs WHERE guild_key = 1") == [(3,)]
+    assert await rows(bot_env, "SELECT COUNT(*) FROM jobs WHERE guild_key = 1") == [(3,)]
     metrics = await scrape(port)
     assert abs(metrics['atelier_spend_today_usd{key="server"}'] - 0.09) < 1e-9
     assert metrics['atelier_spend_today_usd{key="operator"}'] == 0
@@ -288,16 +284,18 @@ async def test_a_server_key_is_stored_encrypted_used_for_its_jobs_and_outside_th
         lambda r: r.method == "POST" and alert in str((r.json or {}).get("content"))
     )
     assert "HTTP 401" in told.json["content"]
+    # The admins are not told twice: the decision is made (and logged) as the job ends, before its
+    # member hears of it; the one alert was posted above.
     await wait_final_text(await send_edit(discord_fake, "refused again", [make_png()]), "❌")
-    await asyncio.sleep(0.5)
-    assert len([r for r in discord_fake.requests if alert in str(r.json)]) == 1
     log = bot_process.log()
+    assert log.count("telling its admins that their own API key failed") == 1
+    assert len([r for r in discord_fake.requests if alert in str(r.json)]) == 1
     assert "a server's own API key was refused" in log and "image API needs the operator" not in log
 
     # Cleared: the bot's key again, and the operator's budget counts again.
     cleared = await key_command(discord_fake, "clear", user_id=discord_fake.OWNER_ID)
     assert "was removed" in await refusal(cleared)
-    assert rows(bot_env, "SELECT COUNT(*) FROM guild_keys") == [(0,)]
+    assert await rows(bot_env, "SELECT COUNT(*) FROM guild_keys") == [(0,)]
     await wait_result(await send_edit(discord_fake, "operator's key", [make_png()]))
     assert image_api.calls[-1].headers["Authorization"] == f"Bearer {API_KEY}"
     assert "budget" in await refusal(await send_edit(discord_fake, "over budget", [make_png()]))

@@ -270,6 +270,23 @@ async def test_places_in_line_are_the_order_claims_take(store: Store) -> None:
     assert await store.positions() == []
 
 
+async def test_places_alone_are_the_queued_positions_without_the_jobs(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for n in range(12):
+        await add(store, make_job(f"j{n:02d}", n % 4, NOON + n), JobState.PREPARING if n == 9 else JobState.QUEUED)
+    await claim(store, "w")
+    positions = await store.positions()
+    assert await store.places() == [(job.id, place) for job, place in positions if job.state is JobState.QUEUED]
+    assert len(await store.places()) == 10  # one running, one preparing: in line, yet not to be told a place
+    monkeypatch.setattr("bot.store.store.IN_LIST_SIZE", 5)  # read in several lists
+    wanted = [job.id for job, _ in positions]
+    assert sorted(await store.jobs([*wanted, "gone"]), key=lambda job: job.id) == sorted(
+        (job for job, _ in positions), key=lambda job: job.id
+    )
+    assert await store.jobs([]) == []
+
+
 # Fencing and leases --------------------------------------------------------------------------------
 
 
@@ -362,7 +379,8 @@ async def test_a_moves_notices_are_sent_only_when_it_happened(store: Store) -> N
     assert await heard.since_last() == ["notices:7"]
     cancelled = await step_to(store, await add(store, make_job("j2", 8)), JobState.CANCELLED)
     assert cancelled.state is JobState.CANCELLED
-    assert await heard.since_last() == ["queued", "cancel:j2"]
+    # Queued, then it left the line: its member's next job may start now (a wake), and it was cancelled.
+    assert await heard.since_last() == ["queued", "queued", "cancel:j2"]
 
 
 async def test_a_job_queued_wakes_a_listener_within_100_ms(store: Store) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, make_png
-from tests.harness import BotProcess, card_text, db_rows, option, send_edit, wait_result, wait_rows
+from tests.harness import BotProcess, card_text, option, rows, send_edit, wait_result, wait_rows
 from tests.test_message_edit_e2e import fields, open_form, submit
 from tests.test_refine_e2e import result_button
 from tests.test_results_e2e import wait_click_result
@@ -77,8 +77,8 @@ async def test_a_style_is_added_to_the_instruction_shown_in_the_caption_and_kept
     wanted = "make the sky purple, as a loose watercolour painting on textured paper"
     assert image_api.calls[0].field("prompt") == wanted
     assert "> make the sky purple." in card_text(result) and "🎨 watercolour" in card_text(result)
-    rows = await wait_rows(bot.env, "SELECT prompt, style, style_text FROM jobs", lambda r: len(r) == 1)
-    assert rows == [("make the sky purple.", "watercolour", ", as a loose watercolour painting on textured paper")]
+    jobs = await wait_rows(bot.env, "SELECT prompt, style, style_text FROM jobs", lambda r: len(r) == 1)
+    assert jobs == [("make the sky purple.", "watercolour", ", as a loose watercolour painting on textured paper")]
 
     # Removing the style later does not change what a reroll of this result asks for.
     await presets(discord_fake, "remove", [option("name", "watercolour", 3)], user_id=discord_fake.OWNER_ID)
@@ -96,7 +96,7 @@ async def test_an_unknown_style_is_refused_privately_without_a_call(
     handle = await styled_edit(discord_fake, "x", "pastel")
     data = (await handle.wait_for_callback()).json["data"]
     assert data["flags"] & EPHEMERAL and "no style called `pastel`" in data["content"] and "`noir`" in data["content"]
-    assert image_api.calls == [] and db_rows(bot.env, "SELECT id FROM jobs") == []
+    assert image_api.calls == [] and await rows(bot.env, "SELECT id FROM jobs") == []
 
 
 async def test_the_edit_images_form_offers_the_servers_styles(

@@ -3,12 +3,11 @@ direct message, closed DMs (undelivered, told next time), and the server's priva
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from tests.fake_discord import FLAG_IS_COMPONENTS_V2, FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, card_buttons, card_text, is_card, money, option, send_edit, wait_rows
+from tests.harness import BotProcess, card_buttons, card_text, is_card, money, option, rows, send_edit, wait_rows
 from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, result_button
 from tests.test_results_e2e import wait_click_result
 
@@ -92,7 +91,7 @@ async def test_another_member_cannot_refine_or_reroll_a_private_result(
         answer = (await other.wait_for_callback()).json
         assert answer["type"] == 4 and answer["data"]["flags"] & EPHEMERAL
         assert "private to the member who asked" in answer["data"]["content"]
-    assert len(image_api.calls) == 1 and len(money(bot.env)) == 1
+    assert len(image_api.calls) == 1 and len(await money(bot.env)) == 1
 
 
 async def test_a_late_private_result_is_sent_by_direct_message(
@@ -130,7 +129,7 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     assert refused.response["code"] == 50007
     rows = await wait_rows(bot.env, "SELECT status, delivered FROM jobs", lambda r: r[0][0] == "succeeded")
     assert rows == [("succeeded", "undelivered")]
-    assert money(bot.env) == [("never arrives", "charge")]  # made, so not refunded
+    assert await money(bot.env) == [("never arrives", "charge")]  # made, so not refunded
 
     usage = await discord_fake.slash_command("usage", [])
     first = await usage.wait_for_callback()
@@ -139,11 +138,42 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     assert notice.json["flags"] & EPHEMERAL
     assert "could not reach you" in notice.json["content"] and "never arrives" in notice.json["content"]
     await wait_rows(bot.env, "SELECT job_id FROM notices WHERE shown_at IS NOT NULL", lambda r: len(r) == 1)
-    # Told once: the next command gets no notice.
+    # Told once: the next command gets no notice ...
     again = await discord_fake.slash_command("usage", [])
     await again.wait_for_callback()
-    await asyncio.sleep(0.5)  # a notice follows the answer within milliseconds
+    # ... which shows once a later result is lost too: the command after that is told of it alone.
+    image_api.then(Reply(delay=1.0))
+    lost = await send_private_edit(discord_fake, "lost as well", [make_png()])
+    await image_api.wait_for_started(2)
+    discord_fake.expire_interaction(lost.token)
+    await wait_rows(
+        bot.env, "SELECT delivered FROM jobs WHERE prompt = 'lost as well'", lambda r: r == [("undelivered",)]
+    )
+    later = await discord_fake.slash_command("usage", [])
+    second_notice = await later.wait_for_webhook("POST")
+    assert "lost as well" in second_notice.json["content"] and "never arrives" not in second_notice.json["content"]
     assert again.followups() == []
+
+
+async def test_a_notice_being_told_as_the_bot_stops_is_sent_and_recorded_as_told(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    discord_fake.closed_dms.add(discord_fake.USER_ID)
+    image_api.then(Reply(delay=1.0))
+    handle = await send_private_edit(discord_fake, "told at the stop", [make_png()])
+    await image_api.wait_for_started(1)
+    discord_fake.expire_interaction(handle.token)
+    await wait_rows(bot.env, "SELECT delivered FROM jobs", lambda r: r == [("undelivered",)])
+    # Discord rate-limits the notice once: discord.py waits a second to send it again, and the bot stops meanwhile.
+    discord_fake.fail_next(
+        "POST", r"/webhooks/", 429, {"retry_after": 1.0}, only=lambda r: "told at the stop" in str(r.json)
+    )
+    usage = await discord_fake.slash_command("usage", [])
+    await discord_fake.wait_for_request(lambda r: usage._mine(r) and r.status == 429)
+    assert await bot.stop() == 0
+    (notice,) = usage.followups()
+    assert "told at the stop" in notice["content"]
+    assert await rows(bot.env, "SELECT COUNT(*) FROM notices WHERE shown_at IS NOT NULL") == [(1,)]
 
 
 async def test_the_server_setting_can_forbid_or_force_private_results(
@@ -161,7 +191,7 @@ async def test_the_server_setting_can_forbid_or_force_private_results(
     refused = await send_private_edit(discord_fake, "hide it", [make_png()])
     answer = (await refused.wait_for_callback()).json["data"]
     assert answer["flags"] & EPHEMERAL and "doesn't allow private results" in answer["content"]
-    assert image_api.calls == [] and money(bot.env) == []
+    assert image_api.calls == [] and await money(bot.env) == []
 
     assert "Private results: **always**" in await set_private("always")
     forced = await send_edit(discord_fake, "public by default", [make_png()])

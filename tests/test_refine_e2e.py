@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, card_buttons, send_edit, wait_result
+from tests.harness import BotProcess, card_buttons, send_edit, wait_result, wait_rows
 
 PROMPT_FIELD = "atelier-refine-prompt"
 SIZE_FIELD = "atelier-refine-size"
@@ -59,16 +56,14 @@ async def wait_thread_result(fake: FakeDiscord, channel_id: int, start: int = 0)
     )
 
 
-async def ledger(path: Path, finished: int, timeout: float = 5) -> list[tuple[str, str, str | None, str]]:
-    """The jobs table once ``finished`` jobs are recorded as ended (the record follows the upload)."""
-    async with asyncio.timeout(timeout):
-        while True:
-            db = sqlite3.connect(path)
-            rows = db.execute("SELECT id, origin, parent_job_id, status FROM jobs ORDER BY created_at").fetchall()
-            db.close()
-            if sum(1 for row in rows if row[3] in ("succeeded", "failed")) >= finished:
-                return rows
-            await asyncio.sleep(0.05)
+async def ledger(env: dict[str, str], finished: int) -> list[tuple[Any, ...]]:
+    """(id, origin, parent_job_id, status) of every job once ``finished`` jobs are recorded as ended (the
+    record follows the upload)."""
+    return await wait_rows(
+        env,
+        "SELECT id, origin, parent_job_id, status FROM jobs ORDER BY created_at",
+        lambda rows: sum(1 for row in rows if row[3] in ("succeeded", "failed")) >= finished,
+    )
 
 
 def stored(fake: FakeDiscord, request: RecordedRequest) -> dict[str, Any]:
@@ -143,7 +138,7 @@ async def test_refines_chain_in_one_thread_using_the_previous_output(
     assert refine_button(stored(discord_fake, result2)).startswith("atelier:refine:v1:")
 
     # The ledger links each refine to the job it refines, so the chain can be followed.
-    rows = await ledger(Path(bot.env["DATA_DIR"]) / "atelier.sqlite3", finished=3)
+    rows = await ledger(bot.env, finished=3)
     assert [(kind, status) for _, kind, _, status in rows] == [
         ("command", "succeeded"),
         ("refine", "succeeded"),

@@ -6,7 +6,7 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, card_buttons, card_text, db_rows, money, send_edit, wait_result, wait_rows
+from tests.harness import BotProcess, card_buttons, card_text, money, rows, send_edit, wait_result, wait_rows
 from tests.test_refine_e2e import result_button, stored, submit_refine, wait_thread_result
 
 EPHEMERAL = 64
@@ -55,15 +55,15 @@ async def test_reroll_sends_the_same_inputs_instruction_and_size_again_and_links
     assert [p.data for p in second.images] == [p.data for p in first.images] == images
     assert second.field("prompt") == first.field("prompt") == "a lighthouse at dusk"
     assert second.field("size") == "2048x1360"
-    rows = await wait_rows(
+    jobs = await wait_rows(
         bot.env,
         "SELECT id, origin, parent_job_id, status FROM jobs ORDER BY created_at",
         lambda r: r[1][3] != "delivering",
     )
-    assert [(kind, status) for _, kind, _, status in rows] == [("command", "succeeded"), ("reroll", "succeeded")]
-    assert rows[1][2] == rows[0][0]
+    assert [(kind, status) for _, kind, _, status in jobs] == [("command", "succeeded"), ("reroll", "succeeded")]
+    assert jobs[1][2] == jobs[0][0]
     # Charged like any other edit.
-    assert money(bot.env) == [("a lighthouse at dusk", "charge"), ("a lighthouse at dusk", "charge")]
+    assert await money(bot.env) == [("a lighthouse at dusk", "charge"), ("a lighthouse at dusk", "charge")]
 
 
 async def test_reroll_of_a_result_in_a_thread_stays_in_the_thread_and_refine_links_back(
@@ -106,7 +106,7 @@ async def test_reroll_after_the_inputs_are_gone_says_so_privately_and_offers_ref
         == f"atelier:refine-from:v1:{message['channel_id']}:{message['id']}:"
         + result_button(message, "Reroll").rsplit(":", 1)[1]
     )
-    assert len(image_api.calls) == 1 and len(money(bot_env)) == 1  # no call, no charge
+    assert len(image_api.calls) == 1 and len(await money(bot_env)) == 1  # no call, no charge
     # The offered Refine opens the form for that result, and refines it.
     reply = click.followups()[0] if click.followups() else click.original_message()
     assert reply is not None
@@ -131,7 +131,7 @@ async def test_reroll_goes_through_the_same_limits(
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     answer = (await click.wait_for_callback()).json["data"]
     assert answer["flags"] & EPHEMERAL and "used 1 of your 1 edits" in answer["content"]
-    assert len(image_api.calls) == 1 and len(money(bot_env)) == 1
+    assert len(image_api.calls) == 1 and len(await money(bot_env)) == 1
 
 
 async def test_delete_removes_only_that_result_for_its_requester_and_keeps_the_ledger(
@@ -159,10 +159,10 @@ async def test_delete_removes_only_that_result_for_its_requester_and_keeps_the_l
     assert int(message["id"]) not in discord_fake.messages
     # The thread and its other iteration stay; the ledger keeps both jobs.
     assert int(in_thread["id"]) in discord_fake.messages and thread_id in discord_fake.channels
-    rows = await wait_rows(bot.env, "SELECT job_id, deleted_by FROM result_deletions", bool)
-    jobs = db_rows(bot.env, "SELECT id, status FROM jobs ORDER BY created_at")
+    deletions = await wait_rows(bot.env, "SELECT job_id, deleted_by FROM result_deletions", bool)
+    jobs = await rows(bot.env, "SELECT id, status FROM jobs ORDER BY created_at")
     assert [status for _, status in jobs] == ["succeeded", "succeeded"]
-    assert rows == [(jobs[0][0], discord_fake.USER_ID)]
+    assert deletions == [(jobs[0][0], discord_fake.USER_ID)]
 
 
 async def test_a_moderator_may_delete_someone_elses_result(

@@ -163,14 +163,20 @@ async def kept(store: Store) -> list[str]:
     """The jobs whose inputs are kept after they ended, oldest first."""
     rows = await query(
         store,
-        "SELECT job_id, MIN(ended_at) AS ended FROM job_inputs WHERE ended_at IS NOT NULL "
-        "GROUP BY job_id ORDER BY ended, job_id",
+        "SELECT job_id FROM input_sets WHERE ended_at IS NOT NULL ORDER BY ended_at, job_id",
     )
     return [str(row["job_id"]) for row in rows]
 
 
 async def kept_bytes(store: Store) -> int:
-    return int(await value(store, "SELECT COALESCE(SUM(length(data)), 0) FROM job_inputs WHERE ended_at IS NOT NULL"))
+    # Measured from the images themselves, not from the sets' own record of their size.
+    return int(
+        await value(
+            store,
+            "SELECT COALESCE(SUM(length(i.data)), 0) FROM job_inputs i JOIN input_sets s ON s.job_id = i.job_id "
+            "WHERE s.ended_at IS NOT NULL",
+        )
+    )
 
 
 class CapWatch:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, is_channel_post, send_edit, wait_final_text, wait_result
+from tests.harness import BotProcess, insert, is_channel_post, records, rows, send_edit, wait_final_text, wait_result
 from tests.test_refine_e2e import first_result, submit_refine, wait_thread_result
 
 FAST = {
@@ -36,33 +34,20 @@ async def start(bot: BotProcess, env: dict[str, str], **settings: str) -> None:
     await bot.start()
 
 
-def database(env: dict[str, str]) -> Path:
-    return Path(env["DATA_DIR"]) / "atelier.sqlite3"
-
-
 def contents(handle: InteractionHandle) -> list[str]:
     return [str(r.json.get("content")) for r in handle.webhook_requests() if r.method == "PATCH" and r.json]
 
 
-def seed_runs(env: dict[str, str], seconds: float, *, count: int = 5, input_count: int | None = None) -> None:
+async def seed_runs(env: dict[str, str], seconds: float, *, count: int = 5, input_count: int | None = None) -> None:
     """Add ``count`` successful runs of ``seconds`` to the ledger, copied from a real succeeded job."""
-    db = sqlite3.connect(database(env))
-    try:
-        columns = [row[1] for row in db.execute("PRAGMA table_info(jobs)")]
-        template = dict(
-            zip(columns, db.execute("SELECT * FROM jobs WHERE status = 'succeeded'").fetchone(), strict=True)
-        )
-        now = time.time()
-        for n in range(count):
-            row = {**template, "id": f"seed-{seconds:g}-{n}", "started_at": now - 900 + n}
-            row["finished_at"] = row["started_at"] + seconds
-            if input_count is not None:
-                row["input_count"] = input_count
-            names = ", ".join(row)
-            db.execute(f"INSERT INTO jobs ({names}) VALUES ({', '.join('?' for _ in row)})", list(row.values()))
-        db.commit()
-    finally:
-        db.close()
+    template = (await records(env, "SELECT * FROM jobs WHERE status = 'succeeded' LIMIT 1"))[0]
+    now = time.time()
+    for n in range(count):
+        row = {**template, "id": f"seed-{seconds:g}-{n}", "started_at": now - 900 + n}
+        row["finished_at"] = row["started_at"] + seconds
+        if input_count is not None:
+            row["input_count"] = input_count
+        await insert(env, "jobs", row)
 
 
 async def test_status_texts_give_honest_estimates_from_the_ledger(
@@ -79,8 +64,8 @@ async def test_status_texts_give_honest_estimates_from_the_ledger(
     assert await bot_process.stop(signal.SIGTERM, timeout=15) == 0
 
     # The ledger now holds five runs of 95 s (one input, size auto) and five of 1 s (four inputs).
-    seed_runs(bot_env, 95.0)
-    seed_runs(bot_env, 1.0, input_count=4)
+    await seed_runs(bot_env, 95.0)
+    await seed_runs(bot_env, 1.0, input_count=4)
     await bot_process.start()
 
     # A job of another kind is compared with its own kind: four inputs usually take 1 s.
@@ -112,12 +97,8 @@ def pointer_edits(fake: FakeDiscord, start: int = 0) -> list[RecordedRequest]:
     return [r for r in fake.requests[start:] if is_pointer(r)]
 
 
-def destination(env: dict[str, str], prompt: str) -> dict[str, Any]:
-    db = sqlite3.connect(database(env))
-    try:
-        (delivery,) = db.execute("SELECT delivery FROM jobs WHERE prompt = ?", (prompt,)).fetchone()
-    finally:
-        db.close()
+async def destination(env: dict[str, str], prompt: str) -> dict[str, Any]:
+    ((delivery,),) = await rows(env, "SELECT delivery FROM jobs WHERE prompt = ?", prompt)
     return dict(json.loads(delivery))
 
 
@@ -146,7 +127,7 @@ async def test_a_public_status_moves_before_its_token_lapses_and_the_result_foll
     )
     assert result.ok
     assert not any(r.files for r in handle.webhook_requests())
-    stored = destination(bot_env, "a long wait")
+    stored = await destination(bot_env, "a long wait")
     assert stored["type"] == "message" and int(stored["message_id"]) == new_id
     assert len(pointer_edits(discord_fake)) == 1
 
@@ -184,7 +165,7 @@ async def test_a_status_message_near_its_hour_moves_and_the_result_goes_there_af
     if pointer_status == 429:
         assert pointer.response["code"] == 30046
     await wait_final_text_in(discord_fake, thread_id, new_id, "so far")
-    assert int(destination(bot_env, "add snow")["message_id"]) == new_id
+    assert int((await destination(bot_env, "add snow"))["message_id"]) == new_id
 
     # A restart in the middle: the job resumes, and its status and result go to the new message.
     assert await bot_process.stop(signal.SIGTERM, timeout=15) == 0

@@ -432,7 +432,7 @@ async def test_a_database_left_at_version_6_is_migrated_once_to_the_latest(datab
 
 async def check_migrated(store: Store) -> None:
     versions = [r["version"] for r in await query(store, "SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == list(range(1, LATEST + 1)) and LATEST == 9
+    assert versions == list(range(1, LATEST + 1)) and LATEST == 10
     # Money in integer micro-dollars, exactly; the kind (what a job does) split from its origin (how it began).
     jobs = {job_id: await store.get_job(job_id) for job_id, *_ in OLD_JOBS}
     assert {job_id: (j.kind, j.request.origin, j.cost, j.run) for job_id, j in jobs.items() if j} == {
@@ -478,6 +478,9 @@ async def check_migrated(store: Store) -> None:
     # The migrated queue runs on: the queued job's inputs are there, it is claimed in a first run, and new
     # jobs are admitted and charged in micro-dollars beside the old ones.
     assert await store.load_inputs("old5") == [StoredImage(b"old-png", "image/png", 4, 3)]
+    # Version 10: its inputs are one set of their own, with their size, unfinished (not kept).
+    sets = await query(store, "SELECT job_id, bytes, ended_at FROM input_sets")
+    assert [(r["job_id"], r["bytes"], r["ended_at"]) for r in sets] == [("old5", len(b"old-png"), None)]
     claimed = await store.claim(ClaimTerms("new-process", NOON + 100, LEASE, 4))
     assert isinstance(claimed, Job) and (claimed.id, claimed.run, claimed.holder) == ("old5", 1, "new-process")
     await admit(store, make_job("new1", 1, NOON + 100))

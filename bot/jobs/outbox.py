@@ -52,6 +52,7 @@ class Outbox:
         self._clock = clock
         self._teller: NoticeTeller | None = None
         self._wake = asyncio.Event()
+        self._telling: set[asyncio.Task[None]] = set()  # this process's own final words, being told
 
     def attach(self, teller: NoticeTeller) -> None:
         self._teller = teller
@@ -68,7 +69,15 @@ class Outbox:
         process's first). The job's run goes on at once: a rate-limited token must not hold its slot."""
         if self._teller is None:
             return  # no frontend yet: the drain after start-up tells it
-        self._scheduler.spawn(f"tell-{job_id}", self._tell_own(job_id))
+        task = self._scheduler.spawn(f"tell-{job_id}", self._tell_own(job_id))
+        self._telling.add(task)
+        task.add_done_callback(self._telling.discard)
+
+    async def finish(self, timeout: float) -> None:
+        """Let the final words this process is telling reach Discord (at most ``timeout`` s): a stop tells the
+        members of the jobs it ended before it cancels what is left."""
+        if self._telling:
+            await asyncio.wait(set(self._telling), timeout=timeout)
 
     async def _tell_own(self, job_id: str) -> None:
         taken = await self._store.take_own_notice(job_id, self._holder, self._clock())
@@ -96,6 +105,11 @@ class Outbox:
         except Exception as exc:  # a bug in the teller: logged; the notice is tried again later
             UnexpectedError.capture(exc, f"telling the outcome of job {job.id}")
             outcome = TellLater("unexpected error")
+        # Discord has answered: that is recorded even if a stop cancels this task now (the store finishes what it
+        # was given before it closes), or whoever drains the outbox next would tell the member a second time.
+        await asyncio.shield(self._record(notice, job, outcome))
+
+    async def _record(self, notice: Notice, job: Job, outcome: Told | TellLater) -> None:
         now = self._clock()
         if isinstance(outcome, Told):
             done = await self._store.notice_done(job.id, self._holder, outcome.how, now)

@@ -38,8 +38,10 @@ async def resume(lifecycle: Lifecycle, inputs: JobInputs, jobs: Sequence[Job]) -
             log.info("job=%s was %s under %s (run %d); putting it back in line once", job.id, job.state,
                      job.holder, job.run)  # fmt: skip
             since = job.started_at or job.created_at
+            # The lost call's first attempt, as its run numbers it: if that run comes back (its process only
+            # stalled), its own account of the call replaces this one, so the call is on record once.
             crashed = Attempt(
-                number=job.attempts + 1,
+                number=1,
                 started_at=since,
                 seconds=max(0.0, lifecycle.clock() - since),
                 outcome=AttemptOutcome.INTERRUPTED,

@@ -10,6 +10,7 @@ are read at start-up and cached here; a change another process makes is announce
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from typing import Protocol
@@ -73,11 +74,17 @@ class StylePresets:
     def __init__(self, store: PresetStore) -> None:
         self._store = store
         self._by_guild: dict[int, dict[str, StylePreset]] = {}
+        # Every change is announced, this process's own too, and reloads the cache: a reload must not
+        # interleave with a change here (it would read the store before the change and swap it out).
+        self._changing = asyncio.Lock()
 
     async def load(self) -> None:
-        self._by_guild = {}
-        for preset in await self._store.all_presets():
-            self._by_guild.setdefault(preset.guild_id, {})[preset.name] = preset
+        async with self._changing:
+            # Built aside and swapped in whole: commands meanwhile see the previous presets, not none.
+            by_guild: dict[int, dict[str, StylePreset]] = {}
+            for preset in await self._store.all_presets():
+                by_guild.setdefault(preset.guild_id, {})[preset.name] = preset
+            self._by_guild = by_guild
 
     def of(self, guild_id: int | None) -> list[StylePreset]:
         """A server's presets, by name."""
@@ -105,27 +112,32 @@ class StylePresets:
     async def add(self, guild_id: int, name: str, text: str, by: int) -> tuple[StylePreset, StylePreset | None]:
         """Add or replace a preset; return it and the one it replaced. At most ``MAX_PRESETS`` per server."""
         preset = StylePreset(guild_id, preset_name(name), preset_text(text), by, time.time())
-        presets = self._by_guild.setdefault(guild_id, {})
-        replaced = presets.get(preset.name)
-        if replaced is None and len(presets) >= MAX_PRESETS:
-            raise InputError(
-                _t("This server already has {most} styles, the most it can have; remove one first.", most=MAX_PRESETS)
-            )
-        # Cached before the write so two quick adds cannot both take the last place; undone if it fails.
-        presets[preset.name] = preset
-        try:
-            await self._store.save_preset(preset)
-        except BaseException:
-            if replaced is None:
-                presets.pop(preset.name, None)
-            else:
-                presets[preset.name] = replaced
-            raise
-        return preset, replaced
+        async with self._changing:
+            presets = self._by_guild.setdefault(guild_id, {})
+            replaced = presets.get(preset.name)
+            if replaced is None and len(presets) >= MAX_PRESETS:
+                raise InputError(
+                    _t(
+                        "This server already has {most} styles, the most it can have; remove one first.",
+                        most=MAX_PRESETS,
+                    )
+                )
+            # Cached before the write so two quick adds cannot both take the last place; undone if it fails.
+            presets[preset.name] = preset
+            try:
+                await self._store.save_preset(preset)
+            except BaseException:
+                if replaced is None:
+                    presets.pop(preset.name, None)
+                else:
+                    presets[preset.name] = replaced
+                raise
+            return preset, replaced
 
     async def remove(self, guild_id: int, name: str) -> StylePreset:
         """Remove a preset; refuse a name the server does not have. Jobs that used it keep its text."""
-        preset = self.get(guild_id, name)
-        await self._store.delete_preset(guild_id, preset.name)
-        self._by_guild.get(guild_id, {}).pop(preset.name, None)
-        return preset
+        async with self._changing:
+            preset = self.get(guild_id, name)
+            await self._store.delete_preset(guild_id, preset.name)
+            self._by_guild.get(guild_id, {}).pop(preset.name, None)
+            return preset

@@ -17,7 +17,7 @@ from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-from bot.store.script import Op, execute_many, fetch_value
+from bot.store.script import Op, execute, execute_many, fetch_value
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,13 +47,19 @@ def _read_folder(folder: Path) -> tuple[list[dict[str, Any]], float | None] | No
 def _import(job_id: str, images: list[dict[str, Any]], ended: float | None) -> Generator[Op, Any, bool]:
     if not (yield from fetch_value("SELECT COUNT(*) AS n FROM jobs WHERE id = :id", id=job_id)):
         return False  # a job the database does not know: nothing would ever read it
-    if (yield from fetch_value("SELECT COUNT(*) AS n FROM job_inputs WHERE job_id = :id", id=job_id)):
+    if (yield from fetch_value("SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :id", id=job_id)):
         return False
-    rows = [{"job_id": job_id, "number": n, "ended_at": ended, **image} for n, image in enumerate(images, start=1)]
+    rows = [{"job_id": job_id, "number": n, **image} for n, image in enumerate(images, start=1)]
     yield from execute_many(
-        "INSERT INTO job_inputs (job_id, number, mime, width, height, data, ended_at) "
-        "VALUES (:job_id, :number, :mime, :width, :height, :data, :ended_at)",
+        "INSERT INTO job_inputs (job_id, number, mime, width, height, data) "
+        "VALUES (:job_id, :number, :mime, :width, :height, :data)",
         rows,
+    )
+    yield from execute(
+        "INSERT INTO input_sets (job_id, bytes, ended_at) VALUES (:id, :bytes, :ended)",
+        id=job_id,
+        bytes=sum(len(image["data"]) for image in images),
+        ended=ended,
     )
     return True
 

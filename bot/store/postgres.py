@@ -167,17 +167,19 @@ class PostgresDatabase:
                     await conn.execute(";".join(["BEGIN", *locks, "COMMIT"]))
                     value = stop.value
                     return value
-            await conn.execute(";".join(["BEGIN", *locks]))
+            # A script cancelled anywhere in its transaction (a stop, a run abandoned) is rolled back here, not
+            # left open for the pool to find when the connection comes back.
             try:
+                await conn.execute(";".join(["BEGIN", *locks]))
                 result = await self._drive(script, conn, op, notices)
+                # The notices and the commit: one round trip (a notice is sent only if the commit happens).
+                told = [f"SELECT pg_notify({_literal(CHANNEL)}, {_literal(payload)})" for payload in notices]
+                await conn.execute(";".join([*told, "COMMIT"]))
             except BaseException:
                 with contextlib.suppress(Exception):
                     if not conn.is_closed():
                         await conn.execute("ROLLBACK")
                 raise
-            # The notices and the commit: one round trip (a notice is sent only if the commit happens).
-            told = [f"SELECT pg_notify({_literal(CHANNEL)}, {_literal(payload)})" for payload in notices]
-            await conn.execute(";".join([*told, "COMMIT"]))
             return result
 
     @staticmethod

@@ -35,10 +35,16 @@ INSERT_SETTLEMENT = (
     "SELECT id, CAST(:entry AS TEXT), user_id, guild_id, charge_day, CAST(:amount AS BIGINT), "
     "CAST(:at AS DOUBLE PRECISION) FROM jobs WHERE id = :id ON CONFLICT (job_id, entry) DO NOTHING"
 )
-INSERT_ATTEMPT = (
+_ATTEMPT_ROW = (
     "INSERT INTO api_attempts (job_id, run, attempt, started_at, seconds, outcome, http_status, may_be_billed, "
     "request_id) VALUES (:job_id, :run, :attempt, :started_at, :seconds, :outcome, :http_status, "
-    ":may_be_billed, :request_id) ON CONFLICT (job_id, run, attempt) DO NOTHING"
+    ":may_be_billed, :request_id) ON CONFLICT (job_id, run, attempt) "
+)
+INSERT_ATTEMPT = _ATTEMPT_ROW + "DO NOTHING"
+# A lost run's own account of its call: it replaces what the take-over recorded for that run.
+UPSERT_ATTEMPT = _ATTEMPT_ROW + (
+    "DO UPDATE SET started_at = excluded.started_at, seconds = excluded.seconds, outcome = excluded.outcome, "
+    "http_status = excluded.http_status, may_be_billed = excluded.may_be_billed, request_id = excluded.request_id"
 )
 GET_JOB = "SELECT * FROM jobs WHERE id = :id"
 ATTEMPTS_OF = (
@@ -93,11 +99,14 @@ TAKE_TURN = (
     "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn"
 )
 
+
 # Every waiting job's place, as the claim would serve them if all were ready: round k of the
-# round-robin takes each member's k-th job, members in the order of their last turn.
-POSITIONS = f"""
+# round-robin takes each member's k-th job, members in the order of their last turn. ``columns``
+# are the job's columns the rows carry (``user_id`` among them).
+def _places(columns: str) -> str:
+    return f"""
 WITH waiting AS (
-    SELECT j.*, ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.created_at, j.id) AS k,
+    SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY j.user_id ORDER BY j.created_at, j.id) AS k,
            MIN(j.created_at) OVER (PARTITION BY j.user_id) AS head_at
     FROM jobs j WHERE j.status IN ({sql_states(*WAITING)})
 ), members AS (
@@ -109,6 +118,15 @@ SELECT w.*, ROW_NUMBER() OVER (ORDER BY w.k, m.rank) AS place
 FROM waiting w JOIN members m ON m.user_id = w.user_id
 ORDER BY place
 """
+
+
+POSITIONS = _places("j.*")
+# The queued jobs' places alone, as ids: a long line is read again and again, its jobs once.
+PLACES = (
+    f"SELECT p.id, p.place FROM ({_places('j.id, j.status, j.user_id')}) p "
+    f"WHERE p.status = '{S.QUEUED}' ORDER BY p.place"
+)
+JOBS_IN = "SELECT * FROM jobs WHERE id IN ({ids})"
 
 HOLDERS = f"SELECT DISTINCT claimed_by FROM jobs WHERE status IN ({sql_states(*HELD)}) AND claimed_by IS NOT NULL"
 # Jobs no live process holds: their holder is gone, their lease ran out, or nobody ever held them
@@ -144,26 +162,29 @@ RECENT_RUNS = (
     f"WHERE status = '{S.SUCCEEDED}' AND started_at IS NOT NULL AND finished_at >= :since ORDER BY finished_at"
 )
 
-# Inputs: a job's images while it is unfinished; a succeeded job's kept a while for Reroll (``ended_at``).
+# Inputs: a job's images while it is unfinished; a succeeded job's kept a while for Reroll. The set's
+# own row (``input_sets``) holds their size and, once kept, when the job ended: what retention reads.
 DELETE_INPUTS = "DELETE FROM job_inputs WHERE job_id = :job_id"
+DELETE_INPUT_SET = "DELETE FROM input_sets WHERE job_id = :job_id"
 INSERT_INPUT = (
     "INSERT INTO job_inputs (job_id, number, mime, width, height, data) "
     "VALUES (:job_id, :number, :mime, :width, :height, :data)"
 )
-QUEUED_INPUT_BYTES = "SELECT COALESCE(SUM(length(data)), 0) AS n FROM job_inputs WHERE ended_at IS NULL"
+INSERT_INPUT_SET = "INSERT INTO input_sets (job_id, bytes, ended_at) VALUES (:job_id, :bytes, NULL)"
+QUEUED_INPUT_BYTES = "SELECT COALESCE(SUM(bytes), 0) AS n FROM input_sets WHERE ended_at IS NULL"
 LOAD_INPUTS = "SELECT mime, width, height, data FROM job_inputs WHERE job_id = :job_id ORDER BY number"
-INPUTS_EXIST = "SELECT COUNT(*) AS n FROM job_inputs WHERE job_id = :job_id"
-INPUTS_SIZE = "SELECT SUM(length(data)) AS n FROM job_inputs WHERE job_id = :job_id"
-INPUTS_KEPT = "SELECT COUNT(*) AS n FROM job_inputs WHERE job_id = :job_id AND (ended_at IS NULL OR ended_at > :since)"
-MARK_KEPT = "UPDATE job_inputs SET ended_at = :ended_at WHERE job_id = :job_id"
-EXPIRED_KEPT = "SELECT DISTINCT job_id FROM job_inputs WHERE ended_at IS NOT NULL AND ended_at <= :before"
+INPUTS_EXIST = "SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :job_id"
+INPUTS_SIZE = "SELECT bytes AS n FROM input_sets WHERE job_id = :job_id"
+INPUTS_KEPT = "SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :job_id AND (ended_at IS NULL OR ended_at > :since)"
+MARK_KEPT = "UPDATE input_sets SET ended_at = :ended_at WHERE job_id = :job_id"
+EXPIRED_KEPT = "SELECT job_id FROM input_sets WHERE ended_at IS NOT NULL AND ended_at <= :before"
 KEPT_BY_AGE = (
-    "SELECT job_id, SUM(length(data)) AS size, MIN(ended_at) AS ended FROM job_inputs "
-    "WHERE ended_at IS NOT NULL GROUP BY job_id ORDER BY ended, job_id"
+    "SELECT job_id, bytes AS size, ended_at AS ended FROM input_sets "
+    "WHERE ended_at IS NOT NULL ORDER BY ended_at, job_id"
 )
-ORPHAN_INPUTS = (
-    "DELETE FROM job_inputs WHERE ended_at IS NULL AND job_id IN "
-    f"(SELECT id FROM jobs WHERE status IN ({sql_states(*ENDED)}))"
+ORPHAN_INPUT_SETS = (
+    "SELECT s.job_id FROM input_sets s JOIN jobs j ON j.id = s.job_id "
+    f"WHERE s.ended_at IS NULL AND j.status IN ({sql_states(*ENDED)})"
 )
 
 # The outbox: a final outcome owed to a member, recorded with the move that ended the job.

@@ -60,6 +60,8 @@ T = TypeVar("T")
 Script = Generator[Op, Any, T]
 # How long the process that ended a job has to tell its member before any other process may.
 NOTICE_LEASE = 30.0
+# The most values one ``IN (…)`` list binds (SQLite's oldest builds allow 999 parameters).
+IN_LIST_SIZE = 500
 
 
 class Store:
@@ -150,8 +152,9 @@ class Store:
         return [job_from_row(row) for row in rows]
 
     async def record_attempts(self, job_id: str, run: int, attempts: Sequence[Attempt]) -> None:
-        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job)."""
-        await self._write(execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
+        """Keep API attempts of a run that lost its job (it moves nothing: another run holds the job); they
+        replace what the take-over recorded for that run."""
+        await self._write(execute_many(q.UPSERT_ATTEMPT, [_attempt_params(job_id, run, a) for a in attempts]))
 
     # Reading jobs ---------------------------------------------------------------------------------
 
@@ -184,6 +187,19 @@ class Store:
     async def positions(self) -> list[tuple[Job, int]]:
         """Every waiting job with its place in line (1 = next)."""
         return [(job_from_row(row), int(row["place"])) for row in await self._read(fetch(q.POSITIONS))]
+
+    async def places(self) -> list[tuple[str, int]]:
+        """Every queued job's id and place in line (1 = next): ``positions`` of the queued, without the jobs."""
+        return [(str(row["id"]), int(row["place"])) for row in await self._read(fetch(q.PLACES))]
+
+    async def jobs(self, job_ids: Collection[str]) -> list[Job]:
+        """The jobs of ``job_ids`` that exist, in no given order (read ``IN_LIST_SIZE`` at a time)."""
+        found: list[Job] = []
+        wanted = sorted(job_ids)
+        for start in range(0, len(wanted), IN_LIST_SIZE):
+            ids, params = in_list("id", wanted[start : start + IN_LIST_SIZE])
+            found += [job_from_row(row) for row in await self._read(fetch(q.JOBS_IN.format(ids=ids), **params))]
+        return found
 
     async def totals(self, day: str) -> Totals:
         row = await self._read(fetch_one(q.TOTALS, day=day))
@@ -226,7 +242,7 @@ class Store:
         return bool(await self._read(fetch_value(q.INPUTS_EXIST, job_id=job_id)))
 
     async def delete_inputs(self, job_id: str) -> None:
-        await self._write(execute(q.DELETE_INPUTS, job_id=job_id))
+        await self._write(_delete_inputs(job_id))
 
     async def queued_input_bytes(self) -> int:
         return int(await self._read(fetch_value(q.QUEUED_INPUT_BYTES)) or 0)
@@ -246,7 +262,7 @@ class Store:
 
     async def drop_orphan_inputs(self) -> int:
         """Delete the inputs of jobs that are over but were never marked kept (their process died as they ended)."""
-        return await self._write(execute(q.ORPHAN_INPUTS))
+        return await self._write(_drop_orphans())
 
     # The outbox -------------------------------------------------------------------------------------
 
@@ -506,7 +522,8 @@ def _move(
         )
         if moved.delivered is Delivered.UNDELIVERED:
             tell.append(f"notices:{moved.user_id}")  # every gateway tells the member at their next use
-    if target is JobState.QUEUED:
+    if target is JobState.QUEUED or (current.waiting and target.terminal):
+        # A job is ready, or a member's first waiting job left the line: their next one may start now.
         tell.append("queued")
     if target is JobState.CANCELLED:
         tell.append(f"cancel:{job_id}")
@@ -549,7 +566,7 @@ def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:
 def _save_inputs(job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> Script[None]:
     # The rows first, then the total under the lock: the writes of megabytes go side by side,
     # and only the check takes turns (others' uncommitted rows do not count).
-    yield from execute(q.DELETE_INPUTS, job_id=job_id)
+    yield from _delete_inputs(job_id)
     yield from execute_many(
         q.INSERT_INPUT,
         [
@@ -557,16 +574,29 @@ def _save_inputs(job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> 
             for n, i in enumerate(images, start=1)
         ],
     )
+    yield from execute(q.INSERT_INPUT_SET, job_id=job_id, bytes=sum(len(i.data) for i in images))
     yield from lock("inputs")
     if int((yield from fetch_value(q.QUEUED_INPUT_BYTES)) or 0) > cap_bytes:
         raise QueueFullError()  # the transaction is rolled back: nothing of this job is kept
+
+
+def _delete_inputs(job_id: str) -> Script[None]:
+    yield from execute(q.DELETE_INPUTS, job_id=job_id)
+    yield from execute(q.DELETE_INPUT_SET, job_id=job_id)
+
+
+def _drop_orphans() -> Script[int]:
+    orphans = [str(r["job_id"]) for r in (yield from fetch(q.ORPHAN_INPUT_SETS))]
+    for job_id in orphans:
+        yield from _delete_inputs(job_id)
+    return len(orphans)
 
 
 def _keep_inputs(job_id: str, ended_at: float, cap_bytes: int) -> Script[bool]:
     yield from lock("kept")
     size = yield from fetch_value(q.INPUTS_SIZE, job_id=job_id)
     if size is None or int(size) > cap_bytes:
-        yield from execute(q.DELETE_INPUTS, job_id=job_id)
+        yield from _delete_inputs(job_id)
         return False
     yield from _drop_oldest(cap_bytes - int(size))
     yield from execute(q.MARK_KEPT, job_id=job_id, ended_at=ended_at)
@@ -577,7 +607,7 @@ def _drop_kept(ended_before: float, cap_bytes: int) -> Script[int]:
     yield from lock("kept")
     expired = [str(r["job_id"]) for r in (yield from fetch(q.EXPIRED_KEPT, before=ended_before))]
     for job_id in expired:
-        yield from execute(q.DELETE_INPUTS, job_id=job_id)
+        yield from _delete_inputs(job_id)
     return len(expired) + (yield from _drop_oldest(cap_bytes))
 
 
@@ -589,7 +619,7 @@ def _drop_oldest(most: int) -> Script[int]:
     for row in kept:
         if total <= most:
             break
-        yield from execute(q.DELETE_INPUTS, job_id=row["job_id"])
+        yield from _delete_inputs(str(row["job_id"]))
         total -= int(row["size"])
         dropped += 1
     return dropped

@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 # How long to wait for the interaction's own answer: a follow-up can only come after it.
 ANSWER_WAIT = 5.0
 _POLL = 0.05
+# How long a stop waits for tells in flight to record what they told (the store closes after the cogs).
+UNLOAD_WAIT = 5.0
 # After these answers Discord takes no follow-up (a form) or there is nothing to follow (autocomplete).
 _NO_FOLLOW_UP = {discord.InteractionResponseType.modal, discord.InteractionResponseType.autocomplete_result}
 
@@ -84,6 +86,7 @@ class NoticesCog(commands.Cog):
     def __init__(self, bot: AtelierClient) -> None:
         self.bot = bot
         self._telling: set[int] = set()  # members being told right now (one follow-up, not two)
+        self._in_flight: set[asyncio.Task[object]] = set()  # their handlers' tasks, awaited on unload
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -93,10 +96,20 @@ class NoticesCog(commands.Cog):
         if not self.bot.engine.notices_waiting(user_id):  # no database trip for everyone else
             return
         self._telling.add(user_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self._in_flight.add(task)
         try:
             await self.tell(interaction)
         finally:
             self._telling.discard(user_id)
+            if task is not None:
+                self._in_flight.discard(task)
+
+    async def cog_unload(self) -> None:
+        """On a stop, let tells in flight finish: the store they record "told" in is closed after the cogs."""
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight), timeout=UNLOAD_WAIT)
 
     async def tell(self, interaction: discord.Interaction) -> None:
         try:
