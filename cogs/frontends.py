@@ -40,6 +40,7 @@ EXTENSIONS = (
     "cogs.members.edit",
     "cogs.members.imagine",
     "cogs.members.refine",
+    "cogs.members.region",
     "cogs.delivery.results",
     "cogs.members.message_edit",
     "cogs.members.history",

@@ -54,6 +54,7 @@ characters of text; a media gallery of 1 to 10 items; media that name a file of 
 (``attachment://name``) or an http(s) URL; layout and content components only with the flag; the flag can be
 set by an edit that clears the content, embeds and files, never removed. Stored V2 messages come back as Discord
 returns them: components numbered, media resolved to the files' CDN links, mentions read from the text displays.
+In any message, an action row holds 1 to 5 buttons.
 
 Limits: single shard, single guild, no permission checks on REST routes (but hidden channels), no rate limits
 on bot-token routes, no voice, no zlib/zstd compression, no embeds validation, mentions only from
@@ -2081,6 +2082,7 @@ class FakeDiscord:
 V2_COMPONENTS_MAX = 40
 V2_TEXT_MAX = 4000
 GALLERY_ITEMS_MAX = 10
+ACTION_ROW_MAX = 5
 _V2_ONLY = {9, 10, 11, 12, 13, 14, 17}  # section, text, thumbnail, gallery, file, separator, container
 _MEDIA_DONE = 2  # MediaItemLoadingState.loaded
 
@@ -2116,6 +2118,10 @@ def check_components(
     flags: int, content: str, embeds: list[JSON], components: list[JSON], attachments: list[JSON]
 ) -> None:
     """Refuse, like Discord (400, 50035), a message that breaks the rules of its kind of components."""
+    for row in walk_components(components):
+        # "An Action Row can contain up to 5 buttons, or a single select component" (components reference).
+        if row.get("type") == 1 and not 1 <= len(row.get("components") or []) <= ACTION_ROW_MAX:
+            raise _invalid(f"components: an action row holds 1 to {ACTION_ROW_MAX} buttons")
     if not flags & FLAG_IS_COMPONENTS_V2:
         if any(component.get("type") != 1 for component in components):
             raise _invalid("components: layout and content components need the IS_COMPONENTS_V2 flag")

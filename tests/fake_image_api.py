@@ -5,8 +5,10 @@ describes (``model``, ``prompt``, repeated ``image`` parts, optional ``size``,
 ``response_format``), and a generation's JSON body (the same fields, no image),
 rejects what the real API rejects (``n``, an unknown size, an option the model does not
 take: ``options`` says which model takes which, as OpenAI's route for ``gpt-image-2``
-does, which also refuses ``response_format``), records every request (the images'
-field name too: ``image`` or ``image[]``, both accepted), and answers both from one
+does, which also refuses ``response_format``; a ``mask`` to a model not in ``masks``, or
+one that breaks OpenAI's rules: a PNG with an alpha channel, under 4 MB, the first image's
+size), records every request (the images' field name too: ``image`` or ``image[]``, both
+accepted; the mask as ``EditCall.mask``), and answers both from one
 script: each success
 shape (prefixed or raw base64, url) and each failure (4xx, 429, HTML 5xx,
 malformed JSON, truncated base64, no image, a hang, a dropped connection, a 200
@@ -47,8 +49,11 @@ SIZES = set(
 IMAGE_FIELDS = ("image", "image[]")
 OPTION_FIELDS = ("quality", "output_format", "output_compression", "background")
 STREAM_FIELDS = ("stream", "partial_images")
-ALLOWED_FIELDS = {"model", "prompt", *IMAGE_FIELDS, "size", "response_format", *OPTION_FIELDS, *STREAM_FIELDS}
-GENERATION_FIELDS = ALLOWED_FIELDS - set(IMAGE_FIELDS)
+ALLOWED_FIELDS = {
+    "model", "prompt", *IMAGE_FIELDS, "mask", "size", "response_format", *OPTION_FIELDS, *STREAM_FIELDS
+}  # fmt: skip
+GENERATION_FIELDS = ALLOWED_FIELDS - {*IMAGE_FIELDS, "mask"}
+MASK_MAX_BYTES = 4_000_000  # OpenAI: "a PNG under 4 MB"
 # What OpenAI's images API takes (the provider's official gpt-image-2 route follows it).
 OPENAI_OPTIONS: dict[str, set[str]] = {
     "quality": {"low", "medium", "high", "auto"},
@@ -122,6 +127,12 @@ class EditCall:
         return [p for p in self.parts if p.name in IMAGE_FIELDS]
 
     @property
+    def mask(self) -> Part | None:
+        """The ``mask`` part (a region edit's), or None."""
+        found = [p for p in self.parts if p.name == "mask"]
+        return found[0] if found else None
+
+    @property
     def image_field(self) -> str | None:
         """The field name the images came in (``image`` or ``image[]``), or None without images."""
         names = {p.name for p in self.images}
@@ -178,6 +189,8 @@ class FakeImageAPI:
         self.options: dict[str, dict[str, set[str]]] = {"gpt-image-2": OPENAI_OPTIONS}
         # Models that refuse ``response_format`` (OpenAI's gpt-image routes always answer base64).
         self.no_response_format: set[str] = {"gpt-image-2"}
+        # Models that take a ``mask`` (OpenAI's gpt-image routes do; the provider's vip route does not).
+        self.masks: set[str] = {"gpt-image-2"}
         # Models that stream, with the partial images they take (OpenAI's: 0 to 3); the rest refuse ``stream``.
         self.streams: dict[str, tuple[int, int]] = {"gpt-image-2": (0, 3)}
         self.calls: list[EditCall] = []
@@ -261,7 +274,7 @@ class FakeImageAPI:
         unknown = [p.name for p in call.parts if p.name not in ALLOWED_FIELDS]
         if unknown:
             return call, f"Unsupported parameter(s): {', '.join(unknown)}"
-        for name in ("model", "prompt", "size", "response_format", *OPTION_FIELDS, *STREAM_FIELDS):
+        for name in ("model", "prompt", "mask", "size", "response_format", *OPTION_FIELDS, *STREAM_FIELDS):
             if sum(1 for p in call.parts if p.name == name) > 1:
                 return call, f"{name} given more than once"
         problem = self._check_fields(call)
@@ -274,7 +287,26 @@ class FakeImageAPI:
         for image in call.images:
             if image.filename is None or not image.data:
                 return call, "each image must be a file"
-        return call, None
+        return call, self._check_mask(call)
+
+    def _check_mask(self, call: EditCall) -> str | None:
+        """What OpenAI's images/edits refuses in a ``mask`` (and any mask, to a model that takes none)."""
+        mask = call.mask
+        if mask is None:
+            return None
+        if (call.field("model") or "") not in self.masks:
+            return "Unknown parameter: 'mask'."
+        if mask.filename is None or len(mask.data) >= MASK_MAX_BYTES:
+            return "mask must be a PNG file under 4 MB"
+        try:
+            with Image.open(io.BytesIO(mask.data)) as opened, Image.open(io.BytesIO(call.images[0].data)) as first:
+                if opened.format != "PNG" or "A" not in opened.getbands():
+                    return "Invalid mask: it must be a PNG with an alpha channel"
+                if opened.size != first.size:
+                    return f"Invalid mask: {opened.size} is not the size of the first image {first.size}"
+        except OSError:
+            return "Invalid mask: not an image"
+        return None
 
     async def _parse_json(self, request: web.Request) -> tuple[EditCall, str | None]:
         """A generation: ``model``, ``prompt``, optional ``size`` and ``response_format``, as JSON."""

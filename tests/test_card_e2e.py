@@ -23,6 +23,7 @@ from tests.harness import (
     option,
     send_edit,
     wait_result,
+    wait_rows,
 )
 from tests.test_audit_e2e import AUDIT, wait_audit_entries
 from tests.test_edit_e2e import noise_png
@@ -151,6 +152,8 @@ async def test_info_tells_whoever_sees_a_result_privately_with_the_full_prompt_i
     inputs = [make_png(40, 30, (1, 1, 1)), make_png(30, 40, (2, 2, 2))]
     _, _, message = await a_card(discord_fake, image_api, prompt.strip(), inputs, make_png(60, 40), size="2048x1360")
     job = job_of(message)
+    # A job's end is recorded a moment after its card is posted; Info tells it from then on.
+    await wait_rows(bot.env, "SELECT status FROM jobs", lambda r: r == [("succeeded",)])
 
     info = await click_info(discord_fake, message)
     assert info["embeds"][0]["description"] == prompt.strip()
@@ -169,6 +172,7 @@ async def test_info_tells_whoever_sees_a_result_privately_with_the_full_prompt_i
     )
     await submit_refine(discord_fake, message, "brighter")
     refined = stored(discord_fake, await wait_thread_result(discord_fake, int(message["id"])))
+    await wait_rows(bot.env, "SELECT status FROM jobs", lambda r: r == [("succeeded",), ("succeeded",)])
     info = await click_info(discord_fake, refined)
     assert f"Refined from {link(discord_fake, message)}" in info["content"]
     assert "Retried: 2 calls to the image service" in info["content"]

@@ -673,6 +673,20 @@ async def test_v2_media_name_a_file_of_the_same_message_or_a_url(fake: FakeDisco
         assert v2_refused(*await send_raw(fake, "POST", path, {"flags": V2, "components": [gallery(url)]}))
 
 
+async def test_an_action_row_holds_one_to_five_buttons(fake: FakeDiscord) -> None:
+    path = f"/channels/{fake.CHANNEL_ID}/messages"
+
+    def row(count: int) -> dict[str, Any]:
+        buttons = [{"type": 2, "style": 2, "label": str(n), "custom_id": f"b{n}"} for n in range(count)]
+        return {"type": 1, "components": buttons}
+
+    for flags, wrap in ((0, lambda r: [r]), (V2, lambda r: [{"type": 17, "components": [text("x"), r]}])):
+        status, _ = await send_raw(fake, "POST", path, {"flags": flags, "content": "", "components": wrap(row(5))})
+        assert status == 200
+        assert v2_refused(*await send_raw(fake, "POST", path, {"flags": flags, "components": wrap(row(6))}))
+        assert v2_refused(*await send_raw(fake, "POST", path, {"flags": flags, "components": wrap(row(0))}))
+
+
 async def test_v2_gallery_holds_one_to_ten_items(fake: FakeDiscord) -> None:
     path = f"/channels/{fake.CHANNEL_ID}/messages"
     ten = gallery(*[f"https://x.io/{n}.png" for n in range(10)])

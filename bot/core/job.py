@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from bot.core.region import Region
 from bot.core.states import JobState
 
 # Discord's upload limit without boosts; used when a destination did not say.
@@ -85,6 +86,9 @@ class JobRequest:
     group_id: str | None = None
     variant: int = 0
     variants: int = 1
+    # A region edit's region: the grid's ticked cells and whether the member's own mask comes with the
+    # inputs (``None``: not a region edit). Checked against the model (it must take a mask) before acceptance.
+    region: Region | None = None
 
     @property
     def is_variation(self) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from bot.core.money import MoneyError, format_price, parse_usd
 from bot.core.pricing import Settlement, TokenPrice, Usage
+from bot.core.region import Region
 from bot.core.sizes import SIZES, dimensions, normalize_size
 from bot.errors import InputError
 from bot.i18n import Text, _pt, _t
@@ -142,9 +143,10 @@ class ImageModel:
 
     # Sizes and options ----------------------------------------------------------------------------
 
-    def accepts(self, size: str | None, options: Mapping[str, str | int] | None = None) -> bool:
-        """Whether this model takes ``size`` (``None`` is auto, which every model takes) and ``options``."""
-        if size_problem(self.sizes, size) is not None:
+    def accepts(self, size: str | None, options: Mapping[str, str | int] | None = None, *, mask: bool = False) -> bool:
+        """Whether this model takes ``size`` (``None`` is auto, which every model takes), ``options`` and, when
+        ``mask``, a mask (a region edit)."""
+        if size_problem(self.sizes, size) is not None or (mask and not self.mask):
             return False
         try:
             return dict(self.check_options(options or {})) == dict(options or {})
@@ -163,6 +165,20 @@ class ImageModel:
                     problem=problem,
                 )
             )
+
+    def check_region(self, region: Region | None) -> None:
+        """Refuse (``InputError``) a region edit this model cannot make: it takes no mask, or nothing is marked."""
+        if region is None:
+            return
+        if not self.mask:
+            raise InputError(
+                _t(
+                    "{model} cannot repaint a region of an image (it takes no mask); ask an admin to pick a model "
+                    "that can.",
+                    model=self.name,
+                )
+            )
+        region.check()
 
     def check_options(self, asked: Mapping[str, str | int]) -> dict[str, str | int]:
         """The options to send for what a member asked, in wire order; ``InputError`` for one this model lacks.

@@ -158,6 +158,7 @@ class Admission:
         # its parent's partial images: the server's setting now decides them, below.
         asked = {name: value for name, value in request.options.items() if name != PARTIAL_IMAGES}
         request = dataclasses.replace(request, options=chosen.check_options(asked))
+        chosen.check_region(request.region)  # a region edit needs a model that takes a mask, and a marked region
         endpoint = kind_of(request.kind).endpoint
         if chosen.path(endpoint) is None:
             raise InputError(
@@ -169,7 +170,7 @@ class Admission:
             raise BalanceTooLowError()
         if await self._inputs.full():
             raise QueueFullError()
-        model = self._router.route(chosen, request.size, request.options, endpoint)
+        model = self._router.route(chosen, request.size, request.options, endpoint, mask=request.region is not None)
         partials = self.preview_partials(who.guild_id, model)
         if partials:
             request = dataclasses.replace(request, options={**request.options, PARTIAL_IMAGES: partials})
@@ -206,14 +207,17 @@ class Admission:
             job = preparing
             notes: tuple[str, ...] = ()
             inputs: tuple[InputInfo, ...] = ()
-            if kind_of(job.kind).needs_images:
+            kind = kind_of(job.kind)
+            if kind.needs_images:
                 await self._after_answers()
                 files = await source.fetch()
-                images = await self._editor.prepare_inputs(files)
+                images = await kind.prepare(job, files, self._editor)
                 await self._inputs.save(job.id, images)
                 # Notes are kept as text, in the language of the member who reads them.
                 notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
-                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in images)
+                # What the result names image1…; a kind may keep more after them (a region edit's mask).
+                shown = images[: job.request.input_count]
+                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in shown)
             queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes, inputs=inputs)
             if queued is None:  # cancelled while its images were being prepared: never queued again
                 await self._inputs.delete(job.id)  # saved after the job ended

@@ -112,7 +112,8 @@ class Deliverer:
         """
         if not kind_of(job.kind).needs_images:
             return (), None
-        images = await self._inputs.load(job.id)
+        kept = await self._inputs.load(job.id)
+        images = kept[: job.request.input_count] if kept else None  # the prompt's images (not a region's mask)
         if not images:
             return (), None
         try:

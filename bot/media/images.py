@@ -121,6 +121,11 @@ def _open_checked(data: bytes, option: str, *, decode: bool) -> Image.Image:
     return image
 
 
+def decode_image(data: bytes, option: str) -> Image.Image:
+    """``data`` decoded, with the same refusals as an input (not an image, damaged, a decompression bomb)."""
+    return _open_checked(data, option, decode=True)
+
+
 def _verify_structure(data: bytes, image: Image.Image) -> None:
     """Raise ``SyntaxError``/``OSError`` if a png/jpeg/webp file is truncated or corrupt."""
     image.verify()

@@ -133,7 +133,8 @@ class ProviderRequest:
     """What one call asks of the API; ``images`` are in prompt order (image1 first).
 
     ``model`` empty means ``IMAGE_MODEL``; ``api_key`` is a server's own key (``None``: the operator's);
-    ``options`` are the model's options the job asked for, by wire name (checked at admission).
+    ``options`` are the model's options the job asked for, by wire name (checked at admission); ``mask`` is
+    a region edit's mask (a PNG whose transparent pixels mark where to edit, applied to image1).
     """
 
     endpoint: Endpoint
@@ -143,6 +144,7 @@ class ProviderRequest:
     model: str = ""
     api_key: str | None = field(default=None, repr=False)
     options: Mapping[str, str | int] = field(default_factory=dict)
+    mask: PreparedImage | None = None
 
 
 @dataclass(frozen=True)
@@ -202,9 +204,17 @@ class ImageAPIClient:
         self, request: ProviderRequest, model: ImageModel, partials: int = 0
     ) -> aiohttp.FormData | dict[str, str | int | bool]:
         """An edit's multipart form (the images as repeated parts named as the model's catalog entry says, in
-        prompt order), or a generation's JSON. ``response_format`` always when the model takes it, since the
-        provider's default may change; the job's options exactly, and only those the model takes; ``stream``
-        and ``partial_images`` when ``partials`` are asked."""
+        prompt order, then a region edit's ``mask``), or a generation's JSON. ``response_format`` always when the
+        model takes it, since the provider's default may change; the job's options exactly, and only those the model
+        takes; ``stream`` and ``partial_images`` when ``partials`` are asked. A mask goes only to a model that takes
+        one: otherwise nothing is sent (``BadRequestError``)."""
+        if request.mask is not None and (not model.mask or request.endpoint is not Endpoint.EDITS):
+            # The catalog changed since the job was accepted. Without its mask the whole image would be
+            # repainted (and billed): refuse before anything is sent.
+            raise BadRequestError(
+                _t("{model} no longer takes a mask, so this region edit was not sent.", model=model.name),
+                log_detail=f"not sending a mask to model {model.name}, which takes none",
+            )
         fields: dict[str, str | int | bool] = {"model": model.wire, "prompt": request.prompt}
         if request.size:
             fields["size"] = request.size
@@ -232,6 +242,8 @@ class ImageAPIClient:
                 filename=f"image{number}.{image.extension}",
                 content_type=image.mime,
             )
+        if request.mask is not None:
+            form.add_field("mask", request.mask.data, filename="mask.png", content_type=request.mask.mime)
         return form
 
     async def edit(self, request: ProviderRequest) -> ImageEditResult:

@@ -4,8 +4,8 @@ A circuit breaker per model, fed by the API attempts the lifecycle records: two
 consecutive fast failures (a connection that failed before sending, a 5xx within
 ``IMAGE_API_FAST_FAILURE_SECONDS``) open it, and for ``IMAGE_FALLBACK_SECONDS`` new
 jobs for that model go to its fallback instead (its catalog entry's ``fallback``, else
-``IMAGE_FALLBACK_MODEL``), when the fallback takes the job's size and options and is not
-failing itself. Then the model is tried again; any answer
+``IMAGE_FALLBACK_MODEL``), when the fallback takes the job's size, options and mask (a region
+edit) and is not failing itself. Then the model is tried again; any answer
 that shows it working (a success, a refusal it explains, a slow answer) resets the count.
 
 Routing happens at admission, so a job is charged the price of the model that makes it
@@ -66,15 +66,18 @@ class ModelRouter:
         size: str | None,
         options: Mapping[str, str | int] | None = None,
         endpoint: str = "edits",
+        *,
+        mask: bool = False,
     ) -> ImageModel:
-        """The model a new job for ``chosen`` (with ``size`` and the ``options`` it checked) should use now."""
+        """The model a new job for ``chosen`` (with ``size``, the ``options`` it checked and, for a region edit,
+        a ``mask``) should use now."""
         fallback = self._config.fallback_for(chosen)
         if (
             fallback is None
             or fallback.path(endpoint) is None
             or not self.is_open(chosen.name)
             or self.is_open(fallback.name)
-            or not fallback.accepts(size, options)
+            or not fallback.accepts(size, options, mask=mask)
         ):
             return chosen
         return fallback

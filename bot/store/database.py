@@ -41,8 +41,10 @@ class Database(Protocol):
     async def open(self) -> None: ...
     async def close(self) -> None: ...
 
-    async def run(self, script: Generator[Op, Any, T], *, write: bool = True) -> T:
-        """Run ``script`` as one transaction (``write=False``: it only reads) and return what it returns."""
+    async def run(self, script: Generator[Op, Any, T], *, write: bool = True, heavy: bool = False) -> T:
+        """Run ``script`` as one transaction (``write=False``: it only reads) and return what it returns.
+
+        ``heavy``: it writes megabytes; it may wait behind light scripts (a claim, an admission)."""
         ...
 
     def on_notice(self, handler: Callable[[str], None]) -> None:

@@ -147,7 +147,7 @@ class PostgresDatabase:
 
     # Running scripts ----------------------------------------------------------------------------
 
-    async def run(self, script: Generator[Op, Any, T], *, write: bool = True) -> T:
+    async def run(self, script: Generator[Op, Any, T], *, write: bool = True, heavy: bool = False) -> T:
         async with self.pool.acquire() as conn:
             if not write:
                 return await self._drive(script, conn, None, [])

@@ -13,11 +13,13 @@ from typing import Any
 
 from bot.core.job import Delivered, Destination, InputInfo, Job, JobRequest, Origin
 from bot.core.records import Notice
+from bot.core.region import Region
 from bot.core.states import JobState
 
 REQUEST_COLUMNS = (
     "kind", "origin", "user_id", "guild_id", "channel_id", "prompt", "size", "input_count", "parent_job_id",
     "private", "style", "style_text", "language", "spoiler", "options", "group_id", "variant", "variants",
+    "region",
 )  # fmt: skip
 JOB_COLUMNS = (
     "id", "status", *REQUEST_COLUMNS, "delivery", "notes", "inputs", "created_at", "charge_day", "cost", "model",
@@ -43,6 +45,7 @@ def job_params(job: Job, lease_until: float | None = None) -> dict[str, Any]:
         private=int(request.private),
         spoiler=int(request.spoiler),
         options=json.dumps(dict(request.options), sort_keys=True),
+        region=request.region.to_json() if request.region is not None else None,
     )
     params.update(
         id=job.id,
@@ -105,6 +108,7 @@ def job_from_row(row: Mapping[str, Any]) -> Job:
         group_id=row["group_id"],
         variant=int(row["variant"]),
         variants=int(row["variants"]),
+        region=Region.from_json(row["region"]),
     )
     return Job(
         id=str(row["id"]),

@@ -1,10 +1,16 @@
-"""SQLite, the default: one file in WAL mode, one process, one connection used by one thread of its own.
+"""SQLite, the default: one file in WAL mode, one process, one writing connection used by one thread of
+its own, and one reading connection with a thread of its own.
 
-Every transaction script runs whole in that thread, completely or not at all, so the event
-loop never waits on the disk. Scripts that queue up while the thread is busy are committed
+Every transaction script runs whole in its thread, completely or not at all, so the event
+loop never waits on the disk. Scripts that queue up while the writer is busy are committed
 together in one transaction, each in a savepoint of its own (group commit): a burst of two
 hundred new jobs costs a few commits, not two hundred, and a failing script is rolled back
 alone. A caller hears back, and notices are delivered, only after the commit.
+
+Scripts that only read go to the reader (WAL lets it read the last commit while the writer
+writes), so reading a job's images never holds up a claim. A script that writes megabytes (a
+job's images) is marked heavy: a batch takes every light script waiting but only a few heavy
+ones, so a burst of uploads does not make each claim and admission wait for all of them.
 
 Being the only writer, SQLite needs no locks between transactions; being the only process
 (a lock file says so: a second process on the same file is refused), every holder that is
@@ -14,6 +20,7 @@ not this process is gone.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fcntl
 import logging
@@ -34,6 +41,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 # A unit of work for the thread: run on the connection, return the result and the notices to send.
 Unit = Callable[[sqlite3.Connection], tuple[Any, list[str]]]
+# Heavy scripts (megabytes of images) committed in one batch at most, beside every light one waiting.
+HEAVY_PER_BATCH = 4
 
 
 def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list[str]) -> T:
@@ -73,16 +82,17 @@ def _perform(op: Op, conn: sqlite3.Connection, notices: list[str]) -> Any:
 
 
 class _Thread:
-    """The one thread that uses the connection; commits what queued up together."""
+    """The one thread that uses a connection; commits (or reads) what queued up together."""
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
-        self._queue: queue.SimpleQueue[tuple[Unit, Future[Any]] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._main, args=(connect,), name="atelier-sqlite", daemon=True)
+    def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str, begin: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Unit, Future[Any], bool] | None] = queue.SimpleQueue()
+        self._begin = begin  # BEGIN IMMEDIATE for the writer; a plain (deferred) BEGIN for the reader
+        self._thread = threading.Thread(target=self._main, args=(connect,), name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, unit: Unit) -> Future[Any]:
+    def submit(self, unit: Unit, *, heavy: bool = False) -> Future[Any]:
         future: Future[Any] = Future()
-        self._queue.put((unit, future))
+        self._queue.put((unit, future, heavy))
         return future
 
     def stop(self) -> None:
@@ -92,28 +102,38 @@ class _Thread:
 
     def _main(self, connect: Callable[[], sqlite3.Connection]) -> None:
         conn: sqlite3.Connection | None = None
+        heavy: collections.deque[tuple[Unit, Future[Any]]] = collections.deque()
+        stopping = False
         while True:
-            batch = [self._queue.get()]
+            waiting = [] if heavy or stopping else [self._queue.get()]
             while True:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    waiting.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            units = [unit for unit in batch if unit is not None]
+            light: list[tuple[Unit, Future[Any]]] = []
+            for item in waiting:
+                if item is None:
+                    stopping = True
+                elif item[2]:
+                    heavy.append((item[0], item[1]))
+                else:
+                    light.append((item[0], item[1]))
+            units = light + [heavy.popleft() for _ in range(min(HEAVY_PER_BATCH, len(heavy)))]
             if units:
                 if conn is None:
                     conn = connect()
-                self._commit(conn, units)
-            if None in batch:
+                self._commit(conn, units, self._begin)
+            if stopping and not heavy:
                 if conn is not None:
                     conn.close()
                 return
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, units: list[tuple[Unit, Future[Any]]]) -> None:
+    def _commit(conn: sqlite3.Connection, units: list[tuple[Unit, Future[Any]]], begin: str) -> None:
         done: list[tuple[Future[Any], Any, BaseException | None]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(begin)
             for unit, future in units:
                 if not future.set_running_or_notify_cancel():
                     continue
@@ -152,6 +172,7 @@ class SQLiteDatabase:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._thread: _Thread | None = None
+        self._reader: _Thread | None = None
         self._handlers: list[Callable[[str], None]] = []
         self._holder: str | None = None
         self._lock_file: IO[str] | None = None
@@ -173,19 +194,22 @@ class SQLiteDatabase:
             conn.execute("PRAGMA busy_timeout=5000")
             return conn
 
-        self._thread = _Thread(connect)
+        self._thread = _Thread(connect, name="atelier-sqlite", begin="BEGIN IMMEDIATE")
+        self._reader = _Thread(connect, name="atelier-sqlite-reader", begin="BEGIN")
 
     async def close(self) -> None:
         """Finish what is queued and close; idempotent, even when two closes overlap."""
         thread, self._thread = self._thread, None
-        if thread is not None:
-            await asyncio.to_thread(thread.stop)
+        reader, self._reader = self._reader, None
+        for each in (reader, thread):
+            if each is not None:
+                await asyncio.to_thread(each.stop)
         lock_file, self._lock_file = self._lock_file, None
         if lock_file is not None:
             lock_file.close()
 
-    async def run(self, script: Generator[Op, Any, T], *, write: bool = True) -> T:
-        thread = self._thread
+    async def run(self, script: Generator[Op, Any, T], *, write: bool = True, heavy: bool = False) -> T:
+        thread = self._thread if write else self._reader
         if thread is None:
             raise RuntimeError("the database is not open")
 
@@ -193,7 +217,7 @@ class SQLiteDatabase:
             notices: list[str] = []
             return drive(script, conn, notices), notices
 
-        result, notices = await asyncio.wrap_future(thread.submit(unit))
+        result, notices = await asyncio.wrap_future(thread.submit(unit, heavy=heavy))
         for payload in notices:
             self._tell(payload)
         value: T = result
@@ -220,7 +244,7 @@ class SQLiteDatabase:
         await self.run(_ping(), write=False)
 
     def connections(self) -> int:
-        return 0 if self._thread is None else 1
+        return 0 if self._thread is None else 2
 
 
 def _ping() -> Generator[Op, Any, None]:

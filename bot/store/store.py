@@ -230,7 +230,7 @@ class Store:
 
     async def save_inputs(self, job_id: str, images: Sequence[StoredImage], cap_bytes: int) -> None:
         """Keep a job's inputs; refuse with ``QueueFullError`` past ``cap_bytes`` for every unfinished job's."""
-        await self._write(_save_inputs(job_id, images, cap_bytes))
+        await self.database.run(_save_inputs(job_id, images, cap_bytes), write=True, heavy=True)
 
     async def load_inputs(self, job_id: str) -> list[StoredImage] | None:
         rows = await self._read(fetch(q.LOAD_INPUTS, job_id=job_id))

@@ -16,6 +16,7 @@ CANCEL_BUTTON_TEMPLATE = rf"atelier:cancel:v1:{_JOB}"
 REROLL_BUTTON_TEMPLATE = rf"atelier:reroll:v1:{_JOB}"
 DELETE_BUTTON_TEMPLATE = rf"atelier:delete:v1:{_JOB}"
 INFO_BUTTON_TEMPLATE = rf"atelier:info:v1:{_JOB}"
+REGION_BUTTON_TEMPLATE = rf"atelier:region:v1:{_JOB}"
 # Refine offered away from the result (its originals are gone, or from /history): the result's ids.
 REFINE_FROM_TEMPLATE = rf"atelier:refine-from:v1:{_MESSAGE}:{_JOB}"
 # /history pages: whose history, which page, and which way the button goes (p)revious or (n)ext.
@@ -23,6 +24,8 @@ HISTORY_PAGE_TEMPLATE = r"atelier:history:v1:(?P<user_id>\d{1,20}):(?P<page>\d{1
 HISTORY_PICK_TEMPLATE = r"atelier:history-pick:v1:(?P<user_id>\d{1,20}):(?P<page>\d{1,6})"
 REFINE_MODAL_PREFIX = "atelier:refine-modal:v1:"
 _REFINE_MODAL = re.compile(re.escape(REFINE_MODAL_PREFIX) + rf"{_MESSAGE}:{_JOB}$")
+REGION_MODAL_PREFIX = "atelier:region-modal:v1:"
+_REGION_MODAL = re.compile(re.escape(REGION_MODAL_PREFIX) + rf"{_MESSAGE}:{_JOB}$")
 MESSAGE_MODAL_PREFIX = "atelier:message-modal:v1:"
 _MESSAGE_MODAL = re.compile(re.escape(MESSAGE_MODAL_PREFIX) + rf"{_MESSAGE}$")
 # Form fields; Refine and "Edit images" share the instruction and size fields.
@@ -42,6 +45,12 @@ IMAGES_FIELD = "atelier-images"
 OPTIONS_FIELD = "atelier-options"
 ONLY_ME_OPTION = "only-me"
 SPOILER_OPTION = "spoiler"
+# The model's options in the forms' options group: "<kind>:<value>", e.g. "quality:high", "format:webp",
+# "background:transparent" (kinds as the slash commands name them).
+MODEL_OPTION_SEPARATOR = ":"
+# The region form: the grid's cells (a checkbox group) and the member's own mask (a file upload).
+REGION_CELLS_FIELD = "atelier-region-cells"
+MASK_FIELD = "atelier-mask"
 
 
 def refine_button_id(job_id: str) -> str:
@@ -67,6 +76,11 @@ def delete_button_id(job_id: str) -> str:
 def info_button_id(job_id: str) -> str:
     """custom_id of the Info button on a result of ``job_id``."""
     return f"atelier:info:v1:{job_id}"
+
+
+def region_button_id(job_id: str) -> str:
+    """custom_id of the Edit region button on a result of ``job_id``."""
+    return f"atelier:region:v1:{job_id}"
 
 
 def refine_from_id(channel_id: int, message_id: int, job_id: str) -> str:
@@ -100,6 +114,23 @@ class RefineModalId:
     def parse(cls, custom_id: str) -> RefineModalId | None:
         """The ids in a refine modal's custom_id, or ``None`` if it is not one."""
         match = _REFINE_MODAL.match(custom_id)
+        if match is None:
+            return None
+        return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])
+
+
+@dataclass(frozen=True)
+class RegionModalId(RefineModalId):
+    """Where a region form came from: the clicked result message and its job (as Refine's, with its own prefix)."""
+
+    def encode(self) -> str:
+        """The form's custom_id."""
+        return f"{REGION_MODAL_PREFIX}{self.channel_id}:{self.message_id}:{self.job_id}"
+
+    @classmethod
+    def parse(cls, custom_id: str) -> RegionModalId | None:
+        """The ids in a region form's custom_id, or ``None`` if it is not one."""
+        match = _REGION_MODAL.match(custom_id)
         if match is None:
             return None
         return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])

@@ -4,13 +4,14 @@ The buttons are ``DynamicItem``s matched by custom_id, so they keep working on
 old messages after a restart. The form is only rendered here; its submissions
 are routed by custom_id in ``cogs.members.refine`` (discord.py keeps modals in memory only).
 The form's fields (instruction, added images, size, style, options) are shared with the "Edit
-images" form; a form holds at most Discord's five fields, so the options are one checkbox group.
+images" and region forms; a form holds at most Discord's five fields, so the options ("only me",
+"spoiler", and the server's model's: ``cogs.core.model_options``) are one checkbox group.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Sequence, Set
 from typing import Any
 
 import discord
@@ -41,11 +42,13 @@ from cogs.core.custom_ids import (
 from cogs.core.errors import AtelierView, guarded
 from cogs.core.host import client_of
 from cogs.core.language import language_of, render
+from cogs.core.model_options import form_choices, form_defaults
 
 PROMPT_MAX = 4000
 # Discord refuses a form whose title or field label is longer (a long translation is cut, not refused).
 FORM_TEXT_MAX = 45
 REFINE_LABEL = _pt("button", "Refine")
+CHOICES_MAX = 10  # a checkbox group's most
 
 
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
@@ -139,10 +142,21 @@ def images_field(first: int, most: int, language: str | None) -> ui.Label[Any] |
     )
 
 
-def options_field(*, only_me: bool, spoiler: bool, language: str | None) -> ui.Label[Any]:
-    """The form's options, ticked or not: "only me" (offered where the server lets members choose) and "spoiler".
+def options_field(
+    *,
+    only_me: bool,
+    spoiler: bool,
+    language: str | None,
+    model: Sequence[tuple[str, Text]] = (),
+    ticked: Set[str] = frozenset(),
+) -> ui.Label[Any]:
+    """The form's options, ticked or not: "only me" (offered where the server lets members choose), "spoiler",
+    and the server's model's options (``model``: ``cogs.core.model_options.form_choices``), those in ``ticked``
+    shown ticked.
 
-    One checkbox group, so the form keeps within Discord's five fields however many options it has.
+    One checkbox group, so the form keeps within Discord's five fields however many options it has. A group holds
+    ten choices: with the shipped catalog the most is nine; a catalog with more values loses the last ones here
+    (the slash commands still offer them).
     """
     options = []
     if only_me:
@@ -161,6 +175,10 @@ def options_field(*, only_me: bool, spoiler: bool, language: str | None) -> ui.L
             default=spoiler,
         )
     )
+    for value, label in model[: CHOICES_MAX - len(options)]:
+        options.append(
+            discord.CheckboxGroupOption(label=render(label, language)[:100], value=value, default=value in ticked)
+        )
     return ui.Label(
         text=render(_t("Options"), language)[:FORM_TEXT_MAX],
         component=ui.CheckboxGroup(
@@ -183,6 +201,8 @@ class RefineModal(ui.Modal):
         *,
         only_me: bool = False,
         spoiler: bool = False,
+        model: Sequence[tuple[str, Text]] = (),
+        ticked: Set[str] = frozenset(),
     ) -> None:
         super().__init__(
             title=render(_t("Refine this image"), language)[:FORM_TEXT_MAX], custom_id=ids.encode(), timeout=None
@@ -202,7 +222,7 @@ class RefineModal(ui.Modal):
         style = style_field(presets, language)
         if style is not None:
             self.add_item(style)
-        self.add_item(options_field(only_me=only_me, spoiler=spoiler, language=language))
+        self.add_item(options_field(only_me=only_me, spoiler=spoiler, language=language, model=model, ticked=ticked))
 
 
 async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId) -> None:
@@ -218,6 +238,9 @@ async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId)
         # A private result's refinement is private anyway, and so is every result where the server says so.
         only_me=policy is PrivateResults.ALLOWED and not parent.request.private,
         spoiler=parent.request.spoiler,
+        # The server's model's options, those the result was made with ticked: a refinement starts from them.
+        model=form_choices(bot.engine.model_for(interaction.guild_id)),
+        ticked=form_defaults(parent.request.options),
     )
     await interaction.response.send_modal(modal)
     # Submissions are routed by custom_id, the same way before and after a restart,

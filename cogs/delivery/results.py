@@ -1,5 +1,5 @@
-"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🔁 Reroll, ℹ️ Info
-(``cogs.delivery.info``) and 🗑 Delete.
+"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🖌️ Edit region where the server's
+model takes a mask (``cogs.delivery.region``), 🔁 Reroll, ℹ️ Info (``cogs.delivery.info``) and 🗑 Delete.
 
 - Reroll sends the result's kept inputs, instruction, style and size again as a new
   job (``JobEngine.reroll``: the same admission, limits and money as any edit). Its
@@ -32,6 +32,7 @@ from cogs.core.requests import requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
 from cogs.delivery.buttons import RefineButton, RefineFromButton, refine_from_view
 from cogs.delivery.info import InfoButton
+from cogs.delivery.region import RegionButton
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
@@ -150,13 +151,18 @@ class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TE
         await bot.engine.result_deleted(job, interaction.user.id)
 
 
-def result_buttons(job_id: str, language: str | None, *, by_direct_message: bool = False) -> list[ui.Item[Any]]:
-    """The buttons under a result, in its member's language, in the order they show. One sent by direct
-    message has Info and Delete only: a job started from a DM would fall outside the server's limits, so its
-    member refines or rerolls it from ``/history``."""
+def result_buttons(
+    job_id: str, language: str | None, *, by_direct_message: bool = False, region: bool = False
+) -> list[ui.Item[Any]]:
+    """The buttons under a result, in its member's language, in the order they show; Edit region when ``region``
+    (the server's model takes a mask). One sent by direct message has Info and Delete only: a job started from a
+    DM would fall outside the server's limits, so its member refines or rerolls it from ``/history``."""
     buttons: list[ui.Item[Any]] = []
     if not by_direct_message:
-        buttons += [RefineButton(job_id, language), RerollButton(job_id, language)]
+        buttons.append(RefineButton(job_id, language))
+        if region:
+            buttons.append(RegionButton(job_id, language))
+        buttons.append(RerollButton(job_id, language))
     buttons += [InfoButton(job_id, language), DeleteButton(job_id, language)]
     return buttons
 

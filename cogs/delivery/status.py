@@ -436,7 +436,8 @@ class DiscordPublisher:
         def compose(where: Delivered) -> tuple[discord.ui.LayoutView, list[discord.File]]:
             by_dm = where is Delivered.DIRECT_MESSAGE
             footer = f"-# {for_job(job, DIRECT_MESSAGE_NOTE)}" if by_dm else None
-            buttons = result_buttons(job.id, language, by_direct_message=by_dm)
+            region = self.engine.model_for(job.guild_id).mask  # Edit region where the server's model can
+            buttons = result_buttons(job.id, language, by_direct_message=by_dm, region=region)
             return ResultCard(job, media, text, buttons, footer), card_files(job, media)
 
         try:

@@ -4,11 +4,12 @@ The message's image attachments come first, in the message's order, then the pic
 of its embeds (a pasted image link), then the files the member adds in the form; at most
 ``MAX_IMAGES`` in all. A form asks for the instruction, images to add, the size, a style
 (when the server has any) and the options: "only me" (where the server lets members
-choose) and "spoiler". The submission is routed by custom_id, re-reads the message
-(for fresh attachment links) and goes through the same ``JobEngine.submit`` as ``/edit``:
-the status, then the result, is a reply to the message that does not ping its author;
-a private one is the answer to the form, seen only by the member. The form is in the
-member's language, and the job keeps it for its status, result and failure.
+choose), "spoiler", and the server's model's own (``cogs.core.model_options``). The
+submission is routed by custom_id, re-reads the message (for fresh attachment links) and
+goes through the same ``JobEngine.submit`` as ``/edit``: the status, then the result, is a
+reply to the message that does not ping its author; a private one is the answer to the
+form, seen only by the member. The form is in the member's language, and the job keeps it
+for its status, result and failure.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from cogs.core.custom_ids import (
 from cogs.core.downloads import LinkedImage, Readable, UploadedFile
 from cogs.core.errors import guarded
 from cogs.core.language import _name, language_of, render, say
+from cogs.core.model_options import form_choices, picked_options
 from cogs.core.requests import clean_prompt, form_answers, parse_size, parse_style, requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
 from cogs.delivery.buttons import FORM_TEXT_MAX, images_field, options_field, prompt_field, size_field, style_field
@@ -135,6 +137,7 @@ class MessageEditModal(discord.ui.Modal):
         language: str | None,
         *,
         spoiler: bool = False,
+        model: Sequence[tuple[str, Text]] = (),
     ) -> None:
         title = (
             _t("Edit these images (only you will see it)")
@@ -158,7 +161,8 @@ class MessageEditModal(discord.ui.Modal):
         style = style_field(presets, language)
         if style is not None:
             self.add_item(style)
-        self.add_item(options_field(only_me=private is PrivateResults.ALLOWED, spoiler=spoiler, language=language))
+        only_me = private is PrivateResults.ALLOWED
+        self.add_item(options_field(only_me=only_me, spoiler=spoiler, language=language, model=model))
 
 
 class MessageSource:
@@ -237,6 +241,7 @@ class MessageEditCog(commands.Cog):
             limits.private_results if limits is not None else PrivateResults.ALLOWED,
             language_of(interaction),
             spoiler=shows_spoilers(message),
+            model=form_choices(self.bot.engine.model_for(interaction.guild_id)),
         )
         await interaction.response.send_modal(modal)
         modal.stop()  # submissions are routed by custom_id (``on_interaction``), before and after a restart
@@ -278,6 +283,7 @@ class MessageEditCog(commands.Cog):
             style=parse_style(answers.text(STYLE_FIELD)),
             language=language_of(interaction),
             spoiler=SPOILER_OPTION in options,
+            options=picked_options(options),
         )
         await self.bot.engine.submit(request, requester(interaction, message.channel), source)
 

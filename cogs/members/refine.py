@@ -37,6 +37,7 @@ from cogs.core.custom_ids import (
 from cogs.core.downloads import Downloader, Readable, UploadedFile
 from cogs.core.errors import guarded
 from cogs.core.language import language_of, say
+from cogs.core.model_options import picked_options
 from cogs.core.requests import clean_prompt, form_answers, parse_size, parse_style, requester
 from cogs.core.text import clip
 from cogs.delivery.acknowledge import answer_in_place, post_status
@@ -168,8 +169,10 @@ class RefineCog(commands.Cog):
         options = answers.picked(OPTIONS_FIELD)
         # A private result's refinement stays private, whatever was ticked.
         private = parent.request.private or ONLY_ME_OPTION in (options or ())
-        # A form opened before it had options keeps the result's spoiler.
+        # A form opened before it had options keeps the result's spoiler, and the model's options it was made with.
         spoiler = parent.request.spoiler if options is None else SPOILER_OPTION in options
+        model_options = inherited_options(self.bot, parent, interaction.guild_id) if options is None else None
+        model_options = model_options if model_options is not None else picked_options(options or [])
         uploads = [UploadedFile(payload, self.bot.http) for payload in answers.files(IMAGES_FIELD)]
         added = added_images(1, uploads)
         # A public refinement is made where the result is (a form opened from /history may be elsewhere), so
@@ -190,8 +193,16 @@ class RefineCog(commands.Cog):
             style=parse_style(answers.text(STYLE_FIELD)),
             language=language_of(interaction),
             spoiler=spoiler,
+            options=model_options,
         )
         await self.bot.engine.submit(request, who, RefineSource(self.bot, interaction, ids, added))
+
+
+def inherited_options(bot: AtelierClient, parent: Job, guild_id: int | None) -> dict[str, str | int]:
+    """The model's options ``parent`` was made with that the server's model still takes (a refinement asked
+    without choosing starts from them)."""
+    takes = bot.engine.model_for(guild_id).options
+    return {name: value for name, value in parent.request.options.items() if value in takes.choices(name)}
 
 
 async def setup(bot: AtelierClient) -> None:

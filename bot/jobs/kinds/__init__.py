@@ -11,8 +11,9 @@ from collections.abc import Mapping
 from bot.jobs.kinds.base import JobKind, UnknownKindError
 from bot.jobs.kinds.edit import EDIT
 from bot.jobs.kinds.imagine import IMAGINE
+from bot.jobs.kinds.region import REGION
 
-KINDS: Mapping[str, JobKind] = {kind.name: kind for kind in (EDIT, IMAGINE)}
+KINDS: Mapping[str, JobKind] = {kind.name: kind for kind in (EDIT, IMAGINE, REGION)}
 
 
 def kind_of(name: str) -> JobKind:

@@ -9,6 +9,7 @@ from typing import Protocol
 from bot.core.job import Job
 from bot.errors import AtelierError
 from bot.i18n import Text, _t
+from bot.media.editor import Editor
 from bot.media.images import PreparedImage
 from bot.provider.client import ProviderRequest
 
@@ -41,8 +42,14 @@ class JobKind(Protocol):
         """Whether the member gives it images (checked, kept with the job, and kept a while after for Reroll)."""
         ...
 
+    async def prepare(self, job: Job, files: Sequence[tuple[str, bytes]], editor: Editor) -> list[PreparedImage]:
+        """The inputs kept with ``job`` (and given to ``request``), from the files its source fetched: checked and
+        made safe for the API. The first ``job.request.input_count`` are the prompt's images (image1…), which the
+        result shows; a kind may keep more after them (a region edit's mask)."""
+        ...
+
     def request(self, job: Job, images: Sequence[PreparedImage], api_key: str | None) -> ProviderRequest:
-        """The API request that makes ``job``'s result (``images``: its inputs, in prompt order)."""
+        """The API request that makes ``job``'s result (``images``: its kept inputs, in prompt order)."""
         ...
 
     def explain(self, error: AtelierError) -> AtelierError:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from bot.core.job import Job
 from bot.errors import AtelierError
 from bot.i18n import Text, _t
+from bot.media.editor import Editor
 from bot.media.images import PreparedImage
 from bot.provider.client import Endpoint, ProviderRequest
 
@@ -21,6 +22,9 @@ class ImagineKind:
     name: str = "imagine"
     endpoint: str = "generations"
     needs_images: bool = False
+
+    async def prepare(self, job: Job, files: Sequence[tuple[str, bytes]], editor: Editor) -> list[PreparedImage]:
+        return await editor.prepare_inputs(files)
 
     def request(self, job: Job, images: Sequence[PreparedImage], api_key: str | None) -> ProviderRequest:
         return ProviderRequest(
