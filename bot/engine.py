@@ -63,6 +63,7 @@ from bot.jobs.lifecycle import Lifecycle
 from bot.jobs.notices import NextUseNotices
 from bot.jobs.outbox import Outbox
 from bot.jobs.places import Places
+from bot.jobs.previews import Previews
 from bot.jobs.retention import Retention
 from bot.media.editor import Editor
 from bot.ops.audit import AuditTrail
@@ -253,6 +254,7 @@ class JobEngine:
                 self.config.max_concurrent_jobs,
                 self._scheduler,
                 self._keys.key_for,
+                Previews(self.lifecycle, self._editor, parts.notifier, self._scheduler),
             )
             self._dispatcher.start()
 

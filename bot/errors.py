@@ -138,6 +138,21 @@ class BodyCutOffError(MaybeBilledError):
         )
 
 
+class StreamCutError(BodyCutOffError):
+    """A streamed answer stopped after its first event (a preview), before the finished image: it was being made,
+    and may be billed, so it is never repeated."""
+
+    def __init__(self, log_detail: str) -> None:
+        MaybeBilledError.__init__(
+            self,
+            _t(
+                "The image service stopped sending after a preview, before the finished image. "
+                "You were not charged; please try again."
+            ),
+            log_detail=log_detail,
+        )
+
+
 class ConnectionLostError(MaybeBilledError):
     """The connection was lost after the request was sent, before an answer came."""
 

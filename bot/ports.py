@@ -64,6 +64,12 @@ class Notifier(Protocol):
         of this run, silently."""
         ...
 
+    async def job_preview(self, job: Job, image: OutputImage, index: int) -> None:
+        """A partial image of ``job``'s running call (``index``: 0-based, of its ``partial_images``), fitted to
+        its upload limit: show it on the job's status, the newest at most every few seconds, never after the
+        run's status has closed (the result or the failure comes next)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Told:

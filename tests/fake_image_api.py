@@ -14,6 +14,15 @@ shape (prefixed or raw base64, url) and each failure (4xx, 429, HTML 5xx,
 malformed JSON, truncated base64, no image, a hang, a dropped connection, a 200
 whose body is cut off midway). Every answer carries an ``X-Oneapi-Request-Id``
 from a counter, as the provider's gateway does, unless the reply sets its own.
+
+It streams as OpenAI's images API does, for a model in ``streams``: a request with
+``stream=true`` and ``partial_images`` (refused for a model that does not stream) is
+answered with server-sent events, ``image_edit.partial_image`` (``image_generation.…``
+for a generation) for each partial image, then ``….completed`` with the final image and
+``usage``; the reply's ``gaps`` pause before each event. Scripted faults: the connection
+cut after the first partial (``stream_cut``), a stall after it (``stream_stall``), an error
+event after it (``stream_error``); a stream that never starts is any error reply
+(``error``, ``html``), which answers before any event. ``EditCall.events`` records what was sent.
 """
 
 from __future__ import annotations
@@ -39,7 +48,10 @@ SIZES = set(
 )
 IMAGE_FIELDS = ("image", "image[]")
 OPTION_FIELDS = ("quality", "output_format", "output_compression", "background")
-ALLOWED_FIELDS = {"model", "prompt", *IMAGE_FIELDS, "mask", "size", "response_format", *OPTION_FIELDS}
+STREAM_FIELDS = ("stream", "partial_images")
+ALLOWED_FIELDS = {
+    "model", "prompt", *IMAGE_FIELDS, "mask", "size", "response_format", *OPTION_FIELDS, *STREAM_FIELDS
+}  # fmt: skip
 GENERATION_FIELDS = ALLOWED_FIELDS - {*IMAGE_FIELDS, "mask"}
 MASK_MAX_BYTES = 4_000_000  # OpenAI: "a PNG under 4 MB"
 # What OpenAI's images API takes (the provider's official gpt-image-2 route follows it).
@@ -57,6 +69,11 @@ def make_png(width: int = 64, height: int = 48, color: tuple[int, int, int] = (2
     buffer = io.BytesIO()
     Image.new("RGB", (width, height), color).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def partial_png(index: int) -> bytes:
+    """The default ``index``-th partial image of a stream: a small PNG of its own colour."""
+    return make_png(32, 24, (30 + 60 * index, 140, 220 - 60 * index))
 
 
 def make_image(fmt: str = "png", *, transparent: bool = False, width: int = 64, height: int = 48) -> bytes:
@@ -91,6 +108,8 @@ class EditCall:
     request_id: str | None = None  # the X-Oneapi-Request-Id it was answered with
     path: str = "/v1/images/edits"
     json: dict[str, Any] | None = None  # a generation's body
+    events: list[str] = field(default_factory=list)  # a streamed answer's events, in the order they were sent
+    event_times: list[float] = field(default_factory=list)  # when each was sent (loop time)
 
     def field(self, name: str) -> str | None:
         """The text of a non-file field (a generation's JSON value), or None."""
@@ -119,6 +138,11 @@ class EditCall:
         names = {p.name for p in self.images}
         return names.pop() if len(names) == 1 else None
 
+    @property
+    def streamed(self) -> bool:
+        """Whether the request asked for a stream (``stream=true``)."""
+        return self.field("stream") in ("true", "True")
+
     def options(self) -> dict[str, str]:
         """The option fields sent (quality, output_format, output_compression, background), as text."""
         return {name: value for name in OPTION_FIELDS if (value := self.field(name)) is not None}
@@ -134,6 +158,7 @@ class Reply:
     """One scripted answer. ``kind`` picks the shape; the rest tunes it."""
 
     # b64 | b64_raw | url | error | html | malformed | truncated | no_image | hang | drop | cut | stall
+    # | stream_cut | stream_stall | stream_error (a streamed answer's faults, after its first partial image)
     kind: str = "b64"
     image: bytes | None = None
     status: int = 200
@@ -142,6 +167,9 @@ class Reply:
     delay: float = 0.0
     usage: dict[str, Any] | None = None
     no_usage: bool = False  # answer without ``usage`` (a provider or route that leaves it out)
+    partials: list[bytes] | None = None  # a stream's partial images (None: as many as asked, ``partial_png``)
+    gaps: tuple[float, ...] = ()  # a stream's pauses (s) before each event in turn, the fault's included
+    stall: float = 3600.0  # stream_stall: how long nothing comes after the first partial, then the rest
     # Answer only once the test sets this (then after ``delay``): a call that holds its slot until a
     # scenario is in place, whatever the machine's speed.
     until: asyncio.Event | None = field(default=None, compare=False)
@@ -163,6 +191,8 @@ class FakeImageAPI:
         self.no_response_format: set[str] = {"gpt-image-2"}
         # Models that take a ``mask`` (OpenAI's gpt-image routes do; the provider's vip route does not).
         self.masks: set[str] = {"gpt-image-2"}
+        # Models that stream, with the partial images they take (OpenAI's: 0 to 3); the rest refuse ``stream``.
+        self.streams: dict[str, tuple[int, int]] = {"gpt-image-2": (0, 3)}
         self.calls: list[EditCall] = []
         self.script: deque[Reply] = deque()
         self.default = Reply()
@@ -244,7 +274,7 @@ class FakeImageAPI:
         unknown = [p.name for p in call.parts if p.name not in ALLOWED_FIELDS]
         if unknown:
             return call, f"Unsupported parameter(s): {', '.join(unknown)}"
-        for name in ("model", "prompt", "mask", "size", "response_format", *OPTION_FIELDS):
+        for name in ("model", "prompt", "mask", "size", "response_format", *OPTION_FIELDS, *STREAM_FIELDS):
             if sum(1 for p in call.parts if p.name == name) > 1:
                 return call, f"{name} given more than once"
         problem = self._check_fields(call)
@@ -317,6 +347,21 @@ class FakeImageAPI:
                 return f"Invalid value for '{name}': {value}"
         if call.field("background") == "transparent" and call.field("output_format") not in (None, "png", "webp"):
             return "Transparent background requires output_format png or webp"
+        return self._check_stream(call, model)
+
+    def _check_stream(self, call: EditCall, model: str) -> str | None:
+        stream, partials = call.field("stream"), call.field("partial_images")
+        if stream is None and partials is None:
+            return None
+        if model not in self.streams:
+            return f"Unknown parameter: '{'stream' if stream is not None else 'partial_images'}'."
+        if stream not in ("true", "True", "false", "False"):
+            return f"Invalid value for 'stream': {stream}"
+        low, high = self.streams[model]
+        if partials is not None and (not partials.isdigit() or not low <= int(partials) <= high):
+            return f"Invalid value for 'partial_images': {partials}"
+        if partials is not None and not call.streamed:
+            return "partial_images requires stream=true"
         return None
 
     async def _edits(self, request: web.Request) -> web.StreamResponse:
@@ -371,6 +416,8 @@ class FakeImageAPI:
         usage = reply.usage or {"input_tokens": 98, "output_tokens": 1185, "total_tokens": 1283}
         extra: dict[str, Any] = {} if reply.no_usage else {"usage": usage}
         kind = reply.kind
+        if call.streamed and kind in ("b64", "b64_raw", "stream_cut", "stream_stall", "stream_error"):
+            return await self._stream(request, call, reply, image, extra)
         if kind in ("b64", "b64_raw"):
             encoded = base64.b64encode(image).decode()
             value = ("data:image/png;base64," + encoded) if kind == "b64" else encoded
@@ -426,3 +473,59 @@ class FakeImageAPI:
             request.transport.abort()
             return web.Response()
         raise AssertionError(f"unknown reply kind {kind}")
+
+    async def _stream(
+        self, request: web.Request, call: EditCall, reply: Reply, image: bytes, extra: dict[str, Any]
+    ) -> web.StreamResponse:
+        """A streamed answer: each partial image, then the completed event (or the scripted fault after the first)."""
+        prefix = "image_generation" if call.json is not None else "image_edit"
+        asked = int(call.field("partial_images") or 0)
+        partials = reply.partials if reply.partials is not None else [partial_png(n) for n in range(asked)]
+        response = self._answer(
+            call,
+            web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream", **reply.headers}),
+        )
+        await response.prepare(request)
+        shared = {"created_at": 1778037127, "size": call.field("size") or "auto", "quality": "auto"}
+        loop = asyncio.get_running_loop()
+
+        async def pause() -> None:
+            number = len(call.events)
+            if number < len(reply.gaps) and reply.gaps[number] > 0:
+                await asyncio.sleep(reply.gaps[number])
+
+        async def send(name: str, payload: dict[str, Any]) -> None:
+            await pause()
+            await response.write(f"event: {name}\ndata: {json.dumps({'type': name, **payload})}\n\n".encode())
+            call.events.append(name)
+            call.event_times.append(loop.time())
+            await self._notify()
+
+        async def cut() -> web.StreamResponse:
+            await pause()
+            call.events.append("cut")
+            call.event_times.append(loop.time())
+            await self._notify()
+            assert request.transport is not None
+            request.transport.close()  # mid-stream: the chunked body never ends
+            return response
+
+        if reply.kind == "stream_cut" and not partials:
+            return await cut()  # a 200 that ends before its first event
+        for index, data in enumerate(partials):
+            b64 = base64.b64encode(data).decode()
+            await send(f"{prefix}.partial_image", {"b64_json": b64, "partial_image_index": index, **shared})
+            if index > 0:
+                continue
+            if reply.kind == "stream_cut":
+                return await cut()
+            if reply.kind == "stream_error":
+                await send("error", {"error": {"message": "scripted failure mid-stream", "type": "server_error"}})
+                await response.write_eof()
+                return response
+            if reply.kind == "stream_stall":
+                await asyncio.sleep(reply.stall)
+        b64 = base64.b64encode(image).decode()
+        await send(f"{prefix}.completed", {"b64_json": b64, **shared, **extra})
+        await response.write_eof()
+        return response

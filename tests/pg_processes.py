@@ -61,7 +61,9 @@ class Quiet:
 
 
 class NoAPI:
-    async def call(self, request: ProviderRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
+    async def call(
+        self, request: ProviderRequest, attempts: list[Attempt] | None = None, on_partial: object = None
+    ) -> APIAnswer:
         raise AssertionError("an admitting process never calls the API")
 
     async def decode(self, answer: APIAnswer) -> ImageEditResult:

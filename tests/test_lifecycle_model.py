@@ -142,7 +142,9 @@ class GatedAPI:
         self.clock = clock
         self.calls: list[Call] = []
 
-    async def call(self, request: ProviderRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
+    async def call(
+        self, request: ProviderRequest, attempts: list[Attempt] | None = None, on_partial: object = None
+    ) -> APIAnswer:
         call = Call(request.prompt, asyncio.get_running_loop().create_future())
         self.calls.append(call)
         started = self.clock()

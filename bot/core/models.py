@@ -44,6 +44,10 @@ BACKGROUNDS = ("transparent", "opaque", "auto")
 TRANSPARENT = "transparent"
 KEEPS_TRANSPARENCY = ("png", "webp")  # the formats a transparent background can be delivered in
 COMPRESSES = ("jpeg", "webp")  # the formats output_compression applies to
+# Not a member's option: how many partial images a job of a server with live previews on asks the model to
+# stream (its wire name too, sent with ``stream=true``). Admission adds it, for a model that streams, and the
+# job's reservation counts their tokens.
+PARTIAL_IMAGES = "partial_images"
 # How members know each option (the commands' option names), for refusals.
 OPTION_LABELS = {
     QUALITY: _pt("option name", "quality"),
@@ -123,6 +127,11 @@ class ImageModel:
         """The path of ``endpoint`` ("edits" or "generations") below the API's base, or ``None`` without it."""
         path = self.edits_path if endpoint == "edits" else self.generations_path
         return path or None
+
+    @property
+    def streamed_partials(self) -> int:
+        """How many partial images a live preview asks of this model: the most it streams (0: it does not)."""
+        return self.partial_images[1] if self.partial_images is not None else 0
 
     def timeout_for(self, size: str | None, input_count: int, default: float) -> float:
         """Seconds one call may take: longer for a 4K image or many inputs, when the catalog says so."""
@@ -225,12 +234,23 @@ class ImageModel:
 
     def reservation(self, prompt: str, input_count: int, size: str | None, options: Mapping[str, str | int]) -> int:
         """What a job is charged when it is accepted (micro-dollars): the flat price, or its most expensive
-        outcome by tokens (settled to the real cost when its answer comes)."""
+        outcome by tokens (settled to the real cost when its answer comes), its streamed partial images included."""
         if self.tokens is None:
             return self.price
         pixels = _area(size) if size is not None else self.sizes.largest_pixels()
         quality = options.get(QUALITY)
-        return self.tokens.reservation(prompt, input_count, pixels, quality if isinstance(quality, str) else None)
+        partials = options.get(PARTIAL_IMAGES, 0)
+        return self.tokens.reservation(
+            prompt,
+            input_count,
+            pixels,
+            quality if isinstance(quality, str) else None,
+            partials if isinstance(partials, int) else 0,
+        )
+
+    def preview_cost(self) -> int:
+        """What a live preview's partial images add at most to a job on this model (micro-dollars)."""
+        return self.tokens.partials_cost(self.streamed_partials) if self.tokens is not None else 0
 
     def settle(self, reserved: int, usage: Usage | None, input_count: int) -> Settlement | None:
         """How a job charged ``reserved`` settles once its answer came: ``None`` for a flat price; the real cost

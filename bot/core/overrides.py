@@ -96,6 +96,9 @@ class GuildOverrides(_Overrides):
     private_results: PrivateResults | _Unset = UNSET
     # Results started in these channels (or their threads) are spoilers, whatever their member chose.
     spoiler_channel_ids: frozenset[int] | _Unset = UNSET
+    # Live previews: a running job's status shows the partial images its model streams (they cost output
+    # tokens, so a server turns them on; off when unset).
+    preview: bool | _Unset = UNSET
 
     def merged(self, changes: GuildOverrides) -> GuildOverrides:
         """These overrides with every setting ``changes`` sets."""
@@ -143,6 +146,8 @@ class GuildOverrides(_Overrides):
                 value = str(value)
             elif f.name == "private_results":
                 value = PrivateResults(value)
+            elif f.name == "preview":
+                value = bool(value)
             elif f.name == "role_limits":
                 value = {int(role): RoleLimits.from_json(limits) for role, limits in value.items()}
             elif value is not None:

@@ -65,6 +65,10 @@ class TokenPrice:
         images = input_count * self.input_image_tokens
         return _micros(text * self.text_input + images * self.image_input + output * self.image_output)
 
+    def partials_cost(self, partials: int) -> int:
+        """What ``partials`` streamed partial images add at most to a job (micro-dollars, rounded up)."""
+        return _micros(partials * self.partial_image_tokens * self.image_output)
+
     def cost(self, usage: Usage, input_count: int) -> int:
         """What an answer's ``usage`` costs (micro-dollars).
 

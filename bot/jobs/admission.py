@@ -23,7 +23,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from bot.config import Config
 from bot.core.job import Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
-from bot.core.models import ImageModel
+from bot.core.models import PARTIAL_IMAGES, ImageModel
 from bot.core.states import JobState
 from bot.errors import AtelierError, InputError, InputsGoneError, QueueFullError, UnexpectedError
 from bot.i18n import _t, catalogs
@@ -99,6 +99,13 @@ class Admission:
                 return picked
         return self._config.default_model
 
+    def preview_partials(self, guild_id: int | None, model: ImageModel) -> int:
+        """How many partial images a job here streams for its live preview (0: none): the most ``model``
+        streams, when the server turned previews on."""
+        if guild_id is None or not self._settings.cached(guild_id).pick("preview", False):
+            return 0
+        return model.streamed_partials
+
     async def limits_for(self, guild_id: int | None) -> GuildLimits | None:
         """The limits in force in a guild (``None`` in DMs)."""
         if guild_id is None:
@@ -147,8 +154,10 @@ class Admission:
         request = apply_spoilers(limits, apply_privacy(limits, request), who)
         chosen = self.model_for(who.guild_id)
         chosen.check_size(request.size)
-        # Only what the model takes is ever sent (the provider silently rewrites the rest).
-        request = dataclasses.replace(request, options=chosen.check_options(request.options))
+        # Only what the model takes is ever sent (the provider silently rewrites the rest). A reroll carries
+        # its parent's partial images: the server's setting now decides them, below.
+        asked = {name: value for name, value in request.options.items() if name != PARTIAL_IMAGES}
+        request = dataclasses.replace(request, options=chosen.check_options(asked))
         chosen.check_region(request.region)  # a region edit needs a model that takes a mask, and a marked region
         endpoint = kind_of(request.kind).endpoint
         if chosen.path(endpoint) is None:
@@ -162,7 +171,11 @@ class Admission:
         if await self._inputs.full():
             raise QueueFullError()
         model = self._router.route(chosen, request.size, request.options, endpoint, mask=request.region is not None)
-        # A flat price, or by tokens the most this job can cost (settled to the real cost at its end).
+        partials = self.preview_partials(who.guild_id, model)
+        if partials:
+            request = dataclasses.replace(request, options={**request.options, PARTIAL_IMAGES: partials})
+        # A flat price, or by tokens the most this job can cost, its partial images included (settled to the
+        # real cost at its end).
         cost = model.reservation(request.api_prompt, request.input_count, request.size, request.options)
         # The check and the charge are one step (``Lifecycle.create``), so two quick requests
         # cannot both take the last edit of a limit.

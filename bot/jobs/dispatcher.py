@@ -32,7 +32,9 @@ from bot.jobs.delivery import Deliverer
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import UnknownKindError, kind_of
 from bot.jobs.lifecycle import Lifecycle
+from bot.jobs.previews import Previews
 from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
+from bot.provider.stream import PartialImage
 from bot.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,12 @@ INPUTS_MISSING = _t("This edit's images are missing. You were not charged; pleas
 class ImageAPI(Protocol):
     """The image API as the dispatcher uses it (``bot.provider.client.ImageAPIClient``)."""
 
-    async def call(self, request: ProviderRequest, attempts: list[Attempt] | None = None) -> APIAnswer: ...
+    async def call(
+        self,
+        request: ProviderRequest,
+        attempts: list[Attempt] | None = None,
+        on_partial: Callable[[PartialImage], None] | None = None,
+    ) -> APIAnswer: ...
     async def decode(self, answer: APIAnswer) -> ImageEditResult: ...
 
 
@@ -71,6 +78,7 @@ class Dispatcher:
         max_concurrent: int,
         scheduler: Scheduler,
         key_for: Callable[[int | None], str | None] = lambda guild_id: None,
+        previews: Previews | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._api = api
@@ -79,6 +87,7 @@ class Dispatcher:
         self._max_concurrent = max_concurrent
         self._scheduler = scheduler
         self._key_for = key_for
+        self._previews = previews  # a streaming call's partial images, shown on its status
         self._slots = asyncio.Semaphore(max_concurrent)
         self._stopping = False
         self._runs: dict[str, _Run] = {}  # execution handles of this process's runs, not job state
@@ -170,7 +179,12 @@ class Dispatcher:
                 del images
             finally:
                 run.started.set()  # started, or not to be: either way the hand-over is done
-            answer = await self._api.call(request, attempts)
+            preview = self._previews.for_run(job) if self._previews is not None else None
+            try:
+                answer = await self._api.call(request, attempts, preview)
+            finally:
+                if preview is not None:
+                    preview.stop()
             del request
             # The call is over: recorded, and its slot passed to the next job in fair order, together.
             delivering, claimed = await self._lifecycle.move_and_claim(

@@ -17,6 +17,14 @@ came back within ``IMAGE_API_FAST_FAILURE_SECONDS``. Everything that may follow 
 billed generation (a slower 5xx, an answer cut off midway, a connection lost after
 sending, a timeout) is never repeated. Every attempt is recorded as an ``Attempt``,
 with the provider's request id, and logged in one line.
+
+A job with live previews asks a model that streams for ``stream=true`` and its
+``partial_images`` (``bot.provider.stream`` reads the events): each partial image is handed to
+the caller's ``on_partial`` as it arrives, and the call ends with the completed event's image
+and ``usage``. Until the first event the rules above hold unchanged (a refused connection, a
+quick 5xx or an HTML error page is repeated as always); a stream that stops after its first
+event was being generated, and may be billed: never repeated (``StreamCutError``). A stall
+between events is bounded by the model's timeout, which covers the whole call.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +45,7 @@ import aiohttp
 
 from bot.config import Config
 from bot.core.attempts import Attempt, AttemptOutcome
-from bot.core.models import OPTION_NAMES, ImageModel, SizeRule
+from bot.core.models import OPTION_NAMES, PARTIAL_IMAGES, ImageModel, SizeRule
 from bot.core.pricing import Usage
 from bot.errors import (
     APITimeoutError,
@@ -53,10 +61,12 @@ from bot.errors import (
     SafetyRejectedError,
     ServerError,
     SlowServerError,
+    StreamCutError,
     TransientAPIError,
 )
 from bot.i18n import _t
 from bot.media.images import OutputImage, PreparedImage, check_output
+from bot.provider.stream import COMPLETED, ERROR, PARTIAL, Event, EventReader, PartialImage
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +117,8 @@ class _Exchange:
     status: int | None = None
     request_id: str | None = None
     answered_after: float | None = None  # seconds from starting to send to the response headers
+    streamed: bool = False  # the answer is an event stream (the final image is its completed event)
+    events: int = 0  # events read from it so far: after the first, the call was under way
 
 
 class Endpoint(enum.StrEnum):
@@ -144,6 +156,7 @@ class APIAnswer:
     attempts: int
     request_id: str | None = None  # the provider's id for the attempt that succeeded
     api_key: str | None = field(default=None, repr=False)  # a server's own key, to keep out of errors
+    streamed: bool = False  # ``body`` is a streamed answer's completed event, not ``{"data": [...]}``
 
 
 @dataclass(frozen=True)
@@ -175,11 +188,26 @@ class ImageAPIClient:
         name = request.model or self._config.image_model
         return self._config.entry(name) or ImageModel(name, 0, SizeRule.for_model(name))
 
-    def _body(self, request: ProviderRequest, model: ImageModel) -> aiohttp.FormData | dict[str, str | int]:
+    def _partials(self, request: ProviderRequest, model: ImageModel) -> int:
+        """How many partial images to stream (0: the call is not streamed): what the job asked, if the model
+        streams that many."""
+        asked = request.options.get(PARTIAL_IMAGES)
+        if not isinstance(asked, int) or asked <= 0:
+            return 0
+        if model.partial_images is None or not model.partial_images[0] <= asked <= model.partial_images[1]:
+            # The catalog changed since the job was accepted: a plain call, as the model takes it.
+            log.warning("not streaming %d partial images: model %s no longer streams them", asked, model.name)
+            return 0
+        return asked
+
+    def _body(
+        self, request: ProviderRequest, model: ImageModel, partials: int = 0
+    ) -> aiohttp.FormData | dict[str, str | int | bool]:
         """An edit's multipart form (the images as repeated parts named as the model's catalog entry says, in
         prompt order, then a region edit's ``mask``), or a generation's JSON. ``response_format`` always when the
         model takes it, since the provider's default may change; the job's options exactly, and only those the model
-        takes. A mask goes only to a model that takes one: otherwise nothing is sent (``BadRequestError``)."""
+        takes; ``stream`` and ``partial_images`` when ``partials`` are asked. A mask goes only to a model that takes
+        one: otherwise nothing is sent (``BadRequestError``)."""
         if request.mask is not None and (not model.mask or request.endpoint is not Endpoint.EDITS):
             # The catalog changed since the job was accepted. Without its mask the whole image would be
             # repainted (and billed): refuse before anything is sent.
@@ -187,7 +215,7 @@ class ImageAPIClient:
                 _t("{model} no longer takes a mask, so this region edit was not sent.", model=model.name),
                 log_detail=f"not sending a mask to model {model.name}, which takes none",
             )
-        fields: dict[str, str | int] = {"model": model.wire, "prompt": request.prompt}
+        fields: dict[str, str | int | bool] = {"model": model.wire, "prompt": request.prompt}
         if request.size:
             fields["size"] = request.size
         if model.response_format:
@@ -199,11 +227,14 @@ class ImageAPIClient:
                 fields[name] = request.options[name]
             else:  # the catalog changed since the job was accepted: never send what the model does not take
                 log.warning("not sending %s: model %s no longer takes it", name, model.name)
+        if partials:
+            fields["stream"] = True
+            fields[PARTIAL_IMAGES] = partials
         if request.endpoint is Endpoint.GENERATIONS:
             return fields
         form = aiohttp.FormData(quote_fields=False)
         for name, value in fields.items():
-            form.add_field(name, str(value))
+            form.add_field(name, ("true" if value else "false") if isinstance(value, bool) else str(value))
         for number, image in enumerate(request.images, start=1):
             form.add_field(
                 model.image_field,
@@ -219,12 +250,18 @@ class ImageAPIClient:
         """Make the call and decode its image; raise an ``ImageAPIError``."""
         return await self.decode(await self.call(request))
 
-    async def call(self, request: ProviderRequest, attempts: list[Attempt] | None = None) -> APIAnswer:
+    async def call(
+        self,
+        request: ProviderRequest,
+        attempts: list[Attempt] | None = None,
+        on_partial: Callable[[PartialImage], None] | None = None,
+    ) -> APIAnswer:
         """Make the call, repeating only what cannot have been billed; raise an ``ImageAPIError``.
 
         Each finished attempt is appended to ``attempts`` as soon as it ends, also when this
         raises or is cancelled. Returns as soon as the answer is in, so the caller can free
-        its API slot before the (CPU-bound) decoding.
+        its API slot before the (CPU-bound) decoding. A streamed call hands each partial image
+        to ``on_partial`` as it arrives (it must return at once and never raise).
         """
         started = time.monotonic()
         number = 0
@@ -232,7 +269,7 @@ class ImageAPIClient:
             number += 1
             exchange = _Exchange()
             try:
-                body = await self._attempt(request, exchange)
+                body = await self._attempt(request, exchange, on_partial)
             except ImageAPIError as exc:
                 error: ImageAPIError | None = exc
                 outcome = _outcome_of(exc)
@@ -244,7 +281,9 @@ class ImageAPIClient:
                 error, outcome = None, AttemptOutcome.SUCCEEDED
             if error is None:
                 self._record(attempts, number, exchange, outcome, "")
-                return APIAnswer(body, time.monotonic() - started, number, exchange.request_id, request.api_key)
+                return APIAnswer(
+                    body, time.monotonic() - started, number, exchange.request_id, request.api_key, exchange.streamed
+                )
             retry = outcome.retried and number <= self._config.image_api_max_retries
             retry_after = error.retry_after if isinstance(error, TransientAPIError) else None
             delay = self._backoff(number, retry_after) if retry else 0.0
@@ -293,24 +332,32 @@ class ImageAPIClient:
             return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
         return float(self._config.image_api_retry_backoff * 2 ** (attempt - 1))
 
-    async def _attempt(self, request: ProviderRequest, exchange: _Exchange) -> bytes:
+    async def _attempt(
+        self, request: ProviderRequest, exchange: _Exchange, on_partial: Callable[[PartialImage], None] | None
+    ) -> bytes:
         """One HTTP exchange; what it learns goes into ``exchange`` as soon as it is known."""
         model = self._model(request)
+        # The whole call, a stream's every event included: a stall between events ends here too.
         seconds = model.timeout_for(request.size, len(request.images), self._config.image_api_timeout)
         timeout = aiohttp.ClientTimeout(total=seconds)
+        partials = self._partials(request, model)
         headers = {
             "Authorization": f"Bearer {request.api_key or self._config.image_api_key}",
-            "Accept": "application/json",
+            "Accept": "text/event-stream, application/json" if partials else "application/json",
         }
         key = request.api_key
         try:
-            payload = self._body(request, model)
+            payload = self._body(request, model, partials)
             url = self._config.image_api_base + (model.path(request.endpoint) or f"/images/{request.endpoint}")
             sent = {"json": payload} if isinstance(payload, dict) else {"data": payload}
             async with self._session.post(url, headers=headers, timeout=timeout, **sent) as response:
                 exchange.answered_after = time.monotonic() - exchange.started
                 exchange.status = response.status
                 exchange.request_id = self._request_id(response.headers, key)
+                if partials and response.status < 400 and response.content_type == "text/event-stream":
+                    exchange.streamed = True
+                    return await self._read_stream(response, exchange, on_partial, key)
+                # Not a stream (an error, or a route that answers whole whatever was asked): as always.
                 try:
                     body = await _read_capped(response, MAX_RESPONSE_BYTES)
                 except aiohttp.ClientPayloadError as exc:
@@ -322,17 +369,76 @@ class ImageAPIClient:
                     raise self._error_for(response.status, response.headers, body, exchange.answered_after, key)
         except TimeoutError:
             raise APITimeoutError(seconds) from None
-        except aiohttp.ClientConnectorError as exc:
-            # Refused, reset or unresolvable before a byte of the request left: nothing to bill.
-            raise ConnectFailedError(
-                self._redact(f"connection failed: {type(exc).__name__}: {exc}", key)[:500]
-            ) from None
         except aiohttp.ClientError as exc:
-            # Lost after the request was sent (or an unreadable answer): the provider may be working on it.
-            raise ConnectionLostError(
-                self._redact(f"connection lost: {type(exc).__name__}: {exc}", key)[:500]
-            ) from None
+            if exchange.events:
+                # The stream had begun: whatever was being made may be billed, and is never repeated.
+                raise StreamCutError(
+                    self._redact(f"stream cut after {exchange.events} event(s): {type(exc).__name__}: {exc}", key)[:500]
+                ) from None
+            raise self._lost(exc, key) from None
         return body
+
+    def _lost(self, exc: aiohttp.ClientError, key: str | None) -> ImageAPIError:
+        """What a connection error before any event means: refused before sending, or lost after."""
+        if isinstance(exc, aiohttp.ClientConnectorError):
+            # Refused, reset or unresolvable before a byte of the request left: nothing to bill.
+            return ConnectFailedError(self._redact(f"connection failed: {type(exc).__name__}: {exc}", key)[:500])
+        # Lost after the request was sent (or an unreadable answer): the provider may be working on it.
+        return ConnectionLostError(self._redact(f"connection lost: {type(exc).__name__}: {exc}", key)[:500])
+
+    async def _read_stream(
+        self,
+        response: aiohttp.ClientResponse,
+        exchange: _Exchange,
+        on_partial: Callable[[PartialImage], None] | None,
+        key: str | None,
+    ) -> bytes:
+        """Read a streamed answer's events as they come; its completed event (the JSON as received)."""
+        reader = EventReader(MAX_RESPONSE_BYTES)
+        try:
+            async for chunk in response.content.iter_any():
+                for event in reader.feed(chunk):
+                    exchange.events += 1
+                    completed = await self._event(event, exchange.events, on_partial, key)
+                    if completed is not None:
+                        return completed
+        except aiohttp.ClientPayloadError as exc:
+            detail = f"HTTP {response.status} stream cut off after {exchange.events} event(s): {exc}"
+            if exchange.events:
+                raise StreamCutError(self._redact(detail, key)[:500]) from None
+            # Nothing of it arrived, but it was answered 200: as an answer cut off, never repeated.
+            raise BodyCutOffError(self._redact(detail, key)[:500]) from None
+        ended = "in the middle of an event" if reader.pending else "without its completed event"
+        if exchange.events:
+            raise StreamCutError(f"stream ended {ended} after {exchange.events} event(s)")
+        raise BodyCutOffError(f"HTTP {response.status} stream ended {ended}, before any event")
+
+    async def _event(
+        self, event: Event, number: int, on_partial: Callable[[PartialImage], None] | None, key: str | None
+    ) -> bytes | None:
+        """Act on one event: hand on a partial image, raise an error event; a completed event's bytes."""
+        payload, b64 = split_answer(event.data)
+        if not isinstance(payload, dict):
+            raise InvalidResponseError(f"streamed event {number} is not a JSON object")
+        kind = str(payload.get("type") or event.name)
+        if kind == ERROR or "error" in payload:
+            error = payload.get("error") if isinstance(payload.get("error"), dict) else payload
+            failure = self._error_for(400, {}, json.dumps({"error": error}).encode(), None, key)
+            if number > 1 and not isinstance(failure, (SafetyRejectedError, AuthenticationError, QuotaExhaustedError)):
+                # After a partial image the call was under way: it may be billed.
+                raise StreamCutError(
+                    f"stream ended by an error event after {number - 1} event(s): {failure.log_detail}"[:500]
+                )
+            raise failure
+        if kind.endswith(COMPLETED):
+            return event.data
+        if kind.endswith(PARTIAL) and on_partial is not None:
+            partial = await _partial_of(payload, b64)
+            if partial is None:
+                log.info("streamed event %d: a partial image that cannot be read; not shown", number)
+            else:
+                on_partial(partial)
+        return None
 
     def _request_id(self, headers: Any, guild_key: str | None = None) -> str | None:
         for name in _REQUEST_ID_HEADERS:
@@ -400,7 +506,8 @@ class ImageAPIClient:
         # Not behind the Editor's per-core limit: decoding at once frees the body (a third larger).
         # One trip to a thread for the usual answer (base64 in the body): decoded and checked there.
         payload, data, image = await asyncio.to_thread(_read_and_check, answer.body)
-        item = self._first_item(payload, answer.api_key)
+        # A stream's completed event carries its image at the top, not in ``data``.
+        item = payload if answer.streamed and isinstance(payload, dict) else self._first_item(payload, answer.api_key)
         if isinstance(image, InvalidResponseError):
             raise image
         if image is None:
@@ -479,6 +586,13 @@ def read_answer(body: bytes) -> tuple[Any, bytes | None]:
     rest is parsed. Anything unusual (escapes such as ``\\/``) falls back to a full parse,
     and then the image is ``None`` and ``data[0].b64_json`` holds it as text.
     """
+    payload, b64 = split_answer(body)
+    return payload, None if b64 is None else _decode_b64(b64)
+
+
+def split_answer(body: bytes) -> tuple[Any, memoryview | None]:
+    """An answer's JSON without its ``b64_json`` value, and that value as a view of ``body`` (``None`` when it
+    could not be cut out: the JSON then holds it, as text). See ``read_answer``."""
     key = body.find(_B64_KEY)
     match = _B64_VALUE_START.match(body, key) if key >= 0 else None
     if match is None:
@@ -487,8 +601,19 @@ def read_answer(body: bytes) -> tuple[Any, bytes | None]:
     end = body.find(b'"', start)
     if end < 0 or body.find(b"\\", start, end) >= 0:
         return _parse_json(body), None
-    payload = _parse_json(body[:start] + body[end:])
-    return payload, _decode_b64(memoryview(body)[start:end])
+    return _parse_json(body[:start] + body[end:]), memoryview(body)[start:end]
+
+
+async def _partial_of(payload: dict[str, Any], b64: memoryview | None) -> PartialImage | None:
+    """A partial image event's image (decoded in a thread), or ``None`` when it holds none that reads."""
+    index = payload.get("partial_image_index")
+    value = b64 if b64 is not None else payload.get("b64_json")
+    if isinstance(index, bool) or not isinstance(index, int) or not isinstance(value, (str, memoryview)) or not value:
+        return None
+    try:
+        return PartialImage(index, await asyncio.to_thread(_decode_b64, value))
+    except InvalidResponseError:
+        return None
 
 
 def _decode_b64(value: str | bytes | memoryview) -> bytes:

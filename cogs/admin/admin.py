@@ -23,7 +23,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.core.job import utc_day
-from bot.core.money import format_usd
+from bot.core.models import ImageModel
+from bot.core.money import format_price, format_usd
 from bot.core.overrides import UNSET, GuildOverrides, PrivateResults, RoleLimits
 from bot.errors import AtelierError, InputError
 from bot.i18n import Text, _pt, _t
@@ -345,11 +346,12 @@ class AdminCog(
                 )
             await self.change_role_limits(interaction, role, member_values, reset)
             return
-        if reset:  # the limits only: the audit channel, the model and spoilers are /atelier settings' business
+        if reset:  # the limits only: the audit channel, the model, spoilers, previews are /atelier settings'
             overrides = GuildOverrides(
                 audit_channel_id=overrides.audit_channel_id,
                 model=overrides.model,
                 spoiler_channel_ids=overrides.spoiler_channel_ids,
+                preview=overrides.preview,
             )
         values: dict[str, Any] = dict(member_values)
         if guild_daily is not None:
@@ -429,12 +431,14 @@ class AdminCog(
         audit_off=_desc("Stop posting outcomes to an audit channel"),
         model=_desc("The image model this server uses"),
         spoiler_channels=_desc("Channels whose results are always spoilers: mentions or ids, or 'none'"),
+        preview=_desc("Live previews: show a running edit's first looks (they cost a little more)"),
     )
     @app_commands.rename(
         audit_channel=_name("option name", "audit_channel"),
         audit_off=_name("option name", "audit_off"),
         model=_name("option name", "model"),
         spoiler_channels=_name("option name", "spoiler_channels"),
+        preview=_name("option name", "preview"),
     )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def settings(
@@ -444,6 +448,7 @@ class AdminCog(
         audit_off: bool = False,
         model: str | None = None,
         spoiler_channels: str | None = None,
+        preview: bool | None = None,
     ) -> None:
         assert interaction.guild_id is not None
         engine = self.bot.engine
@@ -455,6 +460,8 @@ class AdminCog(
             changes["model"] = self.pick_model(model)
         if spoiler_channels is not None:
             changes["spoiler_channel_ids"] = frozenset(parse_ids(spoiler_channels, "spoiler channels"))
+        if preview is not None:
+            changes["preview"] = preview
         if audit_channel is not None:
             await self.announce_audit_channel(interaction, audit_channel)
             changes["audit_channel_id"] = audit_channel.id
@@ -568,6 +575,7 @@ class AdminCog(
             # Translators: {channels} is a list of channel mentions, or "none".
             _t("• Spoiler channels (their threads too): {channels}", channels=spoilers or none),
             model_line,
+            self.describe_preview(overrides, model),
             key_line,
             # Translators: {members} is a list of member mentions, or "none".
             _t("• Blocked members: {members}", members=blocked or none),
@@ -577,6 +585,34 @@ class AdminCog(
             lines.append(_t("Limits by role (a member gets the most generous of their roles'):"))
             lines += [describe_role_limits(role, rl) for role, rl in sorted(role_limits.items())]
         return "\n".join(render(line, language) for line in lines)
+
+    @staticmethod
+    def describe_preview(overrides: GuildOverrides, model: ImageModel) -> Text:
+        """The live previews' line: on or off, and what they show and cost with the server's model."""
+        on = bool(overrides.pick("preview", False))
+        state = _pt("setting value", "on") if on else _pt("setting value", "off")
+        if not model.streamed_partials:
+            return _t(
+                # Translators: {state} is "on" or "off"; {model} is the image model's name.
+                "• Live previews: **{state}**; {model} does not stream partial images, so none are shown",
+                state=state,
+                model=model.name,
+            )
+        if on:
+            line = _t(
+                # Translators: {count} partial images of a running job; {price} is dollars, without the "$".
+                "• Live previews: **on** (up to {count} partial images, at most ${price} more per edit)",
+                count=model.streamed_partials,
+                price=format_price(model.preview_cost()),
+            )
+        else:
+            line = _t(
+                # Translators: {count} partial images of a running job; {price} is dollars, without the "$".
+                "• Live previews: **off** (on: up to {count} partial images, at most ${price} more per edit)",
+                count=model.streamed_partials,
+                price=format_price(model.preview_cost()),
+            )
+        return set_here(line) if overrides.is_set("preview") else line
 
     # Blocks ---------------------------------------------------------------------------------------
 

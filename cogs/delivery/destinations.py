@@ -21,6 +21,10 @@ A public status message outlives both of Discord's edit windows by moving: a lit
 before the token's 15 minutes, or before a bot message's first hour (after which Discord
 refuses most edits with error 30046), the status is posted afresh as the bot's own
 message and the old one is edited once to point to it.
+
+A live preview turns the status message into a card (``cogs.delivery.preview``), and the
+destination says so (``card``, stored before the first preview goes out): Discord never turns
+a card back into text, so every later word on it (a failure, a pause, a pointer) goes as a card.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from bot.core.job import Delivered, Destination
 from bot.i18n import Text, _t
 from cogs.core.language import render
 from cogs.core.text import clip, message_link
+from cogs.delivery.preview import PreviewCard, PreviewPicture, status_card
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +134,24 @@ class Delivery:
     def on_interaction(self) -> bool:
         return bool(self.target["type"] == "interaction")
 
+    @property
+    def is_card(self) -> bool:
+        """Whether the status message is a card (a live preview made it one): it takes no plain text again."""
+        return bool(self.target.get("card"))
+
+    def as_card(self) -> Destination:
+        """This destination, marked as a card (stored before a preview turns the message into one)."""
+        return Destination(self.destination.upload_limit, {**self.target, "card": True})
+
+    def _words(self, text: str, view: discord.ui.View | None = None) -> dict[str, Any]:
+        """An edit that puts ``text`` (and ``view``'s buttons) in place of whatever the status showed: plain
+        text, or the same words as a card on a message that is one (its preview image goes). The card's edit
+        clears the text too: a message marked a card may not have become one (its preview never went out),
+        and Discord takes the card only from an edit that clears what a card may not carry."""
+        if self.is_card:
+            return {"content": None, "embeds": [], "view": status_card(text, view), "attachments": []}
+        return {"content": text, "attachments": [], "view": view}
+
     def _too_old(self) -> bool:
         """A bot message near the end of the hour in which Discord lets it be edited freely."""
         message_id = int(self.target.get("message_id") or 0)
@@ -166,7 +189,7 @@ class Delivery:
         """Edit the old status message, once, to link to ``message`` (best effort)."""
         link = message_link(self.guild_id, message.channel.id, message.id)
         with contextlib.suppress(_CannotEditError, discord.HTTPException):
-            await self._edit(content=f"{render(words, self.language)} {link}", attachments=[], view=None)
+            await self._edit(**self._words(f"{render(words, self.language)} {link}"))
 
     async def _edit(self, *, final: bool = False, wait: float | None = None, **fields: Any) -> tuple[int, int]:
         """Edit the status message, through the token or with the bot's own token; its (channel, message) ids.
@@ -194,12 +217,26 @@ class Delivery:
 
     async def status(self, content: str, view: discord.ui.View | None = None) -> bool:
         """Replace the status text (and its buttons); ``False`` if the message can no longer be edited."""
+        content = clip(content, MAX_CONTENT)
         try:
-            await self._edit(content=clip(content, MAX_CONTENT), view=view)
+            await self._edit(**(self._words(content, view) if self.is_card else {"content": content, "view": view}))
         except _CannotEditError:
             return False
         except discord.HTTPException as exc:
             log.info("could not update a status message (%s %s)", exc.status, exc.code)
+        return True
+
+    async def preview(self, content: str, picture: PreviewPicture) -> bool:
+        """Show a running job's newest partial image with its status words, as a card (the destination must say
+        it is one: ``as_card``); ``False`` if the message can no longer be edited."""
+        card = PreviewCard(clip(content, MAX_CONTENT), picture)
+        try:
+            # As for a result: the edit that makes the message a card clears its text and its old files.
+            await self._edit(content=None, embeds=[], attachments=[picture.file()], view=card)
+        except _CannotEditError:
+            return False
+        except discord.HTTPException as exc:
+            log.info("could not show a preview on a status message (%s %s)", exc.status, exc.code)
         return True
 
     async def result(self, compose: Compose) -> tuple[int, int, Delivered]:
@@ -275,7 +312,7 @@ class Delivery:
             if private and self.on_interaction and self.token_alive and self.webhook is not None:
                 await self._only_to_requester(self.webhook, text)
                 return "ephemeral"
-            await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
+            await self._edit(**self._words(text), final=True, wait=NOTICE_WAIT)
         except _CannotEditError:
             await self._late(text)
             return "channel"
@@ -298,7 +335,7 @@ class Delivery:
         if self.private:
             return await self._private_failure(text)
         try:
-            await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
+            await self._edit(**self._words(text), final=True, wait=NOTICE_WAIT)
         except _CannotEditError:
             await self._late(text)
             return "channel"
@@ -307,7 +344,7 @@ class Delivery:
     async def _private_failure(self, text: str) -> str:
         """A private job's final word where only its member sees it (by DM once the token is gone)."""
         try:
-            await self._edit(content=text, attachments=[], view=None, final=True, wait=NOTICE_WAIT)
+            await self._edit(**self._words(text), final=True, wait=NOTICE_WAIT)
             return "edited"
         except _CannotEditError:
             pass

@@ -9,6 +9,12 @@ is closed before either goes out. A running job's status line belongs to the run
 wrote it: before each edit it asks the engine whether that run still holds the job,
 and a run that lost its job stops editing, silently. The times come with the engine's
 estimate of how long such an edit usually takes, when it has one.
+
+A live preview goes through the same line: the newest partial image waits for its turn
+(at most one edit every ``STATUS_MIN_INTERVAL`` seconds; an older one still waiting is
+dropped), and is shown as a card with the image (``cogs.delivery.preview``). While a
+preview shows, the time-so-far ticks stop (they would take the image away, or upload it
+again every few seconds); the next preview, the result or the failure replaces it.
 """
 
 from __future__ import annotations
@@ -24,11 +30,13 @@ from collections.abc import Awaitable, Callable, Sequence
 import discord
 
 from bot.core.job import Delivered, Destination, Job
+from bot.core.models import PARTIAL_IMAGES
 from bot.core.records import Notice
 from bot.core.states import JobState, cancellable
 from bot.engine import JobEngine
 from bot.errors import AtelierError
 from bot.i18n import Text, _t
+from bot.media.images import OutputImage
 from bot.ports import NotDelivered, Posted, PostFailed, ResultMedia, TellLater, Told
 from cogs.core.errors import failure_text
 from cogs.core.language import for_job
@@ -36,6 +44,7 @@ from cogs.delivery.acknowledge import status_text
 from cogs.delivery.buttons import cancel_view
 from cogs.delivery.card import ResultCard, card_files, card_text, origin_of
 from cogs.delivery.destinations import Delivery, DirectMessagesClosedError
+from cogs.delivery.preview import PreviewPicture
 from cogs.delivery.results import result_buttons
 
 log = logging.getLogger(__name__)
@@ -89,6 +98,8 @@ class StatusLine:
         self._stuck = False  # Discord refused an edit of this message: the next update moves it
         self._cannot_move = False
         self._closed = False
+        self._picture: PreviewPicture | None = None  # the newest preview given
+        self._shown: PreviewPicture | None = None  # the preview the message shows
 
     def update(self, content: TextFactory, view: ViewFactory | None, interval: float | None = None) -> None:
         """Show ``content()`` soon: at once if nothing was shown in the last ``interval`` seconds."""
@@ -103,6 +114,13 @@ class StatusLine:
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
 
+    def preview(self, content: TextFactory, picture: PreviewPicture) -> None:
+        """Show ``picture`` (a partial image) with ``content()`` in its turn, unless a newer one came first."""
+        if self._closed or (self._picture is not None and picture.index <= self._picture.index):
+            return
+        self._picture = picture  # an older one still waiting for its turn is dropped
+        self.update(content, None, STATUS_MIN_INTERVAL)
+
     async def _flush(self) -> None:
         while self._pending is not None:
             wait = self._last + self._pending[2] - time.monotonic()
@@ -110,24 +128,42 @@ class StatusLine:
                 await asyncio.sleep(wait)
                 if self._pending is None:
                     break
-            content, view, _ = self._pending
+            content, view, interval = self._pending
             self._pending = None
             self._last = time.monotonic()
             self._sending = True
+            picture = self._picture if self._picture is not self._shown else None
+            moving = not self._cannot_move and (self._stuck or self.delivery.move_due)
             try:
+                if picture is not None and not moving and not self.delivery.is_card:
+                    # Recorded before the message becomes a card (and before the run is asked once more), so
+                    # whoever tells this job's end, in any process, writes its words as a card too.
+                    await self._became_card()
                 if self._still_mine is not None and not await self._still_mine():
                     self._pending = None
                     return  # this run lost its job: whatever it would show is no longer true
                 # Texts and views are built only for edits actually sent: most queued updates are superseded.
                 text, buttons = content(), view() if view is not None else None
-                if not self._cannot_move and (self._stuck or self.delivery.move_due):
+                if moving:
                     self._moving = asyncio.create_task(self._move(text, buttons))
                     # Shielded: a move that posted its message must also record it, or the result would miss it.
                     await asyncio.shield(self._moving)
+                    if picture is not None and self._pending is None:
+                        self._pending = (content, view, interval)  # the preview goes to the new message next
+                elif picture is not None:
+                    if await self.delivery.preview(text, picture):
+                        self._shown = picture
+                    else:
+                        self._stuck = True
                 elif not await self.delivery.status(text, buttons):
                     self._stuck = True
             finally:
                 self._sending = False
+
+    async def _became_card(self) -> None:
+        destination = self.delivery.as_card()
+        await self._redirect(destination)
+        self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id, self.delivery.language)
 
     async def _move(self, text: str, view: discord.ui.View | None) -> None:
         """Post the status as a fresh message, point the old one to it, and make the job's result go there."""
@@ -140,6 +176,7 @@ class StatusLine:
             return
         self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id, self.delivery.language)
         self._stuck = False
+        self._shown = None  # a fresh message: no preview on it yet
         await self._redirect(destination)
 
     def tick(self, content: TextFactory) -> None:
@@ -148,7 +185,8 @@ class StatusLine:
         async def run() -> None:
             while True:
                 await asyncio.sleep(self._every)
-                self.update(content, None)
+                if self._picture is None:  # a preview's card keeps its own words until the next one
+                    self.update(content, None)
 
         self._ticker = asyncio.create_task(run())
 
@@ -252,6 +290,17 @@ class DiscordNotifier:
             state = _t("🎨 Editing… {elapsed} so far.", elapsed=so_far(elapsed))
         return status_text(job, state)
 
+    def preview_text(self, job: Job, index: int) -> str:
+        """ "Editing… a first look (2 of 3); the finished image will replace it." """
+        total = job.request.options.get(PARTIAL_IMAGES)
+        state = _t(
+            # Translators: a live preview of a running edit: {number} of {total} partial images.
+            "🎨 Editing… a first look ({number} of {total}); the finished image will replace it.",
+            number=index + 1,
+            total=total if isinstance(total, int) and total > index else index + 1,
+        )
+        return status_text(job, state)
+
     def queued_text(self, job: Job, place: int) -> str:
         """ "Queued — position 3, result in about 4 min" (no estimate without enough history)."""
         wait = self.engine.wait_seconds(job, place)
@@ -288,6 +337,19 @@ class DiscordNotifier:
 
     async def run_lost(self, job: Job) -> None:
         await self._close(job)
+
+    async def job_preview(self, job: Job, image: OutputImage, index: int) -> None:
+        line = self._lines.get(job.id)
+        if line is None or not line.running:
+            return  # its run's status closed (the result or the failure is on its way): nothing lands after
+        picture = PreviewPicture(
+            index,
+            image.data,
+            f"preview-{job.id}-{index + 1}.{image.extension}",
+            for_job(job, _t("A first look at: {prompt}", prompt=job.request.prompt)),
+            job.request.spoiler,
+        )
+        line.preview(functools.partial(self.preview_text, job, index), picture)
 
     async def queue_left(self, job_ids: Sequence[str]) -> None:
         for job_id in job_ids:
