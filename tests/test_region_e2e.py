@@ -22,8 +22,8 @@ from PIL import Image
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import EditCall, FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, card_buttons, card_text, send_edit, wait_result
-from tests.test_form_images_e2e import fields, refused_privately, rows, rows_when
+from tests.harness import BotProcess, card_buttons, card_text, rows, send_edit, wait_result, wait_rows
+from tests.test_form_images_e2e import fields, refused_privately
 from tests.test_message_edit_e2e import COMMAND as EDIT_IMAGES
 from tests.test_model_options_e2e import OFFICIAL_DEFAULT, OFFICIAL_ON, catalog
 from tests.test_operations_e2e import admin, refusal
@@ -211,7 +211,7 @@ async def test_the_ticked_cells_reach_the_api_as_a_feathered_mask_at_image1s_siz
     assert "🖌️ repainted 🟦⬜⬜ ⬜🟦⬜ ⬜⬜⬜" in text and "refined from" in text
     assert "input-" in " ".join(f.filename for f in result.files)
     assert len([f for f in result.files if f.filename.startswith("input-")]) == 1  # image1 only, not the mask
-    jobs = await rows_when(bot_process.env, JOBS, lambda found: found[-1][-1] == "succeeded")
+    jobs = await wait_rows(bot_process.env, JOBS, lambda found: found[-1][-1] == "succeeded")
     (parent_id, *_), (_, kind, origin, parent, count, size, region, inputs, _) = jobs
     assert (kind, origin, parent, count, size) == ("region", "refine", parent_id, 1, f"{WIDTH}x{HEIGHT}")
     assert json.loads(region) == {"cells": [0, 4], "mask": False}
@@ -227,7 +227,7 @@ async def test_the_ticked_cells_reach_the_api_as_a_feathered_mask_at_image1s_siz
     call = image_api.calls[-1]
     assert call.images[0].data == output
     assert mask_image(call).getchannel("A").tobytes() == expected_alpha(WIDTH, HEIGHT, {8})
-    jobs = await rows_when(bot_process.env, JOBS, lambda found: found[-1][-1] == "succeeded")
+    jobs = await wait_rows(bot_process.env, JOBS, lambda found: found[-1][-1] == "succeeded")
     assert [row[3] for row in jobs] == [None, jobs[0][0], jobs[1][0]]
 
 
@@ -325,7 +325,7 @@ async def test_a_mask_that_cannot_work_is_refused_before_any_charge_or_refunded(
             start=start,
         )
         assert told.ok
-    money = await rows_when(
+    money = await wait_rows(
         bot_process.env,
         "SELECT j.kind, m.entry FROM money m JOIN jobs j ON j.id = m.job_id ORDER BY j.created_at, m.entry",
         lambda found: len([r for r in found if r == ("region", "refund")]) == 2,
@@ -343,7 +343,7 @@ async def test_a_form_that_marks_nothing_is_refused_before_any_charge(
 ) -> None:  # fmt: skip
     await start_on(bot_process, bot_env, image_api, tmp_path, OFFICIAL_DEFAULT)
     message = await a_result(discord_fake, image_api, make_png(WIDTH, HEIGHT))
-    await rows_when(bot_process.env, "SELECT entry FROM money", lambda found: len(found) == 2)  # charge, settle
+    await wait_rows(bot_process.env, "SELECT entry FROM money", lambda found: len(found) == 2)  # charge, settle
     before = await rows(bot_process.env, "SELECT job_id, entry, amount FROM money ORDER BY entry")
 
     sent = await repaint(discord_fake, message, "a moon")
