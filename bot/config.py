@@ -253,8 +253,8 @@ SETTINGS: Final = (
             DISCORD),
     Setting("SHARD_IDS", "all", "The shards this process runs, comma-separated (e.g. `0,1` of 4), to split the "
             "gateway across processes (which needs PostgreSQL). Needs `SHARD_COUNT`.", ADMITS, DISCORD),
-    Setting("DATA_DIR", "`./data`", "Where the bot writes: the SQLite database and the job inputs (SQLite only), "
-            "and the hash of the last command sync.", EVERY_ROLE, STORAGE),
+    Setting("DATA_DIR", "`./data`", "Where the bot writes: the SQLite database (with its jobs' inputs) and the "
+            "hash of the last command sync.", EVERY_ROLE, STORAGE),
     Setting("DATABASE_URL", "`DATA_DIR/atelier.sqlite3`", "`sqlite:///path` or a file path: SQLite, for one "
             "process. `postgresql://user:password@host/db`: PostgreSQL, shared by any number of processes (the "
             "gateway and worker roles need it). The password is kept out of the logs.", EVERY_ROLE, STORAGE,
@@ -279,8 +279,8 @@ SETTINGS: Final = (
             "member chooses), `never` or `always`. Per server: `/atelier limits private:`.", ADMITS, RESULTS),
     Setting("INPUT_RETENTION_HOURS", "`24`", "Hours a succeeded job's inputs are kept, so it can be rerolled "
             "(`0` keeps none).", EVERY_ROLE, RESULTS),
-    Setting("INPUT_RETENTION_MB", "`1024`", "The most all kept inputs may take, in MiB (on disk with SQLite, in the "
-            "database with PostgreSQL); past it the oldest go first.", EVERY_ROLE, RESULTS),
+    Setting("INPUT_RETENTION_MB", "`1024`", "The most all kept inputs may take, in MiB (in the database, on either "
+            "kind); past it the oldest go first.", EVERY_ROLE, RESULTS),
     Setting("SHUTDOWN_GRACE_SECONDS", "`25`", "On SIGTERM, how long running API calls get to finish; what does not "
             "finish goes back in line. Give Docker longer (`docker stop -t 35`).", EVERY_ROLE, STOPPING),
     Setting("STATUS_UPDATE_SECONDS", "`10`", "How often a status message shows the new place in line or the time "
