@@ -333,8 +333,9 @@ class JobEngine:
         """Admit and prepare a job (see ``Admission.submit``)."""
         return await self._admission.submit(request, who, source)
 
-    async def reroll(self, parent: Job, who: Requester, announcer: Announcer) -> Job:
-        """The same request as ``parent`` again: a new job of its kind, charged like any other.
+    async def reroll(self, parent: Job, who: Requester, announcer: Announcer, variants: int = 1) -> Job:
+        """The same request as ``parent`` again: a new job of its kind, charged like any other (``variants`` > 1:
+        that many runs, a group of variations, each charged as one edit).
 
         A kind with images gets ``parent``'s kept inputs; ``InputsGoneError`` when they are no
         longer kept, before anything is charged.
@@ -352,9 +353,35 @@ class JobEngine:
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             parent_job_id=parent.id,
+            group_id=None,
+            variant=0,
+            variants=variants,
         )
         source = KeptInputsSource(announcer, self._inputs, parent.id, self.config.input_retention_hours)
         return await self.submit(request, who, source)
+
+    async def group(self, group_id: str) -> list[Job]:
+        """The runs of a request for variations, in their order (``variant``)."""
+        return await self._store.jobs_of_group(group_id)
+
+    async def group_failures(self, group_id: str) -> dict[str, Text]:
+        """Why each failed run of a group failed, as its member was to be told (by job id)."""
+        reasons: dict[str, Text] = {}
+        for notice in await self._store.notices_of_group(group_id):
+            raw = notice.payload.get("text")
+            if notice.outcome is JobState.FAILED and isinstance(raw, dict):
+                reasons[notice.job_id] = Text.from_json(raw)
+        return reasons
+
+    async def lock_card(self, group_id: str, seconds: float) -> str | None:
+        """Take a group's card lock for at most ``seconds``; the holder's name to let go of it, or ``None`` if another
+        rebuild holds it."""
+        holder = f"{self.lifecycle.holder}:{secrets.token_hex(3)}"
+        now = self._clock()
+        return holder if await self._store.lock_card(group_id, holder, now, now + seconds) else None
+
+    async def unlock_card(self, group_id: str, holder: str) -> None:
+        await self._store.unlock_card(group_id, holder)
 
     async def inputs_kept(self, job_id: str) -> bool:
         """Whether a job can be rerolled: its kind needs no images, or they are still kept (an unfinished

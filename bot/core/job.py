@@ -14,6 +14,8 @@ from bot.core.states import JobState
 
 # Discord's upload limit without boosts; used when a destination did not say.
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# The most runs one request for variations makes (the commands' ``variations`` option offers 2 to this).
+MOST_VARIANTS = 4
 # An admin may write a style's text as "…, as a watercolour" or "..., as a watercolour".
 _JOINS_DIRECTLY = (",", ";", ":")
 

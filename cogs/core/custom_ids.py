@@ -17,6 +17,7 @@ REROLL_BUTTON_TEMPLATE = rf"atelier:reroll:v1:{_JOB}"
 DELETE_BUTTON_TEMPLATE = rf"atelier:delete:v1:{_JOB}"
 INFO_BUTTON_TEMPLATE = rf"atelier:info:v1:{_JOB}"
 REGION_BUTTON_TEMPLATE = rf"atelier:region:v1:{_JOB}"
+VARIATIONS_BUTTON_TEMPLATE = rf"atelier:variations:v1:{_JOB}"
 # Refine offered away from the result (its originals are gone, or from /history): the result's ids.
 REFINE_FROM_TEMPLATE = rf"atelier:refine-from:v1:{_MESSAGE}:{_JOB}"
 # /history pages: whose history, which page, and which way the button goes (p)revious or (n)ext.
@@ -51,6 +52,11 @@ MODEL_OPTION_SEPARATOR = ":"
 # The region form: the grid's cells (a checkbox group) and the member's own mask (a file upload).
 REGION_CELLS_FIELD = "atelier-region-cells"
 MASK_FIELD = "atelier-mask"
+
+
+def variations_button_id(job_id: str) -> str:
+    """custom_id of the Variations button on a result of ``job_id``."""
+    return f"atelier:variations:v1:{job_id}"
 
 
 def refine_button_id(job_id: str) -> str:

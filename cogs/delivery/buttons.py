@@ -58,18 +58,28 @@ def _is_image(attachment: discord.Attachment) -> bool:
     return (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(_IMAGE_SUFFIXES)
 
 
-def first_image(message: discord.Message) -> discord.Attachment | None:
-    """The result image on a result message, if it still has one.
+def first_image(message: discord.Message, job_id: str | None = None) -> discord.Attachment | None:
+    """The result image on a result message, if it still has one (``job_id``'s, on a group's card).
 
     A result's card also carries small copies of its inputs: the output is the file named
-    ``atelier-<job>.<ext>`` (``cogs.delivery.card``), shown or not as a spoiler. A message without
+    ``atelier-<job>.<ext>`` (``cogs.delivery.card``), shown or not as a spoiler. A group's card
+    carries one such file per finished run: the one of ``job_id`` is picked. A message without
     one (a result posted before the card) gives its first image.
     """
     images = [attachment for attachment in message.attachments if _is_image(attachment)]
+    if job_id is not None:
+        for attachment in images:
+            if attachment.filename.removeprefix("SPOILER_").startswith(f"atelier-{job_id}."):
+                return attachment
     for attachment in images:
         if attachment.filename.removeprefix("SPOILER_").startswith("atelier-"):
             return attachment
     return images[0] if images else None
+
+
+def numbered(label: str, number: int | None) -> str:
+    """A button's label, with the run of a group's card it picks ("Refine 2"), if any."""
+    return label if number is None else f"{label} {number}"
 
 
 def size_select(language: str | None) -> ui.Select[Any]:
@@ -249,12 +259,12 @@ async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId)
 
 
 class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TEMPLATE):
-    """The Refine button under every result."""
+    """The Refine button under every result (``number``: which run of a group's card it picks, "Refine 2")."""
 
-    def __init__(self, job_id: str, language: str | None = None) -> None:
+    def __init__(self, job_id: str, language: str | None = None, *, number: int | None = None) -> None:
         super().__init__(
             ui.Button(
-                label=render(REFINE_LABEL, language),
+                label=numbered(render(REFINE_LABEL, language), number),
                 emoji="🪄",
                 style=discord.ButtonStyle.primary,
                 custom_id=refine_button_id(job_id),
@@ -273,7 +283,7 @@ class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TE
 
     async def open_form(self, interaction: discord.Interaction) -> None:
         message = interaction.message
-        if message is None or first_image(message) is None:
+        if message is None or first_image(message, self.job_id) is None:
             raise InputError(_t("This message has no image to refine any more."))
         await open_refine_form(interaction, RefineModalId(message.channel.id, message.id, self.job_id))
 
