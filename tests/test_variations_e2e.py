@@ -34,6 +34,7 @@ from tests.harness import (
 )
 from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, result_button, wait_thread_result
 
+EPHEMERAL = 64
 ONE_SLOT = {"MAX_CONCURRENT_JOBS": "1", "USER_MAX_ACTIVE": "5", "STATUS_UPDATE_SECONDS": "0.3"}
 
 
@@ -271,3 +272,51 @@ async def test_imagine_with_variations_makes_each_run_from_the_words_alone(
     last = (await card_edits(handle, 2))[1]
     assert gallery(last) == [f"attachment://atelier-{row[0]}.png" for row in runs]
     assert await money(bot_process.env) == [("a lighthouse at dusk", "charge")] * 2
+
+
+async def test_runs_that_end_at_once_never_drop_each_others_output_from_the_card(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    # Four slots: the four runs are called together and answered at the same moment, so their rebuilds of the
+    # card race; each must see the others' files (the card's lock makes them take turns).
+    await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="4")
+    release = asyncio.Event()
+    outputs = [make_png(60, 40, (n, n, n)) for n in range(1, 5)]
+    image_api.then(*(Reply(image=o, until=release) for o in outputs))
+    handle = await ask(discord_fake, "four at once", 4)
+    await image_api.wait_for_started(4, timeout=15)
+    release.set()
+    runs = await group_of(bot_process.env, 4)
+    assert [row[4] for row in runs] == ["succeeded"] * 4
+    edits = await card_edits(handle, 4)
+    assert [len(gallery(edit)) for edit in edits] == [1, 2, 3, 4]
+    message = handle.original_message()
+    assert message is not None
+    assert shown(message) == [f"atelier-{row[0]}.png" for row in runs]
+    # Each run's output is on the card, as the fake API made it for that run.
+    by_name = {a["filename"]: a for a in message["attachments"]}
+    assert len(by_name) == 4 and all(by_name[f"atelier-{row[0]}.png"]["size"] > 0 for row in runs)
+
+
+async def test_private_variations_fill_their_members_ephemeral_card(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env)
+    attachment = discord_fake.add_attachment(make_png(30, 20), "photo1.png", "image/png")
+    options = [
+        option("prompt", "a secret garden", 3),
+        option("image1", attachment["id"], 11),
+        option("private", True, 5),
+        option("variations", 2, 4),
+    ]
+    handle = await discord_fake.slash_command("edit", options, resolved_attachments=[attachment])
+    ack = await handle.wait_for_callback()
+    assert ack.json["data"]["flags"] & EPHEMERAL
+    runs = await group_of(bot_process.env, 2)
+    last = (await card_edits(handle, 2))[1]
+    assert gallery(last) == [f"attachment://atelier-{row[0]}.png" for row in runs]
+    message = handle.original_message()
+    assert message is not None and message["flags"] & EPHEMERAL
+    assert shown(message) == [f"atelier-{row[0]}.png" for row in runs]
+    delivered = await rows(bot_process.env, "SELECT delivered FROM jobs WHERE group_id IS NOT NULL")
+    assert delivered == [("private",), ("private",)]
