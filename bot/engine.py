@@ -446,11 +446,32 @@ class JobEngine:
         entries = await self._store.history(user_id, guild_id, page * per_page, per_page + 1)
         return entries[:per_page], len(entries) > per_page
 
-    async def cancel(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
+    async def cancel_group(self, group_id: str, by_user: int, is_moderator: bool) -> list[Job]:
+        """Withdraw every run of a request for variations whose API call has not started; the runs cancelled.
+
+        Each is shown on the group's card by the outbox at once (the card is rebuilt from the group's jobs);
+        ``CancelRefusedError`` (the first run's reason) when none could be.
+        """
+        runs = await self.group(group_id)
+        if not runs:
+            raise CancelRefusedError(_t("That edit no longer exists."))
+        cancelled: list[Job] = []
+        refusal: CancelRefusedError | None = None
+        for run in runs:
+            try:
+                cancelled.append(await self.cancel(run.id, by_user, is_moderator, notice=NoticeDraft({"by": by_user})))
+            except CancelRefusedError as refused:
+                refusal = refusal or refused
+        if not cancelled:
+            assert refusal is not None
+            raise refusal
+        return cancelled
+
+    async def cancel(self, job_id: str, by_user: int, is_moderator: bool, *, notice: NoticeDraft | None = None) -> Job:
         """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing.
 
         The caller answers the click by editing the status message, then says so (``cancel_told``);
-        if it cannot, the outbox tells the member a little later.
+        if it cannot, the outbox tells the member a little later (``notice``: when the outbox tells, and what).
         """
         job = await self.job(job_id)
         if job is None:
@@ -466,7 +487,7 @@ class JobEngine:
                 job_id,
                 JobState.CANCELLED,
                 error=AtelierError(_t("Cancelled."), log_detail=f"cancelled by {by_user}"),
-                notice=_cancel_notice(by_user),
+                notice=notice or _cancel_notice(by_user),
             )
             if cancelled is not None:
                 return cancelled

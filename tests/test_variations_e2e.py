@@ -96,7 +96,10 @@ async def test_the_runs_fill_one_card_cost_their_count_and_refine_2_chains_from_
     )
     handle = await ask(discord_fake, "a fox in the snow", 3)
     ack = await handle.wait_for_callback()
-    assert "3 variations" in ack.json["data"]["content"] and not card_buttons(ack.json["data"])  # no Cancel
+    assert "3 variations" in ack.json["data"]["content"]
+    # Its Cancel stops the whole group (named by its first run's id, which is the group's).
+    (cancel,) = card_buttons(ack.json["data"])
+    assert cancel["label"] == "Cancel" and cancel["custom_id"].startswith("atelier:cancel-group:v1:")
 
     # The runs end one by one (the fake API holds the later ones): each end is one edit of the card.
     (first,) = await card_edits(handle, 1)
@@ -320,3 +323,41 @@ async def test_private_variations_fill_their_members_ephemeral_card(
     assert shown(message) == [f"atelier-{row[0]}.png" for row in runs]
     delivered = await rows(bot_process.env, "SELECT delivered FROM jobs WHERE group_id IS NOT NULL")
     assert delivered == [("private",), ("private",)]
+
+
+async def test_cancel_stops_the_runs_not_started_refunds_them_and_the_card_shows_them(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env)
+    release = asyncio.Event()
+    image_api.then(Reply(image=make_png(60, 40), until=release))
+    handle = await ask(discord_fake, "a lantern", 3)
+    await handle.wait_for_callback()
+    await image_api.wait_for_started(1, timeout=15)  # run 1 holds the one slot; runs 2 and 3 wait
+    await wait_rows(bot_process.env, "SELECT id FROM jobs WHERE status = 'queued'", lambda r: len(r) == 2)
+    status = handle.original_message()
+    assert status is not None
+    click = await discord_fake.click_button(status, card_buttons(status)[0]["custom_id"])
+    answer = await click.wait_for_callback()
+    assert answer.json["type"] == 7 and answer.json["data"]["components"] == []  # the button goes
+    said = await click.wait_for_webhook("POST")
+    assert said.json["content"] == "🚫 2 variations cancelled; nothing was charged for them."
+    assert said.json["flags"] & EPHEMERAL
+    release.set()
+    runs = await group_of(bot_process.env, 3)
+    assert [row[4] for row in runs] == ["succeeded", "cancelled", "cancelled"]
+    assert await settled(bot_process.env) == [
+        ("a lantern", "succeeded", "charge"),
+        ("a lantern", "cancelled", "charge+refund"),
+        ("a lantern", "cancelled", "charge+refund"),
+    ]
+    assert len(image_api.calls) == 1
+
+    def final(edit: RecordedRequest) -> bool:
+        mine = handle._mine(edit) and edit.ok and is_card(edit)
+        return mine and len(gallery(edit)) == 1 and "Variation 3: 🚫" in card_text(edit)
+
+    last = await discord_fake.wait_for_request(lambda r: final(r) and "Variation 2: 🚫" in card_text(r), 20)
+    text = card_text(last)
+    assert "Variation 2: 🚫 cancelled; nothing was charged." in text and "still to come" not in text
+    assert labels(last) == ["Refine 1", "Reroll 1", "Delete"]

@@ -31,7 +31,6 @@ from collections.abc import AsyncIterator, Sequence
 from bot.config import Config
 from bot.core.job import MOST_VARIANTS, Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
 from bot.core.models import PARTIAL_IMAGES, ImageModel
-from bot.core.quota import LimitReachedError
 from bot.core.states import JobState
 from bot.errors import AtelierError, InputError, InputsGoneError, QueueFullError, UnexpectedError
 from bot.i18n import Text, _nt, _t, catalogs
@@ -64,6 +63,9 @@ STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
     "You were not charged; please send it again."
 )
+
+
+STOPPED_ADMITTING = _t("Something went wrong while your variations were being accepted; you were not charged.")
 
 
 class Admission:
@@ -168,7 +170,7 @@ class Admission:
                 # The cooldown is the request's: the runs after the first do not wait for it.
                 first = variant == 1
                 jobs.append(await self._admit(run, who, job_id=group_id if first else None, cooldown=first))
-            except LimitReachedError as refused:
+            except AtelierError as refused:  # a limit, or a full queue: the runs admitted so far go ahead
                 if not jobs:
                     raise
                 log.info("group=%s: %d of %d variations admitted (%s)", group_id, len(jobs), asked, refused.log_detail)
@@ -179,6 +181,10 @@ class Admission:
                     asked=asked,
                     reason=refused.user_message,
                 )
+            except BaseException:  # a bug, or a stop: the runs charged so far are refunded, not left accepted
+                stopped = AtelierError(STOPPED_ADMITTING, log_detail="a group's admission stopped")
+                await asyncio.shield(asyncio.gather(*(self._fail(job, stopped) for job in jobs)))
+                raise
         return jobs, None
 
     async def _admit(

@@ -20,7 +20,7 @@ from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
 from cogs.core.language import for_job, say
 from cogs.core.text import quote_prompt
-from cogs.delivery.buttons import cancel_view
+from cogs.delivery.buttons import cancel_view, group_cancel_view
 from cogs.delivery.destinations import interaction_target, message_target
 
 log = logging.getLogger(__name__)
@@ -68,17 +68,16 @@ def group_status_text(job: Job, state: Text, note: Text | None) -> str:
         "🎲 {count} variations: each is one edit of your limit, and the card fills as they finish.",
         job.request.variants,
     )
-    text = f"{status_text(job, state)}\n{for_job(job, runs)}"
-    if note is not None:
-        text += f"\n⚠️ {for_job(job, note)}"
-    return text
+    # When fewer run than asked, ``note`` says how many (and why), in place of the count asked.
+    extra = f"⚠️ {for_job(job, note)}" if note is not None else for_job(job, runs)
+    return f"{status_text(job, state)}\n{extra}"
 
 
 def _status_of(job: Job, state: Text, note: Text | None) -> tuple[str, discord.ui.View | None]:
-    """The words and buttons an acknowledgement shows. A group's has no Cancel (it would stop its first run only:
-    a run waiting can be cancelled from ``/history``)."""
+    """The words and buttons an acknowledgement shows: a group's Cancel stops every run not started yet."""
     if job.request.is_variation:
-        return group_status_text(job, state, note), None
+        assert job.request.group_id is not None
+        return group_status_text(job, state, note), group_cancel_view(job.request.group_id, job.request.language)
     return status_text(job, state), cancel_view(job.id, job.request.language)
 
 

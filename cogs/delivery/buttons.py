@@ -21,10 +21,11 @@ from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.core.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from bot.errors import InputError
-from bot.i18n import Text, _pt, _t
+from bot.i18n import Text, _nt, _pt, _t
 from cogs.core.attachments import MAX_IMAGES
 from cogs.core.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
+    CANCEL_GROUP_TEMPLATE,
     IMAGES_FIELD,
     ONLY_ME_OPTION,
     OPTIONS_FIELD,
@@ -36,6 +37,7 @@ from cogs.core.custom_ids import (
     STYLE_FIELD,
     RefineModalId,
     cancel_button_id,
+    cancel_group_id,
     refine_button_id,
     refine_from_id,
 )
@@ -347,6 +349,51 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
         )
         await interaction.response.edit_message(content=render(text, job.request.language), view=None, attachments=[])
         await bot.engine.cancel_told(job)  # the member has seen it; else the engine's outbox tells them
+
+
+class GroupCancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_GROUP_TEMPLATE):
+    """Withdraws the runs of a request for variations that have not started; for its requester or a moderator."""
+
+    def __init__(self, group_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(_pt("button", "Cancel"), language),
+                style=discord.ButtonStyle.secondary,
+                custom_id=cancel_group_id(group_id),
+            )
+        )
+        self.group_id = group_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> GroupCancelButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.cancel(interaction), "the Cancel button of variations")
+
+    async def cancel(self, interaction: discord.Interaction) -> None:
+        bot = client_of(interaction)
+        permissions = interaction.permissions
+        is_moderator = permissions.manage_messages or permissions.manage_guild
+        cancelled = await bot.engine.cancel_group(self.group_id, interaction.user.id, is_moderator)
+        # The card shows each cancelled run (the outbox rebuilds it at once); the click only drops the button and
+        # says, to whoever clicked, how many runs it stopped.
+        await interaction.response.edit_message(view=None)
+        words = _nt(
+            "🚫 {count} variation cancelled; nothing was charged for it.",
+            "🚫 {count} variations cancelled; nothing was charged for them.",
+            len(cancelled),
+        )
+        await interaction.followup.send(render(words, language_of(interaction)), ephemeral=True)
+
+
+def group_cancel_view(group_id: str, language: str | None) -> ui.View:
+    """The components under a waiting request for variations' status: its Cancel button."""
+    view = AtelierView(timeout=None)
+    view.add_item(GroupCancelButton(group_id, language))
+    return view
 
 
 def refine_from_view(channel_id: int, message_id: int, job_id: str, language: str | None) -> ui.View:

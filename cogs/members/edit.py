@@ -29,7 +29,7 @@ from cogs.core.language import _desc, _name, language_of
 from cogs.core.model_options import asked_options, shape_model_options
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
-from cogs.delivery.buttons import PROMPT_MAX, CancelButton, RefineButton
+from cogs.delivery.buttons import PROMPT_MAX, CancelButton, GroupCancelButton, RefineButton
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
@@ -190,5 +190,5 @@ class EditCog(commands.Cog):
 
 async def setup(bot: AtelierClient) -> None:
     """Load the edit cog and the persistent buttons."""
-    bot.add_dynamic_items(RefineButton, CancelButton)
+    bot.add_dynamic_items(RefineButton, CancelButton, GroupCancelButton)
     await bot.add_cog(EditCog(bot))
