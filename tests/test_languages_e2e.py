@@ -115,6 +115,7 @@ async def test_a_chinese_member_gets_chinese_and_their_prompt_goes_as_typed(
     assert buttons(result.json) == [
         zh("Refine", "button"),
         zh("Reroll", "button"),
+        zh("Variations", "button"),
         zh("Info", "button"),
         zh("Delete", "button"),
     ]
