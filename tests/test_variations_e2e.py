@@ -361,3 +361,17 @@ async def test_cancel_stops_the_runs_not_started_refunds_them_and_the_card_shows
     text = card_text(last)
     assert "Variation 2: 🚫 cancelled; nothing was charged." in text and "still to come" not in text
     assert labels(last) == ["Refine 1", "Reroll 1", "Delete"]
+
+
+async def test_the_jobs_at_once_limit_caps_a_request_for_variations(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await start(bot_process, bot_env, USER_MAX_ACTIVE="2")
+    handle = await ask(discord_fake, "a windmill", 4)
+    content = (await handle.wait_for_callback()).json["data"]["content"]
+    assert "Only 2 of 4 variations will run, and only they are charged:" in content
+    assert "You already have 2 edits queued or running (the most at once is 2)" in content
+    runs = await group_of(bot_process.env, 2)
+    assert [(row[1], row[2], row[4]) for row in runs] == [(1, 4, "succeeded"), (2, 4, "succeeded")]
+    assert await money(bot_process.env) == [("a windmill", "charge")] * 2
+    assert len(image_api.calls) == 2
