@@ -333,8 +333,9 @@ class JobEngine:
         """Admit and prepare a job (see ``Admission.submit``)."""
         return await self._admission.submit(request, who, source)
 
-    async def reroll(self, parent: Job, who: Requester, announcer: Announcer) -> Job:
-        """The same request as ``parent`` again: a new job of its kind, charged like any other.
+    async def reroll(self, parent: Job, who: Requester, announcer: Announcer, variants: int = 1) -> Job:
+        """The same request as ``parent`` again: a new job of its kind, charged like any other (``variants`` > 1:
+        that many runs, a group of variations, each charged as one edit).
 
         A kind with images gets ``parent``'s kept inputs; ``InputsGoneError`` when they are no
         longer kept, before anything is charged.
@@ -352,9 +353,35 @@ class JobEngine:
             guild_id=who.guild_id,
             channel_id=who.channel_id,
             parent_job_id=parent.id,
+            group_id=None,
+            variant=0,
+            variants=variants,
         )
         source = KeptInputsSource(announcer, self._inputs, parent.id, self.config.input_retention_hours)
         return await self.submit(request, who, source)
+
+    async def group(self, group_id: str) -> list[Job]:
+        """The runs of a request for variations, in their order (``variant``)."""
+        return await self._store.jobs_of_group(group_id)
+
+    async def group_failures(self, group_id: str) -> dict[str, Text]:
+        """Why each failed run of a group failed, as its member was to be told (by job id)."""
+        reasons: dict[str, Text] = {}
+        for notice in await self._store.notices_of_group(group_id):
+            raw = notice.payload.get("text")
+            if notice.outcome is JobState.FAILED and isinstance(raw, dict):
+                reasons[notice.job_id] = Text.from_json(raw)
+        return reasons
+
+    async def lock_card(self, group_id: str, seconds: float) -> str | None:
+        """Take a group's card lock for at most ``seconds``; the holder's name to let go of it, or ``None`` if another
+        rebuild holds it."""
+        holder = f"{self.lifecycle.holder}:{secrets.token_hex(3)}"
+        now = self._clock()
+        return holder if await self._store.lock_card(group_id, holder, now, now + seconds) else None
+
+    async def unlock_card(self, group_id: str, holder: str) -> None:
+        await self._store.unlock_card(group_id, holder)
 
     async def inputs_kept(self, job_id: str) -> bool:
         """Whether a job can be rerolled: its kind needs no images, or they are still kept (an unfinished
@@ -419,11 +446,32 @@ class JobEngine:
         entries = await self._store.history(user_id, guild_id, page * per_page, per_page + 1)
         return entries[:per_page], len(entries) > per_page
 
-    async def cancel(self, job_id: str, by_user: int, is_moderator: bool) -> Job:
+    async def cancel_group(self, group_id: str, by_user: int, is_moderator: bool) -> list[Job]:
+        """Withdraw every run of a request for variations whose API call has not started; the runs cancelled.
+
+        Each is shown on the group's card by the outbox at once (the card is rebuilt from the group's jobs);
+        ``CancelRefusedError`` (the first run's reason) when none could be.
+        """
+        runs = await self.group(group_id)
+        if not runs:
+            raise CancelRefusedError(_t("That edit no longer exists."))
+        cancelled: list[Job] = []
+        refusal: CancelRefusedError | None = None
+        for run in runs:
+            try:
+                cancelled.append(await self.cancel(run.id, by_user, is_moderator, notice=NoticeDraft({"by": by_user})))
+            except CancelRefusedError as refused:
+                refusal = refusal or refused
+        if not cancelled:
+            assert refusal is not None
+            raise refusal
+        return cancelled
+
+    async def cancel(self, job_id: str, by_user: int, is_moderator: bool, *, notice: NoticeDraft | None = None) -> Job:
         """Withdraw a job before its API call starts (its requester or a moderator); it costs nothing.
 
         The caller answers the click by editing the status message, then says so (``cancel_told``);
-        if it cannot, the outbox tells the member a little later.
+        if it cannot, the outbox tells the member a little later (``notice``: when the outbox tells, and what).
         """
         job = await self.job(job_id)
         if job is None:
@@ -439,7 +487,7 @@ class JobEngine:
                 job_id,
                 JobState.CANCELLED,
                 error=AtelierError(_t("Cancelled."), log_detail=f"cancelled by {by_user}"),
-                notice=_cancel_notice(by_user),
+                notice=notice or _cancel_notice(by_user),
             )
             if cancelled is not None:
                 return cancelled

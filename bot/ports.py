@@ -22,8 +22,11 @@ from bot.media.images import InputPreview, OutputImage
 class Announcer(Protocol):
     """Where the member is first answered about an accepted job."""
 
-    async def announce(self, job: Job) -> Destination:
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
         """Tell the member the job was accepted; return where its progress and result are shown.
+
+        A request for variations is announced once, with its first run; ``note`` says when fewer runs
+        than asked were accepted, and why (the member reads it in the acknowledgement).
 
         Raise ``AtelierError`` when that is impossible: the job then fails (refunded) and the
         error reaches the member through the caller, since no destination exists yet.

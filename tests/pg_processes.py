@@ -23,6 +23,7 @@ from bot.core.records import ClaimTerms, Fence, Notice
 from bot.core.states import JobState
 from bot.engine import JobEngine
 from bot.errors import AtelierError
+from bot.i18n import Text
 from bot.media.editor import Editor
 from bot.ports import FrontendParts, Posted, PostFailed, ResultMedia, TellLater, Told
 from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
@@ -71,7 +72,7 @@ class NoAPI:
 
 
 class Upload:
-    async def announce(self, job: Job) -> Destination:
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
         return Destination(upload_limit=8_000_000, data={})
 
     async def fetch(self) -> list[tuple[str, bytes]]:

@@ -87,7 +87,7 @@ async def test_a_result_is_one_card_the_output_large_the_inputs_small_the_detail
     (card,) = result.json["components"]
     assert card["type"] == 17
     kinds = [c["type"] for c in card["components"]]
-    assert kinds == [MEDIA_GALLERY, 10, 10, 14, SECTION, SECTION, 1]
+    assert kinds == [MEDIA_GALLERY, 10, 10, 14, SECTION, SECTION, 1, 1]  # two rows of buttons
     media = card_media(result)
     assert [(kind, item["media"]["url"], item.get("spoiler", False)) for kind, item in media] == [
         (MEDIA_GALLERY, f"attachment://atelier-{job}.png", False),
@@ -101,6 +101,7 @@ async def test_a_result_is_one_card_the_output_large_the_inputs_small_the_detail
     assert [(b["label"], b["custom_id"]) for b in card_buttons(result)] == [
         ("Refine", f"atelier:refine:v1:{job}"),
         ("Reroll", f"atelier:reroll:v1:{job}"),
+        ("Variations", f"atelier:variations:v1:{job}"),
         ("Info", f"atelier:info:v1:{job}"),
         ("Delete", f"atelier:delete:v1:{job}"),
     ]
@@ -189,7 +190,7 @@ async def test_info_on_a_private_result_answers_its_member_only(
     assert message is not None and message["flags"] & EPHEMERAL and message["flags"] & FLAG_IS_COMPONENTS_V2
     # The same card, privately: the output and the input, the same buttons.
     assert [kind for kind, _ in card_media(result)] == [MEDIA_GALLERY, THUMBNAIL]
-    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Variations", "Info", "Delete"]
     assert "a secret" in (await click_info(discord_fake, message))["embeds"][0]["description"]
     other = await discord_fake.click_button(message, result_button(message, "Info"), user_id=discord_fake.OTHER_USER_ID)
     refused = (await other.wait_for_callback()).json["data"]

@@ -61,7 +61,9 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     assert commands["history"].get("default_member_permissions") is None
     assert commands["Edit images"]["type"] == 3  # a message command, under Apps
     names = [o["name"] for o in edit["options"]]
-    assert names == ["prompt", "image1", "size", "style", "private", "spoiler"] + [f"image{n}" for n in range(2, 11)]
+    assert names == ["prompt", "image1", "size", "style", "private", "spoiler", "variations"] + [
+        f"image{n}" for n in range(2, 11)
+    ]
     types = {o["name"]: o["type"] for o in edit["options"]}
     assert types["prompt"] == 3 and types["size"] == 3 and types["style"] == 3 and types["private"] == 5
     style = next(o for o in edit["options"] if o["name"] == "style")
@@ -72,6 +74,8 @@ async def test_command_schema_is_synced_once_and_not_again_after_restart(
     size = next(o for o in edit["options"] if o["name"] == "size")
     assert size["autocomplete"] is True and "choices" not in size
     assert all(len(o["description"]) <= 100 for o in edit["options"])
+    variations = next(o for o in edit["options"] if o["name"] == "variations")
+    assert (variations["type"], variations["min_value"], variations["max_value"]) == (4, 2, 4)
 
     await bot.stop()
     await bot.start()
@@ -127,6 +131,7 @@ async def test_acknowledges_before_downloading_and_posts_result_with_caption(
     assert labels == [
         ("Refine", "atelier:refine:v1"),
         ("Reroll", "atelier:reroll:v1"),
+        ("Variations", "atelier:variations:v1"),
         ("Info", "atelier:info:v1"),
         ("Delete", "atelier:delete:v1"),
     ]

@@ -32,7 +32,7 @@ async def test_imagine_asks_the_generations_endpoint_and_posts_a_result_with_the
     assert result.files[0].data == output
     assert [f.filename for f in result.files] == [result.files[0].filename]  # no inputs to show
     assert "imagined from words alone" in card_text(result)
-    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Variations", "Info", "Delete"]
     (call,) = image_api.calls
     assert call.path == "/v1/images/generations" and call.parts == [] and call.json is not None
     # Byte for byte what the API is sent: the model, the prompt as typed, the size, the answer's format.

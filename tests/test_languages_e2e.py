@@ -115,6 +115,7 @@ async def test_a_chinese_member_gets_chinese_and_their_prompt_goes_as_typed(
     assert buttons(result.json) == [
         zh("Refine", "button"),
         zh("Reroll", "button"),
+        zh("Variations", "button"),
         zh("Info", "button"),
         zh("Delete", "button"),
     ]
@@ -161,7 +162,7 @@ async def test_the_audit_channel_speaks_the_servers_language(
     # The member reads English; the audit channel is the whole server's, so it is in Chinese.
     handle = await send_edit(discord_fake, "paint the barn red", [make_png()], locale="en-US")
     result = await wait_result(handle)
-    assert buttons(result.json) == ["Refine", "Reroll", "Info", "Delete"]  # the member's own language
+    assert buttons(result.json) == ["Refine", "Reroll", "Variations", "Info", "Delete"]  # the member's own language
     succeeded = zh("✅ **succeeded**")
     post = await discord_fake.wait_for_request(
         lambda r: (

@@ -65,7 +65,7 @@ from bot.core.records import Notice, Totals
 from bot.core.states import JobState
 from bot.engine import JobEngine
 from bot.errors import APITimeoutError, AtelierError, BadRequestError, CancelRefusedError, InputError
-from bot.i18n import _t
+from bot.i18n import Text, _t
 from bot.jobs.keeper import TAKE_OVER_EVERY
 from bot.jobs.outbox import DRAIN_EVERY, LONGEST_PAUSE, MOST_TRIES
 from bot.media.editor import Editor
@@ -249,7 +249,7 @@ class Source:
         self.job_id: str | None = None
         self.arrival: asyncio.Future[bool] | None = None
 
-    async def announce(self, job: Job) -> Destination:
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
         self.job_id = job.id
         if self.announce_fails:
             raise InputError(_t("Discord did not take the answer to this command."))

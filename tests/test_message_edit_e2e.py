@@ -82,7 +82,7 @@ async def test_edit_images_uses_the_attachments_then_the_embeds_and_replies_with
     assert result.path.endswith(f"/messages/{status.response['id']}") and result.files[0].data == output
     posted = discord_fake.messages[int(status.response["id"])]
     assert posted["referenced_message"]["id"] == message["id"] and posted["mentions"] == []
-    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Variations", "Info", "Delete"]
     # The three images, small, beside the result: the message's own links expire.
     assert [f.filename.split("-")[0] for f in result.files] == ["atelier", "input", "input", "input"]
     pointer = await answer.wait_for_webhook("PATCH")

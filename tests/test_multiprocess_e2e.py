@@ -29,7 +29,7 @@ from bot.store.postgres import PostgresDatabase
 from bot.store.store import Store
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, send_edit, wait_result
+from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, bot_environment, option, send_edit, wait_result
 from tests.postgres import fresh_database
 
 
@@ -348,3 +348,31 @@ async def test_a_reroll_runs_on_any_worker_from_the_inputs_kept_in_the_database(
     assert [p.data for p in second.images] == [p.data for p in first.images]
     noir = "a harbour at night, in the style of a 1940s film noir still"
     assert second.field("prompt") == first.field("prompt") == noir
+
+
+async def test_variations_run_by_two_workers_fill_one_card_without_dropping_an_output(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
+) -> None:
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="4")
+    await cluster.gateway.start()
+    for n in range(2):
+        await cluster.worker(n).start()
+    release = asyncio.Event()
+    image_api.then(*(Reply(image=make_png(60, 40, (n, n, n)), until=release) for n in range(1, 5)))
+    attachment = discord_fake.add_attachment(make_png(30, 20), "photo1.png", "image/png")
+    options = [option("prompt", "four runs", 3), option("image1", attachment["id"], 11), option("variations", 4, 4)]
+    handle = await discord_fake.slash_command("edit", options, resolved_attachments=[attachment])
+    await image_api.wait_for_started(4, timeout=30)
+    release.set()  # the four runs end together, on two workers: their rebuilds of the card take turns
+    succeeded = "SELECT id FROM jobs WHERE status = 'succeeded' ORDER BY variant"
+    runs: list[asyncpg.Record] = []
+    async with asyncio.timeout(30):
+        while len(runs := await rows(database, succeeded)) < 4:  # noqa: ASYNC110  # other processes write it
+            await asyncio.sleep(0.1)
+    message = handle.original_message()
+    assert message is not None
+    names = {a["url"]: a["filename"] for a in message["attachments"]}
+    gallery = [c for c in message["components"][0]["components"] if c["type"] == 12]
+    assert [names[item["media"]["url"]] for item in gallery[0]["items"]] == [f"atelier-{r['id']}.png" for r in runs]
+    money = await rows(database, "SELECT entry, COUNT(*) FROM money GROUP BY entry")
+    assert {r[0]: r[1] for r in money} == {"charge": 4}

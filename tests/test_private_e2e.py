@@ -49,7 +49,7 @@ async def test_a_private_edit_and_its_refine_and_reroll_are_seen_only_by_the_mem
     assert result.files[0].data == output
     # The same card as any result, seen by the member alone.
     assert is_card(result) and message["flags"] & FLAG_IS_COMPONENTS_V2
-    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Variations", "Info", "Delete"]
 
     # Reroll of the private result: its answer is private too.
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))

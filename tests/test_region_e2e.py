@@ -143,12 +143,12 @@ async def test_edit_region_is_on_a_result_only_while_the_servers_model_takes_a_m
 ) -> None:  # fmt: skip
     await start_on(bot_process, bot_env, image_api, tmp_path, OFFICIAL_ON)  # vip is the default: no mask
     vip = await a_result(discord_fake, image_api, make_png(WIDTH, HEIGHT))
-    assert labels(vip) == ["Refine", "Reroll", "Info", "Delete"]
+    assert labels(vip) == ["Refine", "Reroll", "Variations", "Info", "Delete"]
 
     picked = [{"name": "model", "type": 3, "value": "gpt-image-2"}]
     await refusal(await admin(discord_fake, "settings", picked, user_id=discord_fake.OWNER_ID))
     official = await a_result(discord_fake, image_api, make_png(WIDTH, HEIGHT))
-    assert labels(official) == ["Refine", "Edit region", "Reroll", "Info", "Delete"]
+    assert labels(official) == ["Refine", "Reroll", "Variations", "Edit region", "Info", "Delete"]
     button = result_button(official, "Edit region")
     assert button.startswith("atelier:region:v1:")
     _, form = await open_region(discord_fake, official)
@@ -219,7 +219,7 @@ async def test_the_ticked_cells_reach_the_api_as_a_feathered_mask_at_image1s_siz
 
     # A region edit of the region edit: the next link of the chain, in the same thread.
     refined = stored(discord_fake, result)
-    assert labels(refined) == ["Refine", "Edit region", "Reroll", "Info", "Delete"]
+    assert labels(refined) == ["Refine", "Reroll", "Variations", "Edit region", "Info", "Delete"]
     image_api.then(Reply(image=make_png(WIDTH, HEIGHT, (8, 8, 8))))
     start = len(discord_fake.requests)
     await repaint(discord_fake, refined, "now a blue one", **{CELLS_FIELD: ["bottom-right"]})

@@ -6,7 +6,17 @@ from typing import Any
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, card_buttons, card_text, money, rows, send_edit, wait_result, wait_rows
+from tests.harness import (
+    BotProcess,
+    card_buttons,
+    card_text,
+    money,
+    rows,
+    send_edit,
+    wait_inputs_released,
+    wait_result,
+    wait_rows,
+)
 from tests.test_refine_e2e import result_button, stored, submit_refine, wait_thread_result
 
 EPHEMERAL = 64
@@ -50,7 +60,7 @@ async def test_reroll_sends_the_same_inputs_instruction_and_size_again_and_links
     result = await wait_click_result(click)
     assert result.files[0].data == again
     assert f"reroll of {link(discord_fake, message)}" in card_text(result)
-    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Info", "Delete"]
+    assert [b["label"] for b in card_buttons(result)] == ["Refine", "Reroll", "Variations", "Info", "Delete"]
     first, second = image_api.calls
     assert [p.data for p in second.images] == [p.data for p in first.images] == images
     assert second.field("prompt") == first.field("prompt") == "a lighthouse at dusk"
@@ -95,6 +105,8 @@ async def test_reroll_after_the_inputs_are_gone_says_so_privately_and_offers_ref
     output = make_png(44, 44, (6, 6, 6))
     _, message = await a_result(discord_fake, image_api, [make_png()], output)
     await wait_rows(bot_env, "SELECT status FROM jobs", lambda r: r == [("succeeded",)])
+    # The end of the job's inputs' window is recorded just after the job's end: wait for it, as a member would.
+    await wait_inputs_released(bot_env)
     click = await discord_fake.click_button(message, result_button(message, "Reroll"))
     answer = (await click.wait_for_callback()).json
     assert answer["type"] == 4 and answer["data"].get("flags", 0) & EPHEMERAL, answer

@@ -14,6 +14,8 @@ from bot.core.states import JobState
 
 # Discord's upload limit without boosts; used when a destination did not say.
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
+# The most runs one request for variations makes (the commands' ``variations`` option offers 2 to this).
+MOST_VARIANTS = 4
 # An admin may write a style's text as "…, as a watercolour" or "..., as a watercolour".
 _JOINS_DIRECTLY = (",", ";", ":")
 
@@ -82,7 +84,9 @@ class JobRequest:
     # the job's model takes, checked before acceptance. Values are strings or integers.
     options: Mapping[str, str | int] = field(default_factory=dict)
     # Variations: the runs of one request share ``group_id`` (the id of its first job); ``variant``
-    # is this run's place (1..``variants``). Not a variation: no group, variant 0, variants 1.
+    # is this run's place (1..``variants``), ``variants`` how many were asked (when the limits allowed
+    # fewer, the group's jobs are those admitted). Not a variation: no group, variant 0, variants 1.
+    # A request asks for variations with ``variants`` > 1 and no group: admission makes the group.
     group_id: str | None = None
     variant: int = 0
     variants: int = 1

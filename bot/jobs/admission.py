@@ -11,6 +11,13 @@ input source; a kind without images (``/imagine``) has nothing to fetch.
 One member's requests are admitted one after another, in the order they arrived, so their
 jobs are accepted, and start, in that order (a member's later edit never overtakes their
 earlier one, however the database orders concurrent transactions).
+
+Variations (a request with ``variants`` > 1) are that many ordinary jobs sharing a group (the id
+of the first): each is admitted, checked against the limits and charged as one edit, and waits
+its turns in the fair queue like any other job of its member. The cooldown applies to the request,
+once: the group's later runs are admitted without it. When a limit stops the runs short, the ones
+admitted so far run and the member is told, in the one acknowledgement, how many and why; the
+ones refused were never charged. The images are fetched and checked once, and kept for each run.
 """
 
 from __future__ import annotations
@@ -22,11 +29,11 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from bot.config import Config
-from bot.core.job import Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
+from bot.core.job import MOST_VARIANTS, Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
 from bot.core.models import PARTIAL_IMAGES, ImageModel
 from bot.core.states import JobState
 from bot.errors import AtelierError, InputError, InputsGoneError, QueueFullError, UnexpectedError
-from bot.i18n import _t, catalogs
+from bot.i18n import Text, _nt, _t, catalogs
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import kind_of
 from bot.jobs.lifecycle import Lifecycle
@@ -56,6 +63,9 @@ STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
     "You were not charged; please send it again."
 )
+
+
+STOPPED_ADMITTING = _t("Something went wrong while your variations were being accepted; you were not charged.")
 
 
 class Admission:
@@ -125,12 +135,17 @@ class Admission:
         self._answered.clear()
         try:
             async with self._member_turn(request.user_id):
-                job = await self._admit(request, who)
+                if request.variants > 1:
+                    jobs, short = await self._admit_group(request, who)
+                else:
+                    jobs, short = [await self._admit(request, who)], None
         finally:
             self._admitting -= 1
             if not self._admitting:
                 self._answered.set()
-        return await self._prepare(job, source)
+        if len(jobs) == 1 and not jobs[0].request.is_variation:
+            return await self._prepare(jobs[0], source)
+        return (await self._prepare_group(jobs, source, short))[0]
 
     @contextlib.asynccontextmanager
     async def _member_turn(self, user_id: int) -> AsyncIterator[None]:
@@ -143,7 +158,38 @@ class Admission:
             if not lock.locked() and self._members.get(user_id) is lock:
                 del self._members[user_id]
 
-    async def _admit(self, request: JobRequest, who: Requester) -> Job:
+    async def _admit_group(self, request: JobRequest, who: Requester) -> tuple[list[Job], Text | None]:
+        """Admit a request's variations as jobs of one group, one run at a time while the limits allow; the
+        jobs, and what the member is told when fewer run than asked. Nothing admitted: the first refusal."""
+        asked = max(2, min(request.variants, MOST_VARIANTS))
+        group_id = new_job_id()
+        jobs: list[Job] = []
+        for variant in range(1, asked + 1):
+            run = dataclasses.replace(request, group_id=group_id, variant=variant, variants=asked)
+            try:
+                # The cooldown is the request's: the runs after the first do not wait for it.
+                first = variant == 1
+                jobs.append(await self._admit(run, who, job_id=group_id if first else None, cooldown=first))
+            except AtelierError as refused:  # a limit, or a full queue: the runs admitted so far go ahead
+                if not jobs:
+                    raise
+                log.info("group=%s: %d of %d variations admitted (%s)", group_id, len(jobs), asked, refused.log_detail)
+                return jobs, _nt(
+                    "Only {count} of {asked} variations will run, and only it is charged: {reason}",
+                    "Only {count} of {asked} variations will run, and only they are charged: {reason}",
+                    len(jobs),
+                    asked=asked,
+                    reason=refused.user_message,
+                )
+            except BaseException:  # a bug, or a stop: the runs charged so far are refunded, not left accepted
+                stopped = AtelierError(STOPPED_ADMITTING, log_detail="a group's admission stopped")
+                await asyncio.shield(asyncio.gather(*(self._fail(job, stopped) for job in jobs)))
+                raise
+        return jobs, None
+
+    async def _admit(
+        self, request: JobRequest, who: Requester, *, job_id: str | None = None, cooldown: bool = True
+    ) -> Job:
         kind_of(request.kind)  # a kind this version knows, before anything is charged
         self._blocks.check(who.guild_id, who.user_id)
         if request.style is not None and request.style_text is None:
@@ -180,9 +226,12 @@ class Admission:
         # The check and the charge are one step (``Lifecycle.create``), so two quick requests
         # cannot both take the last edit of a limit.
         now = self._lifecycle.clock()
+        quota = quota_for(self._config, limits, who, now, price=cost, own_key=own_key)
+        if not cooldown:
+            quota = dataclasses.replace(quota, user_last_accepted=None)
         job = await self._lifecycle.create(
             Job(
-                id=new_job_id(),
+                id=job_id or new_job_id(),
                 request=request,
                 state=JobState.ACCEPTED,
                 created_at=now,
@@ -192,14 +241,14 @@ class Admission:
                 holder=self._lifecycle.holder,
                 guild_key=own_key,
             ),
-            quota_for(self._config, limits, who, now, price=cost, own_key=own_key),
+            quota,
         )
         return job
 
     async def _prepare(self, job: Job, source: InputSource) -> Job:
         announced = False
         try:
-            destination = await source.announce(job)
+            destination = await source.announce(job, None)
             announced = True
             preparing = await self._lifecycle.move(job, JobState.PREPARING, destination=destination)
             if preparing is None:  # cancelled, or the bot is stopping
@@ -236,6 +285,61 @@ class Admission:
         if not announced:
             raise failure  # nobody has answered the member yet: the caller's error path does
         return failed or job
+
+    async def _prepare_group(self, jobs: list[Job], source: InputSource, short: Text | None) -> list[Job]:
+        """``_prepare`` for a group's runs: one acknowledgement (which says when fewer run than asked), one
+        fetch and check of the images, kept for each run; each run queued as it is ready."""
+        first = jobs[0]
+        announced = False
+        try:
+            destination = await source.announce(first, short)
+            announced = True
+            preparing = [
+                moved
+                for job in jobs
+                if (moved := await self._lifecycle.move(job, JobState.PREPARING, destination=destination)) is not None
+            ]
+            notes: tuple[str, ...] = ()
+            inputs: tuple[InputInfo, ...] = ()
+            kind = kind_of(first.kind)
+            images = None
+            if kind.needs_images and preparing:
+                await self._after_answers()
+                files = await source.fetch()
+                images = await kind.prepare(preparing[0], files, self._editor)
+                notes = tuple(catalogs().render(image.note, first.request.language) for image in images if image.note)
+                shown = images[: first.request.input_count]
+                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in shown)
+            ended: list[Job] = []
+            for job in preparing:
+                if images is not None:
+                    await self._inputs.save(job.id, images)
+                queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes, inputs=inputs)
+                if queued is None:  # cancelled meanwhile
+                    if images is not None:
+                        await self._inputs.delete(job.id)
+                    ended.append(await self._as_it_is(job))
+                else:
+                    ended.append(queued)
+            return ended or [await self._as_it_is(job) for job in jobs]
+        except AtelierError as error:
+            failure: AtelierError = error
+        except asyncio.CancelledError:
+            stopped = AtelierError(STOPPED_WHILE_FETCHING, log_detail="preparation stopped")
+            await asyncio.shield(
+                asyncio.gather(*(self._fail(job, stopped) for job in jobs if self._lifecycle.holds(job.id)))
+            )
+            raise
+        except Exception as exc:  # a bug: logged under a reference; the member gets the one apology
+            failure = UnexpectedError.capture(exc, f"preparing group {first.id}")
+        # Each run not queued yet fails (refunded); one already queued (no longer held here) runs.
+        failed = [
+            (await self._fail(job, failure) or job) if self._lifecycle.holds(job.id) else await self._as_it_is(job)
+            for job in jobs
+        ]
+        if not announced:
+            raise failure
+        return failed
 
     async def _as_it_is(self, job: Job) -> Job:
         return await self._lifecycle.store.get_job(job.id) or job
@@ -280,8 +384,8 @@ class KeptInputsSource:
         self._parent_job_id = parent_job_id
         self._hours = hours
 
-    async def announce(self, job: Job) -> Destination:
-        return await self._announcer.announce(job)
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
+        return await self._announcer.announce(job, note)
 
     async def fetch(self) -> Sequence[tuple[str, bytes]]:
         images = await self._inputs.load(self._parent_job_id)

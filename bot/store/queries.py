@@ -127,6 +127,15 @@ PLACES = (
     f"WHERE p.status = '{S.QUEUED}' ORDER BY p.place"
 )
 JOBS_IN = "SELECT * FROM jobs WHERE id IN ({ids})"
+JOBS_OF_GROUP = "SELECT * FROM jobs WHERE group_id = :group_id ORDER BY variant, id"
+# A group's card lock: taken when free or when its holder's time is up (one statement: two takers cannot both win).
+LOCK_CARD = (
+    "INSERT INTO card_locks (group_id, holder, until) VALUES (:group_id, :holder, :until) "
+    "ON CONFLICT (group_id) DO UPDATE SET holder = excluded.holder, until = excluded.until "
+    "WHERE card_locks.until < :now RETURNING holder"
+)
+UNLOCK_CARD = "DELETE FROM card_locks WHERE group_id = :group_id AND holder = :holder"
+NOTICES_OF_GROUP = "SELECT n.* FROM notices n JOIN jobs j ON j.id = n.job_id WHERE j.group_id = :group_id"
 
 HOLDERS = f"SELECT DISTINCT claimed_by FROM jobs WHERE status IN ({sql_states(*HELD)}) AND claimed_by IS NOT NULL"
 # Jobs no live process holds: their holder is gone, their lease ran out, or nobody ever held them

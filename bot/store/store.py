@@ -201,6 +201,22 @@ class Store:
             found += [job_from_row(row) for row in await self._read(fetch(q.JOBS_IN.format(ids=ids), **params))]
         return found
 
+    async def jobs_of_group(self, group_id: str) -> list[Job]:
+        """A group's jobs (the runs of a request for variations), in their order."""
+        return [job_from_row(row) for row in await self._read(fetch(q.JOBS_OF_GROUP, group_id=group_id))]
+
+    async def notices_of_group(self, group_id: str) -> list[Notice]:
+        """The final notices owed (or given) for a group's runs."""
+        return [notice_from_row(row) for row in await self._read(fetch(q.NOTICES_OF_GROUP, group_id=group_id))]
+
+    async def lock_card(self, group_id: str, holder: str, now: float, until: float) -> bool:
+        """Take a group's card lock for ``holder`` until ``until``, if it is free (or its holder's time is up)."""
+        row = await self._write(fetch_one(q.LOCK_CARD, group_id=group_id, holder=holder, now=now, until=until))
+        return row is not None
+
+    async def unlock_card(self, group_id: str, holder: str) -> None:
+        await self._write(execute(q.UNLOCK_CARD, group_id=group_id, holder=holder))
+
     async def totals(self, day: str) -> Totals:
         row = await self._read(fetch_one(q.TOTALS, day=day))
         assert row is not None

@@ -13,10 +13,13 @@ _JOB = r"(?P<job_id>[0-9a-f]{1,32})"
 _MESSAGE = r"(?P<channel_id>\d{1,20}):(?P<message_id>\d{1,20})"
 REFINE_BUTTON_TEMPLATE = rf"atelier:refine:v1:{_JOB}"
 CANCEL_BUTTON_TEMPLATE = rf"atelier:cancel:v1:{_JOB}"
+# A request for variations' Cancel: every run of the group (named by its first job) not started yet.
+CANCEL_GROUP_TEMPLATE = rf"atelier:cancel-group:v1:{_JOB}"
 REROLL_BUTTON_TEMPLATE = rf"atelier:reroll:v1:{_JOB}"
 DELETE_BUTTON_TEMPLATE = rf"atelier:delete:v1:{_JOB}"
 INFO_BUTTON_TEMPLATE = rf"atelier:info:v1:{_JOB}"
 REGION_BUTTON_TEMPLATE = rf"atelier:region:v1:{_JOB}"
+VARIATIONS_BUTTON_TEMPLATE = rf"atelier:variations:v1:{_JOB}"
 # Refine offered away from the result (its originals are gone, or from /history): the result's ids.
 REFINE_FROM_TEMPLATE = rf"atelier:refine-from:v1:{_MESSAGE}:{_JOB}"
 # /history pages: whose history, which page, and which way the button goes (p)revious or (n)ext.
@@ -53,9 +56,19 @@ REGION_CELLS_FIELD = "atelier-region-cells"
 MASK_FIELD = "atelier-mask"
 
 
+def variations_button_id(job_id: str) -> str:
+    """custom_id of the Variations button on a result of ``job_id``."""
+    return f"atelier:variations:v1:{job_id}"
+
+
 def refine_button_id(job_id: str) -> str:
     """custom_id of the Refine button on a result of ``job_id``."""
     return f"atelier:refine:v1:{job_id}"
+
+
+def cancel_group_id(group_id: str) -> str:
+    """custom_id of the Cancel button on a request for variations' status message."""
+    return f"atelier:cancel-group:v1:{group_id}"
 
 
 def cancel_button_id(job_id: str) -> str:

@@ -20,7 +20,7 @@ from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
 from cogs.core.language import for_job, say
 from cogs.core.text import quote_prompt
-from cogs.delivery.buttons import cancel_view
+from cogs.delivery.buttons import cancel_view, group_cancel_view
 from cogs.delivery.destinations import interaction_target, message_target
 
 log = logging.getLogger(__name__)
@@ -61,12 +61,35 @@ def status_text(job: Job, state: Text) -> str:
     return f"{for_job(job, state)}\n{quote_prompt(request.prompt, 300)}\n-# {for_job(job, details)}"
 
 
-async def answer_in_place(interaction: discord.Interaction, job: Job, state: Text) -> Destination:
+def group_status_text(job: Job, state: Text, note: Text | None) -> str:
+    """A request for variations' acknowledgement: its status, how many runs, and ``note`` when fewer run than asked."""
+    runs = _nt(
+        "🎲 {count} variation: each is one edit of your limit, and the card fills as they finish.",
+        "🎲 {count} variations: each is one edit of your limit, and the card fills as they finish.",
+        job.request.variants,
+    )
+    # When fewer run than asked, ``note`` says how many (and why), in place of the count asked.
+    extra = f"⚠️ {for_job(job, note)}" if note is not None else for_job(job, runs)
+    return f"{status_text(job, state)}\n{extra}"
+
+
+def _status_of(job: Job, state: Text, note: Text | None) -> tuple[str, discord.ui.View | None]:
+    """The words and buttons an acknowledgement shows: a group's Cancel stops every run not started yet."""
+    if job.request.is_variation:
+        assert job.request.group_id is not None
+        return group_status_text(job, state, note), group_cancel_view(job.request.group_id, job.request.language)
+    return status_text(job, state), cancel_view(job.id, job.request.language)
+
+
+async def answer_in_place(
+    interaction: discord.Interaction, job: Job, state: Text, note: Text | None = None
+) -> Destination:
     """Answer ``interaction`` with the job's status (only the requester sees it when the job is private)."""
     # Well inside Discord's 3 s; everything slow happens after.
+    text, view = _status_of(job, state, note)
     try:
         response = await interaction.response.send_message(
-            status_text(job, state), view=cancel_view(job.id, job.request.language), ephemeral=job.request.private
+            text, view=view or discord.utils.MISSING, ephemeral=job.request.private
         )
     except discord.HTTPException as exc:
         raise InputError(
@@ -86,18 +109,20 @@ async def post_status(
     *,
     reply_to: discord.Message | None = None,
     refused: Text = POST_REFUSED,
+    note: Text | None = None,
 ) -> Destination:
     """Post the job's status in ``channel`` (replying to ``reply_to`` without pinging its author) and point
     the member's private answer at it; ``interaction`` must already have been answered privately."""
-    text, quiet = status_text(job, state), discord.AllowedMentions.none()
-    view = cancel_view(job.id, job.request.language)
+    text, view = _status_of(job, state, note)
+    quiet = discord.AllowedMentions.none()
+    buttons = view or discord.utils.MISSING
     try:
         if reply_to is None:
-            status = await channel.send(text, view=view, allowed_mentions=quiet)
+            status = await channel.send(text, view=buttons, allowed_mentions=quiet)
         else:
             # A reply that still posts if the message is deleted meanwhile; its author is not pinged.
             reference = reply_to.to_reference(fail_if_not_exists=False)
-            status = await channel.send(text, view=view, allowed_mentions=quiet, reference=reference)
+            status = await channel.send(text, view=buttons, allowed_mentions=quiet, reference=reference)
     except discord.HTTPException as exc:
         raise InputError(refused, log_detail=f"status post refused: {exc.status} {exc.code}") from None
     try:

@@ -21,10 +21,11 @@ from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.core.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from bot.errors import InputError
-from bot.i18n import Text, _pt, _t
+from bot.i18n import Text, _nt, _pt, _t
 from cogs.core.attachments import MAX_IMAGES
 from cogs.core.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
+    CANCEL_GROUP_TEMPLATE,
     IMAGES_FIELD,
     ONLY_ME_OPTION,
     OPTIONS_FIELD,
@@ -36,6 +37,7 @@ from cogs.core.custom_ids import (
     STYLE_FIELD,
     RefineModalId,
     cancel_button_id,
+    cancel_group_id,
     refine_button_id,
     refine_from_id,
 )
@@ -58,18 +60,28 @@ def _is_image(attachment: discord.Attachment) -> bool:
     return (attachment.content_type or "").startswith("image/") or attachment.filename.lower().endswith(_IMAGE_SUFFIXES)
 
 
-def first_image(message: discord.Message) -> discord.Attachment | None:
-    """The result image on a result message, if it still has one.
+def first_image(message: discord.Message, job_id: str | None = None) -> discord.Attachment | None:
+    """The result image on a result message, if it still has one (``job_id``'s, on a group's card).
 
     A result's card also carries small copies of its inputs: the output is the file named
-    ``atelier-<job>.<ext>`` (``cogs.delivery.card``), shown or not as a spoiler. A message without
+    ``atelier-<job>.<ext>`` (``cogs.delivery.card``), shown or not as a spoiler. A group's card
+    carries one such file per finished run: the one of ``job_id`` is picked. A message without
     one (a result posted before the card) gives its first image.
     """
     images = [attachment for attachment in message.attachments if _is_image(attachment)]
+    if job_id is not None:
+        for attachment in images:
+            if attachment.filename.removeprefix("SPOILER_").startswith(f"atelier-{job_id}."):
+                return attachment
     for attachment in images:
         if attachment.filename.removeprefix("SPOILER_").startswith("atelier-"):
             return attachment
     return images[0] if images else None
+
+
+def numbered(label: str, number: int | None) -> str:
+    """A button's label, with the run of a group's card it picks ("Refine 2"), if any."""
+    return label if number is None else f"{label} {number}"
 
 
 def size_select(language: str | None) -> ui.Select[Any]:
@@ -249,12 +261,12 @@ async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId)
 
 
 class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TEMPLATE):
-    """The Refine button under every result."""
+    """The Refine button under every result (``number``: which run of a group's card it picks, "Refine 2")."""
 
-    def __init__(self, job_id: str, language: str | None = None) -> None:
+    def __init__(self, job_id: str, language: str | None = None, *, number: int | None = None) -> None:
         super().__init__(
             ui.Button(
-                label=render(REFINE_LABEL, language),
+                label=numbered(render(REFINE_LABEL, language), number),
                 emoji="🪄",
                 style=discord.ButtonStyle.primary,
                 custom_id=refine_button_id(job_id),
@@ -273,7 +285,7 @@ class RefineButton(ui.DynamicItem[ui.Button[ui.View]], template=REFINE_BUTTON_TE
 
     async def open_form(self, interaction: discord.Interaction) -> None:
         message = interaction.message
-        if message is None or first_image(message) is None:
+        if message is None or first_image(message, self.job_id) is None:
             raise InputError(_t("This message has no image to refine any more."))
         await open_refine_form(interaction, RefineModalId(message.channel.id, message.id, self.job_id))
 
@@ -337,6 +349,51 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
         )
         await interaction.response.edit_message(content=render(text, job.request.language), view=None, attachments=[])
         await bot.engine.cancel_told(job)  # the member has seen it; else the engine's outbox tells them
+
+
+class GroupCancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_GROUP_TEMPLATE):
+    """Withdraws the runs of a request for variations that have not started; for its requester or a moderator."""
+
+    def __init__(self, group_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(_pt("button", "Cancel"), language),
+                style=discord.ButtonStyle.secondary,
+                custom_id=cancel_group_id(group_id),
+            )
+        )
+        self.group_id = group_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> GroupCancelButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.cancel(interaction), "the Cancel button of variations")
+
+    async def cancel(self, interaction: discord.Interaction) -> None:
+        bot = client_of(interaction)
+        permissions = interaction.permissions
+        is_moderator = permissions.manage_messages or permissions.manage_guild
+        cancelled = await bot.engine.cancel_group(self.group_id, interaction.user.id, is_moderator)
+        # The card shows each cancelled run (the outbox rebuilds it at once); the click only drops the button and
+        # says, to whoever clicked, how many runs it stopped.
+        await interaction.response.edit_message(view=None)
+        words = _nt(
+            "🚫 {count} variation cancelled; nothing was charged for it.",
+            "🚫 {count} variations cancelled; nothing was charged for them.",
+            len(cancelled),
+        )
+        await interaction.followup.send(render(words, language_of(interaction)), ephemeral=True)
+
+
+def group_cancel_view(group_id: str, language: str | None) -> ui.View:
+    """The components under a waiting request for variations' status: its Cancel button."""
+    view = AtelierView(timeout=None)
+    view.add_item(GroupCancelButton(group_id, language))
+    return view
 
 
 def refine_from_view(channel_id: int, message_id: int, job_id: str, language: str | None) -> ui.View:

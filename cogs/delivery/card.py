@@ -132,14 +132,15 @@ def card_files(job: Job, media: ResultMedia) -> list[discord.File]:
 
 
 class ResultCard(ui.LayoutView):
-    """One result's card (see the module's docstring); ``buttons`` go in its last row."""
+    """One result's card (see the module's docstring); ``buttons`` go in its last rows, a row each (Discord takes
+    at most five buttons in a row)."""
 
     def __init__(
         self,
         job: Job,
         media: ResultMedia,
         text: CardText,
-        buttons: Sequence[ui.Item[ui.LayoutView]],
+        buttons: Sequence[Sequence[ui.Item[ui.LayoutView]]],
         footer: str | None = None,
     ) -> None:
         super().__init__(timeout=None)
@@ -158,9 +159,11 @@ class ResultCard(ui.LayoutView):
             self._add_inputs(card, job, media, spoiler)
         if footer:
             card.add_item(ui.TextDisplay(footer))
-        if buttons:
+        for items in buttons:
+            if not items:
+                continue
             row: ui.ActionRow[ui.LayoutView] = ui.ActionRow()
-            for button in buttons:
+            for button in items:
                 row.add_item(button)
             card.add_item(row)
         self.add_item(card)

@@ -270,6 +270,47 @@ class Delivery:
         message = await self._late_card(*compose(delivered))
         return message.channel.id, message.id, Delivered.POSTED
 
+    async def attachments(self) -> list[discord.Attachment] | None:
+        """The status message's files as Discord has them now; ``None`` when it can no longer be edited (a group's
+        card is rebuilt from them: the files it keeps are named by id in the edit)."""
+        message_id = int(self.target.get("message_id") or 0)
+        if not message_id or (not self.on_interaction and self._too_old()):
+            return None
+        message: discord.Message
+        try:
+            if self.on_interaction:
+                if not self.token_alive or self.webhook is None:
+                    return None
+                message = await _on_token(self.webhook.fetch_message(message_id), final=True, wait=NOTICE_WAIT)
+            else:
+                message = await self.channel.fetch_message(message_id)
+        except _CannotEditError:
+            return None
+        except discord.HTTPException as exc:
+            if exc.status in _TOKEN_GONE:
+                return None
+            raise
+        return list(message.attachments)
+
+    async def card(
+        self, view: discord.ui.LayoutView, files: list[discord.File], kept: list[discord.Attachment]
+    ) -> tuple[int, int] | None:
+        """Make the status message ``view``, with ``kept`` of its files and ``files`` added (Discord keeps the
+        attachments an edit lists by id, and drops the others); its ids, or ``None`` if it can no longer be
+        edited. As for a result, the edit clears the text a card may not carry."""
+        try:
+            return await self._edit(content=None, embeds=[], attachments=[*kept, *files], view=view, final=True)
+        except _CannotEditError:
+            return None
+
+    async def elsewhere(self, compose: Compose) -> tuple[int, int, Delivered]:
+        """A result that cannot go on its status message: a new channel message, or a direct message when private."""
+        if self.private:
+            message = await self._direct_card(*compose(Delivered.DIRECT_MESSAGE))
+            return message.channel.id, message.id, Delivered.DIRECT_MESSAGE
+        message = await self._late_card(*compose(Delivered.POSTED))
+        return message.channel.id, message.id, Delivered.POSTED
+
     async def _direct_card(self, card: discord.ui.LayoutView, files: list[discord.File]) -> discord.Message:
         """After the token's 15 minutes, a private result goes to its member by direct message."""
         return await self._direct(view=card, files=files)

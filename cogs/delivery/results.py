@@ -1,10 +1,15 @@
-"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🖌️ Edit region where the server's
-model takes a mask (``cogs.delivery.region``), 🔁 Reroll, ℹ️ Info (``cogs.delivery.info``) and 🗑 Delete.
+"""The buttons under every result: 🪄 Refine (``cogs.delivery.buttons``), 🔁 Reroll, 🎲 Variations, 🖌️ Edit
+region where the server's model takes a mask (``cogs.delivery.region``), then ℹ️ Info (``cogs.delivery.info``) and
+🗑 Delete in a second row.
 
 - Reroll sends the result's kept inputs, instruction, style and size again as a new
   job (``JobEngine.reroll``: the same admission, limits and money as any edit). Its
   status answers the click where the result is, privately when the result is private.
   When the inputs are no longer kept, the member is told privately and offered Refine.
+- Variations runs the result's request again four times at one click, as Midjourney's V buttons
+  do: four ordinary jobs of one group, each charged as one edit, whose card fills as they finish
+  (``cogs.delivery.group``). Four, not a form first: the member who wants fewer asks ``/edit`` or
+  ``/imagine`` with ``variations``, and a limit that allows fewer runs says so before any is charged.
 - Delete removes the result message, for its requester or a member with Manage
   Messages; the ledger keeps the job.
 
@@ -20,17 +25,24 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import ui
 
-from bot.core.job import Destination, Job
+from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.errors import InputsGoneError
-from bot.i18n import _pt, _t
+from bot.i18n import Text, _pt, _t
 from bot.servers.limits import Requester
-from cogs.core.custom_ids import DELETE_BUTTON_TEMPLATE, REROLL_BUTTON_TEMPLATE, delete_button_id, reroll_button_id
+from cogs.core.custom_ids import (
+    DELETE_BUTTON_TEMPLATE,
+    REROLL_BUTTON_TEMPLATE,
+    VARIATIONS_BUTTON_TEMPLATE,
+    delete_button_id,
+    reroll_button_id,
+    variations_button_id,
+)
 from cogs.core.errors import error_text, guarded
 from cogs.core.host import client_of
 from cogs.core.language import language_of, render, say
 from cogs.core.requests import requester
 from cogs.delivery.acknowledge import answer_in_place, post_status
-from cogs.delivery.buttons import RefineButton, RefineFromButton, refine_from_view
+from cogs.delivery.buttons import RefineButton, RefineFromButton, numbered, refine_from_view
 from cogs.delivery.info import InfoButton
 from cogs.delivery.region import RegionButton
 
@@ -40,16 +52,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REROLL_STATUS = _t("🔁 Rerolling: the same images, instruction and size again…")
+VARIATIONS_STATUS = _t("🎲 Making variations: the same images, instruction and size, several times…")
 
 
 class InPlace:
     """A reroll answered where it was asked: the click's answer is its status, then its result."""
 
-    def __init__(self, interaction: discord.Interaction) -> None:
+    def __init__(self, interaction: discord.Interaction, state: Text = REROLL_STATUS) -> None:
         self.interaction = interaction
+        self.state = state
 
-    async def announce(self, job: Job) -> Destination:
-        return await answer_in_place(self.interaction, job, REROLL_STATUS)
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
+        return await answer_in_place(self.interaction, job, self.state, note)
 
 
 class InChannel:
@@ -59,20 +73,21 @@ class InChannel:
         self.interaction = interaction
         self.channel = channel
 
-    async def announce(self, job: Job) -> Destination:
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
         await self.interaction.response.send_message(
             say(self.interaction, _t("🔁 Starting your reroll…")), ephemeral=True
         )
-        return await post_status(self.interaction, job, self.channel, REROLL_STATUS, _t("🔁 Rerolling in"))
+        return await post_status(self.interaction, job, self.channel, REROLL_STATUS, _t("🔁 Rerolling in"), note=note)
 
 
 async def start_reroll(
-    interaction: discord.Interaction, parent: Job, who: Requester, announcer: InPlace | InChannel
+    interaction: discord.Interaction, parent: Job, who: Requester, announcer: InPlace | InChannel, variants: int = 1
 ) -> None:
-    """Reroll ``parent`` for ``who``; when its originals are gone, say so privately and offer Refine."""
+    """Reroll ``parent`` for ``who`` (``variants`` times, as variations); when its originals are gone, say so
+    privately and offer Refine."""
     bot = client_of(interaction)
     try:
-        await bot.engine.reroll(parent, who, announcer)
+        await bot.engine.reroll(parent, who, announcer, variants)
     except InputsGoneError as gone:
         view = discord.utils.MISSING
         language = language_of(interaction)
@@ -88,10 +103,10 @@ async def start_reroll(
 class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TEMPLATE):
     """🔁 Reroll under every result: the same inputs, instruction and size again, charged like any edit."""
 
-    def __init__(self, job_id: str, language: str | None = None) -> None:
+    def __init__(self, job_id: str, language: str | None = None, *, number: int | None = None) -> None:
         super().__init__(
             ui.Button(
-                label=render(_pt("button", "Reroll"), language),
+                label=numbered(render(_pt("button", "Reroll"), language), number),
                 emoji="🔁",
                 style=discord.ButtonStyle.secondary,
                 custom_id=reroll_button_id(job_id),
@@ -113,6 +128,36 @@ class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TE
         parent = await bot.engine.result_for(self.job_id, interaction.user.id)
         # The click's answer goes where the clicked result is: its channel, or its thread.
         await start_reroll(interaction, parent, requester(interaction), InPlace(interaction))
+
+
+class VariationsButton(ui.DynamicItem[ui.Button[ui.View]], template=VARIATIONS_BUTTON_TEMPLATE):
+    """🎲 Variations under every result: its request again, ``MOST_VARIANTS`` runs on one card, each one edit."""
+
+    def __init__(self, job_id: str, language: str | None = None) -> None:
+        super().__init__(
+            ui.Button(
+                label=render(_pt("button", "Variations"), language),
+                emoji="🎲",
+                style=discord.ButtonStyle.secondary,
+                custom_id=variations_button_id(job_id),
+            )
+        )
+        self.job_id = job_id
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction, item: ui.Item[Any], match: re.Match[str], /
+    ) -> VariationsButton:
+        return cls(match["job_id"])
+
+    async def callback(self, interaction: discord.Interaction) -> None:
+        await guarded(interaction, self.vary(interaction), "the Variations button")
+
+    async def vary(self, interaction: discord.Interaction) -> None:
+        bot = client_of(interaction)
+        parent = await bot.engine.result_for(self.job_id, interaction.user.id)
+        announcer = InPlace(interaction, VARIATIONS_STATUS)
+        await start_reroll(interaction, parent, requester(interaction), announcer, MOST_VARIANTS)
 
 
 class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TEMPLATE):
@@ -153,20 +198,20 @@ class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TE
 
 def result_buttons(
     job_id: str, language: str | None, *, by_direct_message: bool = False, region: bool = False
-) -> list[ui.Item[Any]]:
-    """The buttons under a result, in its member's language, in the order they show; Edit region when ``region``
-    (the server's model takes a mask). One sent by direct message has Info and Delete only: a job started from a
-    DM would fall outside the server's limits, so its member refines or rerolls it from ``/history``."""
-    buttons: list[ui.Item[Any]] = []
+) -> list[list[ui.Item[Any]]]:
+    """The buttons under a result, in its member's language, row by row as they show: what builds on it (Refine,
+    Reroll, Variations, and Edit region when ``region``: the server's model takes a mask), then Info and Delete
+    (Discord takes at most five buttons in a row). One sent by direct message has Info and Delete only: a job
+    started from a DM would fall outside the server's limits, so its member refines or rerolls it from
+    ``/history``."""
+    build: list[ui.Item[Any]] = []
     if not by_direct_message:
-        buttons.append(RefineButton(job_id, language))
+        build += [RefineButton(job_id, language), RerollButton(job_id, language), VariationsButton(job_id, language)]
         if region:
-            buttons.append(RegionButton(job_id, language))
-        buttons.append(RerollButton(job_id, language))
-    buttons += [InfoButton(job_id, language), DeleteButton(job_id, language)]
-    return buttons
+            build.append(RegionButton(job_id, language))
+    return [build, [InfoButton(job_id, language), DeleteButton(job_id, language)]]
 
 
 async def setup(bot: AtelierClient) -> None:
     """Register the result buttons (Refine's form is routed in ``cogs.members.refine``)."""
-    bot.add_dynamic_items(RerollButton, DeleteButton, InfoButton, RefineFromButton)
+    bot.add_dynamic_items(RerollButton, VariationsButton, DeleteButton, InfoButton, RefineFromButton)

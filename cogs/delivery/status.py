@@ -44,6 +44,7 @@ from cogs.delivery.acknowledge import status_text
 from cogs.delivery.buttons import cancel_view
 from cogs.delivery.card import ResultCard, card_files, card_text, origin_of
 from cogs.delivery.destinations import Delivery, DirectMessagesClosedError
+from cogs.delivery.group import GroupCards
 from cogs.delivery.preview import PreviewPicture
 from cogs.delivery.results import result_buttons
 
@@ -239,6 +240,7 @@ class DiscordNotifier:
         self.engine = engine
         self._every = engine.config.status_update_seconds
         self._lines: dict[str, StatusLine] = {}  # open status messages (Discord state, not job state)
+        self._cards = GroupCards(bot, engine)
 
     def delivery(self, job: Job) -> Delivery | None:
         """Where this job is shown, rebuilt from what it stored (``None`` before it was announced)."""
@@ -247,6 +249,8 @@ class DiscordNotifier:
         return Delivery(self.bot, job.destination, job.user_id, job.request.language)
 
     def _line(self, job: Job) -> StatusLine | None:
+        if job.request.is_variation:
+            return None  # a group's runs share one message, its card: it shows their ends, not each one's wait
         line = self._lines.get(job.id)
         if line is None:
             delivery = self.delivery(job)
@@ -374,7 +378,7 @@ class DiscordNotifier:
     async def job_paused(self, job: Job) -> None:
         await self._close(job)
         delivery = self.delivery(job)
-        if delivery is not None:
+        if delivery is not None and not job.request.is_variation:
             await delivery.status(
                 status_text(job, _t("⏸️ The bot is restarting; this edit will resume automatically.")),
                 cancel_view(job.id, job.request.language) if cancellable(job.state, job.restarts) else None,
@@ -388,6 +392,8 @@ class DiscordNotifier:
             return Told("no_destination")  # it failed before the member was answered: the answer said so
         text = outcome_text(job, notice)
         try:
+            if job.request.is_variation and await self._cards.refresh(job, delivery):
+                return Told("card")  # shown on its group's card; one that can no longer be edited gets the words
             if job.state is JobState.FAILED:
                 how = await delivery.failure(text, bool(notice.payload.get("private")))
             else:
@@ -419,6 +425,7 @@ class DiscordPublisher:
     def __init__(self, bot: discord.Client, engine: JobEngine) -> None:
         self.bot = bot
         self.engine = engine
+        self._cards = GroupCards(bot, engine)
 
     async def publish(self, job: Job, media: ResultMedia) -> Posted | NotDelivered | PostFailed:
         # Read again: the status message may have moved (Discord's edit windows) since the job started.
@@ -441,7 +448,14 @@ class DiscordPublisher:
             return ResultCard(job, media, text, buttons, footer), card_files(job, media)
 
         try:
-            channel_id, message_id, delivered = await delivery.result(compose)
+            if job.request.is_variation:
+                # A run of a group fills its card; when the card can no longer be edited, it goes on its own.
+                posted = await self._cards.publish(job, delivery, image)
+                if posted is not None:
+                    return posted
+                channel_id, message_id, delivered = await delivery.elsewhere(compose)
+            else:
+                channel_id, message_id, delivered = await delivery.result(compose)
         except DirectMessagesClosedError:
             return NotDelivered("a late private result; the member's direct messages are closed")
         except discord.HTTPException as exc:

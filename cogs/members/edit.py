@@ -18,18 +18,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.job import Destination, Job, JobRequest
+from bot.core.job import MOST_VARIANTS, Destination, Job, JobRequest
 from bot.core.models import offered_options
 from bot.core.sizes import size_choices
 from bot.errors import InputError
-from bot.i18n import _nt, _t
+from bot.i18n import Text, _nt, _t
 from cogs.core.attachments import check_file
 from cogs.core.downloads import Downloader
 from cogs.core.language import _desc, _name, language_of
 from cogs.core.model_options import asked_options, shape_model_options
 from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
-from cogs.delivery.buttons import PROMPT_MAX, CancelButton, RefineButton
+from cogs.delivery.buttons import PROMPT_MAX, CancelButton, GroupCancelButton, RefineButton
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
@@ -72,8 +72,8 @@ class SlashCommandSource:
         self.sources = sources
         self.downloader = downloader
 
-    async def announce(self, job: Job) -> Destination:
-        return await answer_in_place(self.interaction, job, _t("📥 Fetching your images…"))
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
+        return await answer_in_place(self.interaction, job, _t("📥 Fetching your images…"), note)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         return await self.downloader.fetch(self.sources)
@@ -100,6 +100,7 @@ class EditCog(commands.Cog):
         quality=_desc("Image quality, if this server's model offers a choice"),
         format=_desc("The result's file format: png, jpeg or webp"),
         background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
+        variations=_desc("Run it 2 to 4 times, each one edit of your limit, and pick the best"),
         # Spelt out, one text each, so that pybabel finds them.
         image2=_desc("Optional image2"),
         image3=_desc("Optional image3"),
@@ -122,6 +123,7 @@ class EditCog(commands.Cog):
         quality=_name("option name", "quality"),
         format=_name("option name", "format"),
         background=_name("option name", "background"),
+        variations=_name("option name", "variations"),
         image2=_name("option name", "image2"),
         image3=_name("option name", "image3"),
         image4=_name("option name", "image4"),
@@ -144,6 +146,7 @@ class EditCog(commands.Cog):
         quality: str | None = None,
         format: str | None = None,
         background: str | None = None,
+        variations: app_commands.Range[int, 2, MOST_VARIANTS] | None = None,
         image2: discord.Attachment | None = None,
         image3: discord.Attachment | None = None,
         image4: discord.Attachment | None = None,
@@ -168,6 +171,7 @@ class EditCog(commands.Cog):
             style=parse_style(style),
             language=language_of(interaction),
             options=asked_options(quality=quality, format=format, background=background),
+            variants=variations or 1,
         )
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
         await self.bot.engine.submit(request, requester(interaction), source)
@@ -186,5 +190,5 @@ class EditCog(commands.Cog):
 
 async def setup(bot: AtelierClient) -> None:
     """Load the edit cog and the persistent buttons."""
-    bot.add_dynamic_items(RefineButton, CancelButton)
+    bot.add_dynamic_items(RefineButton, CancelButton, GroupCancelButton)
     await bot.add_cog(EditCog(bot))

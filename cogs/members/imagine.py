@@ -10,10 +10,10 @@ from __future__ import annotations
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.job import Destination, Job, JobRequest
+from bot.core.job import MOST_VARIANTS, Destination, Job, JobRequest
 from bot.core.models import offered_options
 from bot.core.sizes import size_choices
-from bot.i18n import _t
+from bot.i18n import Text, _t
 from cogs.core.host import AtelierClient, Interaction
 from cogs.core.language import _desc, _name, language_of
 from cogs.core.model_options import asked_options, shape_model_options
@@ -28,8 +28,8 @@ class TextOnlySource:
     def __init__(self, interaction: Interaction) -> None:
         self.interaction = interaction
 
-    async def announce(self, job: Job) -> Destination:
-        return await answer_in_place(self.interaction, job, _t("⏳ Queued."))
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
+        return await answer_in_place(self.interaction, job, _t("⏳ Queued."), note)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         return []
@@ -55,6 +55,7 @@ class ImagineCog(commands.Cog):
         quality=_desc("Image quality, if this server's model offers a choice"),
         format=_desc("The result's file format: png, jpeg or webp"),
         background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
+        variations=_desc("Run it 2 to 4 times, each one edit of your limit, and pick the best"),
     )
     @app_commands.rename(
         prompt=_name("option name", "prompt"),
@@ -65,6 +66,7 @@ class ImagineCog(commands.Cog):
         quality=_name("option name", "quality"),
         format=_name("option name", "format"),
         background=_name("option name", "background"),
+        variations=_name("option name", "variations"),
     )
     async def imagine(
         self,
@@ -77,6 +79,7 @@ class ImagineCog(commands.Cog):
         quality: str | None = None,
         format: str | None = None,
         background: str | None = None,
+        variations: app_commands.Range[int, 2, MOST_VARIANTS] | None = None,
     ) -> None:
         request = JobRequest(
             kind="imagine",
@@ -91,6 +94,7 @@ class ImagineCog(commands.Cog):
             style=parse_style(style),
             language=language_of(interaction),
             options=asked_options(quality=quality, format=format, background=background),
+            variants=variations or 1,
         )
         await self.bot.engine.submit(request, requester(interaction), TextOnlySource(interaction))
 

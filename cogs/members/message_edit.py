@@ -184,7 +184,7 @@ class MessageSource:
         # The files added in the form come after the message's images (checked here, before any charge).
         self.added: list[tuple[str, Readable]] = list(added_images(len(self.images), uploads))
 
-    async def announce(self, job: Job) -> Destination:
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
         state = _t("📥 Fetching the message's images…")
         if self.left_out:
             # Translators: {used} images of the message are used; {count} more were not (too many).

@@ -22,7 +22,7 @@ from discord.ext import commands
 
 from bot.core.job import Destination, Job, JobRequest, Origin
 from bot.errors import InputError
-from bot.i18n import _t
+from bot.i18n import Text, _t
 from cogs.core.attachments import added_images
 from cogs.core.custom_ids import (
     IMAGES_FIELD,
@@ -73,19 +73,19 @@ class RefineSource:
         self.added = added
         self.attachment: discord.Attachment | None = None
 
-    async def announce(self, job: Job) -> Destination:
+    async def announce(self, job: Job, note: Text | None = None) -> Destination:
         interaction = self.interaction
         fetching = FETCHING_ALL if self.added else FETCHING
         if job.request.private:
             # The clicked result is on the interaction (or fetched: a private one sent by DM, or a public one
             # refined privately from elsewhere).
-            self.attachment = first_image(await self.source_message())
+            self.attachment = first_image(await self.source_message(), self.ids.job_id)
             if self.attachment is None:
                 raise InputError(NO_IMAGE)
             return await answer_in_place(interaction, job, fetching)
         await interaction.response.send_message(say(interaction, _t("🎨 Starting your refinement…")), ephemeral=True)
         source = await self.source_message()
-        self.attachment = first_image(source)
+        self.attachment = first_image(source, self.ids.job_id)
         if self.attachment is None:
             raise InputError(NO_IMAGE)
         try:
