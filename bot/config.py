@@ -263,7 +263,8 @@ SETTINGS: Final = (
             STORAGE),
     Setting("MAX_CONCURRENT_JOBS", "`4`", "API calls in flight at once (with PostgreSQL, across all workers).",
             EVERY_ROLE, LIMITS),
-    Setting("USER_MAX_ACTIVE", "`2`", "Jobs a member may have queued or running at once.", ADMITS, LIMITS),
+    Setting("USER_MAX_ACTIVE", "`2`", "Requests a member may have queued or running at once (a request's "
+            "variations count once).", ADMITS, LIMITS),
     Setting("USER_DAILY_LIMIT", "`25`", "Edits per member per UTC day.", ADMITS, LIMITS),
     Setting("GUILD_DAILY_LIMIT", "unlimited", "Edits per server per UTC day.", ADMITS, LIMITS, example="unlimited"),
     Setting("DAILY_BUDGET_USD", "unlimited", "Dollars per UTC day across all servers, on the bot's key (jobs on a "

@@ -4,6 +4,7 @@
 - the runs fill the card's gallery as they finish (the card keeps the earlier outputs by id);
 - Refine N and Reroll N pick a run; the Variations button under a result runs it four times;
 - a limit that allows fewer runs than asked says so in the acknowledgement, and only those are charged;
+- a request's runs count once against the jobs at once (they are one request);
 - the cooldown applies to the request, not between its runs;
 - another member's edit is not served after all of a member's variations.
 """
@@ -363,15 +364,23 @@ async def test_cancel_stops_the_runs_not_started_refunds_them_and_the_card_shows
     assert labels(last) == ["Refine 1", "Reroll 1", "Delete"]
 
 
-async def test_the_jobs_at_once_limit_caps_a_request_for_variations(
+async def test_a_request_for_variations_counts_once_against_the_jobs_at_once_limit(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await start(bot_process, bot_env, USER_MAX_ACTIVE="2")
+    release = asyncio.Event()
+    image_api.then(Reply(image=make_png(60, 40), until=release))
+    await send_edit(discord_fake, "a mill", [make_png()])
+    await image_api.wait_for_started(1, timeout=15)  # one edit running: one of the two at once
     handle = await ask(discord_fake, "a windmill", 4)
     content = (await handle.wait_for_callback()).json["data"]["content"]
-    assert "Only 2 of 4 variations will run, and only they are charged:" in content
-    assert "You already have 2 edits queued or running (the most at once is 2)" in content
-    runs = await group_of(bot_process.env, 2)
-    assert [(row[1], row[2], row[4]) for row in runs] == [(1, 4, "succeeded"), (2, 4, "succeeded")]
-    assert await money(bot_process.env) == [("a windmill", "charge")] * 2
-    assert len(image_api.calls) == 2
+    assert "4 variations" in content and "Only" not in content  # the four runs are one request at once
+    # The two at once are taken (the edit, and the request's four runs): a third request is refused.
+    refused = await send_edit(discord_fake, "one more mill", [make_png()])
+    answer = await refused.wait_for_callback()
+    assert "You already have 2 edits queued or running (the most at once is 2)" in answer.json["data"]["content"]
+    release.set()
+    runs = await group_of(bot_process.env, 4)
+    assert [(row[1], row[2], row[4]) for row in runs] == [(n, 4, "succeeded") for n in (1, 2, 3, 4)]
+    assert await money(bot_process.env) == [("a mill", "charge")] + [("a windmill", "charge")] * 4
+    assert len(image_api.calls) == 5

@@ -53,7 +53,8 @@ ATTEMPTS_OF = (
 )
 
 # A member's, their server's and (``whole_day``: only when a budget needs it, since it sums every
-# charge of the day) the day's totals.
+# charge of the day) the day's totals. A member's jobs at once count requests: a request's variations
+# (one group) count once, and a run of the group being admitted (``group_id``) finds it counted already.
 USAGE = f"""
 SELECT
     (SELECT {_NET_COUNT} FROM money WHERE day = :day AND user_id = :user_id) AS user_today,
@@ -61,7 +62,8 @@ SELECT
     CASE WHEN CAST(:whole_day AS INTEGER) = 1 THEN
         (SELECT {NET_AMOUNT} FROM money m JOIN jobs j ON j.id = m.job_id WHERE m.day = :day AND j.guild_key = 0)
     ELSE 0 END AS spend_today,
-    (SELECT COUNT(*) FROM jobs WHERE user_id = :user_id AND {UNFINISHED}) AS user_active,
+    (SELECT COUNT(DISTINCT COALESCE(group_id, id)) FROM jobs WHERE user_id = :user_id AND {UNFINISHED}
+     AND COALESCE(group_id, id) <> COALESCE(CAST(:group_id AS TEXT), '')) AS user_active,
     (SELECT MAX(created_at) FROM jobs WHERE user_id = :user_id AND created_at >= :since) AS last_accepted
 """
 

@@ -445,8 +445,17 @@ class Store:
 # The scripts ----------------------------------------------------------------------------------------
 
 
-def _usage_params(user_id: int, guild_id: int | None, day: str, now: float, *, whole_day: bool) -> dict[str, Any]:
-    return {"day": day, "user_id": user_id, "guild_id": guild_id, "since": now - 86400, "whole_day": int(whole_day)}
+def _usage_params(
+    user_id: int, guild_id: int | None, day: str, now: float, *, whole_day: bool, group_id: str | None = None
+) -> dict[str, Any]:
+    return {
+        "day": day,
+        "user_id": user_id,
+        "guild_id": guild_id,
+        "since": now - 86400,
+        "whole_day": int(whole_day),
+        "group_id": group_id,
+    }
 
 
 def _usage_from(row: Mapping[str, Any]) -> DayUsage:
@@ -471,7 +480,7 @@ def _admit(job: Job, quota: Quota, lease_until: float) -> Script[tuple[Limit, Da
     keys.append(f"user:{job.user_id}")
     yield from lock(*keys)
     params = _usage_params(job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day=quota.spend_today
-                           is not None)  # fmt: skip
+                           is not None, group_id=job.request.group_id)  # fmt: skip
     row = yield from fetch_one(
         q.VERDICT,
         b_spend=quota.spend_today,
