@@ -1,7 +1,7 @@
 """Delivery, the engine's half: fit the decoded answer to the destination, hand it over, record the end.
 
 Data goes one way: the engine finishes the image (decoded, fitted under the upload limit the
-destination gave) and small copies of the job's inputs (made while the answer decodes), and the
+destination gave) and small copies of the job's inputs (made during the call), and the
 frontend posts them together and answers ``Posted`` or ``PostFailed``. The output is fitted to the
 limit less what the inputs' copies take, so the whole message fits. When the frontend says the
 file was still too large, the engine shrinks it once more and hands it over again. A run that no
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bot.core.job import Delivered, Job
@@ -29,11 +29,14 @@ from bot.jobs.kinds import kind_of
 from bot.jobs.lifecycle import Lifecycle
 from bot.jobs.outbox import NEXT_USE
 from bot.media.editor import Editor
-from bot.media.images import InputPreview
+from bot.media.images import InputPreview, PreparedImage
 from bot.ports import NotDelivered, PostFailed, Publisher, ResultMedia
 from bot.provider.client import ImageEditResult
 
 log = logging.getLogger(__name__)
+
+# A result's copies of its inputs: a thumbnail each, or one strip of them all.
+Copies = tuple[tuple[InputPreview, ...], bytes | None]
 
 # When the destination refuses a fitted file as too large, aim this much smaller.
 SHRINK_AGAIN = 0.7
@@ -56,10 +59,12 @@ class Deliverer:
         self._inputs = inputs
         self._models = models  # a job's model as the configuration describes it (for its price)
 
-    async def deliver(self, job: Job, decoding: Awaitable[ImageEditResult]) -> None:
-        """Fit and post the result (being decoded) with its inputs, then record the job succeeded; raise
-        ``AtelierError``."""
-        result, (inputs, strip) = await asyncio.gather(decoding, self._previews(job))
+    async def deliver(
+        self, job: Job, decoding: Awaitable[ImageEditResult], copies: Awaitable[Copies] | None = None
+    ) -> None:
+        """Fit and post the result (being decoded) with its inputs' copies (being made, or made here from the
+        kept inputs), then record the job succeeded; raise ``AtelierError``."""
+        result, (inputs, strip) = await asyncio.gather(decoding, copies or self._kept_copies(job))
         media = ResultMedia((), inputs, strip)
         # The copies are small (a few KB each): whatever they take, the output keeps at least half the limit.
         budget = max(job.upload_limit // 2, job.upload_limit - media.preview_bytes)
@@ -105,15 +110,20 @@ class Deliverer:
             **where,
         )
 
-    async def _previews(self, job: Job) -> tuple[tuple[InputPreview, ...], bytes | None]:
-        """Small copies of the job's inputs for its result (none when its kind has none, or they are gone).
-
-        A copy that cannot be made costs the result its inputs' pictures, never the result itself.
-        """
+    async def _kept_copies(self, job: Job) -> Copies:
+        """``copies`` of the job's inputs as kept (none when its kind has none, or they are gone)."""
         if not kind_of(job.kind).needs_images:
             return (), None
-        kept = await self._inputs.load(job.id)
-        images = kept[: job.request.input_count] if kept else None  # the prompt's images (not a region's mask)
+        return await self.copies(job, await self._inputs.load(job.id) or [])
+
+    async def copies(self, job: Job, kept: Sequence[PreparedImage]) -> Copies:
+        """Small copies of the job's ``kept`` inputs for its result: the prompt's images (not a region's mask).
+
+        The dispatcher makes them while the job's call runs, from the inputs it loaded for the call, so the
+        work between an answer and its post is the answer's alone. A copy that cannot be made costs the
+        result its inputs' pictures, never the result itself.
+        """
+        images = kept[: job.request.input_count]
         if not images:
             return (), None
         try:

@@ -28,7 +28,7 @@ from bot.core.records import ClaimMiss
 from bot.core.states import JobState
 from bot.errors import AtelierError, UnexpectedError
 from bot.i18n import _t
-from bot.jobs.delivery import Deliverer
+from bot.jobs.delivery import Copies, Deliverer
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import UnknownKindError, kind_of
 from bot.jobs.lifecycle import Lifecycle
@@ -165,6 +165,7 @@ class Dispatcher:
         job = current = run.job
         slot_held = True
         attempts: list[Attempt] = []
+        copies: asyncio.Future[Copies] | None = None
         try:
             try:
                 kind = kind_of(job.kind)
@@ -176,6 +177,8 @@ class Dispatcher:
                 # A key removed since admission: the operator's key makes it (it was accepted already).
                 key = self._key_for(job.guild_id) if job.guild_key else None
                 request = kind.request(job, images, key)
+                # The result's copies of its inputs are made while the call runs, from the inputs just read.
+                copies = asyncio.ensure_future(self._deliverer.copies(job, images)) if images else None
                 del images
             finally:
                 run.started.set()  # started, or not to be: either way the hand-over is done
@@ -206,7 +209,7 @@ class Dispatcher:
                 slot_held = False
             decoding = asyncio.ensure_future(self._api.decode(answer))
             del answer
-            await self._deliverer.deliver(delivering, decoding)
+            await self._deliverer.deliver(delivering, decoding, copies)
         except UnknownKindError as error:
             await self._lifecycle.move(current, JobState.FAILED, error=error, attempts=attempts)
         except AtelierError as error:
@@ -230,6 +233,8 @@ class Dispatcher:
                 await self._lifecycle.move(current, JobState.FAILED, error=bug, attempts=attempts)
         finally:
             run.started.set()
+            if copies is not None:
+                copies.cancel()  # a job that ended before its result: its copies are not needed (done: no-op)
             if slot_held:
                 self._slots.release()
             if self._runs.get(job.id) is run:
