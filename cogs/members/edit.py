@@ -18,18 +18,18 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.job import MOST_VARIANTS, Destination, Job, JobRequest
+from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.core.models import offered_options
-from bot.core.sizes import size_choices
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
 from cogs.core.attachments import check_file
 from cogs.core.downloads import Downloader
-from cogs.core.language import _desc, _name, language_of
-from cogs.core.model_options import asked_options, shape_model_options
-from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
+from cogs.core.language import _desc, _name
+from cogs.core.model_options import shape_model_options
+from cogs.core.requests import requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
 from cogs.delivery.buttons import PROMPT_MAX, CancelButton, GroupCancelButton, RefineButton
+from cogs.members.request_options import DESCRIPTIONS, NAMES, command_request, size_suggestions
 
 if TYPE_CHECKING:
     from cogs.core.host import AtelierClient
@@ -94,13 +94,7 @@ class EditCog(commands.Cog):
         prompt=_desc("What to do; call the images image1, image2, … e.g. “put the cat from image1 into image2”"),
         image1=_desc("The first image (the one the prompt calls image1)"),
         size=_desc("Output size; leave empty for auto (keeps the edited image's aspect ratio)"),
-        style=_desc("One of this server's styles, added to your instruction"),
-        private=_desc("Only you see the progress and the result"),
-        spoiler=_desc("Show the result and its images as spoilers, hidden until clicked"),
-        quality=_desc("Image quality, if this server's model offers a choice"),
-        format=_desc("The result's file format: png, jpeg or webp"),
-        background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
-        variations=_desc("Run it 2 to 4 times, each one edit of your limit, and pick the best"),
+        **DESCRIPTIONS,
         # Spelt out, one text each, so that pybabel finds them.
         image2=_desc("Optional image2"),
         image3=_desc("Optional image3"),
@@ -113,17 +107,9 @@ class EditCog(commands.Cog):
         image10=_desc("Optional image10"),
     )
     @app_commands.rename(
-        prompt=_name("option name", "prompt"),
+        **NAMES,
         # Translators: the prompt calls the images by these names (image1 … image10): keep them recognisable.
         image1=_name("option name", "image1"),
-        size=_name("option name", "size"),
-        style=_name("option name", "style"),
-        private=_name("option name", "private"),
-        spoiler=_name("option name", "spoiler"),
-        quality=_name("option name", "quality"),
-        format=_name("option name", "format"),
-        background=_name("option name", "background"),
-        variations=_name("option name", "variations"),
         image2=_name("option name", "image2"),
         image3=_name("option name", "image3"),
         image4=_name("option name", "image4"),
@@ -158,28 +144,16 @@ class EditCog(commands.Cog):
         image10: discord.Attachment | None = None,
     ) -> None:
         sources = collect_images([image1, image2, image3, image4, image5, image6, image7, image8, image9, image10])
-        request = JobRequest(
-            kind="edit",
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id or 0,
-            prompt=clean_prompt(prompt),
-            size=parse_size(size),
-            input_count=len(sources),
-            private=private,
-            spoiler=spoiler,
-            style=parse_style(style),
-            language=language_of(interaction),
-            options=asked_options(quality=quality, format=format, background=background),
-            variants=variations or 1,
-        )
+        request = command_request(
+            interaction, "edit", prompt=prompt, input_count=len(sources), size=size, style=style, private=private,
+            spoiler=spoiler, quality=quality, format=format, background=background, variations=variations,
+        )  # fmt: skip
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
         await self.bot.engine.submit(request, requester(interaction), source)
 
     @edit.autocomplete("size")
     async def size_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:
-        choices = size_choices(current, language_of(interaction))
-        return [app_commands.Choice(name=label[:100], value=value) for label, value in choices]
+        return size_suggestions(interaction, current)
 
     @edit.autocomplete("style")
     async def style_autocomplete(

@@ -10,16 +10,16 @@ from __future__ import annotations
 from discord import app_commands
 from discord.ext import commands
 
-from bot.core.job import MOST_VARIANTS, Destination, Job, JobRequest
+from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.core.models import offered_options
-from bot.core.sizes import size_choices
 from bot.i18n import Text, _t
 from cogs.core.host import AtelierClient, Interaction
-from cogs.core.language import _desc, _name, language_of
-from cogs.core.model_options import asked_options, shape_model_options
-from cogs.core.requests import clean_prompt, parse_size, parse_style, requester, style_choices
+from cogs.core.language import _desc, _name
+from cogs.core.model_options import shape_model_options
+from cogs.core.requests import requester, style_choices
 from cogs.delivery.acknowledge import answer_in_place
 from cogs.delivery.buttons import PROMPT_MAX
+from cogs.members.request_options import DESCRIPTIONS, NAMES, command_request, size_suggestions
 
 
 class TextOnlySource:
@@ -49,24 +49,10 @@ class ImagineCog(commands.Cog):
     @app_commands.describe(
         prompt=_desc("What to picture, e.g. “a lighthouse on a cliff at dusk, in watercolour”"),
         size=_desc("Output size; leave empty for auto"),
-        style=_desc("One of this server's styles, added to your instruction"),
-        private=_desc("Only you see the progress and the result"),
-        spoiler=_desc("Show the result and its images as spoilers, hidden until clicked"),
-        quality=_desc("Image quality, if this server's model offers a choice"),
-        format=_desc("The result's file format: png, jpeg or webp"),
-        background=_desc("A transparent background (a sticker, as png or webp) or an opaque one"),
-        variations=_desc("Run it 2 to 4 times, each one edit of your limit, and pick the best"),
+        **DESCRIPTIONS,
     )
     @app_commands.rename(
-        prompt=_name("option name", "prompt"),
-        size=_name("option name", "size"),
-        style=_name("option name", "style"),
-        private=_name("option name", "private"),
-        spoiler=_name("option name", "spoiler"),
-        quality=_name("option name", "quality"),
-        format=_name("option name", "format"),
-        background=_name("option name", "background"),
-        variations=_name("option name", "variations"),
+        **NAMES,
     )
     async def imagine(
         self,
@@ -81,27 +67,15 @@ class ImagineCog(commands.Cog):
         background: str | None = None,
         variations: app_commands.Range[int, 2, MOST_VARIANTS] | None = None,
     ) -> None:
-        request = JobRequest(
-            kind="imagine",
-            user_id=interaction.user.id,
-            guild_id=interaction.guild_id,
-            channel_id=interaction.channel_id or 0,
-            prompt=clean_prompt(prompt),
-            size=parse_size(size),
-            input_count=0,
-            private=private,
-            spoiler=spoiler,
-            style=parse_style(style),
-            language=language_of(interaction),
-            options=asked_options(quality=quality, format=format, background=background),
-            variants=variations or 1,
-        )
+        request = command_request(
+            interaction, "imagine", prompt=prompt, input_count=0, size=size, style=style, private=private,
+            spoiler=spoiler, quality=quality, format=format, background=background, variations=variations,
+        )  # fmt: skip
         await self.bot.engine.submit(request, requester(interaction), TextOnlySource(interaction))
 
     @imagine.autocomplete("size")
     async def size_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
-        choices = size_choices(current, language_of(interaction))
-        return [app_commands.Choice(name=label[:100], value=value) for label, value in choices]
+        return size_suggestions(interaction, current)
 
     @imagine.autocomplete("style")
     async def style_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
