@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import ClassVar, Self
 
 _JOB = r"(?P<job_id>[0-9a-f]{1,32})"
 _MESSAGE = r"(?P<channel_id>\d{1,20}):(?P<message_id>\d{1,20})"
@@ -119,14 +120,18 @@ class RefineModalId:
     message_id: int
     job_id: str
 
+    # The form's own prefix and pattern (a subclass names another form of the same shape).
+    PREFIX: ClassVar[str] = REFINE_MODAL_PREFIX
+    PATTERN: ClassVar[re.Pattern[str]] = _REFINE_MODAL
+
     def encode(self) -> str:
         """The modal's custom_id (well under Discord's 100 characters)."""
-        return f"{REFINE_MODAL_PREFIX}{self.channel_id}:{self.message_id}:{self.job_id}"
+        return f"{self.PREFIX}{self.channel_id}:{self.message_id}:{self.job_id}"
 
     @classmethod
-    def parse(cls, custom_id: str) -> RefineModalId | None:
-        """The ids in a refine modal's custom_id, or ``None`` if it is not one."""
-        match = _REFINE_MODAL.match(custom_id)
+    def parse(cls, custom_id: str) -> Self | None:
+        """The ids in the form's custom_id, or ``None`` if it is not one of this form."""
+        match = cls.PATTERN.match(custom_id)
         if match is None:
             return None
         return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])
@@ -136,17 +141,8 @@ class RefineModalId:
 class RegionModalId(RefineModalId):
     """Where a region form came from: the clicked result message and its job (as Refine's, with its own prefix)."""
 
-    def encode(self) -> str:
-        """The form's custom_id."""
-        return f"{REGION_MODAL_PREFIX}{self.channel_id}:{self.message_id}:{self.job_id}"
-
-    @classmethod
-    def parse(cls, custom_id: str) -> RegionModalId | None:
-        """The ids in a region form's custom_id, or ``None`` if it is not one."""
-        match = _REGION_MODAL.match(custom_id)
-        if match is None:
-            return None
-        return cls(int(match["channel_id"]), int(match["message_id"]), match["job_id"])
+    PREFIX: ClassVar[str] = REGION_MODAL_PREFIX
+    PATTERN: ClassVar[re.Pattern[str]] = _REGION_MODAL
 
 
 def audit_delete_id(job_id: str) -> str:
