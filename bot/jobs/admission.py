@@ -143,9 +143,7 @@ class Admission:
             self._admitting -= 1
             if not self._admitting:
                 self._answered.set()
-        if len(jobs) == 1 and not jobs[0].request.is_variation:
-            return await self._prepare(jobs[0], source)
-        return (await self._prepare_group(jobs, source, short))[0]
+        return (await self._prepare(jobs, source, short))[0]
 
     @contextlib.asynccontextmanager
     async def _member_turn(self, user_id: int) -> AsyncIterator[None]:
@@ -245,50 +243,10 @@ class Admission:
         )
         return job
 
-    async def _prepare(self, job: Job, source: InputSource) -> Job:
-        announced = False
-        try:
-            destination = await source.announce(job, None)
-            announced = True
-            preparing = await self._lifecycle.move(job, JobState.PREPARING, destination=destination)
-            if preparing is None:  # cancelled, or the bot is stopping
-                return await self._as_it_is(job)
-            job = preparing
-            notes: tuple[str, ...] = ()
-            inputs: tuple[InputInfo, ...] = ()
-            kind = kind_of(job.kind)
-            if kind.needs_images:
-                await self._after_answers()
-                files = await source.fetch()
-                images = await kind.prepare(job, files, self._editor)
-                await self._inputs.save(job.id, images)
-                # Notes are kept as text, in the language of the member who reads them.
-                notes = tuple(catalogs().render(image.note, job.request.language) for image in images if image.note)
-                # What the result names image1…; a kind may keep more after them (a region edit's mask).
-                shown = images[: job.request.input_count]
-                inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in shown)
-            queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes, inputs=inputs)
-            if queued is None:  # cancelled while its images were being prepared: never queued again
-                await self._inputs.delete(job.id)  # saved after the job ended
-                return await self._as_it_is(job)
-            return queued
-        except AtelierError as error:
-            failure: AtelierError = error
-        except asyncio.CancelledError:
-            await asyncio.shield(
-                self._fail(job, AtelierError(STOPPED_WHILE_FETCHING, log_detail="preparation stopped"))
-            )
-            raise
-        except Exception as exc:  # a bug: logged under a reference; the member gets the one apology
-            failure = UnexpectedError.capture(exc, f"preparing job {job.id}")
-        failed = await self._fail(job, failure)
-        if not announced:
-            raise failure  # nobody has answered the member yet: the caller's error path does
-        return failed or job
-
-    async def _prepare_group(self, jobs: list[Job], source: InputSource, short: Text | None) -> list[Job]:
-        """``_prepare`` for a group's runs: one acknowledgement (which says when fewer run than asked), one
-        fetch and check of the images, kept for each run; each run queued as it is ready."""
+    async def _prepare(self, jobs: list[Job], source: InputSource, short: Text | None) -> list[Job]:
+        """Announce, fetch, check, keep and queue a request's jobs (one, or a group's runs): one acknowledgement
+        (which says when fewer runs than asked were accepted), one fetch and check of the images, kept for each
+        job; each queued as it is ready. Returns the jobs as they ended up."""
         first = jobs[0]
         announced = False
         try:
@@ -307,7 +265,9 @@ class Admission:
                 await self._after_answers()
                 files = await source.fetch()
                 images = await kind.prepare(preparing[0], files, self._editor)
+                # Notes are kept as text, in the language of the member who reads them.
                 notes = tuple(catalogs().render(image.note, first.request.language) for image in images if image.note)
+                # What the result names image1…; a kind may keep more after them (a region edit's mask).
                 shown = images[: first.request.input_count]
                 inputs = tuple(InputInfo(i.width, i.height, len(i.data), i.mime) for i in shown)
             ended: list[Job] = []
@@ -315,9 +275,9 @@ class Admission:
                 if images is not None:
                     await self._inputs.save(job.id, images)
                 queued = await self._lifecycle.move(job, JobState.QUEUED, notes=notes, inputs=inputs)
-                if queued is None:  # cancelled meanwhile
+                if queued is None:  # cancelled while its images were being prepared: never queued again
                     if images is not None:
-                        await self._inputs.delete(job.id)
+                        await self._inputs.delete(job.id)  # saved after the job ended
                     ended.append(await self._as_it_is(job))
                 else:
                     ended.append(queued)
@@ -331,14 +291,14 @@ class Admission:
             )
             raise
         except Exception as exc:  # a bug: logged under a reference; the member gets the one apology
-            failure = UnexpectedError.capture(exc, f"preparing group {first.id}")
+            failure = UnexpectedError.capture(exc, f"preparing job {first.id}")
         # Each run not queued yet fails (refunded); one already queued (no longer held here) runs.
         failed = [
             (await self._fail(job, failure) or job) if self._lifecycle.holds(job.id) else await self._as_it_is(job)
             for job in jobs
         ]
         if not announced:
-            raise failure
+            raise failure  # nobody has answered the member yet: the caller's error path does
         return failed
 
     async def _as_it_is(self, job: Job) -> Job:

@@ -263,12 +263,7 @@ class Delivery:
             channel_id, message_id = await self._edit(content=None, embeds=[], attachments=files, view=card, final=True)
             return channel_id, message_id, delivered
         except _CannotEditError:
-            pass
-        if self.private:
-            message = await self._direct_card(*compose(Delivered.DIRECT_MESSAGE))
-            return message.channel.id, message.id, Delivered.DIRECT_MESSAGE
-        message = await self._late_card(*compose(delivered))
-        return message.channel.id, message.id, Delivered.POSTED
+            return await self.elsewhere(compose)
 
     async def attachments(self) -> list[discord.Attachment] | None:
         """The status message's files as Discord has them now; ``None`` when it can no longer be edited (a group's
