@@ -182,7 +182,10 @@ async def test_a_gateway_and_two_workers_deliver_forty_jobs_from_ten_members_eac
     for handle in handles:
         assert sum(1 for r in handle.webhook_requests() if r.files and 200 <= r.status < 300) == 1
     assert "image API attempt" not in cluster.gateway.log()
-    assert all("image API attempt" in w.log() for w in cluster.workers), "both workers took jobs"
+    assert any("image API attempt" in w.log() for w in cluster.workers)
+    # Which workers share the work is not asserted: a worker whose call ends claims the next job itself, so
+    # one that won every first claim (the other slower to start on a busy machine) keeps them all, rightly.
+    # That any worker runs any job is shown by the take-over tests below.
     money = await rows(database, "SELECT entry, COUNT(*) FROM money GROUP BY entry")
     assert {r[0]: r[1] for r in money} == {"charge": 40}
 
