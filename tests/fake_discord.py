@@ -400,6 +400,7 @@ class FakeDiscord:
         self.app_permissions = BOT_PERMISSIONS
         self.closed_dms: set[int] = set()  # members who accept no direct message from the bot
         self.hidden_channels: set[int] = set()  # channels the bot cannot see (View Channel denied)
+        self.slow_callbacks: dict[int, float] = {}  # member id -> seconds the callbacks of their interactions take
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.gateway_received: list[JSON] = []
@@ -1330,6 +1331,8 @@ class FakeDiscord:
 
     async def _callback(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         it = self._interaction_for(int(request.match_info["id"]), request.match_info["token"])
+        member = it.payload.get("member") or {}
+        await asyncio.sleep(self.slow_callbacks.get(int((member.get("user") or it.payload.get("user"))["id"]), 0.0))
         if it.acked:
             raise DiscordError(*ALREADY_ACKED)
         body = self._body(rec)

@@ -97,9 +97,10 @@ class Admission:
         self._balance = balance
         self.accepting = True
         self._members: dict[int, asyncio.Lock] = {}  # one admission at a time per member, in arrival order
-        self._admitting = 0  # requests between arriving and being admitted (or refused)
+        self._unanswered = 0  # requests between arriving and their member's answer (or refusal)
         self._answered = asyncio.Event()  # set while none is
         self._answered.set()
+        self._early = 0  # jobs that went to fetch their images while requests waited for an answer
 
     def model_for(self, guild_id: int | None) -> ImageModel:
         """The model a server picked (if the operator still allows it), else the default."""
@@ -131,7 +132,7 @@ class Admission:
         """
         if not self.accepting:
             raise ShuttingDownError()
-        self._admitting += 1
+        self._unanswered += 1
         self._answered.clear()
         try:
             async with self._member_turn(request.user_id):
@@ -139,10 +140,9 @@ class Admission:
                     jobs, short = await self._admit_group(request, who)
                 else:
                     jobs, short = [await self._admit(request, who)], None
-        finally:
-            self._admitting -= 1
-            if not self._admitting:
-                self._answered.set()
+        except BaseException:  # refused: the caller answers at once
+            self._answer_given()
+            raise
         return (await self._prepare(jobs, source, short))[0]
 
     @contextlib.asynccontextmanager
@@ -250,7 +250,10 @@ class Admission:
         first = jobs[0]
         announced = False
         try:
-            destination = await source.announce(first, short)
+            try:
+                destination = await source.announce(first, short)
+            finally:
+                self._answer_given()
             announced = True
             preparing = [
                 moved
@@ -262,7 +265,7 @@ class Admission:
             kind = kind_of(first.kind)
             images = None
             if kind.needs_images and preparing:
-                await self._after_answers()
+                await self._answers_first()
                 files = await source.fetch()
                 images = await kind.prepare(preparing[0], files, self._editor)
                 # Notes are kept as text, in the language of the member who reads them.
@@ -301,23 +304,33 @@ class Admission:
             raise failure  # nobody has answered the member yet: the caller's error path does
         return failed
 
+    def _answer_given(self) -> None:
+        self._unanswered -= 1
+        if not self._unanswered:
+            self._answered.set()
+            self._early = 0
+
     async def _as_it_is(self, job: Job) -> Job:
         return await self._lifecycle.store.get_job(job.id) or job
 
-    async def _after_answers(self) -> None:
-        """Let every request that has arrived be admitted (and so answered, right after) before
-        this job's images are fetched.
+    async def _answers_first(self) -> None:
+        """Let every request that has arrived be answered (admitted and acknowledged, or refused) before
+        this job's images are fetched, unless it is one of the first jobs of the burst, as many as the slots.
 
-        An answer is what a member waits for; fetching and keeping images can wait a moment.
-        With PostgreSQL a burst of requests would otherwise share the connections and the
-        event loop with the downloads and saves of the first ones, and the last answers would
-        come late. Bounded, so a flood of requests cannot hold the first jobs back for long.
+        An answer is what a member waits for; fetching and checking images can wait a moment: a burst
+        of requests would otherwise share the event loop (and, with PostgreSQL, the connections) with
+        the downloads and saves of the first ones, and the last answers would come late. The first jobs
+        go at once all the same, or the API would wait for them. Bounded, so a flood of requests cannot
+        hold the others back for long.
         """
-        # The first jobs of a burst go at once all the same: the API slots would wait for them.
-        if self._admitting and len(self._lifecycle.held(JobState.PREPARING)) > self._config.max_concurrent_jobs:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
-                    await self._answered.wait()
+        if not self._unanswered:
+            return
+        if self._early < self._config.max_concurrent_jobs:
+            self._early += 1
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
+                await self._answered.wait()
 
     async def _fail(self, job: Job, error: AtelierError) -> Job | None:
         held = self._lifecycle.holds(job.id) or job
