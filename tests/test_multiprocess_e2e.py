@@ -13,7 +13,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from bot.core.records import StoredImage
 from bot.core.states import JobState
 from bot.store.database import open_and_migrate
 from bot.store.postgres import PostgresDatabase
+from bot.store.script import Op, execute, fetch_value
 from bot.store.store import Store
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
@@ -379,3 +380,34 @@ async def test_variations_run_by_two_workers_fill_one_card_without_dropping_an_o
     assert [names[item["media"]["url"]] for item in gallery[0]["items"]] == [f"atelier-{r['id']}.png" for r in runs]
     money = await rows(database, "SELECT entry, COUNT(*) FROM money GROUP BY entry")
     assert {r[0]: r[1] for r in money} == {"charge": 4}
+
+
+async def test_writes_of_megabytes_leave_a_connection_for_admissions_and_claims(database: str) -> None:
+    """Heavy scripts (a job's images) take at most all of a process's connections but two (here, a pool of
+    two: one), so an admission, a claim or a move never waits behind a burst of uploads being saved."""
+    store = await migrated(database)  # a pool of two connections
+    blocker = await asyncpg.connect(database)
+    heavies: list[asyncio.Task[None]] = []
+    try:
+        await blocker.execute("SELECT pg_advisory_lock(4242)")
+
+        def stuck() -> Generator[Op, Any, None]:
+            yield from execute("SELECT pg_advisory_xact_lock(4242)")  # waits until the blocker lets go
+
+        heavies = [asyncio.create_task(store.database.run(stuck(), heavy=True)) for _ in range(2)]
+        waiting = "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        for _ in range(500):  # until a heavy script waits on its connection (10 s at most)
+            if await blocker.fetchval(waiting):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("no heavy script reached the database")
+        async with asyncio.timeout(10):  # the light script finds the connection the heavy ones may not take
+            assert await store.database.run(fetch_value("SELECT 1 AS one")) == 1
+        assert not any(task.done() for task in heavies)
+    finally:
+        await blocker.execute("SELECT pg_advisory_unlock(4242)")
+        async with asyncio.timeout(10):
+            await asyncio.gather(*heavies)
+        await blocker.close()
+        await store.database.close()

@@ -96,9 +96,11 @@ async def test_each_limit_is_decided_at_its_edge_with_its_verdict_and_explanatio
         if refused is None:
             return None
         limit, usage = refused
-        # What the store saw under its locks is what /usage shows (the day's spend is summed only for a budget).
-        assert usage == dataclasses.replace(before, spend_today=usage.spend_today)
+        # What the store saw under its locks is what /usage shows (the day's spend is summed only for a budget,
+        # the server's edits only for a server limit).
+        assert usage == dataclasses.replace(before, spend_today=usage.spend_today, guild_today=usage.guild_today)
         assert usage.spend_today == (before.spend_today if quota.spend_today is not None else 0)
+        assert usage.guild_today == (before.guild_today if quota.guild_today is not None else 0)
         assert await store.get_job(job.id) is None
         return f"{limit}: {quota.refusal(limit, usage).user_message}"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,9 @@ from bot.core.records import Block, ClaimTerms, Fence, NoticeDraft, RecentRun, S
 from bot.core.states import JobState
 from bot.servers.settings import GuildSettings
 from bot.store.database import migrate, migrations, open_and_migrate
-from bot.store.script import execute
+from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone
 from bot.store.store import Store
+from bot.store.store import _move as move_script
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
 
 DAY = utc_day(NOON)
@@ -485,3 +487,51 @@ async def check_migrated(store: Store) -> None:
     assert isinstance(claimed, Job) and (claimed.id, claimed.run, claimed.holder) == ("old5", 1, "new-process")
     await admit(store, make_job("new1", 1, NOON + 100))
     assert (await store.totals(DAY)).operator_spend == 180_700 + PRICE
+
+
+async def test_a_script_that_goes_on_after_its_only_statement_is_refused_and_undone(store: Store) -> None:
+    """A statement marked as its script's only one runs outside a transaction on PostgreSQL (one round trip
+    instead of three), so a script that yields anything after it is a bug: refused on both databases, with
+    nothing of it kept; marked and alone, it runs and answers as any statement."""
+    added = await add(store, job("solo"), JobState.PREPARING)
+
+    def alone() -> Generator[Op, Any, Row | None]:
+        return (yield from fetch_one_alone("SELECT id, status FROM jobs WHERE id = :id", id=added.id))
+
+    def goes_on() -> Generator[Op, Any, None]:
+        yield from fetch_one_alone("UPDATE jobs SET prompt = 'changed' WHERE id = :id RETURNING id", id=added.id)
+        yield from execute("UPDATE jobs SET prompt = 'changed again' WHERE id = :id", id=added.id)
+
+    assert await store.database.run(alone()) == {"id": "solo", "status": "preparing"}
+    with pytest.raises(RuntimeError, match="only one"):
+        await store.database.run(goes_on())
+    # SQLite undoes the script's savepoint; PostgreSQL never ran what came after the statement alone.
+    expected = "prompt of solo" if store.dialect == "sqlite" else "changed"
+    assert await value(store, "SELECT prompt FROM jobs WHERE id = :id", id=added.id) == expected
+
+
+def test_a_plain_move_is_its_update_alone_and_any_other_move_a_transaction() -> None:
+    """Which moves go without a transaction: one that only changes the job's row. A move with money,
+    attempts, a notice, a claim or tidings for other processes keeps its transaction."""
+
+    def first_op(current: JobState, target: JobState, **extra: Any) -> Op:
+        args: dict[str, Any] = {"refund": False, "attempts": (), "fence": None, "notice": None, "claim": None}
+        args.update(extra)
+        script = move_script("j1", current, target, {}, args["refund"], "gw", NOON, args["attempts"],
+                             args["fence"], args["notice"], args["claim"])  # fmt: skip
+        try:
+            return next(script)
+        finally:
+            script.close()
+
+    def alone(op: Op) -> bool:
+        return isinstance(op, Fetch) and op.alone
+
+    assert alone(first_op(JobState.ACCEPTED, JobState.PREPARING))
+    assert alone(first_op(JobState.DELIVERING, JobState.DELIVERING))
+    assert not alone(first_op(JobState.PREPARING, JobState.QUEUED))  # "queued" is told to every process
+    assert not alone(first_op(JobState.QUEUED, JobState.CANCELLED, refund=True))
+    assert not alone(first_op(JobState.RUNNING, JobState.DELIVERING))  # "slot" is told
+    assert not alone(first_op(JobState.DELIVERING, JobState.SUCCEEDED))  # a notice row
+    attempt = Attempt(1, NOON, 1.0, AttemptOutcome.SUCCEEDED, True, 200)
+    assert not alone(first_op(JobState.DELIVERING, JobState.DELIVERING, attempts=(attempt,)))

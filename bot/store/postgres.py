@@ -2,7 +2,8 @@
 
 - **Transactions.** A script runs on one pooled connection: ``BEGIN`` and the locks it takes
   first go in one round trip, then a round trip per statement, then its notices and ``COMMIT``
-  in one more. A read-only script runs without a transaction.
+  in one more. A read-only script, or one whose only statement is atomic by itself (``alone``),
+  runs without a transaction: one round trip for a job's plain move.
 - **Locks** are advisory locks held to the end of the transaction (``pg_advisory_xact_lock``),
   keyed by a 64-bit hash of their name; scripts take them in a fixed order, so none deadlocks.
 - **Notices** are ``NOTIFY`` on the channel ``atelier``, sent only if the transaction commits.
@@ -35,7 +36,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bot.errors import ConfigError
-from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row
+from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,9 @@ class PostgresDatabase:
         self._handlers: list[Callable[[str], None]] = []
         self._holder: str | None = None
         self._session_use = asyncio.Lock()  # one query at a time on the session connection
+        # Scripts that write megabytes (a job's images) take at most all connections but two, which stay for
+        # the light ones (an admission, a claim, a move) that members and slots wait for.
+        self._heavy = asyncio.Semaphore(max(1, pool_size - 2))
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -148,6 +152,12 @@ class PostgresDatabase:
     # Running scripts ----------------------------------------------------------------------------
 
     async def run(self, script: Generator[Op, Any, T], *, write: bool = True, heavy: bool = False) -> T:
+        if heavy:
+            async with self._heavy:
+                return await self._run(script, write)
+        return await self._run(script, write)
+
+    async def _run(self, script: Generator[Op, Any, T], write: bool) -> T:
         async with self.pool.acquire() as conn:
             if not write:
                 return await self._drive(script, conn, None, [])
@@ -157,6 +167,8 @@ class PostgresDatabase:
             except StopIteration as stop:
                 value: T = stop.value
                 return value
+            if isinstance(op, Fetch) and op.alone:
+                return await self._alone(script, conn, op)
             # BEGIN and the locks a script takes first: one round trip.
             locks = []
             while isinstance(op, Lock):
@@ -183,6 +195,18 @@ class PostgresDatabase:
             return result
 
     @staticmethod
+    async def _alone(script: Generator[Op, Any, T], conn: asyncpg.Connection, op: Fetch) -> T:
+        """A script's only statement, atomic by itself: run outside a transaction, one round trip."""
+        try:
+            after = script.send(await _perform(op, conn, []))
+        except StopIteration as stop:
+            value: T = stop.value
+            return value
+        finally:
+            script.close()
+        raise went_on_after(after)
+
+    @staticmethod
     async def _drive(
         script: Generator[Op, Any, T], conn: asyncpg.Connection, first: Op | None, notices: list[str]
     ) -> T:
@@ -194,7 +218,9 @@ class PostgresDatabase:
                 except asyncpg.PostgresError as exc:
                     op = script.throw(exc)
                 else:
-                    op = script.send(result)
+                    alone, op = is_alone(op), script.send(result)
+                    if alone:
+                        raise went_on_after(op)
         except StopIteration as stop:
             value: T = stop.value
             return value

@@ -22,7 +22,6 @@ _NET_COUNT = f"COALESCE(SUM(CASE entry WHEN '{CHARGE}' THEN 1 WHEN '{REFUND}' TH
 NET_AMOUNT = f"COALESCE(SUM(CASE WHEN m.entry = '{REFUND}' THEN -m.amount ELSE m.amount END), 0)"
 UNFINISHED = f"status NOT IN ({sql_states(*ENDED)})"
 
-INSERT_JOB = f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) VALUES ({', '.join(':' + c for c in JOB_COLUMNS)})"
 # A charge or refund row, keyed by the job and the entry: a second one of either is never written.
 INSERT_MONEY = (
     "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount, at) "
@@ -52,13 +51,17 @@ ATTEMPTS_OF = (
     "WHERE job_id = :job_id ORDER BY run, attempt"
 )
 
-# A member's, their server's and (``whole_day``: only when a budget needs it, since it sums every
-# charge of the day) the day's totals. A member's jobs at once count requests: a request's variations
-# (one group) count once, and a run of the group being admitted (``group_id``) finds it counted already.
+# A member's, (``whole_guild``) their server's and (``whole_day``) the day's totals. The server's and the
+# day's are summed only when a limit needs them: they read every charge of the server, or of the day (ten
+# thousand rows in a busy one), and an admission that sums them for nothing waits for it. A member's jobs
+# at once count requests: a request's variations (one group) count once, and a run of the group being
+# admitted (``group_id``) finds it counted already.
 USAGE = f"""
 SELECT
     (SELECT {_NET_COUNT} FROM money WHERE day = :day AND user_id = :user_id) AS user_today,
-    (SELECT {_NET_COUNT} FROM money WHERE day = :day AND guild_id = :guild_id) AS guild_today,
+    CASE WHEN CAST(:whole_guild AS INTEGER) = 1 THEN
+        (SELECT {_NET_COUNT} FROM money WHERE day = :day AND guild_id = :guild_id)
+    ELSE 0 END AS guild_today,
     CASE WHEN CAST(:whole_day AS INTEGER) = 1 THEN
         (SELECT {NET_AMOUNT} FROM money m JOIN jobs j ON j.id = m.job_id WHERE m.day = :day AND j.guild_key = 0)
     ELSE 0 END AS spend_today,
@@ -80,6 +83,14 @@ SELECT u.*, CASE
 END AS verdict
 FROM ({USAGE}) u
 """
+
+# A new job, inserted only if the verdict on its member's totals allows it (``VERDICT``, whose parameters it
+# takes; the job's columns come as ``j_``-prefixed parameters): the check and the insert are one statement,
+# one round trip on PostgreSQL while the admission's locks are held. Nothing inserted: a limit refuses.
+ADMIT_JOB = (
+    f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) SELECT {', '.join(':j_' + c for c in JOB_COLUMNS)} "
+    f"FROM ({VERDICT}) v WHERE v.verdict IS NULL"
+)
 
 # The fair choice: each member's first waiting job (in acceptance order) is their head; a head that
 # is ready (queued) may start; members served least recently go first. And the calls running under a

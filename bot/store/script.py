@@ -11,7 +11,9 @@ what the script does, and the script never knows which database it is on::
         row = yield from fetch_one(HEAD, now=now)
         ...
 
-Statements use ``:name`` parameters. A script that raises rolls its transaction back.
+Statements use ``:name`` parameters. A script that raises rolls its transaction back. A script whose
+only statement is atomic by itself says so (``alone``): PostgreSQL then runs it without ``BEGIN`` and
+``COMMIT``, one round trip instead of three, and refuses a script that yields anything after it.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ Params = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Fetch:
-    """Run a statement and receive its rows."""
+    """Run a statement and receive its rows (``alone``: the script's only operation)."""
 
     sql: str
     params: Params
+    alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,15 @@ Op = Fetch | Execute | ExecuteMany | Lock | Notify
 Script = Generator[Op, Any, Any]
 
 
+def went_on_after(op: Op) -> RuntimeError:
+    """The error for a script that yielded another operation after one it said was its only one."""
+    return RuntimeError(f"a script went on after the statement it said was its only one: {op!r:.80}")
+
+
+def is_alone(op: Op) -> bool:
+    return isinstance(op, Fetch) and op.alone
+
+
 def fetch(sql: str, **params: Any) -> Generator[Op, Any, list[Row]]:
     rows: list[Row] = yield Fetch(sql, params)
     return rows
@@ -74,6 +86,12 @@ def fetch(sql: str, **params: Any) -> Generator[Op, Any, list[Row]]:
 
 def fetch_one(sql: str, **params: Any) -> Generator[Op, Any, Row | None]:
     rows: list[Row] = yield Fetch(sql, params)
+    return rows[0] if rows else None
+
+
+def fetch_one_alone(sql: str, **params: Any) -> Generator[Op, Any, Row | None]:
+    """``fetch_one`` as the script's only operation: no statement, lock or notice may follow it."""
+    rows: list[Row] = yield Fetch(sql, params, alone=True)
     return rows[0] if rows else None
 
 

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bot.errors import ConfigError
-from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row
+from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,9 @@ def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list
             except sqlite3.Error as exc:
                 op = script.throw(exc)
             else:
-                op = script.send(result)
+                alone, op = is_alone(op), script.send(result)
+                if alone:
+                    raise went_on_after(op)
     except StopIteration as stop:
         value: T = stop.value
         return value

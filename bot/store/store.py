@@ -50,6 +50,7 @@ from bot.store.script import (
     execute_many,
     fetch,
     fetch_one,
+    fetch_one_alone,
     fetch_value,
     in_list,
     lock,
@@ -97,7 +98,8 @@ class Store:
         return await self._write(_admit(job, quota, lease_until))
 
     async def usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
-        row = await self._read(fetch_one(q.USAGE, **_usage_params(user_id, guild_id, day, now, whole_day=True)))
+        params = _usage_params(user_id, guild_id, day, now, whole_day=True, whole_guild=True)
+        row = await self._read(fetch_one(q.USAGE, **params))
         assert row is not None
         return _usage_from(row)
 
@@ -446,7 +448,14 @@ class Store:
 
 
 def _usage_params(
-    user_id: int, guild_id: int | None, day: str, now: float, *, whole_day: bool, group_id: str | None = None
+    user_id: int,
+    guild_id: int | None,
+    day: str,
+    now: float,
+    *,
+    whole_day: bool,
+    whole_guild: bool,
+    group_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "day": day,
@@ -454,6 +463,7 @@ def _usage_params(
         "guild_id": guild_id,
         "since": now - 86400,
         "whole_day": int(whole_day),
+        "whole_guild": int(whole_guild),
         "group_id": group_id,
     }
 
@@ -479,21 +489,23 @@ def _admit(job: Job, quota: Quota, lease_until: float) -> Script[tuple[Limit, Da
         keys.append(f"guild:{job.guild_id}")
     keys.append(f"user:{job.user_id}")
     yield from lock(*keys)
-    params = _usage_params(job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day=quota.spend_today
-                           is not None, group_id=job.request.group_id)  # fmt: skip
-    row = yield from fetch_one(
-        q.VERDICT,
-        b_spend=quota.spend_today,
-        b_guild=quota.guild_today,
-        b_active=quota.user_active,
-        b_user=quota.user_today,
-        b_accepted=quota.user_last_accepted,
-        **params,
-    )
-    assert row is not None
-    if row["verdict"] is not None:
+    params = _usage_params(
+        job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day=quota.spend_today is not None,
+        whole_guild=quota.guild_today is not None, group_id=job.request.group_id,
+    )  # fmt: skip
+    bounds = {
+        "b_spend": quota.spend_today,
+        "b_guild": quota.guild_today,
+        "b_active": quota.user_active,
+        "b_user": quota.user_today,
+        "b_accepted": quota.user_last_accepted,
+    }
+    columns = {f"j_{name}": value for name, value in job_params(job, lease_until).items()}
+    if not (yield from execute(q.ADMIT_JOB, **bounds, **params, **columns)):
+        # Refused (the locks still held: the totals are as the insert found them): which limit, and the totals.
+        row = yield from fetch_one(q.VERDICT, **bounds, **params)
+        assert row is not None and row["verdict"] is not None
         return Limit(row["verdict"]), _usage_from(row)
-    yield from execute(q.INSERT_JOB, **job_params(job, lease_until))
     yield from execute(q.INSERT_MONEY, id=job.id, entry=q.CHARGE, at=job.created_at)
     return None
 
@@ -517,7 +529,17 @@ def _move(
     params: dict[str, Any] = {**columns, "id": job_id, "current": current.value, "target": target.value}
     if fence is not None:
         params.update(fence_holder=fence.holder, fence_run=fence.run)
-    row = yield from fetch_one(sql, **params)
+    # A plain move (no money, attempts, notice, claim or tidings below) is its UPDATE alone: one round trip.
+    plain = not (
+        refund
+        or settle is not None
+        or attempts
+        or target.terminal
+        or target is JobState.QUEUED
+        or current is JobState.RUNNING
+        or claim is not None
+    )
+    row = yield from (fetch_one_alone if plain else fetch_one)(sql, **params)
     if row is None:
         return MoveResult(None)
     moved = job_from_row(row)
