@@ -80,10 +80,13 @@ class Settings:
     scale_slots: int = 16
     scale_latency: float = 2.0
     scale_window: float = 30.0
+    # The store alone: ``store_jobs`` admissions at once, ``store_repeats`` times per code and database.
+    store_jobs: int = 400
+    store_repeats: int = 5
     profile_dir: Path | None = None
     # Extra environment for every bot process (``--bot-env``), e.g. MALLOC_ARENA_MAX=2.
     bot_env: Mapping[str, str] = field(default_factory=dict)
-    # The code the single-process ack and throughput measures run: this checkout, and the baseline if asked.
+    # The code the single-process ack, throughput and store measures run: this checkout, and the baseline if asked.
     codes: tuple[Code, ...] = (Code(),)
 
 
@@ -130,6 +133,8 @@ def make_settings(
         scale_slots=4,
         scale_latency=0.5,
         scale_window=3.0,
+        store_jobs=20,
+        store_repeats=1,
         **common,
     )
 

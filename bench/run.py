@@ -1,6 +1,6 @@
 """Benchmark the real bot against the fakes from ``tests/`` and print a Markdown table.
 
-    python -m bench.run [--api-latency S] [--quick] [--only ack|overhead|throughput|memory|postgres|scale]
+    python -m bench.run [--api-latency S] [--quick] [--only ack|overhead|throughput|memory|postgres|scale|store]
                         [--runs N] [--baseline PATH] [--json PATH]
 
 Each measure starts its own fake Discord, fake image API and ``python -m bot`` process, so settings
@@ -8,7 +8,8 @@ such as ``MAX_CONCURRENT_JOBS`` do not leak between them. Times are ``time.perf_
 inside the fakes: when INTERACTION_CREATE is sent, when a request's body has been fully received, and
 when the image API got and answered a call. Every wait is bounded; the bot is stopped (or killed) on exit.
 With ``--baseline PATH`` the ack and throughput measures also run the bot of an older checkout
-(``bench.baseline``), right after this code's, and label each row with the code it ran.
+(``bench.baseline``), right after this code's, and label each row with the code it ran; the store
+measure runs the older code's store, alternating with this one's, when it has the one engine's.
 """
 
 from __future__ import annotations
@@ -53,10 +54,11 @@ from bench.common import (
 from bench.fakes import TimedDiscord, TimedImageAPI
 from bench.postgres import measure_postgres
 from bench.scale import measure_scale
+from bench.store import measure_store
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.harness import API_KEY, BOT_TOKEN, ROOT, BotProcess, send_edit
 
-MEASURES = ("ack", "overhead", "throughput", "memory", "postgres", "scale")
+MEASURES = ("ack", "overhead", "throughput", "memory", "postgres", "scale", "store")
 ACK_BOUND = 0.05  # the single process's ack p99 target, in seconds
 
 
@@ -408,6 +410,7 @@ RUNNERS: dict[str, Callable[[Settings, Report], Awaitable[None]]] = {
     "memory": measure_memory,
     "postgres": measure_postgres,
     "scale": measure_scale,
+    "store": measure_store,
 }
 
 
@@ -440,8 +443,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR",
                         help="record the bot with py-spy (collapsed stacks) into DIR")  # fmt: skip
     parser.add_argument("--baseline", type=Path, default=None, metavar="PATH",
-                        help="a checkout of older code (e.g. git worktree add /tmp/atelier-old 60c95fa): the ack "
-                             "and throughput measures run it too, after this code's, in the same run")  # fmt: skip
+                        help="a checkout of older code (e.g. git worktree add /tmp/atelier-old 60c95fa): the ack, "
+                             "throughput and store measures run it too, in the same run")  # fmt: skip
     return parser.parse_args(argv)
 
 

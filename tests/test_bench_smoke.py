@@ -66,6 +66,10 @@ def test_quick_benchmark_prints_every_measure_with_numbers(tmp_path: Path) -> No
         for line in lines:
             value, ratio = line.split(" | ")[1], line.split(" | ")[3]
             assert re.search(r"\d", value) and re.fullmatch(r"\d+\.\d\d", ratio), line
+    # The store alone, on each database (this code's store: the baseline's predates it); figures without a target.
+    store = [r for r in rows if r.startswith("| Store alone [this code, ")]
+    assert [" sqlite: " in store[0], " postgres: " in store[1]] == [True, True], store
+    assert all(re.search(r"\| \d+ ms \| \(no target\) \|", line) for line in store), store
     assert "did not complete" not in done.stdout
     data = json.loads(out.read_text())
-    assert all(isinstance(r["ratio"], float) for r in data["rows"])
+    assert all(isinstance(r["ratio"], float) or r["target"] == "(no target)" for r in data["rows"])
