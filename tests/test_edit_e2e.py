@@ -149,19 +149,23 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     """Members are answered first: in a burst, only as many jobs as the API has slots fetch their images
-    while a request of the burst still waits for its answer (here Discord takes 0.6 s over one); the others
+    while a request of the burst still waits for its answer (here Discord takes 0.9 s over one); the others
     fetch once it is answered, and every job then runs."""
+    delay = 0.9  # under the 1 s a job waits at most for the others' answers
     bot_env.update(MAX_CONCURRENT_JOBS="1")
     await bot_process.start()
     slow, *others = users = [discord_fake.USER_ID + 700 + n for n in range(4)]
     for user in users:
         discord_fake.add_user(user, f"member{user}")
-    discord_fake.slow_callbacks[slow] = 0.6
+    discord_fake.slow_callbacks[slow] = delay
     first = await send_edit(discord_fake, "slow answer", [make_png()], user_id=slow)
     handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
     await asyncio.gather(*(wait_result(h) for h in [first, *handles]))
     (answer,) = [r for r in discord_fake.requests if r.path.endswith(f"/{first.token}/callback")]
-    answered = answer.at + 0.6
+    answered = answer.at + delay
+    # The others were answered while the slow answer was on its way (else this test would show nothing).
+    others_answered = [r.at for h in handles for r in discord_fake.requests if r.path.endswith(f"/{h.token}/callback")]
+    assert len(others_answered) == 3 and max(others_answered) < answered
     downloads = {r.path.split("/")[-2]: r.at for r in discord_fake.requests if r.path.startswith("/cdn/attachments/")}
     fetched = [downloads[attachment] for h in handles for attachment in h.payload["data"]["resolved"]["attachments"]]
     assert len(fetched) == 3
