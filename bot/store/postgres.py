@@ -167,8 +167,8 @@ class PostgresDatabase:
             except StopIteration as stop:
                 value: T = stop.value
                 return value
-            if isinstance(op, Fetch) and op.alone:
-                return await self._alone(script, conn, op)
+            if is_alone(op):  # atomic by itself: no transaction (``_drive`` refuses anything after it)
+                return await self._drive(script, conn, op, [])
             # BEGIN and the locks a script takes first: one round trip.
             locks = []
             while isinstance(op, Lock):
@@ -193,18 +193,6 @@ class PostgresDatabase:
                         await conn.execute("ROLLBACK")
                 raise
             return result
-
-    @staticmethod
-    async def _alone(script: Generator[Op, Any, T], conn: asyncpg.Connection, op: Fetch) -> T:
-        """A script's only statement, atomic by itself: run outside a transaction, one round trip."""
-        try:
-            after = script.send(await _perform(op, conn, []))
-        except StopIteration as stop:
-            value: T = stop.value
-            return value
-        finally:
-            script.close()
-        raise went_on_after(after)
 
     @staticmethod
     async def _drive(
