@@ -401,6 +401,7 @@ class FakeDiscord:
         self.closed_dms: set[int] = set()  # members who accept no direct message from the bot
         self.hidden_channels: set[int] = set()  # channels the bot cannot see (View Channel denied)
         self.slow_callbacks: dict[int, float] = {}  # member id -> seconds the callbacks of their interactions take
+        self.slow_downloads: dict[str, float] = {}  # attachment filename -> seconds the CDN takes to serve it
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.gateway_received: list[JSON] = []
@@ -722,6 +723,21 @@ class FakeDiscord:
             lambda: f"no matching request within {timeout}s; recorded since {start}:\n" + self.describe_requests(start),
         )
 
+    async def wait_for_arrival(
+        self, predicate: Callable[[RecordedRequest], bool], timeout: float = 10, *, start: int = 0
+    ) -> RecordedRequest:
+        """First request with index >= start that matches ``predicate``, answered or not (one the fake is
+        still serving, such as a slow download, is recorded as it arrives)."""
+
+        def check() -> RecordedRequest | None:
+            return next((r for r in self.requests[start:] if predicate(r)), None)
+
+        return await self._wait_for(
+            check,
+            timeout,
+            lambda: f"no matching request within {timeout}s; recorded since {start}:\n" + self.describe_requests(start),
+        )
+
     async def wait_for_gateway(self, op: int, timeout: float = 10, *, start: int = 0) -> JSON:
         """First gateway payload the client sent with opcode ``op`` (index >= start)."""
         return await self._wait_for(
@@ -961,6 +977,7 @@ class FakeDiscord:
             return web.Response(status=404, text="Not Found")
         if filename != request.match_info["filename"] or request.query.get("hm") != hm:
             return web.Response(status=404, text="This content is no longer available.")
+        await asyncio.sleep(self.slow_downloads.get(filename, 0.0))
         return web.Response(body=data, content_type=content_type or "application/octet-stream")
 
     # ------------------------------------------------------------------ routes

@@ -173,6 +173,35 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     assert sum(at < answered for at in fetched) == 1, [round(at - answered, 3) for at in fetched]
 
 
+async def test_the_slots_jobs_are_queued_before_the_images_of_the_jobs_behind_them_are_fetched(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The jobs a free slot will take first get their images first: while the one slot's job fetches its
+    image (here the CDN takes 0.6 s), the jobs that arrive behind it are answered but wait to fetch theirs
+    until it is queued; then every job runs."""
+    delay = 0.6  # under the 1 s a job waits at most for the jobs ahead of it
+    bot_env.update(MAX_CONCURRENT_JOBS="1")
+    await bot_process.start()
+    discord_fake.slow_downloads["slow.png"] = delay
+    first = await send_edit(discord_fake, "slow download", [make_png()], filenames=["slow.png"])
+    slow = await discord_fake.wait_for_arrival(lambda r: r.path.endswith("/slow.png"))
+    others = [discord_fake.USER_ID + 710 + n for n in range(3)]
+    for user in others:
+        discord_fake.add_user(user, f"member{user}")
+    handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
+    await asyncio.gather(*(wait_result(h) for h in [first, *handles]))
+    served = slow.at + delay
+    answers = [r.at for h in handles for r in discord_fake.requests if r.path.endswith(f"/{h.token}/callback")]
+    # The others were answered while the slow download went on (else this test would show nothing).
+    assert len(answers) == 3 and max(answers) < served
+    downloads = {r.path.split("/")[-2]: r.at for r in discord_fake.requests if r.path.startswith("/cdn/attachments/")}
+    fetched = [downloads[attachment] for h in handles for attachment in h.payload["data"]["resolved"]["attachments"]]
+    assert len(fetched) == 3
+    assert min(fetched) >= served - 0.05, [round(at - served, 3) for at in fetched]
+    # The first job reached the API first: the one slot was never left to the jobs behind it.
+    assert image_api.calls[0].field("prompt").startswith("slow download")
+
+
 async def test_three_images_are_sent_in_option_order(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:

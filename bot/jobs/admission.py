@@ -57,7 +57,7 @@ from bot.servers.settings import GuildSettings
 
 log = logging.getLogger(__name__)
 
-# The longest a job's download waits for the requests that arrived with it to be answered.
+# The longest a job's download waits for the answers, and for the jobs ahead of it, in a burst.
 ANSWERS_FIRST_SECONDS = 1.0
 STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
@@ -98,9 +98,9 @@ class Admission:
         self.accepting = True
         self._members: dict[int, asyncio.Lock] = {}  # one admission at a time per member, in arrival order
         self._unanswered = 0  # requests between arriving and their member's answer (or refusal)
-        self._answered = asyncio.Event()  # set while none is
-        self._answered.set()
-        self._early = 0  # jobs that went to fetch their images while requests waited for an answer
+        self._ahead = 0  # jobs fetching and keeping their images at once, ahead of the others (at most the slots)
+        self._clear = asyncio.Event()  # set while no request waits for its answer and no job is ahead
+        self._clear.set()
 
     def model_for(self, guild_id: int | None) -> ImageModel:
         """The model a server picked (if the operator still allows it), else the default."""
@@ -133,7 +133,7 @@ class Admission:
         if not self.accepting:
             raise ShuttingDownError()
         self._unanswered += 1
-        self._answered.clear()
+        self._clear.clear()
         try:
             async with self._member_turn(request.user_id):
                 if request.variants > 1:
@@ -249,6 +249,7 @@ class Admission:
         job; each queued as it is ready. Returns the jobs as they ended up."""
         first = jobs[0]
         announced = False
+        ahead = False
         try:
             try:
                 destination = await source.announce(first, short)
@@ -265,7 +266,7 @@ class Admission:
             kind = kind_of(first.kind)
             images = None
             if kind.needs_images and preparing:
-                await self._answers_first()
+                ahead = await self._fetch_turn()
                 files = await source.fetch()
                 images = await kind.prepare(preparing[0], files, self._editor)
                 # Notes are kept as text, in the language of the member who reads them.
@@ -295,6 +296,10 @@ class Admission:
             raise
         except Exception as exc:  # a bug: logged under a reference; the member gets the one apology
             failure = UnexpectedError.capture(exc, f"preparing job {first.id}")
+        finally:
+            if ahead:
+                self._ahead -= 1
+                self._settle()
         # Each run not queued yet fails (refunded); one already queued (no longer held here) runs.
         failed = [
             (await self._fail(job, failure) or job) if self._lifecycle.holds(job.id) else await self._as_it_is(job)
@@ -306,31 +311,35 @@ class Admission:
 
     def _answer_given(self) -> None:
         self._unanswered -= 1
-        if not self._unanswered:
-            self._answered.set()
-            self._early = 0
+        self._settle()
+
+    def _settle(self) -> None:
+        if not self._unanswered and not self._ahead:
+            self._clear.set()
 
     async def _as_it_is(self, job: Job) -> Job:
         return await self._lifecycle.store.get_job(job.id) or job
 
-    async def _answers_first(self) -> None:
-        """Let every request that has arrived be answered (admitted and acknowledged, or refused) before
-        this job's images are fetched, unless it is one of the first jobs of the burst, as many as the slots.
+    async def _fetch_turn(self) -> bool:
+        """Wait for this job's turn to fetch and keep its images; whether it went ahead of the others (the
+        caller then ends its turn once the job is queued or has failed).
 
-        An answer is what a member waits for; fetching and checking images can wait a moment: a burst
-        of requests would otherwise share the event loop (and, with PostgreSQL, the connections) with
-        the downloads and saves of the first ones, and the last answers would come late. The first jobs
-        go at once all the same, or the API would wait for them. Bounded, so a flood of requests cannot
-        hold the others back for long.
+        As many jobs as there are slots go at once: the API needs them first. Any other waits until every
+        request that has arrived is answered (admitted and acknowledged, or refused) and those jobs are
+        queued. An answer is what a member waits for, and a slot's job what the API waits for; the images
+        of a job further back can wait a moment. Otherwise a burst shares the event loop, the database
+        (and, with PostgreSQL, its connections) between the answers, the slots' jobs and every other
+        download and save: the last answers come late, and the API waits for its first calls. Bounded,
+        so a flood of requests cannot hold the others back for long.
         """
-        if not self._unanswered:
-            return
-        if self._early < self._config.max_concurrent_jobs:
-            self._early += 1
-            return
+        if self._ahead < self._config.max_concurrent_jobs:
+            self._ahead += 1
+            self._clear.clear()
+            return True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
-                await self._answered.wait()
+                await self._clear.wait()
+        return False
 
     async def _fail(self, job: Job, error: AtelierError) -> Job | None:
         held = self._lifecycle.holds(job.id) or job
