@@ -21,7 +21,17 @@ from bot.core.attempts import Attempt, AttemptOutcome
 from bot.core.job import Delivered, Destination, InputInfo, Job, JobRequest, Origin, utc_day
 from bot.core.overrides import GuildOverrides
 from bot.core.quota import Quota
-from bot.core.records import Block, ClaimTerms, Fence, NoticeDraft, RecentRun, StoredImage, StoredKey, StylePreset
+from bot.core.records import (
+    Block,
+    ClaimMiss,
+    ClaimTerms,
+    Fence,
+    NoticeDraft,
+    RecentRun,
+    StoredImage,
+    StoredKey,
+    StylePreset,
+)
 from bot.core.states import JobState
 from bot.servers.settings import GuildSettings
 from bot.store.database import migrate, migrations, open_and_migrate
@@ -535,3 +545,24 @@ def test_a_plain_move_is_its_update_alone_and_any_other_move_a_transaction() -> 
     assert not alone(first_op(JobState.DELIVERING, JobState.SUCCEEDED))  # a notice row
     attempt = Attempt(1, NOON, 1.0, AttemptOutcome.SUCCEEDED, True, 200)
     assert not alone(first_op(JobState.DELIVERING, JobState.DELIVERING, attempts=(attempt,)))
+
+
+async def test_claiming_several_at_once_takes_what_as_many_claims_in_a_row_would(store: Store) -> None:
+    """Member 1 has three jobs waiting, member 2 one, member 3 one still preparing. Three slots free at once
+    take, in one transaction, what three claims in a row take: fair turns (1, 2, then 1 again), never a job
+    not ready, and never beyond the cap across processes; with nothing left, the miss says why."""
+    for n, (name, user) in enumerate((("a1", 1), ("a2", 1), ("b1", 2), ("a3", 1))):
+        await add(store, make_job(name, user, NOON + n))
+    await add(store, make_job("c1", 3, NOON + 5), JobState.PREPARING)
+    other = await store.claim(ClaimTerms("other", NOON, LEASE, 4))  # another process runs one call already
+    assert isinstance(other, Job) and other.id == "a1"
+    taken = await store.claim_up_to(ClaimTerms("w", NOON + 10, LEASE, 4), 5)
+    assert isinstance(taken, list)
+    # Three, not five: the cap of 4 across processes, and one runs elsewhere. Each in its first run.
+    assert [(j.id, j.state, j.holder, j.run) for j in taken] == [
+        ("b1", JobState.RUNNING, "w", 1),
+        ("a2", JobState.RUNNING, "w", 1),
+        ("a3", JobState.RUNNING, "w", 1),
+    ]
+    assert await store.claim_up_to(ClaimTerms("w", NOON + 11, LEASE, 4), 2) is ClaimMiss.NO_SLOT
+    assert await store.claim_up_to(ClaimTerms("w", NOON + 11, LEASE, 10), 2) is ClaimMiss.NO_JOB  # c1: not ready

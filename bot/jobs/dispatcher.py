@@ -133,20 +133,29 @@ class Dispatcher:
     async def _dispatch(self) -> None:
         while True:
             await self._slots.acquire()
+            free = 1
+            while not self._slots.locked():  # every slot free now is filled by the one claim
+                await self._slots.acquire()  # at once: a slot is free
+                free += 1
             try:
-                job = await self._next_job()
+                jobs = await self._next_jobs(free)
             except BaseException:
-                self._slots.release()
+                for _ in range(free):
+                    self._slots.release()
                 raise
-            self._start(job)
+            for _ in range(free - len(jobs)):
+                self._slots.release()
+            for job in jobs:
+                self._start(job)
 
-    async def _next_job(self) -> Job:
-        """Wait until a job can be claimed for this process, and claim it (it is then running)."""
+    async def _next_jobs(self, free: int) -> list[Job]:
+        """Wait until a job can be claimed for this process, and claim as many as ``free`` slots take in one
+        transaction (they are then running): jobs queued together start together, not one claim apiece."""
         while True:
             for wake in self._wakes.values():
                 wake.clear()  # before the claim: a notice that comes while it runs is not missed
-            taken = await self._lifecycle.claim(self._max_concurrent)
-            if isinstance(taken, Job):
+            taken = await self._lifecycle.claim_up_to(self._max_concurrent, free)
+            if isinstance(taken, list):
                 return taken
             # Only what could change the answer wakes it: with every slot busy, a burst of queued jobs
             # does not send the dispatcher to the store once for each.

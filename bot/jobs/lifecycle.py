@@ -103,10 +103,16 @@ class Lifecycle:
     async def claim(self, max_running: int) -> Job | ClaimMiss:
         """Move the next job in fair order from queued to running, for this process (at most ``max_running``
         running across every process), or say why none was taken."""
+        taken = await self.claim_up_to(max_running, 1)
+        return taken[0] if isinstance(taken, list) else taken
+
+    async def claim_up_to(self, max_running: int, count: int) -> list[Job] | ClaimMiss:
+        """``claim`` up to ``count`` jobs at once (for as many free slots): one transaction, not ``count``."""
         now = self.clock()
-        taken = await self.store.claim(ClaimTerms(self.holder, now, self.lease_seconds, max_running))
-        if isinstance(taken, Job):
-            await self._claimed(taken)
+        taken = await self.store.claim_up_to(ClaimTerms(self.holder, now, self.lease_seconds, max_running), count)
+        if isinstance(taken, list):
+            for job in taken:
+                await self._claimed(job)
         return taken
 
     async def _claimed(self, job: Job) -> None:

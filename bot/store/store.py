@@ -135,6 +135,11 @@ class Store:
         or say why none was taken."""
         return await self._write(_claim(terms))
 
+    async def claim_up_to(self, terms: ClaimTerms, count: int) -> list[Job] | ClaimMiss:
+        """``claim`` up to ``count`` jobs in one transaction (as many claims one after another would take
+        them); the jobs in the order taken, or why none was taken."""
+        return await self._write(_claim_up_to(terms, count))
+
     async def renew(self, holder: str, job_ids: Collection[str], until: float) -> dict[str, int]:
         """Extend the leases of the jobs ``holder`` still holds; those jobs and their runs (one missing: lost)."""
         if not job_ids:
@@ -584,28 +589,40 @@ def _move(
 
 
 def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:
+    taken = yield from _claim_up_to(terms, 1)
+    return taken[0] if isinstance(taken, list) else taken
+
+
+def _claim_up_to(terms: ClaimTerms, count: int) -> Script[list[Job] | ClaimMiss]:
     # Claims take turns only to keep the cap exact; a worker with nothing to claim learns why.
     yield from lock("claim")
-    head = yield from fetch_one(q.CLAIM_HEAD, now=terms.now)
-    assert head is not None
-    if int(head["running"]) >= terms.max_running:
-        return ClaimMiss.NO_SLOT
-    if head["head"] is None:
-        return ClaimMiss.NO_JOB
     columns = column_values(
         {"started_at": terms.now, "holder": terms.holder, "lease_until": terms.now + terms.lease_seconds}
     )
-    row = yield from fetch_one(
-        q.move_sql(list(columns), fenced=False, new_run=True),
-        id=head["head"],
-        current=JobState.QUEUED.value,
-        target=JobState.RUNNING.value,
-        **columns,
-    )
-    if row is None:  # pragma: no cover - the claim lock and the head query make this impossible
-        return ClaimMiss.NO_JOB
-    claimed = job_from_row(row)
-    yield from execute(q.TAKE_TURN, user_id=claimed.user_id)
+    claimed: list[Job] = []
+    miss = ClaimMiss.NO_JOB
+    while len(claimed) < count:
+        head = yield from fetch_one(q.CLAIM_HEAD, now=terms.now)
+        assert head is not None
+        if int(head["running"]) >= terms.max_running:
+            miss = ClaimMiss.NO_SLOT
+            break
+        if head["head"] is None:
+            break
+        row = yield from fetch_one(
+            q.move_sql(list(columns), fenced=False, new_run=True),
+            id=head["head"],
+            current=JobState.QUEUED.value,
+            target=JobState.RUNNING.value,
+            **columns,
+        )
+        if row is None:  # pragma: no cover - the claim lock and the head query make this impossible
+            break
+        job = job_from_row(row)
+        yield from execute(q.TAKE_TURN, user_id=job.user_id)
+        claimed.append(job)
+    if not claimed:
+        return miss
     yield from notify("claimed")
     return claimed
 
