@@ -566,3 +566,15 @@ async def test_claiming_several_at_once_takes_what_as_many_claims_in_a_row_would
     ]
     assert await store.claim_up_to(ClaimTerms("w", NOON + 11, LEASE, 4), 2) is ClaimMiss.NO_SLOT
     assert await store.claim_up_to(ClaimTerms("w", NOON + 11, LEASE, 10), 2) is ClaimMiss.NO_JOB  # c1: not ready
+
+
+async def test_a_job_s_images_large_and_small_are_kept_and_read_back_byte_for_byte_in_order(store: Store) -> None:
+    """A megabyte, a small file and 100 kB (PostgreSQL sends a large one in a statement of its own)."""
+    await add(store, make_job("big", 1), JobState.PREPARING)
+    images = [
+        StoredImage(bytes(range(256)) * 4096, "image/png", 1024, 1024),
+        StoredImage(b"tiny", "image/webp", 1, 1),
+        StoredImage(b"\x00\xff" * 50_000, "image/jpeg", 300, 200),
+    ]
+    await store.save_inputs("big", images, cap_bytes=10_000_000)
+    assert await store.load_inputs("big") == images

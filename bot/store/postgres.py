@@ -44,6 +44,8 @@ T = TypeVar("T")
 CHANNEL = "atelier"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 RECONNECT_AFTER = 1.0
+# A value this large (an image) goes in a statement of its own, not in an ``executemany``.
+BLOB_BYTES = 64 * 1024
 
 
 @lru_cache(maxsize=1024)
@@ -290,7 +292,14 @@ async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
         return int(status.split()[-1]) if status.split()[-1].isdigit() else 0
     if isinstance(op, ExecuteMany):
         query, names = to_postgres(op.sql)
-        await conn.executemany(query, [tuple(params[name] for name in names) for params in op.rows])
+        sets = [tuple(params[name] for name in names) for params in op.rows]
+        if any(_carries_blob(values) for values in sets):
+            # asyncpg's executemany sends a large value in small pieces, about 1.5 ms of the event loop's time a
+            # megabyte against 0.2 ms for one execute: rows carrying images go one statement each.
+            for values in sets:
+                await conn.execute(query, *values)
+        else:
+            await conn.executemany(query, sets)
         return None
     if isinstance(op, Notify):
         notices.append(op.payload)
@@ -299,6 +308,10 @@ async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
     # A lock after the transaction's first statement (the first ones are taken with BEGIN).
     await conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(op.key)})")
     return None
+
+
+def _carries_blob(row: tuple[Any, ...]) -> bool:
+    return any(isinstance(value, bytes | bytearray | memoryview) and len(value) >= BLOB_BYTES for value in row)
 
 
 async def _keep_session(_conn: asyncpg.Connection) -> None:
