@@ -9,7 +9,7 @@ import os
 import pytest
 from PIL import Image
 
-from tests.fake_discord import FakeDiscord
+from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import (
     API_KEY,
@@ -145,6 +145,17 @@ async def test_acknowledges_before_downloading_and_posts_result_with_caption(
     assert "size" not in call.names
 
 
+def answered_at(fake: FakeDiscord, handles: list[InteractionHandle]) -> list[float]:
+    """When each command's answer reached Discord."""
+    return [r.at for h in handles for r in fake.requests if r.path.endswith(f"/{h.token}/callback")]
+
+
+def fetched_at(fake: FakeDiscord, handles: list[InteractionHandle]) -> list[float]:
+    """When each command's attachments were asked of the CDN."""
+    downloads = {r.path.split("/")[-2]: r.at for r in fake.requests if r.path.startswith("/cdn/attachments/")}
+    return [downloads[attachment] for h in handles for attachment in h.payload["data"]["resolved"]["attachments"]]
+
+
 async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetched(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
@@ -164,10 +175,9 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     (answer,) = [r for r in discord_fake.requests if r.path.endswith(f"/{first.token}/callback")]
     answered = answer.at + delay
     # The others were answered while the slow answer was on its way (else this test would show nothing).
-    others_answered = [r.at for h in handles for r in discord_fake.requests if r.path.endswith(f"/{h.token}/callback")]
+    others_answered = answered_at(discord_fake, handles)
     assert len(others_answered) == 3 and max(others_answered) < answered
-    downloads = {r.path.split("/")[-2]: r.at for r in discord_fake.requests if r.path.startswith("/cdn/attachments/")}
-    fetched = [downloads[attachment] for h in handles for attachment in h.payload["data"]["resolved"]["attachments"]]
+    fetched = fetched_at(discord_fake, handles)
     assert len(fetched) == 3
     # One job (the one slot's) fetched while the slow answer was on its way; the two others waited for it.
     assert sum(at < answered for at in fetched) == 1, [round(at - answered, 3) for at in fetched]
@@ -191,11 +201,10 @@ async def test_the_slots_jobs_are_queued_before_the_images_of_the_jobs_behind_th
     handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
     await asyncio.gather(*(wait_result(h) for h in [first, *handles]))
     served = slow.at + delay
-    answers = [r.at for h in handles for r in discord_fake.requests if r.path.endswith(f"/{h.token}/callback")]
+    answers = answered_at(discord_fake, handles)
     # The others were answered while the slow download went on (else this test would show nothing).
     assert len(answers) == 3 and max(answers) < served
-    downloads = {r.path.split("/")[-2]: r.at for r in discord_fake.requests if r.path.startswith("/cdn/attachments/")}
-    fetched = [downloads[attachment] for h in handles for attachment in h.payload["data"]["resolved"]["attachments"]]
+    fetched = fetched_at(discord_fake, handles)
     assert len(fetched) == 3
     assert min(fetched) >= served - 0.05, [round(at - served, 3) for at in fetched]
     # The first job reached the API first: the one slot was never left to the jobs behind it.
