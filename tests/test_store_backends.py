@@ -35,7 +35,7 @@ from bot.core.records import (
 from bot.core.states import JobState
 from bot.servers.settings import GuildSettings
 from bot.store.database import migrate, migrations, open_and_migrate
-from bot.store.script import Fetch, Op, Row, execute, execute_at_commit, fetch_one, fetch_one_alone
+from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone
 from bot.store.store import Store
 from bot.store.store import _move as move_script
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
@@ -578,41 +578,3 @@ async def test_a_job_s_images_large_and_small_are_kept_and_read_back_byte_for_by
     ]
     await store.save_inputs("big", images, cap_bytes=10_000_000)
     assert await store.load_inputs("big") == images
-
-
-async def test_a_statement_left_for_the_commit_runs_after_the_script_and_its_failure_undoes_it_all(
-    store: Store,
-) -> None:
-    """``execute_at_commit`` (PostgreSQL sends it with ``COMMIT``, its values written in): the script's own
-    statements do not see it, the transaction does; when it fails, nothing of the script is kept, on both
-    databases; and a value that cannot be written in as a literal is refused."""
-    added = await add(store, job("late"), JobState.PREPARING)
-    prompt = 'it\'s a "quoted" prompt; -- not a comment'
-
-    def leaves_one() -> Generator[Op, Any, Any]:
-        yield from execute_at_commit(
-            "UPDATE jobs SET prompt = :prompt, queued_at = :at WHERE id = :id", prompt=prompt, at=NOON + 0.25, id="late"
-        )
-        return (yield from fetch_one("SELECT prompt FROM jobs WHERE id = :id", id="late"))
-
-    assert await store.database.run(leaves_one()) == {"prompt": "prompt of late"}
-    assert await value(store, "SELECT prompt FROM jobs WHERE id = :id", id=added.id) == prompt
-    assert await value(store, "SELECT queued_at FROM jobs WHERE id = :id", id=added.id) == NOON + 0.25
-
-    def fails_at_the_end() -> Generator[Op, Any, None]:
-        yield from execute("UPDATE jobs SET prompt = 'undone' WHERE id = :id", id="late")
-        for _ in range(2):  # the second is refused: the member has a turn already
-            yield from execute_at_commit("INSERT INTO fair_turns (user_id, turn) VALUES (:user, 1)", user=999)
-
-    with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
-        await store.database.run(fails_at_the_end())
-    assert await value(store, "SELECT prompt FROM jobs WHERE id = :id", id=added.id) == prompt
-    assert await value(store, "SELECT COUNT(*) FROM fair_turns WHERE user_id = :user", user=999) == 0
-
-    def leaves_bytes() -> Generator[Op, Any, None]:
-        yield from execute_at_commit("UPDATE jobs SET prompt = :p WHERE id = :id", p=b"raw", id="late")
-
-    if store.dialect == "postgres":
-        with pytest.raises(TypeError, match="literal"):
-            await store.database.run(leaves_bytes())
-        assert await value(store, "SELECT prompt FROM jobs WHERE id = :id", id=added.id) == prompt

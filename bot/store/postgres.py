@@ -28,7 +28,6 @@ import contextlib
 import functools
 import hashlib
 import logging
-import math
 import re
 from collections.abc import Callable, Collection, Generator, Mapping
 from functools import lru_cache
@@ -37,7 +36,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bot.errors import ConfigError
-from bot.store.script import AtCommit, Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
+from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
 
 log = logging.getLogger(__name__)
 
@@ -75,28 +74,6 @@ def lock_key(name: str) -> int:
 
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
-
-
-def written(sql: str, params: Mapping[str, Any]) -> str:
-    """``sql`` with its ``:name`` parameters written in as literals (for a statement sent with others in one
-    round trip, which the extended protocol's parameters cannot be). Only text, numbers and NULL: a value of
-    another type is refused, not guessed at, so the statement should cast what its columns need."""
-
-    def literal(match: re.Match[str]) -> str:
-        value = params[match.group(1)]
-        if value is None:
-            return "NULL"
-        if isinstance(value, bool):
-            return "TRUE" if value else "FALSE"
-        if isinstance(value, int):
-            return str(value)
-        if isinstance(value, float) and math.isfinite(value):
-            return repr(value)
-        if isinstance(value, str) and "\x00" not in value:
-            return _literal(value)
-        raise TypeError(f"{match.group(1)}={type(value).__name__} cannot be written into SQL as a literal")
-
-    return _PARAM.sub(literal, sql)
 
 
 class PostgresDatabase:
@@ -185,7 +162,7 @@ class PostgresDatabase:
     async def _run(self, script: Generator[Op, Any, T], write: bool) -> T:
         async with self.pool.acquire() as conn:
             if not write:
-                return await self._drive(script, conn, None, [], None)
+                return await self._drive(script, conn, None, [])
             notices: list[str] = []
             try:
                 op = next(script)
@@ -193,7 +170,7 @@ class PostgresDatabase:
                 value: T = stop.value
                 return value
             if is_alone(op):  # atomic by itself: no transaction (``_drive`` refuses anything after it)
-                return await self._drive(script, conn, op, [], None)
+                return await self._drive(script, conn, op, [])
             # BEGIN and the locks a script takes first: one round trip.
             locks = []
             while isinstance(op, Lock):
@@ -208,12 +185,10 @@ class PostgresDatabase:
             # left open for the pool to find when the connection comes back.
             try:
                 await conn.execute(";".join(["BEGIN", *locks]))
-                at_commit: list[str] = []
-                result = await self._drive(script, conn, op, notices, at_commit)
-                # The statements left for the commit, the notices and the commit: one round trip (a notice is
-                # sent only if the commit happens; a statement that fails there undoes the transaction).
+                result = await self._drive(script, conn, op, notices)
+                # The notices and the commit: one round trip (a notice is sent only if the commit happens).
                 told = [f"SELECT pg_notify({_literal(CHANNEL)}, {_literal(payload)})" for payload in notices]
-                await conn.execute(";".join([*at_commit, *told, "COMMIT"]))
+                await conn.execute(";".join([*told, "COMMIT"]))
             except BaseException:
                 with contextlib.suppress(Exception):
                     if not conn.is_closed():
@@ -223,19 +198,13 @@ class PostgresDatabase:
 
     @staticmethod
     async def _drive(
-        script: Generator[Op, Any, T],
-        conn: asyncpg.Connection,
-        first: Op | None,
-        notices: list[str],
-        at_commit: list[str] | None,
+        script: Generator[Op, Any, T], conn: asyncpg.Connection, first: Op | None, notices: list[str]
     ) -> T:
-        """Run ``script`` on ``conn`` from ``first``; ``at_commit`` (``None``: no transaction to end) gathers
-        the statements it leaves for the commit, as SQL with their values written in."""
         try:
             op = next(script) if first is None else first
             while True:
                 try:
-                    result = await _perform(op, conn, notices, at_commit)
+                    result = await _perform(op, conn, notices)
                 except asyncpg.PostgresError as exc:
                     op = script.throw(exc)
                 else:
@@ -314,7 +283,7 @@ class PostgresDatabase:
         return opened + (1 if self._session is not None else 0)
 
 
-async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str], at_commit: list[str] | None) -> Any:
+async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
     if isinstance(op, Fetch):
         rows: list[Row] = [dict(record) for record in await conn.fetch(*_args(op.sql, op.params))]
         return rows
@@ -334,11 +303,6 @@ async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str], at_comm
         return None
     if isinstance(op, Notify):
         notices.append(op.payload)
-        return None
-    if isinstance(op, AtCommit):
-        if at_commit is None:
-            raise RuntimeError(f"a statement left for the commit of a script without a transaction: {op.sql:.80}")
-        at_commit.append(written(op.sql, op.params))
         return None
     assert isinstance(op, Lock)
     # A lock after the transaction's first statement (the first ones are taken with BEGIN).

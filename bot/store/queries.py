@@ -107,8 +107,6 @@ SELECT
      ORDER BY COALESCE(t.turn, -1), h.at, j.id
      LIMIT 1) AS head
 """
-# The job a claim takes: the head of the fair order while a slot is free, else none.
-CLAIM_CHOICE = f"SELECT CASE WHEN c.running < :max_running THEN c.head END FROM ({CLAIM_HEAD}) c"
 TAKE_TURN = (
     "INSERT INTO fair_turns (user_id, turn) VALUES (:user_id, (SELECT COALESCE(MAX(turn), 0) + 1 FROM fair_turns)) "
     "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn"
@@ -301,14 +299,13 @@ def history_sql(guild_id: int | None) -> str:
     return HISTORY.format(guild="jobs.guild_id IS NULL" if guild_id is None else "jobs.guild_id = :guild_id")
 
 
-def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, chosen: str | None = None) -> str:
+def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool) -> str:
     """The one statement that changes a job's status: only if it is still in ``:current`` (and, ``fenced``,
-    still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim). The job is
-    ``:id``, or the one the query ``chosen`` picks (a claim's choice)."""
+    still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim)."""
     sets = ["status = :target", *(f"{c} = :{c}" for c in columns)]
     if new_run:
         sets.append("run = run + 1")
-    where = f"id = {'(' + chosen + ')' if chosen else ':id'} AND status = :current"
+    where = "id = :id AND status = :current"
     if fenced:
         where += " AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = :fence_run"
     return f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING *"

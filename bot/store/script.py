@@ -11,9 +11,7 @@ what the script does, and the script never knows which database it is on::
         row = yield from fetch_one(HEAD, now=now)
         ...
 
-Statements use ``:name`` parameters. A script that raises rolls its transaction back. A statement whose
-result the script does not need may wait for the commit (``execute_at_commit``): PostgreSQL then sends it
-with ``COMMIT``, a round trip fewer, which matters most under a lock. A script whose
+Statements use ``:name`` parameters. A script that raises rolls its transaction back. A script whose
 only statement is atomic by itself says so (``alone``): PostgreSQL then runs it without ``BEGIN`` and
 ``COMMIT``, one round trip instead of three, and refuses a script that yields anything after it.
 """
@@ -46,16 +44,6 @@ class Execute:
 
 
 @dataclass(frozen=True)
-class AtCommit:
-    """Run a statement whose result the script does not need after the script's others, just before the
-    commit (PostgreSQL sends it with ``COMMIT``: a round trip fewer). Its failure undoes the transaction; the
-    script never sees it."""
-
-    sql: str
-    params: Params
-
-
-@dataclass(frozen=True)
 class ExecuteMany:
     """Run a statement once per parameter set."""
 
@@ -78,7 +66,7 @@ class Notify:
     payload: str
 
 
-Op = Fetch | Execute | AtCommit | ExecuteMany | Lock | Notify
+Op = Fetch | Execute | ExecuteMany | Lock | Notify
 Script = Generator[Op, Any, Any]
 
 
@@ -115,11 +103,6 @@ def fetch_value(sql: str, **params: Any) -> Generator[Op, Any, Any]:
 def execute(sql: str, **params: Any) -> Generator[Op, Any, int]:
     changed: int = yield Execute(sql, params)
     return changed
-
-
-def execute_at_commit(sql: str, **params: Any) -> Generator[Op, Any, None]:
-    """``execute``, at the end of the transaction, and without a result (``AtCommit``)."""
-    yield AtCommit(sql, params)
 
 
 def execute_many(sql: str, rows: Sequence[Params]) -> Generator[Op, Any, None]:

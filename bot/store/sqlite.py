@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bot.errors import ConfigError
-from bot.store.script import AtCommit, Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
+from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +47,11 @@ HEAVY_PER_BATCH = 4
 
 def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list[str]) -> T:
     """Run a transaction script on ``conn`` (inside a transaction the caller opened); collect its notices."""
-    at_commit: list[AtCommit] = []
     try:
         op = next(script)
         while True:
             try:
-                result = _perform(op, conn, notices, at_commit)
+                result = _perform(op, conn, notices)
             except sqlite3.Error as exc:
                 op = script.throw(exc)
             else:
@@ -61,14 +60,12 @@ def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list
                     raise went_on_after(op)
     except StopIteration as stop:
         value: T = stop.value
+        return value
     finally:
         script.close()
-    for statement in at_commit:  # after the script, as PostgreSQL runs them; a failure undoes the whole
-        conn.execute(statement.sql, statement.params)
-    return value
 
 
-def _perform(op: Op, conn: sqlite3.Connection, notices: list[str], at_commit: list[AtCommit]) -> Any:
+def _perform(op: Op, conn: sqlite3.Connection, notices: list[str]) -> Any:
     if isinstance(op, Fetch):
         cursor = conn.execute(op.sql, op.params)
         names = [d[0] for d in cursor.description or ()]
@@ -78,9 +75,6 @@ def _perform(op: Op, conn: sqlite3.Connection, notices: list[str], at_commit: li
         return conn.execute(op.sql, op.params).rowcount
     if isinstance(op, ExecuteMany):
         conn.executemany(op.sql, op.rows)
-        return None
-    if isinstance(op, AtCommit):
-        at_commit.append(op)
         return None
     if isinstance(op, Notify):
         notices.append(op.payload)

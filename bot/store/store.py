@@ -47,7 +47,6 @@ from bot.store.rows import (
 from bot.store.script import (
     Op,
     execute,
-    execute_at_commit,
     execute_many,
     fetch,
     fetch_one,
@@ -512,9 +511,7 @@ def _admit(job: Job, quota: Quota, lease_until: float) -> Script[tuple[Limit, Da
         row = yield from fetch_one(q.VERDICT, **bounds, **params)
         assert row is not None and row["verdict"] is not None
         return Limit(row["verdict"]), _usage_from(row)
-    # The charge goes with the commit: the job's row is its sole input, and the member's lock is held a round
-    # trip less.
-    yield from execute_at_commit(q.INSERT_MONEY, id=job.id, entry=q.CHARGE, at=job.created_at)
+    yield from execute(q.INSERT_MONEY, id=job.id, entry=q.CHARGE, at=job.created_at)
     return None
 
 
@@ -597,35 +594,35 @@ def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:
 
 
 def _claim_up_to(terms: ClaimTerms, count: int) -> Script[list[Job] | ClaimMiss]:
-    # Claims take turns only to keep the cap exact, so the lock is held for as few round trips as can be: the
-    # fair choice, the cap and the move are one statement, and the member's turn goes with the commit.
+    # Claims take turns only to keep the cap exact; a worker with nothing to claim learns why.
     yield from lock("claim")
     columns = column_values(
         {"started_at": terms.now, "holder": terms.holder, "lease_until": terms.now + terms.lease_seconds}
     )
-    claim_next = q.move_sql(list(columns), fenced=False, new_run=True, chosen=q.CLAIM_CHOICE)
     claimed: list[Job] = []
+    miss = ClaimMiss.NO_JOB
     while len(claimed) < count:
+        head = yield from fetch_one(q.CLAIM_HEAD, now=terms.now)
+        assert head is not None
+        if int(head["running"]) >= terms.max_running:
+            miss = ClaimMiss.NO_SLOT
+            break
+        if head["head"] is None:
+            break
         row = yield from fetch_one(
-            claim_next,
-            now=terms.now,
-            max_running=terms.max_running,
+            q.move_sql(list(columns), fenced=False, new_run=True),
+            id=head["head"],
             current=JobState.QUEUED.value,
             target=JobState.RUNNING.value,
             **columns,
         )
-        if row is None:
+        if row is None:  # pragma: no cover - the claim lock and the head query make this impossible
             break
         job = job_from_row(row)
-        # The next choice in this transaction must see this turn taken; the last one's waits for the commit.
-        last = len(claimed) + 1 == count
-        yield from (execute_at_commit if last else execute)(q.TAKE_TURN, user_id=job.user_id)
+        yield from execute(q.TAKE_TURN, user_id=job.user_id)
         claimed.append(job)
     if not claimed:
-        # Nothing taken: why (a worker waits for a slot to free, or for a job to be queued).
-        head = yield from fetch_one(q.CLAIM_HEAD, now=terms.now)
-        assert head is not None
-        return ClaimMiss.NO_SLOT if int(head["running"]) >= terms.max_running else ClaimMiss.NO_JOB
+        return miss
     yield from notify("claimed")
     return claimed
 
