@@ -54,8 +54,9 @@ class Jobs:
 
     async def run_next(self, succeed: bool = True) -> Job:
         """Claim the next job and end it: its result posted, or failed by the API."""
-        running = await self.lifecycle.claim(max_running=1000)
-        assert isinstance(running, Job)
+        claimed = await self.lifecycle.claim_up_to(max_running=1000, count=1)
+        assert isinstance(claimed, list)
+        (running,) = claimed
         if not succeed:
             ended = await self.lifecycle.move(
                 running, JobState.FAILED, error=AtelierError(_t("The API said no."), log_detail="no")

@@ -100,14 +100,10 @@ class Lifecycle:
         self._held[job.id] = job
         return job
 
-    async def claim(self, max_running: int) -> Job | ClaimMiss:
-        """Move the next job in fair order from queued to running, for this process (at most ``max_running``
-        running across every process), or say why none was taken."""
-        taken = await self.claim_up_to(max_running, 1)
-        return taken[0] if isinstance(taken, list) else taken
-
     async def claim_up_to(self, max_running: int, count: int) -> list[Job] | ClaimMiss:
-        """``claim`` up to ``count`` jobs at once (for as many free slots): one transaction, not ``count``."""
+        """Move up to ``count`` jobs (one per free slot), the next in fair order, from queued to running for this
+        process, in one transaction (at most ``max_running`` running across every process); or say why none
+        was taken."""
         now = self.clock()
         taken = await self.store.claim_up_to(ClaimTerms(self.holder, now, self.lease_seconds, max_running), count)
         if isinstance(taken, list):
