@@ -2,11 +2,12 @@
 
 The next job is chosen at the moment a slot is free, not before, so whoever was served
 least recently goes next even if they asked while every slot was busy. The choice is a
-claim in the store (``Lifecycle.claim``): made by the run whose call just ended, in the
-transaction that records the end (the slot goes straight to the next job), else by this
+claim in the store: made by the run whose call just ended, in the transaction that records
+the end (``Lifecycle.move_and_claim``: the slot goes straight to the next job), else by this
 process's dispatcher when a notice says a job was queued or a slot freed (every process,
-this one included, hears them). At most ``MAX_CONCURRENT_JOBS`` API calls are in flight,
-across every process; this process starts at most that many itself.
+this one included, hears them), one job for each free slot (``Lifecycle.claim_up_to``).
+At most ``MAX_CONCURRENT_JOBS`` API calls are in flight, across every process; this process
+starts at most that many itself.
 
 A run that loses its job (its lease lapsed while this process stalled, and another process
 took the job over) is abandoned: it stops waiting for the call it cannot un-bill, keeps its
