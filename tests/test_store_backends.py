@@ -444,7 +444,7 @@ async def test_a_database_left_at_version_6_is_migrated_once_to_the_latest(datab
 
 async def check_migrated(store: Store) -> None:
     versions = [r["version"] for r in await query(store, "SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == list(range(1, LATEST + 1)) and LATEST == 12
+    assert versions == list(range(1, LATEST + 1)) and LATEST == 13
     # Money in integer micro-dollars, exactly; the kind (what a job does) split from its origin (how it began).
     jobs = {job_id: await store.get_job(job_id) for job_id, *_ in OLD_JOBS}
     assert {job_id: (j.kind, j.request.origin, j.cost, j.run) for job_id, j in jobs.items() if j} == {
@@ -493,6 +493,9 @@ async def check_migrated(store: Store) -> None:
     # Version 10: its inputs are one set of their own, with their size, unfinished (not kept).
     sets = await query(store, "SELECT job_id, bytes, ended_at FROM input_sets")
     assert [(r["job_id"], r["bytes"], r["ended_at"]) for r in sets] == [("old5", len(b"old-png"), None)]
+    # Version 13: the queued job is its member's ready head, which the claim reads.
+    heads = await query(store, "SELECT head_id, head_at FROM fair_turns WHERE head_id IS NOT NULL")
+    assert [(r["head_id"], r["head_at"]) for r in heads] == [("old5", jobs["old5"].created_at if jobs["old5"] else 0)]
     claimed = await store.claim(ClaimTerms("new-process", NOON + 100, LEASE, 4))
     assert isinstance(claimed, Job) and (claimed.id, claimed.run, claimed.holder) == ("old5", 1, "new-process")
     await admit(store, make_job("new1", 1, NOON + 100))
@@ -578,3 +581,67 @@ async def test_a_job_s_images_large_and_small_are_kept_and_read_back_byte_for_by
     ]
     await store.save_inputs("big", images, cap_bytes=10_000_000)
     assert await store.load_inputs("big") == images
+
+
+# Each member's head as the jobs say it: their first waiting job in acceptance order, when it is queued.
+HEADS_FROM_JOBS = """
+SELECT w.user_id, w.id FROM jobs w WHERE w.status = 'queued' AND NOT EXISTS (
+    SELECT 1 FROM jobs e WHERE e.user_id = w.user_id AND e.status IN ('accepted', 'preparing', 'queued')
+    AND (e.created_at < w.created_at OR (e.created_at = w.created_at AND e.id < w.id)))
+"""
+
+
+async def ready_heads(store: Store) -> dict[int, str]:
+    """The ready heads the store keeps for its claims, checked against the jobs themselves."""
+    kept = {
+        r["user_id"]: r["head_id"] for r in await query(store, "SELECT * FROM fair_turns WHERE head_id IS NOT NULL")
+    }
+    assert kept == {r["user_id"]: r["id"] for r in await query(store, HEADS_FROM_JOBS)}
+    return kept
+
+
+async def test_the_ready_heads_kept_for_claims_follow_every_move_that_changes_them(store: Store) -> None:
+    """A claim reads each member's ready head from their row, not from the whole line. The rows follow every
+    move that changes a head: a job queued, claimed, cancelled or back in line after an interruption; a head
+    still being prepared holds back the member's later jobs. A job admitted with an earlier time than the
+    head (another process's clock) is found by the claim, which then waits for it as the old line did."""
+    w = ClaimTerms("w", NOON + 50, LEASE, 10)
+    a1 = await add(store, make_job("a1", 1, NOON + 1), JobState.PREPARING)
+    await add(store, make_job("a2", 1, NOON + 2))
+    await add(store, make_job("b1", 2, NOON + 3))
+    b2 = await add(store, make_job("b2", 2, NOON + 4))
+    assert await ready_heads(store) == {2: "b1"}  # a1 is being prepared: a2 waits behind it
+    await step_to(store, b2, JobState.CANCELLED)
+    assert await ready_heads(store) == {2: "b1"}
+    first = await store.claim(w)
+    assert isinstance(first, Job) and first.id == "b1"
+    assert await ready_heads(store) == {}
+    assert await store.claim(w) is ClaimMiss.NO_JOB
+    await step_to(store, a1, JobState.QUEUED)
+    assert await ready_heads(store) == {1: "a1"}
+    taken = await store.claim(w)
+    assert isinstance(taken, Job) and taken.id == "a1"
+    assert await ready_heads(store) == {1: "a2"}
+    # A stop catches a1 running: back in line, it is its member's head again, before a2.
+    back = await step_to(store, await step_to(store, taken, JobState.INTERRUPTED), JobState.QUEUED)
+    assert await ready_heads(store) == {1: "a1"}
+    again = await store.claim(w)
+    assert isinstance(again, Job) and (again.id, again.run) == ("a1", back.run + 1)
+    # Another process's clock: c0 admitted after c1 is queued, but stamped earlier. The kept row names c1 until a
+    # claim finds c0 in front of it; then c1 waits for c0, as it would in the line.
+    await add(store, make_job("c1", 3, NOON + 10))
+    c0 = await admit(store, make_job("c0", 3, NOON + 9))
+    kept = {
+        r["user_id"]: r["head_id"] for r in await query(store, "SELECT * FROM fair_turns WHERE head_id IS NOT NULL")
+    }
+    assert kept == {1: "a2", 3: "c1"}
+    assert [j.id for j in await _claims(store, w, 3)] == ["a2"]
+    assert await ready_heads(store) == {}
+    await step_to(store, await step_to(store, c0, JobState.PREPARING), JobState.QUEUED)
+    assert [j.id for j in await _claims(store, w, 3)] == ["c0", "c1"]
+    assert await ready_heads(store) == {}
+
+
+async def _claims(store: Store, terms: ClaimTerms, count: int) -> list[Job]:
+    taken = await store.claim_up_to(terms, count)
+    return taken if isinstance(taken, list) else []

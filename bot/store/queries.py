@@ -92,25 +92,50 @@ ADMIT_JOB = (
     f"FROM ({VERDICT}) v WHERE v.verdict IS NULL"
 )
 
-# The fair choice: each member's first waiting job (in acceptance order) is their head; a head that
-# is ready (queued) may start; members served least recently go first. And the calls running under a
-# live lease, across every process, for the cap.
+# The fair choice. Each member's first waiting job (in acceptance order) is their head; a head that is
+# ready (queued) may start; members served least recently go first. ``fair_turns`` keeps, beside each
+# member's last turn, their ready head (``head_id``, ``head_at``; NULL while their head is not ready),
+# refreshed by every move that can change it (``REFRESH_HEAD``), so a claim reads one row per member,
+# not the whole line. ``earlier`` and ``head_status`` check the chosen row against the jobs themselves:
+# a job admitted with an earlier time (another process's clock) makes it stale, and the claim refreshes it.
+# And the calls running under a live lease, across every process, for the cap.
 CLAIM_HEAD = f"""
 SELECT
     (SELECT COUNT(*) FROM jobs WHERE status = '{S.RUNNING}' AND lease_until >= :now) AS running,
-    (SELECT j.id FROM
-        (SELECT user_id, MIN(created_at) AS at FROM jobs WHERE status IN ({sql_states(*WAITING)})
-         GROUP BY user_id) h
-     JOIN jobs j ON j.user_id = h.user_id AND j.created_at = h.at
-     LEFT JOIN fair_turns t ON t.user_id = h.user_id
-     WHERE j.status = '{S.QUEUED}'
-     ORDER BY COALESCE(t.turn, -1), h.at, j.id
-     LIMIT 1) AS head
+    c.user_id, c.head_id AS head,
+    (SELECT status FROM jobs WHERE id = c.head_id) AS head_status,
+    CASE WHEN EXISTS (
+        SELECT 1 FROM jobs e WHERE e.user_id = c.user_id AND e.status IN ({sql_states(*WAITING)})
+        AND (e.created_at < c.head_at OR (e.created_at = c.head_at AND e.id < c.head_id))
+    ) THEN 1 ELSE 0 END AS earlier
+FROM (SELECT 1 AS one) o LEFT JOIN (
+    SELECT user_id, head_id, head_at FROM fair_turns WHERE head_id IS NOT NULL
+    ORDER BY turn, head_at, head_id LIMIT 1
+) c ON 1 = 1
 """
-TAKE_TURN = (
-    "INSERT INTO fair_turns (user_id, turn) VALUES (:user_id, (SELECT COALESCE(MAX(turn), 0) + 1 FROM fair_turns)) "
-    "ON CONFLICT (user_id) DO UPDATE SET turn = excluded.turn"
-)
+
+
+def _set_head(turn: str) -> str:
+    # A member's row in ``fair_turns`` with their ready head as the jobs have it now, and ``turn``.
+    # (``WHERE 1 = 1``: SQLite reads an upsert's SELECT with a join only with a WHERE clause.)
+    return f"""
+INSERT INTO fair_turns (user_id, turn, head_id, head_at)
+SELECT CAST(:user_id AS BIGINT), {turn}, h.id, h.created_at
+FROM (SELECT 1 AS one) o LEFT JOIN (
+    SELECT f.id, f.created_at FROM (
+        SELECT id, created_at, status FROM jobs
+        WHERE user_id = CAST(:user_id AS BIGINT) AND status IN ({sql_states(*WAITING)})
+        ORDER BY created_at, id LIMIT 1
+    ) f WHERE f.status = '{S.QUEUED}'
+) h ON 1 = 1
+WHERE 1 = 1
+ON CONFLICT (user_id) DO UPDATE SET head_id = excluded.head_id, head_at = excluded.head_at"""
+
+
+# A member's ready head after a move that may change it; a member new to the line has had no turn (-1).
+REFRESH_HEAD = _set_head("-1")
+# A claim's member: served now (their turn the latest), and their next head.
+TAKE_TURN = _set_head("(SELECT COALESCE(MAX(turn), 0) + 1 FROM fair_turns)") + ", turn = excluded.turn"
 
 
 # Every waiting job's place, as the claim would serve them if all were ready: round k of the

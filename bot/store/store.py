@@ -542,8 +542,14 @@ def _move(
         or target.terminal
         or target is JobState.QUEUED
         or current is JobState.RUNNING
+        or current is JobState.QUEUED
         or claim is not None
     )
+    heads = target is JobState.QUEUED or current is JobState.QUEUED or (current.waiting and target.terminal)
+    if heads:
+        # The member's ready head may change: set their row right under the claims' lock, which orders
+        # this with every claim (none chooses from it half-written, and no two writers lose an update).
+        yield from lock("claim")
     row = yield from (fetch_one_alone if plain else fetch_one)(sql, **params)
     if row is None:
         return MoveResult(None)
@@ -574,6 +580,8 @@ def _move(
         )
         if moved.delivered is Delivered.UNDELIVERED:
             tell.append(f"notices:{moved.user_id}")  # every gateway tells the member at their next use
+    if heads:
+        yield from execute(q.REFRESH_HEAD, user_id=moved.user_id)
     if target is JobState.QUEUED or (current.waiting and target.terminal):
         # A job is ready, or a member's first waiting job left the line: their next one may start now.
         tell.append("queued")
@@ -609,6 +617,11 @@ def _claim_up_to(terms: ClaimTerms, count: int) -> Script[list[Job] | ClaimMiss]
             break
         if head["head"] is None:
             break
+        if head["earlier"] or head["head_status"] != JobState.QUEUED.value:
+            # The member's row is stale (see ``CLAIM_HEAD``): set it right and choose again. Each time
+            # sets one member's row to what the jobs say, so this ends.
+            yield from execute(q.REFRESH_HEAD, user_id=head["user_id"])
+            continue
         row = yield from fetch_one(
             q.move_sql(list(columns), fenced=False, new_run=True),
             id=head["head"],
