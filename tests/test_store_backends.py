@@ -645,3 +645,39 @@ async def test_the_ready_heads_kept_for_claims_follow_every_move_that_changes_th
 async def _claims(store: Store, terms: ClaimTerms, count: int) -> list[Job]:
     taken = await store.claim_up_to(terms, count)
     return taken if isinstance(taken, list) else []
+
+
+@pytest.mark.parametrize("database", DATABASES)
+async def test_claims_from_one_reading_of_the_order_take_what_claims_one_at_a_time_take(
+    database: str, tmp_path: Path
+) -> None:
+    """The same line in two stores: twenty members with one to four jobs each, some still being prepared, some
+    members served before. Slots filled several at a time (one reading of the fair order for each batch) take
+    the same jobs in the same order as one claim at a time, up to the cap and past members with one ready job."""
+    plan = [(f"u{user}j{n}", user, NOON + user * 0.5 + n * 0.1, (user + n) % 5 == 0) for user in range(20)
+            for n in range(1 + user % 4)]  # fmt: skip
+    served_before = [3, 7, 11]
+
+    async def build(store: Store) -> None:
+        for user in served_before:  # a turn each, in this order: these members go after the others
+            await add(store, make_job(f"old{user}", user, NOON - 100 + user))
+            old = await store.claim(ClaimTerms("earlier", NOON - 50, LEASE, 100))
+            assert isinstance(old, Job) and old.id == f"old{user}"
+            await step_to(store, await step_to(store, old, JobState.DELIVERING), JobState.SUCCEEDED)
+        for job_id, user, at, preparing in sorted(plan, key=lambda p: p[2]):
+            await add(store, make_job(job_id, user, at), JobState.PREPARING if preparing else JobState.QUEUED)
+
+    async with open_store(database, tmp_path, "batches") as batches, open_store(database, tmp_path, "single") as single:
+        await build(batches)
+        await build(single)
+        in_batches: list[str] = []
+        for size in (5, 1, 16, 3, 40):
+            taken = await batches.claim_up_to(ClaimTerms("w", NOON + 10, LEASE, 30), size)
+            in_batches += [j.id for j in taken] if isinstance(taken, list) else []
+        one_by_one: list[str] = []
+        while isinstance(taken := await single.claim(ClaimTerms("w", NOON + 10, LEASE, 30)), Job):
+            one_by_one.append(taken.id)
+        assert taken is ClaimMiss.NO_SLOT or taken is ClaimMiss.NO_JOB
+        assert in_batches == one_by_one
+        assert len(one_by_one) == 30 and len(set(one_by_one)) == 30  # the cap, each job once
+        assert await ready_heads(batches) == await ready_heads(single)

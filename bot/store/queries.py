@@ -96,10 +96,12 @@ ADMIT_JOB = (
 # ready (queued) may start; members served least recently go first. ``fair_turns`` keeps, beside each
 # member's last turn, their ready head (``head_id``, ``head_at``; NULL while their head is not ready),
 # refreshed by every move that can change it (``REFRESH_HEAD``), so a claim reads one row per member,
-# not the whole line. ``earlier`` and ``head_status`` check the chosen row against the jobs themselves:
-# a job admitted with an earlier time (another process's clock) makes it stale, and the claim refreshes it.
-# And the calls running under a live lease, across every process, for the cap.
-CLAIM_HEAD = f"""
+# not the whole line. The first ``:limit`` members in that order are what as many claims in a row take
+# (each claim sends its member to the back), so several slots are filled from one reading.
+# ``earlier`` and ``head_status`` check each row against the jobs themselves: a job admitted with an
+# earlier time (another process's clock) makes it stale, and the claim refreshes it.
+# And the calls running under a live lease, across every process, for the cap (one row even with no head).
+CLAIM_HEADS = f"""
 SELECT
     (SELECT COUNT(*) FROM jobs WHERE status = '{S.RUNNING}' AND lease_until >= :now) AS running,
     c.user_id, c.head_id AS head,
@@ -109,9 +111,10 @@ SELECT
         AND (e.created_at < c.head_at OR (e.created_at = c.head_at AND e.id < c.head_id))
     ) THEN 1 ELSE 0 END AS earlier
 FROM (SELECT 1 AS one) o LEFT JOIN (
-    SELECT user_id, head_id, head_at FROM fair_turns WHERE head_id IS NOT NULL
-    ORDER BY turn, head_at, head_id LIMIT 1
+    SELECT user_id, head_id, head_at, turn FROM fair_turns WHERE head_id IS NOT NULL
+    ORDER BY turn, head_at, head_id LIMIT :limit
 ) c ON 1 = 1
+ORDER BY c.turn, c.head_at, c.head_id
 """
 
 
@@ -324,13 +327,14 @@ def history_sql(guild_id: int | None) -> str:
     return HISTORY.format(guild="jobs.guild_id IS NULL" if guild_id is None else "jobs.guild_id = :guild_id")
 
 
-def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool) -> str:
+def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | None = None) -> str:
     """The one statement that changes a job's status: only if it is still in ``:current`` (and, ``fenced``,
-    still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim)."""
+    still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim). The job is
+    ``:id``, or (``ids``, an ``IN`` list's placeholders) each of several jobs moved alike (a claim's)."""
     sets = ["status = :target", *(f"{c} = :{c}" for c in columns)]
     if new_run:
         sets.append("run = run + 1")
-    where = "id = :id AND status = :current"
+    where = f"id {f'IN ({ids})' if ids else '= :id'} AND status = :current"
     if fenced:
         where += " AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = :fence_run"
     return f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING *"

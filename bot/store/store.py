@@ -610,30 +610,36 @@ def _claim_up_to(terms: ClaimTerms, count: int) -> Script[list[Job] | ClaimMiss]
     claimed: list[Job] = []
     miss = ClaimMiss.NO_JOB
     while len(claimed) < count:
-        head = yield from fetch_one(q.CLAIM_HEAD, now=terms.now)
-        assert head is not None
-        if int(head["running"]) >= terms.max_running:
+        # One reading of the fair order for every slot still to fill: the first members in it are what as
+        # many claims in a row would take, as long as each has a ready head (fewer: read again after).
+        rows = yield from fetch(q.CLAIM_HEADS, now=terms.now, limit=count - len(claimed))
+        free = terms.max_running - int(rows[0]["running"])
+        if free <= 0:
             miss = ClaimMiss.NO_SLOT
             break
-        if head["head"] is None:
+        heads = [row for row in rows if row["head"] is not None]
+        if not heads:
             break
-        if head["earlier"] or head["head_status"] != JobState.QUEUED.value:
-            # The member's row is stale (see ``CLAIM_HEAD``): set it right and choose again. Each time
-            # sets one member's row to what the jobs say, so this ends.
-            yield from execute(q.REFRESH_HEAD, user_id=head["user_id"])
+        stale = [row for row in heads if row["earlier"] or row["head_status"] != JobState.QUEUED.value]
+        if stale:
+            # A member's row is stale (see ``CLAIM_HEADS``): set it right and read again. Each time sets
+            # rows to what the jobs say, so this ends.
+            yield from execute_many(q.REFRESH_HEAD, [{"user_id": row["user_id"]} for row in stale])
             continue
-        row = yield from fetch_one(
-            q.move_sql(list(columns), fenced=False, new_run=True),
-            id=head["head"],
-            current=JobState.QUEUED.value,
-            target=JobState.RUNNING.value,
-            **columns,
-        )
-        if row is None:  # pragma: no cover - the claim lock and the head query make this impossible
+        chosen = [str(row["head"]) for row in heads[:free]]
+        ids, params = in_list("id", chosen)
+        moved = yield from fetch(
+            q.move_sql(list(columns), fenced=False, new_run=True, ids=ids),
+            current=JobState.QUEUED.value, target=JobState.RUNNING.value, **params, **columns,
+        )  # fmt: skip
+        by_id = {str(row["id"]): job_from_row(row) for row in moved}
+        # Under the claims' lock every chosen head is still queued: each is moved.
+        jobs = [by_id[job_id] for job_id in chosen if job_id in by_id]
+        if not jobs:  # pragma: no cover - the claims' lock and the reading make this impossible
             break
-        job = job_from_row(row)
-        yield from execute(q.TAKE_TURN, user_id=job.user_id)
-        claimed.append(job)
+        # Their members' turns, one after another in the order served, and their next heads.
+        yield from execute_many(q.TAKE_TURN, [{"user_id": job.user_id} for job in jobs])
+        claimed.extend(jobs)
     if not claimed:
         return miss
     yield from notify("claimed")
