@@ -334,7 +334,9 @@ def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | 
     sets = ["status = :target", *(f"{c} = :{c}" for c in columns)]
     if new_run:
         sets.append("run = run + 1")
-    where = f"id {f'IN ({ids})' if ids else '= :id'} AND status = :current"
+    # With several ids SQLite would rather search the status index (every waiting job) than the ids' keys:
+    # the cast, a no-op, keeps the status out of its choice.
+    where = f"id IN ({ids}) AND CAST(status AS TEXT) = :current" if ids else "id = :id AND status = :current"
     if fenced:
         where += " AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = :fence_run"
     return f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING *"
