@@ -534,18 +534,13 @@ def _move(
     params: dict[str, Any] = {**columns, "id": job_id, "current": current.value, "target": target.value}
     if fence is not None:
         params.update(fence_holder=fence.holder, fence_run=fence.run)
-    # A plain move (no money, attempts, notice, claim or tidings below) is its UPDATE alone: one round trip.
-    plain = not (
-        refund
-        or settle is not None
-        or attempts
-        or target.terminal
-        or target is JobState.QUEUED
-        or current is JobState.RUNNING
-        or current is JobState.QUEUED
-        or claim is not None
-    )
+    # Whether the member's ready head may change (a job queued, or leaving the line).
     heads = target is JobState.QUEUED or current is JobState.QUEUED or (current.waiting and target.terminal)
+    # A plain move (no money, attempts, notice, head, claim or tidings below) is its UPDATE alone: one round trip.
+    plain = not (
+        refund or settle is not None or attempts or target.terminal or heads or current is JobState.RUNNING
+        or claim is not None
+    )  # fmt: skip
     if heads:
         # The member's ready head may change: set their row right under the claims' lock, which orders
         # this with every claim (none chooses from it half-written, and no two writers lose an update).
