@@ -26,6 +26,7 @@ from bot.core.records import (
     ClaimMiss,
     ClaimTerms,
     Fence,
+    MoveOrder,
     NoticeDraft,
     RecentRun,
     StoredImage,
@@ -37,7 +38,7 @@ from bot.servers.settings import GuildSettings
 from bot.store.database import migrate, migrations, open_and_migrate
 from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone
 from bot.store.store import Store
-from bot.store.store import _move as move_script
+from bot.store.store import _moves as moves_script
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
 
 DAY = utc_day(NOON)
@@ -528,10 +529,9 @@ def test_a_plain_move_is_its_update_alone_and_any_other_move_a_transaction() -> 
     attempts, a notice, a claim or tidings for other processes keeps its transaction."""
 
     def first_op(current: JobState, target: JobState, **extra: Any) -> Op:
-        args: dict[str, Any] = {"refund": False, "attempts": (), "fence": None, "notice": None, "claim": None}
-        args.update(extra)
-        script = move_script("j1", current, target, {}, args["refund"], "gw", NOON, args["attempts"],
-                             args["fence"], args["notice"], args["claim"])  # fmt: skip
+        claim = extra.pop("claim", None)
+        order = MoveOrder("j1", current, target, {}, extra.pop("refund", False), "gw", NOON, **extra)
+        script = moves_script([order], claim)
         try:
             return next(script)
         finally:
@@ -548,6 +548,7 @@ def test_a_plain_move_is_its_update_alone_and_any_other_move_a_transaction() -> 
     assert not alone(first_op(JobState.DELIVERING, JobState.SUCCEEDED))  # a notice row
     attempt = Attempt(1, NOON, 1.0, AttemptOutcome.SUCCEEDED, True, 200)
     assert not alone(first_op(JobState.DELIVERING, JobState.DELIVERING, attempts=(attempt,)))
+    assert not alone(first_op(JobState.ACCEPTED, JobState.PREPARING, claim=ClaimTerms("gw", NOON, LEASE, 4)))
 
 
 async def test_claiming_several_at_once_takes_what_as_many_claims_in_a_row_would(store: Store) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -194,3 +194,22 @@ class NoticeDraft:
     payload: Mapping[str, Any] = field(default_factory=dict)
     delay: float = 0.0
     done_how: str | None = None  # already told (a posted result): recorded as done
+
+
+@dataclass(frozen=True)
+class MoveOrder:
+    """One move as the store writes it: the job, from ``current`` to ``target`` with its changed ``values``,
+    a refund row if ``refund``, a settlement of ``settle`` micro-dollars, its API ``attempts``, the
+    ``notice`` its member is owed when it ends (held by ``holder`` first), and the ``fence`` it needs."""
+
+    job_id: str
+    current: JobState
+    target: JobState
+    values: Mapping[str, Any]
+    refund: bool
+    holder: str
+    now: float
+    attempts: Sequence[Attempt] = ()
+    fence: Fence | None = None
+    notice: NoticeDraft | None = None
+    settle: int | None = None

@@ -26,10 +26,11 @@ from typing import Any, Protocol
 from bot.core.attempts import Attempt
 from bot.core.job import Job
 from bot.core.quota import Quota
-from bot.core.records import ClaimMiss, ClaimTerms, Fence, NoticeDraft
+from bot.core.records import ClaimMiss, ClaimTerms, Fence, MoveOrder, MoveResult, NoticeDraft
 from bot.core.states import HELD, MONEY, JobState, MoneyEffect, allowed
 from bot.errors import AtelierError, UnexpectedError
 from bot.i18n import _t
+from bot.jobs.handovers import HandOvers
 from bot.media.images import OutputImage
 from bot.ports import Move, MoveObserver, Notifier
 from bot.store.store import Store
@@ -77,6 +78,7 @@ class Lifecycle:
         self._ended: EndedHook | None = None
         self._outbox: OwnNotices | None = None
         self._moved = asyncio.Event()
+        self._hand_overs = HandOvers(store, holder, lease_seconds, clock)
 
     def attach(self, notifier: Notifier | None, ended: EndedHook | None, outbox: OwnNotices | None) -> None:
         """Tell ``notifier`` about moves, ``ended`` about every end, ``outbox`` about notices owed now."""
@@ -145,8 +147,15 @@ class Lifecycle:
         self, job: Job, target: JobState, max_running: int | None, *, attempts: Sequence[Attempt] = (), **values: Any
     ) -> tuple[Job | None, Job | ClaimMiss | None]:
         """``move``, and if it moved, claim the next job for this process in the same transaction (the slot a
-        call's end frees goes to the next job at once); return the job moved and the job claimed, or why not."""
-        return await self._move(job, target, None, attempts, None, None, max_running, values)
+        call's end frees goes to the next job at once); return the job moved and the job claimed, or why not.
+        Calls that end together are written together (``bot.jobs.handovers``)."""
+        if max_running is None:
+            return await self._move(job, target, None, attempts, None, None, None, values)
+        order = await self._order(job, target, None, attempts, None, values, None)
+        if order is None:
+            return None, None
+        stored = await self._hand_overs.move_and_claim(order, max_running)
+        return await self._after(job, order, stored, None, attempts, None)
 
     async def _move(
         self,
@@ -160,44 +169,61 @@ class Lifecycle:
         values: dict[str, Any],
         settle: int | None = None,
     ) -> tuple[Job | None, Job | ClaimMiss | None]:
+        order = await self._order(job, target, error, attempts, notice, values, settle)
+        if order is None:
+            return None, None
+        claim = ClaimTerms(self.holder, order.now, self.lease_seconds, claim_for) if claim_for is not None else None
+        (stored,) = await self.store.move_all([order], claim)
+        return await self._after(job, order, stored, error, attempts, result)
+
+    async def _order(
+        self,
+        job: Job | str,
+        target: JobState,
+        error: AtelierError | None,
+        attempts: Sequence[Attempt],
+        notice: NoticeDraft | None,
+        values: dict[str, Any],
+        settle: int | None,
+    ) -> MoveOrder | None:
+        """The move as the store is to write it, or ``None`` if it is refused before that."""
         if isinstance(job, str):
             found = await self.store.get_job(job)
             if found is None or found.state.terminal:
                 log.warning("job=%s refused move to %s: it is not an unfinished job", job, target)
-                return None, None
+                return None
             current, fence = found, None
         else:
             current = job
             fence = Fence(job.holder, job.run) if job.state in HELD and job.holder is not None else None
-        before = current.state
-        if not allowed(before, target, current.restarts):
-            log.warning("job=%s refused move %s -> %s", current.id, before, target)
-            return None, None
+        if not allowed(current.state, target, current.restarts):
+            log.warning("job=%s refused move %s -> %s", current.id, current.state, target)
+            return None
         now = self.clock()
         stamped = _stamp(current, target, error, attempts, values, now)
         if target.terminal and notice is None:
             notice = failure_notice(error) if target is JobState.FAILED else NoticeDraft()
-        claim = ClaimTerms(self.holder, now, self.lease_seconds, claim_for) if claim_for is not None else None
-        stored = await self.store.move(
-            current.id,
-            before,
-            target,
-            stamped,
-            refund=MONEY[target] is MoneyEffect.REFUND,
-            holder=self.holder,
-            now=now,
-            attempts=attempts,
-            fence=fence,
-            notice=notice,
-            claim=claim,
-            settle=settle,
-        )
+        refund = MONEY[target] is MoneyEffect.REFUND
+        return MoveOrder(current.id, current.state, target, stamped, refund, self.holder, now, attempts, fence, notice,
+                         settle)  # fmt: skip
+
+    async def _after(
+        self,
+        job: Job | str,
+        order: MoveOrder,
+        stored: MoveResult,
+        error: AtelierError | None,
+        attempts: Sequence[Attempt],
+        result: OutputImage | None,
+    ) -> tuple[Job | None, Job | ClaimMiss | None]:
+        """What follows a move the store wrote (or refused): what this process holds, and who is told."""
+        before, target, fence, notice = order.current, order.target, order.fence, order.notice
         moved = stored.job
         if moved is None:
             why = "another process holds it now" if fence is not None else "the store holds another state"
-            log.warning("job=%s refused move %s -> %s: %s", current.id, before, target, why)
+            log.warning("job=%s refused move %s -> %s: %s", order.job_id, before, target, why)
             if fence is not None and fence.holder == self.holder:
-                self._held.pop(current.id, None)
+                self._held.pop(order.job_id, None)
             return None, None
         if moved.state in HELD and moved.holder == self.holder:
             self._held[moved.id] = moved
@@ -205,7 +231,7 @@ class Lifecycle:
             self._held.pop(moved.id, None)
         self._moved.set()
         # Before any await: an observer hears of every move the store recorded, in order.
-        self._observe(Move(moved, before, error, tuple(attempts), result, settle or 0))
+        self._observe(Move(moved, before, error, tuple(attempts), result, order.settle or 0))
         if target.terminal:
             _log_end(moved)
             if self._ended is not None:

@@ -25,6 +25,7 @@ from bot.core.records import (
     Fence,
     HistoryEntry,
     JobStats,
+    MoveOrder,
     MoveResult,
     Notice,
     NoticeDraft,
@@ -126,9 +127,15 @@ class Store:
         settlement row of ``settle`` micro-dollars (signed) if given, its API ``attempts``, the ``notice``
         its member is owed when it ends (held by ``holder`` first), and (``claim``) the next job for
         ``holder``: all or nothing."""
-        return await self._write(
-            _move(job_id, current, target, values, refund, holder, now, attempts, fence, notice, claim, settle)
-        )
+        order = MoveOrder(job_id, current, target, values, refund, holder, now, attempts, fence, notice, settle)
+        (moved,) = await self._write(_moves([order], claim))
+        return moved
+
+    async def move_all(self, orders: Sequence[MoveOrder], claim: ClaimTerms | None = None) -> list[MoveResult]:
+        """``move`` each order and then (``claim``) claim as many jobs for ``claim.holder`` as moves happened,
+        all in one transaction: the calls that ended together pass their slots on in one claim. Each result
+        as ``move`` gives it, in order; the jobs claimed go to the moves in the order they were taken."""
+        return await self._write(_moves(orders, claim))
 
     async def claim(self, terms: ClaimTerms) -> Job | ClaimMiss:
         """Take the next job in fair order (marked running, in a new run, under ``terms.holder``'s lease),
@@ -515,31 +522,53 @@ def _admit(job: Job, quota: Quota, lease_until: float) -> Script[tuple[Limit, Da
     return None
 
 
-def _move(
-    job_id: str,
-    current: JobState,
-    target: JobState,
-    values: Mapping[str, Any],
-    refund: bool,
-    holder: str,
-    now: float,
-    attempts: Sequence[Attempt],
-    fence: Fence | None,
-    notice: NoticeDraft | None,
-    claim: ClaimTerms | None,
-    settle: int | None = None,
-) -> Script[MoveResult]:
-    columns = column_values(values)
-    sql = q.move_sql(list(columns), fenced=fence is not None, new_run=False)
+def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list[MoveResult]]:
+    """The moves, then (``claim``) one claim of as many jobs as moves happened; one transaction."""
+    tell: list[str] = []
+    alone = len(orders) == 1 and claim is None
+    stored = []
+    for order in orders:
+        stored.append((yield from _move(order, alone, tell)))
+    done = [result for result in stored if result.job is not None]
+    taken: list[Job] | ClaimMiss = []
+    if claim is not None and done:
+        taken = yield from _claim_up_to(claim, len(done))
+    claimed = taken if isinstance(taken, list) else []
+    freed = sum(
+        1
+        for order, result in zip(orders, stored, strict=True)
+        if result.job is not None and order.current is JobState.RUNNING
+    )
+    if freed > len(claimed):
+        tell.append("slot")  # a call's end frees a slot for any worker (unless it went to the next job here)
+    yield from notify(*dict.fromkeys(tell))
+    if claim is None:
+        return stored
+    # The jobs taken go to the moves in order; a move past them learns why there was none (fewer taken than
+    # asked: fewer were ready).
+    given = iter(claimed)
+    miss = taken if isinstance(taken, ClaimMiss) else ClaimMiss.NO_JOB
+    return [
+        result if result.job is None else MoveResult(result.job, result.refunded, next(given, None) or miss)
+        for result in stored
+    ]  # fmt: skip
+
+
+def _move(order: MoveOrder, alone: bool, tell: list[str]) -> Script[MoveResult]:
+    """One move's statements; what it has to tell goes on ``tell`` (told when the transaction ends). ``alone``:
+    it is the transaction's only work, so a plain move may run as a single statement."""
+    current, target, job_id, now = order.current, order.target, order.job_id, order.now
+    columns = column_values(order.values)
+    sql = q.move_sql(list(columns), fenced=order.fence is not None, new_run=False)
     params: dict[str, Any] = {**columns, "id": job_id, "current": current.value, "target": target.value}
-    if fence is not None:
-        params.update(fence_holder=fence.holder, fence_run=fence.run)
+    if order.fence is not None:
+        params.update(fence_holder=order.fence.holder, fence_run=order.fence.run)
     # Whether the member's ready head may change (a job queued, or leaving the line).
     heads = target is JobState.QUEUED or current is JobState.QUEUED or (current.waiting and target.terminal)
     # A plain move (no money, attempts, notice, head, claim or tidings below) is its UPDATE alone: one round trip.
-    plain = not (
-        refund or settle is not None or attempts or target.terminal or heads or current is JobState.RUNNING
-        or claim is not None
+    plain = alone and not (
+        order.refund or order.settle is not None or order.attempts or target.terminal or heads
+        or current is JobState.RUNNING
     )  # fmt: skip
     if heads:
         # The member's ready head may change: set their row right under the claims' lock, which orders
@@ -550,14 +579,13 @@ def _move(
         return MoveResult(None)
     moved = job_from_row(row)
     refunded = False
-    if refund:
+    if order.refund:
         refunded = (yield from execute(q.INSERT_MONEY, id=job_id, entry=q.REFUND, at=now)) == 1
-    if settle is not None:
-        yield from execute(q.INSERT_SETTLEMENT, id=job_id, entry=q.SETTLE, amount=int(settle), at=now)
-    yield from execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, moved.run, a) for a in attempts])
-    tell: list[str] = []
+    if order.settle is not None:
+        yield from execute(q.INSERT_SETTLEMENT, id=job_id, entry=q.SETTLE, amount=int(order.settle), at=now)
+    yield from execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, moved.run, a) for a in order.attempts])
     if target.terminal:
-        draft = notice or NoticeDraft()
+        draft = order.notice or NoticeDraft()
         done = draft.done_how is not None
         # The mover tells a notice due now; one due after a grace (a reply on its way) is anyone's when due.
         held = not done and draft.delay == 0
@@ -568,7 +596,7 @@ def _move(
             payload=json.dumps(dict(draft.payload)),
             created_at=now,
             due_at=now + draft.delay,
-            claimed_by=holder if held else None,
+            claimed_by=order.holder if held else None,
             lease_until=now + NOTICE_LEASE if held else None,
             done_at=now if done else None,
             how=draft.done_how,
@@ -582,13 +610,7 @@ def _move(
         tell.append("queued")
     if target is JobState.CANCELLED:
         tell.append(f"cancel:{job_id}")
-    claimed: Job | ClaimMiss | None = None
-    if claim is not None:
-        claimed = yield from _claim(claim)
-    if current is JobState.RUNNING and not isinstance(claimed, Job):
-        tell.append("slot")  # a call's end frees a slot for any worker (unless it went to the next job here)
-    yield from notify(*tell)
-    return MoveResult(moved, refunded, claimed)
+    return MoveResult(moved, refunded)
 
 
 def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:

@@ -1,0 +1,117 @@
+"""Hand-overs written together: the calls that end at once pass their slots on in one transaction.
+
+When a call ends, its job moves on (running to delivering) and its slot goes to the next job in
+fair order in the same transaction, so the slot is never free between the two. Calls started
+together end together: one process may have a dozen ends within a few milliseconds. Written one
+transaction each, they queue behind each other on the claims' lock, a few round trips apiece,
+and the last one's next call waits for all of them.
+
+So the ends are written the way a database commits a group: the first end is written at once;
+the ends that arrive while it is being written wait and then go together, in one transaction,
+with one claim for as many jobs as they moved (``Store.move_all``). A lone end costs what it
+did; a group of n costs one claim instead of n. If a group's transaction fails, each of its
+moves is tried again alone, so one job's error stays its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bot.core.records import ClaimTerms, MoveOrder, MoveResult
+from bot.scheduler import Scheduler
+from bot.store.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Waiting:
+    order: MoveOrder
+    max_running: int
+    result: asyncio.Future[MoveResult]
+
+
+class HandOvers:
+    """Moves that pass a slot on, with their claims, written in groups for ``holder``."""
+
+    def __init__(self, store: Store, holder: str, lease_seconds: float, clock: Callable[[], float]) -> None:
+        self._store = store
+        self._holder = holder
+        self._lease_seconds = lease_seconds
+        self._clock = clock
+        self._waiting: list[_Waiting] = []
+        self._writing = False
+        self._tasks = Scheduler("hand-overs")
+
+    async def move_and_claim(self, order: MoveOrder, max_running: int) -> MoveResult:
+        """Write ``order`` and claim a job for the slot it frees (at most ``max_running`` running in all).
+
+        A caller cancelled while its move is being written gets the result anyway (the moves of the
+        group happen whatever it does: a job claimed for it must reach it), and the cancellation
+        comes back at its next wait.
+        """
+        waiting = _Waiting(order, max_running, asyncio.get_running_loop().create_future())
+        self._waiting.append(waiting)
+        if not self._writing:
+            self._writing = True
+            self._tasks.spawn("write", self._write_all())
+        try:
+            return await asyncio.shield(waiting.result)
+        except asyncio.CancelledError:
+            if waiting in self._waiting:  # not being written yet: it never will be
+                self._waiting.remove(waiting)
+                raise
+        result = await _outlast(waiting.result)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the cancellation that came while the move was written: at the caller's next wait
+        return result
+
+    async def _write_all(self) -> None:
+        group: list[_Waiting] = []
+        try:
+            while self._waiting:
+                group, self._waiting = self._waiting, []
+                await self._write(group)
+        finally:
+            self._writing = False  # no wait between the last look at the queue and this
+            for waiting in [*group, *self._waiting]:
+                waiting.result.cancel()  # cancelled itself (the loop ends): no-op for those written
+
+    async def _write(self, group: list[_Waiting]) -> None:
+        # The claim is asked now, with the highest cap asked (every process's is MAX_CONCURRENT_JOBS).
+        terms = ClaimTerms(self._holder, self._clock(), self._lease_seconds, max(w.max_running for w in group))
+        try:
+            results = await self._store.move_all([w.order for w in group], terms)
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0].result, exc)
+                return
+            log.warning("%d hand-overs written together failed (%s); writing each alone", len(group), exc)
+            for waiting in group:
+                await self._write([waiting])
+            return
+        for waiting, result in zip(group, results, strict=True):
+            _settle(waiting.result, result)
+
+
+def _settle(future: asyncio.Future[MoveResult], outcome: MoveResult | Exception) -> None:
+    if future.done():
+        return
+    if isinstance(outcome, Exception):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+async def _outlast(future: asyncio.Future[MoveResult]) -> MoveResult:
+    """``future``'s result, however often the waiting task is cancelled meanwhile."""
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise

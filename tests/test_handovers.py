@@ -1,0 +1,167 @@
+"""Hand-overs written in groups (``bot.jobs.handovers``), on both databases (the ``store`` fixture).
+
+Calls that end together pass their slots on in one transaction: their moves, then one claim for as
+many jobs as moved. Each caller still gets what a move and claim of its own would have given it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from bot.core.job import Job
+from bot.core.records import ClaimMiss, ClaimTerms, MoveOrder, MoveResult
+from bot.core.states import JobState
+from bot.jobs.lifecycle import Lifecycle
+from bot.store.store import Store
+from tests.stores import LEASE, NOON, Heard, add, make_job
+
+WORKER = "w"
+
+
+class Groups(Store):
+    """The store, recording the size of every group of moves written, and able to hold a write back."""
+
+    def __init__(self, store: Store, fail_with: str | None = None) -> None:
+        super().__init__(store.database)
+        self.sizes: list[int] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.entered = asyncio.Event()
+        self.fail_with = fail_with  # a job whose moves fail (as a bad row would)
+
+    async def move_all(self, orders: Sequence[MoveOrder], claim: ClaimTerms | None = None) -> list[MoveResult]:
+        self.sizes.append(len(orders))
+        self.entered.set()
+        await self.gate.wait()
+        if any(order.job_id == self.fail_with for order in orders):
+            raise RuntimeError(f"a bad row in job {self.fail_with}")
+        return await super().move_all(orders, claim)
+
+
+async def running(store: Store, count: int, members: int = 0) -> list[Job]:
+    """``count`` jobs running under ``WORKER`` (``r0``…), and ``members`` jobs waiting behind them, one a member."""
+    for n in range(count):
+        await add(store, make_job(f"r{n}", 1 + n, NOON + n))
+    taken = await store.claim_up_to(ClaimTerms(WORKER, NOON + 50, LEASE, 100), count)
+    assert isinstance(taken, list) and len(taken) == count
+    for n in range(members):
+        await add(store, make_job(f"q{n}", 100 + n, NOON + 60 + n))
+    return taken
+
+
+def lifecycle(store: Store) -> Lifecycle:
+    return Lifecycle(store, WORKER, lease_seconds=LEASE, clock=lambda: NOON + 100)
+
+
+async def test_calls_that_end_together_pass_their_slots_on_in_one_claim(store: Store) -> None:
+    """Six calls end at once: one transaction moves the six and claims six, the next in fair order, one
+    for each caller, in the order taken."""
+    jobs = await running(store, 6, members=8)
+    groups = Groups(store)
+    ends = lifecycle(groups)
+    results = await asyncio.gather(*(ends.move_and_claim(job, JobState.DELIVERING, 6) for job in jobs))
+    assert groups.sizes == [6]
+    assert [(moved.id, moved.state) for moved, _ in results if moved is not None] == [
+        (f"r{n}", JobState.DELIVERING) for n in range(6)
+    ]
+    claimed = [taken for _, taken in results]
+    assert all(isinstance(job, Job) for job in claimed)
+    assert [(job.id, job.state, job.holder, job.run) for job in claimed if isinstance(job, Job)] == [
+        (f"q{n}", JobState.RUNNING, WORKER, 1) for n in range(6)
+    ]
+    assert all(ends.holds(f"q{n}") is not None for n in range(6))  # held, so their leases are renewed
+
+
+async def test_a_group_claims_no_more_than_the_cap_leaves_and_frees_the_rest(store: Store) -> None:
+    """Two calls run in another process and the cap is four: when the four calls here end together, two slots
+    are left though three jobs wait. The first two in fair order are claimed here, the third stays in line,
+    the other two callers learn there was none, and every process hears that a slot is free."""
+    jobs = await running(store, 4, members=2)
+    await add(store, make_job("other1", 50, NOON + 90))
+    await add(store, make_job("other2", 51, NOON + 91))
+    elsewhere = await store.claim_up_to(ClaimTerms("x", NOON + 95, LEASE, 100), 2)
+    assert isinstance(elsewhere, list) and [job.id for job in elsewhere] == ["q0", "q1"]
+    await add(store, make_job("q9", 109, NOON + 96))
+    heard = Heard(store)
+    await heard.since_last()
+    ends = lifecycle(store)
+    results = await asyncio.gather(*(ends.move_and_claim(job, JobState.DELIVERING, 4) for job in jobs))
+    assert [moved.state if moved else None for moved, _ in results] == [JobState.DELIVERING] * 4
+    taken = [claimed.id if isinstance(claimed, Job) else claimed for _, claimed in results]
+    assert taken[:2] == ["other1", "other2"] and all(isinstance(miss, ClaimMiss) for miss in taken[2:])
+    waiting = await store.get_job("q9")
+    assert waiting is not None and waiting.state is JobState.QUEUED
+    assert "slot" in await heard.since_last()
+
+
+async def test_a_group_that_fails_is_written_again_one_move_at_a_time(store: Store) -> None:
+    """One job's bad row fails its group's transaction: nothing of the group is written; each move is then
+    written alone, so the others go on and only that job's caller gets the error."""
+    jobs = await running(store, 3, members=3)
+    groups = Groups(store, fail_with="r1")
+    ends = lifecycle(groups)
+    results = await asyncio.gather(
+        *(ends.move_and_claim(job, JobState.DELIVERING, 3) for job in jobs), return_exceptions=True
+    )
+    assert groups.sizes == [3, 1, 1, 1]
+    assert isinstance(results[1], RuntimeError) and "r1" in str(results[1])
+    for result in (results[0], results[2]):
+        assert not isinstance(result, BaseException)
+        moved, claimed = result
+        assert moved is not None and moved.state is JobState.DELIVERING and isinstance(claimed, Job)
+    still = await store.get_job("r1")
+    assert still is not None and still.state is JobState.RUNNING
+
+
+async def test_a_caller_cancelled_while_its_move_is_written_gets_it_then_the_cancel(store: Store) -> None:
+    """The group's moves happen whatever one caller does: a caller cancelled meanwhile still gets the job
+    claimed for it (or it would be held and never run), and the cancel comes at its next wait."""
+    (job,) = await running(store, 1, members=1)
+    groups = Groups(store)
+    groups.gate.clear()
+    ends = lifecycle(groups)
+    seen: list[object] = []
+
+    async def end() -> None:
+        seen.append(await ends.move_and_claim(job, JobState.DELIVERING, 4))
+        await asyncio.sleep(0)
+        seen.append("not cancelled")
+
+    caller = asyncio.create_task(end())
+    async with asyncio.timeout(10):
+        await groups.entered.wait()
+    caller.cancel()
+    await asyncio.sleep(0)
+    groups.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(10):
+            await caller
+    assert len(seen) == 1
+    moved, claimed = seen[0]  # type: ignore[misc]
+    assert moved.state is JobState.DELIVERING and isinstance(claimed, Job) and claimed.id == "q0"
+
+
+async def test_a_caller_cancelled_before_its_move_is_written_moves_nothing(store: Store) -> None:
+    """A caller waiting behind a group being written, cancelled, leaves the queue: its job stays running."""
+    first, second = await running(store, 2, members=2)
+    groups = Groups(store)
+    groups.gate.clear()
+    ends = lifecycle(groups)
+    writing = asyncio.create_task(ends.move_and_claim(first, JobState.DELIVERING, 4))
+    async with asyncio.timeout(10):
+        await groups.entered.wait()
+    behind = asyncio.create_task(ends.move_and_claim(second, JobState.DELIVERING, 4))
+    await asyncio.sleep(0)
+    behind.cancel()
+    groups.gate.set()
+    async with asyncio.timeout(10):
+        moved, claimed = await writing
+        with pytest.raises(asyncio.CancelledError):
+            await behind
+    assert moved is not None and isinstance(claimed, Job)
+    assert groups.sizes == [1]
+    left = await store.get_job(second.id)
+    assert left is not None and left.state is JobState.RUNNING
