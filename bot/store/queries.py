@@ -222,7 +222,7 @@ INSERT_INPUT = (
 )
 INSERT_INPUT_SET = "INSERT INTO input_sets (job_id, bytes, ended_at) VALUES (:job_id, :bytes, NULL)"
 QUEUED_INPUT_BYTES = "SELECT COALESCE(SUM(bytes), 0) AS n FROM input_sets WHERE ended_at IS NULL"
-LOAD_INPUTS = "SELECT mime, width, height, data FROM job_inputs WHERE job_id = :job_id ORDER BY number"
+LOAD_INPUTS = "SELECT job_id, mime, width, height, data FROM job_inputs WHERE job_id IN ({ids}) ORDER BY job_id, number"
 INPUTS_EXIST = "SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :job_id"
 INPUTS_SIZE = "SELECT bytes AS n FROM input_sets WHERE job_id = :job_id"
 INPUTS_KEPT = "SELECT COUNT(*) AS n FROM input_sets WHERE job_id = :job_id AND (ended_at IS NULL OR ended_at > :since)"

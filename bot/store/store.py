@@ -263,10 +263,18 @@ class Store:
         await self.database.run(_save_inputs(job_id, images, cap_bytes), write=True, heavy=True)
 
     async def load_inputs(self, job_id: str) -> list[StoredImage] | None:
-        rows = await self._read(fetch(q.LOAD_INPUTS, job_id=job_id))
-        if not rows:
-            return None
-        return [StoredImage(bytes(r["data"]), str(r["mime"]), int(r["width"]), int(r["height"])) for r in rows]
+        return (await self.load_inputs_of([job_id])).get(job_id)
+
+    async def load_inputs_of(self, job_ids: Sequence[str]) -> dict[str, list[StoredImage]]:
+        """The inputs of each of ``job_ids`` that has them, in prompt order, in one reading (at most
+        ``IN_LIST_SIZE`` jobs)."""
+        ids, params = in_list("job", list(job_ids)[:IN_LIST_SIZE])
+        rows = await self._read(fetch(q.LOAD_INPUTS.format(ids=ids), **params))
+        found: dict[str, list[StoredImage]] = {}
+        for r in rows:
+            image = StoredImage(bytes(r["data"]), str(r["mime"]), int(r["width"]), int(r["height"]))
+            found.setdefault(str(r["job_id"]), []).append(image)
+        return found
 
     async def inputs_exist(self, job_id: str) -> bool:
         return bool(await self._read(fetch_value(q.INPUTS_EXIST, job_id=job_id)))
@@ -527,8 +535,11 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     tell: list[str] = []
     alone = len(orders) == 1 and claim is None
     stored = []
+    attempts: list[dict[str, Any]] = []
     for order in orders:
-        stored.append((yield from _move(order, alone, tell)))
+        stored.append((yield from _move(order, alone, tell, attempts)))
+    # Every move's API attempts in one statement (a group of moves would otherwise take a round trip each).
+    yield from execute_many(q.INSERT_ATTEMPT, attempts)
     done = [result for result in stored if result.job is not None]
     taken: list[Job] | ClaimMiss = []
     if claim is not None and done:
@@ -554,9 +565,10 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     ]  # fmt: skip
 
 
-def _move(order: MoveOrder, alone: bool, tell: list[str]) -> Script[MoveResult]:
-    """One move's statements; what it has to tell goes on ``tell`` (told when the transaction ends). ``alone``:
-    it is the transaction's only work, so a plain move may run as a single statement."""
+def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[str, Any]]) -> Script[MoveResult]:
+    """One move's statements; what it has to tell goes on ``tell`` (told when the transaction ends), its API
+    attempts' rows on ``attempts`` (written after it). ``alone``: it is the transaction's only work, so a plain
+    move may run as a single statement."""
     current, target, job_id, now = order.current, order.target, order.job_id, order.now
     columns = column_values(order.values)
     sql = q.move_sql(list(columns), fenced=order.fence is not None, new_run=False)
@@ -583,7 +595,7 @@ def _move(order: MoveOrder, alone: bool, tell: list[str]) -> Script[MoveResult]:
         refunded = (yield from execute(q.INSERT_MONEY, id=job_id, entry=q.REFUND, at=now)) == 1
     if order.settle is not None:
         yield from execute(q.INSERT_SETTLEMENT, id=job_id, entry=q.SETTLE, amount=int(order.settle), at=now)
-    yield from execute_many(q.INSERT_ATTEMPT, [_attempt_params(job_id, moved.run, a) for a in order.attempts])
+    attempts.extend(_attempt_params(job_id, moved.run, a) for a in order.attempts)
     if target.terminal:
         draft = order.notice or NoticeDraft()
         done = draft.done_how is not None

@@ -271,10 +271,13 @@ class DiscordNotifier:
     async def _still_waiting(self, job_id: str) -> bool:
         return self.engine.position(job_id) is not None
 
-    async def _close(self, job: Job) -> None:
+    async def _close(self, job: Job) -> bool:
+        """Close the job's line here, if it has one (whether it had)."""
         line = self._lines.pop(job.id, None)
-        if line is not None:
-            await line.close()
+        if line is None:
+            return False
+        await line.close()
+        return True
 
     def running_text(self, job: Job) -> str:
         """ "Editing… 40 s so far, usually about 95 s" (no estimate without enough history)."""
@@ -325,12 +328,14 @@ class DiscordNotifier:
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         state = job.state
         if state is JobState.RUNNING:
-            await self._close(job)  # a line of the job's wait, or of an earlier run (a move it began ends first)
-            # That line may have moved the status while the job was claimed: start where the store says it is
-            # now, not where the claim read it, or this line would move it from the old message once more.
-            current = await self.engine.job(job.id)
-            if current is not None and current.destination is not None:
-                job = dataclasses.replace(job, destination=current.destination)
+            # A line of the job's wait, or of an earlier run, here (a move it began ends first).
+            if await self._close(job):
+                # That line may have moved the status while the job was claimed: start where the store says it
+                # is now, not where the claim read it, or this line would move it from the old message once more.
+                # (With no line here, the row the claim returned is as fresh as a reading now would be.)
+                current = await self.engine.job(job.id)
+                if current is not None and current.destination is not None:
+                    job = dataclasses.replace(job, destination=current.destination)
             line = self._line(job)
             if line is not None:
                 line.update(functools.partial(self.running_text, job), None)

@@ -1,0 +1,57 @@
+"""Reading jobs' inputs (``bot.jobs.inputs``), on both databases (the ``store`` fixture)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from bot.core.records import StoredImage
+from bot.jobs.inputs import JobInputs
+from bot.media.images import PreparedImage
+from bot.store.store import Store
+from tests.stores import NOON, add, make_job
+
+
+class Readings(Store):
+    """The store, recording the jobs asked in each reading of inputs."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.database)
+        self.readings: list[list[str]] = []
+        self.gate = asyncio.Event()  # holds each reading back until set
+        self.entered = asyncio.Event()
+
+    async def load_inputs_of(self, job_ids: Sequence[str]) -> dict[str, list[StoredImage]]:
+        self.readings.append(sorted(job_ids))
+        self.entered.set()
+        await self.gate.wait()
+        return await super().load_inputs_of(job_ids)
+
+
+async def test_loads_asked_while_one_is_read_are_read_together_each_in_prompt_order(store: Store) -> None:
+    """The jobs a group of ended calls handed their slots to ask for their inputs at once. Asked while a
+    reading is under way, they are read together in one reading after it; each gets its own images in
+    prompt order, and a job without inputs gets ``None``."""
+    inputs = JobInputs(store, cap_bytes=1 << 30)
+    for n in range(4):
+        await add(store, make_job(f"j{n}", 1 + n, NOON + n))
+        images = [PreparedImage(f"{n}-{i}".encode() * 10, "image/png", 8 + i, 8) for i in range(n + 1)]
+        await inputs.save(f"j{n}", images)
+    await add(store, make_job("empty", 9, NOON + 9))
+    readings = Readings(store)
+    reading = JobInputs(readings, cap_bytes=1 << 30)
+    first = asyncio.create_task(reading.load("j0"))
+    async with asyncio.timeout(10):
+        await readings.entered.wait()
+    rest = asyncio.gather(*(reading.load(job_id) for job_id in ("j1", "j2", "j3", "empty")))
+    await asyncio.sleep(0)
+    readings.gate.set()
+    async with asyncio.timeout(10):
+        loaded = [await first, *await rest]
+    assert readings.readings == [["j0"], ["empty", "j1", "j2", "j3"]]
+    for n in range(4):
+        got = loaded[n]
+        assert got is not None
+        assert [(image.data, image.width) for image in got] == [(f"{n}-{i}".encode() * 10, 8 + i) for i in range(n + 1)]
+    assert loaded[4] is None
+    assert await reading.load("j2") is not None  # and the next reading works
