@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
+from bot.core.attempts import Attempt, AttemptOutcome
 from bot.core.job import Job
-from bot.core.records import ClaimMiss, ClaimTerms, MoveOrder, MoveResult
+from bot.core.records import ClaimMiss, ClaimTerms, Fence, MoveOrder, MoveResult
 from bot.core.states import JobState
 from bot.jobs.lifecycle import Lifecycle
+from bot.store.script import Fetch, Op, Script
 from bot.store.store import Store
-from tests.stores import LEASE, NOON, Heard, add, make_job
+from bot.store.store import _moves as moves_script
+from tests.stores import LEASE, NOON, Heard, add, make_job, query
 
 WORKER = "w"
 
@@ -165,3 +169,49 @@ async def test_a_caller_cancelled_before_its_move_is_written_moves_nothing(store
     assert groups.sizes == [1]
     left = await store.get_job(second.id)
     assert left is not None and left.state is JobState.RUNNING
+
+
+def recording(script: Script[Any], seen: list[Op]) -> Script[Any]:
+    """``script``, with every operation it yields recorded in ``seen``."""
+    op = next(script)
+    while True:
+        seen.append(op)
+        try:
+            op = script.send((yield op))
+        except StopIteration as stop:
+            return stop.value
+
+
+async def test_the_moves_of_a_group_are_one_statement_each_job_with_its_own_values_and_fence(store: Store) -> None:
+    """Four ends written together: one ``UPDATE`` moves them, each with its own API time, attempt count and
+    run; the one whose run is stale (another process took its job over) is refused and left as it was; the
+    attempts of those moved are all kept."""
+    jobs = await running(store, 4)
+    attempt = Attempt(1, NOON + 60, 2.0, AttemptOutcome.SUCCEEDED, True, 200)
+    orders = [
+        MoveOrder(job.id, JobState.RUNNING, JobState.DELIVERING, {"api_seconds": 1.5 + n, "attempts": n + 1},
+                  False, WORKER, NOON + 100, (attempt,), Fence(WORKER, job.run + (n == 2)))
+        for n, job in enumerate(jobs)
+    ]  # fmt: skip
+    seen: list[Op] = []
+    results = await store.database.run(recording(moves_script(orders, None), seen))
+    assert [isinstance(op, Fetch) and op.sql.startswith("UPDATE jobs SET status") for op in seen].count(True) == 1
+    assert [(r.job.id, r.job.state, r.job.api_seconds, r.job.attempts) if r.job else None for r in results] == [
+        ("r0", JobState.DELIVERING, 1.5, 1),
+        ("r1", JobState.DELIVERING, 2.5, 2),
+        None,
+        ("r3", JobState.DELIVERING, 4.5, 4),
+    ]
+    stale = await store.get_job("r2")
+    assert stale is not None and stale.state is JobState.RUNNING and stale.api_seconds is None
+    kept = await query(store, "SELECT job_id, run FROM api_attempts ORDER BY job_id")
+    assert kept == [{"job_id": "r0", "run": 1}, {"job_id": "r1", "run": 1}, {"job_id": "r3", "run": 1}]
+    # Moves not alike (here: one ends its job) go one statement each, as ever.
+    mixed = [
+        MoveOrder("r0", JobState.DELIVERING, JobState.SUCCEEDED, {}, False, WORKER, NOON + 101, (), Fence(WORKER, 1)),
+        MoveOrder("r1", JobState.DELIVERING, JobState.DELIVERING, {}, False, WORKER, NOON + 101, (), Fence(WORKER, 1)),
+    ]
+    seen.clear()
+    results = await store.database.run(recording(moves_script(mixed, None), seen))
+    assert [isinstance(op, Fetch) and op.sql.startswith("UPDATE jobs SET status") for op in seen].count(True) == 2
+    assert [r.job.state if r.job else None for r in results] == [JobState.SUCCEEDED, JobState.DELIVERING]

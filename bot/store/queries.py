@@ -327,18 +327,36 @@ def history_sql(guild_id: int | None) -> str:
     return HISTORY.format(guild="jobs.guild_id IS NULL" if guild_id is None else "jobs.guild_id = :guild_id")
 
 
-def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | None = None) -> str:
+# The SQL type of each column that a move of several jobs sets to each job's own value: a ``CASE`` by id
+# needs its parameters typed (PostgreSQL would take them for text). Both databases read these names.
+EACH_TYPES = {"api_seconds": "DOUBLE PRECISION", "attempts": "INTEGER"}
+
+
+def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | None = None, each: int = 0) -> str:
     """The one statement that changes a job's status: only if it is still in ``:current`` (and, ``fenced``,
     still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim). The job is
-    ``:id``, or (``ids``, an ``IN`` list's placeholders) each of several jobs moved alike (a claim's)."""
-    sets = ["status = :target", *(f"{c} = :{c}" for c in columns)]
+    ``:id``, or (``ids``, an ``IN`` list's placeholders) each of several jobs moved alike (a claim's), or
+    (``each``) that many jobs ``:id0``… with values and runs of their own (``:api_seconds0``…,
+    ``:fence_run0``…; the columns from ``EACH_TYPES``): the calls of a group that ended together."""
+
+    def own(name: str, sql_type: str) -> str:
+        whens = " ".join(f"WHEN :id{i} THEN CAST(:{name}{i} AS {sql_type})" for i in range(each))
+        return f"CASE id {whens} END"
+
+    if each:
+        ids = ", ".join(f":id{i}" for i in range(each))
+        sets = ["status = :target", *(f"{c} = {own(c, EACH_TYPES[c])}" for c in columns)]
+        fence_run = own("fence_run", "INTEGER")
+    else:
+        sets = ["status = :target", *(f"{c} = :{c}" for c in columns)]
+        fence_run = ":fence_run"
     if new_run:
         sets.append("run = run + 1")
     # With several ids SQLite would rather search the status index (every waiting job) than the ids' keys:
     # the cast, a no-op, keeps the status out of its choice.
     where = f"id IN ({ids}) AND CAST(status AS TEXT) = :current" if ids else "id = :id AND status = :current"
     if fenced:
-        where += " AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = :fence_run"
+        where += f" AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = {fence_run}"
     return f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING *"
 
 

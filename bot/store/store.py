@@ -64,6 +64,8 @@ Script = Generator[Op, Any, T]
 NOTICE_LEASE = 30.0
 # The most values one ``IN (…)`` list binds (SQLite's oldest builds allow 999 parameters).
 IN_LIST_SIZE = 500
+# The most moves written as one statement (each binds its id, run and values: well within those 999).
+MOST_ALIKE = 100
 
 
 class Store:
@@ -536,8 +538,11 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     alone = len(orders) == 1 and claim is None
     stored = []
     attempts: list[dict[str, Any]] = []
-    for order in orders:
-        stored.append((yield from _move(order, alone, tell, attempts)))
+    if _alike(orders):
+        stored = yield from _move_alike(orders, attempts)
+    else:
+        for order in orders:
+            stored.append((yield from _move(order, alone, tell, attempts)))
     # Every move's API attempts in one statement (a group of moves would otherwise take a round trip each).
     yield from execute_many(q.INSERT_ATTEMPT, attempts)
     done = [result for result in stored if result.job is not None]
@@ -565,6 +570,51 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     ]  # fmt: skip
 
 
+def _alike(orders: Sequence[MoveOrder]) -> bool:
+    """Whether ``orders`` can be one statement: several jobs of one holder, fenced, moved between the same
+    states with nothing but the job's row to write (no money, notice, head or tidings), each setting the
+    same columns (from ``EACH_TYPES``): the moves of calls that ended together."""
+    if not 1 < len(orders) <= MOST_ALIKE or len({order.job_id for order in orders}) < len(orders):
+        return False
+    first = orders[0]
+    names = set(first.values)
+    return names <= q.EACH_TYPES.keys() and all(
+        order.current is first.current and order.target is first.target and not order.target.terminal
+        and order.fence is not None and first.fence is not None and order.fence.holder == first.fence.holder
+        and not order.refund and order.settle is None and order.notice is None and not _changes_head(order)
+        and set(order.values) == names
+        for order in orders
+    )  # fmt: skip
+
+
+def _move_alike(orders: Sequence[MoveOrder], attempts: list[dict[str, Any]]) -> Script[list[MoveResult]]:
+    """The moves of ``_alike`` orders, in one statement: each job moves if its own fence still holds."""
+    first = orders[0]
+    assert first.fence is not None
+    names = list(first.values)
+    params: dict[str, Any] = {"current": first.current.value, "target": first.target.value}
+    params["fence_holder"] = first.fence.holder
+    for i, order in enumerate(orders):
+        assert order.fence is not None
+        params.update({f"id{i}": order.job_id, f"fence_run{i}": order.fence.run})
+        params.update({f"{name}{i}": order.values[name] for name in names})
+    rows = yield from fetch(q.move_sql(names, fenced=True, new_run=False, each=len(orders)), **params)
+    moved = {str(row["id"]): job_from_row(row) for row in rows}
+    stored = []
+    for order in orders:
+        job = moved.get(order.job_id)
+        if job is not None:
+            attempts.extend(_attempt_params(order.job_id, job.run, a) for a in order.attempts)
+        stored.append(MoveResult(job))
+    return stored
+
+
+def _changes_head(order: MoveOrder) -> bool:
+    """Whether the move may change its member's ready head (a job queued, or leaving the line)."""
+    current, target = order.current, order.target
+    return target is JobState.QUEUED or current is JobState.QUEUED or (current.waiting and target.terminal)
+
+
 def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[str, Any]]) -> Script[MoveResult]:
     """One move's statements; what it has to tell goes on ``tell`` (told when the transaction ends), its API
     attempts' rows on ``attempts`` (written after it). ``alone``: it is the transaction's only work, so a plain
@@ -575,8 +625,7 @@ def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[st
     params: dict[str, Any] = {**columns, "id": job_id, "current": current.value, "target": target.value}
     if order.fence is not None:
         params.update(fence_holder=order.fence.holder, fence_run=order.fence.run)
-    # Whether the member's ready head may change (a job queued, or leaving the line).
-    heads = target is JobState.QUEUED or current is JobState.QUEUED or (current.waiting and target.terminal)
+    heads = _changes_head(order)
     # A plain move (no money, attempts, notice, head, claim or tidings below) is its UPDATE alone: one round trip.
     plain = alone and not (
         order.refund or order.settle is not None or order.attempts or target.terminal or heads
