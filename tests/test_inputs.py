@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+import pytest
+
 from bot.core.records import StoredImage
 from bot.jobs.inputs import JobInputs
 from bot.media.images import PreparedImage
+from bot.store import store as store_module
 from bot.store.store import Store
 from tests.stores import NOON, add, make_job
 
@@ -55,3 +58,19 @@ async def test_loads_asked_while_one_is_read_are_read_together_each_in_prompt_or
         assert [(image.data, image.width) for image in got] == [(f"{n}-{i}".encode() * 10, 8 + i) for i in range(n + 1)]
     assert loaded[4] is None
     assert await reading.load("j2") is not None  # and the next reading works
+
+
+async def test_a_reading_of_more_jobs_than_one_list_binds_finds_every_one(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading is split into lists of ``IN_LIST_SIZE`` jobs (here 2, for five jobs): none is left out, which
+    would fail its job as if its inputs were gone. A job asked twice is read once."""
+    monkeypatch.setattr(store_module, "IN_LIST_SIZE", 2)
+    inputs = JobInputs(store, cap_bytes=1 << 30)
+    for n in range(5):
+        await add(store, make_job(f"j{n}", 1 + n, NOON + n))
+        await inputs.save(f"j{n}", [PreparedImage(f"image {n}".encode(), "image/png", 8, 8)])
+    found = await store.load_inputs_of(["j4", "j0", "j1", "j2", "j3", "j0"])
+    assert {job_id: [image.data for image in images] for job_id, images in found.items()} == {
+        f"j{n}": [f"image {n}".encode()] for n in range(5)
+    }

@@ -18,20 +18,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from bot.batches import Batches
 from bot.core.records import ClaimTerms, MoveOrder, MoveResult
-from bot.scheduler import Scheduler
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _Waiting:
-    order: MoveOrder
-    max_running: int
-    result: asyncio.Future[MoveResult]
 
 
 class HandOvers:
@@ -42,9 +34,7 @@ class HandOvers:
         self._holder = holder
         self._lease_seconds = lease_seconds
         self._clock = clock
-        self._waiting: list[_Waiting] = []
-        self._writing = False
-        self._tasks = Scheduler("hand-overs")
+        self._groups: Batches[tuple[MoveOrder, int], MoveResult] = Batches("hand-overs", self._write)
 
     async def move_and_claim(self, order: MoveOrder, max_running: int) -> MoveResult:
         """Write ``order`` and claim a job for the slot it frees (at most ``max_running`` running in all).
@@ -53,58 +43,28 @@ class HandOvers:
         group happen whatever it does: a job claimed for it must reach it), and the cancellation
         comes back at its next wait.
         """
-        waiting = _Waiting(order, max_running, asyncio.get_running_loop().create_future())
-        self._waiting.append(waiting)
-        if not self._writing:
-            self._writing = True
-            self._tasks.spawn("write", self._write_all())
+        written = self._groups.ask((order, max_running))
         try:
-            return await asyncio.shield(waiting.result)
+            return await asyncio.shield(written)
         except asyncio.CancelledError:
-            if waiting in self._waiting:  # not being written yet: it never will be
-                self._waiting.remove(waiting)
+            if self._groups.withdraw(written):  # not being written yet: it never will be
                 raise
-        result = await _outlast(waiting.result)
+        result = await _outlast(written)
         task = asyncio.current_task()
         assert task is not None
         task.cancel()  # the cancellation that came while the move was written: at the caller's next wait
         return result
 
-    async def _write_all(self) -> None:
-        group: list[_Waiting] = []
-        try:
-            while self._waiting:
-                group, self._waiting = self._waiting, []
-                await self._write(group)
-        finally:
-            self._writing = False  # no wait between the last look at the queue and this
-            for waiting in [*group, *self._waiting]:
-                waiting.result.cancel()  # cancelled itself (the loop ends): no-op for those written
-
-    async def _write(self, group: list[_Waiting]) -> None:
+    async def _write(self, group: list[tuple[MoveOrder, int]]) -> list[MoveResult | Exception]:
         # The claim is asked now, with the highest cap asked (every process's is MAX_CONCURRENT_JOBS).
-        terms = ClaimTerms(self._holder, self._clock(), self._lease_seconds, max(w.max_running for w in group))
+        terms = ClaimTerms(self._holder, self._clock(), self._lease_seconds, max(cap for _, cap in group))
         try:
-            results = await self._store.move_all([w.order for w in group], terms)
+            return list(await self._store.move_all([order for order, _ in group], terms))
         except Exception as exc:
             if len(group) == 1:
-                _settle(group[0].result, exc)
-                return
+                return [exc]
             log.warning("%d hand-overs written together failed (%s); writing each alone", len(group), exc)
-            for waiting in group:
-                await self._write([waiting])
-            return
-        for waiting, result in zip(group, results, strict=True):
-            _settle(waiting.result, result)
-
-
-def _settle(future: asyncio.Future[MoveResult], outcome: MoveResult | Exception) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, Exception):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
+        return [outcome for one in group for outcome in await self._write([one])]
 
 
 async def _outlast(future: asyncio.Future[MoveResult]) -> MoveResult:

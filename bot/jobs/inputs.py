@@ -12,9 +12,9 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 
+from bot.batches import Batches
 from bot.core.records import StoredImage
 from bot.media.images import PreparedImage
-from bot.scheduler import Scheduler
 from bot.store.store import Store
 
 FULL_CHECK_EVERY = 1.0
@@ -29,9 +29,7 @@ class JobInputs:
         self._clock = clock
         self._full = False
         self._checked: float | None = None
-        self._asked: dict[str, asyncio.Future[list[StoredImage] | None]] = {}  # loads waiting to be read
-        self._reading = False
-        self._tasks = Scheduler("inputs")
+        self._readings: Batches[str, list[StoredImage] | None] = Batches("inputs", self._read)
 
     async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
         """Keep a job's images; ``QueueFullError`` (nothing kept) past the cap."""
@@ -45,37 +43,14 @@ class JobInputs:
         the jobs a group of ended calls handed their slots to start together, and each would otherwise
         wait for a connection of its own.
         """
-        asked = self._asked.get(job_id)
-        if asked is None:
-            asked = self._asked[job_id] = asyncio.get_running_loop().create_future()
-            asked.add_done_callback(_retrieve)  # an error no caller awaits any more is not "never retrieved"
-        if not self._reading:
-            self._reading = True
-            self._tasks.spawn("read", self._read_all())
-        stored = await asyncio.shield(asked)
+        stored = await asyncio.shield(self._readings.ask(job_id))
         if stored is None:
             return None
         return [PreparedImage(image.data, image.mime, image.width, image.height) for image in stored]
 
-    async def _read_all(self) -> None:
-        reading: dict[str, asyncio.Future[list[StoredImage] | None]] = {}
-        try:
-            while self._asked:
-                reading, self._asked = self._asked, {}
-                try:
-                    found = await self._store.load_inputs_of(list(reading))
-                except Exception as exc:
-                    for asked in reading.values():
-                        if not asked.done():
-                            asked.set_exception(exc)
-                    continue
-                for job_id, asked in reading.items():
-                    if not asked.done():
-                        asked.set_result(found.get(job_id))
-        finally:
-            self._reading = False  # no wait between the last look at what is asked and this
-            for asked in [*reading.values(), *self._asked.values()]:
-                asked.cancel()  # cancelled itself (the loop ends): no-op for those answered
+    async def _read(self, job_ids: list[str]) -> list[list[StoredImage] | None]:
+        found = await self._store.load_inputs_of(job_ids)
+        return [found.get(job_id) for job_id in job_ids]
 
     async def exists(self, job_id: str) -> bool:
         return await self._store.inputs_exist(job_id)
@@ -90,8 +65,3 @@ class JobInputs:
             self._checked = now
             self._full = await self._store.queued_input_bytes() >= self.cap_bytes
         return self._full
-
-
-def _retrieve(future: asyncio.Future[list[StoredImage] | None]) -> None:
-    if not future.cancelled():
-        future.exception()

@@ -268,14 +268,15 @@ class Store:
         return (await self.load_inputs_of([job_id])).get(job_id)
 
     async def load_inputs_of(self, job_ids: Sequence[str]) -> dict[str, list[StoredImage]]:
-        """The inputs of each of ``job_ids`` that has them, in prompt order, in one reading (at most
-        ``IN_LIST_SIZE`` jobs)."""
-        ids, params = in_list("job", list(job_ids)[:IN_LIST_SIZE])
-        rows = await self._read(fetch(q.LOAD_INPUTS.format(ids=ids), **params))
+        """The inputs of each of ``job_ids`` that has them, in prompt order (read ``IN_LIST_SIZE`` jobs at a
+        time)."""
+        wanted = list(dict.fromkeys(job_ids))
         found: dict[str, list[StoredImage]] = {}
-        for r in rows:
-            image = StoredImage(bytes(r["data"]), str(r["mime"]), int(r["width"]), int(r["height"]))
-            found.setdefault(str(r["job_id"]), []).append(image)
+        for start in range(0, len(wanted), IN_LIST_SIZE):
+            ids, params = in_list("job", wanted[start : start + IN_LIST_SIZE])
+            for r in await self._read(fetch(q.LOAD_INPUTS.format(ids=ids), **params)):
+                image = StoredImage(bytes(r["data"]), str(r["mime"]), int(r["width"]), int(r["height"]))
+                found.setdefault(str(r["job_id"]), []).append(image)
         return found
 
     async def inputs_exist(self, job_id: str) -> bool:
