@@ -47,10 +47,10 @@ class Cluster:
     database: str
 
     async def start_workers(self) -> None:
-        """Start the workers not started yet, one after the other, each until it is ready."""
-        for process in self.workers:
-            if process.proc is None:
-                await process.start(timeout=60)
+        """Start the workers not started yet, all at once (as ``docker compose up --scale worker=N`` does),
+        until each is ready. (One after the other, the first would take every slot and the next ones would
+        take their shares from it call by call: the measures would be of that, not of the workers' work.)"""
+        await asyncio.gather(*(process.start(timeout=60) for process in self.workers if process.proc is None))
 
 
 @contextlib.asynccontextmanager
