@@ -189,18 +189,23 @@ def slot_gaps(
     answer of the call whose slot it took: the latest call of the same worker to end before its claim was asked
     (``any_worker``: of any worker, which counts a slot one worker freed and another took from its end)."""
     wall_minus_perf = time.time() - time.perf_counter()  # the bot stamps wall time, the fakes perf_counter
-    ends: dict[str, list[float]] = {}
+    ends: dict[str, list[Span]] = {}
     for job in claimed:
         span = spans.get(job.prompt)
         if span is not None:
-            ends.setdefault("" if any_worker else job.holder, []).append(span.sent)
+            ends.setdefault("" if any_worker else job.holder, []).append(span)
     gaps = []
     for job in claimed:
         span = spans.get(job.prompt)
         if span is None or not window[0] <= span.start <= window[1]:
             continue
         asked = job.started_at - wall_minus_perf
-        freed = [end for end in ends.get("" if any_worker else job.holder, []) if end <= asked]
+        # A call ended before the claim if its answer was made before it. The fake stamps ``sent`` once the
+        # write returned to it, which on a busy machine can be after the worker read the answer and asked
+        # its claim: the answer left between ``end`` and the claim, so the gap counts from ``end`` (an upper
+        # bound), instead of passing that call over for one that ended a whole call earlier.
+        freed = [end.sent if end.sent <= asked else end.end
+                 for end in ends.get("" if any_worker else job.holder, []) if end.end <= asked]  # fmt: skip
         if freed:
             gaps.append(Gap(asked - max(freed), span.start - asked))
     return gaps

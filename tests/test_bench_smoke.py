@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 from tests.harness import ROOT
@@ -73,3 +74,24 @@ def test_quick_benchmark_prints_every_measure_with_numbers(tmp_path: Path) -> No
     assert "did not complete" not in done.stdout
     data = json.loads(out.read_text())
     assert all(isinstance(r["ratio"], float) or r["target"] == "(no target)" for r in data["rows"])
+
+
+def test_a_claim_is_timed_from_the_end_of_its_own_worker_s_latest_call_even_one_stamped_sent_after_it() -> None:
+    from bench.fakes import Span
+    from bench.scale import Claimed, slot_gaps
+
+    base = time.time() - time.perf_counter()  # the claims are in wall time, the spans in perf_counter
+    spans = {
+        "a1": Span("a1", 0.0, 2.000, 2.001),  # w1's call: answered at 2.000, the write returned at 2.001
+        "b1": Span("b1", 0.0, 2.100, 2.150),  # w1's next call: answered at 2.100, the write returned late
+        "a2": Span("a2", 2.010, 4.0, 4.0),  # claimed at 2.005, after a1 was sent: 4 ms
+        "b2": Span("b2", 2.130, 4.0, 4.0),  # claimed at 2.120, before b1's write returned: 20 ms from its end
+        "c1": Span("c1", 2.300, 4.0, 4.0),  # w2's first call: no earlier end of w2, not timed
+    }
+    claimed = [Claimed(p, h, base + at) for p, h, at in [("a1", "w1", -1.0), ("b1", "w1", -1.0), ("a2", "w1", 2.005),
+                                                       ("b2", "w1", 2.120), ("c1", "w2", 2.290)]]  # fmt: skip
+    gaps = slot_gaps(spans, claimed, (1.0, 3.0))
+    assert [round(gap.asked * 1000) for gap in gaps] == [4, 20]
+    assert [round(gap.started * 1000) for gap in gaps] == [5, 10]
+    # From any worker's end, c1 is timed too: from b1's, the latest before its claim (2.290 - 2.150).
+    assert [round(gap.asked * 1000) for gap in slot_gaps(spans, claimed, (1.0, 3.0), any_worker=True)] == [4, 20, 140]
