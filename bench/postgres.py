@@ -48,8 +48,7 @@ class Cluster:
 
     async def start_workers(self) -> None:
         """Start the workers not started yet, all at once (as ``docker compose up --scale worker=N`` does),
-        until each is ready. (One after the other, the first would take every slot and the next ones would
-        take their shares from it call by call: the measures would be of that, not of the workers' work.)"""
+        until each is ready."""
         await asyncio.gather(*(process.start(timeout=60) for process in self.workers if process.proc is None))
 
 

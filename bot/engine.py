@@ -175,10 +175,7 @@ class JobEngine:
             router=self._router,
             balance=balance,
         )
-        self._keeper = Keeper(
-            self.lifecycle, store, self._inputs, self._scheduler, on_lost=self._lost,
-            on_more_slots=lambda: self._heard("slot"),
-        )  # fmt: skip
+        self._keeper = Keeper(self.lifecycle, store, self._inputs, self._scheduler, on_lost=self._lost)
         self._outbox = Outbox(store, self.lifecycle.holder, self._scheduler, self._keeper.gone, clock)
         self._places: Places | None = None
         self._dispatcher: Dispatcher | None = None
@@ -248,11 +245,6 @@ class JobEngine:
             self._places = Places(self._store, self._scheduler, mine or (lambda job: True))
             self._places.start(parts.notifier)
         if work:
-            # Counted among the processes that run jobs from now on; the others count again at once (each
-            # takes an even share of the slots) and so does this one.
-            await self._store.database.work()
-            await self._store.notify("workers")
-            await self._keeper.count_workers()
             deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher, self._inputs, self.config.entry)
             self._dispatcher = Dispatcher(
                 self.lifecycle,
@@ -272,8 +264,6 @@ class JobEngine:
             self._dispatcher.heard(payload)
         if self._places is not None:
             self._places.heard(payload)
-        if payload in ("workers", "reconnected") and self._dispatcher is not None:
-            self._scheduler.spawn("count-workers", self._keeper.count_workers())
         kind, _, subject = payload.partition(":")
         if payload == "reconnected":  # notices may have been missed: re-read what they would have said
             for name, refresh in self._refreshers.items():

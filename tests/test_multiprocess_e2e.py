@@ -184,38 +184,11 @@ async def test_a_gateway_and_two_workers_deliver_forty_jobs_from_ten_members_eac
         assert sum(1 for r in handle.webhook_requests() if r.files and 200 <= r.status < 300) == 1
     assert "image API attempt" not in cluster.gateway.log()
     assert any("image API attempt" in w.log() for w in cluster.workers)
-    # How the workers share the slots is the next test's.
+    # Which workers share the work is not asserted: a worker whose call ends claims the next job itself, so
+    # one that won every first claim (the other slower to start on a busy machine) keeps them all, rightly.
+    # That any worker runs any job is shown by the take-over tests below.
     money = await rows(database, "SELECT entry, COUNT(*) FROM money GROUP BY entry")
     assert {r[0]: r[1] for r in money} == {"charge": 40}
-
-
-async def test_a_worker_that_starts_takes_its_share_of_the_slots_from_a_busy_one(
-    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
-) -> None:
-    cluster = cluster_factory(MAX_CONCURRENT_JOBS="4")
-    release = asyncio.Event()
-    image_api.then(*(Reply(until=release) for _ in range(4)))  # the first four calls wait for the second worker
-    image_api.latency = 1.0  # the next four overlap: each worker's two are running at once
-    await cluster.gateway.start()
-    first = cluster.worker(0)
-    await first.start()
-    handles = await edits_from_members(discord_fake, 8, 1)
-    await image_api.wait_for_started(4, timeout=30)  # the only worker took every slot
-    await cluster.worker(1).start()
-    async with asyncio.timeout(10):  # the first counts two workers at once: the second said it started
-        while "2 process(es) run jobs now" not in first.log():  # noqa: ASYNC110 - another process's log
-            await asyncio.sleep(0.05)
-    release.set()
-    results = await asyncio.gather(*(wait_result(h, timeout=60) for h in handles))
-    assert all(r.files for r in results)
-    prompts = [call.field("prompt") for call in image_api.calls]
-    assert len(prompts) == 8 and image_api.max_in_flight == 4
-    # The first worker, two slots over its share now, gave two back as its calls ended; the second took them.
-    holders = {r["prompt"]: r["claimed_by"] for r in await rows(database, "SELECT prompt, claimed_by FROM jobs")}
-    assert len({holders[p] for p in prompts[:4]}) == 1
-    later = [holders[p] for p in prompts[4:]]
-    assert sorted(later.count(h) for h in set(later)) == [2, 2], later
-    assert all(sum(1 for r in h.webhook_requests() if r.files and 200 <= r.status < 300) == 1 for h in handles)
 
 
 async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_once_charged(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import random
 import time
 from pathlib import Path
@@ -208,44 +207,6 @@ async def test_the_cap_counts_running_jobs_with_a_live_lease_across_holders(stor
     assert await store.renew("w3", ["j2"], later + 2 * LEASE) == {"j2": 1}
     assert (await claim(store, "w3", later + LEASE + 1, 2)).id == "j3"
     assert await store.claim(terms("w4", later + LEASE + 1, 2)) is ClaimMiss.NO_SLOT
-
-
-async def test_a_holder_claims_no_more_than_its_share_and_gives_back_what_it_holds_beyond_it(store: Store) -> None:
-    heard = Heard(store)
-    for n in range(8):
-        await add(store, make_job(f"j{n}", n, NOON + n))
-    shared = functools.partial(ClaimTerms, now=NOON, lease_seconds=LEASE, max_running=4, share=2)
-    # Four slots, two for each of two workers: the first takes two of the four it asks for, then has no slot.
-    first = await store.claim_up_to(shared("w1"), 4)
-    assert isinstance(first, list) and [job.id for job in first] == ["j0", "j1"]
-    assert await store.claim(shared("w1")) is ClaimMiss.NO_SLOT
-    second = await store.claim_up_to(shared("w2"), 4)
-    assert isinstance(second, list) and [job.id for job in second] == ["j2", "j3"]
-    # A third worker starts: a share is still two (4 / 3, rounded up), so w1's call's end passes its slot on
-    # to w1's next job.
-    await heard.since_last()
-
-    async def end(job: Job, share: int) -> MoveResult:
-        return await store.move(
-            job.id, JobState.RUNNING, JobState.DELIVERING, {}, refund=False, holder=job.holder, now=NOON + 1,
-            fence=Fence(job.holder, job.run), claim=dataclasses.replace(shared(str(job.holder)), share=share),
-        )  # fmt: skip
-
-    passed = await end(first[0], 2)
-    assert isinstance(passed.claimed, Job) and passed.claimed.id == "j4" and passed.claimed.holder == "w1"
-    assert await heard.since_last() == ["claimed"]
-    # With four workers each has one slot: w1, holding two, gives the slot of its next end back to any worker
-    # (they all hear "slot"), and another takes it.
-    given = await end(first[1], 1)
-    assert given.job is not None and given.claimed is ClaimMiss.NO_SLOT
-    assert await heard.since_last() == ["slot"]
-    taken = await store.claim(dataclasses.replace(shared("w3"), share=1))
-    assert isinstance(taken, Job) and taken.id == "j5"
-    # No share at all (``None``): only the cap across processes counts.
-    assert await store.claim(ClaimTerms("w3", NOON, LEASE, 4)) is ClaimMiss.NO_SLOT
-    running = await query(store, "SELECT claimed_by, COUNT(*) AS n FROM jobs WHERE status = :s GROUP BY claimed_by",
-                          s=JobState.RUNNING.value)  # fmt: skip
-    assert {row["claimed_by"]: row["n"] for row in running} == {"w1": 1, "w2": 2, "w3": 1}
 
 
 async def test_abandoned_lists_gone_holders_lapsed_leases_no_holder_and_interrupted_jobs(store: Store) -> None:

@@ -8,7 +8,6 @@ history); the test checks the expected results on each database, and that both o
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Generator
@@ -38,7 +37,6 @@ from bot.core.states import JobState
 from bot.servers.settings import GuildSettings
 from bot.store.database import migrate, migrations, open_and_migrate
 from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone
-from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
 from bot.store.store import _moves as moves_script
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
@@ -684,33 +682,3 @@ async def test_claims_from_one_reading_of_the_order_take_what_claims_one_at_a_ti
         assert in_batches == one_by_one
         assert len(one_by_one) == 30 and len(set(one_by_one)) == 30  # the cap, each job once
         assert await ready_heads(batches) == await ready_heads(single)
-
-
-async def test_the_processes_that_run_jobs_are_counted_live_and_a_dead_one_drops_out_at_once(tmp_path: Path) -> None:
-    """Each worker's share of the slots is the cap over this count (``Lifecycle.share``)."""
-    async with fresh("postgres", tmp_path) as connect, fresh("postgres", tmp_path, "other") as connect_other:
-        one, two, gateway, elsewhere = connect(), connect(), connect(), connect_other()
-        opened = [one, two, gateway, elsewhere]
-        try:
-            for n, database in enumerate(opened):
-                await database.open()
-                await database.hold(f"p{n}")
-            assert await one.workers() == 0  # holding jobs (a gateway's admissions) is not running them
-            for database in (one, two, elsewhere):
-                await database.work()
-            # A gateway is not counted, nor a worker of another database on the same server.
-            assert await one.workers() == 2 and await two.workers() == 2 and await elsewhere.workers() == 1
-            await two.close()  # its session ends, and its lock with it: no lease to wait for
-            async with asyncio.timeout(5):
-                while await one.workers() != 1:  # noqa: ASYNC110 - polling the server, not this process
-                    await asyncio.sleep(0.05)
-        finally:
-            for database in opened:
-                await database.close()
-    sqlite = SQLiteDatabase(tmp_path / "alone.sqlite3")
-    await sqlite.open()
-    try:
-        await sqlite.work()
-        assert await sqlite.workers() == 1  # its lock file proves it the only process
-    finally:
-        await sqlite.close()

@@ -130,20 +130,18 @@ class Totals:
 class ClaimMiss(enum.Enum):
     """Why a claim took no job: what the worker must wait for before it tries again."""
 
-    NO_SLOT = "no slot"  # MAX_CONCURRENT_JOBS calls are running (or this process's share): wait for one to end
+    NO_SLOT = "no slot"  # MAX_CONCURRENT_JOBS calls are running: wait for one to end
     NO_JOB = "no job"  # nothing is ready: wait for a job to be queued
 
 
 @dataclass(frozen=True)
 class ClaimTerms:
-    """A claim's terms: for whom, when, the lease it takes, the cap on running jobs across processes, and
-    (``share``) the most of them the holder may run itself (``None``: as many as the cap leaves)."""
+    """A claim's terms: for whom, when, the lease it takes, and the cap on running jobs across processes."""
 
     holder: str
     now: float
     lease_seconds: float
     max_running: int
-    share: int | None = None
 
 
 @dataclass(frozen=True)

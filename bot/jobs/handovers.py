@@ -27,11 +27,13 @@ log = logging.getLogger(__name__)
 
 
 class HandOvers:
-    """Moves that pass a slot on, with their claims, written in groups (claims on the ``terms`` given)."""
+    """Moves that pass a slot on, with their claims, written in groups for ``holder``."""
 
-    def __init__(self, store: Store, terms: Callable[[int], ClaimTerms]) -> None:
+    def __init__(self, store: Store, holder: str, lease_seconds: float, clock: Callable[[], float]) -> None:
         self._store = store
-        self._terms = terms  # a claim's terms now, for a cap
+        self._holder = holder
+        self._lease_seconds = lease_seconds
+        self._clock = clock
         self._groups: Batches[tuple[MoveOrder, int], MoveResult] = Batches("hand-overs", self._write)
 
     async def move_and_claim(self, order: MoveOrder, max_running: int) -> MoveResult:
@@ -55,7 +57,7 @@ class HandOvers:
 
     async def _write(self, group: list[tuple[MoveOrder, int]]) -> list[MoveResult | Exception]:
         # The claim is asked now, with the highest cap asked (every process's is MAX_CONCURRENT_JOBS).
-        terms = self._terms(max(cap for _, cap in group))
+        terms = ClaimTerms(self._holder, self._clock(), self._lease_seconds, max(cap for _, cap in group))
         try:
             return list(await self._store.move_all([order for order, _ in group], terms))
         except Exception as exc:

@@ -8,10 +8,6 @@
   resumed or ended by the rules of ``bot.jobs.recovery``: jobs of a process that is gone (its
   database session ended, so it died: seconds, not a lease), jobs whose lease lapsed (a
   stalled process), and interrupted ones.
-- As often (and whenever a worker starts, which it announces), the processes that run jobs are
-  counted, for this process's share of the slots (``Lifecycle.share``). A share that grew (a
-  worker gone) wakes the dispatcher: it may claim more at once. One that shrank (a worker came)
-  is given back call by call, as this process's calls end and it claims fewer.
 """
 
 from __future__ import annotations
@@ -43,14 +39,12 @@ class Keeper:
         inputs: JobInputs,
         scheduler: Scheduler,
         on_lost: Callable[[Job], Awaitable[None]],
-        on_more_slots: Callable[[], None] = lambda: None,
     ) -> None:
         self._lifecycle = lifecycle
         self._store = store
         self._inputs = inputs
         self._scheduler = scheduler
         self._on_lost = on_lost
-        self._on_more_slots = on_more_slots
 
     def start(self) -> None:
         self._scheduler.schedule("leases", self._keep_leases())
@@ -64,17 +58,6 @@ class Keeper:
     async def gone(self, holders: set[str]) -> set[str]:
         """Which of ``holders`` belong to processes that are gone."""
         return await self._store.database.gone(holders)
-
-    async def count_workers(self) -> None:
-        """Count the processes that run jobs again, for this process's share of the slots."""
-        counted = await self._store.database.workers()
-        before = self._lifecycle.workers
-        if counted is None or counted < 1 or counted == before:
-            return
-        self._lifecycle.workers = counted
-        log.info("%d process(es) run jobs now (%d before): each takes its share of the slots", counted, before)
-        if counted < before:
-            self._on_more_slots()
 
     async def take_over(self) -> int:
         """Resume or end the jobs no live process holds; how many."""
@@ -99,7 +82,6 @@ class Keeper:
         while True:
             await asyncio.sleep(min(TAKE_OVER_EVERY, self._lifecycle.lease_seconds / 2))
             try:
-                await self.count_workers()
                 await self.take_over()
             except Exception as exc:
                 UnexpectedError.capture(exc, "taking over abandoned jobs")

@@ -78,9 +78,7 @@ class Lifecycle:
         self._ended: EndedHook | None = None
         self._outbox: OwnNotices | None = None
         self._moved = asyncio.Event()
-        # The processes that run jobs, this one included, as last counted (``bot.jobs.keeper``).
-        self.workers = 1
-        self._hand_overs = HandOvers(store, lambda max_running: self.terms(self.clock(), max_running))
+        self._hand_overs = HandOvers(store, holder, lease_seconds, clock)
 
     def attach(self, notifier: Notifier | None, ended: EndedHook | None, outbox: OwnNotices | None) -> None:
         """Tell ``notifier`` about moves, ``ended`` about every end, ``outbox`` about notices owed now."""
@@ -104,22 +102,12 @@ class Lifecycle:
         self._held[job.id] = job
         return job
 
-    def share(self, max_running: int) -> int:
-        """The most of ``max_running`` calls this process runs itself: an even share among the processes that
-        run jobs, rounded up (the shares fill every slot), so that the calls, their ends and their
-        deliveries are spread over the workers instead of one worker keeping every slot it ever won."""
-        return -(-max_running // max(1, self.workers))
-
-    def terms(self, now: float, max_running: int) -> ClaimTerms:
-        """A claim's terms for this process at ``now``."""
-        return ClaimTerms(self.holder, now, self.lease_seconds, max_running, self.share(max_running))
-
     async def claim_up_to(self, max_running: int, count: int) -> list[Job] | ClaimMiss:
         """Move up to ``count`` jobs (one per free slot), the next in fair order, from queued to running for this
         process, in one transaction (at most ``max_running`` running across every process); or say why none
         was taken."""
         now = self.clock()
-        taken = await self.store.claim_up_to(self.terms(now, max_running), count)
+        taken = await self.store.claim_up_to(ClaimTerms(self.holder, now, self.lease_seconds, max_running), count)
         if isinstance(taken, list):
             for job in taken:
                 await self._claimed(job)
@@ -184,7 +172,7 @@ class Lifecycle:
         order = await self._order(job, target, error, attempts, notice, values, settle)
         if order is None:
             return None, None
-        claim = self.terms(order.now, claim_for) if claim_for is not None else None
+        claim = ClaimTerms(self.holder, order.now, self.lease_seconds, claim_for) if claim_for is not None else None
         (stored,) = await self.store.move_all([order], claim)
         return await self._after(job, order, stored, error, attempts, result)
 

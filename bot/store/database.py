@@ -59,14 +59,6 @@ class Database(Protocol):
         """Which of ``holders`` belong to processes that are gone (their jobs can be taken over now)."""
         ...
 
-    async def work(self) -> None:
-        """Show, for as long as this process lives, that it runs jobs (after ``hold``)."""
-        ...
-
-    async def workers(self) -> int | None:
-        """How many live processes run jobs (``work``), this one included; ``None`` if it cannot tell now."""
-        ...
-
     async def ping(self) -> None:
         """A cheap round trip (for ``/healthz``); raises if the database does not answer."""
         ...

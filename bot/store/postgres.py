@@ -12,9 +12,7 @@
 - **Who is alive.** The same session connection holds a session-level advisory lock on this
   process's holder name for its whole life. When a process dies its connection closes and
   the lock goes with it, so another process can tell at once that its jobs are abandoned
-  (``gone``), instead of waiting for their leases to run out. A process that runs jobs holds a
-  second one, in a namespace of its own (the two-key form), so ``pg_locks`` counts the live
-  workers (``workers``): each takes its share of the slots.
+  (``gone``), instead of waiting for their leases to run out.
 - **Connections.** The pool starts with one connection and grows only to ``pool_size``,
   what the process's role uses (a gateway's admissions, a worker's slots); with the session
   connection, a process holds at most ``pool_size + 1``.
@@ -46,8 +44,6 @@ T = TypeVar("T")
 CHANNEL = "atelier"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 RECONNECT_AFTER = 1.0
-# The first key of the session locks of the processes that run jobs (any fixed positive 32-bit number).
-WORKERS_LOCK = 0x6174_6C77
 # A value this large (an image) goes in a statement of its own, not in an ``executemany``.
 BLOB_BYTES = 64 * 1024
 
@@ -94,7 +90,6 @@ class PostgresDatabase:
         self._session_ready: asyncio.Event | None = None
         self._handlers: list[Callable[[str], None]] = []
         self._holder: str | None = None
-        self._works = False
         self._session_use = asyncio.Lock()  # one query at a time on the session connection
         # Scripts that write megabytes (a job's images) take at most all connections but two, which stay for
         # the light ones (an admission, a claim, a move) that members and slots wait for.
@@ -241,30 +236,6 @@ class PostgresDatabase:
             if self._session is not None:
                 await self._session.execute(f"SELECT pg_advisory_lock({lock_key('holder:' + holder)})")
 
-    async def work(self) -> None:
-        """Hold this process's lock among the workers' on the session connection (again after a reconnection)."""
-        assert self._holder is not None, "hold() first"
-        self._works = True
-        async with self._session_use:
-            if self._session is not None:
-                # A try: two holder names with one 32-bit hash must not block a start; the second is then
-                # not counted, and the workers' shares are only larger than even.
-                key = lock_key("worker:" + self._holder) & 0x7FFF_FFFF
-                await self._session.fetchval(f"SELECT pg_try_advisory_lock({WORKERS_LOCK}, {key})")
-
-    async def workers(self) -> int | None:
-        """The workers' locks held in this database right now (a dead process's went with its session);
-        ``None`` while the session connection is being made again."""
-        query = (
-            "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 AND granted "
-            f"AND classid = {WORKERS_LOCK} "
-            "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-        )
-        async with self._session_use:
-            if self._session is None:
-                return None
-            return int(await self._session.fetchval(query))
-
     async def gone(self, holders: Collection[str]) -> set[str]:
         """The holders whose process no longer holds its lock: its session ended, so it is dead."""
         others = sorted({h for h in holders if h and h != self._holder})
@@ -294,8 +265,6 @@ class PostgresDatabase:
                 self._session = session
                 if self._holder is not None:
                     await self.hold(self._holder)
-                if self._works:
-                    await self.work()
                 self._session_ready.set()
                 self._dispatch(None, 0, CHANNEL, "reconnected")
                 await lost.wait()

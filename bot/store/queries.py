@@ -100,12 +100,10 @@ ADMIT_JOB = (
 # (each claim sends its member to the back), so several slots are filled from one reading.
 # ``earlier`` and ``head_status`` check each row against the jobs themselves: a job admitted with an
 # earlier time (another process's clock) makes it stale, and the claim refreshes it.
-# And the calls running under a live lease, across every process, for the cap, and the claimer's own, for its
-# share of the cap (one row even with no head).
+# And the calls running under a live lease, across every process, for the cap (one row even with no head).
 CLAIM_HEADS = f"""
 SELECT
     (SELECT COUNT(*) FROM jobs WHERE status = '{S.RUNNING}' AND lease_until >= :now) AS running,
-    (SELECT COUNT(*) FROM jobs WHERE status = '{S.RUNNING}' AND lease_until >= :now AND claimed_by = :holder) AS mine,
     c.user_id, c.head_id AS head,
     (SELECT status FROM jobs WHERE id = c.head_id) AS head_status,
     CASE WHEN EXISTS (

@@ -242,13 +242,6 @@ class SQLiteDatabase:
         """Every holder but this process: the lock file proves no other process uses the database."""
         return {holder for holder in holders if holder != self._holder}
 
-    async def work(self) -> None:
-        pass
-
-    async def workers(self) -> int | None:
-        """One: the lock file proves this process the only one."""
-        return 1
-
     async def ping(self) -> None:
         await self.run(_ping(), write=False)
 

@@ -691,10 +691,8 @@ def _claim_up_to(terms: ClaimTerms, count: int) -> Script[list[Job] | ClaimMiss]
     while len(claimed) < count:
         # One reading of the fair order for every slot still to fill: the first members in it are what as
         # many claims in a row would take, as long as each has a ready head (fewer: read again after).
-        rows = yield from fetch(q.CLAIM_HEADS, now=terms.now, holder=terms.holder, limit=count - len(claimed))
+        rows = yield from fetch(q.CLAIM_HEADS, now=terms.now, limit=count - len(claimed))
         free = terms.max_running - int(rows[0]["running"])
-        if terms.share is not None:  # and no more than the holder's share of the slots
-            free = min(free, terms.share - int(rows[0]["mine"]))
         if free <= 0:
             miss = ClaimMiss.NO_SLOT
             break
