@@ -16,6 +16,7 @@ from bot.core.job import InputInfo, Job, JobRequest, Origin
 from bot.core.overrides import GuildOverrides
 from bot.core.records import JobInfo
 from bot.core.states import JobState
+from bot.media import editor as editor_module
 from bot.media.editor import THUMBNAILS_AT_MOST, Editor
 from bot.media.images import InputPreview, OutputImage, PreparedImage, make_strip, make_thumbnail
 from bot.ports import ResultMedia
@@ -203,3 +204,31 @@ def test_info_says_what_made_a_result_where_it_came_from_and_whether_it_was_retr
     assert "Cost: $0.03" in text and "Retried: 2 calls to the image service" in text
     first_try = info_text(JobInfo(job(input_count=0, kind="imagine")), None)
     assert "No retry" in first_try and "made from the prompt alone" in first_try and "Refined" not in first_try
+
+
+async def test_a_thumbnail_is_made_once_for_inputs_used_again_and_the_latest_are_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    made: list[bytes] = []
+
+    def counted(data: bytes) -> bytes:
+        made.append(data)
+        return make_thumbnail(data)
+
+    monkeypatch.setattr(editor_module, "make_thumbnail", counted)
+    monkeypatch.setattr(editor_module, "THUMBNAILS_KEPT", 2)
+    editor = Editor()
+    first, second, third = png(64, 48), png(64, 48, color=(200, 0, 0)), png(80, 48)
+    copy = await editor.thumbnail(first)
+    assert opened(copy).size == (64, 48)
+    # Variations and a reroll show the same inputs: the copy is the one made, not another decode.
+    assert await editor.thumbnail(bytes(first)) == copy and made == [first]
+    previews, _ = await editor.previews([PreparedImage(first, "image/png", 64, 48)] * 2)
+    assert [p.thumbnail for p in previews] == [copy, copy] and made == [first]
+    # Other pictures get their own; the least recently used goes once more than the latest two are kept.
+    assert await editor.thumbnail(second) != copy
+    await editor.thumbnail(first)  # used again: the latest now
+    await editor.thumbnail(third)  # ``second`` goes
+    await editor.thumbnail(first)
+    await editor.thumbnail(second)
+    assert made == [first, second, third, second]

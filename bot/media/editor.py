@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -23,6 +25,10 @@ INPUT_MAX_BYTES = 4 * 1024 * 1024
 # A result shows up to this many inputs with a small copy each; more go together in one strip, so the
 # message stays well inside Discord's ten files with room for several outputs (variations).
 THUMBNAILS_AT_MOST = 4
+# The small copies made last, by their input's digest: variations, a reroll and Refine of a result use the
+# same inputs again, and each copy of a PNG is a full decode of it (a PNG cannot be decoded smaller). A few
+# kilobytes each.
+THUMBNAILS_KEPT = 256
 
 T = TypeVar("T")
 
@@ -36,6 +42,7 @@ class Editor:
 
     def __init__(self) -> None:
         self._cpu = asyncio.Semaphore(os.cpu_count() or 2)
+        self._thumbnails: OrderedDict[bytes, bytes] = OrderedDict()  # digest -> thumbnail, the latest used last
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run CPU-bound ``func`` in a worker thread, at most one per core at a time."""
@@ -47,6 +54,19 @@ class Editor:
         return list(
             await asyncio.gather(*(self.run(prepare_input, data, name, INPUT_MAX_BYTES) for name, data in files))
         )
+
+    async def thumbnail(self, data: bytes) -> bytes:
+        """A small JPEG of the input ``data``, made once for as long as it is among the latest kept."""
+        key = await asyncio.to_thread(_digest, data)  # hashing lets go of the GIL: a large input stays off the loop
+        kept = self._thumbnails.get(key)
+        if kept is not None:
+            self._thumbnails.move_to_end(key)
+            return kept
+        made = await self.run(make_thumbnail, data)
+        self._thumbnails[key] = made
+        while len(self._thumbnails) > THUMBNAILS_KEPT:
+            self._thumbnails.popitem(last=False)
+        return made
 
     async def fit(self, image: OutputImage, upload_limit: int, fmt: str | None = None) -> OutputImage:
         """``image`` itself if it fits ``upload_limit`` (in the format ``fmt`` asked, if any), else a re-encoded
@@ -61,7 +81,7 @@ class Editor:
         if len(images) > THUMBNAILS_AT_MOST:
             strip = await self.run(make_strip, [image.data for image in images])
             return tuple(InputPreview(name, i.width, i.height, len(i.data)) for name, i in named), strip
-        thumbnails = await asyncio.gather(*(self.run(make_thumbnail, image.data) for image in images))
+        thumbnails = await asyncio.gather(*(self.thumbnail(image.data) for image in images))
         return (
             tuple(
                 InputPreview(name, i.width, i.height, len(i.data), thumb)
@@ -69,3 +89,7 @@ class Editor:
             ),
             None,
         )
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
