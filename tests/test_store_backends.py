@@ -8,6 +8,7 @@ history); the test checks the expected results on each database, and that both o
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 from collections.abc import Generator
@@ -35,8 +36,10 @@ from bot.core.records import (
 )
 from bot.core.states import JobState
 from bot.servers.settings import GuildSettings
+from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
-from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone
+from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone, fetch_value
+from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
 from bot.store.store import _moves as moves_script
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
@@ -682,3 +685,27 @@ async def test_claims_from_one_reading_of_the_order_take_what_claims_one_at_a_ti
         assert in_batches == one_by_one
         assert len(one_by_one) == 30 and len(set(one_by_one)) == 30  # the cap, each job once
         assert await ready_heads(batches) == await ready_heads(single)
+
+
+async def test_sqlite_s_log_is_copied_into_its_file_by_a_thread_of_its_own_never_by_a_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that copies the log holds up every claim and move behind it; the checkpointer's thread does not."""
+    monkeypatch.setattr(sqlite_module, "CHECKPOINT_EVERY", 0.05)
+    path = tmp_path / "logged.sqlite3"
+    database = SQLiteDatabase(path)
+    await database.open()
+    try:
+        await database.run(execute("CREATE TABLE blobs (data BLOB)"))
+        assert await database.run(fetch_value("PRAGMA wal_autocheckpoint")) == 0
+        blob = bytes(range(256)) * 4096  # 1 MB
+        for _ in range(8):
+            await database.run(execute("INSERT INTO blobs (data) VALUES (:data)", data=blob), heavy=True)
+        # The pages reach the database file (only a checkpoint writes there), within moments.
+        async with asyncio.timeout(5):
+            while path.stat().st_size < 8 * len(blob):  # noqa: ASYNC110 - the file, written by another thread
+                await asyncio.sleep(0.02)
+        assert await database.run(fetch_value("SELECT COUNT(*) FROM blobs"), write=False) == 8
+    finally:
+        await database.close()
+    assert not path.with_name(path.name + "-wal").exists()  # the last connection closed copied the rest

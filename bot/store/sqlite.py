@@ -12,6 +12,12 @@ writes), so reading a job's images never holds up a claim. A script that writes 
 job's images) is marked heavy: a batch takes every light script waiting but only a few heavy
 ones, so a burst of uploads does not make each claim and admission wait for all of them.
 
+The log (WAL) is copied into the database file by a third thread, every ``CHECKPOINT_EVERY``
+seconds, in the passive mode that never waits for the writer. SQLite's own checkpoint runs
+inside the commit that fills the log past 4 MB: it copies and syncs the pages before the
+commit returns, 10-20 ms during which every claim and move waits (a burst of 1 MB inputs
+crossed that mark every few jobs).
+
 Being the only writer, SQLite needs no locks between transactions; being the only process
 (a lock file says so: a second process on the same file is refused), every holder that is
 not this process is gone.
@@ -43,6 +49,8 @@ T = TypeVar("T")
 Unit = Callable[[sqlite3.Connection], tuple[Any, list[str]]]
 # Heavy scripts (megabytes of images) committed in one batch at most, beside every light one waiting.
 HEAVY_PER_BATCH = 4
+# How often the checkpointer copies the log into the database file (seconds).
+CHECKPOINT_EVERY = 1.0
 
 
 def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list[str]) -> T:
@@ -166,6 +174,33 @@ class _Thread:
                 future.set_result(result)
 
 
+class _Checkpointer:
+    """A thread that copies the log into the database file every ``every`` seconds, on a connection of its own."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection], every: float) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=self._main, args=(connect, every), name="atelier-sqlite-checkpoint", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def _main(self, connect: Callable[[], sqlite3.Connection], every: float) -> None:
+        conn = connect()
+        try:
+            while not self._stopping.wait(every):
+                try:
+                    # PASSIVE copies what no reader still needs, without waiting for the writer or a reader.
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.Error as exc:  # the next round tries again; the log only grows meanwhile
+                    log.warning("copying the database's log into its file failed (%s)", exc)
+        finally:
+            conn.close()
+
+
 class SQLiteDatabase:
     """The store's SQLite: ``path``, used by this process alone."""
 
@@ -175,6 +210,7 @@ class SQLiteDatabase:
         self.path = path
         self._thread: _Thread | None = None
         self._reader: _Thread | None = None
+        self._checkpointer: _Checkpointer | None = None
         self._handlers: list[Callable[[str], None]] = []
         self._holder: str | None = None
         self._lock_file: IO[str] | None = None
@@ -194,16 +230,21 @@ class SQLiteDatabase:
             # may lose the last moments, and every write does not wait for the disk.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, never a commit's
             return conn
 
         self._thread = _Thread(connect, name="atelier-sqlite", begin="BEGIN IMMEDIATE")
         self._reader = _Thread(connect, name="atelier-sqlite-reader", begin="BEGIN")
+        self._checkpointer = _Checkpointer(connect, CHECKPOINT_EVERY)
 
     async def close(self) -> None:
         """Finish what is queued and close; idempotent, even when two closes overlap."""
         thread, self._thread = self._thread, None
         reader, self._reader = self._reader, None
-        for each in (reader, thread):
+        checkpointer, self._checkpointer = self._checkpointer, None
+        if checkpointer is not None:
+            await asyncio.to_thread(checkpointer.stop)
+        for each in (reader, thread):  # the last connection to close copies the rest of the log
             if each is not None:
                 await asyncio.to_thread(each.stop)
         lock_file, self._lock_file = self._lock_file, None
@@ -246,7 +287,7 @@ class SQLiteDatabase:
         await self.run(_ping(), write=False)
 
     def connections(self) -> int:
-        return 0 if self._thread is None else 2
+        return 0 if self._thread is None else 3  # the writer's, the reader's and the checkpointer's
 
 
 def _ping() -> Generator[Op, Any, None]:
