@@ -189,16 +189,18 @@ class _Checkpointer:
         self._thread.join()
 
     def _main(self, connect: Callable[[], sqlite3.Connection], every: float) -> None:
-        conn = connect()
+        conn: sqlite3.Connection | None = None
         try:
             while not self._stopping.wait(every):
                 try:
+                    conn = conn or connect()  # once the writer has opened (and set up) the file
                     # PASSIVE copies what no reader still needs, without waiting for the writer or a reader.
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:  # the next round tries again; the log only grows meanwhile
                     log.warning("copying the database's log into its file failed (%s)", exc)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
 
 class SQLiteDatabase:
@@ -225,11 +227,12 @@ class SQLiteDatabase:
         def connect() -> sqlite3.Connection:
             # Autocommit mode: transactions are opened explicitly, one per batch of units.
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # First: a new file's first connections may meet while one of them turns the file to WAL.
+            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL with NORMAL sync: committed jobs survive a crash of the process; only a power cut
             # may lose the last moments, and every write does not wait for the disk.
             conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=5000")
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer's job, never a commit's
             return conn
 
