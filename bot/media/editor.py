@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -43,6 +44,7 @@ class Editor:
     def __init__(self) -> None:
         self._cpu = asyncio.Semaphore(os.cpu_count() or 2)
         self._thumbnails: OrderedDict[bytes, bytes] = OrderedDict()  # digest -> thumbnail, the latest used last
+        self._thumbnails_lock = threading.Lock()  # the worker threads share them
 
     async def run(self, func: Callable[..., T], *args: Any) -> T:
         """Run CPU-bound ``func`` in a worker thread, at most one per core at a time."""
@@ -57,15 +59,21 @@ class Editor:
 
     async def thumbnail(self, data: bytes) -> bytes:
         """A small JPEG of the input ``data``, made once for as long as it is among the latest kept."""
-        key = await asyncio.to_thread(_digest, data)  # hashing lets go of the GIL: a large input stays off the loop
-        kept = self._thumbnails.get(key)
-        if kept is not None:
-            self._thumbnails.move_to_end(key)
-            return kept
-        made = await self.run(make_thumbnail, data)
-        self._thumbnails[key] = made
-        while len(self._thumbnails) > THUMBNAILS_KEPT:
-            self._thumbnails.popitem(last=False)
+        return await self.run(self._thumbnail, data)
+
+    def _thumbnail(self, data: bytes) -> bytes:
+        # In a worker thread: the digest of a large input stays off the event loop too.
+        key = hashlib.blake2b(data, digest_size=16).digest()
+        with self._thumbnails_lock:
+            kept = self._thumbnails.get(key)
+            if kept is not None:
+                self._thumbnails.move_to_end(key)
+                return kept
+        made = make_thumbnail(data)
+        with self._thumbnails_lock:
+            self._thumbnails[key] = made
+            while len(self._thumbnails) > THUMBNAILS_KEPT:
+                self._thumbnails.popitem(last=False)
         return made
 
     async def fit(self, image: OutputImage, upload_limit: int, fmt: str | None = None) -> OutputImage:
@@ -89,7 +97,3 @@ class Editor:
             ),
             None,
         )
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
