@@ -63,10 +63,6 @@ class Database(Protocol):
         """A cheap round trip (for ``/healthz``); raises if the database does not answer."""
         ...
 
-    def connections(self) -> int:
-        """How many connections this process holds open to the database right now."""
-        ...
-
 
 @dataclass(frozen=True)
 class Migration:

@@ -277,11 +277,6 @@ class PostgresDatabase:
     async def ping(self) -> None:
         await self.pool.fetchval("SELECT 1")
 
-    def connections(self) -> int:
-        pool = self._pool
-        opened = 0 if pool is None else pool.get_size()
-        return opened + (1 if self._session is not None else 0)
-
 
 async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
     if isinstance(op, Fetch):

@@ -289,9 +289,6 @@ class SQLiteDatabase:
     async def ping(self) -> None:
         await self.run(_ping(), write=False)
 
-    def connections(self) -> int:
-        return 0 if self._thread is None else 3  # the writer's, the reader's and the checkpointer's
-
 
 def _ping() -> Generator[Op, Any, None]:
     yield Fetch("SELECT 1", {})
