@@ -152,8 +152,12 @@ def main() -> None:
         ", ".join(model.name for model in config.models), config.default_model.name,
         f" with MODELS_FILE {config.models_file}" if config.models_file else "",
     )  # fmt: skip
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run(config, frontend, redact, role))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(run(config, frontend, redact, role))
+    except ConfigError as exc:  # found at start: the database refused (a second process on SQLite, a bad file)
+        print(f"atelier: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     log.info("stopped")
 
 

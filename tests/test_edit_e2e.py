@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from tests.databases import only_sqlite
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import (
@@ -482,6 +484,32 @@ async def test_missing_required_setting_stops_startup_with_one_clear_line(
     assert lines == [
         "atelier: configuration error: IMAGE_API_KEY is required but not set (put it in the environment or in .env)"
     ]
+
+
+@only_sqlite
+async def test_a_sqlite_file_that_cannot_be_opened_or_is_in_use_stops_startup_with_one_clear_line(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, tmp_path: Path
+) -> None:
+    # A directory where the file should be: SQLite cannot open it. Before, the writer's thread died on it
+    # and the bot hung at start, logged in to nothing and answering nobody.
+    where = tmp_path / "not-a-file"
+    where.mkdir()
+    bot_env["DATABASE_URL"] = f"sqlite:///{where}"
+    with pytest.raises(AssertionError):
+        await bot_process.start(timeout=15)
+    assert bot_process.proc is not None and bot_process.proc.returncode == 2
+    assert bot_process.log().strip().splitlines()[-1] == (
+        f"atelier: cannot open the SQLite database {where} (unable to open database file)"
+    )
+    # A second process on a file the first one uses is refused the same way, and the first goes on working.
+    del bot_env["DATABASE_URL"]
+    await bot_process.start()
+    second = BotProcess(dict(bot_env), tmp_path, discord_fake, name="second")
+    with pytest.raises(AssertionError):
+        await second.start(timeout=15)
+    assert second.proc is not None and second.proc.returncode == 2
+    assert second.log().strip().splitlines()[-1].startswith("atelier: another Atelier process is using ")
+    await wait_result(await send_edit(discord_fake, "still here", [make_png()]))
 
 
 async def test_dev_guild_gets_the_commands_synced_to_it(

@@ -97,6 +97,7 @@ class _Thread:
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str, begin: str) -> None:
         self._queue: queue.SimpleQueue[tuple[Unit, Future[Any], bool] | None] = queue.SimpleQueue()
         self._begin = begin  # BEGIN IMMEDIATE for the writer; a plain (deferred) BEGIN for the reader
+        self._name = name
         self._thread = threading.Thread(target=self._main, args=(connect,), name=name, daemon=True)
         self._thread.start()
 
@@ -131,9 +132,16 @@ class _Thread:
                     light.append((item[0], item[1]))
             units = light + [heavy.popleft() for _ in range(min(HEAVY_PER_BATCH, len(heavy)))]
             if units:
-                if conn is None:
-                    conn = connect()
-                self._commit(conn, units, self._begin)
+                try:
+                    conn = conn or connect()
+                    self._commit(conn, units, self._begin)
+                except Exception as exc:  # no connection, or one that broke: its callers hear why, never wait
+                    log.error("the database's %s thread failed a batch (%s)", self._name, exc)
+                    _fail(units, exc)
+                    if conn is not None:  # the next batch starts on a fresh connection
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.close()
+                        conn = None
             if stopping and not heavy:
                 if conn is not None:
                     conn.close()
@@ -161,17 +169,22 @@ class _Thread:
         except sqlite3.Error as exc:  # the transaction itself failed: nothing of it was written
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for _unit, future in units:
-                if not future.done():
-                    if not future.running():
-                        future.set_running_or_notify_cancel()
-                    future.set_exception(exc)
+            _fail(units, exc)
             return
         for future, result, error in done:
             if error is not None:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+
+def _fail(units: list[tuple[Unit, Future[Any]]], exc: BaseException) -> None:
+    """Hand ``exc`` to every caller of ``units`` not answered yet."""
+    for _unit, future in units:
+        if not future.done():
+            if not future.running():
+                future.set_running_or_notify_cancel()
+            future.set_exception(exc)
 
 
 class _Checkpointer:
@@ -238,6 +251,12 @@ class SQLiteDatabase:
 
         self._thread = _Thread(connect, name="atelier-sqlite", begin="BEGIN IMMEDIATE")
         self._reader = _Thread(connect, name="atelier-sqlite-reader", begin="BEGIN")
+        try:  # both connections now (the writer's first: it turns the file to WAL), so a start fails with its reason
+            await self.run(_ping())
+            await self.run(_ping(), write=False)
+        except sqlite3.Error as exc:
+            await self.close()
+            raise ConfigError(f"cannot open the SQLite database {self.path} ({exc})") from None
         self._checkpointer = _Checkpointer(connect, CHECKPOINT_EVERY)
 
     async def close(self) -> None:
