@@ -299,6 +299,12 @@ def test_a_settlement_is_the_real_cost_from_usage_rounded_up() -> None:
     assert nothing is not None and (nothing.amount, nothing.real) == (0, 880_055) and "no usage" in nothing.reason
     assert VIP.settle(30_000, split, 1) is None  # a flat price settles nothing
     assert model.reservation("make it red", 2, None, {}) == PRICE.reservation("make it red", 2, 8_294_400, None)
+    # A region edit's mask is reserved as one more input image; a flat price stays flat.
+    masked = model.reservation("make it red", 1, None, {}, mask=True)
+    assert (
+        masked == PRICE.reservation("make it red", 2, 8_294_400, None) > model.reservation("make it red", 1, None, {})
+    )
+    assert VIP.reservation("make it red", 1, None, {}, mask=True) == VIP.reservation("make it red", 1, None, {})
 
 
 def test_the_catalog_example_in_the_operators_guide_is_a_valid_catalog(tmp_path: Path) -> None:

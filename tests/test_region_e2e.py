@@ -216,6 +216,12 @@ async def test_the_ticked_cells_reach_the_api_as_a_feathered_mask_at_image1s_siz
     assert (kind, origin, parent, count, size) == ("region", "refine", parent_id, 1, f"{WIDTH}x{HEIGHT}")
     assert json.loads(region) == {"cells": [0, 4], "mask": False}
     assert [(i["width"], i["height"]) for i in json.loads(inputs)] == [(WIDTH, HEIGHT)]
+    # Charged for image1 and the mask as two input images (whether the provider counts the mask is not
+    # published): the prompt's bytes at $5, 2 × 6000 image tokens at $8, and a small image's 7200 at $30.
+    charged = await rows(
+        bot_process.env, f"SELECT amount FROM money WHERE entry = 'charge' AND job_id = '{jobs[-1][0]}'"
+    )
+    assert charged == [(len(b"a red umbrella") * 5 + 2 * 6000 * 8 + 7200 * 30,)]
 
     # A region edit of the region edit: the next link of the chain, in the same thread.
     refined = stored(discord_fake, result)

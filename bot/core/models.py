@@ -232,11 +232,18 @@ class ImageModel:
 
     # Prices ---------------------------------------------------------------------------------------
 
-    def reservation(self, prompt: str, input_count: int, size: str | None, options: Mapping[str, str | int]) -> int:
+    def reservation(
+        self, prompt: str, input_count: int, size: str | None, options: Mapping[str, str | int], *, mask: bool = False
+    ) -> int:
         """What a job is charged when it is accepted (micro-dollars): the flat price, or its most expensive
-        outcome by tokens (settled to the real cost when its answer comes), its streamed partial images included."""
+        outcome by tokens (settled to the real cost when its answer comes), its streamed partial images included.
+
+        A region edit's ``mask`` is one more image sent. Whether the provider counts its tokens is not
+        published, so it is reserved as an input image: a reservation never falls short of the real cost.
+        """
         if self.tokens is None:
             return self.price
+        input_count += 1 if mask else 0
         pixels = _area(size) if size is not None else self.sizes.largest_pixels()
         quality = options.get(QUALITY)
         partials = options.get(PARTIAL_IMAGES, 0)

@@ -220,7 +220,9 @@ class Admission:
             request = dataclasses.replace(request, options={**request.options, PARTIAL_IMAGES: partials})
         # A flat price, or by tokens the most this job can cost, its partial images included (settled to the
         # real cost at its end).
-        cost = model.reservation(request.api_prompt, request.input_count, request.size, request.options)
+        cost = model.reservation(
+            request.api_prompt, request.input_count, request.size, request.options, mask=request.region is not None
+        )
         # The check and the charge are one step (``Lifecycle.create``), so two quick requests
         # cannot both take the last edit of a limit.
         now = self._lifecycle.clock()
