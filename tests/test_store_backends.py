@@ -39,6 +39,7 @@ from bot.core.states import JobState
 from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
+from bot.store.postgres import PostgresDatabase, lock_key
 from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone, fetch_value
 from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
@@ -726,3 +727,51 @@ async def test_a_new_sqlite_file_has_16_kib_pages_and_an_older_file_keeps_its_ow
             assert await database.run(fetch_value("PRAGMA journal_mode"), write=False) == "wal"
         finally:
             await database.close()
+
+
+async def test_on_postgresql_no_transaction_holds_a_job_s_row_while_it_waits_for_a_lock_or_for_another_row(
+    tmp_path: Path,
+) -> None:
+    """Deadlocks a stalled worker's take-over could meet (the model test met the second): a hand-over that
+    moved its job and then waited for the claims' lock, and a renewal that held one job's row while it
+    waited for another's. Each waits now without holding what the other side wants next."""
+    async with open_store("postgres", tmp_path) as store:
+        assert isinstance(store.database, PostgresDatabase)
+        for name, user in (("a", 1), ("b", 2), ("c", 3), ("d", 4)):
+            await add(store, make_job(name, user, NOON + user))
+        taken = await store.claim_up_to(ClaimTerms("w", NOON + 5, LEASE, 4), 2)
+        assert isinstance(taken, list) and [j.id for j in taken] == ["a", "b"]
+        run = {j.id: j.run for j in taken}
+        pool = store.database.pool
+
+        async def waiting(kind: str) -> None:  # until a backend waits for a lock of ``kind``
+            sql = "SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND locktype = $1"
+            async with asyncio.timeout(5):
+                while not await pool.fetchval(sql, kind):  # noqa: ASYNC110 - PostgreSQL's state, read again
+                    await asyncio.sleep(0.01)
+
+        async with pool.acquire() as other:
+            # A take-over holds the claims' lock and is about to move b; b's own worker ends b's call meanwhile.
+            async with other.transaction():
+                await other.execute(f"SELECT pg_advisory_xact_lock({lock_key('claim')})")
+                order = MoveOrder("b", JobState.RUNNING, JobState.DELIVERING, {}, False, "w", NOON + 6,
+                                  fence=Fence("w", run["b"]))  # fmt: skip
+                hand_over = asyncio.ensure_future(store.move_all([order], ClaimTerms("w", NOON + 6, LEASE, 4)))
+                await waiting("advisory")
+                # b's row is free: the hand-over waits for the lock before it touches any row.
+                await other.execute("SET LOCAL lock_timeout = '500ms'")
+                await other.execute("UPDATE jobs SET lease_until = lease_until WHERE id = 'b'")
+            (moved,) = await asyncio.wait_for(hand_over, 5)
+            assert moved.job is not None and moved.job.state is JobState.DELIVERING
+            assert isinstance(moved.claimed, Job) and moved.claimed.id == "c"
+
+            # A renewal of a and b while b's row is held by a move that waits for something else.
+            async with pool.acquire() as mover, mover.transaction():
+                await mover.execute("UPDATE jobs SET lease_until = lease_until WHERE id = 'b'")
+                renewal = asyncio.ensure_future(store.renew("w", ["a", "b"], NOON + 100))
+                await waiting("transactionid")
+                # a's row is free: the renewal holds nothing while it waits for b's.
+                async with other.transaction():
+                    await other.execute("SET LOCAL lock_timeout = '500ms'")
+                    await other.execute("UPDATE jobs SET lease_until = lease_until WHERE id = 'a'")
+            assert await asyncio.wait_for(renewal, 5) == {"a": run["a"], "b": run["b"]}

@@ -189,8 +189,8 @@ SELECT * FROM jobs WHERE
 ORDER BY created_at, id
 """
 RENEW = (
-    f"UPDATE jobs SET lease_until = :until WHERE claimed_by = :holder AND status IN ({sql_states(*HELD)}) "
-    "AND id IN ({ids}) RETURNING id, run"
+    f"UPDATE jobs SET lease_until = :until WHERE id = :id AND claimed_by = :holder AND status IN ({sql_states(*HELD)}) "
+    "RETURNING run"
 )
 
 TOTALS = f"""

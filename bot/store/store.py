@@ -150,12 +150,19 @@ class Store:
         return await self._write(_claim_up_to(terms, count))
 
     async def renew(self, holder: str, job_ids: Collection[str], until: float) -> dict[str, int]:
-        """Extend the leases of the jobs ``holder`` still holds; those jobs and their runs (one missing: lost)."""
-        if not job_ids:
-            return {}
-        ids, params = in_list("id", sorted(job_ids))
-        rows = await self._write(fetch(q.RENEW.format(ids=ids), holder=holder, until=until, **params))
-        return {str(row["id"]): int(row["run"]) for row in rows}
+        """Extend the leases of the jobs ``holder`` still holds; those jobs and their runs (one missing: lost).
+
+        One statement per job, each a transaction of its own: a renewal that held some jobs' rows while it
+        waited for another's, moved by a transaction that waits for a lock, could close a cycle with one
+        that holds that lock and waits for a row the renewal holds (PostgreSQL fails one of them after a
+        second). A statement alone holds nothing while it waits.
+        """
+        renewed: dict[str, int] = {}
+        for job_id in sorted(job_ids):
+            row = await self._write(fetch_one_alone(q.RENEW, id=job_id, holder=holder, until=until))
+            if row is not None:
+                renewed[job_id] = int(row["run"])
+        return renewed
 
     async def holders(self) -> set[str]:
         """Every process that holds a job right now, as its jobs say."""
@@ -539,6 +546,12 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     alone = len(orders) == 1 and claim is None
     stored = []
     attempts: list[dict[str, Any]] = []
+    # The claims' lock before any job's row, as every transaction takes its locks: one that held a job's
+    # row while it waited for the lock could wait on one that holds the lock and waits for that row (a take-
+    # over's move of a stalled process's job), and PostgreSQL ends that cycle after a second by failing one.
+    locked = claim is not None or any(_changes_head(order) for order in orders)
+    if locked:
+        yield from lock("claim")
     if _alike(orders):
         stored = yield from _move_alike(orders, attempts)
     else:
@@ -549,7 +562,7 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     done = [result for result in stored if result.job is not None]
     taken: list[Job] | ClaimMiss = []
     if claim is not None and done:
-        taken = yield from _claim_up_to(claim, len(done))
+        taken = yield from _claim_up_to(claim, len(done), locked=True)
     claimed = taken if isinstance(taken, list) else []
     freed = sum(
         1
@@ -632,10 +645,9 @@ def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[st
         order.refund or order.settle is not None or order.attempts or target.terminal or heads
         or current is JobState.RUNNING
     )  # fmt: skip
-    if heads:
-        # The member's ready head may change: set their row right under the claims' lock, which orders
-        # this with every claim (none chooses from it half-written, and no two writers lose an update).
-        yield from lock("claim")
+    # A move that may change its member's ready head sets their row right under the claims' lock (taken
+    # by ``_moves``), which orders it with every claim: none chooses from it half-written, and no two
+    # writers lose an update.
     row = yield from (fetch_one_alone if plain else fetch_one)(sql, **params)
     if row is None:
         return MoveResult(None)
@@ -680,9 +692,11 @@ def _claim(terms: ClaimTerms) -> Script[Job | ClaimMiss]:
     return taken[0] if isinstance(taken, list) else taken
 
 
-def _claim_up_to(terms: ClaimTerms, count: int) -> Script[list[Job] | ClaimMiss]:
-    # Claims take turns only to keep the cap exact; a worker with nothing to claim learns why.
-    yield from lock("claim")
+def _claim_up_to(terms: ClaimTerms, count: int, *, locked: bool = False) -> Script[list[Job] | ClaimMiss]:
+    # Claims take turns only to keep the cap exact; a worker with nothing to claim learns why. (``locked``:
+    # the transaction holds the claims' lock already.)
+    if not locked:
+        yield from lock("claim")
     columns = column_values(
         {"started_at": terms.now, "holder": terms.holder, "lease_until": terms.now + terms.lease_seconds}
     )
