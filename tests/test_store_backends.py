@@ -9,7 +9,6 @@ history); the test checks the expected results on each database, and that both o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import sqlite3
 from collections.abc import Generator
@@ -711,22 +710,6 @@ async def test_sqlite_s_log_is_copied_into_its_file_by_a_thread_of_its_own_never
     finally:
         await database.close()
     assert not path.with_name(path.name + "-wal").exists()  # the last connection closed copied the rest
-
-
-async def test_a_new_sqlite_file_has_16_kib_pages_and_an_older_file_keeps_its_own(tmp_path: Path) -> None:
-    """Pages of 16 KiB write a job's 1 MB images in a quarter of the pages (and system calls) of SQLite's 4 KiB."""
-    for name, older in (("new.sqlite3", False), ("older.sqlite3", True)):
-        path = tmp_path / name
-        if older:  # a file made by an earlier version, with SQLite's default pages
-            with contextlib.closing(sqlite3.connect(path)) as conn:
-                conn.execute("CREATE TABLE kept (n INTEGER)")
-        database = SQLiteDatabase(path)
-        await database.open()
-        try:
-            assert await database.run(fetch_value("PRAGMA page_size"), write=False) == (4096 if older else 16384)
-            assert await database.run(fetch_value("PRAGMA journal_mode"), write=False) == "wal"
-        finally:
-            await database.close()
 
 
 async def test_on_postgresql_no_transaction_holds_a_job_s_row_while_it_waits_for_a_lock_or_for_another_row(

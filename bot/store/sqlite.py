@@ -49,10 +49,6 @@ T = TypeVar("T")
 Unit = Callable[[sqlite3.Connection], tuple[Any, list[str]]]
 # Heavy scripts (megabytes of images) committed in one batch at most, beside every light one waiting.
 HEAVY_PER_BATCH = 4
-# A new file's pages: a job's 1 MB of images takes 64 of them instead of SQLite's 256 of 4 KiB, which
-# halves the writer's time per image (and so what a claim or move may wait behind); a small commit
-# writes larger pages, a few hundredths of a millisecond more. An existing file keeps its pages.
-PAGE_SIZE = 16384
 # How often the checkpointer copies the log into the database file (seconds).
 CHECKPOINT_EVERY = 1.0
 
@@ -246,7 +242,6 @@ class SQLiteDatabase:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             # First: a new file's first connections may meet while one of them turns the file to WAL.
             conn.execute("PRAGMA busy_timeout=5000")
-            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # a new file's; an existing file keeps its own
             conn.execute("PRAGMA journal_mode=WAL")
             # WAL with NORMAL sync: committed jobs survive a crash of the process; only a power cut
             # may lose the last moments, and every write does not wait for the disk.
