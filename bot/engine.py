@@ -389,7 +389,7 @@ class JobEngine:
         job = await self.job(job_id)
         if job is not None and not kind_of(job.kind).needs_images:
             return True
-        return await self._retention.kept_now(job_id)
+        return await self._retention.kept_now(job_id, ended=job is not None and job.state.terminal)
 
     async def job(self, job_id: str) -> Job | None:
         """A job as it is now, finished or not."""

@@ -145,8 +145,8 @@ async def test_history_offers_no_reroll_once_the_inputs_are_gone(
     await bot_process.start()
     await wait_result(await send_edit(discord_fake, "kept nothing", [make_png()]))
     await wait_rows(bot_env, "SELECT status FROM jobs", lambda r: r[0][0] == "succeeded")
-    # The inputs go just after the job's end is written (nothing is kept): until then they are still there.
-    await wait_rows(bot_env, "SELECT COUNT(*) FROM input_sets", lambda r: r[0][0] == 0)
+    # Asked at once: the inputs are deleted just after the job's end is written, and Reroll is not offered
+    # in between either (nothing is kept once a job ends).
     _, page = await history(discord_fake)
     _, options = pick_options(page)
     assert [o["label"] for o in options] == ["Refine 1: kept nothing"]

@@ -120,6 +120,11 @@ async def test_zero_hours_keeps_nothing(store: Store) -> None:
     assert not await store.inputs_exist("s1") and not await retention.kept_now("s1")
     waiting = await jobs.queued("w1")
     assert await retention.kept_now(waiting.id)  # an unfinished job still has its own
+    # Between a job's end and its inputs' deletion (the hook runs after the end is written), nothing is
+    # offered for a reroll either: here the hook is not attached, so the inputs stay.
+    unhooked = Jobs(store, time, None)
+    await unhooked.done("s2")
+    assert await store.inputs_exist("s2") and not await retention.kept_now("s2", ended=True)
 
 
 async def test_a_start_drops_the_inputs_of_jobs_that_ended_as_their_process_stopped(store: Store) -> None:

@@ -56,8 +56,11 @@ class Retention:
             return
         await self._store.delete_inputs(job.id)
 
-    async def kept_now(self, job_id: str) -> bool:
-        """Whether a job's inputs are there: unfinished, or ended within the window."""
+    async def kept_now(self, job_id: str, *, ended: bool = False) -> bool:
+        """Whether a job's inputs are there: unfinished, or ended within the window. With no window, an
+        ``ended`` job keeps nothing, even in the moment between its end and its inputs' deletion."""
+        if ended and not self.window:
+            return False
         return await self._store.inputs_kept(job_id, self.clock() - self.window)
 
     async def sweep(self) -> int:
