@@ -25,6 +25,7 @@ from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import (
     BotProcess,
     bot_environment,
+    execute,
     is_result_edit,
     rows,
     send_edit,
@@ -165,3 +166,56 @@ async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
     assert await rows(db, "SELECT outcome, how FROM notices") == [("succeeded", "posted")]
     for process in (*workers, gateway):
         await process.stop()
+
+
+# A fault the test controls: while ``test_fault`` has a row, the database refuses every move to delivering.
+FAULT = {
+    "sqlite": [
+        "CREATE TABLE test_fault (x INTEGER)",
+        "INSERT INTO test_fault VALUES (1)",
+        "CREATE TRIGGER test_fault_delivering BEFORE UPDATE OF status ON jobs "
+        "WHEN NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) "
+        "BEGIN SELECT RAISE(ABORT, 'injected: the database refused the write'); END",
+    ],
+    "postgres": [
+        "CREATE TABLE test_fault (x INTEGER)",
+        "INSERT INTO test_fault VALUES (1)",
+        "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "IF NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) THEN "
+        "RAISE EXCEPTION 'injected: the database refused the write'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER test_fault_delivering BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+    ],
+}
+
+
+async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_it_at_first(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The API answered (and billed); the database refuses the move that records the answer (a dropped
+    connection, a restarting server), then takes it again: the answer is recorded and delivered, once,
+    and charged once. Before, the paid answer was dropped: the job failed, refunded, "something went wrong"."""
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        await execute(env, *FAULT["postgres" if "DATABASE_URL" in env else "sqlite"])
+        output = make_png(31, 17)
+        image_api.then(Reply(image=output))
+        handle = await send_edit(discord_fake, "through a fault", [make_png()])
+        async with asyncio.timeout(20):
+            while "recording its answer failed" not in bot.log():
+                assert not any("❌" in text for text in contents(handle)), contents(handle)
+                await asyncio.sleep(0.05)
+        await execute(env, "DELETE FROM test_fault")  # the database is back
+        result = await wait_result(handle, timeout=30)
+        assert result.files[0].data == output
+        assert len(image_api.calls) == 1, "the answer in hand was used: no second call"
+        assert not any("❌" in text for text in contents(handle))
+        statuses = await wait_rows(env, "SELECT status FROM jobs", lambda r: r[0][0] != "delivering")
+        assert statuses == [("succeeded",)]
+        assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+        assert await rows(env, "SELECT outcome, may_be_billed FROM api_attempts") == [("succeeded", 1)]
+        # The next edit goes through as usual.
+        image_api.then(Reply(image=make_png(12, 12)))
+        await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
+    finally:
+        await bot.stop()

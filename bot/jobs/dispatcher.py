@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 SAFETY_POLL = 5.0
 # The longest a finished call's delivery waits for the job that took its slot to start its call.
 HAND_OVER_SECONDS = 0.1
+# The pauses before each new try at recording an answer the database refused: about 15 s in all, a
+# quarter of the default lease (the lease is renewed meanwhile), the time a database takes to restart.
+RECORD_ANSWER_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
 INPUTS_MISSING = _t("This edit's images are missing. You were not charged; please send it again.")
 
 
@@ -200,10 +203,7 @@ class Dispatcher:
                     preview.stop()
             del request
             # The call is over: recorded, and its slot passed to the next job in fair order, together.
-            delivering, claimed = await self._lifecycle.move_and_claim(
-                job, JobState.DELIVERING, None if self._stopping else self._max_concurrent, attempts=attempts,
-                api_seconds=answer.api_seconds,
-            )  # fmt: skip
+            delivering, claimed = await self._record_answer(job, attempts, answer.api_seconds)
             if delivering is None:
                 # Refused: another process holds the job now (a running job cannot be cancelled).
                 log.warning("job=%s run=%d: discarding an answer that came after its job was lost", job.id, job.run)
@@ -249,6 +249,32 @@ class Dispatcher:
                 self._slots.release()
             if self._runs.get(job.id) is run:
                 del self._runs[job.id]
+
+    async def _record_answer(
+        self, job: Job, attempts: list[Attempt], api_seconds: float
+    ) -> tuple[Job | None, Job | ClaimMiss | None]:
+        """Move the job on to delivering with its attempts, and claim the next job for its slot.
+
+        The answer in hand was paid for, so a database error (a dropped connection, a restart of the
+        server) is not the end of it: the move is tried again after a pause, while the job's lease is
+        renewed as usual. The transaction that failed wrote nothing, so trying again cannot do anything
+        twice. Only after the last try does the error end the job (failed, refunded), as before.
+        """
+        for pause in (*RECORD_ANSWER_RETRIES, None):
+            try:
+                return await self._lifecycle.move_and_claim(
+                    job, JobState.DELIVERING, None if self._stopping else self._max_concurrent, attempts=attempts,
+                    api_seconds=api_seconds,
+                )  # fmt: skip
+            except Exception as exc:
+                if pause is None or isinstance(exc, AtelierError):
+                    raise
+                log.warning(
+                    "job=%s run=%d: recording its answer failed (%s); trying again in %.1f s",
+                    job.id, job.run, type(exc).__name__, pause,
+                )  # fmt: skip
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
 
     async def _hand_over(self, claimed: Job) -> None:
         """Start the job that took the freed slot, and let it reach its API call before this one decodes.
