@@ -168,24 +168,32 @@ async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
         await process.stop()
 
 
-# A fault the test controls: while ``test_fault`` has a row, the database refuses every move to delivering.
-FAULT = {
-    "sqlite": [
-        "CREATE TABLE test_fault (x INTEGER)",
-        "INSERT INTO test_fault VALUES (1)",
-        "CREATE TRIGGER test_fault_delivering BEFORE UPDATE OF status ON jobs "
-        "WHEN NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) "
-        "BEGIN SELECT RAISE(ABORT, 'injected: the database refused the write'); END",
-    ],
-    "postgres": [
-        "CREATE TABLE test_fault (x INTEGER)",
-        "INSERT INTO test_fault VALUES (1)",
+def fault(env: dict[str, str], *states: str) -> list[str]:
+    """A fault the test controls: while ``test_fault`` has a row, the database refuses every move to ``states``."""
+    listed = ", ".join(f"'{state}'" for state in states)
+    made = ["CREATE TABLE test_fault (x INTEGER)", "INSERT INTO test_fault VALUES (1)"]
+    if "DATABASE_URL" not in env:
+        return [
+            *made,
+            "CREATE TRIGGER test_fault_moves BEFORE UPDATE OF status ON jobs "
+            f"WHEN NEW.status IN ({listed}) AND EXISTS (SELECT 1 FROM test_fault) "
+            "BEGIN SELECT RAISE(ABORT, 'injected: the database refused the write'); END",
+        ]
+    return [
+        *made,
         "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-        "IF NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) THEN "
+        f"IF NEW.status IN ({listed}) AND EXISTS (SELECT 1 FROM test_fault) THEN "
         "RAISE EXCEPTION 'injected: the database refused the write'; END IF; RETURN NEW; END $$",
-        "CREATE TRIGGER test_fault_delivering BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
-    ],
-}
+        "CREATE TRIGGER test_fault_moves BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+    ]
+
+
+async def wait_log(bot: BotProcess, handle: InteractionHandle, line: str) -> None:
+    """Wait for ``line`` in the bot's log, with the member told of no failure meanwhile."""
+    async with asyncio.timeout(20):
+        while line not in bot.log():
+            assert not any("❌" in text for text in contents(handle)), contents(handle)
+            await asyncio.sleep(0.05)
 
 
 async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_it_at_first(
@@ -197,14 +205,11 @@ async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_
     bot = BotProcess(env, tmp_path, discord_fake)
     await bot.start()
     try:
-        await execute(env, *FAULT["postgres" if "DATABASE_URL" in env else "sqlite"])
+        await execute(env, *fault(env, "delivering"))
         output = make_png(31, 17)
         image_api.then(Reply(image=output))
         handle = await send_edit(discord_fake, "through a fault", [make_png()])
-        async with asyncio.timeout(20):
-            while "recording its answer failed" not in bot.log():
-                assert not any("❌" in text for text in contents(handle)), contents(handle)
-                await asyncio.sleep(0.05)
+        await wait_log(bot, handle, "recording its answer failed")
         await execute(env, "DELETE FROM test_fault")  # the database is back
         result = await wait_result(handle, timeout=30)
         assert result.files[0].data == output
@@ -217,5 +222,33 @@ async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_
         # The next edit goes through as usual.
         image_api.then(Reply(image=make_png(12, 12)))
         await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
+    finally:
+        await bot.stop()
+
+
+async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by_the_take_over(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The database refuses the answer's record for longer than the tries last, and the job's end (failed) as
+    well: the run lets the job go instead of holding it (and renewing its lease) for ever. Once the database
+    is back, the lease lapses and the take-over puts the job back in line once, as after a crash: it runs
+    again and is delivered, charged once. Before, it stayed "editing" until the bot restarted."""
+    env.update(JOB_LEASE_SECONDS="3", STATUS_UPDATE_SECONDS="1")
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        await execute(env, *fault(env, "delivering", "failed"))
+        lost, delivered = make_png(31, 17), make_png(17, 31)
+        image_api.then(Reply(image=lost), Reply(image=delivered))
+        handle = await send_edit(discord_fake, "through a long fault", [make_png()])
+        await wait_log(bot, handle, "letting it go for the take-over")
+        await execute(env, "DELETE FROM test_fault")  # the database is back
+        result = await wait_result(handle, timeout=30)
+        assert result.files[0].data == delivered
+        assert len(image_api.calls) == 2, "the answer that could not be recorded is lost: one more call"
+        assert not any("❌" in text for text in contents(handle))
+        statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
+        assert statuses == [("succeeded", 1)]
+        assert await rows(env, "SELECT entry FROM money") == [("charge",)]
     finally:
         await bot.stop()

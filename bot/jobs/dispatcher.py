@@ -44,9 +44,11 @@ log = logging.getLogger(__name__)
 SAFETY_POLL = 5.0
 # The longest a finished call's delivery waits for the job that took its slot to start its call.
 HAND_OVER_SECONDS = 0.1
-# The pauses before each new try at recording an answer the database refused: about 15 s in all, a
-# quarter of the default lease (the lease is renewed meanwhile), the time a database takes to restart.
-RECORD_ANSWER_RETRIES = (0.5, 1.0, 2.0, 4.0, 8.0)
+# How many more tries at recording an answer the database refused, the pause doubling each time, and
+# the share of the lease they take in all (the lease is renewed meanwhile): with the default lease of a
+# minute, 0.5 s to 7.7 s, 15 s in all, the time a database takes to restart.
+RECORD_ANSWER_RETRIES = 5
+RECORD_ANSWER_SHARE = 0.25
 INPUTS_MISSING = _t("This edit's images are missing. You were not charged; please send it again.")
 
 
@@ -221,13 +223,12 @@ class Dispatcher:
             del answer
             await self._deliverer.deliver(delivering, decoding, copies)
         except UnknownKindError as error:
-            await self._lifecycle.move(current, JobState.FAILED, error=error, attempts=attempts)
+            await self._fail(current, error, attempts)
         except AtelierError as error:
             if run.abandoned:
                 await self._keep_lost_attempts(job, attempts)
                 return
-            explained = _explain(current, error)
-            await self._lifecycle.move(current, JobState.FAILED, error=explained, attempts=attempts)
+            await self._fail(current, _explain(current, error), attempts)
         except asyncio.CancelledError:
             if run.abandoned:
                 await asyncio.shield(self._keep_lost_attempts(job, attempts))
@@ -240,7 +241,7 @@ class Dispatcher:
         except Exception as exc:  # a bug: logged whole under a reference; the member is told, the worker lives
             bug = UnexpectedError.capture(exc, f"job {job.id}")
             if not run.abandoned:
-                await self._lifecycle.move(current, JobState.FAILED, error=bug, attempts=attempts)
+                await self._fail(current, bug, attempts)
         finally:
             run.started.set()
             if copies is not None:
@@ -260,7 +261,7 @@ class Dispatcher:
         renewed as usual. The transaction that failed wrote nothing, so trying again cannot do anything
         twice. Only after the last try does the error end the job (failed, refunded), as before.
         """
-        for pause in (*RECORD_ANSWER_RETRIES, None):
+        for pause in (*record_answer_pauses(self._lifecycle.lease_seconds), None):
             try:
                 return await self._lifecycle.move_and_claim(
                     job, JobState.DELIVERING, None if self._stopping else self._max_concurrent, attempts=attempts,
@@ -275,6 +276,20 @@ class Dispatcher:
                 )  # fmt: skip
                 await asyncio.sleep(pause)
         raise AssertionError("unreachable")
+
+    async def _fail(self, job: Job, error: AtelierError, attempts: list[Attempt]) -> None:
+        """End the run's job as failed (refunded, the member told), or, if the database will not take even
+        that, let it go: held, its lease would be renewed for ever and the job stay "editing" until a restart.
+        Let go, its lease lapses and the take-over (of any process, this one too) resumes or ends it by the
+        rules for a run a crash caught."""
+        try:
+            await self._lifecycle.move(job, JobState.FAILED, error=error, attempts=attempts)
+        except Exception as exc:
+            self._lifecycle.let_go(job)
+            log.warning(
+                "job=%s run=%d: the database refused its end too (%s); letting it go for the take-over",
+                job.id, job.run, type(exc).__name__,
+            )  # fmt: skip
 
     async def _hand_over(self, claimed: Job) -> None:
         """Start the job that took the freed slot, and let it reach its API call before this one decodes.
@@ -309,6 +324,13 @@ class Dispatcher:
             except Exception as exc:
                 UnexpectedError.capture(exc, f"recording the attempts of lost job {job.id}")
         log.info("job=%s run=%d abandoned: another process holds it; %d attempt(s) kept", job.id, job.run, len(kept))
+
+
+def record_answer_pauses(lease_seconds: float) -> list[float]:
+    """The pauses before each new try at recording an answer: doubling, ``RECORD_ANSWER_SHARE`` of the lease in
+    all."""
+    first = lease_seconds * RECORD_ANSWER_SHARE / (2**RECORD_ANSWER_RETRIES - 1)
+    return [first * 2**n for n in range(RECORD_ANSWER_RETRIES)]
 
 
 def _explain(job: Job, error: AtelierError) -> AtelierError:

@@ -274,9 +274,19 @@ class Lifecycle:
         renewed = await self.store.renew(self.holder, asked, self.clock() + self.lease_seconds)
         return self._forget_lost(asked, renewed)
 
+    def let_go(self, job: Job) -> None:
+        """Stop holding ``job``'s run (its lease is no longer renewed, and the run is no longer this process's):
+        when its lease lapses, the take-over treats it as a run a crash caught."""
+        held = self._held.get(job.id)
+        if held is not None and held.run == job.run:
+            del self._held[job.id]
+
     async def still_holds(self, job: Job) -> bool:
         """Whether this process still holds ``job``'s run (its lease is extended if so): asked before anything
         that must not come from a run that lost its job, such as a status edit or posting a result."""
+        held = self._held.get(job.id)
+        if held is None or held.run != job.run:
+            return False  # let go, lost or ended: nothing of that run may renew its lease or act for it
         renewed = await self.store.renew(self.holder, [job.id], self.clock() + self.lease_seconds)
         return not self._forget_lost({job.id: job.run}, renewed)
 
