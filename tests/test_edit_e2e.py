@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from bot.jobs.admission import AHEAD_WAITS_SECONDS
 from tests.databases import only_sqlite
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
@@ -162,8 +163,8 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     """Members are answered first: in a burst, only as many jobs as the API has slots fetch their images
-    while a request of the burst still waits for its answer (here Discord takes 0.9 s over one); the others
-    fetch once it is answered, and every job then runs."""
+    while a request of the burst still waits for its answer (here Discord takes 0.9 s over one), and those
+    only after waiting for it a moment; the others fetch once it is answered, and every job then runs."""
     delay = 0.9  # under the 1 s a job waits at most for the others' answers
     bot_env.update(MAX_CONCURRENT_JOBS="1")
     await bot_process.start()
@@ -183,6 +184,9 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     assert len(fetched) == 3
     # One job (the one slot's) fetched while the slow answer was on its way; the two others waited for it.
     assert sum(at < answered for at in fetched) == 1, [round(at - answered, 3) for at in fetched]
+    # The slot's job itself waited for the answers first, as long as it waits at most (0.1 s) after its own.
+    ((ahead, its_answer),) = [(at, own) for at, own in zip(fetched, others_answered, strict=True) if at < answered]
+    assert ahead - its_answer >= AHEAD_WAITS_SECONDS - 0.01, round(ahead - its_answer, 3)
 
 
 async def test_the_slots_jobs_are_queued_before_the_images_of_the_jobs_behind_them_are_fetched(

@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 
 # The longest a job's download waits for the answers, and for the jobs ahead of it, in a burst.
 ANSWERS_FIRST_SECONDS = 1.0
+# The longest a slot's job waits for the answers of a burst before it fetches its images.
+AHEAD_WAITS_SECONDS = 0.1
 STOPPED_WHILE_FETCHING = _t(
     "The bot restarted while your images were being fetched, so this edit did not start. "
     "You were not charged; please send it again."
@@ -101,6 +103,8 @@ class Admission:
         self._ahead = 0  # jobs fetching and keeping their images at once, ahead of the others (at most the slots)
         self._clear = asyncio.Event()  # set while no request waits for its answer and no job is ahead
         self._clear.set()
+        self._answered = asyncio.Event()  # set while no request waits for its answer
+        self._answered.set()
 
     def model_for(self, guild_id: int | None) -> ImageModel:
         """The model a server picked (if the operator still allows it), else the default."""
@@ -134,6 +138,7 @@ class Admission:
             raise ShuttingDownError()
         self._unanswered += 1
         self._clear.clear()
+        self._answered.clear()
         try:
             async with self._member_turn(request.user_id):
                 if request.variants > 1:
@@ -316,8 +321,10 @@ class Admission:
         self._settle()
 
     def _settle(self) -> None:
-        if not self._unanswered and not self._ahead:
-            self._clear.set()
+        if not self._unanswered:
+            self._answered.set()
+            if not self._ahead:
+                self._clear.set()
 
     async def _as_it_is(self, job: Job) -> Job:
         return await self._lifecycle.store.get_job(job.id) or job
@@ -326,17 +333,24 @@ class Admission:
         """Wait for this job's turn to fetch and keep its images; whether it went ahead of the others (the
         caller then ends its turn once the job is queued or has failed).
 
-        As many jobs as there are slots go at once: the API needs them first. Any other waits until every
-        request that has arrived is answered (admitted and acknowledged, or refused) and those jobs are
-        queued. An answer is what a member waits for, and a slot's job what the API waits for; the images
-        of a job further back can wait a moment. Otherwise a burst shares the event loop, the database
-        (and, with PostgreSQL, its connections) between the answers, the slots' jobs and every other
-        download and save: the last answers come late, and the API waits for its first calls. Bounded,
-        so a flood of requests cannot hold the others back for long.
+        As many jobs as there are slots go first: the API needs them first. They wait only for the answers
+        of the requests that have arrived (admitted and acknowledged, or refused), at most
+        ``AHEAD_WAITS_SECONDS``: fetching, checking and saving their images (and the workers' claims and
+        reads of them) would otherwise take the processor from the last answers of a burst, a few
+        milliseconds each, for a delay to the API of a tenth of a second at most, once a burst. Any other
+        job waits until every request that has arrived is answered and the slots' jobs are queued. An
+        answer is what a member waits for, and a slot's job what the API waits for; the images of a job
+        further back can wait a moment. Otherwise a burst shares the event loop, the database (and, with
+        PostgreSQL, its connections) between the answers, the slots' jobs and every other download and
+        save: the last answers come late, and the API waits for its first calls. Bounded, so a flood of
+        requests cannot hold the others back for long.
         """
         if self._ahead < self._config.max_concurrent_jobs:
             self._ahead += 1
             self._clear.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(AHEAD_WAITS_SECONDS):
+                    await self._answered.wait()
             return True
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
