@@ -196,6 +196,24 @@ async def wait_log(bot: BotProcess, handle: InteractionHandle, line: str) -> Non
             await asyncio.sleep(0.05)
 
 
+async def edit_through_fault(
+    bot: BotProcess, env: dict[str, str], image_api: FakeImageAPI, states: list[str], told: str, *, outputs: int
+) -> None:
+    """An edit sent while the database refuses every move to ``states``, until the bot's log says ``told``:
+    then the database is back. The API has ``outputs`` answers (each a different image), and as many calls
+    are made; the last is delivered, and the member is never told of a failure."""
+    await execute(env, *fault(env, *states))
+    images = [make_png(31, 17 + n) for n in range(outputs)]
+    image_api.then(*(Reply(image=image) for image in images))
+    handle = await send_edit(bot.fake, "through a fault", [make_png()])
+    await wait_log(bot, handle, told)
+    await execute(env, "DELETE FROM test_fault")  # the database is back
+    result = await wait_result(handle, timeout=30)
+    assert result.files[0].data == images[-1]
+    assert len(image_api.calls) == outputs
+    assert not any("❌" in text for text in contents(handle))
+
+
 async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_it_at_first(
     env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
@@ -205,16 +223,8 @@ async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_
     bot = BotProcess(env, tmp_path, discord_fake)
     await bot.start()
     try:
-        await execute(env, *fault(env, "delivering"))
-        output = make_png(31, 17)
-        image_api.then(Reply(image=output))
-        handle = await send_edit(discord_fake, "through a fault", [make_png()])
-        await wait_log(bot, handle, "recording its answer failed")
-        await execute(env, "DELETE FROM test_fault")  # the database is back
-        result = await wait_result(handle, timeout=30)
-        assert result.files[0].data == output
-        assert len(image_api.calls) == 1, "the answer in hand was used: no second call"
-        assert not any("❌" in text for text in contents(handle))
+        # One output, one call: the answer in hand was used.
+        await edit_through_fault(bot, env, image_api, ["delivering"], "recording its answer failed", outputs=1)
         statuses = await wait_rows(env, "SELECT status FROM jobs", lambda r: r[0][0] != "delivering")
         assert statuses == [("succeeded",)]
         assert await rows(env, "SELECT entry FROM money") == [("charge",)]
@@ -237,16 +247,9 @@ async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by
     bot = BotProcess(env, tmp_path, discord_fake)
     await bot.start()
     try:
-        await execute(env, *fault(env, "delivering", "failed"))
-        lost, delivered = make_png(31, 17), make_png(17, 31)
-        image_api.then(Reply(image=lost), Reply(image=delivered))
-        handle = await send_edit(discord_fake, "through a long fault", [make_png()])
-        await wait_log(bot, handle, "letting it go for the take-over")
-        await execute(env, "DELETE FROM test_fault")  # the database is back
-        result = await wait_result(handle, timeout=30)
-        assert result.files[0].data == delivered
-        assert len(image_api.calls) == 2, "the answer that could not be recorded is lost: one more call"
-        assert not any("❌" in text for text in contents(handle))
+        # Two outputs, two calls: the answer that could not be recorded is lost, the second is delivered.
+        told = "letting it go for the take-over"
+        await edit_through_fault(bot, env, image_api, ["delivering", "failed"], told, outputs=2)
         statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
         assert statuses == [("succeeded", 1)]
         assert await rows(env, "SELECT entry FROM money") == [("charge",)]
