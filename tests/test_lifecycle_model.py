@@ -833,9 +833,11 @@ def engine_timers_out_of_reach(monkeypatch: pytest.MonkeyPatch) -> Iterator[Logg
         (bot.jobs.dispatcher, "SAFETY_POLL"),
     ):
         monkeypatch.setattr(module, name, 1e6)
-    # A burst's jobs beyond the slots wait (in real time) for the jobs ahead of them: a matter of when
-    # images are fetched, tested end to end; here each job fetches as soon as it is admitted.
+    # A burst's jobs beyond the slots wait (in real time) for the jobs ahead of them, and the slots' jobs for
+    # the burst's answers: a matter of when images are fetched, tested end to end; here each job fetches as
+    # soon as it is admitted (a wait in real time would make the examples depend on the machine's speed).
     monkeypatch.setattr(bot.jobs.admission, "ANSWERS_FIRST_SECONDS", 0.0)
+    monkeypatch.setattr(bot.jobs.admission, "AHEAD_WAITS_SECONDS", 0.0)
     errors = LoggedErrors()
     logger = logging.getLogger("bot")
     logger.addHandler(errors)
