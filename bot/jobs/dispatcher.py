@@ -261,21 +261,25 @@ class Dispatcher:
         renewed as usual. The transaction that failed wrote nothing, so trying again cannot do anything
         twice. Only after the last try does the error end the job (failed, refunded), as before.
         """
-        for pause in (*record_answer_pauses(self._lifecycle.lease_seconds), None):
+
+        async def record() -> tuple[Job | None, Job | ClaimMiss | None]:
+            return await self._lifecycle.move_and_claim(
+                job, JobState.DELIVERING, None if self._stopping else self._max_concurrent, attempts=attempts,
+                api_seconds=api_seconds,
+            )  # fmt: skip
+
+        for pause in record_answer_pauses(self._lifecycle.lease_seconds):
             try:
-                return await self._lifecycle.move_and_claim(
-                    job, JobState.DELIVERING, None if self._stopping else self._max_concurrent, attempts=attempts,
-                    api_seconds=api_seconds,
-                )  # fmt: skip
+                return await record()
+            except AtelierError:
+                raise
             except Exception as exc:
-                if pause is None or isinstance(exc, AtelierError):
-                    raise
                 log.warning(
                     "job=%s run=%d: recording its answer failed (%s); trying again in %.1f s",
                     job.id, job.run, type(exc).__name__, pause,
                 )  # fmt: skip
                 await asyncio.sleep(pause)
-        raise AssertionError("unreachable")
+        return await record()  # the last try: its error ends the job
 
     async def _fail(self, job: Job, error: AtelierError, attempts: list[Attempt]) -> None:
         """End the run's job as failed (refunded, the member told), or, if the database will not take even
