@@ -33,6 +33,7 @@ from tests.harness import (
     wait_result,
     wait_rows,
 )
+from tests.pg_proxy import MARK, commit_answer_loss
 from tests.postgres import fresh_database
 
 SAFETY = {"error": {"message": "Your request was rejected by the safety system.", "type": "invalid_request"}}
@@ -255,3 +256,46 @@ async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by
         assert await rows(env, "SELECT entry FROM money") == [("charge",)]
     finally:
         await bot.stop()
+
+
+async def test_a_paid_answer_whose_record_was_written_though_its_commit_was_not_heard_is_delivered_once(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    """PostgreSQL only (a SQLite commit cannot be lost on its way back: it is not sent anywhere). The move that
+    records the answer is committed, but the connection drops before the bot hears so (a proxy loses the
+    answer). Its next try is refused, since the job is delivering already: the bot finds it delivering under
+    its own run and delivers the answer in hand. Before, it discarded that paid answer as a lost job's, and
+    after the lease the take-over called the API a second time."""
+    async with fresh_database() as url, commit_answer_loss(url) as proxy:
+        env = bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=proxy.url(),
+                              IMAGE_API_TIMEOUT="30", JOB_LEASE_SECONDS="3")  # fmt: skip
+        bot = BotProcess(env, tmp_path, discord_fake)
+        await bot.start()
+        try:
+            await execute(
+                env,
+                "CREATE TABLE test_fault (x INTEGER)",
+                "INSERT INTO test_fault VALUES (1)",
+                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
+                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            )
+            image = make_png(31, 17)
+            image_api.then(Reply(image=image))
+            handle = await send_edit(discord_fake, "commit lost", [make_png()])
+            result = await wait_result(handle, timeout=20)
+            assert proxy.lost == 1
+            assert (result.files[0].data == image, len(image_api.calls)) == (True, 1)
+            assert "was written after all" in bot.log()
+            statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
+            assert statuses == [("succeeded", 0)]
+            assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+            assert await rows(env, "SELECT outcome, may_be_billed FROM api_attempts") == [("succeeded", 1)]
+            assert not any("❌" in text for text in contents(handle))
+            # The next edit goes through as usual.
+            image_api.then(Reply(image=make_png(12, 12)))
+            await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
+            assert len(image_api.calls) == 2
+        finally:
+            await bot.stop()

@@ -258,8 +258,10 @@ class Dispatcher:
 
         The answer in hand was paid for, so a database error (a dropped connection, a restart of the
         server) is not the end of it: the move is tried again after a pause, while the job's lease is
-        renewed as usual. The transaction that failed wrote nothing, so trying again cannot do anything
-        twice. Only after the last try does the error end the job (failed, refunded), as before.
+        renewed as usual. Trying again cannot do anything twice: a transaction that failed wrote nothing, or,
+        when only its commit's answer was lost with the connection, wrote everything, and then the next try is
+        refused and the job found delivering under this run (``Lifecycle.written_after_all``). Only after the
+        last try does the error end the job (failed, refunded), as before.
         """
 
         async def record() -> tuple[Job | None, Job | ClaimMiss | None]:
@@ -268,18 +270,29 @@ class Dispatcher:
                 api_seconds=api_seconds,
             )  # fmt: skip
 
+        failed = False
         for pause in record_answer_pauses(self._lifecycle.lease_seconds):
             try:
-                return await record()
+                recorded = await record()
             except AtelierError:
                 raise
             except Exception as exc:
+                failed = True
                 log.warning(
                     "job=%s run=%d: recording its answer failed (%s); trying again in %.1f s",
                     job.id, job.run, type(exc).__name__, pause,
                 )  # fmt: skip
                 await asyncio.sleep(pause)
-        return await record()  # the last try: its error ends the job
+                continue
+            break
+        else:
+            recorded = await record()  # the last try: its error ends the job
+        if failed and recorded[0] is None:
+            # Refused after a failed try: that try may have been written after all, its answer lost with the
+            # connection. Then the job is delivering under this very run, and the answer in hand is its own.
+            # (The job that try claimed for the slot is left to the take-over: its lease lapses unrenewed.)
+            return await self._lifecycle.written_after_all(job, JobState.DELIVERING, attempts), None
+        return recorded
 
     async def _fail(self, job: Job, error: AtelierError, attempts: list[Attempt]) -> None:
         """End the run's job as failed (refunded, the member told), or, if the database will not take even

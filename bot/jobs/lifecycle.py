@@ -157,6 +157,22 @@ class Lifecycle:
         stored = await self._hand_overs.move_and_claim(order, max_running)
         return await self._after(job, order, stored, None, attempts, None)
 
+    async def written_after_all(self, job: Job, target: JobState, attempts: Sequence[Attempt] = ()) -> Job | None:
+        """A move of ``job`` (this process's run) whose try failed on a database error, and whose next try was
+        refused: if the store holds the job at ``target`` under that same run, the failed try was written after
+        all (its commit went through; only the answer was lost with the connection). Take it up as if that try
+        had answered (held, observed, told) and return it; else ``None``."""
+        stored = await self.store.get_job(job.id)
+        if stored is None or stored.state is not target or stored.holder != self.holder or stored.run != job.run:
+            return None
+        order = await self._order(job, target, None, attempts, None, {}, None)
+        if order is None:
+            return None
+        log.warning("job=%s run=%d: its move to %s was written after all (its answer was lost)", job.id, job.run,
+                    target)  # fmt: skip
+        moved, _ = await self._after(job, order, MoveResult(stored), None, attempts, None)
+        return moved
+
     async def _move(
         self,
         job: Job | str,
