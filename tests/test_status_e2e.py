@@ -132,6 +132,41 @@ async def test_a_public_status_moves_before_its_token_lapses_and_the_result_foll
     assert len(pointer_edits(discord_fake)) == 1
 
 
+async def test_a_status_moved_while_its_job_waited_is_where_the_running_job_goes_on(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The waiting job's line moves its status (the token is about to lapse); when the job is claimed, its
+    running line goes on in the new message: no second move, and the result lands there."""
+    await start(bot_process, bot_env, **FAST)
+    image_api.then(Reply(delay=2.0), Reply(delay=0.5))
+    await send_edit(discord_fake, "ahead", [make_png()])
+    await image_api.wait_for_started(1)
+    discord_fake.backdate_next_interaction = 13.5 * 60
+    handle = await send_edit(discord_fake, "waiting", [make_png()])
+    channel = discord_fake.CHANNEL_ID
+
+    def posted(r: RecordedRequest) -> bool:
+        return is_channel_post(r, channel) and "waiting" in str(r.json.get("content"))
+
+    post = await discord_fake.wait_for_request(posted, 10)
+    assert "⏳" in post.json["content"]  # moved while the job was still waiting
+    new_id = int(post.response["id"])
+    result = await discord_fake.wait_for_request(
+        lambda r: r.method == "PATCH" and r.path == f"/api/v10/channels/{channel}/messages/{new_id}" and bool(r.files),
+        20,
+    )
+    assert result.ok
+    # The running line edited the new message, and nothing moved the status a second time.
+    running = [
+        r for r in discord_fake.requests
+        if r.method == "PATCH" and r.path.endswith(f"/messages/{new_id}") and "🎨" in str((r.json or {}).get("content"))
+    ]  # fmt: skip
+    assert running, "the running job's status never reached the new message"
+    assert len([r for r in discord_fake.requests if posted(r)]) == 1
+    assert len(pointer_edits(discord_fake)) == 1
+    assert not any(r.files for r in handle.webhook_requests())
+
+
 @pytest.mark.parametrize(("age", "pointer_status"), [(56 * 60, 200), (61 * 60, 429)])
 async def test_a_status_message_near_its_hour_moves_and_the_result_goes_there_after_a_restart(
     bot_process: BotProcess,
