@@ -240,6 +240,9 @@ class DiscordNotifier:
         self.engine = engine
         self._every = engine.config.status_update_seconds
         self._lines: dict[str, StatusLine] = {}  # open status messages (Discord state, not job state)
+        # The jobs this process runs or delivers: their wait is over, whatever a reading of the places made
+        # before their claim still says (``queue_moved`` leaves them alone).
+        self._started: set[str] = set()
         self._cards = GroupCards(bot, engine)
 
     def delivery(self, job: Job) -> Delivery | None:
@@ -327,7 +330,14 @@ class DiscordNotifier:
 
     async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         state = job.state
+        if state in (JobState.RUNNING, JobState.DELIVERING):
+            self._started.add(job.id)
+        else:
+            self._started.discard(job.id)  # ended, or back in line
         if state is JobState.RUNNING:
+            # Marked started above, before any wait: a reading of the places made before the claim may be
+            # told meanwhile, and must not open a waiting line for the job here. This run's line would then
+            # be that one (guarded by the job's place, not by this run), and stop at the next reading.
             # A line of the job's wait, or of an earlier run, here (a move it began ends first).
             if await self._close(job):
                 # That line may have moved the status while the job was claimed: start where the store says it
@@ -371,6 +381,8 @@ class DiscordNotifier:
         for count, (job, place) in enumerate(places, start=1):
             if count % LINES_AT_A_TIME == 0:
                 await asyncio.sleep(0)  # a long line's updates leave room for admissions
+            if job.id in self._started:
+                continue  # a reading made before its claim: neither a waiting line nor a running one's text
             line = self._line(job)
             if line is None:
                 continue
