@@ -7,7 +7,8 @@
 - Off, or on a model that does not stream, no stream is asked and the status carries no image.
 - A stream that never starts (an HTML 502) is repeated as any quick server error; one cut after a preview is not
   repeated: the member reads why, in place of the preview, and is refunded. A restart after a preview says
-  "will resume" as a card (the message is one now), and the job resumes.
+  "will resume" as a card (the message is one now), and the job resumes. A status moved to a message of its
+  own (its token about to lapse) gets the preview and then the result there.
 - Money, on both databases: the reservation counts the partial images' output tokens and settles to the answer's
   usage; a failure after a partial image is refunded once (charge and refund, nothing settled), its attempt kept
   as possibly billed.
@@ -297,3 +298,34 @@ async def test_previews_are_reserved_and_settled_to_the_usage_and_a_cut_after_a_
         assert net == [(real,)]
     finally:
         await bot.stop()
+
+
+async def test_a_preview_follows_a_status_moved_before_its_token_lapsed_and_the_result_replaces_it_there(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The command was answered 13½ minutes ago: the running job's status moves to a message of its own in the
+    channel (the token has too little time left), and the preview card and then the result's card go there,
+    never to the old message."""
+    await start_streaming(bot_process, bot_env, image_api, tmp_path)
+    await refusal(await previews(discord_fake, True))
+    final = make_png(90, 60, (9, 9, 9))
+    image_api.then(Reply(image=final, gaps=(1.0, 0.3, 0.3, 3.5)))
+    discord_fake.backdate_next_interaction = 13.5 * 60
+    handle = await send_edit(discord_fake, "a harbour moved", [make_png()])
+    channel = discord_fake.CHANNEL_ID
+    post = await discord_fake.wait_for_request(
+        lambda r: r.method == "POST" and r.path == f"/api/v10/channels/{channel}/messages", 10
+    )
+    new_id = int(post.response["id"])
+    on_new = f"/api/v10/channels/{channel}/messages/{new_id}"
+    result = await discord_fake.wait_for_request(
+        lambda r: r.method == "PATCH" and r.path == on_new and has_file(r, "atelier-"), 30
+    )
+    assert result.ok and result.files[0].data == final
+    shown = [r for r in discord_fake.requests[: result.index] if r.path == on_new and has_file(r, "preview-")]
+    assert len(shown) == 1 and shown[0].ok  # the preview, on the moved status
+    assert shown[0].json["flags"] & FLAG_IS_COMPONENTS_V2
+    assert shown[0].files[0].data == partial_png(2)
+    # Nothing of it went to the old message, through the token.
+    assert not any(r.files for r in handle.webhook_requests())
