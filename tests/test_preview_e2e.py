@@ -8,7 +8,8 @@
 - A stream that never starts (an HTML 502) is repeated as any quick server error; one cut after a preview is not
   repeated: the member reads why, in place of the preview, and is refunded. A restart after a preview says
   "will resume" as a card (the message is one now), and the job resumes. A status moved to a message of its
-  own (its token about to lapse) gets the preview and then the result there.
+  own (its token about to lapse) gets the preview and then the result there; a private edit's ephemeral status
+  gets its preview through the token, and nothing is posted where others could see it.
 - Money, on both databases: the reservation counts the partial images' output tokens and settles to the answer's
   usage; a failure after a partial image is refunded once (charge and refund, nothing settled), its attempt kept
   as possibly billed.
@@ -39,6 +40,7 @@ from tests.harness import (
 from tests.postgres import fresh_database
 from tests.test_model_options_e2e import OFFICIAL_DEFAULT, catalog, read, read_when, reservation
 from tests.test_operations_e2e import admin, refusal
+from tests.test_private_e2e import EPHEMERAL, channel_posts, send_private_edit
 
 # A partial image costs 100 output tokens (the catalog's partial_image_tokens) at $30 per million: 3000
 # micro-dollars; a live preview asks gpt-image-2 for its most, 3.
@@ -329,3 +331,26 @@ async def test_a_preview_follows_a_status_moved_before_its_token_lapsed_and_the_
     assert shown[0].files[0].data == partial_png(2)
     # Nothing of it went to the old message, through the token.
     assert not any(r.files for r in handle.webhook_requests())
+
+
+async def test_a_private_edit_s_preview_is_shown_on_its_ephemeral_status_and_nowhere_else(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """The status of a private edit is ephemeral: its preview card is an edit of that message, through the
+    interaction's token, which stays ephemeral; nothing is posted where others could see it."""
+    await start_streaming(bot_process, bot_env, image_api, tmp_path)
+    await refusal(await previews(discord_fake, True))
+    start = len(discord_fake.requests)
+    final = make_png(90, 60, (9, 9, 9))
+    image_api.then(Reply(image=final, gaps=(1.0, 0.3, 0.3, 3.5)))
+    handle = await send_private_edit(discord_fake, "a secret harbour", [make_png()])
+    result = await wait_card_result(handle)
+    (preview,) = preview_edits(handle, result)
+    assert preview.files[0].data == partial_png(2)
+    assert preview.path.startswith("/api/v10/webhooks/")  # the ephemeral message, by its token
+    assert preview.json["flags"] & FLAG_IS_COMPONENTS_V2
+    assert result.files[0].data == final
+    message = handle.original_message()
+    assert message is not None and message["flags"] & EPHEMERAL
+    assert channel_posts(discord_fake, start) == []
