@@ -355,6 +355,7 @@ class DiscordNotifier:
             await self._close(job)
 
     async def run_lost(self, job: Job) -> None:
+        self._started.discard(job.id)  # another process holds it now: its news is no longer this one's
         await self._close(job)
 
     async def job_preview(self, job: Job, image: OutputImage, index: int) -> None:
