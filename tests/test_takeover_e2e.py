@@ -299,3 +299,95 @@ async def test_a_paid_answer_whose_record_was_written_though_its_commit_was_not_
             assert len(image_api.calls) == 2
         finally:
             await bot.stop()
+
+
+async def test_a_claim_whose_commit_was_not_heard_starts_its_job_at_once_and_the_dispatcher_goes_on(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    """PostgreSQL only (see above). An idle bot's claim of a queued job is committed, but the connection drops
+    before the bot hears so. The job is this process's, running, and nobody runs it: the bot finds it by the
+    claim's own stamp when the database answers again and starts it then, with no restart counted and no
+    call on record that was never made. Before, the dispatcher died with the error (no job was ever claimed
+    again but by hand-overs), and the job waited out its lease, then was put back in line for good."""
+    async with fresh_database() as url, commit_answer_loss(url) as proxy:
+        env = bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=proxy.url(),
+                              IMAGE_API_TIMEOUT="30")  # fmt: skip
+        bot = BotProcess(env, tmp_path, discord_fake)
+        await bot.start()
+        try:
+            await execute(
+                env,
+                "CREATE TABLE test_fault (x INTEGER)",
+                "INSERT INTO test_fault VALUES (1)",
+                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.status = 'running' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
+                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            )
+            image = make_png(31, 17)
+            image_api.then(Reply(image=image))
+            started = time.monotonic()
+            handle = await send_edit(discord_fake, "claim lost", [make_png()])
+            result = await wait_result(handle, timeout=20)
+            # Well within the lease (a minute): the job was found, not taken over.
+            assert time.monotonic() - started < 15
+            assert proxy.lost == 1
+            assert (result.files[0].data == image, len(image_api.calls)) == (True, 1)
+            assert "was claimed after all" in bot.log()
+            statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
+            assert statuses == [("succeeded", 0)]
+            assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+            assert await rows(env, "SELECT outcome, may_be_billed FROM api_attempts") == [("succeeded", 1)]
+            # The dispatcher lives on: the next edits are claimed as usual, not only by hand-overs.
+            for n in range(2):
+                image_api.then(Reply(image=make_png(12, 12)))
+                await wait_result(await send_edit(discord_fake, f"next {n}", [make_png()]), timeout=20)
+            assert len(image_api.calls) == 3
+        finally:
+            await bot.stop()
+
+
+async def test_the_job_a_lost_hand_over_claimed_is_started_by_this_process_not_taken_over_later(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    """PostgreSQL only (see above). One slot; A's answer is recorded and B claimed for the slot in one
+    transaction, whose answer is lost. A is delivered (above), and B, claimed by that transaction, is found by
+    the claim's stamp and started by this process. Before, B waited out its lease unrenewed, then the take-over
+    put it back in line with a restart used and a call on record ("may be billed") that was never made."""
+    async with fresh_database() as url, commit_answer_loss(url) as proxy:
+        env = bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=proxy.url(),
+                              IMAGE_API_TIMEOUT="30", JOB_LEASE_SECONDS="3", MAX_CONCURRENT_JOBS="1")  # fmt: skip
+        bot = BotProcess(env, tmp_path, discord_fake)
+        await bot.start()
+        try:
+            await execute(
+                env,
+                "CREATE TABLE test_fault (x INTEGER)",
+                "INSERT INTO test_fault VALUES (1)",
+                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
+                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            )
+            first, second = make_png(31, 17), make_png(17, 31)
+            image_api.then(Reply(image=first, delay=3.0), Reply(image=second))
+            a = await send_edit(discord_fake, "A", [make_png()], user_id=501)
+            await wait_rows(env, "SELECT status FROM jobs", lambda r: r == [("running",)])
+            b = await send_edit(discord_fake, "B", [make_png()], user_id=502)
+            # B waits in line for A's slot, while A's call goes on.
+            assert await wait_rows(env, "SELECT prompt, status FROM jobs ORDER BY prompt", lambda r: len(r) == 2 and
+                                   r[1][1] == "queued") == [("A", "running"), ("B", "queued")]  # fmt: skip
+            assert (await wait_result(a, timeout=20)).files[0].data == first
+            assert (await wait_result(b, timeout=20)).files[0].data == second
+            assert proxy.lost == 1
+            ended = await wait_rows(
+                env, "SELECT prompt, status, restarts, attempts FROM jobs ORDER BY prompt",
+                lambda r: all(row[1] == "succeeded" for row in r),
+            )  # fmt: skip
+            assert ended == [("A", "succeeded", 0, 1), ("B", "succeeded", 0, 1)]
+            assert len(image_api.calls) == 2
+            assert await rows(env, "SELECT outcome, may_be_billed FROM api_attempts") == [("succeeded", 1)] * 2
+            assert sorted(await rows(env, "SELECT entry FROM money")) == [("charge",)] * 2
+            assert "was claimed after all" in bot.log()
+        finally:
+            await bot.stop()

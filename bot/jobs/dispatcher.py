@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Notices are the way to wake up; this poll only covers one lost with a dropped connection.
 SAFETY_POLL = 5.0
+# The pause before claiming again after the database failed a claim.
+CLAIM_RETRY_PAUSE = 1.0
 # The longest a finished call's delivery waits for the job that took its slot to start its call.
 HAND_OVER_SECONDS = 0.1
 # How many more tries at recording an answer the database refused, the pause doubling each time, and
@@ -145,10 +147,16 @@ class Dispatcher:
                 free += 1
             try:
                 jobs = await self._next_jobs(free)
-            except BaseException:
+            except asyncio.CancelledError:
                 for _ in range(free):
                     self._slots.release()
                 raise
+            except Exception as exc:  # a database error: the dispatcher lives on, and tries again after a pause
+                for _ in range(free):
+                    self._slots.release()
+                log.warning("claiming jobs failed (%s); trying again in %.0f s", type(exc).__name__, CLAIM_RETRY_PAUSE)
+                await asyncio.sleep(CLAIM_RETRY_PAUSE)
+                continue
             for _ in range(free - len(jobs)):
                 self._slots.release()
             for job in jobs:
@@ -290,8 +298,12 @@ class Dispatcher:
         if failed and recorded[0] is None:
             # Refused after a failed try: that try may have been written after all, its answer lost with the
             # connection. Then the job is delivering under this very run, and the answer in hand is its own.
-            # (The job that try claimed for the slot is left to the take-over: its lease lapses unrenewed.)
-            return await self._lifecycle.written_after_all(job, JobState.DELIVERING, attempts), None
+            # The job that try claimed for the slot, if any, is found by the dispatcher's next claim, which the slot
+            # freed here wakes (``Lifecycle.claim_up_to``).
+            delivering = await self._lifecycle.written_after_all(job, JobState.DELIVERING, attempts)
+            for wake in self._wakes.values():
+                wake.set()
+            return delivering, None
         return recorded
 
     async def _fail(self, job: Job, error: AtelierError, attempts: list[Attempt]) -> None:

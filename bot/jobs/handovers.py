@@ -10,7 +10,9 @@ So the ends are written the way a database commits a group: the first end is wri
 the ends that arrive while it is being written wait and then go together, in one transaction,
 with one claim for as many jobs as they moved (``Store.move_all``). A lone end costs what it
 did; a group of n costs one claim instead of n. If a group's transaction fails, each of its
-moves is tried again alone, so one job's error stays its own.
+moves is tried again alone, so one job's error stays its own. A failed transaction may have been
+written all the same (its answer lost with the connection): its claim's stamp goes to
+``unheard``, for the lifecycle to find the jobs it took, if any.
 """
 
 from __future__ import annotations
@@ -29,8 +31,16 @@ log = logging.getLogger(__name__)
 class HandOvers:
     """Moves that pass a slot on, with their claims, written in groups for ``holder``."""
 
-    def __init__(self, store: Store, holder: str, lease_seconds: float, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        holder: str,
+        lease_seconds: float,
+        clock: Callable[[], float],
+        unheard: Callable[[float], None],
+    ) -> None:
         self._store = store
+        self._unheard = unheard
         self._holder = holder
         self._lease_seconds = lease_seconds
         self._clock = clock
@@ -61,6 +71,7 @@ class HandOvers:
         try:
             return list(await self._store.move_all([order for order, _ in group], terms))
         except Exception as exc:
+            self._unheard(terms.now)
             if len(group) == 1:
                 return [exc]
             log.warning("%d hand-overs written together failed (%s); writing each alone", len(group), exc)

@@ -78,7 +78,9 @@ class Lifecycle:
         self._ended: EndedHook | None = None
         self._outbox: OwnNotices | None = None
         self._moved = asyncio.Event()
-        self._hand_overs = HandOvers(store, holder, lease_seconds, clock)
+        # The stamps of claims that failed on a database error: written or not, known when it answers again.
+        self._unheard: set[float] = set()
+        self._hand_overs = HandOvers(store, holder, lease_seconds, clock, self._unheard.add)
 
     def attach(self, notifier: Notifier | None, ended: EndedHook | None, outbox: OwnNotices | None) -> None:
         """Tell ``notifier`` about moves, ``ended`` about every end, ``outbox`` about notices owed now."""
@@ -105,12 +107,42 @@ class Lifecycle:
     async def claim_up_to(self, max_running: int, count: int) -> list[Job] | ClaimMiss:
         """Move up to ``count`` jobs (one per free slot), the next in fair order, from queued to running for this
         process, in one transaction (at most ``max_running`` running across every process); or say why none
-        was taken."""
+        was taken.
+
+        A claim whose transaction failed on a database error may have been written all the same, when only its
+        answer was lost with the connection: its jobs are then this process's, running, and nobody runs them.
+        So the next claim first looks for them by that claim's stamp, and takes them up if it finds them.
+        """
+        found = await self._claimed_after_all(count)
+        if found:
+            return found
         now = self.clock()
-        taken = await self.store.claim_up_to(ClaimTerms(self.holder, now, self.lease_seconds, max_running), count)
+        try:
+            taken = await self.store.claim_up_to(ClaimTerms(self.holder, now, self.lease_seconds, max_running), count)
+        except Exception:
+            self._unheard.add(now)
+            raise
         if isinstance(taken, list):
             for job in taken:
                 await self._claimed(job)
+        return taken
+
+    async def _claimed_after_all(self, most: int) -> list[Job]:
+        """Up to ``most`` jobs that claims whose answer was lost took after all (their stamps ``_unheard``), taken
+        up as if those claims had answered: held, observed, told. A stamp is forgotten once the store answered
+        for it (its jobs taken up, or none found: that claim was not written), unless its jobs are left over."""
+        if not self._unheard:
+            return []
+        stamps = set(self._unheard)
+        found = [
+            job for job in await self.store.claimed_at(self.holder, stamps, self.clock()) if job.id not in self._held
+        ]
+        taken, left = found[:most], found[most:]
+        self._unheard -= stamps - {job.started_at for job in left if job.started_at is not None}
+        for job in taken:
+            log.warning("job=%s run=%d was claimed after all (its claim's answer was lost); starting it", job.id,
+                        job.run)  # fmt: skip
+            await self._claimed(job)
         return taken
 
     async def _claimed(self, job: Job) -> None:

@@ -188,6 +188,12 @@ SELECT * FROM jobs WHERE
     OR status = '{S.INTERRUPTED}'
 ORDER BY created_at, id
 """
+# The jobs that claims of ``holder`` took (their ``started_at`` stamps), still its own, running under a live lease:
+# a claim whose answer was lost with its connection may have been written after all.
+CLAIMED_AT = (
+    f"SELECT * FROM jobs WHERE status = '{S.RUNNING}' AND claimed_by = :holder AND lease_until >= :now "
+    "AND started_at IN ({stamps}) ORDER BY created_at, id"
+)
 RENEW = (
     f"UPDATE jobs SET lease_until = :until WHERE id = :id AND claimed_by = :holder AND status IN ({sql_states(*HELD)}) "
     "RETURNING run"

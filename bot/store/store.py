@@ -149,6 +149,13 @@ class Store:
         them); the jobs in the order taken, or why none was taken."""
         return await self._write(_claim_up_to(terms, count))
 
+    async def claimed_at(self, holder: str, stamps: Collection[float], now: float) -> list[Job]:
+        """The jobs claims of ``holder`` stamped ``stamps`` took, if they are still its own, running under a
+        live lease (a claim whose answer was lost may have been written after all)."""
+        names, params = in_list("stamp", sorted(stamps))
+        rows = await self._read(fetch(q.CLAIMED_AT.format(stamps=names), holder=holder, now=now, **params))
+        return [job_from_row(row) for row in rows]
+
     async def renew(self, holder: str, job_ids: Collection[str], until: float) -> dict[str, int]:
         """Extend the leases of the jobs ``holder`` still holds; those jobs and their runs (one missing: lost).
 
