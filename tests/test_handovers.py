@@ -120,6 +120,49 @@ async def test_a_group_that_fails_is_written_again_one_move_at_a_time(store: Sto
     assert still is not None and still.state is JobState.RUNNING
 
 
+class WrittenThenLost(Store):
+    """The store; a group's first transaction is written, then its answer is lost (the connection drops)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.database)
+        self.lost = 0
+
+    async def move_all(self, orders: Sequence[MoveOrder], claim: ClaimTerms | None = None) -> list[MoveResult]:
+        written = await super().move_all(orders, claim)
+        if len(orders) > 1 and not self.lost:
+            self.lost += 1
+            raise ConnectionError("the connection dropped before the commit's answer came")
+        return written
+
+
+async def test_a_group_written_though_its_answer_was_lost_is_found_by_each_caller_and_its_claims_by_the_next(
+    store: Store,
+) -> None:
+    """A group's transaction is committed, but its answer is lost. Written again alone, each move is refused (it
+    happened): each caller gets the group's error, not a refusal, so its next try reads the job and finds it
+    delivering under its run. The jobs the group claimed are found by the claim's stamp at the next claim.
+    Before, each caller took the refusal for a lost job and discarded its paid answer."""
+    jobs = await running(store, 3, members=3)
+    lost = WrittenThenLost(store)
+    ends = lifecycle(lost)
+    results = await asyncio.gather(
+        *(ends.move_and_claim(job, JobState.DELIVERING, 3) for job in jobs), return_exceptions=True
+    )
+    assert lost.lost == 1
+    assert all(isinstance(result, ConnectionError) for result in results), results
+    found = [await ends.written_after_all(job, JobState.DELIVERING) for job in jobs]
+    assert [(job.id, job.state) for job in found if job is not None] == [
+        (f"r{n}", JobState.DELIVERING) for n in range(3)
+    ]
+    claimed = await ends.claim_up_to(3, 3)
+    assert isinstance(claimed, list)
+    assert [(job.id, job.state, job.holder) for job in claimed] == [
+        (f"q{n}", JobState.RUNNING, WORKER) for n in range(3)
+    ]
+    assert all(ends.holds(f"q{n}") is not None for n in range(3))  # held now, so their leases are renewed
+    assert await ends.claim_up_to(4, 1) is ClaimMiss.NO_JOB  # found once; nothing else waits
+
+
 async def test_a_caller_cancelled_while_its_move_is_written_gets_it_then_the_cancel(store: Store) -> None:
     """The group's moves happen whatever one caller does: a caller cancelled meanwhile still gets the job
     claimed for it (or it would be held and never run), and the cancel comes at its next wait."""

@@ -75,7 +75,14 @@ class HandOvers:
             if len(group) == 1:
                 return [exc]
             log.warning("%d hand-overs written together failed (%s); writing each alone", len(group), exc)
-        return [outcome for one in group for outcome in await self._write([one])]
+            failure = exc
+        # A move refused alone may be refused because the group was written after all (only its answer was lost):
+        # its caller gets the group's error, and its own next try, refused too, reads the job and finds it so.
+        return [
+            failure if isinstance(outcome, MoveResult) and outcome.job is None else outcome
+            for one in group
+            for outcome in await self._write([one])
+        ]
 
 
 async def _outlast(future: asyncio.Future[MoveResult]) -> MoveResult:
