@@ -293,16 +293,24 @@ class JobEngine:
         interrupted = await self._dispatcher.stop(grace) if self._dispatcher is not None else []
         waiting = (JobState.ACCEPTED, JobState.PREPARING)
         await self.lifecycle.wait_until(lambda: not self.lifecycle.held(*waiting), min(grace, PREPARE_GRACE))
-        await self._admission.fail_unprepared()
-        if self._places is not None and self._works:
-            # This process runs the jobs it admits: its waiting members hear that theirs will resume.
-            paused = [*interrupted, *(job for job, _ in await self._store.positions() if self._places.place(job.id))]
-        else:
-            paused = interrupted
+        # A database that fails now (it may be stopping too) must not stop the stop: the tasks are still cancelled
+        # below, and what is left is taken over after the restart.
+        paused = interrupted
+        try:
+            await self._admission.fail_unprepared()
+            if self._places is not None and self._works:
+                # This process runs the jobs it admits: its waiting members hear that theirs will resume.
+                in_line = [job for job, _ in await self._store.positions() if self._places.place(job.id)]
+                paused = [*interrupted, *in_line]
+        except Exception as exc:
+            UnexpectedError.capture(exc, "ending the jobs being prepared at a stop")
         for job in paused:
             await self._tell_paused(job)
-        # What this process interrupted goes back in line at once, for whoever runs jobs next (each once).
-        await self._keeper.take_over()
+        try:
+            # What this process interrupted goes back in line at once, for whoever runs jobs next (each once).
+            await self._keeper.take_over()
+        except Exception as exc:
+            UnexpectedError.capture(exc, "putting back in line what the stop interrupted")
         await self._outbox.finish(TELL_GRACE)
         if self._balance is not None:
             await self._balance.stop()
