@@ -237,6 +237,30 @@ async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_
         await bot.stop()
 
 
+async def test_a_posted_result_whose_end_the_database_refused_at_first_succeeds_and_is_charged_once(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The result is posted; the database refuses the move that records the job's success, then takes it again:
+    the job succeeds, charged once, with its result and no failure. Before, the error ended the run as a bug:
+    the job failed under its posted result, refunded, "something went wrong" (or, with the database still
+    down, it was let go and, after its lease, run and posted a second time)."""
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        await edit_through_fault(bot, env, image_api, ["succeeded"], "recording its move to succeeded failed",
+                                 outputs=1)  # fmt: skip
+        statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
+        assert statuses == [("succeeded", 0)]
+        assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+        assert await rows(env, "SELECT outcome, may_be_billed FROM api_attempts") == [("succeeded", 1)]
+        assert "unexpected error" not in bot.log()
+        # The next edit goes through as usual.
+        image_api.then(Reply(image=make_png(12, 12)))
+        await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
+    finally:
+        await bot.stop()
+
+
 async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by_the_take_over(
     env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
@@ -254,6 +278,35 @@ async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by
         statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
         assert statuses == [("succeeded", 1)]
         assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+    finally:
+        await bot.stop()
+
+
+async def test_an_edit_whose_failure_the_database_refuses_is_let_go_and_ended_by_the_take_over(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """An edit's image turns out unreadable while it is prepared, and the database refuses the job's end
+    (failed): admission lets the job go instead of holding it, its lease renewed for ever and the job
+    "preparing", charged. Once the database is back, the lease lapses and the take-over ends it (its images
+    were never saved): failed and refunded. Before, it stayed "preparing" and charged until the bot restarted."""
+    env.update(JOB_LEASE_SECONDS="3")
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        await execute(env, *fault(env, "failed"))
+        handle = await send_edit(discord_fake, "unreadable", [b"this is not an image at all"])
+        async with asyncio.timeout(20):
+            while "letting it go for the take-over" not in bot.log():  # noqa: ASYNC110  # the bot's own log
+                await asyncio.sleep(0.05)
+        await execute(env, "DELETE FROM test_fault")  # the database is back
+        ended = await wait_rows(env, "SELECT status FROM jobs", lambda r: r[0][0] not in ("accepted", "preparing"))
+        assert ended == [("failed",)]
+        assert sorted(await rows(env, "SELECT entry FROM money")) == [("charge",), ("refund",)]
+        assert image_api.calls == []
+        assert handle.webhook_requests() or handle.callback_requests()  # the member was answered
+        # The next edit goes through as usual.
+        image_api.then(Reply(image=make_png(12, 12)))
+        await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
     finally:
         await bot.stop()
 
@@ -389,5 +442,46 @@ async def test_the_job_a_lost_hand_over_claimed_is_started_by_this_process_not_t
             assert await rows(env, "SELECT outcome, may_be_billed FROM api_attempts") == [("succeeded", 1)] * 2
             assert sorted(await rows(env, "SELECT entry FROM money")) == [("charge",)] * 2
             assert "was claimed after all" in bot.log()
+        finally:
+            await bot.stop()
+
+
+async def test_a_posted_result_whose_success_was_written_though_its_commit_was_not_heard_ends_as_a_success(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, tmp_path: Path
+) -> None:
+    """PostgreSQL only (see above). The move that records a posted result's success is committed, but its answer
+    is lost. The next try is refused (the job succeeded already): the bot finds it succeeded under its own run
+    and ends the run as a success (its status closed, the next edit as usual). Before, the error ended the run
+    as a bug, which then tried to fail the job under its result."""
+    async with fresh_database() as url, commit_answer_loss(url) as proxy:
+        env = bot_environment(discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=proxy.url(),
+                              IMAGE_API_TIMEOUT="30")  # fmt: skip
+        bot = BotProcess(env, tmp_path, discord_fake)
+        await bot.start()
+        try:
+            await execute(
+                env,
+                "CREATE TABLE test_fault (x INTEGER)",
+                "INSERT INTO test_fault VALUES (1)",
+                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF NEW.status = 'succeeded' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
+                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            )
+            image = make_png(31, 17)
+            image_api.then(Reply(image=image))
+            handle = await send_edit(discord_fake, "success lost", [make_png()])
+            assert (await wait_result(handle, timeout=20)).files[0].data == image
+            async with asyncio.timeout(20):
+                while "was written after all" not in bot.log():  # noqa: ASYNC110  # the bot's own log
+                    await asyncio.sleep(0.05)
+            assert proxy.lost == 1
+            assert await rows(env, "SELECT status, restarts FROM jobs") == [("succeeded", 0)]
+            assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+            assert "unexpected error" not in bot.log()
+            assert not any("❌" in text for text in contents(handle))
+            image_api.then(Reply(image=make_png(12, 12)))
+            await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
+            assert len(image_api.calls) == 2
         finally:
             await bot.stop()

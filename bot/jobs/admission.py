@@ -358,8 +358,17 @@ class Admission:
         return False
 
     async def _fail(self, job: Job, error: AtelierError) -> Job | None:
+        """End a job admission cannot finish (failed, refunded, its member told); or, if the database will not
+        take even that, let it go: held, its lease would be renewed for ever and the job stay "preparing", still
+        charged. Let go, its lease lapses and the take-over queues it (its images saved whole) or fails it."""
         held = self._lifecycle.holds(job.id) or job
-        return await self._lifecycle.move(held, JobState.FAILED, error=error)
+        try:
+            return await self._lifecycle.move(held, JobState.FAILED, error=error)
+        except Exception as exc:
+            self._lifecycle.let_go(held)
+            log.warning("job=%s: the database refused its end (%s); letting it go for the take-over", job.id,
+                        type(exc).__name__)  # fmt: skip
+            return None
 
     async def fail_unprepared(self) -> int:
         """At a stop: end the jobs whose images are still on their way (refunded, the member told)."""

@@ -95,7 +95,9 @@ class Deliverer:
             }
             told = outcome.delivered.value
         usage = result.usage
-        await self._lifecycle.move(
+        # The result is posted: its end is recorded whatever the database does meanwhile (failed now, it would be
+        # refunded under its result, or run again after its lease).
+        await self._lifecycle.move_for_good(
             job,
             JobState.SUCCEEDED,
             result=image,

@@ -32,7 +32,7 @@ from bot.i18n import _t
 from bot.jobs.delivery import Copies, Deliverer
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import UnknownKindError, kind_of
-from bot.jobs.lifecycle import Lifecycle
+from bot.jobs.lifecycle import Lifecycle, record_pauses
 from bot.jobs.previews import Previews
 from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
 from bot.provider.stream import PartialImage
@@ -46,11 +46,6 @@ SAFETY_POLL = 5.0
 CLAIM_RETRY_PAUSE = 1.0
 # The longest a finished call's delivery waits for the job that took its slot to start its call.
 HAND_OVER_SECONDS = 0.1
-# How many more tries at recording an answer the database refused, the pause doubling each time, and
-# the share of the lease they take in all (the lease is renewed meanwhile): with the default lease of a
-# minute, 0.5 s to 7.7 s, 15 s in all, the time a database takes to restart.
-RECORD_ANSWER_RETRIES = 5
-RECORD_ANSWER_SHARE = 0.25
 INPUTS_MISSING = _t("This edit's images are missing. You were not charged; please send it again.")
 
 
@@ -279,7 +274,7 @@ class Dispatcher:
             )  # fmt: skip
 
         failed = False
-        for pause in record_answer_pauses(self._lifecycle.lease_seconds):
+        for pause in record_pauses(self._lifecycle.lease_seconds):
             try:
                 recorded = await record()
             except AtelierError:
@@ -353,13 +348,6 @@ class Dispatcher:
             except Exception as exc:
                 UnexpectedError.capture(exc, f"recording the attempts of lost job {job.id}")
         log.info("job=%s run=%d abandoned: another process holds it; %d attempt(s) kept", job.id, job.run, len(kept))
-
-
-def record_answer_pauses(lease_seconds: float) -> list[float]:
-    """The pauses before each new try at recording an answer: doubling, ``RECORD_ANSWER_SHARE`` of the lease in
-    all."""
-    first = lease_seconds * RECORD_ANSWER_SHARE / (2**RECORD_ANSWER_RETRIES - 1)
-    return [first * 2**n for n in range(RECORD_ANSWER_RETRIES)]
 
 
 def _explain(job: Job, error: AtelierError) -> AtelierError:

@@ -42,7 +42,20 @@ INTERRUPTED_TWICE = _t(
     "The bot stopped twice while this edit was running, so it was not tried again. "
     "You were not charged; please send it again."
 )
+# How many more tries at recording what a run did, after the database refused it, and the share of the lease they
+# take in all (``record_pauses``).
+RECORD_RETRIES = 5
+RECORD_SHARE = 0.25
 ENDED_WITHOUT_REASON = _t("This edit could not be finished. You were not charged; please send it again.")
+
+
+def record_pauses(lease_seconds: float) -> list[float]:
+    """The pauses before each new try at recording what a run did that cannot be undone (a paid answer, a posted
+    result) when the database refused it: doubling, ``RECORD_SHARE`` of the lease in all (the lease is renewed
+    meanwhile). With the default lease of a minute, 0.5 s to 7.7 s, 15 s in all: the time a database takes to
+    restart."""
+    first = lease_seconds * RECORD_SHARE / (2**RECORD_RETRIES - 1)
+    return [first * 2**n for n in range(RECORD_RETRIES)]
 
 
 class EndedHook(Protocol):
@@ -189,7 +202,16 @@ class Lifecycle:
         stored = await self._hand_overs.move_and_claim(order, max_running)
         return await self._after(job, order, stored, None, attempts, None)
 
-    async def written_after_all(self, job: Job, target: JobState, attempts: Sequence[Attempt] = ()) -> Job | None:
+    async def written_after_all(
+        self,
+        job: Job,
+        target: JobState,
+        attempts: Sequence[Attempt] = (),
+        *,
+        result: OutputImage | None = None,
+        notice: NoticeDraft | None = None,
+        settle: int | None = None,
+    ) -> Job | None:
         """A move of ``job`` (this process's run) whose try failed on a database error, and whose next try was
         refused: if the store holds the job at ``target`` under that same run, the failed try was written after
         all (its commit went through; only the answer was lost with the connection). Take it up as if that try
@@ -197,13 +219,43 @@ class Lifecycle:
         stored = await self.store.get_job(job.id)
         if stored is None or stored.state is not target or stored.holder != self.holder or stored.run != job.run:
             return None
-        order = await self._order(job, target, None, attempts, None, {}, None)
+        order = await self._order(job, target, None, attempts, notice, {}, settle)
         if order is None:
             return None
         log.warning("job=%s run=%d: its move to %s was written after all (its answer was lost)", job.id, job.run,
                     target)  # fmt: skip
-        moved, _ = await self._after(job, order, MoveResult(stored), None, attempts, None)
+        moved, _ = await self._after(job, order, MoveResult(stored), None, attempts, result)
         return moved
+
+    async def move_for_good(
+        self,
+        job: Job,
+        target: JobState,
+        *,
+        result: OutputImage | None = None,
+        notice: NoticeDraft | None = None,
+        settle: int | None = None,
+        **values: Any,
+    ) -> Job | None:
+        """``move`` a job whose run did what cannot be undone (its result is posted): a database error does not
+        end it. The move is tried again after each of ``record_pauses``, then every last pause, for as long as
+        it takes; a try refused after a failed one reads the job (``written_after_all``). ``None``: refused,
+        the run lost its job."""
+        pauses = record_pauses(self.lease_seconds)
+        failed = 0
+        while True:
+            try:
+                moved = await self.move(job, target, result=result, notice=notice, settle=settle, **values)
+            except Exception as exc:
+                pause = pauses[min(failed, len(pauses) - 1)]
+                failed += 1
+                log.warning("job=%s run=%d: recording its move to %s failed (%s); trying again in %.1f s", job.id,
+                            job.run, target, type(exc).__name__, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+                continue
+            if moved is None and failed:
+                return await self.written_after_all(job, target, result=result, notice=notice, settle=settle)
+            return moved
 
     async def _move(
         self,
