@@ -282,6 +282,48 @@ async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by
         await bot.stop()
 
 
+async def test_a_success_whose_inputs_could_not_be_kept_still_ends_as_a_success(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The job succeeds; then keeping its inputs for Reroll (after the move, in the database) fails. The move and
+    its telling stand: the member has the result, its status is closed, no failure, charged once. Before, the
+    error came back as the move's own: the run tried the recorded move again, then ended as a bug."""
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        made = ["CREATE TABLE test_fault (x INTEGER)", "INSERT INTO test_fault VALUES (1)"]
+        if "DATABASE_URL" not in env:
+            made.append(
+                "CREATE TRIGGER test_fault_keep BEFORE UPDATE ON input_sets WHEN EXISTS (SELECT 1 FROM test_fault) "
+                "BEGIN SELECT RAISE(ABORT, 'injected: the database refused the write'); END"
+            )
+        else:
+            made += [
+                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                "IF EXISTS (SELECT 1 FROM test_fault) THEN RAISE EXCEPTION 'injected: the database refused the write'; "
+                "END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER test_fault_keep BEFORE UPDATE ON input_sets FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            ]
+        await execute(env, *made)
+        image = make_png(31, 17)
+        image_api.then(Reply(image=image))
+        handle = await send_edit(discord_fake, "kept or not", [make_png()])
+        assert (await wait_result(handle, timeout=20)).files[0].data == image
+        statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
+        assert statuses == [("succeeded", 0)]
+        async with asyncio.timeout(10):
+            while "its inputs" not in bot.log():  # noqa: ASYNC110  # the bot's own log
+                await asyncio.sleep(0.05)
+        assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+        assert "recording its move to succeeded failed" not in bot.log()
+        assert not any("❌" in text for text in contents(handle))
+        await execute(env, "DELETE FROM test_fault")
+        image_api.then(Reply(image=make_png(12, 12)))
+        await wait_result(await send_edit(discord_fake, "next", [make_png()]), timeout=20)
+    finally:
+        await bot.stop()
+
+
 async def test_an_edit_whose_failure_the_database_refuses_is_let_go_and_ended_by_the_take_over(
     env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:

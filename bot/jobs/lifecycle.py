@@ -335,7 +335,10 @@ class Lifecycle:
         if target.terminal:
             _log_end(moved)
             if self._ended is not None:
-                await self._ended.job_ended(moved)
+                try:
+                    await self._ended.job_ended(moved)
+                except Exception as exc:  # its inputs wait for the next start's sweep; the move and its telling stand
+                    UnexpectedError.capture(exc, f"the end of job {moved.id}: its inputs")
         await self._tell(moved, before, error)
         owed_now = notice is not None and notice.done_how is None and notice.delay == 0
         if target.terminal and owed_now and self._outbox is not None:

@@ -269,7 +269,8 @@ class PostgresDatabase:
                 self._dispatch(None, 0, CHANNEL, "reconnected")
                 await lost.wait()
                 log.warning("lost the PostgreSQL session connection; reconnecting")
-            except (OSError, asyncpg.PostgresError) as exc:
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                # (``InterfaceError``: the connection closed under a call, as between connecting and listening.)
                 log.warning("the PostgreSQL session connection failed (%s); reconnecting", type(exc).__name__)
             self._session = None
             await asyncio.sleep(RECONNECT_AFTER)
