@@ -282,6 +282,47 @@ async def test_a_job_whose_end_the_database_refuses_too_is_let_go_and_resumed_by
         await bot.stop()
 
 
+async def test_a_paid_answer_is_posted_though_the_database_failed_when_asked_whether_its_run_still_held_it(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """Before posting a result, the run asks the database whether it still holds the job (a renewal of its
+    lease). The database fails that, then answers again: the paid answer is posted once, the job succeeds,
+    charged once. Before, the error ended the run as a bug: the paid answer discarded, the job failed and
+    refunded, "something went wrong"."""
+    made = ["CREATE TABLE test_fault (x INTEGER)", "INSERT INTO test_fault VALUES (1)"]
+    if "DATABASE_URL" not in env:
+        made.append(
+            "CREATE TRIGGER test_fault_renew BEFORE UPDATE OF lease_until ON jobs WHEN OLD.status = 'delivering' "
+            "AND NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) "
+            "BEGIN SELECT RAISE(ABORT, 'injected: the database refused the write'); END"
+        )
+    else:
+        made += [
+            "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF OLD.status = 'delivering' AND NEW.status = 'delivering' AND NEW.lease_until IS DISTINCT FROM "
+            "OLD.lease_until AND EXISTS (SELECT 1 FROM test_fault) THEN "
+            "RAISE EXCEPTION 'injected: the database refused the write'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER test_fault_renew BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+        ]
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        await execute(env, *made)
+        image = make_png(31, 17)
+        image_api.then(Reply(image=image))
+        handle = await send_edit(discord_fake, "holds or not", [make_png()])
+        await wait_log(bot, handle, "asking whether it still holds its job failed")
+        await execute(env, "DELETE FROM test_fault")  # the database is back
+        assert (await wait_result(handle, timeout=20)).files[0].data == image
+        statuses = await wait_rows(env, "SELECT status, restarts FROM jobs", lambda r: r[0][0] != "delivering")
+        assert statuses == [("succeeded", 0)]
+        assert await rows(env, "SELECT entry FROM money") == [("charge",)]
+        assert len(image_api.calls) == 1
+        assert not any("❌" in text for text in contents(handle))
+    finally:
+        await bot.stop()
+
+
 async def test_a_success_whose_inputs_could_not_be_kept_still_ends_as_a_success(
     env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:

@@ -26,7 +26,7 @@ from bot.core.states import JobState
 from bot.errors import DeliveryError, UnexpectedError
 from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import kind_of
-from bot.jobs.lifecycle import Lifecycle
+from bot.jobs.lifecycle import Lifecycle, record_pauses
 from bot.jobs.outbox import NEXT_USE
 from bot.media.editor import Editor
 from bot.media.images import InputPreview, PreparedImage
@@ -71,7 +71,7 @@ class Deliverer:
         fmt = job.request.options.get(OUTPUT_FORMAT)
         fmt = fmt if isinstance(fmt, str) else None
         image = await self._editor.fit(result.image, budget, fmt)
-        if not await self._lifecycle.still_holds(job):
+        if not await self._still_holds(job):
             log.warning("job=%s run=%d: not posting a result for a job this process lost", job.id, job.run)
             return
         outcome = await self._publisher.publish(job, ResultMedia((image,), inputs, strip))
@@ -111,6 +111,18 @@ class Deliverer:
             output_bytes=len(image.data),
             **where,
         )
+
+    async def _still_holds(self, job: Job) -> bool:
+        """Whether the run still holds its job, asked again while the database fails to answer (the answer was
+        paid for: an error here must not discard it); the last try's error is the run's."""
+        for pause in record_pauses(self._lifecycle.lease_seconds):
+            try:
+                return await self._lifecycle.still_holds(job)
+            except Exception as exc:
+                log.warning("job=%s run=%d: asking whether it still holds its job failed (%s); asking again in %.1f s",
+                            job.id, job.run, type(exc).__name__, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+        return await self._lifecycle.still_holds(job)
 
     async def _kept_copies(self, job: Job) -> Copies:
         """``copies`` of the job's inputs as kept (none when its kind has none, or they are gone)."""

@@ -446,13 +446,19 @@ class DiscordPublisher:
         self._cards = GroupCards(bot, engine)
 
     async def publish(self, job: Job, media: ResultMedia) -> Posted | NotDelivered | PostFailed:
-        # Read again: the status message may have moved (Discord's edit windows) since the job started.
-        current = await self.engine.job(job.id)
+        # Read again: the status message may have moved (Discord's edit windows) since the job started. A database
+        # that does not answer now costs that move, not the paid result: it goes where the job started.
+        try:
+            current = await self.engine.job(job.id)
+        except Exception as exc:
+            log.warning("job=%s: reading where its result goes failed (%s); posting where it started", job.id,
+                        type(exc).__name__)  # fmt: skip
+            current = None
         destination = current.destination if current is not None and current.destination else job.destination
         if destination is None:
             return PostFailed(_t("This edit has nowhere to be shown."), "no destination")
         delivery = Delivery(self.bot, destination, job.user_id, job.request.language)
-        parent = await self.engine.job(job.request.parent_job_id) if job.request.parent_job_id else None
+        parent = await self._parent(job)
         image = media.output
         notes = [*job.notes, image.note or ""]
         text = card_text(job, image, notes, origin_of(job, parent), self.engine.caption_for(job))
@@ -487,3 +493,13 @@ class DiscordPublisher:
                 too_large=too_large,
             )
         return Posted(channel_id, message_id, delivered)
+
+    async def _parent(self, job: Job) -> Job | None:
+        """The job a Refine or Reroll came from, for the card's origin line (left out if the database fails now)."""
+        if not job.request.parent_job_id:
+            return None
+        try:
+            return await self.engine.job(job.request.parent_job_id)
+        except Exception as exc:
+            log.warning("job=%s: reading its parent job failed (%s)", job.id, type(exc).__name__)
+            return None
