@@ -23,6 +23,7 @@ from tests.harness import (
     card_media,
     card_text,
     components_of,
+    execute,
     is_card,
     is_result_edit,
     money,
@@ -384,3 +385,39 @@ async def test_a_request_for_variations_counts_once_against_the_jobs_at_once_lim
     assert [(row[1], row[2], row[4]) for row in runs] == [(n, 4, "succeeded") for n in (1, 2, 3, 4)]
     assert await money(bot_process.env) == [("a mill", "charge")] + [("a windmill", "charge")] * 4
     assert len(image_api.calls) == 5
+
+
+async def test_a_run_whose_card_the_database_cannot_lock_is_posted_on_its_own_not_failed(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The database fails the card's lock (each run's result takes its turn at the card through it): each
+    paid result is posted on its own instead, and its run succeeds, charged. Before, the error ended the run as
+    a bug: the paid result discarded, the run failed and refunded."""
+    await start(bot_process, bot_env)
+    made = ["CREATE TABLE test_fault (x INTEGER)", "INSERT INTO test_fault VALUES (1)"]
+    if "DATABASE_URL" not in bot_env:
+        made += [
+            f"CREATE TRIGGER test_fault_{what} BEFORE {what} ON card_locks WHEN EXISTS (SELECT 1 FROM test_fault) "
+            "BEGIN SELECT RAISE(ABORT, 'injected: the database refused the write'); END"
+            for what in ("INSERT", "UPDATE")
+        ]
+    else:
+        made += [
+            "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "IF EXISTS (SELECT 1 FROM test_fault) THEN RAISE EXCEPTION 'injected: the database refused the write'; "
+            "END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER test_fault_lock BEFORE INSERT OR UPDATE ON card_locks FOR EACH ROW "
+            "EXECUTE FUNCTION test_fault()",
+        ]
+    await execute(bot_env, *made)
+    outputs = [make_png(60, 40, (n, n, n)) for n in (1, 2)]
+    image_api.then(*(Reply(image=output) for output in outputs))
+    handle = await ask(discord_fake, "a fox in the fog", 2)
+    runs = await group_of(bot_env, 2)
+    assert [row[4] for row in runs] == ["succeeded", "succeeded"]
+    assert await money(bot_env) == [("a fox in the fog", "charge")] * 2
+    posted = [f.data for r in discord_fake.requests for f in r.files]
+    assert all(output in posted for output in outputs)
+    assert "its result goes on its own" in bot_process.log()
+    said = [str(r.json.get("content", "")) for r in handle.webhook_requests() if isinstance(r.json, dict)]
+    assert not any("❌" in text for text in said), said

@@ -143,6 +143,11 @@ class GroupCard(ui.LayoutView):
         return "\n".join(lines)
 
 
+class _CardUnread(Exception):
+    """The database failed a card's turn, or the reading of its runs: the card is not touched (a result then goes
+    on its own; a run's end is told again later by the outbox)."""
+
+
 class GroupCards:
     """Rebuilds groups' cards, one rebuild of a group at a time across every process."""
 
@@ -152,24 +157,40 @@ class GroupCards:
 
     @contextlib.asynccontextmanager
     async def _turn(self, group_id: str) -> AsyncIterator[None]:
-        holder = await self.engine.lock_card(group_id, CARD_LOCK_SECONDS)
-        while holder is None:
-            await asyncio.sleep(CARD_LOCK_POLL)
+        try:
             holder = await self.engine.lock_card(group_id, CARD_LOCK_SECONDS)
+            while holder is None:
+                await asyncio.sleep(CARD_LOCK_POLL)
+                holder = await self.engine.lock_card(group_id, CARD_LOCK_SECONDS)
+        except Exception as exc:  # the database failed the lock: nothing of the card is touched
+            raise _CardUnread(type(exc).__name__) from exc
         try:
             yield
         finally:
-            await asyncio.shield(self.engine.unlock_card(group_id, holder))
+            try:
+                await asyncio.shield(self.engine.unlock_card(group_id, holder))
+            except Exception as exc:  # the card is rebuilt already; the lock lapses by itself
+                log.warning("could not unlock group %s's card (%s); its lock lapses within %.0f s", group_id,
+                            type(exc).__name__, CARD_LOCK_SECONDS)  # fmt: skip
 
     async def publish(self, job: Job, delivery: Delivery, image: OutputImage) -> Posted | None:
-        """Add ``job``'s output to its group's card; ``None`` if the card can no longer be edited.
+        """Add ``job``'s output to its group's card; ``None`` if the card can no longer be edited, or if the
+        database fails the card's turn or the reading of its runs (the result then goes on its own: it was paid
+        for, and an error here would fail it).
 
         Raises ``discord.HTTPException`` when Discord refuses the edit.
         """
         assert job.request.group_id is not None
-        async with self._turn(job.request.group_id):
-            new = output_filename(job, image)
-            ids = await self._rebuild(job.request.group_id, delivery, {job.id: new}, [(new, image.data)])
+        new = output_filename(job, image)
+        try:
+            async with self._turn(job.request.group_id):
+                ids = await self._rebuild(
+                    job.request.group_id, delivery, {job.id: new}, [(new, image.data)], fall_back=True
+                )
+        except _CardUnread as unread:
+            log.warning("job=%s: its group's card could not be read (%s); its result goes on its own", job.id,
+                        unread)  # fmt: skip
+            return None
         if ids is None:
             return None
         return Posted(*ids, Delivered.PRIVATE if delivery.private else Delivered.POSTED)
@@ -184,18 +205,31 @@ class GroupCards:
             return await self._rebuild(job.request.group_id, delivery, {}, []) is not None
 
     async def _rebuild(
-        self, group_id: str, delivery: Delivery, adding: Mapping[str, str], files: Sequence[tuple[str, bytes]]
+        self,
+        group_id: str,
+        delivery: Delivery,
+        adding: Mapping[str, str],
+        files: Sequence[tuple[str, bytes]],
+        *,
+        fall_back: bool = False,
     ) -> tuple[int, int] | None:
+        """The card rebuilt with ``adding``'s outputs; ``None`` if it can no longer be edited. ``fall_back``: a
+        database error reading the group raises ``_CardUnread`` (the card is not touched)."""
         attachments = await delivery.attachments()
         if attachments is None:
             return None
-        runs = await self.engine.group(group_id)
+        try:
+            runs = await self.engine.group(group_id)
+            reasons = await self.engine.group_failures(group_id) if runs else {}
+        except Exception as exc:
+            if fall_back:
+                raise _CardUnread(type(exc).__name__) from exc
+            raise
         if not runs:
             return None
         ids = {run.id for run in runs}
         kept = [a for a in attachments if output_job_id(a.filename) in ids and output_job_id(a.filename) not in adding]
         shown = {str(output_job_id(a.filename)): a.filename.removeprefix("SPOILER_") for a in kept} | dict(adding)
-        reasons = await self.engine.group_failures(group_id)
         view = GroupCard(runs, shown, reasons)
         uploads = [discord.File(ImageUpload(data), filename=name) for name, data in files]
         return await delivery.card(view, uploads, kept)
