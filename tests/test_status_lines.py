@@ -80,3 +80,23 @@ async def test_a_reading_of_the_places_told_while_a_claim_is_handled_opens_no_wa
     await notifier.queue_moved([(queued, 1)])  # back in line: its place is shown again
     assert not notifier._lines["job1"].running
     await notifier._lines["job1"].close()
+
+
+class FailingEngine(QuietEngine):
+    """The same, with a database that fails the reading of the job."""
+
+    async def job(self, job_id: str) -> Job | None:
+        raise ConnectionError("the database does not answer")
+
+
+async def test_a_claim_whose_job_cannot_be_read_still_opens_the_running_line() -> None:
+    """The claim's news re-reads where the job's status is (its waiting line may have moved it). A database that
+    fails that reading costs the move, not the running line. Before, the error ended the news there: no running
+    line opened, and the member saw "Queued" until the result."""
+    engine = FailingEngine()
+    notifier = DiscordNotifier(discord.Client(intents=discord.Intents.none()), cast(JobEngine, cast(Any, engine)))
+    await notifier.queue_moved([(shown(JobState.QUEUED), 1)])
+    await notifier.job_moved(shown(JobState.RUNNING), JobState.QUEUED, None)
+    assert notifier._lines["job1"].running
+    await notifier.job_moved(shown(JobState.DELIVERING), JobState.RUNNING, None)
+    assert "job1" not in notifier._lines

@@ -343,7 +343,14 @@ class DiscordNotifier:
                 # That line may have moved the status while the job was claimed: start where the store says it
                 # is now, not where the claim read it, or this line would move it from the old message once more.
                 # (With no line here, the row the claim returned is as fresh as a reading now would be.)
-                current = await self.engine.job(job.id)
+                # (A database that fails this reading costs that move, not the running line: it starts from the
+                # claim's row.)
+                try:
+                    current = await self.engine.job(job.id)
+                except Exception as exc:
+                    log.warning("job=%s: reading where its status is failed (%s); going on from the claim's row",
+                                job.id, type(exc).__name__)  # fmt: skip
+                    current = None
                 if current is not None and current.destination is not None:
                     job = dataclasses.replace(job, destination=current.destination)
             line = self._line(job)
