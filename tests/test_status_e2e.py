@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -18,7 +19,17 @@ import pytest
 
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, insert, is_channel_post, records, rows, send_edit, wait_final_text, wait_result
+from tests.harness import (
+    BotProcess,
+    execute,
+    insert,
+    is_channel_post,
+    records,
+    rows,
+    send_edit,
+    wait_final_text,
+    wait_result,
+)
 from tests.test_refine_e2e import first_result, submit_refine, wait_thread_result
 
 FAST = {
@@ -164,6 +175,56 @@ async def test_a_status_moved_while_its_job_waited_is_where_the_running_job_goes
     assert running, "the running job's status never reached the new message"
     assert len([r for r in discord_fake.requests if posted(r)]) == 1
     assert len(pointer_edits(discord_fake)) == 1
+    assert not any(r.files for r in handle.webhook_requests())
+
+
+MOVED = '%"type": "message"%'
+
+
+async def test_a_status_move_the_database_failed_to_record_at_first_is_recorded_and_the_result_goes_there(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """As above, while the database fails the record of the status's new message for a moment: the record is
+    tried again, so the running job's line and its result go to the new message. Before, the error ended the
+    line's updates there: the new message said "Queued" for good, and the result went to the old one."""
+    await start(bot_process, bot_env, **FAST)
+    made = ["CREATE TABLE test_fault (x INTEGER)", "INSERT INTO test_fault VALUES (1)"]
+    # Only the record of a channel message (the move's), not the first answer's (an interaction's token).
+    if "DATABASE_URL" not in bot_env:
+        made.append(
+            "CREATE TRIGGER test_fault_moved BEFORE UPDATE OF delivery ON jobs WHEN EXISTS (SELECT 1 FROM test_fault) "
+            f"AND NEW.delivery LIKE '{MOVED}' BEGIN SELECT RAISE(ABORT, 'injected: the database refused it'); END"
+        )
+    else:
+        made += [
+            "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF CAST(NEW.delivery AS TEXT) LIKE '{MOVED}' AND EXISTS (SELECT 1 FROM test_fault) THEN "
+            "RAISE EXCEPTION 'injected: the database refused the write'; END IF; RETURN NEW; END $$",
+            "CREATE TRIGGER test_fault_moved BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+        ]
+    image_api.then(Reply(delay=2.0), Reply(delay=0.5))
+    await send_edit(discord_fake, "ahead", [make_png()])
+    await image_api.wait_for_started(1)
+    await execute(bot_env, *made)
+    discord_fake.backdate_next_interaction = 13.5 * 60
+    handle = await send_edit(discord_fake, "waiting", [make_png()])
+    channel = discord_fake.CHANNEL_ID
+
+    def posted(r: RecordedRequest) -> bool:
+        return is_channel_post(r, channel) and "waiting" in str(r.json.get("content"))
+
+    post = await discord_fake.wait_for_request(posted, 10)
+    new_id = int(post.response["id"])
+    async with asyncio.timeout(10):
+        while "recording a status message's move failed" not in bot_process.log():  # noqa: ASYNC110  # its log
+            await asyncio.sleep(0.05)
+    await execute(bot_env, "DELETE FROM test_fault")  # the database is back
+    result = await discord_fake.wait_for_request(
+        lambda r: r.method == "PATCH" and r.path == f"/api/v10/channels/{channel}/messages/{new_id}" and bool(r.files),
+        20,
+    )
+    assert result.ok
+    assert len([r for r in discord_fake.requests if posted(r)]) == 1
     assert not any(r.files for r in handle.webhook_requests())
 
 

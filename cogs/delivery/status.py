@@ -67,6 +67,8 @@ FULL_PACE_PLACES = 50
 LINES_AT_A_TIME = 500
 # How long closing a status line waits for an edit or a move it started (post, point, record).
 MOVE_TIMEOUT = 15.0
+# The pauses before recording a status message's move again when the database failed it (7.5 s in all).
+REDIRECT_PAUSES = (0.5, 1.0, 2.0, 4.0)
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
 
@@ -161,9 +163,22 @@ class StatusLine:
             finally:
                 self._sending = False
 
+    async def _record(self, destination: Destination) -> None:
+        """Record where the status is now, so the result goes there: asked again while the database fails (the
+        message is posted already: unrecorded, the result would miss it, and it would say "Editing…" for good)."""
+        for pause in REDIRECT_PAUSES:
+            try:
+                await self._redirect(destination)
+                return
+            except Exception as exc:
+                log.warning("recording a status message's move failed (%s); trying again in %.1f s",
+                            type(exc).__name__, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+        await self._redirect(destination)
+
     async def _became_card(self) -> None:
         destination = self.delivery.as_card()
-        await self._redirect(destination)
+        await self._record(destination)
         self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id, self.delivery.language)
 
     async def _move(self, text: str, view: discord.ui.View | None) -> None:
@@ -178,7 +193,7 @@ class StatusLine:
         self.delivery = Delivery(self.delivery.bot, destination, self.delivery.user_id, self.delivery.language)
         self._stuck = False
         self._shown = None  # a fresh message: no preview on it yet
-        await self._redirect(destination)
+        await self._record(destination)
 
     def tick(self, content: TextFactory) -> None:
         """While the API works, show ``content()`` (the time so far) every ``every`` seconds."""
