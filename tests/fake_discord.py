@@ -95,6 +95,7 @@ AiohttpHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 DISCORD_EPOCH_MS = 1420070400000
 MIB = 1024 * 1024
+DROP = 0  # a ``fail_next`` status: the connection drops with no answer
 
 # Permission bits (https://discord.com/developers/docs/topics/permissions)
 CREATE_INSTANT_INVITE = 1 << 0
@@ -771,7 +772,7 @@ class FakeDiscord:
     ) -> None:
         """The next ``times`` requests matching ``method`` and ``path_regex`` (re.search on the path), and
         ``only`` when given (e.g. a request that carries files), get this answer instead.  A 429 gets
-        Discord's rate-limit body and headers by default."""
+        Discord's rate-limit body and headers by default; ``DROP`` drops the connection with no answer."""
         if status == 429:
             retry = float((json_body or {}).get("retry_after", 0.05))
             json_body = json_body or {
@@ -880,6 +881,11 @@ class FakeDiscord:
             held.arrived.set()
             await held.release.wait()
         fault = self._take_fault(rec)
+        if fault is not None and fault.status == DROP:
+            # The connection drops with no answer (the client sees it disconnected); what is returned goes nowhere.
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=599)
         if fault is not None:
             return json_response(fault.body, fault.status, fault.headers)
         if request.match_info.route.name == "unknown":

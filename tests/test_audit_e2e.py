@@ -9,7 +9,7 @@ from typing import Any
 
 from PIL import Image
 
-from tests.fake_discord import FakeDiscord, RecordedRequest
+from tests.fake_discord import DROP, FakeDiscord, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import BotProcess, send_edit, wait_final_text, wait_result
 from tests.test_operations_e2e import EPHEMERAL, admin, refusal
@@ -98,6 +98,31 @@ async def test_every_outcome_is_posted_to_the_audit_channel_without_pinging_anyo
     await refusal(await admin(discord_fake, "limits", reset, user_id=discord_fake.OWNER_ID))
     shown = await refusal(await admin(discord_fake, "settings", user_id=discord_fake.OWNER_ID))
     assert f"Audit channel: <#{AUDIT}>" in shown
+
+
+async def test_an_audit_post_whose_connection_drops_is_lost_alone_and_the_next_outcomes_are_posted(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The connection drops under an outcome's post to the audit channel: that post is lost and logged, and the
+    next outcome is posted. Before, the error ended the server's posting task as an unexpected error, with any
+    entries it held (what waited behind it was posted only when a next outcome started a new task)."""
+    await set_audit_channel(discord_fake)
+    path = f"/api/v10/channels/{AUDIT}/messages"
+    await discord_fake.wait_for_request(lambda r: r.method == "POST" and r.path == path)
+    held = discord_fake.hold_next("POST", f"/channels/{AUDIT}/messages$")
+    discord_fake.fail_next("POST", f"/channels/{AUDIT}/messages$", DROP)
+    image_api.then(Reply(image=make_png(20, 20)), Reply(image=make_png(21, 21)))
+    await wait_result(await send_edit(discord_fake, "first", [make_png()]))
+    async with asyncio.timeout(15):
+        await held.arrived.wait()  # the first outcome's post is on its way
+    await wait_result(await send_edit(discord_fake, "second", [make_png()]))
+    held.release.set()  # and its connection drops
+    post = await discord_fake.wait_for_request(
+        lambda r: r.method == "POST" and r.path == path and r.status == 200
+        and "second" in str((r.json or {}).get("content")), 15,
+    )  # fmt: skip
+    assert "job `" in post.json["content"]
+    assert "could not post to its audit channel" in bot.log()
 
 
 async def test_a_busy_server_gets_its_outcomes_batched(

@@ -325,7 +325,13 @@ class Dispatcher:
             # Claimed as a stop began: its call was never made, yet it is put back as a job a stop caught
             # running (back in line once), the rule every process follows.
             self._slots.release()
-            interrupted = await self._lifecycle.interrupt(claimed)
+            try:
+                interrupted = await self._lifecycle.interrupt(claimed)
+            except Exception as exc:  # not this run's failure: the run that ended delivers its answer all the same
+                self._lifecycle.let_go(claimed)
+                log.warning("job=%s: putting it back in line at the stop failed (%s); letting it go for the take-over",
+                            claimed.id, type(exc).__name__)  # fmt: skip
+                return
             if interrupted is not None and interrupted.state is JobState.INTERRUPTED:
                 self._interrupted.append(interrupted)
             return

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 from discord import ui
 
@@ -239,6 +240,10 @@ class AuditPoster:
                 "guild=%s could not post to its audit channel %s (%s %s); check my permissions there",
                 guild_id, channel_id, exc.status, exc.code,
             )  # fmt: skip
+        except (aiohttp.ClientError, OSError) as exc:
+            # A connection lost on the way: that post is lost, the drain goes on with the next.
+            log.warning("guild=%s could not post to its audit channel %s (%s)", guild_id, channel_id,
+                        type(exc).__name__)  # fmt: skip
 
     async def _tell_privately(self, guild_id: int, user_id: int, text: Text) -> None:
         """Tell the admin who set the server's key, in the server's language (a bot cannot know a user's)."""
