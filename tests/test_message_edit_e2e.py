@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.fake_discord import FakeDiscord, InteractionHandle
+from tests.fake_discord import DROP, FakeDiscord, InteractionHandle
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
 from tests.harness import (
     BotProcess,
@@ -174,3 +174,26 @@ async def test_edit_images_privately_shows_status_and_result_only_to_the_member(
     assert not [r for r in discord_fake.requests[start:] if is_channel_post(r, discord_fake.CHANNEL_ID)]
     jobs = await wait_rows(bot.env, "SELECT private, delivered FROM jobs", lambda r: r[0][1] is not None)
     assert jobs == [(1, "private")]
+
+
+async def test_a_pointer_to_the_status_whose_connection_drops_costs_only_the_pointer(
+    bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """The status is posted in the channel; the connection drops under the edit that points the member's private
+    answer at it. That costs the pointer only: the job runs and its result lands on the status, charged once.
+    Before, the error counted as the status never posted: the job failed and was refunded, and the posted
+    status stayed on "Fetching" with its Cancel button."""
+    output = make_png(50, 30, (7, 8, 9))
+    image_api.then(Reply(image=output))
+    message = await discord_fake.add_message("my cat", files=[(png(1), "cat.png", "image/png")])
+    _, form = await open_form(discord_fake, message)
+    start = len(discord_fake.requests)
+    discord_fake.fail_next("PATCH", r"/messages/@original$", DROP)
+    await submit(discord_fake, form, message, "a hat on the cat")
+    status = await discord_fake.wait_for_request(lambda r: is_channel_post(r, discord_fake.CHANNEL_ID), start=start)
+    result = await discord_fake.wait_for_request(
+        lambda r: is_message_edit_with_file(r, discord_fake.CHANNEL_ID), 20, start=start
+    )
+    assert result.path.endswith(f"/messages/{status.response['id']}") and result.files[0].data == output
+    await wait_rows(bot.env, "SELECT status FROM jobs", lambda r: r == [("succeeded",)])
+    assert await money(bot.env) == [("a hat on the cat", "charge")]

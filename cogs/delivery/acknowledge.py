@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 
+import aiohttp
 import discord
 
 from bot.core.job import Destination, Job
@@ -129,5 +130,7 @@ async def post_status(
         await interaction.edit_original_response(content=f"{say(interaction, pointer)} {status.jump_url}")
     except discord.HTTPException as exc:  # only a pointer: the status is in the channel either way
         log.info("job=%s could not point the member to its status (%s %s)", job.id, exc.status, exc.code)
+    except (aiohttp.ClientError, OSError) as exc:  # a connection lost on the way: the pointer alone is lost
+        log.info("job=%s could not point the member to its status (%s)", job.id, type(exc).__name__)
     upload_limit = status.guild.filesize_limit if status.guild else interaction.filesize_limit
     return message_target(status, interaction, upload_limit)
