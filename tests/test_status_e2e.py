@@ -13,6 +13,7 @@ import asyncio
 import json
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -143,30 +144,39 @@ async def test_a_public_status_moves_before_its_token_lapses_and_the_result_foll
     assert len(pointer_edits(discord_fake)) == 1
 
 
+async def a_waiting_edit_whose_token_lapses(discord_fake: FakeDiscord, image_api: FakeImageAPI) -> InteractionHandle:
+    """An edit "waiting" behind another, sent 13.5 minutes into its token's life: its line moves its status."""
+    image_api.then(Reply(delay=2.0), Reply(delay=0.5))
+    await send_edit(discord_fake, "ahead", [make_png()])
+    await image_api.wait_for_started(1)
+    discord_fake.backdate_next_interaction = 13.5 * 60
+    return await send_edit(discord_fake, "waiting", [make_png()])
+
+
+def waiting_post(channel: int) -> Callable[[RecordedRequest], bool]:
+    """The edit "waiting"'s status, posted in ``channel`` (moved there)."""
+    return lambda r: is_channel_post(r, channel) and "waiting" in str(r.json.get("content"))
+
+
+async def result_in(discord_fake: FakeDiscord, channel: int, message_id: int) -> RecordedRequest:
+    """The result's edit of message ``message_id``."""
+    path = f"/api/v10/channels/{channel}/messages/{message_id}"
+    return await discord_fake.wait_for_request(lambda r: r.method == "PATCH" and r.path == path and bool(r.files), 20)
+
+
 async def test_a_status_moved_while_its_job_waited_is_where_the_running_job_goes_on(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     """The waiting job's line moves its status (the token is about to lapse); when the job is claimed, its
     running line goes on in the new message: no second move, and the result lands there."""
     await start(bot_process, bot_env, **FAST)
-    image_api.then(Reply(delay=2.0), Reply(delay=0.5))
-    await send_edit(discord_fake, "ahead", [make_png()])
-    await image_api.wait_for_started(1)
-    discord_fake.backdate_next_interaction = 13.5 * 60
-    handle = await send_edit(discord_fake, "waiting", [make_png()])
+    handle = await a_waiting_edit_whose_token_lapses(discord_fake, image_api)
     channel = discord_fake.CHANNEL_ID
-
-    def posted(r: RecordedRequest) -> bool:
-        return is_channel_post(r, channel) and "waiting" in str(r.json.get("content"))
-
+    posted = waiting_post(channel)
     post = await discord_fake.wait_for_request(posted, 10)
     assert "⏳" in post.json["content"]  # moved while the job was still waiting
     new_id = int(post.response["id"])
-    result = await discord_fake.wait_for_request(
-        lambda r: r.method == "PATCH" and r.path == f"/api/v10/channels/{channel}/messages/{new_id}" and bool(r.files),
-        20,
-    )
-    assert result.ok
+    assert (await result_in(discord_fake, channel, new_id)).ok
     # The running line edited the new message, and nothing moved the status a second time.
     running = [
         r for r in discord_fake.requests
@@ -202,28 +212,16 @@ async def test_a_status_move_the_database_failed_to_record_at_first_is_recorded_
             "RAISE EXCEPTION 'injected: the database refused the write'; END IF; RETURN NEW; END $$",
             "CREATE TRIGGER test_fault_moved BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
         ]
-    image_api.then(Reply(delay=2.0), Reply(delay=0.5))
-    await send_edit(discord_fake, "ahead", [make_png()])
-    await image_api.wait_for_started(1)
     await execute(bot_env, *made)
-    discord_fake.backdate_next_interaction = 13.5 * 60
-    handle = await send_edit(discord_fake, "waiting", [make_png()])
+    handle = await a_waiting_edit_whose_token_lapses(discord_fake, image_api)
     channel = discord_fake.CHANNEL_ID
-
-    def posted(r: RecordedRequest) -> bool:
-        return is_channel_post(r, channel) and "waiting" in str(r.json.get("content"))
-
-    post = await discord_fake.wait_for_request(posted, 10)
-    new_id = int(post.response["id"])
+    posted = waiting_post(channel)
+    new_id = int((await discord_fake.wait_for_request(posted, 10)).response["id"])
     async with asyncio.timeout(10):
         while "recording a status message's move failed" not in bot_process.log():  # noqa: ASYNC110  # its log
             await asyncio.sleep(0.05)
     await execute(bot_env, "DELETE FROM test_fault")  # the database is back
-    result = await discord_fake.wait_for_request(
-        lambda r: r.method == "PATCH" and r.path == f"/api/v10/channels/{channel}/messages/{new_id}" and bool(r.files),
-        20,
-    )
-    assert result.ok
+    assert (await result_in(discord_fake, channel, new_id)).ok
     assert len([r for r in discord_fake.requests if posted(r)]) == 1
     assert not any(r.files for r in handle.webhook_requests())
 

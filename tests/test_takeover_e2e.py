@@ -189,6 +189,19 @@ def fault(env: dict[str, str], *states: str) -> list[str]:
     ]
 
 
+def lose_the_answer_of_the_move_to(status: str) -> list[str]:
+    """PostgreSQL: the first move of a job to ``status`` marks its transaction, whose commit's answer the proxy
+    (``commit_answer_loss``) then loses: the database has written it, and the bot cannot know."""
+    return [
+        "CREATE TABLE test_fault (x INTEGER)",
+        "INSERT INTO test_fault VALUES (1)",
+        "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        f"IF NEW.status = '{status}' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
+        f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
+        "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
+    ]
+
+
 async def wait_log(bot: BotProcess, handle: InteractionHandle, line: str) -> None:
     """Wait for ``line`` in the bot's log, with the member told of no failure meanwhile."""
     async with asyncio.timeout(20):
@@ -408,15 +421,7 @@ async def test_a_paid_answer_whose_record_was_written_though_its_commit_was_not_
         bot = BotProcess(env, tmp_path, discord_fake)
         await bot.start()
         try:
-            await execute(
-                env,
-                "CREATE TABLE test_fault (x INTEGER)",
-                "INSERT INTO test_fault VALUES (1)",
-                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
-                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
-                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
-            )
+            await execute(env, *lose_the_answer_of_the_move_to("delivering"))
             image = make_png(31, 17)
             image_api.then(Reply(image=image))
             handle = await send_edit(discord_fake, "commit lost", [make_png()])
@@ -451,15 +456,7 @@ async def test_a_claim_whose_commit_was_not_heard_starts_its_job_at_once_and_the
         bot = BotProcess(env, tmp_path, discord_fake)
         await bot.start()
         try:
-            await execute(
-                env,
-                "CREATE TABLE test_fault (x INTEGER)",
-                "INSERT INTO test_fault VALUES (1)",
-                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.status = 'running' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
-                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
-                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
-            )
+            await execute(env, *lose_the_answer_of_the_move_to("running"))
             image = make_png(31, 17)
             image_api.then(Reply(image=image))
             started = time.monotonic()
@@ -496,15 +493,7 @@ async def test_the_job_a_lost_hand_over_claimed_is_started_by_this_process_not_t
         bot = BotProcess(env, tmp_path, discord_fake)
         await bot.start()
         try:
-            await execute(
-                env,
-                "CREATE TABLE test_fault (x INTEGER)",
-                "INSERT INTO test_fault VALUES (1)",
-                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.status = 'delivering' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
-                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
-                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
-            )
+            await execute(env, *lose_the_answer_of_the_move_to("delivering"))
             first, second = make_png(31, 17), make_png(17, 31)
             image_api.then(Reply(image=first, delay=3.0), Reply(image=second))
             a = await send_edit(discord_fake, "A", [make_png()], user_id=501)
@@ -542,15 +531,7 @@ async def test_a_posted_result_whose_success_was_written_though_its_commit_was_n
         bot = BotProcess(env, tmp_path, discord_fake)
         await bot.start()
         try:
-            await execute(
-                env,
-                "CREATE TABLE test_fault (x INTEGER)",
-                "INSERT INTO test_fault VALUES (1)",
-                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
-                "IF NEW.status = 'succeeded' AND EXISTS (SELECT 1 FROM test_fault) THEN DELETE FROM test_fault; "
-                f"RAISE NOTICE '{MARK.replace(chr(39), chr(39) * 2)}'; END IF; RETURN NEW; END $$",
-                "CREATE TRIGGER test_fault_moves AFTER UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
-            )
+            await execute(env, *lose_the_answer_of_the_move_to("succeeded"))
             image = make_png(31, 17)
             image_api.then(Reply(image=image))
             handle = await send_edit(discord_fake, "success lost", [make_png()])
