@@ -19,7 +19,8 @@ import discord
 from bot.core.job import Destination, Job
 from bot.core.states import JobState
 from bot.engine import JobEngine
-from cogs.delivery.status import DiscordNotifier
+from cogs.delivery.destinations import Delivery
+from cogs.delivery.status import DiscordNotifier, StatusLine
 from tests.stores import make_job
 
 
@@ -100,3 +101,38 @@ async def test_a_claim_whose_job_cannot_be_read_still_opens_the_running_line() -
     assert notifier._lines["job1"].running
     await notifier.job_moved(shown(JobState.DELIVERING), JobState.RUNNING, None)
     assert "job1" not in notifier._lines
+
+
+class FailingOnceGuard:
+    """Whether a run still holds its job, as a database that fails the first asking answers it."""
+
+    def __init__(self) -> None:
+        self.asked = 0
+        self.again = asyncio.Event()
+
+    async def __call__(self) -> bool:
+        self.asked += 1
+        if self.asked == 1:
+            raise ConnectionError("the database does not answer")
+        self.again.set()
+        return False  # nothing is sent here: no Discord behind this line
+
+
+async def test_a_status_update_whose_guard_the_database_fails_waits_for_its_next_turn() -> None:
+    """Before each edit the line asks the database whether the run still holds its job. When that fails, the
+    update waits for its next turn and is asked again. Before, the error ended the line's updater: with the
+    ticks held back (a preview shown), the line froze until the result."""
+    guard = FailingOnceGuard()
+    destination = shown(JobState.RUNNING).destination
+    assert destination is not None
+    client = discord.Client(intents=discord.Intents.none())
+    line = StatusLine(Delivery(client, destination, 7, "en-US"), _no_redirect, 0.2, guard)
+    line.update(lambda: "🎨 Editing…", None)  # once: no later update restarts anything
+    async with asyncio.timeout(5):
+        await guard.again.wait()
+    assert guard.asked == 2
+    await line.close()
+
+
+async def _no_redirect(destination: Destination) -> None:
+    raise AssertionError("nothing moves here")

@@ -138,11 +138,20 @@ class StatusLine:
             picture = self._picture if self._picture is not self._shown else None
             moving = not self._cannot_move and (self._stuck or self.delivery.move_due)
             try:
-                if picture is not None and not moving and not self.delivery.is_card:
-                    # Recorded before the message becomes a card (and before the run is asked once more), so
-                    # whoever tells this job's end, in any process, writes its words as a card too.
-                    await self._became_card()
-                if self._still_mine is not None and not await self._still_mine():
+                try:
+                    if picture is not None and not moving and not self.delivery.is_card:
+                        # Recorded before the message becomes a card (and before the run is asked once more), so
+                        # whoever tells this job's end, in any process, writes its words as a card too.
+                        await self._became_card()
+                    mine = self._still_mine is None or await self._still_mine()
+                except Exception as exc:
+                    # The database did not answer: this update waits for its next turn (unless a newer one came),
+                    # and the line goes on. (Ended here, it would freeze while a preview holds back the ticks.)
+                    log.warning("a status update waits: the database failed (%s)", type(exc).__name__)
+                    if self._pending is None:
+                        self._pending = (content, view, interval)
+                    continue
+                if not mine:
                     self._pending = None
                     return  # this run lost its job: whatever it would show is no longer true
                 # Texts and views are built only for edits actually sent: most queued updates are superseded.
