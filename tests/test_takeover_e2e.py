@@ -549,3 +549,43 @@ async def test_a_posted_result_whose_success_was_written_though_its_commit_was_n
             assert len(image_api.calls) == 2
         finally:
             await bot.stop()
+
+
+async def test_a_told_outcome_whose_record_the_database_fails_at_first_is_recorded_and_told_once(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """A failed edit's member is told (Discord takes the words); the database fails the record that they were
+    told, then answers again: the record is tried again, so the notice is done at once and told once. Before,
+    the error left it undone until its lease lapsed (30 s), and then whoever drained the outbox told it again."""
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        condition = "NEW.done_at IS NOT NULL"
+        failed_once = ("recording that its outcome was told", "unexpected error")
+        made = ["CREATE TABLE test_fault (x INTEGER)", "INSERT INTO test_fault VALUES (1)"]
+        if "DATABASE_URL" not in env:
+            made.append(
+                f"CREATE TRIGGER test_fault_told BEFORE UPDATE ON notices WHEN {condition} AND EXISTS "
+                "(SELECT 1 FROM test_fault) BEGIN SELECT RAISE(ABORT, 'injected: the database refused it'); END"
+            )
+        else:
+            made += [
+                "CREATE FUNCTION test_fault() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                f"IF {condition} AND EXISTS (SELECT 1 FROM test_fault) THEN "
+                "RAISE EXCEPTION 'injected: the database refused it'; END IF; RETURN NEW; END $$",
+                "CREATE TRIGGER test_fault_told BEFORE UPDATE ON notices FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            ]
+        await execute(env, *made)
+        image_api.then(Reply(kind="error", status=400, body={"error": {"message": "bad mask"}}))
+        handle = await send_edit(discord_fake, "told once", [make_png()])
+        # The words are taken, and the record failed once (tried again, or, before, an unexpected error).
+        async with asyncio.timeout(20):
+            while not any(line in bot.log() for line in failed_once):  # noqa: ASYNC110  # the bot's own log
+                await asyncio.sleep(0.05)
+        await execute(env, "DELETE FROM test_fault")  # the database is back
+        await wait_rows(env, "SELECT done_at IS NOT NULL FROM notices", lambda r: r == [(True,)], timeout=10)
+        told = [text for text in contents(handle) if "❌" in text]
+        assert len(told) == 1, contents(handle)
+        assert sorted(await rows(env, "SELECT entry FROM money")) == [("charge",), ("refund",)]
+    finally:
+        await bot.stop()

@@ -31,6 +31,9 @@ FIRST_RETRY = 2.0
 LONGEST_PAUSE = 120.0
 # After this many tries (about four minutes), the member is told at their next use instead.
 MOST_TRIES = 7
+# The pauses before recording a notice's outcome again when the database failed it (7.5 s in all, well within
+# the notice's lease).
+RECORD_PAUSES = (0.5, 1.0, 2.0, 4.0)
 NEXT_USE = "next_use"
 
 
@@ -107,7 +110,20 @@ class Outbox:
             outcome = TellLater("unexpected error")
         # Discord has answered: that is recorded even if a stop cancels this task now (the store finishes what it
         # was given before it closes), or whoever drains the outbox next would tell the member a second time.
-        await asyncio.shield(self._record(notice, job, outcome))
+        await asyncio.shield(self._record_for_sure(notice, job, outcome))
+
+    async def _record_for_sure(self, notice: Notice, job: Job, outcome: Told | TellLater) -> None:
+        """``_record``, asked again while the database fails it, within the notice's lease: unrecorded, the told
+        notice would be told a second time once its lease lapsed."""
+        for pause in RECORD_PAUSES:
+            try:
+                await self._record(notice, job, outcome)
+                return
+            except Exception as exc:
+                log.warning("job=%s: recording that its outcome was told failed (%s); trying again in %.1f s",
+                            job.id, type(exc).__name__, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+        await self._record(notice, job, outcome)
 
     async def _record(self, notice: Notice, job: Job, outcome: Told | TellLater) -> None:
         now = self._clock()
