@@ -32,6 +32,7 @@ from bot.media.editor import Editor
 from bot.media.images import InputPreview, PreparedImage
 from bot.ports import NotDelivered, PostFailed, Publisher, ResultMedia
 from bot.provider.client import ImageEditResult
+from bot.retries import asked_again
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,10 @@ class Deliverer:
     async def _still_holds(self, job: Job) -> bool:
         """Whether the run still holds its job, asked again while the database fails to answer (the answer was
         paid for: an error here must not discard it); the last try's error is the run's."""
-        for pause in record_pauses(self._lifecycle.lease_seconds):
-            try:
-                return await self._lifecycle.still_holds(job)
-            except Exception as exc:
-                log.warning("job=%s run=%d: asking whether it still holds its job failed (%s); asking again in %.1f s",
-                            job.id, job.run, type(exc).__name__, pause)  # fmt: skip
-                await asyncio.sleep(pause)
-        return await self._lifecycle.still_holds(job)
+        return await asked_again(
+            lambda: self._lifecycle.still_holds(job), record_pauses(self._lifecycle.lease_seconds),
+            f"job={job.id} run={job.run}: asking whether it still holds its job", log,
+        )  # fmt: skip
 
     async def _kept_copies(self, job: Job) -> Copies:
         """``copies`` of the job's inputs as kept (none when its kind has none, or they are gone)."""

@@ -21,6 +21,7 @@ from bot.core.job import Job
 from bot.core.records import Notice
 from bot.errors import UnexpectedError
 from bot.ports import NoticeTeller, TellLater, Told
+from bot.retries import SHORT_PAUSES, asked_again
 from bot.scheduler import Scheduler
 from bot.store.store import Store
 
@@ -31,9 +32,6 @@ FIRST_RETRY = 2.0
 LONGEST_PAUSE = 120.0
 # After this many tries (about four minutes), the member is told at their next use instead.
 MOST_TRIES = 7
-# The pauses before recording a notice's outcome again when the database failed it (7.5 s in all, well within
-# the notice's lease).
-RECORD_PAUSES = (0.5, 1.0, 2.0, 4.0)
 NEXT_USE = "next_use"
 
 
@@ -115,15 +113,10 @@ class Outbox:
     async def _record_for_sure(self, notice: Notice, job: Job, outcome: Told | TellLater) -> None:
         """``_record``, asked again while the database fails it, within the notice's lease: unrecorded, the told
         notice would be told a second time once its lease lapsed."""
-        for pause in RECORD_PAUSES:
-            try:
-                await self._record(notice, job, outcome)
-                return
-            except Exception as exc:
-                log.warning("job=%s: recording that its outcome was told failed (%s); trying again in %.1f s",
-                            job.id, type(exc).__name__, pause)  # fmt: skip
-                await asyncio.sleep(pause)
-        await self._record(notice, job, outcome)
+        await asked_again(
+            lambda: self._record(notice, job, outcome), SHORT_PAUSES,
+            f"job={job.id}: recording that its outcome was told", log,
+        )  # fmt: skip
 
     async def _record(self, notice: Notice, job: Job, outcome: Told | TellLater) -> None:
         now = self._clock()

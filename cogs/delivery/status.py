@@ -38,6 +38,7 @@ from bot.errors import AtelierError
 from bot.i18n import Text, _t
 from bot.media.images import OutputImage
 from bot.ports import NotDelivered, Posted, PostFailed, ResultMedia, TellLater, Told
+from bot.retries import SHORT_PAUSES, asked_again
 from cogs.core.errors import failure_text
 from cogs.core.language import for_job
 from cogs.delivery.acknowledge import status_text
@@ -67,8 +68,6 @@ FULL_PACE_PLACES = 50
 LINES_AT_A_TIME = 500
 # How long closing a status line waits for an edit or a move it started (post, point, record).
 MOVE_TIMEOUT = 15.0
-# The pauses before recording a status message's move again when the database failed it (7.5 s in all).
-REDIRECT_PAUSES = (0.5, 1.0, 2.0, 4.0)
 _DISCORD_UPLOAD_TOO_LARGE = 40005
 
 
@@ -175,15 +174,7 @@ class StatusLine:
     async def _record(self, destination: Destination) -> None:
         """Record where the status is now, so the result goes there: asked again while the database fails (the
         message is posted already: unrecorded, the result would miss it, and it would say "Editing…" for good)."""
-        for pause in REDIRECT_PAUSES:
-            try:
-                await self._redirect(destination)
-                return
-            except Exception as exc:
-                log.warning("recording a status message's move failed (%s); trying again in %.1f s",
-                            type(exc).__name__, pause)  # fmt: skip
-                await asyncio.sleep(pause)
-        await self._redirect(destination)
+        await asked_again(lambda: self._redirect(destination), SHORT_PAUSES, "recording a status message's move", log)
 
     async def _became_card(self) -> None:
         destination = self.delivery.as_card()
