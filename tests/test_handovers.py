@@ -163,6 +163,51 @@ async def test_a_group_written_though_its_answer_was_lost_is_found_by_each_calle
     assert await ends.claim_up_to(4, 1) is ClaimMiss.NO_JOB  # found once; nothing else waits
 
 
+class ClaimLostThenHeldBack(Store):
+    """The store; the first claim is written and its answer lost; a group's moves are written, then their answer
+    waits for ``gate`` (a hand-over whose claim is committed but not yet back with its caller)."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.database)
+        self.lost = False
+        self.gate = asyncio.Event()
+        self.written = asyncio.Event()
+
+    async def claim_up_to(self, terms: ClaimTerms, count: int) -> list[Job] | ClaimMiss:
+        taken = await super().claim_up_to(terms, count)
+        if not self.lost:
+            self.lost = True
+            raise ConnectionError("the connection dropped before the commit's answer came")
+        return taken
+
+    async def move_all(self, orders: Sequence[MoveOrder], claim: ClaimTerms | None = None) -> list[MoveResult]:
+        written = await super().move_all(orders, claim)
+        self.written.set()
+        await self.gate.wait()
+        return written
+
+
+async def test_a_lost_claim_finds_only_its_own_jobs_though_the_clock_stood_still(store: Store) -> None:
+    """A claim's answer is lost; then a hand-over claims, and before its answer is back with its caller the next
+    claim looks for the lost claim's jobs by its stamp. The clock has not moved between the two claims, but each
+    had a stamp of its own: the lost claim's job is found, the hand-over's is not, so each job starts once.
+    Before, both claims had the same stamp and the hand-over's job was started twice."""
+    (job,) = await running(store, 1, members=3)
+    held_back = ClaimLostThenHeldBack(store)
+    ends = lifecycle(held_back)
+    with pytest.raises(ConnectionError):
+        await ends.claim_up_to(5, 1)
+    hand_over = asyncio.create_task(ends.move_and_claim(job, JobState.DELIVERING, 5))
+    await asyncio.wait_for(held_back.written.wait(), 5)
+    found = await ends.claim_up_to(5, 3)
+    held_back.gate.set()
+    _, handed = await asyncio.wait_for(hand_over, 5)
+    assert isinstance(found, list) and [job.id for job in found] == ["q0"]
+    assert isinstance(handed, Job) and handed.id == "q1"
+    stamps = await query(store, "SELECT id, started_at FROM jobs WHERE id IN ('q0', 'q1') ORDER BY id")
+    assert stamps[0]["started_at"] != stamps[1]["started_at"]
+
+
 async def test_a_caller_cancelled_while_its_move_is_written_gets_it_then_the_cancel(store: Store) -> None:
     """The group's moves happen whatever one caller does: a caller cancelled meanwhile still gets the job
     claimed for it (or it would be held and never run), and the cancel comes at its next wait."""

@@ -36,14 +36,14 @@ class HandOvers:
         store: Store,
         holder: str,
         lease_seconds: float,
-        clock: Callable[[], float],
+        stamp: Callable[[], float],
         unheard: Callable[[float], None],
     ) -> None:
         self._store = store
         self._unheard = unheard
         self._holder = holder
         self._lease_seconds = lease_seconds
-        self._clock = clock
+        self._stamp = stamp  # now, as a claim's stamp: never the same twice (a lost claim is found by it)
         self._groups: Batches[tuple[MoveOrder, int], MoveResult] = Batches("hand-overs", self._write)
 
     async def move_and_claim(self, order: MoveOrder, max_running: int) -> MoveResult:
@@ -67,7 +67,7 @@ class HandOvers:
 
     async def _write(self, group: list[tuple[MoveOrder, int]]) -> list[MoveResult | Exception]:
         # The claim is asked now, with the highest cap asked (every process's is MAX_CONCURRENT_JOBS).
-        terms = ClaimTerms(self._holder, self._clock(), self._lease_seconds, max(cap for _, cap in group))
+        terms = ClaimTerms(self._holder, self._stamp(), self._lease_seconds, max(cap for _, cap in group))
         try:
             return list(await self._store.move_all([order for order, _ in group], terms))
         except Exception as exc:

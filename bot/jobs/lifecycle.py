@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -93,7 +94,8 @@ class Lifecycle:
         self._moved = asyncio.Event()
         # The stamps of claims that failed on a database error: written or not, known when it answers again.
         self._unheard: set[float] = set()
-        self._hand_overs = HandOvers(store, holder, lease_seconds, clock, self._unheard.add)
+        self._last_stamp = -math.inf
+        self._hand_overs = HandOvers(store, holder, lease_seconds, self._claim_stamp, self._unheard.add)
 
     def attach(self, notifier: Notifier | None, ended: EndedHook | None, outbox: OwnNotices | None) -> None:
         """Tell ``notifier`` about moves, ``ended`` about every end, ``outbox`` about notices owed now."""
@@ -129,7 +131,7 @@ class Lifecycle:
         found = await self._claimed_after_all(count)
         if found:
             return found
-        now = self.clock()
+        now = self._claim_stamp()
         try:
             taken = await self.store.claim_up_to(ClaimTerms(self.holder, now, self.lease_seconds, max_running), count)
         except Exception:
@@ -139,6 +141,14 @@ class Lifecycle:
             for job in taken:
                 await self._claimed(job)
         return taken
+
+    def _claim_stamp(self) -> float:
+        """Now, as a claim's stamp (its jobs' ``started_at``): never one this process gave before. A claim whose
+        answer was lost is found by its stamp; had another claim the same one (a clock that stood still, or two
+        claims within its resolution), the jobs of that claim, not yet taken up by its own caller, would be
+        found too and started twice."""
+        self._last_stamp = max(self.clock(), math.nextafter(self._last_stamp, math.inf))
+        return self._last_stamp
 
     async def _claimed_after_all(self, most: int) -> list[Job]:
         """Up to ``most`` jobs that claims whose answer was lost took after all (their stamps ``_unheard``), taken
