@@ -121,17 +121,17 @@ class Outbox:
     async def _record(self, notice: Notice, job: Job, outcome: Told | TellLater) -> None:
         now = self._clock()
         if isinstance(outcome, Told):
-            done = await self._store.notice_done(job.id, self._holder, outcome.how, now)
-            if done and outcome.how == NEXT_USE:  # handed to the member's next use of the bot
-                await self._store.notify(f"notices:{job.user_id}")
+            await self._store.notice_done(job.id, self._holder, outcome.how, now)
+            if outcome.how == NEXT_USE:  # handed to the member's next use of the bot
+                await self._announce_next_use(job)
             return
         if notice.attempts >= MOST_TRIES:
             log.warning(
                 "job=%s could not report its %s outcome after %d tries (%s); its member is told at their next use",
                 job.id, notice.outcome, notice.attempts, outcome.reason,
             )  # fmt: skip
-            if await self._store.notice_done(job.id, self._holder, NEXT_USE, now):
-                await self._store.notify(f"notices:{job.user_id}")
+            await self._store.notice_done(job.id, self._holder, NEXT_USE, now)
+            await self._announce_next_use(job)
             return
         pause = min(LONGEST_PAUSE, FIRST_RETRY * 2 ** (notice.attempts - 1))
         log.info(
@@ -139,6 +139,12 @@ class Outbox:
             job.id, notice.outcome, outcome.reason, pause,
         )  # fmt: skip
         await self._store.notice_later(job.id, self._holder, now + pause)
+
+    async def _announce_next_use(self, job: Job) -> None:
+        """Tell every gateway that ``job``'s member is owed a notice at their next use. Also when the record found
+        the notice done already: that is a try after one whose answer was lost, whose notice may not have gone out.
+        (One too many costs a gateway one reading of the member's notices.)"""
+        await self._store.notify(f"notices:{job.user_id}")
 
     async def _drain_forever(self) -> None:
         while True:
