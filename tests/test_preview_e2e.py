@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import signal
 from collections.abc import AsyncIterator
@@ -204,6 +205,40 @@ async def test_after_a_preview_a_restarts_words_reach_the_member_as_a_card_and_t
     words = [r for r in discord_fake.requests[after : result.index] if handle._mine(r) and r.method == "PATCH"]
     assert words and all(r.ok and r.json["flags"] & FLAG_IS_COMPONENTS_V2 for r in words)
     assert result.ok and result.files[0].data == make_png()
+
+
+async def test_a_job_back_in_line_after_its_call_started_shows_its_place_on_its_card_without_a_cancel_button(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """A job showed a preview, so its status is a card; a restart puts it back in line behind another member's edit
+    (one slot). Its place shows on the card, with no Cancel button: a job whose call started cannot be withdrawn.
+    Before, every place in line came with a Cancel button, which on such a job only ever said it could not."""
+    bot_env.update(SHUTDOWN_GRACE_SECONDS="0.5", MAX_CONCURRENT_JOBS="1", STATUS_UPDATE_SECONDS="0.2")
+    await start_streaming(bot_process, bot_env, image_api, tmp_path)
+    await refusal(await previews(discord_fake, True))
+    image_api.then(Reply(gaps=(0.2, 60.0)))  # a preview, then a long wait the stop interrupts
+    mine = await send_edit(discord_fake, "a lighthouse", [make_png()])
+    await discord_fake.wait_for_request(lambda r: is_patch_of(mine, r) and has_file(r, "preview-"), 20)
+    other = await send_edit(discord_fake, "a harbour", [make_png()], user_id=discord_fake.OTHER_USER_ID)
+    await discord_fake.wait_for_request(lambda r: other._mine(r) and "Queued" in card_text(r.json or {}), 20)
+    assert await bot_process.stop(signal.SIGTERM, timeout=15) == 0
+
+    held = asyncio.Event()
+    image_api.then(Reply(until=held))  # the other member's edit, first in line (never served), holds the slot
+    after = len(discord_fake.requests)
+    await bot_process.start()
+    await image_api.wait_for_started(2)
+    assert image_api.calls[-1].field("prompt") == "a harbour"
+    placed = await discord_fake.wait_for_request(
+        lambda r: r.index >= after and is_patch_of(mine, r) and "in line" in card_text(r.json or {}), 20
+    )
+    assert placed.json["flags"] & FLAG_IS_COMPONENTS_V2
+    assert [c for c in components_of(placed) if c.get("type") == 2] == []  # no button
+    held.set()
+    await wait_card_result(other)
+    assert (await wait_card_result(mine)).files[0].data == make_png()
+    assert [c.field("prompt") for c in image_api.calls] == ["a lighthouse", "a harbour", "a lighthouse"]
 
 
 async def test_a_failure_reaches_the_member_even_when_discord_refused_the_preview_that_would_have_made_a_card(

@@ -412,7 +412,12 @@ class DiscordNotifier:
             # Places change with every job that starts; with hundreds waiting, showing each step
             # would be a flood of edits, so a member sees theirs at most every ``STATUS_UPDATE_SECONDS``
             # (less often far back in a long line).
-            buttons = functools.partial(cancel_view, job.id, job.request.language)
+            # A job back in line after its call started cannot be withdrawn: no Cancel that could only say so.
+            buttons = (
+                functools.partial(cancel_view, job.id, job.request.language)
+                if cancellable(job.state, job.restarts)
+                else None
+            )
             line.update(functools.partial(self.queued_text, job, place), buttons, place_interval(self._every, place))
 
     async def job_paused(self, job: Job) -> None:
