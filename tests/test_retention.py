@@ -20,7 +20,7 @@ from bot.errors import AtelierError
 from bot.i18n import _t
 from bot.jobs.inputs import JobInputs
 from bot.jobs.lifecycle import Lifecycle
-from bot.jobs.retention import Retention
+from bot.jobs.retention import ORPHAN_GRACE, Retention
 from bot.media.images import PreparedImage
 from bot.scheduler import Scheduler
 from bot.store.store import Store
@@ -146,6 +146,22 @@ async def test_a_start_drops_the_inputs_of_jobs_that_ended_as_their_process_stop
         "lost1": False,
         "run1": True,
     }
+
+
+async def test_a_sweep_drops_the_inputs_of_a_job_that_ended_unkept_once_it_ended_a_minute_ago(store: Store) -> None:
+    """A job ended, but its inputs were never marked kept (the marking failed, or its process died as it ended).
+    A sweep leaves them for a minute (another process's end is written before it marks them), then drops them.
+    Before, only a start dropped them: until then they counted against the queue's cap on inputs."""
+    now, time = clock(NOON)
+    retention = retention_of(store, 24, 10**6, time)
+    await Jobs(store, time, retention=None).done("lost1")
+    await Jobs(store, time, retention).done("kept1")
+    now[0] += ORPHAN_GRACE - 1
+    assert await retention.sweep() == 0
+    assert await store.inputs_exist("lost1")
+    now[0] += 2
+    assert await retention.sweep() == 1
+    assert not await store.inputs_exist("lost1") and await retention.kept_now("kept1")
 
 
 async def test_the_oldest_go_first_when_the_cap_is_reached(store: Store) -> None:

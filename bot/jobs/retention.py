@@ -8,8 +8,10 @@
 
 The rules are the store's (a kept row carries the time its job ended), so every process sees
 the same kept inputs and any of them can sweep. A sweep every ``SWEEP_EVERY`` seconds drops
-what outlived the window; at start-up, the rows of jobs that ended while their process died
-(never marked kept) go too.
+what outlived the window, and the rows of jobs that ended but were never marked kept (their
+process died as they ended, or the marking failed), once they ended ``ORPHAN_GRACE`` ago: a job's
+end is written before its process marks its inputs, so a younger one may be on its way. A start
+sweeps at once.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from bot.store.store import Store
 log = logging.getLogger(__name__)
 
 SWEEP_EVERY = 300.0
+ORPHAN_GRACE = 60.0
 
 
 class Retention:
@@ -43,10 +46,7 @@ class Retention:
         self._scheduler = scheduler
 
     async def load(self) -> None:
-        """Drop the rows of jobs that ended without being kept, then sweep."""
-        orphans = await self._store.drop_orphan_inputs()
-        if orphans:
-            log.info("dropped the inputs of %d job(s) that ended as their process stopped", orphans)
+        """Sweep at start-up."""
         await self.sweep()
 
     async def job_ended(self, job: Job) -> None:
@@ -64,8 +64,13 @@ class Retention:
         return await self._store.inputs_kept(job_id, self.clock() - self.window)
 
     async def sweep(self) -> int:
-        """Delete what outlived the window or does not fit the cap; how many jobs' inputs went."""
-        return await self._store.drop_kept_inputs(self.clock() - self.window, self.cap_bytes)
+        """Delete what outlived the window or does not fit the cap, and what ended unkept; how many jobs' inputs
+        went."""
+        now = self.clock()
+        orphans = await self._store.drop_orphan_inputs(now - ORPHAN_GRACE)
+        if orphans:
+            log.info("dropped the inputs of %d job(s) that ended but were never kept for Reroll", orphans)
+        return orphans + await self._store.drop_kept_inputs(now - self.window, self.cap_bytes)
 
     def start(self) -> None:
         self._scheduler.schedule("retention", self._sweep_forever())

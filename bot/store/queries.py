@@ -240,7 +240,7 @@ KEPT_BY_AGE = (
 )
 ORPHAN_INPUT_SETS = (
     "SELECT s.job_id FROM input_sets s JOIN jobs j ON j.id = s.job_id "
-    f"WHERE s.ended_at IS NULL AND j.status IN ({sql_states(*ENDED)})"
+    f"WHERE s.ended_at IS NULL AND j.status IN ({sql_states(*ENDED)}) AND COALESCE(j.finished_at, 0) < :before"
 )
 
 # The outbox: a final outcome owed to a member, recorded with the move that ended the job.

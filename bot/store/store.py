@@ -315,9 +315,10 @@ class Store:
         """Delete the kept inputs that outlived the window, then the oldest past the cap; how many jobs'."""
         return await self._write(_drop_kept(ended_before, cap_bytes))
 
-    async def drop_orphan_inputs(self) -> int:
-        """Delete the inputs of jobs that are over but were never marked kept (their process died as they ended)."""
-        return await self._write(_drop_orphans())
+    async def drop_orphan_inputs(self, ended_before: float) -> int:
+        """Delete the inputs of jobs that ended before ``ended_before`` but were never marked kept (their process
+        died as they ended, or the marking failed)."""
+        return await self._write(_drop_orphans(ended_before))
 
     # The outbox -------------------------------------------------------------------------------------
 
@@ -768,8 +769,8 @@ def _delete_inputs(job_id: str) -> Script[None]:
     yield from execute(q.DELETE_INPUT_SET, job_id=job_id)
 
 
-def _drop_orphans() -> Script[int]:
-    orphans = [str(r["job_id"]) for r in (yield from fetch(q.ORPHAN_INPUT_SETS))]
+def _drop_orphans(ended_before: float) -> Script[int]:
+    orphans = [str(r["job_id"]) for r in (yield from fetch(q.ORPHAN_INPUT_SETS, before=ended_before))]
     for job_id in orphans:
         yield from _delete_inputs(job_id)
     return len(orphans)
