@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -18,15 +19,45 @@ T = TypeVar("T")
 SHORT_PAUSES = (0.5, 1.0, 2.0, 4.0)
 
 
+@dataclass(frozen=True)
+class Asked(Generic[T]):
+    """What the try that answered gave, and whether a try before it failed: a refusal after a failed try may be
+    that failed try's work, written after all (only its answer was lost with the connection)."""
+
+    value: T
+    failed_before: bool
+
+
+async def asked_until_answered(
+    attempt: Callable[[], Awaitable[T]],
+    pauses: Sequence[float],
+    what: str,
+    log: logging.Logger,
+    *,
+    for_good: bool = False,
+    not_again: tuple[type[Exception], ...] = (),
+) -> Asked[T]:
+    """``attempt()``, tried again after each of ``pauses`` while it raises (logged as ``what`` that failed); the
+    last try's error is the caller's, unless ``for_good``: then it is tried again after the last pause for as long
+    as it takes. An error of a ``not_again`` type is the caller's at once (an answer, not a database that failed)."""
+    failed = 0
+    while True:
+        try:
+            return Asked(await attempt(), failed > 0)
+        except not_again:
+            raise
+        except Exception as exc:
+            if failed == len(pauses) and not for_good:
+                raise
+            pause = pauses[min(failed, len(pauses) - 1)]
+            log.warning("%s failed (%s); trying again in %.1f s", what, type(exc).__name__, pause)
+            failed += 1
+            await asyncio.sleep(pause)
+
+
 async def asked_again(
     attempt: Callable[[], Awaitable[T]], pauses: Sequence[float], what: str, log: logging.Logger
 ) -> T:
     """``attempt()``, tried again after each of ``pauses`` while it raises (logged as ``what`` that failed);
     the last try's error is the caller's."""
-    for pause in pauses:
-        try:
-            return await attempt()
-        except Exception as exc:
-            log.warning("%s failed (%s); trying again in %.1f s", what, type(exc).__name__, pause)
-            await asyncio.sleep(pause)
-    return await attempt()
+    return (await asked_until_answered(attempt, pauses, what, log)).value

@@ -36,6 +36,7 @@ from bot.jobs.lifecycle import Lifecycle, record_pauses
 from bot.jobs.previews import Previews
 from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
 from bot.provider.stream import PartialImage
+from bot.retries import asked_until_answered
 from bot.scheduler import Scheduler
 
 log = logging.getLogger(__name__)
@@ -266,31 +267,15 @@ class Dispatcher:
         refused and the job found delivering under this run (``Lifecycle.written_after_all``). Only after the
         last try does the error end the job (failed, refunded), as before.
         """
-
-        async def record() -> tuple[Job | None, Job | ClaimMiss | None]:
-            return await self._lifecycle.move_and_claim(
+        recorded = await asked_until_answered(
+            lambda: self._lifecycle.move_and_claim(
                 job, JobState.DELIVERING, None if self._stopping else self._max_concurrent, attempts=attempts,
                 api_seconds=api_seconds,
-            )  # fmt: skip
-
-        failed = False
-        for pause in record_pauses(self._lifecycle.lease_seconds):
-            try:
-                recorded = await record()
-            except AtelierError:
-                raise
-            except Exception as exc:
-                failed = True
-                log.warning(
-                    "job=%s run=%d: recording its answer failed (%s); trying again in %.1f s",
-                    job.id, job.run, type(exc).__name__, pause,
-                )  # fmt: skip
-                await asyncio.sleep(pause)
-                continue
-            break
-        else:
-            recorded = await record()  # the last try: its error ends the job
-        if failed and recorded[0] is None:
+            ),
+            record_pauses(self._lifecycle.lease_seconds), f"job={job.id} run={job.run}: recording its answer", log,
+            not_again=(AtelierError,),
+        )  # fmt: skip
+        if recorded.failed_before and recorded.value[0] is None:
             # Refused after a failed try: that try may have been written after all, its answer lost with the
             # connection. Then the job is delivering under this very run, and the answer in hand is its own.
             # The job that try claimed for the slot, if any, is found by the dispatcher's next claim, which the slot
@@ -299,7 +284,7 @@ class Dispatcher:
             for wake in self._wakes.values():
                 wake.set()
             return delivering, None
-        return recorded
+        return recorded.value
 
     async def _fail(self, job: Job, error: AtelierError, attempts: list[Attempt]) -> None:
         """End the run's job as failed (refunded, the member told), or, if the database will not take even

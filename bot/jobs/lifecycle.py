@@ -34,6 +34,7 @@ from bot.i18n import _t
 from bot.jobs.handovers import HandOvers
 from bot.media.images import OutputImage
 from bot.ports import Move, MoveObserver, Notifier
+from bot.retries import asked_until_answered
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -251,21 +252,14 @@ class Lifecycle:
         end it. The move is tried again after each of ``record_pauses``, then every last pause, for as long as
         it takes; a try refused after a failed one reads the job (``written_after_all``). ``None``: refused,
         the run lost its job."""
-        pauses = record_pauses(self.lease_seconds)
-        failed = 0
-        while True:
-            try:
-                moved = await self.move(job, target, result=result, notice=notice, settle=settle, **values)
-            except Exception as exc:
-                pause = pauses[min(failed, len(pauses) - 1)]
-                failed += 1
-                log.warning("job=%s run=%d: recording its move to %s failed (%s); trying again in %.1f s", job.id,
-                            job.run, target, type(exc).__name__, pause)  # fmt: skip
-                await asyncio.sleep(pause)
-                continue
-            if moved is None and failed:
-                return await self.written_after_all(job, target, result=result, notice=notice, settle=settle)
-            return moved
+        moved = await asked_until_answered(
+            lambda: self.move(job, target, result=result, notice=notice, settle=settle, **values),
+            record_pauses(self.lease_seconds), f"job={job.id} run={job.run}: recording its move to {target}", log,
+            for_good=True,
+        )  # fmt: skip
+        if moved.value is None and moved.failed_before:
+            return await self.written_after_all(job, target, result=result, notice=notice, settle=settle)
+        return moved.value
 
     async def _move(
         self,
