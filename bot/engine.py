@@ -232,7 +232,7 @@ class JobEngine:
         if self._balance is not None:
             self._balance.start(self._audit.alert_all)
         self._store.on_notice(self._heard)
-        await self._retention.load()
+        await self._retention.sweep()  # what ended unkept as its process stopped, and what outlived the window
         self.lifecycle.attach(parts.notifier, self._retention, self._outbox)
         self._outbox.attach(parts.teller)
         # What a stop or a crash left: resumed by the same rules as a take-over, before serving.

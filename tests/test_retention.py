@@ -139,7 +139,7 @@ async def test_a_start_drops_the_inputs_of_jobs_that_ended_as_their_process_stop
     await jobs.queued("run1")  # unfinished: never touched
     now[0] += HOUR / 2 + 1
     after = retention_of(store, 1, 10**6, time)
-    await after.load()
+    await after.sweep()
     assert {job_id: await store.inputs_exist(job_id) for job_id in ("old1", "new1", "lost1", "run1")} == {
         "old1": False,
         "new1": True,

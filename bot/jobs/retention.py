@@ -45,10 +45,6 @@ class Retention:
         self.clock = clock
         self._scheduler = scheduler
 
-    async def load(self) -> None:
-        """Sweep at start-up."""
-        await self.sweep()
-
     async def job_ended(self, job: Job) -> None:
         """Keep a succeeded job's inputs (oldest kept ones go first past the cap); delete anyone else's."""
         keep = job.state is JobState.SUCCEEDED and self.window > 0
