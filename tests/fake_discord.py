@@ -40,7 +40,8 @@ message -> 160004, JSON responses with the exact ``Content-Type: application/jso
 DMs are closed -> 50007 (:attr:`FakeDiscord.closed_dms`), a channel the bot cannot see -> 50001 on bot routes
 and an ``app_permissions`` without View Channel / Read Message History (:attr:`FakeDiscord.hidden_channels`),
 a reply pings the replied-to author unless ``allowed_mentions.replied_user`` is false, an interaction token
-older than 15 minutes -> 50027, an edit of a bot message older than an hour -> 30046 (a 429), with
+older than 15 minutes -> 50027, a first answer later than :attr:`FakeDiscord.ack_window` (3 s on Discord; off
+unless set) -> 10062, an edit of a bot message older than an hour -> 30046 (a 429), with
 :attr:`FakeDiscord.backdate_next_message` / ``backdate_next_interaction`` to make those ages without waiting.
 
 Rate limits: off by default (:meth:`FakeDiscord.fail_next` injects a 429). :meth:`FakeDiscord.rate_limit_webhooks`
@@ -402,6 +403,9 @@ class FakeDiscord:
         self.closed_dms: set[int] = set()  # members who accept no direct message from the bot
         self.hidden_channels: set[int] = set()  # channels the bot cannot see (View Channel denied)
         self.slow_callbacks: dict[int, float] = {}  # member id -> seconds the callbacks of their interactions take
+        # Discord's window for the first answer to an interaction (3 s); off unless a test sets it, since a busy
+        # machine can take that long to answer the others.
+        self.ack_window: float | None = None
         self.slow_downloads: dict[str, float] = {}  # attachment filename -> seconds the CDN takes to serve it
         self.port = 0
         self.requests: list[RecordedRequest] = []
@@ -1354,6 +1358,8 @@ class FakeDiscord:
 
     async def _callback(self, request: web.Request, rec: RecordedRequest) -> web.Response:
         it = self._interaction_for(int(request.match_info["id"]), request.match_info["token"])
+        if not it.acked and self.ack_window is not None and self.age(it.id) > self.ack_window:
+            raise DiscordError(*UNKNOWN_INTERACTION)  # not answered in time: Discord has forgotten it
         member = it.payload.get("member") or {}
         await asyncio.sleep(self.slow_callbacks.get(int((member.get("user") or it.payload.get("user"))["id"]), 0.0))
         if it.acked:

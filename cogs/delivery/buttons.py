@@ -22,6 +22,7 @@ from bot.core.records import StylePreset
 from bot.core.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _pt, _t
+from cogs.core.answers import in_time, update
 from cogs.core.attachments import MAX_IMAGES
 from cogs.core.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
@@ -340,14 +341,15 @@ class CancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_BUTTON_TE
         bot = client_of(interaction)
         permissions = interaction.permissions
         is_moderator = permissions.manage_messages or permissions.manage_guild
-        job = await bot.engine.cancel(self.job_id, interaction.user.id, is_moderator)
-        # The status message is its member's: it stays in their language, whoever cancels it.
-        text = (
-            _t("🚫 Edit cancelled; nothing was charged.")
-            if job.user_id == interaction.user.id
-            else _t("🚫 Edit cancelled by {moderator}; nothing was charged.", moderator=interaction.user.mention)
-        )
-        await interaction.response.edit_message(content=render(text, job.request.language), view=None, attachments=[])
+        async with in_time(interaction):
+            job = await bot.engine.cancel(self.job_id, interaction.user.id, is_moderator)
+            # The status message is its member's: it stays in their language, whoever cancels it.
+            text = (
+                _t("🚫 Edit cancelled; nothing was charged.")
+                if job.user_id == interaction.user.id
+                else _t("🚫 Edit cancelled by {moderator}; nothing was charged.", moderator=interaction.user.mention)
+            )
+            await update(interaction, content=render(text, job.request.language), view=None, attachments=[])
         await bot.engine.cancel_told(job)  # the member has seen it; else the engine's outbox tells them
 
 
@@ -377,10 +379,11 @@ class GroupCancelButton(ui.DynamicItem[ui.Button[ui.View]], template=CANCEL_GROU
         bot = client_of(interaction)
         permissions = interaction.permissions
         is_moderator = permissions.manage_messages or permissions.manage_guild
-        cancelled = await bot.engine.cancel_group(self.group_id, interaction.user.id, is_moderator)
-        # The card shows each cancelled run (the outbox rebuilds it at once); the click only drops the button and
-        # says, to whoever clicked, how many runs it stopped.
-        await interaction.response.edit_message(view=None)
+        async with in_time(interaction):
+            cancelled = await bot.engine.cancel_group(self.group_id, interaction.user.id, is_moderator)
+            # The card shows each cancelled run (the outbox rebuilds it at once); the click only drops the button
+            # and says, to whoever clicked, how many runs it stopped.
+            await update(interaction, view=None)
         words = _nt(
             "🚫 {count} variation cancelled; nothing was charged for it.",
             "🚫 {count} variations cancelled; nothing was charged for them.",

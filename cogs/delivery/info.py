@@ -21,6 +21,7 @@ from bot.core.money import format_price
 from bot.core.records import JobInfo
 from bot.core.sizes import AUTO
 from bot.i18n import Text, _nt, _pt, _t
+from cogs.core.answers import in_time, reply
 from cogs.core.custom_ids import INFO_BUTTON_TEMPLATE, info_button_id
 from cogs.core.errors import guarded
 from cogs.core.host import client_of
@@ -185,8 +186,7 @@ class InfoButton(ui.DynamicItem[ui.Button[ui.View]], template=INFO_BUTTON_TEMPLA
         await guarded(interaction, self.show(interaction), "the Info button")
 
     async def show(self, interaction: discord.Interaction) -> None:
-        info = await client_of(interaction).engine.info(self.job_id, interaction.user.id)
-        language = language_of(interaction)
-        await interaction.response.send_message(
-            info_text(info, language), embed=prompt_embed(info.job, language), ephemeral=True
-        )
+        async with in_time(interaction):
+            info = await client_of(interaction).engine.info(self.job_id, interaction.user.id)
+            language = language_of(interaction)
+            await reply(interaction, info_text(info, language), embed=prompt_embed(info.job, language), ephemeral=True)

@@ -29,6 +29,7 @@ from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.errors import InputsGoneError
 from bot.i18n import Text, _pt, _t
 from bot.servers.limits import Requester
+from cogs.core.answers import acknowledge, in_time
 from cogs.core.custom_ids import (
     DELETE_BUTTON_TEMPLATE,
     REROLL_BUTTON_TEMPLATE,
@@ -186,9 +187,10 @@ class DeleteButton(ui.DynamicItem[ui.Button[ui.View]], template=DELETE_BUTTON_TE
     async def delete(self, interaction: discord.Interaction) -> None:
         bot = client_of(interaction)
         is_moderator = interaction.guild_id is not None and interaction.permissions.manage_messages
-        job = await bot.engine.deletable(self.job_id, interaction.user.id, is_moderator)
-        # Through the click's own token: it reaches the clicked message wherever it is, a private one included.
-        await interaction.response.defer()
+        async with in_time(interaction):
+            job = await bot.engine.deletable(self.job_id, interaction.user.id, is_moderator)
+            # Through the click's own token: it reaches the clicked message wherever it is, a private one included.
+            await acknowledge(interaction)
         try:
             await interaction.delete_original_response()
         except discord.NotFound:

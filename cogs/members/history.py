@@ -22,6 +22,7 @@ from bot.core.records import HistoryEntry
 from bot.core.states import JobState
 from bot.errors import AtelierError
 from bot.i18n import Text, _pt, _t
+from cogs.core.answers import in_time, reply, update
 from cogs.core.custom_ids import (
     HISTORY_PAGE_TEMPLATE,
     HISTORY_PICK_TEMPLATE,
@@ -172,8 +173,9 @@ class HistoryPageButton(ui.DynamicItem[ui.Button[ui.View]], template=HISTORY_PAG
     async def turn(self, interaction: discord.Interaction) -> None:
         check_owner(interaction, self.user_id)
         bot = client_of(interaction)
-        page = await show_page(bot, self.user_id, interaction.guild_id, self.page, language_of(interaction))
-        await interaction.response.edit_message(**page)
+        async with in_time(interaction):
+            page = await show_page(bot, self.user_id, interaction.guild_id, self.page, language_of(interaction))
+            await update(interaction, **page)
 
 
 class HistoryPick(ui.DynamicItem[ui.Select[ui.View]], template=HISTORY_PICK_TEMPLATE):
@@ -253,8 +255,9 @@ class HistoryCog(commands.Cog):
         name=_name("command name", "history"), description=_desc("Your last edits here, to look back, refine or reroll")
     )
     async def history(self, interaction: discord.Interaction) -> None:
-        page = await show_page(self.bot, interaction.user.id, interaction.guild_id, 0, language_of(interaction))
-        await interaction.response.send_message(ephemeral=True, **page)
+        async with in_time(interaction):
+            page = await show_page(self.bot, interaction.user.id, interaction.guild_id, 0, language_of(interaction))
+            await reply(interaction, ephemeral=True, **page)
 
 
 async def setup(bot: AtelierClient) -> None:

@@ -12,6 +12,7 @@ from discord.ext import commands
 from bot.core.quota import describe_wait, resets_text
 from bot.core.states import JobState
 from bot.i18n import Text, _nt, _pt, _t
+from cogs.core.answers import in_time, reply
 from cogs.core.language import _desc, _name, say
 from cogs.core.requests import requester
 
@@ -43,6 +44,12 @@ class UsageCog(commands.Cog):
         description=_desc("Your edits today, what is left, and your jobs in the queue"),
     )
     async def usage(self, interaction: discord.Interaction) -> None:
+        async with in_time(interaction):
+            lines = await self.usage_lines(interaction)
+            await reply(interaction, "\n".join(lines), ephemeral=True)
+
+    async def usage_lines(self, interaction: discord.Interaction) -> list[str]:
+        """The answer's lines: today's use, the limits and where they come from, the member's jobs in progress."""
         who = requester(interaction)
         now = time.time()
         standing, _ = await self.bot.engine.standing(who)
@@ -107,7 +114,7 @@ class UsageCog(commands.Cog):
                 lines.append(f"• `{job.id}` {say(interaction, state)}: {prompt}")
         else:
             lines.append(say(interaction, _t("Nothing of yours is queued or running.")))
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
+        return lines
 
 
 async def setup(bot: AtelierClient) -> None:

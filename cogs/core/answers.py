@@ -1,0 +1,97 @@
+"""Discord's three seconds: answering an interaction whose handler reads the database first.
+
+Discord forgets an interaction that is not answered within 3 s: the member sees "The application
+did not respond", and every later word is refused, the error path's apology included. Cancel,
+Info, Delete, ``/history`` and ``/usage`` ask the engine before they answer, and a database that
+is slow to answer, or slow to fail, can take longer than that.
+
+Such a handler runs under ``in_time``. If it has not answered ``ANSWER_WITHIN`` seconds in, the
+interaction is deferred for it: a button's message is left as it is (a deferred update), a
+command shows Discord's "thinking…" (private when its answer will be). ``reply`` and ``update``
+then answer through whatever is still open: the interaction's response, or after a deferral a
+follow-up or an edit of the original response. A deferral and an answer never cross: they take
+turns through one lock per interaction (kept in ``interaction.extras``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import discord
+
+log = logging.getLogger(__name__)
+
+ANSWER_WITHIN = 2.0  # seconds: Discord allows 3; the rest is for the deferral's own way there on a slow day
+_TURNS = "atelier.answer_turns"  # the key of the interaction's lock in ``interaction.extras``
+
+
+@contextlib.asynccontextmanager
+async def in_time(interaction: discord.Interaction, *, private: bool = True) -> AsyncIterator[None]:
+    """Defer ``interaction`` if what runs inside has not answered it within ``ANSWER_WITHIN`` seconds.
+
+    ``private``: a command's deferral shows "thinking…" to its member only (its answer will be private too;
+    the first follow-up takes the place of the "thinking…" and keeps its visibility).
+    """
+    if isinstance(interaction.extras.get(_TURNS), asyncio.Lock):
+        yield  # an outer ``in_time`` (a command that hands over to another of its handlers) watches already
+        return
+    turns = asyncio.Lock()
+    interaction.extras[_TURNS] = turns
+    late = asyncio.create_task(_defer_when_late(interaction, turns, private), name="atelier-answer-in-time")
+    try:
+        yield
+    finally:
+        async with turns:  # a deferral under way ends first: the error path must see it done
+            late.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await late
+        del interaction.extras[_TURNS]
+
+
+async def _defer_when_late(interaction: discord.Interaction, turns: asyncio.Lock, private: bool) -> None:
+    await asyncio.sleep(ANSWER_WITHIN)
+    async with turns:
+        if interaction.response.is_done():
+            return
+        try:
+            if interaction.type is discord.InteractionType.component:
+                await interaction.response.defer()
+            else:
+                await interaction.response.defer(ephemeral=private, thinking=True)
+        except discord.HTTPException as exc:  # the answer that follows says what it can
+            log.warning("could not defer a slow interaction (%s %s)", exc.status, exc.code)
+
+
+def _turns(interaction: discord.Interaction) -> asyncio.Lock | contextlib.nullcontext[None]:
+    turns = interaction.extras.get(_TURNS)
+    return turns if isinstance(turns, asyncio.Lock) else contextlib.nullcontext()
+
+
+async def reply(interaction: discord.Interaction, content: str | None = None, **fields: Any) -> None:
+    """Answer with a new message (``fields``: ``ephemeral``, ``embed``, ``view``…): the response, or a follow-up."""
+    async with _turns(interaction):
+        if not interaction.response.is_done():
+            await interaction.response.send_message(content, **fields)
+        else:
+            await interaction.followup.send(content or discord.utils.MISSING, **fields)
+
+
+async def update(interaction: discord.Interaction, **fields: Any) -> None:
+    """Edit the clicked message (``fields``: ``content``, ``embed``, ``view``, ``attachments``…): the response,
+    or after a deferral an edit of the original response (which a deferred update makes the clicked message)."""
+    async with _turns(interaction):
+        if not interaction.response.is_done():
+            await interaction.response.edit_message(**fields)
+        else:
+            await interaction.edit_original_response(**fields)
+
+
+async def acknowledge(interaction: discord.Interaction) -> None:
+    """Defer the click, unless that is done already."""
+    async with _turns(interaction):
+        if not interaction.response.is_done():
+            await interaction.response.defer()

@@ -1,0 +1,142 @@
+"""Discord's three seconds, end to end: a click answered in time though the database is slow.
+
+The fake Discord forgets an interaction whose first answer comes more than 3 s after it
+(``FakeDiscord.ack_window``, as Discord does). The tests hold what the bot's write needs in its
+database (SQLite: the write lock; PostgreSQL: the claims' lock, which a cancel takes, or the
+table a command writes) while a member clicks Cancel on a queued job, or a moderator blocks a
+member, so the bot waits longer than that: it must defer in time and then answer through the
+original response, or a follow-up when the database failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from bot.store.postgres import lock_key
+from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
+from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.harness import BotProcess, dialect, rows, send_edit
+
+THINKING = 5
+
+EPHEMERAL = 64
+DEFERRED_UPDATE = 6
+
+
+CLAIMS_LOCK = f"SELECT pg_advisory_xact_lock({lock_key('claim')})"
+
+
+@contextlib.asynccontextmanager
+async def database_held(env: dict[str, str], holding: str = CLAIMS_LOCK) -> AsyncIterator[asyncpg.Connection | None]:
+    """Hold what the bot's write needs until the block ends (PostgreSQL: ``holding``; yields its connection)."""
+    if dialect(env) == "postgres":
+        conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
+        try:
+            async with conn.transaction():
+                await conn.execute(holding)
+                yield conn
+        finally:
+            await conn.close()
+        return
+    db = sqlite3.connect(Path(env["DATA_DIR"]) / "atelier.sqlite3", timeout=10, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")  # the write lock: the bot's writes wait for it (at most its busy timeout)
+        yield None
+        db.execute("ROLLBACK")
+    finally:
+        db.close()
+
+
+async def queued_with_cancel(fake: FakeDiscord, api: FakeImageAPI) -> tuple[InteractionHandle, dict[str, object], str]:
+    """A job waiting behind one whose call hangs: its status message and its Cancel button's id."""
+    api.then(Reply(kind="hang"))
+    await send_edit(fake, "running", [make_png()])
+    await api.wait_for_started(1)
+    queued = await send_edit(fake, "to cancel", [make_png()])
+    await queued.wait_for_webhook("PATCH")  # its place in line
+    message = queued.original_message()
+    assert message is not None
+    custom_id = message["components"][0]["components"][0]["custom_id"]
+    assert custom_id.startswith("atelier:cancel:v1:")
+    return queued, message, custom_id
+
+
+def answered_in_time(callback: RecordedRequest, click: InteractionHandle) -> None:
+    assert callback.ok, (callback, callback.response)
+    assert callback.json["type"] == DEFERRED_UPDATE, callback.json  # the clicked message left as it was
+    assert click.callback_requests() == [callback]
+
+
+async def test_a_cancel_that_waits_for_a_slow_database_is_deferred_in_time_and_then_shown(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    bot_env.update(MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    queued, message, custom_id = await queued_with_cancel(discord_fake, image_api)
+    async with database_held(bot_env):
+        click = await discord_fake.click_button(message, custom_id)
+        answered_in_time(await click.wait_for_callback(timeout=5), click)
+        await asyncio.sleep(1.5)  # the database stays slow past Discord's 3 s
+    edit = await click.wait_for_webhook("PATCH", timeout=10)  # then the cancel goes through
+    assert edit.ok and edit.path.endswith("/messages/@original"), edit
+    assert "cancelled" in edit.json["content"] and edit.json["components"] == [], edit.json
+    shown = queued.original_message()
+    assert shown is not None and "cancelled" in shown["content"] and not shown["components"], shown
+    states = await rows(bot_env, "SELECT status FROM jobs WHERE prompt = 'to cancel'")
+    assert states == [("cancelled",)]
+
+
+async def test_a_cancel_whose_database_fails_late_gets_its_apology_and_a_second_click_works(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    bot_env.update(MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
+    await bot_process.start()
+    bot_process.tracebacks_expected = True  # the failed cancel is logged with its error reference
+    discord_fake.ack_window = 3.0
+    _queued, message, custom_id = await queued_with_cancel(discord_fake, image_api)
+    async with database_held(bot_env) as conn:
+        click = await discord_fake.click_button(message, custom_id)
+        answered_in_time(await click.wait_for_callback(timeout=5), click)
+        if conn is not None:
+            # PostgreSQL would wait for the lock as long as it is held: the bot's session ends under it instead.
+            await asyncio.sleep(1.5)
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
+            )
+        apology = await click.wait_for_webhook("POST", timeout=15)  # SQLite gives up after its 5 s busy timeout
+    assert apology.ok, (apology, apology.response)
+    assert apology.json["flags"] & EPHEMERAL and apology.json["content"].startswith("❌"), apology.json
+    assert await rows(bot_env, "SELECT status FROM jobs WHERE prompt = 'to cancel'") == [("queued",)]
+    # Nothing was left half done: the next click cancels, answered at once.
+    again = await discord_fake.click_button(message, custom_id)
+    callback = await again.wait_for_callback()
+    assert callback.ok and callback.json["type"] == 7 and "cancelled" in callback.json["data"]["content"]
+
+
+async def test_a_moderators_command_that_waits_for_a_slow_database_shows_thinking_then_its_answer(
+    bot: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord
+) -> None:
+    discord_fake.ack_window = 3.0
+    member = discord_fake.OTHER_USER_ID
+    options = [{"name": "member", "type": 6, "value": str(member)}]
+    async with database_held(bot_env, "LOCK TABLE blocked_members IN ACCESS EXCLUSIVE MODE"):
+        handle = await discord_fake.slash_command(
+            "atelier", [{"type": 1, "name": "block", "options": options}], user_id=discord_fake.OWNER_ID
+        )
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        assert callback.json["data"]["flags"] & EPHEMERAL  # "thinking…" for the moderator alone, as the answer
+        await asyncio.sleep(1.5)
+    answer = await handle.wait_for_webhook("POST", timeout=10)  # the first follow-up takes the thinking's place
+    assert answer.ok and f"<@{member}> can no longer start edits here" in answer.json["content"], answer.json
+    shown = handle.original_message()
+    assert shown is not None and "can no longer start edits here" in shown["content"], shown
+    assert await rows(bot_env, "SELECT user_id FROM blocked_members") == [(member,)]
