@@ -32,6 +32,7 @@ from bot.ops.charts import render_stats_chart
 from bot.servers.guild_keys import NOT_ENABLED
 from bot.servers.limits import GuildLimits
 from cogs.admin.server_keys import HideKeyForm, ServerKeyModal
+from cogs.core.answers import in_time, reply
 from cogs.core.custom_ids import SERVER_KEY_FIELD, SERVER_KEY_MODAL
 from cogs.core.errors import guarded
 from cogs.core.language import _desc, _name, language_of, render, say, server_language
@@ -180,6 +181,26 @@ class AdminCog(
     async def stats(self, interaction: discord.Interaction) -> None:
         assert interaction.guild_id is not None
         now = datetime.now(UTC)
+        async with in_time(interaction):
+            lines = await self.stats_lines(interaction, now)
+            # The text at once; the chart (rendered in a worker thread) replaces the note a moment later.
+            await reply(interaction, "\n".join(lines), ephemeral=True)
+        days = [utc_day((now - timedelta(days=d)).timestamp()) for d in range(CHART_DAYS - 1, -1, -1)]
+        daily = await self.bot.engine.daily_stats(interaction.guild_id, days)
+        # The chart stays in English: its font has no glyphs for every script.
+        title = f"{interaction.guild.name if interaction.guild else 'This server'} · last {CHART_DAYS} days (UTC)"
+        png = await asyncio.to_thread(render_stats_chart, daily, title)
+        lines[-1] = "-# " + say(
+            interaction,
+            _t("Jobs per day by outcome, spend per day, and p50/p95 time to result over the last 30 days:"),
+        )
+        await interaction.edit_original_response(
+            content="\n".join(lines), attachments=[discord.File(io.BytesIO(png), filename="atelier-stats.png")]
+        )
+
+    async def stats_lines(self, interaction: discord.Interaction, now: datetime) -> list[str]:
+        """The statistics' text: this server's jobs, success rate, timings, spend and busiest members."""
+        assert interaction.guild_id is not None
         week = [utc_day((now - timedelta(days=d)).timestamp()) for d in range(7)]
         s = await self.bot.engine.stats(interaction.guild_id, week[0], week)
         finished = s.succeeded_week + s.failed_week
@@ -249,20 +270,7 @@ class AdminCog(
             texts.insert(-1, _t("Results by model (7 days): {models}", models=made))
         lines = [say(interaction, text) for text in texts]
         lines.append("-# " + say(interaction, _t("The chart of the last 30 days follows.")))
-        # The text at once; the chart (rendered in a worker thread) replaces the note a moment later.
-        await interaction.response.send_message("\n".join(lines), ephemeral=True)
-        days = [utc_day((now - timedelta(days=d)).timestamp()) for d in range(CHART_DAYS - 1, -1, -1)]
-        daily = await self.bot.engine.daily_stats(interaction.guild_id, days)
-        # The chart stays in English: its font has no glyphs for every script.
-        title = f"{interaction.guild.name if interaction.guild else 'This server'} · last {CHART_DAYS} days (UTC)"
-        png = await asyncio.to_thread(render_stats_chart, daily, title)
-        lines[-1] = "-# " + say(
-            interaction,
-            _t("Jobs per day by outcome, spend per day, and p50/p95 time to result over the last 30 days:"),
-        )
-        await interaction.edit_original_response(
-            content="\n".join(lines), attachments=[discord.File(io.BytesIO(png), filename="atelier-stats.png")]
-        )
+        return lines
 
     @app_commands.command(
         name=_name("command name", "limits"),
@@ -314,111 +322,117 @@ class AdminCog(
         private: str | None = None,
         reset: bool = False,
     ) -> None:
-        assert interaction.guild_id is not None
-        engine = self.bot.engine
-        overrides = await engine.guild_overrides(interaction.guild_id)
-        member_values: dict[str, Any] = {}  # what a role may set as well as the server
-        if user_daily is not None:
-            member_values["user_daily_limit"] = user_daily or None
-        if active is not None:
-            member_values["user_max_active"] = active
-        if cooldown is not None:
-            member_values["user_cooldown_seconds"] = float(cooldown)
-        if role is not None:
-            server_wide = [
-                name
-                for name, value in (
-                    ("guild_daily", guild_daily),
-                    ("channels", channels),
-                    ("roles", roles),
-                    ("exempt_roles", exempt_roles),
-                    ("private", private),
-                )
-                if value is not None
-            ]
-            if server_wide:
-                raise InputError(
-                    # Translators: {options} are option names, as typed, e.g. `guild_daily`, `channels`.
-                    _t(
-                        "{options} apply to the whole server, not to one role; send them without `role`.",
-                        options=", ".join(f"`{name}`" for name in server_wide),
+        async with in_time(interaction):
+            assert interaction.guild_id is not None
+            engine = self.bot.engine
+            overrides = await engine.guild_overrides(interaction.guild_id)
+            member_values: dict[str, Any] = {}  # what a role may set as well as the server
+            if user_daily is not None:
+                member_values["user_daily_limit"] = user_daily or None
+            if active is not None:
+                member_values["user_max_active"] = active
+            if cooldown is not None:
+                member_values["user_cooldown_seconds"] = float(cooldown)
+            if role is not None:
+                server_wide = [
+                    name
+                    for name, value in (
+                        ("guild_daily", guild_daily),
+                        ("channels", channels),
+                        ("roles", roles),
+                        ("exempt_roles", exempt_roles),
+                        ("private", private),
                     )
+                    if value is not None
+                ]
+                if server_wide:
+                    raise InputError(
+                        # Translators: {options} are option names, as typed, e.g. `guild_daily`, `channels`.
+                        _t(
+                            "{options} apply to the whole server, not to one role; send them without `role`.",
+                            options=", ".join(f"`{name}`" for name in server_wide),
+                        )
+                    )
+                await self.change_role_limits(interaction, role, member_values, reset)
+                return
+            if reset:  # the limits only: the audit channel, the model, spoilers, previews are /atelier settings'
+                overrides = GuildOverrides(
+                    audit_channel_id=overrides.audit_channel_id,
+                    model=overrides.model,
+                    spoiler_channel_ids=overrides.spoiler_channel_ids,
+                    preview=overrides.preview,
                 )
-            await self.change_role_limits(interaction, role, member_values, reset)
-            return
-        if reset:  # the limits only: the audit channel, the model, spoilers, previews are /atelier settings'
-            overrides = GuildOverrides(
-                audit_channel_id=overrides.audit_channel_id,
-                model=overrides.model,
-                spoiler_channel_ids=overrides.spoiler_channel_ids,
-                preview=overrides.preview,
+            values: dict[str, Any] = dict(member_values)
+            if guild_daily is not None:
+                values["guild_daily_limit"] = guild_daily or None
+            if channels is not None:
+                values["allowed_channel_ids"] = frozenset(parse_ids(channels, "channels"))
+            if roles is not None:
+                values["allowed_role_ids"] = frozenset(parse_ids(roles, "roles"))
+            if exempt_roles is not None:
+                values["exempt_role_ids"] = frozenset(parse_ids(exempt_roles, "roles"))
+            if private is not None:
+                values["private_results"] = PrivateResults(private)
+            changes = GuildOverrides(**values)
+            if values or reset:
+                overrides = overrides.merged(changes)
+                await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
+                log.info(
+                    "guild=%s limits changed by user=%s: %s%s",
+                    interaction.guild_id, interaction.user.id, "reset; " if reset else "", changes.to_json(),
+                )  # fmt: skip
+            limits = GuildLimits.resolve(self.bot.config, overrides)
+            stamp = f"<t:{int(time.time())}:f>"
+            title = (
+                # Translators: {time} is a Discord timestamp, shown in the reader's own date and time format.
+                _t("✅ **Limits updated** ({time})", time=stamp)
+                if values or reset
+                # Translators: {time} is a Discord timestamp, shown in the reader's own date and time format.
+                else _t("⚙️ **Limits in this server** ({time})", time=stamp)
             )
-        values: dict[str, Any] = dict(member_values)
-        if guild_daily is not None:
-            values["guild_daily_limit"] = guild_daily or None
-        if channels is not None:
-            values["allowed_channel_ids"] = frozenset(parse_ids(channels, "channels"))
-        if roles is not None:
-            values["allowed_role_ids"] = frozenset(parse_ids(roles, "roles"))
-        if exempt_roles is not None:
-            values["exempt_role_ids"] = frozenset(parse_ids(exempt_roles, "roles"))
-        if private is not None:
-            values["private_results"] = PrivateResults(private)
-        changes = GuildOverrides(**values)
-        if values or reset:
-            overrides = overrides.merged(changes)
-            await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
-            log.info(
-                "guild=%s limits changed by user=%s: %s%s",
-                interaction.guild_id, interaction.user.id, "reset; " if reset else "", changes.to_json(),
-            )  # fmt: skip
-        limits = GuildLimits.resolve(self.bot.config, overrides)
-        stamp = f"<t:{int(time.time())}:f>"
-        title = (
-            # Translators: {time} is a Discord timestamp, shown in the reader's own date and time format.
-            _t("✅ **Limits updated** ({time})", time=stamp)
-            if values or reset
-            # Translators: {time} is a Discord timestamp, shown in the reader's own date and time format.
-            else _t("⚙️ **Limits in this server** ({time})", time=stamp)
-        )
-        language = language_of(interaction)
-        await interaction.response.send_message(
-            f"{render(title, language)}\n{describe_limits(limits, overrides, language)}", ephemeral=True
-        )
+            language = language_of(interaction)
+            await reply(
+                interaction,
+                f"{render(title, language)}\n{describe_limits(limits, overrides, language)}",
+                ephemeral=True,
+            )
 
     async def change_role_limits(
         self, interaction: discord.Interaction, role: discord.Role, values: dict[str, Any], reset: bool
     ) -> None:
         """``/atelier limits role:@Role …``: set, forget or show one role's member limits."""
-        assert interaction.guild_id is not None
-        if role.is_default():
-            raise InputError(_t("@everyone is every member: set the server's limits without `role`."))
-        engine = self.bot.engine
-        overrides = await engine.guild_overrides(interaction.guild_id)
-        changed = bool(values) or reset
-        if changed:
-            if reset:
-                overrides = overrides.with_role_limits(role.id, None)
-            if values:
-                overrides = overrides.with_role_limits(role.id, RoleLimits(**values))
-            await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
-            log.info(
-                "guild=%s role=%s limits changed by user=%s: %s%s",
-                interaction.guild_id, role.id, interaction.user.id, "reset; " if reset else "", values,
-            )  # fmt: skip
-        limits = GuildLimits.resolve(self.bot.config, overrides)
-        stamp = f"<t:{int(time.time())}:f>"
-        title = (
-            # Translators: {role} is a role mention; {time} is a Discord timestamp.
-            _t("✅ **Limits for {role} updated** ({time})", role=role.mention, time=stamp)
-            if changed
-            # Translators: {role} is a role mention; {time} is a Discord timestamp.
-            else _t("⚙️ **Limits for {role}** ({time})", role=role.mention, time=stamp)
-        )
-        language = language_of(interaction)
-        await interaction.response.send_message(
-            f"{render(title, language)}\n{describe_limits(limits, overrides, language)}", ephemeral=True
-        )
+        async with in_time(interaction):
+            assert interaction.guild_id is not None
+            if role.is_default():
+                raise InputError(_t("@everyone is every member: set the server's limits without `role`."))
+            engine = self.bot.engine
+            overrides = await engine.guild_overrides(interaction.guild_id)
+            changed = bool(values) or reset
+            if changed:
+                if reset:
+                    overrides = overrides.with_role_limits(role.id, None)
+                if values:
+                    overrides = overrides.with_role_limits(role.id, RoleLimits(**values))
+                await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
+                log.info(
+                    "guild=%s role=%s limits changed by user=%s: %s%s",
+                    interaction.guild_id, role.id, interaction.user.id, "reset; " if reset else "", values,
+                )  # fmt: skip
+            limits = GuildLimits.resolve(self.bot.config, overrides)
+            stamp = f"<t:{int(time.time())}:f>"
+            title = (
+                # Translators: {role} is a role mention; {time} is a Discord timestamp.
+                _t("✅ **Limits for {role} updated** ({time})", role=role.mention, time=stamp)
+                if changed
+                # Translators: {role} is a role mention; {time} is a Discord timestamp.
+                else _t("⚙️ **Limits for {role}** ({time})", role=role.mention, time=stamp)
+            )
+            language = language_of(interaction)
+            await reply(
+                interaction,
+                f"{render(title, language)}\n{describe_limits(limits, overrides, language)}",
+                ephemeral=True,
+            )
 
     # Settings: the audit channel and the model ----------------------------------------------------
 
@@ -450,36 +464,39 @@ class AdminCog(
         spoiler_channels: str | None = None,
         preview: bool | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
-        engine = self.bot.engine
-        overrides = await engine.guild_overrides(interaction.guild_id)
-        changes: dict[str, Any] = {}
-        if audit_channel is not None and audit_off:
-            raise InputError(_t("Pick an audit channel or turn it off, not both."))
-        if model is not None:
-            changes["model"] = self.pick_model(model)
-        if spoiler_channels is not None:
-            changes["spoiler_channel_ids"] = frozenset(parse_ids(spoiler_channels, "spoiler channels"))
-        if preview is not None:
-            changes["preview"] = preview
-        if audit_channel is not None:
-            await self.announce_audit_channel(interaction, audit_channel)
-            changes["audit_channel_id"] = audit_channel.id
-        elif audit_off:
-            changes["audit_channel_id"] = None
-        changed = bool(changes)
-        if changed:
-            if changes.get("model") is UNSET:
-                overrides = dataclasses.replace(overrides, model=UNSET)
-                del changes["model"]
-            overrides = overrides.merged(GuildOverrides(**changes))
-            await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
-            log.info("guild=%s settings changed by user=%s", interaction.guild_id, interaction.user.id)
-        title = _t("✅ **Settings updated**") if changed else _t("⚙️ **Atelier settings here**")
-        language = language_of(interaction)
-        await interaction.response.send_message(
-            f"{render(title, language)}\n{self.describe_settings(interaction.guild_id, language)}", ephemeral=True
-        )
+        async with in_time(interaction):
+            assert interaction.guild_id is not None
+            engine = self.bot.engine
+            overrides = await engine.guild_overrides(interaction.guild_id)
+            changes: dict[str, Any] = {}
+            if audit_channel is not None and audit_off:
+                raise InputError(_t("Pick an audit channel or turn it off, not both."))
+            if model is not None:
+                changes["model"] = self.pick_model(model)
+            if spoiler_channels is not None:
+                changes["spoiler_channel_ids"] = frozenset(parse_ids(spoiler_channels, "spoiler channels"))
+            if preview is not None:
+                changes["preview"] = preview
+            if audit_channel is not None:
+                await self.announce_audit_channel(interaction, audit_channel)
+                changes["audit_channel_id"] = audit_channel.id
+            elif audit_off:
+                changes["audit_channel_id"] = None
+            changed = bool(changes)
+            if changed:
+                if changes.get("model") is UNSET:
+                    overrides = dataclasses.replace(overrides, model=UNSET)
+                    del changes["model"]
+                overrides = overrides.merged(GuildOverrides(**changes))
+                await engine.save_guild_overrides(interaction.guild_id, overrides, interaction.user.id)
+                log.info("guild=%s settings changed by user=%s", interaction.guild_id, interaction.user.id)
+            title = _t("✅ **Settings updated**") if changed else _t("⚙️ **Atelier settings here**")
+            language = language_of(interaction)
+            await reply(
+                interaction,
+                f"{render(title, language)}\n{self.describe_settings(interaction.guild_id, language)}",
+                ephemeral=True,
+            )
 
     async def announce_audit_channel(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
         """Say hello in the new audit channel (in the server's language), which also proves the bot may post there."""
@@ -630,25 +647,27 @@ class AdminCog(
         member: discord.Member,
         reason: app_commands.Range[str, 1, 200] | None = None,
     ) -> None:
-        assert interaction.guild_id is not None
-        if member.bot:
-            raise InputError(_t("Bots can't use Atelier anyway."))
-        if member.id == interaction.user.id:
-            raise InputError(_t("You can't block yourself."))
-        await self.bot.engine.block(interaction.guild_id, member.id, reason, interaction.user.id)
-        text = (
-            # Translators: {reason} is the moderators' note, as they typed it.
-            _t(
-                "⛔ {member} can no longer start edits here; edits already accepted still run. Reason: {reason}",
-                member=member.mention,
-                reason=discord.utils.escape_mentions(reason),
+        async with in_time(interaction):
+            assert interaction.guild_id is not None
+            if member.bot:
+                raise InputError(_t("Bots can't use Atelier anyway."))
+            if member.id == interaction.user.id:
+                raise InputError(_t("You can't block yourself."))
+            await self.bot.engine.block(interaction.guild_id, member.id, reason, interaction.user.id)
+            text = (
+                # Translators: {reason} is the moderators' note, as they typed it.
+                _t(
+                    "⛔ {member} can no longer start edits here; edits already accepted still run. Reason: {reason}",
+                    member=member.mention,
+                    reason=discord.utils.escape_mentions(reason),
+                )
+                if reason
+                else _t(
+                    "⛔ {member} can no longer start edits here; edits already accepted still run.",
+                    member=member.mention,
+                )
             )
-            if reason
-            else _t(
-                "⛔ {member} can no longer start edits here; edits already accepted still run.", member=member.mention
-            )
-        )
-        await interaction.response.send_message(say(interaction, text), ephemeral=True)
+            await reply(interaction, say(interaction, text), ephemeral=True)
 
     @app_commands.command(
         name=_name("command name", "unblock"),
@@ -658,12 +677,15 @@ class AdminCog(
     @app_commands.rename(member=_name("option name", "member"))
     @app_commands.checks.has_permissions(manage_guild=True)
     async def unblock(self, interaction: discord.Interaction, member: discord.User) -> None:
-        assert interaction.guild_id is not None
-        if not await self.bot.engine.unblock(interaction.guild_id, member.id, interaction.user.id):
-            raise InputError(_t("{member} is not blocked here.", member=member.mention))
-        await interaction.response.send_message(
-            say(interaction, _t("✅ {member} can use Atelier here again.", member=member.mention)), ephemeral=True
-        )
+        async with in_time(interaction):
+            assert interaction.guild_id is not None
+            if not await self.bot.engine.unblock(interaction.guild_id, member.id, interaction.user.id):
+                raise InputError(_t("{member} is not blocked here.", member=member.mention))
+            await reply(
+                interaction,
+                say(interaction, _t("✅ {member} can use Atelier here again.", member=member.mention)),
+                ephemeral=True,
+            )
 
     # The server's own API key -------------------------------------------------------------------
 
@@ -687,14 +709,15 @@ class AdminCog(
     )
     @app_commands.checks.has_permissions(manage_guild=True)
     async def key_clear(self, interaction: discord.Interaction) -> None:
-        assert interaction.guild_id is not None
-        removed = await self.bot.engine.clear_guild_key(interaction.guild_id, interaction.user.id)
-        text = (
-            _t("✅ This server's own API key was removed; new edits use the bot's key.")
-            if removed
-            else _t("This server has no API key of its own; it uses the bot's key.")
-        )
-        await interaction.response.send_message(say(interaction, text), ephemeral=True)
+        async with in_time(interaction):
+            assert interaction.guild_id is not None
+            removed = await self.bot.engine.clear_guild_key(interaction.guild_id, interaction.user.id)
+            text = (
+                _t("✅ This server's own API key was removed; new edits use the bot's key.")
+                if removed
+                else _t("This server has no API key of its own; it uses the bot's key.")
+            )
+            await reply(interaction, say(interaction, text), ephemeral=True)
 
     @commands.Cog.listener()
     async def on_interaction(self, interaction: discord.Interaction) -> None:
@@ -705,18 +728,19 @@ class AdminCog(
             await guarded(interaction, self.save_key(interaction), "the server key form")
 
     async def save_key(self, interaction: discord.Interaction) -> None:
-        if interaction.guild_id is None or not interaction.permissions.manage_guild:
-            raise AtelierError(_t("You need the Manage Server permission for this."))
-        value = modal_values(interaction.data).get(SERVER_KEY_FIELD, "")
-        await self.bot.engine.set_guild_key(interaction.guild_id, value, interaction.user.id)
-        del value
-        saved = _t(
-            "✅ This server's own API key is set (by {admin}) and stored encrypted. New edits here "
-            "use it and don't count against the bot's budget; member and server limits still apply. If the image "
-            "service refuses it, this server's audit channel (or you) will be told.",
-            admin=interaction.user.mention,
-        )
-        await interaction.response.send_message(say(interaction, saved), ephemeral=True)
+        async with in_time(interaction):
+            if interaction.guild_id is None or not interaction.permissions.manage_guild:
+                raise AtelierError(_t("You need the Manage Server permission for this."))
+            value = modal_values(interaction.data).get(SERVER_KEY_FIELD, "")
+            await self.bot.engine.set_guild_key(interaction.guild_id, value, interaction.user.id)
+            del value
+            saved = _t(
+                "✅ This server's own API key is set (by {admin}) and stored encrypted. New edits here "
+                "use it and don't count against the bot's budget; member and server limits still apply. If the image "
+                "service refuses it, this server's audit channel (or you) will be told.",
+                admin=interaction.user.mention,
+            )
+            await reply(interaction, say(interaction, saved), ephemeral=True)
 
     async def cog_load(self) -> None:
         for handler in logging.getLogger().handlers:
