@@ -118,14 +118,19 @@ async def test_the_runs_fill_one_card_cost_their_count_and_refine_2_chains_from_
     assert [(f.filename, f.data) for f in first.files] == [(f"atelier-{ids[0]}.png", outputs[0])]
     assert gallery(first) == [f"attachment://atelier-{ids[0]}.png"]
     assert "⏳ 2 of 3 still to come…" in card_text(first)
-    assert labels(first) == ["Refine 1", "Reroll 1", "Delete"]
+    assert labels(first) == ["Refine 1", "Reroll 1", "Info 1", "Delete"]
     assert [f.filename for f in second.files] == [f"atelier-{ids[1]}.png"]
     assert [a["filename"] for a in second.json["attachments"]] == [f"atelier-{ids[n]}.png" for n in (0, 1)]
     assert gallery(second) == [f"attachment://atelier-{ids[n]}.png" for n in (0, 1)]
     assert "⏳ 1 of 3 still to come…" in card_text(second)
     assert gallery(third) == [f"attachment://atelier-{ids[n]}.png" for n in (0, 1, 2)]
     assert "still to come" not in card_text(third) and "🎲 3 variations" in card_text(third)
-    assert labels(third) == ["Refine 1", "Refine 2", "Refine 3", "Reroll 1", "Reroll 2", "Reroll 3", "Delete"]
+    assert labels(third) == [
+        *("Refine 1", "Refine 2", "Refine 3"),
+        *("Reroll 1", "Reroll 2", "Reroll 3"),
+        *("Info 1", "Info 2", "Info 3"),
+        "Delete",
+    ]
     assert [b["custom_id"] for b in card_buttons(third)][:3] == [f"atelier:refine:v1:{i}" for i in ids]
     assert len(components_of(third)) <= 40
     # As Discord keeps it: one message, the three outputs its files, in the runs' order.
@@ -136,6 +141,14 @@ async def test_the_runs_fill_one_card_cost_their_count_and_refine_2_chains_from_
     # Three runs, three edits charged: each run is one job of the fair queue.
     assert await money(bot_process.env) == [("a fox in the snow", "charge")] * 3
     assert [c.field("prompt") for c in image_api.calls] == ["a fox in the snow"] * 3
+
+    # Info 2 tells run 2's details, privately, whoever asks.
+    info = await discord_fake.click_button(
+        message, result_button(message, "Info 2"), user_id=discord_fake.OTHER_USER_ID
+    )
+    about = (await info.wait_for_callback()).json["data"]
+    assert about["flags"] & EPHEMERAL and f"job `{ids[1]}`" in about["content"], about
+    assert about["embeds"][0]["description"] == "a fox in the snow"
 
     # Refine 2 builds on run 2's output.
     refined_output = make_png(50, 50, (9, 9, 9))
@@ -181,7 +194,7 @@ async def test_a_failed_run_shows_its_reason_the_others_arrive_and_only_it_is_re
     assert "Variation 2: ❌" in text and "rejected the request: Prompt mentions a forbidden brand" in text
     assert "still to come" not in text
     assert shown(message) == [f"atelier-{ids[0]}.png", f"atelier-{ids[2]}.png"]
-    assert labels(message) == ["Refine 1", "Refine 3", "Reroll 1", "Reroll 3", "Delete"]
+    assert labels(message) == ["Refine 1", "Refine 3", "Reroll 1", "Reroll 3", "Info 1", "Info 3", "Delete"]
     assert sorted(a["filename"] for a in message["attachments"]) == sorted(f"atelier-{ids[n]}.png" for n in (0, 2))
 
 
@@ -260,6 +273,11 @@ async def test_the_variations_button_runs_a_result_four_times_on_one_card(
     (last,) = (await card_edits(click, 4))[3:]
     assert len(gallery(last)) == 4
     assert labels(last)[:4] == ["Refine 1", "Refine 2", "Refine 3", "Refine 4"]
+    # Four runs' Info and Delete: five buttons, the most a row holds.
+    assert [[b["label"] for b in row["components"]] for row in components_of(last) if row["type"] == 1][-1] == [
+        *("Info 1", "Info 2", "Info 3", "Info 4"),
+        "Delete",
+    ]
     assert len(await money(bot_process.env)) == 5
 
 
@@ -362,7 +380,7 @@ async def test_cancel_stops_the_runs_not_started_refunds_them_and_the_card_shows
     last = await discord_fake.wait_for_request(lambda r: final(r) and "Variation 2: 🚫" in card_text(r), 20)
     text = card_text(last)
     assert "Variation 2: 🚫 cancelled; nothing was charged." in text and "still to come" not in text
-    assert labels(last) == ["Refine 1", "Reroll 1", "Delete"]
+    assert labels(last) == ["Refine 1", "Reroll 1", "Info 1", "Delete"]
 
 
 async def test_a_request_for_variations_counts_once_against_the_jobs_at_once_limit(

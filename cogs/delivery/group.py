@@ -6,8 +6,9 @@ run (a result, a failure, a cancel) rebuilds it from the group's jobs as the dat
 - the prompt, the details, how many runs are still to come ("⏳ 2 of 4…"), and each run that
   failed with its reason ("Variation 3: ❌ …") or was cancelled;
 - a row of Refine buttons and a row of Reroll buttons, one per finished run ("Refine 2" picks
-  run 2), and Delete (the whole card). They are the results' own ``DynamicItem``s, keyed by the
-  chosen run's job id, so they work after a restart.
+  run 2), and a row of Info buttons (each run's details, privately: "Info 2") with Delete (the
+  whole card). They are the results' own ``DynamicItem``s, keyed by the chosen run's job id, so
+  they work after a restart.
 
 Each run's output is a file of the card named ``atelier-<job>.<ext>`` (``cogs.delivery.card``).
 An edit lists by id the files the card keeps and uploads the new one; Discord drops any file an
@@ -41,6 +42,7 @@ from cogs.core.uploads import ImageUpload
 from cogs.delivery.buttons import RefineButton
 from cogs.delivery.card import ALT_TEXT_MAX, DETAILS_MAX, output_filename
 from cogs.delivery.destinations import Delivery
+from cogs.delivery.info import InfoButton
 from cogs.delivery.results import DeleteButton, RerollButton
 
 log = logging.getLogger(__name__)
@@ -124,7 +126,12 @@ class GroupCard(ui.LayoutView):
                 reroll.add_item(RerollButton(run.id, language, number=number))
             card.add_item(refine)
             card.add_item(reroll)
-        card.add_item(ui.ActionRow(DeleteButton(first.id, language)))
+        # Each finished run's details, and Delete for the whole card (at most four runs: five buttons, a row's most).
+        last = ui.ActionRow[ui.LayoutView]()
+        for run in finished:
+            last.add_item(InfoButton(run.id, language, number=run.request.variant))
+        last.add_item(DeleteButton(first.id, language))
+        card.add_item(last)
         self.add_item(card)
 
     @staticmethod

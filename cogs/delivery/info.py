@@ -27,6 +27,7 @@ from cogs.core.errors import guarded
 from cogs.core.host import client_of
 from cogs.core.language import language_of, render
 from cogs.core.text import clip, message_link
+from cogs.delivery.buttons import numbered
 
 CONTENT_MAX = 2000
 PROMPT_MAX = 4096  # an embed's description
@@ -163,12 +164,12 @@ def prompt_embed(job: Job, language: str | None) -> discord.Embed:
 
 
 class InfoButton(ui.DynamicItem[ui.Button[ui.View]], template=INFO_BUTTON_TEMPLATE):
-    """ℹ️ Info under every result: its details, privately."""
+    """ℹ️ Info under every result: its details, privately (``number``: which run of a group's card, "Info 2")."""
 
-    def __init__(self, job_id: str, language: str | None = None) -> None:
+    def __init__(self, job_id: str, language: str | None = None, *, number: int | None = None) -> None:
         super().__init__(
             ui.Button(
-                label=render(_pt("button", "Info"), language),
+                label=numbered(render(_pt("button", "Info"), language), number),
                 emoji="ℹ️",
                 style=discord.ButtonStyle.secondary,
                 custom_id=info_button_id(job_id),
