@@ -203,6 +203,14 @@ class QueueFullError(AtelierError):
         )
 
 
+class TooSlowError(AtelierError):
+    """A form must be Discord's first answer, within 3 s, and what it needed first (the database) did not answer
+    in time: nothing was done, and trying again a moment later may work."""
+
+    def __init__(self) -> None:
+        super().__init__(_t("I'm slow to answer right now, so the form could not open. Please try again in a moment."))
+
+
 class CancelRefusedError(AtelierError):
     """The job cannot be cancelled (not yours, already running, already over)."""
 

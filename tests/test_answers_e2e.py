@@ -19,9 +19,11 @@ from pathlib import Path
 import asyncpg
 
 from bot.store.postgres import lock_key
+from tests.databases import only_postgres
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, dialect, rows, send_edit
+from tests.harness import BotProcess, dialect, rows, send_edit, wait_result
+from tests.test_refine_e2e import refine_button
 
 THINKING = 5
 
@@ -140,3 +142,28 @@ async def test_a_moderators_command_that_waits_for_a_slow_database_shows_thinkin
     shown = handle.original_message()
     assert shown is not None and "can no longer start edits here" in shown["content"], shown
     assert await rows(bot_env, "SELECT user_id FROM blocked_members") == [(member,)]
+
+
+@only_postgres
+async def test_a_refine_form_that_cannot_open_in_time_says_so_and_opens_at_the_next_click(
+    bot: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord
+) -> None:
+    """PostgreSQL only: SQLite's reads (the result the form builds on) never wait for a writer, so they are never
+    slow this way. A form must be the first answer, so no deferral can buy time: the member is told instead."""
+    discord_fake.ack_window = 3.0
+    handle = await send_edit(discord_fake, "a lighthouse", [make_png()])
+    await wait_result(handle)
+    message = handle.original_message()
+    assert message is not None
+    async with database_held(bot_env, "LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"):  # even reads of a job wait
+        click = await discord_fake.click_button(message, refine_button(message))
+        callback = await click.wait_for_callback(timeout=5)
+    assert callback.ok, (callback, callback.response)
+    answer = callback.json["data"]
+    assert callback.json["type"] == 4 and answer["flags"] & EPHEMERAL, callback.json
+    assert (
+        answer["content"]
+        == "❌ I'm slow to answer right now, so the form could not open. Please try again in a moment."
+    )
+    again = await discord_fake.click_button(message, refine_button(message))
+    assert (await again.wait_for_callback()).json["type"] == 9  # the form

@@ -11,6 +11,10 @@ command shows Discord's "thinking…" (private when its answer will be). ``reply
 then answer through whatever is still open: the interaction's response, or after a deferral a
 follow-up or an edit of the original response. A deferral and an answer never cross: they take
 turns through one lock per interaction (kept in ``interaction.extras``).
+
+A form cannot wait that way: it must be the first answer, and nothing can answer before it. So
+what a handler reads before it opens one runs under ``before_form``: past ``ANSWER_WITHIN`` it
+gives up, and the member is told in time that the form could not open (``TooSlowError``).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import discord
+
+from bot.errors import TooSlowError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +70,16 @@ async def _defer_when_late(interaction: discord.Interaction, turns: asyncio.Lock
                 await interaction.response.defer(ephemeral=private, thinking=True)
         except discord.HTTPException as exc:  # the answer that follows says what it can
             log.warning("could not defer a slow interaction (%s %s)", exc.status, exc.code)
+
+
+@contextlib.asynccontextmanager
+async def before_form() -> AsyncIterator[None]:
+    """Give up on what runs inside (reads before a form opens) after ``ANSWER_WITHIN`` seconds: ``TooSlowError``."""
+    try:
+        async with asyncio.timeout(ANSWER_WITHIN):
+            yield
+    except TimeoutError as exc:
+        raise TooSlowError() from exc
 
 
 def _turns(interaction: discord.Interaction) -> asyncio.Lock | contextlib.nullcontext[None]:

@@ -22,7 +22,7 @@ from bot.core.records import StylePreset
 from bot.core.sizes import AUTO, AUTO_LABEL, COMMON_SIZES
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _pt, _t
-from cogs.core.answers import in_time, update
+from cogs.core.answers import before_form, in_time, update
 from cogs.core.attachments import MAX_IMAGES
 from cogs.core.custom_ids import (
     CANCEL_BUTTON_TEMPLATE,
@@ -241,8 +241,9 @@ class RefineModal(ui.Modal):
 async def open_refine_form(interaction: discord.Interaction, ids: RefineModalId) -> None:
     """Open the Refine form for the result ``ids`` names, if the member may refine it."""
     bot = client_of(interaction)
-    parent = await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private one is its requester's alone
-    limits = await bot.engine.limits_for(interaction.guild_id)
+    async with before_form():
+        parent = await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private one: its requester's alone
+        limits = await bot.engine.limits_for(interaction.guild_id)
     policy = limits.private_results if limits is not None else PrivateResults.ALLOWED
     modal = RefineModal(
         ids,

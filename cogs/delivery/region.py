@@ -30,6 +30,7 @@ from bot.core.region import CELLS, same_shape
 from bot.errors import InputError
 from bot.i18n import Text, _pt, _t
 from bot.media.masks import MASK_MAX_BYTES, NOT_PNG, too_large, wrong_shape
+from cogs.core.answers import before_form
 from cogs.core.custom_ids import (
     MASK_FIELD,
     REGION_BUTTON_TEMPLATE,
@@ -150,11 +151,12 @@ class RegionModal(ui.Modal):
 async def open_region_form(interaction: discord.Interaction, ids: RegionModalId) -> None:
     """Open the region form for the result ``ids`` names, if the member may build on it and the model can."""
     bot = client_of(interaction)
-    parent = await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private one is its requester's alone
-    model = bot.engine.model_for(interaction.guild_id)
-    if not model.mask:  # the server picked another model since the result was posted
-        raise InputError(NO_MASK_ANY_MORE)
-    limits = await bot.engine.limits_for(interaction.guild_id)
+    async with before_form():
+        parent = await bot.engine.result_for(ids.job_id, interaction.user.id)  # a private one: its requester's alone
+        model = bot.engine.model_for(interaction.guild_id)
+        if not model.mask:  # the server picked another model since the result was posted
+            raise InputError(NO_MASK_ANY_MORE)
+        limits = await bot.engine.limits_for(interaction.guild_id)
     policy = limits.private_results if limits is not None else PrivateResults.ALLOWED
     modal = RegionModal(
         ids,

@@ -27,6 +27,7 @@ from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
+from cogs.core.answers import before_form
 from cogs.core.attachments import MAX_ATTACHMENT_BYTES, MAX_IMAGES, added_images, too_large
 from cogs.core.custom_ids import (
     IMAGES_FIELD,
@@ -230,7 +231,8 @@ class MessageEditCog(commands.Cog):
     async def open_form(self, interaction: discord.Interaction, message: discord.Message) -> None:
         """Check the channel and the message's images, then ask for the instruction."""
         check_can_read(interaction)
-        limits = await self.bot.engine.may_start_here(requester(interaction))
+        async with before_form():
+            limits = await self.bot.engine.may_start_here(requester(interaction))
         images = message_images(message, self.bot.http)
         if not images:
             raise InputError(NO_IMAGES)
