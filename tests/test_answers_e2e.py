@@ -167,3 +167,23 @@ async def test_a_refine_form_that_cannot_open_in_time_says_so_and_opens_at_the_n
     )
     again = await discord_fake.click_button(message, refine_button(message))
     assert (await again.wait_for_callback()).json["type"] == 9  # the form
+
+
+@only_postgres
+async def test_history_that_waits_for_a_slow_database_shows_thinking_then_its_page_with_its_buttons(
+    bot: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord
+) -> None:
+    """PostgreSQL only: the page is a reading, and SQLite's readings never wait for a writer."""
+    discord_fake.ack_window = 3.0
+    await wait_result(await send_edit(discord_fake, "a lighthouse", [make_png()]))
+    async with database_held(bot_env, "LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"):
+        handle = await discord_fake.slash_command("history", [])
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING and callback.json["data"]["flags"] & EPHEMERAL
+        await asyncio.sleep(1.5)
+    page = await handle.wait_for_webhook("POST", timeout=10)  # the first follow-up takes the thinking's place
+    assert page.ok and page.json["flags"] & EPHEMERAL, (page, page.json)
+    shown = handle.original_message()
+    assert shown is not None and "a lighthouse" in shown["embeds"][0]["description"], shown
+    labels = [c.get("label") for row in shown["components"] for c in row["components"]]
+    assert labels[:2] == ["Previous", "Next"], labels  # the page's buttons came with it
