@@ -85,7 +85,7 @@ async def test_a_cancel_that_waits_for_a_slow_database_is_deferred_in_time_and_t
     async with database_held(bot_env):
         click = await discord_fake.click_button(message, custom_id)
         answered_in_time(await click.wait_for_callback(timeout=5), click)
-        await asyncio.sleep(1.5)  # the database stays slow past Discord's 3 s
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
     edit = await click.wait_for_webhook("PATCH", timeout=10)  # then the cancel goes through
     assert edit.ok and edit.path.endswith("/messages/@original"), edit
     assert "cancelled" in edit.json["content"] and edit.json["components"] == [], edit.json
@@ -108,7 +108,7 @@ async def test_a_cancel_whose_database_fails_late_gets_its_apology_and_a_second_
         answered_in_time(await click.wait_for_callback(timeout=5), click)
         if conn is not None:
             # PostgreSQL would wait for the lock as long as it is held: the bot's session ends under it instead.
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.0)
             await conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() AND wait_event_type = 'Lock'"
@@ -136,7 +136,7 @@ async def test_a_moderators_command_that_waits_for_a_slow_database_shows_thinkin
         callback = await handle.wait_for_callback(timeout=5)
         assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
         assert callback.json["data"]["flags"] & EPHEMERAL  # "thinking…" for the moderator alone, as the answer
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.0)
     answer = await handle.wait_for_webhook("POST", timeout=10)  # the first follow-up takes the thinking's place
     assert answer.ok and f"<@{member}> can no longer start edits here" in answer.json["content"], answer.json
     shown = handle.original_message()
@@ -180,7 +180,7 @@ async def test_history_that_waits_for_a_slow_database_shows_thinking_then_its_pa
         handle = await discord_fake.slash_command("history", [])
         callback = await handle.wait_for_callback(timeout=5)
         assert callback.ok and callback.json["type"] == THINKING and callback.json["data"]["flags"] & EPHEMERAL
-        await asyncio.sleep(1.5)
+        await asyncio.sleep(2.0)
     page = await handle.wait_for_webhook("POST", timeout=10)  # the first follow-up takes the thinking's place
     assert page.ok and page.json["flags"] & EPHEMERAL, (page, page.json)
     shown = handle.original_message()

@@ -31,7 +31,7 @@ from bot.errors import TooSlowError
 
 log = logging.getLogger(__name__)
 
-ANSWER_WITHIN = 2.0  # seconds: Discord allows 3; the rest is for the deferral's own way there on a slow day
+ANSWER_WITHIN = 1.5  # seconds: Discord allows 3 from the interaction's creation; half is for its way to us and back
 _TURNS = "atelier.answer_turns"  # the key of the interaction's lock in ``interaction.extras``
 
 
