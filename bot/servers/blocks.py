@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Protocol
@@ -32,14 +33,18 @@ class BlockStore(Protocol):
 
 
 class Blocklist:
-    """Every block, read from the store at start-up (this process is their only writer)."""
+    """Every block, read from the store at start-up, and again when any process announces a change."""
 
     def __init__(self, store: BlockStore) -> None:
         self._store = store
         self._blocks: dict[tuple[int, int], Block] = {}
+        # A reading must not interleave with a change here: it could read the store before the change and
+        # swap the old blocks back in after it (a member just blocked could start one more edit).
+        self._changing = asyncio.Lock()
 
     async def load(self) -> None:
-        self._blocks = {(b.guild_id, b.user_id): b for b in await self._store.all_blocks()}
+        async with self._changing:
+            self._blocks = {(b.guild_id, b.user_id): b for b in await self._store.all_blocks()}
 
     def check(self, guild_id: int | None, user_id: int) -> None:
         """Refuse a blocked member (``BlockedError``); a dictionary lookup, no I/O."""
@@ -56,15 +61,17 @@ class Blocklist:
     async def block(self, guild_id: int, user_id: int, reason: str | None, by: int) -> Block:
         """Block (or re-block with a new reason) a member in a server."""
         block = Block(guild_id, user_id, reason, by, time.time())
-        await self._store.save_block(block)
-        self._blocks[(guild_id, user_id)] = block
+        async with self._changing:
+            await self._store.save_block(block)
+            self._blocks[(guild_id, user_id)] = block
         log.info("guild=%s user=%s blocked by user=%s", guild_id, user_id, by)
         return block
 
     async def unblock(self, guild_id: int, user_id: int, by: int) -> bool:
         """Lift a block; whether there was one."""
-        removed = await self._store.delete_block(guild_id, user_id)
-        had = self._blocks.pop((guild_id, user_id), None) is not None
+        async with self._changing:
+            removed = await self._store.delete_block(guild_id, user_id)
+            had = self._blocks.pop((guild_id, user_id), None) is not None
         if removed or had:
             log.info("guild=%s user=%s unblocked by user=%s", guild_id, user_id, by)
         return removed or had

@@ -9,6 +9,7 @@ Several comma-separated Fernet keys rotate: the first encrypts, any of them decr
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -37,7 +38,7 @@ class KeyStore(Protocol):
 
 
 class GuildKeys:
-    """Each server's own key, decrypted once at start-up; this process is their only writer."""
+    """Each server's own key, decrypted at start-up, and again when any process announces a change."""
 
     def __init__(self, store: KeyStore, secret_key: str | None, redact: Callable[[str], None]) -> None:
         self._store = store
@@ -49,6 +50,9 @@ class GuildKeys:
         self._redact = redact
         self._keys: dict[int, str] = {}
         self._set_by: dict[int, int] = {}
+        # A reading must not interleave with a change here: it could read the store before the change and put
+        # a key just cleared back after it.
+        self._changing = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<GuildKeys {len(self._keys)} server(s)>"
@@ -59,21 +63,29 @@ class GuildKeys:
         return self._fernet is not None
 
     async def load(self) -> None:
-        """Decrypt every stored key; one that no longer decrypts is left unused (and said so once)."""
-        for stored in await self._store.all_guild_keys():
-            if self._fernet is None:
-                log.warning("guild=%s has its own API key stored, but ATELIER_SECRET_KEY is not set", stored.guild_id)
-                continue
-            try:
-                key = self._fernet.decrypt(stored.encrypted.encode()).decode()
-            except InvalidToken:
-                log.warning(
-                    "guild=%s: its stored API key does not decrypt with ATELIER_SECRET_KEY; its jobs use the "
-                    "operator's key until an admin sets it again",
-                    stored.guild_id,
-                )
-                continue
-            self._remember(stored.guild_id, key, stored.set_by)
+        """Decrypt every stored key, in place of those known (a key another process cleared is forgotten); one
+        that no longer decrypts is left unused (and said so)."""
+        async with self._changing:
+            keys: dict[int, str] = {}
+            set_by: dict[int, int] = {}
+            for stored in await self._store.all_guild_keys():
+                if self._fernet is None:
+                    log.warning("guild=%s has its own API key stored, but ATELIER_SECRET_KEY is not set",
+                                stored.guild_id)  # fmt: skip
+                    continue
+                try:
+                    key = self._fernet.decrypt(stored.encrypted.encode()).decode()
+                except InvalidToken:
+                    log.warning(
+                        "guild=%s: its stored API key does not decrypt with ATELIER_SECRET_KEY; its jobs use the "
+                        "operator's key until an admin sets it again",
+                        stored.guild_id,
+                    )
+                    continue
+                self._redact(key)
+                keys[stored.guild_id] = key
+                set_by[stored.guild_id] = stored.set_by
+            self._keys, self._set_by = keys, set_by
 
     def key_for(self, guild_id: int | None) -> str | None:
         """The server's own key, if it set one."""
@@ -101,15 +113,17 @@ class GuildKeys:
             )
         self._redact(key)  # from now on no log line can carry it, whatever prints it
         encrypted = self._fernet.encrypt(key.encode()).decode()
-        await self._store.save_guild_key(StoredKey(guild_id, encrypted, by, time.time()))
-        self._remember(guild_id, key, by)
+        async with self._changing:
+            await self._store.save_guild_key(StoredKey(guild_id, encrypted, by, time.time()))
+            self._remember(guild_id, key, by)
         log.info("guild=%s: its own API key was set by user=%s", guild_id, by)
 
     async def clear(self, guild_id: int, by: int) -> bool:
         """Forget a server's key (works even when the feature is off); whether there was one."""
-        removed = await self._store.delete_guild_key(guild_id)
-        had = self._keys.pop(guild_id, None) is not None
-        self._set_by.pop(guild_id, None)
+        async with self._changing:
+            removed = await self._store.delete_guild_key(guild_id)
+            had = self._keys.pop(guild_id, None) is not None
+            self._set_by.pop(guild_id, None)
         if removed or had:
             log.info("guild=%s: its own API key was removed by user=%s", guild_id, by)
         return removed or had

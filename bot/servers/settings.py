@@ -6,6 +6,7 @@ An override that is not set falls back to the configuration; one that is set to
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -27,12 +28,16 @@ class GuildSettings:
         self._store = store
         self._cache: dict[int, GuildOverrides] = {}
         self._loaded = False
+        # Every change is announced, this process's own too, and read again: a reading must not interleave with
+        # a change here (it would read the store before the change and put the old overrides back after it).
+        self._changing = asyncio.Lock()
 
     async def load(self) -> None:
-        self._cache = {
-            guild_id: GuildOverrides.from_json(raw) for guild_id, raw in (await self._store.all_settings()).items()
-        }
-        self._loaded = True
+        async with self._changing:
+            self._cache = {
+                guild_id: GuildOverrides.from_json(raw) for guild_id, raw in (await self._store.all_settings()).items()
+            }
+            self._loaded = True
 
     async def overrides(self, guild_id: int) -> GuildOverrides:
         if guild_id not in self._cache:
@@ -48,7 +53,8 @@ class GuildSettings:
         if guild_id is None:
             await self.load()
         elif guild_id.isdigit():
-            self._cache[int(guild_id)] = GuildOverrides.from_json(await self._store.guild_settings(int(guild_id)))
+            async with self._changing:
+                self._cache[int(guild_id)] = GuildOverrides.from_json(await self._store.guild_settings(int(guild_id)))
 
     def cached(self, guild_id: int) -> GuildOverrides:
         """A server's overrides without waiting (all are loaded at start-up)."""
@@ -65,5 +71,6 @@ class GuildSettings:
 
     async def save(self, guild_id: int, overrides: GuildOverrides, by: int) -> None:
         """Persist a server's overrides; they apply to the next request."""
-        await self._store.save_settings(guild_id, overrides.to_json(), by)
-        self._cache[guild_id] = overrides
+        async with self._changing:
+            await self._store.save_settings(guild_id, overrides.to_json(), by)
+            self._cache[guild_id] = overrides
