@@ -200,20 +200,10 @@ class PostgresDatabase:
     async def _drive(
         script: Generator[Op, Any, T], conn: asyncpg.Connection, first: Op | None, notices: list[str]
     ) -> T:
-        # Locks in a row go in one round trip, with nothing between them: a claim takes its members' head locks
-        # together, not one round trip each while it holds the claims' lock.
-        locks: list[str] = []
         try:
             op = next(script) if first is None else first
             while True:
-                if isinstance(op, Lock):
-                    locks.append(f"SELECT pg_advisory_xact_lock({lock_key(op.key)})")
-                    op = script.send(None)
-                    continue
                 try:
-                    if locks:
-                        await conn.execute(";".join(locks))
-                        locks.clear()
                     result = await _perform(op, conn, notices)
                 except asyncpg.PostgresError as exc:
                     op = script.throw(exc)
@@ -222,8 +212,6 @@ class PostgresDatabase:
                     if alone:
                         raise went_on_after(op)
         except StopIteration as stop:
-            if locks:  # a script that ends on its locks still holds them to the commit
-                await conn.execute(";".join(locks))
             value: T = stop.value
             return value
         finally:
@@ -312,7 +300,10 @@ async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
     if isinstance(op, Notify):
         notices.append(op.payload)
         return None
-    raise AssertionError(f"locks are taken by ``_drive``: {op!r}")
+    assert isinstance(op, Lock)
+    # A lock after the transaction's first statement (the first ones are taken with BEGIN).
+    await conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(op.key)})")
+    return None
 
 
 def _carries_blob(row: tuple[Any, ...]) -> bool:
