@@ -2,7 +2,7 @@
 
 The fake Discord forgets an interaction whose first answer comes more than 3 s after it
 (``FakeDiscord.ack_window``, as Discord does). The tests hold what the bot's write needs in its
-database (SQLite: the write lock; PostgreSQL: the member's head lock, which a cancel takes, or the
+database (SQLite: the write lock; PostgreSQL: the claims' lock, which a cancel takes, or the
 table a command writes) while a member clicks Cancel on a queued job, or a moderator blocks a
 member, so the bot waits longer than that: it must defer in time and then answer through the
 original response, or a follow-up when the database failed.
@@ -31,13 +31,11 @@ EPHEMERAL = 64
 DEFERRED_UPDATE = 6
 
 
-def head_lock(user_id: int) -> str:
-    """PostgreSQL: take the lock a move of the member's waiting jobs takes first (a cancel's)."""
-    return f"SELECT pg_advisory_xact_lock({lock_key(f'head:{user_id}')})"
+CLAIMS_LOCK = f"SELECT pg_advisory_xact_lock({lock_key('claim')})"
 
 
 @contextlib.asynccontextmanager
-async def database_held(env: dict[str, str], holding: str) -> AsyncIterator[asyncpg.Connection | None]:
+async def database_held(env: dict[str, str], holding: str = CLAIMS_LOCK) -> AsyncIterator[asyncpg.Connection | None]:
     """Hold what the bot's write needs until the block ends (PostgreSQL: ``holding``; yields its connection)."""
     if dialect(env) == "postgres":
         conn = await asyncpg.connect(env["DATABASE_URL"], timeout=10)
@@ -84,7 +82,7 @@ async def test_a_cancel_that_waits_for_a_slow_database_is_deferred_in_time_and_t
     await bot_process.start()
     discord_fake.ack_window = 3.0
     queued, message, custom_id = await queued_with_cancel(discord_fake, image_api)
-    async with database_held(bot_env, head_lock(discord_fake.USER_ID)):
+    async with database_held(bot_env):
         click = await discord_fake.click_button(message, custom_id)
         answered_in_time(await click.wait_for_callback(timeout=5), click)
         await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
@@ -105,7 +103,7 @@ async def test_a_cancel_whose_database_fails_late_gets_its_apology_and_a_second_
     bot_process.tracebacks_expected = True  # the failed cancel is logged with its error reference
     discord_fake.ack_window = 3.0
     _queued, message, custom_id = await queued_with_cancel(discord_fake, image_api)
-    async with database_held(bot_env, head_lock(discord_fake.USER_ID)) as conn:
+    async with database_held(bot_env) as conn:
         click = await discord_fake.click_button(message, custom_id)
         answered_in_time(await click.wait_for_callback(timeout=5), click)
         if conn is not None:

@@ -200,8 +200,7 @@ class NoticeDraft:
 class MoveOrder:
     """One move as the store writes it: the job, from ``current`` to ``target`` with its changed ``values``,
     a refund row if ``refund``, a settlement of ``settle`` micro-dollars, its API ``attempts``, the
-    ``notice`` its member is owed when it ends (held by ``holder`` first), and the ``fence`` it needs.
-    ``user_id``: the job's member, when the mover knows it (the store reads it otherwise)."""
+    ``notice`` its member is owed when it ends (held by ``holder`` first), and the ``fence`` it needs."""
 
     job_id: str
     current: JobState
@@ -214,4 +213,3 @@ class MoveOrder:
     fence: Fence | None = None
     notice: NoticeDraft | None = None
     settle: int | None = None
-    user_id: int | None = None

@@ -309,7 +309,7 @@ class Lifecycle:
             notice = failure_notice(error) if target is JobState.FAILED else NoticeDraft()
         refund = MONEY[target] is MoneyEffect.REFUND
         return MoveOrder(current.id, current.state, target, stamped, refund, self.holder, now, attempts, fence, notice,
-                         settle, current.user_id)  # fmt: skip
+                         settle)  # fmt: skip
 
     async def _after(
         self,

@@ -168,7 +168,6 @@ PLACES = (
     f"WHERE p.status = '{S.QUEUED}' ORDER BY p.place"
 )
 JOBS_IN = "SELECT * FROM jobs WHERE id IN ({ids})"
-MEMBERS_OF = "SELECT id, user_id FROM jobs WHERE id IN ({ids})"
 JOBS_OF_GROUP = "SELECT * FROM jobs WHERE group_id = :group_id ORDER BY variant, id"
 # A group's card lock: taken when free or when its holder's time is up (one statement: two takers cannot both win).
 LOCK_CARD = (
@@ -339,16 +338,12 @@ def history_sql(guild_id: int | None) -> str:
 EACH_TYPES = {"api_seconds": "DOUBLE PRECISION", "attempts": "INTEGER"}
 
 
-def move_sql(
-    columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | None = None, each: int = 0, heads: bool = False
-) -> str:
+def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | None = None, each: int = 0) -> str:
     """The one statement that changes a job's status: only if it is still in ``:current`` (and, ``fenced``,
     still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim). The job is
     ``:id``, or (``ids``, an ``IN`` list's placeholders) each of several jobs moved alike (a claim's), or
     (``each``) that many jobs ``:id0``… with values and runs of their own (``:api_seconds0``…,
-    ``:fence_run0``…; the columns from ``EACH_TYPES``): the calls of a group that ended together.
-    ``heads``: only a job that is still its member's first waiting one (a claim's check, as it writes, that the
-    heads it read before it took their members' locks still stand)."""
+    ``:fence_run0``…; the columns from ``EACH_TYPES``): the calls of a group that ended together."""
 
     def own(name: str, sql_type: str) -> str:
         whens = " ".join(f"WHEN :id{i} THEN CAST(:{name}{i} AS {sql_type})" for i in range(each))
@@ -368,12 +363,6 @@ def move_sql(
     where = f"id IN ({ids}) AND CAST(status AS TEXT) = :current" if ids else "id = :id AND status = :current"
     if fenced:
         where += f" AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = {fence_run}"
-    if heads:
-        where += (
-            f" AND NOT EXISTS (SELECT 1 FROM jobs e WHERE e.user_id = jobs.user_id AND e.status IN "
-            f"({sql_states(*WAITING)}) AND (e.created_at < jobs.created_at OR "
-            f"(e.created_at = jobs.created_at AND e.id < jobs.id)))"
-        )
     return f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING *"
 
 

@@ -554,22 +554,12 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     alone = len(orders) == 1 and claim is None
     stored = []
     attempts: list[dict[str, Any]] = []
-    # Locks before any job's row, always in this order: the claims' lock, then members' head locks (by member
-    # id). One that held a job's row while it waited for a lock could wait on one that holds the lock and waits
-    # for that row, and PostgreSQL ends that cycle after a second by failing one. A move that may change its
-    # member's ready head writes their row under that member's head lock, which every writer of the row takes
-    # first: none loses another's update, and no claim chooses from it half-written. The moves of one member's
-    # waiting jobs (a job queued, cancelled, failed before it started) take nothing more, so a gateway whose
-    # event loop is busy between a move's statements holds up that member alone, not every claim. The claims'
-    # lock comes first for a claim, for several members' moves (two could take their head locks in different
-    # orders), and for a job put back in line from running (the hand-over of a process that ran it may hold
-    # its row and wait for its member's head lock: with the claims' lock they take turns instead).
-    changing = [order for order in orders if _changes_head(order)]
-    members = sorted(set((yield from _members_of(changing))))
-    locked = claim is not None or len(members) > 1 or any(order.current is JobState.RUNNING for order in changing)
+    # The claims' lock before any job's row, as every transaction takes its locks: one that held a job's
+    # row while it waited for the lock could wait on one that holds the lock and waits for that row (a take-
+    # over's move of a stalled process's job), and PostgreSQL ends that cycle after a second by failing one.
+    locked = claim is not None or any(_changes_head(order) for order in orders)
     if locked:
         yield from lock("claim")
-    yield from lock(*(_head_lock(member) for member in members))
     if _alike(orders):
         stored = yield from _move_alike(orders, attempts)
     else:
@@ -641,22 +631,6 @@ def _move_alike(orders: Sequence[MoveOrder], attempts: list[dict[str, Any]]) -> 
     return stored
 
 
-def _head_lock(user_id: int) -> str:
-    """The lock every writer of a member's ready head (their row in ``fair_turns``) holds."""
-    return f"head:{user_id}"
-
-
-def _members_of(orders: Sequence[MoveOrder]) -> Script[list[int]]:
-    """The members of ``orders``' jobs: as their movers know them, else read (one statement for all)."""
-    unknown = [order.job_id for order in orders if order.user_id is None]
-    found: dict[str, int] = {}
-    if unknown:
-        ids, params = in_list("id", unknown)
-        found = {str(r["id"]): int(r["user_id"]) for r in (yield from fetch(q.MEMBERS_OF.format(ids=ids), **params))}
-    members = [order.user_id if order.user_id is not None else found.get(order.job_id) for order in orders]
-    return [member for member in members if member is not None]  # a job not found moves nowhere
-
-
 def _changes_head(order: MoveOrder) -> bool:
     """Whether the move may change its member's ready head (a job queued, or leaving the line)."""
     current, target = order.current, order.target
@@ -679,8 +653,9 @@ def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[st
         order.refund or order.settle is not None or order.attempts or target.terminal or heads
         or current is JobState.RUNNING
     )  # fmt: skip
-    # A move that may change its member's ready head sets their row right under their head lock (taken by
-    # ``_moves``), in a statement after the move's own: it reads the jobs as they are once the lock is held.
+    # A move that may change its member's ready head sets their row right under the claims' lock (taken
+    # by ``_moves``), which orders it with every claim: none chooses from it half-written, and no two
+    # writers lose an update.
     row = yield from (fetch_one_alone if plain else fetch_one)(sql, **params)
     if row is None:
         return MoveResult(None)
@@ -748,29 +723,24 @@ def _claim_up_to(terms: ClaimTerms, count: int, *, locked: bool = False) -> Scri
             break
         stale = [row for row in heads if row["earlier"] or row["head_status"] != JobState.QUEUED.value]
         if stale:
-            # A member's row is stale (see ``CLAIM_HEADS``): set it right (under their head lock) and read
-            # again. Each time sets rows to what the jobs say, and the locks keep them so: this ends.
-            yield from lock(*(_head_lock(member) for member in sorted({int(row["user_id"]) for row in stale})))
+            # A member's row is stale (see ``CLAIM_HEADS``): set it right and read again. Each time sets
+            # rows to what the jobs say, so this ends.
             yield from execute_many(q.REFRESH_HEAD, [{"user_id": row["user_id"]} for row in stale])
             continue
-        chosen = heads[:free]
-        # Their members' head locks, then the move, which checks as it writes that each head still stands: the
-        # heads were read before the locks, and a move of a member's waiting job takes only its member's.
-        yield from lock(*(_head_lock(member) for member in sorted({int(row["user_id"]) for row in chosen})))
-        ids, params = in_list("id", [str(row["head"]) for row in chosen])
+        chosen = [str(row["head"]) for row in heads[:free]]
+        ids, params = in_list("id", chosen)
         moved = yield from fetch(
-            q.move_sql(list(columns), fenced=False, new_run=True, ids=ids, heads=True),
+            q.move_sql(list(columns), fenced=False, new_run=True, ids=ids),
             current=JobState.QUEUED.value, target=JobState.RUNNING.value, **params, **columns,
         )  # fmt: skip
         by_id = {str(row["id"]): job_from_row(row) for row in moved}
-        jobs = [by_id[str(row["head"])] for row in chosen if str(row["head"]) in by_id]
+        # Under the claims' lock every chosen head is still queued: each is moved.
+        jobs = [by_id[job_id] for job_id in chosen if job_id in by_id]
+        if not jobs:  # pragma: no cover - the claims' lock and the reading make this impossible
+            break
         # Their members' turns, one after another in the order served, and their next heads.
         yield from execute_many(q.TAKE_TURN, [{"user_id": job.user_id} for job in jobs])
         claimed.extend(jobs)
-        # A head that changed before its member's lock was taken (cancelled, or an earlier job came): its row is
-        # set right, and the next reading chooses again.
-        missed = [row for row in chosen if str(row["head"]) not in by_id]
-        yield from execute_many(q.REFRESH_HEAD, [{"user_id": row["user_id"]} for row in missed])
     if not claimed:
         return miss
     yield from notify("claimed")
