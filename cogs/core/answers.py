@@ -2,8 +2,9 @@
 
 Discord forgets an interaction that is not answered within 3 s: the member sees "The application
 did not respond", and every later word is refused, the error path's apology included. Cancel,
-Info, Delete, ``/history`` and ``/usage`` ask the engine before they answer, and a database that
-is slow to answer, or slow to fail, can take longer than that.
+Info, Delete, ``/history``, ``/usage`` and the moderators' ``/atelier`` commands ask the engine
+before they answer, and a database that is slow to answer, or slow to fail, can take longer than
+that. ``reply`` is also the one way every handler and the error path send a new message.
 
 Such a handler runs under ``in_time``. If it has not answered ``ANSWER_WITHIN`` seconds in, the
 interaction is deferred for it: a button's message is left as it is (a deferred update), a

@@ -17,6 +17,7 @@ from discord import app_commands
 
 from bot.errors import AtelierError, UnexpectedError
 from bot.i18n import Text, _t
+from cogs.core.answers import reply
 from cogs.core.language import language_of, render
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,7 @@ async def send_error(interaction: discord.Interaction, error: AtelierError) -> N
     """
     text = error_text(error, language_of(interaction))
     try:
-        if not interaction.response.is_done():
-            await interaction.response.send_message(text, ephemeral=error.private)
-        else:
-            await interaction.followup.send(text, ephemeral=error.private)
+        await reply(interaction, text, ephemeral=error.private)
     except discord.HTTPException as exc:
         log.warning("could not tell the member about an error (%s): %s", exc.status, error.log_detail)
 

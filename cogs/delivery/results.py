@@ -29,7 +29,7 @@ from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.errors import InputsGoneError
 from bot.i18n import Text, _pt, _t
 from bot.servers.limits import Requester
-from cogs.core.answers import acknowledge, in_time
+from cogs.core.answers import acknowledge, in_time, reply
 from cogs.core.custom_ids import (
     DELETE_BUTTON_TEMPLATE,
     REROLL_BUTTON_TEMPLATE,
@@ -95,10 +95,7 @@ async def start_reroll(
         if parent.result_channel_id and parent.result_message_id:
             view = refine_from_view(parent.result_channel_id, parent.result_message_id, parent.id, language)
         text = error_text(gone, language)
-        if interaction.response.is_done():
-            await interaction.followup.send(text, ephemeral=True, view=view)
-        else:
-            await interaction.response.send_message(text, ephemeral=True, view=view)
+        await reply(interaction, text, ephemeral=True, view=view)
 
 
 class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TEMPLATE):
