@@ -170,6 +170,9 @@ class StatusLine:
                     self._stuck = True
             finally:
                 self._sending = False
+                # Counted again from the end of the edit: the database's answer and the upload before it can take
+                # a while, and Discord sees the edits arrive, so the next one leaves a full interval after this one.
+                self._last = time.monotonic()
 
     async def _record(self, destination: Destination) -> None:
         """Record where the status is now, so the result goes there: asked again while the database fails (the
