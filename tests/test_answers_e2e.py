@@ -1,4 +1,4 @@
-"""Discord's three seconds, end to end: a click answered in time though the database is slow.
+"""Discord's three seconds, end to end: a click or a command answered in time though the database is slow.
 
 The fake Discord forgets an interaction whose first answer comes more than 3 s after it
 (``FakeDiscord.ack_window``, as Discord does). The tests hold what the bot's write needs in its
@@ -22,8 +22,8 @@ from bot.store.postgres import lock_key
 from tests.databases import only_postgres
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, dialect, rows, send_edit, wait_result
-from tests.test_refine_e2e import refine_button
+from tests.harness import BotProcess, dialect, rows, send_edit, wait_final_text, wait_result, wait_rows
+from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, ledger, open_refine, refine_button, result_button
 
 THINKING = 5
 
@@ -32,6 +32,11 @@ DEFERRED_UPDATE = 6
 
 
 CLAIMS_LOCK = f"SELECT pg_advisory_xact_lock({lock_key('claim')})"
+
+
+def admission_lock(user_id: int) -> str:
+    """What a member's admission waits for on PostgreSQL (their own lock; SQLite: the write lock)."""
+    return f"SELECT pg_advisory_xact_lock({lock_key(f'user:{user_id}')})"
 
 
 @contextlib.asynccontextmanager
@@ -187,3 +192,105 @@ async def test_history_that_waits_for_a_slow_database_shows_thinking_then_its_pa
     assert shown is not None and "a lighthouse" in shown["embeds"][0]["description"], shown
     labels = [c.get("label") for row in shown["components"] for c in row["components"]]
     assert labels[:2] == ["Previous", "Next"], labels  # the page's buttons came with it
+
+
+async def test_an_edit_admitted_slowly_is_deferred_in_time_and_its_status_and_result_take_the_thinkings_place(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        handle = await send_edit(discord_fake, "a slow harbour", [make_png()])
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        # Public, as the status will be: the status takes the thinking's place, and its visibility.
+        assert not (callback.json.get("data") or {}).get("flags", 0) & EPHEMERAL, callback.json
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    status = await handle.wait_for_webhook("PATCH", timeout=10)
+    assert status.ok and status.path.endswith("/messages/@original"), status
+    assert status.json["content"].startswith("📥 Fetching your images…"), status.json
+    assert [c["label"] for row in status.json["components"] for c in row["components"]] == ["Cancel"]
+    await wait_result(handle)
+    shown = handle.original_message()
+    assert shown is not None and not shown["flags"] & EPHEMERAL and shown["attachments"], shown
+    assert [r for r in handle.webhook_requests() if r.method == "POST"] == []  # no second message
+    assert len(image_api.calls) == 1
+    await wait_rows(bot_env, "SELECT status FROM jobs", lambda found: found == [("succeeded",)])
+
+
+async def test_an_edit_refused_after_a_slow_admission_tells_its_member_alone_and_the_channel_only_that(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    bot_env.update(USER_DAILY_LIMIT="1")
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    await wait_result(await send_edit(discord_fake, "the first", [make_png()]))
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        handle = await send_edit(discord_fake, "one too many", [make_png()])
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        await asyncio.sleep(2.0)
+    refusal = await handle.wait_for_webhook("POST", timeout=10)
+    assert refusal.ok and refusal.json["flags"] & EPHEMERAL, (refusal, refusal.json)
+    assert refusal.json["content"].startswith("❌"), refusal.json
+    # The public "thinking…" does not stay, and does not carry the refusal: it says where the answer went.
+    shown = handle.original_message()
+    assert shown is not None and not shown["flags"] & EPHEMERAL, shown
+    assert shown["content"] == "🔒 The answer to this went to its author only.", shown
+    (private,) = handle.followups()
+    assert private["flags"] & EPHEMERAL and private["content"] == refusal.json["content"]
+    assert len(image_api.calls) == 1
+    assert await rows(bot_env, "SELECT prompt FROM jobs") == [("the first",)]  # nothing charged for it
+
+
+async def test_a_reroll_admitted_slowly_leaves_the_result_alone_and_answers_with_its_own_status(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    first = await send_edit(discord_fake, "a lighthouse", [make_png()])
+    await wait_result(first)
+    result = first.original_message()
+    assert result is not None
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        click = await discord_fake.click_button(result, result_button(result, "Reroll"))
+        answered_in_time(await click.wait_for_callback(timeout=5), click)  # the result left as it was
+        await asyncio.sleep(2.0)
+    status = await click.wait_for_webhook("POST", timeout=10)  # a message of its own
+    assert status.ok and not status.json.get("flags", 0) & EPHEMERAL, (status, status.json)
+    assert status.json["content"].startswith("🔁 Rerolling"), status.json
+    await wait_result(click)
+    (rerolled,) = click.followups()
+    assert rerolled["attachments"] and rerolled["id"] != result["id"], rerolled
+    unchanged = first.original_message()
+    assert unchanged is not None and unchanged["attachments"] == result["attachments"]
+    assert len(image_api.calls) == 2
+    both = [("a lighthouse", "succeeded")] * 2
+    await wait_rows(bot_env, "SELECT prompt, status FROM jobs ORDER BY created_at", lambda found: found == both)
+
+
+async def test_a_refinement_admitted_slowly_shows_thinking_privately_then_points_to_its_thread(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    first = await send_edit(discord_fake, "a castle", [make_png()])
+    await wait_result(first)
+    message = first.original_message()
+    assert message is not None
+    _, modal = await open_refine(discord_fake, message)
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        handle = await discord_fake.submit_modal(
+            modal["custom_id"], {PROMPT_FIELD: "at night", SIZE_FIELD: ["auto"]}, message=message
+        )
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        assert callback.json["data"]["flags"] & EPHEMERAL  # as the note that takes its place
+        await asyncio.sleep(2.0)
+    await wait_final_text(handle, "🎨 Refining in", timeout=10)
+    shown = handle.original_message()
+    assert shown is not None and shown["flags"] & EPHEMERAL, shown
+    assert shown["content"].startswith("🎨 Refining in https://discord.com/channels/"), shown
+    assert handle.followups() == []  # the note took the thinking's place: no second message
+    jobs = await ledger(bot_env, 2)
+    assert [(origin, status) for _, origin, _, status in jobs] == [("command", "succeeded"), ("refine", "succeeded")]

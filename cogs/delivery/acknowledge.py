@@ -19,6 +19,7 @@ from bot.core.job import Destination, Job
 from bot.core.sizes import size_of
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
+from cogs.core.answers import answer, edit_answer
 from cogs.core.language import for_job, say
 from cogs.core.text import quote_prompt
 from cogs.delivery.buttons import cancel_view, group_cancel_view
@@ -86,19 +87,21 @@ async def answer_in_place(
     interaction: discord.Interaction, job: Job, state: Text, note: Text | None = None
 ) -> Destination:
     """Answer ``interaction`` with the job's status (only the requester sees it when the job is private)."""
-    # Well inside Discord's 3 s; everything slow happens after.
+    # Well inside Discord's 3 s (or deferred in time by ``in_time``); everything slow happens after.
     text, view = _status_of(job, state, note)
     try:
-        response = await interaction.response.send_message(
-            text, view=view or discord.utils.MISSING, ephemeral=job.request.private
-        )
+        message_id = await answer(interaction, text, ephemeral=job.request.private, view=view)
     except discord.HTTPException as exc:
         raise InputError(
             _t("Discord did not accept my answer to this command; please try again."),
             log_detail=f"acknowledgement refused: {exc.status} {exc.code}",
         ) from None
-    message_id = response.message_id if isinstance(response.message_id, int) else None
     return interaction_target(interaction, message_id, private=job.request.private)
+
+
+async def private_note(interaction: discord.Interaction, text: Text) -> int | None:
+    """Answer privately that the job is starting (``post_status`` then points it to the status); its message."""
+    return await answer(interaction, say(interaction, text), ephemeral=True)
 
 
 async def post_status(
@@ -111,9 +114,10 @@ async def post_status(
     reply_to: discord.Message | None = None,
     refused: Text = POST_REFUSED,
     note: Text | None = None,
+    answered: int | None = None,
 ) -> Destination:
     """Post the job's status in ``channel`` (replying to ``reply_to`` without pinging its author) and point
-    the member's private answer at it; ``interaction`` must already have been answered privately."""
+    the member's private answer at it (``private_note``'s message ``answered``)."""
     text, view = _status_of(job, state, note)
     quiet = discord.AllowedMentions.none()
     buttons = view or discord.utils.MISSING
@@ -127,7 +131,7 @@ async def post_status(
     except discord.HTTPException as exc:
         raise InputError(refused, log_detail=f"status post refused: {exc.status} {exc.code}") from None
     try:
-        await interaction.edit_original_response(content=f"{say(interaction, pointer)} {status.jump_url}")
+        await edit_answer(interaction, answered, f"{say(interaction, pointer)} {status.jump_url}")
     except discord.HTTPException as exc:  # only a pointer: the status is in the channel either way
         log.info("job=%s could not point the member to its status (%s %s)", job.id, exc.status, exc.code)
     except (aiohttp.ClientError, OSError) as exc:  # a connection lost on the way: the pointer alone is lost

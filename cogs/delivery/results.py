@@ -29,7 +29,7 @@ from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.errors import InputsGoneError
 from bot.i18n import Text, _pt, _t
 from bot.servers.limits import Requester
-from cogs.core.answers import acknowledge, in_time, reply
+from cogs.core.answers import acknowledge, in_time, reply, within
 from cogs.core.custom_ids import (
     DELETE_BUTTON_TEMPLATE,
     REROLL_BUTTON_TEMPLATE,
@@ -40,9 +40,9 @@ from cogs.core.custom_ids import (
 )
 from cogs.core.errors import error_text, guarded
 from cogs.core.host import client_of
-from cogs.core.language import language_of, render, say
+from cogs.core.language import language_of, render
 from cogs.core.requests import requester
-from cogs.delivery.acknowledge import answer_in_place, post_status
+from cogs.delivery.acknowledge import answer_in_place, post_status, private_note
 from cogs.delivery.buttons import RefineButton, RefineFromButton, numbered, refine_from_view
 from cogs.delivery.info import InfoButton
 from cogs.delivery.region import RegionButton
@@ -75,10 +75,10 @@ class InChannel:
         self.channel = channel
 
     async def announce(self, job: Job, note: Text | None = None) -> Destination:
-        await self.interaction.response.send_message(
-            say(self.interaction, _t("🔁 Starting your reroll…")), ephemeral=True
-        )
-        return await post_status(self.interaction, job, self.channel, REROLL_STATUS, _t("🔁 Rerolling in"), note=note)
+        answered = await private_note(self.interaction, _t("🔁 Starting your reroll…"))
+        pointer = _t("🔁 Rerolling in")
+        status = REROLL_STATUS
+        return await post_status(self.interaction, job, self.channel, status, pointer, note=note, answered=answered)
 
 
 async def start_reroll(
@@ -119,7 +119,7 @@ class RerollButton(ui.DynamicItem[ui.Button[ui.View]], template=REROLL_BUTTON_TE
         return cls(match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, self.reroll(interaction), "the Reroll button")
+        await guarded(interaction, within(interaction, self.reroll(interaction)), "the Reroll button")
 
     async def reroll(self, interaction: discord.Interaction) -> None:
         bot = client_of(interaction)
@@ -149,7 +149,7 @@ class VariationsButton(ui.DynamicItem[ui.Button[ui.View]], template=VARIATIONS_B
         return cls(match["job_id"])
 
     async def callback(self, interaction: discord.Interaction) -> None:
-        await guarded(interaction, self.vary(interaction), "the Variations button")
+        await guarded(interaction, within(interaction, self.vary(interaction)), "the Variations button")
 
     async def vary(self, interaction: discord.Interaction) -> None:
         bot = client_of(interaction)

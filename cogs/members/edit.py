@@ -22,6 +22,7 @@ from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.core.models import offered_options
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
+from cogs.core.answers import within
 from cogs.core.attachments import check_file
 from cogs.core.downloads import Downloader
 from cogs.core.language import _desc, _name
@@ -149,7 +150,9 @@ class EditCog(commands.Cog):
             spoiler=spoiler, quality=quality, format=format, background=background, variations=variations,
         )  # fmt: skip
         source = SlashCommandSource(interaction, sources, self.bot.downloader)
-        await self.bot.engine.submit(request, requester(interaction), source)
+        # Admitted before the first answer (the status): a slow database is answered in time by a deferral.
+        submitted = self.bot.engine.submit(request, requester(interaction), source)
+        await within(interaction, submitted, private=request.private)
 
     @edit.autocomplete("size")
     async def size_autocomplete(self, interaction: discord.Interaction, current: str) -> list[app_commands.Choice[str]]:

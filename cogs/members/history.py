@@ -22,7 +22,7 @@ from bot.core.records import HistoryEntry
 from bot.core.states import JobState
 from bot.errors import AtelierError
 from bot.i18n import Text, _pt, _t
-from cogs.core.answers import in_time, reply, update
+from cogs.core.answers import before_form, in_time, reply, update
 from cogs.core.custom_ids import (
     HISTORY_PAGE_TEMPLATE,
     HISTORY_PICK_TEMPLATE,
@@ -210,11 +210,13 @@ class HistoryPick(ui.DynamicItem[ui.Select[ui.View]], template=HISTORY_PICK_TEMP
         check_owner(interaction, self.user_id)
         bot = client_of(interaction)
         action, _, job_id = (self.item.values or [""])[0].partition(":")
-        job = await bot.engine.result_for(job_id, interaction.user.id)
         if action == "refine":
+            async with before_form():  # the form must be the first answer
+                job = await bot.engine.result_for(job_id, interaction.user.id)
             await refine_entry(interaction, job)
         elif action == "reroll":
-            await reroll_entry(interaction, job)
+            async with in_time(interaction):  # the list is left as it is; the reroll's answer follows it
+                await reroll_entry(interaction, await bot.engine.result_for(job_id, interaction.user.id))
 
 
 async def refine_entry(interaction: discord.Interaction, job: Job) -> None:

@@ -13,6 +13,7 @@ from discord.ext import commands
 from bot.core.job import MOST_VARIANTS, Destination, Job
 from bot.core.models import offered_options
 from bot.i18n import Text, _t
+from cogs.core.answers import within
 from cogs.core.host import AtelierClient, Interaction
 from cogs.core.language import _desc, _name
 from cogs.core.model_options import shape_model_options
@@ -71,7 +72,9 @@ class ImagineCog(commands.Cog):
             interaction, "imagine", prompt=prompt, input_count=0, size=size, style=style, private=private,
             spoiler=spoiler, quality=quality, format=format, background=background, variations=variations,
         )  # fmt: skip
-        await self.bot.engine.submit(request, requester(interaction), TextOnlySource(interaction))
+        source = TextOnlySource(interaction)
+        submitted = self.bot.engine.submit(request, requester(interaction), source)
+        await within(interaction, submitted, private=request.private)
 
     @imagine.autocomplete("size")
     async def size_autocomplete(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -27,7 +27,7 @@ from bot.core.overrides import PrivateResults
 from bot.core.records import StylePreset
 from bot.errors import InputError
 from bot.i18n import Text, _nt, _t
-from cogs.core.answers import before_form
+from cogs.core.answers import before_form, within
 from cogs.core.attachments import MAX_ATTACHMENT_BYTES, MAX_IMAGES, added_images, too_large
 from cogs.core.custom_ids import (
     IMAGES_FIELD,
@@ -42,10 +42,10 @@ from cogs.core.custom_ids import (
 )
 from cogs.core.downloads import LinkedImage, Readable, UploadedFile
 from cogs.core.errors import guarded
-from cogs.core.language import _name, language_of, render, say
+from cogs.core.language import _name, language_of, render
 from cogs.core.model_options import form_choices, picked_options
 from cogs.core.requests import clean_prompt, form_answers, parse_size, parse_style, requester
-from cogs.delivery.acknowledge import answer_in_place, post_status
+from cogs.delivery.acknowledge import answer_in_place, post_status, private_note
 from cogs.delivery.buttons import FORM_TEXT_MAX, images_field, options_field, prompt_field, size_field, style_field
 
 if TYPE_CHECKING:
@@ -197,14 +197,16 @@ class MessageSource:
             )
         if job.request.private:
             return await answer_in_place(self.interaction, job, state)
-        await self.interaction.response.send_message(
+        answered = await private_note(
             # Translators: {message} is a link to the message whose images are edited.
-            say(self.interaction, _t("🎨 Editing the images of {message}…", message=self.message.jump_url)),
-            ephemeral=True,
+            self.interaction,
+            _t("🎨 Editing the images of {message}…", message=self.message.jump_url),
         )
         # Translators: followed by a link to the status, a reply to the message whose images are edited.
         pointer = _t("🎨 Editing in")
-        return await post_status(self.interaction, job, self.message.channel, state, pointer, reply_to=self.message)
+        return await post_status(
+            self.interaction, job, self.message.channel, state, pointer, reply_to=self.message, answered=answered
+        )
 
     @property
     def input_count(self) -> int:
@@ -255,7 +257,7 @@ class MessageEditCog(commands.Cog):
             return
         ids = MessageModalId.parse(str(interaction.data.get("custom_id", "")))
         if ids is not None:
-            await guarded(interaction, self.submit(interaction, ids), "the Edit images form")
+            await guarded(interaction, within(interaction, self.submit(interaction, ids)), "the Edit images form")
 
     async def submit(self, interaction: discord.Interaction, ids: MessageModalId) -> None:
         """Edit the message's images as the form says, through the same admission as ``/edit``."""

@@ -23,6 +23,7 @@ from discord.ext import commands
 from bot.core.job import Destination, Job, JobRequest, Origin
 from bot.errors import InputError
 from bot.i18n import Text, _t
+from cogs.core.answers import within
 from cogs.core.attachments import added_images
 from cogs.core.custom_ids import (
     IMAGES_FIELD,
@@ -36,11 +37,11 @@ from cogs.core.custom_ids import (
 )
 from cogs.core.downloads import Downloader, Readable, UploadedFile
 from cogs.core.errors import guarded
-from cogs.core.language import language_of, say
+from cogs.core.language import language_of
 from cogs.core.model_options import picked_options
 from cogs.core.requests import clean_prompt, form_answers, parse_size, parse_style, requester
 from cogs.core.text import clip
-from cogs.delivery.acknowledge import answer_in_place, post_status
+from cogs.delivery.acknowledge import answer_in_place, post_status, private_note
 from cogs.delivery.buttons import first_image
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ class RefineSource:
             if self.attachment is None:
                 raise InputError(NO_IMAGE)
             return await answer_in_place(interaction, job, fetching)
-        await interaction.response.send_message(say(interaction, _t("🎨 Starting your refinement…")), ephemeral=True)
+        answered = await private_note(interaction, _t("🎨 Starting your refinement…"))
         source = await self.source_message()
         self.attachment = first_image(source, self.ids.job_id)
         if self.attachment is None:
@@ -94,7 +95,7 @@ class RefineSource:
             raise InputError(REFUSED, log_detail=f"refine thread refused: {exc.status} {exc.code}") from None
         # Translators: followed by a link to the thread where the refinement's status is.
         pointer = _t("🎨 Refining in")
-        return await post_status(interaction, job, thread, fetching, pointer, refused=REFUSED)
+        return await post_status(interaction, job, thread, fetching, pointer, refused=REFUSED, answered=answered)
 
     async def fetch(self) -> list[tuple[str, bytes]]:
         assert self.attachment is not None
@@ -159,7 +160,7 @@ class RefineCog(commands.Cog):
             return
         ids = RefineModalId.parse(str(interaction.data.get("custom_id", "")))
         if ids is not None:
-            await guarded(interaction, self.refine(interaction, ids), "the refine form")
+            await guarded(interaction, within(interaction, self.refine(interaction, ids)), "the refine form")
 
     async def refine(self, interaction: discord.Interaction, ids: RefineModalId) -> None:
         """Turn the clicked result into image1 of a new edit, the added files after it, posted in a thread

@@ -22,6 +22,7 @@ from bot.core.job import Job, JobRequest, Origin
 from bot.core.region import Region
 from bot.errors import InputError
 from bot.i18n import _t
+from cogs.core.answers import within
 from cogs.core.custom_ids import (
     MASK_FIELD,
     ONLY_ME_OPTION,
@@ -70,7 +71,7 @@ class RegionCog(commands.Cog):
             return
         ids = RegionModalId.parse(str(interaction.data.get("custom_id", "")))
         if ids is not None:
-            await guarded(interaction, self.repaint(interaction, ids), "the region form")
+            await guarded(interaction, within(interaction, self.repaint(interaction, ids)), "the region form")
 
     async def repaint(self, interaction: discord.Interaction, ids: RegionModalId) -> None:
         """Repaint the marked part of the clicked result, as its refinement."""
