@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
-import time
 from pathlib import Path
 
 import pytest
@@ -385,17 +384,16 @@ async def test_a_moves_notices_are_sent_only_when_it_happened(store: Store) -> N
     assert await heard.since_last() == ["queued", "queued", "cancel:j2"]
 
 
-async def test_a_job_queued_wakes_a_listener_within_100_ms(store: Store) -> None:
-    """On SQLite the notice is delivered in-process right after the commit; on PostgreSQL by ``LISTEN``."""
-    heard: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
-    store.on_notice(lambda payload: heard.put_nowait((payload, time.perf_counter())))
+async def test_a_job_queued_wakes_a_listener(store: Store) -> None:
+    """On SQLite the notice is delivered in-process right after the commit; on PostgreSQL by ``LISTEN``. (How
+    soon is the benchmark's: from enqueue to claim by an idle worker.)"""
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    store.on_notice(heard.put_nowait)
     preparing = await add(store, make_job("j1", 1), JobState.PREPARING)
-    sent = time.perf_counter()
     await step_to(store, preparing, JobState.QUEUED)
     async with asyncio.timeout(5):
-        while (payload := await heard.get())[0] != "queued":
+        while await heard.get() != "queued":
             pass
-    assert payload[1] - sent < 0.1
 
 
 async def test_a_calls_end_hands_its_slot_to_the_next_job_in_the_same_transaction(store: Store) -> None:
