@@ -31,6 +31,9 @@ EPHEMERAL = 64
 DEFERRED_UPDATE = 6
 
 
+# The running call hangs: the stop at the test's end gives it half a second, not the default 25 s.
+QUICK_STOP = "0.5"
+
 CLAIMS_LOCK = f"SELECT pg_advisory_xact_lock({lock_key('claim')})"
 
 
@@ -83,7 +86,7 @@ def answered_in_time(callback: RecordedRequest, click: InteractionHandle) -> Non
 async def test_a_cancel_that_waits_for_a_slow_database_is_deferred_in_time_and_then_shown(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
-    bot_env.update(MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
+    bot_env.update(MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5", SHUTDOWN_GRACE_SECONDS=QUICK_STOP)
     await bot_process.start()
     discord_fake.ack_window = 3.0
     queued, message, custom_id = await queued_with_cancel(discord_fake, image_api)
@@ -103,7 +106,7 @@ async def test_a_cancel_that_waits_for_a_slow_database_is_deferred_in_time_and_t
 async def test_a_cancel_whose_database_fails_late_gets_its_apology_and_a_second_click_works(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
-    bot_env.update(MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
+    bot_env.update(MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5", SHUTDOWN_GRACE_SECONDS=QUICK_STOP)
     await bot_process.start()
     bot_process.tracebacks_expected = True  # the failed cancel is logged with its error reference
     discord_fake.ack_window = 3.0

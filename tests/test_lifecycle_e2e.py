@@ -166,7 +166,8 @@ async def test_an_unexpected_error_in_a_button_gets_the_one_apology_with_a_refer
 ) -> None:
     bot_process.tracebacks_expected = True
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1", USER_MAX_ACTIVE="5")
-    image_api.then(Reply(delay=1.0))
+    release = asyncio.Event()  # the first call holds the slot until the cancel is done, however slow the machine
+    image_api.then(Reply(until=release))
     running = await send_edit(discord_fake, "slow", [make_png()])
     await image_api.wait_for_started(1)
     queued = await send_edit(discord_fake, "queued", [make_png()])
@@ -183,6 +184,7 @@ async def test_an_unexpected_error_in_a_button_gets_the_one_apology_with_a_refer
     reference = re.search(r"error reference `([0-9a-f]+)`", data["content"])
     assert reference is not None
     assert f"(reference {reference.group(1)})" in bot_process.log()
+    release.set()
     await wait_result(running)
     # The cancel itself took effect: once nothing is unfinished, the queued job never ran.
     assert await settled(bot_env) == [("slow", "succeeded", "charge"), ("queued", "cancelled", "charge+refund")]

@@ -82,7 +82,8 @@ async def test_metrics_count_what_happened_during_a_run(
     assert 'version="0.1.0"' in info and 'discord_py="2.7.' in info and "python=" in info
 
     # One slow success holds the only slot while a second job waits behind it.
-    image_api.then(Reply(delay=1.5))
+    release = asyncio.Event()  # held until the reading below, however slow the machine; then 1.5 s more
+    image_api.then(Reply(delay=1.5, until=release))
     slow = await send_edit(discord_fake, "slow", [make_png()])
     await image_api.wait_for_started(1)
     waiting = await send_edit(discord_fake, "waiting", [make_png()])
@@ -93,6 +94,7 @@ async def test_metrics_count_what_happened_during_a_run(
     assert 0 < during["atelier_queue_oldest_wait_seconds"] < 10
     # Discord rate-limits one status edit: discord.py waits, retries, and the bot counts it.
     discord_fake.fail_next("PATCH", r"/webhooks/", 429, {"retry_after": 0.05}, times=1)
+    release.set()
     await wait_result(slow)
     await wait_result(waiting)
 

@@ -142,7 +142,8 @@ async def test_cancel_withdraws_a_queued_job_at_no_cost(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1", USER_DAILY_LIMIT="2", USER_MAX_ACTIVE="5")
-    image_api.then(Reply(delay=1.5))
+    release = asyncio.Event()  # the first call holds the slot until the cancel is done, however slow the machine
+    image_api.then(Reply(until=release))
     running = await send_edit(discord_fake, "slow", [make_png()])
     await image_api.wait_for_started(1)
     queued = await send_edit(discord_fake, "to cancel", [make_png()])
@@ -158,6 +159,7 @@ async def test_cancel_withdraws_a_queued_job_at_no_cost(
     callback = await click.wait_for_callback()
     assert callback.json["type"] == 7 and "cancelled" in callback.json["data"]["content"], callback.json
     assert callback.json["data"]["components"] == []
+    release.set()
     await wait_result(running)
     # The cancelled job was not charged: a second edit still fits the limit of two. With one slot, it runs
     # after anything still in line: had the cancelled job run, the API would have seen it before.
@@ -334,7 +336,8 @@ async def test_a_moderator_may_cancel_someone_elses_queued_job(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await start(bot_process, bot_env, MAX_CONCURRENT_JOBS="1")
-    image_api.then(Reply(delay=1.0))
+    release = asyncio.Event()  # the first call holds the slot until the cancel is done, however slow the machine
+    image_api.then(Reply(until=release))
     running = await send_edit(discord_fake, "slow", [make_png()])
     await image_api.wait_for_started(1)
     queued = await send_edit(discord_fake, "spam", [make_png()], user_id=discord_fake.OTHER_USER_ID)
@@ -347,6 +350,7 @@ async def test_a_moderator_may_cancel_someone_elses_queued_job(
     callback = await click.wait_for_callback()
     assert callback.json["type"] == 7
     assert f"cancelled by <@{discord_fake.OWNER_ID}>" in callback.json["data"]["content"]
+    release.set()
     await wait_result(running)
     # With one slot, a later edit runs after anything still in line: had the cancelled job run, the API
     # would have seen it before this one.

@@ -72,8 +72,10 @@ async def everyone_hears_the_end(fake: FakeDiscord, api: FakeImageAPI, stop: Cal
     refused = await edits(fake, await members(fake, 3, 500), "refused")
     await asyncio.gather(*(wait_told(fake, m, REFUSED) for m in refused))
 
-    # Two slow edits fill both slots; three more wait in line, and two of those are cancelled.
-    api.then(Reply(delay=2.5), Reply(delay=2.5))
+    # Two slow edits fill both slots (until the scene below is played, however slow the machine); three more
+    # wait in line, and two of those are cancelled.
+    release = asyncio.Event()
+    api.then(Reply(delay=0.5, until=release), Reply(delay=0.5, until=release))
     slow = await edits(fake, await members(fake, 2, 600), "slow")
     await api.wait_for_started(5, timeout=TIMEOUT)
     waiting = await edits(fake, await members(fake, 3, 700), "waiting")
@@ -87,6 +89,7 @@ async def everyone_hears_the_end(fake: FakeDiscord, api: FakeImageAPI, stop: Cal
     for member, click in cancelled:
         answer = await click.wait_for_callback(timeout=TIMEOUT)
         assert answer.ok and CANCELLED in str(answer.json["data"]["content"]), (member, answer.json)
+    release.set()
     delivered = [*slow, waiting[2]]
     await asyncio.gather(*(wait_told(fake, m, None) for m in delivered))
 
