@@ -2,10 +2,11 @@
 
 The fake Discord forgets an interaction whose first answer comes more than 3 s after it
 (``FakeDiscord.ack_window``, as Discord does). The tests hold what the bot's write needs in its
-database (SQLite: the write lock; PostgreSQL: the claims' lock, which a cancel takes, or the
-table a command writes) while a member clicks Cancel on a queued job, or a moderator blocks a
-member, so the bot waits longer than that: it must defer in time and then answer through the
-original response, or a follow-up when the database failed.
+database (SQLite: the write lock; PostgreSQL: the claims' lock, which a cancel takes, a member's
+admission lock, or the table a command writes) while a member clicks Cancel on a queued job, starts
+an edit, a refinement or a reroll, or a moderator blocks a member, so the bot waits longer than
+that: it must defer in time and then answer through the original response, or a follow-up (of
+its own visibility) when that would show the answer to the wrong people or the database failed.
 """
 
 from __future__ import annotations

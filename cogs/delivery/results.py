@@ -76,9 +76,9 @@ class InChannel:
 
     async def announce(self, job: Job, note: Text | None = None) -> Destination:
         answered = await private_note(self.interaction, _t("🔁 Starting your reroll…"))
-        pointer = _t("🔁 Rerolling in")
-        status = REROLL_STATUS
-        return await post_status(self.interaction, job, self.channel, status, pointer, note=note, answered=answered)
+        return await post_status(
+            self.interaction, job, self.channel, REROLL_STATUS, _t("🔁 Rerolling in"), note=note, answered=answered
+        )
 
 
 async def start_reroll(

@@ -198,8 +198,8 @@ class MessageSource:
         if job.request.private:
             return await answer_in_place(self.interaction, job, state)
         answered = await private_note(
-            # Translators: {message} is a link to the message whose images are edited.
             self.interaction,
+            # Translators: {message} is a link to the message whose images are edited.
             _t("🎨 Editing the images of {message}…", message=self.message.jump_url),
         )
         # Translators: followed by a link to the status, a reply to the message whose images are edited.
