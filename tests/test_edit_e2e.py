@@ -173,6 +173,9 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
         discord_fake.add_user(user, f"member{user}")
     discord_fake.slow_callbacks[slow] = delay
     first = await send_edit(discord_fake, "slow answer", [make_png()], user_id=slow)
+    # The others arrive once the slow answer is on its way, so their 1 s of waiting outlasts it (on a busy
+    # machine the slow request's own admission can otherwise take longer than theirs, and their wait expire).
+    await discord_fake.wait_for_arrival(lambda r: r.path.endswith(f"/{first.token}/callback"))
     handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
     await asyncio.gather(*(wait_result(h) for h in [first, *handles]))
     (answer,) = [r for r in discord_fake.requests if r.path.endswith(f"/{first.token}/callback")]
