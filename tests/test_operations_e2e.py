@@ -226,10 +226,12 @@ async def test_a_result_after_the_token_expired_is_posted_to_the_channel(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     output = make_png(44, 33, (4, 4, 4))
-    image_api.then(Reply(image=output, delay=1.0))
+    expired = asyncio.Event()  # the call lasts until the token has expired, however slow the machine
+    image_api.then(Reply(image=output, until=expired))
     handle = await send_edit(discord_fake, "slow one", [make_png()])
     await image_api.wait_for_started(1)
     discord_fake.expire_interaction(handle.token)
+    expired.set()
     posted = await discord_fake.wait_for_request(
         lambda r: (
             r.method == "POST" and r.path == f"/api/v10/channels/{discord_fake.CHANNEL_ID}/messages" and bool(r.files)

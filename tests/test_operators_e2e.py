@@ -3,6 +3,7 @@ and servers' own API keys; the secrecy of every new secret."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,10 @@ async def test_the_balance_watch_warns_once_refuses_below_the_floor_and_recovers
     assert len(channel_posts(discord_fake, AUDIT, "balance is low")) == 1  # once per crossing
     assert bot_process.log().count("is below BALANCE_WARN_USD") == 1
 
-    # One job runs, one waits; then the balance falls below the floor.
-    image_api.then(Reply(delay=1.5))
+    # One job runs, one waits; then the balance falls below the floor. The running call holds the only slot
+    # until the checks below are done, however slow the machine.
+    release = asyncio.Event()
+    image_api.then(Reply(until=release))
     running = await send_edit(discord_fake, "running", [make_png()])
     await image_api.wait_for_started(2)
     queued = await send_edit(discord_fake, "queued", [make_png()])
@@ -115,6 +118,7 @@ async def test_the_balance_watch_warns_once_refuses_below_the_floor_and_recovers
     text = await refusal(await send_edit(discord_fake, "refused", [make_png()], user_id=discord_fake.OTHER_USER_ID))
     assert "New edits are paused" in text
     assert (await scrape(port))["atelier_provider_balance_usd"] == 1.0
+    release.set()
     await wait_result(running)
     await wait_result(queued)  # accepted before the floor: it still runs
     assert len(image_api.calls) == calls + 1

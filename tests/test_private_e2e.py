@@ -3,6 +3,7 @@ direct message, closed DMs (undelivered, told next time), and the server's priva
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.fake_discord import FLAG_IS_COMPONENTS_V2, FakeDiscord, InteractionHandle, RecordedRequest
@@ -98,10 +99,12 @@ async def test_a_late_private_result_is_sent_by_direct_message(
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     output = make_png(33, 22, (2, 2, 2))
-    image_api.then(Reply(image=output, delay=1.0))
+    expired = asyncio.Event()  # the call lasts until the token has expired, however slow the machine
+    image_api.then(Reply(image=output, until=expired))
     handle = await send_private_edit(discord_fake, "slow and private", [make_png()])
     await image_api.wait_for_started(1)
     discord_fake.expire_interaction(handle.token)
+    expired.set()
     dm = await discord_fake.wait_for_request(lambda r: r.method == "POST" and r.path.endswith("/users/@me/channels"))
     assert dm.json == {"recipient_id": discord_fake.USER_ID}
     dm_channel = int(dm.response["id"])
@@ -121,10 +124,12 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     discord_fake.closed_dms.add(discord_fake.USER_ID)
-    image_api.then(Reply(delay=1.0))
+    expired = asyncio.Event()  # the call lasts until the token has expired, however slow the machine
+    image_api.then(Reply(until=expired))
     handle = await send_private_edit(discord_fake, "never arrives", [make_png()])
     await image_api.wait_for_started(1)
     discord_fake.expire_interaction(handle.token)
+    expired.set()
     refused = await discord_fake.wait_for_request(lambda r: r.method == "POST" and r.status == 403, 15)
     assert refused.response["code"] == 50007
     rows = await wait_rows(bot.env, "SELECT status, delivered FROM jobs", lambda r: r[0][0] == "succeeded")
@@ -142,10 +147,12 @@ async def test_closed_dms_leave_a_late_private_result_undelivered_and_the_member
     again = await discord_fake.slash_command("usage", [])
     await again.wait_for_callback()
     # ... which shows once a later result is lost too: the command after that is told of it alone.
-    image_api.then(Reply(delay=1.0))
+    expired = asyncio.Event()
+    image_api.then(Reply(until=expired))
     lost = await send_private_edit(discord_fake, "lost as well", [make_png()])
     await image_api.wait_for_started(2)
     discord_fake.expire_interaction(lost.token)
+    expired.set()
     await wait_rows(
         bot.env, "SELECT delivered FROM jobs WHERE prompt = 'lost as well'", lambda r: r == [("undelivered",)]
     )
@@ -159,10 +166,12 @@ async def test_a_notice_being_told_as_the_bot_stops_is_sent_and_recorded_as_told
     bot: BotProcess, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     discord_fake.closed_dms.add(discord_fake.USER_ID)
-    image_api.then(Reply(delay=1.0))
+    expired = asyncio.Event()  # the call lasts until the token has expired, however slow the machine
+    image_api.then(Reply(until=expired))
     handle = await send_private_edit(discord_fake, "told at the stop", [make_png()])
     await image_api.wait_for_started(1)
     discord_fake.expire_interaction(handle.token)
+    expired.set()
     await wait_rows(bot.env, "SELECT delivered FROM jobs", lambda r: r == [("undelivered",)])
     # Discord rate-limits the notice once: discord.py waits a second to send it again, and the bot stops meanwhile.
     discord_fake.fail_next(

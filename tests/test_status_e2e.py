@@ -66,9 +66,13 @@ async def test_status_texts_give_honest_estimates_from_the_ledger(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await start(bot_process, bot_env, **FAST)
-    # With no history, the status says how long it has been, and guesses nothing.
-    image_api.then(Reply(delay=1.6))
+    # With no history, the status says how long it has been, and guesses nothing. The call lasts until the
+    # status has said "1 s so far" (so it did last a second), however slow the machine.
+    shown = asyncio.Event()
+    image_api.then(Reply(until=shown))
     warm = await send_edit(discord_fake, "warm", [make_png()])
+    await wait_final_text(warm, "🎨 Editing… 1 s so far.\n")
+    shown.set()
     await wait_result(warm)
     texts = contents(warm)
     assert any(text.startswith("🎨 Editing… 1 s so far.\n") for text in texts), texts
@@ -80,9 +84,13 @@ async def test_status_texts_give_honest_estimates_from_the_ledger(
     await seed_runs(bot_env, 1.0, input_count=4)
     await bot_process.start()
 
-    # A job of another kind is compared with its own kind: four inputs usually take 1 s.
-    image_api.then(Reply(delay=3.0), Reply(kind="hang"))
+    # A job of another kind is compared with its own kind: four inputs usually take 1 s. Its call lasts until
+    # the status has said "2 s so far", past 1.5 × the usual time, however slow the machine.
+    shown = asyncio.Event()
+    image_api.then(Reply(until=shown), Reply(kind="hang"))
     slow = await send_edit(discord_fake, "slow", [make_png(), make_png(), make_png(), make_png()])
+    await wait_final_text(slow, "🎨 Editing… 2 s so far; this one is taking longer than usual (about 1 s).\n")
+    shown.set()
     await wait_result(slow, timeout=30)
     assert any(
         text.startswith("🎨 Editing… 2 s so far; this one is taking longer than usual (about 1 s).\n")
@@ -120,7 +128,8 @@ async def test_a_public_status_moves_before_its_token_lapses_and_the_result_foll
     await start(bot_process, bot_env, **FAST)
     # A command answered 13½ minutes ago: its token has 1½ minutes left, too little to wait on.
     discord_fake.backdate_next_interaction = 13.5 * 60
-    image_api.then(Reply(delay=1.5))
+    moved = asyncio.Event()  # the call lasts until the status has moved, however slow the machine
+    image_api.then(Reply(until=moved))
     handle = await send_edit(discord_fake, "a long wait", [make_png()])
     channel = discord_fake.CHANNEL_ID
     post = await discord_fake.wait_for_request(lambda r: is_channel_post(r, channel), 10)
@@ -132,6 +141,7 @@ async def test_a_public_status_moves_before_its_token_lapses_and_the_result_foll
     assert pointer.path.startswith("/api/v10/webhooks/")
     assert f"/channels/{discord_fake.GUILD_ID}/{channel}/{new_id}" in pointer.json["content"]
     assert pointer.json["components"] == []
+    moved.set()
     # The result goes to the new message, by the bot's own token.
     result = await discord_fake.wait_for_request(
         lambda r: r.method == "PATCH" and r.path == f"/api/v10/channels/{channel}/messages/{new_id}" and bool(r.files),
@@ -144,13 +154,25 @@ async def test_a_public_status_moves_before_its_token_lapses_and_the_result_foll
     assert len(pointer_edits(discord_fake)) == 1
 
 
-async def a_waiting_edit_whose_token_lapses(discord_fake: FakeDiscord, image_api: FakeImageAPI) -> InteractionHandle:
-    """An edit "waiting" behind another, sent 13.5 minutes into its token's life: its line moves its status."""
-    image_api.then(Reply(delay=2.0), Reply(delay=0.5))
+async def a_waiting_edit_whose_token_lapses(
+    discord_fake: FakeDiscord, image_api: FakeImageAPI, ahead: asyncio.Event, waiting: asyncio.Event
+) -> InteractionHandle:
+    """An edit "waiting" behind another, sent 13.5 minutes into its token's life: its line moves its status.
+    The edit "ahead" holds the only slot until the test sets ``ahead``; "waiting"'s own call lasts until it
+    sets ``waiting``, however slow the machine."""
+    image_api.then(Reply(until=ahead), Reply(until=waiting))
     await send_edit(discord_fake, "ahead", [make_png()])
     await image_api.wait_for_started(1)
     discord_fake.backdate_next_interaction = 13.5 * 60
     return await send_edit(discord_fake, "waiting", [make_png()])
+
+
+async def moved_to(env: dict[str, str], prompt: str) -> int:
+    """The message the job's status moved to, once the move is recorded."""
+    async with asyncio.timeout(10):
+        while (stored := await destination(env, prompt))["type"] != "message":  # noqa: ASYNC110  # the store
+            await asyncio.sleep(0.05)
+    return int(stored["message_id"])
 
 
 def waiting_post(channel: int) -> Callable[[RecordedRequest], bool]:
@@ -170,19 +192,27 @@ async def test_a_status_moved_while_its_job_waited_is_where_the_running_job_goes
     """The waiting job's line moves its status (the token is about to lapse); when the job is claimed, its
     running line goes on in the new message: no second move, and the result lands there."""
     await start(bot_process, bot_env, **FAST)
-    handle = await a_waiting_edit_whose_token_lapses(discord_fake, image_api)
+    ahead, waiting = asyncio.Event(), asyncio.Event()
+    handle = await a_waiting_edit_whose_token_lapses(discord_fake, image_api, ahead, waiting)
     channel = discord_fake.CHANNEL_ID
     posted = waiting_post(channel)
     post = await discord_fake.wait_for_request(posted, 10)
     assert "⏳" in post.json["content"]  # moved while the job was still waiting
     new_id = int(post.response["id"])
+    assert await moved_to(bot_env, "waiting") == new_id
+    ahead.set()  # the move is done and recorded: the job may be claimed
+    # The running line edits the new message (the call lasts until it has), and the result lands there.
+    await discord_fake.wait_for_request(
+        lambda r: (
+            r.method == "PATCH"
+            and r.path.endswith(f"/messages/{new_id}")
+            and "🎨" in str((r.json or {}).get("content"))
+        ),
+        10,
+    )
+    waiting.set()
     assert (await result_in(discord_fake, channel, new_id)).ok
-    # The running line edited the new message, and nothing moved the status a second time.
-    running = [
-        r for r in discord_fake.requests
-        if r.method == "PATCH" and r.path.endswith(f"/messages/{new_id}") and "🎨" in str((r.json or {}).get("content"))
-    ]  # fmt: skip
-    assert running, "the running job's status never reached the new message"
+    # Nothing moved the status a second time.
     assert len([r for r in discord_fake.requests if posted(r)]) == 1
     assert len(pointer_edits(discord_fake)) == 1
     assert not any(r.files for r in handle.webhook_requests())
@@ -213,7 +243,8 @@ async def test_a_status_move_the_database_failed_to_record_at_first_is_recorded_
             "CREATE TRIGGER test_fault_moved BEFORE UPDATE ON jobs FOR EACH ROW EXECUTE FUNCTION test_fault()",
         ]
     await execute(bot_env, *made)
-    handle = await a_waiting_edit_whose_token_lapses(discord_fake, image_api)
+    ahead, waiting = asyncio.Event(), asyncio.Event()
+    handle = await a_waiting_edit_whose_token_lapses(discord_fake, image_api, ahead, waiting)
     channel = discord_fake.CHANNEL_ID
     posted = waiting_post(channel)
     new_id = int((await discord_fake.wait_for_request(posted, 10)).response["id"])
@@ -221,6 +252,9 @@ async def test_a_status_move_the_database_failed_to_record_at_first_is_recorded_
         while "recording a status message's move failed" not in bot_process.log():  # noqa: ASYNC110  # its log
             await asyncio.sleep(0.05)
     await execute(bot_env, "DELETE FROM test_fault")  # the database is back
+    assert await moved_to(bot_env, "waiting") == new_id  # the record, tried again, went through
+    ahead.set()
+    waiting.set()
     assert (await result_in(discord_fake, channel, new_id)).ok
     assert len([r for r in discord_fake.requests if posted(r)]) == 1
     assert not any(r.files for r in handle.webhook_requests())
