@@ -4,9 +4,10 @@ The fake Discord forgets an interaction whose first answer comes more than 3 s a
 (``FakeDiscord.ack_window``, as Discord does). The tests hold what the bot's write needs in its
 database (SQLite: the write lock; PostgreSQL: the claims' lock, which a cancel takes, a member's
 admission lock, or the table a command writes) while a member clicks Cancel on a queued job, starts
-an edit, a refinement or a reroll, or a moderator blocks a member, so the bot waits longer than
-that: it must defer in time and then answer through the original response, or a follow-up (of
-its own visibility) when that would show the answer to the wrong people or the database failed.
+an edit, an imagined picture, a refinement, a reroll or variations, or a moderator blocks a member,
+so the bot waits longer than that: it must defer in time and then answer through the original
+response, or a follow-up (of its own visibility) when that would show the answer to the wrong
+people or the database failed.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from bot.store.postgres import lock_key
 from tests.databases import only_postgres
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, dialect, rows, send_edit, wait_final_text, wait_result, wait_rows
+from tests.harness import BotProcess, dialect, money, rows, send_edit, wait_final_text, wait_result, wait_rows
+from tests.test_imagine_e2e import imagine
 from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, ledger, open_refine, refine_button, result_button
+from tests.test_variations_e2e import card_edits, gallery, labels
 
 THINKING = 5
 
@@ -298,3 +301,51 @@ async def test_a_refinement_admitted_slowly_shows_thinking_privately_then_points
     assert handle.followups() == []  # the note took the thinking's place: no second message
     jobs = await ledger(bot_env, 2)
     assert [(origin, status) for _, origin, _, status in jobs] == [("command", "succeeded"), ("refine", "succeeded")]
+
+
+async def test_an_imagine_admitted_slowly_is_deferred_in_time_and_its_status_and_result_take_the_thinkings_place(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        handle = await imagine(discord_fake, "a slow sunrise")
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        assert not (callback.json.get("data") or {}).get("flags", 0) & EPHEMERAL, callback.json
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    status = await handle.wait_for_webhook("PATCH", timeout=10)
+    assert status.ok and status.path.endswith("/messages/@original"), status
+    assert "text only" in status.json["content"], status.json
+    await wait_result(handle)
+    shown = handle.original_message()
+    assert shown is not None and not shown["flags"] & EPHEMERAL and shown["attachments"], shown
+    assert [r for r in handle.webhook_requests() if r.method == "POST"] == []  # no second message
+    (call,) = image_api.calls
+    assert call.path == "/v1/images/generations" and call.json is not None and call.json["prompt"] == "a slow sunrise"
+    await wait_rows(bot_env, "SELECT kind, status FROM jobs", lambda found: found == [("imagine", "succeeded")])
+
+
+async def test_variations_admitted_slowly_leave_the_result_alone_and_fill_a_card_of_their_own(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    bot_env.update(USER_MAX_ACTIVE="5")
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    first = await send_edit(discord_fake, "a teapot", [make_png()])
+    await wait_result(first)
+    result = first.original_message()
+    assert result is not None
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        click = await discord_fake.click_button(result, result_button(result, "Variations"))
+        answered_in_time(await click.wait_for_callback(timeout=5), click)  # the result left as it was
+        await asyncio.sleep(2.0)
+    card = await click.wait_for_webhook("POST", timeout=10)  # the group's card: a message of its own
+    assert card.ok and not card.json.get("flags", 0) & EPHEMERAL, (card, card.json)
+    assert "Making variations" in card.json["content"], card.json
+    (last,) = (await card_edits(click, 4))[3:]
+    assert len(gallery(last)) == 4 and labels(last)[:4] == ["Refine 1", "Refine 2", "Refine 3", "Refine 4"]
+    unchanged = first.original_message()
+    assert unchanged is not None and unchanged["attachments"] == result["attachments"]
+    assert len(image_api.calls) == 5
+    assert len(await money(bot_env)) == 5  # the edit and four runs, each charged once
