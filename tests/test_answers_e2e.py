@@ -4,16 +4,17 @@ The fake Discord forgets an interaction whose first answer comes more than 3 s a
 (``FakeDiscord.ack_window``, as Discord does). The tests hold what the bot's write needs in its
 database (SQLite: the write lock; PostgreSQL: the claims' lock, which a cancel takes, a member's
 admission lock, or the table a command writes) while a member clicks Cancel on a queued job, starts
-an edit, an imagined picture, a refinement, a reroll or variations, or a moderator blocks a member,
-so the bot waits longer than that: it must defer in time and then answer through the original
-response, or a follow-up (of its own visibility) when that would show the answer to the wrong
-people or the database failed.
+an edit, an imagined picture, a refinement, a region edit, an "Edit images" edit, a reroll (from a
+result or from ``/history``) or variations, or a moderator blocks a member, so the bot waits longer
+than that: it must defer in time and then answer through the original response, or a follow-up (of
+its own visibility) when that would show the answer to the wrong people or the database failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,9 +25,34 @@ from bot.store.postgres import lock_key
 from tests.databases import only_postgres
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
 from tests.fake_image_api import FakeImageAPI, Reply, make_png
-from tests.harness import BotProcess, dialect, money, rows, send_edit, wait_final_text, wait_result, wait_rows
+from tests.harness import (
+    BotProcess,
+    card_text,
+    dialect,
+    is_channel_post,
+    is_message_edit_with_file,
+    money,
+    rows,
+    send_edit,
+    wait_final_text,
+    wait_result,
+    wait_rows,
+)
+from tests.test_history_e2e import history, pick_options
 from tests.test_imagine_e2e import imagine
-from tests.test_refine_e2e import PROMPT_FIELD, SIZE_FIELD, ledger, open_refine, refine_button, result_button
+from tests.test_message_edit_e2e import open_form as open_edit_images
+from tests.test_message_edit_e2e import submit as submit_edit_images
+from tests.test_model_options_e2e import OFFICIAL_DEFAULT
+from tests.test_refine_e2e import (
+    PROMPT_FIELD,
+    SIZE_FIELD,
+    ledger,
+    open_refine,
+    refine_button,
+    result_button,
+    wait_thread_result,
+)
+from tests.test_region_e2e import CELLS_FIELD, HEIGHT, WIDTH, a_result, open_region, repaint, start_on
 from tests.test_variations_e2e import card_edits, gallery, labels
 
 THINKING = 5
@@ -349,3 +375,112 @@ async def test_variations_admitted_slowly_leave_the_result_alone_and_fill_a_card
     assert unchanged is not None and unchanged["attachments"] == result["attachments"]
     assert len(image_api.calls) == 5
     assert len(await money(bot_env)) == 5  # the edit and four runs, each charged once
+
+
+async def test_a_region_edit_admitted_slowly_shows_thinking_privately_then_points_to_its_status_in_the_thread(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    await start_on(bot_process, bot_env, image_api, tmp_path, OFFICIAL_DEFAULT)  # a model that takes a mask
+    discord_fake.ack_window = 3.0
+    message = await a_result(discord_fake, image_api, make_png(WIDTH, HEIGHT))
+    _, form = await open_region(discord_fake, message)  # a form opens at once: only its submission waits
+    start = len(discord_fake.requests)
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        handle = await repaint(discord_fake, message, "a red umbrella", form=form, **{CELLS_FIELD: ["center"]})
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        assert callback.json["data"]["flags"] & EPHEMERAL  # as the note that takes its place
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    thread_id = int(message["id"])  # the result's thread (Discord gives it the message's id)
+    status = await discord_fake.wait_for_request(lambda r: is_channel_post(r, thread_id), 10, start=start)
+    assert status.json["content"].startswith("📥 Fetching the image…"), status.json
+    result = await wait_thread_result(discord_fake, thread_id, start=start)
+    assert result.path.endswith(f"/messages/{status.response['id']}"), result  # the result on its status
+    assert "🖌️ repainted ⬜⬜⬜ ⬜🟦⬜ ⬜⬜⬜" in card_text(result)
+    await wait_final_text(handle, "🎨 Refining in", timeout=10)
+    shown = handle.original_message()
+    assert shown is not None and shown["flags"] & EPHEMERAL, shown
+    assert shown["content"].startswith("🎨 Refining in https://discord.com/channels/"), shown
+    assert shown["content"].endswith(f"/{thread_id}/{status.response['id']}"), shown
+    assert handle.followups() == []  # the note took the thinking's place: no second message
+    assert len(image_api.calls) == 2  # the first result's, and the region edit's: one call each
+    (call,) = [c for c in image_api.calls if c.mask is not None]
+    assert call.field("prompt") == "a red umbrella"
+    done = [("edit", "succeeded"), ("region", "succeeded")]
+    await wait_rows(bot_env, "SELECT kind, status FROM jobs ORDER BY created_at", lambda found: found == done)
+
+
+async def test_edit_images_admitted_slowly_shows_thinking_privately_then_points_to_its_status_replying_to_the_message(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    output = make_png(50, 30, (7, 8, 9))
+    image_api.then(Reply(image=output))
+    message = await discord_fake.add_message("my cat", files=[(make_png(30, 20), "cat.png", "image/png")])
+    _, form = await open_edit_images(discord_fake, message)  # a form opens at once: only its submission waits
+    start = len(discord_fake.requests)
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        handle = await submit_edit_images(discord_fake, form, message, "a hat on the cat")
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        assert callback.json["data"]["flags"] & EPHEMERAL  # as the note that takes its place
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    channel = discord_fake.CHANNEL_ID
+    status = await discord_fake.wait_for_request(lambda r: is_channel_post(r, channel), 10, start=start)
+    assert status.json["content"].startswith("📥 Fetching the message's images…"), status.json
+    assert int(status.json["message_reference"]["message_id"]) == int(message["id"])  # a reply to the message
+    result = await discord_fake.wait_for_request(lambda r: is_message_edit_with_file(r, channel), 20, start=start)
+    assert result.path.endswith(f"/messages/{status.response['id']}") and result.files[0].data == output
+    await wait_final_text(handle, "🎨 Editing in", timeout=10)
+    shown = handle.original_message()
+    assert shown is not None and shown["flags"] & EPHEMERAL, shown
+    assert shown["content"].startswith("🎨 Editing in https://discord.com/channels/"), shown
+    assert shown["content"].endswith(f"/{channel}/{status.response['id']}"), shown
+    assert handle.followups() == []  # the note took the thinking's place: no second message
+    (call,) = image_api.calls
+    assert call.field("prompt") == "a hat on the cat"
+    await wait_rows(bot_env, "SELECT origin, status FROM jobs", lambda found: found == [("message", "succeeded")])
+
+
+async def test_a_reroll_from_history_admitted_slowly_leaves_the_page_alone_and_points_privately_to_its_status(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    await bot_process.start()
+    discord_fake.ack_window = 3.0
+    first = await send_edit(discord_fake, "a fox in snow", [make_png()])
+    await wait_result(first)
+    result = first.original_message()
+    assert result is not None
+    kept = copy.deepcopy(result)
+    # Offered once the job's end is recorded, a moment after its result is posted.
+    await wait_rows(bot_env, "SELECT status FROM jobs", lambda found: found == [("succeeded",)])
+    _, page = await history(discord_fake)
+    listed = copy.deepcopy(page)
+    custom_id, options = pick_options(page)
+    (reroll,) = [o["value"] for o in options if o["value"].startswith("reroll:")]
+    start = len(discord_fake.requests)
+    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
+        pick = await discord_fake.click_button(page, custom_id, component_type=3, values=[reroll])
+        answered_in_time(await pick.wait_for_callback(timeout=5), pick)  # the page left as it was
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    note = await pick.wait_for_webhook("POST", timeout=10)  # a private message of its own
+    assert note.ok and note.json["flags"] & EPHEMERAL, (note, note.json)
+    assert note.json["content"] == "🔁 Starting your reroll…", note.json
+    channel = discord_fake.CHANNEL_ID  # where the rerolled result is
+    status = await discord_fake.wait_for_request(lambda r: is_channel_post(r, channel), 10, start=start)
+    assert status.json["content"].startswith("🔁 Rerolling: the same images"), status.json
+    rerolled = await discord_fake.wait_for_request(lambda r: is_message_edit_with_file(r, channel), 20, start=start)
+    assert rerolled.path.endswith(f"/messages/{status.response['id']}"), rerolled
+    await wait_final_text(pick, "🔁 Rerolling in", timeout=10)
+    (pointer,) = pick.followups()  # the note, now pointing to the status
+    assert pointer["flags"] & EPHEMERAL, pointer
+    assert pointer["content"].startswith("🔁 Rerolling in https://discord.com/channels/"), pointer
+    assert pointer["content"].endswith(f"/{channel}/{status.response['id']}"), pointer
+    assert [r for r in pick.webhook_requests() if r.path.endswith("/messages/@original")] == []
+    assert discord_fake.messages[int(page["id"])] == listed  # the page, as it was
+    assert discord_fake.messages[int(result["id"])] == kept  # the rerolled result, as it was
+    assert len(image_api.calls) == 2
+    both = [("a fox in snow", "succeeded")] * 2
+    await wait_rows(bot_env, "SELECT prompt, status FROM jobs ORDER BY created_at", lambda found: found == both)
