@@ -18,6 +18,7 @@ import copy
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 
@@ -276,19 +277,34 @@ async def test_an_edit_refused_after_a_slow_admission_tells_its_member_alone_and
     assert await rows(bot_env, "SELECT prompt FROM jobs") == [("the first",)]  # nothing charged for it
 
 
+async def a_posted_result(fake: FakeDiscord, prompt: str) -> tuple[InteractionHandle, dict[str, Any]]:
+    """An edit, answered at once, and its result message, before Discord's 3 s window is enforced."""
+    first = await send_edit(fake, prompt, [make_png()])
+    await wait_result(first)
+    result = first.original_message()
+    assert result is not None
+    fake.ack_window = 3.0
+    return first, result
+
+
+async def clicked_while_admission_waits(
+    fake: FakeDiscord, env: dict[str, str], prompt: str, button: str
+) -> tuple[InteractionHandle, dict[str, Any], InteractionHandle]:
+    """An edit's result, and a click of its ``button`` while the member's admission waits past Discord's 3 s,
+    answered in time and leaving the result as it was: (the edit, its result message, the click)."""
+    first, result = await a_posted_result(fake, prompt)
+    async with database_held(env, admission_lock(fake.USER_ID)):
+        click = await fake.click_button(result, result_button(result, button))
+        answered_in_time(await click.wait_for_callback(timeout=5), click)
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    return first, result, click
+
+
 async def test_a_reroll_admitted_slowly_leaves_the_result_alone_and_answers_with_its_own_status(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await bot_process.start()
-    discord_fake.ack_window = 3.0
-    first = await send_edit(discord_fake, "a lighthouse", [make_png()])
-    await wait_result(first)
-    result = first.original_message()
-    assert result is not None
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        click = await discord_fake.click_button(result, result_button(result, "Reroll"))
-        answered_in_time(await click.wait_for_callback(timeout=5), click)  # the result left as it was
-        await asyncio.sleep(2.0)
+    first, result, click = await clicked_while_admission_waits(discord_fake, bot_env, "a lighthouse", "Reroll")
     status = await click.wait_for_webhook("POST", timeout=10)  # a message of its own
     assert status.ok and not status.json.get("flags", 0) & EPHEMERAL, (status, status.json)
     assert status.json["content"].startswith("🔁 Rerolling"), status.json
@@ -306,11 +322,7 @@ async def test_a_refinement_admitted_slowly_shows_thinking_privately_then_points
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await bot_process.start()
-    discord_fake.ack_window = 3.0
-    first = await send_edit(discord_fake, "a castle", [make_png()])
-    await wait_result(first)
-    message = first.original_message()
-    assert message is not None
+    _, message = await a_posted_result(discord_fake, "a castle")
     _, modal = await open_refine(discord_fake, message)
     async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
         handle = await discord_fake.submit_modal(
@@ -357,15 +369,7 @@ async def test_variations_admitted_slowly_leave_the_result_alone_and_fill_a_card
 ) -> None:
     bot_env.update(USER_MAX_ACTIVE="5")
     await bot_process.start()
-    discord_fake.ack_window = 3.0
-    first = await send_edit(discord_fake, "a teapot", [make_png()])
-    await wait_result(first)
-    result = first.original_message()
-    assert result is not None
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        click = await discord_fake.click_button(result, result_button(result, "Variations"))
-        answered_in_time(await click.wait_for_callback(timeout=5), click)  # the result left as it was
-        await asyncio.sleep(2.0)
+    first, result, click = await clicked_while_admission_waits(discord_fake, bot_env, "a teapot", "Variations")
     card = await click.wait_for_webhook("POST", timeout=10)  # the group's card: a message of its own
     assert card.ok and not card.json.get("flags", 0) & EPHEMERAL, (card, card.json)
     assert "Making variations" in card.json["content"], card.json
@@ -448,11 +452,7 @@ async def test_a_reroll_from_history_admitted_slowly_leaves_the_page_alone_and_p
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await bot_process.start()
-    discord_fake.ack_window = 3.0
-    first = await send_edit(discord_fake, "a fox in snow", [make_png()])
-    await wait_result(first)
-    result = first.original_message()
-    assert result is not None
+    _, result = await a_posted_result(discord_fake, "a fox in snow")
     kept = copy.deepcopy(result)
     # Offered once the job's end is recorded, a moment after its result is posted.
     await wait_rows(bot_env, "SELECT status FROM jobs", lambda found: found == [("succeeded",)])
