@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import copy
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -228,18 +228,29 @@ async def test_history_that_waits_for_a_slow_database_shows_thinking_then_its_pa
     assert labels[:2] == ["Previous", "Next"], labels  # the page's buttons came with it
 
 
+async def thinking_while_admission_waits(
+    fake: FakeDiscord, env: dict[str, str], send: Awaitable[InteractionHandle], *, private: bool | None = None
+) -> InteractionHandle:
+    """``send`` (a command or a form's submission) while the member's admission waits past Discord's 3 s:
+    answered in time with a "thinking…", private or public as ``private`` says (not checked when ``None``)."""
+    async with database_held(env, admission_lock(fake.USER_ID)):
+        handle = await send
+        callback = await handle.wait_for_callback(timeout=5)
+        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
+        if private is not None:
+            assert bool((callback.json.get("data") or {}).get("flags", 0) & EPHEMERAL) == private, callback.json
+        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    return handle
+
+
 async def test_an_edit_admitted_slowly_is_deferred_in_time_and_its_status_and_result_take_the_thinkings_place(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
     await bot_process.start()
     discord_fake.ack_window = 3.0
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        handle = await send_edit(discord_fake, "a slow harbour", [make_png()])
-        callback = await handle.wait_for_callback(timeout=5)
-        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
-        # Public, as the status will be: the status takes the thinking's place, and its visibility.
-        assert not (callback.json.get("data") or {}).get("flags", 0) & EPHEMERAL, callback.json
-        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    # Public, as the status will be: the status takes the thinking's place, and its visibility.
+    send = send_edit(discord_fake, "a slow harbour", [make_png()])
+    handle = await thinking_while_admission_waits(discord_fake, bot_env, send, private=False)
     status = await handle.wait_for_webhook("PATCH", timeout=10)
     assert status.ok and status.path.endswith("/messages/@original"), status
     assert status.json["content"].startswith("📥 Fetching your images…"), status.json
@@ -259,11 +270,9 @@ async def test_an_edit_refused_after_a_slow_admission_tells_its_member_alone_and
     await bot_process.start()
     discord_fake.ack_window = 3.0
     await wait_result(await send_edit(discord_fake, "the first", [make_png()]))
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        handle = await send_edit(discord_fake, "one too many", [make_png()])
-        callback = await handle.wait_for_callback(timeout=5)
-        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
-        await asyncio.sleep(2.0)
+    handle = await thinking_while_admission_waits(
+        discord_fake, bot_env, send_edit(discord_fake, "one too many", [make_png()])
+    )
     refusal = await handle.wait_for_webhook("POST", timeout=10)
     assert refusal.ok and refusal.json["flags"] & EPHEMERAL, (refusal, refusal.json)
     assert refusal.json["content"].startswith("❌"), refusal.json
@@ -324,14 +333,11 @@ async def test_a_refinement_admitted_slowly_shows_thinking_privately_then_points
     await bot_process.start()
     _, message = await a_posted_result(discord_fake, "a castle")
     _, modal = await open_refine(discord_fake, message)
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        handle = await discord_fake.submit_modal(
-            modal["custom_id"], {PROMPT_FIELD: "at night", SIZE_FIELD: ["auto"]}, message=message
-        )
-        callback = await handle.wait_for_callback(timeout=5)
-        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
-        assert callback.json["data"]["flags"] & EPHEMERAL  # as the note that takes its place
-        await asyncio.sleep(2.0)
+    # Private, as the note that takes its place.
+    send = discord_fake.submit_modal(
+        modal["custom_id"], {PROMPT_FIELD: "at night", SIZE_FIELD: ["auto"]}, message=message
+    )
+    handle = await thinking_while_admission_waits(discord_fake, bot_env, send, private=True)
     await wait_final_text(handle, "🎨 Refining in", timeout=10)
     shown = handle.original_message()
     assert shown is not None and shown["flags"] & EPHEMERAL, shown
@@ -346,12 +352,9 @@ async def test_an_imagine_admitted_slowly_is_deferred_in_time_and_its_status_and
 ) -> None:
     await bot_process.start()
     discord_fake.ack_window = 3.0
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        handle = await imagine(discord_fake, "a slow sunrise")
-        callback = await handle.wait_for_callback(timeout=5)
-        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
-        assert not (callback.json.get("data") or {}).get("flags", 0) & EPHEMERAL, callback.json
-        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    handle = await thinking_while_admission_waits(
+        discord_fake, bot_env, imagine(discord_fake, "a slow sunrise"), private=False
+    )
     status = await handle.wait_for_webhook("PATCH", timeout=10)
     assert status.ok and status.path.endswith("/messages/@original"), status
     assert "text only" in status.json["content"], status.json
@@ -381,6 +384,16 @@ async def test_variations_admitted_slowly_leave_the_result_alone_and_fill_a_card
     assert len(await money(bot_env)) == 5  # the edit and four runs, each charged once
 
 
+async def points_privately_to(handle: InteractionHandle, words: str, channel: int, status: RecordedRequest) -> None:
+    """The private note that took the thinking's place ends as ``words`` and a link to ``status`` in ``channel``."""
+    await wait_final_text(handle, words, timeout=10)
+    shown = handle.original_message()
+    assert shown is not None and shown["flags"] & EPHEMERAL, shown
+    assert shown["content"].startswith(f"{words} https://discord.com/channels/"), shown
+    assert shown["content"].endswith(f"/{channel}/{status.response['id']}"), shown
+    assert handle.followups() == []  # the note took the thinking's place: no second message
+
+
 async def test_a_region_edit_admitted_slowly_shows_thinking_privately_then_points_to_its_status_in_the_thread(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI,
     tmp_path: Path,
@@ -390,24 +403,15 @@ async def test_a_region_edit_admitted_slowly_shows_thinking_privately_then_point
     message = await a_result(discord_fake, image_api, make_png(WIDTH, HEIGHT))
     _, form = await open_region(discord_fake, message)  # a form opens at once: only its submission waits
     start = len(discord_fake.requests)
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        handle = await repaint(discord_fake, message, "a red umbrella", form=form, **{CELLS_FIELD: ["center"]})
-        callback = await handle.wait_for_callback(timeout=5)
-        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
-        assert callback.json["data"]["flags"] & EPHEMERAL  # as the note that takes its place
-        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    send = repaint(discord_fake, message, "a red umbrella", form=form, **{CELLS_FIELD: ["center"]})
+    handle = await thinking_while_admission_waits(discord_fake, bot_env, send, private=True)  # as the note to come
     thread_id = int(message["id"])  # the result's thread (Discord gives it the message's id)
     status = await discord_fake.wait_for_request(lambda r: is_channel_post(r, thread_id), 10, start=start)
     assert status.json["content"].startswith("📥 Fetching the image…"), status.json
     result = await wait_thread_result(discord_fake, thread_id, start=start)
     assert result.path.endswith(f"/messages/{status.response['id']}"), result  # the result on its status
     assert "🖌️ repainted ⬜⬜⬜ ⬜🟦⬜ ⬜⬜⬜" in card_text(result)
-    await wait_final_text(handle, "🎨 Refining in", timeout=10)
-    shown = handle.original_message()
-    assert shown is not None and shown["flags"] & EPHEMERAL, shown
-    assert shown["content"].startswith("🎨 Refining in https://discord.com/channels/"), shown
-    assert shown["content"].endswith(f"/{thread_id}/{status.response['id']}"), shown
-    assert handle.followups() == []  # the note took the thinking's place: no second message
+    await points_privately_to(handle, "🎨 Refining in", thread_id, status)
     assert len(image_api.calls) == 2  # the first result's, and the region edit's: one call each
     (call,) = [c for c in image_api.calls if c.mask is not None]
     assert call.field("prompt") == "a red umbrella"
@@ -425,24 +429,15 @@ async def test_edit_images_admitted_slowly_shows_thinking_privately_then_points_
     message = await discord_fake.add_message("my cat", files=[(make_png(30, 20), "cat.png", "image/png")])
     _, form = await open_edit_images(discord_fake, message)  # a form opens at once: only its submission waits
     start = len(discord_fake.requests)
-    async with database_held(bot_env, admission_lock(discord_fake.USER_ID)):
-        handle = await submit_edit_images(discord_fake, form, message, "a hat on the cat")
-        callback = await handle.wait_for_callback(timeout=5)
-        assert callback.ok and callback.json["type"] == THINKING, (callback, callback.json)
-        assert callback.json["data"]["flags"] & EPHEMERAL  # as the note that takes its place
-        await asyncio.sleep(2.0)  # the database stays slow past Discord's 3 s
+    send = submit_edit_images(discord_fake, form, message, "a hat on the cat")
+    handle = await thinking_while_admission_waits(discord_fake, bot_env, send, private=True)  # as the note to come
     channel = discord_fake.CHANNEL_ID
     status = await discord_fake.wait_for_request(lambda r: is_channel_post(r, channel), 10, start=start)
     assert status.json["content"].startswith("📥 Fetching the message's images…"), status.json
     assert int(status.json["message_reference"]["message_id"]) == int(message["id"])  # a reply to the message
     result = await discord_fake.wait_for_request(lambda r: is_message_edit_with_file(r, channel), 20, start=start)
     assert result.path.endswith(f"/messages/{status.response['id']}") and result.files[0].data == output
-    await wait_final_text(handle, "🎨 Editing in", timeout=10)
-    shown = handle.original_message()
-    assert shown is not None and shown["flags"] & EPHEMERAL, shown
-    assert shown["content"].startswith("🎨 Editing in https://discord.com/channels/"), shown
-    assert shown["content"].endswith(f"/{channel}/{status.response['id']}"), shown
-    assert handle.followups() == []  # the note took the thinking's place: no second message
+    await points_privately_to(handle, "🎨 Editing in", channel, status)
     (call,) = image_api.calls
     assert call.field("prompt") == "a hat on the cat"
     await wait_rows(bot_env, "SELECT origin, status FROM jobs", lambda found: found == [("message", "succeeded")])
