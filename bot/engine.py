@@ -139,7 +139,7 @@ class JobEngine:
         self._clock = clock
         self._scheduler = Scheduler("engine")
         self.lifecycle = Lifecycle(store, holder_name(), lease_seconds=config.job_lease_seconds, clock=clock)
-        self._inputs = JobInputs(store, int(config.max_queued_input_mb * 1024 * 1024))
+        self._inputs = JobInputs(store, int(config.max_queued_input_mb * 1024 * 1024), scheduler=self._scheduler)
         self._retention = Retention(
             store, config.input_retention_hours, config.input_retention_bytes, self._scheduler, clock
         )

@@ -40,7 +40,7 @@ from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
 from bot.store.postgres import PostgresDatabase, lock_key
-from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone, fetch_value
+from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone, fetch_value, lock
 from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
 from bot.store.store import _moves as moves_script
@@ -801,3 +801,39 @@ async def test_on_postgresql_no_transaction_holds_a_job_s_row_while_it_waits_for
                     await other.execute("SET LOCAL lock_timeout = '500ms'")
                     await other.execute("UPDATE jobs SET lease_until = lease_until WHERE id = 'a'")
             assert await asyncio.wait_for(renewal, 5) == {"a": run["a"], "b": run["b"]}
+
+
+async def test_on_postgresql_scripts_get_their_connections_in_the_order_they_asked(tmp_path: Path) -> None:
+    """PostgreSQL alone has a pool to wait for. asyncpg's pool hands a released connection to a script that
+    asks at that moment before its oldest waiter, which then goes to the back of the queue: in a burst of
+    admissions the first members to ask were answered last, some 40 places late. Fifty members arriving
+    together, each a reading then a transaction, over five connections: each ends about where it arrived.
+    (Measured: the latest member of a round a median 2 places late with turns, 20-25 without.)"""
+    async with open_store("postgres", tmp_path) as store:
+        assert isinstance(store.database, PostgresDatabase) and store.database.pool_size == 5
+        # The pool grown first: a connection being opened would let the scripts after it start before it.
+        await asyncio.gather(*(value(store, "SELECT pg_sleep(0.1)") for _ in range(5)))
+        assert store.database.pool.get_size() == 5
+
+        def admission(member: int) -> Generator[Op, Any, None]:
+            yield from lock(f"user:{member}")
+            yield from execute("SELECT pg_sleep(0.0005)")
+            yield from execute("SELECT 1")
+
+        async def member(n: int, ended: list[int]) -> None:
+            await value(store, "SELECT 1")
+            await store.database.run(admission(n))
+            ended.append(n)
+
+        latest = []
+        for _ in range(5):
+            ended: list[int] = []
+            members = []
+            for n in range(50):
+                members.append(asyncio.ensure_future(member(n, ended)))
+                if n % 3 == 0:
+                    await asyncio.sleep(0.0003)
+            async with asyncio.timeout(20):
+                await asyncio.gather(*members)
+            latest.append(max(place - n for place, n in enumerate(ended)))
+        assert sorted(latest)[2] <= 5, latest

@@ -3,30 +3,45 @@
 Every process can run any job from them, on either database. Their total for unfinished
 jobs is capped by ``MAX_QUEUED_INPUT_MB``: the cap is enforced exactly when inputs are saved,
 and whether it is reached is read at most once a second for admission, which asks on every
-request. What was done to an image (its note) is kept with the job, not with the image.
+request. Only the first asking waits for that reading: later, a request that finds the last one
+a second old is answered from it, and the next reading runs in the background (with a
+``scheduler``), so no member's admission waits for a total that only guards the disk. What was
+done to an image (its note) is kept with the job, not with the image.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Sequence
 
 from bot.batches import Batches
 from bot.core.records import StoredImage
 from bot.media.images import PreparedImage
+from bot.scheduler import Scheduler
 from bot.store.store import Store
 
+log = logging.getLogger(__name__)
+
 FULL_CHECK_EVERY = 1.0
+TOTAL_READING = "inputs-total"  # the background reading's task name
 
 
 class JobInputs:
     """The store's ``job_inputs``, as prepared images, within ``cap_bytes`` for all unfinished jobs."""
 
-    def __init__(self, store: Store, cap_bytes: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: Store,
+        cap_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
+        scheduler: Scheduler | None = None,
+    ) -> None:
         self._store = store
         self.cap_bytes = cap_bytes
         self._clock = clock
+        self._scheduler = scheduler  # the readings after the first run in it (none: each is waited for)
         self._full = False
         self._checked: float | None = None
         self._readings: Batches[str, list[StoredImage] | None] = Batches("inputs", self._read)
@@ -62,6 +77,19 @@ class JobInputs:
         """Whether the unfinished jobs' images fill the cap (read at most once a second)."""
         now = self._clock()
         if self._checked is None or now - self._checked >= FULL_CHECK_EVERY:
+            first = self._checked is None
             self._checked = now
-            self._full = await self._store.queued_input_bytes() >= self.cap_bytes
+            if first or self._scheduler is None:
+                await self._read_total()
+            elif TOTAL_READING not in self._scheduler:
+                self._scheduler.schedule(TOTAL_READING, self._read_total(in_background=True))
         return self._full
+
+    async def _read_total(self, *, in_background: bool = False) -> None:
+        try:
+            self._full = await self._store.queued_input_bytes() >= self.cap_bytes
+        except Exception as exc:
+            if not in_background:
+                raise
+            # The last reading stands; the next request a second on asks again.
+            log.warning("reading the queued images' total failed (%s)", type(exc).__name__)

@@ -94,6 +94,11 @@ class PostgresDatabase:
         # Scripts that write megabytes (a job's images) take at most all connections but two, which stay for
         # the light ones (an admission, a claim, a move) that members and slots wait for.
         self._heavy = asyncio.Semaphore(max(1, pool_size - 2))
+        # Connections are handed out first come, first served. The pool's own queue is not fair: a connection
+        # released wakes its oldest waiter, but a script that asks in the meantime takes it, and the waiter
+        # goes to the back of the queue. In a burst of admissions the first to arrive were answered last.
+        # At most ``pool_size`` scripts hold a turn, so the pool never has a waiter of its own.
+        self._turns = asyncio.Semaphore(pool_size)
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -160,7 +165,7 @@ class PostgresDatabase:
         return await self._run(script, write)
 
     async def _run(self, script: Generator[Op, Any, T], write: bool) -> T:
-        async with self.pool.acquire() as conn:
+        async with self._turns, self.pool.acquire() as conn:
             if not write:
                 return await self._drive(script, conn, None, [])
             notices: list[str] = []
@@ -276,7 +281,8 @@ class PostgresDatabase:
             await asyncio.sleep(RECONNECT_AFTER)
 
     async def ping(self) -> None:
-        await self.pool.fetchval("SELECT 1")
+        async with self._turns:
+            await self.pool.fetchval("SELECT 1")
 
 
 async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
