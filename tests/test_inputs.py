@@ -10,6 +10,7 @@ import pytest
 from bot.core.records import StoredImage
 from bot.jobs.inputs import JobInputs
 from bot.media.images import PreparedImage
+from bot.scheduler import Scheduler
 from bot.store import store as store_module
 from bot.store.store import Store
 from tests.stores import NOON, add, make_job
@@ -74,3 +75,52 @@ async def test_a_reading_of_more_jobs_than_one_list_binds_finds_every_one(
     assert {job_id: [image.data for image in images] for job_id, images in found.items()} == {
         f"j{n}": [f"image {n}".encode()] for n in range(5)
     }
+
+
+class Totals(Store):
+    """The store, counting the readings of the queued images' total and holding each back until ``gate`` is set."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store.database)
+        self.readings = 0
+        self.gate = asyncio.Event()
+
+    async def queued_input_bytes(self) -> int:
+        self.readings += 1
+        await self.gate.wait()
+        return await super().queued_input_bytes()
+
+
+async def test_only_the_first_request_waits_for_the_total_later_ones_are_answered_from_the_last_reading(
+    store: Store,
+) -> None:
+    """Admission asks whether the images fill the cap on every request. The total is read at most once a
+    second, and only the first asking waits for it: the request that finds it a second old was the first of
+    its burst, and waited for a reading the others did not (at scale it was answered last). It is answered
+    from the last reading, and the next one runs in the background."""
+    totals = Totals(store)
+    now = [0.0]
+    scheduler = Scheduler("test")
+    inputs = JobInputs(totals, cap_bytes=1000, clock=lambda: now[0], scheduler=scheduler)
+    first = asyncio.ensure_future(inputs.full())
+    await asyncio.sleep(0.05)
+    assert not first.done()  # nothing read yet: the first asking waits
+    totals.gate.set()
+    async with asyncio.timeout(10):
+        assert await first is False
+    await inputs.save("a", [PreparedImage(b"x" * 1000, "image/png", 8, 8)])  # the cap reached
+    totals.gate.clear()
+    assert await inputs.full() is False and totals.readings == 1  # within the second: the last reading
+    now[0] = 1.0
+    async with asyncio.timeout(1):
+        assert await inputs.full() is False  # a second on: answered at once, from the last reading
+    async with asyncio.timeout(10):
+        while totals.readings < 2:  # noqa: ASYNC110 - the reading it started in the background
+            await asyncio.sleep(0.01)
+    assert await inputs.full() is False and totals.readings == 2  # while it runs: no second one
+    totals.gate.set()
+    async with asyncio.timeout(10):
+        while await inputs.full() is False:  # noqa: ASYNC110 - the background reading's end, seen as admission sees it
+            await asyncio.sleep(0.01)
+    assert totals.readings == 2
+    await scheduler.cancel_all()
