@@ -25,6 +25,7 @@ from discord.ext import commands
 
 from bot.config import Config
 from bot.engine import JobEngine
+from bot.ops import heap
 from bot.ports import FrontendParts
 from cogs.admin.audit import AuditPoster
 from cogs.core.discord_base import use_rest_base
@@ -72,6 +73,7 @@ class AtelierBot(AtelierClient):
             work=self.work,
             mine=self.owns,
         )
+        heap.settle()  # set up: what exists now lives as long as the process
 
     async def close(self) -> None:
         """The one way to stop, whoever asks: the engine first, then Discord; idempotent."""
@@ -137,6 +139,7 @@ class WorkerClient(discord.Client):
         await self.engine.start(
             FrontendParts(notifier, DiscordPublisher(self, self.engine), notifier), admit=False, work=True
         )
+        heap.settle()  # set up: what exists now lives as long as the process
 
     async def close(self) -> None:
         """The one way to stop: the engine first (running calls get their grace), then REST."""
