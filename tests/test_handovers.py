@@ -303,3 +303,22 @@ async def test_the_moves_of_a_group_are_one_statement_each_job_with_its_own_valu
     results = await store.database.run(recording(moves_script(mixed, None), seen))
     assert [isinstance(op, Fetch) and op.sql.startswith("UPDATE jobs SET status") for op in seen].count(True) == 2
     assert [r.job.state if r.job else None for r in results] == [JobState.SUCCEEDED, JobState.DELIVERING]
+
+
+async def test_the_jobs_a_group_claimed_are_told_at_once_and_a_failing_listener_changes_nothing(store: Store) -> None:
+    """As soon as a group is written, the jobs it claimed are told in one call (the dispatcher reads their images
+    in one reading, before the callers resume one by one). A listener that fails is logged; every caller still
+    gets its move and its claim."""
+    jobs = await running(store, 4, members=6)
+    ends = lifecycle(store)
+    told: list[list[str]] = []
+
+    def claimed(taken: list[Job]) -> None:
+        told.append([job.id for job in taken])
+        raise RuntimeError("a listener's bug")
+
+    ends.on_hand_over(claimed)
+    results = await asyncio.gather(*(ends.move_and_claim(job, JobState.DELIVERING, 4) for job in jobs))
+    assert told == [["q0", "q1", "q2", "q3"]]
+    pairs = [(moved.id if moved else None, taken.id if isinstance(taken, Job) else taken) for moved, taken in results]
+    assert pairs == [(f"r{n}", f"q{n}") for n in range(4)]

@@ -124,3 +124,27 @@ async def test_only_the_first_request_waits_for_the_total_later_ones_are_answere
             await asyncio.sleep(0.01)
     assert totals.readings == 2
     await scheduler.cancel_all()
+
+
+async def test_the_images_of_a_group_s_claimed_jobs_are_read_together_ahead_of_their_runs(store: Store) -> None:
+    """The jobs a group of ended calls handed their slots to start one after another, as each predecessor's end
+    is recorded. Asked one by one, the first was read alone and the rest after it, two readings in a row before
+    the last call could go. Asked ahead, they are one reading, and each run's ``load`` takes its part. A reading
+    asked ahead for a job that never starts is forgotten, not kept."""
+    inputs = JobInputs(store, cap_bytes=1 << 30)
+    for n in range(4):
+        await add(store, make_job(f"j{n}", 1 + n, NOON + n))
+        await inputs.save(f"j{n}", [PreparedImage(f"image {n}".encode(), "image/png", 8, 8)])
+    readings = Readings(store)
+    readings.gate.set()
+    ahead = JobInputs(readings, cap_bytes=1 << 30)
+    ahead.read_ahead(["j0", "j1", "j2", "j3"])
+    async with asyncio.timeout(10):
+        loaded = [await ahead.load(f"j{n}") for n in range(3)]
+    assert readings.readings == [["j0", "j1", "j2", "j3"]]
+    assert [[image.data for image in images or []] for images in loaded] == [[f"image {n}".encode()] for n in range(3)]
+    ahead.forget("j3")  # claimed, but its run ended before it read anything
+    assert ahead._ahead == {}
+    async with asyncio.timeout(10):
+        again = await ahead.load("j3")  # a later run of it reads again
+    assert again is not None and readings.readings[-1] == ["j3"]

@@ -98,6 +98,7 @@ class Dispatcher:
         self._interrupted: list[Job] = []  # put back in line by this process's stop
         # What a dispatcher with nothing to claim waits for: a slot freed, or a job queued.
         self._wakes = {ClaimMiss.NO_SLOT: asyncio.Event(), ClaimMiss.NO_JOB: asyncio.Event()}
+        lifecycle.on_hand_over(self._read_ahead)
 
     def start(self) -> None:
         self._scheduler.schedule("dispatcher", self._dispatch())
@@ -172,6 +173,10 @@ class Dispatcher:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(SAFETY_POLL):
                     await self._wakes[taken].wait()
+
+    def _read_ahead(self, claimed: list[Job]) -> None:
+        """The images of the jobs a group of ended calls claimed, asked in one reading before their runs start."""
+        self._inputs.read_ahead([job.id for job in claimed if _needs_images(job)])
 
     def _start(self, job: Job) -> _Run:
         """Run ``job`` in its own task, in the slot taken for it."""
@@ -248,6 +253,7 @@ class Dispatcher:
                 await self._fail(current, bug, attempts)
         finally:
             run.started.set()
+            self._inputs.forget(job.id)  # a reading asked ahead that this run did not take (it ended first)
             if copies is not None:
                 copies.cancel()  # a job that ended before its result: its copies are not needed (done: no-op)
             if slot_held:
@@ -309,6 +315,7 @@ class Dispatcher:
         if self._stopping:
             # Claimed as a stop began: its call was never made, yet it is put back as a job a stop caught
             # running (back in line once), the rule every process follows.
+            self._inputs.forget(claimed.id)
             self._slots.release()
             try:
                 interrupted = await self._lifecycle.interrupt(claimed)
@@ -339,6 +346,13 @@ class Dispatcher:
             except Exception as exc:
                 UnexpectedError.capture(exc, f"recording the attempts of lost job {job.id}")
         log.info("job=%s run=%d abandoned: another process holds it; %d attempt(s) kept", job.id, job.run, len(kept))
+
+
+def _needs_images(job: Job) -> bool:
+    try:
+        return kind_of(job.kind).needs_images
+    except UnknownKindError:
+        return False  # its run fails at once, reading nothing
 
 
 def _explain(job: Job, error: AtelierError) -> AtelierError:

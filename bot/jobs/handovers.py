@@ -22,7 +22,9 @@ import logging
 from collections.abc import Callable
 
 from bot.batches import Batches
+from bot.core.job import Job
 from bot.core.records import ClaimTerms, MoveOrder, MoveResult
+from bot.errors import UnexpectedError
 from bot.store.store import Store
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,8 @@ class HandOvers:
         self._lease_seconds = lease_seconds
         self._stamp = stamp  # now, as a claim's stamp: never the same twice (a lost claim is found by it)
         self._groups: Batches[tuple[MoveOrder, int], MoveResult] = Batches("hand-overs", self._write)
+        # Told the jobs a group claimed as soon as it is written, before its callers hear (they resume one by one).
+        self.on_claimed: Callable[[list[Job]], None] = lambda jobs: None
 
     async def move_and_claim(self, order: MoveOrder, max_running: int) -> MoveResult:
         """Write ``order`` and claim a job for the slot it frees (at most ``max_running`` running in all).
@@ -69,13 +73,19 @@ class HandOvers:
         # The claim is asked now, with the highest cap asked (every process's is MAX_CONCURRENT_JOBS).
         terms = ClaimTerms(self._holder, self._stamp(), self._lease_seconds, max(cap for _, cap in group))
         try:
-            return list(await self._store.move_all([order for order, _ in group], terms))
+            written = await self._store.move_all([order for order, _ in group], terms)
         except Exception as exc:
             self._unheard(terms.now)
             if len(group) == 1:
                 return [exc]
             log.warning("%d hand-overs written together failed (%s); writing each alone", len(group), exc)
             failure = exc
+        else:
+            try:
+                self.on_claimed([result.claimed for result in written if isinstance(result.claimed, Job)])
+            except Exception as exc:  # the group is written whatever the hook does: its callers must hear so
+                UnexpectedError.capture(exc, "telling the jobs a group of hand-overs claimed")
+            return list(written)
         # A move refused alone may be refused because the group was written after all (only its answer was lost):
         # its caller gets the group's error, and its own next try, refused too, reads the job and finds it so.
         return [

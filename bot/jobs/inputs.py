@@ -45,11 +45,27 @@ class JobInputs:
         self._full = False
         self._checked: float | None = None
         self._readings: Batches[str, list[StoredImage] | None] = Batches("inputs", self._read)
+        # Readings asked ahead of their run (``read_ahead``), until the run's ``load`` takes them (or ``forget``).
+        self._ahead: dict[str, asyncio.Future[list[StoredImage] | None]] = {}
 
     async def save(self, job_id: str, images: Sequence[PreparedImage]) -> None:
         """Keep a job's images; ``QueueFullError`` (nothing kept) past the cap."""
         stored = [StoredImage(image.data, image.mime, image.width, image.height) for image in images]
         await self._store.save_inputs(job_id, stored, self.cap_bytes)
+
+    def read_ahead(self, job_ids: Sequence[str]) -> None:
+        """Start reading these jobs' images now, together: the jobs a group of ended calls handed their slots
+        to. Each run starts a little later (its predecessor's end is recorded first), and asked one by one the
+        first would be read alone and the others after it; its ``load`` takes the reading asked here."""
+        for job_id in job_ids:
+            if job_id not in self._ahead:
+                self._ahead[job_id] = self._readings.ask(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """Drop a reading asked ahead that no run will take (the job did not start)."""
+        asked = self._ahead.pop(job_id, None)
+        if asked is not None and not self._readings.withdraw(asked):
+            asked.cancel()  # read already, or being read: its images are let go
 
     async def load(self, job_id: str) -> list[PreparedImage] | None:
         """The images in prompt order, or ``None`` if they are not there.
@@ -58,7 +74,8 @@ class JobInputs:
         the jobs a group of ended calls handed their slots to start together, and each would otherwise
         wait for a connection of its own.
         """
-        stored = await asyncio.shield(self._readings.ask(job_id))
+        asked = self._ahead.pop(job_id, None) or self._readings.ask(job_id)
+        stored = await asyncio.shield(asked)
         if stored is None:
             return None
         return [PreparedImage(image.data, image.mime, image.width, image.height) for image in stored]

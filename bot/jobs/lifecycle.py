@@ -104,6 +104,10 @@ class Lifecycle:
         self._ended = ended
         self._outbox = outbox
 
+    def on_hand_over(self, claimed: Callable[[list[Job]], None]) -> None:
+        """Call ``claimed`` with the jobs a group of hand-overs claimed, as soon as the group is written."""
+        self._hand_overs.on_claimed = claimed
+
     def observe(self, observer: MoveObserver) -> None:
         """Tell ``observer`` about every move from now on (synchronously, right after the store wrote it)."""
         self._observers.append(observer)
