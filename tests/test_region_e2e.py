@@ -447,7 +447,7 @@ async def test_the_forms_offer_the_models_options_only_when_it_takes_them_and_se
     assert image_api.calls[-1].options() == {"quality": "high", "output_format": "webp"}
 
     # Refused before anything is charged: two of one kind, and a transparent JPEG.
-    calls, jobs = len(image_api.calls), await rows(bot_process.env, "SELECT id FROM jobs")
+    calls, jobs = len(image_api.calls), await rows(bot_process.env, "SELECT id FROM jobs ORDER BY id")
     for ticked, reason in (
         (["quality:low", "quality:high"], "Tick at most one quality."),
         (["format:png", "format:jpeg"], "Tick at most one format."),
@@ -458,7 +458,7 @@ async def test_the_forms_offer_the_models_options_only_when_it_takes_them_and_se
             form["custom_id"], {PROMPT_FIELD: "x", OPTIONS_FIELD: ticked}, message=message
         )
         assert reason in await refused_privately(sent)
-    assert len(image_api.calls) == calls and await rows(bot_process.env, "SELECT id FROM jobs") == jobs
+    assert len(image_api.calls) == calls and await rows(bot_process.env, "SELECT id FROM jobs ORDER BY id") == jobs
 
     # A sticker from "Edit images": transparent forces png; only that is sent.
     form = await open_edit_images(discord_fake, chat)
