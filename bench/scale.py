@@ -4,8 +4,9 @@
    Discord, ``scale_jobs / scale_members`` from each member, round by round (each member's
    first, then each one's second…), as members would send them. Each is a real job: charged,
    its image stored in the database, acknowledged with its status line, waiting in line.
-2. **Claims.** Then the workers start and share ``MAX_CONCURRENT_JOBS=scale_slots`` calls to a
-   fake API slow enough (``scale_latency`` s a call) that the queue stays nearly full. Once
+2. **Claims.** Then the workers start and share ``MAX_CONCURRENT_JOBS=scale_slots`` calls
+   (``WORKER_SLOTS``: a worker makes at most its share of them, as an operator of several workers
+   sets it) to a fake API slow enough (``scale_latency`` s a call) that the queue stays nearly full. Once
    every slot is busy, for ``scale_window`` s, each new call is timed from the moment the slot
    it took was freed (the API answered the call before it, in the same worker) to the moment
    it reached the API: the worker's record of the answer, the claim of the next job in fair
@@ -235,7 +236,7 @@ async def measure_scale(s: Settings, report: Report) -> None:
     image = make_png(64, 48)
     async with fresh_database() as database, watching(database) as watch, cluster(
         s, latency=s.scale_latency, output=image, upload_limit=s.upload_limit, workers=workers,
-        database=database, start_workers=False, MAX_CONCURRENT_JOBS=str(slots),
+        database=database, start_workers=False, MAX_CONCURRENT_JOBS=str(slots), WORKER_SLOTS=str(-(-slots // workers)),
     ) as c:  # fmt: skip
         started = time.perf_counter()
         await build_queue(c, s, image)

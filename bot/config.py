@@ -48,6 +48,8 @@ class Config:
     # postgresql://… selects the PostgreSQL backend (several processes, one queue); it may hold a password.
     database_url: str | None = field(default=None, repr=False)
     max_concurrent_jobs: int = 4
+    # The most of those calls this process makes itself; None: all of them.
+    worker_slots: int | None = None
     user_max_active: int = 2
     user_daily_limit: int | None = 25
     guild_daily_limit: int | None = None
@@ -101,6 +103,11 @@ class Config:
     def shared(self) -> bool:
         """Whether jobs, money and the queue live in PostgreSQL, shared by several processes."""
         return self.database_url is not None
+
+    @property
+    def process_slots(self) -> int:
+        """The most API calls this process makes at once: its ``WORKER_SLOTS``, never more than all may make."""
+        return min(self.worker_slots or self.max_concurrent_jobs, self.max_concurrent_jobs)
 
     @property
     def models(self) -> tuple[ImageModel, ...]:
@@ -263,6 +270,11 @@ SETTINGS: Final = (
             STORAGE),
     Setting("MAX_CONCURRENT_JOBS", "`4`", "API calls in flight at once (with PostgreSQL, across all workers).",
             EVERY_ROLE, LIMITS),
+    Setting("WORKER_SLOTS", "`MAX_CONCURRENT_JOBS`", "The most API calls one process makes at once, of the "
+            "`MAX_CONCURRENT_JOBS` all share. With several workers, `MAX_CONCURRENT_JOBS` ÷ workers spreads the "
+            "calls (and their decoding, delivery and database work) over them; else the first worker to start can "
+            "take every slot and keep it, as a call's end hands its slot to the next job in the same worker.",
+            CALLS, LIMITS, example="4"),
     Setting("USER_MAX_ACTIVE", "`2`", "Requests a member may have queued or running at once (a request's "
             "variations count once).", ADMITS, LIMITS),
     Setting("USER_DAILY_LIMIT", "`25`", "Edits per member per UTC day.", ADMITS, LIMITS),
@@ -520,6 +532,7 @@ def read_config(r: SettingsReader) -> Config:
         database_path=database_path,
         database_url=postgres_url,
         max_concurrent_jobs=r.integer("MAX_CONCURRENT_JOBS", 4, minimum=1),
+        worker_slots=r.integer("WORKER_SLOTS", 0, minimum=0) or None,
         user_max_active=r.integer("USER_MAX_ACTIVE", 2, minimum=1),
         user_daily_limit=r.limit("USER_DAILY_LIMIT", 25),
         guild_daily_limit=r.limit("GUILD_DAILY_LIMIT", None),

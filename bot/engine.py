@@ -255,6 +255,7 @@ class JobEngine:
                 self._scheduler,
                 self._keys.key_for,
                 Previews(self.lifecycle, self._editor, parts.notifier, self._scheduler),
+                slots=self.config.process_slots,
             )
             self._dispatcher.start()
 

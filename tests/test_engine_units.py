@@ -69,6 +69,14 @@ def test_config_names_the_bad_variable() -> None:
     assert "tok" not in repr(config) and "key" not in repr(config)
 
 
+def test_a_process_makes_at_most_its_worker_slots_of_the_calls_all_share() -> None:
+    assert load_config({**BASE, "MAX_CONCURRENT_JOBS": "16"}).process_slots == 16  # unset: all of them
+    assert load_config({**BASE, "MAX_CONCURRENT_JOBS": "16", "WORKER_SLOTS": "4"}).process_slots == 4
+    assert load_config({**BASE, "MAX_CONCURRENT_JOBS": "2", "WORKER_SLOTS": "4"}).process_slots == 2
+    with pytest.raises(ConfigError, match="WORKER_SLOTS must be a whole number"):
+        load_config({**BASE, "WORKER_SLOTS": "half"})
+
+
 def test_prices_and_budgets_are_read_as_exact_micro_dollars() -> None:
     config = load_config({**BASE, "PRICE_PER_IMAGE": "0.03", "DAILY_BUDGET_USD": "12.5"})
     assert config.price_per_image == 30_000 and type(config.price_per_image) is int

@@ -191,6 +191,35 @@ async def test_a_gateway_and_two_workers_deliver_forty_jobs_from_ten_members_eac
     assert {r[0]: r[1] for r in money} == {"charge": 40}
 
 
+async def test_worker_slots_leave_the_second_slot_to_the_second_worker(
+    cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
+) -> None:
+    # Two calls in all, one per worker: the worker that starts first takes one job, not both, and keeps
+    # the other slot free for the next worker, which takes the job waiting. (Without WORKER_SLOTS, the first
+    # worker claims both as they are queued, and the second finds nothing to do.)
+    cluster = cluster_factory(MAX_CONCURRENT_JOBS="2", WORKER_SLOTS="1")
+    answer = asyncio.Event()
+    image_api.then(Reply(until=answer), Reply(until=answer))
+    await cluster.gateway.start()
+    await cluster.worker(0).start()
+    handles = await edits_from_members(discord_fake, 2, 1)
+    await image_api.wait_for_started(1, timeout=15)
+    await poll(
+        lambda: rows(database, "SELECT status, COUNT(*) FROM jobs GROUP BY status ORDER BY status"),
+        [(JobState.QUEUED.value, 1), (JobState.RUNNING.value, 1)],
+        timeout=15,
+    )
+    await cluster.worker(1).start()
+    await image_api.wait_for_started(2, timeout=15)
+    holders = await rows(database, "SELECT claimed_by FROM jobs WHERE status = $1", JobState.RUNNING.value)
+    assert len(holders) == 2 and len({r[0] for r in holders}) == 2, holders
+    answer.set()
+    await asyncio.gather(*(wait_result(h, timeout=30) for h in handles))
+    assert image_api.max_in_flight == 2
+    money = await rows(database, "SELECT entry, COUNT(*) FROM money GROUP BY entry")
+    assert {r[0]: r[1] for r in money} == {"charge": 2}
+
+
 async def test_a_worker_killed_mid_job_has_its_job_finished_by_the_other_once_charged(
     cluster_factory: Any, discord_fake: FakeDiscord, image_api: FakeImageAPI, database: str
 ) -> None:

@@ -7,7 +7,8 @@ the end (``Lifecycle.move_and_claim``: the slot goes straight to the next job), 
 process's dispatcher when a notice says a job was queued or a slot freed (every process,
 this one included, hears them), one job for each free slot (``Lifecycle.claim_up_to``).
 At most ``MAX_CONCURRENT_JOBS`` API calls are in flight, across every process; this process
-starts at most that many itself.
+starts at most its own ``WORKER_SLOTS`` of them (all, unless set). A slot handed over stays in its
+process, so without that setting the worker that starts first keeps every slot it took.
 
 A run that loses its job (its lease lapsed while this process stalled, and another process
 took the job over) is abandoned: it stops waiting for the call it cannot un-bill, keeps its
@@ -83,6 +84,8 @@ class Dispatcher:
         scheduler: Scheduler,
         key_for: Callable[[int | None], str | None] = lambda guild_id: None,
         previews: Previews | None = None,
+        *,
+        slots: int | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._api = api
@@ -92,7 +95,8 @@ class Dispatcher:
         self._scheduler = scheduler
         self._key_for = key_for
         self._previews = previews  # a streaming call's partial images, shown on its status
-        self._slots = asyncio.Semaphore(max_concurrent)
+        # This process's own slots (``WORKER_SLOTS``): at most ``max_concurrent``, which all processes share.
+        self._slots = asyncio.Semaphore(min(slots or max_concurrent, max_concurrent))
         self._stopping = False
         self._runs: dict[str, _Run] = {}  # execution handles of this process's runs, not job state
         self._interrupted: list[Job] = []  # put back in line by this process's stop
