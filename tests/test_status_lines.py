@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from types import SimpleNamespace
 from typing import Any, cast
 
 import discord
+import pytest
 
 from bot.core.job import Destination, Job
 from bot.core.states import JobState
 from bot.engine import JobEngine
 from cogs.delivery.destinations import Delivery
+from cogs.delivery.pace import Pacer
 from cogs.delivery.status import DiscordNotifier, StatusLine
 from tests.stores import make_job
 
@@ -136,3 +139,105 @@ async def test_a_status_update_whose_guard_the_database_fails_waits_for_its_next
 
 async def _no_redirect(destination: Destination) -> None:
     raise AssertionError("nothing moves here")
+
+
+async def test_a_waiting_line_keeps_one_pending_update_whose_place_is_read_when_it_is_sent() -> None:
+    """A long line's places change with every claim. A line with a place update pending keeps that update and
+    changes only its number: new updates at every reading of 10,000 lines lived until their turn, and set off a
+    full garbage collection of the gateway every second or two."""
+    destination = shown(JobState.QUEUED).destination
+    assert destination is not None
+    client = discord.Client(intents=discord.Intents.none())
+    line = StatusLine(Delivery(client, destination, 7, "en-US"), _no_redirect, 10.0, FailingOnceGuard())
+
+    def text(place: int) -> str:
+        return f"⏳ Queued — position {place}."
+
+    line.wait_at(120, text, None, 20.0)
+    pending = line._pending
+    assert pending is not None
+    line.wait_at(119, text, None, 20.0)
+    line.wait_at(118, text, None, 20.0)
+    assert line._pending is pending  # the same update: only its number changed
+    assert pending[0]() == "⏳ Queued — position 118."
+    line.wait_at(99, text, None, 10.0)  # nearer the front: shown sooner, so a new update with the shorter wait
+    assert line._pending is not pending and line._pending is not None and line._pending[2] == 10.0
+    assert line._pending[0]() == "⏳ Queued — position 99."
+    line.update(lambda: "🎨 Editing…", None)  # any other update is not a place: the next place replaces it
+    line.wait_at(98, text, None, 10.0)
+    assert line._pending is not None and line._pending[0]() == "⏳ Queued — position 98."
+    await line.close()
+
+
+async def test_a_new_waiting_line_shows_its_first_place_at_its_own_point_of_its_interval() -> None:
+    """The acknowledgement has just shown a place. Lines open when their place first changes, and every place
+    changes when the first calls start: opened together, thousands of lines were edited at once. Each first
+    update now falls at the line's own point (its phase) of its interval."""
+    destination = shown(JobState.QUEUED).destination
+    assert destination is not None
+    client = discord.Client(intents=discord.Intents.none())
+    lines = [
+        StatusLine(Delivery(client, destination, 7, "en-US"), _no_redirect, 10.0, FailingOnceGuard(), phase)
+        for phase in (0.0, 0.25, 0.75)
+    ]
+    before = time.monotonic()
+    for line in lines:
+        line.wait_at(300, str, None, 40.0)
+    after = time.monotonic()
+    # Its first edit is due ``interval × (1 - phase)`` from now: 40, 30 and 10 s.
+    for line, due in zip(lines, (40.0, 30.0, 10.0), strict=True):
+        assert before + due - 0.001 <= line._last + 40.0 <= after + due + 0.001
+    for line in lines:
+        await line.close()
+
+
+class NotMine:
+    """A guard that says the job is no longer this line's (nothing is sent), and when it was asked."""
+
+    def __init__(self) -> None:
+        self.asked = asyncio.Event()
+
+    async def __call__(self) -> bool:
+        self.asked.set()
+        return False
+
+
+async def test_place_updates_take_their_turn_before_they_are_sent_and_other_updates_do_not() -> None:
+    destination = shown(JobState.QUEUED).destination
+    assert destination is not None
+    client = discord.Client(intents=discord.Intents.none())
+    turns: list[str] = []
+
+    def pace_of(name: str) -> Any:
+        async def pace() -> None:
+            turns.append(name)
+
+        return pace
+
+    waiting, other = NotMine(), NotMine()
+    line = StatusLine(Delivery(client, destination, 7, "en-US"), _no_redirect, 10.0, waiting, 1.0, pace_of("place"))
+    line.wait_at(3, str, None, 10.0)  # phase 1: due at once
+    running = StatusLine(Delivery(client, destination, 7, "en-US"), _no_redirect, 10.0, other, 0.0, pace_of("other"))
+    running.update(lambda: "🎨 Editing…", None)
+    async with asyncio.timeout(5):
+        await waiting.asked.wait()
+        await other.asked.wait()
+    assert turns == ["place"]
+    await line.close()
+    await running.close()
+
+
+async def test_place_updates_take_turns_at_most_rate_a_second_in_the_order_they_fall_due() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    pacer = Pacer(rate=10, clock=lambda: now[0], sleep=sleep)
+    for _ in range(4):
+        await pacer.turn()
+    assert slept == pytest.approx([0.1, 0.2, 0.3])  # the first at once, then one every 0.1 s, in order
+    now[0] = 101.0  # a second later, the turns booked are past: the next one is at once
+    await pacer.turn()
+    assert len(slept) == 3

@@ -25,6 +25,7 @@ import dataclasses
 import functools
 import logging
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 
 import discord
@@ -46,6 +47,7 @@ from cogs.delivery.buttons import cancel_view
 from cogs.delivery.card import ResultCard, card_files, card_text, origin_of
 from cogs.delivery.destinations import Delivery, DirectMessagesClosedError
 from cogs.delivery.group import GroupCards
+from cogs.delivery.pace import Pacer
 from cogs.delivery.preview import PreviewPicture
 from cogs.delivery.results import result_buttons
 
@@ -85,14 +87,26 @@ def place_interval(every: float, place: int) -> float:
 class StatusLine:
     """One job's status message: edited no more often than every few seconds, moved when Discord would refuse."""
 
-    def __init__(self, delivery: Delivery, redirect: Redirect, every: float, still_mine: Guard | None = None) -> None:
+    def __init__(
+        self,
+        delivery: Delivery,
+        redirect: Redirect,
+        every: float,
+        still_mine: Guard | None = None,
+        phase: float = 0.0,
+        pace: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.delivery = delivery
         self.running = False  # a running job's line; else a waiting job's (set by its maker)
         self._redirect = redirect
         self._every = every
         self._still_mine = still_mine  # asked before each edit; False: another run owns the job now
-        self._last = 0.0
+        self._last = 0.0  # when the line last edited its message (0: never)
+        self._phase = phase  # where in its interval a waiting line's first place update falls, 0 to 1
+        self._pace = pace  # a waiting line's turn among the process's place updates (``cogs.delivery.pace``)
         self._pending: tuple[TextFactory, ViewFactory | None, float] | None = None
+        self._place = 0  # a waiting job's place, as last read
+        self._place_pending = False  # the pending update is a place update: it shows ``_place`` as it is when sent
         self._flusher: asyncio.Task[None] | None = None
         self._sending = False
         self._ticker: asyncio.Task[None] | None = None
@@ -107,6 +121,7 @@ class StatusLine:
         """Show ``content()`` soon: at once if nothing was shown in the last ``interval`` seconds."""
         if self._closed:
             return
+        self._place_pending = False
         interval = min(STATUS_MIN_INTERVAL, self._every) if interval is None else interval
         sooner = self._pending is not None and interval < self._pending[2]
         self._pending = (content, view, interval)
@@ -115,6 +130,32 @@ class StatusLine:
             self._flusher = None
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush())
+
+    def wait_at(self, place: int, text: Callable[[int], str], view: ViewFactory | None, interval: float) -> None:
+        """Show a waiting job's ``place`` (as ``text(place)``) in its turn, at most every ``interval`` seconds.
+
+        A long line's places change with every claim. While a place update is pending, a newer place only
+        replaces its number, read when the update is sent. (Made anew at each reading of a line of 10,000,
+        the updates were tens of thousands of objects that lived until their turn; so many new long-lived
+        objects set off a full garbage collection of the whole process, 0.2-0.7 s, every second or two.)
+        """
+        self._place = place
+        pending = self._pending
+        if self._last == 0.0 and pending is None:
+            # The acknowledgement showed a place a moment ago: the first update comes within one interval, at the
+            # line's own point in it. (Lines open when their place first changes, and every place changes when the
+            # first calls start: 6,000 lines of a line of 10,000 opened together, all edited at once, and for
+            # seconds the process did little but send those edits, admissions waiting behind them.)
+            self._last = time.monotonic() - self._phase * interval
+        if (
+            self._place_pending
+            and pending is not None
+            and pending[2] == interval
+            and (pending[1] is None) == (view is None)
+        ):
+            return
+        self.update(lambda: text(self._place), view, interval)
+        self._place_pending = True
 
     def preview(self, content: TextFactory, picture: PreviewPicture) -> None:
         """Show ``picture`` (a partial image) with ``content()`` in its turn, unless a newer one came first."""
@@ -128,6 +169,10 @@ class StatusLine:
             wait = self._last + self._pending[2] - time.monotonic()
             if wait > 0:
                 await asyncio.sleep(wait)
+                if self._pending is None:
+                    break
+            if self._pace is not None and self._place_pending:
+                await self._pace()  # due: now its turn among the process's place updates
                 if self._pending is None:
                     break
             content, view, interval = self._pending
@@ -262,6 +307,7 @@ class DiscordNotifier:
         # before their claim still says (``queue_moved`` leaves them alone).
         self._started: set[str] = set()
         self._cards = GroupCards(bot, engine)
+        self._places_pace = Pacer()  # the waiting lines' place updates take turns (``cogs.delivery.pace``)
 
     def delivery(self, job: Job) -> Delivery | None:
         """Where this job is shown, rebuilt from what it stored (``None`` before it was announced)."""
@@ -285,7 +331,10 @@ class DiscordNotifier:
                 if job.state is JobState.RUNNING
                 else functools.partial(self._still_waiting, job.id)
             )
-            line = self._lines[job.id] = StatusLine(delivery, redirect, self._every, guard)
+            # A waiting line's first place update falls at its own point of its interval (see ``wait_at``).
+            phase = zlib.crc32(job.id.encode()) / 2**32
+            pace = None if job.state is JobState.RUNNING else self._places_pace.turn
+            line = self._lines[job.id] = StatusLine(delivery, redirect, self._every, guard, phase, pace)
             line.running = job.state is JobState.RUNNING
         return line
 
@@ -421,7 +470,7 @@ class DiscordNotifier:
                 if cancellable(job.state, job.restarts)
                 else None
             )
-            line.update(functools.partial(self.queued_text, job, place), buttons, place_interval(self._every, place))
+            line.wait_at(place, functools.partial(self.queued_text, job), buttons, place_interval(self._every, place))
 
     async def job_paused(self, job: Job) -> None:
         await self._close(job)
