@@ -27,11 +27,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import gc
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import asyncpg
 
@@ -51,6 +52,7 @@ FIRST_MEMBER = 100_000
 SEND_AT_ONCE = 100  # commands sent together while the queue is built (members arriving, not one burst)
 SETTLED = 0.2  # a /usage answered within this long: the gateway has caught up with its events
 WATCH_EVERY = 0.05
+CLOCK_EVERY = 0.02
 BENCH = "atelier-bench"  # the application_name of the benchmark's own connections, which are not counted
 
 
@@ -86,6 +88,54 @@ async def watching(dsn: str) -> AsyncIterator[ConnectionWatch]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await conn.close()
+
+
+@dataclass
+class Clocks:
+    """The wall clock (the bot's stamps) read beside ``perf_counter`` (the fakes' stamps) every ``CLOCK_EVERY``
+    s, so that each wall stamp is placed by the reading nearest to it.
+
+    One offset read at the end placed the claims wrongly: this machine's wall clock was seen to run ahead
+    of the monotonic one in steps of 2-3 ms, 130 ms in half a minute, and in one run every claim seemed to
+    come about 2 s after its slot freed. A claim placed late is matched with a later call's end, or with
+    none: the row measured the clock, not the claim.
+    """
+
+    walls: list[float] = field(default_factory=list)
+    offsets: list[float] = field(default_factory=list)  # wall - perf_counter, at each reading
+
+    def read(self) -> None:
+        wall, perf = time.time(), time.perf_counter()
+        self.walls.append(wall)
+        self.offsets.append(wall - perf)
+
+    def to_perf(self, wall: float) -> float:
+        """``wall`` (``time.time``) on the ``perf_counter`` scale, by the reading nearest to it."""
+        if not self.walls:
+            self.read()
+        i = bisect.bisect_left(self.walls, wall)
+        near = min((j for j in (i - 1, i) if 0 <= j < len(self.walls)), key=lambda j: abs(self.walls[j] - wall))
+        return wall - self.offsets[near]
+
+
+@contextlib.asynccontextmanager
+async def clocks() -> AsyncIterator[Clocks]:
+    """Read both clocks every ``CLOCK_EVERY`` s while the block runs."""
+    read = Clocks()
+
+    async def keep_reading() -> None:
+        while True:
+            read.read()
+            await asyncio.sleep(CLOCK_EVERY)
+
+    task = asyncio.create_task(keep_reading(), name="bench-clocks")
+    try:
+        yield read
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        read.read()
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
@@ -185,12 +235,17 @@ class Gap:
 
 
 def slot_gaps(
-    spans: dict[str, Span], claimed: Sequence[Claimed], window: tuple[float, float], *, any_worker: bool = False
+    spans: dict[str, Span],
+    claimed: Sequence[Claimed],
+    window: tuple[float, float],
+    to_perf: Callable[[float], float],
+    *,
+    any_worker: bool = False,
 ) -> list[Gap]:
     """For each call that reached the API within ``window`` (``perf_counter``), the time since the API sent the
     answer of the call whose slot it took: the latest call of the same worker to end before its claim was asked
-    (``any_worker``: of any worker, which counts a slot one worker freed and another took from its end)."""
-    wall_minus_perf = time.time() - time.perf_counter()  # the bot stamps wall time, the fakes perf_counter
+    (``any_worker``: of any worker, which counts a slot one worker freed and another took from its end). The bot
+    stamps wall time, the fakes ``perf_counter``: ``to_perf`` places the one on the other (``Clocks``)."""
     ends: dict[str, list[Span]] = {}
     for job in claimed:
         span = spans.get(job.prompt)
@@ -201,7 +256,7 @@ def slot_gaps(
         span = spans.get(job.prompt)
         if span is None or not window[0] <= span.start <= window[1]:
             continue
-        asked = job.started_at - wall_minus_perf
+        asked = to_perf(job.started_at)
         # A call ended before the claim if its answer was made before it. The fake stamps ``sent`` once the
         # write returned to it, which on a busy machine can be after the worker read the answer and asked
         # its claim: the answer left between ``end`` and the claim, so the gap counts from ``end`` (an upper
@@ -234,7 +289,7 @@ async def measure_scale(s: Settings, report: Report) -> None:
     n, members, workers, slots = s.scale_jobs, s.scale_members, s.scale_workers, s.scale_slots
     name = f"PostgreSQL at scale, {n:,} queued from {members:,} members, a gateway and {workers} workers"
     image = make_png(64, 48)
-    async with fresh_database() as database, watching(database) as watch, cluster(
+    async with fresh_database() as database, watching(database) as watch, clocks() as clock, cluster(
         s, latency=s.scale_latency, output=image, upload_limit=s.upload_limit, workers=workers,
         database=database, start_workers=False, MAX_CONCURRENT_JOBS=str(slots), WORKER_SLOTS=str(-(-slots // workers)),
     ) as c:  # fmt: skip
@@ -258,10 +313,10 @@ async def measure_scale(s: Settings, report: Report) -> None:
             # Every call that started in the window must have ended: its span is needed.
             await asyncio.sleep(max(0.0, window[1] + s.scale_latency * 1.5 - time.perf_counter()))
             taken = await claims(database)
-            found = slot_gaps(c.api.spans, taken, window)
+            found = slot_gaps(c.api.spans, taken, window, clock.to_perf)
             # The same gaps counted from the latest end of any worker: the smaller for a claim that took a slot
             # another worker freed (what the row counts from that worker's own last end).
-            any_worker = [gap.total for gap in slot_gaps(c.api.spans, taken, window, any_worker=True)]
+            any_worker = [gap.total for gap in slot_gaps(c.api.spans, taken, window, clock.to_perf, any_worker=True)]
     gaps = [gap.total for gap in found]
     report.details["scale"] = {
         "queue_built_seconds": built,

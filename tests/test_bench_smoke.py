@@ -12,8 +12,9 @@ import re
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
+
+import pytest
 
 from tests.harness import ROOT
 
@@ -80,7 +81,11 @@ def test_a_claim_is_timed_from_the_end_of_its_own_worker_s_latest_call_even_one_
     from bench.fakes import Span
     from bench.scale import Claimed, slot_gaps
 
-    base = time.time() - time.perf_counter()  # the claims are in wall time, the spans in perf_counter
+    base = 1_800_000_000.0  # the claims are in wall time, the spans in perf_counter
+
+    def to_perf(wall: float) -> float:
+        return wall - base
+
     spans = {
         "a1": Span("a1", 0.0, 2.000, 2.001),  # w1's call: answered at 2.000, the write returned at 2.001
         "b1": Span("b1", 0.0, 2.100, 2.150),  # w1's next call: answered at 2.100, the write returned late
@@ -90,8 +95,24 @@ def test_a_claim_is_timed_from_the_end_of_its_own_worker_s_latest_call_even_one_
     }
     claimed = [Claimed(p, h, base + at) for p, h, at in [("a1", "w1", -1.0), ("b1", "w1", -1.0), ("a2", "w1", 2.005),
                                                        ("b2", "w1", 2.120), ("c1", "w2", 2.290)]]  # fmt: skip
-    gaps = slot_gaps(spans, claimed, (1.0, 3.0))
+    gaps = slot_gaps(spans, claimed, (1.0, 3.0), to_perf)
     assert [round(gap.asked * 1000) for gap in gaps] == [4, 20]
     assert [round(gap.started * 1000) for gap in gaps] == [5, 10]
     # From any worker's end, c1 is timed too: from b1's, the latest before its claim (2.290 - 2.150).
-    assert [round(gap.asked * 1000) for gap in slot_gaps(spans, claimed, (1.0, 3.0), any_worker=True)] == [4, 20, 140]
+    assert [round(gap.asked * 1000) for gap in slot_gaps(spans, claimed, (1.0, 3.0), to_perf, any_worker=True)] == [
+        4,
+        20,
+        140,
+    ]
+
+
+def test_wall_stamps_are_placed_by_the_clock_reading_nearest_to_them() -> None:
+    """The wall clock was seen to step ahead of the monotonic one mid-run: a stamp is placed by the offset read
+    nearest to it, not by one read at the end."""
+    from bench.scale import Clocks
+
+    clock = Clocks(walls=[100.0, 101.0, 102.0], offsets=[90.0, 90.0, 90.5])  # stepped by 0.5 s before 102
+    assert clock.to_perf(100.4) == pytest.approx(10.4)
+    assert clock.to_perf(101.2) == pytest.approx(11.2)
+    assert clock.to_perf(101.9) == pytest.approx(11.4)  # nearer the reading after the step
+    assert clock.to_perf(105.0) == pytest.approx(14.5)
