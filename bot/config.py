@@ -270,7 +270,7 @@ SETTINGS: Final = (
             STORAGE),
     Setting("MAX_CONCURRENT_JOBS", "`4`", "API calls in flight at once (with PostgreSQL, across all workers).",
             EVERY_ROLE, LIMITS),
-    Setting("WORKER_SLOTS", "`MAX_CONCURRENT_JOBS`", "The most API calls one process makes at once, of the "
+    Setting("WORKER_SLOTS", "all of `MAX_CONCURRENT_JOBS`", "The most API calls one process makes at once, of the "
             "`MAX_CONCURRENT_JOBS` all share. With several workers, `MAX_CONCURRENT_JOBS` ÷ workers spreads the "
             "calls (and their decoding, delivery and database work) over them; else the first worker to start can "
             "take every slot and keep it, as a call's end hands its slot to the next job in the same worker.",
