@@ -338,6 +338,10 @@ class JobEngine:
 
     # Members --------------------------------------------------------------------------------------
 
+    async def answers_first(self) -> None:
+        """Return once every request that has arrived has its answer (at most a second later)."""
+        await self._admission.answers_first()
+
     async def submit(self, request: JobRequest, who: Requester, source: InputSource) -> Job:
         """Admit and prepare a job (see ``Admission.submit``)."""
         return await self._admission.submit(request, who, source)

@@ -54,6 +54,9 @@ class QuietEngine:
     def usual_seconds(self, job: Job) -> float | None:
         return None
 
+    async def answers_first(self) -> None:
+        return None
+
 
 def shown(state: JobState) -> Job:
     destination = Destination(25_000_000, {"type": "channel", "channel_id": 5, "message_id": 6})
@@ -241,3 +244,18 @@ async def test_place_updates_take_turns_at_most_rate_a_second_in_the_order_they_
     now[0] = 101.0  # a second later, the turns booked are past: the next one is at once
     await pacer.turn()
     assert len(slept) == 3
+
+
+async def test_a_place_update_s_turn_comes_after_the_answers_members_are_waiting_for() -> None:
+    answered = asyncio.Event()
+
+    async def quiet() -> None:
+        await answered.wait()
+
+    pacer = Pacer(rate=1000, quiet=quiet)
+    turn = asyncio.create_task(pacer.turn())
+    await asyncio.sleep(0.05)
+    assert not turn.done()  # a command's answer is still out
+    answered.set()
+    async with asyncio.timeout(5):
+        await turn

@@ -316,6 +316,13 @@ class Admission:
             raise failure  # nobody has answered the member yet: the caller's error path does
         return failed
 
+    async def answers_first(self) -> None:
+        """Wait until every request that has arrived has its answer, at most ``ANSWERS_FIRST_SECONDS``: what can wait
+        a moment (a waiting member's new place) goes after the answers members are waiting for."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
+                await self._answered.wait()
+
     def _answer_given(self) -> None:
         self._unanswered -= 1
         self._settle()

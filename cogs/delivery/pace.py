@@ -6,7 +6,9 @@ after the process stalled, or when many open at once. Then hundreds of edits wen
 second: the process did little else until they were sent (its admissions waited behind them), the
 requests in flight made the garbage collector walk the heap, and Discord counts a bot's requests
 against 50 a second. So the place updates take turns, in the order they fall due, at most
-``PLACE_EDITS_PER_SECOND``; a running job's line does not wait for them.
+``PLACE_EDITS_PER_SECOND``, and after the answers of a burst of commands (at most a second
+later): a member waiting for the answer to a command comes before another's new place. A running
+job's line does not wait for them.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ class Pacer:
         rate: float = PLACE_EDITS_PER_SECOND,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        quiet: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._spacing = 1.0 / rate
+        self._quiet = quiet  # returns once the members' answers are out (``JobEngine.answers_first``)
         self._clock = clock
         self._sleep = sleep
         self._next = 0.0  # the earliest time of the next turn not yet booked
@@ -39,3 +43,5 @@ class Pacer:
         self._next = at + self._spacing
         if at > now:
             await self._sleep(at - now)
+        if self._quiet is not None:
+            await self._quiet()
