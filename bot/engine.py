@@ -66,6 +66,7 @@ from bot.jobs.places import Places
 from bot.jobs.previews import Previews
 from bot.jobs.retention import Retention
 from bot.media.editor import Editor
+from bot.ops import heap
 from bot.ops.audit import AuditTrail
 from bot.ops.health import Health
 from bot.ops.metrics import Metrics
@@ -241,6 +242,7 @@ class JobEngine:
         self._retention.start()
         self._outbox.start()
         self._scheduler.schedule("estimates", self._read_runs_forever())
+        self._scheduler.schedule("heap", heap.keep_settled(self._admission.answers_first))
         if admit:
             self._places = Places(self._store, self._scheduler, mine or (lambda job: True))
             self._places.start(parts.notifier)
