@@ -307,9 +307,8 @@ class DiscordNotifier:
         # before their claim still says (``queue_moved`` leaves them alone).
         self._started: set[str] = set()
         self._cards = GroupCards(bot, engine)
-        self._places_pace = Pacer(
-            quiet=engine.answers_first
-        )  # the waiting lines' place updates take turns (``cogs.delivery.pace``)
+        # The waiting lines' place updates take turns, after the answers members wait for (``cogs.delivery.pace``).
+        self._places_pace = Pacer(quiet=engine.answers_first)
 
     def delivery(self, job: Job) -> Delivery | None:
         """Where this job is shown, rebuilt from what it stored (``None`` before it was announced)."""
