@@ -174,8 +174,8 @@ async def test_a_waiting_line_keeps_one_pending_update_whose_place_is_read_when_
 
 async def test_a_new_waiting_line_shows_its_first_place_at_its_own_point_of_its_interval() -> None:
     """The acknowledgement has just shown a place. Lines open when their place first changes, and every place
-    changes when the first calls start: opened together, thousands of lines were edited at once. Each first
-    update now falls at the line's own point (its phase) of its interval."""
+    changes when the first calls start: opened together, thousands of lines were edited at once. Past the first
+    50 places, each first update now falls at the line's own point (its phase) of its interval."""
     destination = shown(JobState.QUEUED).destination
     assert destination is not None
     client = discord.Client(intents=discord.Intents.none())
@@ -190,6 +190,11 @@ async def test_a_new_waiting_line_shows_its_first_place_at_its_own_point_of_its_
     # Its first edit is due ``interval × (1 - phase)`` from now: 40, 30 and 10 s.
     for line, due in zip(lines, (40.0, 30.0, 10.0), strict=True):
         assert before + due - 0.001 <= line._last + 40.0 <= after + due + 0.001
+    # Near the front (few lines), a member sees the first move at once, whatever the line's phase.
+    near = StatusLine(Delivery(client, destination, 7, "en-US"), _no_redirect, 10.0, FailingOnceGuard(), 0.75)
+    near.wait_at(50, str, None, 10.0)
+    assert near._last == 0.0
+    lines.append(near)
     for line in lines:
         await line.close()
 

@@ -141,11 +141,12 @@ class StatusLine:
         """
         self._place = place
         pending = self._pending
-        if self._last == 0.0 and pending is None:
-            # The acknowledgement showed a place a moment ago: the first update comes within one interval, at the
-            # line's own point in it. (Lines open when their place first changes, and every place changes when the
-            # first calls start: 6,000 lines of a line of 10,000 opened together, all edited at once, and for
-            # seconds the process did little but send those edits, admissions waiting behind them.)
+        if self._last == 0.0 and pending is None and place > FULL_PACE_PLACES:
+            # Far back, where the acknowledgement showed a place a moment ago, the first update comes within one
+            # interval, at the line's own point in it. (Lines open when their place first changes, and every place
+            # changes when the first calls start: 6,000 lines of a line of 10,000 opened together, all edited at
+            # once, and for seconds the process did little but send those edits, admissions waiting behind them.)
+            # Near the front, where few lines are, a member sees the first move at once.
             self._last = time.monotonic() - self._phase * interval
         if (
             self._place_pending
@@ -332,7 +333,7 @@ class DiscordNotifier:
                 if job.state is JobState.RUNNING
                 else functools.partial(self._still_waiting, job.id)
             )
-            # A waiting line's first place update falls at its own point of its interval (see ``wait_at``).
+            # Far back, a waiting line's first place update falls at its own point of its interval (``wait_at``).
             phase = zlib.crc32(job.id.encode()) / 2**32
             pace = None if job.state is JobState.RUNNING else self._places_pace.turn
             line = self._lines[job.id] = StatusLine(delivery, redirect, self._every, guard, phase, pace)
