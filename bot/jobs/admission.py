@@ -319,9 +319,7 @@ class Admission:
     async def answers_first(self) -> None:
         """Wait until every request that has arrived has its answer, at most ``ANSWERS_FIRST_SECONDS``: what can wait
         a moment (a waiting member's new place) goes after the answers members are waiting for."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
-                await self._answered.wait()
+        await _at_most(ANSWERS_FIRST_SECONDS, self._answered)
 
     def _answer_given(self) -> None:
         self._unanswered -= 1
@@ -355,13 +353,9 @@ class Admission:
         if self._ahead < self._config.max_concurrent_jobs:
             self._ahead += 1
             self._clear.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(AHEAD_WAITS_SECONDS):
-                    await self._answered.wait()
+            await _at_most(AHEAD_WAITS_SECONDS, self._answered)
             return True
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(ANSWERS_FIRST_SECONDS):
-                await self._clear.wait()
+        await _at_most(ANSWERS_FIRST_SECONDS, self._clear)
         return False
 
     async def _fail(self, job: Job, error: AtelierError) -> Job | None:
@@ -406,3 +400,10 @@ class KeptInputsSource:
         if images is None:  # dropped since the member clicked (the window or the disk cap)
             raise InputsGoneError(self._hours)
         return [(f"image{number}", image.data) for number, image in enumerate(images, start=1)]
+
+
+async def _at_most(seconds: float, event: asyncio.Event) -> None:
+    """Wait until ``event`` is set, or ``seconds`` have passed."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -95,8 +95,8 @@ class Dispatcher:
         self._scheduler = scheduler
         self._key_for = key_for
         self._previews = previews  # a streaming call's partial images, shown on its status
-        # This process's own slots (``WORKER_SLOTS``): at most ``max_concurrent``, which all processes share.
-        self._slots = asyncio.Semaphore(min(slots or max_concurrent, max_concurrent))
+        # This process's own slots (``Config.process_slots``: never more than ``max_concurrent``, which all share).
+        self._slots = asyncio.Semaphore(slots or max_concurrent)
         self._stopping = False
         self._runs: dict[str, _Run] = {}  # execution handles of this process's runs, not job state
         self._interrupted: list[Job] = []  # put back in line by this process's stop

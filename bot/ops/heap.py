@@ -45,12 +45,11 @@ def settle() -> None:
 async def keep_settled(
     quiet: Callable[[], Awaitable[None]],
     every: float = SETTLE_EVERY,
-    sleep: Callable[[float], Awaitable[None]] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> None:
     """Settle the heap again every ``every`` seconds, once ``quiet()`` returns (no member waits for an answer)."""
-    pause = sleep or asyncio.sleep
     while True:
-        await pause(every)
+        await sleep(every)
         await quiet()
         resettle()
 
