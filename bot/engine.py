@@ -244,7 +244,9 @@ class JobEngine:
         self._scheduler.schedule("estimates", self._read_runs_forever())
         self._scheduler.schedule("heap", heap.keep_settled(self._admission.answers_first))
         if admit:
-            self._places = Places(self._store, self._scheduler, mine or (lambda job: True))
+            self._places = Places(
+                self._store, self._scheduler, mine or (lambda job: True), quiet=self._admission.answers_first
+            )
             self._places.start(parts.notifier)
         if work:
             deliverer = Deliverer(self.lifecycle, self._editor, parts.publisher, self._inputs, self.config.entry)

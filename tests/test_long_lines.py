@@ -7,6 +7,7 @@ gateway spending all its time on both, so that an ``/edit`` waited a minute for 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Sequence
 
 import pytest
@@ -78,6 +79,11 @@ class Counting(Store):
     def __init__(self, store: Store) -> None:
         super().__init__(store.database)
         self.read: list[str] = []
+        self.readings = 0
+
+    async def places(self) -> list[tuple[str, int]]:
+        self.readings += 1
+        return await super().places()
 
     async def jobs(self, job_ids: Collection[str]) -> list[Job]:
         self.read += job_ids
@@ -104,3 +110,44 @@ async def test_a_waiting_job_is_read_whole_once_and_its_place_again_at_every_mov
     now = [(job.id, place) for job, place in await store.positions()]
     assert told.moved[-1] == [(job_id, place) for job_id, place in now if first.get(job_id) != place]
     assert sorted(counting.read) == sorted([*(f"j{n:02d}" for n in range(20)), "late"])  # only the newcomer
+
+
+class TellingTold(Told):
+    """The same, saying when it was told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.told = asyncio.Event()
+
+    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
+        await super().queue_moved(places)
+        self.told.set()
+
+
+async def test_a_reading_of_the_places_waits_for_the_answers_of_a_burst(store: Store) -> None:
+    """With thousands waiting, a reading and everyone's new place take the process for a while: the members
+    waiting for the answer to a command come first (``Admission.answers_first``)."""
+    counting = Counting(store)
+    await add(store, make_job("j00", 1, NOON))
+    answered = asyncio.Event()
+    asked = asyncio.Event()
+    read_when_asked: list[int] = []
+
+    async def answers_first() -> None:
+        read_when_asked.append(counting.readings)
+        asked.set()
+        await answered.wait()
+
+    told = TellingTold()
+    scheduler = Scheduler("places")
+    places = Places(counting, scheduler, quiet=answers_first)
+    places.start(told)
+    try:
+        async with asyncio.timeout(5):
+            await asked.wait()
+            assert read_when_asked == [0] and not told.moved  # nothing read before the answers were out
+            answered.set()
+            await told.told.wait()
+        assert told.moved == [[("j00", 1)]] and counting.readings == 1
+    finally:
+        await scheduler.cancel_all()

@@ -23,7 +23,7 @@ from bot.core.states import JobState
 from bot.engine import JobEngine
 from cogs.delivery.destinations import Delivery
 from cogs.delivery.pace import Pacer
-from cogs.delivery.status import DiscordNotifier, StatusLine
+from cogs.delivery.status import LINES_AT_A_TIME, DiscordNotifier, StatusLine
 from tests.stores import make_job
 
 
@@ -264,3 +264,35 @@ async def test_a_place_update_s_turn_comes_after_the_answers_members_are_waiting
     answered.set()
     async with asyncio.timeout(5):
         await turn
+
+
+class AnsweringEngine(QuietEngine):
+    """The same, with a burst of commands whose answers are still out until the test lets them go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = asyncio.Event()
+        self.waited = asyncio.Event()
+
+    async def answers_first(self) -> None:
+        self.waited.set()
+        await self.answered.wait()
+
+
+async def test_a_long_line_s_new_places_wait_for_the_answers_of_a_burst_between_their_batches() -> None:
+    engine = AnsweringEngine()
+    notifier = DiscordNotifier(discord.Client(intents=discord.Intents.none()), cast(JobEngine, cast(Any, engine)))
+    waiting = [(dataclasses.replace(shown(JobState.QUEUED), id=f"job{n}"), n) for n in range(1, LINES_AT_A_TIME + 2)]
+    told = asyncio.create_task(notifier.queue_moved(waiting))
+    try:
+        async with asyncio.timeout(5):
+            await engine.waited.wait()
+        assert len(notifier._lines) == LINES_AT_A_TIME - 1 and not told.done()  # one batch, then the answers
+        engine.answered.set()
+        async with asyncio.timeout(5):
+            await told
+        assert len(notifier._lines) == LINES_AT_A_TIME + 1
+    finally:
+        told.cancel()
+        for line in list(notifier._lines.values()):
+            await line.close()

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from bot.core.job import Job
 from bot.core.states import JobState
@@ -44,10 +44,17 @@ def pause_after(read_seconds: float) -> float:
 class Places:
     """This process's waiting members' places, as last told."""
 
-    def __init__(self, store: Store, scheduler: Scheduler, mine: Callable[[Job], bool] = lambda job: True) -> None:
+    def __init__(
+        self,
+        store: Store,
+        scheduler: Scheduler,
+        mine: Callable[[Job], bool] = lambda job: True,
+        quiet: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._store = store
         self._scheduler = scheduler
         self._mine = mine
+        self._quiet = quiet  # returns once the members' answers are out (``Admission.answers_first``)
         self._notifier: Notifier | None = None
         self._reordered = asyncio.Event()
         self.places: dict[str, int] = {}  # waiting job -> place, as last told
@@ -75,6 +82,10 @@ class Places:
                 async with asyncio.timeout(PLACES_EVERY):
                     await self._reordered.wait()
             self._reordered.clear()
+            if self._quiet is not None:
+                # A reading, and the new places of everyone behind the jobs that joined, go after the answers of
+                # a burst of commands: with thousands waiting they take a good part of the process for a while.
+                await self._quiet()
             started = time.monotonic()
             try:
                 await self.announce()

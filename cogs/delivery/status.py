@@ -457,7 +457,8 @@ class DiscordNotifier:
     async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
         for count, (job, place) in enumerate(places, start=1):
             if count % LINES_AT_A_TIME == 0:
-                await asyncio.sleep(0)  # a long line's updates leave room for admissions
+                await asyncio.sleep(0)  # a long line's updates leave room for admissions,
+                await self.engine.answers_first()  # and wait for the answers of a burst of commands
             if job.id in self._started:
                 continue  # a reading made before its claim: neither a waiting line nor a running one's text
             line = self._line(job)
