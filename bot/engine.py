@@ -175,6 +175,7 @@ class JobEngine:
             keys=self._keys,
             router=self._router,
             balance=balance,
+            waiting=self._waiting,
         )
         self._keeper = Keeper(self.lifecycle, store, self._inputs, self._scheduler, on_lost=self._lost)
         self._outbox = Outbox(store, self.lifecycle.holder, self._scheduler, self._keeper.gone, clock)
@@ -341,6 +342,10 @@ class JobEngine:
             await self._store.database.close()
 
     # Members --------------------------------------------------------------------------------------
+
+    def _waiting(self) -> int:
+        """How many jobs wait in line, as this process last read the places (none read: 0)."""
+        return len(self._places.places) if self._places is not None else 0
 
     async def answers_first(self) -> None:
         """Return once every request that has arrived has its answer (at most a second later)."""

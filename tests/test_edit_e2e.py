@@ -192,6 +192,41 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     assert ahead - its_answer >= AHEAD_WAITS_SECONDS - 0.01, round(ahead - its_answer, 3)
 
 
+async def test_with_a_line_as_long_as_the_slots_no_job_of_a_burst_fetches_before_the_answers(
+    bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """A job goes ahead of the answers only when the API would otherwise wait for it: with a job already
+    waiting for the one slot, a burst's jobs all fetch their images once every request is answered (here
+    Discord takes 0.9 s over one), and then every job runs."""
+    delay = 0.9  # under the 1 s a job waits at most for the others' answers
+    bot_env.update(MAX_CONCURRENT_JOBS="1")
+    await bot_process.start()
+    image_api.latency = 4.0  # the slot's call lasts the whole burst
+    running = await send_edit(discord_fake, "runs", [make_png()])
+    await image_api.wait_for_started(1)
+    waiting = await send_edit(discord_fake, "waits", [make_png()])
+    # The line as the bot read it holds the waiting job: its status line says so.
+    await discord_fake.wait_for_arrival(
+        lambda r: r.method == "PATCH" and waiting.token in r.path and b"next in line" in r.body
+    )
+    image_api.latency = 0.0
+    slow, *others = users = [discord_fake.USER_ID + 720 + n for n in range(4)]
+    for user in users:
+        discord_fake.add_user(user, f"member{user}")
+    discord_fake.slow_callbacks[slow] = delay
+    first = await send_edit(discord_fake, "slow answer", [make_png()], user_id=slow)
+    await discord_fake.wait_for_arrival(lambda r: r.path.endswith(f"/{first.token}/callback"))
+    handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
+    await asyncio.gather(*(wait_result(h) for h in [running, waiting, first, *handles]))
+    (answer,) = [r for r in discord_fake.requests if r.path.endswith(f"/{first.token}/callback")]
+    answered = answer.at + delay
+    others_answered = answered_at(discord_fake, handles)
+    assert len(others_answered) == 3 and max(others_answered) < answered  # else this test would show nothing
+    fetched = fetched_at(discord_fake, [first, *handles])
+    assert len(fetched) == 4
+    assert min(fetched) >= answered - 0.05, [round(at - answered, 3) for at in fetched]
+
+
 async def test_the_slots_jobs_are_queued_before_the_images_of_the_jobs_behind_them_are_fetched(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from bot.config import Config
 from bot.core.job import MOST_VARIANTS, Destination, InputInfo, Job, JobRequest, new_job_id, utc_day
@@ -86,6 +86,7 @@ class Admission:
         keys: GuildKeys,
         router: ModelRouter,
         balance: BalanceWatch | None = None,
+        waiting: Callable[[], int] = lambda: 0,
     ) -> None:
         self._config = config
         self._lifecycle = lifecycle
@@ -97,6 +98,7 @@ class Admission:
         self._keys = keys
         self._router = router
         self._balance = balance
+        self._waiting = waiting  # how many jobs wait in line, as last read (``Places``)
         self.accepting = True
         self._members: dict[int, asyncio.Lock] = {}  # one admission at a time per member, in arrival order
         self._unanswered = 0  # requests between arriving and their member's answer (or refusal)
@@ -338,7 +340,8 @@ class Admission:
         """Wait for this job's turn to fetch and keep its images; whether it went ahead of the others (the
         caller then ends its turn once the job is queued or has failed).
 
-        As many jobs as there are slots go first: the API needs them first. They wait only for the answers
+        As many jobs as there are slots, less the jobs already waiting in line, go first: the API needs
+        them first (a line as long as the slots keeps the API busy without them). They wait only for the answers
         of the requests that have arrived (admitted and acknowledged, or refused), at most
         ``AHEAD_WAITS_SECONDS``: fetching, checking and saving their images (and the workers' claims and
         reads of them) would otherwise take the processor from the last answers of a burst, a few
@@ -350,7 +353,7 @@ class Admission:
         save: the last answers come late, and the API waits for its first calls. Bounded, so a flood of
         requests cannot hold the others back for long.
         """
-        if self._ahead < self._config.max_concurrent_jobs:
+        if self._ahead < self._config.max_concurrent_jobs - self._waiting():
             self._ahead += 1
             self._clear.clear()
             await _at_most(AHEAD_WAITS_SECONDS, self._answered)
