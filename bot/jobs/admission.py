@@ -340,8 +340,9 @@ class Admission:
         """Wait for this job's turn to fetch and keep its images; whether it went ahead of the others (the
         caller then ends its turn once the job is queued or has failed).
 
-        As many jobs as there are slots, less the jobs already waiting in line, go first: the API needs
-        them first (a line as long as the slots keeps the API busy without them). They wait only for the answers
+        As many jobs as there are slots go first, unless as many jobs already wait in line: the API needs
+        them first (a line as long as the slots keeps the API busy without them; the line as last read, so
+        a shorter one, perhaps claimed since, does not count). They wait only for the answers
         of the requests that have arrived (admitted and acknowledged, or refused), at most
         ``AHEAD_WAITS_SECONDS``: fetching, checking and saving their images (and the workers' claims and
         reads of them) would otherwise take the processor from the last answers of a burst, a few
@@ -353,7 +354,8 @@ class Admission:
         save: the last answers come late, and the API waits for its first calls. Bounded, so a flood of
         requests cannot hold the others back for long.
         """
-        if self._ahead < self._config.max_concurrent_jobs - self._waiting():
+        slots = self._config.max_concurrent_jobs
+        if self._ahead < slots and self._waiting() < slots:
             self._ahead += 1
             self._clear.clear()
             await _at_most(AHEAD_WAITS_SECONDS, self._answered)
