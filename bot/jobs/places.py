@@ -12,7 +12,9 @@ request does not change); and a read is followed by a pause of at least ``READ_S
 times its own length: however long the line, reading it never takes more than a twentieth of the
 process, and admissions and claims keep their pace. (Ten thousand waiting: a reading every two
 or three seconds, where a member's line shows a new place at most every ``STATUS_UPDATE_SECONDS``
-anyway; a short line is still read within ``COALESCE`` of a move.)
+anyway; a short line is still read within ``COALESCE`` of a move.) A reading also waits for the
+answers of a burst of commands (``Admission.answers_first``, at most a second): members waiting
+for the answer to a command come before everyone's new place.
 """
 
 from __future__ import annotations
