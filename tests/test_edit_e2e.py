@@ -159,6 +159,22 @@ def fetched_at(fake: FakeDiscord, handles: list[InteractionHandle]) -> list[floa
     return [downloads[attachment] for h in handles for attachment in h.payload["data"]["resolved"]["attachments"]]
 
 
+async def burst_behind_a_slow_answer(
+    fake: FakeDiscord, first_user: int, delay: float
+) -> tuple[InteractionHandle, list[InteractionHandle]]:
+    """A member's /edit whose answer Discord takes ``delay`` s over, then three other members' /edit."""
+    slow, *others = users = [first_user + n for n in range(4)]
+    for user in users:
+        fake.add_user(user, f"member{user}")
+    fake.slow_callbacks[slow] = delay
+    first = await send_edit(fake, "slow answer", [make_png()], user_id=slow)
+    # The others arrive once the slow answer is on its way, so their 1 s of waiting outlasts it (on a busy
+    # machine the slow request's own admission can otherwise take longer than theirs, and their wait expire).
+    await fake.wait_for_arrival(lambda r: r.path.endswith(f"/{first.token}/callback"))
+    handles = await asyncio.gather(*(send_edit(fake, f"from {u}", [make_png()], user_id=u) for u in others))
+    return first, list(handles)
+
+
 async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetched(
     bot_process: BotProcess, bot_env: dict[str, str], discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
@@ -168,18 +184,10 @@ async def test_a_burst_is_answered_before_the_images_beyond_the_slots_are_fetche
     delay = 0.9  # under the 1 s a job waits at most for the others' answers
     bot_env.update(MAX_CONCURRENT_JOBS="1")
     await bot_process.start()
-    slow, *others = users = [discord_fake.USER_ID + 700 + n for n in range(4)]
-    for user in users:
-        discord_fake.add_user(user, f"member{user}")
-    discord_fake.slow_callbacks[slow] = delay
-    first = await send_edit(discord_fake, "slow answer", [make_png()], user_id=slow)
-    # The others arrive once the slow answer is on its way, so their 1 s of waiting outlasts it (on a busy
-    # machine the slow request's own admission can otherwise take longer than theirs, and their wait expire).
-    await discord_fake.wait_for_arrival(lambda r: r.path.endswith(f"/{first.token}/callback"))
-    handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
+    first, handles = await burst_behind_a_slow_answer(discord_fake, discord_fake.USER_ID + 700, delay)
     await asyncio.gather(*(wait_result(h) for h in [first, *handles]))
-    (answer,) = [r for r in discord_fake.requests if r.path.endswith(f"/{first.token}/callback")]
-    answered = answer.at + delay
+    (answer,) = answered_at(discord_fake, [first])
+    answered = answer + delay
     # The others were answered while the slow answer was on its way (else this test would show nothing).
     others_answered = answered_at(discord_fake, handles)
     assert len(others_answered) == 3 and max(others_answered) < answered
@@ -210,16 +218,10 @@ async def test_with_a_line_as_long_as_the_slots_no_job_of_a_burst_fetches_before
         lambda r: r.method == "PATCH" and waiting.token in r.path and b"next in line" in r.body
     )
     image_api.latency = 0.0
-    slow, *others = users = [discord_fake.USER_ID + 720 + n for n in range(4)]
-    for user in users:
-        discord_fake.add_user(user, f"member{user}")
-    discord_fake.slow_callbacks[slow] = delay
-    first = await send_edit(discord_fake, "slow answer", [make_png()], user_id=slow)
-    await discord_fake.wait_for_arrival(lambda r: r.path.endswith(f"/{first.token}/callback"))
-    handles = await asyncio.gather(*(send_edit(discord_fake, f"from {u}", [make_png()], user_id=u) for u in others))
+    first, handles = await burst_behind_a_slow_answer(discord_fake, discord_fake.USER_ID + 720, delay)
     await asyncio.gather(*(wait_result(h) for h in [running, waiting, first, *handles]))
-    (answer,) = [r for r in discord_fake.requests if r.path.endswith(f"/{first.token}/callback")]
-    answered = answer.at + delay
+    (answer,) = answered_at(discord_fake, [first])
+    answered = answer + delay
     others_answered = answered_at(discord_fake, handles)
     assert len(others_answered) == 3 and max(others_answered) < answered  # else this test would show nothing
     fetched = fetched_at(discord_fake, [first, *handles])
