@@ -38,6 +38,22 @@ class Batches(Generic[T, R]):
             self._tasks.spawn("batch", self._drain())
         return future
 
+    async def written(self, item: T) -> R:
+        """``item``'s result, for work that must happen once asked (a write: a job it admits or claims must reach
+        its caller). A caller cancelled before a batch took its item withdraws it; one cancelled while its batch
+        is under way gets the result anyway, and the cancellation comes back at its next wait."""
+        future = self.ask(item)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if self.withdraw(future):  # not taken by a batch yet: it never will be
+                raise
+        result = await _outlast(future)
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()  # the cancellation that came while the batch was under way: at the caller's next wait
+        return result
+
     def withdraw(self, future: asyncio.Future[R]) -> bool:
         """Take back an item that no batch has taken yet (whether it was still waiting)."""
         for n, (_, waiting) in enumerate(self._waiting):
@@ -66,6 +82,16 @@ class Batches(Generic[T, R]):
             self._busy = False  # no wait between the last look at the queue and this
             for _, future in [*batch, *self._waiting]:
                 future.cancel()  # cancelled itself (the loop ends): no-op for those answered
+
+
+async def _outlast(future: asyncio.Future[R]) -> R:
+    """``future``'s result, however often the waiting task is cancelled meanwhile."""
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():
+                raise
 
 
 def _retrieve(future: asyncio.Future[R]) -> None:

@@ -17,7 +17,6 @@ written all the same (its answer lost with the connection): its claim's stamp go
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 
@@ -57,17 +56,7 @@ class HandOvers:
         group happen whatever it does: a job claimed for it must reach it), and the cancellation
         comes back at its next wait.
         """
-        written = self._groups.ask((order, max_running))
-        try:
-            return await asyncio.shield(written)
-        except asyncio.CancelledError:
-            if self._groups.withdraw(written):  # not being written yet: it never will be
-                raise
-        result = await _outlast(written)
-        task = asyncio.current_task()
-        assert task is not None
-        task.cancel()  # the cancellation that came while the move was written: at the caller's next wait
-        return result
+        return await self._groups.written((order, max_running))
 
     async def _write(self, group: list[tuple[MoveOrder, int]]) -> list[MoveResult | Exception]:
         # The claim is asked now, with the highest cap asked (every process's is MAX_CONCURRENT_JOBS).
@@ -93,13 +82,3 @@ class HandOvers:
             for one in group
             for outcome in await self._write([one])
         ]
-
-
-async def _outlast(future: asyncio.Future[MoveResult]) -> MoveResult:
-    """``future``'s result, however often the waiting task is cancelled meanwhile."""
-    while True:
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            if future.cancelled():
-                raise
