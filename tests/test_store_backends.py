@@ -450,7 +450,7 @@ async def test_a_database_left_at_version_6_is_migrated_once_to_the_latest(datab
 
 async def check_migrated(store: Store) -> None:
     versions = [r["version"] for r in await query(store, "SELECT version FROM schema_migrations ORDER BY version")]
-    assert versions == list(range(1, LATEST + 1)) and LATEST == 13
+    assert versions == list(range(1, LATEST + 1)) and LATEST == 14
     # Money in integer micro-dollars, exactly; the kind (what a job does) split from its origin (how it began).
     jobs = {job_id: await store.get_job(job_id) for job_id, *_ in OLD_JOBS}
     assert {job_id: (j.kind, j.request.origin, j.cost, j.run) for job_id, j in jobs.items() if j} == {

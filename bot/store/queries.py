@@ -22,7 +22,8 @@ _NET_COUNT = f"COALESCE(SUM(CASE entry WHEN '{CHARGE}' THEN 1 WHEN '{REFUND}' TH
 NET_AMOUNT = f"COALESCE(SUM(CASE WHEN m.entry = '{REFUND}' THEN -m.amount ELSE m.amount END), 0)"
 UNFINISHED = f"status NOT IN ({sql_states(*ENDED)})"
 
-# A charge or refund row, keyed by the job and the entry: a second one of either is never written.
+# A money row of a job (a refund: its charge comes with the job, ``ADMIT_JOB``), keyed by the job and the
+# entry: a second one of either is never written.
 INSERT_MONEY = (
     "INSERT INTO money (job_id, entry, user_id, guild_id, day, amount, at) "
     "SELECT id, CAST(:entry AS TEXT), user_id, guild_id, charge_day, cost, CAST(:at AS DOUBLE PRECISION) "
@@ -86,7 +87,8 @@ FROM ({USAGE}) u
 
 # A new job, inserted only if the verdict on its member's totals allows it (``VERDICT``, whose parameters it
 # takes; the job's columns come as ``j_``-prefixed parameters): the check and the insert are one statement,
-# one round trip on PostgreSQL while the admission's locks are held. Nothing inserted: a limit refuses.
+# one round trip on PostgreSQL while the admission's locks are held. Nothing inserted: a limit refuses. The
+# job's charge comes with it (a trigger, migration 14: ``CHARGE``, its price, stamped with its admission).
 ADMIT_JOB = (
     f"INSERT INTO jobs ({', '.join(JOB_COLUMNS)}) SELECT {', '.join(':j_' + c for c in JOB_COLUMNS)} "
     f"FROM ({VERDICT}) v WHERE v.verdict IS NULL"
