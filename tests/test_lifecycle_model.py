@@ -1519,7 +1519,8 @@ def test_the_model_reports_a_second_refund(failed_job: tuple[SQLiteEngineModel, 
     # The store's key refuses a second refund; without it (as a careless migration might leave it) the
     # invariant is what catches one. (The charges' trigger names the table: it goes first.)
     db.executescript(
-        "DROP TRIGGER jobs_charge; CREATE TABLE loose AS SELECT * FROM money; DROP TABLE money; ALTER TABLE loose RENAME TO money;"
+        "DROP TRIGGER jobs_charge;"
+        "CREATE TABLE loose AS SELECT * FROM money; DROP TABLE money; ALTER TABLE loose RENAME TO money;"
         "INSERT INTO money SELECT * FROM money WHERE entry = 'refund';"
     )
     db.commit()
