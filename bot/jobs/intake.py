@@ -1,9 +1,9 @@
 """Admissions written together: the requests that come at once are checked and charged in one transaction.
 
 A burst of members (fifty commands in the same second) reaches the store within a few
-milliseconds. Written one transaction each, every admission is four round trips (its locks,
-the checked insert, the charge, the commit) on a connection of its own, and on a machine of
-two cores each round trip hands the processor to the database and back. So admissions are
+milliseconds. Written one transaction each, every admission is three round trips (its locks,
+the checked insert with its charge, the commit) on a connection of its own, and on a machine
+of two cores each round trip hands the processor to the database and back. So admissions are
 written the way hand-overs are (``bot.batches``): the first at once, alone; those that arrive
 meanwhile together, in one transaction with one round trip for all their checked inserts
 (``Store.admit_all``). Each is checked in arrival order against its member's totals with the
