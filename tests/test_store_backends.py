@@ -40,7 +40,7 @@ from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
 from bot.store.postgres import PostgresDatabase, lock_key
-from bot.store.script import Fetch, Op, Row, execute, fetch_one_alone, fetch_value, lock
+from bot.store.script import Fetch, Op, Row, execute, execute_finally, fetch_one_alone, fetch_value, lock
 from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
 from bot.store.store import _moves as moves_script
@@ -527,6 +527,50 @@ async def test_a_script_that_goes_on_after_its_only_statement_is_refused_and_und
     # SQLite undoes the script's savepoint; PostgreSQL never ran what came after the statement alone.
     expected = "prompt of solo" if store.dialect == "sqlite" else "changed"
     assert await value(store, "SELECT prompt FROM jobs WHERE id = :id", id=added.id) == expected
+
+
+async def test_statements_left_for_the_commit_write_their_values_exactly(store: Store) -> None:
+    """A statement left for the commit (``Finally``) runs after everything else the script did. On PostgreSQL
+    it carries its values as literals: quotes, backslashes, a negative number after a minus (which written
+    bare would begin a comment) and NULL arrive as they were; a value that is no number or text is refused."""
+    await add(store, job("lit"), JobState.QUEUED)
+    text = "it's a \\ back\\'slash -- and ''two'' \\\\ ; COMMIT"
+
+    def script() -> Generator[Op, Any, None]:
+        yield from execute("UPDATE jobs SET cost = 5 WHERE id = :id", id="lit")
+        yield from execute_finally(
+            "UPDATE jobs SET prompt = :text, cost = cost -:minus, created_at = :at, parent_job_id = :none "
+            "WHERE id = :id",
+            [{"text": text, "minus": -3, "at": NOON + 0.125, "none": None, "id": "lit"}],
+        )
+        yield from execute_finally("UPDATE jobs SET cost = cost * :times WHERE id = :id", [{"times": 2, "id": "lit"}])
+
+    await store.database.run(script())
+    rows = await query(store, "SELECT prompt, cost, created_at, parent_job_id FROM jobs WHERE id = 'lit'")
+    assert rows == [{"prompt": text, "cost": 16, "created_at": NOON + 0.125, "parent_job_id": None}]
+
+    def a_blob() -> Generator[Op, Any, None]:
+        yield from execute("UPDATE jobs SET cost = 1 WHERE id = :id", id="lit")
+        yield from execute_finally("UPDATE jobs SET prompt = :blob WHERE id = :id", [{"blob": b"x", "id": "lit"}])
+
+    if store.dialect == "postgres":
+        with pytest.raises(TypeError, match="literal"):
+            await store.database.run(a_blob())
+        assert await value(store, "SELECT cost FROM jobs WHERE id = 'lit'") == 16
+
+
+async def test_a_script_that_goes_on_after_a_statement_left_for_the_commit_is_refused_and_undone(
+    store: Store,
+) -> None:
+    await add(store, job("fin"), JobState.QUEUED)
+
+    def goes_on() -> Generator[Op, Any, None]:
+        yield from execute_finally("UPDATE jobs SET prompt = 'changed' WHERE id = :id", [{"id": "fin"}])
+        yield from fetch_value("SELECT prompt FROM jobs WHERE id = :id", id="fin")
+
+    with pytest.raises(RuntimeError, match="left for the commit"):
+        await store.database.run(goes_on())
+    assert await value(store, "SELECT prompt FROM jobs WHERE id = 'fin'") == "prompt of fin"
 
 
 def test_a_plain_move_is_its_update_alone_and_any_other_move_a_transaction() -> None:

@@ -28,6 +28,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import math
 import re
 from collections.abc import Callable, Collection, Generator, Mapping
 from functools import lru_cache
@@ -36,7 +37,20 @@ from typing import Any, TypeVar
 import asyncpg
 
 from bot.errors import ConfigError
-from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
+from bot.store.script import (
+    Execute,
+    ExecuteMany,
+    Fetch,
+    Finally,
+    Lock,
+    Notify,
+    Op,
+    Row,
+    is_alone,
+    may_follow_finally,
+    went_on_after,
+    went_on_after_finally,
+)
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +204,12 @@ class PostgresDatabase:
             # left open for the pool to find when the connection comes back.
             try:
                 await conn.execute(";".join(["BEGIN", *locks]))
-                result = await self._drive(script, conn, op, notices)
-                # The notices and the commit: one round trip (a notice is sent only if the commit happens).
+                finals: list[str] = []
+                result = await self._drive(script, conn, op, notices, finals)
+                # The statements left for the commit, the notices and the commit: one round trip (a notice is
+                # sent only if the commit happens).
                 told = [f"SELECT pg_notify({_literal(CHANNEL)}, {_literal(payload)})" for payload in notices]
-                await conn.execute(";".join([*told, "COMMIT"]))
+                await conn.execute(";".join([*finals, *told, "COMMIT"]))
             except BaseException:
                 with contextlib.suppress(Exception):
                     if not conn.is_closed():
@@ -203,11 +219,23 @@ class PostgresDatabase:
 
     @staticmethod
     async def _drive(
-        script: Generator[Op, Any, T], conn: asyncpg.Connection, first: Op | None, notices: list[str]
+        script: Generator[Op, Any, T],
+        conn: asyncpg.Connection,
+        first: Op | None,
+        notices: list[str],
+        finals: list[str] | None = None,
     ) -> T:
         try:
             op = next(script) if first is None else first
             while True:
+                if finals and not may_follow_finally(op):
+                    raise went_on_after_finally(op)
+                if isinstance(op, Finally):
+                    if finals is None:
+                        raise RuntimeError(f"a statement left for a commit outside a transaction: {op!r:.80}")
+                    finals.extend(_inline(op.sql, row) for row in op.rows)
+                    op = script.send(None)
+                    continue
                 try:
                     result = await _perform(op, conn, notices)
                 except asyncpg.PostgresError as exc:
@@ -310,6 +338,27 @@ async def _perform(op: Op, conn: asyncpg.Connection, notices: list[str]) -> Any:
     # A lock after the transaction's first statement (the first ones are taken with BEGIN).
     await conn.execute(f"SELECT pg_advisory_xact_lock({lock_key(op.key)})")
     return None
+
+
+def _inline(sql: str, params: Mapping[str, Any]) -> str:
+    """``sql`` with its ``:name`` parameters written in as literals (``Finally``: numbers, text, NULL)."""
+    return _PARAM.sub(lambda match: _value_literal(params[match.group(1)]), sql)
+
+
+def _value_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    # Numbers in brackets: a negative one after a minus would otherwise begin a comment (``--1``).
+    if isinstance(value, int):
+        return f"({value})"
+    if isinstance(value, float) and math.isfinite(value):
+        return f"({value!r})"
+    if isinstance(value, str) and "\0" not in value:
+        # An escape string: its backslashes and quotes doubled, whatever standard_conforming_strings says.
+        return "E'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    raise TypeError(f"not written into a statement as a literal: {type(value).__name__}")
 
 
 def _carries_blob(row: tuple[Any, ...]) -> bool:

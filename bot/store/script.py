@@ -13,7 +13,9 @@ what the script does, and the script never knows which database it is on::
 
 Statements use ``:name`` parameters. A script that raises rolls its transaction back. A script whose
 only statement is atomic by itself says so (``alone``): PostgreSQL then runs it without ``BEGIN`` and
-``COMMIT``, one round trip instead of three, and refuses a script that yields anything after it.
+``COMMIT``, one round trip instead of three, and refuses a script that yields anything after it. A
+statement whose outcome the script does not read may be left for the commit (``Finally``): PostgreSQL
+sends it with the ``COMMIT``, one round trip fewer while the transaction holds its locks.
 """
 
 from __future__ import annotations
@@ -44,6 +46,17 @@ class Execute:
 
 
 @dataclass(frozen=True)
+class Finally:
+    """Run a statement once per parameter set with the commit; the script reads nothing of it, and only
+    notices and other ``Finally`` statements may follow it, so it runs at the same point on either database.
+    PostgreSQL sends it in the commit's round trip, with its values written into it as literals: numbers,
+    text and NULL only (a bad value is refused, never written)."""
+
+    sql: str
+    rows: Sequence[Params]
+
+
+@dataclass(frozen=True)
 class ExecuteMany:
     """Run a statement once per parameter set."""
 
@@ -66,7 +79,7 @@ class Notify:
     payload: str
 
 
-Op = Fetch | Execute | ExecuteMany | Lock | Notify
+Op = Fetch | Execute | Finally | ExecuteMany | Lock | Notify
 Script = Generator[Op, Any, Any]
 
 
@@ -103,6 +116,21 @@ def fetch_value(sql: str, **params: Any) -> Generator[Op, Any, Any]:
 def execute(sql: str, **params: Any) -> Generator[Op, Any, int]:
     changed: int = yield Execute(sql, params)
     return changed
+
+
+def execute_finally(sql: str, rows: Sequence[Params]) -> Generator[Op, Any, None]:
+    """``sql`` for each of ``rows``, run with the commit (``Finally``): the script's last statements."""
+    if rows:
+        yield Finally(sql, rows)
+
+
+def may_follow_finally(op: Op) -> bool:
+    """Whether ``op`` may come after a ``Finally`` statement."""
+    return isinstance(op, Finally | Notify)
+
+
+def went_on_after_finally(op: Op) -> RuntimeError:
+    return RuntimeError(f"a script went on after a statement it left for the commit: {op!r:.80}")
 
 
 def execute_many(sql: str, rows: Sequence[Params]) -> Generator[Op, Any, None]:

@@ -40,7 +40,20 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from bot.errors import ConfigError
-from bot.store.script import Execute, ExecuteMany, Fetch, Lock, Notify, Op, Row, is_alone, went_on_after
+from bot.store.script import (
+    Execute,
+    ExecuteMany,
+    Fetch,
+    Finally,
+    Lock,
+    Notify,
+    Op,
+    Row,
+    is_alone,
+    may_follow_finally,
+    went_on_after,
+    went_on_after_finally,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +71,16 @@ def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list
     """Run a transaction script on ``conn`` (inside a transaction the caller opened); collect its notices."""
     try:
         op = next(script)
+        finishing = False
         while True:
+            if finishing and not may_follow_finally(op):
+                raise went_on_after_finally(op)
+            if isinstance(op, Finally):
+                # Run now, at the same point as PostgreSQL's commit runs it: its error is not the script's to handle.
+                finishing = True
+                conn.executemany(op.sql, op.rows)
+                op = script.send(None)
+                continue
             try:
                 result = _perform(op, conn, notices)
             except sqlite3.Error as exc:

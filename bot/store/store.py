@@ -49,6 +49,7 @@ from bot.store.rows import (
 from bot.store.script import (
     Op,
     execute,
+    execute_finally,
     execute_many,
     fetch,
     fetch_one,
@@ -614,12 +615,13 @@ def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list
     else:
         for order in orders:
             stored.append((yield from _move(order, alone, tell, attempts)))
-    # Every move's API attempts in one statement (a group of moves would otherwise take a round trip each).
-    yield from execute_many(q.INSERT_ATTEMPT, attempts)
     done = [result for result in stored if result.job is not None]
     taken: list[Job] | ClaimMiss = []
     if claim is not None and done:
         taken = yield from _claim_up_to(claim, len(done), locked=True)
+    # Every move's API attempts, with the commit: nothing reads them before, and the claims' lock is held
+    # one round trip less.
+    yield from execute_finally(q.INSERT_ATTEMPT, attempts)
     claimed = taken if isinstance(taken, list) else []
     freed = sum(
         1
@@ -787,9 +789,14 @@ def _claim_up_to(terms: ClaimTerms, count: int, *, locked: bool = False) -> Scri
         jobs = [by_id[job_id] for job_id in chosen if job_id in by_id]
         if not jobs:  # pragma: no cover - the claims' lock and the reading make this impossible
             break
-        # Their members' turns, one after another in the order served, and their next heads.
-        yield from execute_many(q.TAKE_TURN, [{"user_id": job.user_id} for job in jobs])
+        # Their members' turns, one after another in the order served, and their next heads: with the commit
+        # when no reading of the order follows (as many taken as asked), else now, for that reading.
+        turns = [{"user_id": job.user_id} for job in jobs]
         claimed.extend(jobs)
+        if len(claimed) >= count:
+            yield from execute_finally(q.TAKE_TURN, turns)
+        else:
+            yield from execute_many(q.TAKE_TURN, turns)
     if not claimed:
         return miss
     yield from notify("claimed")
