@@ -1,4 +1,4 @@
-"""Admissions written together (``Store.admit_all``, ``bot.jobs.intake``).
+"""Admissions written together in one transaction (``Store.admit_all``).
 
 A group of admissions in one transaction must decide and charge exactly what the same admissions
 written one by one would: each checked against its member's totals with the jobs admitted before
@@ -7,18 +7,14 @@ it counted. Run on both databases.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bot.core.job import Job
 from bot.core.quota import DayUsage, Limit, Quota
 from bot.core.records import AdmitOrder
 from bot.core.states import JobState
-from bot.jobs.intake import Intake
 from bot.store.store import Store
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, make_job, open_store, query
 
@@ -81,59 +77,3 @@ async def test_a_group_of_admissions_decides_and_charges_what_the_same_admission
         (PRICE, NOON + 1), (PRICE, NOON + 3), (PRICE, NOON + 4),
     ]  # fmt: skip
     assert grouped == alone
-
-
-def _fresh_jobs(count: int, first_user: int = 100) -> list[Job]:
-    return [make_job(f"n{n}", first_user + n, NOON + n) for n in range(count)]
-
-
-class CountingStore(Store):
-    """The store, counting the admissions each transaction wrote."""
-
-    def __init__(self, store: Store) -> None:
-        super().__init__(store.database)
-        self.groups: list[int] = []
-
-    async def admit_all(self, orders: Sequence[AdmitOrder]) -> list[Outcome]:
-        self.groups.append(len(orders))
-        return await super().admit_all(orders)
-
-
-async def test_admissions_asked_at_once_are_written_in_one_transaction(store: Store) -> None:
-    counting = CountingStore(store)
-    intake = Intake(counting)
-    jobs = _fresh_jobs(12)
-    outcomes = await asyncio.wait_for(
-        asyncio.gather(*(intake.admit(AdmitOrder(j, Quota(j.created_at), j.created_at + LEASE)) for j in jobs)), 30
-    )
-    assert outcomes == [None] * 12
-    assert sum(counting.groups) == 12 and len(counting.groups) <= 2, counting.groups
-    charged = await query(store, "SELECT job_id FROM money WHERE entry = 'charge' ORDER BY job_id")
-    assert [row["job_id"] for row in charged] == sorted(j.id for j in jobs)
-    # One alone costs what it did: a transaction of its own.
-    late = make_job("late", 999, NOON + 99)
-    assert await intake.admit(AdmitOrder(late, Quota(late.created_at), late.created_at + LEASE)) is None
-    assert counting.groups[-1] == 1
-
-
-async def test_when_a_group_fails_each_admission_is_written_alone_and_only_the_faulty_one_fails(store: Store) -> None:
-    """A job whose id is taken fails its group's transaction (nothing of it kept); the others are then
-    admitted alone and charged once, and the faulty one's caller gets the database's error."""
-    await add(store, make_job("n3", 50, NOON), JobState.QUEUED)
-    counting = CountingStore(store)
-    intake = Intake(counting)
-    jobs = _fresh_jobs(6)  # n3 among them: the id is taken
-    outcomes = await asyncio.wait_for(
-        asyncio.gather(
-            *(intake.admit(AdmitOrder(j, Quota(j.created_at), j.created_at + LEASE)) for j in jobs),
-            return_exceptions=True,
-        ),
-        30,
-    )
-    assert [o is None for o in outcomes] == [True, True, True, False, True, True]
-    assert isinstance(outcomes[3], Exception)
-    assert counting.groups[0] == 6 and counting.groups[-6:] == [1] * 6
-    money = await query(store, "SELECT job_id, user_id FROM money WHERE entry = 'charge' ORDER BY job_id")
-    assert [(row["job_id"], row["user_id"]) for row in money] == [
-        ("n0", 100), ("n1", 101), ("n2", 102), ("n3", 50), ("n4", 104), ("n5", 105),
-    ]  # fmt: skip
