@@ -39,7 +39,7 @@ class Batches(Generic[T, R]):
         return future
 
     async def written(self, item: T) -> R:
-        """``item``'s result, for work that must happen once asked (a write: a job it admits or claims must reach
+        """``item``'s result, for work that must happen once asked (a write: a job a hand-over claims must reach
         its caller). A caller cancelled before a batch took its item withdraws it; one cancelled while its batch
         is under way gets the result anyway, and the cancellation comes back at its next wait."""
         future = self.ask(item)
