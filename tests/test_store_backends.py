@@ -757,23 +757,27 @@ async def test_sqlite_s_log_is_copied_into_its_file_by_a_thread_of_its_own_never
     assert not path.with_name(path.name + "-wal").exists()  # the last connection closed copied the rest
 
 
-def test_sqlite_s_writer_commits_light_scripts_by_themselves_and_gives_heavy_ones_their_turn(tmp_path: Path) -> None:
+async def test_sqlite_s_writer_commits_light_scripts_by_themselves_and_gives_heavy_ones_their_turn(
+    tmp_path: Path,
+) -> None:
     """A hand-over (light) asked while megabytes of images (heavy) are being written is answered before the next
     heavy script runs, not after it in one transaction: the first calls' ends of a burst came up to 170 ms late
     while its images were being saved. And heavy scripts are not starved by light ones arriving all the time."""
     ran: list[str] = []
-    answered_before_it: dict[str, bool] = {}
     gates = {name: threading.Event() for name in ("H1", "L1")}
     begun = {name: threading.Event() for name in ("H1", "L1")}
-    futures: dict[str, Any] = {}
+    l1_answered = threading.Event()
+    answered_before_h2_ended: list[bool] = []
+    futures: dict[str, asyncio.Future[Any]] = {}
 
     def unit(name: str) -> Any:
         def run(conn: sqlite3.Connection) -> tuple[str, list[str]]:
             ran.append(name)
-            answered_before_it[name] = futures["L1"].done() if "L1" in futures else False
             if name in gates:
                 begun[name].set()
                 assert gates[name].wait(10)
+            if name == "H2":  # L1 committed and answered by itself: its caller hears while H2 is written
+                answered_before_h2_ended.append(l1_answered.wait(5))
             return name, []
 
         return run
@@ -784,19 +788,62 @@ def test_sqlite_s_writer_commits_light_scripts_by_themselves_and_gives_heavy_one
     thread = sqlite_module._Thread(connect, name="test-writer", begin="BEGIN IMMEDIATE")
     try:
         futures["H1"] = thread.submit(unit("H1"), heavy=True)
-        assert begun["H1"].wait(10)
+        assert await asyncio.to_thread(begun["H1"].wait, 10)
         futures["H2"] = thread.submit(unit("H2"), heavy=True)
         futures["L1"] = thread.submit(unit("L1"))
+        futures["L1"].add_done_callback(lambda _: l1_answered.set())
         gates["H1"].set()
-        assert begun["L1"].wait(10)  # the light one next, though the heavy one asked first
+        assert await asyncio.to_thread(begun["L1"].wait, 10)  # the light one next, though the heavy one asked first
         futures["L2"] = thread.submit(unit("L2"))
         gates["L1"].set()
-        assert [futures[name].result(timeout=10)[0] for name in ("H1", "H2", "L1", "L2")] == ["H1", "H2", "L1", "L2"]
+        async with asyncio.timeout(10):
+            assert [(await futures[name])[0] for name in ("H1", "H2", "L1", "L2")] == ["H1", "H2", "L1", "L2"]
     finally:
-        thread.stop()
+        await asyncio.to_thread(thread.stop)
     # H2 waited for L1 (committed and answered by itself), then had its turn before L2, which came later.
     assert ran == ["H1", "L1", "H2", "L2"]
-    assert answered_before_it["H2"]
+    assert answered_before_h2_ended == [True]
+
+
+async def test_sqlite_s_threads_answer_a_batch_s_callers_in_one_call_to_their_loop(tmp_path: Path) -> None:
+    """Each answer of a batch used to wake the event loop on its own, and the thread then waited for the
+    interpreter's lock to give the next: all of a batch's callers are resumed by one call now, in their order."""
+    calls: list[Any] = []
+    started, go = threading.Event(), threading.Event()
+
+    def unit(name: str) -> Any:
+        def run(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+            started.set()
+            assert go.wait(10)
+            return name, []
+
+        return run
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(tmp_path / "answers.sqlite3", isolation_level=None, check_same_thread=False)
+
+    loop = asyncio.get_running_loop()
+    real = loop.call_soon_threadsafe
+
+    def counted(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(callback)
+        return real(callback, *args, **kwargs)
+
+    thread = sqlite_module._Thread(connect, name="test-answers", begin="BEGIN IMMEDIATE")
+    try:
+        first = thread.submit(unit("first"))
+        assert await asyncio.to_thread(started.wait, 10)
+        rest = [thread.submit(unit(f"u{n}")) for n in range(20)]  # queued while the first is written
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]  # counts the thread's calls from here
+        go.set()
+        async with asyncio.timeout(10):
+            assert (await first)[0] == "first"
+            assert [(await each)[0] for each in rest] == [f"u{n}" for n in range(20)]
+    finally:
+        loop.call_soon_threadsafe = real  # type: ignore[method-assign]
+        await asyncio.to_thread(thread.stop)
+    # The first alone (it was being written when the others came), then the twenty together: two calls.
+    assert len(calls) == 2
 
 
 async def test_on_postgresql_no_transaction_holds_a_job_s_row_while_it_waits_for_a_lock_or_for_another_row(

@@ -35,7 +35,6 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Generator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -114,19 +113,34 @@ def _perform(op: Op, conn: sqlite3.Connection, notices: list[str]) -> Any:
     return None
 
 
+# A unit's caller: its future, on its event loop.
+Caller = tuple["asyncio.Future[Any]", asyncio.AbstractEventLoop]
+# What a batch hands back: each caller's result, or its error.
+Answer = tuple[Caller, Any, BaseException | None]
+
+
 class _Thread:
-    """The one thread that uses a connection; commits (or reads) what queued up together."""
+    """The one thread that uses a connection; commits (or reads) what queued up together.
+
+    A batch's callers hear in one call to their event loop, after its commit. Answered one by one,
+    each answer woke the loop, which took the interpreter's lock to resume that caller while the
+    thread waited (up to the switch interval, 5 ms) to answer the next: a burst's admissions were
+    answered over several milliseconds more than their batch took.
+    """
 
     def __init__(self, connect: Callable[[], sqlite3.Connection], *, name: str, begin: str) -> None:
-        self._queue: queue.SimpleQueue[tuple[Unit, Future[Any], bool] | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Unit, Caller, bool] | None] = queue.SimpleQueue()
         self._begin = begin  # BEGIN IMMEDIATE for the writer; a plain (deferred) BEGIN for the reader
         self._name = name
         self._thread = threading.Thread(target=self._main, args=(connect,), name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, unit: Unit, *, heavy: bool = False) -> Future[Any]:
-        future: Future[Any] = Future()
-        self._queue.put((unit, future, heavy))
+    def submit(self, unit: Unit, *, heavy: bool = False) -> asyncio.Future[Any]:
+        """Queue ``unit``; its result's future, on the running loop (a unit whose caller gave up before it ran
+        is skipped)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put((unit, (future, loop), heavy))
         return future
 
     def stop(self) -> None:
@@ -136,8 +150,8 @@ class _Thread:
 
     def _main(self, connect: Callable[[], sqlite3.Connection]) -> None:
         conn: sqlite3.Connection | None = None
-        light: list[tuple[Unit, Future[Any]]] = []
-        heavy: collections.deque[tuple[Unit, Future[Any]]] = collections.deque()
+        light: list[tuple[Unit, Caller]] = []
+        heavy: collections.deque[tuple[Unit, Caller]] = collections.deque()
         heavy_next = False  # after a batch of light units, waiting heavy ones go first: neither starves
         stopping = False
         while True:
@@ -178,12 +192,12 @@ class _Thread:
                 return
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, units: list[tuple[Unit, Future[Any]]], begin: str) -> None:
-        done: list[tuple[Future[Any], Any, BaseException | None]] = []
+    def _commit(conn: sqlite3.Connection, units: list[tuple[Unit, Caller]], begin: str) -> None:
+        done: list[Answer] = []
         try:
             conn.execute(begin)
-            for unit, future in units:
-                if not future.set_running_or_notify_cancel():
+            for unit, caller in units:
+                if caller[0].cancelled():  # its caller gave up (a cancellation that comes later finds it done)
                     continue
                 conn.execute("SAVEPOINT unit")
                 try:
@@ -191,30 +205,43 @@ class _Thread:
                 except Exception as exc:  # this unit's own failure: undone alone, handed to its caller
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")
-                    done.append((future, None, exc))
+                    done.append((caller, None, exc))
                 else:
                     conn.execute("RELEASE unit")
-                    done.append((future, result, None))
+                    done.append((caller, result, None))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:  # the transaction itself failed: nothing of it was written
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             _fail(units, exc)
             return
-        for future, result, error in done:
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+        _answer(done)
 
 
-def _fail(units: list[tuple[Unit, Future[Any]]], exc: BaseException) -> None:
-    """Hand ``exc`` to every caller of ``units`` not answered yet."""
-    for _unit, future in units:
-        if not future.done():
-            if not future.running():
-                future.set_running_or_notify_cancel()
-            future.set_exception(exc)
+def _fail(units: list[tuple[Unit, Caller]], exc: BaseException) -> None:
+    """Hand ``exc`` to every caller of ``units``."""
+    _answer([(caller, None, exc) for _unit, caller in units])
+
+
+def _answer(answers: list[Answer]) -> None:
+    """Hand each caller its answer: one call to each event loop, whatever the number of callers."""
+    loops: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
+    for answer in answers:
+        loops.setdefault(answer[0][1], []).append(answer)
+    for loop, theirs in loops.items():
+        with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits on it any more
+            loop.call_soon_threadsafe(_settle, theirs)
+
+
+def _settle(answers: list[Answer]) -> None:
+    # On the callers' loop.
+    for (future, _loop), result, error in answers:
+        if future.done():  # its caller gave up while it ran
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class _Checkpointer:
@@ -312,7 +339,7 @@ class SQLiteDatabase:
             notices: list[str] = []
             return drive(script, conn, notices), notices
 
-        result, notices = await asyncio.wrap_future(thread.submit(unit, heavy=heavy))
+        result, notices = await thread.submit(unit, heavy=heavy)
         for payload in notices:
             self._tell(payload)
         value: T = result
