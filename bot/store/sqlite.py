@@ -194,22 +194,29 @@ class _Thread:
     @staticmethod
     def _commit(conn: sqlite3.Connection, units: list[tuple[Unit, Caller]], begin: str) -> None:
         done: list[Answer] = []
+        # A unit alone is the transaction: its failure rolls the transaction back, so it needs no savepoint (two
+        # statements fewer, each of which hands the interpreter's lock to the event loop and waits to get it back).
+        alone = len(units) == 1
         try:
             conn.execute(begin)
             for unit, caller in units:
                 if caller[0].cancelled():  # its caller gave up (a cancellation that comes later finds it done)
                     continue
-                conn.execute("SAVEPOINT unit")
+                if not alone:
+                    conn.execute("SAVEPOINT unit")
                 try:
                     result = unit(conn)
                 except Exception as exc:  # this unit's own failure: undone alone, handed to its caller
-                    conn.execute("ROLLBACK TO unit")
-                    conn.execute("RELEASE unit")
+                    conn.execute("ROLLBACK" if alone else "ROLLBACK TO unit")
+                    if not alone:
+                        conn.execute("RELEASE unit")
                     done.append((caller, None, exc))
                 else:
-                    conn.execute("RELEASE unit")
+                    if not alone:
+                        conn.execute("RELEASE unit")
                     done.append((caller, result, None))
-            conn.execute("COMMIT")
+            if conn.in_transaction:
+                conn.execute("COMMIT")
         except sqlite3.Error as exc:  # the transaction itself failed: nothing of it was written
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
