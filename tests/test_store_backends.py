@@ -9,6 +9,7 @@ history); the test checks the expected results on each database, and that both o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
 import threading
@@ -844,6 +845,54 @@ async def test_sqlite_s_threads_answer_a_batch_s_callers_in_one_call_to_their_lo
         await asyncio.to_thread(thread.stop)
     # The first alone (it was being written when the others came), then the twenty together: two calls.
     assert len(calls) == 2
+
+
+async def test_sqlite_s_writer_undoes_a_failing_unit_alone_whether_it_is_written_alone_or_in_a_batch(
+    tmp_path: Path,
+) -> None:
+    """A unit that writes and then fails leaves nothing behind and its caller hears why; the units written with
+    it in the same batch are kept. Alone, the unit is the whole transaction (no savepoint); in a batch, it has
+    a savepoint of its own."""
+    started, go = threading.Event(), threading.Event()
+
+    def write(value: str, *, fail: bool = False, wait: bool = False) -> Any:
+        def run(conn: sqlite3.Connection) -> tuple[str, list[str]]:
+            if wait:
+                started.set()
+                assert go.wait(10)
+            conn.execute("INSERT INTO t (v) VALUES (?)", (value,))
+            if fail:
+                raise ValueError(f"{value} failed")
+            return value, []
+
+        return run
+
+    path = tmp_path / "undo.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as setup:
+        setup.execute("CREATE TABLE t (v TEXT)")
+
+    def connect() -> sqlite3.Connection:
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    thread = sqlite_module._Thread(connect, name="test-undo", begin="BEGIN IMMEDIATE")
+    try:
+        async with asyncio.timeout(10):
+            with pytest.raises(ValueError, match="alone failed"):
+                await thread.submit(write("alone", fail=True))
+            assert (await thread.submit(write("after")))[0] == "after"
+            first = thread.submit(write("first", wait=True))
+            assert await asyncio.to_thread(started.wait, 10)
+            batch = [thread.submit(write("kept1")), thread.submit(write("undone", fail=True)),
+                     thread.submit(write("kept2"))]  # fmt: skip
+            go.set()
+            assert (await first)[0] == "first"
+            outcomes = await asyncio.gather(*batch, return_exceptions=True)
+    finally:
+        await asyncio.to_thread(thread.stop)
+    assert [o if isinstance(o, Exception) else o[0] for o in outcomes][0::2] == ["kept1", "kept2"]
+    assert isinstance(outcomes[1], ValueError)
+    with contextlib.closing(sqlite3.connect(path)) as check:
+        assert sorted(v for (v,) in check.execute("SELECT v FROM t")) == ["after", "first", "kept1", "kept2"]
 
 
 async def test_on_postgresql_no_transaction_holds_a_job_s_row_while_it_waits_for_a_lock_or_for_another_row(

@@ -207,9 +207,11 @@ class _Thread:
                 try:
                     result = unit(conn)
                 except Exception as exc:  # this unit's own failure: undone alone, handed to its caller
-                    conn.execute("ROLLBACK" if alone else "ROLLBACK TO unit")
                     if not alone:
+                        conn.execute("ROLLBACK TO unit")
                         conn.execute("RELEASE unit")
+                    elif conn.in_transaction:  # (an error SQLite rolled back itself has ended it already)
+                        conn.execute("ROLLBACK")
                     done.append((caller, None, exc))
                 else:
                     if not alone:
