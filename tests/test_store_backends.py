@@ -948,7 +948,8 @@ async def test_on_postgresql_scripts_get_their_connections_in_the_order_they_ask
     asks at that moment before its oldest waiter, which then goes to the back of the queue: in a burst of
     admissions the first members to ask were answered last, some 40 places late. Fifty members arriving
     together, each a reading then a transaction, over five connections: each ends about where it arrived.
-    (Measured: the latest member of a round a median 2 places late with turns, 20-25 without.)"""
+    (Measured: the latest member of a round a median 2 places late with turns, 6 on a busy CI machine;
+    20-28 without.)"""
     async with open_store("postgres", tmp_path) as store:
         assert isinstance(store.database, PostgresDatabase) and store.database.pool_size == 5
         # The pool grown first: a connection being opened would let the scripts after it start before it.
@@ -976,4 +977,5 @@ async def test_on_postgresql_scripts_get_their_connections_in_the_order_they_ask
             async with asyncio.timeout(20):
                 await asyncio.gather(*members)
             latest.append(max(place - n for place, n in enumerate(ended)))
-        assert sorted(latest)[2] <= 5, latest
+        # Twelve places: a busy CI machine gave medians up to 6 with turns; without them, 20 to 28.
+    assert sorted(latest)[2] <= 12, latest
