@@ -684,7 +684,8 @@ def _parked(task: asyncio.Task[Any]) -> bool:
     """Whether ``task`` waits for the test (an answer, images, a timer pushed out of reach), not for work."""
     if task.done() or task.get_name() in _NEVER_BUSY:
         return True
-    if task._fut_waiter is None:  # type: ignore[attr-defined]  # ready to run
+    waiter = task._fut_waiter  # type: ignore[attr-defined]
+    if waiter is None or waiter.done():  # ready to run, or woken: its step is on the loop's queue
         return False
     return not any(part in frame.f_code.co_filename for frame in _frames(task) for part in _BUSY_IN)
 
@@ -958,7 +959,10 @@ class EngineModel(RuleBasedStateMachine):
             self.observe()
             busy = [(life.name, task) for life in lives for task in life.busy()]
             due = self.model.claim_due(any(life.runs_in_flight() < self.model.cap for life in lives))
-            calm = 0 if busy or due else calm + 1
+            # A callback still on a loop's queue may be a wake-up on its way (a shielded result passed on, a
+            # gathered one): the task it wakes still looks parked, so the turn is not calm until it has run.
+            queued = any(life.loop._ready for life in lives)  # type: ignore[attr-defined]
+            calm = 0 if busy or due or queued else calm + 1
             now = time.monotonic()
             if due and not busy:
                 stuck = stuck or now
