@@ -9,6 +9,7 @@ from typing import Any
 
 from bot.core.attempts import Attempt
 from bot.core.job import Job
+from bot.core.quota import Quota
 from bot.core.states import JobState
 
 
@@ -194,6 +195,16 @@ class NoticeDraft:
     payload: Mapping[str, Any] = field(default_factory=dict)
     delay: float = 0.0
     done_how: str | None = None  # already told (a posted result): recorded as done
+
+
+@dataclass(frozen=True)
+class AdmitOrder:
+    """One admission as the store writes it: ``job``, if its member's totals are within ``quota``, held by
+    its holder until ``lease_until``."""
+
+    job: Job
+    quota: Quota
+    lease_until: float
 
 
 @dataclass(frozen=True)

@@ -27,11 +27,12 @@ from typing import Any, Protocol
 from bot.core.attempts import Attempt
 from bot.core.job import Job
 from bot.core.quota import Quota
-from bot.core.records import ClaimMiss, ClaimTerms, Fence, MoveOrder, MoveResult, NoticeDraft
+from bot.core.records import AdmitOrder, ClaimMiss, ClaimTerms, Fence, MoveOrder, MoveResult, NoticeDraft
 from bot.core.states import HELD, MONEY, JobState, MoneyEffect, allowed
 from bot.errors import AtelierError, UnexpectedError
 from bot.i18n import _t
 from bot.jobs.handovers import HandOvers
+from bot.jobs.intake import Intake
 from bot.media.images import OutputImage
 from bot.ports import Move, MoveObserver, Notifier
 from bot.retries import asked_until_answered
@@ -96,6 +97,7 @@ class Lifecycle:
         # The stamps of claims that failed on a database error: written or not, known when it answers again.
         self._unheard: set[float] = set()
         self._last_stamp = -math.inf
+        self._intake = Intake(store)
         self._hand_overs = HandOvers(store, holder, lease_seconds, self._claim_stamp, self._unheard.add)
 
     def attach(self, notifier: Notifier | None, ended: EndedHook | None, outbox: OwnNotices | None) -> None:
@@ -118,7 +120,7 @@ class Lifecycle:
         """Check the member's totals against ``quota`` and record the accepted job (held by this process)
         and its charge, as one step in the store; ``LimitReachedError`` says which limit refused."""
         assert job.state is JobState.ACCEPTED and job.holder == self.holder
-        refused = await self.store.admit(job, quota, self.clock() + self.lease_seconds)
+        refused = await self._intake.admit(AdmitOrder(job, quota, self.clock() + self.lease_seconds))
         if refused is not None:
             raise quota.refusal(*refused)
         self._held[job.id] = job

@@ -18,6 +18,7 @@ from bot.core.attempts import Attempt, AttemptOutcome
 from bot.core.job import Delivered, Job
 from bot.core.quota import DayUsage, Limit, Quota
 from bot.core.records import (
+    AdmitOrder,
     Block,
     ClaimMiss,
     ClaimTerms,
@@ -67,6 +68,8 @@ NOTICE_LEASE = 30.0
 IN_LIST_SIZE = 500
 # The most moves written as one statement (each binds its id, run and values: well within those 999).
 MOST_ALIKE = 100
+# The most admissions written in one transaction (their ids bind one ``IN (…)`` list).
+MOST_ADMITTED = 100
 
 
 class Store:
@@ -99,7 +102,13 @@ class Store:
     async def admit(self, job: Job, quota: Quota, lease_until: float) -> tuple[Limit, DayUsage] | None:
         """Check ``quota`` and, if every total is within its bound, insert the job and its charge (held by
         ``job.holder`` until ``lease_until``), as one transaction; else the limit that refuses and the totals."""
-        return await self._write(_admit(job, quota, lease_until))
+        return (await self.admit_all([AdmitOrder(job, quota, lease_until)]))[0]
+
+    async def admit_all(self, orders: Sequence[AdmitOrder]) -> list[tuple[Limit, DayUsage] | None]:
+        """``admit`` for each order (at most ``MOST_ADMITTED``), in that order, as one transaction: each job
+        is checked against its member's totals with the jobs admitted before it counted."""
+        assert 0 < len(orders) <= MOST_ADMITTED
+        return await self._write(_admit_all(orders))
 
     async def usage(self, user_id: int, guild_id: int | None, day: str, now: float) -> DayUsage:
         params = _usage_params(user_id, guild_id, day, now, whole_day=True, whole_guild=True)
@@ -517,36 +526,76 @@ def _usage_from(row: Mapping[str, Any]) -> DayUsage:
     )
 
 
-def _admit(job: Job, quota: Quota, lease_until: float) -> Script[tuple[Limit, DayUsage] | None]:
-    # Always in this order (day, server, member), so admissions never deadlock on each other. The day's
-    # spend is locked only when a budget applies and the server's totals only when a server limit does,
-    # so a busy server's members are admitted side by side.
+def _admission_locks(job: Job, quota: Quota) -> list[str]:
+    # The day's spend is locked only when a budget applies and the server's totals only when a server limit
+    # does, so a busy server's members are admitted side by side.
     keys = []
     if quota.spend_today is not None:
         keys.append("day")
     if job.guild_id is not None and quota.guild_today is not None:
         keys.append(f"guild:{job.guild_id}")
     keys.append(f"user:{job.user_id}")
-    yield from lock(*keys)
-    params = _usage_params(
+    return keys
+
+
+def _lock_order(key: str) -> tuple[int, str]:
+    # Always the day, then servers, then members (each kind by name), so admissions never deadlock on each other.
+    return (0 if key == "day" else 1 if key.startswith("guild:") else 2), key
+
+
+def _admission_checks(order: AdmitOrder) -> dict[str, Any]:
+    """The verdict's parameters for ``order``: its member's totals to read and the quota's bounds."""
+    job, quota = order.job, order.quota
+    usage = _usage_params(
         job.user_id, job.guild_id, job.charge_day, job.created_at, whole_day=quota.spend_today is not None,
         whole_guild=quota.guild_today is not None, group_id=job.request.group_id,
     )  # fmt: skip
-    bounds = {
+    return {
+        **usage,
         "b_spend": quota.spend_today,
         "b_guild": quota.guild_today,
         "b_active": quota.user_active,
         "b_user": quota.user_today,
         "b_accepted": quota.user_last_accepted,
     }
-    columns = {f"j_{name}": value for name, value in job_params(job, lease_until).items()}
-    # The job's charge comes with its insert (migration 14): one round trip fewer than a statement of its own.
-    if (yield from execute(q.ADMIT_JOB, **bounds, **params, **columns)):
-        return None
-    # Refused (the locks still held): which limit, and the totals.
-    row = yield from fetch_one(q.VERDICT, **bounds, **params)
-    assert row is not None and row["verdict"] is not None
-    return Limit(row["verdict"]), _usage_from(row)
+
+
+def _admit_all(orders: Sequence[AdmitOrder]) -> Script[list[tuple[Limit, DayUsage] | None]]:
+    """Admissions in one transaction, in order: each job inserted, with its charge, if its member's totals
+    (those admitted before it included) allow it; for each, ``None`` or why it was refused.
+
+    The charge is written by the database with the job (migration 14), so that each insert of a group sent
+    at once finds the charges of those before it."""
+    yield from lock(*sorted({key for o in orders for key in _admission_locks(o.job, o.quota)}, key=_lock_order))
+    checks = [_admission_checks(order) for order in orders]
+    inserts = [
+        {**check, **{f"j_{name}": value for name, value in job_params(order.job, order.lease_until).items()}}
+        for order, check in zip(orders, checks, strict=True)
+    ]
+    ids = [order.job.id for order in orders]
+    if len(orders) == 1:
+        admitted = set(ids) if (yield from execute(q.ADMIT_JOB, **inserts[0])) else set()
+    else:
+        # One round trip for them all (PostgreSQL pipelines them), then which were inserted.
+        yield from execute_many(q.ADMIT_JOB, inserts)
+        names, params = in_list("id", ids)
+        admitted = {row["id"] for row in (yield from fetch(f"SELECT id FROM jobs WHERE id IN ({names})", **params))}
+    outcomes: list[tuple[Limit, DayUsage] | None] = []
+    for job_id, check, insert in zip(ids, checks, inserts, strict=True):
+        row = None
+        if job_id not in admitted:
+            # Refused (the locks still held): which limit, and the totals. A worker may have ended one of the
+            # member's jobs since (it takes none of these locks): then the job is admitted after all.
+            row = yield from fetch_one(q.VERDICT, **check)
+            assert row is not None
+            if row["verdict"] is None and (yield from execute(q.ADMIT_JOB, **insert)):
+                admitted.add(job_id)
+        if job_id in admitted:
+            outcomes.append(None)
+        else:
+            assert row is not None and row["verdict"] is not None, "a refusal that no limit explains"
+            outcomes.append((Limit(row["verdict"]), _usage_from(row)))
+    return outcomes
 
 
 def _moves(orders: Sequence[MoveOrder], claim: ClaimTerms | None) -> Script[list[MoveResult]]:
