@@ -170,6 +170,7 @@ PLACES = (
     f"WHERE p.status = '{S.QUEUED}' ORDER BY p.place"
 )
 JOBS_IN = "SELECT * FROM jobs WHERE id IN ({ids})"
+IDS_IN = "SELECT id FROM jobs WHERE id IN ({ids})"
 JOBS_OF_GROUP = "SELECT * FROM jobs WHERE group_id = :group_id ORDER BY variant, id"
 # A group's card lock: taken when free or when its holder's time is up (one statement: two takers cannot both win).
 LOCK_CARD = (

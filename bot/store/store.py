@@ -579,7 +579,7 @@ def _admit_all(orders: Sequence[AdmitOrder]) -> Script[list[tuple[Limit, DayUsag
         # One round trip for them all (PostgreSQL pipelines them), then which were inserted.
         yield from execute_many(q.ADMIT_JOB, inserts)
         names, params = in_list("id", ids)
-        admitted = {row["id"] for row in (yield from fetch(f"SELECT id FROM jobs WHERE id IN ({names})", **params))}
+        admitted = {row["id"] for row in (yield from fetch(q.IDS_IN.format(ids=names), **params))}
     outcomes: list[tuple[Limit, DayUsage] | None] = []
     for job_id, check, insert in zip(ids, checks, inserts, strict=True):
         row = None
