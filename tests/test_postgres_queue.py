@@ -339,6 +339,41 @@ async def test_a_stale_fence_is_refused_and_changes_nothing(store: Store) -> Non
     assert done.job is not None and done.job.state is JobState.DELIVERING and done.job.api_seconds == 1.5
 
 
+async def test_a_take_over_moves_a_job_only_while_it_is_still_abandoned(store: Store) -> None:
+    """A take-over reads a lapsed job, then its holder wakes from a stall and renews its lease (and would post
+    its result): the take-over's move, fenced by what it read, must leave the job to it. Without that check in
+    the move's statement the result would be posted twice (once by the woken run, once by the re-run)."""
+    await add(store, make_job("t1", 1))
+    first = await claim(store, "w1")
+    lapsed = NOON + LEASE + 1
+    assert [job.id for job in await store.abandoned(lapsed, gone=set())] == ["t1"]
+    assert await store.renew("w1", ["t1"], lapsed + LEASE) == {"t1": 1}  # w1 wakes, before the move
+
+    async def take_over(now: float, gone: frozenset[str]) -> MoveResult:
+        return await store.move(
+            "t1", JobState.RUNNING, JobState.INTERRUPTED, {}, refund=False, holder="w2", now=now,
+            fence=Fence("w1", 1, gone),
+        )  # fmt: skip
+
+    assert (await take_over(lapsed + 1, frozenset())).job is None
+    assert await store.get_job("t1") == first  # still w1's run, running
+    # Its holder's process found gone (its session ended): taken over whatever its lease says.
+    moved = (await take_over(lapsed + 2, frozenset({"w9", "w1"}))).job
+    assert moved is not None and moved.state is JobState.INTERRUPTED
+
+
+async def test_a_take_over_of_a_lease_that_stayed_lapsed_goes_ahead(store: Store) -> None:
+    await add(store, make_job("t2", 1))
+    await claim(store, "w1")
+    lapsed = NOON + LEASE + 1
+    moved = await store.move(
+        "t2", JobState.RUNNING, JobState.INTERRUPTED, {}, refund=False, holder="w2", now=lapsed,
+        fence=Fence("w1", 1, frozenset({"w3"})),
+    )  # fmt: skip
+    assert moved.job is not None and moved.job.state is JobState.INTERRUPTED
+    assert await store.renew("w1", ["t2"], lapsed + LEASE) == {}  # the stalled run has lost it for good
+
+
 async def test_renew_returns_only_the_jobs_a_holder_still_holds(store: Store) -> None:
     for n in range(4):
         await add(store, make_job(f"j{n}", n, NOON + n))

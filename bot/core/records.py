@@ -147,10 +147,16 @@ class ClaimTerms:
 
 @dataclass(frozen=True)
 class Fence:
-    """Who must still hold a job for a move of it to happen: its holder and its run."""
+    """Who must still hold a job for a move of it to happen: its holder and its run.
+
+    A take-over's fence (``gone``: the holders it found gone) also asks that the job still be abandoned as
+    the move is written: its lease lapsed by the move's time, or its holder among ``gone``. A holder that
+    only stalled may wake between the take-over's reading and its move, renew its lease and post its result;
+    the take-over must then leave the job to it, or the result would be posted twice."""
 
     holder: str | None
     run: int
+    gone: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)

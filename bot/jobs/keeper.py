@@ -66,7 +66,7 @@ class Keeper:
         abandoned = [job for job in await self._store.abandoned(self._lifecycle.clock(), gone) if job.id not in mine]
         if abandoned:
             log.info("taking over %d job(s) that no running process holds", len(abandoned))
-            await resume(self._lifecycle, self._inputs, abandoned)
+            await resume(self._lifecycle, self._inputs, abandoned, gone)
         return len(abandoned)
 
     async def _keep_leases(self) -> None:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from bot.core.attempts import Attempt
@@ -191,6 +191,7 @@ class Lifecycle:
         result: OutputImage | None = None,
         notice: NoticeDraft | None = None,
         settle: int | None = None,
+        gone: Collection[str] | None = None,
         **values: Any,
     ) -> Job | None:
         """Move a job to ``target``; return it as stored now, or ``None`` if the move is refused.
@@ -199,10 +200,11 @@ class Lifecycle:
         run that view names; given an id (a cancel), the job is read first and moved if it is still
         where it was. ``result`` (the posted image) goes to the observers only. ``settle`` is the
         signed difference (micro-dollars) that settles a charge by tokens, on a move that settles.
+        ``gone``: the move is a take-over's, which found these holders gone (``Fence.gone``).
         """
         if settle is not None and MONEY[target] is not MoneyEffect.SETTLE:
             raise ValueError(f"a move to {target} settles nothing")
-        moved, _ = await self._move(job, target, error, attempts, result, notice, None, values, settle)
+        moved, _ = await self._move(job, target, error, attempts, result, notice, None, values, settle, gone)
         return moved
 
     async def move_and_claim(
@@ -278,8 +280,9 @@ class Lifecycle:
         claim_for: int | None,
         values: dict[str, Any],
         settle: int | None = None,
+        gone: Collection[str] | None = None,
     ) -> tuple[Job | None, Job | ClaimMiss | None]:
-        order = await self._order(job, target, error, attempts, notice, values, settle)
+        order = await self._order(job, target, error, attempts, notice, values, settle, gone)
         if order is None:
             return None, None
         claim = ClaimTerms(self.holder, order.now, self.lease_seconds, claim_for) if claim_for is not None else None
@@ -295,8 +298,10 @@ class Lifecycle:
         notice: NoticeDraft | None,
         values: dict[str, Any],
         settle: int | None,
+        gone: Collection[str] | None = None,
     ) -> MoveOrder | None:
-        """The move as the store is to write it, or ``None`` if it is refused before that."""
+        """The move as the store is to write it, or ``None`` if it is refused before that (``gone``: a
+        take-over's move, ``Fence.gone``)."""
         if isinstance(job, str):
             found = await self.store.get_job(job)
             if found is None or found.state.terminal:
@@ -305,7 +310,8 @@ class Lifecycle:
             current, fence = found, None
         else:
             current = job
-            fence = Fence(job.holder, job.run) if job.state in HELD and job.holder is not None else None
+            taking_over = frozenset(gone) if gone is not None else None
+            fence = Fence(job.holder, job.run, taking_over) if job.state in HELD and job.holder is not None else None
         if not allowed(current.state, target, current.restarts):
             log.warning("job=%s refused move %s -> %s", current.id, current.state, target)
             return None
@@ -358,14 +364,17 @@ class Lifecycle:
             await self._claimed(stored.claimed)
         return moved, stored.claimed
 
-    async def interrupt(self, job: Job, attempts: Sequence[Attempt] = ()) -> Job | None:
-        """A stop (or a crash found later) caught this job running or delivering: back in line once, else failed."""
+    async def interrupt(
+        self, job: Job, attempts: Sequence[Attempt] = (), *, gone: Collection[str] | None = None
+    ) -> Job | None:
+        """A stop (or a crash found later: ``gone``, a take-over's move) caught this job running or delivering:
+        back in line once, else failed."""
         if job.state not in (JobState.RUNNING, JobState.DELIVERING):
             return None
         if allowed(job.state, JobState.INTERRUPTED, job.restarts):
-            return await self.move(job, JobState.INTERRUPTED, attempts=attempts)
+            return await self.move(job, JobState.INTERRUPTED, attempts=attempts, gone=gone)
         error = AtelierError(INTERRUPTED_TWICE, log_detail="interrupted twice")
-        return await self.move(job, JobState.FAILED, error=error, attempts=attempts)
+        return await self.move(job, JobState.FAILED, error=error, attempts=attempts, gone=gone)
 
     # What this process holds --------------------------------------------------------------------
 

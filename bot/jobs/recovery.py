@@ -13,7 +13,7 @@ Nobody is told "will resume" here: only a process that stops says so, of its own
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from bot.core.attempts import Attempt, AttemptOutcome
 from bot.core.job import Job
@@ -25,13 +25,15 @@ from bot.jobs.lifecycle import Lifecycle
 log = logging.getLogger(__name__)
 
 
-async def resume(lifecycle: Lifecycle, inputs: JobInputs, jobs: Sequence[Job]) -> None:
-    """Resume or end each of ``jobs`` (as the store last held them; each move is fenced by that)."""
+async def resume(lifecycle: Lifecycle, inputs: JobInputs, jobs: Sequence[Job], gone: Collection[str] = ()) -> None:
+    """Resume or end each of ``jobs`` (as the store last held them, found abandoned with the holders in ``gone``
+    gone). Each move is fenced by that reading: it happens only if the job is still abandoned as it is written
+    (``Fence.gone``), so a holder that wakes from a stall in between keeps its job and posts its result once."""
     for job in jobs:
         try:
             kind = kind_of(job.kind)
         except UnknownKindError as error:
-            await lifecycle.move(job, JobState.FAILED, error=error)
+            await lifecycle.move(job, JobState.FAILED, error=error, gone=gone)
             continue
         current: Job | None = job
         if job.state in (JobState.RUNNING, JobState.DELIVERING):
@@ -47,17 +49,17 @@ async def resume(lifecycle: Lifecycle, inputs: JobInputs, jobs: Sequence[Job]) -
                 outcome=AttemptOutcome.INTERRUPTED,
                 may_be_billed=True,
             )
-            current = await lifecycle.interrupt(job, [crashed] if job.state is JobState.RUNNING else [])
+            current = await lifecycle.interrupt(job, [crashed] if job.state is JobState.RUNNING else [], gone=gone)
             if current is None or current.state is not JobState.INTERRUPTED:
                 continue
         assert current is not None
         kept = await inputs.exists(job.id) if kind.needs_images else True
         problem = kind.after_restart(current, kept)
         if problem is not None:
-            await lifecycle.move(current, JobState.FAILED, error=problem)
+            await lifecycle.move(current, JobState.FAILED, error=problem, gone=gone)
         elif current.state is JobState.ACCEPTED:
-            preparing = await lifecycle.move(current, JobState.PREPARING)
+            preparing = await lifecycle.move(current, JobState.PREPARING, gone=gone)
             if preparing is not None:
-                await lifecycle.move(preparing, JobState.QUEUED)
+                await lifecycle.move(preparing, JobState.QUEUED, gone=gone)
         elif current.state in (JobState.PREPARING, JobState.INTERRUPTED):
-            await lifecycle.move(current, JobState.QUEUED)
+            await lifecycle.move(current, JobState.QUEUED, gone=gone)

@@ -341,9 +341,19 @@ def history_sql(guild_id: int | None) -> str:
 EACH_TYPES = {"api_seconds": "DOUBLE PRECISION", "attempts": "INTEGER"}
 
 
-def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | None = None, each: int = 0) -> str:
+def move_sql(
+    columns: Sequence[str],
+    *,
+    fenced: bool,
+    new_run: bool,
+    ids: str | None = None,
+    each: int = 0,
+    gone: str | None = None,
+) -> str:
     """The one statement that changes a job's status: only if it is still in ``:current`` (and, ``fenced``,
-    still held by ``:fence_holder`` in run ``:fence_run``); ``new_run`` starts a new run (a claim). The job is
+    still held by ``:fence_holder`` in run ``:fence_run``; with ``gone``, a take-over's ``IN`` list of the
+    holders it found gone, only if the job is still abandoned: its lease lapsed by ``:fence_now``, or its holder
+    among them); ``new_run`` starts a new run (a claim). The job is
     ``:id``, or (``ids``, an ``IN`` list's placeholders) each of several jobs moved alike (a claim's), or
     (``each``) that many jobs ``:id0``… with values and runs of their own (``:api_seconds0``…,
     ``:fence_run0``…; the columns from ``EACH_TYPES``): the calls of a group that ended together."""
@@ -366,6 +376,8 @@ def move_sql(columns: Sequence[str], *, fenced: bool, new_run: bool, ids: str | 
     where = f"id IN ({ids}) AND CAST(status AS TEXT) = :current" if ids else "id = :id AND status = :current"
     if fenced:
         where += f" AND claimed_by IS NOT DISTINCT FROM :fence_holder AND run = {fence_run}"
+        if gone is not None:
+            where += f" AND (lease_until IS NULL OR lease_until < :fence_now OR claimed_by IN ({gone}))"
     return f"UPDATE jobs SET {', '.join(sets)} WHERE {where} RETURNING *"
 
 

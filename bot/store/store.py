@@ -654,6 +654,7 @@ def _alike(orders: Sequence[MoveOrder]) -> bool:
     return names <= q.EACH_TYPES.keys() and all(
         order.current is first.current and order.target is first.target and not order.target.terminal
         and order.fence is not None and first.fence is not None and order.fence.holder == first.fence.holder
+        and order.fence.gone is None
         and not order.refund and order.settle is None and order.notice is None and not _changes_head(order)
         and set(order.values) == names
         for order in orders
@@ -694,10 +695,15 @@ def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[st
     move may run as a single statement."""
     current, target, job_id, now = order.current, order.target, order.job_id, order.now
     columns = column_values(order.values)
-    sql = q.move_sql(list(columns), fenced=order.fence is not None, new_run=False)
+    fence = order.fence
     params: dict[str, Any] = {**columns, "id": job_id, "current": current.value, "target": target.value}
-    if order.fence is not None:
-        params.update(fence_holder=order.fence.holder, fence_run=order.fence.run)
+    gone = None
+    if fence is not None:
+        params.update(fence_holder=fence.holder, fence_run=fence.run)
+        if fence.gone is not None:
+            gone, gone_params = in_list("fence_gone", sorted(fence.gone))
+            params.update(gone_params, fence_now=now)
+    sql = q.move_sql(list(columns), fenced=fence is not None, new_run=False, gone=gone)
     heads = _changes_head(order)
     # A plain move (no money, attempts, notice, head, claim or tidings below) is its UPDATE alone: one round trip.
     plain = alone and not (
