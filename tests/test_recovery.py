@@ -7,17 +7,45 @@ holds (``bot.jobs.recovery.resume``, as ``Keeper.take_over`` calls it). The cloc
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from bot.core.job import Job
 from bot.core.quota import Quota
 from bot.core.states import JobState
+from bot.errors import AtelierError
 from bot.jobs.inputs import JobInputs
 from bot.jobs.lifecycle import Lifecycle
 from bot.jobs.recovery import resume
-from bot.media.images import PreparedImage
+from bot.media.images import OutputImage, PreparedImage
 from bot.store.store import Store
 from tests.stores import LEASE, NOON, clock, make_job
 
 PNG = b"\x89PNG" + b"p" * 996
+
+
+class Lines:
+    """A notifier that keeps which jobs' status lines it was told to stop (``run_lost``)."""
+
+    def __init__(self) -> None:
+        self.lost: list[tuple[str, int]] = []
+
+    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        pass
+
+    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
+        pass
+
+    async def queue_left(self, job_ids: Sequence[str]) -> None:
+        pass
+
+    async def job_paused(self, job: Job) -> None:
+        pass
+
+    async def run_lost(self, job: Job) -> None:
+        self.lost.append((job.id, job.run))
+
+    async def job_preview(self, job: Job, image: OutputImage, index: int) -> None:
+        pass
 
 
 async def running(store: Store, lifecycle: Lifecycle, job_id: str) -> Job:
@@ -64,3 +92,20 @@ async def test_a_job_whose_holder_stayed_stalled_is_put_back_in_line_and_the_sta
     assert stored is not None and (stored.state, stored.restarts) == (JobState.QUEUED, 1)
     assert not await w1.still_holds(job)  # it wakes too late: it posts nothing, moves nothing
     assert await w1.move(job, JobState.DELIVERING, api_seconds=1.0) is None
+
+
+async def test_a_run_whose_move_is_refused_after_a_take_over_stops_its_status_line(store: Store) -> None:
+    """The stalled run learns it lost its job from its own refused move, before any renewal could tell it (the
+    job is then no longer held, so no renewal ever would): its status line must stop there."""
+    now, time = clock(NOON)
+    w1 = Lifecycle(store, "w1", lease_seconds=LEASE, clock=time)
+    w2 = Lifecycle(store, "w2", lease_seconds=LEASE, clock=time)
+    lines = Lines()
+    w1.attach(lines, None, None)
+    job = await running(store, w1, "j3")
+    now[0] += LEASE + 1
+    await resume(w2, JobInputs(store, cap_bytes=1 << 30), await store.abandoned(now[0], gone=set()), gone=set())
+    assert lines.lost == []
+    assert await w1.move(job, JobState.DELIVERING, api_seconds=1.0) is None  # the call's answer, too late
+    assert lines.lost == [("j3", 1)]
+    assert await w1.renew() == []  # nothing held: the renewals would never have told

@@ -339,7 +339,11 @@ class Lifecycle:
             why = "another process holds it now" if fence is not None else "the store holds another state"
             log.warning("job=%s refused move %s -> %s: %s", order.job_id, before, target, why)
             if fence is not None and fence.holder == self.holder:
-                self._held.pop(order.job_id, None)
+                lost = self._held.pop(order.job_id, None)
+                if lost is not None and lost.run == fence.run:
+                    # Its lease's renewals no longer see it (not held), so they cannot report it lost: its status
+                    # line stops here, or it would tick on (showing nothing) for the life of the process.
+                    await self._lost(lost)
             return None, None
         if moved.state in HELD and moved.holder == self.holder:
             self._held[moved.id] = moved
@@ -441,6 +445,14 @@ class Lifecycle:
                 observer.job_moved(move)
             except Exception as exc:  # a lost count or audit line, never a stuck job
                 UnexpectedError.capture(exc, f"an observer of job {move.job.id}")
+
+    async def _lost(self, job: Job) -> None:
+        if self._notifier is None:
+            return
+        try:
+            await self._notifier.run_lost(job)
+        except Exception as exc:
+            UnexpectedError.capture(exc, f"the notifier for lost job {job.id}")
 
     async def _tell(self, job: Job, before: JobState, error: AtelierError | None) -> None:
         if self._notifier is None:
