@@ -110,6 +110,8 @@ class EditCall:
     json: dict[str, Any] | None = None  # a generation's body
     events: list[str] = field(default_factory=list)  # a streamed answer's events, in the order they were sent
     event_times: list[float] = field(default_factory=list)  # when each was sent (loop time)
+    started: float = 0.0  # when the request arrived (loop time)
+    ended: float | None = None  # when its handler ended (loop time): until then it was in flight
 
     def field(self, name: str) -> str | None:
         """The text of a non-file field (a generation's JSON value), or None."""
@@ -375,12 +377,14 @@ class FakeImageAPI:
     ) -> web.StreamResponse:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
-        call = EditCall(headers=dict(request.headers), parts=[], path=request.path)
+        started = asyncio.get_running_loop().time()
+        call = EditCall(headers=dict(request.headers), parts=[], path=request.path, started=started)
         try:
             if request.headers.get("Authorization") not in {f"Bearer {k}" for k in {self.api_key, *self.api_keys}}:
                 self.calls.append(call)
                 return self._answer(call, web.json_response({"error": {"message": "Invalid token"}}, status=401))
             call, problem = await parse(request)
+            call.started = started
             self.calls.append(call)
             if problem:
                 return self._answer(
@@ -394,6 +398,7 @@ class FakeImageAPI:
             await asyncio.sleep(reply.delay or self.latency)
             return await self._reply(request, call, reply)
         finally:
+            call.ended = asyncio.get_running_loop().time()
             self.in_flight -= 1
             await self._notify()
 

@@ -13,15 +13,16 @@ rules on both databases, a run that lost its job never touches it again, and a m
 from __future__ import annotations
 
 import asyncio
+import math
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 
 from tests.fake_discord import FakeDiscord, InteractionHandle
-from tests.fake_image_api import FakeImageAPI, Reply, make_png
+from tests.fake_image_api import EditCall, FakeImageAPI, Reply, make_png
 from tests.harness import (
     BotProcess,
     bot_environment,
@@ -122,11 +123,13 @@ async def database() -> AsyncIterator[str]:
 async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
     database: str, tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:
-    """A gateway and two workers; the worker making the call is stopped (SIGSTOP) half a second in, for
-    longer than its lease; the other takes the job over and delivers it; then the first is resumed."""
+    """A gateway and two workers, one API call at a time; the worker making the call is stopped (SIGSTOP) half a
+    second in, for longer than its lease, while a second job waits for the slot; the other worker takes the job
+    over and runs both, one at a time; then the first is resumed. Only the stalled call, which nobody can
+    recall, is ever in flight beside another: the cap counts the calls of live leases."""
     env = bot_environment(
         discord_fake.api_base, image_api.base, tmp_path / "data", DATABASE_URL=database, IMAGE_API_TIMEOUT="30",
-        JOB_LEASE_SECONDS="5", MAX_CONCURRENT_JOBS="2", STATUS_UPDATE_SECONDS="1",
+        JOB_LEASE_SECONDS="5", MAX_CONCURRENT_JOBS="1", STATUS_UPDATE_SECONDS="1",
     )  # fmt: skip
     gateway = BotProcess(env, tmp_path, discord_fake, role="gateway", name="gateway")
     workers = [BotProcess(env, tmp_path, discord_fake, role="worker", name=f"worker{n}") for n in range(2)]
@@ -138,15 +141,19 @@ async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
     await image_api.wait_for_started(1, timeout=15)
     ((holder,),) = await rows({"DATABASE_URL": database}, "SELECT claimed_by FROM jobs")
     (stalled,) = [w for w in workers if w.proc is not None and w.proc.pid == int(str(holder).split(":")[1])]
-    await asyncio.sleep(0.5)
+    image_api.latency = 3.0  # the calls after the stalled one
+    waiting = await send_edit(discord_fake, "waits for the slot", [make_png()], user_id=FakeDiscord.USER_ID + 1)
+    await wait_rows({"DATABASE_URL": database}, "SELECT status FROM jobs WHERE prompt = 'waits for the slot'",
+                    lambda r: r == [("queued",)])  # fmt: skip
     assert stalled.proc is not None
     stalled.proc.send_signal(signal.SIGSTOP)
     try:
-        await image_api.wait_for_started(2, timeout=20)  # the other worker took the job over
+        await image_api.wait_for_started(2, timeout=20)  # the other worker took the slot over
         await asyncio.sleep(11 - 6)  # the stall lasts 11 s in all
     finally:
         stalled.proc.send_signal(signal.SIGCONT)
     result = await wait_result(handle, timeout=30)
+    await wait_result(waiting, timeout=30)
     # The resumed worker's run ends (its answer discarded, its attempt kept): wait for its log line.
     async with asyncio.timeout(20):
         while "abandoned: another process holds it" not in stalled.log():  # noqa: ASYNC110
@@ -155,18 +162,35 @@ async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
     assert after == [], "nothing edits the message after its result"
     assert sum(1 for r in handle.webhook_requests() if is_result_edit(r)) == 1
     assert not any("will resume" in text for text in contents(handle))
-    assert image_api.max_in_flight <= 2
+    # Three calls: the stalled one, the waiting job's and the re-run, which never overlap each other.
+    assert [call.field("prompt") for call in image_api.calls].count("slow") == 2 and len(image_api.calls) == 3
+    assert most_at_once(image_api.calls[1:]) == 1 and most_at_once(image_api.calls) == 2
     db = {"DATABASE_URL": database}
-    assert await wait_rows(db, "SELECT status, restarts, run FROM jobs", lambda r: r[0][0] != "delivering") == [
-        ("succeeded", 1, 2)
-    ]
-    assert await rows(db, "SELECT entry FROM money") == [("charge",)]
-    attempts = await rows(db, "SELECT run, outcome, may_be_billed FROM api_attempts ORDER BY run, attempt")
+    ended = await wait_rows(
+        db, "SELECT prompt, status, restarts, run FROM jobs ORDER BY prompt", lambda r: "delivering" not in str(r)
+    )
+    assert ended == [("slow", "succeeded", 1, 2), ("waits for the slot", "succeeded", 0, 1)]
+    assert await rows(db, "SELECT entry FROM money") == [("charge",), ("charge",)]
+    attempts = await rows(
+        db, "SELECT a.run, a.outcome, a.may_be_billed FROM api_attempts a JOIN jobs j ON j.id = a.job_id "
+        "WHERE j.prompt = 'slow' ORDER BY a.run, a.attempt",
+    )  # fmt: skip
     assert attempts[-1] == (2, "succeeded", 1)
     assert all(run == 1 and billed == 1 for run, _, billed in attempts[:-1]) and len(attempts) >= 2
-    assert await rows(db, "SELECT outcome, how FROM notices") == [("succeeded", "posted")]
+    assert await rows(db, "SELECT outcome, how FROM notices") == [("succeeded", "posted")] * 2
     for process in (*workers, gateway):
         await process.stop()
+
+
+def most_at_once(calls: Sequence[EditCall]) -> int:
+    """The most of ``calls`` the fake API had in flight at once."""
+    ends = [(c.ended if c.ended is not None else math.inf, -1) for c in calls]
+    edges = sorted([(c.started, 1) for c in calls] + ends)
+    most = now = 0
+    for _, step in edges:  # at a tie an end (-1) sorts first: a call that ends as another starts does not overlap
+        now += step
+        most = max(most, now)
+    return most
 
 
 def fault(env: dict[str, str], *states: str) -> list[str]:
