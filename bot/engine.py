@@ -204,8 +204,7 @@ class JobEngine:
     async def open(self) -> None:
         """Open the store (and migrate it), and show this process alive to the others."""
         await open_and_migrate(self._store.database)
-        if self._store.dialect == "sqlite":  # before 0.2 the one process kept inputs as files
-            await import_input_folders(self._store, self.config.data_dir)
+        await import_input_folders(self._store, self.config.data_dir)  # before 0.2 the one process kept files
         await self._store.database.hold(self.lifecycle.holder)
 
     async def start(
@@ -221,8 +220,6 @@ class JobEngine:
         self._notifier = parts.notifier
         self._admits, self._works = admit, work
         self._admission.accepting = admit
-        if not (admit and work) and self._store.dialect == "sqlite":
-            raise RuntimeError("separate gateway and worker processes need PostgreSQL (DATABASE_URL)")
         await self._settings.load()
         await self._blocks.load()
         await self._keys.load()

@@ -19,9 +19,16 @@ from tests.harness import ROOT
 SOURCES = sorted((ROOT / "bot").rglob("*.py")) + sorted((ROOT / "cogs").rglob("*.py"))
 # A status name quoted as an SQL literal: the way a hand-typed state sneaks into a query.
 STATE_LITERAL = re.compile(r"'(" + "|".join(state.value for state in JobState) + r")'")
-UPDATES_JOBS = re.compile(r"UPDATE\s+jobs\s+SET\b", re.IGNORECASE)
+# ``UPDATE jobs SET``, with or without an alias (``UPDATE jobs j SET``, ``UPDATE jobs AS j SET``).
+_UPDATE = r"UPDATE\s+jobs(?:\s+(?:AS\s+)?\w+)?\s+SET\b"
+UPDATES_JOBS = re.compile(_UPDATE, re.IGNORECASE)
 # ``status`` assigned in an UPDATE's SET clause (before its WHERE), or a SET item built on its own.
-SETS_STATUS = re.compile(r"UPDATE\s+jobs\s+SET\s+(?:(?!\bWHERE\b).)*\bstatus\s*=|^\s*status\s*=", re.I | re.S | re.M)
+SETS_STATUS = re.compile(_UPDATE + r"\s+(?:(?!\bWHERE\b).)*\b(?:\w+\.)?status\s*=|^\s*status\s*=", re.I | re.S | re.M)
+MIGRATIONS = sorted((ROOT / "bot" / "store" / "migrations").glob("*.sql"))
+# What tells the databases apart; only the store (its dialects) and the start-up that picks one may read it.
+DATABASE_ATTRIBUTES = {"dialect", "shared"}
+DATABASE_CLASSES = {"SQLiteDatabase", "PostgresDatabase"}
+PICKS_THE_DATABASE = {"bot/__main__.py", "bot/config.py"}
 WRITES_MONEY = re.compile(r"INSERT\s+INTO\s+money\b", re.IGNORECASE)
 
 
@@ -49,6 +56,17 @@ def strings(path: Path) -> list[tuple[str, str]]:
             visit(child, inner)
 
     visit(tree, "<module>")
+    return found
+
+
+def branches_on_the_database(path: Path) -> list[str]:
+    """Where a module reads what tells the databases apart: ``.dialect``, ``.shared``, a dialect's class."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Attribute) and node.attr in DATABASE_ATTRIBUTES:
+            found.append(f"{path.name}:{node.lineno} .{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in DATABASE_CLASSES:
+            found.append(f"{path.name}:{node.lineno} {node.id}")
     return found
 
 
@@ -93,6 +111,21 @@ def test_one_statement_writes_a_jobs_state_and_only_the_store_writes_money() -> 
     assert money_writers == {"bot/store/queries.py"}
     callers = {str(p.relative_to(ROOT)) for p in SOURCES if re.search(r"store\.move(_all)?\(", p.read_text())}
     assert callers == {"bot/jobs/lifecycle.py", "bot/jobs/handovers.py"}
+    # Nor does a migration or a trigger (their SQL is in ``.sql`` files, not Python strings).
+    assert MIGRATIONS and [p.name for p in MIGRATIONS if SETS_STATUS.search(p.read_text())] == []
+
+
+def test_nothing_outside_the_store_branches_on_the_database() -> None:
+    """One engine for both databases: what differs between them is the store's (its dialects'); only the
+    start-up reads which one it is, to open it and to refuse roles that need PostgreSQL."""
+    branches = [
+        where
+        for path in SOURCES
+        if not str(path.relative_to(ROOT)).startswith("bot/store/")
+        and str(path.relative_to(ROOT)) not in PICKS_THE_DATABASE
+        for where in branches_on_the_database(path)
+    ]
+    assert branches == []
 
 
 def test_sql_takes_state_names_from_job_state_never_typed_by_hand() -> None:
@@ -114,6 +147,11 @@ def test_the_checks_see_what_they_look_for(tmp_path: Path) -> None:
     assert status_writers(sample) == {"sneaky"}
     sample.write_text('def renew():\n    return "UPDATE jobs SET lease_until = :until WHERE status = :state"\n')
     assert status_writers(sample) == set()  # reading the status is not writing it
+    sample.write_text('def aliased():\n    return "UPDATE jobs AS j SET j.status = :target WHERE j.id = :id"\n')
+    assert status_writers(sample) == {"aliased"}
+    assert SETS_STATUS.search("UPDATE jobs j\nSET error = NULL,\n    status = 'queued'\nWHERE id = 1;")
+    sample.write_text("def engine(store):\n    if store.dialect == 'sqlite' or store.config.shared:\n        pass\n")
+    assert len(branches_on_the_database(sample)) == 2
 
 
 def test_the_layers_hold() -> None:

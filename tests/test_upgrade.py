@@ -1,4 +1,5 @@
-"""Upgrading from 0.1: the inputs the single process kept as files move into the database, once."""
+"""Upgrading from 0.1: the inputs the single process kept as files move into the database, once (whichever
+database: the step is the engine's, not a dialect's; the ``store`` fixture runs it on both)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from pathlib import Path
 from bot.core.job import Job, JobRequest, utc_day
 from bot.core.quota import Quota
 from bot.core.states import JobState
-from bot.store.database import open_and_migrate
 from bot.store.legacy import IMPORTED, import_input_folders
-from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
 
 
@@ -28,9 +27,7 @@ def old_folder(root: Path, job_id: str, images: list[bytes], ended: float | None
         (folder / "ended_at").write_text(repr(ended))
 
 
-async def test_old_input_folders_move_into_the_database_once(tmp_path: Path) -> None:
-    store = Store(SQLiteDatabase(tmp_path / "atelier.sqlite3"))
-    await open_and_migrate(store.database)
+async def test_old_input_folders_move_into_the_database_once(store: Store, tmp_path: Path) -> None:
     now = time.time()
     for job_id, user in (("queued1", 1), ("done1", 2)):
         job = Job(job_id, JobRequest("edit", user, 10, 100, "p", None, 2), JobState.ACCEPTED, now, utc_day(now),
@@ -48,4 +45,3 @@ async def test_old_input_folders_move_into_the_database_once(tmp_path: Path) -> 
     assert await store.load_inputs("gone1") is None
     assert not (tmp_path / "inputs").exists() and (tmp_path / IMPORTED / "queued1").is_dir()
     assert await import_input_folders(store, tmp_path) == 0  # once
-    await store.database.close()

@@ -65,15 +65,24 @@ def _import(job_id: str, images: list[dict[str, Any]], ended: float | None) -> G
 
 
 async def import_input_folders(store: Store, data_dir: Path) -> int:
-    """Copy ``DATA_DIR/inputs`` into the database once (then rename it); how many jobs' inputs came in."""
+    """Copy ``DATA_DIR/inputs`` into the database once (then rename it); how many jobs' inputs came in.
+
+    Whatever the database: only jobs it knows take images, and a job that has its images keeps them, so the
+    data folder of another install imports nothing. A folder renamed meanwhile by another process that shares
+    it is not an error."""
     root = data_dir / "inputs"
-    if not root.is_dir():
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and p.name.isalnum())
+    except (FileNotFoundError, NotADirectoryError):
         return 0
     imported = 0
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and p.name.isalnum()):
+    for folder in folders:
         found = await asyncio.to_thread(_read_folder, folder)
         if found is not None and await store.database.run(_import(folder.name, *found)):
             imported += 1
-    await asyncio.to_thread(root.rename, data_dir / IMPORTED)
+    try:
+        await asyncio.to_thread(root.rename, data_dir / IMPORTED)
+    except FileNotFoundError:
+        return imported  # another process sharing this folder renamed it first
     log.info("moved the inputs of %d job(s) from %s into the database (the folder is now %s)", imported, root, IMPORTED)
     return imported
