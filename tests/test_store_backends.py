@@ -37,12 +37,13 @@ from bot.core.records import (
     StylePreset,
 )
 from bot.core.states import JobState
+from bot.errors import ConfigError
 from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
 from bot.store.postgres import PostgresDatabase, lock_key
 from bot.store.script import Fetch, Op, Row, execute, execute_finally, fetch_one_alone, fetch_value, lock
-from bot.store.sqlite import SQLiteDatabase
+from bot.store.sqlite import SQLiteDatabase, check_version
 from bot.store.store import Store
 from bot.store.store import _moves as moves_script
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
@@ -979,3 +980,14 @@ async def test_on_postgresql_scripts_get_their_connections_in_the_order_they_ask
             latest.append(max(place - n for place, n in enumerate(ended)))
         # Twelve places: a busy CI machine gave medians up to 6 with turns; without them, 20 to 28.
     assert sorted(latest)[2] <= 12, latest
+
+
+async def test_an_sqlite_too_old_for_the_stores_sql_is_refused_at_start_with_its_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its first fenced move would fail (``IS NOT DISTINCT FROM`` came in 3.39), not its start: refuse the start."""
+    check_version(sqlite3.sqlite_version_info)  # this Python's passes
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    with pytest.raises(ConfigError, match=r"this Python's SQLite is 3\.31\.1; Atelier needs 3\.39\.0 or newer"):
+        await SQLiteDatabase(tmp_path / "atelier.sqlite3").open()
+    assert not (tmp_path / "atelier.sqlite3").exists()

@@ -64,6 +64,9 @@ Unit = Callable[[sqlite3.Connection], tuple[Any, list[str]]]
 HEAVY_PER_BATCH = 1
 # How often the checkpointer copies the log into the database file (seconds).
 CHECKPOINT_EVERY = 1.0
+# The oldest SQLite the store's SQL runs on: a fenced move's ``IS NOT DISTINCT FROM`` (3.39), ``RETURNING``
+# (3.35). Python uses the library of the system it was built for (Debian 12's is 3.40).
+OLDEST_SQLITE = (3, 39, 0)
 
 
 def drive(script: Generator[Op, Any, T], conn: sqlite3.Connection, notices: list[str]) -> T:
@@ -282,6 +285,16 @@ class _Checkpointer:
                 conn.close()
 
 
+def check_version(version: tuple[int, int, int]) -> None:
+    """Refuse to start on an SQLite too old for the store's SQL (its first move would fail, not its start)."""
+    if version < OLDEST_SQLITE:
+        found, oldest = (".".join(map(str, v)) for v in (version, OLDEST_SQLITE))
+        raise ConfigError(
+            f"this Python's SQLite is {found}; Atelier needs {oldest} or newer. Use a newer system or Python build "
+            "(the Docker image has one), or PostgreSQL (DATABASE_URL)."
+        )
+
+
 class SQLiteDatabase:
     """The store's SQLite: ``path``, used by this process alone."""
 
@@ -299,6 +312,7 @@ class SQLiteDatabase:
 
     async def open(self) -> None:
         """Open the file (refusing one another process has open) and start the thread."""
+        check_version(sqlite3.sqlite_version_info)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_exclusively(self.path.with_name(self.path.name + ".lock"))
         self._loop = asyncio.get_running_loop()
