@@ -1,9 +1,11 @@
 """The client as every cog sees it: the engine facade, the configuration, the downloader, and nothing else.
 
 ``AtelierClient`` is the ``commands.Bot`` that ``cogs.frontends`` completes with the
-engine's Discord side (status messages, results, notices, the audit channel). Cogs type
-their interactions as ``Interaction`` (``discord.Interaction[AtelierClient]``), so
-``interaction.client`` is known without a cast, and no cog imports the module that loads it.
+engine's Discord side (status messages, results, notices, the audit channel). A cog reaches it
+as ``self.bot``; a button's or a form's callback, which discord.py declares for any client
+(``Interaction[ClientT]``, which an override cannot narrow), through ``client_of``: a checked
+cast, so no ``type: ignore`` stands in for it. ``Interaction`` (``discord.Interaction[AtelierClient]``)
+types what is not an override. No cog imports the module that loads the client.
 """
 
 from __future__ import annotations
