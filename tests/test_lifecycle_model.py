@@ -417,6 +417,10 @@ class Model:
             if j.member == job.member and j.state is S.PREPARING and j.created_at < job.created_at
         ]
         assert not blocking, f"{label} started before its member's earlier {blocking}, whose images are not ready"
+        # The cap (MAX_CONCURRENT_JOBS, across every engine) counts the calls of live leases: the model's own
+        # count, from its own leases, never the engine's.
+        live = sorted(j.label for j in self.jobs.values() if j.state is S.RUNNING and j.lease_until >= now)
+        assert len(live) < self.cap, f"{label} ({life}) started while {live} held all {self.cap} slots"
         run = ModelRun(len(job.runs) + 1, life)
         job.runs.append(run)
         job.state, job.holder, job.lease_until = S.RUNNING, life, now + LEASE
