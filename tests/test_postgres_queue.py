@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -372,6 +373,40 @@ async def test_a_take_over_of_a_lease_that_stayed_lapsed_goes_ahead(store: Store
     )  # fmt: skip
     assert moved.job is not None and moved.job.state is JobState.INTERRUPTED
     assert await store.renew("w1", ["t2"], lapsed + LEASE) == {}  # the stalled run has lost it for good
+
+
+async def test_a_members_later_job_waits_behind_one_a_take_over_is_putting_back_in_line(store: Store) -> None:
+    """A take-over puts a running job back in line in two moves (interrupted, then queued). A claim between them
+    must not start its member's later job first: the member's jobs start in the order they asked them."""
+    await add(store, make_job("a1", 1, NOON))
+    a1 = await claim(store, "w1")
+    await add(store, make_job("a2", 1, NOON + 1))
+    await add(store, make_job("b1", 2, NOON + 2))
+    later = NOON + LEASE + 1
+
+    async def put_back(job_id: str, target: JobState, fence: Fence | None, **values: Any) -> Job:
+        current = await store.get_job(job_id)
+        assert current is not None
+        moved = await store.move(job_id, current.state, target, values, refund=target is JobState.FAILED,
+                                 holder="w2", now=later, fence=fence)  # fmt: skip
+        assert moved.job is not None
+        return moved.job
+
+    await put_back("a1", JobState.INTERRUPTED, Fence("w1", a1.run, frozenset()))
+    assert (await claim(store, "w2", later)).id == "b1"  # the other member's job; not a2
+    assert await store.claim(terms("w2", later)) is ClaimMiss.NO_JOB
+    await put_back("a1", JobState.QUEUED, None, restarts=1)
+    assert (await claim(store, "w2", later)).id == "a1"
+    assert (await claim(store, "w2", later)).id == "a2"
+
+    # A job put back that fails instead (interrupted once too often) lets its member's later jobs go.
+    await add(store, make_job("c1", 3, NOON + 3))
+    c1 = await claim(store, "w1", NOON + 3 - LEASE)  # its lease lapsed by ``later`` too
+    await add(store, make_job("c2", 3, NOON + 4))
+    await put_back("c1", JobState.INTERRUPTED, Fence("w1", c1.run, frozenset()))
+    assert await store.claim(terms("w2", later)) is ClaimMiss.NO_JOB
+    await put_back("c1", JobState.FAILED, None, error="interrupted twice")
+    assert (await claim(store, "w2", later)).id == "c2"
 
 
 async def test_renew_returns_only_the_jobs_a_holder_still_holds(store: Store) -> None:

@@ -116,6 +116,9 @@ def cancellable(state: JobState, restarts: int) -> bool:
 
 #: A job waiting for its turn (its images may still be on their way).
 WAITING = (JobState.ACCEPTED, JobState.PREPARING, JobState.QUEUED)
+#: A job its member's later jobs wait behind: one waiting, or one put back (interrupted) that goes back in line
+#: next. A member's jobs start in the order they were asked, a take-over's re-queueing included.
+IN_LINE = (*WAITING, JobState.INTERRUPTED)
 #: A job some process holds, under a lease: being admitted, or claimed and running.
 HELD = (JobState.ACCEPTED, JobState.PREPARING, JobState.RUNNING, JobState.DELIVERING)
 #: A job that is over.

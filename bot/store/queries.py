@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from bot.core.attempts import AttemptOutcome
-from bot.core.states import ENDED, HELD, WAITING, JobState, sql_states
+from bot.core.states import ENDED, HELD, IN_LINE, WAITING, JobState, sql_states
 from bot.store.rows import JOB_COLUMNS
 
 S = JobState
@@ -109,7 +109,7 @@ SELECT
     c.user_id, c.head_id AS head,
     (SELECT status FROM jobs WHERE id = c.head_id) AS head_status,
     CASE WHEN EXISTS (
-        SELECT 1 FROM jobs e WHERE e.user_id = c.user_id AND e.status IN ({sql_states(*WAITING)})
+        SELECT 1 FROM jobs e WHERE e.user_id = c.user_id AND e.status IN ({sql_states(*IN_LINE)})
         AND (e.created_at < c.head_at OR (e.created_at = c.head_at AND e.id < c.head_id))
     ) THEN 1 ELSE 0 END AS earlier
 FROM (SELECT 1 AS one) o LEFT JOIN (
@@ -129,7 +129,7 @@ SELECT CAST(:user_id AS BIGINT), {turn}, h.id, h.created_at
 FROM (SELECT 1 AS one) o LEFT JOIN (
     SELECT f.id, f.created_at FROM (
         SELECT id, created_at, status FROM jobs
-        WHERE user_id = CAST(:user_id AS BIGINT) AND status IN ({sql_states(*WAITING)})
+        WHERE user_id = CAST(:user_id AS BIGINT) AND status IN ({sql_states(*IN_LINE)})
         ORDER BY created_at, id LIMIT 1
     ) f WHERE f.status = '{S.QUEUED}'
 ) h ON 1 = 1

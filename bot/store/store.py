@@ -36,7 +36,7 @@ from bot.core.records import (
     StylePreset,
     Totals,
 )
-from bot.core.states import JobState
+from bot.core.states import IN_LINE, JobState
 from bot.errors import QueueFullError
 from bot.store import queries as q
 from bot.store.database import Database
@@ -684,9 +684,10 @@ def _move_alike(orders: Sequence[MoveOrder], attempts: list[dict[str, Any]]) -> 
 
 
 def _changes_head(order: MoveOrder) -> bool:
-    """Whether the move may change its member's ready head (a job queued, or leaving the line)."""
+    """Whether the move may change its member's ready head (a job queued, or leaving the line: an interrupted
+    one that fails holds its member's later jobs back until then)."""
     current, target = order.current, order.target
-    return target is JobState.QUEUED or current is JobState.QUEUED or (current.waiting and target.terminal)
+    return target is JobState.QUEUED or current is JobState.QUEUED or (current in IN_LINE and target.terminal)
 
 
 def _move(order: MoveOrder, alone: bool, tell: list[str], attempts: list[dict[str, Any]]) -> Script[MoveResult]:
