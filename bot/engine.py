@@ -279,11 +279,7 @@ class JobEngine:
         """This process lost ``job`` to another (its lease lapsed while it stalled): stop its run and its status."""
         if self._dispatcher is not None:
             await self._dispatcher.abandon(job)
-        if self._notifier is not None:
-            try:
-                await self._notifier.run_lost(job)
-            except Exception as exc:
-                UnexpectedError.capture(exc, f"the notifier for lost job {job.id}")
+        await self.lifecycle.tell_lost(job)
 
     async def stop(self, grace: float) -> None:
         """Stop taking work, let running calls finish for ``grace`` s, put back the rest; idempotent."""

@@ -79,6 +79,7 @@ from bot.store.postgres import PostgresDatabase
 from bot.store.sqlite import SQLiteDatabase
 from bot.store.store import Store
 from tests.fake_image_api import make_png
+from tests.notifiers import QuietNotifier
 from tests.postgres import fresh_database
 
 T = TypeVar("T")
@@ -190,7 +191,7 @@ class Discord:
             self.ends_heard[move.job.request.prompt] += 1
 
 
-class Frontend:
+class Frontend(QuietNotifier):
     """One engine's Discord side (notifier, publisher, teller), showing what ``Discord`` records."""
 
     def __init__(self, life: str, discord: Discord) -> None:
@@ -198,21 +199,6 @@ class Frontend:
         self.discord = discord
         self.die_at_tell = False  # the process dies as it starts to tell a final word
         self.dying: str | None = None
-
-    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
-        pass
-
-    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
-        pass
-
-    async def queue_left(self, job_ids: Sequence[str]) -> None:
-        pass
-
-    async def job_paused(self, job: Job) -> None:
-        pass
-
-    async def run_lost(self, job: Job) -> None:
-        pass
 
     async def publish(self, job: Job, media: ResultMedia) -> Posted | NotDelivered | PostFailed:
         label = job.request.prompt

@@ -7,45 +7,28 @@ holds (``bot.jobs.recovery.resume``, as ``Keeper.take_over`` calls it). The cloc
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from bot.core.job import Job
 from bot.core.quota import Quota
 from bot.core.states import JobState
-from bot.errors import AtelierError
 from bot.jobs.inputs import JobInputs
 from bot.jobs.lifecycle import Lifecycle
 from bot.jobs.recovery import resume
-from bot.media.images import OutputImage, PreparedImage
+from bot.media.images import PreparedImage
 from bot.store.store import Store
+from tests.notifiers import QuietNotifier
 from tests.stores import LEASE, NOON, clock, make_job
 
 PNG = b"\x89PNG" + b"p" * 996
 
 
-class Lines:
+class Lines(QuietNotifier):
     """A notifier that keeps which jobs' status lines it was told to stop (``run_lost``)."""
 
     def __init__(self) -> None:
         self.lost: list[tuple[str, int]] = []
 
-    async def job_moved(self, job: Job, before: JobState, error: AtelierError | None) -> None:
-        pass
-
-    async def queue_moved(self, places: Sequence[tuple[Job, int]]) -> None:
-        pass
-
-    async def queue_left(self, job_ids: Sequence[str]) -> None:
-        pass
-
-    async def job_paused(self, job: Job) -> None:
-        pass
-
     async def run_lost(self, job: Job) -> None:
         self.lost.append((job.id, job.run))
-
-    async def job_preview(self, job: Job, image: OutputImage, index: int) -> None:
-        pass
 
 
 async def running(store: Store, lifecycle: Lifecycle, job_id: str) -> Job:

@@ -343,7 +343,7 @@ class Lifecycle:
                 if lost is not None and lost.run == fence.run:
                     # Its lease's renewals no longer see it (not held), so they cannot report it lost: its status
                     # line stops here, or it would tick on (showing nothing) for the life of the process.
-                    await self._lost(lost)
+                    await self.tell_lost(lost)
             return None, None
         if moved.state in HELD and moved.holder == self.holder:
             self._held[moved.id] = moved
@@ -446,7 +446,8 @@ class Lifecycle:
             except Exception as exc:  # a lost count or audit line, never a stuck job
                 UnexpectedError.capture(exc, f"an observer of job {move.job.id}")
 
-    async def _lost(self, job: Job) -> None:
+    async def tell_lost(self, job: Job) -> None:
+        """Tell the notifier this process lost ``job``'s run (another holds the job now): its line stops."""
         if self._notifier is None:
             return
         try:
