@@ -41,11 +41,12 @@ from bot.errors import ConfigError
 from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
-from bot.store.postgres import PostgresDatabase, lock_key
+from bot.store.postgres import RECONNECT_GRACE, PostgresDatabase, lock_key
 from bot.store.script import Fetch, Op, Row, execute, execute_finally, fetch_one_alone, fetch_value, lock
 from bot.store.sqlite import SQLiteDatabase, check_version
 from bot.store.store import Store
 from bot.store.store import _moves as moves_script
+from tests.postgres import fresh_database
 from tests.stores import DATABASES, LEASE, NOON, PRICE, add, admit, fresh, make_job, open_store, query, step_to, value
 
 DAY = utc_day(NOON)
@@ -991,3 +992,37 @@ async def test_an_sqlite_too_old_for_the_stores_sql_is_refused_at_start_with_its
     with pytest.raises(ConfigError, match=r"this Python's SQLite is 3\.31\.1; Atelier needs 3\.39\.0 or newer"):
         await SQLiteDatabase(tmp_path / "atelier.sqlite3").open()
     assert not (tmp_path / "atelier.sqlite3").exists()
+
+
+async def test_on_postgresql_a_process_whose_session_came_back_calls_no_other_gone_for_a_while() -> None:
+    """When PostgreSQL restarts, every session drops and comes back within a second or so: the first process
+    back must not take the running jobs of the others, still reconnecting, as a dead process's (their calls
+    would be made and paid twice). A process killed for good is still found gone, that much later."""
+    now = [0.0]
+    async with fresh_database() as url:
+        a = PostgresDatabase(f"{url}?application_name=gone-a", pool_size=1)
+        b = PostgresDatabase(f"{url}?application_name=gone-b", pool_size=1, clock=lambda: now[0])
+        await a.open()
+        await b.open()
+        try:
+            await a.hold("a")
+            await b.hold("b")
+            assert await b.gone({"a", "b"}) == set()
+            await a.close()  # a dies
+            assert await b.gone({"a"}) == {"a"}  # at once: its session ended
+            came_back = asyncio.Event()
+            b.on_notice(lambda payload: came_back.set() if payload == "reconnected" else None)
+            terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gone-b'"
+            conn = await asyncpg.connect(url)
+            try:
+                await conn.execute(terminate)  # b's session drops, as every session does when PostgreSQL restarts
+            finally:
+                await conn.close()
+            async with asyncio.timeout(10):
+                await came_back.wait()
+            assert await b.gone({"a"}) == set()  # a's session might be on its way back too
+            now[0] += RECONNECT_GRACE
+            assert await b.gone({"a"}) == {"a"}
+        finally:
+            await b.close()
+            await a.close()

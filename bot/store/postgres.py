@@ -30,6 +30,7 @@ import hashlib
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Collection, Generator, Mapping
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -58,6 +59,11 @@ T = TypeVar("T")
 CHANNEL = "atelier"
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 RECONNECT_AFTER = 1.0
+# How long a process whose own session connection came back trusts no other holder's free lock. When
+# PostgreSQL restarts, every session drops at once and each process reconnects within ``RECONNECT_AFTER``
+# and a connection's set-up; the first back would otherwise find the others' locks free, take their running
+# jobs over and make (and pay for) their calls a second time. A dead process's jobs wait that much longer.
+RECONNECT_GRACE = 3.0
 # A value this large (an image) goes in a statement of its own, not in an ``executemany``.
 BLOB_BYTES = 64 * 1024
 
@@ -95,9 +101,11 @@ class PostgresDatabase:
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, pool_size: int) -> None:
+    def __init__(self, dsn: str, *, pool_size: int, clock: Callable[[], float] = time.monotonic) -> None:
         self._dsn = dsn
         self.pool_size = pool_size
+        self._clock = clock
+        self._trust_gone_from = -math.inf  # see ``RECONNECT_GRACE``
         self._pool: asyncpg.Pool | None = None
         self._session: asyncpg.Connection | None = None
         self._session_task: asyncio.Task[None] | None = None
@@ -270,9 +278,10 @@ class PostgresDatabase:
                 await self._session.execute(f"SELECT pg_advisory_lock({lock_key('holder:' + holder)})")
 
     async def gone(self, holders: Collection[str]) -> set[str]:
-        """The holders whose process no longer holds its lock: its session ended, so it is dead."""
+        """The holders whose process no longer holds its lock: its session ended, so it is dead (none for
+        ``RECONNECT_GRACE`` s after this process's own session came back: theirs may be coming back too)."""
         others = sorted({h for h in holders if h and h != self._holder})
-        if not others or self._session is None:
+        if not others or self._session is None or self._clock() < self._trust_gone_from:
             return set()
         dead = set()
         async with self._session_use:
@@ -298,6 +307,8 @@ class PostgresDatabase:
                 self._session = session
                 if self._holder is not None:
                     await self.hold(self._holder)
+                if self._session_ready.is_set():  # it came back: so may the others' (not at the first connection)
+                    self._trust_gone_from = self._clock() + RECONNECT_GRACE
                 self._session_ready.set()
                 self._dispatch(None, 0, CHANNEL, "reconnected")
                 await lost.wait()
