@@ -164,7 +164,8 @@ async def test_a_stalled_worker_loses_its_job_and_never_touches_it_again(
     assert not any("will resume" in text for text in contents(handle))
     # Three calls: the stalled one, the waiting job's and the re-run, which never overlap each other.
     assert [call.field("prompt") for call in image_api.calls].count("slow") == 2 and len(image_api.calls) == 3
-    assert most_at_once(image_api.calls[1:]) == 1 and most_at_once(image_api.calls) == 2
+    # (The stalled call overlaps the next one unless a loaded machine took the job over after its 8 s.)
+    assert most_at_once(image_api.calls[1:]) == 1 and most_at_once(image_api.calls) <= 2
     db = {"DATABASE_URL": database}
     ended = await wait_rows(
         db, "SELECT prompt, status, restarts, run FROM jobs ORDER BY prompt", lambda r: "delivering" not in str(r)
