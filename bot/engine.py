@@ -70,7 +70,7 @@ from bot.ops import heap
 from bot.ops.audit import AuditTrail
 from bot.ops.health import Health
 from bot.ops.metrics import Metrics
-from bot.ports import Announcer, FrontendParts, InputSource, Notifier
+from bot.ports import Announcer, FrontendParts, InputSource
 from bot.provider.balance import BalanceWatch
 from bot.provider.routing import ModelRouter
 from bot.scheduler import Scheduler
@@ -181,7 +181,6 @@ class JobEngine:
         self._outbox = Outbox(store, self.lifecycle.holder, self._scheduler, self._keeper.gone, clock)
         self._places: Places | None = None
         self._dispatcher: Dispatcher | None = None
-        self._notifier: Notifier | None = None
         self._admits = self._works = False
         self._refreshers = {
             "settings": self._settings.refresh,
@@ -217,7 +216,6 @@ class JobEngine:
     ) -> None:
         """Resume what nobody runs any more, tell what is owed, then admit work (``admit``) and run jobs
         (``work``). ``mine`` says which waiting jobs this process tells their place in line (its shards')."""
-        self._notifier = parts.notifier
         self._admits, self._works = admit, work
         self._admission.accepting = admit
         await self._settings.load()
@@ -304,7 +302,7 @@ class JobEngine:
         except Exception as exc:
             UnexpectedError.capture(exc, "ending the jobs being prepared at a stop")
         for job in paused:
-            await self._tell_paused(job)
+            await self.lifecycle.tell_paused(job)
         try:
             # What this process interrupted goes back in line at once, for whoever runs jobs next (each once).
             await self._keeper.take_over()
@@ -319,14 +317,6 @@ class JobEngine:
             log.info("job service stopped; %d job(s) will resume after the restart", len(paused))
         else:
             log.info("job service stopped; the shared queue carries on")
-
-    async def _tell_paused(self, job: Job) -> None:
-        if self._notifier is None:
-            return
-        try:
-            await self._notifier.job_paused(job)
-        except Exception as exc:
-            UnexpectedError.capture(exc, f"the notifier for job {job.id}")
 
     async def close(self) -> None:
         """Close the store, once."""

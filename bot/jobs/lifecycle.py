@@ -21,7 +21,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, Protocol
 
 from bot.core.attempts import Attempt
@@ -448,18 +448,20 @@ class Lifecycle:
 
     async def tell_lost(self, job: Job) -> None:
         """Tell the notifier this process lost ``job``'s run (another holds the job now): its line stops."""
-        if self._notifier is None:
-            return
-        try:
-            await self._notifier.run_lost(job)
-        except Exception as exc:
-            UnexpectedError.capture(exc, f"the notifier for lost job {job.id}")
+        await self._notify(job, lambda notifier: notifier.run_lost(job))
+
+    async def tell_paused(self, job: Job) -> None:
+        """Tell the notifier this process is stopping and ``job`` will run again after the restart."""
+        await self._notify(job, lambda notifier: notifier.job_paused(job))
 
     async def _tell(self, job: Job, before: JobState, error: AtelierError | None) -> None:
+        await self._notify(job, lambda notifier: notifier.job_moved(job, before, error))
+
+    async def _notify(self, job: Job, call: Callable[[Notifier], Awaitable[None]]) -> None:
         if self._notifier is None:
             return
         try:
-            await self._notifier.job_moved(job, before, error)
+            await call(self._notifier)
         except Exception as exc:  # the member may miss an update; the job must not
             UnexpectedError.capture(exc, f"the notifier for job {job.id}")
 
