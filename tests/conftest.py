@@ -10,7 +10,7 @@ one database by nature says why in its docstring and uses ``tests.databases.only
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,19 @@ from tests.fake_image_api import FakeImageAPI
 from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, discord_leaks, leaked_secrets
 from tests.postgres import fresh_database
 from tests.stores import open_store
+from tests.utc_day import wait_for_whole_day
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    """Start no test that could still be running at 00:00 UTC (see ``tests.utc_day``).
+
+    Outermost of the wrappers, so the wait comes before pytest-timeout starts the test's clock.
+    """
+    marker = item.get_closest_marker("timeout")
+    longest = float(marker.args[0]) if marker is not None else float(item.config.getini("timeout"))
+    wait_for_whole_day(longest)
+    yield
 
 
 @pytest.fixture
