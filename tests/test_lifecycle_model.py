@@ -1411,7 +1411,10 @@ class PostgresBackend:
         return Config(data_dir=Path("unused"), database_url=self.server.url, **values)
 
     def database(self, life: str) -> Database:
-        return PostgresDatabase(f"{self.server.url}?application_name=model-{life}", pool_size=4)
+        # A crash here ends every session of the life at once and for good, and the model asks for the take-over
+        # right after: it checks what a take-over does, not how long a free lock must stay free to be believed
+        # (``GONE_AFTER``, tested on its own in ``test_store_backends``).
+        return PostgresDatabase(f"{self.server.url}?application_name=model-{life}", pool_size=4, gone_after=0.0)
 
     def crash(self, life: Life) -> None:
         self.server.run(self._end_sessions(f"model-{life.name}"))

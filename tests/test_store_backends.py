@@ -41,7 +41,7 @@ from bot.errors import ConfigError
 from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
-from bot.store.postgres import RECONNECT_GRACE, PostgresDatabase, lock_key
+from bot.store.postgres import GONE_AFTER, RECONNECT_GRACE, PostgresDatabase, lock_key
 from bot.store.script import Fetch, Op, Row, execute, execute_finally, fetch_one_alone, fetch_value, lock
 from bot.store.sqlite import SQLiteDatabase, check_version
 from bot.store.store import Store
@@ -1009,7 +1009,9 @@ async def test_on_postgresql_a_process_whose_session_came_back_calls_no_other_go
             await b.hold("b")
             assert await b.gone({"a", "b"}) == set()
             await a.close()  # a dies
-            assert await b.gone({"a"}) == {"a"}  # at once: its session ended
+            assert await b.gone({"a"}) == set()  # its lock is free: one look is not enough (see the next test)
+            now[0] += GONE_AFTER
+            assert await b.gone({"a"}) == {"a"}  # free for that long: its session ended and stayed ended
             came_back = asyncio.Event()
             b.on_notice(lambda payload: came_back.set() if payload == "reconnected" else None)
             terminate = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'gone-b'"
@@ -1026,3 +1028,34 @@ async def test_on_postgresql_a_process_whose_session_came_back_calls_no_other_go
         finally:
             await b.close()
             await a.close()
+
+
+async def test_on_postgresql_a_holder_is_gone_only_if_its_lock_stays_free() -> None:
+    """A live process whose session alone dropped (a proxy's idle cut, a terminated backend) reconnects and holds
+    its lock again within a second; its call is still in flight at the provider. A look that found its lock free
+    in between must not make it gone: its jobs taken over, their calls would be made and paid twice."""
+    now = [0.0]
+    async with fresh_database() as url:
+        b = PostgresDatabase(f"{url}?application_name=free-b", pool_size=1, clock=lambda: now[0])
+        await b.open()
+        lives = []
+        try:
+            await b.hold("b")
+            for _ in range(2):  # the same holder's session, twice: it drops, and comes back
+                life = PostgresDatabase(f"{url}?application_name=free-a", pool_size=1)
+                lives.append(life)
+                await life.open()
+                await life.hold("a")
+                assert await b.gone({"a"}) == set()
+                now[0] += GONE_AFTER
+                assert await b.gone({"a"}) == set()  # held: what a look found free before counts no more
+                await life.close()
+                assert await b.gone({"a"}) == set()  # free since this look only
+            now[0] += GONE_AFTER / 2
+            assert await b.gone({"a"}) == set()
+            now[0] += GONE_AFTER / 2
+            assert await b.gone({"a", "b"}) == {"a"}  # free at every look for GONE_AFTER: gone
+        finally:
+            await b.close()
+            for life in lives:
+                await life.close()

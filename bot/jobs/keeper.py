@@ -4,10 +4,11 @@
   that does not come back for a job means another process took it over (this one stalled
   past its lease): that run is abandoned (``bot.jobs.dispatcher``): it never moves, posts or
   refunds anything of the job again.
-- Every ``TAKE_OVER_EVERY`` seconds (and once at start-up), the jobs no live process holds are
-  resumed or ended by the rules of ``bot.jobs.recovery``: jobs of a process that is gone (its
-  database session ended, so it died: seconds, not a lease), jobs whose lease lapsed (a
-  stalled process), and interrupted ones.
+- Every ``TAKE_OVER_EVERY`` seconds (and once at start-up, then again once the database can
+  call gone what that look found missing), the jobs no live process holds are resumed or
+  ended by the rules of ``bot.jobs.recovery``: jobs of a process that is gone (its database
+  session ended and did not come back, so it died: seconds, not a lease), jobs whose lease
+  lapsed (a stalled process), and interrupted ones.
 """
 
 from __future__ import annotations
@@ -47,8 +48,11 @@ class Keeper:
         self._on_lost = on_lost
 
     def start(self) -> None:
+        """Renew and take over from now on (the start-up's own take-over has just looked)."""
         self._scheduler.schedule("leases", self._keep_leases())
-        self._scheduler.schedule("take-over", self._take_over_forever())
+        # A process found missing at that look counts as gone only at a look ``gone_after`` later: made then,
+        # not a whole round later, a crash's jobs resume within seconds of the restart.
+        self._scheduler.schedule("take-over", self._take_over_forever(first=self._store.database.gone_after))
 
     async def renew(self) -> None:
         """Renew the leases; abandon the runs whose job another process holds now."""
@@ -78,9 +82,12 @@ class Keeper:
             except Exception as exc:  # the next round tries again; a lease outlives two misses
                 UnexpectedError.capture(exc, "renewing leases")
 
-    async def _take_over_forever(self) -> None:
+    async def _take_over_forever(self, first: float) -> None:
+        every = min(TAKE_OVER_EVERY, self._lifecycle.lease_seconds / 2)
+        pause = min(first, every) or every
         while True:
-            await asyncio.sleep(min(TAKE_OVER_EVERY, self._lifecycle.lease_seconds / 2))
+            await asyncio.sleep(pause)
+            pause = every
             try:
                 await self.take_over()
             except Exception as exc:

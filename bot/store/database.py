@@ -37,6 +37,8 @@ class Database(Protocol):
 
     #: ``sqlite`` or ``postgres``: which migration files apply.
     dialect: str
+    #: How long after a look first finds a holder's process missing ``gone`` may call it gone (0: at once).
+    gone_after: float
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -64,6 +64,11 @@ RECONNECT_AFTER = 1.0
 # and a connection's set-up; the first back would otherwise find the others' locks free, take their running
 # jobs over and make (and pay for) their calls a second time. A dead process's jobs wait that much longer.
 RECONNECT_GRACE = 3.0
+# How long another holder's lock must stay free, from the first look that found it free to a later one, before
+# its process counts as gone. A process whose own session alone dropped (a proxy's idle cut, a terminated
+# backend) is alive, its call still in flight at the provider; it reconnects at once and holds its lock again
+# well within this. Taking its jobs over at the first free look would make (and pay for) those calls twice.
+GONE_AFTER = 1.5
 # A value this large (an image) goes in a statement of its own, not in an ``executemany``.
 BLOB_BYTES = 64 * 1024
 
@@ -101,11 +106,15 @@ class PostgresDatabase:
 
     dialect = "postgres"
 
-    def __init__(self, dsn: str, *, pool_size: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, dsn: str, *, pool_size: int, clock: Callable[[], float] = time.monotonic, gone_after: float = GONE_AFTER
+    ) -> None:
         self._dsn = dsn
         self.pool_size = pool_size
         self._clock = clock
         self._trust_gone_from = -math.inf  # see ``RECONNECT_GRACE``
+        self.gone_after = gone_after
+        self._free_since: dict[str, float] = {}  # holder -> when a look first found its lock free (``GONE_AFTER``)
         self._pool: asyncpg.Pool | None = None
         self._session: asyncpg.Connection | None = None
         self._session_task: asyncio.Task[None] | None = None
@@ -278,12 +287,14 @@ class PostgresDatabase:
                 await self._session.execute(f"SELECT pg_advisory_lock({lock_key('holder:' + holder)})")
 
     async def gone(self, holders: Collection[str]) -> set[str]:
-        """The holders whose process no longer holds its lock: its session ended, so it is dead (none for
-        ``RECONNECT_GRACE`` s after this process's own session came back: theirs may be coming back too)."""
+        """The holders whose process no longer holds its lock: its session ended and did not come back, so it
+        is dead. A lock must be found free at looks ``GONE_AFTER`` s apart; and none is believed for
+        ``RECONNECT_GRACE`` s after this process's own session came back (theirs may be coming back too)."""
         others = sorted({h for h in holders if h and h != self._holder})
-        if not others or self._session is None or self._clock() < self._trust_gone_from:
+        now = self._clock()
+        if not others or self._session is None or now < self._trust_gone_from:
             return set()
-        dead = set()
+        free = set()
         async with self._session_use:
             session = self._session
             if session is None:
@@ -292,8 +303,10 @@ class PostgresDatabase:
                 key = lock_key("holder:" + holder)
                 if await session.fetchval(f"SELECT pg_try_advisory_lock({key})"):
                     await session.execute(f"SELECT pg_advisory_unlock({key})")
-                    dead.add(holder)
-        return dead
+                    free.add(holder)
+        # Only what this look asked about and found free stays suspected: a lock held again clears it.
+        self._free_since = {holder: self._free_since.get(holder, now) for holder in free}
+        return {holder for holder in free if now - self._free_since[holder] >= self.gone_after}
 
     async def _keep_session(self) -> None:
         """Keep one session connection listening and holding this process's lock; reconnect if it drops."""
@@ -302,6 +315,7 @@ class PostgresDatabase:
             try:
                 lost = asyncio.Event()
                 session = await asyncpg.connect(self._dsn)
+                connected_at = time.monotonic()
                 session.add_termination_listener(functools.partial(_set_on_close, lost))
                 await session.add_listener(CHANNEL, self._dispatch)
                 self._session = session
@@ -313,6 +327,9 @@ class PostgresDatabase:
                 self._dispatch(None, 0, CHANNEL, "reconnected")
                 await lost.wait()
                 log.warning("lost the PostgreSQL session connection; reconnecting")
+                self._session = None
+                if time.monotonic() - connected_at >= RECONNECT_AFTER:
+                    continue  # at once: the others find this process's lock free until then (``GONE_AFTER``)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 # (``InterfaceError``: the connection closed under a call, as between connecting and listening.)
                 log.warning("the PostgreSQL session connection failed (%s); reconnecting", type(exc).__name__)

@@ -299,6 +299,7 @@ class SQLiteDatabase:
     """The store's SQLite: ``path``, used by this process alone."""
 
     dialect = "sqlite"
+    gone_after = 0.0  # the lock file is proof enough
 
     def __init__(self, path: Path) -> None:
         self.path = path
