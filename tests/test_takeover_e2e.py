@@ -322,6 +322,39 @@ async def test_a_paid_answer_is_delivered_though_the_database_refused_to_record_
         await bot.stop()
 
 
+async def test_a_job_whose_images_the_database_failed_to_read_at_first_runs_when_it_reads_them(
+    env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
+) -> None:
+    """A job waits in line; when its turn comes, the database fails to give its images (a dropped connection, a
+    restarting server), then gives them: the job runs, once, and is charged once. Before, the error ended the
+    run as a bug: the member's edit failed, refunded, "something went wrong", for a moment's outage."""
+    env.update(MAX_CONCURRENT_JOBS="1")
+    bot = BotProcess(env, tmp_path, discord_fake)
+    await bot.start()
+    try:
+        image_api.latency = 2.0
+        first = await send_edit(discord_fake, "first", [make_png()])
+        await image_api.wait_for_started(1, timeout=15)
+        waiting = await send_edit(discord_fake, "waits", [make_png(20, 30)])
+        await wait_final_text(waiting, "Queued")
+        # Reading a job's images fails until the column is back (nothing else the test does uses it).
+        await execute(env, "ALTER TABLE job_inputs RENAME COLUMN width TO width_away")
+        await wait_log(bot, waiting, "reading its images failed")
+        await execute(env, "ALTER TABLE job_inputs RENAME COLUMN width_away TO width")
+        for handle in (first, waiting):
+            await wait_result(handle, timeout=30)
+        assert [call.field("prompt") for call in image_api.calls] == ["first", "waits"]
+        assert len(image_api.calls[1].images) == 1
+        ended = await wait_rows(
+            env, "SELECT prompt, status, restarts FROM jobs ORDER BY created_at", lambda r: "delivering" not in str(r)
+        )
+        assert ended == [("first", "succeeded", 0), ("waits", "succeeded", 0)]
+        assert await rows(env, "SELECT entry FROM money") == [("charge",), ("charge",)]
+        assert not any("❌" in text for text in contents(waiting))
+    finally:
+        await bot.stop()
+
+
 async def test_a_posted_result_whose_end_the_database_refused_at_first_succeeds_and_is_charged_once(
     env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord, image_api: FakeImageAPI
 ) -> None:

@@ -35,6 +35,7 @@ from bot.jobs.inputs import JobInputs
 from bot.jobs.kinds import UnknownKindError, kind_of
 from bot.jobs.lifecycle import Lifecycle, record_pauses
 from bot.jobs.previews import Previews
+from bot.media.images import PreparedImage
 from bot.provider.client import APIAnswer, ImageEditResult, ProviderRequest
 from bot.provider.stream import PartialImage
 from bot.retries import asked_until_answered
@@ -197,7 +198,7 @@ class Dispatcher:
         try:
             try:
                 kind = kind_of(job.kind)
-                images = await self._inputs.load(job.id) if kind.needs_images else []
+                images = await self._load(job) if kind.needs_images else []
                 if images is None:
                     raise kind.after_restart(job, False) or AtelierError(
                         INPUTS_MISSING, log_detail="inputs missing at start"
@@ -264,6 +265,16 @@ class Dispatcher:
                 self._slots.release()
             if self._runs.get(job.id) is run:
                 del self._runs[job.id]
+
+    async def _load(self, job: Job) -> list[PreparedImage] | None:
+        """The job's images, asked again while the database fails to answer (a dropped connection, a restart of
+        the server): nothing is called yet, but failing the job for a moment's outage would cost the member their
+        edit. The job's lease is renewed meanwhile; the last try's error is the run's."""
+        asked = await asked_until_answered(
+            lambda: self._inputs.load(job.id), record_pauses(self._lifecycle.lease_seconds),
+            f"job={job.id} run={job.run}: reading its images", log,
+        )  # fmt: skip
+        return asked.value
 
     async def _record_answer(
         self, job: Job, attempts: list[Attempt], api_seconds: float
