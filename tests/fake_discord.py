@@ -407,6 +407,8 @@ class FakeDiscord:
         # machine can take that long to answer the others.
         self.ack_window: float | None = None
         self.slow_downloads: dict[str, float] = {}  # attachment filename -> seconds the CDN takes to serve it
+        # What must end before this fake does: the bot processes a test started and, having failed, never stopped.
+        self._before_stop: list[Callable[[], Awaitable[None]]] = []
         self.port = 0
         self.requests: list[RecordedRequest] = []
         self.gateway_received: list[JSON] = []
@@ -472,7 +474,13 @@ class FakeDiscord:
         assert server is not None
         self.port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
 
+    def before_stop(self, end: Callable[[], Awaitable[None]]) -> None:
+        """Call ``end`` when this fake stops, before it closes (each time it stops; ``end`` must allow that)."""
+        self._before_stop.append(end)
+
     async def stop(self) -> None:
+        for end in self._before_stop:
+            await end()
         for conn in list(self._conns):
             with contextlib.suppress(Exception):
                 await conn.ws.close(code=1001)

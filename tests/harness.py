@@ -49,6 +49,8 @@ class BotProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self.log_path = workdir / f"{name}.log"
         self.starts = 0
+        # A test that fails before it stops its bot leaves it running: the fake's end kills it.
+        fake.before_stop(self.kill)
 
     async def start(self, timeout: float = 30) -> None:
         """Start ``python -m bot [role]`` and wait until it is ready (identified on the gateway, or,
@@ -103,6 +105,13 @@ class BotProcess:
             self.proc.kill()
             await self.proc.wait()
             raise AssertionError(f"bot did not exit within {timeout}s of signal {sig}") from None
+
+    async def kill(self) -> None:
+        """Kill the bot (stopped by a signal or not) if it is still running; nothing if it has exited."""
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            await self.proc.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

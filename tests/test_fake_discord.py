@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,7 +18,9 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from tests.databases import only_sqlite
 from tests.fake_discord import FakeDiscord, InteractionHandle, RecordedRequest
+from tests.harness import BotProcess
 
 PNG = bytes.fromhex(
     "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
@@ -919,3 +923,18 @@ async def test_a_submission_carries_uploaded_files_and_checkboxes_as_discord_sen
         await fake.submit_modal("refine-form", {"prompt": "x", "size": ["auto"]})
     with pytest.raises(ValueError, match="at most 9 files"):
         await fake.submit_modal("refine-form", {"prompt": "x", "files": [first] * 10})
+
+
+@only_sqlite  # about the test's own harness, not the database
+async def test_a_bot_a_failed_test_left_running_is_killed_when_the_fake_discord_stops(
+    bot_env: dict[str, str], tmp_path: Path, discord_fake: FakeDiscord
+) -> None:
+    """A test that fails between starting a bot and stopping it leaves the process running, holding ports, files
+    and database sessions for the rest of the run: the fake Discord's end kills it, stalled (SIGSTOP) or not."""
+    process = BotProcess(bot_env, tmp_path, discord_fake)
+    await process.start()
+    assert process.proc is not None
+    process.proc.send_signal(signal.SIGSTOP)
+    async with asyncio.timeout(10):
+        await discord_fake.stop()
+    assert process.proc.returncode == -signal.SIGKILL
