@@ -41,7 +41,7 @@ from bot.errors import ConfigError
 from bot.servers.settings import GuildSettings
 from bot.store import sqlite as sqlite_module
 from bot.store.database import migrate, migrations, open_and_migrate
-from bot.store.postgres import GONE_AFTER, RECONNECT_GRACE, PostgresDatabase, lock_key
+from bot.store.postgres import FREE_LOOKS_GAP, GONE_AFTER, RECONNECT_GRACE, PostgresDatabase, lock_key
 from bot.store.script import Fetch, Op, Row, execute, execute_finally, fetch_one_alone, fetch_value, lock
 from bot.store.sqlite import SQLiteDatabase, check_version
 from bot.store.store import Store
@@ -1059,3 +1059,27 @@ async def test_on_postgresql_a_holder_is_gone_only_if_its_lock_stays_free() -> N
             await b.close()
             for life in lives:
                 await life.close()
+
+
+async def test_on_postgresql_a_look_at_some_holders_keeps_what_the_others_looks_found() -> None:
+    """The take-over asks about the holders of jobs, the outbox about those of notices. A look at the one must not
+    start the other's count again (two lookers taking turns would never call a dead process gone); but a look that
+    found a lock free long ago says nothing of the time since, and counts for nothing."""
+    now = [0.0]
+    async with fresh_database() as url:
+        b = PostgresDatabase(f"{url}?application_name=looks-b", pool_size=1, clock=lambda: now[0])
+        await b.open()
+        try:
+            await b.hold("b")
+            assert await b.gone({"a"}) == set()  # nobody holds "a" or "c": dead processes
+            now[0] += GONE_AFTER / 2
+            assert await b.gone({"c"}) == set()
+            now[0] += GONE_AFTER / 2
+            assert await b.gone({"a"}) == {"a"}
+            assert await b.gone({"c"}) == set()
+            now[0] += FREE_LOOKS_GAP + 1
+            assert await b.gone({"c"}) == set()  # its last look was too long ago: the count starts again
+            now[0] += GONE_AFTER
+            assert await b.gone({"c", "b"}) == {"c"}
+        finally:
+            await b.close()

@@ -69,6 +69,9 @@ RECONNECT_GRACE = 3.0
 # backend) is alive, its call still in flight at the provider; it reconnects at once and holds its lock again
 # well within this. Taking its jobs over at the first free look would make (and pay for) those calls twice.
 GONE_AFTER = 1.5
+# A look that found a lock free counts towards ``GONE_AFTER`` only if another look found it free within this long:
+# an older one says nothing of the time between (the lock may have been held again, and dropped again since).
+FREE_LOOKS_GAP = 10.0
 # A value this large (an image) goes in a statement of its own, not in an ``executemany``.
 BLOB_BYTES = 64 * 1024
 
@@ -114,7 +117,8 @@ class PostgresDatabase:
         self._clock = clock
         self._trust_gone_from = -math.inf  # see ``RECONNECT_GRACE``
         self.gone_after = gone_after
-        self._free_since: dict[str, float] = {}  # holder -> when a look first found its lock free (``GONE_AFTER``)
+        # holder -> when looks began to find its lock free, and when one last did (``GONE_AFTER``, ``FREE_LOOKS_GAP``)
+        self._free_looks: dict[str, tuple[float, float]] = {}
         self._pool: asyncpg.Pool | None = None
         self._session: asyncpg.Connection | None = None
         self._session_task: asyncio.Task[None] | None = None
@@ -288,8 +292,9 @@ class PostgresDatabase:
 
     async def gone(self, holders: Collection[str]) -> set[str]:
         """The holders whose process no longer holds its lock: its session ended and did not come back, so it
-        is dead. A lock must be found free at looks ``GONE_AFTER`` s apart; and none is believed for
-        ``RECONNECT_GRACE`` s after this process's own session came back (theirs may be coming back too)."""
+        is dead. A lock must be found free at looks ``GONE_AFTER`` s apart, and at every look between (none of them
+        ``FREE_LOOKS_GAP`` apart); and none is believed for ``RECONNECT_GRACE`` s after this process's own session
+        came back (theirs may be coming back too)."""
         others = sorted({h for h in holders if h and h != self._holder})
         now = self._clock()
         if not others or self._session is None or now < self._trust_gone_from:
@@ -304,9 +309,14 @@ class PostgresDatabase:
                 if await session.fetchval(f"SELECT pg_try_advisory_lock({key})"):
                     await session.execute(f"SELECT pg_advisory_unlock({key})")
                     free.add(holder)
-        # Only what this look asked about and found free stays suspected: a lock held again clears it.
-        self._free_since = {holder: self._free_since.get(holder, now) for holder in free}
-        return {holder for holder in free if now - self._free_since[holder] >= self.gone_after}
+        # The take-over and the outbox each ask of their own holders: a look keeps what it did not ask about.
+        asked = set(others)
+        looks = {h: seen for h, seen in self._free_looks.items() if h not in asked and now - seen[1] <= FREE_LOOKS_GAP}
+        for holder in free:
+            first, last = self._free_looks.get(holder, (now, now))
+            looks[holder] = (first if now - last <= FREE_LOOKS_GAP else now, now)
+        self._free_looks = looks  # a lock found held again is no longer suspected
+        return {holder for holder in free if now - looks[holder][0] >= self.gone_after}
 
     async def _keep_session(self) -> None:
         """Keep one session connection listening and holding this process's lock; reconnect if it drops."""
