@@ -22,7 +22,7 @@ from tests.fake_image_api import FakeImageAPI
 from tests.harness import API_KEY, BOT_TOKEN, BotProcess, bot_environment, discord_leaks, leaked_secrets
 from tests.postgres import fresh_database
 from tests.stores import open_store
-from tests.utc_day import wait_for_whole_day
+from tests.utc_day import DEFAULT_LONGEST, wait_for_whole_day
 
 
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
@@ -31,10 +31,20 @@ def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
 
     Outermost of the wrappers, so the wait comes before pytest-timeout starts the test's clock.
     """
-    marker = item.get_closest_marker("timeout")
-    longest = float(marker.args[0]) if marker is not None else float(item.config.getini("timeout"))
-    wait_for_whole_day(longest)
+    wait_for_whole_day(longest_run(item))
     yield
+
+
+def longest_run(item: pytest.Item) -> float:
+    """How long ``item`` may run: its ``timeout`` mark, else ``--timeout``, else the ini's (``DEFAULT_LONGEST``
+    without pytest-timeout, or with no timeout set)."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None and (marker.args or "timeout" in marker.kwargs):
+        return float(marker.kwargs.get("timeout", marker.args[0] if marker.args else 0)) or DEFAULT_LONGEST
+    if not item.config.pluginmanager.hasplugin("timeout"):
+        return DEFAULT_LONGEST
+    given = item.config.getoption("timeout", None) or item.config.getini("timeout")
+    return float(given or 0) or DEFAULT_LONGEST
 
 
 @pytest.fixture

@@ -1024,6 +1024,8 @@ async def test_on_postgresql_a_process_whose_session_came_back_calls_no_other_go
                 await came_back.wait()
             assert await b.gone({"a"}) == set()  # a's session might be on its way back too
             now[0] += RECONNECT_GRACE
+            assert await b.gone({"a"}) == set()  # what b's looks found before its reconnection counts no more
+            now[0] += GONE_AFTER
             assert await b.gone({"a"}) == {"a"}
         finally:
             await b.close()

@@ -332,13 +332,15 @@ async def test_a_job_whose_images_the_database_failed_to_read_at_first_runs_when
     bot = BotProcess(env, tmp_path, discord_fake)
     await bot.start()
     try:
-        image_api.latency = 2.0
+        released = asyncio.Event()  # the first call holds the slot until the fault is in place
+        image_api.then(Reply(until=released), Reply())
         first = await send_edit(discord_fake, "first", [make_png()])
         await image_api.wait_for_started(1, timeout=15)
         waiting = await send_edit(discord_fake, "waits", [make_png(20, 30)])
         await wait_final_text(waiting, "Queued")
         # Reading a job's images fails until the column is back (nothing else the test does uses it).
         await execute(env, "ALTER TABLE job_inputs RENAME COLUMN width TO width_away")
+        released.set()
         await wait_log(bot, waiting, "reading its images failed")
         await execute(env, "ALTER TABLE job_inputs RENAME COLUMN width_away TO width")
         for handle in (first, waiting):

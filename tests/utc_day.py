@@ -14,6 +14,7 @@ import time
 from bot.core.quota import next_reset
 
 AFTER_MIDNIGHT = 1.0  # seconds past 00:00 to start at, so that no clock skew puts "now" before it
+DEFAULT_LONGEST = 120.0  # a test's longest run when no timeout says it (the project's own is 120 s)
 
 
 def wait_before(now: float, longest: float) -> float:

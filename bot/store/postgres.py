@@ -72,6 +72,14 @@ GONE_AFTER = 1.5
 # A look that found a lock free counts towards ``GONE_AFTER`` only if another look found it free within this long:
 # an older one says nothing of the time between (the lock may have been held again, and dropped again since).
 FREE_LOOKS_GAP = 10.0
+# The holders' locks held in this database (a bigint advisory lock shows as two 32-bit halves, ``objsubid`` 1).
+HELD_LOCKS = """
+SELECT l.classid, l.objid FROM pg_locks l
+JOIN unnest($1::bigint[], $2::bigint[]) AS k(classid, objid)
+  ON l.classid::bigint = k.classid AND l.objid::bigint = k.objid
+WHERE l.locktype = 'advisory' AND l.objsubid = 1 AND l.granted
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+"""
 # A value this large (an image) goes in a statement of its own, not in an ``executemany``.
 BLOB_BYTES = 64 * 1024
 
@@ -296,19 +304,21 @@ class PostgresDatabase:
         ``FREE_LOOKS_GAP`` apart); and none is believed for ``RECONNECT_GRACE`` s after this process's own session
         came back (theirs may be coming back too)."""
         others = sorted({h for h in holders if h and h != self._holder})
-        now = self._clock()
-        if not others or self._session is None or now < self._trust_gone_from:
+        if not others:
             return set()
-        free = set()
         async with self._session_use:
-            session = self._session
-            if session is None:
+            # Read under the session's turn: a reconnection's ``hold`` (and its grace) comes before a look made on it.
+            session, now = self._session, self._clock()
+            if session is None or now < self._trust_gone_from:
                 return set()
-            for holder in others:
-                key = lock_key("holder:" + holder)
-                if await session.fetchval(f"SELECT pg_try_advisory_lock({key})"):
-                    await session.execute(f"SELECT pg_advisory_unlock({key})")
-                    free.add(holder)
+            # Read from the lock table, not by taking each lock in turn: a look never holds another's lock, so it
+            # never makes a third process's look find it held (nor keeps it, if cancelled between take and release).
+            keys = [lock_key("holder:" + holder) % 2**64 for holder in others]
+            held = {
+                (int(r["classid"]) << 32) | int(r["objid"])
+                for r in await session.fetch(HELD_LOCKS, [k >> 32 for k in keys], [k & 0xFFFFFFFF for k in keys])
+            }
+        free = {holder for holder, key in zip(others, keys, strict=True) if key not in held}
         # The take-over and the outbox each ask of their own holders: a look keeps what it did not ask about.
         asked = set(others)
         looks = {h: seen for h, seen in self._free_looks.items() if h not in asked and now - seen[1] <= FREE_LOOKS_GAP}
@@ -328,11 +338,12 @@ class PostgresDatabase:
                 connected_at = time.monotonic()
                 session.add_termination_listener(functools.partial(_set_on_close, lost))
                 await session.add_listener(CHANNEL, self._dispatch)
+                if self._session_ready.is_set():  # it came back: so may the others' (not at the first connection)
+                    self._trust_gone_from = self._clock() + RECONNECT_GRACE
+                    self._free_looks = {}  # what looks found free before says nothing of the time since
                 self._session = session
                 if self._holder is not None:
                     await self.hold(self._holder)
-                if self._session_ready.is_set():  # it came back: so may the others' (not at the first connection)
-                    self._trust_gone_from = self._clock() + RECONNECT_GRACE
                 self._session_ready.set()
                 self._dispatch(None, 0, CHANNEL, "reconnected")
                 await lost.wait()
