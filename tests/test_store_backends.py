@@ -1085,3 +1085,29 @@ async def test_on_postgresql_a_look_at_some_holders_keeps_what_the_others_looks_
             assert await b.gone({"c", "b"}) == {"c"}
         finally:
             await b.close()
+
+
+async def test_on_postgresql_a_holder_that_came_back_between_two_looks_is_counted_again() -> None:
+    """A session that dropped, came back and dropped again between two looks looks free at both: the notice its
+    process sends as it holds its lock again tells the lookers that the lock was held in between."""
+    now = [0.0]
+    async with fresh_database() as url:
+        b = PostgresDatabase(f"{url}?application_name=flap-b", pool_size=1, clock=lambda: now[0])
+        a = PostgresDatabase(f"{url}?application_name=flap-a", pool_size=1)
+        await b.open()
+        try:
+            await b.hold("b")
+            assert await b.gone({"a"}) == set()  # free: the count starts
+            await a.open()
+            await a.hold("a")  # back…
+            await a.close()  # …and gone again before b's next look
+            async with asyncio.timeout(5):
+                while "a" in b._free_looks:  # noqa: ASYNC110 (the notice reaches b's session in its own time)
+                    await asyncio.sleep(0.01)
+            now[0] += GONE_AFTER
+            assert await b.gone({"a"}) == set()  # the count started again at this look
+            now[0] += GONE_AFTER
+            assert await b.gone({"a"}) == {"a"}
+        finally:
+            await b.close()
+            await a.close()

@@ -72,6 +72,10 @@ GONE_AFTER = 1.5
 # A look that found a lock free counts towards ``GONE_AFTER`` only if another look found it free within this long:
 # an older one says nothing of the time between (the lock may have been held again, and dropped again since).
 FREE_LOOKS_GAP = 10.0
+# The notice a process sends each time it holds its lock (at start, and after every reconnection): another's looks
+# sample the lock every few seconds, and a session that came back and dropped again between two of them would
+# otherwise look as if it had stayed free all along.
+HOLDING = "holding:"
 # The holders' locks held in this database (a bigint advisory lock shows as two 32-bit halves, ``objsubid`` 1).
 HELD_LOCKS = """
 SELECT l.classid, l.objid FROM pg_locks l
@@ -285,6 +289,9 @@ class PostgresDatabase:
         self._handlers.append(handler)
 
     def _dispatch(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        if payload.startswith(HOLDING):  # a holder's lock is held again: what looks found free before no longer counts
+            self._free_looks.pop(payload.removeprefix(HOLDING), None)
+            return
         for handler in self._handlers:
             try:
                 handler(payload)
@@ -296,7 +303,10 @@ class PostgresDatabase:
         self._holder = holder
         async with self._session_use:
             if self._session is not None:
-                await self._session.execute(f"SELECT pg_advisory_lock({lock_key('holder:' + holder)})")
+                key = lock_key("holder:" + holder)
+                await self._session.execute(
+                    f"SELECT pg_advisory_lock({key}), pg_notify('{CHANNEL}', {_literal(HOLDING + holder)})"
+                )
 
     async def gone(self, holders: Collection[str]) -> set[str]:
         """The holders whose process no longer holds its lock: its session ended and did not come back, so it
