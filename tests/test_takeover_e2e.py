@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bot.store.postgres import lock_key
+from bot.store.postgres import holder_lock, lock_halves
 from tests.fake_discord import FakeDiscord, InteractionHandle
 from tests.fake_image_api import EditCall, FakeImageAPI, Reply, make_png
 from tests.harness import (
@@ -207,16 +207,16 @@ async def test_a_worker_whose_own_session_dropped_keeps_its_running_job(
     db = {"DATABASE_URL": database}
     ((holder,),) = await rows(db, "SELECT claimed_by FROM jobs")
     (holding,) = [w for w in workers if w.proc is not None and w.proc.pid == int(str(holder).split(":")[1])]
-    key = lock_key(f"holder:{holder}") % 2**64  # as PostgreSQL shows a bigint advisory lock: two 32-bit halves
+    high, low = lock_halves(holder_lock(str(holder)))
     conn = await asyncpg.connect(database)
     try:
         lock = "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = $1 AND objid = $2 AND objsubid = 1"
-        ((session,),) = [tuple(r.values()) for r in await conn.fetch(lock, key >> 32, key & 0xFFFFFFFF)]
+        ((session,),) = [tuple(r.values()) for r in await conn.fetch(lock, high, low)]
         assert await conn.fetchval("SELECT pg_terminate_backend($1)", session)
         async with asyncio.timeout(10):
             while "lost the PostgreSQL session connection" not in holding.log():  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
-            while await conn.fetchval(lock, key >> 32, key & 0xFFFFFFFF) in (None, session):  # noqa: ASYNC110
+            while await conn.fetchval(lock, high, low) in (None, session):  # noqa: ASYNC110
                 await asyncio.sleep(0.05)  # held again, on a new session
     finally:
         await conn.close()

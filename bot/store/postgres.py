@@ -112,6 +112,17 @@ def lock_key(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
+def holder_lock(holder: str) -> int:
+    """The advisory lock key a process holds for its life, as ``holder`` (see ``gone``)."""
+    return lock_key("holder:" + holder)
+
+
+def lock_halves(key: int) -> tuple[int, int]:
+    """How ``pg_locks`` shows a bigint advisory lock: ``classid`` (its high 32 bits) and ``objid`` (its low ones)."""
+    unsigned = key % 2**64
+    return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
 def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
@@ -303,9 +314,9 @@ class PostgresDatabase:
         self._holder = holder
         async with self._session_use:
             if self._session is not None:
-                key = lock_key("holder:" + holder)
+                notice = _literal(HOLDING + holder)
                 await self._session.execute(
-                    f"SELECT pg_advisory_lock({key}), pg_notify('{CHANNEL}', {_literal(HOLDING + holder)})"
+                    f"SELECT pg_advisory_lock({holder_lock(holder)}), pg_notify('{CHANNEL}', {notice})"
                 )
 
     async def gone(self, holders: Collection[str]) -> set[str]:
@@ -323,12 +334,10 @@ class PostgresDatabase:
                 return set()
             # Read from the lock table, not by taking each lock in turn: a look never holds another's lock, so it
             # never makes a third process's look find it held (nor keeps it, if cancelled between take and release).
-            keys = [lock_key("holder:" + holder) % 2**64 for holder in others]
-            held = {
-                (int(r["classid"]) << 32) | int(r["objid"])
-                for r in await session.fetch(HELD_LOCKS, [k >> 32 for k in keys], [k & 0xFFFFFFFF for k in keys])
-            }
-        free = {holder for holder, key in zip(others, keys, strict=True) if key not in held}
+            halves = [lock_halves(holder_lock(holder)) for holder in others]
+            rows = await session.fetch(HELD_LOCKS, [high for high, _ in halves], [low for _, low in halves])
+            held = {(int(r["classid"]), int(r["objid"])) for r in rows}
+        free = {holder for holder, pair in zip(others, halves, strict=True) if pair not in held}
         # The take-over and the outbox each ask of their own holders: a look keeps what it did not ask about.
         asked = set(others)
         looks = {h: seen for h, seen in self._free_looks.items() if h not in asked and now - seen[1] <= FREE_LOOKS_GAP}
